@@ -1,0 +1,154 @@
+/**
+ * The Deno FFI table of the `hl_rust_vmm` cdylib (`rust-vmm/`), and how the library is found.
+ * The C prototypes beside each symbol are the ABI written down in `docs/cdylib-abi.md`.
+ * Only fast-path types (numbers, pointers, buffers) cross: no structs by value.
+ *
+ * @module
+ */
+
+import { HypervisorError, LibraryNotFoundError } from "../src/errors.ts";
+
+/** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
+export const CDYLIB_ABI_VERSION = 1;
+
+/** The symbol table, typed for `Deno.dlopen`. */
+export const symbols = {
+  /** `uint32_t hl_abi_version(void)` */
+  hl_abi_version: { parameters: [], result: "u32" },
+  /** `int32_t hl_last_error(uint32_t vm, uint8_t *buf, uint32_t cap)` → full message length */
+  hl_last_error: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** `int32_t hl_hypervisor_info(uint64_t out[8])` */
+  hl_hypervisor_info: { parameters: ["buffer"], result: "i32" },
+  /** `int32_t hl_vm_create(uint32_t *out_vm)` */
+  hl_vm_create: { parameters: ["buffer"], result: "i32" },
+  /** `int32_t hl_vm_destroy(uint32_t vm)` */
+  hl_vm_destroy: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_vm_map_memory(uint32_t vm, uint64_t gpa, uint64_t size, uint32_t flags, uint32_t *out_slot)` */
+  hl_vm_map_memory: { parameters: ["u32", "u64", "u64", "u32", "buffer"], result: "i32" },
+  /** `void *hl_vm_memory_ptr(uint32_t vm, uint32_t slot)` (NULL on error) */
+  hl_vm_memory_ptr: { parameters: ["u32", "u32"], result: "pointer" },
+  /** `int32_t hl_vm_memory_reset(uint32_t vm, uint32_t slot)` */
+  hl_vm_memory_reset: { parameters: ["u32", "u32"], result: "i32" },
+  /** `int32_t hl_vcpu_create(uint32_t vm, uint64_t cr3)` */
+  hl_vcpu_create: { parameters: ["u32", "u64"], result: "i32" },
+  /** `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` */
+  hl_vcpu_set_regs: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vcpu_get_regs(uint32_t vm, uint64_t regs[18])` */
+  hl_vcpu_get_regs: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `const struct hl_exit *hl_vcpu_exit_ptr(uint32_t vm)` (NULL on error) */
+  hl_vcpu_exit_ptr: { parameters: ["u32"], result: "pointer" },
+  /** `int32_t hl_vcpu_run(uint32_t vm)` → exit kind; synchronous fast path (blocks the caller) */
+  hl_vcpu_run: { parameters: ["u32"], result: "i32" },
+  /** The same `hl_vcpu_run`, called from Deno's thread pool: the event loop keeps running. */
+  hl_vcpu_run_async: {
+    name: "hl_vcpu_run",
+    parameters: ["u32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** `int32_t hl_vcpu_interrupt(uint32_t vm)` */
+  hl_vcpu_interrupt: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])` → ioctls, exits, runs */
+  hl_vm_stats: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `int32_t hl_global_stats(uint64_t out[2])` → process ioctls, live VMs */
+  hl_global_stats: { parameters: ["buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The opened library's symbols. */
+export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+/** Status codes of the C ABI (negative), as in `rust-vmm/src/error.rs`. */
+export const STATUS_CODES: Readonly<Record<number, string>> = {
+  [-1]: "INVALID_HANDLE",
+  [-2]: "INVALID_ARGUMENT",
+  [-3]: "NO_KVM",
+  [-4]: "PERMISSION",
+  [-5]: "API_VERSION",
+  [-6]: "KVM",
+  [-7]: "OS",
+  [-8]: "PANIC",
+  [-9]: "STATE",
+};
+
+const LIBRARY_FILE = "libhl_rust_vmm.so";
+
+function envLibraryPath(): string | undefined {
+  try {
+    return Deno.env.get("HL_SANDBOX_LIB") || undefined;
+  } catch {
+    // No --allow-env: the variable simply does not apply.
+    return undefined;
+  }
+}
+
+function localBuildPath(): string | undefined {
+  const url = new URL(`../target/release/${LIBRARY_FILE}`, import.meta.url);
+  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
+}
+
+let opened: { path: string; symbols: Symbols } | undefined;
+
+/**
+ * Opens the library: `explicitPath` if given, else `$HL_SANDBOX_LIB`, else the local cargo build
+ * (`target/release/libhl_rust_vmm.so` next to this package); only the first of these that is set
+ * is tried. Opened once per process; a later call with a different explicit path is an error.
+ */
+export function openLibrary(explicitPath?: string): Symbols {
+  if (opened) {
+    if (explicitPath !== undefined && explicitPath !== opened.path) {
+      throw new HypervisorError(
+        "STATE",
+        `the native library is already loaded from ${opened.path}; cannot switch to ${explicitPath}`,
+      );
+    }
+    return opened.symbols;
+  }
+  // The first source that names a path is the only one tried: a wrong explicit path or
+  // HL_SANDBOX_LIB is reported, not silently replaced by another build.
+  const chosen = explicitPath ?? envLibraryPath() ?? localBuildPath();
+  const candidates = chosen === undefined ? [] : [chosen];
+  const searched: string[] = [];
+  for (const path of candidates) {
+    searched.push(path);
+    let exists = false;
+    try {
+      exists = Deno.statSync(path).isFile;
+    } catch {
+      exists = false;
+    }
+    if (!exists) continue;
+    const lib = Deno.dlopen(path, symbols);
+    const version = lib.symbols.hl_abi_version();
+    if (version !== CDYLIB_ABI_VERSION) {
+      lib.close();
+      throw new HypervisorError(
+        "API_VERSION",
+        `${path} implements C ABI version ${version}, this package needs ${CDYLIB_ABI_VERSION}: ` +
+          "rebuild it with `deno task build`",
+      );
+    }
+    opened = { path, symbols: lib.symbols };
+    return lib.symbols;
+  }
+  throw new LibraryNotFoundError(
+    searched,
+    "build it with `deno task build` (cargo build --release -p hl-rust-vmm), or point " +
+      "HL_SANDBOX_LIB (or the `library` option) at libhl_rust_vmm.so",
+  );
+}
+
+const messageBuffer = new Uint8Array(4096);
+const decoder = new TextDecoder();
+
+/** The last error message of `vm` (or of this thread when `vm` is 0). */
+export function lastError(lib: Symbols, vm: number): string {
+  const n = lib.hl_last_error(vm, messageBuffer, messageBuffer.length);
+  return decoder.decode(messageBuffer.subarray(0, Math.max(0, Math.min(n, messageBuffer.length))));
+}
+
+/** Throws a `HypervisorError` for a negative status; returns the status otherwise. */
+export function check(lib: Symbols, status: number, vm = 0): number {
+  if (status >= 0) return status;
+  const code = STATUS_CODES[status] ?? `STATUS_${status}`;
+  throw new HypervisorError(code, lastError(lib, vm) || `hypervisor call failed (${code})`);
+}

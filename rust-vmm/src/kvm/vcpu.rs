@@ -1,0 +1,233 @@
+//! A KVM vCPU started directly in 64-bit long mode (no firmware, no real-mode boot).
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_regs, kvm_segment, CpuId};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use crate::backend::{ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, VcpuBackend};
+use crate::error::{Error, Result};
+use crate::stats::Counters;
+
+// Control-register bits (Intel SDM vol. 3, 2.5; AMD APM vol. 2, 3.1).
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// Selectors the guest ABI promises (docs/abi.md): 0x08 code, 0x10 data.
+const CODE_SELECTOR: u16 = 0x08;
+const DATA_SELECTOR: u16 = 0x10;
+
+/// Writes `kvm_run.immediate_exit` from another thread.
+struct ImmediateExit {
+    flag: *mut u8,
+}
+
+// SAFETY: `flag` points into the vCPU's kvm_run mapping, which lives as long as the VcpuFd; the
+// vCPU thread joins (dropping the VcpuFd) only after every user of this handle is done with it
+// (see vcpu_thread.rs). KVM documents concurrent writes of this byte as the way to kick a vCPU.
+unsafe impl Send for ImmediateExit {}
+// SAFETY: as above; the only operation is a volatile byte store.
+unsafe impl Sync for ImmediateExit {}
+
+impl ExitRequest for ImmediateExit {
+    fn set(&self, on: bool) {
+        // SAFETY: see the Send impl: the pointer is valid while any handle exists.
+        unsafe { std::ptr::write_volatile(self.flag, u8::from(on)) }
+    }
+}
+
+pub struct KvmVcpu {
+    fd: VcpuFd,
+    counters: Arc<Counters>,
+    immediate_exit: Arc<ImmediateExit>,
+}
+
+impl KvmVcpu {
+    pub fn new(vm: &VmFd, cpuid: &CpuId, cr3: u64, counters: Arc<Counters>) -> Result<Self> {
+        counters.ioctl(1);
+        let mut fd = vm
+            .create_vcpu(0)
+            .map_err(|e| Error::hypervisor("KVM_CREATE_VCPU", e.errno()))?;
+        // CPUID first: KVM only accepts EFER.NXE when the guest's CPUID advertises NX.
+        counters.ioctl(1);
+        fd.set_cpuid2(cpuid)
+            .map_err(|e| Error::hypervisor("KVM_SET_CPUID2", e.errno()))?;
+
+        counters.ioctl(1);
+        let mut sregs = fd
+            .get_sregs()
+            .map_err(|e| Error::hypervisor("KVM_GET_SREGS", e.errno()))?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: CODE_SELECTOR,
+            type_: 0b1011, // execute/read, accessed
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            ..Default::default()
+        };
+        let data = kvm_segment {
+            selector: DATA_SELECTOR,
+            type_: 0b0011, // read/write, accessed
+            db: 1,
+            l: 0,
+            ..code
+        };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        // VMX requires a busy 64-bit TSS in TR for a long-mode entry; SVM does not care. Nothing
+        // in the guest uses it until the guest loads its own.
+        sregs.tr = kvm_segment {
+            selector: 0,
+            type_: 0b1011,
+            s: 0,
+            db: 0,
+            l: 0,
+            g: 0,
+            ..code
+        };
+        sregs.cr3 = cr3;
+        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+        counters.ioctl(1);
+        fd.set_sregs(&sregs)
+            .map_err(|e| Error::hypervisor("KVM_SET_SREGS", e.errno()))?;
+
+        let flag: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
+        Ok(Self {
+            fd,
+            counters,
+            immediate_exit: Arc::new(ImmediateExit { flag }),
+        })
+    }
+}
+
+impl VcpuBackend for KvmVcpu {
+    fn run(&mut self, exit: &mut ExitInfo) -> Result<RunOutcome> {
+        self.counters.ioctl(1);
+        self.counters
+            .runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.fd.run();
+        let kind = match result {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let size = data.len() as u64;
+                exit.set(ExitKind::IoOut, port.into(), size, 1, data);
+                ExitKind::IoOut
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                // The guest reads whatever we leave here when it is resumed: zeros, never stale
+                // bytes from an earlier exit.
+                data.fill(0);
+                exit.set(ExitKind::IoIn, port.into(), data.len() as u64, 1, &[]);
+                ExitKind::IoIn
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                data.fill(0);
+                exit.set(ExitKind::Mmio, addr, data.len() as u64, 0, &[]);
+                ExitKind::Mmio
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                exit.set(ExitKind::Mmio, addr, data.len() as u64, 1, data);
+                ExitKind::Mmio
+            }
+            Ok(VcpuExit::Hlt) => {
+                exit.set(ExitKind::Halt, 0, 0, 0, &[]);
+                ExitKind::Halt
+            }
+            Ok(VcpuExit::Shutdown) => {
+                exit.set(ExitKind::Shutdown, 0, 0, 0, &[]);
+                ExitKind::Shutdown
+            }
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => {
+                exit.set(ExitKind::FailEntry, reason, 0, 0, &[]);
+                ExitKind::FailEntry
+            }
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the `internal` union member
+                // is the one the kernel filled in.
+                let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                exit.set(ExitKind::InternalError, suberror.into(), 0, 0, &[]);
+                ExitKind::InternalError
+            }
+            Ok(VcpuExit::Intr) => return Ok(RunOutcome::Signalled),
+            Ok(other) => {
+                let text = format!("{other:?}");
+                let reason = self.fd.get_kvm_run().exit_reason;
+                exit.set(ExitKind::Other, reason.into(), 0, 0, text.as_bytes());
+                ExitKind::Other
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Ok(RunOutcome::Signalled)
+            }
+            Err(e) => return Err(Error::hypervisor("KVM_RUN", e.errno())),
+        };
+        self.counters
+            .exits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(RunOutcome::Exited(kind))
+    }
+
+    fn set_regs(&mut self, r: &Regs) -> Result<()> {
+        let regs = kvm_regs {
+            rax: r[0],
+            rbx: r[1],
+            rcx: r[2],
+            rdx: r[3],
+            rsi: r[4],
+            rdi: r[5],
+            rsp: r[6],
+            rbp: r[7],
+            r8: r[8],
+            r9: r[9],
+            r10: r[10],
+            r11: r[11],
+            r12: r[12],
+            r13: r[13],
+            r14: r[14],
+            r15: r[15],
+            rip: r[16],
+            rflags: r[17],
+        };
+        self.counters.ioctl(1);
+        self.fd
+            .set_regs(&regs)
+            .map_err(|e| Error::hypervisor("KVM_SET_REGS", e.errno()))
+    }
+
+    fn get_regs(&mut self) -> Result<Regs> {
+        self.counters.ioctl(1);
+        let r = self
+            .fd
+            .get_regs()
+            .map_err(|e| Error::hypervisor("KVM_GET_REGS", e.errno()))?;
+        Ok([
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags,
+        ])
+    }
+
+    fn exit_request(&self) -> Arc<dyn ExitRequest> {
+        self.immediate_exit.clone()
+    }
+}

@@ -1,0 +1,297 @@
+//! VM primitives over a C ABI, for `@hl/sandbox`'s Deno FFI layer (`ffi/lib.ts`).
+//!
+//! Every function returns a status (`>= 0` success, negative = `error::Code`), never panics
+//! across the boundary, and keeps the message of its last failure for `hl_last_error`. The ABI is
+//! written down in `docs/cdylib-abi.md`. Hypervisor specifics live behind `backend::Hypervisor`
+//! (`kvm/` is the one implementation).
+
+mod backend;
+mod error;
+mod kvm;
+mod memory;
+mod stats;
+mod vcpu_thread;
+mod vm;
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use backend::{ExitInfo, Regs};
+use error::{Code, Error, Result};
+
+/// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
+pub const CDYLIB_ABI_VERSION: u32 = 1;
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records an error for `hl_last_error`: per thread, and per VM when it concerns one (the
+/// non-blocking run call fails on a pool thread, and the caller reads the message from another).
+fn record(vm: u32, e: &Error) {
+    LAST_ERROR.with(|l| *l.borrow_mut() = e.message.clone());
+    if vm != 0 {
+        if let Ok(v) = vm::lookup(vm) {
+            *v.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.message.clone();
+        }
+    }
+}
+
+/// Runs `f`, turning errors and panics into status codes.
+fn guard(vm: u32, f: impl FnOnce() -> Result<i32>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            record(vm, &e);
+            e.code as i32
+        }
+        Err(_) => {
+            record(
+                vm,
+                &Error::new(Code::Panic, "internal panic in hl_rust_vmm (a bug)"),
+            );
+            Code::Panic as i32
+        }
+    }
+}
+
+fn non_null<T>(p: *const T, what: &str) -> Result<()> {
+    if p.is_null() {
+        Err(Error::invalid_argument(format!("{what} pointer is null")))
+    } else {
+        Ok(())
+    }
+}
+
+/// `uint32_t hl_abi_version(void)`
+#[no_mangle]
+pub extern "C" fn hl_abi_version() -> u32 {
+    CDYLIB_ABI_VERSION
+}
+
+/// `int32_t hl_last_error(uint32_t vm, uint8_t *buf, uint32_t cap)`: copies the last error
+/// message (of `vm`, or of this thread when `vm` is 0 or unknown) as UTF-8, truncated to `cap`;
+/// returns its full length.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_last_error(vm: u32, buf: *mut u8, cap: u32) -> i32 {
+    guard(0, || {
+        let from_vm = if vm != 0 {
+            vm::lookup(vm)
+                .ok()
+                .map(|v| {
+                    v.last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                })
+                .filter(|m| !m.is_empty())
+        } else {
+            None
+        };
+        let message = from_vm.unwrap_or_else(|| LAST_ERROR.with(|l| l.borrow().clone()));
+        let bytes = message.as_bytes();
+        if !buf.is_null() {
+            let n = bytes.len().min(cap as usize);
+            // SAFETY: the caller gives `cap` writable bytes at `buf`; we write at most that many.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n) };
+        }
+        Ok(bytes.len().min(i32::MAX as usize) as i32)
+    })
+}
+
+/// `int32_t hl_hypervisor_info(uint64_t out[8])`: api version, immediate exit, read-only memory,
+/// dirty logging, memory slots, max vCPUs, 0, 0.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_hypervisor_info(out: *mut u64) -> i32 {
+    guard(0, || {
+        non_null(out, "out")?;
+        let c = vm::capabilities()?;
+        let values = [
+            c.api_version,
+            c.immediate_exit.into(),
+            c.readonly_memory.into(),
+            c.dirty_log.into(),
+            c.max_memory_slots,
+            c.max_vcpus,
+            0,
+            0,
+        ];
+        // SAFETY: the caller gives 8 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, values.len()) };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_vm_create(uint32_t *out_vm)`
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_create(out_vm: *mut u32) -> i32 {
+    guard(0, || {
+        non_null(out_vm, "out_vm")?;
+        let handle = vm::create()?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_vm = handle };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_vm_destroy(uint32_t vm)`: stops the vCPU (interrupting a run in progress), closes
+/// the VM and unmaps its memory. A second call returns `INVALID_HANDLE`.
+#[no_mangle]
+pub extern "C" fn hl_vm_destroy(vm: u32) -> i32 {
+    guard(0, || vm::destroy(vm).map(|_| 0))
+}
+
+/// `int32_t hl_vm_map_memory(uint32_t vm, uint64_t gpa, uint64_t size, uint32_t flags,
+/// uint32_t *out_slot)`: allocates `size` bytes of library-owned memory (memfd, MAP_PRIVATE) and
+/// maps it at guest-physical `gpa`. flags bit 0 = read-only for the guest.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_map_memory(
+    vm: u32,
+    gpa: u64,
+    size: u64,
+    flags: u32,
+    out_slot: *mut u32,
+) -> i32 {
+    guard(vm, || {
+        non_null(out_slot, "out_slot")?;
+        if flags & !1 != 0 {
+            return Err(Error::invalid_argument(format!(
+                "unknown memory flags {flags:#x}"
+            )));
+        }
+        let slot = vm::lookup(vm)?.map_memory(gpa, size, flags & 1 != 0)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_slot = slot };
+        Ok(0)
+    })
+}
+
+/// `void *hl_vm_memory_ptr(uint32_t vm, uint32_t slot)`: host address of a memory slot (NULL on
+/// error). Valid until `hl_vm_destroy`.
+#[no_mangle]
+pub extern "C" fn hl_vm_memory_ptr(vm: u32, slot: u32) -> *mut u8 {
+    let mut ptr = std::ptr::null_mut();
+    guard(vm, || {
+        ptr = vm::lookup(vm)?.memory(slot)?.host_ptr();
+        Ok(0)
+    });
+    ptr
+}
+
+/// `int32_t hl_vm_memory_reset(uint32_t vm, uint32_t slot)`: drops every page the guest or host
+/// wrote, so the slot reads as zeros again.
+#[no_mangle]
+pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
+    guard(vm, || vm::lookup(vm)?.memory(slot)?.reset().map(|_| 0))
+}
+
+/// `int32_t hl_vcpu_create(uint32_t vm, uint64_t cr3)`: starts the VM's vCPU thread and creates
+/// the vCPU in 64-bit long mode with SSE enabled and page tables at `cr3`.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_create(vm: u32, cr3: u64) -> i32 {
+    guard(vm, || vm::lookup(vm)?.create_vcpu(cr3).map(|_| 0))
+}
+
+/// `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` (rax rbx rcx rdx rsi rdi
+/// rsp rbp r8-r15 rip rflags)
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_set_regs(vm: u32, regs: *const u64) -> i32 {
+    guard(vm, || {
+        non_null(regs, "regs")?;
+        let mut r: Regs = [0; 18];
+        // SAFETY: the caller gives 18 readable u64 at `regs`.
+        unsafe { std::ptr::copy_nonoverlapping(regs, r.as_mut_ptr(), 18) };
+        vm::lookup(vm)?.vcpu()?.set_regs(r).map(|_| 0)
+    })
+}
+
+/// `int32_t hl_vcpu_get_regs(uint32_t vm, uint64_t regs[18])`
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_get_regs(vm: u32, regs: *mut u64) -> i32 {
+    guard(vm, || {
+        non_null(regs, "regs")?;
+        let r = vm::lookup(vm)?.vcpu()?.get_regs()?;
+        // SAFETY: the caller gives 18 writable u64 at `regs`.
+        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), regs, 18) };
+        Ok(0)
+    })
+}
+
+/// `const struct hl_exit *hl_vcpu_exit_ptr(uint32_t vm)`: where the last exit's details are
+/// written (layout in docs/cdylib-abi.md). NULL on error. Valid until `hl_vm_destroy`.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_exit_ptr(vm: u32) -> *const ExitInfo {
+    let mut ptr = std::ptr::null();
+    guard(vm, || {
+        ptr = vm::lookup(vm)?.vcpu()?.exit_ptr();
+        Ok(0)
+    });
+    ptr
+}
+
+/// `int32_t hl_vcpu_run(uint32_t vm)`: runs the vCPU (on its own thread) until an exit; returns
+/// the exit kind (> 0) or an error. Blocks the calling thread; Deno calls it both synchronously
+/// and as a `nonblocking` call.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_run(vm: u32) -> i32 {
+    guard(vm, || Ok(vm::lookup(vm)?.vcpu()?.run()? as i32))
+}
+
+/// `int32_t hl_vcpu_interrupt(uint32_t vm)`: makes the run in progress (or already requested)
+/// return `INTERRUPTED`; returns once the vCPU is out of it. No effect on later runs.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_interrupt(vm: u32) -> i32 {
+    guard(vm, || vm::lookup(vm)?.vcpu()?.interrupt().map(|_| 0))
+}
+
+/// `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])`: ioctls, exits, runs of this VM.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_stats(vm: u32, out: *mut u64) -> i32 {
+    guard(vm, || {
+        non_null(out, "out")?;
+        let s = vm::lookup(vm)?.counters.snapshot();
+        // SAFETY: the caller gives 3 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), out, 3) };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_global_stats(uint64_t out[2])`: ioctls issued by this process (all VMs, opening
+/// and creating included), and the number of live VMs.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_global_stats(out: *mut u64) -> i32 {
+    guard(0, || {
+        non_null(out, "out")?;
+        let values = [
+            stats::GLOBAL_IOCTLS.load(std::sync::atomic::Ordering::Relaxed),
+            vm::live_count() as u64,
+        ];
+        // SAFETY: the caller gives 2 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 2) };
+        Ok(0)
+    })
+}

@@ -1,0 +1,165 @@
+//! A VM as the C ABI sees it: its memory, its one vCPU thread, its counters, and a table of live
+//! VMs addressed by small integer handles that are never reused (so a stale handle is an error,
+//! not someone else's VM).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::backend::{Capabilities, Hypervisor, VmBackend};
+use crate::error::{Error, Result};
+use crate::kvm::KvmHypervisor;
+use crate::memory::GuestMemory;
+use crate::stats::Counters;
+use crate::vcpu_thread::VcpuThread;
+
+/// Fields drop in declaration order: the vCPU thread stops first, then the VM fd closes, then the
+/// memory is unmapped.
+pub struct Vm {
+    pub handle: u32,
+    vcpu: OnceLock<VcpuThread>,
+    backend: Arc<dyn VmBackend>,
+    memory: Mutex<Vec<Arc<GuestMemory>>>,
+    pub counters: Arc<Counters>,
+    pub last_error: Mutex<String>,
+}
+
+static HYPERVISOR: Mutex<Option<Arc<dyn Hypervisor>>> = Mutex::new(None);
+static VMS: OnceLock<Mutex<HashMap<u32, Arc<Vm>>>> = OnceLock::new();
+static NEXT_HANDLE: AtomicU32 = AtomicU32::new(1);
+
+fn vms() -> &'static Mutex<HashMap<u32, Arc<Vm>>> {
+    VMS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Opens the hypervisor once per process. A failure is not cached, so fixing permissions (or
+/// loading the module) works without restarting the process.
+pub fn hypervisor() -> Result<Arc<dyn Hypervisor>> {
+    let mut slot = HYPERVISOR.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = slot.as_ref() {
+        return Ok(h.clone());
+    }
+    let h: Arc<dyn Hypervisor> = Arc::new(KvmHypervisor::open()?);
+    *slot = Some(h.clone());
+    Ok(h)
+}
+
+pub fn capabilities() -> Result<Capabilities> {
+    Ok(hypervisor()?.capabilities())
+}
+
+pub fn lookup(handle: u32) -> Result<Arc<Vm>> {
+    vms()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&handle)
+        .cloned()
+        .ok_or_else(|| Error::invalid_handle(handle))
+}
+
+pub fn create() -> Result<u32> {
+    let counters = Arc::new(Counters::default());
+    let backend = hypervisor()?.create_vm(counters.clone())?;
+    let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+    if handle == 0 {
+        return Err(Error::state("VM handles exhausted in this process"));
+    }
+    let vm = Arc::new(Vm {
+        handle,
+        vcpu: OnceLock::new(),
+        backend,
+        memory: Mutex::new(Vec::new()),
+        counters,
+        last_error: Mutex::new(String::new()),
+    });
+    vms()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(handle, vm);
+    Ok(handle)
+}
+
+/// Removes the VM from the table and stops its vCPU; the rest is freed when the last in-flight
+/// call that still holds it returns.
+pub fn destroy(handle: u32) -> Result<()> {
+    let vm = vms()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&handle)
+        .ok_or_else(|| Error::invalid_handle(handle))?;
+    if let Some(vcpu) = vm.vcpu.get() {
+        vcpu.stop();
+    }
+    Ok(())
+}
+
+/// Number of live VMs (for leak checks in tests).
+pub fn live_count() -> usize {
+    vms().lock().unwrap_or_else(|p| p.into_inner()).len()
+}
+
+impl Vm {
+    pub fn map_memory(&self, gpa: u64, size: u64, readonly: bool) -> Result<u32> {
+        GuestMemory::validate(gpa, size)?;
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = memory.iter().find(|m| m.overlaps(gpa, size)) {
+            return Err(Error::invalid_argument(format!(
+                "region {gpa:#x}+{size:#x} overlaps the region at {:#x}+{:#x}",
+                other.gpa,
+                other.size()
+            )));
+        }
+        let slot = memory.len() as u32;
+        let region = Arc::new(GuestMemory::new(gpa, size)?);
+        // SAFETY: the mapping is kept in `self.memory`, which drops after `backend` (field order),
+        // so it outlives the VM's use of it.
+        unsafe {
+            self.backend
+                .map_memory(slot, gpa, region.host_ptr(), size, readonly)?
+        };
+        memory.push(region);
+        Ok(slot)
+    }
+
+    pub fn memory(&self, slot: u32) -> Result<Arc<GuestMemory>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slot as usize)
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("VM {} has no memory slot {slot}", self.handle))
+            })
+    }
+
+    pub fn create_vcpu(&self, cr3: u64) -> Result<()> {
+        if self.vcpu.get().is_some() {
+            return Err(Error::state(format!(
+                "VM {} already has its vCPU",
+                self.handle
+            )));
+        }
+        if !cr3.is_multiple_of(4096) {
+            return Err(Error::invalid_argument(format!(
+                "page-table root {cr3:#x} is not 4096-byte aligned"
+            )));
+        }
+        let thread = VcpuThread::spawn(
+            self.backend.clone(),
+            cr3,
+            format!("hl-vcpu-{}", self.handle),
+        )?;
+        self.vcpu
+            .set(thread)
+            .map_err(|_| Error::state(format!("VM {} already has its vCPU", self.handle)))
+    }
+
+    pub fn vcpu(&self) -> Result<&VcpuThread> {
+        self.vcpu.get().ok_or_else(|| {
+            Error::state(format!(
+                "VM {} has no vCPU yet: call hl_vcpu_create first",
+                self.handle
+            ))
+        })
+    }
+}

@@ -1,0 +1,317 @@
+/**
+ * A thin TypeScript face on the cdylib's VM primitives: one VM, its memory (a zero-copy view of
+ * library-owned memory), and its one vCPU. Everything guest-specific (images, layout, calls) is
+ * built on top of this in `sandbox.ts`.
+ *
+ * @module
+ */
+
+import { check, openLibrary, type Symbols } from "../ffi/lib.ts";
+import { SandboxDisposedError } from "./errors.ts";
+
+/** Exit kinds reported by a run (the cdylib's `ExitKind`). */
+export const ExitKind = {
+  IoOut: 1,
+  IoIn: 2,
+  Halt: 3,
+  Shutdown: 4,
+  Mmio: 5,
+  FailEntry: 6,
+  InternalError: 7,
+  Interrupted: 8,
+  Other: 9,
+} as const;
+
+/** One of the values of {@linkcode ExitKind}. */
+export type ExitKindValue = typeof ExitKind[keyof typeof ExitKind];
+
+/** A decoded exit. `data` is a copy. */
+export type VmExit =
+  | { kind: "io_out"; port: number; size: number; data: Uint8Array }
+  | { kind: "io_in"; port: number; size: number }
+  | { kind: "halt" }
+  | { kind: "shutdown" }
+  | { kind: "mmio"; address: bigint; size: number; write: boolean; data: Uint8Array }
+  | { kind: "fail_entry"; reason: bigint }
+  | { kind: "internal_error"; suberror: bigint }
+  | { kind: "interrupted" }
+  | { kind: "other"; reason: bigint; detail: string };
+
+/** What the hypervisor reports about itself. */
+export interface HypervisorInfo {
+  apiVersion: number;
+  immediateExit: boolean;
+  readonlyMemory: boolean;
+  dirtyLog: boolean;
+  maxMemorySlots: number;
+  maxVcpus: number;
+}
+
+/** Counters of one VM. */
+export interface VmStats {
+  /** Hypervisor ioctls issued for this VM so far. */
+  ioctls: number;
+  /** Exits from the guest to the host (interruptions excluded). */
+  exits: number;
+  /** Calls of the run ioctl. */
+  runs: number;
+}
+
+/** General-purpose registers, in the cdylib's order. */
+export interface Registers {
+  rax?: bigint;
+  rbx?: bigint;
+  rcx?: bigint;
+  rdx?: bigint;
+  rsi?: bigint;
+  rdi?: bigint;
+  rsp?: bigint;
+  rbp?: bigint;
+  r8?: bigint;
+  r9?: bigint;
+  r10?: bigint;
+  r11?: bigint;
+  r12?: bigint;
+  r13?: bigint;
+  r14?: bigint;
+  r15?: bigint;
+  rip?: bigint;
+  rflags?: bigint;
+}
+
+const REGISTER_NAMES = [
+  "rax",
+  "rbx",
+  "rcx",
+  "rdx",
+  "rsi",
+  "rdi",
+  "rsp",
+  "rbp",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+  "rip",
+  "rflags",
+] as const;
+
+// Layout of the cdylib's exit record (docs/cdylib-abi.md).
+const EXIT_KIND = 0;
+const EXIT_A = 8;
+const EXIT_B = 16;
+const EXIT_C = 24;
+const EXIT_DATA_LEN = 32;
+const EXIT_DATA = 40;
+const EXIT_DATA_CAPACITY = 256;
+const EXIT_RECORD_SIZE = EXIT_DATA + EXIT_DATA_CAPACITY;
+
+/** Reports the hypervisor's version and capabilities (opens `/dev/kvm`). */
+export function hypervisorInfo(library?: string): HypervisorInfo {
+  const lib = openLibrary(library);
+  const out = new BigUint64Array(8);
+  check(lib, lib.hl_hypervisor_info(out));
+  return {
+    apiVersion: Number(out[0]),
+    immediateExit: out[1] === 1n,
+    readonlyMemory: out[2] === 1n,
+    dirtyLog: out[3] === 1n,
+    maxMemorySlots: Number(out[4]),
+    maxVcpus: Number(out[5]),
+  };
+}
+
+/** Process-wide counters: ioctls issued and VMs alive. */
+export function globalStats(library?: string): { ioctls: number; liveVms: number } {
+  const lib = openLibrary(library);
+  const out = new BigUint64Array(2);
+  check(lib, lib.hl_global_stats(out));
+  return { ioctls: Number(out[0]), liveVms: Number(out[1]) };
+}
+
+/** One micro-VM with one vCPU. Not thread-safe: one run at a time. */
+export class MicroVm {
+  readonly #lib: Symbols;
+  #handle: number;
+  #exit: DataView | undefined;
+  #memories: Uint8Array[] = [];
+  readonly #regs = new BigUint64Array(18);
+  readonly #u32 = new Uint32Array(1);
+
+  private constructor(lib: Symbols, handle: number) {
+    this.#lib = lib;
+    this.#handle = handle;
+  }
+
+  /** Creates an empty VM (no memory, no vCPU). */
+  static create(library?: string): MicroVm {
+    const lib = openLibrary(library);
+    const out = new Uint32Array(1);
+    check(lib, lib.hl_vm_create(out));
+    return new MicroVm(lib, out[0]);
+  }
+
+  /** The cdylib handle (0 once destroyed). */
+  get handle(): number {
+    return this.#handle;
+  }
+
+  /** Whether {@linkcode destroy} has run. */
+  get destroyed(): boolean {
+    return this.#handle === 0;
+  }
+
+  #live(): number {
+    if (this.#handle === 0) throw new SandboxDisposedError("the VM has been destroyed");
+    return this.#handle;
+  }
+
+  /**
+   * Maps `size` bytes of new, zeroed, library-owned memory at guest-physical `gpa` and returns
+   * a zero-copy view of it. The view must not be used after {@linkcode destroy}.
+   */
+  mapMemory(gpa: number, size: number, options: { readonly?: boolean } = {}): Uint8Array {
+    const vm = this.#live();
+    check(
+      this.#lib,
+      this.#lib.hl_vm_map_memory(
+        vm,
+        BigInt(gpa),
+        BigInt(size),
+        options.readonly ? 1 : 0,
+        this.#u32,
+      ),
+      vm,
+    );
+    const slot = this.#u32[0];
+    const ptr = this.#lib.hl_vm_memory_ptr(vm, slot);
+    if (ptr === null) check(this.#lib, -9, vm);
+    const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, size));
+    this.#memories[slot] = view;
+    return view;
+  }
+
+  /** Drops every page written in memory slot `slot`: it reads as zeros again. */
+  resetMemory(slot: number): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vm_memory_reset(vm, slot), vm);
+  }
+
+  /** Creates the vCPU (on its own thread) in long mode with page tables at `cr3`. */
+  createVcpu(cr3: number): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vcpu_create(vm, BigInt(cr3)), vm);
+    const ptr = this.#lib.hl_vcpu_exit_ptr(vm);
+    if (ptr === null) check(this.#lib, -9, vm);
+    this.#exit = new DataView(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE));
+  }
+
+  /** Sets general-purpose registers (unnamed ones become 0). */
+  setRegisters(regs: Registers): void {
+    const vm = this.#live();
+    for (let i = 0; i < REGISTER_NAMES.length; i++) {
+      this.#regs[i] = regs[REGISTER_NAMES[i]] ?? 0n;
+    }
+    if (regs.rflags === undefined) this.#regs[17] = 2n;
+    check(this.#lib, this.#lib.hl_vcpu_set_regs(vm, this.#regs), vm);
+  }
+
+  /** Reads the general-purpose registers. */
+  getRegisters(): Required<Registers> {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vcpu_get_regs(vm, this.#regs), vm);
+    const out = {} as Required<Registers>;
+    REGISTER_NAMES.forEach((name, i) => out[name] = this.#regs[i]);
+    return out;
+  }
+
+  /** Runs until the next exit, blocking this thread (the synchronous fast path). */
+  runSync(): ExitKindValue {
+    const vm = this.#live();
+    return check(this.#lib, this.#lib.hl_vcpu_run(vm), vm) as ExitKindValue;
+  }
+
+  /** Runs until the next exit on the vCPU thread without blocking the event loop. */
+  async run(): Promise<ExitKindValue> {
+    const vm = this.#live();
+    const status = await this.#lib.hl_vcpu_run_async(vm);
+    return check(this.#lib, status, vm) as ExitKindValue;
+  }
+
+  /** Makes the run in progress (if any) return `interrupted`; later runs are unaffected. */
+  interrupt(): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vcpu_interrupt(vm), vm);
+  }
+
+  /** The exit kind and first four numbers of the last exit, without decoding its data. */
+  get exitKind(): ExitKindValue {
+    return this.#exitView().getUint32(EXIT_KIND, true) as ExitKindValue;
+  }
+
+  /** Port of the last I/O exit. */
+  get exitPort(): number {
+    return Number(this.#exitView().getBigUint64(EXIT_A, true));
+  }
+
+  #exitView(): DataView {
+    this.#live();
+    if (!this.#exit) throw new SandboxDisposedError("the VM has no vCPU yet");
+    return this.#exit;
+  }
+
+  /** Decodes the last exit. */
+  lastExit(): VmExit {
+    const v = this.#exitView();
+    const a = v.getBigUint64(EXIT_A, true);
+    const b = Number(v.getBigUint64(EXIT_B, true));
+    const c = v.getBigUint64(EXIT_C, true);
+    const len = Math.min(Number(v.getBigUint64(EXIT_DATA_LEN, true)), EXIT_DATA_CAPACITY);
+    const data = () => new Uint8Array(v.buffer, v.byteOffset + EXIT_DATA, len).slice();
+    switch (v.getUint32(EXIT_KIND, true)) {
+      case ExitKind.IoOut:
+        return { kind: "io_out", port: Number(a), size: b, data: data() };
+      case ExitKind.IoIn:
+        return { kind: "io_in", port: Number(a), size: b };
+      case ExitKind.Halt:
+        return { kind: "halt" };
+      case ExitKind.Shutdown:
+        return { kind: "shutdown" };
+      case ExitKind.Mmio:
+        return { kind: "mmio", address: a, size: b, write: c === 1n, data: data() };
+      case ExitKind.FailEntry:
+        return { kind: "fail_entry", reason: a };
+      case ExitKind.InternalError:
+        return { kind: "internal_error", suberror: a };
+      case ExitKind.Interrupted:
+        return { kind: "interrupted" };
+      default:
+        return { kind: "other", reason: a, detail: new TextDecoder().decode(data()) };
+    }
+  }
+
+  /** Counters of this VM. */
+  stats(): VmStats {
+    const vm = this.#live();
+    const out = new BigUint64Array(3);
+    check(this.#lib, this.#lib.hl_vm_stats(vm, out), vm);
+    return { ioctls: Number(out[0]), exits: Number(out[1]), runs: Number(out[2]) };
+  }
+
+  /**
+   * Stops the vCPU (interrupting a run in progress), closes the VM and unmaps its memory.
+   * Idempotent. Views returned by {@linkcode mapMemory} must not be touched afterwards.
+   */
+  destroy(): void {
+    const vm = this.#handle;
+    if (vm === 0) return;
+    this.#handle = 0;
+    this.#exit = undefined;
+    this.#memories = [];
+    check(this.#lib, this.#lib.hl_vm_destroy(vm));
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * Registration of tests that need a usable /dev/kvm. Without one they are ignored (reported as
+ * such by Deno), unless HL_REQUIRE_KVM=1, where each becomes a failing test: CI must never count
+ * a KVM test that did not run.
+ */
+
+function kvmUsable(): boolean {
+  try {
+    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const KVM_USABLE: boolean = kvmUsable();
+const REQUIRED = Deno.env.get("HL_REQUIRE_KVM") === "1";
+
+/** Registers a KVM test. */
+export function kvmTest(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
+  if (KVM_USABLE) {
+    Deno.test({ name, fn });
+  } else if (REQUIRED) {
+    Deno.test(name, () => {
+      throw new Error(
+        "HL_REQUIRE_KVM=1 but /dev/kvm is not usable here: run the tests through `deno task vm`",
+      );
+    });
+  } else {
+    Deno.test({ name: `${name} (needs /dev/kvm)`, ignore: true, fn });
+  }
+}
+
+/** Number of open file descriptors of this process. */
+export function openFdCount(): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
+  return n;
+}
+
+/** Number of memory mappings of this process. */
+export function mappingCount(): number {
+  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.length > 0).length;
+}

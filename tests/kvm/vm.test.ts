@@ -1,0 +1,205 @@
+import assert from "node:assert/strict";
+import { HypervisorError } from "../../src/errors.ts";
+import { globalStats, hypervisorInfo, MicroVm } from "../../src/vm.ts";
+import { openLibrary } from "../../ffi/lib.ts";
+import { bareGuest, CODE } from "./_bare_guest.ts";
+import { kvmTest, mappingCount, openFdCount } from "./_kvm.ts";
+
+kvmTest("hypervisor reports KVM API 12 and immediate exit", () => {
+  const info = hypervisorInfo();
+  assert.equal(info.apiVersion, 12);
+  assert.equal(info.immediateExit, true);
+  assert.ok(info.maxMemorySlots > 0);
+});
+
+kvmTest("guest writes bytes to an I/O port and halts", async () => {
+  const { vm } = bareGuest(CODE.portIo);
+  try {
+    assert.equal(await vm.run(), 1);
+    assert.deepEqual(vm.lastExit(), {
+      kind: "io_out",
+      port: 0x3f8,
+      size: 1,
+      data: new Uint8Array([0x48]),
+    });
+    vm.runSync();
+    assert.deepEqual(vm.lastExit(), {
+      kind: "io_out",
+      port: 0x3f8,
+      size: 4,
+      data: new TextEncoder().encode("abcd"),
+    });
+    await vm.run();
+    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+    const stats = vm.stats();
+    assert.equal(stats.exits, 3);
+    assert.equal(stats.runs, 3);
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("SSE instructions run (CR4.OSFXSR set)", async () => {
+  const { vm } = bareGuest(CODE.sse);
+  try {
+    await vm.run();
+    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("a spinning guest is interrupted promptly and the event loop keeps running", async () => {
+  const { vm } = bareGuest(CODE.spin);
+  try {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const running = vm.run();
+    await new Promise((r) => setTimeout(r, 200));
+    const before = performance.now();
+    vm.interrupt();
+    const kind = await running;
+    const waited = performance.now() - before;
+    clearInterval(timer);
+    assert.deepEqual(vm.lastExit(), { kind: "interrupted" });
+    assert.equal(kind, 8);
+    assert.ok(ticks > 5, `timer ticked ${ticks} times while the guest spun`);
+    // Not a timing assertion on speed: only that interrupt() did its job rather than hanging.
+    assert.ok(waited < 30_000, `interrupt took ${waited} ms`);
+    // The guest can be resumed and interrupted again.
+    const again = vm.run();
+    await new Promise((r) => setTimeout(r, 20));
+    vm.interrupt();
+    assert.equal(await again, 8);
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("an interrupt with no run in progress does not affect the next run", async () => {
+  const { vm } = bareGuest(CODE.halt);
+  try {
+    vm.interrupt();
+    vm.interrupt();
+    assert.equal(await vm.run(), 3);
+    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("interrupting many short runs never loses or leaks an interrupt", async () => {
+  // Guest: out 0x10, al; jmp back — an endless stream of exits.
+  const { vm } = bareGuest([0xe6, 0x10, 0xeb, 0xfc]);
+  try {
+    for (let i = 0; i < 50; i++) {
+      const run = vm.run();
+      if (i % 2 === 0) vm.interrupt();
+      const kind = await run;
+      // Either the exit it reached first, or the interrupt: never an error, never a hang.
+      assert.ok(kind === 1 || kind === 8, `run ${i} ended with ${kind}`);
+      if (i % 2 === 1) assert.equal(kind, 1, "an interrupt leaked into a later run");
+    }
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("a write to unmapped guest-physical memory is an MMIO exit", async () => {
+  const { vm } = bareGuest(CODE.mmioWrite);
+  try {
+    await vm.run();
+    assert.deepEqual(vm.lastExit(), {
+      kind: "mmio",
+      address: 0x10000000n,
+      size: 1,
+      write: true,
+      data: new Uint8Array([0x5a]),
+    });
+  } finally {
+    vm.destroy();
+  }
+  const read = bareGuest(CODE.mmioRead);
+  try {
+    await read.vm.run();
+    const exit = read.vm.lastExit();
+    assert.equal(exit.kind, "mmio");
+    assert.equal(exit.kind === "mmio" && exit.write, false);
+  } finally {
+    read.vm.destroy();
+  }
+});
+
+kvmTest("a triple fault is a shutdown exit", async () => {
+  const { vm } = bareGuest(CODE.tripleFault);
+  try {
+    await vm.run();
+    assert.deepEqual(vm.lastExit(), { kind: "shutdown" });
+    const regs = vm.getRegisters();
+    assert.ok(typeof regs.rip === "bigint");
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("200 VMs created and destroyed leave fds and mappings where they were", async () => {
+  // Warm up: the first VM opens /dev/kvm (kept for the process) and Deno's own lazy resources.
+  bareGuest(CODE.halt).vm.destroy();
+  const fds = openFdCount();
+  const maps = mappingCount();
+  for (let i = 0; i < 200; i++) {
+    const { vm } = bareGuest(CODE.halt);
+    assert.equal(await vm.run(), 3);
+    vm.destroy();
+  }
+  assert.equal(openFdCount(), fds);
+  assert.equal(mappingCount(), maps);
+  assert.equal(globalStats().liveVms, 0);
+});
+
+kvmTest("one create + run + destroy costs a fixed number of ioctls", () => {
+  bareGuest(CODE.halt).vm.destroy();
+  const before = globalStats().ioctls;
+  const { vm } = bareGuest(CODE.halt);
+  vm.runSync();
+  const perVm = vm.stats().ioctls;
+  vm.destroy();
+  const total = globalStats().ioctls - before;
+  // CREATE_VM, GET_VCPU_MMAP_SIZE, SET_USER_MEMORY_REGION, CREATE_VCPU, SET_CPUID2,
+  // GET_SREGS, SET_SREGS, SET_REGS, RUN.
+  assert.equal(perVm, 9);
+  assert.equal(total, 9);
+  console.log(`ioctls for create + run + destroy: ${total}`);
+});
+
+kvmTest("bad input is a typed error naming the cause", () => {
+  const vm = MicroVm.create();
+  try {
+    const bad = (f: () => unknown, code: string, text: RegExp) =>
+      assert.throws(
+        f,
+        (e) => e instanceof HypervisorError && e.code === code && text.test(e.message),
+      );
+    bad(() => vm.mapMemory(0, 0), "INVALID_ARGUMENT", /size is 0/);
+    bad(() => vm.mapMemory(0, 1000), "INVALID_ARGUMENT", /multiple of the 4096/);
+    bad(() => vm.mapMemory(0x123, 4096), "INVALID_ARGUMENT", /not 4096-byte aligned/);
+    bad(() => vm.mapMemory(0, 2 ** 40), "INVALID_ARGUMENT", /limit/);
+    bad(() => vm.runSync(), "STATE", /no vCPU/);
+    bad(() => vm.createVcpu(0x1001), "INVALID_ARGUMENT", /aligned/);
+    vm.mapMemory(0, 0x10000);
+    bad(() => vm.mapMemory(0x8000, 0x10000), "INVALID_ARGUMENT", /overlaps/);
+  } finally {
+    vm.destroy();
+    vm.destroy(); // idempotent
+  }
+  // The raw ABI: a destroyed or unknown handle is an error code, never a crash.
+  const lib = openLibrary();
+  const handle = MicroVm.create();
+  const h = handle.handle;
+  handle.destroy();
+  assert.equal(lib.hl_vm_destroy(h), -1);
+  assert.equal(lib.hl_vcpu_run(h), -1);
+  assert.equal(lib.hl_vcpu_interrupt(12345678), -1);
+  assert.equal(lib.hl_vm_memory_ptr(h, 0), null);
+  assert.equal(lib.hl_vm_create(null), -2);
+});

@@ -1,0 +1,453 @@
+/**
+ * The errors `@hl/sandbox` throws. Every one extends {@link SandboxError}, so one `instanceof`
+ * check catches them all; the subclasses say what went wrong and carry its details.
+ *
+ * @module
+ */
+
+/**
+ * The base class of every error this library throws.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("add", 1, 2);
+ * } catch (err) {
+ *   if (err instanceof SandboxError) console.error(err.name, err.message);
+ * }
+ * ```
+ */
+export class SandboxError extends Error {
+  /** Creates an error with a message and, optionally, the error that caused it. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SandboxError";
+  }
+}
+
+/**
+ * The hypervisor could not be used: KVM is missing or not permitted, its API version is wrong, or
+ * one of its calls failed. `code` says which: `"NO_KVM"`, `"PERMISSION"`, `"API_VERSION"`,
+ * `"KVM"` (a failed ioctl), `"OS"` (memory or thread setup), `"INVALID_ARGUMENT"`,
+ * `"INVALID_HANDLE"`, `"PANIC"` (a bug in the native library), or `"STATE"`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Sandbox.create(guest);
+ * } catch (err) {
+ *   if (err instanceof HypervisorError && err.code === "PERMISSION") {
+ *     console.error("add yourself to the kvm group");
+ *   }
+ * }
+ * ```
+ */
+export class HypervisorError extends SandboxError {
+  /** Which kind of failure this is, e.g. `"NO_KVM"` or `"PERMISSION"`. */
+  readonly code: string;
+
+  /** Creates an error for a hypervisor failure of kind `code`. */
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "HypervisorError";
+    this.code = code;
+  }
+}
+
+/**
+ * The native library (`libhl_rust_vmm.so`) was not found. The message lists where it was looked
+ * for and how to build it.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Sandbox.create(guest);
+ * } catch (err) {
+ *   if (err instanceof LibraryNotFoundError) console.error(err.searched);
+ * }
+ * ```
+ */
+export class LibraryNotFoundError extends SandboxError {
+  /** The paths that were tried, in order. */
+  readonly searched: readonly string[];
+
+  /**
+   * Creates the error from the paths tried; `hint` says how to get the library.
+   */
+  constructor(
+    searched: readonly string[],
+    hint = "build it with `deno task build` (cargo build --release)",
+    options?: ErrorOptions,
+  ) {
+    const where = searched.length > 0 ? `; looked in: ${searched.join(", ")}` : "";
+    super(`native library not found${where}. To fix: ${hint}`, options);
+    this.name = "LibraryNotFoundError";
+    this.searched = [...searched];
+  }
+}
+
+/**
+ * The guest binary is not a loadable image: not an x86-64 ELF64 executable, malformed or
+ * truncated headers, overlapping or out-of-range segments, or an unsupported feature (a dynamic
+ * interpreter, TLS, a relocation other than `R_X86_64_RELATIVE`).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Sandbox.create(bytes);
+ * } catch (err) {
+ *   if (err instanceof GuestImageError) console.error(`bad guest: ${err.message}`);
+ * }
+ * ```
+ */
+export class GuestImageError extends SandboxError {
+  /** Creates an error that says what is wrong with the image. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "GuestImageError";
+  }
+}
+
+/**
+ * The guest was built for another ABI version, or finished initialising without saying which
+ * version it was built for.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Sandbox.create(guest);
+ * } catch (err) {
+ *   if (err instanceof GuestAbiError) console.error("rebuild the guest", err.message);
+ * }
+ * ```
+ */
+export class GuestAbiError extends SandboxError {
+  /** Creates an error that says which versions disagree. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "GuestAbiError";
+  }
+}
+
+/**
+ * An argument or option was wrong: an unknown function name, the wrong number or type of call
+ * arguments, a value out of range, or a bad `Sandbox.create` option. It plays the role of a
+ * `TypeError`/`RangeError`, but extends {@link SandboxError}.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("add", 1); // add takes two arguments
+ * } catch (err) {
+ *   if (err instanceof ArgumentError) console.error(err.message);
+ * }
+ * ```
+ */
+export class ArgumentError extends SandboxError {
+  /** Creates an error that says which argument or option is wrong and why. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ArgumentError";
+  }
+}
+
+/**
+ * The guest function reported an error (an `ERROR` frame). `code` is 1 for an unknown function,
+ * 2 for bad arguments, 3 when a host call failed and the guest passed that on, and 1000 or more
+ * for the guest function's own codes. The sandbox stays usable.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("parse", "{");
+ * } catch (err) {
+ *   if (err instanceof GuestError && err.code >= 1000) console.error(err.code, err.message);
+ * }
+ * ```
+ */
+export class GuestError extends SandboxError {
+  /** The error code the guest returned. */
+  readonly code: number;
+
+  /** Creates an error from the guest's code and message. */
+  constructor(code: number, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "GuestError";
+    this.code = code;
+  }
+}
+
+/**
+ * The guest panicked. The sandbox is poisoned: later calls throw {@link SandboxPoisonedError}.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("divide", 1, 0);
+ * } catch (err) {
+ *   if (err instanceof GuestPanicError) console.error(err.guestMessage);
+ * }
+ * ```
+ */
+export class GuestPanicError extends SandboxError {
+  /** The panic message, as the guest wrote it. */
+  readonly guestMessage: string;
+
+  /** Creates an error from the guest's panic message. */
+  constructor(guestMessage: string, options?: ErrorOptions) {
+    super(`guest panicked: ${guestMessage}`, options);
+    this.name = "GuestPanicError";
+    this.guestMessage = guestMessage;
+  }
+}
+
+/** The details of a guest CPU fault; every field is optional because not every exit has it. */
+export interface GuestFaultDetails {
+  /** The CPU exception number (14 = page fault), when known. */
+  vector?: number;
+  /** The instruction pointer at the fault, when known. */
+  rip?: bigint;
+  /** The faulting address: CR2 for a page fault, or the address of an access outside memory. */
+  address?: bigint;
+  /** The exception's error code, when it has one. */
+  errorCode?: bigint;
+}
+
+/** Short names of the x86 exception vectors, indexed by vector number. */
+const VECTOR_NAMES: readonly (string | undefined)[] = [
+  "#DE",
+  "#DB",
+  "NMI",
+  "#BP",
+  "#OF",
+  "#BR",
+  "#UD",
+  "#NM",
+  "#DF",
+  "#CSO",
+  "#TS",
+  "#NP",
+  "#SS",
+  "#GP",
+  "#PF",
+  undefined,
+  "#MF",
+  "#AC",
+  "#MC",
+  "#XM",
+  "#VE",
+  "#CP",
+];
+
+/**
+ * Returns the short name of an x86 exception vector (`14` → `"#PF"`), or `"#<n>"` for a vector
+ * without one and `"unknown"` when the vector is not known.
+ *
+ * @example
+ * ```ts
+ * vectorName(13); // "#GP"
+ * ```
+ */
+export function vectorName(vector: number | undefined): string {
+  if (vector === undefined) return "unknown";
+  return VECTOR_NAMES[vector] ?? `#${vector}`;
+}
+
+function hex(n: bigint): string {
+  return `0x${n.toString(16)}`;
+}
+
+function describeFault(details: GuestFaultDetails, stackOverflow: boolean): string {
+  const what = stackOverflow
+    ? "guest stack overflow"
+    : `guest CPU exception ${vectorName(details.vector)}`;
+  const parts: string[] = [];
+  if (details.rip !== undefined) parts.push(`rip ${hex(details.rip)}`);
+  if (details.address !== undefined) parts.push(`address ${hex(details.address)}`);
+  if (details.errorCode !== undefined) parts.push(`error code ${hex(details.errorCode)}`);
+  return parts.length > 0 ? `${what} (${parts.join(", ")})` : what;
+}
+
+/**
+ * The guest hit a CPU exception, a triple fault (vector unknown), or accessed a physical address
+ * outside its memory (`address` set). The sandbox is poisoned. A stack overflow is the subclass
+ * {@link StackOverflowError}, with `stackOverflow` true.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("crash");
+ * } catch (err) {
+ *   if (err instanceof GuestFaultError) console.error(err.vectorName, err.rip, err.address);
+ * }
+ * ```
+ */
+export class GuestFaultError extends SandboxError {
+  /** The CPU exception number, or `undefined` when unknown (a triple fault). */
+  readonly vector: number | undefined;
+  /** The short name of the vector, e.g. `"#PF"`, or `"unknown"`. */
+  readonly vectorName: string;
+  /** The instruction pointer at the fault, when known. */
+  readonly rip: bigint | undefined;
+  /** The faulting address (CR2 of a page fault, or the address accessed outside memory). */
+  readonly address: bigint | undefined;
+  /** The exception's error code, when it has one. */
+  readonly errorCode: bigint | undefined;
+  /** Whether the fault was a page fault in the stack guard page. */
+  readonly stackOverflow: boolean;
+
+  /**
+   * Creates a fault error; `message` defaults to a description built from `details`.
+   */
+  constructor(details: GuestFaultDetails, message?: string, options?: ErrorOptions) {
+    super(message ?? describeFault(details, false), options);
+    this.name = "GuestFaultError";
+    this.vector = details.vector;
+    this.vectorName = vectorName(details.vector);
+    this.rip = details.rip;
+    this.address = details.address;
+    this.errorCode = details.errorCode;
+    this.stackOverflow = false;
+  }
+}
+
+/**
+ * The guest overflowed its stack (a page fault in the guard page below the stack). Raise the
+ * `stackSize` option if the guest legitimately needs more.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("recurse", 1_000_000);
+ * } catch (err) {
+ *   if (err instanceof StackOverflowError) console.error("raise stackSize");
+ * }
+ * ```
+ */
+export class StackOverflowError extends GuestFaultError {
+  /** Always true: the fault was in the stack guard page. */
+  override readonly stackOverflow: boolean;
+
+  /** Creates a stack overflow error from the page fault's details. */
+  constructor(details: GuestFaultDetails, message?: string, options?: ErrorOptions) {
+    super(details, message ?? describeFault(details, true), options);
+    this.name = "StackOverflowError";
+    this.stackOverflow = true;
+  }
+}
+
+/**
+ * The call ran longer than its timeout and was stopped. The sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("spin", { timeout: 100 });
+ * } catch (err) {
+ *   if (err instanceof TimeoutError) console.error(`gave up after ${err.timeoutMs} ms`);
+ * }
+ * ```
+ */
+export class TimeoutError extends SandboxError {
+  /** The timeout that was exceeded, in milliseconds. */
+  readonly timeoutMs: number;
+
+  /** Creates an error for a call stopped after `timeoutMs` milliseconds. */
+  constructor(timeoutMs: number, options?: ErrorOptions) {
+    super(`call timed out after ${timeoutMs} ms`, options);
+    this.name = "TimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The call was cancelled by its `AbortSignal` or by `interrupt()`. The sandbox is poisoned.
+ * `cause` holds the signal's reason, when there was one.
+ *
+ * @example
+ * ```ts
+ * const controller = new AbortController();
+ * try {
+ *   await sandbox.call("spin", { signal: controller.signal });
+ * } catch (err) {
+ *   if (err instanceof CancelledError) console.error("cancelled");
+ * }
+ * ```
+ */
+export class CancelledError extends SandboxError {
+  /** Creates a cancellation error. */
+  constructor(message = "call cancelled", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CancelledError";
+  }
+}
+
+/**
+ * The guest broke the wire protocol: a malformed frame, an unexpected exit, or a frame of the
+ * wrong kind. The sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("f");
+ * } catch (err) {
+ *   if (err instanceof ProtocolError) console.error(err.detail);
+ * }
+ * ```
+ */
+export class ProtocolError extends SandboxError {
+  /** What exactly was wrong with the guest's data. */
+  readonly detail: string;
+
+  /** Creates an error from a description of the violation. */
+  constructor(detail: string, options?: ErrorOptions) {
+    super(`guest protocol error: ${detail}`, options);
+    this.name = "ProtocolError";
+    this.detail = detail;
+  }
+}
+
+/**
+ * The sandbox cannot be used any more because an earlier call panicked, faulted, timed out, was
+ * cancelled or broke the protocol. `cause` is that earlier error. Create a new sandbox.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await sandbox.call("f");
+ * } catch (err) {
+ *   if (err instanceof SandboxPoisonedError) console.error("earlier failure:", err.cause);
+ * }
+ * ```
+ */
+export class SandboxPoisonedError extends SandboxError {
+  /** The error that made the sandbox unusable. */
+  declare readonly cause: Error;
+
+  /** Creates the error from the failure that poisoned the sandbox. */
+  constructor(cause: Error) {
+    super(`sandbox is unusable after an earlier failure: ${cause.message}`, { cause });
+    this.name = "SandboxPoisonedError";
+  }
+}
+
+/**
+ * The sandbox was disposed; it cannot run calls any more.
+ *
+ * @example
+ * ```ts
+ * sandbox.dispose();
+ * try {
+ *   await sandbox.call("f");
+ * } catch (err) {
+ *   if (err instanceof SandboxDisposedError) console.error("already disposed");
+ * }
+ * ```
+ */
+export class SandboxDisposedError extends SandboxError {
+  /** Creates the error. */
+  constructor(message = "sandbox has been disposed", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SandboxDisposedError";
+  }
+}

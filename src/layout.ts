@@ -1,0 +1,367 @@
+/**
+ * Guest memory setup (docs/abi.md, "Memory layout"): where each region goes, the identity-mapped
+ * page tables that give every page its permissions, the parameter block (PEB), and the registers
+ * the vCPU starts with.
+ *
+ * @module
+ */
+
+import {
+  ABI_VERSION,
+  DEFAULT_HEAP_SIZE,
+  DEFAULT_INPUT_SIZE,
+  DEFAULT_OUTPUT_SIZE,
+  DEFAULT_STACK_SIZE,
+  ENTRY_RFLAGS,
+  MAX_MEMORY_SIZE,
+  MEMORY_ALIGN,
+  MIN_BUFFER_SIZE,
+  MIN_HEAP_SIZE,
+  MIN_STACK_SIZE,
+  PAGE_SIZE,
+  PD_ADDR,
+  PDPT_ADDR,
+  PEB_ADDR,
+  PEB_MAGIC,
+  PebOffset,
+  PF_W,
+  PF_X,
+  PML4_ADDR,
+  PT_BASE_ADDR,
+  PTE_NX_HIGH,
+  PTE_PRESENT,
+  PTE_WRITABLE,
+} from "./abi.ts";
+import type { ElfImage, ElfSegment } from "./elf.ts";
+import { loadImage } from "./elf.ts";
+import { ArgumentError, GuestImageError } from "./errors.ts";
+
+/** The sizes a sandbox is created with; each is in bytes and optional. */
+export interface LayoutOptions {
+  /** The guest heap: a multiple of 4 KiB, at least 4 KiB. Default 8 MiB. */
+  heapSize?: number;
+  /** The guest stack: a multiple of 4 KiB, at least 16 KiB. Default 1 MiB. */
+  stackSize?: number;
+  /** The host → guest buffer: a multiple of 4 KiB, at least 4 KiB. Default 4 MiB. */
+  inputSize?: number;
+  /** The guest → host buffer: a multiple of 4 KiB, at least 4 KiB. Default 4 MiB. */
+  outputSize?: number;
+  /** The whole guest memory: a multiple of 2 MiB, at most 1 GiB. Default: what the rest needs. */
+  memorySize?: number;
+}
+
+/** What the layout needs to know about the image; an {@link ElfImage} has all of it. */
+export interface ImageExtent {
+  /** The image span in bytes, a multiple of the page size. */
+  readonly size: number;
+  /** The link-time address of the span's first byte (page-aligned). */
+  readonly minVaddr: number;
+  /** The alignment the load base must have (a power of two, at least a page). */
+  readonly align: number;
+  /** Whether the image must be loaded at its link-time addresses (`ET_EXEC`). */
+  readonly fixed: boolean;
+}
+
+/** Where everything is in guest memory (all guest-physical addresses, in bytes). */
+export interface MemoryLayout {
+  /** The size of guest memory: a multiple of 2 MiB. */
+  readonly memorySize: number;
+  /** The number of last-level page tables (one per 2 MiB). */
+  readonly pageTableCount: number;
+  /** The input buffer (host → guest). */
+  readonly inputAddr: number;
+  /** The input buffer's size. */
+  readonly inputSize: number;
+  /** The output buffer (guest → host). */
+  readonly outputAddr: number;
+  /** The output buffer's size. */
+  readonly outputSize: number;
+  /** Where the image span starts (its first byte, `ElfImage.image[0]`). */
+  readonly imageAddr: number;
+  /** The image span's size. */
+  readonly imageSize: number;
+  /** Where the image's link-time address 0 lands: `imageAddr - minVaddr`. */
+  readonly imageBase: number;
+  /** The heap. */
+  readonly heapAddr: number;
+  /** The heap's size. */
+  readonly heapSize: number;
+  /** The unmapped guard page below the stack. */
+  readonly guardAddr: number;
+  /** The lowest stack address. */
+  readonly stackAddr: number;
+  /** The stack's size. */
+  readonly stackSize: number;
+  /** The first byte above the stack (16-byte aligned). */
+  readonly stackTop: number;
+}
+
+/** The vCPU registers at entry that the ABI sets to something other than zero. */
+export interface InitialRegisters {
+  /** `image_base + e_entry`. */
+  readonly rip: number;
+  /** `stack_top - 8`, as if the entry had been called. */
+  readonly rsp: number;
+  /** The PEB address, the SysV first argument. */
+  readonly rdi: number;
+  /** Only the always-one bit: interrupts off. */
+  readonly rflags: number;
+}
+
+const MIB = 1024 * 1024;
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+function formatSize(n: number): string {
+  if (n >= MIB && n % MIB === 0) return `${n / MIB} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} bytes`;
+}
+
+function sizeOption(value: unknown, name: string, min: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== "number" || !Number.isSafeInteger(value) || value < min ||
+    value % PAGE_SIZE !== 0 || value > MAX_MEMORY_SIZE
+  ) {
+    throw new ArgumentError(
+      `option ${name} must be a multiple of 4 KiB from ${formatSize(min)} to 1 GiB, got ${
+        String(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Computes the memory layout for an image and the sandbox's size options. `memory_size` is the
+ * total rounded up to 2 MiB, or `options.memorySize` when given and big enough.
+ *
+ * Throws {@link ArgumentError} naming the option at fault (a bad size, or a total above 1 GiB),
+ * and {@link GuestImageError} when an `ET_EXEC` image is linked where the host's regions go.
+ */
+export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): MemoryLayout {
+  const heapSize = sizeOption(options.heapSize, "heapSize", MIN_HEAP_SIZE, DEFAULT_HEAP_SIZE);
+  const stackSize = sizeOption(options.stackSize, "stackSize", MIN_STACK_SIZE, DEFAULT_STACK_SIZE);
+  const inputSize = sizeOption(options.inputSize, "inputSize", MIN_BUFFER_SIZE, DEFAULT_INPUT_SIZE);
+  const outputSize = sizeOption(
+    options.outputSize,
+    "outputSize",
+    MIN_BUFFER_SIZE,
+    DEFAULT_OUTPUT_SIZE,
+  );
+  const requested = options.memorySize;
+  if (
+    requested !== undefined &&
+    (typeof requested !== "number" || !Number.isSafeInteger(requested) || requested <= 0 ||
+      requested % MEMORY_ALIGN !== 0 || requested > MAX_MEMORY_SIZE)
+  ) {
+    throw new ArgumentError(
+      `option memorySize must be a multiple of 2 MiB from 2 MiB to 1 GiB, got ${String(requested)}`,
+    );
+  }
+
+  // The page tables grow with memory_size, which grows with them: iterate to the fixed point.
+  let pageTableCount = requested !== undefined ? requested / MEMORY_ALIGN : 1;
+  for (;;) {
+    const inputAddr = PT_BASE_ADDR + pageTableCount * PAGE_SIZE;
+    const outputAddr = inputAddr + inputSize;
+    const regionsEnd = outputAddr + outputSize;
+    let imageBase: number;
+    if (image.fixed) {
+      if (image.minVaddr < regionsEnd) {
+        throw new GuestImageError(
+          `invalid guest image: it is linked at ${hex(image.minVaddr)}, but guest memory below ` +
+            `${hex(regionsEnd)} holds the PEB, page tables and buffers; link it at or above ` +
+            `that address, or as a static-pie (ET_DYN)`,
+        );
+      }
+      imageBase = 0;
+    } else {
+      imageBase = roundUp(Math.max(regionsEnd - image.minVaddr, 0), image.align);
+    }
+    const imageAddr = imageBase + image.minVaddr;
+    const heapAddr = imageAddr + image.size;
+    const guardAddr = heapAddr + heapSize;
+    const stackAddr = guardAddr + PAGE_SIZE;
+    const stackTop = stackAddr + stackSize;
+    if (stackTop > MAX_MEMORY_SIZE) {
+      const sizes: [string, number][] = [
+        ["heapSize", heapSize],
+        ["stackSize", stackSize],
+        ["inputSize", inputSize],
+        ["outputSize", outputSize],
+      ];
+      const largest = sizes.reduce((a, b) => (b[1] > a[1] ? b : a))[0];
+      throw new ArgumentError(
+        `the sandbox needs ${formatSize(stackTop)} of memory (image ${formatSize(image.size)}, ` +
+          sizes.map(([name, n]) => `${name} ${formatSize(n)}`).join(", ") +
+          `), more than the 1 GiB maximum; lower ${largest}`,
+      );
+    }
+    if (requested !== undefined && requested < stackTop) {
+      throw new ArgumentError(
+        `option memorySize is ${formatSize(requested)}, but the sandbox needs ` +
+          `${formatSize(roundUp(stackTop, MEMORY_ALIGN))}; raise memorySize or leave it out`,
+      );
+    }
+    const memorySize = requested ?? roundUp(stackTop, MEMORY_ALIGN);
+    if (memorySize / MEMORY_ALIGN > pageTableCount) {
+      pageTableCount = memorySize / MEMORY_ALIGN;
+      continue;
+    }
+    return {
+      memorySize,
+      pageTableCount,
+      inputAddr,
+      inputSize,
+      outputAddr,
+      outputSize,
+      imageAddr,
+      imageSize: image.size,
+      imageBase,
+      heapAddr,
+      heapSize,
+      guardAddr,
+      stackAddr,
+      stackSize,
+      stackTop,
+    };
+  }
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+function checkMemory(mem: Uint8Array, layout: MemoryLayout): void {
+  if (mem.length < layout.memorySize) {
+    throw new ArgumentError(
+      `guest memory is ${mem.length} bytes, the layout needs ${layout.memorySize}`,
+    );
+  }
+  if (mem.byteOffset % 8 !== 0) throw new ArgumentError("guest memory must be 8-byte aligned");
+}
+
+/**
+ * Writes the identity-mapping page tables: PML4 at 0x2000, PDPT at 0x3000, PD at 0x4000, then one
+ * page table per 2 MiB. Every 4 KiB page below `memorySize` is present, writable and
+ * non-executable, except the null page and the stack guard page (not present) and the image's
+ * segments: `PF_X` ones executable and read-only, others non-executable and writable iff `PF_W`.
+ * `segments` are the image's, at link-time addresses.
+ */
+export function writePageTables(
+  mem: Uint8Array,
+  layout: MemoryLayout,
+  segments: readonly ElfSegment[],
+): void {
+  checkMemory(mem, layout);
+  const count = layout.pageTableCount;
+  // Each entry is two u32 words (x86 is little-endian): low = address | flags, high = NX.
+  const words = new Uint32Array(mem.buffer, mem.byteOffset + PML4_ADDR, (3 + count) * 1024);
+  const table = PAGE_SIZE / 4;
+  words.fill(0, 0, 3 * table);
+  // Upper levels allow everything; the last level decides.
+  const upper = PTE_PRESENT | PTE_WRITABLE;
+  words[0] = PDPT_ADDR | upper;
+  words[(PDPT_ADDR - PML4_ADDR) / 4] = PD_ADDR | upper;
+  const pd = (PD_ADDR - PML4_ADDR) / 4;
+  for (let i = 0; i < count; i++) words[pd + 2 * i] = (PT_BASE_ADDR + i * PAGE_SIZE) | upper;
+
+  const pt = (PT_BASE_ADDR - PML4_ADDR) / 4;
+  const pages = count * 512;
+  const rw = PTE_PRESENT | PTE_WRITABLE;
+  for (let p = 0; p < pages; p++) {
+    words[pt + 2 * p] = (p * PAGE_SIZE) | rw;
+    words[pt + 2 * p + 1] = PTE_NX_HIGH;
+  }
+  const unmap = (addr: number) => {
+    words[pt + 2 * (addr / PAGE_SIZE)] = 0;
+    words[pt + 2 * (addr / PAGE_SIZE) + 1] = 0;
+  };
+  unmap(0);
+  unmap(layout.guardAddr);
+
+  for (const s of segments) {
+    const first = Math.floor((layout.imageBase + s.vaddr) / PAGE_SIZE);
+    const end = Math.ceil((layout.imageBase + s.vaddr + s.memsz) / PAGE_SIZE);
+    if (
+      end * PAGE_SIZE > layout.imageAddr + layout.imageSize || first * PAGE_SIZE < layout.imageAddr
+    ) {
+      throw new ArgumentError(`segment at ${hex(s.vaddr)} lies outside the image span`);
+    }
+    const executable = (s.flags & PF_X) !== 0;
+    const low = executable || !(s.flags & PF_W) ? PTE_PRESENT : rw;
+    const high = executable ? 0 : PTE_NX_HIGH;
+    for (let p = first; p < end; p++) {
+      words[pt + 2 * p] = (p * PAGE_SIZE) | low;
+      words[pt + 2 * p + 1] = high;
+    }
+  }
+}
+
+function setU64(view: DataView, offset: number, n: number): void {
+  view.setUint32(offset, n % 0x1_0000_0000, true);
+  view.setUint32(offset + 4, Math.floor(n / 0x1_0000_0000), true);
+}
+
+/** Writes the parameter block at 0x1000 (and zeroes the rest of its page). */
+export function writePeb(mem: Uint8Array, layout: MemoryLayout): void {
+  checkMemory(mem, layout);
+  mem.fill(0, PEB_ADDR, PEB_ADDR + PAGE_SIZE);
+  const view = new DataView(mem.buffer, mem.byteOffset + PEB_ADDR, PAGE_SIZE);
+  view.setBigUint64(PebOffset.magic, PEB_MAGIC, true);
+  view.setUint32(PebOffset.abiVersion, ABI_VERSION, true);
+  setU64(view, PebOffset.inputAddr, layout.inputAddr);
+  setU64(view, PebOffset.inputSize, layout.inputSize);
+  setU64(view, PebOffset.outputAddr, layout.outputAddr);
+  setU64(view, PebOffset.outputSize, layout.outputSize);
+  setU64(view, PebOffset.heapAddr, layout.heapAddr);
+  setU64(view, PebOffset.heapSize, layout.heapSize);
+  setU64(view, PebOffset.stackTop, layout.stackTop);
+  setU64(view, PebOffset.stackSize, layout.stackSize);
+  setU64(view, PebOffset.guardAddr, layout.guardAddr);
+  setU64(view, PebOffset.imageBase, layout.imageBase);
+  setU64(view, PebOffset.imageSize, layout.imageSize);
+  setU64(view, PebOffset.memorySize, layout.memorySize);
+}
+
+/** Reads the `guest_abi_version` the guest wrote into the PEB during init (0 if it did not). */
+export function readGuestAbiVersion(mem: Uint8Array): number {
+  return new DataView(mem.buffer, mem.byteOffset + PEB_ADDR, PAGE_SIZE).getUint32(
+    PebOffset.guestAbiVersion,
+    true,
+  );
+}
+
+/**
+ * Prepares fresh guest memory for `elf`: writes the PEB and page tables and copies the image in,
+ * relocated for `layout.imageBase`.
+ */
+export function initializeMemory(mem: Uint8Array, layout: MemoryLayout, elf: ElfImage): void {
+  writePeb(mem, layout);
+  writePageTables(mem, layout, elf.segments);
+  loadImage(
+    elf,
+    mem.subarray(layout.imageAddr, layout.imageAddr + layout.imageSize),
+    layout.imageBase,
+  );
+}
+
+/** Returns the registers the vCPU starts with for an entry point at `entryOffset` in the image. */
+export function initialRegisters(layout: MemoryLayout, entryOffset: number): InitialRegisters {
+  return {
+    rip: layout.imageAddr + entryOffset,
+    rsp: layout.stackTop - 8,
+    rdi: PEB_ADDR,
+    rflags: ENTRY_RFLAGS,
+  };
+}
+
+/** Returns whether `address` (a page fault's CR2) lies in the stack guard page. */
+export function isInGuardPage(layout: MemoryLayout, address: bigint): boolean {
+  const guard = BigInt(layout.guardAddr);
+  return address >= guard && address < guard + BigInt(PAGE_SIZE);
+}

@@ -5,10 +5,11 @@
 //! written down in `docs/cdylib-abi.md`. Hypervisor specifics live behind `backend::Hypervisor`
 //! (`kvm/` is the one implementation).
 
-mod backend;
+pub mod backend;
 mod error;
 mod kvm;
 mod memory;
+mod probe;
 mod stats;
 mod vcpu_thread;
 mod vm;
@@ -61,6 +62,11 @@ fn non_null<T>(p: *const T, what: &str) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Runs a tiny SSE guest to check that this host's KVM can run our guests (see `probe.rs`).
+pub fn probe() -> std::result::Result<(), String> {
+    catch_unwind(probe::run).unwrap_or_else(|_| Err("panic in the probe".into()))
 }
 
 /// `uint32_t hl_abi_version(void)`

@@ -166,8 +166,11 @@ impl VcpuBackend for KvmVcpu {
             Ok(VcpuExit::InternalError) => {
                 // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the `internal` union member
                 // is the one the kernel filled in.
-                let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                exit.set(ExitKind::InternalError, suberror.into(), 0, 0, &[]);
+                let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+                // The kernel's diagnostic words (instruction bytes, exit info): for bug reports.
+                let n = (internal.ndata as usize).min(internal.data.len());
+                let words: Vec<u8> = internal.data[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
+                exit.set(ExitKind::InternalError, internal.suberror.into(), n as u64, 0, &words);
                 ExitKind::InternalError
             }
             Ok(VcpuExit::Intr) => return Ok(RunOutcome::Signalled),

@@ -1,0 +1,105 @@
+//! Init and the call loop.
+
+use alloc::format;
+
+use hl_wire::{EncodeError, encode_return, encode_with, error_code, port};
+use hl_wire::{Frame, FrameKind, FunctionSig, Value, decode_frame, encode_function_table};
+
+use crate::arch::outl;
+use crate::function::{GuestError, GuestFunction};
+use crate::peb::{self, with_input, with_output};
+
+/// Guest start-up (called by the `hl_entry` that `guest_functions!` defines): checks the PEB,
+/// installs the descriptor tables and the heap, writes `guest_abi_version` and the
+/// FUNCTION_TABLE frame, signals DONE, then serves CALLs forever.
+pub fn start(peb_addr: u64, table: &'static [GuestFunction]) -> ! {
+    let layout = peb::init(peb_addr);
+    crate::arch::init_cpu();
+    crate::heap::init(layout.heap.addr, layout.heap.size);
+    peb::write_guest_abi_version();
+
+    let sigs = table.iter().map(|f| FunctionSig {
+        name: f.name,
+        params: f.params,
+        result: f.result,
+    });
+    match with_output(|out| encode_function_table(out, sigs)) {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => panic!(
+            "function table of {} entries cannot be written to the {}-byte output buffer: {e}",
+            table.len(),
+            peb::output_size()
+        ),
+        None => unreachable!("output buffer registered by peb::init"),
+    }
+
+    loop {
+        // Init done / previous call done. The host resumes here with the next CALL.
+        outl(port::DONE, 0);
+        let (name, outcome) = serve_call(table);
+        write_outcome(name, outcome);
+    }
+}
+
+/// Decodes the CALL in the input buffer and runs it. Returns the function name (for messages)
+/// and the outcome.
+fn serve_call(table: &[GuestFunction]) -> (&'static str, Result<Value, GuestError>) {
+    let bad = |message| GuestError::new(error_code::BAD_ARGUMENTS, message);
+    let (name, args) = match with_input(decode_frame) {
+        Some(Ok(Frame::Call { name, args })) => (name, args),
+        Some(Ok(other)) => {
+            let msg = format!("expected a CALL frame, got {}", other.kind().name());
+            return ("?", Err(bad(msg)));
+        }
+        Some(Err(e)) => return ("?", Err(bad(format!("malformed CALL frame: {e}")))),
+        None => return ("?", Err(bad("no input buffer".into()))),
+    };
+    let Some(f) = table.iter().find(|f| f.name == name) else {
+        let msg = format!("unknown function {name:?}");
+        return ("?", Err(GuestError::new(error_code::UNKNOWN_FUNCTION, msg)));
+    };
+    (f.name, check_args(f, &args).and_then(|()| (f.call)(args)))
+}
+
+fn check_args(f: &GuestFunction, args: &[Value]) -> Result<(), GuestError> {
+    if args.len() != f.params.len() {
+        let msg = format!(
+            "{} expects {} arguments, got {}",
+            f.name,
+            f.params.len(),
+            args.len()
+        );
+        return Err(GuestError::new(error_code::BAD_ARGUMENTS, msg));
+    }
+    for (i, (arg, want)) in args.iter().zip(f.params).enumerate() {
+        let got = arg.value_type();
+        if got != *want {
+            let msg = format!("{}: argument {} is {got}, expected {want}", f.name, i + 1);
+            return Err(GuestError::new(error_code::BAD_ARGUMENTS, msg));
+        }
+    }
+    Ok(())
+}
+
+/// Writes RETURN or ERROR. An ERROR message too long for the buffer is truncated; a result
+/// that does not fit is a panic (the ABI has no error code for it).
+fn write_outcome(name: &str, outcome: Result<Value, GuestError>) {
+    let written = with_output(|out| match &outcome {
+        Ok(v) => encode_return(out, v)
+            .map(drop)
+            .map_err(|e| (v.value_type(), v.encoded_len(), e)),
+        Err(e) => encode_with(out, FrameKind::Error, |w| {
+            w.put_u32(e.code)?;
+            crate::panic::put_str_truncated(w, format_args!("{}", e.message))
+        })
+        .map(drop)
+        .map_err(|err| (hl_wire::ValueType::String, e.message.len(), err)),
+    });
+    match written {
+        Some(Err((ty, len, EncodeError::BufferTooSmall { capacity }))) => panic!(
+            "{name}: the {ty} result ({len} bytes encoded) does not fit the {capacity}-byte output buffer"
+        ),
+        Some(Err((ty, _, e))) => panic!("{name}: cannot encode the {ty} result: {e}"),
+        _ => {}
+    }
+}

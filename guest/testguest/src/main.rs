@@ -1,0 +1,233 @@
+//! The guest the host tests run. Every function is listed in guest/README.md.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::arch::asm;
+use core::fmt::Write;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hl_guest::{FromValue, GuestError, IntoValue, LogLevel, call_host_as};
+
+hl_guest::guest_functions![
+    add,
+    echo,
+    echo_bytes,
+    echo_all,
+    call_host,
+    call_host_value_u32,
+    call_host_value_i64,
+    call_host_value_u64,
+    call_host_value_f32,
+    call_host_value_f64,
+    call_host_value_bool,
+    call_host_value_string,
+    call_host_value_bytes,
+    call_host_void,
+    call_host_twice,
+    spin,
+    panic,
+    write_addr,
+    read_addr,
+    stack_overflow,
+    exhaust_heap,
+    noop,
+    fail,
+    log,
+    ud2,
+    divide,
+    sum_bytes,
+    counter,
+];
+
+fn add(a: i32, b: i32) -> i32 {
+    a.wrapping_add(b)
+}
+
+fn echo(s: String) -> String {
+    s
+}
+
+fn echo_bytes(b: Vec<u8>) -> Vec<u8> {
+    b
+}
+
+/// `i32=<dec> u32=<dec> i64=<dec> u64=<dec> f32=0x<8 hex> f64=0x<16 hex> bool=<true|false>
+/// string=<byte len>:"<text>" bytes=<len>:<hex of the first 32 bytes at most>`
+#[allow(clippy::too_many_arguments)]
+fn echo_all(
+    a: i32,
+    b: u32,
+    c: i64,
+    d: u64,
+    e: f32,
+    f: f64,
+    g: bool,
+    s: String,
+    bytes: Vec<u8>,
+) -> String {
+    let mut out = String::with_capacity(160 + s.len());
+    let _ = write!(
+        out,
+        "i32={a} u32={b} i64={c} u64={d} f32=0x{:08x} f64=0x{:016x} bool={g} string={}:\"{s}\" bytes={}:",
+        e.to_bits(),
+        f.to_bits(),
+        s.len(),
+        bytes.len(),
+    );
+    for byte in bytes.iter().take(32) {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+fn call_host(name: String, x: i32) -> Result<i32, GuestError> {
+    Ok(call_host_as::<i32>(&name, &[x.into_value()])?)
+}
+
+/// Sends `v` to the host function `name` and returns its result, of the same type.
+fn relay<T: FromValue + IntoValue>(name: String, v: T) -> Result<T, GuestError> {
+    Ok(call_host_as::<T>(&name, &[v.into_value()])?)
+}
+
+fn call_host_value_u32(name: String, v: u32) -> Result<u32, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_i64(name: String, v: i64) -> Result<i64, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_u64(name: String, v: u64) -> Result<u64, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_f32(name: String, v: f32) -> Result<f32, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_f64(name: String, v: f64) -> Result<f64, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_bool(name: String, v: bool) -> Result<bool, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_string(name: String, v: String) -> Result<String, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_value_bytes(name: String, v: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    relay(name, v)
+}
+
+fn call_host_void(name: String) -> Result<(), GuestError> {
+    Ok(call_host_as::<()>(&name, &[])?)
+}
+
+fn call_host_twice(name: String, x: i32) -> Result<i32, GuestError> {
+    let a = call_host_as::<i32>(&name, &[x.into_value()])?;
+    let b = call_host_as::<i32>(&name, &[x.into_value()])?;
+    Ok(a.wrapping_add(b))
+}
+
+fn spin() {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn panic(message: String) {
+    panic!("{message}");
+}
+
+/// Writes the byte 0xA5 at `addr`.
+fn write_addr(addr: u64) {
+    // SAFETY: deliberately writes wherever the host test asks, to provoke page faults (null
+    // page, read-only image, guard page, beyond memory); a plain asm store so no Rust-level
+    // assumption about the pointer is involved. A write that succeeds changes one byte the
+    // test chose.
+    unsafe { asm!("mov byte ptr [{}], 0xA5", in(reg) addr, options(nostack, preserves_flags)) }
+}
+
+fn read_addr(addr: u64) -> u64 {
+    let v: u64;
+    // SAFETY: deliberately reads wherever the host test asks (faults are the point); an asm
+    // load involves no Rust-level assumption about the pointer.
+    unsafe {
+        asm!("mov {}, qword ptr [{}]", out(reg) v, in(reg) addr,
+            options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// Recurses until the stack runs into the guard page (#PF with cr2 in the guard page).
+fn stack_overflow() {
+    black_box(recurse(0));
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 1024];
+    frame[(depth % 1024) as usize] = depth as u8;
+    black_box(&mut frame);
+    if black_box(true) {
+        // Not a tail call: the result is used after the call returns.
+        recurse(depth + 1).wrapping_add(u64::from(frame[0]))
+    } else {
+        depth
+    }
+}
+
+/// Allocates 1 MiB blocks until the heap is exhausted: ends in a PANIC frame
+/// "memory allocation of ... bytes failed".
+fn exhaust_heap() {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = Vec::<u8>::with_capacity(1 << 20);
+        block.push(1);
+        blocks.push(black_box(block));
+    }
+}
+
+fn noop() {}
+
+fn fail(code: u32, message: String) -> Result<(), GuestError> {
+    Err(GuestError::new(code, message))
+}
+
+fn log(message: String) {
+    hl_guest::log(LogLevel::Info, &message);
+}
+
+fn ud2() {
+    // SAFETY: raises #UD on purpose; the runtime's IDT reports it as FAULT vector 6.
+    unsafe { asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+/// `a / b` with the hardware `idiv`: a zero divisor (or i32::MIN / -1) raises #DE (vector 0).
+fn divide(a: i32, b: i32) -> i32 {
+    let q: i32;
+    // SAFETY: `cdq; idiv` only touches eax/edx and flags; a #DE is handled by the runtime's
+    // IDT (FAULT frame), which is the point of this function.
+    unsafe {
+        asm!("cdq", "idiv {d:e}", d = in(reg) b, inout("eax") a => q, out("edx") _,
+            options(nomem, nostack))
+    };
+    q
+}
+
+fn sum_bytes(b: Vec<u8>) -> u64 {
+    b.iter().map(|&x| u64::from(x)).sum()
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn counter() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+}

@@ -11,6 +11,7 @@ mod kvm;
 mod memory;
 mod probe;
 mod stats;
+mod trace;
 mod vcpu_thread;
 mod vm;
 

@@ -51,15 +51,19 @@ fn run_in(handle: u32) -> Result<(), String> {
     regs[17] = 2; // rflags
     vcpu.set_regs(regs).map_err(|e| e.message)?;
     let first = vcpu.run().map_err(|e| e.message)?;
-    let second = if first == IoOut { vcpu.run().map_err(|e| e.message)? } else { first };
+    let second = if first == IoOut {
+        Some(vcpu.run().map_err(|e| e.message)?)
+    } else {
+        None
+    };
     // SAFETY: read after the run returned; see ExitCell.
     let exit = unsafe { *vcpu.exit_ptr() };
     match (first, second) {
-        (IoOut, Halt) => Ok(()),
+        (IoOut, Some(Halt)) => Ok(()),
         _ => Err(format!(
-            "the probe guest (SSE instructions, then out and hlt) ended with {first:?} then \
-             {second:?} (last exit a={:#x}): this KVM cannot run guests built with SSE, which \
-             usually means it is not hardware virtualization",
+            "a probe guest of SSE instructions ended with {:?} (exit detail {:#x}), not out+hlt: \
+             this KVM cannot run guests built with SSE (it is not hardware virtualization)",
+            second.unwrap_or(first),
             exit.a
         )),
     }

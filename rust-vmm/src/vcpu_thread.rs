@@ -22,12 +22,24 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, VcpuBackend, VmBackend};
 use crate::error::{Code, Error, Result};
+use crate::trace::trace;
 
 enum Request {
     Run(u64),
     SetRegs(Regs),
     GetRegs,
     Stop,
+}
+
+impl Request {
+    fn name(&self) -> String {
+        match self {
+            Request::Run(seq) => format!("run {seq}"),
+            Request::SetRegs(_) => "set_regs".into(),
+            Request::GetRegs => "get_regs".into(),
+            Request::Stop => "stop".into(),
+        }
+    }
 }
 
 enum Response {
@@ -137,6 +149,7 @@ impl VcpuThread {
     fn request(&self, make: impl FnOnce(&RunState) -> Request) -> Result<Response> {
         let channel = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         let request = make(&self.state);
+        trace!("request {}", request.name());
         if channel.0.send(request).is_err() {
             return Err(Error::state("the vCPU thread has stopped (VM destroyed)"));
         }
@@ -215,16 +228,20 @@ impl VcpuThread {
 
     /// Cancels everything, stops the thread and waits for it. Idempotent.
     pub fn stop(&self) {
+        trace!("stop: cancel");
         self.state.cancelled.store(u64::MAX, SeqCst);
         let _ = self.kick_until_out(u64::MAX);
+        trace!("stop: out of run");
         {
             let channel = self.channel.lock().unwrap_or_else(|p| p.into_inner());
             let _ = channel.0.send(Request::Stop);
         }
+        trace!("stop: sent");
         let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
+        trace!("stop: joined");
     }
 }
 
@@ -257,7 +274,9 @@ fn vcpu_main(
     let _ = state.exit_request.set(vcpu.exit_request());
     let _ = responses.send(Response::Done);
 
+    trace!("vcpu created");
     for request in requests {
+        trace!("serving {}", request.name());
         let response = match request {
             Request::Stop => break,
             Request::Run(seq) => catch_unwind(AssertUnwindSafe(|| {
@@ -275,7 +294,9 @@ fn vcpu_main(
     }
     // Signals must not target this thread once it is gone.
     *state.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    trace!("dropping vcpu");
     drop(vcpu);
+    trace!("vcpu thread exits");
 }
 
 fn run_once(
@@ -299,6 +320,10 @@ fn run_once(
         // SAFETY: see ExitCell.
         let outcome = vcpu.run(unsafe { &mut *exit.0.get() });
         state.in_run.store(0, SeqCst);
+        trace!(
+            "run {seq}: {:?}",
+            outcome.as_ref().map_err(|e| e.message.clone())
+        );
         match outcome? {
             RunOutcome::Exited(kind) => return Ok(kind),
             // A signal that was not an interrupt of this run (a stale kick, or another signal):

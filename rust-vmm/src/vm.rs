@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kvm::KvmHypervisor;
 use crate::memory::GuestMemory;
 use crate::stats::Counters;
+use crate::trace::trace;
 use crate::vcpu_thread::VcpuThread;
 
 /// Fields drop in declaration order: the vCPU thread stops first, then the VM fd closes, then the
@@ -87,9 +88,11 @@ pub fn destroy(handle: u32) -> Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&handle)
         .ok_or_else(|| Error::invalid_handle(handle))?;
+    trace!("vm {handle} destroy");
     if let Some(vcpu) = vm.vcpu.get() {
         vcpu.stop();
     }
+    trace!("vm {handle} destroyed");
     Ok(())
 }
 

@@ -10,7 +10,11 @@ const MEM: u64 = 2 << 20;
 const CODE: usize = 0x10000;
 
 fn kvm_usable() -> bool {
-    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     if !usable && std::env::var("HL_REQUIRE_KVM").as_deref() == Ok("1") {
         panic!("HL_REQUIRE_KVM=1 but /dev/kvm is not usable: run through `deno task vm`");
     }
@@ -54,7 +58,10 @@ fn runs_to_halt_and_reports_port_io() {
     assert_eq!(hl_vcpu_run(vm), 1);
     // SAFETY: the exit record is valid until destroy.
     let exit = unsafe { &*hl_vcpu_exit_ptr(vm) };
-    assert_eq!((exit.kind, exit.a, exit.b, exit.data_len, exit.data[0]), (1, 0x42, 1, 1, 7));
+    assert_eq!(
+        (exit.kind, exit.a, exit.b, exit.data_len, exit.data[0]),
+        (1, 0x42, 1, 1, 7)
+    );
     assert_eq!(hl_vcpu_run(vm), 3);
     assert_eq!(hl_vm_destroy(vm), 0);
     assert_eq!(hl_vm_destroy(vm), -1);

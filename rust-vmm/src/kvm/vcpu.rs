@@ -169,8 +169,17 @@ impl VcpuBackend for KvmVcpu {
                 let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
                 // The kernel's diagnostic words (instruction bytes, exit info): for bug reports.
                 let n = (internal.ndata as usize).min(internal.data.len());
-                let words: Vec<u8> = internal.data[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
-                exit.set(ExitKind::InternalError, internal.suberror.into(), n as u64, 0, &words);
+                let words: Vec<u8> = internal.data[..n]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                exit.set(
+                    ExitKind::InternalError,
+                    internal.suberror.into(),
+                    n as u64,
+                    0,
+                    &words,
+                );
                 ExitKind::InternalError
             }
             Ok(VcpuExit::Intr) => return Ok(RunOutcome::Signalled),

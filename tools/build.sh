@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds everything the tests and the demo need: the cdylib and the guests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p hl-rust-vmm --lib --example kvm_probe
+if [ -f guest/Cargo.toml ]; then
+  (cd guest && cargo build --release)
+fi
+# Wasm test modules (WAT and C sources in tests/wasm/) → target/wasm-fixtures/.
+bash tools/build_wasm_fixtures.sh

@@ -1,0 +1,120 @@
+/**
+ * WasmSandbox benchmarks: create + first call, a call round trip (against a native guest's
+ * call as the baseline), and a compute-bound export in the sandbox (wasmi) against the same
+ * module in V8 (the baseline; Deno prints the ratio). Prints ioctls/exits per operation once.
+ *
+ *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
+ *
+ * Under the nested-QEMU emulator the absolute times mean nothing for real hardware: read the
+ * ratios and the counts.
+ */
+import { Sandbox, type SandboxStats } from "../src/sandbox.ts";
+import { WasmSandbox } from "../src/wasm_sandbox.ts";
+import { fixtureBytes } from "../tests/wasm/fixtures.ts";
+
+const TESTGUEST = new URL(
+  "../guest/target/x86_64-unknown-linux-gnu/release/testguest",
+  import.meta.url,
+).pathname;
+const CHECKSUM_N = 200_000;
+
+{
+  const fib = fixtureBytes("fib");
+  const v8 = new WebAssembly.Instance(new WebAssembly.Module(fib as Uint8Array<ArrayBuffer>))
+    .exports as Record<string, (...args: number[]) => number>;
+  const wasm = await WasmSandbox.create({ module: fib });
+  const native = await Sandbox.create({ guest: TESTGUEST });
+
+  // Counts per operation, printed once.
+  const perOp = async (
+    label: string,
+    sb: { stats(): SandboxStats },
+    op: () => Promise<unknown>,
+  ) => {
+    const stats = () => sb.stats();
+    const n = 20;
+    const before = stats();
+    for (let i = 0; i < n; i++) await op();
+    const after = stats();
+    console.log(
+      `${label}: ${(after.ioctls - before.ioctls) / n} ioctls, ${
+        (after.exits - before.exits) / n
+      } exits per op`,
+    );
+  };
+  await perOp("wasm call noop", wasm, () => wasm.call("noop"));
+  await perOp("native call noop", native, () => native.call("noop"));
+  await perOp(`wasm checksum(${CHECKSUM_N})`, wasm, () => wasm.call("checksum", CHECKSUM_N));
+  const expected = v8.checksum(CHECKSUM_N);
+  const actual = await wasm.call("checksum", CHECKSUM_N);
+  if (actual !== expected) throw new Error(`checksum: V8 ${expected}, sandbox ${actual}`);
+
+  Deno.bench({
+    name: "WasmSandbox create + first call + dispose",
+    group: "create",
+    async fn() {
+      const w = await WasmSandbox.create({ module: fib });
+      await w.call("fib", 1);
+      await w.dispose();
+    },
+  });
+
+  Deno.bench({
+    name: "native Sandbox call noop (floor)",
+    group: "round trip",
+    baseline: true,
+    async fn() {
+      await native.call("noop");
+    },
+  });
+  Deno.bench({
+    name: "WasmSandbox call noop",
+    group: "round trip",
+    async fn() {
+      await wasm.call("noop");
+    },
+  });
+  Deno.bench({
+    name: "WasmSandbox call fib(1) (i32 in and out)",
+    group: "round trip",
+    async fn() {
+      await wasm.call("fib", 1);
+    },
+  });
+
+  Deno.bench({
+    name: `V8 checksum(${CHECKSUM_N})`,
+    group: "compute",
+    baseline: true,
+    fn() {
+      v8.checksum(CHECKSUM_N);
+    },
+  });
+  Deno.bench({
+    name: `WasmSandbox checksum(${CHECKSUM_N}) (wasmi)`,
+    group: "compute",
+    async fn() {
+      await wasm.call("checksum", CHECKSUM_N);
+    },
+  });
+  Deno.bench({
+    name: "V8 fib(20)",
+    group: "fib",
+    baseline: true,
+    fn() {
+      v8.fib(20);
+    },
+  });
+  Deno.bench({
+    name: "WasmSandbox fib(20) (wasmi)",
+    group: "fib",
+    async fn() {
+      await wasm.call("fib", 20);
+    },
+  });
+
+  globalThis.addEventListener("unload", () => {
+    void wasm.dispose();
+    void native.dispose();
+  });
+}

@@ -1,0 +1,1028 @@
+/**
+ * `WasmSandbox`: a WebAssembly module run by the wasmi interpreter inside its own KVM micro-VM
+ * (the `wasm-runtime` guest), with typed calls, host imports and WASI preview 1.
+ *
+ * The conventions (value marshalling, strings and bytes, traps, WASI) are in `docs/wasm.md`.
+ *
+ * @module
+ */
+
+import { ArgumentError, GuestError, SandboxError } from "./errors.ts";
+import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "./sandbox.ts";
+import { packValues, parseDescription, unpackResult, unpackValues, Writer } from "./wasm/codec.ts";
+
+/** A WebAssembly number type that crosses the boundary. */
+export type WasmValueType = "i32" | "i64" | "f32" | "f64";
+
+/** Any WebAssembly value type as a module declares it (references and vectors cannot cross). */
+export type WasmAnyType = WasmValueType | "v128" | "funcref" | "externref";
+
+/** A host function's result: `"void"`, one type, or a list of types (multi-value). */
+export type WasmResultType = "void" | WasmValueType | readonly WasmValueType[];
+
+/**
+ * A JavaScript value of a Wasm parameter or result: `number` for i32/f32/f64, `bigint` for i64,
+ * an array of those for multi-value results, `undefined` for none.
+ */
+export type WasmJsValue = number | bigint | (number | bigint)[] | undefined;
+
+/** A function a module imports, implemented on the host. */
+export interface WasmHostFunction {
+  /** Parameter types; must equal the module's import type. */
+  params: readonly WasmValueType[];
+  /** Result type(s); must equal the module's import type. */
+  result: WasmResultType;
+  /**
+   * The implementation: receives numbers (bigint for i64), returns a value of `result` (an array
+   * for several results). May return a Promise. A throw traps the Wasm call with trap kind
+   * `"host"` ({@linkcode WasmTrapError}, the thrown error as `cause`).
+   */
+  // deno-lint-ignore no-explicit-any
+  fn: (...args: any[]) => WasmJsValue | Promise<WasmJsValue>;
+}
+
+/** Host functions by module namespace, then by name: `{ env: { log: {...} } }`. */
+export type WasmImports = Record<string, Record<string, WasmHostFunction>>;
+
+/** WASI preview 1 settings (see docs/wasm.md for what is implemented). */
+export interface WasiOptions {
+  /** `argv`, including `argv[0]` (default: `["module.wasm"]`, or the module file's name). */
+  args?: readonly string[];
+  /** Environment variables (default: none; the host's environment is never passed). */
+  env?: Record<string, string>;
+  /** Receives what the module writes to fd 1 (default: the host's stdout). */
+  stdout?: (data: Uint8Array) => void;
+  /** Receives what the module writes to fd 2 (default: the host's stderr). */
+  stderr?: (data: Uint8Array) => void;
+  /** 32 bytes that key `random_get`'s ChaCha20 stream (default: fresh random bytes). */
+  randomSeed?: Uint8Array;
+}
+
+/** Options of {@linkcode WasmSandbox.create}. */
+export interface WasmSandboxOptions {
+  /** The module: its bytes, a path, or a `file:` URL. */
+  module: Uint8Array | string | URL;
+  /** Host functions the module imports, by namespace and name. */
+  hostFunctions?: WasmImports;
+  /**
+   * WASI preview 1 for imports from `wasi_snapshot_preview1`: `true` or settings to enable,
+   * `false` to treat them as ordinary imports. Default: enabled when the module imports it.
+   */
+  wasi?: boolean | WasiOptions;
+  /** Fuel (roughly: instructions) each call may use; a call that runs out traps `out_of_fuel`. */
+  fuel?: number | bigint;
+  /** Largest size of the module's linear memory in bytes (default 16 MiB). */
+  maxMemoryBytes?: number;
+  /** Largest number of table elements (default 65 536). */
+  maxTableElements?: number;
+  /** Deepest Wasm call nesting before the `stack_overflow` trap (default: wasmi's, 1000). */
+  maxRecursionDepth?: number;
+  /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
+  timeoutMs?: number;
+  /** Timeout of loading and instantiating the module (default 30 000 ms). */
+  initTimeoutMs?: number;
+  /** Guest heap in bytes (default 64 MiB; untouched pages cost nothing). */
+  heapSize?: number;
+  /** Guest stack in bytes (default 4 MiB). */
+  stackSize?: number;
+  /** Host → guest buffer (default: 4 MiB or enough for the module); bounds module and inputs. */
+  inputSize?: number;
+  /** Guest → host buffer (default 4 MiB); bounds results and reads. */
+  outputSize?: number;
+  /** The `wasm-runtime` guest binary (default: `$HL_WASM_RUNTIME`, then the local build). */
+  runtime?: string | URL | Uint8Array;
+  /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
+  library?: string;
+}
+
+/** A function type. */
+export interface WasmFunctionType {
+  /** Parameter types. */
+  params: WasmAnyType[];
+  /** Result types. */
+  results: WasmAnyType[];
+}
+
+/** One import or export of the module. */
+export interface WasmExtern {
+  /** Import namespace (`""` for exports). */
+  module: string;
+  /** Name. */
+  name: string;
+  /** What it is. */
+  kind: "function" | "table" | "memory" | "global";
+  /** The function type, for functions. */
+  type?: WasmFunctionType;
+}
+
+/** How a WASI command ended: `_start` returned (0) or `proc_exit` was called. */
+export interface WasiExit {
+  /** The exit code. */
+  exitCode: number;
+}
+
+/** Trap kinds of {@linkcode WasmTrapError}. */
+export type WasmTrapKind =
+  | "unreachable"
+  | "memory_out_of_bounds"
+  | "table_out_of_bounds"
+  | "indirect_call_to_null"
+  | "integer_divide_by_zero"
+  | "integer_overflow"
+  | "invalid_conversion_to_integer"
+  | "stack_overflow"
+  | "indirect_call_type_mismatch"
+  | "out_of_fuel"
+  | "growth_limited"
+  | "out_of_memory"
+  | "host"
+  | "other";
+
+/**
+ * The module's bytes are not a valid module, or use a feature the sandbox does not support.
+ * Nothing of the module ran.
+ *
+ * @example
+ * ```ts
+ * import { WasmModuleError, WasmSandbox } from "@hl/sandbox";
+ * try {
+ *   await WasmSandbox.create({ module: new Uint8Array([1, 2, 3]) });
+ * } catch (e) {
+ *   console.log(e instanceof WasmModuleError); // true
+ * }
+ * ```
+ */
+export class WasmModuleError extends SandboxError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WasmModuleError";
+  }
+}
+
+/**
+ * The module's imports could not be satisfied: a missing or mistyped host function, an
+ * unsupported import kind, or instantiation failed (e.g. a memory larger than the limit).
+ * `importName` is `"module.name"` of the offending import when there is one.
+ *
+ * @example
+ * ```ts
+ * import { WasmLinkError, WasmSandbox } from "@hl/sandbox";
+ * try {
+ *   await WasmSandbox.create({ module: "needs_env_log.wasm" });
+ * } catch (e) {
+ *   if (e instanceof WasmLinkError) console.log(e.importName); // "env.log"
+ * }
+ * ```
+ */
+export class WasmLinkError extends SandboxError {
+  /** `"module.name"` of the import at fault, if any. */
+  readonly importName: string | undefined;
+
+  /** Creates the error. */
+  constructor(message: string, importName?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WasmLinkError";
+    this.importName = importName;
+  }
+}
+
+/**
+ * The Wasm code trapped. `trap` says why; the sandbox stays usable (as with a trap in a
+ * JavaScript engine, the instance's state is whatever the code left).
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox, WasmTrapError } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+ * try {
+ *   await w.call("div_zero", 1);
+ * } catch (e) {
+ *   if (e instanceof WasmTrapError) console.log(e.trap); // "integer_divide_by_zero"
+ * }
+ * ```
+ */
+export class WasmTrapError extends SandboxError {
+  /** The trap kind. */
+  readonly trap: WasmTrapKind;
+
+  /** Creates the error. */
+  constructor(trap: WasmTrapKind, message: string, options?: ErrorOptions) {
+    super(`wasm trap (${trap}): ${message}`, options);
+    this.name = "WasmTrapError";
+    this.trap = trap;
+  }
+}
+
+/**
+ * The module called WASI `proc_exit` during {@linkcode WasmSandbox.call}.
+ * ({@linkcode WasmSandbox.runWasi} returns the code instead.)
+ *
+ * @example
+ * ```ts
+ * import { WasiExitError, WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "hello.wasm" });
+ * try {
+ *   await w.call("_start");
+ * } catch (e) {
+ *   if (e instanceof WasiExitError) console.log(e.exitCode);
+ * }
+ * ```
+ */
+export class WasiExitError extends SandboxError {
+  /** The exit code passed to `proc_exit`. */
+  readonly exitCode: number;
+
+  /** Creates the error. */
+  constructor(exitCode: number, options?: ErrorOptions) {
+    super(`the module exited with code ${exitCode}`, options);
+    this.name = "WasiExitError";
+    this.exitCode = exitCode;
+  }
+}
+
+// ERROR codes of the wasm-runtime guest (guest/wasm-runtime/src/main.rs).
+const CODE_MODULE = 1000;
+const CODE_LINK = 1001;
+const CODE_EXIT = 1003;
+const CODE_NO_EXPORT = 1004;
+const CODE_BAD_ARGS = 1005;
+const CODE_MEMORY = 1006;
+const CODE_TRAP_BASE = 1100;
+const TRAPS: Record<number, WasmTrapKind> = {
+  0: "unreachable",
+  1: "memory_out_of_bounds",
+  2: "table_out_of_bounds",
+  3: "indirect_call_to_null",
+  4: "integer_divide_by_zero",
+  5: "integer_overflow",
+  6: "invalid_conversion_to_integer",
+  7: "stack_overflow",
+  8: "indirect_call_type_mismatch",
+  9: "out_of_fuel",
+  10: "growth_limited",
+  11: "out_of_memory",
+  20: "host",
+  21: "other",
+};
+
+const NUMBER_TYPES = new Set<string>(["i32", "i64", "f32", "f64"]);
+const MIB = 1 << 20;
+const WASI = "wasi_snapshot_preview1";
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+const HOST_THREW = /^host function wasm_import threw: /;
+
+/** A checked host import: its index in the module's import list and its implementation. */
+interface Binding {
+  where: string;
+  params: WasmValueType[];
+  results: WasmValueType[];
+  fn: WasmHostFunction["fn"];
+}
+
+/**
+ * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
+ * {@linkcode WasmSandbox.create}, call exports with {@linkcode WasmSandbox.call}, dispose (or
+ * `await using`) when done.
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({
+ *   module: await Deno.readFile("fib.wasm"),
+ *   hostFunctions: { env: { log: { params: ["i32"], result: "void", fn: (x) => console.log(x) } } },
+ * });
+ * console.log(await w.call("fib", 20)); // 6765
+ * ```
+ */
+export class WasmSandbox implements AsyncDisposable {
+  readonly #sandbox: Sandbox;
+  readonly #imports: WasmExtern[];
+  readonly #exports: Map<string, WasmExtern>;
+  readonly #bindings: (Binding | undefined)[];
+  #lastHostError: unknown;
+
+  private constructor(
+    sandbox: Sandbox,
+    imports: WasmExtern[],
+    exports: WasmExtern[],
+    bindings: (Binding | undefined)[],
+  ) {
+    this.#sandbox = sandbox;
+    this.#imports = imports;
+    this.#exports = new Map(exports.map((e) => [e.name, e]));
+    this.#bindings = bindings;
+  }
+
+  /**
+   * Starts a `wasm-runtime` guest, sends it the module, checks the module's imports against
+   * `hostFunctions` (and WASI), and instantiates it (running its start function). Bad options,
+   * bytes that are not a module ({@linkcode WasmModuleError}) and unsatisfied imports
+   * ({@linkcode WasmLinkError}) are reported before any of the module's code runs.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * const w = await WasmSandbox.create({ module: "fib.wasm", fuel: 1_000_000, timeoutMs: 1000 });
+   * console.log(w.exports.map((e) => e.name));
+   * await w.dispose();
+   * ```
+   */
+  static async create(options: WasmSandboxOptions): Promise<WasmSandbox> {
+    if (typeof options !== "object" || options === null) {
+      throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
+    }
+    const bytes = await readBytes(options.module, "module");
+    if (
+      bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
+      bytes[3] !== 0x6d
+    ) {
+      throw new WasmModuleError("not a WebAssembly binary module (no \\0asm magic)");
+    }
+    const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
+    const fuel = checkFuel(options.fuel);
+    const maxMemory = checkCount(options.maxMemoryBytes, "maxMemoryBytes", 16 * MIB);
+    const maxTable = checkCount(options.maxTableElements, "maxTableElements", 65_536);
+    const depth = checkCount(options.maxRecursionDepth, "maxRecursionDepth", 0);
+    const wasiSetting = options.wasi;
+    if (
+      wasiSetting !== undefined && typeof wasiSetting !== "boolean" &&
+      (typeof wasiSetting !== "object" || wasiSetting === null)
+    ) {
+      throw new ArgumentError("wasi must be a boolean or an options object");
+    }
+    const runtime = options.runtime ?? defaultRuntime();
+    const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
+    const inputSize = options.inputSize ?? Math.max(4 * MIB, pageAlign(bytes.length + 64 * 1024));
+
+    let self: WasmSandbox | undefined;
+    let wasi: WasiRuntime | undefined;
+    const sandbox = await Sandbox.create({
+      guest: runtime,
+      heapSize: options.heapSize ?? 64 * MIB,
+      stackSize: options.stackSize ?? 4 * MIB,
+      inputSize,
+      outputSize: options.outputSize,
+      timeoutMs: options.timeoutMs,
+      initTimeoutMs: options.initTimeoutMs,
+      library: options.library,
+      hostFunctions: {
+        wasm_import: {
+          params: ["u32", "bytes"],
+          result: "bytes",
+          fn: (index: number, args: Uint8Array) => self!.#hostImport(index, args),
+        },
+        wasi_write: {
+          params: ["u32", "bytes"],
+          result: "void",
+          fn: (fd: number, data: Uint8Array) => {
+            wasi!.write(fd, data);
+            return undefined;
+          },
+        },
+        wasi_clock: {
+          params: ["u32"],
+          result: "u64",
+          fn: (id: number) => clockNow(id),
+        },
+      },
+    });
+    try {
+      const config = new Writer();
+      config.u64(fuel);
+      config.u32(depth);
+      const description = await sandbox.callWithOptions(
+        { timeoutMs: options.initTimeoutMs ?? 30_000 },
+        "load",
+        bytes,
+        config.finish(),
+      ).catch((e) => {
+        throw mapGuestError(e, undefined);
+      }) as Uint8Array;
+      const { imports, exports } = parseDescription(description);
+      const usesWasi = imports.some((i) => i.module === WASI);
+      const wasiOn = wasiSetting === undefined ? usesWasi : wasiSetting !== false;
+      const bindings = bindImports(imports, hostFunctions, wasiOn);
+      if (wasiOn) {
+        wasi = new WasiRuntime(
+          typeof wasiSetting === "object" ? wasiSetting : {},
+          options.module,
+        );
+      }
+      const inst = new Writer();
+      inst.u64(BigInt(maxMemory));
+      inst.u64(BigInt(maxTable));
+      inst.u8(wasi ? 1 : 0);
+      if (wasi) wasi.encode(inst);
+      self = new WasmSandbox(sandbox, imports, exports, bindings);
+      await sandbox.callWithOptions(
+        { timeoutMs: options.initTimeoutMs ?? 30_000 },
+        "instantiate",
+        inst.finish(),
+      ).catch((e) => {
+        throw mapGuestError(e, self!.#takeHostError());
+      });
+      return self;
+    } catch (e) {
+      await sandbox.dispose();
+      throw e;
+    }
+  }
+
+  /** The module's exports (name, kind, function type). */
+  get exports(): readonly WasmExtern[] {
+    return [...this.#exports.values()];
+  }
+
+  /** The module's imports (namespace, name, kind, function type). */
+  get imports(): readonly WasmExtern[] {
+    return [...this.#imports];
+  }
+
+  /** The underlying native {@linkcode Sandbox} (for `stats()`, `poisoned`, ...). */
+  get sandbox(): Sandbox {
+    return this.#sandbox;
+  }
+
+  /** Whether a timeout, cancellation or guest failure has made this sandbox unusable. */
+  get poisoned(): boolean {
+    return this.#sandbox.poisoned;
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return this.#sandbox.disposed;
+  }
+
+  /**
+   * Calls export `name`. Arguments are converted by the export's type (docs/wasm.md): i32 from
+   * an integer number in [-2^31, 2^32) (wrapped to signed), i64 from a bigint in [-2^63, 2^64),
+   * f32/f64 from any number. Results: `undefined`, one value (i32 a signed number, i64 a
+   * bigint), or an array for several. A trap rejects with {@linkcode WasmTrapError}.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * console.log(await w.call("fib", 10)); // 55
+   * ```
+   */
+  call(name: string, ...args: unknown[]): Promise<WasmJsValue> {
+    return this.callWithOptions({}, name, ...args);
+  }
+
+  /**
+   * {@linkcode call} with a timeout and/or an `AbortSignal`: when either fires the VM is
+   * stopped, the promise rejects with `TimeoutError` / `CancelledError`, and the sandbox is
+   * poisoned.
+   *
+   * @example
+   * ```ts
+   * import { TimeoutError } from "@hl/sandbox";
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+   * try {
+   *   await w.callWithOptions({ timeoutMs: 100 }, "spin");
+   * } catch (e) {
+   *   console.log(e instanceof TimeoutError); // true
+   * }
+   * ```
+   */
+  async callWithOptions(
+    options: CallOptions,
+    name: string,
+    ...args: unknown[]
+  ): Promise<WasmJsValue> {
+    const type = this.#functionType(name);
+    const params = numberTypes(type.params, `export ${name}`, "parameter");
+    const results = numberTypes(type.results, `export ${name}`, "result");
+    if (args.length !== params.length) {
+      throw new ArgumentError(
+        `${name} takes ${params.length} argument(s) (${params.join(", ")}), got ${args.length}`,
+      );
+    }
+    const packed = packValues(args, params, name);
+    const out = await this.#run(options, "invoke", name, packed) as Uint8Array;
+    return unpackResult(out, results, name);
+  }
+
+  /**
+   * Runs a WASI command: calls `_start` and returns its exit code (0 when `_start` returns,
+   * the `proc_exit` code otherwise).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "hello.wasm", wasi: { args: ["hello"] } });
+   * const { exitCode } = await w.runWasi();
+   * ```
+   */
+  async runWasi(options: CallOptions = {}): Promise<WasiExit> {
+    try {
+      await this.callWithOptions(options, "_start");
+      return { exitCode: 0 };
+    } catch (e) {
+      if (e instanceof WasiExitError) return { exitCode: e.exitCode };
+      throw e;
+    }
+  }
+
+  /**
+   * Calls export `name` by the bytes convention (docs/wasm.md): the input is copied into memory
+   * obtained from the module's `alloc(len) -> ptr`, `name(ptr, len)` returns `(ptr, len)` or an
+   * i64 `ptr << 32 | len`, the output is copied out and handed to `dealloc(ptr, len)` if the
+   * module exports it. One VM entry for the whole exchange.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const out = await w.callBytes("reverse", new Uint8Array([1, 2, 3])); // [3, 2, 1]
+   * ```
+   */
+  async callBytes(
+    name: string,
+    input: Uint8Array,
+    options: CallOptions = {},
+  ): Promise<Uint8Array> {
+    this.#functionType(name);
+    if (!(input instanceof Uint8Array)) throw new ArgumentError("input must be a Uint8Array");
+    return await this.#run(options, "call_bytes", name, input) as Uint8Array;
+  }
+
+  /**
+   * {@linkcode callBytes} with UTF-8 text in and out.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * console.log(await w.callString("upper", "hello")); // "HELLO"
+   * ```
+   */
+  async callString(name: string, input: string, options: CallOptions = {}): Promise<string> {
+    if (typeof input !== "string") throw new ArgumentError("input must be a string");
+    const out = await this.callBytes(name, utf8.encode(input), options);
+    try {
+      return utf8Decoder.decode(out);
+    } catch (e) {
+      throw new ArgumentError(`${name} returned bytes that are not UTF-8`, { cause: e });
+    }
+  }
+
+  /**
+   * Copies `len` bytes at `ptr` out of the module's exported `memory`.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const header = await w.readBytes(0, 16);
+   * ```
+   */
+  async readBytes(ptr: number, len: number): Promise<Uint8Array> {
+    checkU32(ptr, "ptr");
+    checkU32(len, "len");
+    return await this.#run({}, "read_memory", BigInt(ptr), len) as Uint8Array;
+  }
+
+  /**
+   * Copies `data` into the module's exported `memory` at `ptr`.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * await w.writeBytes(2048, new Uint8Array([1, 2, 3]));
+   * ```
+   */
+  async writeBytes(ptr: number, data: Uint8Array): Promise<void> {
+    checkU32(ptr, "ptr");
+    if (!(data instanceof Uint8Array)) throw new ArgumentError("data must be a Uint8Array");
+    await this.#run({}, "write_memory", BigInt(ptr), data);
+  }
+
+  /**
+   * Allocates `data.length` bytes with the module's `alloc(len) -> ptr`, copies `data` there and
+   * returns the pointer (one VM entry).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const data = new Uint8Array([1, 2, 3]);
+   * const ptr = await w.allocBytes(data);
+   * console.log(await w.call("sum", ptr, data.length)); // 6
+   * ```
+   */
+  async allocBytes(data: Uint8Array): Promise<number> {
+    if (!(data instanceof Uint8Array)) throw new ArgumentError("data must be a Uint8Array");
+    return await this.#run({}, "write_alloc", data) as number;
+  }
+
+  /**
+   * {@linkcode allocBytes} for UTF-8 text: returns the pointer and the byte length.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const { ptr, len } = await w.allocString("héllo");
+   * console.log(await w.readString(ptr, len)); // "héllo"
+   * ```
+   */
+  async allocString(text: string): Promise<{ ptr: number; len: number }> {
+    if (typeof text !== "string") throw new ArgumentError("text must be a string");
+    const bytes = utf8.encode(text);
+    return { ptr: await this.allocBytes(bytes), len: bytes.length };
+  }
+
+  /**
+   * Reads `len` bytes at `ptr` as UTF-8 text.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const { ptr, len } = await w.allocString("hi");
+   * console.log(await w.readString(ptr, len)); // "hi"
+   * ```
+   */
+  async readString(ptr: number, len: number): Promise<string> {
+    const bytes = await this.readBytes(ptr, len);
+    try {
+      return utf8Decoder.decode(bytes);
+    } catch (e) {
+      throw new ArgumentError(`the ${len} bytes at ${ptr} are not UTF-8`, { cause: e });
+    }
+  }
+
+  /**
+   * The current size of the module's exported `memory`, in bytes.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * console.log(await w.memorySize()); // 65536
+   * ```
+   */
+  async memorySize(): Promise<number> {
+    return Number(await this.#run({}, "memory_size") as bigint);
+  }
+
+  /**
+   * Fuel the last call used (0 when `fuel` metering is off).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm", fuel: 10_000_000 });
+   * await w.call("fib", 10);
+   * console.log(await w.fuelConsumed());
+   * ```
+   */
+  async fuelConsumed(): Promise<bigint> {
+    return await this.#run({}, "fuel_consumed") as bigint;
+  }
+
+  /**
+   * Counters of the VM (ioctls, exits, runs), for benchmarks.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * await w.call("fib", 1);
+   * console.log(w.stats());
+   * ```
+   */
+  stats(): SandboxStats {
+    return this.#sandbox.stats();
+  }
+
+  /**
+   * Destroys the VM. Idempotent; a call in progress is stopped.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * const w = await WasmSandbox.create({ module: "fib.wasm" });
+   * await w.dispose();
+   * ```
+   */
+  dispose(): Promise<void> {
+    return this.#sandbox.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #functionType(name: string): WasmFunctionType {
+    if (typeof name !== "string") {
+      throw new ArgumentError(`the export name must be a string, got ${typeof name}`);
+    }
+    const e = this.#exports.get(name);
+    if (!e || e.kind !== "function" || !e.type) {
+      const known = [...this.#exports.values()].filter((x) => x.kind === "function")
+        .map((x) => x.name).join(", ");
+      throw new ArgumentError(
+        e
+          ? `export "${name}" is a ${e.kind}, not a function`
+          : `the module exports no function "${name}" (it has: ${known})`,
+      );
+    }
+    return e.type;
+  }
+
+  async #run(options: CallOptions, fn: string, ...args: unknown[]): Promise<JsValue> {
+    this.#lastHostError = undefined;
+    try {
+      return await this.#sandbox.callWithOptions(options, fn, ...args);
+    } catch (e) {
+      throw mapGuestError(e, this.#takeHostError());
+    }
+  }
+
+  #takeHostError(): unknown {
+    const e = this.#lastHostError;
+    this.#lastHostError = undefined;
+    return e;
+  }
+
+  /** Serves `wasm_import(index, args)`: unpack, call the user's function, pack its result. */
+  #hostImport(index: number, args: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    const binding = this.#bindings[index];
+    if (!binding) throw new Error(`import #${index} has no host function`);
+    const values = unpackValues(args, binding.params, binding.where);
+    const finish = (result: unknown): Uint8Array => {
+      let list: unknown[];
+      if (binding.results.length === 0) list = [];
+      else if (binding.results.length === 1) list = [result];
+      else if (Array.isArray(result) && result.length === binding.results.length) list = result;
+      else {
+        throw this.#remember(
+          new ArgumentError(
+            `host function ${binding.where} must return an array of ${binding.results.length} values`,
+          ),
+        );
+      }
+      try {
+        return packValues(list, binding.results, `host function ${binding.where} result`);
+      } catch (e) {
+        throw this.#remember(e);
+      }
+    };
+    let result: unknown;
+    try {
+      result = binding.fn(...values);
+    } catch (e) {
+      throw this.#remember(e);
+    }
+    if (result instanceof Promise) {
+      return result.then(finish, (e) => {
+        throw this.#remember(e);
+      });
+    }
+    return finish(result);
+  }
+
+  #remember(e: unknown): unknown {
+    this.#lastHostError = e;
+    return e;
+  }
+}
+
+/** Converts the guest's ERROR codes into this module's error classes. */
+function mapGuestError(e: unknown, hostError: unknown): unknown {
+  if (!(e instanceof GuestError)) return e;
+  const options = { cause: e };
+  if (e.code === CODE_MODULE) return new WasmModuleError(`invalid module: ${e.message}`, options);
+  if (e.code === CODE_LINK) {
+    return new WasmLinkError(`instantiation failed: ${e.message}`, undefined, options);
+  }
+  if (e.code === CODE_EXIT) return new WasiExitError(Number(e.message), options);
+  if (e.code === CODE_NO_EXPORT || e.code === CODE_BAD_ARGS || e.code === CODE_MEMORY) {
+    return new ArgumentError(e.message, options);
+  }
+  const trap = TRAPS[e.code - CODE_TRAP_BASE];
+  if (trap) {
+    if (trap === "host") {
+      return new WasmTrapError(
+        trap,
+        e.message.replace(HOST_THREW, ""),
+        hostError === undefined ? options : { cause: hostError },
+      );
+    }
+    return new WasmTrapError(trap, e.message, options);
+  }
+  return e;
+}
+
+function numberTypes(types: WasmAnyType[], where: string, what: string): WasmValueType[] {
+  for (const t of types) {
+    if (!NUMBER_TYPES.has(t)) {
+      throw new ArgumentError(`${where} has a ${t} ${what}: only i32, i64, f32, f64 can cross`);
+    }
+  }
+  return types as WasmValueType[];
+}
+
+const TWO_32 = 2 ** 32;
+
+function typeText(params: readonly string[], results: readonly string[]): string {
+  return `(${params.join(", ")}) -> (${results.join(", ")})`;
+}
+
+function resultList(result: WasmResultType): WasmValueType[] {
+  if (result === "void") return [];
+  if (typeof result === "string") return [result];
+  return [...result];
+}
+
+/** Matches every import with a host function (or WASI); a clear error names the first miss. */
+function bindImports(
+  imports: WasmExtern[],
+  hostFunctions: WasmImports,
+  wasiOn: boolean,
+): (Binding | undefined)[] {
+  for (const imp of imports) {
+    if (imp.kind !== "function" || !imp.type) {
+      const where = `${imp.module}.${imp.name}`;
+      throw new WasmLinkError(
+        `import ${where} is a ${imp.kind}: only function imports are supported`,
+        where,
+      );
+    }
+  }
+  return imports.map((imp) => {
+    const where = `${imp.module}.${imp.name}`;
+    if (!imp.type) throw new WasmLinkError(`import ${where} has no type`, where);
+    if (wasiOn && imp.module === WASI) return undefined;
+    const moduleType = typeText(imp.type.params, imp.type.results);
+    const def = Object.hasOwn(hostFunctions, imp.module) &&
+        Object.hasOwn(hostFunctions[imp.module], imp.name)
+      ? hostFunctions[imp.module][imp.name]
+      : undefined;
+    if (!def) {
+      const hint = imp.module === WASI ? " (or enable `wasi`)" : "";
+      throw new WasmLinkError(
+        `missing import ${where}: ${moduleType}; declare it in hostFunctions["${imp.module}"]["${imp.name}"]${hint}`,
+        where,
+      );
+    }
+    const results = resultList(def.result);
+    const declared = typeText(def.params, results);
+    if (declared !== moduleType) {
+      throw new WasmLinkError(
+        `import ${where} has type ${moduleType}, but hostFunctions declares ${declared}`,
+        where,
+      );
+    }
+    return { where, params: [...def.params], results, fn: def.fn };
+  });
+}
+
+function checkHostFunctions(defs: WasmImports): WasmImports {
+  if (typeof defs !== "object" || defs === null) {
+    throw new ArgumentError(
+      "hostFunctions must be { namespace: { name: { params, result, fn } } }",
+    );
+  }
+  for (const [ns, fns] of Object.entries(defs)) {
+    if (typeof fns !== "object" || fns === null) {
+      throw new ArgumentError(`hostFunctions.${ns} must be an object of host functions`);
+    }
+    for (const [name, def] of Object.entries(fns)) {
+      const where = `hostFunctions.${ns}.${name}`;
+      if (typeof def !== "object" || def === null || typeof def.fn !== "function") {
+        throw new ArgumentError(`${where} must be { params, result, fn } with fn a function`);
+      }
+      if (!Array.isArray(def.params) || def.params.some((p) => !NUMBER_TYPES.has(p))) {
+        throw new ArgumentError(
+          `${where}.params must be an array of "i32" | "i64" | "f32" | "f64"`,
+        );
+      }
+      const r = def.result;
+      const ok = r === "void" || (typeof r === "string" && NUMBER_TYPES.has(r)) ||
+        (Array.isArray(r) && r.every((x) => NUMBER_TYPES.has(x)));
+      if (!ok) {
+        throw new ArgumentError(
+          `${where}.result must be "void", a number type, or an array of them`,
+        );
+      }
+    }
+  }
+  return defs;
+}
+
+function checkFuel(fuel: number | bigint | undefined): bigint {
+  if (fuel === undefined) return 0n;
+  const f = typeof fuel === "number" && Number.isSafeInteger(fuel) ? BigInt(fuel) : fuel;
+  if (typeof f !== "bigint" || f < 1n || f >= 1n << 64n) {
+    throw new ArgumentError(`fuel must be a positive integer below 2^64, got ${fuel}`);
+  }
+  return f;
+}
+
+function checkCount(v: number | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw new ArgumentError(`${name} must be a positive integer, got ${v}`);
+  }
+  return v;
+}
+
+function checkU32(v: number, name: string): void {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= TWO_32) {
+    throw new ArgumentError(`${name} must be an integer in [0, 2^32), got ${v}`);
+  }
+}
+
+async function readBytes(source: Uint8Array | string | URL, what: string): Promise<Uint8Array> {
+  if (source instanceof Uint8Array) return source;
+  if (typeof source === "string" || source instanceof URL) {
+    try {
+      return await Deno.readFile(source);
+    } catch (e) {
+      throw new ArgumentError(`cannot read the ${what} ${source}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+  throw new ArgumentError(`${what} must be a Uint8Array, a path or a file: URL`);
+}
+
+function defaultRuntime(): string | URL {
+  let fromEnv: string | undefined;
+  try {
+    fromEnv = Deno.env.get("HL_WASM_RUNTIME") || undefined;
+  } catch {
+    // No --allow-env: use the local build.
+  }
+  return fromEnv ??
+    new URL("../guest/target/x86_64-unknown-linux-gnu/release/wasm-runtime", import.meta.url);
+}
+
+/** WASI clocks in nanoseconds: 0 realtime, 1 monotonic, 2/3 (CPU time) monotonic too. */
+function clockNow(id: number): bigint {
+  if (id === 0) return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+  return BigInt(Math.round(performance.now() * 1e6));
+}
+
+function writeAll(file: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += file.writeSync(data.subarray(off));
+}
+
+/** The host side of WASI: settings to send to the guest, and the stdout/stderr sinks. */
+class WasiRuntime {
+  readonly #args: string[];
+  readonly #env: string[];
+  readonly #seed: Uint8Array;
+  readonly #stdout: (data: Uint8Array) => void;
+  readonly #stderr: (data: Uint8Array) => void;
+
+  constructor(options: WasiOptions, module: Uint8Array | string | URL) {
+    const name = typeof module === "string"
+      ? module.split("/").pop()!
+      : module instanceof URL
+      ? module.pathname.split("/").pop()!
+      : "module.wasm";
+    this.#args = options.args ? [...options.args] : [name];
+    if (this.#args.some((a) => typeof a !== "string")) {
+      throw new ArgumentError("wasi.args must be strings");
+    }
+    this.#env = Object.entries(options.env ?? {}).map(([k, v]) => {
+      if (typeof v !== "string" || k.includes("=")) {
+        throw new ArgumentError(`wasi.env.${k} must be a string and its name has no "="`);
+      }
+      return `${k}=${v}`;
+    });
+    if (options.randomSeed !== undefined) {
+      if (!(options.randomSeed instanceof Uint8Array) || options.randomSeed.length !== 32) {
+        throw new ArgumentError("wasi.randomSeed must be a Uint8Array of 32 bytes");
+      }
+      this.#seed = options.randomSeed;
+    } else {
+      this.#seed = crypto.getRandomValues(new Uint8Array(32));
+    }
+    this.#stdout = options.stdout ?? ((d) => writeAll(Deno.stdout, d));
+    this.#stderr = options.stderr ?? ((d) => writeAll(Deno.stderr, d));
+  }
+
+  encode(w: Writer): void {
+    for (const list of [this.#args, this.#env]) {
+      w.u32(list.length);
+      for (const s of list) w.bytes(utf8.encode(s));
+    }
+    w.raw(this.#seed);
+  }
+
+  write(fd: number, data: Uint8Array): void {
+    (fd === 2 ? this.#stderr : this.#stdout)(data);
+  }
+}

@@ -37,13 +37,28 @@ export type VmExit =
   | { kind: "interrupted" }
   | { kind: "other"; reason: bigint; detail: string };
 
-/** What the hypervisor reports about itself. */
+/**
+ * What the hypervisor reports about itself.
+ *
+ * @example
+ * ```ts
+ * import { hypervisorInfo } from "@hl/sandbox";
+ * const info = hypervisorInfo();
+ * console.log(`KVM API ${info.apiVersion}, ${info.maxMemorySlots} memory slots`);
+ * ```
+ */
 export interface HypervisorInfo {
+  /** KVM's API version (always 12 for a usable KVM). */
   apiVersion: number;
+  /** Whether a running vCPU can be kicked out race-free (`KVM_CAP_IMMEDIATE_EXIT`; required). */
   immediateExit: boolean;
+  /** Whether guest memory can be mapped read-only (`KVM_CAP_READONLY_MEM`). */
   readonlyMemory: boolean;
+  /** Whether memory changes can be tracked (`KVM_CAP_SYNC_MMU`, the basis of dirty logging). */
   dirtyLog: boolean;
+  /** How many memory regions one VM may have. */
   maxMemorySlots: number;
+  /** How many vCPUs one VM may have. */
   maxVcpus: number;
 }
 
@@ -110,7 +125,20 @@ const EXIT_DATA = 40;
 const EXIT_DATA_CAPACITY = 256;
 const EXIT_RECORD_SIZE = EXIT_DATA + EXIT_DATA_CAPACITY;
 
-/** Reports the hypervisor's version and capabilities (opens `/dev/kvm`). */
+/**
+ * Reports the hypervisor's version and capabilities (opens `/dev/kvm`). Throws a
+ * `HypervisorError` whose message says how to fix it when there is no usable KVM.
+ *
+ * @example
+ * ```ts
+ * import { HypervisorError, hypervisorInfo } from "@hl/sandbox";
+ * try {
+ *   console.log(hypervisorInfo().apiVersion); // 12
+ * } catch (e) {
+ *   if (e instanceof HypervisorError) console.error(e.code, e.message); // e.g. NO_KVM
+ * }
+ * ```
+ */
 export function hypervisorInfo(library?: string): HypervisorInfo {
   const lib = openLibrary(library);
   const out = new BigUint64Array(8);

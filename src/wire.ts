@@ -299,7 +299,12 @@ export class FrameDecoder {
         );
       }
       const params = new Array<ValueType>(paramCount);
-      for (let p = 0; p < paramCount; p++) params[p] = this.#tag("parameter type");
+      for (let p = 0; p < paramCount; p++) {
+        params[p] = this.#tag("parameter type");
+        if (params[p] === "void") {
+          throw new ProtocolError(`function ${JSON.stringify(name)} has a void parameter`);
+        }
+      }
       functions[i] = { name, params, result: this.#tag("result type") };
     }
     return functions;

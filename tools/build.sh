@@ -8,3 +8,6 @@ if [ -f guest/Cargo.toml ]; then
 fi
 # Wasm test modules (WAT and C sources in tests/wasm/) → target/wasm-fixtures/.
 bash tools/build_wasm_fixtures.sh
+# Fetch the npm packages the tests and benchmarks import while there is a network: inside the
+# nested-KVM harness there is none (the VM sees the host's Deno cache).
+deno cache --quiet tests/unit/*.ts tests/kvm/*.ts bench/*.ts examples/*.ts

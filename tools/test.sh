@@ -84,6 +84,9 @@ if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" unit bash -c 'cd guest && bash wire/test.sh'
 fi
 
+# Compile the Rust tests natively: compiling under the emulator would take minutes.
+check "cargo test --no-run (rust-vmm)" cargo test --release -p hl-rust-vmm --no-run
+
 KVM_TESTS="deno test --no-check --allow-all --v8-flags=--expose-gc tests/kvm/"
 stage "rust-vmm tests (KVM)" kvm bash tools/vm/run.sh cargo test --release -p hl-rust-vmm
 stage "deno KVM tests" kvm bash tools/vm/run.sh $KVM_TESTS

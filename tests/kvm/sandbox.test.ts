@@ -13,7 +13,7 @@ import {
 } from "../../mod.ts";
 import { globalStats } from "../../src/vm.ts";
 import { renderEchoAll, TESTGUEST } from "./_guests.ts";
-import { kvmTest, openFdCount } from "./_kvm.ts";
+import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 
 const I32_MIN = -(2 ** 31);
 const I32_MAX = 2 ** 31 - 1;
@@ -371,6 +371,7 @@ kvmTest("Sandbox: 1,000 create/dispose cycles keep the fd count flat", async () 
   const options = { guest, heapSize: MiB, inputSize: 64 * 1024, outputSize: 64 * 1024 };
   await (await Sandbox.create(options)).dispose(); // warm-up
   const fds = openFdCount();
+  const maps = guestMappingCount();
   const live = globalStats().liveVms;
   for (let i = 0; i < 1000; i++) {
     const sb = await Sandbox.create(options);
@@ -378,6 +379,7 @@ kvmTest("Sandbox: 1,000 create/dispose cycles keep the fd count flat", async () 
     await sb.dispose();
   }
   assert.equal(openFdCount(), fds);
+  assert.equal(guestMappingCount(), maps);
   assert.equal(globalStats().liveVms, live);
 });
 

@@ -3,7 +3,7 @@ import { HypervisorError } from "../../src/errors.ts";
 import { globalStats, hypervisorInfo, MicroVm } from "../../src/vm.ts";
 import { openLibrary } from "../../ffi/lib.ts";
 import { bareGuest, CODE } from "./_bare_guest.ts";
-import { kvmTest, mappingCount, openFdCount } from "./_kvm.ts";
+import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 
 kvmTest("hypervisor reports KVM API 12 and immediate exit", () => {
   const info = hypervisorInfo();
@@ -146,14 +146,15 @@ kvmTest("200 VMs created and destroyed leave fds and mappings where they were", 
   // Warm up: the first VM opens /dev/kvm (kept for the process) and Deno's own lazy resources.
   bareGuest(CODE.halt).vm.destroy();
   const fds = openFdCount();
-  const maps = mappingCount();
+  const maps = guestMappingCount();
   for (let i = 0; i < 200; i++) {
     const { vm } = bareGuest(CODE.halt);
     assert.equal(await vm.run(), 3);
+    if (i === 0) assert.equal(guestMappingCount(), maps + 2, "guest memory + kvm_run mapped");
     vm.destroy();
   }
   assert.equal(openFdCount(), fds);
-  assert.equal(mappingCount(), maps);
+  assert.equal(guestMappingCount(), maps);
   assert.equal(globalStats().liveVms, 0);
 });
 

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import {
+  ArgumentError,
+  GuestImageError,
+  HypervisorError,
+  LibraryNotFoundError,
+  Sandbox,
+} from "../../mod.ts";
+import { openLibrary } from "../../ffi/lib.ts";
+
+// Everything here is rejected before a VM exists, so it needs no KVM.
+
+const elf = new URL(
+  "../../guest/target/x86_64-unknown-linux-gnu/release/testguest",
+  import.meta.url,
+);
+
+Deno.test("a missing library is LibraryNotFoundError naming the path and the fix", () => {
+  assert.throws(
+    () => openLibrary("/nonexistent/libhl_rust_vmm.so"),
+    (e) =>
+      e instanceof LibraryNotFoundError &&
+      e.searched.includes("/nonexistent/libhl_rust_vmm.so") &&
+      /deno task build/.test(e.message) && /HL_SANDBOX_LIB/.test(e.message),
+  );
+});
+
+Deno.test("bad guest images are GuestImageError before any VM is created", async () => {
+  await assert.rejects(Sandbox.create({ guest: new Uint8Array(10) }), GuestImageError);
+  await assert.rejects(
+    Sandbox.create({ guest: new TextEncoder().encode("#!/bin/sh\necho not an ELF\n") }),
+    (e) => e instanceof GuestImageError && /magic|ELF/i.test(e.message),
+  );
+});
+
+Deno.test("bad options are ArgumentError naming the option", async () => {
+  const guest = await Deno.readFile(elf);
+  const bad = (options: Record<string, unknown>, text: RegExp) =>
+    assert.rejects(
+      Sandbox.create({ guest, ...options }),
+      (e) => e instanceof ArgumentError && text.test(e.message),
+    );
+  await bad({ heapSize: 1000 }, /heapSize/);
+  await bad({ stackSize: 0 }, /stackSize/);
+  await bad({ heapSize: 2 ** 31 }, /heapSize|1 GiB|memory/);
+  await bad({ inputSize: -4096 }, /inputSize/);
+  await bad({ timeoutMs: -1 }, /timeoutMs/);
+  await bad({ hostFunctions: { f: { params: ["int"], result: "i32", fn: () => 1 } } }, /params/);
+  await bad({ hostFunctions: { f: { params: [], result: "i32" } } }, /fn/);
+  await bad({ hostFunctions: { f: { params: ["void"], result: "i32", fn: () => 1 } } }, /params/);
+  await assert.rejects(
+    Sandbox.create({ guest: "/nonexistent/guest" }),
+    (e) => e instanceof ArgumentError && /cannot read the guest/.test(e.message),
+  );
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(Sandbox.create(undefined as any), ArgumentError);
+});
+
+Deno.test("without a usable library or KVM, creation fails with a typed error", async () => {
+  // Here the library exists (tools/build.sh) but may point at a host without KVM: either way
+  // the failure must be a typed SandboxError, never a crash.
+  const guest = await Deno.readFile(elf);
+  try {
+    const sb = await Sandbox.create({ guest, initTimeoutMs: 10_000 });
+    await sb.dispose();
+  } catch (e) {
+    assert.ok(
+      e instanceof HypervisorError || e instanceof LibraryNotFoundError,
+      `unexpected ${e}`,
+    );
+  }
+});

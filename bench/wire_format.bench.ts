@@ -6,7 +6,6 @@
  *
  *   deno bench --allow-read bench/wire_format.bench.ts
  *
- *
  * No `flatc` here: the FlatBuffers side uses the library's Builder / ByteBuffer directly with
  * hand-written accessors, the same calls `flatc --ts` generates for this schema:
  *

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { ABI_VERSION, PML4_ADDR, Port, type ValueType } from "./abi.ts";
+import { ABI_VERSION, isValueType, PML4_ADDR, Port, type ValueType } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
@@ -689,19 +689,6 @@ function checkTimeout(ms: number | undefined, name: string): void {
   }
 }
 
-const VALUE_TYPES = new Set([
-  "void",
-  "i32",
-  "u32",
-  "i64",
-  "u64",
-  "f32",
-  "f64",
-  "bool",
-  "string",
-  "bytes",
-]);
-
 function checkHostFunctions(defs: Record<string, HostFunction>): Map<string, HostFunction> {
   if (typeof defs !== "object" || defs === null) {
     throw new ArgumentError("hostFunctions must be an object of { params, result, fn }");
@@ -712,12 +699,12 @@ function checkHostFunctions(defs: Record<string, HostFunction>): Map<string, Hos
     if (typeof def !== "object" || def === null || typeof def.fn !== "function") {
       throw new ArgumentError(`${where} must be { params, result, fn } with fn a function`);
     }
-    if (!Array.isArray(def.params) || def.params.some((p) => !VALUE_TYPES.has(p) || p === "void")) {
+    if (!Array.isArray(def.params) || def.params.some((p) => !isValueType(p) || p === "void")) {
       throw new ArgumentError(
         `${where}.params must be an array of value types (i32 u32 i64 u64 f32 f64 bool string bytes)`,
       );
     }
-    if (!VALUE_TYPES.has(def.result)) {
+    if (!isValueType(def.result)) {
       throw new ArgumentError(`${where}.result must be a value type or "void", got ${def.result}`);
     }
     out.set(name, { params: [...def.params], result: def.result, fn: def.fn });

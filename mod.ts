@@ -44,5 +44,5 @@ export {
   StackOverflowError,
   TimeoutError,
 } from "./src/errors.ts";
-export { type HypervisorInfo, hypervisorInfo } from "./src/vm.ts";
+export { type HypervisorInfo, hypervisorInfo } from "./ffi/vm.ts";
 export * from "./src/wasm_sandbox.ts";

@@ -7,7 +7,7 @@
  *   deno task bench        (builds, then runs through the nested-KVM harness if needed)
  */
 import { Sandbox } from "../src/sandbox.ts";
-import { globalStats } from "../src/vm.ts";
+import { globalStats } from "../ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/kvm/_guests.ts";
 

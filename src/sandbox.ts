@@ -21,7 +21,7 @@ import {
   StackOverflowError,
   TimeoutError,
 } from "./errors.ts";
-import { ExitKind, MicroVm, type VmStats } from "./vm.ts";
+import { ExitKind, MicroVm, type VmStats } from "../ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,

@@ -4,7 +4,7 @@
  * page tables but backed by nothing: MMIO exits), code at 0x10000.
  */
 
-import { MicroVm } from "../../src/vm.ts";
+import { MicroVm } from "../../ffi/vm.ts";
 
 export const MEMORY_SIZE = 2 * 1024 * 1024;
 export const CODE_ADDR = 0x10000;

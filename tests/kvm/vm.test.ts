@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { HypervisorError } from "../../src/errors.ts";
-import { globalStats, hypervisorInfo, MicroVm } from "../../src/vm.ts";
+import { globalStats, hypervisorInfo, MicroVm } from "../../ffi/vm.ts";
 import { openLibrary } from "../../ffi/lib.ts";
 import { bareGuest, CODE } from "./_bare_guest.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { check, openLibrary, type Symbols } from "../ffi/lib.ts";
-import { SandboxDisposedError } from "./errors.ts";
+import { check, openLibrary, type Symbols } from "./lib.ts";
+import { SandboxDisposedError } from "../src/errors.ts";
 
 /** Exit kinds reported by a run (the cdylib's `ExitKind`). */
 export const ExitKind = {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ArgumentError, SandboxError } from "../errors.ts";
+import { ArgumentError, ProtocolError } from "../errors.ts";
 import type { WasmAnyType, WasmExtern, WasmJsValue, WasmValueType } from "../wasm_sandbox.ts";
 
 const VALTYPE_CODES: Record<number, WasmAnyType> = {
@@ -77,7 +77,7 @@ export function unpackValues(
   let pos = 0;
   for (const t of types) {
     if (pos + SIZES[t] > bytes.length) {
-      throw new SandboxError(`${where}: the guest sent ${bytes.length} bytes of values`);
+      throw new ProtocolError(`${where}: the guest sent ${bytes.length} bytes of values`);
     }
     switch (t) {
       case "i32":
@@ -96,7 +96,7 @@ export function unpackValues(
     pos += SIZES[t];
   }
   if (pos !== bytes.length) {
-    throw new SandboxError(`${where}: the guest sent ${bytes.length} bytes of values`);
+    throw new ProtocolError(`${where}: the guest sent ${bytes.length} bytes of values`);
   }
   return out;
 }
@@ -119,7 +119,7 @@ export function parseDescription(
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let pos = 0;
   const need = (n: number) => {
-    if (pos + n > bytes.length) throw new SandboxError("wasm-runtime: truncated description");
+    if (pos + n > bytes.length) throw new ProtocolError("wasm-runtime: truncated description");
   };
   const u8 = () => {
     need(1);
@@ -134,14 +134,19 @@ export function parseDescription(
   const str = () => {
     const n = u32();
     need(n);
-    const s = utf8Decoder.decode(bytes.subarray(pos, pos + n));
+    let s: string;
+    try {
+      s = utf8Decoder.decode(bytes.subarray(pos, pos + n));
+    } catch {
+      throw new ProtocolError("wasm-runtime: a name in the description is not valid UTF-8");
+    }
     pos += n;
     return s;
   };
   const valType = (): WasmAnyType => {
     const c = u8();
     const t = VALTYPE_CODES[c];
-    if (!t) throw new SandboxError(`wasm-runtime: unknown value type 0x${c.toString(16)}`);
+    if (!t) throw new ProtocolError(`wasm-runtime: unknown value type 0x${c.toString(16)}`);
     return t;
   };
   const list = () => Array.from({ length: u8() }, valType);
@@ -172,7 +177,7 @@ export function parseDescription(
         u8();
         return { module, name, kind: "global" };
       default:
-        throw new SandboxError(`wasm-runtime: unknown extern kind ${kind}`);
+        throw new ProtocolError(`wasm-runtime: unknown extern kind ${kind}`);
     }
   };
   const imports: WasmExtern[] = [];
@@ -183,7 +188,7 @@ export function parseDescription(
   }
   const exports: WasmExtern[] = [];
   for (let i = u32(); i > 0; i--) exports.push(externType("", str()));
-  if (pos !== bytes.length) throw new SandboxError("wasm-runtime: trailing description bytes");
+  if (pos !== bytes.length) throw new ProtocolError("wasm-runtime: trailing description bytes");
   return { imports, exports };
 }
 

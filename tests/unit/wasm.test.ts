@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ArgumentError, SandboxError } from "../../src/errors.ts";
+import { ArgumentError, ProtocolError, SandboxError } from "../../src/errors.ts";
 import {
   packValues,
   parseDescription,
@@ -138,4 +138,24 @@ Deno.test("WasmSandbox.create rejects bad bytes and options before creating a VM
       JSON.stringify(options, (_k, v) => typeof v === "bigint" ? String(v) : v),
     );
   }
+});
+
+Deno.test("wasm codec: hostile guest bytes are ProtocolErrors, never another exception", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+      for (
+        const decode of [
+          () => parseDescription(bytes),
+          () => unpackValues(bytes, ["i32", "i64", "f64"], "test"),
+        ]
+      ) {
+        try {
+          decode();
+        } catch (e) {
+          if (!(e instanceof ProtocolError)) throw e;
+        }
+      }
+    }),
+    { numRuns: 2000 },
+  );
 });

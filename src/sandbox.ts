@@ -211,22 +211,25 @@ export class Sandbox implements AsyncDisposable {
   }
 
   async #initialise(timeoutMs: number): Promise<void> {
-    const frame = await this.#exchange(runAsync, { timeoutMs }, "initialisation");
+    let frame: Frame;
+    try {
+      frame = await this.#exchange(runAsync, { timeoutMs }, "initialisation");
+    } catch (e) {
+      // A guest of another ABI version writes its version and then gives up (docs/abi.md):
+      // report the mismatch, with how it gave up as the cause.
+      const version = this.#memory ? readGuestAbiVersion(this.#memory) : 0;
+      if (version !== 0 && version !== ABI_VERSION) {
+        throw this.#poisonWith(abiVersionError(version, e)!);
+      }
+      throw e;
+    }
     if (frame.kind !== "FUNCTION_TABLE") {
       throw this.#poisonWith(
         new ProtocolError(`expected FUNCTION_TABLE after initialisation, got ${frame.kind}`),
       );
     }
-    const guestVersion = readGuestAbiVersion(this.#memory!);
-    if (guestVersion !== ABI_VERSION) {
-      throw this.#poisonWith(
-        new GuestAbiError(
-          guestVersion === 0
-            ? "the guest did not report its ABI version (guest_abi_version is 0)"
-            : `the guest was built for ABI version ${guestVersion}, this host speaks ${ABI_VERSION}`,
-        ),
-      );
-    }
+    const mismatch = abiVersionError(readGuestAbiVersion(this.#memory!));
+    if (mismatch) throw this.#poisonWith(mismatch);
     for (const f of frame.functions) {
       if (this.#functions.has(f.name)) {
         throw this.#poisonWith(new ProtocolError(`function table lists ${f.name} twice`));
@@ -672,6 +675,22 @@ export class Sandbox implements AsyncDisposable {
       ),
     );
   }
+}
+
+/**
+ * The error for a guest that reported ABI version `guestVersion` (0: reported none), or
+ * undefined when it speaks ours. Exported for tests.
+ */
+export function abiVersionError(guestVersion: number, cause?: unknown): GuestAbiError | undefined {
+  if (guestVersion === ABI_VERSION) return undefined;
+  const options = cause === undefined ? undefined : { cause };
+  return new GuestAbiError(
+    guestVersion === 0
+      ? "the guest did not report its ABI version (guest_abi_version is 0)"
+      : `the guest was built for ABI version ${guestVersion}, this host speaks ${ABI_VERSION}: ` +
+        "rebuild the guest against this version of the guest runtime",
+    options,
+  );
 }
 
 function errorText(e: unknown): string {

@@ -7,6 +7,8 @@ import {
   Sandbox,
 } from "../../mod.ts";
 import { openLibrary } from "../../ffi/lib.ts";
+import { GuestAbiError } from "../../src/errors.ts";
+import { abiVersionError } from "../../src/sandbox.ts";
 
 // Everything here is rejected before a VM exists, so it needs no KVM.
 
@@ -69,4 +71,14 @@ Deno.test("without a usable library or KVM, creation fails with a typed error", 
       `unexpected ${e}`,
     );
   }
+});
+
+Deno.test("the host reports a guest of another ABI version as GuestAbiError", () => {
+  const cause = new Error("guest panicked");
+  const error = abiVersionError(7, cause);
+  assert.ok(error instanceof GuestAbiError);
+  assert.match(error.message, /ABI version 7, this host speaks 1/);
+  assert.equal(error.cause, cause);
+  assert.match(abiVersionError(0)!.message, /did not report/);
+  assert.equal(abiVersionError(1), undefined);
 });

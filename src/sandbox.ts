@@ -146,6 +146,8 @@ export class Sandbox implements AsyncDisposable {
   #poison: Error | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #stop: StopReason | undefined;
+  /** Wakes a call that is waiting for an asynchronous host function (stop or dispose). */
+  #wake: (() => void) | undefined;
   #busy = false;
 
   private constructor(
@@ -330,8 +332,14 @@ export class Sandbox implements AsyncDisposable {
   /** Stops the call in progress (it rejects with {@linkcode CancelledError}); no-op when idle. */
   interrupt(): void {
     if (!this.#vm || !this.#busy) return;
-    this.#stop ??= { kind: "cancel" };
-    this.#vm.interrupt();
+    this.#requestStop({ kind: "cancel" });
+  }
+
+  /** Stops the call in progress: kicks the vCPU out of a run and wakes a host-function wait. */
+  #requestStop(reason: StopReason): void {
+    this.#stop ??= reason;
+    this.#vm?.interrupt();
+    this.#wake?.();
   }
 
   /** Counters of this sandbox's VM (ioctls, exits, runs), for benchmarks. */
@@ -361,6 +369,7 @@ export class Sandbox implements AsyncDisposable {
       this.#decoder = undefined;
       finalizer.unregister(this);
       vm.destroy();
+      this.#wake?.();
     }
     return Promise.resolve();
   }
@@ -436,22 +445,24 @@ export class Sandbox implements AsyncDisposable {
     }
     this.#busy = true;
     this.#stop = undefined;
+    // A host function may never settle: a stop or dispose must not wait for it.
+    const woken = new Promise<void>((resolve) => this.#wake = resolve);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const onAbort = () => {
-      this.#stop ??= { kind: "cancel", reason: signal?.reason };
-      this.#vm?.interrupt();
-    };
+    const onAbort = () => this.#requestStop({ kind: "cancel", reason: signal?.reason });
     if (timeoutMs !== undefined && runner === runAsync) {
-      timer = setTimeout(() => {
-        this.#stop ??= { kind: "timeout", ms: timeoutMs };
-        this.#vm?.interrupt();
-      }, timeoutMs);
+      timer = setTimeout(() => this.#requestStop({ kind: "timeout", ms: timeoutMs }), timeoutMs);
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     const cleanup = () => {
       this.#busy = false;
+      this.#wake = undefined;
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
+    };
+    const afterHostCall = (pending: Promise<void>): Promise<Frame> => {
+      // The loser of the race settles later; its outcome no longer matters.
+      pending.catch(() => {});
+      return Promise.race([pending, woken]).then(() => loop());
     };
 
     const loop = (): Frame | Promise<Frame> => {
@@ -465,14 +476,14 @@ export class Sandbox implements AsyncDisposable {
         if (kind instanceof Promise) return kind.then((k) => continueWith(k));
         const next = this.#onExit(kind, what, true);
         if (next === "resume") continue;
-        if (next instanceof Promise) return next.then(() => loop());
+        if (next instanceof Promise) return afterHostCall(next);
         return next;
       }
     };
     const continueWith = (kind: number): Frame | Promise<Frame> => {
       const next = this.#onExit(kind, what, false);
       if (next === "resume") return loop();
-      if (next instanceof Promise) return next.then(() => loop());
+      if (next instanceof Promise) return afterHostCall(next);
       return next;
     };
 
@@ -612,7 +623,9 @@ export class Sandbox implements AsyncDisposable {
   /** Serves one host call; writes HOST_RETURN or HOST_ERROR into the input buffer. */
   #hostCall(name: string, args: readonly Value[], sync: boolean): "resume" | Promise<void> {
     const reply = (frame: Frame) => {
-      this.#encoder!.encode(frame);
+      // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
+      if (!this.#encoder || this.#stop) return;
+      this.#encoder.encode(frame);
     };
     const fail = (message: string) => reply({ kind: "HOST_ERROR", message });
     const def = this.#hostFunctions.get(name);

@@ -330,6 +330,24 @@ kvmTest(
       setTimeout(() => sb.interrupt(), 300);
       await withTicks(() => assert.rejects(spinning, CancelledError));
     });
+    await t.step(
+      "a host function that never settles: timeout and dispose still end the call",
+      async () => {
+        const hang = {
+          hang: { params: ["i32"], result: "i32", fn: () => new Promise<number>(() => {}) },
+        } as const;
+        await using sb = await Sandbox.create({ guest: TESTGUEST, hostFunctions: hang });
+        await assert.rejects(
+          sb.callWithOptions({ timeoutMs: 200 }, "call_host", "hang", 1),
+          TimeoutError,
+        );
+        const other = await Sandbox.create({ guest: TESTGUEST, hostFunctions: hang });
+        const waiting = other.call("call_host", "hang", 1);
+        await new Promise((r) => setTimeout(r, 100));
+        await other.dispose();
+        await assert.rejects(waiting, SandboxDisposedError);
+      },
+    );
     await t.step("dispose during a call", async () => {
       const sb = await Sandbox.create({ guest: TESTGUEST });
       const spinning = sb.call("spin");

@@ -106,3 +106,23 @@ impl Hypervisor for KvmHypervisor {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_name_the_cause_and_the_fix() {
+        let missing = open_error(libc::ENOENT);
+        assert_eq!(missing.code, Code::NoHypervisor);
+        assert!(
+            missing.message.contains("does not exist") && missing.message.contains("deno task vm")
+        );
+        let denied = open_error(libc::EACCES);
+        assert_eq!(denied.code, Code::Permission);
+        assert!(denied.message.contains("kvm' group"));
+        let other = open_error(libc::EIO);
+        assert_eq!(other.code, Code::NoHypervisor);
+        assert!(other.message.contains("cannot open /dev/kvm"));
+    }
+}

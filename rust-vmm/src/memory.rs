@@ -135,3 +135,31 @@ impl Drop for GuestMemory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_before_anything_is_allocated() {
+        let err = |gpa, size| GuestMemory::validate(gpa, size).unwrap_err().message;
+        assert!(err(0, 0).contains("size is 0"));
+        assert!(err(0, 4095).contains("multiple of the 4096"));
+        assert!(err(0x123, 4096).contains("not 4096-byte aligned"));
+        assert!(err(0, MAX_REGION_SIZE + PAGE_SIZE).contains("limit per region"));
+        assert!(err(MAX_GPA - PAGE_SIZE, 2 * PAGE_SIZE).contains("address limit"));
+        assert!(err(u64::MAX - 4095, 4096).contains("address limit"));
+        assert!(GuestMemory::validate(0x1000, 2 << 20).is_ok());
+    }
+
+    #[test]
+    fn memory_reads_zero_after_reset() {
+        let memory = GuestMemory::new(0, 2 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is 2 pages long and owned by `memory`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), 8192) };
+        bytes[0] = 7;
+        bytes[8191] = 9;
+        memory.reset().unwrap();
+        assert_eq!((bytes[0], bytes[8191]), (0, 0));
+    }
+}

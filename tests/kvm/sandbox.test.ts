@@ -298,7 +298,10 @@ kvmTest(
       } finally {
         clearInterval(timer);
       }
-      assert.ok(ticks >= 3, `the event loop kept running (${ticks} ticks)`);
+      // The 10 ms interval is armed before each step's stop (a 200-300 ms timeout, abort or
+      // interrupt) can fire, so it ticks first unless the event loop is blocked: an ordering,
+      // not a speed.
+      assert.ok(ticks >= 1, "the event loop kept running during the call");
     };
     await t.step("timeout", async () => {
       await using sb = await Sandbox.create({ guest: TESTGUEST });

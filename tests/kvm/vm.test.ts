@@ -56,16 +56,17 @@ kvmTest("a spinning guest is interrupted promptly and the event loop keeps runni
     const timer = setInterval(() => ticks++, 5);
     const running = vm.run();
     await new Promise((r) => setTimeout(r, 200));
-    const before = performance.now();
+    // The 5 ms interval was armed before the 200 ms timeout, so it fires first unless the
+    // event loop is blocked by the run: an ordering, not a speed.
+    const ticksWhileSpinning = ticks;
+    // Returns only once the vCPU is out of the run; the library bounds the kicking and throws
+    // if the vCPU does not leave, so "promptly" needs no clock here.
     vm.interrupt();
     const kind = await running;
-    const waited = performance.now() - before;
     clearInterval(timer);
     assert.deepEqual(vm.lastExit(), { kind: "interrupted" });
     assert.equal(kind, 8);
-    assert.ok(ticks > 5, `timer ticked ${ticks} times while the guest spun`);
-    // Not a timing assertion on speed: only that interrupt() did its job rather than hanging.
-    assert.ok(waited < 30_000, `interrupt took ${waited} ms`);
+    assert.ok(ticksWhileSpinning >= 1, "the event loop ran while the guest spun");
     // The guest can be resumed and interrupted again.
     const again = vm.run();
     await new Promise((r) => setTimeout(r, 20));

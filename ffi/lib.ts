@@ -57,14 +57,14 @@ export const symbols = {
 /** The opened library's symbols. */
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
-/** Status codes of the C ABI (negative), as in `rust-vmm/src/error.rs`. */
+/** Status codes of the C ABI (negative), the names of `rust-vmm/src/error.rs`'s `Code`. */
 export const STATUS_CODES: Readonly<Record<number, string>> = {
   [-1]: "INVALID_HANDLE",
   [-2]: "INVALID_ARGUMENT",
-  [-3]: "NO_KVM",
+  [-3]: "NO_HYPERVISOR",
   [-4]: "PERMISSION",
   [-5]: "API_VERSION",
-  [-6]: "KVM",
+  [-6]: "HYPERVISOR",
   [-7]: "OS",
   [-8]: "PANIC",
   [-9]: "STATE",

@@ -135,7 +135,7 @@ const EXIT_RECORD_SIZE = EXIT_DATA + EXIT_DATA_CAPACITY;
  * try {
  *   console.log(hypervisorInfo().apiVersion); // 12
  * } catch (e) {
- *   if (e instanceof HypervisorError) console.error(e.code, e.message); // e.g. NO_KVM
+ *   if (e instanceof HypervisorError) console.error(e.code, e.message); // e.g. NO_HYPERVISOR
  * }
  * ```
  */

@@ -27,8 +27,8 @@ export class SandboxError extends Error {
 
 /**
  * The hypervisor could not be used: KVM is missing or not permitted, its API version is wrong, or
- * one of its calls failed. `code` says which: `"NO_KVM"`, `"PERMISSION"`, `"API_VERSION"`,
- * `"KVM"` (a failed ioctl), `"OS"` (memory or thread setup), `"INVALID_ARGUMENT"`,
+ * one of its calls failed. `code` says which: `"NO_HYPERVISOR"`, `"PERMISSION"`, `"API_VERSION"`,
+ * `"HYPERVISOR"` (a failed ioctl), `"OS"` (memory or thread setup), `"INVALID_ARGUMENT"`,
  * `"INVALID_HANDLE"`, `"PANIC"` (a bug in the native library), or `"STATE"`.
  *
  * @example
@@ -43,7 +43,7 @@ export class SandboxError extends Error {
  * ```
  */
 export class HypervisorError extends SandboxError {
-  /** Which kind of failure this is, e.g. `"NO_KVM"` or `"PERMISSION"`. */
+  /** Which kind of failure this is, e.g. `"NO_HYPERVISOR"` or `"PERMISSION"`. */
   readonly code: string;
 
   /** Creates an error for a hypervisor failure of kind `code`. */

@@ -549,7 +549,7 @@ export class Sandbox implements AsyncDisposable {
         }
         throw this.#poisonWith(
           new HypervisorError(
-            "KVM",
+            "HYPERVISOR",
             `${what}: the vCPU stopped unexpectedly at rip ${rip}: ${
               JSON.stringify(exit, bigintText)
             }`,

@@ -22,7 +22,7 @@ Deno.test("errors", async (t) => {
   await t.step("every class extends SandboxError and Error, and names itself", () => {
     const errors: [Error, string][] = [
       [new SandboxError("x"), "SandboxError"],
-      [new HypervisorError("NO_KVM", "x"), "HypervisorError"],
+      [new HypervisorError("NO_HYPERVISOR", "x"), "HypervisorError"],
       [new LibraryNotFoundError([]), "LibraryNotFoundError"],
       [new GuestImageError("x"), "GuestImageError"],
       [new GuestAbiError("x"), "GuestAbiError"],

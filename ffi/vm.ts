@@ -166,7 +166,6 @@ export class MicroVm {
   readonly #lib: Symbols;
   #handle: number;
   #exit: DataView | undefined;
-  #memories: Uint8Array[] = [];
   readonly #regs = new BigUint64Array(18);
   readonly #u32 = new Uint32Array(1);
 
@@ -218,15 +217,7 @@ export class MicroVm {
     const slot = this.#u32[0];
     const ptr = this.#lib.hl_vm_memory_ptr(vm, slot);
     if (ptr === null) check(this.#lib, -9, vm);
-    const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, size));
-    this.#memories[slot] = view;
-    return view;
-  }
-
-  /** Drops every page written in memory slot `slot`: it reads as zeros again. */
-  resetMemory(slot: number): void {
-    const vm = this.#live();
-    check(this.#lib, this.#lib.hl_vm_memory_reset(vm, slot), vm);
+    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, size));
   }
 
   /** Creates the vCPU (on its own thread) in long mode with page tables at `cr3`. */
@@ -244,6 +235,7 @@ export class MicroVm {
     for (let i = 0; i < REGISTER_NAMES.length; i++) {
       this.#regs[i] = regs[REGISTER_NAMES[i]] ?? 0n;
     }
+    // RFLAGS bit 1 is reserved and must read as 1; default to just that (interrupts off).
     if (regs.rflags === undefined) this.#regs[17] = 2n;
     check(this.#lib, this.#lib.hl_vcpu_set_regs(vm, this.#regs), vm);
   }
@@ -274,11 +266,6 @@ export class MicroVm {
   interrupt(): void {
     const vm = this.#live();
     check(this.#lib, this.#lib.hl_vcpu_interrupt(vm), vm);
-  }
-
-  /** The exit kind and first four numbers of the last exit, without decoding its data. */
-  get exitKind(): ExitKindValue {
-    return this.#exitView().getUint32(EXIT_KIND, true) as ExitKindValue;
   }
 
   /** Port of the last I/O exit. */
@@ -339,7 +326,6 @@ export class MicroVm {
     if (vm === 0) return;
     this.#handle = 0;
     this.#exit = undefined;
-    this.#memories = [];
     check(this.#lib, this.#lib.hl_vm_destroy(vm));
   }
 }

@@ -199,7 +199,3 @@ export const MIN_STACK_SIZE = 16384;
 
 /** RFLAGS at entry: only the always-one bit 1 (interrupts off). */
 export const ENTRY_RFLAGS = 0x2;
-/** The 64-bit code segment selector. */
-export const CODE_SELECTOR = 0x08;
-/** The flat data segment selector. */
-export const DATA_SELECTOR = 0x10;

@@ -18,6 +18,7 @@ import {
   MIN_BUFFER_SIZE,
   MIN_HEAP_SIZE,
   MIN_STACK_SIZE,
+  NULL_PAGE_ADDR,
   PAGE_SIZE,
   PD_ADDR,
   PDPT_ADDR,
@@ -281,7 +282,7 @@ export function writePageTables(
     words[pt + 2 * (addr / PAGE_SIZE)] = 0;
     words[pt + 2 * (addr / PAGE_SIZE) + 1] = 0;
   };
-  unmap(0);
+  unmap(NULL_PAGE_ADDR);
   unmap(layout.guardAddr);
 
   for (const s of segments) {

@@ -201,7 +201,12 @@ export class Sandbox implements AsyncDisposable {
       initializeMemory(memory, layout, elf);
       vm.createVcpu(PML4_ADDR);
       const regs = initialRegisters(layout, elf.entryOffset);
-      vm.setRegisters({ rip: BigInt(regs.rip), rsp: BigInt(regs.rsp), rdi: BigInt(regs.rdi) });
+      vm.setRegisters({
+        rip: BigInt(regs.rip),
+        rsp: BigInt(regs.rsp),
+        rdi: BigInt(regs.rdi),
+        rflags: BigInt(regs.rflags),
+      });
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {

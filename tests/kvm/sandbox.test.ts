@@ -12,6 +12,7 @@ import {
   TimeoutError,
 } from "../../mod.ts";
 import { globalStats } from "../../ffi/vm.ts";
+import { ErrorCode, LogLevel } from "../../src/abi.ts";
 import { renderEchoAll, TESTGUEST } from "./_guests.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 
@@ -141,7 +142,9 @@ kvmTest("Sandbox: every value type round-trips at its limits", async (t) => {
   await t.step("a host function that throws returns an error to the guest", async () => {
     await assert.rejects(
       sb.call("call_host", "host_throws", 1),
-      (e) => e instanceof GuestError && e.code === 3 && /the host said no/.test(e.message),
+      (e) =>
+        e instanceof GuestError && e.code === ErrorCode.HOST_CALL_FAILED &&
+        /the host said no/.test(e.message),
     );
     await assert.rejects(
       sb.call("call_host", "host_rejects", 1),
@@ -206,7 +209,7 @@ kvmTest("Sandbox: every value type round-trips at its limits", async (t) => {
       onLog: (level, message) => logs.push([level, message]),
     });
     await logged.call("log", "hello from the guest");
-    assert.deepEqual(logs, [[2, "hello from the guest"]]);
+    assert.deepEqual(logs, [[LogLevel.INFO, "hello from the guest"]]);
   });
 
   await t.step("the synchronous fast path gives the same answers", () => {

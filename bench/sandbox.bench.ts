@@ -9,7 +9,8 @@
 import { Sandbox } from "../src/sandbox.ts";
 import { globalStats } from "../ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
-import { TESTGUEST } from "../tests/kvm/_guests.ts";
+import { TESTGUEST } from "../tests/_guests.ts";
+import { printCountsPerOp } from "./_counts.ts";
 
 const MiB = 1024 * 1024;
 const guest = await Deno.readFile(TESTGUEST);
@@ -23,15 +24,6 @@ const payload = new Uint8Array(MiB).fill(7);
 // A bare VM whose guest exits on every run: `out 0x10, al; jmp back`. One run = one exit.
 const floor = bareGuest([0xe6, 0x10, 0xeb, 0xfc]).vm;
 
-async function perOp(label: string, op: () => Promise<unknown>, n = 20): Promise<void> {
-  const before = sb.stats();
-  for (let i = 0; i < n; i++) await op();
-  const after = sb.stats();
-  const ioctls = (after.ioctls - before.ioctls) / n;
-  const exits = (after.exits - before.exits) / n;
-  console.log(`  ${label}: ${ioctls} ioctls, ${exits} VM exits per operation`);
-}
-
 console.log("counts (deterministic):");
 {
   const before = globalStats().ioctls;
@@ -43,9 +35,13 @@ console.log("counts (deterministic):");
       `(${s.ioctls} on the VM), ${s.exits} VM exits`,
   );
 }
-await perOp("noop call", () => sb.call("noop"));
-await perOp("host-function round trip (call_host)", () => sb.call("call_host", "double", 21));
-await perOp("1 MiB echo_bytes", () => sb.call("echo_bytes", payload), 5);
+await printCountsPerOp("noop call", sb, () => sb.call("noop"));
+await printCountsPerOp(
+  "host-function round trip (call_host)",
+  sb,
+  () => sb.call("call_host", "double", 21),
+);
+await printCountsPerOp("1 MiB echo_bytes", sb, () => sb.call("echo_bytes", payload), 5);
 
 Deno.bench("bare VM: create + vCPU + run to hlt + destroy (floor)", {
   group: "create",

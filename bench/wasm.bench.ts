@@ -8,14 +8,12 @@
  * Under the nested-QEMU emulator the absolute times mean nothing for real hardware: read the
  * ratios and the counts.
  */
-import { Sandbox, type SandboxStats } from "../src/sandbox.ts";
+import { Sandbox } from "../src/sandbox.ts";
 import { WasmSandbox } from "../src/wasm_sandbox.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
+import { TESTGUEST } from "../tests/_guests.ts";
+import { printCountsPerOp } from "./_counts.ts";
 
-const TESTGUEST = new URL(
-  "../guest/target/x86_64-unknown-linux-gnu/release/testguest",
-  import.meta.url,
-).pathname;
 const CHECKSUM_N = 200_000;
 
 {
@@ -25,26 +23,14 @@ const CHECKSUM_N = 200_000;
   const wasm = await WasmSandbox.create({ module: fib });
   const native = await Sandbox.create({ guest: TESTGUEST });
 
-  // Counts per operation, printed once.
-  const perOp = async (
-    label: string,
-    sb: { stats(): SandboxStats },
-    op: () => Promise<unknown>,
-  ) => {
-    const stats = () => sb.stats();
-    const n = 20;
-    const before = stats();
-    for (let i = 0; i < n; i++) await op();
-    const after = stats();
-    console.log(
-      `${label}: ${(after.ioctls - before.ioctls) / n} ioctls, ${
-        (after.exits - before.exits) / n
-      } exits per op`,
-    );
-  };
-  await perOp("wasm call noop", wasm, () => wasm.call("noop"));
-  await perOp("native call noop", native, () => native.call("noop"));
-  await perOp(`wasm checksum(${CHECKSUM_N})`, wasm, () => wasm.call("checksum", CHECKSUM_N));
+  console.log("counts (deterministic):");
+  await printCountsPerOp("wasm call noop", wasm, () => wasm.call("noop"));
+  await printCountsPerOp("native call noop", native, () => native.call("noop"));
+  await printCountsPerOp(
+    `wasm checksum(${CHECKSUM_N})`,
+    wasm,
+    () => wasm.call("checksum", CHECKSUM_N),
+  );
   const expected = v8.checksum(CHECKSUM_N);
   const actual = await wasm.call("checksum", CHECKSUM_N);
   if (actual !== expected) throw new Error(`checksum: V8 ${expected}, sandbox ${actual}`);

@@ -34,6 +34,7 @@ import {
   type Value,
 } from "./wire.ts";
 import { parseElf } from "./elf.ts";
+import { readSource } from "./source.ts";
 import {
   computeLayout,
   initializeMemory,
@@ -191,7 +192,7 @@ export class Sandbox implements AsyncDisposable {
     const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
     checkTimeout(options.timeoutMs, "timeoutMs");
     checkTimeout(options.initTimeoutMs, "initTimeoutMs");
-    const bytes = await readGuest(options.guest);
+    const bytes = await readSource(options.guest, "guest");
     const elf = parseElf(bytes);
     const layout = computeLayout(elf, options);
     const vm = MicroVm.create(options.library);
@@ -747,16 +748,4 @@ function checkHostFunctions(defs: Record<string, HostFunction>): Map<string, Hos
     out.set(name, { params: [...def.params], result: def.result, fn: def.fn });
   }
   return out;
-}
-
-async function readGuest(guest: string | URL | Uint8Array): Promise<Uint8Array> {
-  if (guest instanceof Uint8Array) return guest;
-  if (typeof guest === "string" || guest instanceof URL) {
-    try {
-      return await Deno.readFile(guest);
-    } catch (e) {
-      throw new ArgumentError(`cannot read the guest ${guest}: ${errorText(e)}`, { cause: e });
-    }
-  }
-  throw new ArgumentError("guest must be a path, a file: URL or a Uint8Array of ELF bytes");
 }

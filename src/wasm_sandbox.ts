@@ -10,6 +10,7 @@
 import { ArgumentError, GuestError, SandboxError } from "./errors.ts";
 import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "./sandbox.ts";
 import { packValues, parseDescription, unpackResult, unpackValues, Writer } from "./wasm/codec.ts";
+import { readSource } from "./source.ts";
 
 /** A WebAssembly number type that crosses the boundary. */
 export type WasmValueType = "i32" | "i64" | "f32" | "f64";
@@ -333,7 +334,7 @@ export class WasmSandbox implements AsyncDisposable {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
     }
-    const bytes = await readBytes(options.module, "module");
+    const bytes = await readSource(options.module, "module");
     if (
       bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
       bytes[3] !== 0x6d
@@ -940,20 +941,6 @@ function checkU32(v: number, name: string): void {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= TWO_32) {
     throw new ArgumentError(`${name} must be an integer in [0, 2^32), got ${v}`);
   }
-}
-
-async function readBytes(source: Uint8Array | string | URL, what: string): Promise<Uint8Array> {
-  if (source instanceof Uint8Array) return source;
-  if (typeof source === "string" || source instanceof URL) {
-    try {
-      return await Deno.readFile(source);
-    } catch (e) {
-      throw new ArgumentError(`cannot read the ${what} ${source}: ${(e as Error).message}`, {
-        cause: e,
-      });
-    }
-  }
-  throw new ArgumentError(`${what} must be a Uint8Array, a path or a file: URL`);
 }
 
 function defaultRuntime(): string | URL {

@@ -10,7 +10,7 @@ import {
 import { abiVersionError } from "../../src/sandbox.ts";
 import { decodeFrame } from "../../src/wire.ts";
 import { MicroVm } from "../../ffi/vm.ts";
-import { TESTGUEST } from "./_guests.ts";
+import { TESTGUEST } from "../_guests.ts";
 import { kvmTest } from "./_kvm.ts";
 
 // The guest half of the ABI version check (the host half is in tests/unit/sandbox_args.test.ts):

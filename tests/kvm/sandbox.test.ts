@@ -13,7 +13,7 @@ import {
 } from "../../mod.ts";
 import { globalStats } from "../../ffi/vm.ts";
 import { ErrorCode, LogLevel } from "../../src/abi.ts";
-import { renderEchoAll, TESTGUEST } from "./_guests.ts";
+import { renderEchoAll, TESTGUEST } from "../_guests.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 
 const I32_MIN = -(2 ** 31);

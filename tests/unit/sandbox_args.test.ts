@@ -9,13 +9,9 @@ import {
 import { openLibrary } from "../../ffi/lib.ts";
 import { GuestAbiError } from "../../src/errors.ts";
 import { abiVersionError } from "../../src/sandbox.ts";
+import { TESTGUEST } from "../_guests.ts";
 
 // Everything here is rejected before a VM exists, so it needs no KVM.
-
-const elf = new URL(
-  "../../guest/target/x86_64-unknown-linux-gnu/release/testguest",
-  import.meta.url,
-);
 
 Deno.test("a missing library is LibraryNotFoundError naming the path and the fix", () => {
   assert.throws(
@@ -36,7 +32,7 @@ Deno.test("bad guest images are GuestImageError before any VM is created", async
 });
 
 Deno.test("bad options are ArgumentError naming the option", async () => {
-  const guest = await Deno.readFile(elf);
+  const guest = await Deno.readFile(TESTGUEST);
   const bad = (options: Record<string, unknown>, text: RegExp) =>
     assert.rejects(
       Sandbox.create({ guest, ...options }),
@@ -61,7 +57,7 @@ Deno.test("bad options are ArgumentError naming the option", async () => {
 Deno.test("without a usable library or KVM, creation fails with a typed error", async () => {
   // Here the library exists (tools/build.sh) but may point at a host without KVM: either way
   // the failure must be a typed SandboxError, never a crash.
-  const guest = await Deno.readFile(elf);
+  const guest = await Deno.readFile(TESTGUEST);
   try {
     const sb = await Sandbox.create({ guest, initTimeoutMs: 10_000 });
     await sb.dispose();

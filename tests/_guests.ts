@@ -1,6 +1,6 @@
 /** Paths of the built test guests (`deno task build` builds them). */
 
-const root = new URL("../../", import.meta.url);
+const root = new URL("../", import.meta.url);
 
 /** The test guest ELF (guest/testguest). */
 export const TESTGUEST: string =

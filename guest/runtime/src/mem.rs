@@ -38,16 +38,9 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
     if (dest as usize).wrapping_sub(src as usize) >= n {
         // `dest` does not start inside (src, src + n): a forward copy never reads a byte it
         // has already overwritten.
-        // SAFETY: as for memcpy; the ranges may overlap only with dest < src.
-        unsafe {
-            asm!(
-                "rep movsb",
-                inout("rcx") n => _,
-                inout("rdi") dest => _,
-                inout("rsi") src => _,
-                options(nostack, preserves_flags)
-            );
-        }
+        // SAFETY: both ranges are valid for `n` bytes; memcpy's forward `rep movsb` is correct
+        // for this overlap (dest < src) too.
+        unsafe { memcpy(dest, src, n) };
     } else {
         // `dest` starts inside the source: copy backwards from the last byte, DF set for the
         // duration of the instruction only.

@@ -3,7 +3,9 @@
 
 fn main() {
     match hl_rust_vmm::probe() {
-        Ok(()) => println!("kvm_probe: ok (SSE guest ran to hlt)"),
+        Ok(()) => println!(
+            "kvm_probe: ok (a CPL-3 guest ran SSE instructions, a store and two port writes)"
+        ),
         Err(message) => {
             eprintln!("kvm_probe: {message}");
             std::process::exit(1);

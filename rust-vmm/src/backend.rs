@@ -84,6 +84,104 @@ impl ExitInfo {
     }
 }
 
+/// A descriptor table (GDT or IDT) or the TSS: where it is in guest memory and its limit (size
+/// minus one). A zero limit with a zero base means "none".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableRef {
+    pub base: u64,
+    pub limit: u32,
+}
+
+/// How a vCPU starts: 64-bit long mode, SSE on, paging at `cr3`, and the privilege level and
+/// system tables the caller built in guest memory. The caller (the TypeScript layout) owns every
+/// address and selector; the backend only loads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuConfig {
+    pub cr3: u64,
+    pub gdt: TableRef,
+    pub idt: TableRef,
+    pub tss: TableRef,
+    /// CS; its RPL (low two bits) is the privilege level the vCPU starts at (0 or 3).
+    pub code_selector: u16,
+    /// SS, DS, ES, FS and GS; same RPL as `code_selector`.
+    pub data_selector: u16,
+    /// TR (0: no TSS).
+    pub tss_selector: u16,
+}
+
+/// Number of u64 words of a `VcpuConfig` in the C ABI (`hl_vcpu_create`): cr3, gdt base,
+/// gdt limit, idt base, idt limit, tss base, tss limit, code, data and tss selectors.
+pub const VCPU_CONFIG_WORDS: usize = 10;
+
+impl VcpuConfig {
+    /// Decodes and checks the C ABI's words.
+    pub fn from_words(w: &[u64; VCPU_CONFIG_WORDS]) -> Result<Self> {
+        use crate::error::Error;
+        let bad = |m: String| Err(Error::invalid_argument(m));
+        if !w[0].is_multiple_of(4096) {
+            return bad(format!(
+                "page-table root {:#x} is not 4096-byte aligned",
+                w[0]
+            ));
+        }
+        let limit = |v: u64, what: &str| -> Result<u32> {
+            u32::try_from(v)
+                .ok()
+                .filter(|&l| l <= 0xFFFF || what == "tss")
+                .ok_or_else(|| Error::invalid_argument(format!("{what} limit {v:#x} is too large")))
+        };
+        let selector = |v: u64, what: &str| -> Result<u16> {
+            u16::try_from(v).map_err(|_| {
+                Error::invalid_argument(format!("{what} selector {v:#x} is not 16-bit"))
+            })
+        };
+        let config = Self {
+            cr3: w[0],
+            gdt: TableRef {
+                base: w[1],
+                limit: limit(w[2], "gdt")?,
+            },
+            idt: TableRef {
+                base: w[3],
+                limit: limit(w[4], "idt")?,
+            },
+            tss: TableRef {
+                base: w[5],
+                limit: limit(w[6], "tss")?,
+            },
+            code_selector: selector(w[7], "code")?,
+            data_selector: selector(w[8], "data")?,
+            tss_selector: selector(w[9], "tss")?,
+        };
+        let cpl = config.cpl();
+        if cpl != 0 && cpl != 3 {
+            return bad(format!(
+                "code selector {:#x}: the vCPU starts at CPL 0 or 3",
+                w[7]
+            ));
+        }
+        if config.data_selector & 3 != cpl || config.data_selector & !3 == 0 {
+            return bad(format!(
+                "data selector {:#x} must be non-null with the code selector's RPL {cpl}",
+                w[8]
+            ));
+        }
+        if config.code_selector & !3 == 0 {
+            return bad("the code selector must not be null".into());
+        }
+        Ok(config)
+    }
+
+    /// The privilege level the vCPU starts at.
+    pub fn cpl(&self) -> u16 {
+        self.code_selector & 3
+    }
+}
+
+/// Control registers and selectors of a stopped vCPU (`hl_vcpu_get_special_regs`), in the C
+/// ABI's order: cr0 cr2 cr3 cr4 efer cs ss, and one reserved word.
+pub type SpecialRegs = [u64; 8];
+
 /// General-purpose registers in the C ABI's order: rax rbx rcx rdx rsi rdi rsp rbp r8-r15 rip
 /// rflags.
 pub type Regs = [u64; 18];
@@ -122,9 +220,9 @@ pub trait VmBackend: Send + Sync {
         readonly: bool,
     ) -> Result<()>;
 
-    /// Creates the vCPU in 64-bit long mode with SSE enabled and `cr3` as the page-table root.
-    /// Called on the thread that will run it.
-    fn create_vcpu(&self, cr3: u64) -> Result<Box<dyn VcpuBackend>>;
+    /// Creates the vCPU in 64-bit long mode with SSE enabled, as `config` says. Called on the
+    /// thread that will run it.
+    fn create_vcpu(&self, config: &VcpuConfig) -> Result<Box<dyn VcpuBackend>>;
 }
 
 /// A vCPU. Lives on, and is only used from, its own thread.
@@ -132,5 +230,6 @@ pub trait VcpuBackend {
     fn run(&mut self, exit: &mut ExitInfo) -> Result<RunOutcome>;
     fn set_regs(&mut self, regs: &Regs) -> Result<()>;
     fn get_regs(&mut self) -> Result<Regs>;
+    fn get_special_regs(&mut self) -> Result<SpecialRegs>;
     fn exit_request(&self) -> Arc<dyn ExitRequest>;
 }

@@ -18,11 +18,11 @@ mod vm;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use backend::{ExitInfo, Regs};
+use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 1;
+pub const CDYLIB_ABI_VERSION: u32 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -204,11 +204,39 @@ pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
     guard(vm, || vm::lookup(vm)?.memory(slot)?.reset().map(|_| 0))
 }
 
-/// `int32_t hl_vcpu_create(uint32_t vm, uint64_t cr3)`: starts the VM's vCPU thread and creates
-/// the vCPU in 64-bit long mode with SSE enabled and page tables at `cr3`.
+/// `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])`: starts the VM's vCPU
+/// thread and creates the vCPU in 64-bit long mode with SSE enabled. `config`: cr3, GDT base and
+/// limit, IDT base and limit, TSS base and limit, then the code, data and TSS selectors; the code
+/// selector's RPL is the privilege level the vCPU starts at (0 or 3).
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
 #[no_mangle]
-pub extern "C" fn hl_vcpu_create(vm: u32, cr3: u64) -> i32 {
-    guard(vm, || vm::lookup(vm)?.create_vcpu(cr3).map(|_| 0))
+pub unsafe extern "C" fn hl_vcpu_create(vm: u32, config: *const u64) -> i32 {
+    guard(vm, || {
+        non_null(config, "config")?;
+        let mut words = [0u64; VCPU_CONFIG_WORDS];
+        // SAFETY: the caller gives VCPU_CONFIG_WORDS readable u64 at `config`.
+        unsafe { std::ptr::copy_nonoverlapping(config, words.as_mut_ptr(), VCPU_CONFIG_WORDS) };
+        let config = VcpuConfig::from_words(&words)?;
+        vm::lookup(vm)?.create_vcpu(config).map(|_| 0)
+    })
+}
+
+/// `int32_t hl_vcpu_get_special_regs(uint32_t vm, uint64_t out[8])`: cr0 cr2 cr3 cr4 efer,
+/// the CS and SS selectors, and a reserved 0 — what a fault report needs (CR2, the CPL).
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_get_special_regs(vm: u32, out: *mut u64) -> i32 {
+    guard(vm, || {
+        non_null(out, "out")?;
+        let r = vm::lookup(vm)?.vcpu()?.get_special_regs()?;
+        // SAFETY: the caller gives 8 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out, r.len()) };
+        Ok(0)
+    })
 }
 
 /// `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` (rax rbx rcx rdx rsi rdi

@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, VcpuBackend, VmBackend};
+use crate::backend::{
+    ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, SpecialRegs, VcpuBackend, VcpuConfig,
+    VmBackend,
+};
 use crate::error::{Code, Error, Result};
 use crate::trace::trace;
 
@@ -28,6 +31,7 @@ enum Request {
     Run(u64),
     SetRegs(Regs),
     GetRegs,
+    GetSpecialRegs,
     Stop,
 }
 
@@ -37,6 +41,7 @@ impl Request {
             Request::Run(seq) => format!("run {seq}"),
             Request::SetRegs(_) => "set_regs".into(),
             Request::GetRegs => "get_regs".into(),
+            Request::GetSpecialRegs => "get_special_regs".into(),
             Request::Stop => "stop".into(),
         }
     }
@@ -46,6 +51,7 @@ enum Response {
     Done,
     Exit(ExitKind),
     Regs(Regs),
+    SpecialRegs(SpecialRegs),
     Failed(Error),
 }
 
@@ -106,7 +112,7 @@ const KICK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl VcpuThread {
     /// Starts the thread, which creates the vCPU; returns once the vCPU exists (or failed).
-    pub fn spawn(vm: Arc<dyn VmBackend>, cr3: u64, name: String) -> Result<Self> {
+    pub fn spawn(vm: Arc<dyn VmBackend>, config: VcpuConfig, name: String) -> Result<Self> {
         install_kick_handler();
         let (req_tx, req_rx) = channel::<Request>();
         let (resp_tx, resp_rx) = channel::<Response>();
@@ -122,7 +128,7 @@ impl VcpuThread {
         let thread_exit = exit.clone();
         let join = std::thread::Builder::new()
             .name(name)
-            .spawn(move || vcpu_main(vm, cr3, thread_state, thread_exit, req_rx, resp_tx))
+            .spawn(move || vcpu_main(vm, config, thread_state, thread_exit, req_rx, resp_tx))
             .map_err(|e| Error::os("spawning the vCPU thread", e))?;
         match resp_rx.recv() {
             Ok(Response::Done) => {}
@@ -178,6 +184,16 @@ impl VcpuThread {
     pub fn get_regs(&self) -> Result<Regs> {
         match self.request(|_| Request::GetRegs)? {
             Response::Regs(r) => Ok(r),
+            _ => Err(Error::new(
+                Code::Panic,
+                "unexpected answer from the vCPU thread",
+            )),
+        }
+    }
+
+    pub fn get_special_regs(&self) -> Result<SpecialRegs> {
+        match self.request(|_| Request::GetSpecialRegs)? {
+            Response::SpecialRegs(r) => Ok(r),
             _ => Err(Error::new(
                 Code::Panic,
                 "unexpected answer from the vCPU thread",
@@ -253,7 +269,7 @@ impl Drop for VcpuThread {
 
 fn vcpu_main(
     vm: Arc<dyn VmBackend>,
-    cr3: u64,
+    config: VcpuConfig,
     state: Arc<RunState>,
     exit: Arc<ExitCell>,
     requests: Receiver<Request>,
@@ -261,7 +277,7 @@ fn vcpu_main(
 ) {
     // SAFETY: pthread_self has no preconditions.
     *state.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(unsafe { libc::pthread_self() });
-    let created = catch_unwind(AssertUnwindSafe(|| vm.create_vcpu(cr3)))
+    let created = catch_unwind(AssertUnwindSafe(|| vm.create_vcpu(&config)))
         .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic while creating the vCPU")));
     let mut vcpu = match created {
         Ok(v) => v,
@@ -286,6 +302,7 @@ fn vcpu_main(
             .map(Response::Exit),
             Request::SetRegs(r) => vcpu.set_regs(&r).map(|_| Response::Done),
             Request::GetRegs => vcpu.get_regs().map(Response::Regs),
+            Request::GetSpecialRegs => vcpu.get_special_regs().map(Response::SpecialRegs),
         };
         let response = response.unwrap_or_else(Response::Failed);
         if responses.send(response).is_err() {

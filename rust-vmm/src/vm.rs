@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::backend::{Capabilities, Hypervisor, VmBackend};
+use crate::backend::{Capabilities, Hypervisor, VcpuConfig, VmBackend};
 use crate::error::{Error, Result};
 use crate::kvm::KvmHypervisor;
 use crate::memory::GuestMemory;
@@ -135,21 +135,16 @@ impl Vm {
             })
     }
 
-    pub fn create_vcpu(&self, cr3: u64) -> Result<()> {
+    pub fn create_vcpu(&self, config: VcpuConfig) -> Result<()> {
         if self.vcpu.get().is_some() {
             return Err(Error::state(format!(
                 "VM {} already has its vCPU",
                 self.handle
             )));
         }
-        if !cr3.is_multiple_of(4096) {
-            return Err(Error::invalid_argument(format!(
-                "page-table root {cr3:#x} is not 4096-byte aligned"
-            )));
-        }
         let thread = VcpuThread::spawn(
             self.backend.clone(),
-            cr3,
+            config,
             format!("hl-vcpu-{}", self.handle),
         )?;
         self.vcpu

@@ -21,7 +21,11 @@ fn kvm_usable() -> bool {
     usable
 }
 
-/// A VM with 2 MiB at 0, identity page tables (2 MiB pages) and `code` at 0x10000.
+/// User-mode (CPL 3) start: cr3, no GDT/IDT/TSS, code 0x23 and data 0x1b selectors.
+const USER_CONFIG: [u64; 10] = [0x1000, 0, 0, 0, 0, 0, 0, 0x23, 0x1b, 0];
+
+/// A VM with 2 MiB at 0, user-accessible identity page tables (2 MiB pages) and `code` at
+/// 0x10000, started at CPL 3 with IOPL 3.
 fn guest(code: &[u8]) -> u32 {
     let mut vm = 0u32;
     let mut slot = 0u32;
@@ -30,17 +34,17 @@ fn guest(code: &[u8]) -> u32 {
         assert_eq!(hl_vm_create(&mut vm), 0);
         assert_eq!(hl_vm_map_memory(vm, 0, MEM, 0, &mut slot), 0);
         let mem = std::slice::from_raw_parts_mut(hl_vm_memory_ptr(vm, slot), MEM as usize);
-        mem[0x1000..0x1008].copy_from_slice(&(0x2000u64 | 3).to_le_bytes());
-        mem[0x2000..0x2008].copy_from_slice(&(0x3000u64 | 3).to_le_bytes());
+        mem[0x1000..0x1008].copy_from_slice(&(0x2000u64 | 7).to_le_bytes());
+        mem[0x2000..0x2008].copy_from_slice(&(0x3000u64 | 7).to_le_bytes());
         for i in 0..512u64 {
             let at = 0x3000 + i as usize * 8;
-            mem[at..at + 8].copy_from_slice(&((i << 21) | 0x83).to_le_bytes());
+            mem[at..at + 8].copy_from_slice(&((i << 21) | 0x87).to_le_bytes());
         }
         mem[CODE..CODE + code.len()].copy_from_slice(code);
-        assert_eq!(hl_vcpu_create(vm, 0x1000), 0);
+        assert_eq!(hl_vcpu_create(vm, USER_CONFIG.as_ptr()), 0);
         let mut regs = [0u64; 18];
         regs[16] = CODE as u64;
-        regs[17] = 2;
+        regs[17] = 0x3002;
         regs[6] = 0x80000;
         assert_eq!(hl_vcpu_set_regs(vm, regs.as_ptr()), 0);
     }
@@ -48,21 +52,30 @@ fn guest(code: &[u8]) -> u32 {
 }
 
 #[test]
-fn runs_to_halt_and_reports_port_io() {
+fn reports_port_io_and_runs_at_cpl_3() {
     if !kvm_usable() {
         eprintln!("skipped: no usable /dev/kvm");
         return;
     }
-    // out 0x42, al (al = 7); hlt
+    // mov al, 7; out 0x42, al; hlt
     let vm = guest(&[0xb0, 0x07, 0xe6, 0x42, 0xf4]);
     assert_eq!(hl_vcpu_run(vm), 1);
+    let mut special = [0u64; 8];
+    // SAFETY: 8 writable u64.
+    assert_eq!(
+        unsafe { hl_vcpu_get_special_regs(vm, special.as_mut_ptr()) },
+        0
+    );
+    assert_eq!((special[2], special[5] & 3, special[6]), (0x1000, 3, 0x1b));
+    assert_eq!(special[4] & 1, 0, "EFER.SCE must be off (syscall is #UD)");
     // SAFETY: the exit record is valid until destroy.
     let exit = unsafe { &*hl_vcpu_exit_ptr(vm) };
     assert_eq!(
         (exit.kind, exit.a, exit.b, exit.data_len, exit.data[0]),
         (1, 0x42, 1, 1, 7)
     );
-    assert_eq!(hl_vcpu_run(vm), 3);
+    // `hlt` is privileged: at CPL 3 it is #GP, which with no IDT ends in a triple fault.
+    assert_eq!(hl_vcpu_run(vm), 4);
     assert_eq!(hl_vm_destroy(vm), 0);
     assert_eq!(hl_vm_destroy(vm), -1);
     assert_eq!(hl_vcpu_run(vm), -1);
@@ -108,6 +121,20 @@ fn bad_arguments_are_errors_not_crashes() {
         let n = hl_last_error(vm, buf.as_mut_ptr(), buf.len() as u32);
         let text = std::str::from_utf8(&buf[..n.min(128) as usize]).unwrap();
         assert!(text.contains("flags"), "{text}");
+        assert_eq!(hl_vcpu_create(vm, std::ptr::null()), -2);
+        let mut bad = USER_CONFIG;
+        bad[0] = 0x1001; // cr3 not page-aligned
+        assert_eq!(hl_vcpu_create(vm, bad.as_ptr()), -2);
+        bad = USER_CONFIG;
+        bad[7] = 0x21; // CPL 1
+        assert_eq!(hl_vcpu_create(vm, bad.as_ptr()), -2);
+        bad = USER_CONFIG;
+        bad[8] = 0x18; // data RPL 0 with code RPL 3
+        assert_eq!(hl_vcpu_create(vm, bad.as_ptr()), -2);
+        bad = USER_CONFIG;
+        bad[2] = 0x10000; // GDT limit above 16 bits
+        assert_eq!(hl_vcpu_create(vm, bad.as_ptr()), -2);
+        assert_eq!(hl_vcpu_get_special_regs(vm, [0u64; 8].as_mut_ptr()), -9);
         assert_eq!(hl_vm_destroy(vm), 0);
     }
 }

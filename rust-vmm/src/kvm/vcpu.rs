@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_regs, kvm_segment, CpuId};
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
-use crate::backend::{ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, VcpuBackend};
+use crate::backend::{
+    ExitInfo, ExitKind, ExitRequest, Regs, RunOutcome, SpecialRegs, VcpuBackend, VcpuConfig,
+};
 use crate::error::{Error, Result};
 use crate::stats::Counters;
 
@@ -19,14 +21,9 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_SCE: u64 = 1 << 0;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
-
-/// Selectors the guest ABI promises (docs/abi.md): 0x08 code, 0x10 data.
-const CODE_SELECTOR: u16 = 0x08;
-const DATA_SELECTOR: u16 = 0x10;
 
 /// Writes `kvm_run.immediate_exit` from another thread.
 struct ImmediateExit {
@@ -54,7 +51,12 @@ pub struct KvmVcpu {
 }
 
 impl KvmVcpu {
-    pub fn new(vm: &VmFd, cpuid: &CpuId, cr3: u64, counters: Arc<Counters>) -> Result<Self> {
+    pub fn new(
+        vm: &VmFd,
+        cpuid: &CpuId,
+        config: &VcpuConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self> {
         counters.ioctl(1);
         let mut fd = vm
             .create_vcpu(0)
@@ -68,13 +70,16 @@ impl KvmVcpu {
         let mut sregs = fd
             .get_sregs()
             .map_err(|e| Error::hypervisor("KVM_GET_SREGS", e.errno()))?;
+        // The segment registers are loaded directly (no GDT is read at entry); their DPL is the
+        // selector's RPL, so a CPL-3 guest starts in user mode with CS = SS.DPL = 3.
+        let cpl = config.cpl() as u8;
         let code = kvm_segment {
             base: 0,
             limit: 0xffff_ffff,
-            selector: CODE_SELECTOR,
+            selector: config.code_selector,
             type_: 0b1011, // execute/read, accessed
             present: 1,
-            dpl: 0,
+            dpl: cpl,
             db: 0,
             s: 1,
             l: 1,
@@ -82,7 +87,7 @@ impl KvmVcpu {
             ..Default::default()
         };
         let data = kvm_segment {
-            selector: DATA_SELECTOR,
+            selector: config.data_selector,
             type_: 0b0011, // read/write, accessed
             db: 1,
             l: 0,
@@ -94,21 +99,40 @@ impl KvmVcpu {
         sregs.fs = data;
         sregs.gs = data;
         sregs.ss = data;
-        // VMX requires a busy 64-bit TSS in TR for a long-mode entry; SVM does not care. Nothing
-        // in the guest uses it until the guest loads its own.
+        // VMX requires a busy 64-bit TSS in TR for a long-mode entry; SVM does not care. With a
+        // TSS in the config, exceptions from CPL 3 switch to its RSP0/IST stacks.
         sregs.tr = kvm_segment {
-            selector: 0,
+            base: config.tss.base,
+            limit: if config.tss_selector == 0 {
+                0xffff
+            } else {
+                config.tss.limit
+            },
+            selector: config.tss_selector,
             type_: 0b1011,
             s: 0,
+            dpl: 0,
             db: 0,
             l: 0,
             g: 0,
             ..code
         };
-        sregs.cr3 = cr3;
+        sregs.gdt = kvm_dtable {
+            base: config.gdt.base,
+            limit: config.gdt.limit as u16,
+            ..Default::default()
+        };
+        sregs.idt = kvm_dtable {
+            base: config.idt.base,
+            limit: config.idt.limit as u16,
+            ..Default::default()
+        };
+        sregs.cr3 = config.cr3;
         sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
         sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-        sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+        // No EFER.SCE: `syscall` from CPL 3 would enter CPL 0 at LSTAR on the guest's own stack.
+        // Without it `syscall` is #UD.
+        sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
         counters.ioctl(1);
         fd.set_sregs(&sregs)
             .map_err(|e| Error::hypervisor("KVM_SET_SREGS", e.errno()))?;
@@ -236,6 +260,24 @@ impl VcpuBackend for KvmVcpu {
         Ok([
             r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11,
             r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags,
+        ])
+    }
+
+    fn get_special_regs(&mut self) -> Result<SpecialRegs> {
+        self.counters.ioctl(1);
+        let s = self
+            .fd
+            .get_sregs()
+            .map_err(|e| Error::hypervisor("KVM_GET_SREGS", e.errno()))?;
+        Ok([
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.cs.selector.into(),
+            s.ss.selector.into(),
+            0,
         ])
     }
 

@@ -6,7 +6,7 @@ use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 
 use super::vcpu::KvmVcpu;
-use crate::backend::{Capabilities, VcpuBackend, VmBackend};
+use crate::backend::{Capabilities, VcpuBackend, VcpuConfig, VmBackend};
 use crate::error::{Error, Result};
 use crate::stats::Counters;
 
@@ -55,8 +55,8 @@ impl VmBackend for KvmVm {
             .map_err(|e| Error::hypervisor("KVM_SET_USER_MEMORY_REGION", e.errno()))
     }
 
-    fn create_vcpu(&self, cr3: u64) -> Result<Box<dyn VcpuBackend>> {
-        let vcpu = KvmVcpu::new(&self.fd, &self.cpuid, cr3, self.counters.clone())?;
+    fn create_vcpu(&self, config: &VcpuConfig) -> Result<Box<dyn VcpuBackend>> {
+        let vcpu = KvmVcpu::new(&self.fd, &self.cpuid, config, self.counters.clone())?;
         Ok(Box::new(vcpu))
     }
 }

@@ -9,7 +9,7 @@
 import { HypervisorError, LibraryNotFoundError } from "../src/errors.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 1;
+export const CDYLIB_ABI_VERSION = 2;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -29,12 +29,14 @@ export const symbols = {
   hl_vm_memory_ptr: { parameters: ["u32", "u32"], result: "pointer" },
   /** `int32_t hl_vm_memory_reset(uint32_t vm, uint32_t slot)` */
   hl_vm_memory_reset: { parameters: ["u32", "u32"], result: "i32" },
-  /** `int32_t hl_vcpu_create(uint32_t vm, uint64_t cr3)` */
-  hl_vcpu_create: { parameters: ["u32", "u64"], result: "i32" },
+  /** `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])` */
+  hl_vcpu_create: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` */
   hl_vcpu_set_regs: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t hl_vcpu_get_regs(uint32_t vm, uint64_t regs[18])` */
   hl_vcpu_get_regs: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vcpu_get_special_regs(uint32_t vm, uint64_t out[8])` → cr0 cr2 cr3 cr4 efer cs ss 0 */
+  hl_vcpu_get_special_regs: { parameters: ["u32", "buffer"], result: "i32" },
   /** `const struct hl_exit *hl_vcpu_exit_ptr(uint32_t vm)` (NULL on error) */
   hl_vcpu_exit_ptr: { parameters: ["u32"], result: "pointer" },
   /** `int32_t hl_vcpu_run(uint32_t vm)` → exit kind; synchronous fast path (blocks the caller) */

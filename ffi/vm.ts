@@ -94,6 +94,40 @@ export interface Registers {
   rflags?: bigint;
 }
 
+/**
+ * How a vCPU starts (`hl_vcpu_create`): long mode with SSE, paging at `cr3`, and the privilege
+ * level and system tables the caller built in guest memory.
+ */
+export interface VcpuConfig {
+  /** The page-table root (4 KiB aligned). */
+  readonly cr3: number;
+  /** GDT base and limit (0/0 for none). */
+  readonly gdt?: { readonly base: number; readonly limit: number };
+  /** IDT base and limit (0/0 for none: any exception is then a triple fault). */
+  readonly idt?: { readonly base: number; readonly limit: number };
+  /** TSS base and limit (0/0 for none). */
+  readonly tss?: { readonly base: number; readonly limit: number };
+  /** CS at entry; its RPL (0 or 3) is the privilege level the vCPU starts at. */
+  readonly codeSelector: number;
+  /** SS, DS, ES, FS and GS at entry, with the same RPL. */
+  readonly dataSelector: number;
+  /** TR at entry (0 or absent: none). */
+  readonly tssSelector?: number;
+}
+
+/** Control registers and selectors of a stopped vCPU. */
+export interface SpecialRegisters {
+  cr0: bigint;
+  /** The last page-fault address. */
+  cr2: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  efer: bigint;
+  /** CS; its low two bits are the current privilege level. */
+  cs: bigint;
+  ss: bigint;
+}
+
 const REGISTER_NAMES = [
   "rax",
   "rbx",
@@ -220,10 +254,22 @@ export class MicroVm {
     return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, size));
   }
 
-  /** Creates the vCPU (on its own thread) in long mode with page tables at `cr3`. */
-  createVcpu(cr3: number): void {
+  /** Creates the vCPU (on its own thread) in long mode, as `config` says. */
+  createVcpu(config: VcpuConfig): void {
     const vm = this.#live();
-    check(this.#lib, this.#lib.hl_vcpu_create(vm, BigInt(cr3)), vm);
+    const words = new BigUint64Array([
+      config.cr3,
+      config.gdt?.base ?? 0,
+      config.gdt?.limit ?? 0,
+      config.idt?.base ?? 0,
+      config.idt?.limit ?? 0,
+      config.tss?.base ?? 0,
+      config.tss?.limit ?? 0,
+      config.codeSelector,
+      config.dataSelector,
+      config.tssSelector ?? 0,
+    ].map(BigInt));
+    check(this.#lib, this.#lib.hl_vcpu_create(vm, words), vm);
     const ptr = this.#lib.hl_vcpu_exit_ptr(vm);
     if (ptr === null) check(this.#lib, -9, vm);
     this.#exit = new DataView(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE));
@@ -247,6 +293,22 @@ export class MicroVm {
     const out = {} as Required<Registers>;
     REGISTER_NAMES.forEach((name, i) => out[name] = this.#regs[i]);
     return out;
+  }
+
+  /** Reads the control registers and selectors (CR2 for a page fault, CS for the CPL). */
+  getSpecialRegisters(): SpecialRegisters {
+    const vm = this.#live();
+    const out = new BigUint64Array(8);
+    check(this.#lib, this.#lib.hl_vcpu_get_special_regs(vm, out), vm);
+    return {
+      cr0: out[0],
+      cr2: out[1],
+      cr3: out[2],
+      cr4: out[3],
+      efer: out[4],
+      cs: out[5],
+      ss: out[6],
+    };
   }
 
   /** Runs until the next exit, blocking this thread (the synchronous fast path). */

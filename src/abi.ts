@@ -5,7 +5,7 @@
  */
 
 /** The ABI version this host implements; the guest must report the same one. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** The PEB magic, ASCII "HLSBPEB1" read as a little-endian u64. */
 export const PEB_MAGIC: bigint = 0x3142455042534c48n;
@@ -39,6 +39,12 @@ export const Port = {
   ABORT: 0x7f02,
   /** The output buffer holds a `LOG` frame. */
   LOG: 0x7f03,
+  /**
+   * Written only by the host's ring-0 exception stubs (CPL 0, RIP in the stubs page); the fault
+   * details come from the CPU's frame on the ring-0 stack. The I/O bitmap denies it at CPL 3
+   * (#GP), and a FAULT exit that no stub made is a protocol violation.
+   */
+  FAULT: 0x7f08,
 } as const;
 
 /** Frame kind numbers, by name. */
@@ -152,25 +158,63 @@ export const MAX_PARAMS = 32;
 export const PAGE_SIZE = 4096;
 /** The null page, never mapped. */
 export const NULL_PAGE_ADDR = 0;
-/** Where the PEB lives. */
+/** Where the PEB lives (user-accessible: the guest reads it and writes `guest_abi_version`). */
 export const PEB_ADDR = 0x1000;
-/** The PML4 table; the page tables start here. */
-export const PML4_ADDR = 0x2000;
+/** The host's descriptor tables (GDT, IDT, TSS and its I/O bitmap): two pages, supervisor-only. */
+export const SYSTEM_TABLES_ADDR = 0x2000;
+/** The size of the system tables region. */
+export const SYSTEM_TABLES_SIZE = 0x2000;
+/** The GDT, at the start of the system tables. */
+export const GDT_ADDR = 0x2000;
+/** The IDT: one 16-byte gate per exception vector 0-31. */
+export const IDT_ADDR = 0x2100;
+/** The 64-bit TSS (104 bytes), followed by its I/O permission bitmap. */
+export const TSS_ADDR = 0x2400;
+/** The host's exception stubs: supervisor-only, read-only, executable. */
+export const STUBS_ADDR = 0x4000;
+/** Bytes per exception stub; vector `v`'s stub is at `STUBS_ADDR + v * STUB_SIZE`. */
+export const STUB_SIZE = 16;
+/** The exception vectors the IDT covers (0-31, the CPU's own). */
+export const EXCEPTION_VECTORS = 32;
+/** The ring-0 stack the CPU pushes an exception frame on: supervisor-only, one page. */
+export const RING0_STACK_ADDR = 0x5000;
+/** The first byte above the ring-0 stack (the TSS's RSP0 and IST1). */
+export const RING0_STACK_TOP = 0x6000;
+/** The PML4 table; the page tables start here (supervisor-only, read-only). */
+export const PML4_ADDR = 0x6000;
 /** The one PDPT. */
-export const PDPT_ADDR = 0x3000;
+export const PDPT_ADDR = 0x7000;
 /** The one page directory (it covers the whole 1 GiB). */
-export const PD_ADDR = 0x4000;
+export const PD_ADDR = 0x8000;
 /** The first page table; one follows per 2 MiB of memory. */
-export const PT_BASE_ADDR = 0x5000;
+export const PT_BASE_ADDR = 0x9000;
 /** The memory one page table maps, and the granularity of `memory_size`. */
 export const MEMORY_ALIGN: number = 2 * 1024 * 1024;
 /** The largest guest memory. */
 export const MAX_MEMORY_SIZE: number = 1024 * 1024 * 1024;
 
+/** GDT selectors: kernel code and data (the stubs), user data and code (the guest), the TSS. */
+export const Selector = {
+  KERNEL_CODE: 0x08,
+  KERNEL_DATA: 0x10,
+  /** Index 3, RPL 3. */
+  USER_DATA: 0x1b,
+  /** Index 4, RPL 3. */
+  USER_CODE: 0x23,
+  /** Index 5 (a 16-byte system descriptor). */
+  TSS: 0x28,
+} as const;
+
 /** Page-table entry bit: the page is present. */
 export const PTE_PRESENT = 1;
 /** Page-table entry bit: the page is writable. */
 export const PTE_WRITABLE = 2;
+/** Page-table entry bit: the page is accessible from CPL 3 (the guest). */
+export const PTE_USER = 4;
+/** Page-table entry bit: accessed. Set up front so the CPU never writes the tables. */
+export const PTE_ACCESSED = 0x20;
+/** Page-table entry bit: dirty (last level). Set up front for the same reason. */
+export const PTE_DIRTY = 0x40;
 /** Page-table entry bit 63 (no-execute), as a bit of the entry's high 32-bit half. */
 export const PTE_NX_HIGH: number = 0x8000_0000;
 
@@ -194,8 +238,13 @@ export const DEFAULT_STACK_SIZE: number = 1024 * 1024;
 export const MIN_BUFFER_SIZE = 4096;
 /** The smallest heap. */
 export const MIN_HEAP_SIZE = 4096;
-/** The smallest stack: the guest's exception handling needs a few pages. */
+/** The smallest stack. */
 export const MIN_STACK_SIZE = 16384;
 
-/** RFLAGS at entry: only the always-one bit 1 (interrupts off). */
+/**
+ * RFLAGS at entry: IOPL 0, interrupts off, the always-one bit 1. Port access at CPL 3 is granted
+ * by the TSS's I/O permission bitmap (the guest ports only), not by IOPL: paravirtual KVM
+ * (kvm_pvm) ignores IOPL and always checks the bitmap, and IOPL 0 makes hardware KVM behave the
+ * same (`cli`, `sti` and every other port are #GP on both).
+ */
 export const ENTRY_RFLAGS = 0x2;

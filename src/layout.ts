@@ -29,13 +29,21 @@ import {
   PF_X,
   PML4_ADDR,
   PT_BASE_ADDR,
+  PTE_ACCESSED,
+  PTE_DIRTY,
   PTE_NX_HIGH,
   PTE_PRESENT,
+  PTE_USER,
   PTE_WRITABLE,
+  RING0_STACK_ADDR,
+  STUBS_ADDR,
+  SYSTEM_TABLES_ADDR,
+  SYSTEM_TABLES_SIZE,
 } from "./abi.ts";
 import type { ElfImage, ElfSegment } from "./elf.ts";
 import { loadImage } from "./elf.ts";
 import { ArgumentError, GuestImageError } from "./errors.ts";
+import { writeSystemTables } from "./system.ts";
 
 /** The sizes a sandbox is created with; each is in bytes and optional. */
 export interface LayoutOptions {
@@ -105,7 +113,7 @@ export interface InitialRegisters {
   readonly rsp: number;
   /** The PEB address, the SysV first argument. */
   readonly rdi: number;
-  /** Only the always-one bit: interrupts off. */
+  /** IOPL 0, interrupts off, the always-one bit. */
   readonly rflags: number;
 }
 
@@ -247,10 +255,17 @@ function checkMemory(mem: Uint8Array, layout: MemoryLayout): void {
 }
 
 /**
- * Writes the identity-mapping page tables: PML4 at 0x2000, PDPT at 0x3000, PD at 0x4000, then one
- * page table per 2 MiB. Every 4 KiB page below `memorySize` is present, writable and
- * non-executable, except the null page and the stack guard page (not present) and the image's
- * segments: `PF_X` ones executable and read-only, others non-executable and writable iff `PF_W`.
+ * Writes the identity-mapping page tables: PML4 at 0x6000, PDPT at 0x7000, PD at 0x8000, then one
+ * page table per 2 MiB. Every 4 KiB page below `memorySize` is a present, writable,
+ * non-executable user page, except:
+ * - the null page and the stack guard page: not present;
+ * - the host's pages (descriptor tables, page tables, ring-0 stack): supervisor-only, NX,
+ *   read-only except the ring-0 stack; the exception stubs: supervisor-only, read-only,
+ *   executable;
+ * - the image's segments: user pages, `PF_X` ones executable and read-only, others
+ *   non-executable and writable iff `PF_W`.
+ *
+ * Accessed and dirty bits are set up front, so the CPU never writes the tables.
  * `segments` are the image's, at link-time addresses.
  */
 export function writePageTables(
@@ -264,8 +279,8 @@ export function writePageTables(
   const words = new Uint32Array(mem.buffer, mem.byteOffset + PML4_ADDR, (3 + count) * 1024);
   const table = PAGE_SIZE / 4;
   words.fill(0, 0, 3 * table);
-  // Upper levels allow everything; the last level decides.
-  const upper = PTE_PRESENT | PTE_WRITABLE;
+  // Upper levels allow everything (user, writable, executable); the last level decides.
+  const upper = PTE_PRESENT | PTE_WRITABLE | PTE_USER | PTE_ACCESSED;
   words[0] = PDPT_ADDR | upper;
   words[(PDPT_ADDR - PML4_ADDR) / 4] = PD_ADDR | upper;
   const pd = (PD_ADDR - PML4_ADDR) / 4;
@@ -273,17 +288,24 @@ export function writePageTables(
 
   const pt = (PT_BASE_ADDR - PML4_ADDR) / 4;
   const pages = count * 512;
-  const rw = PTE_PRESENT | PTE_WRITABLE;
-  for (let p = 0; p < pages; p++) {
-    words[pt + 2 * p] = (p * PAGE_SIZE) | rw;
-    words[pt + 2 * p + 1] = PTE_NX_HIGH;
-  }
-  const unmap = (addr: number) => {
-    words[pt + 2 * (addr / PAGE_SIZE)] = 0;
-    words[pt + 2 * (addr / PAGE_SIZE) + 1] = 0;
+  const leaf = PTE_PRESENT | PTE_ACCESSED | PTE_DIRTY;
+  const set = (page: number, low: number, nx: boolean) => {
+    words[pt + 2 * page] = low === 0 ? 0 : (page * PAGE_SIZE) | low;
+    words[pt + 2 * page + 1] = low !== 0 && nx ? PTE_NX_HIGH : 0;
   };
-  unmap(NULL_PAGE_ADDR);
-  unmap(layout.guardAddr);
+  for (let p = 0; p < pages; p++) set(p, leaf | PTE_WRITABLE | PTE_USER, true);
+  set(NULL_PAGE_ADDR / PAGE_SIZE, 0, false);
+  set(layout.guardAddr / PAGE_SIZE, 0, false);
+  // The host's pages: supervisor-only (no PTE_USER), so nothing at CPL 3 can read, write or run
+  // them.
+  for (let a = SYSTEM_TABLES_ADDR; a < SYSTEM_TABLES_ADDR + SYSTEM_TABLES_SIZE; a += PAGE_SIZE) {
+    set(a / PAGE_SIZE, leaf, true);
+  }
+  set(STUBS_ADDR / PAGE_SIZE, leaf, false);
+  set(RING0_STACK_ADDR / PAGE_SIZE, leaf | PTE_WRITABLE, true);
+  for (let a = PML4_ADDR; a < PT_BASE_ADDR + count * PAGE_SIZE; a += PAGE_SIZE) {
+    set(a / PAGE_SIZE, leaf, true);
+  }
 
   for (const s of segments) {
     const first = Math.floor((layout.imageBase + s.vaddr) / PAGE_SIZE);
@@ -294,12 +316,8 @@ export function writePageTables(
       throw new ArgumentError(`segment at ${hex(s.vaddr)} lies outside the image span`);
     }
     const executable = (s.flags & PF_X) !== 0;
-    const low = executable || !(s.flags & PF_W) ? PTE_PRESENT : rw;
-    const high = executable ? 0 : PTE_NX_HIGH;
-    for (let p = first; p < end; p++) {
-      words[pt + 2 * p] = (p * PAGE_SIZE) | low;
-      words[pt + 2 * p + 1] = high;
-    }
+    const low = leaf | PTE_USER | (executable || !(s.flags & PF_W) ? 0 : PTE_WRITABLE);
+    for (let p = first; p < end; p++) set(p, low, !executable);
   }
 }
 
@@ -338,11 +356,12 @@ export function readGuestAbiVersion(mem: Uint8Array): number {
 }
 
 /**
- * Prepares fresh guest memory for `elf`: writes the PEB and page tables and copies the image in,
- * relocated for `layout.imageBase`.
+ * Prepares fresh guest memory for `elf`: writes the PEB, the host's system pages and the page
+ * tables, and copies the image in, relocated for `layout.imageBase`.
  */
 export function initializeMemory(mem: Uint8Array, layout: MemoryLayout, elf: ElfImage): void {
   writePeb(mem, layout);
+  writeSystemTables(mem);
   writePageTables(mem, layout, elf.segments);
   loadImage(
     elf,

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { ABI_VERSION, isValueType, PML4_ADDR, Port, type ValueType } from "./abi.ts";
+import { ABI_VERSION, isValueType, Port, type ValueType } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
@@ -34,6 +34,7 @@ import {
   type Value,
 } from "./wire.ts";
 import { parseElf } from "./elf.ts";
+import { GUEST_VCPU_CONFIG, readCpuFault, stubVector } from "./system.ts";
 import { readSource } from "./source.ts";
 import {
   computeLayout,
@@ -200,7 +201,7 @@ export class Sandbox implements AsyncDisposable {
     try {
       const memory = vm.mapMemory(0, layout.memorySize);
       initializeMemory(memory, layout, elf);
-      vm.createVcpu(PML4_ADDR);
+      vm.createVcpu(GUEST_VCPU_CONFIG);
       const regs = initialRegisters(layout, elf.entryOffset);
       vm.setRegisters({
         rip: BigInt(regs.rip),
@@ -513,7 +514,7 @@ export class Sandbox implements AsyncDisposable {
     if (!vm) throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
     switch (kind) {
       case ExitKind.IoOut:
-        return this.#onPort(vm.exitPort, what, sync);
+        return this.#onPort(vm, vm.exitPort, what, sync);
       case ExitKind.Interrupted:
         if (this.#stop) return this.#stopped(what);
         // An interrupt nobody asked for through this call (e.g. dispose racing): cancelled.
@@ -565,7 +566,12 @@ export class Sandbox implements AsyncDisposable {
     }
   }
 
-  #onPort(port: number, what: string, sync: boolean): Frame | "resume" | Promise<void> {
+  #onPort(
+    vm: MicroVm,
+    port: number,
+    what: string,
+    sync: boolean,
+  ): Frame | "resume" | Promise<void> {
     switch (port) {
       case Port.DONE:
         return this.#decode(what);
@@ -591,11 +597,14 @@ export class Sandbox implements AsyncDisposable {
         if (frame.kind === "PANIC") {
           throw this.#poisonWith(new GuestPanicError(frame.message));
         }
-        if (frame.kind === "FAULT") throw this.#poisonWith(this.#fault(frame));
+        // FAULT frames are ABI version 1: faults are now read from the CPU, never from guest
+        // memory, so a guest-written FAULT is as untrustworthy as any other frame.
         throw this.#poisonWith(
-          new ProtocolError(`${what}: expected PANIC or FAULT, got ${frame.kind}`),
+          new ProtocolError(`${what}: expected a PANIC frame with ABORT, got ${frame.kind}`),
         );
       }
+      case Port.FAULT:
+        throw this.#poisonWith(this.#fault(vm, what));
       default:
         throw this.#poisonWith(
           new ProtocolError(`${what}: the guest wrote to unknown I/O port 0x${port.toString(16)}`),
@@ -614,15 +623,32 @@ export class Sandbox implements AsyncDisposable {
     }
   }
 
-  #fault(frame: Extract<Frame, { kind: "FAULT" }>): GuestFaultError {
+  /**
+   * A CPU exception, reported by the host's ring-0 stub: the vector from which stub made the
+   * exit, the details from the CPU-pushed frame on the ring-0 stack and CR2 from the vCPU — none
+   * of it from memory the guest can write. A FAULT exit that no stub made is the guest itself
+   * writing the port: a protocol violation.
+   */
+  #fault(vm: MicroVm, what: string): GuestFaultError | ProtocolError {
+    const rip = vm.getRegisters().rip;
+    const special = vm.getSpecialRegisters();
+    const vector = stubVector(rip, special.cs);
+    if (vector === undefined) {
+      return new ProtocolError(
+        `${what}: the guest wrote to the FAULT port 0x${Port.FAULT.toString(16)} (rip 0x${
+          rip.toString(16)
+        }), which only the host's exception handlers use`,
+      );
+    }
+    const cpu = readCpuFault(this.#memory!, vector);
     const details: GuestFaultDetails = {
-      vector: Number(frame.vector),
-      rip: frame.rip,
-      address: frame.cr2,
-      errorCode: frame.errorCode,
+      vector,
+      rip: cpu.rip,
+      address: vector === 14 ? special.cr2 : undefined,
+      errorCode: cpu.errorCode,
     };
-    // Read from the host's own layout, not the PEB: the guest can write the PEB.
-    const stackOverflow = frame.vector === 14n && isInGuardPage(this.#layout, frame.cr2);
+    // Decided from the host's own layout, not the PEB: the guest can write the PEB.
+    const stackOverflow = vector === 14 && isInGuardPage(this.#layout, special.cr2);
     return stackOverflow ? new StackOverflowError(details) : new GuestFaultError(details);
   }
 

@@ -2,7 +2,8 @@
  * Generates tests/vectors/wire.json, the wire-format vectors both the TS host and the Rust guest
  * test against. Run: `deno run --allow-write=tests/vectors tools/gen_vectors.ts`.
  *
- * Format: `{"abi_version", "frames": [{name, hex, frame}], "malformed": [{name, hex, reason}]}`.
+ * Format: `{"abi_version", "ports": {NAME: number}, "frames": [{name, hex, frame}],
+ * "malformed": [{name, hex, reason}]}`.
  * `hex` is the whole buffer handed to the decoder (lowercase). In `frame`, i64/u64 values and FAULT
  * fields are decimal strings, f32/f64 values are their IEEE-754 bit patterns as "0x" + 8 or 16 hex
  * digits, bytes are hex strings. Malformed reasons that start with "limit:" break a limit of the
@@ -11,7 +12,7 @@
  * @module
  */
 
-import { ABI_VERSION, FrameKind, ValueTag, type ValueType } from "../src/abi.ts";
+import { ABI_VERSION, FrameKind, Port, ValueTag, type ValueType } from "../src/abi.ts";
 import { encodeFrame, type Frame, type FunctionSignature, type Value } from "../src/wire.ts";
 
 /** A value in the vectors' JSON form. */
@@ -23,6 +24,7 @@ export type JsonFrame = { kind: string; [field: string]: unknown };
 /** The vectors file. */
 export interface WireVectors {
   abi_version: number;
+  ports: Record<string, number>;
   frames: { name: string; hex: string; frame: JsonFrame }[];
   malformed: { name: string; hex: string; reason: string }[];
 }
@@ -557,6 +559,7 @@ export function buildVectors(): WireVectors {
   const buffer = new Uint8Array(1 << 20);
   return {
     abi_version: ABI_VERSION,
+    ports: { ...Port },
     frames: validFrames().map(([name, frame]) => {
       const size = encodeFrame(frame, buffer);
       return { name, hex: toHex(buffer.subarray(0, size)), frame: frameToJson(frame) };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PEB_ADDR, PebOffset, PML4_ADDR, Port } from "../../src/abi.ts";
+import { ABI_VERSION, PEB_ADDR, PebOffset, Port } from "../../src/abi.ts";
 import { parseElf } from "../../src/elf.ts";
 import {
   computeLayout,
@@ -8,6 +8,7 @@ import {
   readGuestAbiVersion,
 } from "../../src/layout.ts";
 import { abiVersionError } from "../../src/sandbox.ts";
+import { GUEST_VCPU_CONFIG } from "../../src/system.ts";
 import { decodeFrame } from "../../src/wire.ts";
 import { MicroVm } from "../../ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
@@ -25,12 +26,17 @@ kvmTest("a guest told of another host ABI version reports its own and aborts", a
     initializeMemory(memory, layout, elf);
     new DataView(memory.buffer, memory.byteOffset).setUint32(
       PEB_ADDR + PebOffset.abiVersion,
-      2,
+      ABI_VERSION + 1,
       true,
     );
-    vm.createVcpu(PML4_ADDR);
+    vm.createVcpu(GUEST_VCPU_CONFIG);
     const regs = initialRegisters(layout, elf.entryOffset);
-    vm.setRegisters({ rip: BigInt(regs.rip), rsp: BigInt(regs.rsp), rdi: BigInt(regs.rdi) });
+    vm.setRegisters({
+      rip: BigInt(regs.rip),
+      rsp: BigInt(regs.rsp),
+      rdi: BigInt(regs.rdi),
+      rflags: BigInt(regs.rflags),
+    });
     const exit = (await vm.run(), vm.lastExit());
     assert.equal(exit.kind, "io_out");
     assert.equal(exit.kind === "io_out" && exit.port, Port.ABORT);
@@ -38,11 +44,14 @@ kvmTest("a guest told of another host ABI version reports its own and aborts", a
       memory.subarray(layout.outputAddr, layout.outputAddr + layout.outputSize),
     );
     assert.equal(frame.kind, "PANIC");
-    assert.match(frame.kind === "PANIC" ? frame.message : "", /host ABI version 2/);
-    assert.equal(readGuestAbiVersion(memory), 1);
+    assert.match(
+      frame.kind === "PANIC" ? frame.message : "",
+      new RegExp(`host ABI version ${ABI_VERSION + 1}`),
+    );
+    assert.equal(readGuestAbiVersion(memory), ABI_VERSION);
     // What the host makes of it.
     const error = abiVersionError(readGuestAbiVersion(memory));
-    assert.equal(error, undefined, "version 1 is ours");
+    assert.equal(error, undefined, `version ${ABI_VERSION} is ours`);
   } finally {
     vm.destroy();
   }

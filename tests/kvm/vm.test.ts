@@ -12,7 +12,7 @@ kvmTest("hypervisor reports KVM API 12 and immediate exit", () => {
   assert.ok(info.maxMemorySlots > 0);
 });
 
-kvmTest("guest writes bytes to an I/O port and halts", async () => {
+kvmTest("a CPL-3 guest writes bytes to an I/O port; its hlt is a fault", async () => {
   const { vm } = bareGuest(CODE.portIo);
   try {
     assert.equal(await vm.run(), 1);
@@ -29,8 +29,9 @@ kvmTest("guest writes bytes to an I/O port and halts", async () => {
       size: 4,
       data: new TextEncoder().encode("abcd"),
     });
+    // hlt is privileged: #GP at CPL 3, and with no IDT that is a triple fault.
     await vm.run();
-    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+    assert.deepEqual(vm.lastExit(), { kind: "shutdown" });
     const stats = vm.stats();
     assert.equal(stats.exits, 3);
     assert.equal(stats.runs, 3);
@@ -39,11 +40,27 @@ kvmTest("guest writes bytes to an I/O port and halts", async () => {
   }
 });
 
-kvmTest("SSE instructions run (CR4.OSFXSR set)", async () => {
+kvmTest("a CPL-0 guest halts", async () => {
+  const { vm } = bareGuest(CODE.halt, { supervisor: true });
+  try {
+    assert.equal(await vm.run(), 3);
+    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+    assert.equal(vm.getSpecialRegisters().cs & 3n, 0n);
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("SSE instructions run at CPL 3 (CR4.OSFXSR set)", async () => {
   const { vm } = bareGuest(CODE.sse);
   try {
     await vm.run();
-    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+    assert.equal(vm.lastExit().kind, "io_out");
+    assert.equal(vm.exitPort, 0x11);
+    const special = vm.getSpecialRegisters();
+    assert.equal(special.cs, 0x23n);
+    assert.equal(special.ss, 0x1bn);
+    assert.equal(special.efer & 1n, 0n, "EFER.SCE off: syscall is #UD");
   } finally {
     vm.destroy();
   }
@@ -78,12 +95,12 @@ kvmTest("a spinning guest is interrupted promptly and the event loop keeps runni
 });
 
 kvmTest("an interrupt with no run in progress does not affect the next run", async () => {
-  const { vm } = bareGuest(CODE.halt);
+  const { vm } = bareGuest(CODE.done);
   try {
     vm.interrupt();
     vm.interrupt();
-    assert.equal(await vm.run(), 3);
-    assert.deepEqual(vm.lastExit(), { kind: "halt" });
+    assert.equal(await vm.run(), 1);
+    assert.equal(vm.exitPort, 0x11);
   } finally {
     vm.destroy();
   }
@@ -145,12 +162,12 @@ kvmTest("a triple fault is a shutdown exit", async () => {
 
 kvmTest("200 VMs created and destroyed leave fds and mappings where they were", async () => {
   // Warm up: the first VM opens /dev/kvm (kept for the process) and Deno's own lazy resources.
-  bareGuest(CODE.halt).vm.destroy();
+  bareGuest(CODE.done).vm.destroy();
   const fds = openFdCount();
   const maps = guestMappingCount();
   for (let i = 0; i < 200; i++) {
-    const { vm } = bareGuest(CODE.halt);
-    assert.equal(await vm.run(), 3);
+    const { vm } = bareGuest(CODE.done);
+    assert.equal(await vm.run(), 1);
     if (i === 0) assert.equal(guestMappingCount(), maps + 2, "guest memory + kvm_run mapped");
     vm.destroy();
   }
@@ -160,9 +177,9 @@ kvmTest("200 VMs created and destroyed leave fds and mappings where they were", 
 });
 
 kvmTest("one create + run + destroy costs a fixed number of ioctls", () => {
-  bareGuest(CODE.halt).vm.destroy();
+  bareGuest(CODE.done).vm.destroy();
   const before = globalStats().ioctls;
-  const { vm } = bareGuest(CODE.halt);
+  const { vm } = bareGuest(CODE.done);
   vm.runSync();
   const perVm = vm.stats().ioctls;
   vm.destroy();
@@ -187,7 +204,13 @@ kvmTest("bad input is a typed error naming the cause", () => {
     bad(() => vm.mapMemory(0x123, 4096), "INVALID_ARGUMENT", /not 4096-byte aligned/);
     bad(() => vm.mapMemory(0, 2 ** 40), "INVALID_ARGUMENT", /limit/);
     bad(() => vm.runSync(), "STATE", /no vCPU/);
-    bad(() => vm.createVcpu(0x1001), "INVALID_ARGUMENT", /aligned/);
+    const user = { codeSelector: 0x23, dataSelector: 0x1b };
+    bad(() => vm.createVcpu({ ...user, cr3: 0x1001 }), "INVALID_ARGUMENT", /aligned/);
+    bad(
+      () => vm.createVcpu({ cr3: 0x1000, codeSelector: 0x23, dataSelector: 0x10 }),
+      "INVALID_ARGUMENT",
+      /RPL/,
+    );
     vm.mapMemory(0, 0x10000);
     bad(() => vm.mapMemory(0x8000, 0x10000), "INVALID_ARGUMENT", /overlaps/);
   } finally {

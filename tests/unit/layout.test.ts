@@ -11,7 +11,11 @@ import {
   PF_R,
   PF_W,
   PF_X,
+  PML4_ADDR,
   PT_BASE_ADDR,
+  RING0_STACK_ADDR,
+  STUBS_ADDR,
+  SYSTEM_TABLES_ADDR,
 } from "../../src/abi.ts";
 import type { ElfImage } from "../../src/elf.ts";
 import { ArgumentError } from "../../src/errors.ts";
@@ -53,43 +57,46 @@ interface Mapping {
   present: boolean;
   writable: boolean;
   executable: boolean;
+  /** Accessible from CPL 3. */
+  user: boolean;
   physical: number;
 }
 
-/** Walks the 4-level tables the way the MMU does (permissions AND-ed / NX OR-ed). */
+/**
+ * Walks the 4-level tables the way the MMU does (permissions AND-ed / NX OR-ed), and checks that
+ * every entry on the way has its accessed bit (and a leaf its dirty bit) set up front, so the CPU
+ * never writes the tables.
+ */
 function translate(mem: Uint8Array, address: number): Mapping {
   const v = new DataView(mem.buffer, mem.byteOffset);
-  const none = { present: false, writable: false, executable: false, physical: -1 };
-  let table = 0x2000; // CR3
+  const none = { present: false, writable: false, executable: false, user: false, physical: -1 };
+  let table = PML4_ADDR; // CR3
   let writable = true;
   let executable = true;
+  let user = true;
   const shifts = [39, 30, 21, 12];
   for (const shift of shifts) {
     const index = Math.floor(address / 2 ** shift) % 512;
     const entry = v.getBigUint64(table + index * 8, true);
     if ((entry & 1n) === 0n) return none;
     writable &&= (entry & 2n) !== 0n;
+    user &&= (entry & 4n) !== 0n;
     executable &&= (entry >> 63n) === 0n;
     assert.equal(entry & 0x80n, 0n, "no huge pages");
+    assert.equal(entry & 0x20n, 0x20n, "accessed bit preset");
+    if (shift === 12) assert.equal(entry & 0x40n, 0x40n, "dirty bit preset");
     table = Number(entry & 0x000f_ffff_ffff_f000n);
   }
-  return { present: true, writable, executable, physical: table + (address % PAGE_SIZE) };
+  return { present: true, writable, executable, user, physical: table + (address % PAGE_SIZE) };
 }
 
-function assertMapped(
-  mem: Uint8Array,
-  address: number,
-  expected: "none" | "rw" | "ro" | "rx",
-  what: string,
-): void {
+/** A user page ("rw"), a supervisor-only page ("s:rw"), or not present ("none"). */
+type Expected = "none" | "rw" | "ro" | "rx" | "s:rw" | "s:ro" | "s:rx";
+
+function assertMapped(mem: Uint8Array, address: number, expected: Expected, what: string): void {
   const m = translate(mem, address);
-  const actual = !m.present
-    ? "none"
-    : m.executable
-    ? (m.writable ? "rwx" : "rx")
-    : m.writable
-    ? "rw"
-    : "ro";
+  const access = m.executable ? (m.writable ? "rwx" : "rx") : m.writable ? "rw" : "ro";
+  const actual = !m.present ? "none" : m.user ? access : `s:${access}`;
   assert.equal(actual, expected, `${what} at 0x${address.toString(16)}`);
   if (m.present) assert.equal(m.physical, address, "identity mapped");
 }
@@ -126,10 +133,10 @@ Deno.test("memory layout", async (t) => {
     assert.equal(layout.outputSize, 4 * MIB);
     assert.equal(layout.heapSize, 8 * MIB);
     assert.equal(layout.stackSize, 1 * MIB);
-    // 0x5000 + 9 page tables + 8 MiB of buffers + 28 KiB of image + 8 MiB + 4 KiB + 1 MiB.
+    // 0x9000 + 9 page tables + 8 MiB of buffers + 28 KiB of image + 8 MiB + 4 KiB + 1 MiB.
     assert.equal(layout.memorySize, 18 * MIB);
     assert.equal(layout.pageTableCount, 9);
-    assert.equal(layout.inputAddr, 0xe000);
+    assert.equal(layout.inputAddr, 0x12000);
   });
 
   await t.step("random sizes keep every invariant", () => {
@@ -214,7 +221,7 @@ Deno.test("memory layout", async (t) => {
 Deno.test("page tables", async (t) => {
   const layout = computeLayout(IMAGE);
   const mem = new Uint8Array(layout.memorySize);
-  mem.fill(0xff, 0x2000, layout.inputAddr); // stale tables must be overwritten
+  mem.fill(0xff, PML4_ADDR, layout.inputAddr); // stale tables must be overwritten
   writePageTables(mem, layout, IMAGE.segments);
   const base = layout.imageBase;
 
@@ -222,8 +229,13 @@ Deno.test("page tables", async (t) => {
     assertMapped(mem, 0, "none", "null page");
     assertMapped(mem, 0xfff, "none", "null page end");
     assertMapped(mem, PEB_ADDR, "rw", "PEB");
-    assertMapped(mem, 0x2000, "rw", "PML4");
-    assertMapped(mem, layout.inputAddr - 1, "rw", "last page table");
+    assertMapped(mem, SYSTEM_TABLES_ADDR, "s:ro", "GDT, IDT");
+    assertMapped(mem, SYSTEM_TABLES_ADDR + PAGE_SIZE, "s:ro", "TSS I/O bitmap");
+    assertMapped(mem, STUBS_ADDR, "s:rx", "exception stubs");
+    assertMapped(mem, RING0_STACK_ADDR, "s:rw", "ring-0 stack");
+    assertMapped(mem, PML4_ADDR, "s:ro", "PML4");
+    assertMapped(mem, PT_BASE_ADDR, "s:ro", "first page table");
+    assertMapped(mem, layout.inputAddr - 1, "s:ro", "last page table");
     assertMapped(mem, layout.inputAddr, "rw", "input");
     assertMapped(mem, layout.outputAddr + layout.outputSize - 1, "rw", "output end");
     assertMapped(mem, layout.heapAddr, "rw", "heap");
@@ -271,10 +283,17 @@ Deno.test("page tables", async (t) => {
         assert.equal(m.physical, a);
         if (m.executable) {
           assert.ok(
-            [base + 0x1000, base + 0x2000, base + 0x6000].includes(a),
+            [STUBS_ADDR, base + 0x1000, base + 0x2000, base + 0x6000].includes(a),
             `0x${a.toString(16)}`,
           );
         }
+        // The guest (CPL 3) reaches everything but the host's pages.
+        assert.equal(
+          m.user,
+          a < SYSTEM_TABLES_ADDR || a >= layout.inputAddr,
+          `0x${a.toString(16)}`,
+        );
+        if (m.writable && m.executable) assert.fail(`W+X page at 0x${a.toString(16)}`);
       }
     }
     assert.equal(present, layout.memorySize / PAGE_SIZE - 2);
@@ -348,7 +367,7 @@ Deno.test("PEB, memory image and entry registers", async (t) => {
     assert.equal(regs.rsp, layout.stackTop - 8);
     assert.equal((regs.rsp + 8) % 16, 0);
     assert.equal(regs.rdi, PEB_ADDR);
-    assert.equal(regs.rflags, 2);
+    assert.equal(regs.rflags, 2, "IOPL 0, interrupts off");
     assertMapped(mem, regs.rip, "rx", "entry point");
   });
 

@@ -1,4 +1,4 @@
-//! `hl-guest`: the freestanding runtime of an `@hl/sandbox` guest (ABI version 1,
+//! `hl-guest`: the freestanding runtime of an `@hl/sandbox` guest (ABI version 2,
 //! `docs/abi.md`).
 //!
 //! A guest binary is `#![no_std] #![no_main]`, depends on this crate, and lists its functions
@@ -20,8 +20,8 @@
 //! hl_guest::guest_functions![add, greet, add => "plus"];
 //! ```
 //!
-//! The runtime installs a GDT/TSS/IDT (CPU exceptions become `FAULT` frames, reported from a
-//! dedicated IST stack), the heap allocator (talc over the PEB's heap region), the panic
+//! The guest runs at CPL 3; the host owns the descriptor tables and reports CPU exceptions
+//! itself. The runtime installs the heap allocator (talc over the PEB's heap region), the panic
 //! handler (`PANIC` frames), the `mem*` functions `core` expects from libc, and the call loop
 //! (`CALL` → function → `RETURN`/`ERROR`). Guest code may call the host with [`call_host`] and
 //! log with [`log()`].

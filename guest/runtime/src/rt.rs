@@ -10,11 +10,10 @@ use crate::function::{GuestError, GuestFunction};
 use crate::peb::{self, with_input, with_output};
 
 /// Guest start-up (called by the `hl_entry` that `guest_functions!` defines): checks the PEB,
-/// installs the descriptor tables and the heap, writes `guest_abi_version` and the
+/// installs the heap, writes `guest_abi_version` and the
 /// FUNCTION_TABLE frame, signals DONE, then serves CALLs forever.
 pub fn start(peb_addr: u64, table: &'static [GuestFunction]) -> ! {
     let layout = peb::init(peb_addr);
-    crate::arch::init_cpu();
     crate::heap::init(layout.heap.addr, layout.heap.size);
     peb::write_guest_abi_version();
 

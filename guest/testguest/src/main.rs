@@ -42,6 +42,9 @@ hl_guest::guest_functions![
     divide,
     sum_bytes,
     counter,
+    forbidden,
+    forbidden_at,
+    exec_addr,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -230,4 +233,82 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn counter() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The instructions a CPL-3 guest must not be able to use (guest/README.md lists them by `op`).
+/// Unknown ops return 0 without executing anything.
+#[inline(never)]
+fn forbidden_instruction(op: u32, execute: bool) -> u64 {
+    /// A 10-byte descriptor-table pointer for `lidt` / `lgdt` / `ltr` operands (all zero).
+    static DESCRIPTOR: [u8; 16] = [0; 16];
+    let table = DESCRIPTOR.as_ptr();
+    let at: u64;
+    macro_rules! op {
+        ($($insn:literal),+) => {
+            // SAFETY: returns the instruction's address without running it when `execute` is
+            // false; when true, runs one instruction that is privileged or denied at CPL 3 and
+            // so faults before it changes anything (the point of the test). Registers it could
+            // touch are declared clobbered.
+            unsafe {
+                asm!(
+                    "lea {at}, [rip + 3f] /* {table} */",
+                    "test {run:e}, {run:e}",
+                    "jz 4f",
+                    "3:",
+                    $($insn,)+
+                    "4:",
+                    at = out(reg) at,
+                    run = in(reg) u32::from(execute),
+                    table = in(reg) table,
+                    out("rax") _, out("rcx") _, out("rdx") _, out("r11") _,
+                    options(nostack),
+                )
+            }
+        };
+    }
+    match op {
+        0 => op!("lidt [{table}]"),
+        1 => op!("lgdt [{table}]"),
+        2 => op!("mov rax, cr3", "mov cr3, rax"),
+        3 => op!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "mov ecx, 0x4b564d00",
+            "wrmsr"
+        ),
+        4 => op!("mov ecx, 0x10", "rdmsr"),
+        5 => op!("hlt"),
+        6 => op!("cli", "2:", "jmp 2b"),
+        7 => op!("sti", "hlt"),
+        8 => op!("syscall"),
+        9 => op!("mov al, 1", "out 0x80, al"),
+        10 => op!("mov dx, 0x7f08", "out dx, al"),
+        11 => op!("int3"),
+        12 => op!("mov ax, 0x28", "ltr ax"),
+        13 => op!("mov rax, cr0"),
+        14 => op!("mov dx, 0x7f00", "in al, dx"),
+        _ => return 0,
+    }
+    at
+}
+
+/// Runs forbidden instruction `op` (see `forbidden_instruction`); returns only if it did not
+/// fault.
+fn forbidden(op: u32) -> u64 {
+    forbidden_instruction(op, true)
+}
+
+/// Like `forbidden`, but first LOGs (level 2) the instruction's address in hex, so the host can
+/// check the RIP of the fault.
+fn forbidden_at(op: u32) -> u64 {
+    let at = forbidden_instruction(op, false);
+    hl_guest::log(LogLevel::Info, &alloc::format!("{at:#x}"));
+    forbidden_instruction(op, true)
+}
+
+/// Calls the code at `addr` (a data page faults with an instruction-fetch #PF).
+fn exec_addr(addr: u64) {
+    // SAFETY: deliberately transfers control wherever the host test asks; whatever runs there
+    // either faults (the point) or returns like a function with the C ABI's clobbers.
+    unsafe { asm!("call {}", in(reg) addr, clobber_abi("C")) }
 }

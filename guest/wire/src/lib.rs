@@ -1,4 +1,4 @@
-//! The wire format of the `@hl/sandbox` guest ABI, version 1 (`docs/abi.md`).
+//! The wire format of the `@hl/sandbox` guest ABI, version 2 (`docs/abi.md`).
 //!
 //! `no_std` + `alloc`, no `unsafe`. Decoding never panics: every length, count and tag is
 //! checked against the bytes that are actually there, and malformed input is reported as a
@@ -16,7 +16,7 @@ use alloc::{string::String, vec::Vec};
 use core::fmt;
 
 /// The ABI version this crate implements.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Size of a frame header (`kind`, `payload_len`).
 pub const HEADER_LEN: usize = 8;
 /// Longest function name, in bytes (names are 1..=255 bytes of UTF-8).
@@ -34,10 +34,12 @@ pub mod port {
     pub const DONE: u16 = 0x7F00;
     /// Output holds `HOST_CALL`; on resume input holds `HOST_RETURN` or `HOST_ERROR`.
     pub const HOST_CALL: u16 = 0x7F01;
-    /// Fatal: output holds `PANIC` or `FAULT`; never resumed.
+    /// Fatal: output holds `PANIC`; never resumed.
     pub const ABORT: u16 = 0x7F02;
     /// Output holds `LOG`; resumed afterwards.
     pub const LOG: u16 = 0x7F03;
+    /// Reserved for the host's ring-0 exception stubs; denied to the guest (#GP at CPL 3).
+    pub const FAULT: u16 = 0x7F08;
 }
 
 /// `ERROR` frame codes defined by the ABI.

@@ -111,6 +111,20 @@ fn shared_wire_vectors() {
         Some(u64::from(ABI_VERSION)),
         "wire.json abi_version"
     );
+    let ports = doc.get("ports").expect("wire.json: no ports object");
+    for (name, value) in [
+        ("DONE", hl_wire::port::DONE),
+        ("HOST_CALL", hl_wire::port::HOST_CALL),
+        ("ABORT", hl_wire::port::ABORT),
+        ("LOG", hl_wire::port::LOG),
+        ("FAULT", hl_wire::port::FAULT),
+    ] {
+        assert_eq!(
+            ports.get(name).and_then(Json::as_u64),
+            Some(u64::from(value)),
+            "wire.json ports.{name}"
+        );
+    }
 
     let frames = doc
         .get("frames")

@@ -1,16 +1,21 @@
 /**
- * Native-guest benchmarks: create, noop call, host-function round trip and 1 MiB echo, each
- * against a floor measured in the same run (a bare VM doing the same number of exits), plus the
- * ioctls and VM exits per operation, printed once: counts do not drift with machine speed, so
- * they mean something under the nested emulator too.
+ * Native-guest benchmarks: create, noop call, host-function round trip and 1 MiB echo. Printed
+ * once, before Deno's own table:
+ * - each figure's median as a ratio to the raw KVM floor measured in the same run by a C program
+ *   with no library (bench/floor/raw_kvm.c: a CPL-3 guest, create + first exit + destroy, and one
+ *   exit round trip);
+ * - the ioctls and VM exits per operation: counts do not drift with machine speed, so they mean
+ *   something under the nested emulator too.
  *
- *   deno task bench        (builds, then runs through the nested-KVM harness if needed)
+ *   deno task bench        (builds, then runs natively, or through the nested-KVM harness)
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { globalStats } from "../ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";
+import { measureFloor } from "./_floor.ts";
+import { medianUs, printRatios } from "./_ratios.ts";
 
 const MiB = 1024 * 1024;
 const guest = await Deno.readFile(TESTGUEST);
@@ -21,8 +26,61 @@ const options = {
 } as const;
 const sb = await Sandbox.create(options);
 const payload = new Uint8Array(MiB).fill(7);
-// A bare VM whose guest exits on every run: `out 0x10, al; jmp back`. One run = one exit.
+// A bare CPL-3 VM whose guest exits on every run: `out 0x10, al; jmp back`. One run = one exit.
 const floor = bareGuest([0xe6, 0x10, 0xeb, 0xfc]).vm;
+
+const rawFloor = await measureFloor();
+const ratios = [
+  {
+    label: "Sandbox.create (load ELF, init guest) + dispose",
+    medianUs: await medianUs(async () => await (await Sandbox.create(options)).dispose(), 100),
+    against: "create",
+    goal: "≤ 1.3× (issue 9)",
+  },
+  {
+    label: "bare VM via our FFI: create + run to first exit + destroy",
+    medianUs: await medianUs(() => {
+      const { vm } = bareGuest([0xe6, 0x10]);
+      vm.runSync();
+      vm.destroy();
+    }, 100),
+    against: "create",
+  },
+  {
+    label: "one VM exit via our FFI, sync path",
+    medianUs: await medianUs(() => floor.runSync(), 5000),
+    against: "exit",
+  },
+  {
+    label: "one VM exit via our FFI, async path",
+    medianUs: await medianUs(() => floor.run(), 2000),
+    against: "exit",
+  },
+  {
+    label: "noop call (callSync)",
+    medianUs: await medianUs(() => sb.callSync("noop"), 2000),
+    against: "exit",
+    goal: "≤ 1.15× (issue 8)",
+  },
+  {
+    label: "noop call (async call)",
+    medianUs: await medianUs(() => sb.call("noop"), 2000),
+    against: "exit",
+    goal: "≤ 1.3× (issue 8)",
+  },
+  {
+    label: "host-function round trip (sync host fn, 2 exits)",
+    medianUs: await medianUs(() => sb.call("call_host", "double", 21), 2000),
+    against: "exit",
+    goal: "≤ 2.4× (issue 8)",
+  },
+  {
+    label: "1 MiB echo_bytes",
+    medianUs: await medianUs(() => sb.call("echo_bytes", payload), 200),
+    against: "exit",
+  },
+] as const;
+printRatios("native guest", rawFloor, ratios);
 
 console.log("counts (deterministic):");
 {
@@ -43,11 +101,11 @@ await printCountsPerOp(
 );
 await printCountsPerOp("1 MiB echo_bytes", sb, () => sb.call("echo_bytes", payload), 5);
 
-Deno.bench("bare VM: create + vCPU + run to hlt + destroy (floor)", {
+Deno.bench("bare VM: create + vCPU + run to first exit + destroy (floor)", {
   group: "create",
   baseline: true,
 }, () => {
-  const { vm } = bareGuest([0xf4]);
+  const { vm } = bareGuest([0xe6, 0x10]);
   vm.runSync();
   vm.destroy();
 });

@@ -1,7 +1,8 @@
 /**
  * WasmSandbox benchmarks: create + first call, a call round trip (against a native guest's
  * call as the baseline), and a compute-bound export in the sandbox (wasmi) against the same
- * module in V8 (the baseline; Deno prints the ratio). Prints ioctls/exits per operation once.
+ * module in V8 (the baseline; Deno prints the ratio). Prints once the create and call figures as
+ * ratios to the raw KVM floor measured in this run, and the ioctls/exits per operation.
  *
  *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
  *
@@ -13,6 +14,8 @@ import { WasmSandbox } from "../src/wasm_sandbox.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";
+import { measureFloor } from "./_floor.ts";
+import { medianUs, printRatios } from "./_ratios.ts";
 
 const CHECKSUM_N = 200_000;
 
@@ -22,6 +25,28 @@ const CHECKSUM_N = 200_000;
     .exports as Record<string, (...args: number[]) => number>;
   const wasm = await WasmSandbox.create({ module: fib });
   const native = await Sandbox.create({ guest: TESTGUEST });
+
+  printRatios("WebAssembly", await measureFloor(), [
+    {
+      label: "WasmSandbox create + first call fib(1) + dispose",
+      medianUs: await medianUs(
+        async () => {
+          const w = await WasmSandbox.create({ module: fib });
+          await w.call("fib", 1);
+          await w.dispose();
+        },
+        30,
+        3,
+      ),
+      against: "create",
+      goal: "≤ 1.5× with a cached module (issue 9)",
+    },
+    {
+      label: "WasmSandbox call noop",
+      medianUs: await medianUs(() => wasm.call("noop"), 2000),
+      against: "exit",
+    },
+  ]);
 
   console.log("counts (deterministic):");
   await printCountsPerOp("wasm call noop", wasm, () => wasm.call("noop"));

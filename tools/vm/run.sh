@@ -28,10 +28,10 @@ if [ $# -eq 0 ]; then
 fi
 
 # --- native mode -------------------------------------------------------------------------
-# Opening /dev/kvm is not enough: some hosts expose a paravirtual KVM (e.g. kvm_pvm inside a
-# cloud VM) that traps every SSE instruction to KVM's emulator, which cannot run our guests.
-# So "usable" means: the functional probe (rust-vmm/examples/kvm_probe.rs: a tiny SSE guest
-# must reach hlt) passes. Its verdict is printed in the mode line.
+# Opening /dev/kvm is not enough: "usable" means the functional probe
+# (rust-vmm/examples/kvm_probe.rs: a tiny CPL-3 guest of SSE instructions, a store and two port
+# writes, run the way sandboxes run) passes. A paravirtual KVM (kvm_pvm inside a cloud VM) passes
+# it: it runs guest user mode natively. The mode line names the KVM module.
 probe_bin="$repo/target/release/examples/kvm_probe"
 why=""
 kvm_usable() {
@@ -59,7 +59,15 @@ if [ "${HL_VM_INSIDE:-}" = 1 ]; then
     exec "$@"
 fi
 if [ "${HL_VM_FORCE:-}" != 1 ] && kvm_usable; then
-    say "mode=native (/dev/kvm is usable: the KVM probe ran an SSE guest to hlt)"
+    kind="hardware"
+    if [ -d /sys/module/kvm_pvm ]; then
+        kind="kvm_pvm, paravirtual"
+    elif [ -d /sys/module/kvm_intel ]; then
+        kind="kvm_intel, hardware"
+    elif [ -d /sys/module/kvm_amd ]; then
+        kind="kvm_amd, hardware"
+    fi
+    say "mode=native ($kind: the KVM probe ran a CPL-3 SSE guest)"
     exec "$@"
 fi
 

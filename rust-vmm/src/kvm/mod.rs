@@ -20,7 +20,12 @@ pub struct KvmHypervisor {
     caps: Capabilities,
     /// Queried once per process: every vCPU gets the host's supported CPUID.
     cpuid: Arc<CpuId>,
+    /// Whether the CPU is Intel's (VMX): its VM entry needs TR loaded as a busy TSS.
+    intel: bool,
 }
+
+/// "GenuineIntel" in CPUID leaf 0's EBX (the first four bytes).
+const CPUID_VENDOR_INTEL_EBX: u32 = u32::from_le_bytes(*b"Genu");
 
 impl KvmHypervisor {
     pub fn open() -> Result<Self> {
@@ -56,10 +61,15 @@ impl KvmHypervisor {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::hypervisor("KVM_GET_SUPPORTED_CPUID", e.errno()))?;
         global_ioctl(1);
+        let intel = cpuid
+            .as_slice()
+            .iter()
+            .any(|e| e.function == 0 && e.ebx == CPUID_VENDOR_INTEL_EBX);
         Ok(Self {
             kvm,
             caps,
             cpuid: Arc::new(cpuid),
+            intel,
         })
     }
 }
@@ -103,6 +113,7 @@ impl Hypervisor for KvmHypervisor {
             counters,
             self.cpuid.clone(),
             self.caps,
+            self.intel,
         )))
     }
 }

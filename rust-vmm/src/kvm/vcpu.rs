@@ -55,6 +55,7 @@ impl KvmVcpu {
         vm: &VmFd,
         cpuid: &CpuId,
         config: &VcpuConfig,
+        intel: bool,
         counters: Arc<Counters>,
     ) -> Result<Self> {
         counters.ioctl(1);
@@ -99,8 +100,11 @@ impl KvmVcpu {
         sregs.fs = data;
         sregs.gs = data;
         sregs.ss = data;
-        // VMX requires a busy 64-bit TSS in TR for a long-mode entry; SVM does not care. With a
-        // TSS in the config, exceptions from CPL 3 switch to its RSP0/IST stacks.
+        // With a TSS in the config, exceptions from CPL 3 switch to its RSP0/IST stacks and port
+        // access at CPL 3 is checked against its I/O bitmap. VMX refuses a long-mode entry unless
+        // TR holds a busy 64-bit TSS (type 11). SVM has no such check, and QEMU's emulated CPU
+        // (the nested harness) denies every port through a TR cached as busy, so elsewhere TR is
+        // an available 64-bit TSS (type 9), as `ltr` itself leaves it cached.
         sregs.tr = kvm_segment {
             base: config.tss.base,
             limit: if config.tss_selector == 0 {
@@ -109,7 +113,7 @@ impl KvmVcpu {
                 config.tss.limit
             },
             selector: config.tss_selector,
-            type_: 0b1011,
+            type_: if intel { 0b1011 } else { 0b1001 },
             s: 0,
             dpl: 0,
             db: 0,

@@ -15,15 +15,23 @@ pub struct KvmVm {
     counters: Arc<Counters>,
     cpuid: Arc<CpuId>,
     caps: Capabilities,
+    intel: bool,
 }
 
 impl KvmVm {
-    pub fn new(fd: VmFd, counters: Arc<Counters>, cpuid: Arc<CpuId>, caps: Capabilities) -> Self {
+    pub fn new(
+        fd: VmFd,
+        counters: Arc<Counters>,
+        cpuid: Arc<CpuId>,
+        caps: Capabilities,
+        intel: bool,
+    ) -> Self {
         Self {
             fd,
             counters,
             cpuid,
             caps,
+            intel,
         }
     }
 }
@@ -56,7 +64,13 @@ impl VmBackend for KvmVm {
     }
 
     fn create_vcpu(&self, config: &VcpuConfig) -> Result<Box<dyn VcpuBackend>> {
-        let vcpu = KvmVcpu::new(&self.fd, &self.cpuid, config, self.counters.clone())?;
+        let vcpu = KvmVcpu::new(
+            &self.fd,
+            &self.cpuid,
+            config,
+            self.intel,
+            self.counters.clone(),
+        )?;
         Ok(Box::new(vcpu))
     }
 }

@@ -31,6 +31,8 @@ pub enum ExitKind {
     InternalError = 7,
     Interrupted = 8,
     Other = 9,
+    /// `hl_vcpu_run`'s timeout elapsed; the sticky stop is now set (as by `hl_vcpu_interrupt`).
+    TimedOut = 10,
 }
 
 /// Capacity of `ExitInfo::data`.
@@ -196,7 +198,10 @@ pub enum RunOutcome {
 
 /// Lets another thread make a run return promptly (for KVM: `kvm_run.immediate_exit`).
 pub trait ExitRequest: Send + Sync {
-    fn set(&self, on: bool);
+    /// # Safety
+    /// The vCPU this request came from (`VcpuBackend::exit_request`) must still exist for the
+    /// whole call: the request writes into memory the vCPU owns (KVM: its `kvm_run` mapping).
+    unsafe fn set(&self, on: bool);
 }
 
 /// A hypervisor (one per process, opened lazily).

@@ -22,14 +22,14 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 2;
+pub const CDYLIB_ABI_VERSION: u32 = 3;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Records an error for `hl_last_error`: per thread, and per VM when it concerns one (the
-/// non-blocking run call fails on a pool thread, and the caller reads the message from another).
+/// Records an error for `hl_last_error`: per thread, and per VM when it concerns one (a run's
+/// result taken by `hl_vcpu_wait` on a pool thread, and the caller reads the message from another).
 fn record(vm: u32, e: &Error) {
     LAST_ERROR.with(|l| *l.borrow_mut() = e.message.clone());
     if vm != 0 {
@@ -240,7 +240,7 @@ pub unsafe extern "C" fn hl_vcpu_get_special_regs(vm: u32, out: *mut u64) -> i32
 }
 
 /// `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` (rax rbx rcx rdx rsi rdi
-/// rsp rbp r8-r15 rip rflags)
+/// rsp rbp r8-r15 rip rflags). Like the other register calls, `STATE` while a run is outstanding.
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -282,19 +282,58 @@ pub extern "C" fn hl_vcpu_exit_ptr(vm: u32) -> *const ExitInfo {
     ptr
 }
 
-/// `int32_t hl_vcpu_run(uint32_t vm)`: runs the vCPU (on its own thread) until an exit; returns
-/// the exit kind (> 0) or an error. Blocks the calling thread; Deno calls it both synchronously
-/// and as a `nonblocking` call.
+/// `int32_t hl_vcpu_begin_call(uint32_t vm)`: clears the sticky stop (the host calls it when a
+/// guest call starts). `STATE` while the VM is being destroyed.
 #[no_mangle]
-pub extern "C" fn hl_vcpu_run(vm: u32) -> i32 {
-    guard(vm, || Ok(vm::lookup(vm)?.vcpu()?.run()? as i32))
+pub extern "C" fn hl_vcpu_begin_call(vm: u32) -> i32 {
+    guard(vm, || vm::lookup(vm)?.vcpu()?.begin_call().map(|_| 0))
 }
 
-/// `int32_t hl_vcpu_interrupt(uint32_t vm)`: makes the run in progress (or already requested)
-/// return `INTERRUPTED`; returns once the vCPU is out of it. No effect on later runs.
+/// `int32_t hl_vcpu_interrupt(uint32_t vm)`: sets the sticky stop and kicks the vCPU out of
+/// `KVM_RUN`; returns once it is out. Until `hl_vcpu_begin_call`, every run returns
+/// `INTERRUPTED` without entering the guest.
 #[no_mangle]
 pub extern "C" fn hl_vcpu_interrupt(vm: u32) -> i32 {
     guard(vm, || vm::lookup(vm)?.vcpu()?.interrupt().map(|_| 0))
+}
+
+/// `int32_t hl_vcpu_run(uint32_t vm, uint64_t timeout_ns)`: runs the vCPU (on its own thread)
+/// until an exit and returns the exit kind (> 0) or an error; blocks the calling thread
+/// (spinning briefly, then on a futex). `timeout_ns` 0 = none; when it elapses the stop is set
+/// (as by `hl_vcpu_interrupt`) and the result is `TIMED_OUT` (10). `STATE` while another run is
+/// outstanding.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_run(vm: u32, timeout_ns: u64) -> i32 {
+    guard(vm, || {
+        let timeout = (timeout_ns != 0).then(|| std::time::Duration::from_nanos(timeout_ns));
+        Ok(vm::lookup(vm)?.vcpu()?.run(timeout)? as i32)
+    })
+}
+
+/// `int32_t hl_vcpu_start(uint32_t vm)`: posts a run and returns at once (0); take its result
+/// with `hl_vcpu_poll` or `hl_vcpu_wait`. `STATE` if a run is already outstanding.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_start(vm: u32) -> i32 {
+    guard(vm, || vm::lookup(vm)?.vcpu()?.start().map(|_| 0))
+}
+
+/// `int32_t hl_vcpu_poll(uint32_t vm, uint32_t spin_ns)`: if the outstanding run has finished
+/// (spinning up to `spin_ns` for it), takes its result: the exit kind (> 0) or the error the run
+/// produced; 0 = still running. `STATE` if no run is outstanding.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_poll(vm: u32, spin_ns: u32) -> i32 {
+    guard(vm, || {
+        let spin = std::time::Duration::from_nanos(spin_ns.into());
+        vm::lookup(vm)?.vcpu()?.poll(spin)
+    })
+}
+
+/// `int32_t hl_vcpu_wait(uint32_t vm)`: blocks until the outstanding run finishes and takes its
+/// result (Deno calls it `nonblocking`, on a pool thread). `STATE` if no run is outstanding. If the
+/// VM is destroyed meanwhile: `INTERRUPTED` (or `STATE`), promptly.
+#[no_mangle]
+pub extern "C" fn hl_vcpu_wait(vm: u32) -> i32 {
+    guard(vm, || vm::lookup(vm)?.vcpu()?.wait())
 }
 
 /// `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])`: ioctls, exits, runs of this VM.

@@ -70,7 +70,7 @@ fn run_in(handle: u32) -> Result<(), String> {
     regs[17] = USER_RFLAGS;
     vcpu.set_regs(regs).map_err(|e| e.message)?;
     for port in [0x10u64, 0x11] {
-        let kind = vcpu.run().map_err(|e| e.message)?;
+        let kind = vcpu.run(None).map_err(|e| e.message)?;
         // SAFETY: read after the run returned; see ExitCell.
         let exit = unsafe { *vcpu.exit_ptr() };
         if kind != IoOut || exit.a != port || exit.data[0] != 0x2a {

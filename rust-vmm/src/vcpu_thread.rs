@@ -1,21 +1,43 @@
-//! One named OS thread per vCPU, driven by request/response channels.
+//! One named OS thread per vCPU, driven through a mailbox of atomics with futexes behind it.
 //!
 //! KVM wants every vCPU ioctl from the thread that created the vCPU (a thread switch makes
 //! `KVM_RUN` update the vCPU's pid, which can wait for an RCU grace period), while Deno's
 //! `nonblocking` FFI calls hop between pool threads. So the vCPU is created on, and only ever
-//! touched from, its own thread; callers (Deno's main thread for the synchronous fast path, a pool
-//! thread for the non-blocking path) post a request and block until the answer comes back.
+//! touched from, its own thread; callers post a request into the mailbox and take the answer from
+//! it: synchronously (`run`, the register calls), or in three steps (`start`, then `poll` from the
+//! event loop and/or `wait` from a pool thread).
 //!
-//! Interrupts: `interrupt()` marks every run requested so far as cancelled, then sets the
-//! backend's exit request (`immediate_exit` for KVM) and sends the thread a real-time signal whose
-//! handler does nothing, repeating until the thread is seen out of that run. A run that starts
-//! after the interrupt is not affected (no stale interrupts); a run requested before it always
-//! ends `Interrupted` or with the exit it reached first (no lost interrupts).
+//! The handoff: one request at a time (`outstanding`). The caller writes the request, bumps the
+//! `req` word and the vCPU thread, which spins on that word for a while after each answer, sees it
+//! within a fraction of a microsecond; the answer comes back the same way through `resp`, on which
+//! the caller spins. Either side parks on a futex only after its spin budget is spent, and it
+//! publishes that it is parked (`vcpu_parked`, `callers_parked`) before re-checking the word and
+//! sleeping with the value it saw; the other side stores the word first and issues FUTEX_WAKE only
+//! when it then sees someone parked (all SeqCst, so one of the two always sees the other). In the
+//! steady state of a run loop a run costs one syscall: `KVM_RUN`. Spinning is bounded, switched
+//! off where there is one CPU, and on the vCPU side adaptive: a thread whose requests keep coming
+//! after its spin window stops spinning until one arrives within the window again, so idle
+//! sandboxes sleep in the kernel. Neither side spins for a peer last seen on its own CPU (that only
+//! delays the peer); the vCPU thread steps off its caller's CPU when it finds itself there (`Nudge`).
+//!
+//! Interrupts: a sticky stop flag. `interrupt()` sets it, then sets the backend's exit request
+//! (`immediate_exit` for KVM) and sends the thread a real-time signal whose handler does nothing,
+//! repeating until the thread is seen out of `KVM_RUN`. The thread clears the exit request and
+//! publishes `in_run` before it checks the flag, before every `KVM_RUN` (also when a signal cut a
+//! run short), so no interrupt is lost; the flag stays set, and every run returns `Interrupted`
+//! without entering the guest, until `begin_call()` clears it at the start of the next guest call,
+//! so no interrupt goes stale either (a late kick at most costs a spurious `EINTR`, after which the
+//! thread re-checks and re-enters).
+//!
+//! Shutdown (`stop`, from `hl_vm_destroy`): set CLOSING in the `req` word (no request can be
+//! posted after it, and the thread will not enter the guest again), set the stop, kick the vCPU
+//! out, wake the thread, join it. On its way out the thread sets DEAD in the `resp` word and wakes
+//! every parked caller, so a pool thread blocked in `wait` returns instead of hanging.
 
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,59 +49,207 @@ use crate::backend::{
 use crate::error::{Code, Error, Result};
 use crate::trace::trace;
 
-enum Request {
-    Run(u64),
-    SetRegs(Regs),
-    GetRegs,
-    GetSpecialRegs,
-    Stop,
+/// How long the vCPU thread spins for the next request after answering one, before it parks.
+/// A host that handles an exit and resumes the guest (the run loop of one guest call) comes back
+/// within a few microseconds; 50 µs covers that with margin while bounding the CPU an idle
+/// sandbox burns after its last exit.
+const VCPU_IDLE_SPIN: Duration = Duration::from_micros(50);
+
+/// How long a synchronous caller spins for the answer before it parks. Typical exits come back
+/// after one `KVM_RUN` (~20 µs on the slowest host measured); 100 µs covers those without a
+/// futex round trip, and longer runs pay a futex wake, which is small next to them.
+const CALLER_SPIN: Duration = Duration::from_micros(100);
+
+/// After this many requests in a row that arrived only after the vCPU thread's spin window had
+/// passed, the thread stops spinning (parks at once) until one arrives within the window again:
+/// a sandbox that is called now and then must not burn 50 µs of CPU per call for nothing.
+const IDLE_MISSES_BEFORE_PARKING: u32 = 4;
+
+/// Spin iterations between two clock reads (the clock is the vDSO, but still ~20 ns).
+const SPINS_PER_CLOCK_READ: u32 = 32;
+
+/// How long `interrupt` keeps kicking before reporting failure. The thread leaves the run within
+/// microseconds on real hardware; the bound only exists so a broken kernel cannot hang the caller.
+const KICK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// In `req`: the VM is being destroyed; nothing can be posted and the guest is not entered again.
+const CLOSING: u32 = 1 << 31;
+/// In `resp`: the vCPU thread has left; nothing will be answered any more.
+const DEAD: u32 = 1 << 31;
+/// The request sequence number (low 31 bits of `req` and `resp`; 0 = nothing posted yet).
+const SEQ: u32 = !CLOSING;
+/// In `outstanding`: a request is being posted (its sequence number is not known yet).
+const POSTING: u32 = u32::MAX;
+
+const OP_RUN: u32 = 1;
+const OP_SET_REGS: u32 = 2;
+const OP_GET_REGS: u32 = 3;
+const OP_GET_SPECIAL_REGS: u32 = 4;
+
+const NO_CPU: u32 = u32::MAX;
+
+/// The CPU this thread is on now (glibc reads it from rseq or the vDSO: no syscall).
+fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).unwrap_or(NO_CPU)
 }
 
-impl Request {
-    fn name(&self) -> String {
-        match self {
-            Request::Run(seq) => format!("run {seq}"),
-            Request::SetRegs(_) => "set_regs".into(),
-            Request::GetRegs => "get_regs".into(),
-            Request::GetSpecialRegs => "get_special_regs".into(),
-            Request::Stop => "stop".into(),
+/// Whether spinning for a peer last seen on `peer` can help: not if it shares our CPU.
+fn peer_elsewhere(peer: u32) -> bool {
+    peer == NO_CPU || peer != current_cpu()
+}
+
+/// Whether spinning can help at all: with one CPU the other side cannot run while we spin.
+fn spinning_allowed() -> bool {
+    static MULTI_CPU: OnceLock<bool> = OnceLock::new();
+    *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+fn spin_budget(budget: Duration) -> Duration {
+    if spinning_allowed() {
+        budget
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Spins until `done()` or until `budget` has passed; returns whether `done()` held.
+fn spin_until(budget: Duration, mut done: impl FnMut() -> bool) -> bool {
+    if done() {
+        return true;
+    }
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..SPINS_PER_CLOCK_READ {
+            std::hint::spin_loop();
+            if done() {
+                return true;
+            }
+        }
+        if start.elapsed() >= budget {
+            return false;
         }
     }
 }
 
-enum Response {
-    Done,
-    Exit(ExitKind),
-    Regs(Regs),
-    SpecialRegs(SpecialRegs),
-    Failed(Error),
+/// Sleeps while `word` holds `expected` (or until `timeout`, or a spurious wake-up).
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned u32 (borrowed for the whole call) that FUTEX_WAIT only
+    // reads; `ts_ptr` is null or points to `ts`, which outlives the call. A failure (EAGAIN: the
+    // value changed; EINTR; ETIMEDOUT) is fine: every caller re-checks its condition in a loop.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ts_ptr,
+        );
+    }
+}
+
+/// Wakes up to `n` threads sleeping on `word`.
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access memory through it (the
+    // address only names the wait queue).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
 }
 
 /// The exit record, written by the vCPU thread during a run and read by the caller after the
-/// run's response arrived (the channel orders the two).
+/// run's answer was taken (the SeqCst store/load of `resp` orders the two).
 struct ExitCell(UnsafeCell<ExitInfo>);
 
-// SAFETY: writes happen only on the vCPU thread while a run request is being served; reads by
-// other threads happen only after the response for that request was received, which the channel
-// orders after the writes. No two runs overlap (the caller side holds `channel` for each).
+// SAFETY: writes happen only on the vCPU thread while a run request is being served; readers (the
+// C ABI caller through `hl_vcpu_exit_ptr`) read it only after taking that run's answer, which is
+// published by a SeqCst store of `resp` after the writes. One request is served at a time
+// (`outstanding`), so no two runs overlap.
 unsafe impl Sync for ExitCell {}
 
-/// State shared between the caller side and the vCPU thread for interrupts.
-struct RunState {
-    /// Sequence number of the latest run requested.
-    requested: AtomicU64,
-    /// Every run with a sequence number at or below this is cancelled.
-    cancelled: AtomicU64,
-    /// Sequence number of the run the thread is in (0 = not in a run).
-    in_run: AtomicU64,
-    exit_request: OnceLock<Arc<dyn ExitRequest>>,
-    /// The vCPU thread's pthread id, and whether it is still alive to receive a signal.
-    thread: Mutex<Option<libc::pthread_t>>,
+/// What another thread needs to kick the vCPU out of `KVM_RUN`. Present only while the vCPU
+/// exists: the vCPU thread fills the slot after creating it and empties it, under the slot's
+/// mutex, before dropping it.
+struct Kick {
+    thread: libc::pthread_t,
+    exit_request: Arc<dyn ExitRequest>,
+}
+
+/// State shared between callers and the vCPU thread.
+struct Mailbox {
+    /// Sequence number of the latest request posted (low 31 bits), and `CLOSING`. The vCPU
+    /// thread's futex word.
+    req: AtomicU32,
+    /// Sequence number of the latest request answered (low 31 bits), and `DEAD`. The callers'
+    /// futex word.
+    resp: AtomicU32,
+    /// The vCPU thread is parked (or about to park) on `req`.
+    vcpu_parked: AtomicU32,
+    /// Number of callers parked (or about to park) on `resp`.
+    callers_parked: AtomicU32,
+    /// The sequence number of the request posted and not yet taken (0: none; `POSTING`: being
+    /// posted). Claimed by whoever posts, freed by whoever takes the answer.
+    outstanding: AtomicU32,
+    /// The request: an `OP_*`, and registers for `OP_SET_REGS`.
+    op: AtomicU32,
+    /// Registers in (`OP_SET_REGS`) or out (`OP_GET_REGS`, `OP_GET_SPECIAL_REGS`: the first 8).
+    regs: [AtomicU64; 18],
+    /// The answer: an exit kind (runs), 0 (register calls) or a negative error code, whose error
+    /// is in `error`.
+    result: AtomicI32,
+    error: Mutex<Option<Error>>,
+    /// The sticky stop: while set, every run returns `Interrupted` without entering the guest.
+    stop: AtomicBool,
+    /// The vCPU thread is in a run (from just before it checks `stop` until `KVM_RUN` returned).
+    in_run: AtomicBool,
+    kick: Mutex<Option<Kick>>,
+    /// The CPU the last poster ran on, and the CPU the vCPU thread last served on (`NO_CPU`:
+    /// unknown). Spinning for a peer that shares our CPU only delays it, so each side spins only
+    /// while the other was last seen elsewhere.
+    caller_cpu: AtomicU32,
+    vcpu_cpu: AtomicU32,
+}
+
+impl Mailbox {
+    fn closing(&self) -> bool {
+        self.req.load(SeqCst) & CLOSING != 0
+    }
+
+    /// The vCPU thread's side of waking the callers.
+    fn answer(&self, seq: u32) {
+        self.resp.store(seq, SeqCst);
+        if self.callers_parked.load(SeqCst) != 0 {
+            futex_wake(&self.resp, i32::MAX);
+        }
+    }
+}
+
+/// How waiting for an answer ended.
+enum Waited {
+    Answered,
+    /// The vCPU thread left without answering (the VM was destroyed).
+    Dead,
+    TimedOut,
 }
 
 pub struct VcpuThread {
-    channel: Mutex<(Sender<Request>, Receiver<Response>)>,
-    state: Arc<RunState>,
+    mailbox: Arc<Mailbox>,
     exit: Arc<ExitCell>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
@@ -106,37 +276,42 @@ fn install_kick_handler() {
     });
 }
 
-/// How long `interrupt` keeps kicking before reporting failure. The thread leaves the run within
-/// microseconds on real hardware; the bound only exists so a broken kernel cannot hang the caller.
-const KICK_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl VcpuThread {
     /// Starts the thread, which creates the vCPU; returns once the vCPU exists (or failed).
     pub fn spawn(vm: Arc<dyn VmBackend>, config: VcpuConfig, name: String) -> Result<Self> {
         install_kick_handler();
-        let (req_tx, req_rx) = channel::<Request>();
-        let (resp_tx, resp_rx) = channel::<Response>();
-        let state = Arc::new(RunState {
-            requested: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
-            in_run: AtomicU64::new(0),
-            exit_request: OnceLock::new(),
-            thread: Mutex::new(None),
+        let mailbox = Arc::new(Mailbox {
+            req: AtomicU32::new(0),
+            resp: AtomicU32::new(0),
+            vcpu_parked: AtomicU32::new(0),
+            callers_parked: AtomicU32::new(0),
+            outstanding: AtomicU32::new(0),
+            op: AtomicU32::new(0),
+            regs: std::array::from_fn(|_| AtomicU64::new(0)),
+            result: AtomicI32::new(0),
+            error: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            in_run: AtomicBool::new(false),
+            kick: Mutex::new(None),
+            caller_cpu: AtomicU32::new(NO_CPU),
+            vcpu_cpu: AtomicU32::new(NO_CPU),
         });
         let exit = Arc::new(ExitCell(UnsafeCell::new(ExitInfo::default())));
-        let thread_state = state.clone();
+        // Creation is answered once, over a channel (a futex or two, once per VM).
+        let (created_tx, created_rx) = sync_channel::<Result<()>>(1);
+        let thread_mailbox = mailbox.clone();
         let thread_exit = exit.clone();
         let join = std::thread::Builder::new()
             .name(name)
-            .spawn(move || vcpu_main(vm, config, thread_state, thread_exit, req_rx, resp_tx))
+            .spawn(move || vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx))
             .map_err(|e| Error::os("spawning the vCPU thread", e))?;
-        match resp_rx.recv() {
-            Ok(Response::Done) => {}
-            Ok(Response::Failed(e)) => {
+        match created_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 let _ = join.join();
                 return Err(e);
             }
-            _ => {
+            Err(_) => {
                 let _ = join.join();
                 return Err(Error::new(
                     Code::Panic,
@@ -145,91 +320,251 @@ impl VcpuThread {
             }
         }
         Ok(Self {
-            channel: Mutex::new((req_tx, resp_rx)),
-            state,
+            mailbox,
             exit,
             join: Mutex::new(Some(join)),
         })
     }
 
-    fn request(&self, make: impl FnOnce(&RunState) -> Request) -> Result<Response> {
-        let channel = self.channel.lock().unwrap_or_else(|p| p.into_inner());
-        let request = make(&self.state);
-        trace!("request {}", request.name());
-        if channel.0.send(request).is_err() {
-            return Err(Error::state("the vCPU thread has stopped (VM destroyed)"));
+    /// Claims the mailbox and posts a request; returns its sequence number.
+    fn post(&self, op: u32, regs: Option<&Regs>) -> Result<u32> {
+        let m = &*self.mailbox;
+        if m.outstanding
+            .compare_exchange(0, POSTING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Err(Error::state(
+                "a run is in progress: take its result (hl_vcpu_poll or hl_vcpu_wait) first",
+            ));
         }
-        match channel.1.recv() {
-            Ok(Response::Failed(e)) => Err(e),
-            Ok(r) => Ok(r),
-            Err(_) => Err(Error::state("the vCPU thread has stopped (VM destroyed)")),
+        m.op.store(op, SeqCst);
+        if let Some(r) = regs {
+            for (slot, v) in m.regs.iter().zip(r) {
+                slot.store(*v, SeqCst);
+            }
+        }
+        // Bump the sequence number unless the VM is closing (atomically with that check, so a
+        // request can never slip in after the vCPU thread's last look).
+        let mut current = m.req.load(SeqCst);
+        let seq = loop {
+            if current & CLOSING != 0 {
+                m.outstanding.store(0, SeqCst);
+                return Err(Error::state("the VM is being destroyed"));
+            }
+            let next = (current.wrapping_add(1) & SEQ).max(1);
+            match m.req.compare_exchange_weak(current, next, SeqCst, SeqCst) {
+                Ok(_) => break next,
+                Err(now) => current = now,
+            }
+        };
+        m.outstanding.store(seq, SeqCst);
+        m.caller_cpu.store(current_cpu(), SeqCst);
+        if m.vcpu_parked.load(SeqCst) != 0 {
+            futex_wake(&m.req, 1);
+        }
+        trace!("posted op {op} as {seq}");
+        Ok(seq)
+    }
+
+    /// The sequence number of the outstanding request, if any.
+    fn outstanding_seq(&self) -> Option<u32> {
+        match self.mailbox.outstanding.load(SeqCst) {
+            0 | POSTING => None,
+            seq => Some(seq),
         }
     }
 
-    /// Runs the vCPU until an exit the caller must handle, or until interrupted.
-    pub fn run(&self) -> Result<ExitKind> {
-        match self.request(|s| Request::Run(s.requested.fetch_add(1, SeqCst) + 1))? {
-            Response::Exit(kind) => Ok(kind),
-            _ => Err(Error::new(
-                Code::Panic,
-                "unexpected answer from the vCPU thread",
-            )),
+    fn answered(&self, seq: u32) -> Option<Waited> {
+        let r = self.mailbox.resp.load(SeqCst);
+        if r & SEQ == seq {
+            Some(Waited::Answered)
+        } else if r & DEAD != 0 {
+            Some(Waited::Dead)
+        } else {
+            None
         }
+    }
+
+    /// Waits for the answer to `seq`: spins up to `spin`, then parks until `deadline`.
+    fn wait_answer(&self, seq: u32, spin: Duration, deadline: Option<Instant>) -> Waited {
+        let m = &*self.mailbox;
+        let mut waited = None;
+        let spin = if peer_elsewhere(m.vcpu_cpu.load(SeqCst)) {
+            spin
+        } else {
+            Duration::ZERO
+        };
+        if spin_until(spin_budget(spin), || {
+            waited = self.answered(seq);
+            waited.is_some()
+        }) {
+            return waited.unwrap_or(Waited::Answered);
+        }
+        loop {
+            let seen = m.resp.load(SeqCst);
+            if let Some(w) = self.answered(seq) {
+                return w;
+            }
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Waited::TimedOut,
+                },
+                None => None,
+            };
+            m.callers_parked.fetch_add(1, SeqCst);
+            // Re-check after announcing ourselves: the vCPU thread stores `resp` before it looks
+            // at `callers_parked`, so either we see its answer here or it sees us and wakes us.
+            if m.resp.load(SeqCst) == seen {
+                futex_wait(&m.resp, seen, timeout);
+            }
+            m.callers_parked.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Takes the answer of the outstanding request `seq` (and what `read` reads of it) and frees
+    /// the mailbox.
+    fn take<T>(
+        &self,
+        seq: u32,
+        waited: Waited,
+        op: u32,
+        read: impl FnOnce(&Mailbox) -> T,
+    ) -> Result<(i32, T)> {
+        let m = &*self.mailbox;
+        let result = match waited {
+            Waited::Answered => {
+                let code = m.result.load(SeqCst);
+                if code < 0 {
+                    let e = m.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    Err(e.unwrap_or_else(|| Error::new(Code::Panic, "lost error of the vCPU")))
+                } else {
+                    Ok(code)
+                }
+            }
+            Waited::Dead if op == OP_RUN => Ok(ExitKind::Interrupted as i32),
+            Waited::Dead => Err(Error::state("the vCPU thread has stopped (VM destroyed)")),
+            Waited::TimedOut => Ok(0),
+        };
+        let extra = read(m);
+        // Only one taker wins; everything was read before the mailbox is freed for the next post.
+        if m.outstanding
+            .compare_exchange(seq, 0, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Err(Error::state("the run's result was already taken"));
+        }
+        result.map(|code| (code, extra))
+    }
+
+    /// Posts a request and waits for its answer (register calls).
+    fn call(&self, op: u32, regs: Option<&Regs>) -> Result<Regs> {
+        let seq = self.post(op, regs)?;
+        let waited = self.wait_answer(seq, CALLER_SPIN, None);
+        let read = |m: &Mailbox| std::array::from_fn(|i| m.regs[i].load(SeqCst));
+        self.take(seq, waited, op, read).map(|(_, regs)| regs)
+    }
+
+    /// Clears the sticky stop: a guest call starts.
+    pub fn begin_call(&self) -> Result<()> {
+        if self.mailbox.closing() {
+            return Err(Error::state("the VM is being destroyed"));
+        }
+        self.mailbox.stop.store(false, SeqCst);
+        Ok(())
+    }
+
+    /// Runs the vCPU until an exit the caller must handle, until interrupted, or until
+    /// `timeout` (then the stop is set, as by `interrupt`, and the result is `TimedOut`).
+    pub fn run(&self, timeout: Option<Duration>) -> Result<ExitKind> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let seq = self.post(OP_RUN, None)?;
+        let mut waited = self.wait_answer(seq, CALLER_SPIN, deadline);
+        let timed_out = matches!(waited, Waited::TimedOut);
+        if timed_out {
+            trace!("run {seq} timed out");
+            self.interrupt()?;
+            waited = self.wait_answer(seq, CALLER_SPIN, None);
+        }
+        let (code, ()) = self.take(seq, waited, OP_RUN, |_| ())?;
+        if timed_out {
+            return Ok(ExitKind::TimedOut);
+        }
+        exit_kind(code)
+    }
+
+    /// Posts a run and returns at once.
+    pub fn start(&self) -> Result<()> {
+        self.post(OP_RUN, None).map(|_| ())
+    }
+
+    /// Takes the outstanding run's result if it is there (spinning up to `spin` for it); 0 if
+    /// it is still running.
+    pub fn poll(&self, spin: Duration) -> Result<i32> {
+        let seq = self.outstanding_seq().ok_or_else(no_run_outstanding)?;
+        let mut waited = None;
+        spin_until(spin_budget(spin), || {
+            waited = self.answered(seq);
+            waited.is_some()
+        });
+        match waited {
+            Some(w) => self.take(seq, w, OP_RUN, |_| ()).map(|(code, ())| code),
+            None => Ok(0),
+        }
+    }
+
+    /// Blocks until the outstanding run finishes and takes its result.
+    pub fn wait(&self) -> Result<i32> {
+        let seq = self.outstanding_seq().ok_or_else(no_run_outstanding)?;
+        let waited = self.wait_answer(seq, Duration::ZERO, None);
+        self.take(seq, waited, OP_RUN, |_| ())
+            .map(|(code, ())| code)
     }
 
     pub fn set_regs(&self, regs: Regs) -> Result<()> {
-        self.request(|_| Request::SetRegs(regs)).map(|_| ())
+        self.call(OP_SET_REGS, Some(&regs)).map(|_| ())
     }
 
     pub fn get_regs(&self) -> Result<Regs> {
-        match self.request(|_| Request::GetRegs)? {
-            Response::Regs(r) => Ok(r),
-            _ => Err(Error::new(
-                Code::Panic,
-                "unexpected answer from the vCPU thread",
-            )),
-        }
+        self.call(OP_GET_REGS, None)
     }
 
     pub fn get_special_regs(&self) -> Result<SpecialRegs> {
-        match self.request(|_| Request::GetSpecialRegs)? {
-            Response::SpecialRegs(r) => Ok(r),
-            _ => Err(Error::new(
-                Code::Panic,
-                "unexpected answer from the vCPU thread",
-            )),
-        }
+        let r = self.call(OP_GET_SPECIAL_REGS, None)?;
+        Ok(std::array::from_fn(|i| r[i]))
     }
 
     pub fn exit_ptr(&self) -> *const ExitInfo {
         self.exit.0.get()
     }
 
-    /// Cancels the run in progress (or requested and not yet started), if any.
+    /// Sets the sticky stop and kicks the vCPU out of `KVM_RUN`; returns once it is out.
     pub fn interrupt(&self) -> Result<()> {
-        let target = self.state.requested.load(SeqCst);
-        self.state.cancelled.fetch_max(target, SeqCst);
-        self.kick_until_out(target)
+        self.mailbox.stop.store(true, SeqCst);
+        self.kick_until_out()
     }
 
-    fn kick_until_out(&self, target: u64) -> Result<()> {
+    fn kick_until_out(&self) -> Result<()> {
+        let m = &*self.mailbox;
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            let current = self.state.in_run.load(SeqCst);
-            // Out of every run this interrupt applies to: done. A later run is not ours to stop.
-            if current == 0 || current > target {
+            // Seen out of the run after the stop was set: it re-checks the stop before entering
+            // again, so it stays out.
+            if !m.in_run.load(SeqCst) {
                 return Ok(());
             }
-            if let Some(req) = self.state.exit_request.get() {
-                req.set(true);
-            }
             {
-                let thread = self.state.thread.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(t) = *thread {
-                    // SAFETY: `t` is alive: the thread clears this slot (under the same lock)
-                    // before it exits. The handler does nothing.
-                    unsafe { libc::pthread_kill(t, kick_signal()) };
+                let kick = m.kick.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(k) = kick.as_ref() {
+                    // SAFETY: the slot is Some, so the vCPU exists: its thread empties the slot
+                    // under this mutex before it drops the vCPU (and so its kvm_run mapping), and
+                    // we hold the mutex. For the same reason `k.thread` has not exited, so the
+                    // signal goes to a live thread; its handler does nothing.
+                    unsafe {
+                        k.exit_request.set(true);
+                        libc::pthread_kill(k.thread, kick_signal());
+                    }
                 }
             }
             if start.elapsed() > KICK_TIMEOUT {
@@ -242,17 +577,19 @@ impl VcpuThread {
         }
     }
 
-    /// Cancels everything, stops the thread and waits for it. Idempotent.
+    /// Refuses new requests, stops the vCPU, wakes every waiter, and joins the thread.
+    /// Idempotent.
     pub fn stop(&self) {
-        trace!("stop: cancel");
-        self.state.cancelled.store(u64::MAX, SeqCst);
-        let _ = self.kick_until_out(u64::MAX);
+        let m = &*self.mailbox;
+        trace!("stop: closing");
+        // CLOSING first: from here on the thread will not enter the guest whatever `stop` says
+        // (a racing `begin_call` cannot reopen it), and nothing new can be posted.
+        m.req.fetch_or(CLOSING, SeqCst);
+        m.stop.store(true, SeqCst);
+        let _ = self.kick_until_out();
         trace!("stop: out of run");
-        {
-            let channel = self.channel.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = channel.0.send(Request::Stop);
-        }
-        trace!("stop: sent");
+        // The thread may be parked on `req`: CLOSING changed the word, so a wake cannot be lost.
+        futex_wake(&m.req, 1);
         let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
@@ -261,90 +598,247 @@ impl VcpuThread {
     }
 }
 
+fn no_run_outstanding() -> Error {
+    Error::state("no run is outstanding: call hl_vcpu_start first")
+}
+
+fn exit_kind(code: i32) -> Result<ExitKind> {
+    Ok(match code {
+        1 => ExitKind::IoOut,
+        2 => ExitKind::IoIn,
+        3 => ExitKind::Halt,
+        4 => ExitKind::Shutdown,
+        5 => ExitKind::Mmio,
+        6 => ExitKind::FailEntry,
+        7 => ExitKind::InternalError,
+        8 => ExitKind::Interrupted,
+        9 => ExitKind::Other,
+        10 => ExitKind::TimedOut,
+        _ => {
+            return Err(Error::new(
+                Code::Panic,
+                format!("unexpected answer {code} from the vCPU thread"),
+            ))
+        }
+    })
+}
+
 impl Drop for VcpuThread {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
+/// The scheduler wakes a thread on its waker's CPU, so after a few parks the caller and the vCPU
+/// thread tend to share one CPU, where neither can spin usefully and every handoff is a futex wake
+/// and a context switch. Once both spin (no more wakes) they stay wherever they are, so the vCPU
+/// thread, finding itself on its caller's CPU, steps off it once: it narrows its affinity to the
+/// other allowed CPUs (which migrates it) and restores the affinity at once (so the scheduler
+/// stays free to place it anywhere later). At most once per `NUDGE_INTERVAL`; two syscalls, off
+/// the steady state.
+struct Nudge {
+    allowed: Option<libc::cpu_set_t>,
+    last: Option<Instant>,
+}
+
+const NUDGE_INTERVAL: Duration = Duration::from_millis(10);
+
+impl Nudge {
+    fn new() -> Self {
+        // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity writes at most its size.
+        let allowed = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+                .then_some(set)
+        };
+        Self {
+            allowed,
+            last: None,
+        }
+    }
+
+    fn step_off(&mut self, cpu: u32) {
+        let Some(allowed) = self.allowed else { return };
+        if self.last.is_some_and(|t| t.elapsed() < NUDGE_INTERVAL) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut others = allowed;
+        // SAFETY: `others` is a valid cpu_set_t; CPU_CLR/CPU_COUNT index within it (CPU_CLR
+        // ignores numbers beyond its size); sched_setaffinity reads `size_of` bytes of it, and of
+        // `allowed`, which this thread had before.
+        unsafe {
+            libc::CPU_CLR(cpu as usize, &mut others);
+            if libc::CPU_COUNT(&others) == 0 {
+                return;
+            }
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            libc::sched_setaffinity(0, size, &others);
+            libc::sched_setaffinity(0, size, &allowed);
+        }
+        trace!("stepped off cpu {cpu}");
+    }
+}
+
+/// The vCPU thread's adaptive idle spin (see `IDLE_MISSES_BEFORE_PARKING`).
+struct IdleSpin {
+    misses: u32,
+}
+
+impl IdleSpin {
+    /// Waits until `req` differs from `seen`; returns its new value.
+    fn wait(&mut self, m: &Mailbox, seen: u32) -> u32 {
+        let window = spin_budget(VCPU_IDLE_SPIN);
+        let spin = if self.misses >= IDLE_MISSES_BEFORE_PARKING
+            || !peer_elsewhere(m.caller_cpu.load(SeqCst))
+        {
+            Duration::ZERO
+        } else {
+            window
+        };
+        let mut now = seen;
+        if spin_until(spin, || {
+            now = m.req.load(SeqCst);
+            now != seen
+        }) {
+            self.misses = 0;
+            return now;
+        }
+        let parked_at = Instant::now();
+        loop {
+            now = m.req.load(SeqCst);
+            if now != seen {
+                break;
+            }
+            m.vcpu_parked.store(1, SeqCst);
+            // Re-check after announcing ourselves: a poster bumps `req` before it looks at
+            // `vcpu_parked`, so either we see its request here or it sees us and wakes us.
+            if m.req.load(SeqCst) == seen {
+                futex_wait(&m.req, seen, None);
+            }
+            m.vcpu_parked.store(0, SeqCst);
+        }
+        if parked_at.elapsed() < window {
+            // It came within the window after all: spinning would have caught it.
+            self.misses = 0;
+        } else {
+            self.misses = self.misses.saturating_add(1);
+        }
+        now
+    }
+}
+
 fn vcpu_main(
     vm: Arc<dyn VmBackend>,
     config: VcpuConfig,
-    state: Arc<RunState>,
+    m: Arc<Mailbox>,
     exit: Arc<ExitCell>,
-    requests: Receiver<Request>,
-    responses: Sender<Response>,
+    created: std::sync::mpsc::SyncSender<Result<()>>,
 ) {
-    // SAFETY: pthread_self has no preconditions.
-    *state.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(unsafe { libc::pthread_self() });
-    let created = catch_unwind(AssertUnwindSafe(|| vm.create_vcpu(&config)))
+    let made = catch_unwind(AssertUnwindSafe(|| vm.create_vcpu(&config)))
         .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic while creating the vCPU")));
-    let mut vcpu = match created {
+    let mut vcpu = match made {
         Ok(v) => v,
         Err(e) => {
-            *state.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            let _ = responses.send(Response::Failed(e));
+            let _ = created.send(Err(e));
             return;
         }
     };
-    let _ = state.exit_request.set(vcpu.exit_request());
-    let _ = responses.send(Response::Done);
-
+    *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kick {
+        // SAFETY: pthread_self has no preconditions.
+        thread: unsafe { libc::pthread_self() },
+        exit_request: vcpu.exit_request(),
+    });
+    let _ = created.send(Ok(()));
     trace!("vcpu created");
-    for request in requests {
-        trace!("serving {}", request.name());
-        let response = match request {
-            Request::Stop => break,
-            Request::Run(seq) => catch_unwind(AssertUnwindSafe(|| {
-                run_once(vcpu.as_mut(), &state, &exit, seq)
-            }))
-            .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic in the vCPU run loop")))
-            .map(Response::Exit),
-            Request::SetRegs(r) => vcpu.set_regs(&r).map(|_| Response::Done),
-            Request::GetRegs => vcpu.get_regs().map(Response::Regs),
-            Request::GetSpecialRegs => vcpu.get_special_regs().map(Response::SpecialRegs),
-        };
-        let response = response.unwrap_or_else(Response::Failed);
-        if responses.send(response).is_err() {
+
+    let mut idle = IdleSpin { misses: 0 };
+    let mut nudge = Nudge::new();
+    let mut seen = 0u32;
+    loop {
+        seen = idle.wait(&m, seen);
+        if seen & CLOSING != 0 {
             break;
         }
+        let seq = seen & SEQ;
+        let op = m.op.load(SeqCst);
+        let cpu = current_cpu();
+        if spinning_allowed() && cpu != NO_CPU && cpu == m.caller_cpu.load(SeqCst) {
+            nudge.step_off(cpu);
+        }
+        m.vcpu_cpu.store(current_cpu(), SeqCst);
+        trace!("serving op {op} ({seq})");
+        let result = catch_unwind(AssertUnwindSafe(|| serve(vcpu.as_mut(), &m, &exit, op)))
+            .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic in the vCPU thread")));
+        match result {
+            Ok(v) => m.result.store(v, SeqCst),
+            Err(e) => {
+                let code = e.code as i32;
+                *m.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                m.result.store(code, SeqCst);
+            }
+        }
+        m.answer(seq);
     }
-    // Signals must not target this thread once it is gone.
-    *state.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    // Kicks must not touch the vCPU (its kvm_run mapping) or signal this thread once either is
+    // gone: empty the slot under its mutex before dropping the vCPU.
+    *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = None;
     trace!("dropping vcpu");
     drop(vcpu);
+    m.resp.fetch_or(DEAD, SeqCst);
+    futex_wake(&m.resp, i32::MAX);
     trace!("vcpu thread exits");
 }
 
-fn run_once(
-    vcpu: &mut dyn VcpuBackend,
-    state: &RunState,
-    exit: &ExitCell,
-    seq: u64,
-) -> Result<ExitKind> {
+fn serve(vcpu: &mut dyn VcpuBackend, m: &Mailbox, exit: &ExitCell, op: u32) -> Result<i32> {
+    let store = |values: &[u64]| {
+        for (slot, v) in m.regs.iter().zip(values) {
+            slot.store(*v, SeqCst);
+        }
+    };
+    match op {
+        OP_RUN => run_once(vcpu, m, exit).map(|k| k as i32),
+        OP_SET_REGS => {
+            let regs: Regs = std::array::from_fn(|i| m.regs[i].load(SeqCst));
+            vcpu.set_regs(&regs).map(|_| 0)
+        }
+        OP_GET_REGS => vcpu.get_regs().map(|r| {
+            store(&r);
+            0
+        }),
+        OP_GET_SPECIAL_REGS => vcpu.get_special_regs().map(|r| {
+            store(&r);
+            0
+        }),
+        other => Err(Error::new(
+            Code::Panic,
+            format!("unknown vCPU request {other}"),
+        )),
+    }
+}
+
+fn run_once(vcpu: &mut dyn VcpuBackend, m: &Mailbox, exit: &ExitCell) -> Result<ExitKind> {
     let request = vcpu.exit_request();
     loop {
         // Clear a kick left over from an earlier run before announcing this one; an interrupter
-        // that sees `in_run == seq` sets it again after this point.
-        request.set(false);
-        state.in_run.store(seq, SeqCst);
-        if state.cancelled.load(SeqCst) >= seq {
-            state.in_run.store(0, SeqCst);
-            // SAFETY: see ExitCell: only this thread writes, during a run request.
+        // that sees `in_run` sets it again after this point, and it set `stop` before looking.
+        // SAFETY: we are the vCPU's own thread and hold it (`vcpu`), so it is alive.
+        unsafe { request.set(false) };
+        m.in_run.store(true, SeqCst);
+        if m.stop.load(SeqCst) || m.closing() {
+            m.in_run.store(false, SeqCst);
+            // SAFETY: see ExitCell: only this thread writes, while serving a run.
             unsafe { (*exit.0.get()).set(ExitKind::Interrupted, 0, 0, 0, &[]) };
             return Ok(ExitKind::Interrupted);
         }
         // SAFETY: see ExitCell.
         let outcome = vcpu.run(unsafe { &mut *exit.0.get() });
-        state.in_run.store(0, SeqCst);
-        trace!(
-            "run {seq}: {:?}",
-            outcome.as_ref().map_err(|e| e.message.clone())
-        );
+        m.in_run.store(false, SeqCst);
+        trace!("run: {:?}", outcome.as_ref().map_err(|e| e.message.clone()));
         match outcome? {
             RunOutcome::Exited(kind) => return Ok(kind),
-            // A signal that was not an interrupt of this run (a stale kick, or another signal):
-            // go round again; the check above decides.
+            // A kick (the check above decides whether it was for us) or another signal: go
+            // round again.
             RunOutcome::Signalled => continue,
         }
     }

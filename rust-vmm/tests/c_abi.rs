@@ -1,8 +1,9 @@
 //! The C ABI exercised from Rust, on a real /dev/kvm (run through `deno task vm` where the host
 //! has none). With HL_REQUIRE_KVM=1 a missing /dev/kvm fails instead of skipping.
 
+use std::sync::mpsc::channel;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hl_rust_vmm::*;
 
@@ -59,13 +60,12 @@ fn reports_port_io_and_runs_at_cpl_3() {
     }
     // mov al, 7; out 0x42, al; hlt
     let vm = guest(&[0xb0, 0x07, 0xe6, 0x42, 0xf4]);
-    assert_eq!(hl_vcpu_run(vm), 1);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_run(vm, 0), 1);
     let mut special = [0u64; 8];
     // SAFETY: 8 writable u64.
-    assert_eq!(
-        unsafe { hl_vcpu_get_special_regs(vm, special.as_mut_ptr()) },
-        0
-    );
+    let rc = unsafe { hl_vcpu_get_special_regs(vm, special.as_mut_ptr()) };
+    assert_eq!(rc, 0);
     assert_eq!((special[2], special[5] & 3, special[6]), (0x1000, 3, 0x1b));
     assert_eq!(special[4] & 1, 0, "EFER.SCE must be off (syscall is #UD)");
     // SAFETY: the exit record is valid until destroy.
@@ -75,10 +75,11 @@ fn reports_port_io_and_runs_at_cpl_3() {
         (1, 0x42, 1, 1, 7)
     );
     // `hlt` is privileged: at CPL 3 it is #GP, which with no IDT ends in a triple fault.
-    assert_eq!(hl_vcpu_run(vm), 4);
+    assert_eq!(hl_vcpu_run(vm, 0), 4);
     assert_eq!(hl_vm_destroy(vm), 0);
     assert_eq!(hl_vm_destroy(vm), -1);
-    assert_eq!(hl_vcpu_run(vm), -1);
+    assert_eq!(hl_vcpu_run(vm, 0), -1);
+    assert_eq!(hl_vcpu_start(vm), -1);
 }
 
 #[test]
@@ -87,17 +88,242 @@ fn interrupt_from_another_thread_stops_a_spinning_guest() {
         eprintln!("skipped: no usable /dev/kvm");
         return;
     }
-    let vm = guest(&[0xeb, 0xfe]);
-    let runner = thread::spawn(move || hl_vcpu_run(vm));
+    let vm = guest(JMP_SELF);
+    let runner = thread::spawn(move || hl_vcpu_run(vm, 0));
     thread::sleep(Duration::from_millis(100));
     assert_eq!(hl_vcpu_interrupt(vm), 0);
     assert_eq!(runner.join().unwrap(), 8);
     // Destroying while a run is in flight interrupts it.
-    let runner = thread::spawn(move || hl_vcpu_run(vm));
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    let runner = thread::spawn(move || hl_vcpu_run(vm, 0));
     thread::sleep(Duration::from_millis(50));
     assert_eq!(hl_vm_destroy(vm), 0);
     let rc = runner.join().unwrap();
     assert!(rc == 8 || rc == -1 || rc == -9, "run ended with {rc}");
+}
+
+/// `out 0x10, al; jmp back`: one IO_OUT exit per run, forever.
+const OUT_LOOP: &[u8] = &[0xe6, 0x10, 0xeb, 0xfc];
+/// `jmp $`: never exits on its own.
+const JMP_SELF: &[u8] = &[0xeb, 0xfe];
+
+fn last_error(vm: u32) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: 256 writable bytes.
+    let n = unsafe { hl_last_error(vm, buf.as_mut_ptr(), buf.len() as u32) };
+    String::from_utf8_lossy(&buf[..(n.max(0) as usize).min(buf.len())]).into_owned()
+}
+
+fn stats(vm: u32) -> [u64; 3] {
+    let mut out = [0u64; 3];
+    // SAFETY: 3 writable u64.
+    assert_eq!(unsafe { hl_vm_stats(vm, out.as_mut_ptr()) }, 0);
+    out
+}
+
+#[test]
+fn start_poll_wait_round_trip() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(OUT_LOOP);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    // Nothing outstanding yet.
+    assert_eq!(hl_vcpu_poll(vm, 0), -9);
+    assert_eq!(hl_vcpu_wait(vm), -9);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    // One outstanding run at a time, until its result is taken.
+    assert_eq!(hl_vcpu_start(vm), -9);
+    assert_eq!(hl_vcpu_run(vm, 0), -9);
+    assert_eq!(hl_vcpu_wait(vm), 1);
+    // SAFETY: read after the run's result was taken.
+    let exit = unsafe { *hl_vcpu_exit_ptr(vm) };
+    assert_eq!((exit.kind, exit.a, exit.b), (1, 0x10, 1));
+    assert_eq!(hl_vcpu_wait(vm), -9, "the result was taken");
+    for _ in 0..100 {
+        assert_eq!(hl_vcpu_start(vm), 0);
+        let start = Instant::now();
+        let rc = loop {
+            let rc = hl_vcpu_poll(vm, 10_000);
+            if rc != 0 {
+                break rc;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "poll never saw the exit"
+            );
+        };
+        assert_eq!(rc, 1);
+    }
+    // A waiter on another thread (Deno's pool thread) takes a run started here.
+    assert_eq!(hl_vcpu_start(vm), 0);
+    assert_eq!(thread::spawn(move || hl_vcpu_wait(vm)).join().unwrap(), 1);
+    assert_eq!(hl_vm_destroy(vm), 0);
+}
+
+#[test]
+fn poll_says_running_until_interrupted() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(JMP_SELF);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(hl_vcpu_poll(vm, 0), 0);
+    assert_eq!(hl_vcpu_poll(vm, 100_000), 0);
+    assert_eq!(hl_vcpu_interrupt(vm), 0);
+    assert_eq!(hl_vcpu_wait(vm), 8);
+    // SAFETY: read after the run's result was taken.
+    assert_eq!(unsafe { (*hl_vcpu_exit_ptr(vm)).kind }, 8);
+    assert_eq!(hl_vm_destroy(vm), 0);
+}
+
+#[test]
+fn the_stop_is_sticky_until_begin_call() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(OUT_LOOP);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_run(vm, 0), 1);
+    // An interrupt with no run in flight is not lost: it stops every later run...
+    assert_eq!(hl_vcpu_interrupt(vm), 0);
+    let runs = stats(vm)[2];
+    assert_eq!(hl_vcpu_run(vm, 0), 8);
+    assert_eq!(hl_vcpu_run(vm, 0), 8);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    assert_eq!(hl_vcpu_wait(vm), 8);
+    assert_eq!(
+        stats(vm)[2],
+        runs,
+        "an interrupted run must not enter the guest"
+    );
+    // ...until the next guest call begins.
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_run(vm, 0), 1);
+    assert_eq!(hl_vcpu_run(vm, 0), 1);
+    assert_eq!(stats(vm)[2], runs + 2);
+    assert_eq!(hl_vm_destroy(vm), 0);
+    assert_eq!(hl_vcpu_begin_call(vm), -1);
+}
+
+#[test]
+fn a_run_times_out() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(JMP_SELF);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    let start = Instant::now();
+    assert_eq!(hl_vcpu_run(vm, 20_000_000), 10);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_secs(2),
+        "a 20 ms timeout took {took:?}"
+    );
+    // The timeout set the stop, as an interrupt does.
+    assert_eq!(hl_vcpu_run(vm, 0), 8);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_run(vm, 5_000_000), 10);
+    assert_eq!(hl_vm_destroy(vm), 0);
+}
+
+#[test]
+fn destroy_wakes_a_blocked_wait() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    for guest_code in [JMP_SELF, OUT_LOOP] {
+        let vm = guest(guest_code);
+        assert_eq!(hl_vcpu_begin_call(vm), 0);
+        if guest_code == OUT_LOOP {
+            // Leave the run's answer untaken, then wait on a finished run: returns at once.
+            assert_eq!(hl_vcpu_start(vm), 0);
+            assert_eq!(hl_vcpu_wait(vm), 1);
+        }
+        assert_eq!(hl_vcpu_start(vm), 0);
+        let (tx, rx) = channel();
+        let waiter = thread::spawn(move || {
+            let rc = hl_vcpu_wait(vm);
+            tx.send(rc).unwrap();
+            rc
+        });
+        thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        assert_eq!(hl_vm_destroy(vm), 0);
+        let rc = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("hl_vcpu_wait hung after hl_vm_destroy");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(rc == 8 || rc == 1 || rc == -9, "wait ended with {rc}");
+        waiter.join().unwrap();
+        assert_eq!(hl_vcpu_wait(vm), -1);
+    }
+}
+
+#[test]
+fn registers_are_refused_while_a_run_is_outstanding() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(JMP_SELF);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    let mut regs = [0u64; 18];
+    // SAFETY: 18 readable/writable u64, 8 writable u64.
+    unsafe {
+        assert_eq!(hl_vcpu_set_regs(vm, regs.as_ptr()), -9);
+        assert!(
+            last_error(vm).contains("run is in progress"),
+            "{}",
+            last_error(vm)
+        );
+        assert_eq!(hl_vcpu_get_regs(vm, regs.as_mut_ptr()), -9);
+        assert_eq!(hl_vcpu_get_special_regs(vm, [0u64; 8].as_mut_ptr()), -9);
+    }
+    assert_eq!(hl_vcpu_interrupt(vm), 0);
+    assert_eq!(hl_vcpu_wait(vm), 8);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(hl_vcpu_get_regs(vm, regs.as_mut_ptr()), 0);
+        assert_eq!(regs[16], CODE as u64, "rip stays on the jmp");
+        regs[0] = 0x1234;
+        assert_eq!(hl_vcpu_set_regs(vm, regs.as_ptr()), 0);
+        let mut back = [0u64; 18];
+        assert_eq!(hl_vcpu_get_regs(vm, back.as_mut_ptr()), 0);
+        assert_eq!(back[0], 0x1234);
+    }
+    assert_eq!(hl_vm_destroy(vm), 0);
+}
+
+#[test]
+fn ten_thousand_sync_runs_cost_one_ioctl_each() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(OUT_LOOP);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    let before = stats(vm);
+    for i in 0..10_000u32 {
+        let rc = hl_vcpu_run(vm, 0);
+        assert_eq!(rc, 1, "run {i}");
+    }
+    // SAFETY: read after the last run's result was taken.
+    let exit = unsafe { *hl_vcpu_exit_ptr(vm) };
+    assert_eq!((exit.kind, exit.a), (1, 0x10));
+    let after = stats(vm);
+    assert_eq!(after[0] - before[0], 10_000, "ioctls");
+    assert_eq!(after[1] - before[1], 10_000, "exits");
+    assert_eq!(after[2] - before[2], 10_000, "runs");
+    assert_eq!(hl_vm_destroy(vm), 0);
 }
 
 #[test]

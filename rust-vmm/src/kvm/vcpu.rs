@@ -1,5 +1,6 @@
 //! A KVM vCPU started directly in 64-bit long mode (no firmware, no real-mode boot).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, CpuId};
@@ -25,22 +26,27 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
-/// Writes `kvm_run.immediate_exit` from another thread.
+/// Writes `kvm_run.immediate_exit` from another thread. The pointer is only dereferenced in
+/// `set`, whose contract (`ExitRequest::set`) is that the vCPU, and so its kvm_run mapping, still
+/// exists; `vcpu_thread.rs` upholds it by calling `set` from other threads only under the mutex of
+/// the slot the vCPU thread empties before it drops the vCPU.
 struct ImmediateExit {
     flag: *mut u8,
 }
 
-// SAFETY: `flag` points into the vCPU's kvm_run mapping, which lives as long as the VcpuFd; the
-// vCPU thread joins (dropping the VcpuFd) only after every user of this handle is done with it
-// (see vcpu_thread.rs). KVM documents concurrent writes of this byte as the way to kick a vCPU.
+// SAFETY: the raw pointer is the only non-Send part; it is only dereferenced in `set`, under the
+// contract above, and KVM documents writing this byte from another thread as the way to kick a
+// vCPU.
 unsafe impl Send for ImmediateExit {}
-// SAFETY: as above; the only operation is a volatile byte store.
+// SAFETY: as above; the only operation is an atomic byte store.
 unsafe impl Sync for ImmediateExit {}
 
 impl ExitRequest for ImmediateExit {
-    fn set(&self, on: bool) {
-        // SAFETY: see the Send impl: the pointer is valid while any handle exists.
-        unsafe { std::ptr::write_volatile(self.flag, u8::from(on)) }
+    unsafe fn set(&self, on: bool) {
+        // SAFETY: by `set`'s contract the vCPU exists, so `flag` points into its live kvm_run
+        // mapping (page-aligned, so aligned for a byte). Every store to it from this process is
+        // through this atomic (the kernel reads it on entry to KVM_RUN), so there is no data race.
+        unsafe { AtomicU8::from_ptr(self.flag).store(u8::from(on), Ordering::SeqCst) }
     }
 }
 

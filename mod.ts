@@ -38,6 +38,7 @@ export {
   HypervisorError,
   LibraryNotFoundError,
   ProtocolError,
+  ReentrantCallError,
   SandboxDisposedError,
   SandboxError,
   SandboxPoisonedError,

@@ -16,6 +16,7 @@ import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";
 import { measureFloor } from "./_floor.ts";
 import { medianUs, printRatios } from "./_ratios.ts";
+import { cpuPerCall, syscallsPerCall, timerGapsDuringSpin } from "./_call_path.ts";
 
 const MiB = 1024 * 1024;
 const guest = await Deno.readFile(TESTGUEST);
@@ -81,6 +82,47 @@ const ratios = [
   },
 ] as const;
 printRatios("native guest", rawFloor, ratios);
+{
+  // The 1 MiB echo's goal is one raw exit plus two copies of 1 MiB (the host's encode and
+  // decode); the guest copies it twice more inside its run.
+  const target = new Uint8Array(MiB);
+  const memcpy = await medianUs(() => target.set(payload), 500);
+  const echo = ratios.find((r) => r.label === "1 MiB echo_bytes")!.medianUs;
+  const goal = rawFloor.exit_us.median + 2 * memcpy;
+  console.log(
+    `  memcpy of 1 MiB ${memcpy.toFixed(1)} µs: 1 MiB echo ${echo.toFixed(1)} µs against the ` +
+      `goal raw exit + 2 × memcpy = ${goal.toFixed(1)} µs (${(echo / goal).toFixed(2)}×)`,
+  );
+}
+
+console.log("call path:");
+for (
+  const [label, op] of [["noop call (async)", () => sb.call("noop")], [
+    "noop call (callSync)",
+    () => sb.callSync("noop"),
+  ]] as const
+) {
+  console.log(`  CPU time per ${label}: ${(await cpuPerCall(op, 2000)).toFixed(1)} µs`);
+}
+for (const mode of ["async", "sync", "host"] as const) {
+  const s = await syscallsPerCall(mode);
+  console.log(
+    s === undefined
+      ? "  syscalls per call: strace not found (apt-get install strace)"
+      : `  syscalls per ${mode} call (strace -c -f, 2000 calls): ${s.total.toFixed(2)} ` +
+        `(ioctl ${s.ioctl.toFixed(2)}, futex ${s.futex.toFixed(2)})`,
+  );
+}
+{
+  await using spinner = await Sandbox.create(options);
+  const g = await timerGapsDuringSpin(spinner, "spin", 2000);
+  console.log(
+    `  a 1 ms interval while a guest spins 2 s in call(): ${g.ticks} ticks, gap p50 ` +
+      `${g.p50.toFixed(2)} ms, p99 ${g.p99.toFixed(2)} ms (goal ≤ 5 ms), max ${
+        g.max.toFixed(2)
+      } ms`,
+  );
+}
 
 console.log("counts (deterministic):");
 {

@@ -9,7 +9,7 @@
 import { HypervisorError, LibraryNotFoundError } from "../src/errors.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 2;
+export const CDYLIB_ABI_VERSION = 3;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -39,15 +39,16 @@ export const symbols = {
   hl_vcpu_get_special_regs: { parameters: ["u32", "buffer"], result: "i32" },
   /** `const struct hl_exit *hl_vcpu_exit_ptr(uint32_t vm)` (NULL on error) */
   hl_vcpu_exit_ptr: { parameters: ["u32"], result: "pointer" },
-  /** `int32_t hl_vcpu_run(uint32_t vm)` → exit kind; synchronous fast path (blocks the caller) */
-  hl_vcpu_run: { parameters: ["u32"], result: "i32" },
-  /** The same `hl_vcpu_run`, called from Deno's thread pool: the event loop keeps running. */
-  hl_vcpu_run_async: {
-    name: "hl_vcpu_run",
-    parameters: ["u32"],
-    result: "i32",
-    nonblocking: true,
-  },
+  /** `int32_t hl_vcpu_begin_call(uint32_t vm)`: clears the sticky stop */
+  hl_vcpu_begin_call: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_vcpu_run(uint32_t vm, uint64_t timeout_ns)` → exit kind; blocks the caller */
+  hl_vcpu_run: { parameters: ["u32", "u64"], result: "i32" },
+  /** `int32_t hl_vcpu_start(uint32_t vm)`: posts a run to the vCPU thread and returns */
+  hl_vcpu_start: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_vcpu_poll(uint32_t vm, uint32_t spin_ns)` → exit kind, or 0 while running */
+  hl_vcpu_poll: { parameters: ["u32", "u32"], result: "i32" },
+  /** `int32_t hl_vcpu_wait(uint32_t vm)` → exit kind; on Deno's thread pool (event loop free) */
+  hl_vcpu_wait: { parameters: ["u32"], result: "i32", nonblocking: true },
   /** `int32_t hl_vcpu_interrupt(uint32_t vm)` */
   hl_vcpu_interrupt: { parameters: ["u32"], result: "i32" },
   /** `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])` → ioctls, exits, runs */

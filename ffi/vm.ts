@@ -20,6 +20,11 @@ export const ExitKind = {
   InternalError: 7,
   Interrupted: 8,
   Other: 9,
+  /**
+   * The run's own deadline (`runSync`'s timeout) passed; a return value only (the exit record
+   * then reads `interrupted`).
+   */
+  TimedOut: 10,
 } as const;
 
 /** One of the values of {@linkcode ExitKind}. */
@@ -159,6 +164,13 @@ const EXIT_DATA = 40;
 const EXIT_DATA_CAPACITY = 256;
 const EXIT_RECORD_SIZE = EXIT_DATA + EXIT_DATA_CAPACITY;
 
+/** How long `run` spins for the end of a run before waiting on the thread pool. */
+const SPIN_NS = 30_000;
+/** After this many runs in a row that outlast the spin, `run` stops spinning... */
+const SPIN_MISSES_BEFORE_SKIP = 8;
+/** ...except once every this many runs, to notice when runs get short again. */
+const SPIN_PROBE_EVERY = 16;
+
 /**
  * Reports the hypervisor's version and capabilities (opens `/dev/kvm`). Throws a
  * `HypervisorError` whose message says how to fix it when there is no usable KVM.
@@ -201,6 +213,9 @@ export class MicroVm {
   #handle: number;
   #exit: DataView | undefined;
   readonly #regs = new BigUint64Array(18);
+  /** Runs so far, and how many in a row outlasted the spin (see `run`). */
+  #runs = 0;
+  #misses = 0;
   readonly #u32 = new Uint32Array(1);
 
   private constructor(lib: Symbols, handle: number) {
@@ -311,20 +326,49 @@ export class MicroVm {
     };
   }
 
-  /** Runs until the next exit, blocking this thread (the synchronous fast path). */
-  runSync(): ExitKindValue {
+  /**
+   * Starts a new guest call: clears the sticky stop that {@linkcode interrupt} sets. Until then
+   * every run returns `Interrupted` at once.
+   */
+  beginCall(): void {
     const vm = this.#live();
-    return check(this.#lib, this.#lib.hl_vcpu_run(vm), vm) as ExitKindValue;
+    check(this.#lib, this.#lib.hl_vcpu_begin_call(vm), vm);
   }
 
-  /** Runs until the next exit on the vCPU thread without blocking the event loop. */
+  /**
+   * Runs until the next exit, blocking this thread (the synchronous path). With `timeoutNs`
+   * (0: none) the run is stopped when that time has passed, and returns `TimedOut`.
+   */
+  runSync(timeoutNs = 0): ExitKindValue {
+    const vm = this.#live();
+    return check(this.#lib, this.#lib.hl_vcpu_run(vm, BigInt(timeoutNs)), vm) as ExitKindValue;
+  }
+
+  /**
+   * Runs until the next exit without blocking the event loop for long: posts the run to the vCPU
+   * thread, spins briefly for its end (most exits take a few tens of µs: an await on the thread
+   * pool would cost more than the exit), then waits on the thread pool. The spin adapts: after
+   * several runs that outlast it, it is skipped, except for an occasional probe.
+   */
   async run(): Promise<ExitKindValue> {
     const vm = this.#live();
-    const status = await this.#lib.hl_vcpu_run_async(vm);
+    check(this.#lib, this.#lib.hl_vcpu_start(vm), vm);
+    const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
+    const spin = this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0;
+    const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
+    if (polled !== 0) {
+      this.#misses = 0;
+      return polled as ExitKindValue;
+    }
+    if (spin !== 0) this.#misses++;
+    const status = await this.#lib.hl_vcpu_wait(vm);
     return check(this.#lib, status, vm) as ExitKindValue;
   }
 
-  /** Makes the run in progress (if any) return `interrupted`; later runs are unaffected. */
+  /**
+   * Stops the guest: sets the sticky stop (every run returns `Interrupted` until the next
+   * {@linkcode beginCall}) and kicks the vCPU out of a run in progress; returns once it is out.
+   */
   interrupt(): void {
     const vm = this.#live();
     check(this.#lib, this.#lib.hl_vcpu_interrupt(vm), vm);

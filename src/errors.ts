@@ -451,3 +451,42 @@ export class SandboxDisposedError extends SandboxError {
     this.name = "SandboxDisposedError";
   }
 }
+
+/**
+ * A host function called back into the sandbox that is calling it (directly, or after an
+ * `await`). The outer call is waiting for the host function, so the inner call could never run:
+ * it fails at once instead of deadlocking. The outer call is not affected.
+ *
+ * @example
+ * ```ts
+ * import { ReentrantCallError, Sandbox } from "@hl/sandbox";
+ * const sb: Sandbox = await Sandbox.create({
+ *   guest: "guest/target/x86_64-unknown-linux-gnu/release/testguest",
+ *   hostFunctions: {
+ *     double: {
+ *       params: ["i32"],
+ *       result: "i32",
+ *       fn: async (x: number) => {
+ *         try {
+ *           await sb.call("add", x, x);
+ *         } catch (err) {
+ *           console.log(err instanceof ReentrantCallError); // true
+ *         }
+ *         return 2 * x;
+ *       },
+ *     },
+ *   },
+ * });
+ * console.log(await sb.call("call_host", "double", 21)); // 42
+ * ```
+ */
+export class ReentrantCallError extends SandboxError {
+  /** Creates the error; `message` says which call was refused. */
+  constructor(
+    message = "a host function called back into its own sandbox",
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "ReentrantCallError";
+  }
+}

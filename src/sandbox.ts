@@ -4,24 +4,20 @@
  * @module
  */
 
-import { ABI_VERSION, isValueType, Port, type ValueType } from "./abi.ts";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { ABI_VERSION, FRAME_HEADER_SIZE, isValueType } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
   GuestAbiError,
   GuestError,
-  type GuestFaultDetails,
-  GuestFaultError,
-  GuestPanicError,
-  HypervisorError,
   ProtocolError,
+  ReentrantCallError,
   SandboxDisposedError,
   SandboxError,
   SandboxPoisonedError,
-  StackOverflowError,
-  TimeoutError,
 } from "./errors.ts";
-import { ExitKind, MicroVm, type VmStats } from "../ffi/vm.ts";
+import { MicroVm, type VmStats } from "../ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,
@@ -29,21 +25,23 @@ import {
   fromValue,
   type FunctionSignature,
   type JsValue,
-  toValue,
   toValues,
   type Value,
 } from "./wire.ts";
 import { parseElf } from "./elf.ts";
-import { GUEST_VCPU_CONFIG, readCpuFault, stubVector } from "./system.ts";
+import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
 import {
   computeLayout,
   initializeMemory,
   initialRegisters,
-  isInGuardPage,
   type MemoryLayout,
   readGuestAbiVersion,
 } from "./layout.ts";
+import { exitStep, serveHostCall } from "./call/protocol.ts";
+import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
+import { poisons } from "./call/poison.ts";
+import type { HostFunction, StopReason } from "./call/types.ts";
 
 /** A value that crosses the sandbox boundary; `undefined` stands for `void`. */
 export type { JsValue } from "./wire.ts";
@@ -53,18 +51,7 @@ export type { ValueType } from "./abi.ts";
 export type { FunctionSignature } from "./wire.ts";
 
 /** A host function the guest may call by name. */
-export interface HostFunction {
-  /** Parameter types, checked on every call from the guest. */
-  params: readonly ValueType[];
-  /** Result type (`"void"` for none). */
-  result: ValueType;
-  /**
-   * The implementation. It may return a Promise on the asynchronous path (`call`); a throw or
-   * rejection is returned to the guest as an error, which the guest may surface.
-   */
-  // deno-lint-ignore no-explicit-any
-  fn: (...args: any[]) => JsValue | Promise<JsValue>;
-}
+export type { HostFunction } from "./call/types.ts";
 
 /** Sizes of the guest's memory regions (bytes, multiples of 4096). */
 export interface MemoryOptions {
@@ -105,13 +92,11 @@ export interface CallOptions {
 /** Counters of one sandbox's VM: ioctls, exits and runs since it was created. */
 export type SandboxStats = VmStats;
 
-// The async path (a run on a pool thread) or the synchronous fast path.
-type Runner = (vm: MicroVm) => number | Promise<number>;
-const runAsync: Runner = (vm) => vm.run();
-const runSync: Runner = (vm) => vm.runSync();
-
-/** What stopping a call was for, when it was stopped. */
-type StopReason = { kind: "timeout"; ms: number } | { kind: "cancel"; reason?: unknown };
+/**
+ * Marks the host functions a sandbox is running (through their awaits too), so a call back into
+ * that sandbox from one of them fails at once instead of deadlocking.
+ */
+const hostFunctionContext = new AsyncLocalStorage<Sandbox>();
 
 const finalizer = new FinalizationRegistry<MicroVm>((vm) => {
   try {
@@ -222,26 +207,27 @@ export class Sandbox implements AsyncDisposable {
   async #initialise(timeoutMs: number): Promise<void> {
     let frame: Frame;
     try {
-      frame = await this.#exchange(runAsync, { timeoutMs }, "initialisation");
+      frame = await this.#exchange(false, { timeoutMs }, "initialisation");
     } catch (e) {
       // A guest of another ABI version writes its version and then gives up (docs/abi.md):
       // report the mismatch, with how it gave up as the cause.
       const version = this.#memory ? readGuestAbiVersion(this.#memory) : 0;
       if (version !== 0 && version !== ABI_VERSION) {
-        throw this.#poisonWith(abiVersionError(version, e)!);
+        throw this.#fail(abiVersionError(version, e)!, true);
       }
       throw e;
     }
     if (frame.kind !== "FUNCTION_TABLE") {
-      throw this.#poisonWith(
+      throw this.#fail(
         new ProtocolError(`expected FUNCTION_TABLE after initialisation, got ${frame.kind}`),
+        true,
       );
     }
     const mismatch = abiVersionError(readGuestAbiVersion(this.#memory!));
-    if (mismatch) throw this.#poisonWith(mismatch);
+    if (mismatch) throw this.#fail(mismatch, true);
     for (const f of frame.functions) {
       if (this.#functions.has(f.name)) {
-        throw this.#poisonWith(new ProtocolError(`function table lists ${f.name} twice`));
+        throw this.#fail(new ProtocolError(`function table lists ${f.name} twice`), true);
       }
       this.#functions.set(f.name, f);
     }
@@ -300,21 +286,22 @@ export class Sandbox implements AsyncDisposable {
     let signature: FunctionSignature;
     try {
       this.#usable();
+      this.#notReentrant(name);
       checkTimeout(options.timeoutMs, "timeoutMs");
       signature = this.#signature(name);
       values = toValues(args, signature.params, name);
     } catch (e) {
       return Promise.reject(e);
     }
-    const run = this.#queue.then(() => this.#call(runAsync, options, signature, values));
+    const run = this.#queue.then(() => this.#call(false, options, signature, values));
     this.#queue = run.catch(() => {});
     return run;
   }
 
   /**
    * Calls guest function `name` on the synchronous fast path: blocks this thread until the call
-   * returns, so it is for short calls only. Host functions must be synchronous here. No timeout
-   * (use the asynchronous `call` for anything that may run long).
+   * returns, so it is for short calls only. Host functions must be synchronous here. The
+   * sandbox's `timeoutMs` applies as a native deadline ({@linkcode callSyncWithOptions}).
    *
    * @example
    * ```ts
@@ -324,28 +311,75 @@ export class Sandbox implements AsyncDisposable {
    * ```
    */
   callSync(name: string, ...args: unknown[]): JsValue {
+    return this.callSyncWithOptions({}, name, ...args);
+  }
+
+  /**
+   * {@linkcode callSync} with a timeout (`options.timeoutMs`, else the sandbox's `timeoutMs`).
+   * The timeout is a native deadline: the guest is stopped by the native library even though this
+   * thread is blocked, and the call throws {@linkcode TimeoutError} (the sandbox is poisoned).
+   *
+   * @example
+   * ```ts
+   * import { Sandbox, TimeoutError } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: "path/to/testguest" });
+   * try {
+   *   sb.callSyncWithOptions({ timeoutMs: 50 }, "spin");
+   * } catch (e) {
+   *   console.log(e instanceof TimeoutError); // true
+   * }
+   * ```
+   */
+  callSyncWithOptions(options: { timeoutMs?: number }, name: string, ...args: unknown[]): JsValue {
     this.#usable();
+    this.#notReentrant(name);
     if (this.#busy) throw new SandboxError("another call is in progress on this sandbox");
+    checkTimeout(options.timeoutMs, "timeoutMs");
     const signature = this.#signature(name);
     const values = toValues(args, signature.params, name);
-    const result = this.#call(runSync, {}, signature, values);
+    const result = this.#call(true, options, signature, values);
     if (result instanceof Promise) {
-      // Unreachable: with the synchronous runner every step is synchronous.
+      // Unreachable: the synchronous driver never returns a Promise.
       throw new SandboxError("callSync: internal error, the synchronous path went asynchronous");
     }
     return result;
   }
 
-  /** Stops the call in progress (it rejects with {@linkcode CancelledError}); no-op when idle. */
+  /**
+   * Stops the call in progress: it rejects with {@linkcode CancelledError} and the sandbox is
+   * poisoned. No-op when no call is running.
+   *
+   * @example
+   * ```ts
+   * import { CancelledError, Sandbox } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: "path/to/testguest" });
+   * const running = sb.call("spin");
+   * setTimeout(() => sb.interrupt(), 10);
+   * try {
+   *   await running;
+   * } catch (e) {
+   *   console.log(e instanceof CancelledError); // true
+   * }
+   * ```
+   */
   interrupt(): void {
     if (!this.#vm || !this.#busy) return;
     this.#requestStop({ kind: "cancel" });
   }
 
-  /** Stops the call in progress: kicks the vCPU out of a run and wakes a host-function wait. */
+  /**
+   * Stops the call in progress: the stop is sticky in the cdylib (no run of this call enters the
+   * guest again), the vCPU is kicked out of a run, and a wait on a host function is woken.
+   * Called from timers and abort listeners: it never throws.
+   */
   #requestStop(reason: StopReason): void {
     this.#stop ??= reason;
-    this.#vm?.interrupt();
+    try {
+      this.#vm?.interrupt();
+    } catch (e) {
+      // The vCPU could not be stopped (a hypervisor failure): nothing can be trusted any more.
+      this.#poison ??= e instanceof Error ? e : new SandboxError(String(e));
+    }
     this.#wake?.();
   }
 
@@ -407,318 +441,144 @@ export class Sandbox implements AsyncDisposable {
     return signature;
   }
 
-  #poisonWith<E extends Error>(error: E): E {
-    this.#poison ??= error;
+  /** Refuses a call from inside one of this sandbox's own host functions (a deadlock). */
+  #notReentrant(name: string): void {
+    if (hostFunctionContext.getStore() === this) {
+      throw new ReentrantCallError(
+        `${name}: a host function called back into its own sandbox, which is waiting for it`,
+      );
+    }
+  }
+
+  /**
+   * The one exit of every error from a call: a dispose during the call turns it into
+   * `SandboxDisposedError`, and `poisons` decides whether the sandbox stays usable.
+   */
+  #fail(e: unknown, entered: boolean): Error {
+    let error = e instanceof Error ? e : new SandboxError(String(e));
+    if (this.#vm === undefined && !(error instanceof SandboxDisposedError)) {
+      error = new SandboxDisposedError("the sandbox was disposed during the call", {
+        cause: error,
+      });
+    }
+    if (poisons(error, entered)) this.#poison ??= error;
     return error;
   }
 
   /** One guest call: write CALL, run the exchange, check the result against the signature. */
   #call(
-    runner: Runner,
+    sync: boolean,
     options: CallOptions,
     signature: FunctionSignature,
     values: Value[],
   ): JsValue | Promise<JsValue> {
     this.#usable();
+    // Before the guest is entered: a CALL that does not fit is the caller's ArgumentError.
     this.#encoder!.encode({ kind: "CALL", name: signature.name, args: values });
     const finish = (frame: Frame): JsValue => {
-      if (frame.kind === "ERROR") throw new GuestError(frame.code, frame.message);
+      if (frame.kind === "ERROR") throw this.#fail(new GuestError(frame.code, frame.message), true);
       if (frame.kind !== "RETURN") {
-        throw this.#poisonWith(new ProtocolError(`expected RETURN or ERROR, got ${frame.kind}`));
+        throw this.#fail(new ProtocolError(`expected RETURN or ERROR, got ${frame.kind}`), true);
       }
       if (frame.value.type !== signature.result) {
-        throw this.#poisonWith(
+        throw this.#fail(
           new ProtocolError(
             `${signature.name} returned a ${frame.value.type}, its signature says ${signature.result}`,
           ),
+          true,
         );
       }
       return fromValue(frame.value);
     };
-    const frame = this.#exchange(runner, options, signature.name);
+    const frame = this.#exchange(sync, options, signature.name);
     return frame instanceof Promise ? frame.then(finish) : finish(frame);
   }
 
   /**
    * Runs the guest until it signals DONE and returns the frame it left in the output buffer,
-   * serving host calls and logs on the way. Synchronous when `runner` and every host function
-   * are; a Promise otherwise.
+   * serving host calls and logs on the way (`call/driver.ts`), synchronously or not.
    */
-  #exchange(runner: Runner, options: CallOptions, what: string): Frame | Promise<Frame> {
+  #exchange(sync: boolean, options: CallOptions, what: string): Frame | Promise<Frame> {
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     const signal = options.signal;
     if (signal?.aborted) {
       return Promise.reject(new CancelledError(`${what}: cancelled before it started`));
     }
+    const vm = this.#vm;
+    if (!vm) throw new SandboxDisposedError();
     this.#busy = true;
     this.#stop = undefined;
     // A host function may never settle: a stop or dispose must not wait for it.
     const woken = new Promise<void>((resolve) => this.#wake = resolve);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const onAbort = () => this.#requestStop({ kind: "cancel", reason: signal?.reason });
-    if (timeoutMs !== undefined && runner === runAsync) {
-      timer = setTimeout(() => this.#requestStop({ kind: "timeout", ms: timeoutMs }), timeoutMs);
-    }
-    signal?.addEventListener("abort", onAbort, { once: true });
     const cleanup = () => {
       this.#busy = false;
       this.#wake = undefined;
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     };
-    const afterHostCall = (pending: Promise<void>): Promise<Frame> => {
-      // The loser of the race settles later; its outcome no longer matters.
-      pending.catch(() => {});
-      return Promise.race([pending, woken]).then(() => loop());
+    const host: ExchangeHost = {
+      what,
+      woken,
+      vm: () => this.#liveVm(what),
+      stopReason: () => this.#stop,
+      step: (kind) =>
+        exitStep(
+          {
+            vm: this.#liveVm(what),
+            memory: this.#memory!,
+            layout: this.#layout,
+            output: this.#decoder!,
+            onLog: this.#options.onLog,
+          },
+          kind,
+          what,
+        ),
+      hostCall: (name, args, isSync) =>
+        serveHostCall(
+          this.#hostFunctions.get(name),
+          name,
+          args,
+          (frame) => {
+            // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
+            if (!this.#encoder || this.#stop) return;
+            this.#encoder.encode(frame);
+          },
+          this.#layout.inputSize - FRAME_HEADER_SIZE - 4,
+          isSync,
+          (fn) => hostFunctionContext.run(this, fn),
+        ),
     };
-
-    const loop = (): Frame | Promise<Frame> => {
-      while (true) {
-        if (this.#stop) return this.#stopped(what);
-        const vm = this.#vm;
-        if (!vm) {
-          throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
-        }
-        const kind = runner(vm);
-        if (kind instanceof Promise) return kind.then((k) => continueWith(k));
-        const next = this.#onExit(kind, what, true);
-        if (next === "resume") continue;
-        if (next instanceof Promise) return afterHostCall(next);
-        return next;
-      }
-    };
-    const continueWith = (kind: number): Frame | Promise<Frame> => {
-      const next = this.#onExit(kind, what, false);
-      if (next === "resume") return loop();
-      if (next instanceof Promise) return afterHostCall(next);
-      return next;
-    };
-
-    let result: Frame | Promise<Frame>;
     try {
-      result = loop();
+      // A new call: the sticky stop of an earlier one no longer applies.
+      vm.beginCall();
     } catch (e) {
       cleanup();
-      throw e;
+      throw this.#fail(e, false);
     }
-    if (result instanceof Promise) {
-      return result.finally(cleanup);
+    if (sync) {
+      try {
+        return driveSync(host, timeoutMs);
+      } catch (e) {
+        throw this.#fail(e, true);
+      } finally {
+        cleanup();
+      }
     }
-    cleanup();
-    return result;
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => this.#requestStop({ kind: "timeout", ms: timeoutMs }), timeoutMs);
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    return driveAsync(host).catch((e) => {
+      throw this.#fail(e, true);
+    }).finally(cleanup);
   }
 
-  /** Handles one exit: the final frame, "resume", or a Promise that settles before resuming. */
-  #onExit(kind: number, what: string, sync: boolean): Frame | "resume" | Promise<void> {
+  #liveVm(what: string): MicroVm {
     const vm = this.#vm;
     if (!vm) throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
-    switch (kind) {
-      case ExitKind.IoOut:
-        return this.#onPort(vm, vm.exitPort, what, sync);
-      case ExitKind.Interrupted:
-        if (this.#stop) return this.#stopped(what);
-        // An interrupt nobody asked for through this call (e.g. dispose racing): cancelled.
-        throw this.#poisonWith(new CancelledError(`${what}: interrupted`));
-      case ExitKind.Shutdown:
-        throw this.#poisonWith(
-          new GuestFaultError(
-            {},
-            `${what}: the guest triple-faulted (an exception it could not handle)`,
-          ),
-        );
-      case ExitKind.Mmio: {
-        const exit = vm.lastExit();
-        const address = exit.kind === "mmio" ? exit.address : undefined;
-        throw this.#poisonWith(
-          new GuestFaultError(
-            { address },
-            `${what}: the guest accessed guest-physical address 0x${
-              address?.toString(16)
-            }, outside its memory`,
-          ),
-        );
-      }
-      case ExitKind.Halt:
-        throw this.#poisonWith(
-          new ProtocolError(`${what}: the guest halted instead of signalling`),
-        );
-      case ExitKind.IoIn:
-        throw this.#poisonWith(
-          new ProtocolError(`${what}: the guest read I/O port 0x${vm.exitPort.toString(16)}`),
-        );
-      default: {
-        const exit = vm.lastExit();
-        let rip = "unknown";
-        try {
-          rip = `0x${vm.getRegisters().rip.toString(16)}`;
-        } catch {
-          // Diagnostics only.
-        }
-        throw this.#poisonWith(
-          new HypervisorError(
-            "HYPERVISOR",
-            `${what}: the vCPU stopped unexpectedly at rip ${rip}: ${
-              JSON.stringify(exit, bigintText)
-            }`,
-          ),
-        );
-      }
-    }
-  }
-
-  #onPort(
-    vm: MicroVm,
-    port: number,
-    what: string,
-    sync: boolean,
-  ): Frame | "resume" | Promise<void> {
-    switch (port) {
-      case Port.DONE:
-        return this.#decode(what);
-      case Port.HOST_CALL: {
-        const frame = this.#decode(what);
-        if (frame.kind !== "HOST_CALL") {
-          throw this.#poisonWith(
-            new ProtocolError(`${what}: expected HOST_CALL, got ${frame.kind}`),
-          );
-        }
-        return this.#hostCall(frame.name, frame.args, sync);
-      }
-      case Port.LOG: {
-        const frame = this.#decode(what);
-        if (frame.kind !== "LOG") {
-          throw this.#poisonWith(new ProtocolError(`${what}: expected LOG, got ${frame.kind}`));
-        }
-        this.#options.onLog?.(frame.level, frame.message);
-        return "resume";
-      }
-      case Port.ABORT: {
-        const frame = this.#decode(what);
-        if (frame.kind === "PANIC") {
-          throw this.#poisonWith(new GuestPanicError(frame.message));
-        }
-        // FAULT frames are ABI version 1: faults are now read from the CPU, never from guest
-        // memory, so a guest-written FAULT is as untrustworthy as any other frame.
-        throw this.#poisonWith(
-          new ProtocolError(`${what}: expected a PANIC frame with ABORT, got ${frame.kind}`),
-        );
-      }
-      case Port.FAULT:
-        throw this.#poisonWith(this.#fault(vm, what));
-      default:
-        throw this.#poisonWith(
-          new ProtocolError(`${what}: the guest wrote to unknown I/O port 0x${port.toString(16)}`),
-        );
-    }
-  }
-
-  #decode(what: string): Frame {
-    try {
-      return this.#decoder!.decode();
-    } catch (e) {
-      if (e instanceof ProtocolError) {
-        throw this.#poisonWith(new ProtocolError(`${what}: ${e.detail}`, { cause: e }));
-      }
-      throw e;
-    }
-  }
-
-  /**
-   * A CPU exception, reported by the host's ring-0 stub: the vector from which stub made the
-   * exit, the details from the CPU-pushed frame on the ring-0 stack and CR2 from the vCPU — none
-   * of it from memory the guest can write. A FAULT exit that no stub made is the guest itself
-   * writing the port: a protocol violation.
-   */
-  #fault(vm: MicroVm, what: string): GuestFaultError | ProtocolError {
-    const rip = vm.getRegisters().rip;
-    const special = vm.getSpecialRegisters();
-    const vector = stubVector(rip, special.cs);
-    if (vector === undefined) {
-      return new ProtocolError(
-        `${what}: the guest wrote to the FAULT port 0x${Port.FAULT.toString(16)} (rip 0x${
-          rip.toString(16)
-        }), which only the host's exception handlers use`,
-      );
-    }
-    const cpu = readCpuFault(this.#memory!, vector);
-    const details: GuestFaultDetails = {
-      vector,
-      rip: cpu.rip,
-      address: vector === 14 ? special.cr2 : undefined,
-      errorCode: cpu.errorCode,
-    };
-    // Decided from the host's own layout, not the PEB: the guest can write the PEB.
-    const stackOverflow = vector === 14 && isInGuardPage(this.#layout, special.cr2);
-    return stackOverflow ? new StackOverflowError(details) : new GuestFaultError(details);
-  }
-
-  /** Serves one host call; writes HOST_RETURN or HOST_ERROR into the input buffer. */
-  #hostCall(name: string, args: readonly Value[], sync: boolean): "resume" | Promise<void> {
-    const reply = (frame: Frame) => {
-      // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
-      if (!this.#encoder || this.#stop) return;
-      this.#encoder.encode(frame);
-    };
-    const fail = (message: string) => reply({ kind: "HOST_ERROR", message });
-    const def = this.#hostFunctions.get(name);
-    if (!def) {
-      fail(`no host function named "${name}"`);
-      return "resume";
-    }
-    if (
-      args.length !== def.params.length || args.some((a, i) => a.type !== def.params[i])
-    ) {
-      fail(
-        `host function ${name} takes (${def.params.join(", ")}), the guest passed (${
-          args.map((a) => a.type).join(", ")
-        })`,
-      );
-      return "resume";
-    }
-    const succeed = (result: unknown) => {
-      let value: Value;
-      try {
-        value = toValue(result, def.result, name, -1);
-      } catch (e) {
-        return fail(`host function ${name} returned a bad value: ${(e as Error).message}`);
-      }
-      try {
-        reply({ kind: "HOST_RETURN", value });
-      } catch (e) {
-        fail(`host function ${name}: ${(e as Error).message}`);
-      }
-    };
-    let result: unknown;
-    try {
-      result = def.fn(...args.map(fromValue));
-    } catch (e) {
-      fail(`host function ${name} threw: ${errorText(e)}`);
-      return "resume";
-    }
-    if (result instanceof Promise) {
-      if (sync) {
-        // The synchronous path cannot wait; the promise's outcome is dropped, not lost silently.
-        result.catch(() => {});
-        fail(`host function ${name} returned a Promise on the synchronous path (use call())`);
-        return "resume";
-      }
-      return result.then(succeed, (e) => fail(`host function ${name} threw: ${errorText(e)}`));
-    }
-    succeed(result);
-    return "resume";
-  }
-
-  #stopped(what: string): never {
-    const stop = this.#stop!;
-    if (stop.kind === "timeout") {
-      throw this.#poisonWith(new TimeoutError(stop.ms));
-    }
-    throw this.#poisonWith(
-      new CancelledError(
-        `${what}: cancelled`,
-        stop.reason === undefined ? {} : { cause: stop.reason },
-      ),
-    );
+    return vm;
   }
 }
 
@@ -736,14 +596,6 @@ export function abiVersionError(guestVersion: number, cause?: unknown): GuestAbi
         "rebuild the guest against this version of the guest runtime",
     options,
   );
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-function bigintText(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString() : value;
 }
 
 function checkTimeout(ms: number | undefined, name: string): void {

@@ -457,6 +457,27 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   /**
+   * Stops the call in progress: it rejects with `CancelledError` and the sandbox is poisoned
+   * (the Wasm instance may be anywhere in its code). No-op when no call is running.
+   *
+   * @example
+   * ```ts
+   * import { CancelledError, WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+   * const running = w.call("spin");
+   * setTimeout(() => w.interrupt(), 10);
+   * try {
+   *   await running;
+   * } catch (e) {
+   *   console.log(e instanceof CancelledError); // true
+   * }
+   * ```
+   */
+  interrupt(): void {
+    this.#sandbox.interrupt();
+  }
+
+  /**
    * Calls export `name`. Arguments are converted by the export's type (docs/wasm.md): i32 from
    * an integer number in [-2^31, 2^32) (wrapped to signed), i64 from a bigint in [-2^63, 2^64),
    * f32/f64 from any number. Results: `undefined`, one value (i32 a signed number, i64 a

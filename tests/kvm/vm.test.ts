@@ -84,7 +84,10 @@ kvmTest("a spinning guest is interrupted promptly and the event loop keeps runni
     assert.deepEqual(vm.lastExit(), { kind: "interrupted" });
     assert.equal(kind, 8);
     assert.ok(ticksWhileSpinning >= 1, "the event loop ran while the guest spun");
-    // The guest can be resumed and interrupted again.
+    // The stop is sticky for this call; a new call resumes the guest, which can be interrupted
+    // again.
+    assert.equal(await vm.run(), 8);
+    vm.beginCall();
     const again = vm.run();
     await new Promise((r) => setTimeout(r, 20));
     vm.interrupt();
@@ -94,11 +97,15 @@ kvmTest("a spinning guest is interrupted promptly and the event loop keeps runni
   }
 });
 
-kvmTest("an interrupt with no run in progress does not affect the next run", async () => {
+kvmTest("an interrupt is sticky until the next call begins", async () => {
   const { vm } = bareGuest(CODE.done);
   try {
     vm.interrupt();
     vm.interrupt();
+    // No run was in progress: the stop waits for the next one, which never enters the guest.
+    assert.equal(await vm.run(), 8);
+    assert.equal(vm.runSync(), 8);
+    vm.beginCall();
     assert.equal(await vm.run(), 1);
     assert.equal(vm.exitPort, 0x11);
   } finally {
@@ -110,14 +117,33 @@ kvmTest("interrupting many short runs never loses or leaks an interrupt", async 
   // Guest: out 0x10, al; jmp back — an endless stream of exits.
   const { vm } = bareGuest([0xe6, 0x10, 0xeb, 0xfc]);
   try {
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 200; i++) {
+      vm.beginCall();
       const run = vm.run();
       if (i % 2 === 0) vm.interrupt();
       const kind = await run;
       // Either the exit it reached first, or the interrupt: never an error, never a hang.
       assert.ok(kind === 1 || kind === 8, `run ${i} ended with ${kind}`);
-      if (i % 2 === 1) assert.equal(kind, 1, "an interrupt leaked into a later run");
+      if (i % 2 === 0) {
+        // Whatever that run ended with, the stop holds for the rest of this call.
+        assert.equal(await vm.run(), 8, "a stop was lost");
+      } else {
+        assert.equal(kind, 1, "an interrupt leaked into the next call");
+      }
     }
+  } finally {
+    vm.destroy();
+  }
+});
+
+kvmTest("a synchronous run with a deadline stops a spinning guest", () => {
+  const { vm } = bareGuest(CODE.spin);
+  try {
+    assert.equal(vm.runSync(20_000_000), 10);
+    // The record holds where the vCPU stopped: the deadline interrupted it.
+    assert.deepEqual(vm.lastExit(), { kind: "interrupted" });
+    // The stop is sticky: the rest of this call does not enter the guest.
+    assert.equal(vm.runSync(), 8);
   } finally {
     vm.destroy();
   }
@@ -223,7 +249,8 @@ kvmTest("bad input is a typed error naming the cause", () => {
   const h = handle.handle;
   handle.destroy();
   assert.equal(lib.hl_vm_destroy(h), -1);
-  assert.equal(lib.hl_vcpu_run(h), -1);
+  assert.equal(lib.hl_vcpu_run(h, 0n), -1);
+  assert.equal(lib.hl_vcpu_start(h), -1);
   assert.equal(lib.hl_vcpu_interrupt(12345678), -1);
   assert.equal(lib.hl_vm_memory_ptr(h, 0), null);
   assert.equal(lib.hl_vm_create(null), -2);

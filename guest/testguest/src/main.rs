@@ -45,6 +45,7 @@ hl_guest::guest_functions![
     forbidden,
     forbidden_at,
     exec_addr,
+    log_then_spin,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -311,4 +312,11 @@ fn exec_addr(addr: u64) {
     // SAFETY: deliberately transfers control wherever the host test asks; whatever runs there
     // either faults (the point) or returns like a function with the C ABI's clobbers.
     unsafe { asm!("call {}", in(reg) addr, clobber_abi("C")) }
+}
+
+/// LOGs `message` (level 2), then spins forever: a stop must land whether it arrives while the
+/// host handles the LOG or while the guest spins.
+fn log_then_spin(message: String) {
+    hl_guest::log(LogLevel::Info, &message);
+    spin();
 }

@@ -9,6 +9,7 @@ pub mod backend;
 mod error;
 mod kvm;
 mod memory;
+mod park;
 mod probe;
 mod stats;
 mod trace;

@@ -38,7 +38,7 @@ use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,10 @@ use crate::backend::{
     VmBackend,
 };
 use crate::error::{Code, Error, Result};
+use crate::park::{
+    current_cpu, futex_wait, futex_wake, peer_elsewhere, spin_budget, spin_until, spinning_allowed,
+    Nudge, NO_CPU,
+};
 use crate::trace::trace;
 
 /// How long the vCPU thread spins for the next request after answering one, before it parks.
@@ -65,9 +69,6 @@ const CALLER_SPIN: Duration = Duration::from_micros(100);
 /// a sandbox that is called now and then must not burn 50 µs of CPU per call for nothing.
 const IDLE_MISSES_BEFORE_PARKING: u32 = 4;
 
-/// Spin iterations between two clock reads (the clock is the vDSO, but still ~20 ns).
-const SPINS_PER_CLOCK_READ: u32 = 32;
-
 /// How long `interrupt` keeps kicking before reporting failure. The thread leaves the run within
 /// microseconds on real hardware; the bound only exists so a broken kernel cannot hang the caller.
 const KICK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,93 +86,6 @@ const OP_RUN: u32 = 1;
 const OP_SET_REGS: u32 = 2;
 const OP_GET_REGS: u32 = 3;
 const OP_GET_SPECIAL_REGS: u32 = 4;
-
-const NO_CPU: u32 = u32::MAX;
-
-/// The CPU this thread is on now (glibc reads it from rseq or the vDSO: no syscall).
-fn current_cpu() -> u32 {
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    u32::try_from(cpu).unwrap_or(NO_CPU)
-}
-
-/// Whether spinning for a peer last seen on `peer` can help: not if it shares our CPU.
-fn peer_elsewhere(peer: u32) -> bool {
-    peer == NO_CPU || peer != current_cpu()
-}
-
-/// Whether spinning can help at all: with one CPU the other side cannot run while we spin.
-fn spinning_allowed() -> bool {
-    static MULTI_CPU: OnceLock<bool> = OnceLock::new();
-    *MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
-fn spin_budget(budget: Duration) -> Duration {
-    if spinning_allowed() {
-        budget
-    } else {
-        Duration::ZERO
-    }
-}
-
-/// Spins until `done()` or until `budget` has passed; returns whether `done()` held.
-fn spin_until(budget: Duration, mut done: impl FnMut() -> bool) -> bool {
-    if done() {
-        return true;
-    }
-    if budget.is_zero() {
-        return false;
-    }
-    let start = Instant::now();
-    loop {
-        for _ in 0..SPINS_PER_CLOCK_READ {
-            std::hint::spin_loop();
-            if done() {
-                return true;
-            }
-        }
-        if start.elapsed() >= budget {
-            return false;
-        }
-    }
-}
-
-/// Sleeps while `word` holds `expected` (or until `timeout`, or a spurious wake-up).
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned u32 (borrowed for the whole call) that FUTEX_WAIT only
-    // reads; `ts_ptr` is null or points to `ts`, which outlives the call. A failure (EAGAIN: the
-    // value changed; EINTR; ETIMEDOUT) is fine: every caller re-checks its condition in a loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ts_ptr,
-        );
-    }
-}
-
-/// Wakes up to `n` threads sleeping on `word`.
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access memory through it (the
-    // address only names the wait queue).
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            n,
-        );
-    }
-}
 
 /// The exit record, written by the vCPU thread during a run and read by the caller after the
 /// run's answer was taken (the SeqCst store/load of `resp` orders the two).
@@ -626,57 +540,6 @@ fn exit_kind(code: i32) -> Result<ExitKind> {
 impl Drop for VcpuThread {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// The scheduler wakes a thread on its waker's CPU, so after a few parks the caller and the vCPU
-/// thread tend to share one CPU, where neither can spin usefully and every handoff is a futex wake
-/// and a context switch. Once both spin (no more wakes) they stay wherever they are, so the vCPU
-/// thread, finding itself on its caller's CPU, steps off it once: it narrows its affinity to the
-/// other allowed CPUs (which migrates it) and restores the affinity at once (so the scheduler
-/// stays free to place it anywhere later). At most once per `NUDGE_INTERVAL`; two syscalls, off
-/// the steady state.
-struct Nudge {
-    allowed: Option<libc::cpu_set_t>,
-    last: Option<Instant>,
-}
-
-const NUDGE_INTERVAL: Duration = Duration::from_millis(10);
-
-impl Nudge {
-    fn new() -> Self {
-        // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity writes at most its size.
-        let allowed = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
-                .then_some(set)
-        };
-        Self {
-            allowed,
-            last: None,
-        }
-    }
-
-    fn step_off(&mut self, cpu: u32) {
-        let Some(allowed) = self.allowed else { return };
-        if self.last.is_some_and(|t| t.elapsed() < NUDGE_INTERVAL) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let mut others = allowed;
-        // SAFETY: `others` is a valid cpu_set_t; CPU_CLR/CPU_COUNT index within it (CPU_CLR
-        // ignores numbers beyond its size); sched_setaffinity reads `size_of` bytes of it, and of
-        // `allowed`, which this thread had before.
-        unsafe {
-            libc::CPU_CLR(cpu as usize, &mut others);
-            if libc::CPU_COUNT(&others) == 0 {
-                return;
-            }
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            libc::sched_setaffinity(0, size, &others);
-            libc::sched_setaffinity(0, size, &allowed);
-        }
-        trace!("stepped off cpu {cpu}");
     }
 }
 

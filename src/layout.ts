@@ -44,6 +44,7 @@ import type { ElfImage, ElfSegment } from "./elf.ts";
 import { loadImage } from "./elf.ts";
 import { ArgumentError, GuestImageError } from "./errors.ts";
 import { writeSystemTables } from "./system.ts";
+import type { Registers } from "../ffi/vm.ts";
 
 /** The sizes a sandbox is created with; each is in bytes and optional. */
 export interface LayoutOptions {
@@ -377,6 +378,17 @@ export function initialRegisters(layout: MemoryLayout, entryOffset: number): Ini
     rsp: layout.stackTop - 8,
     rdi: PEB_ADDR,
     rflags: ENTRY_RFLAGS,
+  };
+}
+
+/** The registers the vCPU starts with, in the form `MicroVm.setRegisters` takes. */
+export function entryRegisters(layout: MemoryLayout, entryOffset: number): Registers {
+  const regs = initialRegisters(layout, entryOffset);
+  return {
+    rip: BigInt(regs.rip),
+    rsp: BigInt(regs.rsp),
+    rdi: BigInt(regs.rdi),
+    rflags: BigInt(regs.rflags),
   };
 }
 

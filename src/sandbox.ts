@@ -33,8 +33,8 @@ import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
 import {
   computeLayout,
+  entryRegisters,
   initializeMemory,
-  initialRegisters,
   type MemoryLayout,
   readGuestAbiVersion,
 } from "./layout.ts";
@@ -187,13 +187,7 @@ export class Sandbox implements AsyncDisposable {
       const memory = vm.mapMemory(0, layout.memorySize);
       initializeMemory(memory, layout, elf);
       vm.createVcpu(GUEST_VCPU_CONFIG);
-      const regs = initialRegisters(layout, elf.entryOffset);
-      vm.setRegisters({
-        rip: BigInt(regs.rip),
-        rsp: BigInt(regs.rsp),
-        rdi: BigInt(regs.rdi),
-        rflags: BigInt(regs.rflags),
-      });
+      vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {

@@ -3,8 +3,8 @@ import { ABI_VERSION, PEB_ADDR, PebOffset, Port } from "../../src/abi.ts";
 import { parseElf } from "../../src/elf.ts";
 import {
   computeLayout,
+  entryRegisters,
   initializeMemory,
-  initialRegisters,
   readGuestAbiVersion,
 } from "../../src/layout.ts";
 import { abiVersionError } from "../../src/sandbox.ts";
@@ -30,13 +30,7 @@ kvmTest("a guest told of another host ABI version reports its own and aborts", a
       true,
     );
     vm.createVcpu(GUEST_VCPU_CONFIG);
-    const regs = initialRegisters(layout, elf.entryOffset);
-    vm.setRegisters({
-      rip: BigInt(regs.rip),
-      rsp: BigInt(regs.rsp),
-      rdi: BigInt(regs.rdi),
-      rflags: BigInt(regs.rflags),
-    });
+    vm.setRegisters(entryRegisters(layout, elf.entryOffset));
     const exit = (await vm.run(), vm.lastExit());
     assert.equal(exit.kind, "io_out");
     assert.equal(exit.kind === "io_out" && exit.port, Port.ABORT);

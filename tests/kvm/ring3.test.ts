@@ -17,7 +17,7 @@ import {
   TSS_ADDR,
 } from "../../src/abi.ts";
 import { parseElf } from "../../src/elf.ts";
-import { computeLayout, initializeMemory, initialRegisters } from "../../src/layout.ts";
+import { computeLayout, entryRegisters, initializeMemory } from "../../src/layout.ts";
 import { GUEST_VCPU_CONFIG, readCpuFault, stubVector } from "../../src/system.ts";
 import { FrameDecoder, FrameEncoder } from "../../src/wire.ts";
 import { ExitKind, MicroVm } from "../../ffi/vm.ts";
@@ -179,13 +179,7 @@ async function bootTestguest() {
   const memory = vm.mapMemory(0, layout.memorySize);
   initializeMemory(memory, layout, elf);
   vm.createVcpu(GUEST_VCPU_CONFIG);
-  const regs = initialRegisters(layout, elf.entryOffset);
-  vm.setRegisters({
-    rip: BigInt(regs.rip),
-    rsp: BigInt(regs.rsp),
-    rdi: BigInt(regs.rdi),
-    rflags: BigInt(regs.rflags),
-  });
+  vm.setRegisters(entryRegisters(layout, elf.entryOffset));
   assert.equal(await vm.run(), ExitKind.IoOut);
   assert.equal(vm.exitPort, Port.DONE, "init done");
   const input = new FrameEncoder(

@@ -51,7 +51,7 @@ ensure() {
   local cmd="apt-get update && apt-get install -y ${missing[*]}"
   command -v apt-get >/dev/null ||
     die "$why needs ${checks[*]} (Debian packages: ${missing[*]}); no apt-get here: install them with your package manager"
-  if [ "$(id -u)" != 0 ]; then
+  if [ "${EUID:-$(id -u)}" != 0 ]; then
     die "$why needs Debian packages that are missing: ${missing[*]}. Run: sudo sh -c '$cmd'"
   fi
   echo "setup: installing Debian packages for $why: ${missing[*]}"

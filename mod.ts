@@ -4,13 +4,25 @@
  *
  * @example
  * ```ts
- * import { Sandbox } from "@hl/sandbox";
+ * import { guests, Sandbox, WasmSandbox } from "@hl/sandbox";
  * await using sb = await Sandbox.create({
- *   guest: "guest/target/x86_64-unknown-linux-gnu/release/testguest",
+ *   guest: guests.testguest,
  *   hostFunctions: { double: { params: ["i32"], result: "i32", fn: (x: number) => 2 * x } },
  * });
  * console.log(await sb.call("add", 2, 3)); // 5
+ *
+ * // A module with one export, `answer() -> i32` (42).
+ * const wasm = new Uint8Array([
+ *   0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f,
+ *   0x03, 0x02, 0x01, 0x00, 0x07, 0x0a, 0x01, 0x06, 0x61, 0x6e, 0x73, 0x77, 0x65, 0x72, 0x00,
+ *   0x00, 0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x2a, 0x0b,
+ * ]);
+ * await using w = await WasmSandbox.create({ module: wasm });
+ * console.log(await w.call("answer")); // 42
  * ```
+ *
+ * The native library and the built-in guests are found automatically: the local build in a clone
+ * (`deno task build`), else the cache that `deno run -A jsr:@hl/sandbox/setup` fills.
  *
  * @module
  */
@@ -34,6 +46,7 @@ export {
   type GuestFaultDetails,
   GuestFaultError,
   GuestImageError,
+  GuestNotFoundError,
   GuestPanicError,
   HypervisorError,
   LibraryNotFoundError,
@@ -45,5 +58,24 @@ export {
   StackOverflowError,
   TimeoutError,
 } from "./src/errors.ts";
-export { type HypervisorInfo, hypervisorInfo } from "./ffi/vm.ts";
-export * from "./src/wasm_sandbox.ts";
+export { type HypervisorInfo, hypervisorInfo } from "./src/ffi/vm.ts";
+export { type BuiltinGuests, guests } from "./src/artifacts.ts";
+export {
+  type WasiExit,
+  WasiExitError,
+  type WasiOptions,
+  type WasmAnyType,
+  type WasmExtern,
+  type WasmFunctionType,
+  type WasmHostFunction,
+  type WasmImports,
+  type WasmJsValue,
+  WasmLinkError,
+  WasmModuleError,
+  type WasmResultType,
+  WasmSandbox,
+  type WasmSandboxOptions,
+  WasmTrapError,
+  type WasmTrapKind,
+  type WasmValueType,
+} from "./src/wasm_sandbox.ts";

@@ -10,7 +10,7 @@
  *   deno task bench        (builds, then runs natively, or through the nested-KVM harness)
  */
 import { Sandbox } from "../src/sandbox.ts";
-import { globalStats } from "../ffi/vm.ts";
+import { globalStats } from "../src/ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";

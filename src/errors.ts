@@ -10,6 +10,8 @@
  *
  * @example
  * ```ts
+ * import { guests, Sandbox, SandboxError } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("add", 1, 2);
  * } catch (err) {
@@ -33,8 +35,9 @@ export class SandboxError extends Error {
  *
  * @example
  * ```ts
+ * import { guests, HypervisorError, Sandbox } from "@hl/sandbox";
  * try {
- *   await Sandbox.create(guest);
+ *   await Sandbox.create({ guest: guests.testguest });
  * } catch (err) {
  *   if (err instanceof HypervisorError && err.code === "PERMISSION") {
  *     console.error("add yourself to the kvm group");
@@ -60,8 +63,9 @@ export class HypervisorError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { guests, LibraryNotFoundError, Sandbox } from "@hl/sandbox";
  * try {
- *   await Sandbox.create(guest);
+ *   await Sandbox.create({ guest: guests.testguest });
  * } catch (err) {
  *   if (err instanceof LibraryNotFoundError) console.error(err.searched);
  * }
@@ -87,14 +91,46 @@ export class LibraryNotFoundError extends SandboxError {
 }
 
 /**
+ * A built-in guest (`guests.testguest`, the `wasm-runtime` guest of `WasmSandbox`) is not built
+ * yet. The message names the command that builds it (`deno task build` in a clone, the setup
+ * entry point otherwise); `searched` lists the paths tried.
+ *
+ * @example
+ * ```ts
+ * import { GuestNotFoundError, guests } from "@hl/sandbox";
+ * try {
+ *   console.log(guests.testguest);
+ * } catch (err) {
+ *   if (err instanceof GuestNotFoundError) console.error(err.message);
+ * }
+ * ```
+ */
+export class GuestNotFoundError extends SandboxError {
+  /** The guest's name, e.g. `"testguest"`. */
+  readonly guest: string;
+  /** The paths that were tried, in order. */
+  readonly searched: readonly string[];
+
+  /** Creates the error from the guest's name, the paths tried and the command that fixes it. */
+  constructor(guest: string, searched: readonly string[], hint: string, options?: ErrorOptions) {
+    const where = searched.length > 0 ? `; looked in: ${searched.join(", ")}` : "";
+    super(`the built-in guest "${guest}" is not built${where}. To fix: ${hint}`, options);
+    this.name = "GuestNotFoundError";
+    this.guest = guest;
+    this.searched = [...searched];
+  }
+}
+
+/**
  * The guest binary is not a loadable image: not an x86-64 ELF64 executable, malformed or
  * truncated headers, overlapping or out-of-range segments, or an unsupported feature (a dynamic
  * interpreter, TLS, a relocation other than `R_X86_64_RELATIVE`).
  *
  * @example
  * ```ts
+ * import { GuestImageError, Sandbox } from "@hl/sandbox";
  * try {
- *   await Sandbox.create(bytes);
+ *   await Sandbox.create({ guest: new Uint8Array(16) });
  * } catch (err) {
  *   if (err instanceof GuestImageError) console.error(`bad guest: ${err.message}`);
  * }
@@ -114,8 +150,9 @@ export class GuestImageError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { GuestAbiError, guests, Sandbox } from "@hl/sandbox";
  * try {
- *   await Sandbox.create(guest);
+ *   await Sandbox.create({ guest: guests.testguest });
  * } catch (err) {
  *   if (err instanceof GuestAbiError) console.error("rebuild the guest", err.message);
  * }
@@ -136,6 +173,8 @@ export class GuestAbiError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { ArgumentError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("add", 1); // add takes two arguments
  * } catch (err) {
@@ -158,6 +197,8 @@ export class ArgumentError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { GuestError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("parse", "{");
  * } catch (err) {
@@ -182,6 +223,8 @@ export class GuestError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { GuestPanicError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("divide", 1, 0);
  * } catch (err) {
@@ -245,6 +288,7 @@ const VECTOR_NAMES: readonly (string | undefined)[] = [
  *
  * @example
  * ```ts
+ * import { vectorName } from "./errors.ts";
  * vectorName(13); // "#GP"
  * ```
  */
@@ -275,6 +319,8 @@ function describeFault(details: GuestFaultDetails, stackOverflow: boolean): stri
  *
  * @example
  * ```ts
+ * import { GuestFaultError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("crash");
  * } catch (err) {
@@ -317,6 +363,8 @@ export class GuestFaultError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { guests, Sandbox, StackOverflowError } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("recurse", 1_000_000);
  * } catch (err) {
@@ -341,6 +389,8 @@ export class StackOverflowError extends GuestFaultError {
  *
  * @example
  * ```ts
+ * import { guests, Sandbox, TimeoutError } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("spin", { timeout: 100 });
  * } catch (err) {
@@ -366,6 +416,8 @@ export class TimeoutError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { CancelledError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * const controller = new AbortController();
  * try {
  *   await sandbox.call("spin", { signal: controller.signal });
@@ -388,6 +440,8 @@ export class CancelledError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { guests, ProtocolError, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("f");
  * } catch (err) {
@@ -413,6 +467,8 @@ export class ProtocolError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { guests, Sandbox, SandboxPoisonedError } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
  *   await sandbox.call("f");
  * } catch (err) {
@@ -436,6 +492,8 @@ export class SandboxPoisonedError extends SandboxError {
  *
  * @example
  * ```ts
+ * import { guests, Sandbox, SandboxDisposedError } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * sandbox.dispose();
  * try {
  *   await sandbox.call("f");

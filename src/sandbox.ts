@@ -5,7 +5,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { ABI_VERSION, FRAME_HEADER_SIZE, isValueType } from "./abi.ts";
+import { ABI_VERSION, FRAME_HEADER_SIZE } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
@@ -17,7 +17,7 @@ import {
   SandboxError,
   SandboxPoisonedError,
 } from "./errors.ts";
-import { MicroVm, type VmStats } from "../ffi/vm.ts";
+import { MicroVm, type VmStats } from "./ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,
@@ -31,6 +31,7 @@ import {
 import { parseElf } from "./elf.ts";
 import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
+import { checkHostFunctions, checkTimeout, lookupName } from "./options.ts";
 import {
   computeLayout,
   entryRegisters,
@@ -427,12 +428,7 @@ export class Sandbox implements AsyncDisposable {
     if (typeof name !== "string") {
       throw new ArgumentError(`the function name must be a string, got ${typeof name}`);
     }
-    const signature = this.#functions.get(name);
-    if (!signature) {
-      const known = [...this.#functions.keys()].join(", ");
-      throw new ArgumentError(`the guest has no function "${name}" (it has: ${known})`);
-    }
-    return signature;
+    return lookupName(this.#functions, name, "the guest has no function");
   }
 
   /** Refuses a call from inside one of this sandbox's own host functions (a deadlock). */
@@ -590,34 +586,4 @@ export function abiVersionError(guestVersion: number, cause?: unknown): GuestAbi
         "rebuild the guest against this version of the guest runtime",
     options,
   );
-}
-
-function checkTimeout(ms: number | undefined, name: string): void {
-  if (ms === undefined) return;
-  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0 || ms > 2 ** 31 - 1) {
-    throw new ArgumentError(`${name} must be a number of milliseconds from 0 to 2^31-1, got ${ms}`);
-  }
-}
-
-function checkHostFunctions(defs: Record<string, HostFunction>): Map<string, HostFunction> {
-  if (typeof defs !== "object" || defs === null) {
-    throw new ArgumentError("hostFunctions must be an object of { params, result, fn }");
-  }
-  const out = new Map<string, HostFunction>();
-  for (const [name, def] of Object.entries(defs)) {
-    const where = `hostFunctions.${name}`;
-    if (typeof def !== "object" || def === null || typeof def.fn !== "function") {
-      throw new ArgumentError(`${where} must be { params, result, fn } with fn a function`);
-    }
-    if (!Array.isArray(def.params) || def.params.some((p) => !isValueType(p) || p === "void")) {
-      throw new ArgumentError(
-        `${where}.params must be an array of value types (i32 u32 i64 u64 f32 f64 bool string bytes)`,
-      );
-    }
-    if (!isValueType(def.result)) {
-      throw new ArgumentError(`${where}.result must be a value type or "void", got ${def.result}`);
-    }
-    out.set(name, { params: [...def.params], result: def.result, fn: def.fn });
-  }
-  return out;
 }

@@ -21,7 +21,7 @@ import {
   SYSTEM_TABLES_SIZE,
   TSS_ADDR,
 } from "./abi.ts";
-import type { VcpuConfig } from "../ffi/vm.ts";
+import type { VcpuConfig } from "./ffi/vm.ts";
 
 /** Size of a 64-bit TSS, without its I/O bitmap. */
 const TSS_SIZE = 104;

@@ -11,6 +11,8 @@ import { ArgumentError, GuestError, SandboxError } from "./errors.ts";
 import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "./sandbox.ts";
 import { packValues, parseDescription, unpackResult, unpackValues, Writer } from "./wasm/codec.ts";
 import { readSource } from "./source.ts";
+import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "./options.ts";
+import { findGuest } from "./artifacts.ts";
 
 /** A WebAssembly number type that crosses the boundary. */
 export type WasmValueType = "i32" | "i64" | "f32" | "f64";
@@ -90,7 +92,10 @@ export interface WasmSandboxOptions {
   inputSize?: number;
   /** Guest → host buffer (default 4 MiB); bounds results and reads. */
   outputSize?: number;
-  /** The `wasm-runtime` guest binary (default: `$HL_WASM_RUNTIME`, then the local build). */
+  /**
+   * The `wasm-runtime` guest binary (default: `$HL_WASM_RUNTIME`, else the local build, else the
+   * setup cache: see {@linkcode guests}).
+   */
   runtime?: string | URL | Uint8Array;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
@@ -292,7 +297,7 @@ interface Binding {
  * import { WasmSandbox } from "@hl/sandbox";
  * await using w = await WasmSandbox.create({
  *   module: await Deno.readFile("fib.wasm"),
- *   hostFunctions: { env: { log: { params: ["i32"], result: "void", fn: (x) => console.log(x) } } },
+ *   hostFunctions: { env: { log: { params: ["i32"], result: "void", fn: (x: number) => void console.log(x) } } },
  * });
  * console.log(await w.call("fib", 20)); // 6765
  * ```
@@ -341,7 +346,7 @@ export class WasmSandbox implements AsyncDisposable {
     ) {
       throw new WasmModuleError("not a WebAssembly binary module (no \\0asm magic)");
     }
-    const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
+    const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
     const fuel = checkFuel(options.fuel);
     const maxMemory = checkCount(options.maxMemoryBytes, "maxMemoryBytes", 16 * MIB);
     const maxTable = checkCount(options.maxTableElements, "maxTableElements", 65_536);
@@ -353,7 +358,7 @@ export class WasmSandbox implements AsyncDisposable {
     ) {
       throw new ArgumentError("wasi must be a boolean or an options object");
     }
-    const runtime = options.runtime ?? defaultRuntime();
+    const runtime = options.runtime ?? findGuest("wasm-runtime");
     const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
     const inputSize = options.inputSize ?? Math.max(4 * MIB, pageAlign(bytes.length + 64 * 1024));
 
@@ -748,16 +753,15 @@ export class WasmSandbox implements AsyncDisposable {
       throw new ArgumentError(`the export name must be a string, got ${typeof name}`);
     }
     const e = this.#exports.get(name);
-    if (!e || e.kind !== "function" || !e.type) {
-      const known = [...this.#exports.values()].filter((x) => x.kind === "function")
-        .map((x) => x.name).join(", ");
-      throw new ArgumentError(
-        e
-          ? `export "${name}" is a ${e.kind}, not a function`
-          : `the module exports no function "${name}" (it has: ${known})`,
-      );
+    if (e && e.kind !== "function") {
+      throw new ArgumentError(`export "${name}" is a ${e.kind}, not a function`);
     }
-    return e.type;
+    const functions = new Map(
+      [...this.#exports.values()].filter((x) => x.kind === "function").map((x) => [x.name, x]),
+    );
+    const f = lookupName(functions, name, "the module exports no function");
+    if (!f.type) throw new ArgumentError(`export "${name}" has no function type`);
+    return f.type;
   }
 
   async #run(options: CallOptions, fn: string, ...args: unknown[]): Promise<JsValue> {
@@ -853,8 +857,6 @@ function numberTypes(types: WasmAnyType[], where: string, what: string): WasmVal
   return types as WasmValueType[];
 }
 
-const TWO_32 = 2 ** 32;
-
 function typeText(params: readonly string[], results: readonly string[]): string {
   return `(${params.join(", ")}) -> (${results.join(", ")})`;
 }
@@ -906,73 +908,6 @@ function bindImports(
     }
     return { where, params: [...def.params], results, fn: def.fn };
   });
-}
-
-function checkHostFunctions(defs: WasmImports): WasmImports {
-  if (typeof defs !== "object" || defs === null) {
-    throw new ArgumentError(
-      "hostFunctions must be { namespace: { name: { params, result, fn } } }",
-    );
-  }
-  for (const [ns, fns] of Object.entries(defs)) {
-    if (typeof fns !== "object" || fns === null) {
-      throw new ArgumentError(`hostFunctions.${ns} must be an object of host functions`);
-    }
-    for (const [name, def] of Object.entries(fns)) {
-      const where = `hostFunctions.${ns}.${name}`;
-      if (typeof def !== "object" || def === null || typeof def.fn !== "function") {
-        throw new ArgumentError(`${where} must be { params, result, fn } with fn a function`);
-      }
-      if (!Array.isArray(def.params) || def.params.some((p) => !NUMBER_TYPES.has(p))) {
-        throw new ArgumentError(
-          `${where}.params must be an array of "i32" | "i64" | "f32" | "f64"`,
-        );
-      }
-      const r = def.result;
-      const ok = r === "void" || (typeof r === "string" && NUMBER_TYPES.has(r)) ||
-        (Array.isArray(r) && r.every((x) => NUMBER_TYPES.has(x)));
-      if (!ok) {
-        throw new ArgumentError(
-          `${where}.result must be "void", a number type, or an array of them`,
-        );
-      }
-    }
-  }
-  return defs;
-}
-
-function checkFuel(fuel: number | bigint | undefined): bigint {
-  if (fuel === undefined) return 0n;
-  const f = typeof fuel === "number" && Number.isSafeInteger(fuel) ? BigInt(fuel) : fuel;
-  if (typeof f !== "bigint" || f < 1n || f >= 1n << 64n) {
-    throw new ArgumentError(`fuel must be a positive integer below 2^64, got ${fuel}`);
-  }
-  return f;
-}
-
-function checkCount(v: number | undefined, name: string, fallback: number): number {
-  if (v === undefined) return fallback;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new ArgumentError(`${name} must be a positive integer, got ${v}`);
-  }
-  return v;
-}
-
-function checkU32(v: number, name: string): void {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= TWO_32) {
-    throw new ArgumentError(`${name} must be an integer in [0, 2^32), got ${v}`);
-  }
-}
-
-function defaultRuntime(): string | URL {
-  let fromEnv: string | undefined;
-  try {
-    fromEnv = Deno.env.get("HL_WASM_RUNTIME") || undefined;
-  } catch {
-    // No --allow-env: use the local build.
-  }
-  return fromEnv ??
-    new URL("../guest/target/x86_64-unknown-linux-gnu/release/wasm-runtime", import.meta.url);
 }
 
 /** WASI clocks in nanoseconds: 0 realtime, 1 monotonic, 2/3 (CPU time) monotonic too. */

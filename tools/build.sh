@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds everything the tests and the demo need: the cdylib and the guests.
+# Builds everything the tests and the demo need: the cdylib, the KVM probe and the guests, then
+# (unless the first argument is `native`, which the demo uses) the Wasm test fixtures and the
+# npm packages the tests import. Usage: bash tools/build.sh [native]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p hl-rust-vmm --lib --example kvm_probe
 if [ -f guest/Cargo.toml ]; then
   (cd guest && cargo build --release)
 fi
+if [ "${1:-}" = native ]; then exit 0; fi
 # Wasm test modules (WAT and C sources in tests/wasm/) → target/wasm-fixtures/.
 bash tools/build_wasm_fixtures.sh
 # Fetch the npm packages the tests and benchmarks import while there is a network: inside the

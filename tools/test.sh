@@ -16,16 +16,36 @@ trap 'rm -rf "$log"' EXIT
 
 note() { printf '\n== %s\n' "$*"; }
 
-# Counts one stage from its output: Deno's "ok | N passed ... | N failed" or cargo's
-# "test result: ok. N passed; N failed" lines. A stage that exits non-zero but reports no failed
-# test still counts as one failure, so a crash is never a pass.
+# Counts one stage from its exit code and its runner's own summary: for Deno the last line
+# "ok | N passed (M steps) | N failed | N ignored (...)" (or "FAILED | ..."), for cargo every
+# "test result: ok. N passed; N failed; N ignored; ..." line (one per test binary). Nothing else
+# in the output is read, so a test that prints "3 failed" cannot change the totals. A stage that
+# exits non-zero counts at least one failure (a crash is never a pass); a stage that exits 0 but
+# has no summary is a failure too (its runner did not finish).
 count() {
-  local name=$1 rc=$2 out=$3 p=0 f=0 ignored=0
-  while read -r n; do p=$((p + n)); done < <(grep -aoE '(\| |test result: [a-zA-Z]+\. )[0-9]+ passed' "$out" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
-  while read -r n; do f=$((f + n)); done < <(grep -aoE '[0-9]+ failed' "$out" | grep -oE '[0-9]+')
-  while read -r n; do ignored=$((ignored + n)); done < <(grep -aoE '[0-9]+ ignored' "$out" | grep -oE '[0-9]+')
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  if [ "${HL_REQUIRE_KVM:-0}" = 1 ] && [ "${4:-}" = kvm ]; then
+  local name=$1 rc=$2 out=$3 runner=$4 kind=$5 p=0 f=0 ignored=0 line summaries=0
+  local n='([0-9]+)'
+  if [ "$runner" = deno ]; then
+    line=$(tr -d '\r' <"$out" | grep -aE "^(ok|FAILED) \| $n passed" | tail -n 1)
+    if [[ $line =~ ^(ok|FAILED)\ \|\ $n\ passed.*\|\ $n\ failed ]]; then
+      p=${BASH_REMATCH[2]} f=${BASH_REMATCH[3]} summaries=1
+      [[ $line =~ \|\ $n\ ignored ]] && ignored=${BASH_REMATCH[1]}
+    fi
+  else
+    while read -r line; do
+      if [[ $line =~ ^test\ result:\ [a-zA-Z]+\.\ $n\ passed\;\ $n\ failed\;\ $n\ ignored ]]; then
+        p=$((p + BASH_REMATCH[1])) f=$((f + BASH_REMATCH[2]))
+        ignored=$((ignored + BASH_REMATCH[3])) summaries=$((summaries + 1))
+      fi
+    done < <(tr -d '\r' <"$out" | grep -aE '^test result: ')
+  fi
+  if [ "$summaries" -eq 0 ]; then
+    echo "$name: no summary line from $runner (exit $rc)"
+    f=$((f + 1))
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1
+  fi
+  if [ "${HL_REQUIRE_KVM:-0}" = 1 ] && [ "$kind" = kvm ]; then
     if [ "$ignored" -ne 0 ]; then
       echo "$name: $ignored KVM test(s) were ignored although HL_REQUIRE_KVM=1"
       f=$((f + ignored))
@@ -54,12 +74,13 @@ check() {
   fi
 }
 
+# stage <name> <deno|cargo> <unit|kvm> <command...>: one test runner's run, counted by count().
 stage() {
-  local name=$1 kind=$2
-  shift 2
+  local name=$1 runner=$2 kind=$3
+  shift 3
   note "$name"
   "$@" 2>&1 | tee "$log/out"
-  count "$name" "${PIPESTATUS[0]}" "$log/out" "$kind"
+  count "$name" "${PIPESTATUS[0]}" "$log/out" "$runner" "$kind"
 }
 
 note "build"
@@ -72,7 +93,12 @@ fi
 note "static checks"
 check "deno fmt --check" deno fmt --check
 check "deno lint" deno lint
-check "deno check" deno check mod.ts ffi/ src/ tests/ bench/ examples/
+check "deno check" deno check mod.ts setup.ts src/ tests/ bench/ examples/ tools/
+# The JSDoc examples (and the README's code blocks go through mod.ts's own example) type-check.
+check "deno check --doc" deno check --doc mod.ts setup.ts src/
+check "deno doc --lint" deno doc --lint mod.ts setup.ts
+check "deno publish --dry-run" deno publish --dry-run --allow-dirty
+check "src/rust_sources.ts is current" deno run --allow-run --allow-read tools/rust_sources.ts --check
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy (rust-vmm)" cargo clippy --release -p hl-rust-vmm -- -D warnings
 if [ -f guest/Cargo.toml ]; then
@@ -80,23 +106,23 @@ if [ -f guest/Cargo.toml ]; then
   check "cargo clippy (guests)" bash -c 'cd guest && cargo clippy --release -- -D warnings'
 fi
 
-stage "deno unit tests (no KVM)" unit deno test --allow-read --allow-env --allow-ffi tests/unit/
+stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-env --allow-ffi tests/unit/
 if [ -f guest/wire/Cargo.toml ]; then
-  stage "hl-wire tests (no KVM)" unit bash -c 'cd guest && bash wire/test.sh'
+  stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
 fi
 
 # Compile the Rust tests natively: compiling under the emulator would take minutes.
 check "cargo test --no-run (rust-vmm)" cargo test --release -p hl-rust-vmm --no-run
 
 KVM_TESTS="deno test --no-check --allow-all --v8-flags=--expose-gc tests/kvm/"
-stage "rust-vmm tests (KVM)" kvm bash tools/vm/run.sh cargo test --release -p hl-rust-vmm
-stage "deno KVM tests" kvm bash tools/vm/run.sh $KVM_TESTS
+stage "rust-vmm tests (KVM)" cargo kvm bash tools/vm/run.sh cargo test --release -p hl-rust-vmm
+stage "deno KVM tests" deno kvm bash tools/vm/run.sh $KVM_TESTS
 
 # The nested-QEMU path (hosts with no usable /dev/kvm) stays tested: a few KVM tests forced
 # through the harness. They cover the CPL-3 entry, the host's exception stubs and fault frames
 # on hardware-style (SVM) KVM. HL_SKIP_NESTED=1 leaves it out (a local quick run).
 if [ "${HL_SKIP_NESTED:-0}" != 1 ]; then
-  stage "nested-QEMU smoke (KVM)" kvm env HL_VM_FORCE=1 bash tools/vm/run.sh \
+  stage "nested-QEMU smoke (KVM)" deno kvm env HL_VM_FORCE=1 bash tools/vm/run.sh \
     deno test --no-check --allow-all tests/kvm/abi_version.test.ts tests/kvm/ring3.test.ts
 fi
 

@@ -8,7 +8,7 @@
 
 import { CancelledError, TimeoutError } from "../errors.ts";
 import type { Frame, Value } from "../wire.ts";
-import type { MicroVm } from "../../ffi/vm.ts";
+import type { MicroVm } from "../ffi/vm.ts";
 import type { Step } from "./protocol.ts";
 import type { StopReason } from "./types.ts";
 

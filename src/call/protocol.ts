@@ -19,7 +19,7 @@ import {
 import { type Frame, type FrameDecoder, fromValue, toValue, type Value } from "../wire.ts";
 import { isInGuardPage, type MemoryLayout } from "../layout.ts";
 import { readCpuFault, stubVector } from "../system.ts";
-import { ExitKind, type MicroVm } from "../../ffi/vm.ts";
+import { ExitKind, type MicroVm } from "../ffi/vm.ts";
 import type { HostFunction } from "./types.ts";
 
 /** What an exit means for the call in progress. */

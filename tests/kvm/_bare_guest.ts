@@ -7,7 +7,7 @@
  * at CPL 0 instead.
  */
 
-import { MicroVm } from "../../ffi/vm.ts";
+import { MicroVm } from "../../src/ffi/vm.ts";
 
 export const MEMORY_SIZE = 2 * 1024 * 1024;
 export const CODE_ADDR = 0x10000;

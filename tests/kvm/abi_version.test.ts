@@ -10,7 +10,7 @@ import {
 import { abiVersionError } from "../../src/sandbox.ts";
 import { GUEST_VCPU_CONFIG } from "../../src/system.ts";
 import { decodeFrame } from "../../src/wire.ts";
-import { MicroVm } from "../../ffi/vm.ts";
+import { MicroVm } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { kvmTest } from "./_kvm.ts";
 

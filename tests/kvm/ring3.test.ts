@@ -20,7 +20,7 @@ import { parseElf } from "../../src/elf.ts";
 import { computeLayout, entryRegisters, initializeMemory } from "../../src/layout.ts";
 import { GUEST_VCPU_CONFIG, readCpuFault, stubVector } from "../../src/system.ts";
 import { FrameDecoder, FrameEncoder } from "../../src/wire.ts";
-import { ExitKind, MicroVm } from "../../ffi/vm.ts";
+import { ExitKind, MicroVm } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { kvmTest } from "./_kvm.ts";
 

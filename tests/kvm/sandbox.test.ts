@@ -11,7 +11,7 @@ import {
   StackOverflowError,
   TimeoutError,
 } from "../../mod.ts";
-import { globalStats } from "../../ffi/vm.ts";
+import { globalStats } from "../../src/ffi/vm.ts";
 import { ErrorCode, LogLevel } from "../../src/abi.ts";
 import { renderEchoAll, TESTGUEST } from "../_guests.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { HypervisorError } from "../../src/errors.ts";
-import { globalStats, hypervisorInfo, MicroVm } from "../../ffi/vm.ts";
-import { openLibrary } from "../../ffi/lib.ts";
+import { globalStats, hypervisorInfo, MicroVm } from "../../src/ffi/vm.ts";
+import { openLibrary } from "../../src/ffi/lib.ts";
 import { bareGuest, CODE } from "./_bare_guest.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 

@@ -6,7 +6,7 @@ import {
   LibraryNotFoundError,
   Sandbox,
 } from "../../mod.ts";
-import { openLibrary } from "../../ffi/lib.ts";
+import { openLibrary } from "../../src/ffi/lib.ts";
 import { ABI_VERSION } from "../../src/abi.ts";
 import { GuestAbiError } from "../../src/errors.ts";
 import { abiVersionError } from "../../src/sandbox.ts";

@@ -23,7 +23,7 @@ fail() {
 }
 
 if [ $# -eq 0 ]; then
-    echo "usage: bash tools/vm/run.sh <command> [args...]" >&2
+    echo "usage: bash tools/vm/run.sh <command> [args...] | --probe" >&2
     exit 2
 fi
 
@@ -56,6 +56,7 @@ kvm_usable() {
 if [ "${HL_VM_INSIDE:-}" = 1 ]; then
     # Already inside the harness VM (a task calling the harness again): never nest twice.
     say "mode=native (inside the hl-vm VM)"
+    [ "$1" = --probe ] && exit 0
     exec "$@"
 fi
 if [ "${HL_VM_FORCE:-}" != 1 ] && kvm_usable; then
@@ -68,7 +69,13 @@ if [ "${HL_VM_FORCE:-}" != 1 ] && kvm_usable; then
         kind="kvm_amd, hardware"
     fi
     say "mode=native ($kind: the KVM probe ran a CPL-3 SSE guest)"
+    [ "$1" = --probe ] && exit 0
     exec "$@"
+fi
+# `--probe`: only say whether guests run natively (exit 0) or need this harness (exit 3).
+if [ "$1" = --probe ]; then
+    say "mode=nested-qemu needed (${why:-HL_VM_FORCE=1})"
+    exit 3
 fi
 
 # --- nested-qemu mode --------------------------------------------------------------------

@@ -7,7 +7,7 @@
  */
 
 import { check, openLibrary, type Symbols } from "./lib.ts";
-import { SandboxDisposedError } from "../src/errors.ts";
+import { SandboxDisposedError } from "../errors.ts";
 
 /** Exit kinds reported by a run (the cdylib's `ExitKind`). */
 export const ExitKind = {

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { HypervisorError, LibraryNotFoundError } from "../src/errors.ts";
+import { HypervisorError } from "../errors.ts";
+import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
 export const CDYLIB_ABI_VERSION = 3;
@@ -73,28 +74,12 @@ export const STATUS_CODES: Readonly<Record<number, string>> = {
   [-9]: "STATE",
 };
 
-const LIBRARY_FILE = "libhl_rust_vmm.so";
-
-function envLibraryPath(): string | undefined {
-  try {
-    return Deno.env.get("HL_SANDBOX_LIB") || undefined;
-  } catch {
-    // No --allow-env: the variable simply does not apply.
-    return undefined;
-  }
-}
-
-function localBuildPath(): string | undefined {
-  const url = new URL(`../target/release/${LIBRARY_FILE}`, import.meta.url);
-  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
-}
-
 let opened: { path: string; symbols: Symbols } | undefined;
 
 /**
- * Opens the library: `explicitPath` if given, else `$HL_SANDBOX_LIB`, else the local cargo build
- * (`target/release/libhl_rust_vmm.so` next to this package); only the first of these that is set
- * is tried. Opened once per process; a later call with a different explicit path is an error.
+ * Opens the library found by `findLibrary` (`src/artifacts.ts`): `explicitPath` if given, else
+ * `$HL_SANDBOX_LIB`, else the local cargo build, else the setup cache. Opened once per process;
+ * a later call with a different explicit path is an error.
  */
 export function openLibrary(explicitPath?: string): Symbols {
   if (opened) {
@@ -106,38 +91,19 @@ export function openLibrary(explicitPath?: string): Symbols {
     }
     return opened.symbols;
   }
-  // The first source that names a path is the only one tried: a wrong explicit path or
-  // HL_SANDBOX_LIB is reported, not silently replaced by another build.
-  const chosen = explicitPath ?? envLibraryPath() ?? localBuildPath();
-  const candidates = chosen === undefined ? [] : [chosen];
-  const searched: string[] = [];
-  for (const path of candidates) {
-    searched.push(path);
-    let exists = false;
-    try {
-      exists = Deno.statSync(path).isFile;
-    } catch {
-      exists = false;
-    }
-    if (!exists) continue;
-    const lib = Deno.dlopen(path, symbols);
-    const version = lib.symbols.hl_abi_version();
-    if (version !== CDYLIB_ABI_VERSION) {
-      lib.close();
-      throw new HypervisorError(
-        "API_VERSION",
-        `${path} implements C ABI version ${version}, this package needs ${CDYLIB_ABI_VERSION}: ` +
-          "rebuild it with `deno task build`",
-      );
-    }
-    opened = { path, symbols: lib.symbols };
-    return lib.symbols;
+  const path = findLibrary(explicitPath);
+  const lib = Deno.dlopen(path, symbols);
+  const version = lib.symbols.hl_abi_version();
+  if (version !== CDYLIB_ABI_VERSION) {
+    lib.close();
+    throw new HypervisorError(
+      "API_VERSION",
+      `${path} implements C ABI version ${version}, this package needs ${CDYLIB_ABI_VERSION}: ` +
+        `rebuild it with \`${fixCommand()}\``,
+    );
   }
-  throw new LibraryNotFoundError(
-    searched,
-    "build it with `deno task build` (cargo build --release -p hl-rust-vmm), or point " +
-      "HL_SANDBOX_LIB (or the `library` option) at libhl_rust_vmm.so",
-  );
+  opened = { path, symbols: lib.symbols };
+  return lib.symbols;
 }
 
 const messageBuffer = new Uint8Array(4096);

@@ -1,0 +1,144 @@
+/**
+ * The setup entry point for a program that uses this package from JSR:
+ *
+ * ```sh
+ * deno run -A jsr:@hl/sandbox/setup
+ * ```
+ *
+ * It copies the Rust sources shipped in the package (the cdylib `rust-vmm/`, the guest runtime
+ * and the guests in `guest/`) into the per-version cache directory
+ * (`$XDG_CACHE_HOME/hl-sandbox/<version>/`, else `~/.cache/hl-sandbox/<version>/`), builds them
+ * there with your cargo (Rust stable), and prints where the results went. The library then finds
+ * them by itself: `Sandbox.create({ guest: guests.testguest })` and `WasmSandbox.create(...)`
+ * need no path. Running it again rebuilds only what changed.
+ *
+ * @example
+ * ```ts
+ * import { setup } from "@hl/sandbox/setup";
+ * const dir = await setup();
+ * console.log(`built into ${dir}`);
+ * ```
+ *
+ * @module
+ */
+
+import { cachedArtifact, cacheDir, LIBRARY_FILE, PACKAGE_VERSION } from "./src/artifacts.ts";
+import { RUST_SOURCES } from "./src/rust_sources.ts";
+
+/** Options of {@linkcode setup}. */
+export interface SetupOptions {
+  /** Where to build (default: the per-version cache directory the library looks in). */
+  dir?: string;
+  /** Print progress lines (default true); cargo's own output always goes to stderr. */
+  verbose?: boolean;
+}
+
+const GUESTS = ["testguest", "wasm-runtime"] as const;
+
+/**
+ * Builds the native library and the built-in guests into `options.dir` (default: the cache
+ * directory the library searches) and returns that directory.
+ *
+ * @example
+ * ```ts
+ * import { setup } from "@hl/sandbox/setup";
+ * console.log(await setup({ verbose: false }));
+ * ```
+ */
+export async function setup(options: SetupOptions = {}): Promise<string> {
+  const dir = options.dir ?? cacheDir();
+  if (dir === undefined) {
+    throw new Error("no cache directory: set XDG_CACHE_HOME or HOME (and run with --allow-env)");
+  }
+  const say = options.verbose === false ? () => {} : (s: string) => console.log(`hl-sandbox: ${s}`);
+  say(`building @hl/sandbox ${PACKAGE_VERSION} with cargo into ${dir}`);
+
+  // 1. The sources, read through the module graph's URLs (file: in a copy, https: from JSR).
+  const src = `${dir}/src`;
+  const root = new URL("./", import.meta.url);
+  let written = 0;
+  for (const rel of RUST_SOURCES) {
+    const res = await fetch(new URL(rel, root));
+    if (!res.ok) throw new Error(`cannot read ${rel} from ${root.href}: HTTP ${res.status}`);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (writeIfChanged(`${src}/${rel}`, bytes)) written++;
+  }
+  say(`sources: ${RUST_SOURCES.length} files in ${src} (${written} updated)`);
+
+  // 2. The builds; cargo's output goes to stderr.
+  await cargo(src, [
+    "build",
+    "--release",
+    "--locked",
+    "-p",
+    "hl-rust-vmm",
+    "--lib",
+    "--target-dir",
+    `${dir}/target`,
+  ]);
+  await cargo(`${src}/guest`, [
+    "build",
+    "--release",
+    "--locked",
+    "--target-dir",
+    `${dir}/guest-target`,
+  ]);
+
+  // 3. The results where the library looks; renamed into place, so a process that has the old
+  //    library open keeps its copy.
+  install(`${dir}/target/release/${LIBRARY_FILE}`, cachedArtifact(dir, "library"));
+  for (const g of GUESTS) {
+    install(`${dir}/guest-target/x86_64-unknown-linux-gnu/release/${g}`, cachedArtifact(dir, g));
+  }
+  say(`library:      ${cachedArtifact(dir, "library")}`);
+  for (const g of GUESTS) say(`${`${g}:`.padEnd(13)} ${cachedArtifact(dir, g)}`);
+  say(`done: the library finds these by itself (version ${PACKAGE_VERSION})`);
+  return dir;
+}
+
+function writeIfChanged(path: string, bytes: Uint8Array): boolean {
+  try {
+    const old = Deno.readFileSync(path);
+    if (old.length === bytes.length && old.every((b, i) => b === bytes[i])) return false;
+  } catch {
+    // missing: write it
+  }
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  Deno.writeFileSync(path, bytes);
+  return true;
+}
+
+function install(from: string, to: string): void {
+  Deno.mkdirSync(to.slice(0, to.lastIndexOf("/")), { recursive: true });
+  const tmp = `${to}.tmp-${Deno.pid}`;
+  Deno.copyFileSync(from, tmp);
+  Deno.chmodSync(tmp, 0o755);
+  Deno.renameSync(tmp, to);
+}
+
+async function cargo(cwd: string, args: string[]): Promise<void> {
+  let status: Deno.CommandStatus;
+  try {
+    status = await new Deno.Command("cargo", { args, cwd, stdout: "inherit", stderr: "inherit" })
+      .spawn().status;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(
+        "cargo not found: install Rust stable (https://rustup.rs), then run this again",
+      );
+    }
+    throw e;
+  }
+  if (!status.success) {
+    throw new Error(`cargo ${args.join(" ")} failed in ${cwd} (exit ${status.code})`);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await setup();
+  } catch (e) {
+    console.error(`hl-sandbox setup: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

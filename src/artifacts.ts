@@ -1,0 +1,162 @@
+/**
+ * Where the built artifacts are: the cdylib (`libhl_rust_vmm.so`) and the built-in guests
+ * (`testguest`, `wasm-runtime`). One lookup for all of them, in this order:
+ *
+ * 1. an explicit path (the `library` / `runtime` option), else the environment variable
+ *    (`HL_SANDBOX_LIB`, `HL_WASM_RUNTIME`): when one of these names a path, only it is tried;
+ * 2. the local cargo build next to this package (a clone after `deno task build`);
+ * 3. the per-version cache that `deno run -A jsr:@hl/sandbox/setup` fills
+ *    (`$XDG_CACHE_HOME/hl-sandbox/<version>/`, else `~/.cache/hl-sandbox/<version>/`).
+ *
+ * A miss throws an error that names the one command that fixes it. This module imports only
+ * `errors.ts` (a leaf), so `src/ffi/` may use it.
+ *
+ * @module
+ */
+
+import { GuestNotFoundError, LibraryNotFoundError } from "./errors.ts";
+import denoJson from "../deno.json" with { type: "json" };
+
+/** This package's version (`deno.json`); the cache directory is per version. */
+export const PACKAGE_VERSION: string = denoJson.version;
+
+/** File name of the cdylib. */
+export const LIBRARY_FILE = "libhl_rust_vmm.so";
+
+/** Names of the guests built from `guest/` (cargo binary names). */
+export type BuiltinGuestName = "testguest" | "wasm-runtime";
+
+const PACKAGE_ROOT = new URL("../", import.meta.url);
+const GUEST_BUILD_DIR = "guest/target/x86_64-unknown-linux-gnu/release/";
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    // No --allow-env: the variable simply does not apply.
+    return undefined;
+  }
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** A path under this package when it is on the local disk (a clone or a copy), else undefined. */
+function localPath(relative: string): string | undefined {
+  const url = new URL(relative, PACKAGE_ROOT);
+  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
+}
+
+/**
+ * The per-version cache directory: `$XDG_CACHE_HOME/hl-sandbox/<version>/`, else
+ * `$HOME/.cache/hl-sandbox/<version>/`; undefined when neither variable is readable.
+ */
+export function cacheDir(version: string = PACKAGE_VERSION): string | undefined {
+  const xdg = env("XDG_CACHE_HOME");
+  const home = env("HOME");
+  const base = xdg ?? (home === undefined ? undefined : `${home}/.cache`);
+  return base === undefined ? undefined : `${base}/hl-sandbox/${version}`;
+}
+
+/** Where `setup` puts the cdylib and the guests inside {@linkcode cacheDir}. */
+export function cachedArtifact(dir: string, what: "library" | BuiltinGuestName): string {
+  return what === "library" ? `${dir}/${LIBRARY_FILE}` : `${dir}/guests/${what}`;
+}
+
+/**
+ * The one command that makes the artifacts exist: `deno task build` in a clone (this package has
+ * `tools/build.sh` beside it), else the setup entry point of this exact version.
+ */
+export function fixCommand(): string {
+  const tools = localPath("tools/build.sh");
+  if (tools !== undefined && isFile(tools)) return "deno task build";
+  const setup = localPath("setup.ts");
+  if (setup !== undefined) return `deno run -A ${setup}`;
+  return `deno run -A jsr:@hl/sandbox@${PACKAGE_VERSION}/setup`;
+}
+
+/** The candidates in lookup order: only the named one if `named` is set, else local then cache. */
+function candidates(
+  named: string | undefined,
+  local: string | undefined,
+  what: "library" | BuiltinGuestName,
+): string[] {
+  if (named !== undefined) return [named];
+  const out: string[] = [];
+  if (local !== undefined) out.push(local);
+  const dir = cacheDir();
+  if (dir !== undefined) out.push(cachedArtifact(dir, what));
+  return out;
+}
+
+/**
+ * The path of the cdylib to open: `explicit`, else `$HL_SANDBOX_LIB`, else the local build
+ * `target/release/libhl_rust_vmm.so`, else the cache. Throws {@linkcode LibraryNotFoundError}
+ * naming the command that fixes it.
+ */
+export function findLibrary(explicit?: string): string {
+  const named = explicit ?? env("HL_SANDBOX_LIB");
+  const searched = candidates(named, localPath(`target/release/${LIBRARY_FILE}`), "library");
+  const found = searched.find(isFile);
+  if (found !== undefined) return found;
+  throw new LibraryNotFoundError(
+    searched,
+    named !== undefined
+      ? `point ${explicit !== undefined ? "the `library` option" : "HL_SANDBOX_LIB"} at an ` +
+        `existing ${LIBRARY_FILE}, or drop it (and HL_SANDBOX_LIB) and run \`${fixCommand()}\``
+      : `run \`${fixCommand()}\``,
+  );
+}
+
+/**
+ * The path of a built-in guest: for `wasm-runtime` `$HL_WASM_RUNTIME` if set (then only it),
+ * else the local build under `guest/target/`, else the cache. Throws
+ * {@linkcode GuestNotFoundError} naming the command that fixes it.
+ */
+export function findGuest(name: BuiltinGuestName): string {
+  const named = name === "wasm-runtime" ? env("HL_WASM_RUNTIME") : undefined;
+  const searched = candidates(named, localPath(GUEST_BUILD_DIR + name), name);
+  const found = searched.find(isFile);
+  if (found !== undefined) return found;
+  throw new GuestNotFoundError(
+    name,
+    searched,
+    named !== undefined
+      ? `point HL_WASM_RUNTIME at an existing wasm-runtime guest, or unset it and run \`${fixCommand()}\``
+      : `run \`${fixCommand()}\``,
+  );
+}
+
+/** The built-in guests by name; see {@linkcode guests}. */
+export interface BuiltinGuests {
+  /** The test guest (`guest/testguest`): `add`, `echo`, `call_host`, ...; see `guest/README.md`. */
+  readonly testguest: string;
+  /** The guest that runs WebAssembly modules (`guest/wasm-runtime`); `WasmSandbox` uses it. */
+  readonly wasmRuntime: string;
+}
+
+/**
+ * The built-in guests, each resolved to a path when read (local build, else the setup cache),
+ * so a program never types a path. Reading one that is not built throws
+ * {@linkcode GuestNotFoundError} naming the command that builds it.
+ *
+ * @example
+ * ```ts
+ * import { guests, Sandbox } from "@hl/sandbox";
+ * await using sb = await Sandbox.create({ guest: guests.testguest });
+ * console.log(await sb.call("add", 2, 3)); // 5
+ * ```
+ */
+export const guests: BuiltinGuests = {
+  get testguest(): string {
+    return findGuest("testguest");
+  },
+  get wasmRuntime(): string {
+    return findGuest("wasm-runtime");
+  },
+};

@@ -44,7 +44,7 @@ import type { ElfImage, ElfSegment } from "./elf.ts";
 import { loadImage } from "./elf.ts";
 import { ArgumentError, GuestImageError } from "./errors.ts";
 import { writeSystemTables } from "./system.ts";
-import type { Registers } from "../ffi/vm.ts";
+import type { Registers } from "./ffi/vm.ts";
 
 /** The sizes a sandbox is created with; each is in bytes and optional. */
 export interface LayoutOptions {

@@ -39,6 +39,7 @@ export const RUST_SOURCES: readonly string[] = [
   "rust-vmm/src/kvm/vm.rs",
   "rust-vmm/src/lib.rs",
   "rust-vmm/src/memory.rs",
+  "rust-vmm/src/park.rs",
   "rust-vmm/src/probe.rs",
   "rust-vmm/src/stats.rs",
   "rust-vmm/src/trace.rs",

@@ -145,6 +145,9 @@ export const LogLevel = {
   TRACE: 4,
 } as const;
 
+/** The highest `LOG` level (`TRACE`); decoders reject anything above it. */
+export const MAX_LOG_LEVEL = 4;
+
 /** The shortest function name, in UTF-8 bytes. */
 export const MIN_NAME_LENGTH = 1;
 /** The longest function name, in UTF-8 bytes. */

@@ -34,6 +34,7 @@ export const RUST_SOURCES: readonly string[] = [
   "rust-vmm/examples/kvm_probe.rs",
   "rust-vmm/src/backend.rs",
   "rust-vmm/src/error.rs",
+  "rust-vmm/src/kvm/cpuid.rs",
   "rust-vmm/src/kvm/mod.rs",
   "rust-vmm/src/kvm/vcpu.rs",
   "rust-vmm/src/kvm/vm.rs",

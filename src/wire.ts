@@ -14,6 +14,7 @@ import {
   FRAME_KIND_NAMES,
   FrameKind,
   MAX_FUNCTIONS,
+  MAX_LOG_LEVEL,
   MAX_NAME_LENGTH,
   MAX_PARAMS,
   MIN_NAME_LENGTH,
@@ -137,7 +138,7 @@ export class FrameDecoder {
     switch (kind) {
       case "CALL":
       case "HOST_CALL": {
-        const name = this.#str("function name");
+        const name = this.#str("function name", MIN_NAME_LENGTH, MAX_NAME_LENGTH);
         return { kind, name, args: this.#values() };
       }
       case "RETURN":
@@ -166,6 +167,9 @@ export class FrameDecoder {
       }
       case "LOG": {
         const level = this.#u32("log level");
+        if (level > MAX_LOG_LEVEL) {
+          throw new ProtocolError(`LOG level ${level} is above ${MAX_LOG_LEVEL}`);
+        }
         return { kind, level, message: this.#str("log message") };
       }
     }
@@ -210,6 +214,7 @@ export class FrameDecoder {
     return decodeUtf8(this.#bytes, start, len, what);
   }
 
+  /** `u32 argc, argc × value`: at most {@link MAX_PARAMS} values, none `void` (checked first). */
   #values(): Value[] {
     const argc = this.#u32("argc");
     if (argc * MIN_VALUE_SIZE > this.#end - this.#pos) {
@@ -217,8 +222,15 @@ export class FrameDecoder {
         `argc ${argc} cannot fit the ${this.#end - this.#pos} bytes that remain`,
       );
     }
+    if (argc > MAX_PARAMS) {
+      throw new ProtocolError(`argc ${argc} is more than ${MAX_PARAMS} arguments`);
+    }
     const values = new Array<Value>(argc);
-    for (let i = 0; i < argc; i++) values[i] = this.#value();
+    for (let i = 0; i < argc; i++) {
+      const value = this.#value();
+      if (value.type === "void") throw new ProtocolError(`argument ${i} is void`);
+      values[i] = value;
+    }
     return values;
   }
 

@@ -2,8 +2,10 @@
  * Generates tests/vectors/wire.json, the wire-format vectors both the TS host and the Rust guest
  * test against. Run: `deno run --allow-write=tests/vectors tools/gen_vectors.ts`.
  *
- * Format: `{"abi_version", "ports": {NAME: number}, "frames": [{name, hex, frame}],
- * "malformed": [{name, hex, reason}]}`.
+ * Format: `{"abi_version", "constants": {...}, "ports": {NAME: number}, "frames": [{name, hex,
+ * frame}], "malformed": [{name, hex, reason}]}`. `constants` holds the ABI's numbers (ports, frame
+ * kinds, value tags, PEB offsets, error codes, log levels, limits), which the TS and Rust tests
+ * both assert against their own copies.
  * `hex` is the whole buffer handed to the decoder (lowercase). In `frame`, i64/u64 values and FAULT
  * fields are decimal strings, f32/f64 values are their IEEE-754 bit patterns as "0x" + 8 or 16 hex
  * digits, bytes are hex strings. Malformed reasons that start with "limit:" break a limit of the
@@ -12,7 +14,23 @@
  * @module
  */
 
-import { ABI_VERSION, FrameKind, Port, ValueTag, type ValueType } from "../src/abi.ts";
+import {
+  ABI_VERSION,
+  ErrorCode,
+  FRAME_HEADER_SIZE,
+  FrameKind,
+  LogLevel,
+  MAX_FUNCTIONS,
+  MAX_LOG_LEVEL,
+  MAX_NAME_LENGTH,
+  MAX_PARAMS,
+  MIN_NAME_LENGTH,
+  PEB_MAGIC,
+  PebOffset,
+  Port,
+  ValueTag,
+  type ValueType,
+} from "../src/abi.ts";
 import { encodeFrame, type Frame, type FunctionSignature, type Value } from "../src/wire.ts";
 
 /** A value in the vectors' JSON form. */
@@ -21,9 +39,26 @@ export type JsonValue = { type: ValueType; value?: number | string | boolean };
 /** A frame in the vectors' JSON form. */
 export type JsonFrame = { kind: string; [field: string]: unknown };
 
+/** The ABI's constants, for every implementation to assert (issue #10: copies drift). */
+export interface WireConstants {
+  abi_version: number;
+  /** "0x" + 16 hex digits. */
+  peb_magic: string;
+  frame_header_size: number;
+  ports: Record<string, number>;
+  frame_kinds: Record<string, number>;
+  value_tags: Record<string, number>;
+  /** snake_case field names (docs/abi.md) to byte offsets. */
+  peb_offsets: Record<string, number>;
+  error_codes: Record<string, number>;
+  log_levels: Record<string, number>;
+  limits: Record<string, number>;
+}
+
 /** The vectors file. */
 export interface WireVectors {
   abi_version: number;
+  constants: WireConstants;
   ports: Record<string, number>;
   frames: { name: string; hex: string; frame: JsonFrame }[];
   malformed: { name: string; hex: string; reason: string }[];
@@ -264,6 +299,9 @@ export const LIMIT_VALUES: readonly [string, Value][] = [
   ["bytes_all_values", bytes(ALL_BYTES)],
 ];
 
+/** The limit values an argument may be: all but `void`, at most 32 to a call. */
+const ARG_VALUES: readonly Value[] = LIMIT_VALUES.map((e) => e[1]).filter((v) => v.type !== "void");
+
 function validFrames(): [string, Frame][] {
   const frames: [string, Frame][] = [];
   for (const [name, value] of LIMIT_VALUES) {
@@ -275,7 +313,9 @@ function validFrames(): [string, Frame][] {
   frames.push(
     ["call_no_args", { kind: "CALL", name: "ping", args: [] }],
     ["call_add", { kind: "CALL", name: "add", args: [i32(1), i32(2)] }],
-    ["call_every_limit", { kind: "CALL", name: "limits", args: LIMIT_VALUES.map((e) => e[1]) }],
+    ["call_limits_first_32", { kind: "CALL", name: "limits", args: ARG_VALUES.slice(0, 32) }],
+    ["call_limits_rest", { kind: "CALL", name: "limits", args: ARG_VALUES.slice(32) }],
+    ["call_name_255_bytes", { kind: "CALL", name: "é".repeat(127) + "x", args: [] }],
     ["call_non_ascii_name", { kind: "CALL", name: "grüße_😀", args: [str("x")] }],
     ["call_32_args", {
       kind: "CALL",
@@ -284,11 +324,12 @@ function validFrames(): [string, Frame][] {
     }],
     ["host_call_no_args", { kind: "HOST_CALL", name: "now", args: [] }],
     ["host_call_log", { kind: "HOST_CALL", name: "log", args: [u32(2), str("hi ✓")] }],
-    ["host_call_every_limit", {
+    ["host_call_limits_first_32", {
       kind: "HOST_CALL",
       name: "limits",
-      args: LIMIT_VALUES.map((e) => e[1]),
+      args: ARG_VALUES.slice(0, 32),
     }],
+    ["host_call_limits_rest", { kind: "HOST_CALL", name: "limits", args: ARG_VALUES.slice(32) }],
     ["error_unknown_function", { kind: "ERROR", code: 1, message: "unknown function: nope" }],
     ["error_bad_arguments", { kind: "ERROR", code: 2, message: "add takes 2 arguments, got 1" }],
     ["error_host_call_failed", { kind: "ERROR", code: 3, message: "host call failed: boom" }],
@@ -383,6 +424,43 @@ function entry(name: string, params: number[], result: number): number[] {
   return [...strField(name), params.length, ...params, result];
 }
 
+/** The `CALL` / `HOST_CALL` limits, broken one at a time: argc, void arguments, name length. */
+function invocationLimits(kind: number, prefix: string): [string, Uint8Array, string][] {
+  const i32s = (n: number) => Array.from({ length: n }, () => [ValueTag.i32, 1, 0, 0, 0]).flat();
+  return [
+    [
+      `${prefix}_33_args`,
+      raw(kind, [...strField("f"), ...le32(33), ...i32s(33)]),
+      "limit: at most 32 arguments",
+    ],
+    [
+      `${prefix}_64k_void_args`,
+      raw(kind, [...strField("f"), ...le32(1 << 16), ...new Array(1 << 16).fill(ValueTag.void)]),
+      "limit: at most 32 arguments",
+    ],
+    [
+      `${prefix}_void_arg`,
+      raw(kind, [...strField("f"), ...le32(2), ValueTag.i32, 1, 0, 0, 0, ValueTag.void]),
+      "limit: no void arguments",
+    ],
+    [
+      `${prefix}_empty_name`,
+      raw(kind, [...strField(""), ...le32(0)]),
+      "limit: names are 1-255 bytes",
+    ],
+    [
+      `${prefix}_name_256_bytes`,
+      raw(kind, [...strField("a".repeat(256)), ...le32(0)]),
+      "limit: names are 1-255 bytes",
+    ],
+    [
+      `${prefix}_name_4k`,
+      raw(kind, [...strField("a".repeat(4096)), ...le32(0)]),
+      "limit: names are 1-255 bytes",
+    ],
+  ];
+}
+
 function malformedFrames(): [string, Uint8Array, string][] {
   const K = FrameKind;
   const T = ValueTag;
@@ -473,13 +551,22 @@ function malformedFrames(): [string, Uint8Array, string][] {
     ["call_name_invalid_utf8", raw(K.CALL, [...le32(1), 0xfe, ...le32(0)]), "invalid UTF-8"],
     [
       "call_bad_tag_in_second_arg",
-      raw(K.CALL, [...strField("f"), ...le32(2), T.void, 42]),
+      raw(K.CALL, [...strField("f"), ...le32(2), T.bool, 1, 42]),
       "unknown tag",
     ],
     [
       "host_call_argc_huge",
       raw(K.HOST_CALL, [...strField("h"), ...le32(0x10000000)]),
       "argc cannot fit the remaining bytes",
+    ],
+    ...invocationLimits(K.CALL, "call"),
+    ...invocationLimits(K.HOST_CALL, "host_call"),
+    ["log_level_5", raw(K.LOG, [...le32(5), ...strField("x")]), "limit: LOG level above 4"],
+    ["log_level_max", raw(K.LOG, [...le32(0xffffffff), ...le32(0)]), "limit: LOG level above 4"],
+    [
+      "function_table_void_param",
+      raw(K.FUNCTION_TABLE, [...le32(1), ...entry("f", [T.i32, T.void], T.void)]),
+      "limit: no void parameters",
     ],
     ["error_missing_message", raw(K.ERROR, le32(1000)), "payload ends before its fields"],
     ["error_truncated_code", raw(K.ERROR, [1, 0]), "payload ends before its fields"],
@@ -554,11 +641,35 @@ function malformedFrames(): [string, Uint8Array, string][] {
   ];
 }
 
+/** The constants section, from src/abi.ts. */
+export function buildConstants(): WireConstants {
+  const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  return {
+    abi_version: ABI_VERSION,
+    peb_magic: `0x${PEB_MAGIC.toString(16).padStart(16, "0")}`,
+    frame_header_size: FRAME_HEADER_SIZE,
+    ports: { ...Port },
+    frame_kinds: { ...FrameKind },
+    value_tags: { ...ValueTag },
+    peb_offsets: Object.fromEntries(Object.entries(PebOffset).map(([k, v]) => [snake(k), v])),
+    error_codes: { ...ErrorCode },
+    log_levels: { ...LogLevel },
+    limits: {
+      min_name_len: MIN_NAME_LENGTH,
+      max_name_len: MAX_NAME_LENGTH,
+      max_functions: MAX_FUNCTIONS,
+      max_params: MAX_PARAMS,
+      max_log_level: MAX_LOG_LEVEL,
+    },
+  };
+}
+
 /** Builds the vectors. */
 export function buildVectors(): WireVectors {
   const buffer = new Uint8Array(1 << 20);
   return {
     abi_version: ABI_VERSION,
+    constants: buildConstants(),
     ports: { ...Port },
     frames: validFrames().map(([name, frame]) => {
       const size = encodeFrame(frame, buffer);

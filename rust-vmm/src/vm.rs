@@ -29,6 +29,22 @@ static HYPERVISOR: Mutex<Option<Arc<dyn Hypervisor>>> = Mutex::new(None);
 static VMS: OnceLock<Mutex<HashMap<u32, Arc<Vm>>>> = OnceLock::new();
 static NEXT_HANDLE: AtomicU32 = AtomicU32::new(1);
 
+/// Takes the next handle from `next`. Handles are never reused, so after 2^32 - 1 VMs the
+/// counter saturates at 0 (never a handle) and every later create fails, instead of wrapping onto a
+/// handle that may still be live (issue #10): a stale handle must stay an error, never another
+/// caller's VM.
+fn allocate_handle(next: &AtomicU32) -> Result<u32> {
+    next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+        (h != 0).then(|| h.checked_add(1).unwrap_or(0))
+    })
+    .map_err(|_| {
+        Error::state(
+            "VM handles exhausted in this process (2^32 - 1 VMs created; handles are never \
+             reused): restart the process",
+        )
+    })
+}
+
 fn vms() -> &'static Mutex<HashMap<u32, Arc<Vm>>> {
     VMS.get_or_init(|| Mutex::new(HashMap::new()))
 }
@@ -61,10 +77,7 @@ pub fn lookup(handle: u32) -> Result<Arc<Vm>> {
 pub fn create() -> Result<u32> {
     let counters = Arc::new(Counters::default());
     let backend = hypervisor()?.create_vm(counters.clone())?;
-    let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-    if handle == 0 {
-        return Err(Error::state("VM handles exhausted in this process"));
-    }
+    let handle = allocate_handle(&NEXT_HANDLE)?;
     let vm = Arc::new(Vm {
         handle,
         vcpu: OnceLock::new(),
@@ -159,5 +172,27 @@ impl Vm {
                 self.handle
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_never_wrap_onto_a_live_entry() {
+        let next = AtomicU32::new(1);
+        assert_eq!(allocate_handle(&next).unwrap(), 1);
+        assert_eq!(allocate_handle(&next).unwrap(), 2);
+        let next = AtomicU32::new(u32::MAX - 1);
+        assert_eq!(allocate_handle(&next).unwrap(), u32::MAX - 1);
+        assert_eq!(allocate_handle(&next).unwrap(), u32::MAX);
+        // Exhausted: refused, and it stays refused (the old code went on from 1 again).
+        for _ in 0..3 {
+            let err = allocate_handle(&next).unwrap_err();
+            assert_eq!(err.code, crate::error::Code::State);
+            assert!(err.message.contains("exhausted"));
+        }
+        assert_eq!(next.load(Ordering::Relaxed), 0);
     }
 }

@@ -43,7 +43,9 @@ Deno.test("wire round trips", async (t) => {
       }
       for (const kind of ["CALL", "HOST_CALL"] as const) {
         const frame: Frame = { kind, name: "f", args: [value, value] };
-        assert.deepStrictEqual(roundTrip(frame), frame, name);
+        // void is a result type only: an argument of that type is malformed (issue #10).
+        if (value.type === "void") assert.throws(() => roundTrip(frame), ProtocolError);
+        else assert.deepStrictEqual(roundTrip(frame), frame, name);
       }
     }
   });
@@ -99,8 +101,11 @@ Deno.test("wire round trips", async (t) => {
       const value: Value = { type: "string", value: text };
       assert.deepStrictEqual(roundTrip({ kind: "RETURN", value }), { kind: "RETURN", value });
       const frame: Frame = { kind: "CALL", name: text, args: [] };
-      assert.deepStrictEqual(roundTrip(frame), frame);
-      assert.equal(frameSize(frame), 16 + new TextEncoder().encode(text).length);
+      const nameBytes = new TextEncoder().encode(text).length;
+      // Function names are 1-255 bytes (issue #10); the others are rejected.
+      if (nameBytes >= 1 && nameBytes <= 255) assert.deepStrictEqual(roundTrip(frame), frame);
+      else assert.throws(() => roundTrip(frame), ProtocolError);
+      assert.equal(frameSize(frame), 16 + nameBytes);
     }
   });
 
@@ -205,7 +210,11 @@ Deno.test("wire encoding limits", async (t) => {
 
   await t.step("every buffer shorter than the frame is refused; the exact size fits", () => {
     const frames: Frame[] = [
-      { kind: "CALL", name: "héllo", args: LIMIT_VALUES.map((e) => e[1]) },
+      {
+        kind: "CALL",
+        name: "héllo",
+        args: LIMIT_VALUES.map((e) => e[1]).filter((v) => v.type !== "void").slice(0, 32),
+      },
       { kind: "HOST_ERROR", message: "a".repeat(100) },
       { kind: "PANIC", message: "é".repeat(100) },
       {
@@ -283,9 +292,10 @@ Deno.test("wire decoding rejects malformed frames with ProtocolError", async (t)
     const buffer = new Uint8Array(64);
     const view = new DataView(buffer.buffer);
     view.setUint32(0, 1, true); // CALL
-    view.setUint32(4, 9, true);
-    view.setUint32(8, 0, true); // empty name
-    view.setUint32(12, 0xffffffff, true); // argc
+    view.setUint32(4, 10, true);
+    view.setUint32(8, 1, true); // a one-byte name
+    buffer[12] = 0x66;
+    view.setUint32(13, 0xffffffff, true); // argc
     const start = performance.now();
     reject(buffer, /argc/);
     view.setUint32(0, 7, true); // FUNCTION_TABLE
@@ -381,4 +391,38 @@ Deno.test("marshaling JS values", async (t) => {
     const bytes = Uint8Array.of(1);
     assert.equal(fromValue({ type: "bytes", value: bytes }), bytes);
   });
+});
+
+Deno.test("HOST_CALL/CALL caps: a 4 MiB frame of 4M void arguments is refused cheaply", () => {
+  // Issue #10: argc was bounded only by the bytes left, so this grew RSS by 320 MB.
+  const argc = 4 * MIB;
+  for (const kind of [1, 4]) {
+    const buf = new Uint8Array(8 + 5 + 4 + argc);
+    const view = new DataView(buf.buffer);
+    view.setUint32(0, kind, true);
+    view.setUint32(4, buf.length - 8, true);
+    view.setUint32(8, 1, true);
+    buf[12] = 0x66;
+    view.setUint32(13, argc, true);
+    const start = performance.now();
+    assert.throws(() => decodeFrame(buf), (e: unknown) => {
+      assert.ok(e instanceof ProtocolError);
+      assert.match(e.message, /more than 32 arguments/);
+      return true;
+    });
+    assert.ok(performance.now() - start < 50, "rejected before decoding the arguments");
+  }
+});
+
+Deno.test("LOG levels above 4 are a ProtocolError in the decoder", () => {
+  const log = (level: number) => {
+    const buf = new Uint8Array(16);
+    const view = new DataView(buf.buffer);
+    view.setUint32(0, 10, true);
+    view.setUint32(4, 8, true);
+    view.setUint32(8, level, true);
+    return buf;
+  };
+  assert.deepStrictEqual(decodeFrame(log(4)), { kind: "LOG", level: 4, message: "" });
+  for (const level of [5, 0xffffffff]) assert.throws(() => decodeFrame(log(level)), ProtocolError);
 });

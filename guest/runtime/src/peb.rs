@@ -11,20 +11,13 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use hl_wire::{ABI_VERSION, PEB_MAGIC};
 
-const OFF_MAGIC: usize = 0x00;
-const OFF_ABI_VERSION: usize = 0x08;
-const OFF_GUEST_ABI_VERSION: usize = 0x0C;
-const OFF_INPUT_ADDR: usize = 0x10;
-const OFF_INPUT_SIZE: usize = 0x18;
-const OFF_OUTPUT_ADDR: usize = 0x20;
-const OFF_OUTPUT_SIZE: usize = 0x28;
-const OFF_HEAP_ADDR: usize = 0x30;
-const OFF_HEAP_SIZE: usize = 0x38;
-const OFF_STACK_TOP: usize = 0x40;
-const OFF_STACK_SIZE: usize = 0x48;
-const OFF_IMAGE_BASE: usize = 0x58;
-const OFF_IMAGE_SIZE: usize = 0x60;
-const OFF_MEMORY_SIZE: usize = 0x68;
+use hl_wire::peb_offset::{
+    ABI_VERSION as OFF_ABI_VERSION, GUEST_ABI_VERSION as OFF_GUEST_ABI_VERSION,
+    HEAP_ADDR as OFF_HEAP_ADDR, HEAP_SIZE as OFF_HEAP_SIZE, IMAGE_BASE as OFF_IMAGE_BASE,
+    IMAGE_SIZE as OFF_IMAGE_SIZE, INPUT_ADDR as OFF_INPUT_ADDR, INPUT_SIZE as OFF_INPUT_SIZE,
+    MAGIC as OFF_MAGIC, MEMORY_SIZE as OFF_MEMORY_SIZE, OUTPUT_ADDR as OFF_OUTPUT_ADDR,
+    OUTPUT_SIZE as OFF_OUTPUT_SIZE, STACK_SIZE as OFF_STACK_SIZE, STACK_TOP as OFF_STACK_TOP,
+};
 const PEB_SIZE: u64 = 0x1000;
 
 /// The smallest output buffer the runtime accepts (room for a useful PANIC/FAULT frame).

@@ -46,6 +46,7 @@ hl_guest::guest_functions![
     forbidden_at,
     exec_addr,
     log_then_spin,
+    cpuid,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -319,4 +320,13 @@ fn exec_addr(addr: u64) {
 fn log_then_spin(message: String) {
     hl_guest::log(LogLevel::Info, &message);
     spin();
+}
+
+/// `cpuid` with EAX = `leaf`, ECX = `subleaf`: EAX, EBX, ECX, EDX as 16 little-endian bytes.
+fn cpuid(leaf: u32, subleaf: u32) -> Vec<u8> {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
 }

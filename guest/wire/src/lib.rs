@@ -57,6 +57,38 @@ pub mod error_code {
 /// The PEB magic, ASCII "HLSBPEB1" read as a little-endian u64.
 pub const PEB_MAGIC: u64 = 0x3142_4550_4253_4C48;
 
+/// Byte offsets of the PEB fields (docs/abi.md, "Parameter block"); asserted against the shared
+/// vectors' `constants.peb_offsets`.
+pub mod peb_offset {
+    pub const MAGIC: usize = 0x00;
+    pub const ABI_VERSION: usize = 0x08;
+    pub const GUEST_ABI_VERSION: usize = 0x0C;
+    pub const INPUT_ADDR: usize = 0x10;
+    pub const INPUT_SIZE: usize = 0x18;
+    pub const OUTPUT_ADDR: usize = 0x20;
+    pub const OUTPUT_SIZE: usize = 0x28;
+    pub const HEAP_ADDR: usize = 0x30;
+    pub const HEAP_SIZE: usize = 0x38;
+    pub const STACK_TOP: usize = 0x40;
+    pub const STACK_SIZE: usize = 0x48;
+    pub const GUARD_ADDR: usize = 0x50;
+    pub const IMAGE_BASE: usize = 0x58;
+    pub const IMAGE_SIZE: usize = 0x60;
+    pub const MEMORY_SIZE: usize = 0x68;
+}
+
+/// `LOG` levels.
+pub mod log_level {
+    pub const ERROR: u32 = 0;
+    pub const WARN: u32 = 1;
+    pub const INFO: u32 = 2;
+    pub const DEBUG: u32 = 3;
+    pub const TRACE: u32 = 4;
+}
+
+/// Shortest function name, in bytes.
+pub const MIN_NAME_LEN: usize = 1;
+
 /// Frame kinds.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -399,6 +431,12 @@ pub enum DecodeError {
     DuplicateName,
     /// A `LOG` level above [`MAX_LOG_LEVEL`].
     InvalidLogLevel(u32),
+    /// A `CALL` / `HOST_CALL` with more than [`MAX_PARAMS`] arguments.
+    TooManyArgs(u32),
+    /// A `void` argument in a `CALL` / `HOST_CALL` (only a result may be `void`).
+    VoidArgument,
+    /// A `void` parameter type in a function table entry.
+    VoidParameter,
     /// A well-formed frame of another kind than the one expected.
     UnexpectedKind { found: FrameKind },
 }
@@ -446,6 +484,9 @@ impl fmt::Display for DecodeError {
             }
             Self::DuplicateName => f.write_str("function table names a function twice"),
             Self::InvalidLogLevel(l) => write!(f, "log level {l} (at most {MAX_LOG_LEVEL})"),
+            Self::TooManyArgs(n) => write!(f, "{n} arguments (at most {MAX_PARAMS})"),
+            Self::VoidArgument => f.write_str("a void argument (only a result may be void)"),
+            Self::VoidParameter => f.write_str("a void parameter type (only a result may be void)"),
             Self::UnexpectedKind { found } => write!(f, "unexpected {} frame", found.name()),
         }
     }
@@ -572,14 +613,30 @@ impl<'a> Reader<'a> {
         usize::try_from(count).map_err(|_| DecodeError::CountTooLarge { count, remaining })
     }
 
-    /// `u32 argc, argc x value`.
+    /// `u32 argc, argc x value`: at most [`MAX_PARAMS`] values, none of them `void`. The cap is
+    /// checked before anything is allocated, so a hostile argc costs nothing.
     pub fn values(&mut self) -> Result<Vec<Value>, DecodeError> {
         let argc = self.count(1)?;
+        if argc > MAX_PARAMS {
+            return Err(DecodeError::TooManyArgs(argc as u32));
+        }
         let mut out = Vec::with_capacity(argc);
         for _ in 0..argc {
-            out.push(self.value()?);
+            match self.value()? {
+                Value::Void => return Err(DecodeError::VoidArgument),
+                v => out.push(v),
+            }
         }
         Ok(out)
+    }
+
+    /// A function name (`str`) of 1..=[`MAX_NAME_LEN`] bytes, borrowed.
+    pub fn name(&mut self) -> Result<&'a str, DecodeError> {
+        let name = self.str()?;
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(DecodeError::InvalidName { len: name.len() });
+        }
+        Ok(name)
     }
 
     /// Fails unless every byte has been read.
@@ -622,11 +679,11 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, DecodeError> {
     let mut r = Reader::new(payload);
     let frame = match kind {
         FrameKind::Call => Frame::Call {
-            name: String::from(r.str()?),
+            name: String::from(r.name()?),
             args: r.values()?,
         },
         FrameKind::HostCall => Frame::HostCall {
-            name: String::from(r.str()?),
+            name: String::from(r.name()?),
             args: r.values()?,
         },
         FrameKind::Return => Frame::Return(r.value()?),
@@ -672,10 +729,7 @@ fn decode_table(r: &mut Reader<'_>) -> Result<Vec<FunctionDesc>, DecodeError> {
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
-        let name = r.str()?;
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(DecodeError::InvalidName { len: name.len() });
-        }
+        let name = r.name()?;
         let n = r.u8()?;
         if usize::from(n) > MAX_PARAMS {
             return Err(DecodeError::TooManyParams(n));
@@ -683,7 +737,11 @@ fn decode_table(r: &mut Reader<'_>) -> Result<Vec<FunctionDesc>, DecodeError> {
         let params = r
             .take(u64::from(n))?
             .iter()
-            .map(|&t| ValueType::from_tag(t).ok_or(DecodeError::UnknownTag(t)))
+            .map(|&t| match ValueType::from_tag(t) {
+                Some(ValueType::Void) => Err(DecodeError::VoidParameter),
+                Some(ty) => Ok(ty),
+                None => Err(DecodeError::UnknownTag(t)),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let t = r.u8()?;
         let result = ValueType::from_tag(t).ok_or(DecodeError::UnknownTag(t))?;
@@ -818,6 +876,18 @@ fn encode_invocation(
     name: &str,
     args: &[Value],
 ) -> Result<usize, EncodeError> {
+    // The decoder's limits, so a frame this side writes is one the other side accepts.
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(EncodeError::LimitExceeded(
+            "function name not 1..=255 bytes",
+        ));
+    }
+    if args.len() > MAX_PARAMS {
+        return Err(EncodeError::LimitExceeded("more than 32 arguments"));
+    }
+    if args.iter().any(|a| matches!(a, Value::Void)) {
+        return Err(EncodeError::LimitExceeded("a void argument"));
+    }
     encode_with(buf, kind, |w| {
         w.put_str(name)?;
         w.put_len(args.len())?;
@@ -825,12 +895,13 @@ fn encode_invocation(
     })
 }
 
-/// `CALL`: `str name, u32 argc, argc x value`.
+/// `CALL`: `str name, u32 argc, argc x value`. Enforces the ABI's limits (a 1-255 byte name, at
+/// most 32 arguments, none `void`), as the decoder does.
 pub fn encode_call(buf: &mut [u8], name: &str, args: &[Value]) -> Result<usize, EncodeError> {
     encode_invocation(buf, FrameKind::Call, name, args)
 }
 
-/// `HOST_CALL`: `str name, u32 argc, argc x value`.
+/// `HOST_CALL`: `str name, u32 argc, argc x value`. The same limits as [`encode_call`].
 pub fn encode_host_call(buf: &mut [u8], name: &str, args: &[Value]) -> Result<usize, EncodeError> {
     encode_invocation(buf, FrameKind::HostCall, name, args)
 }
@@ -907,6 +978,9 @@ where
             }
             if e.params.len() > MAX_PARAMS {
                 return Err(EncodeError::LimitExceeded("more than 32 parameters"));
+            }
+            if e.params.contains(&ValueType::Void) {
+                return Err(EncodeError::LimitExceeded("a void parameter"));
             }
             w.put_str(e.name)?;
             w.put_u8(e.params.len() as u8)?;

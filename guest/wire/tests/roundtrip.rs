@@ -26,7 +26,11 @@ fn all_frame_kinds() -> Vec<Frame> {
         },
         Frame::HostCall {
             name: "h".into(),
-            args: sample_values(),
+            args: call_values()[..32].to_vec(),
+        },
+        Frame::HostCall {
+            name: "h2".into(),
+            args: call_values()[32..].to_vec(),
         },
         Frame::HostReturn(Value::Bytes(vec![0, 1, 2, 255])),
         Frame::HostError {
@@ -69,6 +73,16 @@ fn all_frame_kinds() -> Vec<Frame> {
             message: String::new(),
         },
     ]
+}
+
+/// The sample values an argument may be (all but `void`).
+fn call_values() -> Vec<Value> {
+    let v: Vec<Value> = sample_values()
+        .into_iter()
+        .filter(|v| *v != Value::Void)
+        .collect();
+    assert!(v.len() > 32);
+    v
 }
 
 fn sample_values() -> Vec<Value> {
@@ -665,4 +679,84 @@ fn type_and_kind_tables_match_the_abi() {
         ]
     );
     assert_eq!(&PEB_MAGIC.to_le_bytes(), b"HLSBPEB1");
+}
+
+/// The argument caps of `CALL` / `HOST_CALL` (issue #10): at most 32 arguments, none `void`, a
+/// name of 1-255 bytes; the same on both sides of the codec, and a hostile argc is refused before
+/// anything is allocated.
+#[test]
+fn invocation_limits() {
+    use DecodeError::*;
+    let name = |n: &str| {
+        let mut p = (n.len() as u32).to_le_bytes().to_vec();
+        p.extend_from_slice(n.as_bytes());
+        p
+    };
+    for kind in [1u32, 4] {
+        // 33 i32 arguments.
+        let mut p = name("f");
+        p.extend_from_slice(&33u32.to_le_bytes());
+        for _ in 0..33 {
+            p.extend_from_slice(&[1, 0, 0, 0, 0]);
+        }
+        assert_eq!(decode_frame(&frame(kind, &p)), Err(TooManyArgs(33)));
+        // 4M void arguments: refused by the cap, not by decoding them.
+        let mut p = name("f");
+        p.extend_from_slice(&(4u32 << 20).to_le_bytes());
+        p.resize(p.len() + (4 << 20), 0);
+        assert_eq!(decode_frame(&frame(kind, &p)), Err(TooManyArgs(4 << 20)));
+        // A void argument.
+        let mut p = name("f");
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0);
+        assert_eq!(decode_frame(&frame(kind, &p)), Err(VoidArgument));
+        // Names.
+        let mut p = name("");
+        p.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(decode_frame(&frame(kind, &p)), Err(InvalidName { len: 0 }));
+        let mut p = name(&"n".repeat(256));
+        p.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode_frame(&frame(kind, &p)),
+            Err(InvalidName { len: 256 })
+        );
+        // 32 arguments and a 255-byte name are fine.
+        let mut p = name(&"n".repeat(255));
+        p.extend_from_slice(&32u32.to_le_bytes());
+        for _ in 0..32 {
+            p.extend_from_slice(&[7, 1]);
+        }
+        assert!(decode_frame(&frame(kind, &p)).is_ok());
+    }
+    // A void parameter in a function table.
+    assert_eq!(
+        decode_frame(&frame(7, &[1, 0, 0, 0, 1, 0, 0, 0, b'f', 1, 0, 0])),
+        Err(VoidParameter)
+    );
+    // The encoder refuses what the decoder would.
+    let mut buf = vec![0u8; 4096];
+    for (n, args) in [
+        ("f", vec![Value::Void]),
+        ("f", vec![Value::I32(0); 33]),
+        ("", vec![]),
+        (&*"n".repeat(256), vec![]),
+    ] {
+        assert!(matches!(
+            encode_call(&mut buf, n, &args),
+            Err(EncodeError::LimitExceeded(_))
+        ));
+        assert!(matches!(
+            encode_host_call(&mut buf, n, &args),
+            Err(EncodeError::LimitExceeded(_))
+        ));
+    }
+    let void_param = FunctionDesc {
+        name: "f".into(),
+        params: vec![ValueType::Void],
+        result: ValueType::Void,
+    };
+    assert!(matches!(
+        Frame::FunctionTable(vec![void_param]).encode(&mut buf),
+        Err(EncodeError::LimitExceeded(_))
+    ));
 }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use hl_wire::{ABI_VERSION, Frame, Value, decode_frame};
+use hl_wire::{ABI_VERSION, Frame, FrameKind, Value, ValueType, decode_frame};
 use serde_json::{Value as Json, json};
 
 /// `tests/vectors/wire.json` at the repository root, or `$HL_WIRE_VECTORS` when set.
@@ -126,6 +126,11 @@ fn shared_wire_vectors() {
         );
     }
 
+    check_constants(
+        doc.get("constants")
+            .expect("wire.json: no constants object"),
+    );
+
     let frames = doc
         .get("frames")
         .and_then(Json::as_array)
@@ -180,5 +185,118 @@ fn shared_wire_vectors() {
         frames.len(),
         malformed.len(),
         path.display()
+    );
+}
+
+/// Asserts one `section.name == value` of the constants, and that the section has no name this
+/// side does not know (a constant added on one side only is drift too).
+fn check_section(c: &Json, section: &str, want: &[(&str, u64)]) {
+    let obj = c
+        .get(section)
+        .and_then(Json::as_object)
+        .unwrap_or_else(|| panic!("wire.json constants.{section} missing"));
+    for (name, value) in want {
+        assert_eq!(
+            obj.get(*name).and_then(Json::as_u64),
+            Some(*value),
+            "wire.json constants.{section}.{name}"
+        );
+    }
+    assert_eq!(
+        obj.len(),
+        want.len(),
+        "wire.json constants.{section} has entries hl-wire does not define: {:?}",
+        obj.keys().collect::<Vec<_>>()
+    );
+}
+
+/// The `constants` section: every number the ABI defines, against hl-wire's copies.
+fn check_constants(c: &Json) {
+    use hl_wire::{error_code, log_level, peb_offset as p, port};
+    assert_eq!(
+        c.get("abi_version").and_then(Json::as_u64),
+        Some(u64::from(ABI_VERSION))
+    );
+    assert_eq!(
+        c.get("peb_magic").and_then(Json::as_str),
+        Some(format!("0x{:016x}", hl_wire::PEB_MAGIC).as_str())
+    );
+    assert_eq!(
+        c.get("frame_header_size").and_then(Json::as_u64),
+        Some(hl_wire::HEADER_LEN as u64)
+    );
+    check_section(
+        c,
+        "ports",
+        &[
+            ("DONE", port::DONE.into()),
+            ("HOST_CALL", port::HOST_CALL.into()),
+            ("ABORT", port::ABORT.into()),
+            ("LOG", port::LOG.into()),
+            ("FAULT", port::FAULT.into()),
+        ],
+    );
+    let kinds: Vec<(&str, u64)> = (0..=255u32)
+        .filter_map(FrameKind::from_u32)
+        .map(|k| (k.name(), u64::from(k.as_u32())))
+        .collect();
+    check_section(c, "frame_kinds", &kinds);
+    let tags: Vec<(&str, u64)> = (0..=255u8)
+        .filter_map(ValueType::from_tag)
+        .map(|t| (t.name(), u64::from(t.tag())))
+        .collect();
+    check_section(c, "value_tags", &tags);
+    let offsets: Vec<(&str, u64)> = [
+        ("magic", p::MAGIC),
+        ("abi_version", p::ABI_VERSION),
+        ("guest_abi_version", p::GUEST_ABI_VERSION),
+        ("input_addr", p::INPUT_ADDR),
+        ("input_size", p::INPUT_SIZE),
+        ("output_addr", p::OUTPUT_ADDR),
+        ("output_size", p::OUTPUT_SIZE),
+        ("heap_addr", p::HEAP_ADDR),
+        ("heap_size", p::HEAP_SIZE),
+        ("stack_top", p::STACK_TOP),
+        ("stack_size", p::STACK_SIZE),
+        ("guard_addr", p::GUARD_ADDR),
+        ("image_base", p::IMAGE_BASE),
+        ("image_size", p::IMAGE_SIZE),
+        ("memory_size", p::MEMORY_SIZE),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n, v as u64))
+    .collect();
+    check_section(c, "peb_offsets", &offsets);
+    check_section(
+        c,
+        "error_codes",
+        &[
+            ("UNKNOWN_FUNCTION", error_code::UNKNOWN_FUNCTION.into()),
+            ("BAD_ARGUMENTS", error_code::BAD_ARGUMENTS.into()),
+            ("HOST_CALL_FAILED", error_code::HOST_CALL_FAILED.into()),
+            ("FIRST_GUEST_CODE", error_code::USER_MIN.into()),
+        ],
+    );
+    check_section(
+        c,
+        "log_levels",
+        &[
+            ("ERROR", log_level::ERROR.into()),
+            ("WARN", log_level::WARN.into()),
+            ("INFO", log_level::INFO.into()),
+            ("DEBUG", log_level::DEBUG.into()),
+            ("TRACE", log_level::TRACE.into()),
+        ],
+    );
+    check_section(
+        c,
+        "limits",
+        &[
+            ("min_name_len", hl_wire::MIN_NAME_LEN as u64),
+            ("max_name_len", hl_wire::MAX_NAME_LEN as u64),
+            ("max_functions", hl_wire::MAX_FUNCTIONS as u64),
+            ("max_params", hl_wire::MAX_PARAMS as u64),
+            ("max_log_level", hl_wire::MAX_LOG_LEVEL.into()),
+        ],
     );
 }

@@ -1,12 +1,13 @@
 //! The KVM backend, on the rust-vmm crates (`kvm-ioctls`, `kvm-bindings`).
 
+mod cpuid;
 mod vcpu;
 mod vm;
 
 use std::sync::Arc;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm};
+use kvm_ioctls::{Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
 
 use crate::backend::{Capabilities, Hypervisor, VmBackend};
 use crate::error::{Code, Error, Result};
@@ -22,6 +23,44 @@ pub struct KvmHypervisor {
     cpuid: Arc<CpuId>,
     /// Whether the CPU is Intel's (VMX): its VM entry needs TR loaded as a busy TSS.
     intel: bool,
+    /// Whether KVM has KVM_CAP_X86_MSR_FILTER (checked once; see [`msr_filter_policy`]).
+    msr_filter: bool,
+}
+
+/// The environment variable that lets VMs run without an MSR filter where KVM lacks one.
+pub const ALLOW_NO_MSR_FILTER_ENV: &str = "HL_ALLOW_NO_MSR_FILTER";
+
+/// Whether to install the MSR filter: yes where KVM has it; where it does not, fail closed unless
+/// the user opted out with `HL_ALLOW_NO_MSR_FILTER=1` (guests run at CPL 3, where `rdmsr`/`wrmsr`
+/// are #GP before KVM sees them, so the filter is defence in depth; docs/security.md).
+fn msr_filter_policy(has_cap: bool, opt_out: Option<&std::ffi::OsStr>) -> Result<bool> {
+    if has_cap {
+        return Ok(true);
+    }
+    if opt_out.is_some_and(|v| v == "1") {
+        return Ok(false);
+    }
+    Err(Error::new(
+        Code::ApiVersion,
+        "KVM lacks KVM_CAP_X86_MSR_FILTER (Linux 5.10+), so guest MSR accesses cannot be \
+         default-denied: use a newer kernel, or set HL_ALLOW_NO_MSR_FILTER=1 to run without the \
+         filter (guests run at CPL 3, where rdmsr/wrmsr fault anyway; see docs/security.md)",
+    ))
+}
+
+/// Installs a default-deny MSR filter on `vm`: every guest `rdmsr`/`wrmsr` that KVM would handle
+/// is refused (#GP injected). KVM rejects a deny filter with no range, so one range with an
+/// all-zero (deny) bitmap is given. Host-side KVM_SET_MSRS is not filtered.
+fn install_msr_filter(vm: &VmFd) -> Result<()> {
+    let deny = [0u8; 1];
+    let range = MsrFilterRange {
+        flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+        base: 0,
+        msr_count: 8,
+        bitmap: &deny,
+    };
+    vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range])
+        .map_err(|e| Error::hypervisor("KVM_X86_SET_MSR_FILTER", e.errno()))
 }
 
 /// "GenuineIntel" in CPUID leaf 0's EBX (the first four bytes).
@@ -57,9 +96,15 @@ impl KvmHypervisor {
             max_vcpus: kvm.get_max_vcpus() as u64,
         };
         global_ioctl(5);
-        let cpuid = kvm
+        let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::hypervisor("KVM_GET_SUPPORTED_CPUID", e.errno()))?;
+        global_ioctl(1);
+        let mut entries = supported.as_slice().to_vec();
+        cpuid::filter(&mut entries);
+        let cpuid = CpuId::from_entries(&entries)
+            .map_err(|_| Error::hypervisor("building the filtered CPUID", libc::EINVAL))?;
+        let msr_filter = kvm.check_extension(Cap::X86MsrFilter);
         global_ioctl(1);
         let intel = cpuid
             .as_slice()
@@ -70,6 +115,7 @@ impl KvmHypervisor {
             caps,
             cpuid: Arc::new(cpuid),
             intel,
+            msr_filter,
         })
     }
 }
@@ -108,6 +154,13 @@ impl Hypervisor for KvmHypervisor {
             .map_err(|e| Error::hypervisor("KVM_CREATE_VM", e.errno()))?;
         // KVM_CREATE_VM, and KVM_GET_VCPU_MMAP_SIZE inside kvm-ioctls' create_vm.
         counters.ioctl(2);
+        if msr_filter_policy(
+            self.msr_filter,
+            std::env::var_os(ALLOW_NO_MSR_FILTER_ENV).as_deref(),
+        )? {
+            install_msr_filter(&fd)?;
+            counters.ioctl(1);
+        }
         Ok(Arc::new(vm::KvmVm::new(
             fd,
             counters,
@@ -121,6 +174,49 @@ impl Hypervisor for KvmHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msr_filter_fails_closed_without_the_capability() {
+        use std::ffi::OsStr;
+        assert!(msr_filter_policy(true, None).unwrap());
+        assert!(msr_filter_policy(true, Some(OsStr::new("1"))).unwrap());
+        let err = msr_filter_policy(false, None).unwrap_err();
+        assert!(err.message.contains("KVM_CAP_X86_MSR_FILTER"));
+        assert!(err.message.contains(ALLOW_NO_MSR_FILTER_ENV));
+        assert!(msr_filter_policy(false, Some(OsStr::new("0"))).is_err());
+        assert!(!msr_filter_policy(false, Some(OsStr::new("1"))).unwrap());
+    }
+
+    /// On this machine's KVM (whatever it is) the deny filter is accepted, and a VM with it
+    /// still runs (the KVM tests run every guest on such VMs).
+    #[test]
+    fn the_deny_filter_installs() {
+        let Ok(kvm) = Kvm::new() else {
+            println!("SKIPPED: no /dev/kvm");
+            return;
+        };
+        if !kvm.check_extension(Cap::X86MsrFilter) {
+            println!("SKIPPED: this KVM has no KVM_CAP_X86_MSR_FILTER");
+            return;
+        }
+        let vm = kvm.create_vm().unwrap();
+        install_msr_filter(&vm).unwrap();
+    }
+
+    /// The filtered CPUID is what every vCPU gets.
+    #[test]
+    fn the_hypervisor_holds_the_filtered_cpuid() {
+        let Ok(h) = KvmHypervisor::open() else {
+            println!("SKIPPED: no /dev/kvm");
+            return;
+        };
+        let e = h.cpuid.as_slice();
+        assert!(!e
+            .iter()
+            .any(|e| (0x4000_0000..=0x4000_00FF).contains(&e.function)));
+        let l1 = e.iter().find(|e| e.function == 1).unwrap();
+        assert_eq!(l1.ecx & (1 << 21 | 1 << 31 | 1 << 5), 0);
+    }
 
     #[test]
     fn open_errors_name_the_cause_and_the_fix() {

@@ -13,6 +13,9 @@ import { packValues, parseDescription, unpackResult, unpackValues, Writer } from
 import { readSource } from "./source.ts";
 import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "./options.ts";
 import { findGuest } from "./artifacts.ts";
+import { checkRuntimeTable, type RuntimeFunction, runtimeResult } from "./wasm/runtime_table.ts";
+import type { HostFunction } from "./call/types.ts";
+import { asyncSink } from "./wasm/wasi_sink.ts";
 
 /** A WebAssembly number type that crosses the boundary. */
 export type WasmValueType = "i32" | "i64" | "f32" | "f64";
@@ -373,28 +376,14 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs: options.timeoutMs,
       initTimeoutMs: options.initTimeoutMs,
       library: options.library,
-      hostFunctions: {
-        wasm_import: {
-          params: ["u32", "bytes"],
-          result: "bytes",
-          fn: (index: number, args: Uint8Array) => self!.#hostImport(index, args),
-        },
-        wasi_write: {
-          params: ["u32", "bytes"],
-          result: "void",
-          fn: (fd: number, data: Uint8Array) => {
-            wasi!.write(fd, data);
-            return undefined;
-          },
-        },
-        wasi_clock: {
-          params: ["u32"],
-          result: "u64",
-          fn: (id: number) => clockNow(id),
-        },
-      },
+      hostFunctions: runtimeHostFunctions(
+        (index, args) => self!.#hostImport(index, args),
+        wasiSetting === false ? undefined : () => wasi,
+      ),
     });
     try {
+      // The runtime guest is as hostile as any: its table must be exactly the one we call.
+      checkRuntimeTable(sandbox.functions);
       const config = new Writer();
       config.u64(fuel);
       config.u32(depth);
@@ -403,7 +392,7 @@ export class WasmSandbox implements AsyncDisposable {
         "load",
         bytes,
         config.finish(),
-      ).catch((e) => {
+      ).then((v) => runtimeResult("load", v), (e) => {
         throw mapGuestError(e, undefined);
       }) as Uint8Array;
       const { imports, exports } = parseDescription(description);
@@ -764,13 +753,15 @@ export class WasmSandbox implements AsyncDisposable {
     return f.type;
   }
 
-  async #run(options: CallOptions, fn: string, ...args: unknown[]): Promise<JsValue> {
+  async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
     this.#lastHostError = undefined;
+    let value: JsValue;
     try {
-      return await this.#sandbox.callWithOptions(options, fn, ...args);
+      value = await this.#sandbox.callWithOptions(options, fn, ...args);
     } catch (e) {
       throw mapGuestError(e, this.#takeHostError());
     }
+    return runtimeResult(fn, value);
   }
 
   #takeHostError(): unknown {
@@ -910,15 +901,47 @@ function bindImports(
   });
 }
 
+/**
+ * The host functions the runtime guest may call: `wasm_import` always; `wasi_write` and
+ * `wasi_clock` only when WASI may be on (`wasi` given: they answer once the WASI runtime exists,
+ * and fail before or without it). With `wasi: false` they are not registered at all.
+ */
+export function runtimeHostFunctions(
+  hostImport: (index: number, args: Uint8Array) => Uint8Array | Promise<Uint8Array>,
+  wasi: (() => WasiRuntime | undefined) | undefined,
+): Record<string, HostFunction> {
+  const functions: Record<string, HostFunction> = {
+    wasm_import: { params: ["u32", "bytes"], result: "bytes", fn: hostImport },
+  };
+  if (!wasi) return functions;
+  const on = (): WasiRuntime => {
+    const runtime = wasi();
+    if (!runtime) throw new Error("WASI is not enabled for this module");
+    return runtime;
+  };
+  functions.wasi_write = {
+    params: ["u32", "bytes"],
+    result: "void",
+    fn: (fd: number, data: Uint8Array) => {
+      on().write(fd, data);
+      return undefined;
+    },
+  };
+  functions.wasi_clock = {
+    params: ["u32"],
+    result: "u64",
+    fn: (id: number) => {
+      on();
+      return clockNow(id);
+    },
+  };
+  return functions;
+}
+
 /** WASI clocks in nanoseconds: 0 realtime, 1 monotonic, 2/3 (CPU time) monotonic too. */
 function clockNow(id: number): bigint {
   if (id === 0) return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
   return BigInt(Math.round(performance.now() * 1e6));
-}
-
-function writeAll(file: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += file.writeSync(data.subarray(off));
 }
 
 /** The host side of WASI: settings to send to the guest, and the stdout/stderr sinks. */
@@ -953,8 +976,8 @@ class WasiRuntime {
     } else {
       this.#seed = crypto.getRandomValues(new Uint8Array(32));
     }
-    this.#stdout = options.stdout ?? ((d) => writeAll(Deno.stdout, d));
-    this.#stderr = options.stderr ?? ((d) => writeAll(Deno.stderr, d));
+    this.#stdout = options.stdout ?? asyncSink(Deno.stdout);
+    this.#stderr = options.stderr ?? asyncSink(Deno.stderr);
   }
 
   encode(w: Writer): void {
@@ -965,7 +988,10 @@ class WasiRuntime {
     w.raw(this.#seed);
   }
 
+  /** fd 1 → stdout, fd 2 → stderr; any other fd is EBADF (the runtime guest may ask anyway). */
   write(fd: number, data: Uint8Array): void {
-    (fd === 2 ? this.#stderr : this.#stdout)(data);
+    if (fd === 1) this.#stdout(data);
+    else if (fd === 2) this.#stderr(data);
+    else throw new Error(`EBADF: fd ${fd} is not writable`);
   }
 }

@@ -212,6 +212,8 @@ export class MicroVm {
   readonly #lib: Symbols;
   #handle: number;
   #exit: DataView | undefined;
+  /** Buffers over library-owned memory, detached by {@linkcode destroy}. */
+  readonly #buffers: ArrayBuffer[] = [];
   readonly #regs = new BigUint64Array(18);
   /** Runs so far, and how many in a row outlasted the spin (see `run`). */
   #runs = 0;
@@ -248,7 +250,9 @@ export class MicroVm {
 
   /**
    * Maps `size` bytes of new, zeroed, library-owned memory at guest-physical `gpa` and returns
-   * a zero-copy view of it. The view must not be used after {@linkcode destroy}.
+   * a zero-copy view of it. {@linkcode destroy} detaches the view's buffer before it unmaps the
+   * memory: afterwards the view (and every view of the same buffer) has length 0, so reads give
+   * `undefined` and writes do nothing; it can never reach the unmapped pages.
    */
   mapMemory(gpa: number, size: number, options: { readonly?: boolean } = {}): Uint8Array {
     const vm = this.#live();
@@ -266,7 +270,13 @@ export class MicroVm {
     const slot = this.#u32[0];
     const ptr = this.#lib.hl_vm_memory_ptr(vm, slot);
     if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, size));
+    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, size)));
+  }
+
+  /** Remembers a buffer over library-owned memory, for {@linkcode destroy} to detach. */
+  #track(buffer: ArrayBuffer): ArrayBuffer {
+    this.#buffers.push(buffer);
+    return buffer;
   }
 
   /** Creates the vCPU (on its own thread) in long mode, as `config` says. */
@@ -287,7 +297,9 @@ export class MicroVm {
     check(this.#lib, this.#lib.hl_vcpu_create(vm, words), vm);
     const ptr = this.#lib.hl_vcpu_exit_ptr(vm);
     if (ptr === null) check(this.#lib, -9, vm);
-    this.#exit = new DataView(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE));
+    this.#exit = new DataView(
+      this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE)),
+    );
   }
 
   /** Sets general-purpose registers (unnamed ones become 0). */
@@ -425,13 +437,24 @@ export class MicroVm {
 
   /**
    * Stops the vCPU (interrupting a run in progress), closes the VM and unmaps its memory.
-   * Idempotent. Views returned by {@linkcode mapMemory} must not be touched afterwards.
+   * Idempotent. Every buffer this VM handed out over its memory (the views of
+   * {@linkcode mapMemory}, the exit record) is detached first (`ArrayBuffer.prototype.transfer(0)`:
+   * no copy, the old buffer's length becomes 0), so no view outlives the unmapped memory.
    */
   destroy(): void {
     const vm = this.#handle;
     if (vm === 0) return;
     this.#handle = 0;
     this.#exit = undefined;
+    for (const buffer of this.#buffers.splice(0)) detach(buffer);
     check(this.#lib, this.#lib.hl_vm_destroy(vm));
   }
+}
+
+/**
+ * Detaches `buffer` (an external buffer over library memory): `transfer(0)` moves nothing and
+ * leaves the old buffer detached, every view of it with length 0.
+ */
+function detach(buffer: ArrayBuffer): void {
+  if (!buffer.detached) buffer.transfer(0);
 }

@@ -255,3 +255,21 @@ kvmTest("bad input is a typed error naming the cause", () => {
   assert.equal(lib.hl_vm_memory_ptr(h, 0), null);
   assert.equal(lib.hl_vm_create(null), -2);
 });
+
+kvmTest("destroy detaches every view of the VM's memory before unmapping it", () => {
+  const vm = MicroVm.create();
+  const memory = vm.mapMemory(0, 1 << 20);
+  const sub = memory.subarray(4096, 8192);
+  memory[5000] = 7;
+  assert.equal(sub[904], 7);
+  vm.destroy();
+  assert.equal((memory.buffer as ArrayBuffer).detached, true);
+  assert.equal(memory.length, 0);
+  assert.equal(sub.length, 0);
+  // Reads see nothing and writes go nowhere: the unmapped pages are out of reach.
+  assert.equal(memory[5000], undefined);
+  memory[5000] = 1;
+  assert.equal(memory[5000], undefined);
+  assert.throws(() => new Uint8Array(memory.buffer, 0, 16), TypeError);
+  vm.destroy();
+});

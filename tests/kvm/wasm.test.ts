@@ -358,3 +358,35 @@ kvmTest("wasm: stats count ioctls and exits; dispose is idempotent", async () =>
   await w.dispose();
   assert.equal(w.disposed, true);
 });
+
+kvmTest(
+  "WASI host side: fuel bounds fd_write's iovec loop; only fds 1 and 2 are written",
+  async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const decode = (d: Uint8Array) => new TextDecoder().decode(d);
+    await using w = await open("wasi_flood", {
+      fuel: 5_000,
+      wasi: { stdout: (d) => void out.push(decode(d)), stderr: (d) => void err.push(decode(d)) },
+    });
+    assert.equal(await w.call("iovecs", 100), 0);
+    // 7,000 iovecs cost 7,000 fuel: more than the call has.
+    await assert.rejects(
+      w.call("iovecs", 7_000),
+      (e) => e instanceof WasmTrapError && e.trap === "out_of_fuel",
+    );
+    // 2^32-1 iovecs: charged before any loop, so out of fuel at once.
+    await assert.rejects(
+      w.call("iovecs", 0xffff_ffff),
+      (e) => e instanceof WasmTrapError && e.trap === "out_of_fuel",
+    );
+    // Without metering, more iovecs than memory holds is EFAULT (21), before any loop.
+    await using unmetered = await open("wasi_flood", { wasi: { stdout: () => {} } });
+    assert.equal(await unmetered.call("iovecs", 0xffff_ffff), 21);
+    assert.equal(await w.call("write_fd", 1), 0);
+    assert.equal(await w.call("write_fd", 2), 0);
+    assert.equal(await w.call("write_fd", 3), 8); // EBADF
+    assert.deepEqual(out, ["", "hello"]);
+    assert.deepEqual(err, ["hello"]);
+  },
+);

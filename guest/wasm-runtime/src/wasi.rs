@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use hl_guest::{Value, call_host};
-use wasmi::{Caller, Error, Extern, FuncType, Linker, Val, ValType};
+use wasmi::{Caller, Error, Extern, FuncType, Linker, TrapCode, Val, ValType};
 
 use crate::HostState;
 
@@ -156,6 +156,7 @@ fn call(which: WasiFn, mut caller: Caller<'_, HostState>, params: &[Val]) -> Res
         WasiFn::SchedYield => return Ok(ESUCCESS),
         WasiFn::BadFd => return Ok(EBADF),
         WasiFn::ProcExit => return Err(Error::i32_exit(params[0].i32().unwrap_or(0))),
+        WasiFn::FdWrite => charge_fuel(&mut caller, u64::from(arg_u32(params, 2)))?,
         _ => {}
     }
     let Some(memory) = caller.get_export("memory").and_then(Extern::into_memory) else {
@@ -220,9 +221,27 @@ fn clock_time_get(mem: &mut Mem<'_>, id: u32, out: u32) -> Result<(), i32> {
     }
 }
 
+/// Charges `units` of fuel (one per iovec of an `fd_write`), so fuel bounds the host-side loop
+/// as it bounds Wasm code; out of fuel traps `out_of_fuel`. Without metering, nothing to charge.
+fn charge_fuel(caller: &mut Caller<'_, HostState>, units: u64) -> Result<(), Error> {
+    let Ok(fuel) = caller.get_fuel() else {
+        return Ok(());
+    };
+    if fuel < units {
+        let _ = caller.set_fuel(0);
+        return Err(Error::from(TrapCode::OutOfFuel));
+    }
+    caller.set_fuel(fuel - units)
+}
+
 fn fd_write(mem: &mut Mem<'_>, fd: u32, iovs: u32, count: u32, nwritten: u32) -> Result<(), i32> {
     if fd != 1 && fd != 2 {
         return Err(EBADF);
+    }
+    // Every iovec is 8 bytes of memory: more than fit cannot be valid (and the loop stays
+    // bounded by the memory size even without fuel metering).
+    if u64::from(count) * 8 > mem.data.len() as u64 {
+        return Err(EFAULT);
     }
     let mut data = Vec::new();
     for i in 0..count {

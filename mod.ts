@@ -41,6 +41,8 @@ export {
 export {
   ArgumentError,
   CancelledError,
+  DEFAULT_MAX_EXITS_PER_CALL,
+  ExitBudgetError,
   GuestAbiError,
   GuestError,
   type GuestFaultDetails,

@@ -435,6 +435,37 @@ export class CancelledError extends SandboxError {
 }
 
 /**
+ * The call made more VM exits (logs, host calls) than its budget allows (`maxExitsPerCall`,
+ * default {@linkcode DEFAULT_MAX_EXITS_PER_CALL}): a flood is stopped at a known cost. The
+ * sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * import { ExitBudgetError, guests, Sandbox } from "@hl/sandbox";
+ * await using sandbox = await Sandbox.create({ guest: guests.testguest, maxExitsPerCall: 100 });
+ * try {
+ *   await sandbox.call("log_flood", 1000);
+ * } catch (err) {
+ *   if (err instanceof ExitBudgetError) console.error(`stopped after ${err.maxExits} exits`);
+ * }
+ * ```
+ */
+export class ExitBudgetError extends SandboxError {
+  /** The budget that was exceeded. */
+  readonly maxExits: number;
+
+  /** Creates the error for a call that exceeded `maxExits` exits. */
+  constructor(maxExits: number, what: string, options?: ErrorOptions) {
+    super(`${what}: more than ${maxExits} VM exits in one call (maxExitsPerCall)`, options);
+    this.name = "ExitBudgetError";
+    this.maxExits = maxExits;
+  }
+}
+
+/** The default `maxExitsPerCall`: one million exits (about 20-60 s of exits on one core). */
+export const DEFAULT_MAX_EXITS_PER_CALL = 1_000_000;
+
+/**
  * The guest broke the wire protocol: a malformed frame, an unexpected exit, or a frame of the
  * wrong kind. The sandbox is poisoned.
  *

@@ -9,6 +9,7 @@ import { ABI_VERSION, FRAME_HEADER_SIZE } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
+  DEFAULT_MAX_EXITS_PER_CALL,
   GuestAbiError,
   GuestError,
   ProtocolError,
@@ -17,7 +18,7 @@ import {
   SandboxError,
   SandboxPoisonedError,
 } from "./errors.ts";
-import { MicroVm, type VmStats } from "./ffi/vm.ts";
+import { MicroVm } from "./ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,
@@ -31,7 +32,7 @@ import {
 import { parseElf } from "./elf.ts";
 import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
-import { checkHostFunctions, checkTimeout, lookupName } from "./options.ts";
+import { checkCount, checkHostFunctions, checkTimeout, lookupName } from "./options.ts";
 import {
   computeLayout,
   entryRegisters,
@@ -76,8 +77,17 @@ export interface SandboxOptions extends MemoryOptions {
   timeoutMs?: number;
   /** Timeout of the guest's initialisation (default 30 000 ms). */
   initTimeoutMs?: number;
-  /** Receives the guest's log messages (default: dropped). */
+  /**
+   * Receives the guest's log messages (default: none; LOG exits are then counted in
+   * `stats().logsSkipped` and never decoded).
+   */
   onLog?: (level: number, message: string) => void;
+  /**
+   * The most VM exits (LOGs and host calls) one call may make before it fails with
+   * {@linkcode ExitBudgetError} and poisons the sandbox (default
+   * {@linkcode DEFAULT_MAX_EXITS_PER_CALL}, one million).
+   */
+  maxExitsPerCall?: number;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
 }
@@ -88,10 +98,24 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Cancels the call; the sandbox is poisoned when it fires during the call. */
   signal?: AbortSignal;
+  /** This call's exit budget (default: the sandbox's `maxExitsPerCall`). */
+  maxExitsPerCall?: number;
 }
 
-/** Counters of one sandbox's VM: ioctls, exits and runs since it was created. */
-export type SandboxStats = VmStats;
+/**
+ * Counters of one sandbox's VM: ioctls, exits and runs since it was created, and the LOG exits
+ * skipped for want of an `onLog`.
+ */
+export interface SandboxStats {
+  /** Hypervisor ioctls issued for this VM so far. */
+  ioctls: number;
+  /** Exits from the guest to the host (interruptions excluded). */
+  exits: number;
+  /** Calls of the run ioctl. */
+  runs: number;
+  /** LOG exits skipped (not decoded) because the sandbox has no `onLog`. */
+  logsSkipped: number;
+}
 
 /**
  * Marks the host functions a sandbox is running (through their awaits too), so a call back into
@@ -137,6 +161,7 @@ export class Sandbox implements AsyncDisposable {
   /** Wakes a call that is waiting for an asynchronous host function (stop or dispose). */
   #wake: (() => void) | undefined;
   #busy = false;
+  #logsSkipped = 0;
 
   private constructor(
     vm: MicroVm,
@@ -179,6 +204,7 @@ export class Sandbox implements AsyncDisposable {
     const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
     checkTimeout(options.timeoutMs, "timeoutMs");
     checkTimeout(options.initTimeoutMs, "initTimeoutMs");
+    checkCount(options.maxExitsPerCall, "maxExitsPerCall", DEFAULT_MAX_EXITS_PER_CALL);
     const bytes = await readSource(options.guest, "guest");
     const elf = parseElf(bytes);
     const layout = computeLayout(elf, options);
@@ -283,6 +309,7 @@ export class Sandbox implements AsyncDisposable {
       this.#usable();
       this.#notReentrant(name);
       checkTimeout(options.timeoutMs, "timeoutMs");
+      checkCount(options.maxExitsPerCall, "maxExitsPerCall", 1);
       signature = this.#signature(name);
       values = toValues(args, signature.params, name);
     } catch (e) {
@@ -325,11 +352,16 @@ export class Sandbox implements AsyncDisposable {
    * }
    * ```
    */
-  callSyncWithOptions(options: { timeoutMs?: number }, name: string, ...args: unknown[]): JsValue {
+  callSyncWithOptions(
+    options: { timeoutMs?: number; maxExitsPerCall?: number },
+    name: string,
+    ...args: unknown[]
+  ): JsValue {
     this.#usable();
     this.#notReentrant(name);
     if (this.#busy) throw new SandboxError("another call is in progress on this sandbox");
     checkTimeout(options.timeoutMs, "timeoutMs");
+    checkCount(options.maxExitsPerCall, "maxExitsPerCall", 1);
     const signature = this.#signature(name);
     const values = toValues(args, signature.params, name);
     const result = this.#call(true, options, signature, values);
@@ -381,7 +413,7 @@ export class Sandbox implements AsyncDisposable {
   /** Counters of this sandbox's VM (ioctls, exits, runs), for benchmarks. */
   stats(): SandboxStats {
     this.#live();
-    return this.#vm!.stats();
+    return { ...this.#vm!.stats(), logsSkipped: this.#logsSkipped };
   }
 
   /**
@@ -511,6 +543,8 @@ export class Sandbox implements AsyncDisposable {
     const host: ExchangeHost = {
       what,
       woken,
+      maxExits: options.maxExitsPerCall ?? this.#options.maxExitsPerCall ??
+        DEFAULT_MAX_EXITS_PER_CALL,
       vm: () => this.#liveVm(what),
       stopReason: () => this.#stop,
       step: (kind) =>
@@ -521,6 +555,7 @@ export class Sandbox implements AsyncDisposable {
             layout: this.#layout,
             output: this.#decoder!,
             onLog: this.#options.onLog,
+            skipLog: () => this.#logsSkipped++,
           },
           kind,
           what,

@@ -114,7 +114,7 @@ fi
 # Compile the Rust tests natively: compiling under the emulator would take minutes.
 check "cargo test --no-run (rust-vmm)" cargo test --release -p hl-rust-vmm --no-run
 
-KVM_TESTS="deno test --no-check --allow-all --v8-flags=--expose-gc tests/kvm/"
+KVM_TESTS="deno test --no-check --allow-all --v8-flags=--expose-gc tests/kvm/ tests/hostile/"
 stage "rust-vmm tests (KVM)" cargo kvm bash tools/vm/run.sh cargo test --release -p hl-rust-vmm
 stage "deno KVM tests" deno kvm bash tools/vm/run.sh $KVM_TESTS
 

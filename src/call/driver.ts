@@ -6,7 +6,7 @@
  * @module
  */
 
-import { CancelledError, TimeoutError } from "../errors.ts";
+import { CancelledError, ExitBudgetError, TimeoutError } from "../errors.ts";
 import type { Frame, Value } from "../wire.ts";
 import type { MicroVm } from "../ffi/vm.ts";
 import type { Step } from "./protocol.ts";
@@ -26,6 +26,14 @@ export interface ExchangeHost {
   readonly woken: Promise<void>;
   /** What the exchange is, for messages (e.g. `"add"`, `"initialisation"`). */
   readonly what: string;
+  /** The most exits (LOG, HOST_CALL) this exchange may serve before it fails. */
+  readonly maxExits: number;
+}
+
+/** Counts one served exit; past the budget, the exchange fails with `ExitBudgetError`. */
+function spend(h: ExchangeHost, served: number): number {
+  if (served >= h.maxExits) throw new ExitBudgetError(h.maxExits, h.what);
+  return served + 1;
 }
 
 /** The error for a stopped call. */
@@ -49,6 +57,7 @@ function interrupted(h: ExchangeHost): TimeoutError | CancelledError {
  */
 export function driveSync(h: ExchangeHost, timeoutMs?: number): Frame {
   const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+  let served = 0;
   for (;;) {
     const stop = h.stopReason();
     if (stop) throw stopError(stop, h.what);
@@ -63,8 +72,10 @@ export function driveSync(h: ExchangeHost, timeoutMs?: number): Frame {
       case "done":
         return step.frame;
       case "resume":
+        served = spend(h, served);
         continue;
       case "host_call":
+        served = spend(h, served);
         h.hostCall(step.name, step.args, true);
         continue;
       case "interrupted":
@@ -81,6 +92,7 @@ export function driveSync(h: ExchangeHost, timeoutMs?: number): Frame {
  * stop or dispose ends the wait for one that never settles.
  */
 export async function driveAsync(h: ExchangeHost): Promise<Frame> {
+  let served = 0;
   for (;;) {
     const stop = h.stopReason();
     if (stop) throw stopError(stop, h.what);
@@ -89,8 +101,10 @@ export async function driveAsync(h: ExchangeHost): Promise<Frame> {
       case "done":
         return step.frame;
       case "resume":
+        served = spend(h, served);
         continue;
       case "host_call": {
+        served = spend(h, served);
         const pending = h.hostCall(step.name, step.args, false);
         if (pending) {
           // The loser of the race settles later; its outcome no longer matters.

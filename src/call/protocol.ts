@@ -42,6 +42,8 @@ export interface ExitContext {
   readonly layout: MemoryLayout;
   readonly output: FrameDecoder;
   readonly onLog?: (level: number, message: string) => void;
+  /** Counts a LOG exit that nobody consumes (no `onLog`): it is skipped, never decoded. */
+  readonly skipLog?: () => void;
 }
 
 /** Turns the exit of kind `kind` into a step, or throws the typed error it amounts to. */
@@ -100,6 +102,11 @@ function portStep(ctx: ExitContext, port: number, what: string): Step {
       return { kind: "host_call", name: frame.name, args: frame.args };
     }
     case Port.LOG: {
+      if (!ctx.onLog) {
+        // No consumer: no decoding work for the guest to amplify; counted, then resumed.
+        ctx.skipLog?.();
+        return { kind: "resume" };
+      }
       const frame = decode(ctx, what);
       if (frame.kind !== "LOG") throw new ProtocolError(`${what}: expected LOG, got ${frame.kind}`);
       if (frame.level > LogLevel.TRACE) {

@@ -17,6 +17,15 @@ function decodeOrProtocolError(bytes: Uint8Array): Frame | ProtocolError {
   }
 }
 
+/**
+ * Runs per property: the CI count, or `HL_WIRE_FUZZ_RUNS` (per property) for the long run
+ * (`deno task fuzz-wire` sets 200,000: 1.2 million cases over the six properties).
+ */
+function runs(ci: number): number {
+  const n = Number(Deno.env.get("HL_WIRE_FUZZ_RUNS"));
+  return Number.isSafeInteger(n) && n > 0 ? n : ci;
+}
+
 const validFrames: Uint8Array[] = vectors.frames.map((f) => fromHex(f.hex));
 const arbitraryValidFrame = fc.constantFrom(...validFrames);
 
@@ -32,7 +41,7 @@ Deno.test("hostile frames", async (t) => {
       fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
         decodeOrProtocolError(bytes);
       }),
-      { numRuns: 5000 },
+      { numRuns: runs(5000) },
     );
   });
 
@@ -51,7 +60,7 @@ Deno.test("hostile frames", async (t) => {
           decodeOrProtocolError(bytes);
         },
       ),
-      { numRuns: 5000 },
+      { numRuns: runs(5000) },
     );
   });
 
@@ -82,7 +91,7 @@ Deno.test("hostile frames", async (t) => {
           assert.ok(result instanceof ProtocolError);
         },
       ),
-      { numRuns: 2000 },
+      { numRuns: runs(2000) },
     );
   });
 
@@ -100,7 +109,7 @@ Deno.test("hostile frames", async (t) => {
           decodeOrProtocolError(bytes);
         },
       ),
-      { numRuns: 5000 },
+      { numRuns: runs(5000) },
     );
     // A corrupted u32 anywhere: the lengths, counts, codes and kinds.
     fc.assert(
@@ -115,7 +124,7 @@ Deno.test("hostile frames", async (t) => {
           decodeOrProtocolError(bytes);
         },
       ),
-      { numRuns: 5000 },
+      { numRuns: runs(5000) },
     );
   });
 
@@ -184,7 +193,7 @@ Deno.test("hostile frames", async (t) => {
           assert.deepStrictEqual(decodeFrame(buffer), frame);
         },
       ),
-      { numRuns: 1000 },
+      { numRuns: runs(1000) },
     );
   });
 });

@@ -47,6 +47,12 @@ hl_guest::guest_functions![
     exec_addr,
     log_then_spin,
     cpuid,
+    log_flood,
+    host_call_flood,
+    raw_frame,
+    peb_write,
+    fuzz,
+    touch_pages,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -289,6 +295,43 @@ fn forbidden_instruction(op: u32, execute: bool) -> u64 {
         12 => op!("mov ax, 0x28", "ltr ax"),
         13 => op!("mov rax, cr0"),
         14 => op!("mov dx, 0x7f00", "in al, dx"),
+        15 => op!("mov ecx, 0x4b564d01", "rdmsr"),
+        16 => op!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "mov ecx, 0x4b564d02",
+            "wrmsr"
+        ),
+        17 => op!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "mov ecx, 0x4b564d03",
+            "wrmsr"
+        ),
+        18 => op!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "mov ecx, 0x4b564d07",
+            "wrmsr"
+        ),
+        19 => op!("mov ecx, 0xc1", "rdmsr"),
+        20 => op!("xor eax, eax", "xor edx, edx", "mov ecx, 0x186", "wrmsr"),
+        21 => op!("mov ecx, 0xdeadbeef", "rdmsr"),
+        22 => op!("vmcall"),
+        23 => op!("vmmcall"),
+        24 => op!("xor ecx, ecx", "mov eax, 7", "xor edx, edx", "xsetbv"),
+        25 => op!("mov rax, dr7"),
+        26 => op!("xor eax, eax", "mov dr0, rax"),
+        27 => op!("mov rax, cr4", "mov cr4, rax"),
+        28 => op!("mov dx, 0x7f00", "mov rsi, rsp", "outsb"),
+        29 => op!("mov dx, 0x7f00", "mov rdi, rsp", "sub rdi, 64", "insb"),
+        30 => op!("mov dx, 0x3f8", "mov al, 0x41", "out dx, al"),
+        31 => op!("mov dx, 0xcf8", "in eax, dx"),
+        32 => op!("mov ecx, 0x10", "rdmsr"),
+        33 => op!("rdpmc"),
+        34 => op!("int 0x80"),
+        35 => op!("mov ax, 0x08", "mov ds, ax"),
+        36 => op!("sgdt [rsp - 32]", "mov dx, 0x7f0c", "out dx, al"),
         _ => return 0,
     }
     at
@@ -329,4 +372,147 @@ fn cpuid(leaf: u32, subleaf: u32) -> Vec<u8> {
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect()
+}
+
+/// LOGs `n` messages (level 2, "flood <i>"); returns `n`.
+fn log_flood(n: u32) -> u32 {
+    for i in 0..n {
+        hl_guest::log(LogLevel::Info, &alloc::format!("flood {i}"));
+    }
+    n
+}
+
+/// Calls host function `name` (no arguments, void) `n` times; returns how many succeeded.
+fn host_call_flood(name: String, n: u32) -> u32 {
+    let mut ok = 0;
+    for _ in 0..n {
+        if call_host_as::<()>(&name, &[]).is_ok() {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// The PEB's address (docs/abi.md: always 0x1000).
+const PEB: u64 = 0x1000;
+
+fn peb_u64(offset: u64) -> u64 {
+    // SAFETY: the PEB page is mapped and guest-readable (docs/abi.md); a volatile asm-free read
+    // of an 8-aligned field at an offset below 0x70.
+    unsafe { core::ptr::with_exposed_provenance::<u64>((PEB + offset) as usize).read_volatile() }
+}
+
+/// Writes `frame` (cut to the output buffer's size, as the host's PEB says) at the output
+/// buffer by hand and signals port `port` with `out dx, eax`: a frame of any kind, malformed or
+/// not, on any port. Returns if the host resumes the guest.
+fn raw_frame(port: u32, frame: Vec<u8>) -> u32 {
+    let addr = peb_u64(0x20);
+    let size = peb_u64(0x28) as usize;
+    let n = frame.len().min(size);
+    // SAFETY: the output buffer `[addr, addr + size)` is guest memory that no Rust object
+    // occupies (docs/abi.md); the host reads it only while the vCPU is stopped in the `out`
+    // below, after this copy; at most `size` bytes are written.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            frame.as_ptr(),
+            core::ptr::with_exposed_provenance_mut::<u8>(addr as usize),
+            n,
+        );
+    }
+    signal(port, 0);
+    n as u32
+}
+
+fn signal(port: u32, value: u32) {
+    // SAFETY: an `out` to a port the caller chose: an ABI port is a VM exit the host answers
+    // (or not: poisoning is the point of these tests), any other port faults (#GP by the TSS
+    // I/O bitmap). It touches no Rust-visible state; not `nomem`, so it orders the writes
+    // before it.
+    unsafe { asm!("out dx, eax", in("dx") port as u16, in("eax") value, options(nostack)) }
+}
+
+/// Writes `value` at byte `offset` of the PEB (the guest rewriting the host's parameters);
+/// returns the value read back.
+fn peb_write(offset: u32, value: u64) -> u64 {
+    let at = (PEB + u64::from(offset & 0xff8)) as usize;
+    // SAFETY: the PEB page is guest-writable and no Rust object lives there; the runtime
+    // copied what it needs at init. An 8-aligned address inside the page.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u64>(at).write_volatile(value);
+        core::ptr::with_exposed_provenance::<u64>(at).read_volatile()
+    }
+}
+
+/// A seeded fuzzer of the host's exit handling: `steps` times, builds a LOG or HOST_CALL frame
+/// (calling host function `h`, `(i32) -> i32`), sometimes mutates bytes of it or its header,
+/// and signals an ABI port (now and then a wrong one). Returns the steps the host let it take.
+/// The same seed gives the same frames.
+fn fuzz(seed: u64, steps: u32) -> u32 {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut buf = Vec::with_capacity(256);
+    for step in 0..steps {
+        buf.clear();
+        let r = next();
+        let log = r & 1 == 0;
+        let payload: Vec<u8> = if log {
+            let mut p = Vec::new();
+            p.extend_from_slice(&((r >> 8) as u32 % 5).to_le_bytes());
+            let len = (r >> 16) as usize % 24;
+            p.extend_from_slice(&(len as u32).to_le_bytes());
+            p.extend((0..len).map(|i| b'a' + (i as u8 % 26)));
+            p
+        } else {
+            let mut p = Vec::new();
+            p.extend_from_slice(&1u32.to_le_bytes());
+            p.push(b'h');
+            p.extend_from_slice(&1u32.to_le_bytes());
+            p.push(1);
+            p.extend_from_slice(&(step as i32).to_le_bytes());
+            p
+        };
+        let kind: u32 = if log { 10 } else { 4 };
+        buf.extend_from_slice(&kind.to_le_bytes());
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&payload);
+        // One step in 16 mutates 1-4 bytes (header included).
+        let m = next();
+        if m % 16 == 0 {
+            for k in 0..(1 + (m >> 8) % 4) {
+                let v = next();
+                let i = (v as usize) % buf.len();
+                buf[i] = (v >> (8 + 8 * k)) as u8;
+            }
+        }
+        // One step in 64 uses a wrong port (another ABI port or a random one).
+        let p = next();
+        let port = if p % 64 == 0 {
+            0x7F00 + ((p >> 8) % 16) as u32
+        } else if log {
+            0x7F03
+        } else {
+            0x7F01
+        };
+        raw_frame(port, core::mem::take(&mut buf));
+    }
+    steps
+}
+
+/// Writes one byte in each 4 KiB page of `[addr, addr + len)`; returns the pages touched.
+fn touch_pages(addr: u64, len: u64) -> u64 {
+    let mut n = 0;
+    let mut at = addr;
+    while at < addr.saturating_add(len) {
+        // SAFETY: deliberately writes wherever the host test asks (the heap, to touch every
+        // page of a large sandbox; elsewhere a fault is the point); a plain asm store.
+        unsafe { asm!("mov byte ptr [{}], 1", in(reg) at, options(nostack, preserves_flags)) }
+        n += 1;
+        at += 4096;
+    }
+    n
 }

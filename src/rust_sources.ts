@@ -27,6 +27,7 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/wire/Cargo.toml",
   "guest/wire/src/lib.rs",
   "guest/wire/test.sh",
+  "guest/wire/tests/fuzz.rs",
   "guest/wire/tests/roundtrip.rs",
   "guest/wire/tests/vectors.rs",
   "rust-vmm/Cargo.toml",

@@ -306,6 +306,22 @@ const BEHAVIOURS: Behaviour[] = [
   },
 ];
 
+/** `elf` with `extra` bytes more `p_memsz` in its last writable PT_LOAD (a larger .bss). */
+function withBss(elf: Uint8Array, extra: number): Uint8Array {
+  const out = elf.slice();
+  const v = new DataView(out.buffer);
+  const phoff = Number(v.getBigUint64(0x20, true));
+  const size = v.getUint16(0x36, true);
+  let last = -1;
+  for (let i = 0; i < v.getUint16(0x38, true); i++) {
+    const at = phoff + i * size;
+    if (v.getUint32(at, true) === 1 && (v.getUint32(at + 4, true) & 2) !== 0) last = at;
+  }
+  assert.ok(last >= 0, "a writable PT_LOAD");
+  v.setBigUint64(last + 40, v.getBigUint64(last + 40, true) + BigInt(extra), true);
+  return out;
+}
+
 async function makeSandbox(b: Behaviour): Promise<Sandbox> {
   const self: Sandbox = await Sandbox.create({
     guest: TESTGUEST,
@@ -366,6 +382,20 @@ kvmTest(`hostile guest battery (${BEHAVIOURS.length + 3} behaviours)`, async (t)
     assert.equal(await sb.call("touch_pages", heap, size), size / 4096n);
     assert.equal(await sb.call("add", 1, 2), 3);
   });
+  for (
+    const [what, extra, ok] of [["1 GiB", 1 << 30, false], ["900 MiB", 900 << 20, true]] as const
+  ) {
+    await t.step(`an ELF with a ${what} .bss`, async () => {
+      const elf = withBss(await Deno.readFile(TESTGUEST), extra);
+      const create = Sandbox.create({ guest: elf, heapSize: 4 << 20, stackSize: 1 << 20 });
+      if (!ok) {
+        await assert.rejects(create, (e) => e instanceof SandboxError && /1 GiB/.test(e.message));
+        return;
+      }
+      await using sb = await create;
+      assert.equal(await sb.call("add", 2, 2), 4);
+    });
+  }
   await t.step("a hostile wasm-runtime (the test guest) is a typed ProtocolError", async () => {
     const module = new URL("../../target/wasm-fixtures/fib.wasm", import.meta.url).pathname;
     await assert.rejects(

@@ -336,7 +336,7 @@ async function makeSandbox(b: Behaviour): Promise<Sandbox> {
   return self;
 }
 
-kvmTest(`hostile guest battery (${BEHAVIOURS.length + 3} behaviours)`, async (t) => {
+kvmTest(`hostile guest battery (${BEHAVIOURS.length + 5} behaviours)`, async (t) => {
   const fds = openFdCount();
   const vms = globalStats().liveVms;
   const mappings = guestMappingCount();

@@ -236,5 +236,10 @@ pub trait VcpuBackend {
     fn set_regs(&mut self, regs: &Regs) -> Result<()>;
     fn get_regs(&mut self) -> Result<Regs>;
     fn get_special_regs(&mut self) -> Result<SpecialRegs>;
+    /// Everything the guest can observe of the vCPU (registers, system registers, FPU/SSE,
+    /// XCRs, the per-vCPU MSRs, pending events), as an opaque blob for `set_state`.
+    fn get_state(&mut self) -> Result<Vec<u8>>;
+    /// Loads a blob from `get_state`; checks its format first.
+    fn set_state(&mut self, blob: &[u8]) -> Result<()>;
     fn exit_request(&self) -> Arc<dyn ExitRequest>;
 }

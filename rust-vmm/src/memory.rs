@@ -1,9 +1,16 @@
 //! Guest memory owned by the library: a memfd mapped `MAP_PRIVATE`, so that the guest's writes are
-//! private copies of the file's pages and `MADV_DONTNEED` drops them again (fast reset and
-//! copy-on-write snapshots later).
+//! private copies of the file's pages and `MADV_DONTNEED` drops them again.
+//!
+//! Snapshots (issue #9): `GuestMemory::snapshot` writes the region's non-zero pages into a new,
+//! sealed memfd (sparse: untouched pages stay holes). `rebase` re-maps the region `MAP_PRIVATE |
+//! MAP_FIXED` from a snapshot's memfd at the same host address (the KVM memslot's userspace address
+//! does not change), after which a restore is one `MADV_DONTNEED` over the region: work in
+//! proportion to the pages the guest dirtied since. `from_snapshot` maps a snapshot into a new VM
+//! without copying. A region keeps the snapshot it is based on alive (`Arc`).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -15,9 +22,40 @@ pub const MAX_REGION_SIZE: u64 = 16 << 30;
 /// CPU's physical address width.
 pub const MAX_GPA: u64 = 1 << 40;
 
+/// An immutable copy of a region's content: a sealed memfd (holes where the region read zero)
+/// and which of its pages hold data.
+#[derive(Debug)]
+pub struct MemorySnapshot {
+    fd: OwnedFd,
+    size: u64,
+    /// One bit per page: written (non-zero) in `fd`.
+    pages: Vec<u64>,
+    /// Number of pages written.
+    pub data_pages: u64,
+}
+
+impl MemorySnapshot {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn has(&self, page: usize) -> bool {
+        self.pages[page / 64] & (1 << (page % 64)) != 0
+    }
+}
+
+/// What a region's mapping is a private view of.
+#[derive(Debug)]
+enum Backing {
+    /// Its own (empty) memfd: fresh memory.
+    Own(#[allow(dead_code)] OwnedFd),
+    /// A snapshot's memfd, kept alive by the region.
+    Snapshot(Arc<MemorySnapshot>),
+}
+
 #[derive(Debug)]
 pub struct GuestMemory {
-    _fd: OwnedFd,
+    backing: Mutex<Backing>,
     ptr: *mut u8,
     size: u64,
     pub gpa: u64,
@@ -94,8 +132,21 @@ impl GuestMemory {
             ));
         }
         Ok(Self {
-            _fd: fd,
+            backing: Mutex::new(Backing::Own(fd)),
             ptr: ptr.cast(),
+            size,
+            gpa,
+        })
+    }
+
+    /// A new region at `gpa` that starts as a private (copy-on-write) view of `snap`: no copy.
+    pub fn from_snapshot(gpa: u64, snap: Arc<MemorySnapshot>) -> Result<Self> {
+        let size = snap.size;
+        Self::validate(gpa, size)?;
+        let ptr = map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd())?;
+        Ok(Self {
+            backing: Mutex::new(Backing::Snapshot(snap)),
+            ptr,
             size,
             gpa,
         })
@@ -125,6 +176,168 @@ impl GuestMemory {
         }
         Ok(())
     }
+
+    /// Copies the region's content into a new sealed memfd, writing only non-zero pages. The
+    /// pages looked at are those this process has a page-table entry for (`/proc/self/pagemap`:
+    /// present or swapped: everything the guest or host wrote) and those of the snapshot the
+    /// region is based on; every other page reads zero. The vCPU must not run meanwhile.
+    pub fn snapshot(&self) -> Result<MemorySnapshot> {
+        let pages = (self.size / PAGE_SIZE) as usize;
+        let base = match &*self.backing.lock().unwrap_or_else(|p| p.into_inner()) {
+            Backing::Snapshot(s) => Some(s.clone()),
+            Backing::Own(_) => None,
+        };
+        let touched = page_table_entries(self.ptr, pages)?;
+        // SAFETY: a valid NUL-terminated name; the result is checked.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"hl-guest-memory-snapshot".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::os("memfd_create", io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscall on the fd we own; the result is checked.
+        if unsafe { libc::ftruncate(raw, self.size as libc::off_t) } != 0 {
+            return Err(Error::os(
+                "ftruncate of a snapshot",
+                io::Error::last_os_error(),
+            ));
+        }
+        let mut bitmap = vec![0u64; pages.div_ceil(64)];
+        let mut data_pages = 0u64;
+        let mut run: Option<(usize, usize)> = None;
+        let flush = |run: (usize, usize)| -> Result<()> {
+            let (start, end) = run;
+            let mut off = start * PAGE_SIZE as usize;
+            let stop = end * PAGE_SIZE as usize;
+            while off < stop {
+                // SAFETY: `off..stop` lies inside our mapping (pages < size / PAGE_SIZE), which is
+                // readable; pwrite only reads it.
+                let n = unsafe {
+                    libc::pwrite(
+                        raw,
+                        self.ptr.add(off).cast(),
+                        stop - off,
+                        off as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    return Err(Error::os("writing a snapshot", io::Error::last_os_error()));
+                }
+                off += n as usize;
+            }
+            Ok(())
+        };
+        for page in 0..pages {
+            let candidate = touched[page] || base.as_ref().is_some_and(|b| b.has(page));
+            let data = candidate && !self.page_is_zero(page);
+            if data {
+                bitmap[page / 64] |= 1 << (page % 64);
+                data_pages += 1;
+                run = Some(run.map_or((page, page + 1), |(s, _)| (s, page + 1)));
+            } else if let Some(r) = run.take() {
+                flush(r)?;
+            }
+        }
+        if let Some(r) = run {
+            flush(r)?;
+        }
+        let seals =
+            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on our own fd; the result is checked.
+        if unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
+        }
+        Ok(MemorySnapshot {
+            fd,
+            size: self.size,
+            pages: bitmap,
+            data_pages,
+        })
+    }
+
+    fn page_is_zero(&self, page: usize) -> bool {
+        // SAFETY: the page lies inside our readable mapping (page < size / PAGE_SIZE); it is
+        // page-aligned, so aligned for u64. Racing guest writes are excluded by the caller.
+        let words = unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.add(page * PAGE_SIZE as usize).cast::<u64>(),
+                PAGE_SIZE as usize / 8,
+            )
+        };
+        words.iter().all(|&w| w == 0)
+    }
+
+    /// Makes the region a private view of `snap` again: one `MADV_DONTNEED` when it already is one
+    /// (only the pages written since are dropped), else a `MAP_FIXED` re-map at the same address.
+    /// The vCPU must not run meanwhile.
+    pub fn rebase(&self, snap: &Arc<MemorySnapshot>) -> Result<()> {
+        if snap.size != self.size {
+            return Err(Error::invalid_argument(format!(
+                "the snapshot holds {} bytes, the memory region {}",
+                snap.size, self.size
+            )));
+        }
+        let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Backing::Snapshot(current) = &*backing {
+            if Arc::ptr_eq(current, snap) {
+                return self.reset();
+            }
+        }
+        map_private(self.ptr, self.size, snap.fd.as_raw_fd())?;
+        *backing = Backing::Snapshot(snap.clone());
+        Ok(())
+    }
+}
+
+/// Maps `fd` `MAP_PRIVATE` read/write: at `at` (`MAP_FIXED`, replacing what is there) or anywhere.
+fn map_private(at: *mut u8, size: u64, fd: libc::c_int) -> Result<*mut u8> {
+    let fixed = if at.is_null() { 0 } else { libc::MAP_FIXED };
+    // SAFETY: either a new mapping, or (MAP_FIXED) one that replaces exactly a region this library
+    // owns (the caller's own mapping, same size); the result is checked.
+    let ptr = unsafe {
+        libc::mmap(
+            at.cast(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE | fixed,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(Error::os("mmap of a snapshot", io::Error::last_os_error()));
+    }
+    Ok(ptr.cast())
+}
+
+/// Which of the `pages` pages from `ptr` have a page-table entry in this process (present or
+/// swapped), from `/proc/self/pagemap`.
+fn page_table_entries(ptr: *mut u8, pages: usize) -> Result<Vec<bool>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open("/proc/self/pagemap")
+        .map_err(|e| Error::os("opening /proc/self/pagemap", e))?;
+    let mut out = Vec::with_capacity(pages);
+    let mut buf = vec![0u8; 8 * 4096];
+    let first = ptr as u64 / PAGE_SIZE;
+    let mut done = 0usize;
+    while done < pages {
+        let n = (pages - done).min(4096);
+        let bytes = &mut buf[..n * 8];
+        file.read_exact_at(bytes, (first + done as u64) * 8)
+            .map_err(|e| Error::os("reading /proc/self/pagemap", e))?;
+        for entry in bytes.chunks_exact(8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(entry);
+            out.push(u64::from_le_bytes(a) & (3 << 62) != 0);
+        }
+        done += n;
+    }
+    Ok(out)
 }
 
 impl Drop for GuestMemory {

@@ -86,6 +86,8 @@ const OP_RUN: u32 = 1;
 const OP_SET_REGS: u32 = 2;
 const OP_GET_REGS: u32 = 3;
 const OP_GET_SPECIAL_REGS: u32 = 4;
+const OP_GET_STATE: u32 = 5;
+const OP_SET_STATE: u32 = 6;
 
 /// The exit record, written by the vCPU thread during a run and read by the caller after the
 /// run's answer was taken (the SeqCst store/load of `resp` orders the two).
@@ -127,6 +129,9 @@ struct Mailbox {
     /// The answer: an exit kind (runs), 0 (register calls) or a negative error code, whose error
     /// is in `error`.
     result: AtomicI32,
+    /// The vCPU state blob in (`OP_SET_STATE`) or out (`OP_GET_STATE`); written only by whoever
+    /// holds the request (the poster before it is posted, the vCPU thread while serving it).
+    payload: Mutex<Vec<u8>>,
     error: Mutex<Option<Error>>,
     /// The sticky stop: while set, every run returns `Interrupted` without entering the guest.
     stop: AtomicBool,
@@ -203,6 +208,7 @@ impl VcpuThread {
             op: AtomicU32::new(0),
             regs: std::array::from_fn(|_| AtomicU64::new(0)),
             result: AtomicI32::new(0),
+            payload: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             stop: AtomicBool::new(false),
             in_run: AtomicBool::new(false),
@@ -242,6 +248,12 @@ impl VcpuThread {
 
     /// Claims the mailbox and posts a request; returns its sequence number.
     fn post(&self, op: u32, regs: Option<&Regs>) -> Result<u32> {
+        self.post_with(op, regs, None)
+    }
+
+    /// `post`, with a payload that is stored after the mailbox is claimed (so it can never
+    /// overwrite another request's).
+    fn post_with(&self, op: u32, regs: Option<&Regs>, payload: Option<&[u8]>) -> Result<u32> {
         let m = &*self.mailbox;
         if m.outstanding
             .compare_exchange(0, POSTING, SeqCst, SeqCst)
@@ -252,6 +264,11 @@ impl VcpuThread {
             ));
         }
         m.op.store(op, SeqCst);
+        if let Some(p) = payload {
+            let mut slot = m.payload.lock().unwrap_or_else(|e| e.into_inner());
+            slot.clear();
+            slot.extend_from_slice(p);
+        }
         if let Some(r) = regs {
             for (slot, v) in m.regs.iter().zip(r) {
                 slot.store(*v, SeqCst);
@@ -446,6 +463,28 @@ impl VcpuThread {
     pub fn get_special_regs(&self) -> Result<SpecialRegs> {
         let r = self.call(OP_GET_SPECIAL_REGS, None)?;
         Ok(std::array::from_fn(|i| r[i]))
+    }
+
+    /// The vCPU's complete state as an opaque blob (`VcpuBackend::get_state`).
+    pub fn get_state(&self) -> Result<Vec<u8>> {
+        let seq = self.post(OP_GET_STATE, None)?;
+        let waited = self.wait_answer(seq, CALLER_SPIN, None);
+        let read =
+            |m: &Mailbox| std::mem::take(&mut *m.payload.lock().unwrap_or_else(|e| e.into_inner()));
+        self.take(seq, waited, OP_GET_STATE, read)
+            .map(|(_, blob)| blob)
+    }
+
+    /// Loads a blob from `get_state` (of this or another vCPU of the same configuration).
+    pub fn set_state(&self, blob: &[u8]) -> Result<()> {
+        let seq = self.post_with(OP_SET_STATE, None, Some(blob))?;
+        let waited = self.wait_answer(seq, CALLER_SPIN, None);
+        self.take(seq, waited, OP_SET_STATE, |_| ()).map(|_| ())
+    }
+
+    /// Whether no request (a run in particular) is outstanding.
+    pub fn idle(&self) -> bool {
+        self.mailbox.outstanding.load(SeqCst) == 0
     }
 
     pub fn exit_ptr(&self) -> *const ExitInfo {
@@ -673,6 +712,14 @@ fn serve(vcpu: &mut dyn VcpuBackend, m: &Mailbox, exit: &ExitCell, op: u32) -> R
             store(&r);
             0
         }),
+        OP_GET_STATE => vcpu.get_state().map(|blob| {
+            *m.payload.lock().unwrap_or_else(|e| e.into_inner()) = blob;
+            0
+        }),
+        OP_SET_STATE => {
+            let blob = std::mem::take(&mut *m.payload.lock().unwrap_or_else(|e| e.into_inner()));
+            vcpu.set_state(&blob).map(|_| 0)
+        }
         other => Err(Error::new(
             Code::Panic,
             format!("unknown vCPU request {other}"),

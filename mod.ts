@@ -36,8 +36,10 @@ export {
   Sandbox,
   type SandboxOptions,
   type SandboxStats,
+  type SnapshotSandboxOptions,
   type ValueType,
 } from "./src/sandbox.ts";
+export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/snapshot.ts";
 export {
   ArgumentError,
   CancelledError,

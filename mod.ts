@@ -41,6 +41,12 @@ export {
 } from "./src/sandbox.ts";
 export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/snapshot.ts";
 export {
+  PoolExhaustedError,
+  type PoolRunOptions,
+  SandboxPool,
+  type SandboxPoolOptions,
+} from "./src/pool.ts";
+export {
   ArgumentError,
   CancelledError,
   GuestAbiError,

@@ -53,6 +53,13 @@ enum Backing {
     Snapshot(Arc<MemorySnapshot>),
 }
 
+/// Up to this many pages (32 MiB), a restore reads `/proc/self/pagemap` and drops only the pages
+/// written since (the rest keep their KVM mappings, so the next call does not fault them in
+/// again); above it, reading the map costs more than it saves (measured: 256 MiB guest, 1 dirtied
+/// page: 594 µs selective against 146 µs for one `MADV_DONTNEED` over the region), and the
+/// whole region is dropped at once. docs/design.md has the figures.
+const SELECTIVE_RESET_MAX_PAGES: u64 = 8192;
+
 #[derive(Debug)]
 pub struct GuestMemory {
     backing: Mutex<Backing>,
@@ -285,11 +292,51 @@ impl GuestMemory {
         let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
         if let Backing::Snapshot(current) = &*backing {
             if Arc::ptr_eq(current, snap) {
-                return self.reset();
+                return if self.size / PAGE_SIZE <= SELECTIVE_RESET_MAX_PAGES {
+                    self.drop_private_pages()
+                } else {
+                    self.reset()
+                };
             }
         }
         map_private(self.ptr, self.size, snap.fd.as_raw_fd())?;
         *backing = Backing::Snapshot(snap.clone());
+        Ok(())
+    }
+}
+
+impl GuestMemory {
+    /// `MADV_DONTNEED` over just the runs of pages that are private copies now (written since the
+    /// re-base: anonymous in `/proc/self/pagemap`, present or swapped). Pages still shared with the
+    /// snapshot keep their host and KVM mappings, so the guest does not fault them in again.
+    fn drop_private_pages(&self) -> Result<()> {
+        let pages = (self.size / PAGE_SIZE) as usize;
+        let private = page_table_entries_where(self.ptr, pages, |e| {
+            let present_anon = e & (1 << 63) != 0 && e & (1 << 61) == 0;
+            let swapped = e & (1 << 62) != 0;
+            present_anon || swapped
+        })?;
+        let mut page = 0;
+        while page < pages {
+            if !private[page] {
+                page += 1;
+                continue;
+            }
+            let start = page;
+            while page < pages && private[page] {
+                page += 1;
+            }
+            let at = start * PAGE_SIZE as usize;
+            let len = (page - start) * PAGE_SIZE as usize;
+            // SAFETY: the range lies inside our own mapping.
+            let rc = unsafe { libc::madvise(self.ptr.add(at).cast(), len, libc::MADV_DONTNEED) };
+            if rc != 0 {
+                return Err(Error::os(
+                    "madvise(MADV_DONTNEED)",
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -318,6 +365,15 @@ fn map_private(at: *mut u8, size: u64, fd: libc::c_int) -> Result<*mut u8> {
 /// Which of the `pages` pages from `ptr` have a page-table entry in this process (present or
 /// swapped), from `/proc/self/pagemap`.
 fn page_table_entries(ptr: *mut u8, pages: usize) -> Result<Vec<bool>> {
+    page_table_entries_where(ptr, pages, |e| e & (3 << 62) != 0)
+}
+
+/// `/proc/self/pagemap`'s entries of the `pages` pages from `ptr`, mapped through `pick`.
+fn page_table_entries_where(
+    ptr: *mut u8,
+    pages: usize,
+    pick: impl Fn(u64) -> bool,
+) -> Result<Vec<bool>> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open("/proc/self/pagemap")
         .map_err(|e| Error::os("opening /proc/self/pagemap", e))?;
@@ -333,7 +389,7 @@ fn page_table_entries(ptr: *mut u8, pages: usize) -> Result<Vec<bool>> {
         for entry in bytes.chunks_exact(8) {
             let mut a = [0u8; 8];
             a.copy_from_slice(entry);
-            out.push(u64::from_le_bytes(a) & (3 << 62) != 0);
+            out.push(pick(u64::from_le_bytes(a)));
         }
         done += n;
     }
@@ -374,5 +430,34 @@ mod tests {
         bytes[8191] = 9;
         memory.reset().unwrap();
         assert_eq!((bytes[0], bytes[8191]), (0, 0));
+    }
+
+    #[test]
+    fn snapshots_are_sparse_and_rebase_brings_content_back() {
+        let memory = GuestMemory::new(0, 64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is 64 pages long and owned by `memory`; the views are re-created
+        // after each re-map (same address, same length).
+        let bytes = || unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), 64 * 4096) };
+        bytes()[5 * 4096] = 1;
+        bytes()[9 * 4096 + 7] = 2;
+        bytes()[20 * 4096] = 0; // touched, but zero: stays a hole
+        let snap = Arc::new(memory.snapshot().unwrap());
+        assert_eq!(snap.data_pages, 2);
+        memory.rebase(&snap).unwrap();
+        assert_eq!((bytes()[5 * 4096], bytes()[9 * 4096 + 7]), (1, 2));
+        bytes()[5 * 4096] = 9;
+        bytes()[30 * 4096] = 9;
+        memory.rebase(&snap).unwrap();
+        assert_eq!((bytes()[5 * 4096], bytes()[30 * 4096]), (1, 0));
+        // A second snapshot of a re-based region includes the base's pages.
+        bytes()[40 * 4096] = 4;
+        let second = Arc::new(memory.snapshot().unwrap());
+        assert_eq!(second.data_pages, 3);
+        let copy = GuestMemory::from_snapshot(0, second.clone()).unwrap();
+        // SAFETY: `copy` maps 64 pages.
+        let c = unsafe { std::slice::from_raw_parts(copy.host_ptr(), 64 * 4096) };
+        assert_eq!((c[5 * 4096], c[9 * 4096 + 7], c[40 * 4096]), (1, 2, 4));
+        memory.rebase(&snap).unwrap();
+        assert_eq!(bytes()[40 * 4096], 0);
     }
 }

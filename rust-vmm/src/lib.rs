@@ -458,8 +458,9 @@ pub unsafe extern "C" fn hl_vm_stats(vm: u32, out: *mut u64) -> i32 {
     })
 }
 
-/// `int32_t hl_global_stats(uint64_t out[3])`: ioctls issued by this process (all VMs, opening
-/// and creating included), the number of live VMs, and the number of live snapshot handles.
+/// `int32_t hl_global_stats(uint64_t out[4])`: ioctls issued by this process (all VMs, opening
+/// and creating included), the number of live VMs, of live snapshot handles, and of guest memory
+/// regions that are anonymous memory (not yet based on a snapshot).
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -471,9 +472,10 @@ pub unsafe extern "C" fn hl_global_stats(out: *mut u64) -> i32 {
             stats::GLOBAL_IOCTLS.load(std::sync::atomic::Ordering::Relaxed),
             vm::live_count() as u64,
             vm::live_snapshots() as u64,
+            memory::ANONYMOUS_REGIONS.load(std::sync::atomic::Ordering::Relaxed),
         ];
-        // SAFETY: the caller gives 3 writable u64 at `out`.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 3) };
+        // SAFETY: the caller gives 4 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 4) };
         Ok(0)
     })
 }

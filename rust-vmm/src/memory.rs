@@ -1,5 +1,6 @@
-//! Guest memory owned by the library: a memfd mapped `MAP_PRIVATE`, so that the guest's writes are
-//! private copies of the file's pages and `MADV_DONTNEED` drops them again.
+//! Guest memory owned by the library: fresh memory is anonymous `MAP_PRIVATE` (`MADV_DONTNEED`
+//! zeroes it again); memory based on a snapshot is the snapshot's memfd mapped `MAP_PRIVATE`, so
+//! the guest's writes are private copies of the file's pages and `MADV_DONTNEED` drops them again.
 //!
 //! Snapshots (issue #9): `GuestMemory::snapshot` writes the region's non-zero pages into a new,
 //! sealed memfd (sparse: untouched pages stay holes). `rebase` re-maps the region `MAP_PRIVATE |
@@ -10,6 +11,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -47,11 +49,15 @@ impl MemorySnapshot {
 /// What a region's mapping is a private view of.
 #[derive(Debug)]
 enum Backing {
-    /// Its own (empty) memfd: fresh memory.
-    Own(#[allow(dead_code)] OwnedFd),
+    /// Nothing: fresh anonymous memory.
+    Anonymous,
     /// A snapshot's memfd, kept alive by the region.
     Snapshot(Arc<MemorySnapshot>),
 }
+
+/// Regions that are anonymous memory now (no snapshot behind them): they have no name in
+/// `/proc/self/maps` on kernels without `CONFIG_ANON_VMA_NAME`, so leak checks count them here.
+pub static ANONYMOUS_REGIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Up to this many pages (32 MiB), a restore reads `/proc/self/pagemap` and drops only the pages
 /// written since (the rest keep their KVM mappings, so the next call does not fault them in
@@ -105,30 +111,19 @@ impl GuestMemory {
         }
     }
 
+    /// Fresh memory: anonymous and private, so a page the guest or host touches costs one host
+    /// page (a `MAP_PRIVATE` memfd would cost two: the file's page and the private copy). Named
+    /// `[anon:hl-guest-memory]` in `/proc/self/maps` where the kernel allows it.
     pub fn new(gpa: u64, size: u64) -> Result<Self> {
         Self::validate(gpa, size)?;
-        // SAFETY: the name is a valid NUL-terminated string; the result is checked.
-        let raw = unsafe { libc::memfd_create(c"hl-guest-memory".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(Error::os("memfd_create", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: plain syscall on the fd we own; the result is checked.
-        if unsafe { libc::ftruncate(raw, size as libc::off_t) } != 0 {
-            return Err(Error::os(
-                "ftruncate of guest memory",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a new private mapping of our own fd; the result is checked.
+        // SAFETY: a new anonymous private mapping; the result is checked.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 size as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-                raw,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
                 0,
             )
         };
@@ -138,8 +133,20 @@ impl GuestMemory {
                 io::Error::last_os_error(),
             ));
         }
+        // SAFETY: names our own fresh mapping (the name is copied by the kernel); best effort: a
+        // kernel without CONFIG_ANON_VMA_NAME refuses, which changes nothing else.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_VMA,
+                libc::PR_SET_VMA_ANON_NAME,
+                ptr as libc::c_ulong,
+                size as libc::c_ulong,
+                c"hl-guest-memory".as_ptr() as libc::c_ulong,
+            );
+        }
+        ANONYMOUS_REGIONS.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
-            backing: Mutex::new(Backing::Own(fd)),
+            backing: Mutex::new(Backing::Anonymous),
             ptr: ptr.cast(),
             size,
             gpa,
@@ -192,7 +199,7 @@ impl GuestMemory {
         let pages = (self.size / PAGE_SIZE) as usize;
         let base = match &*self.backing.lock().unwrap_or_else(|p| p.into_inner()) {
             Backing::Snapshot(s) => Some(s.clone()),
-            Backing::Own(_) => None,
+            Backing::Anonymous => None,
         };
         let touched = page_table_entries(self.ptr, pages)?;
         // SAFETY: a valid NUL-terminated name; the result is checked.
@@ -300,6 +307,9 @@ impl GuestMemory {
             }
         }
         map_private(self.ptr, self.size, snap.fd.as_raw_fd())?;
+        if matches!(*backing, Backing::Anonymous) {
+            ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
+        }
         *backing = Backing::Snapshot(snap.clone());
         Ok(())
     }
@@ -398,6 +408,10 @@ fn page_table_entries_where(
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        let backing = self.backing.get_mut().unwrap_or_else(|p| p.into_inner());
+        if matches!(*backing, Backing::Anonymous) {
+            ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
+        }
         // SAFETY: unmapping exactly the mapping created in `new`; nothing uses it after drop.
         unsafe {
             libc::munmap(self.ptr.cast(), self.size as usize);

@@ -402,9 +402,9 @@ fn run_counters(vm: u32) -> (u64, u64, u64) {
     (regs[0], regs[1], regs[2])
 }
 
-fn global() -> [u64; 3] {
-    let mut out = [0u64; 3];
-    // SAFETY: 3 writable u64.
+fn global() -> [u64; 4] {
+    let mut out = [0u64; 4];
+    // SAFETY: 4 writable u64.
     assert_eq!(unsafe { hl_global_stats(out.as_mut_ptr()) }, 0);
     out
 }

@@ -68,7 +68,7 @@ export const symbols = {
   hl_vcpu_get_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)` */
   hl_vcpu_set_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
-  /** `int32_t hl_global_stats(uint64_t out[3])` → process ioctls, live VMs, live snapshots */
+  /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

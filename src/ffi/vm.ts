@@ -199,14 +199,22 @@ export function hypervisorInfo(library?: string): HypervisorInfo {
   };
 }
 
-/** Process-wide counters: ioctls issued, VMs alive, and memory snapshot handles alive. */
+/**
+ * Process-wide counters: ioctls issued, VMs alive, memory snapshot handles alive, and guest memory
+ * regions that are anonymous memory (unnamed in `/proc/self/maps` on most kernels).
+ */
 export function globalStats(
   library?: string,
-): { ioctls: number; liveVms: number; liveSnapshots: number } {
+): { ioctls: number; liveVms: number; liveSnapshots: number; anonymousRegions: number } {
   const lib = openLibrary(library);
-  const out = new BigUint64Array(3);
+  const out = new BigUint64Array(4);
   check(lib, lib.hl_global_stats(out));
-  return { ioctls: Number(out[0]), liveVms: Number(out[1]), liveSnapshots: Number(out[2]) };
+  return {
+    ioctls: Number(out[0]),
+    liveVms: Number(out[1]),
+    liveSnapshots: Number(out[2]),
+    anonymousRegions: Number(out[3]),
+  };
 }
 
 /**

@@ -45,9 +45,10 @@ export interface ElfImage {
   readonly segments: readonly ElfSegment[];
   /**
    * Where `image` holds file content, as `[offset, length]` pairs (offsets in `image`); the
-   * rest is zero (`.bss`, gaps), so a loader into zeroed memory copies only these.
+   * rest is zero (`.bss`, gaps), so a loader into zeroed memory copies only these. Absent: the
+   * whole image is copied.
    */
-  readonly fileRanges: readonly (readonly [number, number])[];
+  readonly fileRanges?: readonly (readonly [number, number])[];
   /** Offsets in `image` of the 8-byte `R_X86_64_RELATIVE` targets. */
   readonly relocationOffsets: Uint32Array;
   /** The addend of each relocation, in the same order. */
@@ -462,7 +463,7 @@ export function loadImage(
   if (target.length < elf.size) {
     throw new ArgumentError(`target is ${target.length} bytes, the image needs ${elf.size}`);
   }
-  if (zeroed) {
+  if (zeroed && elf.fileRanges) {
     for (const [offset, length] of elf.fileRanges) {
       target.set(elf.image.subarray(offset, offset + length), offset);
     }

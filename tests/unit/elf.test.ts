@@ -232,7 +232,7 @@ Deno.test("ELF loading", async (t) => {
     assert.deepStrictEqual(zeroed, full);
     const poisoned = new Uint8Array(elf.size).fill(0x5a);
     loadImage(elf, poisoned, 0, true);
-    const [lastOffset, lastLength] = elf.fileRanges.at(-1)!;
+    const [lastOffset, lastLength] = elf.fileRanges!.at(-1)!;
     assert.equal(poisoned[lastOffset + lastLength], 0x5a, "bytes past the file are not written");
     assert.throws(() => relocate(elf, new Uint8Array(elf.size), 0x1234), ArgumentError);
     assert.throws(() => relocate(elf, new Uint8Array(elf.size), -4096), ArgumentError);

@@ -208,6 +208,9 @@ pub trait ExitRequest: Send + Sync {
 pub trait Hypervisor: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     fn create_vm(&self, counters: Arc<Counters>) -> Result<Arc<dyn VmBackend>>;
+    /// Checks that `blob` is a vCPU state blob `VcpuBackend::set_state` accepts (format only; on
+    /// any thread, before any ioctl).
+    fn check_vcpu_state(&self, blob: &[u8]) -> Result<()>;
 }
 
 /// A VM: memory slots and the factory of its vCPU.

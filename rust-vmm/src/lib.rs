@@ -429,7 +429,10 @@ pub unsafe extern "C" fn hl_vcpu_get_state(vm: u32, buf: *mut u8, cap: u32) -> i
 }
 
 /// `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)`: loads a blob
-/// from `hl_vcpu_get_state`. `INVALID_ARGUMENT` for anything else.
+/// from `hl_vcpu_get_state`. `INVALID_ARGUMENT` for anything else (checked at once). The blob is
+/// handed to the vCPU thread, which loads it before it serves the next request (a run, a register
+/// call): the call returns without waiting for it, and an ioctl failure while loading it is that
+/// request's error. `STATE` while a run is outstanding.
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -439,7 +442,9 @@ pub unsafe extern "C" fn hl_vcpu_set_state(vm: u32, buf: *const u8, len: u32) ->
         non_null(buf, "buf")?;
         // SAFETY: the caller gives `len` readable bytes at `buf`.
         let blob = unsafe { std::slice::from_raw_parts(buf, len as usize) };
-        vm::lookup(vm)?.vcpu()?.set_state(blob).map(|_| 0)
+        let vm = vm::lookup(vm)?;
+        vm::hypervisor()?.check_vcpu_state(blob)?;
+        vm.vcpu()?.set_state(blob).map(|_| 0)
     })
 }
 

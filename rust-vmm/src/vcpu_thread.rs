@@ -87,7 +87,6 @@ const OP_SET_REGS: u32 = 2;
 const OP_GET_REGS: u32 = 3;
 const OP_GET_SPECIAL_REGS: u32 = 4;
 const OP_GET_STATE: u32 = 5;
-const OP_SET_STATE: u32 = 6;
 
 /// The exit record, written by the vCPU thread during a run and read by the caller after the
 /// run's answer was taken (the SeqCst store/load of `resp` orders the two).
@@ -129,9 +128,12 @@ struct Mailbox {
     /// The answer: an exit kind (runs), 0 (register calls) or a negative error code, whose error
     /// is in `error`.
     result: AtomicI32,
-    /// The vCPU state blob in (`OP_SET_STATE`) or out (`OP_GET_STATE`); written only by whoever
-    /// holds the request (the poster before it is posted, the vCPU thread while serving it).
+    /// The vCPU state blob out (`OP_GET_STATE`); written only by the vCPU thread while serving
+    /// the request.
     payload: Mutex<Vec<u8>>,
+    /// A state blob to load before serving the next request (`set_state`); stored only while no
+    /// request is outstanding, taken by the vCPU thread when it serves the next one.
+    pending_state: Mutex<Option<Vec<u8>>>,
     error: Mutex<Option<Error>>,
     /// The sticky stop: while set, every run returns `Interrupted` without entering the guest.
     stop: AtomicBool,
@@ -209,6 +211,7 @@ impl VcpuThread {
             regs: std::array::from_fn(|_| AtomicU64::new(0)),
             result: AtomicI32::new(0),
             payload: Mutex::new(Vec::new()),
+            pending_state: Mutex::new(None),
             error: Mutex::new(None),
             stop: AtomicBool::new(false),
             in_run: AtomicBool::new(false),
@@ -248,12 +251,6 @@ impl VcpuThread {
 
     /// Claims the mailbox and posts a request; returns its sequence number.
     fn post(&self, op: u32, regs: Option<&Regs>) -> Result<u32> {
-        self.post_with(op, regs, None)
-    }
-
-    /// `post`, with a payload that is stored after the mailbox is claimed (so it can never
-    /// overwrite another request's).
-    fn post_with(&self, op: u32, regs: Option<&Regs>, payload: Option<&[u8]>) -> Result<u32> {
         let m = &*self.mailbox;
         if m.outstanding
             .compare_exchange(0, POSTING, SeqCst, SeqCst)
@@ -264,11 +261,6 @@ impl VcpuThread {
             ));
         }
         m.op.store(op, SeqCst);
-        if let Some(p) = payload {
-            let mut slot = m.payload.lock().unwrap_or_else(|e| e.into_inner());
-            slot.clear();
-            slot.extend_from_slice(p);
-        }
         if let Some(r) = regs {
             for (slot, v) in m.regs.iter().zip(r) {
                 slot.store(*v, SeqCst);
@@ -475,11 +467,23 @@ impl VcpuThread {
             .map(|(_, blob)| blob)
     }
 
-    /// Loads a blob from `get_state` (of this or another vCPU of the same configuration).
+    /// Loads a blob from `get_state` (of this or another vCPU of the same configuration), the
+    /// caller having checked its format: the vCPU thread loads it before it serves the next
+    /// request, so this returns at once (a restore costs no thread round trip; the ioctls run
+    /// inside the next request's). `STATE` while a request is outstanding.
     pub fn set_state(&self, blob: &[u8]) -> Result<()> {
-        let seq = self.post_with(OP_SET_STATE, None, Some(blob))?;
-        let waited = self.wait_answer(seq, CALLER_SPIN, None);
-        self.take(seq, waited, OP_SET_STATE, |_| ()).map(|_| ())
+        let m = &*self.mailbox;
+        if m.outstanding
+            .compare_exchange(0, POSTING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Err(Error::state(
+                "a run is in progress: take its result (hl_vcpu_poll or hl_vcpu_wait) first",
+            ));
+        }
+        *m.pending_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(blob.to_vec());
+        m.outstanding.store(0, SeqCst);
+        Ok(())
     }
 
     /// Whether no request (a run in particular) is outstanding.
@@ -670,8 +674,18 @@ fn vcpu_main(
         }
         m.vcpu_cpu.store(current_cpu(), SeqCst);
         trace!("serving op {op} ({seq})");
-        let result = catch_unwind(AssertUnwindSafe(|| serve(vcpu.as_mut(), &m, &exit, op)))
-            .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic in the vCPU thread")));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let pending = m
+                .pending_state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(blob) = pending {
+                vcpu.set_state(&blob)?;
+            }
+            serve(vcpu.as_mut(), &m, &exit, op)
+        }))
+        .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic in the vCPU thread")));
         match result {
             Ok(v) => m.result.store(v, SeqCst),
             Err(e) => {
@@ -716,10 +730,6 @@ fn serve(vcpu: &mut dyn VcpuBackend, m: &Mailbox, exit: &ExitCell, op: u32) -> R
             *m.payload.lock().unwrap_or_else(|e| e.into_inner()) = blob;
             0
         }),
-        OP_SET_STATE => {
-            let blob = std::mem::take(&mut *m.payload.lock().unwrap_or_else(|e| e.into_inner()));
-            vcpu.set_state(&blob).map(|_| 0)
-        }
         other => Err(Error::new(
             Code::Panic,
             format!("unknown vCPU request {other}"),

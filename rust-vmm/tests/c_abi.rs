@@ -503,13 +503,17 @@ fn snapshot_calls_check_their_arguments() {
         assert_eq!(hl_snapshot_memory(vm, 0, &mut snap), 0);
     }
     assert!(global()[2] >= 1);
-    // A run outstanding: no snapshot, no rebase.
+    // A run outstanding: no snapshot, no rebase, no state.
+    let state = get_state(vm);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     assert_eq!(hl_vcpu_start(vm), 0);
     let mut other = 0u32;
     // SAFETY: one writable u32.
     assert_eq!(unsafe { hl_snapshot_memory(vm, 0, &mut other) }, -9);
     assert_eq!(hl_vm_rebase_memory(vm, 0, snap), -9);
+    // SAFETY: `state` is readable for its length.
+    let rc = unsafe { hl_vcpu_set_state(vm, state.as_ptr(), state.len() as u32) };
+    assert_eq!(rc, -9);
     assert_eq!(hl_vcpu_wait(vm), 1);
     // A snapshot of another size does not fit this region.
     let mut vm2 = 0u32;

@@ -357,52 +357,15 @@ impl VcpuBackend for KvmVcpu {
     fn set_state(&mut self, blob: &[u8]) -> Result<()> {
         let hv =
             |what: &'static str| move |e: kvm_ioctls::Error| Error::hypervisor(what, e.errno());
-        let mut r = Reader { blob, at: 0 };
-        if r.u32()? != STATE_MAGIC {
-            return Err(bad_state("it does not start with the state magic"));
-        }
-        let flags = r.u32()?;
-        let regs: kvm_regs = r.pod()?;
-        let sregs: kvm_sregs = r.pod()?;
-        let events: kvm_vcpu_events = r.pod()?;
-        let xsave: Option<kvm_xsave> = if flags & STATE_XSAVE != 0 {
-            Some(kvm_xsave {
-                region: r.pod()?,
-                ..Default::default()
-            })
-        } else {
-            None
-        };
-        let fpu: Option<kvm_fpu> = if flags & STATE_XSAVE == 0 {
-            Some(r.pod()?)
-        } else {
-            None
-        };
-        let xcrs: Option<kvm_xcrs> = if flags & STATE_XCRS != 0 {
-            Some(r.pod()?)
-        } else {
-            None
-        };
-        let count = r.u32()? as usize;
-        if count > STATE_MSRS.len() {
-            return Err(bad_state("it lists too many MSRs"));
-        }
-        let mut entries = Vec::with_capacity(count);
-        for _ in 0..count {
-            let index = r.u32()?;
-            if !STATE_MSRS.contains(&index) {
-                return Err(bad_state("it lists an MSR this library does not restore"));
-            }
-            let data = r.u64()?;
-            entries.push(kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            });
-        }
-        if r.at != blob.len() {
-            return Err(bad_state("it has trailing bytes"));
-        }
+        let ParsedState {
+            regs,
+            sregs,
+            events,
+            xsave,
+            fpu,
+            xcrs,
+            entries,
+        } = parse_state(blob)?;
         // System registers first (the mode), then what depends on them.
         self.counters.ioctl(1);
         self.fd.set_sregs(&sregs).map_err(hv("KVM_SET_SREGS"))?;
@@ -438,6 +401,80 @@ impl VcpuBackend for KvmVcpu {
     fn exit_request(&self) -> Arc<dyn ExitRequest> {
         self.immediate_exit.clone()
     }
+}
+
+/// A vCPU state blob, decoded and checked.
+struct ParsedState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    events: kvm_vcpu_events,
+    xsave: Option<kvm_xsave>,
+    fpu: Option<kvm_fpu>,
+    xcrs: Option<kvm_xcrs>,
+    entries: Vec<kvm_msr_entry>,
+}
+
+/// Checks that `blob` is a vCPU state blob of this library (on any thread, before any ioctl).
+pub fn check_state(blob: &[u8]) -> Result<()> {
+    parse_state(blob).map(|_| ())
+}
+
+fn parse_state(blob: &[u8]) -> Result<ParsedState> {
+    let mut r = Reader { blob, at: 0 };
+    if r.u32()? != STATE_MAGIC {
+        return Err(bad_state("it does not start with the state magic"));
+    }
+    let flags = r.u32()?;
+    let regs: kvm_regs = r.pod()?;
+    let sregs: kvm_sregs = r.pod()?;
+    let events: kvm_vcpu_events = r.pod()?;
+    let xsave: Option<kvm_xsave> = if flags & STATE_XSAVE != 0 {
+        Some(kvm_xsave {
+            region: r.pod()?,
+            ..Default::default()
+        })
+    } else {
+        None
+    };
+    let fpu: Option<kvm_fpu> = if flags & STATE_XSAVE == 0 {
+        Some(r.pod()?)
+    } else {
+        None
+    };
+    let xcrs: Option<kvm_xcrs> = if flags & STATE_XCRS != 0 {
+        Some(r.pod()?)
+    } else {
+        None
+    };
+    let count = r.u32()? as usize;
+    if count > STATE_MSRS.len() {
+        return Err(bad_state("it lists too many MSRs"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index = r.u32()?;
+        if !STATE_MSRS.contains(&index) {
+            return Err(bad_state("it lists an MSR this library does not restore"));
+        }
+        let data = r.u64()?;
+        entries.push(kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        });
+    }
+    if r.at != blob.len() {
+        return Err(bad_state("it has trailing bytes"));
+    }
+    Ok(ParsedState {
+        regs,
+        sregs,
+        events,
+        xsave,
+        fpu,
+        xcrs,
+        entries,
+    })
 }
 
 /// "HLS1": the vCPU state blob's format (docs/cdylib-abi.md, `hl_vcpu_get_state`).

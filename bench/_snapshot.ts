@@ -113,6 +113,26 @@ export async function printSnapshotFigures(
     );
     for (const s of all) await s.dispose();
   }
+  {
+    // Fresh sandboxes (no snapshot): anonymous memory, so a touched page is one host page.
+    const n = 50;
+    const before = status();
+    const shmemBefore = systemShmem();
+    const all: Sandbox[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = await Sandbox.create(options);
+      await s.call("counter");
+      all.push(s);
+    }
+    const after = status();
+    console.log(
+      `    ${n} fresh sandboxes (create + init + one call): host RSS (anon) ` +
+        `${((after.rssAnon - before.rssAnon) / n).toFixed(1)} kB each, system shmem ` +
+        `${((systemShmem() - shmemBefore) / n).toFixed(2)} kB each (a memfd behind them would ` +
+        `double it)`,
+    );
+    for (const s of all) await s.dispose();
+  }
   await snap.dispose();
   await sb.dispose();
 

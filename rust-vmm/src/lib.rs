@@ -429,10 +429,8 @@ pub unsafe extern "C" fn hl_vcpu_get_state(vm: u32, buf: *mut u8, cap: u32) -> i
 }
 
 /// `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)`: loads a blob
-/// from `hl_vcpu_get_state`. `INVALID_ARGUMENT` for anything else (checked at once). The blob is
-/// handed to the vCPU thread, which loads it before it serves the next request (a run, a register
-/// call): the call returns without waiting for it, and an ioctl failure while loading it is that
-/// request's error. `STATE` while a run is outstanding.
+/// from `hl_vcpu_get_state`. `INVALID_ARGUMENT` for anything else (checked on the calling thread,
+/// before any ioctl); then the vCPU thread loads it. `STATE` while a run is outstanding.
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.

@@ -340,8 +340,7 @@ export class Sandbox implements AsyncDisposable {
   #restoreNow(state: ReturnType<typeof stateOf>): void {
     const vm = this.#vm;
     if (!vm) throw new SandboxDisposedError();
-    vm.rebaseMemory(state.memory);
-    vm.setState(state.vcpu);
+    vm.restore(state.memory, state.vcpu);
     this.#functions.clear();
     for (const [name, f] of state.functions) this.#functions.set(name, f);
     this.#poison = undefined;

@@ -446,6 +446,31 @@ pub unsafe extern "C" fn hl_vcpu_set_state(vm: u32, buf: *const u8, len: u32) ->
     })
 }
 
+/// `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state,
+/// uint32_t len)`: `hl_vm_rebase_memory` and `hl_vcpu_set_state` at once, overlapped (the vCPU
+/// thread loads the state while the caller's thread puts the memory back). `STATE` while a run is
+/// outstanding; the blob is checked first.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_restore(
+    vm: u32,
+    slot: u32,
+    snap: u32,
+    state: *const u8,
+    len: u32,
+) -> i32 {
+    guard(vm, || {
+        non_null(state, "state")?;
+        // SAFETY: the caller gives `len` readable bytes at `state`.
+        let blob = unsafe { std::slice::from_raw_parts(state, len as usize) };
+        vm::hypervisor()?.check_vcpu_state(blob)?;
+        let s = vm::lookup_snapshot(snap)?;
+        vm::lookup(vm)?.restore(slot, &s, blob).map(|_| 0)
+    })
+}
+
 /// `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])`: ioctls, exits, runs of this VM.
 ///
 /// # Safety

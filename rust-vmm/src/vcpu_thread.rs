@@ -492,6 +492,29 @@ impl VcpuThread {
         self.call(OP_LOAD_STATE, None).map(|_| ())
     }
 
+    /// `set_state` in two halves, so the caller can work meanwhile (a restore rebases memory
+    /// while the vCPU thread loads the state): posts the load and returns its sequence number.
+    pub fn start_set_state(&self, blob: &[u8]) -> Result<u32> {
+        let m = &*self.mailbox;
+        if m.outstanding
+            .compare_exchange(0, POSTING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Err(Error::state(
+                "a run is in progress: take its result (hl_vcpu_poll or hl_vcpu_wait) first",
+            ));
+        }
+        *m.pending_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(blob.to_vec());
+        m.outstanding.store(0, SeqCst);
+        self.post(OP_LOAD_STATE, None)
+    }
+
+    /// The second half of `start_set_state`: waits until the state is loaded.
+    pub fn finish_set_state(&self, seq: u32) -> Result<()> {
+        let waited = self.wait_answer(seq, CALLER_SPIN, None);
+        self.take(seq, waited, OP_LOAD_STATE, |_| ()).map(|_| ())
+    }
+
     /// Whether no request (a run in particular) is outstanding.
     pub fn idle(&self) -> bool {
         self.mailbox.outstanding.load(SeqCst) == 0

@@ -222,6 +222,20 @@ impl Vm {
         self.memory(slot)?.rebase(snap)
     }
 
+    /// Restores a slot's memory to `snap` and the vCPU to `state` (a checked blob): the vCPU
+    /// thread loads the state while this thread puts the memory back, and this returns when both
+    /// are done.
+    pub fn restore(&self, slot: u32, snap: &Arc<MemorySnapshot>, state: &[u8]) -> Result<()> {
+        self.idle_vcpu("restore")?;
+        let region = self.memory(slot)?;
+        let vcpu = self.vcpu()?;
+        let seq = vcpu.start_set_state(state)?;
+        // The vCPU thread is loading registers, not running the guest: memory may change under it.
+        let memory = region.rebase(snap);
+        let loaded = vcpu.finish_set_state(seq);
+        memory.and(loaded)
+    }
+
     fn idle_vcpu(&self, what: &str) -> Result<()> {
         match self.vcpu.get() {
             Some(v) if !v.idle() => Err(Error::state(format!(

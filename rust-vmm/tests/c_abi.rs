@@ -440,6 +440,14 @@ fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
         assert_eq!(run_counters(vm), (2, 2, 1));
     }
 
+    // The same in one call, overlapped.
+    for _ in 0..3 {
+        // SAFETY: `state` is readable for its length.
+        let rc = unsafe { hl_vm_restore(vm, 0, snap, state.as_ptr(), state.len() as u32) };
+        assert_eq!(rc, 0, "{}", last_error(vm));
+        assert_eq!(run_counters(vm), (2, 2, 1));
+    }
+
     // A new VM from the snapshot, copy-on-write: it starts where the snapshot was taken, and
     // neither VM sees the other's writes.
     let mut vm2 = 0u32;
@@ -513,6 +521,9 @@ fn snapshot_calls_check_their_arguments() {
     assert_eq!(hl_vm_rebase_memory(vm, 0, snap), -9);
     // SAFETY: `state` is readable for its length.
     let rc = unsafe { hl_vcpu_set_state(vm, state.as_ptr(), state.len() as u32) };
+    assert_eq!(rc, -9);
+    // SAFETY: as above.
+    let rc = unsafe { hl_vm_restore(vm, 0, snap, state.as_ptr(), state.len() as u32) };
     assert_eq!(rc, -9);
     assert_eq!(hl_vcpu_wait(vm), 1);
     // A snapshot of another size does not fit this region.

@@ -64,6 +64,8 @@ export const symbols = {
   hl_vm_rebase_memory: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** `int32_t hl_vm_map_snapshot(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)` */
   hl_vm_map_snapshot: { parameters: ["u32", "u64", "u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state, uint32_t len)` */
+  hl_vm_restore: { parameters: ["u32", "u32", "u32", "buffer", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_get_state(uint32_t vm, uint8_t *buf, uint32_t cap)` → blob length */
   hl_vcpu_get_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)` */

@@ -353,6 +353,19 @@ export class MicroVm {
     check(this.#lib, this.#lib.hl_vm_rebase_memory(vm, slot, snapshot.handle), vm);
   }
 
+  /**
+   * {@linkcode rebaseMemory} and {@linkcode setState} in one call, overlapped: the vCPU thread
+   * loads the state while this thread puts the memory back.
+   */
+  restore(snapshot: MemorySnapshotHandle, state: Uint8Array, slot = 0): void {
+    const vm = this.#live();
+    check(
+      this.#lib,
+      this.#lib.hl_vm_restore(vm, slot, snapshot.handle, state, state.length),
+      vm,
+    );
+  }
+
   /** The vCPU's complete state as an opaque blob (for {@linkcode setState}). */
   getState(): Uint8Array {
     const vm = this.#live();

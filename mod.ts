@@ -36,8 +36,16 @@ export {
   Sandbox,
   type SandboxOptions,
   type SandboxStats,
+  type SnapshotSandboxOptions,
   type ValueType,
 } from "./src/sandbox.ts";
+export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/snapshot.ts";
+export {
+  PoolExhaustedError,
+  type PoolRunOptions,
+  SandboxPool,
+  type SandboxPoolOptions,
+} from "./src/pool.ts";
 export {
   ArgumentError,
   CancelledError,

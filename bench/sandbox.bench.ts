@@ -17,6 +17,7 @@ import { printCountsPerOp } from "./_counts.ts";
 import { measureFloor } from "./_floor.ts";
 import { medianUs, printRatios } from "./_ratios.ts";
 import { cpuPerCall, syscallsPerCall, timerGapsDuringSpin } from "./_call_path.ts";
+import { printSnapshotFigures } from "./_snapshot.ts";
 
 const MiB = 1024 * 1024;
 const guest = await Deno.readFile(TESTGUEST);
@@ -94,6 +95,10 @@ printRatios("native guest", rawFloor, ratios);
       `goal raw exit + 2 × memcpy = ${goal.toFixed(1)} µs (${(echo / goal).toFixed(2)}×)`,
   );
 }
+
+// Issue 9: create from a snapshot, restore, pool.run (ratios to the same floor), memory per
+// sandbox, and restore cost by guest size and pages dirtied.
+await printSnapshotFigures(rawFloor, options);
 
 console.log("call path:");
 for (

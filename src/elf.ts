@@ -43,6 +43,12 @@ export interface ElfImage {
   readonly entryOffset: number;
   /** The loaded segments, by ascending address. */
   readonly segments: readonly ElfSegment[];
+  /**
+   * Where `image` holds file content, as `[offset, length]` pairs (offsets in `image`); the
+   * rest is zero (`.bss`, gaps), so a loader into zeroed memory copies only these. Absent: the
+   * whole image is copied.
+   */
+  readonly fileRanges?: readonly (readonly [number, number])[];
   /** Offsets in `image` of the 8-byte `R_X86_64_RELATIVE` targets. */
   readonly relocationOffsets: Uint32Array;
   /** The addend of each relocation, in the same order. */
@@ -407,6 +413,7 @@ export function parseElf(bytes: Uint8Array): ElfImage {
     entry,
     entryOffset: entry - minVaddr,
     segments: segments.map(({ vaddr, memsz, flags }) => ({ vaddr, memsz, flags })),
+    fileRanges: segments.filter((s) => s.filesz > 0).map((s) => [s.vaddr - minVaddr, s.filesz]),
     relocationOffsets: relocations.offsets,
     relocationAddends: relocations.addends,
   };
@@ -443,12 +450,25 @@ export function relocate(elf: ElfImage, target: Uint8Array, imageBase: number): 
 
 /**
  * Copies the image into `target` (the image span in guest memory) and relocates it for
- * `imageBase`.
+ * `imageBase`. With `zeroed` (fresh guest memory) only the file's bytes are copied: `.bss` and
+ * gaps are already zero, and writing them would cost a host page each (issue #9: 512 MiB of
+ * `.bss` must cost nothing at create).
  */
-export function loadImage(elf: ElfImage, target: Uint8Array, imageBase: number): void {
+export function loadImage(
+  elf: ElfImage,
+  target: Uint8Array,
+  imageBase: number,
+  zeroed = false,
+): void {
   if (target.length < elf.size) {
     throw new ArgumentError(`target is ${target.length} bytes, the image needs ${elf.size}`);
   }
-  target.set(elf.image);
+  if (zeroed && elf.fileRanges) {
+    for (const [offset, length] of elf.fileRanges) {
+      target.set(elf.image.subarray(offset, offset + length), offset);
+    }
+  } else {
+    target.set(elf.image);
+  }
   relocate(elf, target, imageBase);
 }

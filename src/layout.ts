@@ -368,6 +368,7 @@ export function initializeMemory(mem: Uint8Array, layout: MemoryLayout, elf: Elf
     elf,
     mem.subarray(layout.imageAddr, layout.imageAddr + layout.imageSize),
     layout.imageBase,
+    true,
   );
 }
 

@@ -44,6 +44,17 @@ import { exitStep, serveHostCall } from "./call/protocol.ts";
 import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
 import type { HostFunction, StopReason } from "./call/types.ts";
+import {
+  checkHostSignatures,
+  checkLayout,
+  digest,
+  hostSignatures,
+  makeSnapshot,
+  type Snapshot,
+  SnapshotMismatchError,
+  stateOf,
+} from "./snapshot.ts";
+import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
 
 /** A value that crosses the sandbox boundary; `undefined` stands for `void`. */
 export type { JsValue } from "./wire.ts";
@@ -88,6 +99,27 @@ export interface SandboxOptions extends MemoryOptions {
    * {@linkcode DEFAULT_MAX_EXITS_PER_CALL}, one million).
    */
   maxExitsPerCall?: number;
+  /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
+  library?: string;
+}
+
+/**
+ * Options of {@linkcode Sandbox.create} that start the sandbox from a {@linkcode Snapshot}: a new
+ * VM whose memory is the snapshot's, copy-on-write (no copy, no initialisation run). The memory
+ * sizes are the snapshot's.
+ */
+export interface SnapshotSandboxOptions {
+  /** The snapshot to start from. */
+  snapshot: Snapshot;
+  /**
+   * Host functions: the same names and types as the sandbox the snapshot was taken of (checked;
+   * a {@linkcode SnapshotMismatchError} otherwise).
+   */
+  hostFunctions?: Record<string, HostFunction>;
+  /** Default timeout of every call, in milliseconds (none by default). */
+  timeoutMs?: number;
+  /** Receives the guest's log messages (default: dropped). */
+  onLog?: (level: number, message: string) => void;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
 }
@@ -154,7 +186,9 @@ export class Sandbox implements AsyncDisposable {
   readonly #layout: MemoryLayout;
   readonly #functions: Map<string, FunctionSignature>;
   readonly #hostFunctions: Map<string, HostFunction>;
-  readonly #options: SandboxOptions;
+  readonly #options: Omit<SandboxOptions, "guest">;
+  /** SHA-256 of the guest image, for snapshots (computed off the critical path). */
+  #guestId: Promise<string> | undefined;
   #poison: Error | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #stop: StopReason | undefined;
@@ -168,7 +202,7 @@ export class Sandbox implements AsyncDisposable {
     memory: Uint8Array,
     layout: MemoryLayout,
     hostFunctions: Map<string, HostFunction>,
-    options: SandboxOptions,
+    options: Omit<SandboxOptions, "guest">,
   ) {
     this.#vm = vm;
     this.#memory = memory;
@@ -197,8 +231,14 @@ export class Sandbox implements AsyncDisposable {
    * await sb.dispose();
    * ```
    */
-  static async create(options: SandboxOptions): Promise<Sandbox> {
+  static async create(options: SandboxOptions | SnapshotSandboxOptions): Promise<Sandbox> {
     if (typeof options !== "object" || options === null) {
+      throw new ArgumentError("Sandbox.create takes an options object with a `guest`");
+    }
+    if ("snapshot" in options && options.snapshot !== undefined) {
+      return Sandbox.#fromSnapshot(options);
+    }
+    if (!("guest" in options)) {
       throw new ArgumentError("Sandbox.create takes an options object with a `guest`");
     }
     const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
@@ -216,6 +256,9 @@ export class Sandbox implements AsyncDisposable {
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
+      const id = digest(bytes);
+      id.catch(() => {});
+      sandbox.#guestId = id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {
       vm.destroy();
@@ -223,6 +266,110 @@ export class Sandbox implements AsyncDisposable {
     }
     finalizer.register(sandbox, vm, sandbox);
     return sandbox;
+  }
+
+  /** `create({ snapshot })`: a new VM on the snapshot's memory, copy-on-write, and its vCPU state. */
+  static #fromSnapshot(options: SnapshotSandboxOptions): Sandbox {
+    const state = stateOf(options.snapshot);
+    const hostFunctions = checkHostFunctions(options.hostFunctions ?? {});
+    checkHostSignatures(state.hostSignatures, hostFunctions);
+    checkTimeout(options.timeoutMs, "timeoutMs");
+    checkSnapshotAbi(state.abiVersion);
+    const vm = MicroVm.create(options.library);
+    let sandbox: Sandbox;
+    try {
+      const memory = vm.mapSnapshot(0, state.memory);
+      vm.createVcpu(GUEST_VCPU_CONFIG);
+      vm.setState(state.vcpu);
+      sandbox = new Sandbox(vm, memory, state.layout, hostFunctions, options);
+    } catch (e) {
+      vm.destroy();
+      throw e;
+    }
+    sandbox.#guestId = Promise.resolve(state.guestId);
+    for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
+    finalizer.register(sandbox, vm, sandbox);
+    return sandbox;
+  }
+
+  /**
+   * Freezes this sandbox as it is now — memory, vCPU state (registers, system registers, FPU/SSE,
+   * MSRs) and function table — into an immutable {@linkcode Snapshot}. Waits for calls in
+   * progress. Afterwards {@linkcode restore} with it costs work in proportion to the pages the
+   * guest writes, not to its memory size.
+   *
+   * @example
+   * ```ts
+   * import { guests, Sandbox } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: guests.testguest });
+   * await using snap = await sb.snapshot();
+   * console.log(snap.dataPages > 0); // true
+   * ```
+   */
+  snapshot(): Promise<Snapshot> {
+    const run = this.#queue.then(async () => {
+      this.#usable();
+      const vm = this.#vm!;
+      const guestId = await this.#guestId!;
+      this.#usable();
+      const vcpu = vm.getState();
+      const memory = vm.snapshotMemory();
+      return makeSnapshot({
+        memory,
+        vcpu,
+        layout: this.#layout,
+        functions: new Map(this.#functions),
+        hostSignatures: hostSignatures(this.#hostFunctions),
+        guestId,
+        abiVersion: ABI_VERSION,
+      });
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Brings this sandbox back to `snapshot`: its memory (only the pages written since are
+   * dropped), its vCPU state and its function table. Clears poisoning. Waits for calls in
+   * progress. The snapshot must be of the same guest, layout and host functions
+   * ({@linkcode SnapshotMismatchError} otherwise) and not disposed
+   * ({@linkcode SnapshotDisposedError}).
+   *
+   * @example
+   * ```ts
+   * import { guests, Sandbox } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: guests.testguest });
+   * await using snap = await sb.snapshot();
+   * await sb.call("counter"); // 1
+   * await sb.call("counter"); // 2
+   * await sb.restore(snap);
+   * console.log(await sb.call("counter")); // 1
+   * ```
+   */
+  restore(snapshot: Snapshot): Promise<void> {
+    const run = this.#queue.then(async () => {
+      this.#live();
+      const state = stateOf(snapshot);
+      checkSnapshotAbi(state.abiVersion);
+      checkLayout(this.#layout, state.layout);
+      checkHostSignatures(state.hostSignatures, this.#hostFunctions);
+      if (state.guestId !== await this.#guestId) {
+        throw new SnapshotMismatchError("the snapshot is of another guest image");
+      }
+      this.#restoreNow(state);
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** The synchronous part of a restore (checks done). */
+  #restoreNow(state: ReturnType<typeof stateOf>): void {
+    const vm = this.#vm;
+    if (!vm) throw new SandboxDisposedError();
+    vm.restore(state.memory, state.vcpu);
+    this.#functions.clear();
+    for (const [name, f] of state.functions) this.#functions.set(name, f);
+    this.#poison = undefined;
   }
 
   async #initialise(timeoutMs: number): Promise<void> {
@@ -604,6 +751,16 @@ export class Sandbox implements AsyncDisposable {
     const vm = this.#vm;
     if (!vm) throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
     return vm;
+  }
+}
+
+/** Throws `SnapshotMismatchError` for a snapshot taken under another guest ABI. */
+function checkSnapshotAbi(version: number): void {
+  if (version !== ABI_VERSION) {
+    throw new SnapshotMismatchError(
+      `the snapshot was taken under guest ABI ${version}, this host speaks ${ABI_VERSION} ` +
+        `(C ABI ${CDYLIB_ABI_VERSION})`,
+    );
   }
 }
 

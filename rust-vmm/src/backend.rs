@@ -208,6 +208,9 @@ pub trait ExitRequest: Send + Sync {
 pub trait Hypervisor: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     fn create_vm(&self, counters: Arc<Counters>) -> Result<Arc<dyn VmBackend>>;
+    /// Checks that `blob` is a vCPU state blob `VcpuBackend::set_state` accepts (format only; on
+    /// any thread, before any ioctl).
+    fn check_vcpu_state(&self, blob: &[u8]) -> Result<()>;
 }
 
 /// A VM: memory slots and the factory of its vCPU.
@@ -236,5 +239,10 @@ pub trait VcpuBackend {
     fn set_regs(&mut self, regs: &Regs) -> Result<()>;
     fn get_regs(&mut self) -> Result<Regs>;
     fn get_special_regs(&mut self) -> Result<SpecialRegs>;
+    /// Everything the guest can observe of the vCPU (registers, system registers, FPU/SSE,
+    /// XCRs, the per-vCPU MSRs, pending events), as an opaque blob for `set_state`.
+    fn get_state(&mut self) -> Result<Vec<u8>>;
+    /// Loads a blob from `get_state`; checks its format first.
+    fn set_state(&mut self, blob: &[u8]) -> Result<()>;
     fn exit_request(&self) -> Arc<dyn ExitRequest>;
 }

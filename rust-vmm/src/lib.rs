@@ -23,7 +23,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 3;
+pub const CDYLIB_ABI_VERSION: u32 = 4;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -337,6 +337,140 @@ pub extern "C" fn hl_vcpu_wait(vm: u32) -> i32 {
     guard(vm, || vm::lookup(vm)?.vcpu()?.wait())
 }
 
+/// `int32_t hl_snapshot_memory(uint32_t vm, uint32_t slot, uint32_t *out_snap)`: copies the
+/// slot's memory (its non-zero pages) into a new sealed snapshot and re-bases the slot on it, so
+/// `hl_vm_rebase_memory` with it is then one `MADV_DONTNEED`. `STATE` while a run is outstanding.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_memory(vm: u32, slot: u32, out_snap: *mut u32) -> i32 {
+    guard(vm, || {
+        non_null(out_snap, "out_snap")?;
+        let handle = vm::lookup(vm)?.snapshot_memory(slot)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_snap = handle };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_snapshot_release(uint32_t snap)`: drops the handle; the memory lives on while a
+/// VM's memory is based on it. A second call returns `INVALID_HANDLE`.
+#[no_mangle]
+pub extern "C" fn hl_snapshot_release(snap: u32) -> i32 {
+    guard(0, || vm::release_snapshot(snap).map(|_| 0))
+}
+
+/// `int64_t hl_snapshot_info(uint32_t snap, uint64_t out[2])`: size in bytes, pages holding data.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_info(snap: u32, out: *mut u64) -> i32 {
+    guard(0, || {
+        non_null(out, "out")?;
+        let s = vm::lookup_snapshot(snap)?;
+        let values = [s.size(), s.data_pages];
+        // SAFETY: the caller gives 2 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 2) };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_vm_rebase_memory(uint32_t vm, uint32_t slot, uint32_t snap)`: brings the slot's
+/// memory back to the snapshot's content (same size): `MADV_DONTNEED` when the slot is already
+/// based on it, else a re-map at the same host address. `STATE` while a run is outstanding.
+#[no_mangle]
+pub extern "C" fn hl_vm_rebase_memory(vm: u32, slot: u32, snap: u32) -> i32 {
+    guard(vm, || {
+        let s = vm::lookup_snapshot(snap)?;
+        vm::lookup(vm)?.rebase_memory(slot, &s).map(|_| 0)
+    })
+}
+
+/// `int32_t hl_vm_map_snapshot(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)`:
+/// maps the snapshot copy-on-write at guest-physical `gpa` (no copy).
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_map_snapshot(
+    vm: u32,
+    gpa: u64,
+    snap: u32,
+    out_slot: *mut u32,
+) -> i32 {
+    guard(vm, || {
+        non_null(out_slot, "out_slot")?;
+        let s = vm::lookup_snapshot(snap)?;
+        let slot = vm::lookup(vm)?.map_snapshot(gpa, s)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_slot = slot };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_vcpu_get_state(uint32_t vm, uint8_t *buf, uint32_t cap)`: the vCPU's state
+/// (registers, sregs, FPU/SSE/XSAVE, XCRs, per-vCPU MSRs, pending events) as an opaque blob;
+/// returns its length, and copies it only when it fits in `cap` (else call again with more).
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_get_state(vm: u32, buf: *mut u8, cap: u32) -> i32 {
+    guard(vm, || {
+        let blob = vm::lookup(vm)?.vcpu()?.get_state()?;
+        if !buf.is_null() && blob.len() <= cap as usize {
+            // SAFETY: the caller gives `cap` writable bytes at `buf`, and the blob fits.
+            unsafe { std::ptr::copy_nonoverlapping(blob.as_ptr(), buf, blob.len()) };
+        }
+        Ok(blob.len().min(i32::MAX as usize) as i32)
+    })
+}
+
+/// `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)`: loads a blob
+/// from `hl_vcpu_get_state`. `INVALID_ARGUMENT` for anything else (checked on the calling thread,
+/// before any ioctl); then the vCPU thread loads it. `STATE` while a run is outstanding.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_set_state(vm: u32, buf: *const u8, len: u32) -> i32 {
+    guard(vm, || {
+        non_null(buf, "buf")?;
+        // SAFETY: the caller gives `len` readable bytes at `buf`.
+        let blob = unsafe { std::slice::from_raw_parts(buf, len as usize) };
+        let vm = vm::lookup(vm)?;
+        vm::hypervisor()?.check_vcpu_state(blob)?;
+        vm.vcpu()?.set_state(blob).map(|_| 0)
+    })
+}
+
+/// `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state,
+/// uint32_t len)`: `hl_vm_rebase_memory` and `hl_vcpu_set_state` at once, overlapped (the vCPU
+/// thread loads the state while the caller's thread puts the memory back). `STATE` while a run is
+/// outstanding; the blob is checked first.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_restore(
+    vm: u32,
+    slot: u32,
+    snap: u32,
+    state: *const u8,
+    len: u32,
+) -> i32 {
+    guard(vm, || {
+        non_null(state, "state")?;
+        // SAFETY: the caller gives `len` readable bytes at `state`.
+        let blob = unsafe { std::slice::from_raw_parts(state, len as usize) };
+        vm::hypervisor()?.check_vcpu_state(blob)?;
+        let s = vm::lookup_snapshot(snap)?;
+        vm::lookup(vm)?.restore(slot, &s, blob).map(|_| 0)
+    })
+}
+
 /// `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])`: ioctls, exits, runs of this VM.
 ///
 /// # Safety
@@ -352,8 +486,9 @@ pub unsafe extern "C" fn hl_vm_stats(vm: u32, out: *mut u64) -> i32 {
     })
 }
 
-/// `int32_t hl_global_stats(uint64_t out[2])`: ioctls issued by this process (all VMs, opening
-/// and creating included), and the number of live VMs.
+/// `int32_t hl_global_stats(uint64_t out[4])`: ioctls issued by this process (all VMs, opening
+/// and creating included), the number of live VMs, of live snapshot handles, and of guest memory
+/// regions that are anonymous memory (not yet based on a snapshot).
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -364,9 +499,11 @@ pub unsafe extern "C" fn hl_global_stats(out: *mut u64) -> i32 {
         let values = [
             stats::GLOBAL_IOCTLS.load(std::sync::atomic::Ordering::Relaxed),
             vm::live_count() as u64,
+            vm::live_snapshots() as u64,
+            memory::ANONYMOUS_REGIONS.load(std::sync::atomic::Ordering::Relaxed),
         ];
-        // SAFETY: the caller gives 2 writable u64 at `out`.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 2) };
+        // SAFETY: the caller gives 4 writable u64 at `out`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 4) };
         Ok(0)
     })
 }

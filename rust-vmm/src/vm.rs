@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::backend::{Capabilities, Hypervisor, VcpuConfig, VmBackend};
 use crate::error::{Error, Result};
 use crate::kvm::KvmHypervisor;
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, MemorySnapshot};
 use crate::stats::Counters;
 use crate::trace::trace;
 use crate::vcpu_thread::VcpuThread;
@@ -28,6 +28,47 @@ pub struct Vm {
 static HYPERVISOR: Mutex<Option<Arc<dyn Hypervisor>>> = Mutex::new(None);
 static VMS: OnceLock<Mutex<HashMap<u32, Arc<Vm>>>> = OnceLock::new();
 static NEXT_HANDLE: AtomicU32 = AtomicU32::new(1);
+/// Live memory snapshots by handle (never reused either). A region based on a snapshot holds its
+/// own `Arc`, so releasing the handle frees the memfd only once no VM uses it.
+static SNAPSHOTS: OnceLock<Mutex<HashMap<u32, Arc<MemorySnapshot>>>> = OnceLock::new();
+static NEXT_SNAPSHOT: AtomicU32 = AtomicU32::new(1);
+
+fn snapshots() -> &'static Mutex<HashMap<u32, Arc<MemorySnapshot>>> {
+    SNAPSHOTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+pub fn lookup_snapshot(handle: u32) -> Result<Arc<MemorySnapshot>> {
+    snapshots()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&handle)
+        .cloned()
+        .ok_or_else(|| {
+            Error::new(
+                crate::error::Code::InvalidHandle,
+                format!("no snapshot with handle {handle}: it was released or never created"),
+            )
+        })
+}
+
+pub fn release_snapshot(handle: u32) -> Result<()> {
+    snapshots()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&handle)
+        .map(|_| ())
+        .ok_or_else(|| {
+            Error::new(
+                crate::error::Code::InvalidHandle,
+                format!("no snapshot with handle {handle}: it was released or never created"),
+            )
+        })
+}
+
+/// Number of live snapshot handles (for leak checks in tests).
+pub fn live_snapshots() -> usize {
+    snapshots().lock().unwrap_or_else(|p| p.into_inner()).len()
+}
 
 /// Takes the next handle from `next`. Handles are never reused, so after 2^32 - 1 VMs the
 /// counter saturates at 0 (never a handle) and every later create fails, instead of wrapping onto a
@@ -135,6 +176,73 @@ impl Vm {
         };
         memory.push(region);
         Ok(slot)
+    }
+
+    /// Maps a snapshot copy-on-write at `gpa` (a new slot).
+    pub fn map_snapshot(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<u32> {
+        let size = snap.size();
+        GuestMemory::validate(gpa, size)?;
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = memory.iter().find(|m| m.overlaps(gpa, size)) {
+            return Err(Error::invalid_argument(format!(
+                "region {gpa:#x}+{size:#x} overlaps the region at {:#x}+{:#x}",
+                other.gpa,
+                other.size()
+            )));
+        }
+        let slot = memory.len() as u32;
+        let region = Arc::new(GuestMemory::from_snapshot(gpa, snap)?);
+        // SAFETY: as in `map_memory`: the mapping lives in `self.memory`, dropped after `backend`.
+        unsafe {
+            self.backend
+                .map_memory(slot, gpa, region.host_ptr(), size, false)?
+        };
+        memory.push(region);
+        Ok(slot)
+    }
+
+    /// Snapshots a slot's memory; the slot is then re-based on the snapshot (so a later restore is
+    /// one `MADV_DONTNEED`). Returns the snapshot's handle.
+    pub fn snapshot_memory(&self, slot: u32) -> Result<u32> {
+        self.idle_vcpu("snapshot")?;
+        let region = self.memory(slot)?;
+        let snap = Arc::new(region.snapshot()?);
+        region.rebase(&snap)?;
+        let handle = allocate_handle(&NEXT_SNAPSHOT)?;
+        snapshots()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(handle, snap);
+        Ok(handle)
+    }
+
+    /// Brings a slot's memory back to `snap`'s content (see `GuestMemory::rebase`).
+    pub fn rebase_memory(&self, slot: u32, snap: &Arc<MemorySnapshot>) -> Result<()> {
+        self.idle_vcpu("restore memory")?;
+        self.memory(slot)?.rebase(snap)
+    }
+
+    /// Restores a slot's memory to `snap` and the vCPU to `state` (a checked blob): the vCPU
+    /// thread loads the state while this thread puts the memory back, and this returns when both
+    /// are done.
+    pub fn restore(&self, slot: u32, snap: &Arc<MemorySnapshot>, state: &[u8]) -> Result<()> {
+        self.idle_vcpu("restore")?;
+        let region = self.memory(slot)?;
+        let vcpu = self.vcpu()?;
+        let seq = vcpu.start_set_state(state)?;
+        // The vCPU thread is loading registers, not running the guest: memory may change under it.
+        let memory = region.rebase(snap);
+        let loaded = vcpu.finish_set_state(seq);
+        memory.and(loaded)
+    }
+
+    fn idle_vcpu(&self, what: &str) -> Result<()> {
+        match self.vcpu.get() {
+            Some(v) if !v.idle() => Err(Error::state(format!(
+                "cannot {what} while a run is outstanding: take its result first"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn memory(&self, slot: u32) -> Result<Arc<GuestMemory>> {

@@ -364,3 +364,181 @@ fn bad_arguments_are_errors_not_crashes() {
         assert_eq!(hl_vm_destroy(vm), 0);
     }
 }
+
+/// Each run: `movq rcx, xmm0; mov rax, [0x20000]; inc rax; mov [0x20000], rax; movq xmm0, rax;
+/// add rbx, 1; out 0x10, al`, then back to the start. Memory, a GPR and an SSE register all change
+/// on every run, so what a restore brings back is visible in rax/rbx/rcx after the next run.
+const STATEFUL: &[u8] = &[
+    0x66, 0x48, 0x0f, 0x7e, 0xc1, // movq rcx, xmm0
+    0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, // mov rax, [0x20000]
+    0x48, 0xff, 0xc0, // inc rax
+    0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, // mov [0x20000], rax
+    0x66, 0x48, 0x0f, 0x6e, 0xc0, // movq xmm0, rax
+    0x48, 0x83, 0xc3, 0x01, // add rbx, 1
+    0xe6, 0x10, // out 0x10, al
+    0xeb, 0xdb, // jmp start
+];
+
+fn get_state(vm: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: `buf` has 16384 writable bytes.
+    let n = unsafe { hl_vcpu_get_state(vm, buf.as_mut_ptr(), buf.len() as u32) };
+    assert!(
+        n > 0 && (n as usize) <= buf.len(),
+        "get_state: {n} {}",
+        last_error(vm)
+    );
+    buf.truncate(n as usize);
+    buf
+}
+
+/// rax (memory counter), rbx (GPR counter) and rcx (xmm0 at the start of the run) after one run.
+fn run_counters(vm: u32) -> (u64, u64, u64) {
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_run(vm, 0), 1, "{}", last_error(vm));
+    let mut regs = [0u64; 18];
+    // SAFETY: 18 writable u64.
+    assert_eq!(unsafe { hl_vcpu_get_regs(vm, regs.as_mut_ptr()) }, 0);
+    (regs[0], regs[1], regs[2])
+}
+
+fn global() -> [u64; 4] {
+    let mut out = [0u64; 4];
+    // SAFETY: 4 writable u64.
+    assert_eq!(unsafe { hl_global_stats(out.as_mut_ptr()) }, 0);
+    out
+}
+
+#[test]
+fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(STATEFUL);
+    assert_eq!(run_counters(vm), (1, 1, 0));
+    let mut snap = 0u32;
+    // SAFETY: one writable u32.
+    let rc = unsafe { hl_snapshot_memory(vm, 0, &mut snap) };
+    assert_eq!(rc, 0, "{}", last_error(vm));
+    let state = get_state(vm);
+    let mut info = [0u64; 2];
+    // SAFETY: 2 writable u64.
+    assert_eq!(unsafe { hl_snapshot_info(snap, info.as_mut_ptr()) }, 0);
+    assert_eq!(info[0], MEM);
+    // Page tables (3 pages), the code page and the counter page: sparse, not 512 pages.
+    assert!(info[1] >= 4 && info[1] <= 8, "data pages {}", info[1]);
+    assert_eq!(run_counters(vm), (2, 2, 1));
+    assert_eq!(run_counters(vm), (3, 3, 2));
+
+    // Restore in place: memory (MADV_DONTNEED), GPRs and xmm0 are back.
+    for _ in 0..3 {
+        assert_eq!(hl_vm_rebase_memory(vm, 0, snap), 0, "{}", last_error(vm));
+        // SAFETY: `state` is readable for its length.
+        let rc = unsafe { hl_vcpu_set_state(vm, state.as_ptr(), state.len() as u32) };
+        assert_eq!(rc, 0, "{}", last_error(vm));
+        assert_eq!(run_counters(vm), (2, 2, 1));
+    }
+
+    // The same in one call, overlapped.
+    for _ in 0..3 {
+        // SAFETY: `state` is readable for its length.
+        let rc = unsafe { hl_vm_restore(vm, 0, snap, state.as_ptr(), state.len() as u32) };
+        assert_eq!(rc, 0, "{}", last_error(vm));
+        assert_eq!(run_counters(vm), (2, 2, 1));
+    }
+
+    // A new VM from the snapshot, copy-on-write: it starts where the snapshot was taken, and
+    // neither VM sees the other's writes.
+    let mut vm2 = 0u32;
+    let mut slot = 0u32;
+    // SAFETY: valid out-pointers, config and state buffers.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm2), 0);
+        assert_eq!(
+            hl_vm_map_snapshot(vm2, 0, snap, &mut slot),
+            0,
+            "{}",
+            last_error(vm2)
+        );
+        assert_eq!(hl_vcpu_create(vm2, USER_CONFIG.as_ptr()), 0);
+        assert_eq!(
+            hl_vcpu_set_state(vm2, state.as_ptr(), state.len() as u32),
+            0
+        );
+    }
+    assert_eq!(run_counters(vm2), (2, 2, 1));
+    assert_eq!(run_counters(vm2), (3, 3, 2));
+    assert_eq!(run_counters(vm), (3, 3, 2));
+
+    // Released: the handle is gone, the VMs based on it run on.
+    assert_eq!(hl_snapshot_release(snap), 0);
+    assert_eq!(hl_snapshot_release(snap), -1);
+    assert_eq!(hl_vm_rebase_memory(vm, 0, snap), -1);
+    assert_eq!(run_counters(vm2), (4, 4, 3));
+
+    // A blob that is not ours is refused before any ioctl.
+    let mut bad = state.clone();
+    bad[0] ^= 1;
+    // SAFETY: readable buffers of the given lengths.
+    unsafe {
+        assert_eq!(hl_vcpu_set_state(vm, bad.as_ptr(), bad.len() as u32), -2);
+        assert_eq!(hl_vcpu_set_state(vm, state.as_ptr(), 10), -2);
+    }
+    // A buffer too small: the length comes back, nothing is written.
+    let mut small = [0u8; 4];
+    // SAFETY: 4 writable bytes.
+    let n = unsafe { hl_vcpu_get_state(vm, small.as_mut_ptr(), 4) };
+    assert_eq!(n as usize, state.len());
+    assert_eq!(small, [0; 4]);
+    assert_eq!(hl_vm_destroy(vm), 0);
+    assert_eq!(hl_vm_destroy(vm2), 0);
+}
+
+#[test]
+fn snapshot_calls_check_their_arguments() {
+    if !kvm_usable() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let vm = guest(STATEFUL);
+    let mut snap = 0u32;
+    // SAFETY: null and valid out-pointers as stated.
+    unsafe {
+        assert_eq!(hl_snapshot_memory(vm, 0, std::ptr::null_mut()), -2);
+        assert_eq!(hl_snapshot_memory(vm, 7, &mut snap), -2);
+        assert_eq!(hl_snapshot_memory(0xdead, 0, &mut snap), -1);
+        assert_eq!(hl_snapshot_memory(vm, 0, &mut snap), 0);
+    }
+    assert!(global()[2] >= 1);
+    // A run outstanding: no snapshot, no rebase, no state.
+    let state = get_state(vm);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    let mut other = 0u32;
+    // SAFETY: one writable u32.
+    assert_eq!(unsafe { hl_snapshot_memory(vm, 0, &mut other) }, -9);
+    assert_eq!(hl_vm_rebase_memory(vm, 0, snap), -9);
+    // SAFETY: `state` is readable for its length.
+    let rc = unsafe { hl_vcpu_set_state(vm, state.as_ptr(), state.len() as u32) };
+    assert_eq!(rc, -9);
+    // SAFETY: as above.
+    let rc = unsafe { hl_vm_restore(vm, 0, snap, state.as_ptr(), state.len() as u32) };
+    assert_eq!(rc, -9);
+    assert_eq!(hl_vcpu_wait(vm), 1);
+    // A snapshot of another size does not fit this region.
+    let mut vm2 = 0u32;
+    let mut slot = 0u32;
+    // SAFETY: valid out-pointers.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm2), 0);
+        assert_eq!(hl_vm_map_memory(vm2, 0, 4096, 0, &mut slot), 0);
+        assert_eq!(hl_vm_rebase_memory(vm2, 0, snap), -2);
+        // Overlaps slot 0.
+        assert_eq!(hl_vm_map_snapshot(vm2, 0, snap, &mut slot), -2);
+        assert_eq!(hl_vm_map_snapshot(vm2, 1 << 30, snap, &mut slot), 0);
+    }
+    assert_eq!(hl_snapshot_release(snap), 0);
+    assert_eq!(hl_vm_destroy(vm), 0);
+    assert_eq!(hl_vm_destroy(vm2), 0);
+}

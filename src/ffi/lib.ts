@@ -10,7 +10,7 @@ import { HypervisorError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 3;
+export const CDYLIB_ABI_VERSION = 4;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -54,7 +54,23 @@ export const symbols = {
   hl_vcpu_interrupt: { parameters: ["u32"], result: "i32" },
   /** `int32_t hl_vm_stats(uint32_t vm, uint64_t out[3])` → ioctls, exits, runs */
   hl_vm_stats: { parameters: ["u32", "buffer"], result: "i32" },
-  /** `int32_t hl_global_stats(uint64_t out[2])` → process ioctls, live VMs */
+  /** `int32_t hl_snapshot_memory(uint32_t vm, uint32_t slot, uint32_t *out_snap)` */
+  hl_snapshot_memory: { parameters: ["u32", "u32", "buffer"], result: "i32" },
+  /** `int32_t hl_snapshot_release(uint32_t snap)` */
+  hl_snapshot_release: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_snapshot_info(uint32_t snap, uint64_t out[2])` → size, data pages */
+  hl_snapshot_info: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vm_rebase_memory(uint32_t vm, uint32_t slot, uint32_t snap)` */
+  hl_vm_rebase_memory: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  /** `int32_t hl_vm_map_snapshot(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)` */
+  hl_vm_map_snapshot: { parameters: ["u32", "u64", "u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state, uint32_t len)` */
+  hl_vm_restore: { parameters: ["u32", "u32", "u32", "buffer", "u32"], result: "i32" },
+  /** `int32_t hl_vcpu_get_state(uint32_t vm, uint8_t *buf, uint32_t cap)` → blob length */
+  hl_vcpu_get_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)` */
+  hl_vcpu_set_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -199,12 +199,64 @@ export function hypervisorInfo(library?: string): HypervisorInfo {
   };
 }
 
-/** Process-wide counters: ioctls issued and VMs alive. */
-export function globalStats(library?: string): { ioctls: number; liveVms: number } {
+/**
+ * Process-wide counters: ioctls issued, VMs alive, memory snapshot handles alive, and guest memory
+ * regions that are anonymous memory (unnamed in `/proc/self/maps` on most kernels).
+ */
+export function globalStats(
+  library?: string,
+): { ioctls: number; liveVms: number; liveSnapshots: number; anonymousRegions: number } {
   const lib = openLibrary(library);
-  const out = new BigUint64Array(2);
+  const out = new BigUint64Array(4);
   check(lib, lib.hl_global_stats(out));
-  return { ioctls: Number(out[0]), liveVms: Number(out[1]) };
+  return {
+    ioctls: Number(out[0]),
+    liveVms: Number(out[1]),
+    liveSnapshots: Number(out[2]),
+    anonymousRegions: Number(out[3]),
+  };
+}
+
+/**
+ * A memory snapshot handle of the cdylib (`hl_snapshot_memory`): a sealed, sparse memfd. VMs
+ * mapped from it or re-based on it keep its memory alive after {@linkcode release}.
+ */
+export class MemorySnapshotHandle {
+  readonly #lib: Symbols;
+  #handle: number;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Pages that hold data (the rest are holes that read zero). */
+  readonly dataPages: number;
+
+  /** Wraps a handle the cdylib returned. */
+  constructor(lib: Symbols, handle: number) {
+    this.#lib = lib;
+    this.#handle = handle;
+    const out = new BigUint64Array(2);
+    check(lib, lib.hl_snapshot_info(handle, out));
+    this.size = Number(out[0]);
+    this.dataPages = Number(out[1]);
+  }
+
+  /** The cdylib handle (0 once released). */
+  get handle(): number {
+    if (this.#handle === 0) throw new SandboxDisposedError("the snapshot has been released");
+    return this.#handle;
+  }
+
+  /** Whether {@linkcode release} has run. */
+  get released(): boolean {
+    return this.#handle === 0;
+  }
+
+  /** Drops the handle. Idempotent. */
+  release(): void {
+    const h = this.#handle;
+    if (h === 0) return;
+    this.#handle = 0;
+    check(this.#lib, this.#lib.hl_snapshot_release(h));
+  }
 }
 
 /** One micro-VM with one vCPU. Not thread-safe: one run at a time. */
@@ -277,6 +329,68 @@ export class MicroVm {
   #track(buffer: ArrayBuffer): ArrayBuffer {
     this.#buffers.push(buffer);
     return buffer;
+  }
+
+  /**
+   * Maps a memory snapshot copy-on-write at guest-physical `gpa` (no copy) and returns a view
+   * of it, as {@linkcode mapMemory} does.
+   */
+  mapSnapshot(gpa: number, snapshot: MemorySnapshotHandle): Uint8Array {
+    const vm = this.#live();
+    check(
+      this.#lib,
+      this.#lib.hl_vm_map_snapshot(vm, BigInt(gpa), snapshot.handle, this.#u32),
+      vm,
+    );
+    const ptr = this.#lib.hl_vm_memory_ptr(vm, this.#u32[0]);
+    if (ptr === null) check(this.#lib, -9, vm);
+    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, snapshot.size));
+  }
+
+  /**
+   * Snapshots memory slot `slot` (its non-zero pages, into a sealed memfd) and re-bases the slot
+   * on it, so {@linkcode rebaseMemory} with it is then one `MADV_DONTNEED`.
+   */
+  snapshotMemory(slot = 0): MemorySnapshotHandle {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_snapshot_memory(vm, slot, this.#u32), vm);
+    return new MemorySnapshotHandle(this.#lib, this.#u32[0]);
+  }
+
+  /** Brings memory slot `slot` back to the snapshot's content (views stay valid). */
+  rebaseMemory(snapshot: MemorySnapshotHandle, slot = 0): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vm_rebase_memory(vm, slot, snapshot.handle), vm);
+  }
+
+  /**
+   * {@linkcode rebaseMemory} and {@linkcode setState} in one call, overlapped: the vCPU thread
+   * loads the state while this thread puts the memory back.
+   */
+  restore(snapshot: MemorySnapshotHandle, state: Uint8Array, slot = 0): void {
+    const vm = this.#live();
+    check(
+      this.#lib,
+      this.#lib.hl_vm_restore(vm, slot, snapshot.handle, state, state.length),
+      vm,
+    );
+  }
+
+  /** The vCPU's complete state as an opaque blob (for {@linkcode setState}). */
+  getState(): Uint8Array {
+    const vm = this.#live();
+    let buf = new Uint8Array(8192);
+    for (;;) {
+      const n = check(this.#lib, this.#lib.hl_vcpu_get_state(vm, buf, buf.length), vm);
+      if (n <= buf.length) return buf.slice(0, n);
+      buf = new Uint8Array(n);
+    }
+  }
+
+  /** Loads a blob from {@linkcode getState}. */
+  setState(state: Uint8Array): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vcpu_set_state(vm, state, state.length), vm);
   }
 
   /** Creates the vCPU (on its own thread) in long mode, as `config` says. */

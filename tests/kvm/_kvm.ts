@@ -4,6 +4,8 @@
  * a KVM test that did not run.
  */
 
+import { globalStats } from "../../src/ffi/vm.ts";
+
 function kvmUsable(): boolean {
   try {
     Deno.openSync("/dev/kvm", { read: true, write: true }).close();
@@ -39,11 +41,15 @@ export function openFdCount(): number {
 }
 
 /**
- * Number of mappings this library makes: guest memory (the memfd `hl-guest-memory`) and vCPU
- * run structures (`anon_inode:kvm-vcpu`). Counting every mapping of the process would also count
+ * Number of mappings this library makes: guest memory (fresh memory is anonymous, named
+ * `[anon:hl-guest-memory]` only where the kernel supports it, so the library's count of it is
+ * used; memory based on a snapshot maps the memfd `hl-guest-memory-snapshot`) and vCPU run
+ * structures (`anon_inode:kvm-vcpu`). Counting every mapping of the process would also count
  * thread stacks of Deno's blocking pool, which grows on demand.
  */
 export function guestMappingCount(): number {
   return Deno.readTextFileSync("/proc/self/maps").split("\n")
-    .filter((l) => l.includes("hl-guest-memory") || l.includes("kvm-vcpu")).length;
+    .filter((l) =>
+      (l.includes("hl-guest-memory") && !l.includes("[anon:")) || l.includes("kvm-vcpu")
+    ).length + globalStats().anonymousRegions;
 }

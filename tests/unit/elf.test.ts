@@ -224,6 +224,16 @@ Deno.test("ELF loading", async (t) => {
       assert.deepStrictEqual(target.subarray(0, CODE.length), CODE);
     }
     assert.equal(elf.image[0x2000], 0xaa, "the parsed image is left as it was");
+    // Into zeroed memory only the file's bytes are written: .bss stays untouched.
+    const zeroed = new Uint8Array(elf.size);
+    loadImage(elf, zeroed, 0, true);
+    const full = new Uint8Array(elf.size);
+    loadImage(elf, full, 0);
+    assert.deepStrictEqual(zeroed, full);
+    const poisoned = new Uint8Array(elf.size).fill(0x5a);
+    loadImage(elf, poisoned, 0, true);
+    const [lastOffset, lastLength] = elf.fileRanges!.at(-1)!;
+    assert.equal(poisoned[lastOffset + lastLength], 0x5a, "bytes past the file are not written");
     assert.throws(() => relocate(elf, new Uint8Array(elf.size), 0x1234), ArgumentError);
     assert.throws(() => relocate(elf, new Uint8Array(elf.size), -4096), ArgumentError);
     assert.throws(() => loadImage(elf, new Uint8Array(elf.size - 1), 0), ArgumentError);

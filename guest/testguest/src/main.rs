@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt::Write;
 use core::hint::black_box;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use hl_guest::{FromValue, GuestError, IntoValue, LogLevel, call_host_as};
 
@@ -53,6 +53,10 @@ hl_guest::guest_functions![
     peb_write,
     fuzz,
     touch_pages,
+    heap_push,
+    set_sse,
+    get_sse,
+    dirty_pages,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -241,6 +245,66 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn counter() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// A list on the heap, created on first use; the pointer itself lives in a global.
+static HEAP_LIST: AtomicPtr<Vec<u64>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Appends `x` to a list on the guest heap; returns "length * 2^32 + (sum & 0xffff_ffff)".
+fn heap_push(x: u64) -> u64 {
+    let mut p = HEAP_LIST.load(Ordering::Relaxed);
+    if p.is_null() {
+        p = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Vec::new()));
+        HEAP_LIST.store(p, Ordering::Relaxed);
+    }
+    // SAFETY: `p` came from Box::into_raw above and is never freed; the guest is single-threaded,
+    // so this is the only reference while the function runs.
+    let list = unsafe { &mut *p };
+    list.push(x);
+    let sum = list.iter().fold(0u64, |a, &v| a.wrapping_add(v));
+    ((list.len() as u64) << 32) | (sum & 0xffff_ffff)
+}
+
+/// Loads `xmm` into XMM15 and `mxcsr` into MXCSR (FPU/SSE state a restore must bring back). The
+/// runtime never uses XMM15 between calls (it is built without using it; see guest/README.md).
+fn set_sse(xmm: u64, mxcsr: u32) {
+    let m = mxcsr;
+    // SAFETY: loads a register and MXCSR; `m` is a valid stack slot for ldmxcsr, and the caller
+    // picks a valid MXCSR value (reserved bits set would #GP, which the test does not do).
+    unsafe {
+        asm!("movq xmm15, {x}", "ldmxcsr [{m}]", x = in(reg) xmm, m = in(reg) &m,
+            out("xmm15") _, options(nostack, preserves_flags))
+    }
+}
+
+/// XMM15's low 64 bits and MXCSR (see `set_sse`):
+/// returns the bytes xmm (8, little-endian) then mxcsr (4, little-endian).
+fn get_sse() -> Vec<u8> {
+    let x: u64;
+    let mut m: u32 = 0;
+    // SAFETY: reads a register and stores MXCSR into a valid stack slot.
+    unsafe {
+        asm!("movq {x}, xmm15", "stmxcsr [{m}]", x = out(reg) x, m = in(reg) &mut m,
+            options(nostack, preserves_flags))
+    }
+    let mut out = Vec::with_capacity(12);
+    out.extend_from_slice(&x.to_le_bytes());
+    out.extend_from_slice(&m.to_le_bytes());
+    out
+}
+
+/// Writes one byte into each of `n` distinct fresh heap pages (for the restore benchmark); the
+/// memory is freed again on return. Returns `n`.
+fn dirty_pages(n: u32) -> u32 {
+    let pages = n as usize;
+    let mut v: Vec<u8> = Vec::with_capacity(pages * 4096 + 4096);
+    let base = v.as_mut_ptr();
+    for i in 0..pages {
+        // SAFETY: `i * 4096 < capacity`, inside the allocation; a volatile write so it happens.
+        unsafe { base.add(i * 4096).write_volatile(1) };
+    }
+    black_box(&mut v);
+    n
 }
 
 /// The instructions a CPL-3 guest must not be able to use (guest/README.md lists them by `op`).

@@ -147,6 +147,10 @@ impl Hypervisor for KvmHypervisor {
         self.caps
     }
 
+    fn check_vcpu_state(&self, blob: &[u8]) -> Result<()> {
+        vcpu::check_state(blob)
+    }
+
     fn create_vm(&self, counters: Arc<Counters>) -> Result<Arc<dyn VmBackend>> {
         let fd = self
             .kvm

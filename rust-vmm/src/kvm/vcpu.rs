@@ -3,7 +3,10 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, CpuId};
+use kvm_bindings::{
+    kvm_dtable, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
+    kvm_xcrs, kvm_xsave, CpuId, Msrs,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::backend::{
@@ -291,7 +294,254 @@ impl VcpuBackend for KvmVcpu {
         ])
     }
 
+    fn get_state(&mut self) -> Result<Vec<u8>> {
+        let hv =
+            |what: &'static str| move |e: kvm_ioctls::Error| Error::hypervisor(what, e.errno());
+        let mut blob = Vec::with_capacity(STATE_MAX);
+        blob.extend_from_slice(&STATE_MAGIC.to_le_bytes());
+        let flags_at = blob.len();
+        blob.extend_from_slice(&0u32.to_le_bytes());
+        let mut flags = 0u32;
+        self.counters.ioctl(3);
+        push_pod(&mut blob, &self.fd.get_regs().map_err(hv("KVM_GET_REGS"))?);
+        push_pod(
+            &mut blob,
+            &self.fd.get_sregs().map_err(hv("KVM_GET_SREGS"))?,
+        );
+        push_pod(
+            &mut blob,
+            &self
+                .fd
+                .get_vcpu_events()
+                .map_err(hv("KVM_GET_VCPU_EVENTS"))?,
+        );
+        // FPU/SSE: XSAVE where KVM has it (the full legacy area, MXCSR included), else KVM_GET_FPU.
+        self.counters.ioctl(1);
+        match self.fd.get_xsave() {
+            Ok(x) => {
+                flags |= STATE_XSAVE;
+                push_pod(&mut blob, &x.region);
+            }
+            Err(_) => {
+                self.counters.ioctl(1);
+                push_pod(&mut blob, &self.fd.get_fpu().map_err(hv("KVM_GET_FPU"))?);
+            }
+        }
+        self.counters.ioctl(1);
+        if let Ok(x) = self.fd.get_xcrs() {
+            flags |= STATE_XCRS;
+            push_pod(&mut blob, &x);
+        }
+        let entries: Vec<kvm_msr_entry> = STATE_MSRS
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries)
+            .map_err(|_| Error::hypervisor("building the MSR list", libc::EINVAL))?;
+        self.counters.ioctl(1);
+        // KVM reads MSRs in order and stops at the first it does not know: keep what it read.
+        let n = self.fd.get_msrs(&mut msrs).map_err(hv("KVM_GET_MSRS"))?;
+        let read = &msrs.as_slice()[..n.min(entries.len())];
+        blob.extend_from_slice(&(read.len() as u32).to_le_bytes());
+        for e in read {
+            blob.extend_from_slice(&e.index.to_le_bytes());
+            blob.extend_from_slice(&e.data.to_le_bytes());
+        }
+        blob[flags_at..flags_at + 4].copy_from_slice(&flags.to_le_bytes());
+        Ok(blob)
+    }
+
+    fn set_state(&mut self, blob: &[u8]) -> Result<()> {
+        let hv =
+            |what: &'static str| move |e: kvm_ioctls::Error| Error::hypervisor(what, e.errno());
+        let ParsedState {
+            regs,
+            sregs,
+            events,
+            xsave,
+            fpu,
+            xcrs,
+            entries,
+        } = parse_state(blob)?;
+        // System registers first (the mode), then what depends on them.
+        self.counters.ioctl(1);
+        self.fd.set_sregs(&sregs).map_err(hv("KVM_SET_SREGS"))?;
+        if let Some(x) = xcrs {
+            self.counters.ioctl(1);
+            self.fd.set_xcrs(&x).map_err(hv("KVM_SET_XCRS"))?;
+        }
+        self.counters.ioctl(1);
+        match (xsave, fpu) {
+            // SAFETY: `x` is a whole `kvm_xsave` (4096 bytes) that KVM_GET_XSAVE filled on a vCPU
+            // of this library (same CPUID, no XSAVE features beyond what fits: the guest cannot
+            // set CR4.OSXSAVE at CPL 3), so the kernel reads only within it.
+            (Some(x), _) => unsafe { self.fd.set_xsave(&x) }.map_err(hv("KVM_SET_XSAVE"))?,
+            (None, Some(f)) => self.fd.set_fpu(&f).map_err(hv("KVM_SET_FPU"))?,
+            (None, None) => {}
+        }
+        if !entries.is_empty() {
+            let msrs = Msrs::from_entries(&entries)
+                .map_err(|_| Error::hypervisor("building the MSR list", libc::EINVAL))?;
+            self.counters.ioctl(1);
+            let n = self.fd.set_msrs(&msrs).map_err(hv("KVM_SET_MSRS"))?;
+            if n != entries.len() {
+                return Err(Error::hypervisor("KVM_SET_MSRS (partial)", libc::EINVAL));
+            }
+        }
+        self.counters.ioctl(2);
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(hv("KVM_SET_VCPU_EVENTS"))?;
+        self.fd.set_regs(&regs).map_err(hv("KVM_SET_REGS"))
+    }
+
     fn exit_request(&self) -> Arc<dyn ExitRequest> {
         self.immediate_exit.clone()
+    }
+}
+
+/// A vCPU state blob, decoded and checked.
+struct ParsedState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    events: kvm_vcpu_events,
+    xsave: Option<kvm_xsave>,
+    fpu: Option<kvm_fpu>,
+    xcrs: Option<kvm_xcrs>,
+    entries: Vec<kvm_msr_entry>,
+}
+
+/// Checks that `blob` is a vCPU state blob of this library (on any thread, before any ioctl).
+pub fn check_state(blob: &[u8]) -> Result<()> {
+    parse_state(blob).map(|_| ())
+}
+
+fn parse_state(blob: &[u8]) -> Result<ParsedState> {
+    let mut r = Reader { blob, at: 0 };
+    if r.u32()? != STATE_MAGIC {
+        return Err(bad_state("it does not start with the state magic"));
+    }
+    let flags = r.u32()?;
+    let regs: kvm_regs = r.pod()?;
+    let sregs: kvm_sregs = r.pod()?;
+    let events: kvm_vcpu_events = r.pod()?;
+    let xsave: Option<kvm_xsave> = if flags & STATE_XSAVE != 0 {
+        Some(kvm_xsave {
+            region: r.pod()?,
+            ..Default::default()
+        })
+    } else {
+        None
+    };
+    let fpu: Option<kvm_fpu> = if flags & STATE_XSAVE == 0 {
+        Some(r.pod()?)
+    } else {
+        None
+    };
+    let xcrs: Option<kvm_xcrs> = if flags & STATE_XCRS != 0 {
+        Some(r.pod()?)
+    } else {
+        None
+    };
+    let count = r.u32()? as usize;
+    if count > STATE_MSRS.len() {
+        return Err(bad_state("it lists too many MSRs"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index = r.u32()?;
+        if !STATE_MSRS.contains(&index) {
+            return Err(bad_state("it lists an MSR this library does not restore"));
+        }
+        let data = r.u64()?;
+        entries.push(kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        });
+    }
+    if r.at != blob.len() {
+        return Err(bad_state("it has trailing bytes"));
+    }
+    Ok(ParsedState {
+        regs,
+        sregs,
+        events,
+        xsave,
+        fpu,
+        xcrs,
+        entries,
+    })
+}
+
+/// "HLS1": the vCPU state blob's format (docs/cdylib-abi.md, `hl_vcpu_get_state`).
+const STATE_MAGIC: u32 = u32::from_le_bytes(*b"HLS1");
+const STATE_XSAVE: u32 = 1;
+const STATE_XCRS: u32 = 2;
+/// Enough for every section (the blob is about 5 KiB).
+const STATE_MAX: usize = 8192;
+/// The per-vCPU MSRs KVM keeps that a restore brings back, most certain first (KVM stops reading
+/// at the first it lacks). The TSC is left out on purpose: guest time keeps running.
+const STATE_MSRS: [u32; 10] = [
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0xC000_0102, // KERNEL_GS_BASE
+    0x277,       // PAT
+    0xC000_0103, // TSC_AUX
+];
+
+fn bad_state(why: &str) -> Error {
+    Error::invalid_argument(format!("not a vCPU state blob of this library: {why}"))
+}
+
+/// Appends the bytes of a plain KVM struct.
+fn push_pod<T: Copy>(blob: &mut Vec<u8>, v: &T) {
+    // SAFETY: `T` is one of kvm-bindings' plain C structs (integers and arrays of them), read in
+    // full from a valid reference; every byte was initialised (Default-zeroed, then filled by the
+    // kernel), so viewing it as bytes reads no uninitialised memory.
+    let bytes = unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) };
+    blob.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    blob: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.blob.len());
+        let end = end.ok_or_else(|| bad_state("it is truncated"))?;
+        let out = &self.blob[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Reads a plain KVM struct.
+    fn pod<T: Copy>(&mut self) -> Result<T> {
+        let b = self.take(size_of::<T>())?;
+        // SAFETY: `b` holds exactly size_of::<T>() readable bytes (read unaligned), and `T` is a
+        // plain C struct (or array) of integers, for which every bit pattern is a valid value.
+        Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
     }
 }

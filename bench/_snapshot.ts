@@ -1,0 +1,169 @@
+/**
+ * Snapshot, restore and pool figures (issue #9), as ratios to the raw KVM floor of the same run,
+ * plus memory per sandbox and restore cost by guest size and dirtied pages.
+ *
+ *   deno run -A bench/_snapshot.ts     (just these figures)
+ */
+import { Sandbox, type SandboxOptions } from "../src/sandbox.ts";
+import { SandboxPool } from "../src/pool.ts";
+import { type Floor, measureFloor } from "./_floor.ts";
+import { type Figure, medianUs, printRatios } from "./_ratios.ts";
+import { TESTGUEST } from "../tests/_guests.ts";
+
+const MiB = 1024 * 1024;
+
+/** Median µs of `timed`, each run after an untimed `before`. */
+async function medianAfter(
+  before: () => Promise<unknown>,
+  timed: () => Promise<unknown>,
+  iterations: number,
+): Promise<number> {
+  for (let i = 0; i < 10; i++) {
+    await before();
+    await timed();
+  }
+  const times = new Float64Array(iterations);
+  for (let i = 0; i < iterations; i++) {
+    await before();
+    const start = performance.now();
+    await timed();
+    times[i] = (performance.now() - start) * 1000;
+  }
+  times.sort();
+  return times[Math.floor(iterations / 2)];
+}
+
+/** kB figures of /proc/self/status. */
+function status(): { rssAnon: number; rssShmem: number } {
+  const text = Deno.readTextFileSync("/proc/self/status");
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? 0);
+  return { rssAnon: kb("RssAnon"), rssShmem: kb("RssShmem") };
+}
+
+/** Shmem of the whole system, kB (memfd pages are counted here once, however often mapped). */
+function systemShmem(): number {
+  const text = Deno.readTextFileSync("/proc/meminfo");
+  return Number(/^Shmem:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+/** Prints the snapshot figures of `options`' guest against `floor`. */
+export async function printSnapshotFigures(
+  floor: Floor,
+  options: SandboxOptions,
+): Promise<void> {
+  const sb = await Sandbox.create(options);
+  const snap = await sb.snapshot();
+  const hostFunctions = options.hostFunctions;
+  const pool = await SandboxPool.create({ snapshot: snap, size: 2, hostFunctions });
+  const figures: Figure[] = [
+    {
+      label: "Sandbox.create({ snapshot }) + dispose",
+      medianUs: await medianUs(async () => {
+        const s = await Sandbox.create({ snapshot: snap, hostFunctions });
+        await s.dispose();
+      }, 200),
+      against: "create",
+      goal: "≤ 1.1× (issue 9)",
+    },
+    {
+      label: "Sandbox.create({ snapshot }) + first noop call + dispose",
+      medianUs: await medianUs(async () => {
+        const s = await Sandbox.create({ snapshot: snap, hostFunctions });
+        await s.call("noop");
+        await s.dispose();
+      }, 200),
+      against: "create",
+    },
+    {
+      label: "restore after a noop call",
+      medianUs: await medianAfter(() => sb.call("noop"), () => sb.restore(snap), 2000),
+      against: "exit",
+      goal: "≤ 3× (issue 9)",
+    },
+    {
+      label: "pool.run with a noop call (acquire, call, restore, release)",
+      medianUs: await medianUs(() => pool.run((s) => s.call("noop")), 2000),
+      against: "exit",
+      goal: "≤ 5× (issue 9)",
+    },
+  ];
+  printRatios("snapshots", floor, figures);
+  await pool.dispose();
+
+  console.log("memory of sandboxes from one snapshot (each called once: counter):");
+  for (const n of [100, 1000]) {
+    const before = status();
+    const shmemBefore = systemShmem();
+    const all: Sandbox[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = await Sandbox.create({ snapshot: snap, hostFunctions });
+      await s.call("counter");
+      all.push(s);
+    }
+    const after = status();
+    const shmem = systemShmem() - shmemBefore;
+    console.log(
+      `  ${String(n).padStart(4)} sandboxes: host RSS (anon) ` +
+        `${((after.rssAnon - before.rssAnon) / n).toFixed(1)} kB each, system shmem ` +
+        `${(shmem / n).toFixed(2)} kB each (${shmem} kB in all), RssShmem of this process ` +
+        `${((after.rssShmem - before.rssShmem) / n).toFixed(1)} kB each (counted once per ` +
+        `mapping); the snapshot itself: ${snap.dataPages} pages = ${
+          (snap.dataPages * 4).toFixed(0)
+        } kB, shared`,
+    );
+    for (const s of all) await s.dispose();
+  }
+  {
+    // Fresh sandboxes (no snapshot): anonymous memory, so a touched page is one host page.
+    const n = 50;
+    const before = status();
+    const shmemBefore = systemShmem();
+    const all: Sandbox[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = await Sandbox.create(options);
+      await s.call("counter");
+      all.push(s);
+    }
+    const after = status();
+    console.log(
+      `    ${n} fresh sandboxes (create + init + one call): host RSS (anon) ` +
+        `${((after.rssAnon - before.rssAnon) / n).toFixed(1)} kB each, system shmem ` +
+        `${((systemShmem() - shmemBefore) / n).toFixed(2)} kB each (a memfd behind them would ` +
+        `double it)`,
+    );
+    for (const s of all) await s.dispose();
+  }
+  await snap.dispose();
+  await sb.dispose();
+
+  console.log("restore cost by guest size and pages dirtied (median µs of restore alone):");
+  for (const [size, heap] of [[16 * MiB, 8 * MiB], [256 * MiB, 200 * MiB]] as const) {
+    const g = await Sandbox.create({ ...options, heapSize: heap });
+    const s = await g.snapshot();
+    const row: string[] = [];
+    for (const pages of [1, 100, 10_000]) {
+      if (pages * 4096 + 64 * 1024 > heap) {
+        row.push(`${pages} pages: n/a (heap ${heap / MiB} MiB)`);
+        continue;
+      }
+      const us = await medianAfter(
+        () => g.call("dirty_pages", pages),
+        () => g.restore(s),
+        pages >= 10_000 ? 30 : 200,
+      );
+      row.push(`${pages} pages: ${us.toFixed(1)} µs`);
+    }
+    console.log(`  ~${size / MiB} MiB guest (heap ${heap / MiB} MiB): ${row.join(", ")}`);
+    await s.dispose();
+    await g.dispose();
+  }
+}
+
+if (import.meta.main) {
+  const options = {
+    guest: await Deno.readFile(TESTGUEST),
+    heapSize: 4 * MiB,
+    hostFunctions: { double: { params: ["i32"], result: "i32", fn: (x: number) => 2 * x } },
+  } as const;
+  await printSnapshotFigures(await measureFloor(), options);
+}

@@ -1,0 +1,239 @@
+/**
+ * `Snapshot`: a sandbox frozen at one moment (memory, vCPU state, function table), to restore
+ * into the same sandbox or to start new sandboxes from, copy-on-write.
+ *
+ * @module
+ */
+
+import { SandboxError } from "./errors.ts";
+import type { MemorySnapshotHandle } from "./ffi/vm.ts";
+import type { MemoryLayout } from "./layout.ts";
+import type { FunctionSignature } from "./wire.ts";
+import type { HostFunction } from "./call/types.ts";
+
+/**
+ * A snapshot cannot be used where it was given: it was taken of another guest, another memory
+ * layout or another ABI version, or the host functions given do not match the ones the snapshot
+ * was taken with. The message says which.
+ *
+ * @example
+ * ```ts
+ * import { guests, Sandbox, SnapshotMismatchError } from "@hl/sandbox";
+ * await using a = await Sandbox.create({ guest: guests.testguest });
+ * await using b = await Sandbox.create({ guest: guests.testguest, heapSize: 32 << 20 });
+ * await using snap = await a.snapshot();
+ * try {
+ *   await b.restore(snap);
+ * } catch (e) {
+ *   console.log(e instanceof SnapshotMismatchError); // true: another layout
+ * }
+ * ```
+ */
+export class SnapshotMismatchError extends SandboxError {
+  /** Creates the error; the message says what differs. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SnapshotMismatchError";
+  }
+}
+
+/**
+ * The snapshot was disposed: it can no longer be restored or started from (sandboxes already made
+ * from it keep working).
+ *
+ * @example
+ * ```ts
+ * import { guests, Sandbox, SnapshotDisposedError } from "@hl/sandbox";
+ * await using sb = await Sandbox.create({ guest: guests.testguest });
+ * const snap = await sb.snapshot();
+ * await snap.dispose();
+ * try {
+ *   await sb.restore(snap);
+ * } catch (e) {
+ *   console.log(e instanceof SnapshotDisposedError); // true
+ * }
+ * ```
+ */
+export class SnapshotDisposedError extends SandboxError {
+  /** Creates the error. */
+  constructor(message = "the snapshot has been disposed", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SnapshotDisposedError";
+  }
+}
+
+/** A host function's signature as a snapshot records it (names and types, no function). */
+export interface HostSignature {
+  /** Parameter types. */
+  readonly params: readonly string[];
+  /** Result type. */
+  readonly result: string;
+}
+
+/** What a `Snapshot` holds; only `Sandbox` reads it. */
+export interface SnapshotState {
+  readonly memory: MemorySnapshotHandle;
+  readonly vcpu: Uint8Array;
+  readonly layout: MemoryLayout;
+  readonly functions: ReadonlyMap<string, FunctionSignature>;
+  readonly hostSignatures: ReadonlyMap<string, HostSignature>;
+  /** SHA-256 of the guest image (hex). */
+  readonly guestId: string;
+  readonly abiVersion: number;
+}
+
+const states = new WeakMap<Snapshot, SnapshotState>();
+
+const finalizer = new FinalizationRegistry<MemorySnapshotHandle>((memory) => {
+  try {
+    memory.release();
+  } catch {
+    // Nothing to report to at GC time.
+  }
+});
+
+/**
+ * A sandbox frozen at one moment: its memory (a sealed, sparse memfd: untouched pages cost
+ * nothing), its vCPU state (registers, system registers, FPU/SSE, MSRs) and its function table.
+ * Take one with {@linkcode Sandbox.snapshot}; bring a sandbox back to it with
+ * {@linkcode Sandbox.restore}; start new sandboxes from it, copy-on-write, with
+ * `Sandbox.create({ snapshot })`. Immutable. Dispose it when no longer needed (sandboxes made from
+ * it, or restored to it, keep its memory alive until they are disposed); a `FinalizationRegistry`
+ * releases it if it is dropped undisposed.
+ *
+ * @example
+ * ```ts
+ * import { guests, Sandbox } from "@hl/sandbox";
+ * await using sb = await Sandbox.create({ guest: guests.testguest });
+ * await using snap = await sb.snapshot();
+ * await sb.call("counter"); // 1
+ * await sb.restore(snap);
+ * console.log(await sb.call("counter")); // 1 again
+ * await using copy = await Sandbox.create({ snapshot: snap });
+ * console.log(await copy.call("counter")); // 1
+ * ```
+ */
+export class Snapshot implements AsyncDisposable {
+  /** Use `Sandbox.snapshot()`; not constructible from outside. */
+  private constructor(state: SnapshotState) {
+    states.set(this, state);
+    finalizer.register(this, state.memory, this);
+  }
+
+  /** Guest memory size in bytes. */
+  get memorySize(): number {
+    return stateOf(this, true).layout.memorySize;
+  }
+
+  /** Pages of the snapshot's memory that hold data (4 KiB each); the rest cost nothing. */
+  get dataPages(): number {
+    return stateOf(this, true).memory.dataPages;
+  }
+
+  /** The guest's functions at the time of the snapshot. */
+  get functions(): readonly FunctionSignature[] {
+    return [...stateOf(this, true).functions.values()];
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return stateOf(this, true).memory.released;
+  }
+
+  /**
+   * Releases the snapshot. Idempotent. Sandboxes made from it or restored to it keep working
+   * (they hold its memory until they are disposed); it can no longer be restored or started from.
+   *
+   * @example
+   * ```ts
+   * import { guests, Sandbox } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: guests.testguest });
+   * const snap = await sb.snapshot();
+   * await snap.dispose();
+   * console.log(snap.disposed); // true
+   * ```
+   */
+  dispose(): Promise<void> {
+    const state = stateOf(this, true);
+    if (!state.memory.released) {
+      finalizer.unregister(this);
+      state.memory.release();
+    }
+    return Promise.resolve();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+/** Makes a `Snapshot` (for `Sandbox`). */
+export function makeSnapshot(state: SnapshotState): Snapshot {
+  // The constructor is private to keep it out of the public API.
+  const Ctor = Snapshot as unknown as new (s: SnapshotState) => Snapshot;
+  return new Ctor(state);
+}
+
+/** The state of `snap`; throws `SnapshotDisposedError` once disposed unless `evenDisposed`. */
+export function stateOf(snap: Snapshot, evenDisposed = false): SnapshotState {
+  const state = snap instanceof Snapshot ? states.get(snap) : undefined;
+  if (!state) throw new SnapshotMismatchError("not a Snapshot of this library");
+  if (!evenDisposed && state.memory.released) throw new SnapshotDisposedError();
+  return state;
+}
+
+/** The signatures of host functions, as a snapshot records them. */
+export function hostSignatures(
+  defs: ReadonlyMap<string, HostFunction>,
+): Map<string, HostSignature> {
+  const out = new Map<string, HostSignature>();
+  for (const [name, def] of defs) out.set(name, { params: [...def.params], result: def.result });
+  return out;
+}
+
+/** Throws `SnapshotMismatchError` unless `given` has exactly the names and types of `recorded`. */
+export function checkHostSignatures(
+  recorded: ReadonlyMap<string, HostSignature>,
+  given: ReadonlyMap<string, HostFunction>,
+): void {
+  const problems: string[] = [];
+  for (const [name, sig] of recorded) {
+    const g = given.get(name);
+    if (!g) {
+      problems.push(`${name} is missing`);
+    } else if (g.result !== sig.result || g.params.join(",") !== sig.params.join(",")) {
+      problems.push(
+        `${name} is (${g.params.join(", ")}) -> ${g.result}, ` +
+          `the snapshot has (${sig.params.join(", ")}) -> ${sig.result}`,
+      );
+    }
+  }
+  for (const name of given.keys()) {
+    if (!recorded.has(name)) problems.push(`${name} is not in the snapshot`);
+  }
+  if (problems.length > 0) {
+    throw new SnapshotMismatchError(
+      `the host functions do not match the snapshot's: ${problems.join("; ")}`,
+    );
+  }
+}
+
+/** Throws `SnapshotMismatchError` when `a` and `b` differ. */
+export function checkLayout(a: MemoryLayout, b: MemoryLayout): void {
+  for (const key of Object.keys(a) as (keyof MemoryLayout)[]) {
+    if (a[key] !== b[key]) {
+      throw new SnapshotMismatchError(
+        `the snapshot has another memory layout (${key}: ${b[key]}, this sandbox: ${a[key]})`,
+      );
+    }
+  }
+}
+
+/** SHA-256 of `bytes`, in hex. */
+export async function digest(bytes: Uint8Array): Promise<string> {
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
+  );
+  return [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

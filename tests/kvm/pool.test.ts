@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import {
+  CancelledError,
+  PoolExhaustedError,
+  Sandbox,
+  SandboxError,
+  SandboxPool,
+} from "../../mod.ts";
+import { globalStats } from "../../src/ffi/vm.ts";
+import { TESTGUEST } from "../_guests.ts";
+import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
+
+const double = {
+  double: { params: ["i32"], result: "i32", fn: (x: number) => 2 * x },
+} as const;
+
+kvmTest("SandboxPool: every run starts from the snapshot", async () => {
+  await using pool = await SandboxPool.create({
+    guest: TESTGUEST,
+    size: 3,
+    hostFunctions: double,
+  });
+  assert.equal(pool.size, 3);
+  assert.equal(pool.available, 3);
+  const results = await Promise.all(
+    Array.from({ length: 12 }, (_, i) =>
+      pool.run(async (sb) => {
+        assert.equal(await sb.call("counter"), 1n);
+        await sb.call("heap_push", BigInt(i));
+        return await sb.call("call_host", "double", i);
+      })),
+  );
+  assert.deepEqual(results, Array.from({ length: 12 }, (_, i) => 2 * i));
+  assert.equal(pool.available, 3);
+  // A run whose fn throws or poisons its sandbox still hands back a clean one.
+  await assert.rejects(() => pool.run(() => Promise.reject(new Error("mine"))), /mine/);
+  await assert.rejects(() => pool.run((sb) => sb.call("panic", "boom")));
+  for (let i = 0; i < 3; i++) {
+    assert.equal(await pool.run((sb) => sb.call("counter")), 1n);
+  }
+  assert.equal(pool.available, 3);
+});
+
+kvmTest("SandboxPool: from a snapshot; exhaustion, bounded wait and AbortSignal", async () => {
+  await using base = await Sandbox.create({ guest: TESTGUEST });
+  await base.call("counter");
+  await using snap = await base.snapshot();
+  await using pool = await SandboxPool.create({ snapshot: snap, size: 2, maxWaiting: 1 });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const busy = [
+    pool.run(async (sb) => {
+      await gate;
+      return sb.call("counter");
+    }),
+    pool.run(async (sb) => {
+      await gate;
+      return sb.call("counter");
+    }),
+  ];
+  assert.equal(pool.available, 0);
+  // No wait allowed: refused at once.
+  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 0 }), PoolExhaustedError);
+  // A bounded wait that runs out.
+  const t0 = performance.now();
+  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 50 }), PoolExhaustedError);
+  assert.ok(performance.now() - t0 >= 45);
+  // An AbortSignal stops the wait.
+  const ac = new AbortController();
+  const aborted = pool.run(() => 1, { signal: ac.signal });
+  assert.equal(pool.waiting, 1);
+  // maxWaiting 1: a second waiter is refused at once.
+  await assert.rejects(() => pool.run(() => 1), PoolExhaustedError);
+  ac.abort();
+  await assert.rejects(() => aborted, CancelledError);
+  assert.equal(pool.waiting, 0);
+  // Back-pressure: a waiter gets the first sandbox released.
+  const waited = pool.run((sb) => sb.call("counter"), { timeoutMs: 5000 });
+  release();
+  assert.deepEqual(await Promise.all(busy), [2n, 2n]);
+  assert.equal(await waited, 2n);
+  await pool.dispose();
+  await assert.rejects(() => pool.run(() => 1), SandboxError);
+  // The pool did not own the snapshot: it still works.
+  await using again = await Sandbox.create({ snapshot: snap });
+  assert.equal(await again.call("counter"), 2n);
+});
+
+kvmTest("SandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () => {
+  const fds = openFdCount();
+  const maps = guestMappingCount();
+  const { liveVms, liveSnapshots } = globalStats();
+  {
+    await using pool = await SandboxPool.create({ guest: TESTGUEST, size: 4 });
+    for (let i = 0; i < 250; i++) {
+      const r = await Promise.all(
+        [0, 1, 2, 3].map(() => pool.run((sb) => sb.call("counter"))),
+      );
+      assert.deepEqual(r, [1n, 1n, 1n, 1n]);
+    }
+  }
+  assert.equal(openFdCount(), fds);
+  assert.equal(guestMappingCount(), maps);
+  assert.deepEqual(
+    [globalStats().liveVms, globalStats().liveSnapshots],
+    [liveVms, liveSnapshots],
+  );
+});

@@ -184,6 +184,20 @@ function mutate(spec: ElfSpec, edit: (v: DataView, elf: BuiltElf) => void): Uint
   return elf.bytes;
 }
 
+Deno.test("ELF loading: a relocation table claimed in zero-filled memory is refused", () => {
+  // A few KiB of file whose DT_RELASZ claims ~1 GiB of relocations inside a 1 GiB .bss: refused
+  // before any array is sized from the count (no amplification).
+  const spec = validSpec();
+  const big = 24 * Math.floor((1024 * 1024 * 1024 - 0x10000) / 24);
+  spec.segments[2] = { ...spec.segments[2], memsz: 1024 * 1024 * 1024 - 0x4000 };
+  spec.dynamic = spec.dynamic!.map(([tag, value]) =>
+    tag === DT_RELASZ ? [DT_RELASZ, big] : tag === DT_RELA ? [DT_RELA, 0x4000] : [tag, value]
+  );
+  const bytes = buildElf(spec).bytes;
+  assert.ok(bytes.length < 64 * 1024, `the file is ${bytes.length} bytes`);
+  assertImageError(bytes, /relocation table .* not inside the file-backed part/);
+});
+
 Deno.test("ELF loading", async (t) => {
   await t.step("a valid static-pie", () => {
     const elf = parseElf(buildElf(validSpec()).bytes);
@@ -391,8 +405,14 @@ Deno.test("ELF malformations are GuestImageError", async (t) => {
     assertImageError(dyn([[DT_RELASZ, 24]]), /without DT_RELA/);
     assertImageError(dyn([[DT_RELA, 0x3020], [DT_RELASZ, 24], [DT_RELAENT, 16]]), /DT_RELAENT/);
     assertImageError(dyn([[DT_RELA, 0x3020], [DT_RELASZ, 25]]), /multiple of 24/);
-    assertImageError(dyn([[DT_RELA, 0x9000], [DT_RELASZ, 24]]), /not inside a loaded segment/);
-    assertImageError(dyn([[DT_RELA, 0x5ff0], [DT_RELASZ, 48]]), /not inside a loaded segment/);
+    assertImageError(
+      dyn([[DT_RELA, 0x9000], [DT_RELASZ, 24]]),
+      /not inside the file-backed part of a loaded segment/,
+    );
+    assertImageError(
+      dyn([[DT_RELA, 0x5ff0], [DT_RELASZ, 48]]),
+      /not inside the file-backed part of a loaded segment/,
+    );
     assertImageError(dyn([[DT_RELA, 0x3020], [DT_RELASZ, 2n ** 60n]]), /out of range/);
     // Zero-sized REL/RELR/PLT tables are fine.
     assert.ok(parseElf(dyn([[DT_RELSZ, 0], [DT_RELRSZ, 0], [DT_PLTRELSZ, 0]])));

@@ -75,6 +75,7 @@ export {
   WasiExitError,
   type WasiOptions,
   type WasmAnyType,
+  type WasmCacheStats,
   type WasmExtern,
   type WasmFunctionType,
   type WasmHostFunction,
@@ -85,7 +86,10 @@ export {
   type WasmResultType,
   WasmSandbox,
   type WasmSandboxOptions,
+  WasmSnapshot,
+  type WasmSnapshotSandboxOptions,
   WasmTrapError,
   type WasmTrapKind,
   type WasmValueType,
 } from "./src/wasm_sandbox.ts";
+export { WasmSandboxPool, type WasmSandboxPoolOptions } from "./src/wasm_pool.ts";

@@ -40,6 +40,23 @@ function status(): { rssAnon: number; rssShmem: number } {
   return { rssAnon: kb("RssAnon"), rssShmem: kb("RssShmem") };
 }
 
+/**
+ * kB of private (copy-on-write) pages in the guest memory mappings of this process:
+ * `/proc/self/smaps` "Anonymous" of the mappings of the snapshot memfd (`hl-guest-memory*`).
+ * These are exactly the pages the sandboxes dirtied on top of the shared snapshot; unlike the
+ * process's RssAnon it does not move with the JS heap or the allocator (whose GC made the
+ * per-sandbox figure negative before).
+ */
+function guestAnonKb(): number {
+  let inGuest = false;
+  let kb = 0;
+  for (const line of Deno.readTextFileSync("/proc/self/smaps").split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inGuest = line.includes("hl-guest-memory");
+    else if (inGuest && line.startsWith("Anonymous:")) kb += Number(/(\d+)/.exec(line)![1]);
+  }
+  return kb;
+}
+
 /** Shmem of the whole system, kB (memfd pages are counted here once, however often mapped). */
 function systemShmem(): number {
   const text = Deno.readTextFileSync("/proc/meminfo");
@@ -93,6 +110,7 @@ export async function printSnapshotFigures(
   console.log("memory of sandboxes from one snapshot (each called once: counter):");
   for (const n of [100, 1000]) {
     const before = status();
+    const guestBefore = guestAnonKb();
     const shmemBefore = systemShmem();
     const all: Sandbox[] = [];
     for (let i = 0; i < n; i++) {
@@ -101,10 +119,13 @@ export async function printSnapshotFigures(
       all.push(s);
     }
     const after = status();
+    const guest = guestAnonKb() - guestBefore;
     const shmem = systemShmem() - shmemBefore;
     console.log(
-      `  ${String(n).padStart(4)} sandboxes: host RSS (anon) ` +
-        `${((after.rssAnon - before.rssAnon) / n).toFixed(1)} kB each, system shmem ` +
+      `  ${String(n).padStart(4)} sandboxes: guest pages copied on write ` +
+        `${(guest / n).toFixed(1)} kB each (smaps Anonymous of the guest mappings), process ` +
+        `RssAnon ${((after.rssAnon - before.rssAnon) / n).toFixed(1)} kB each (also counts the ` +
+        `JS heap and allocator, so GC can make it negative), system shmem ` +
         `${(shmem / n).toFixed(2)} kB each (${shmem} kB in all), RssShmem of this process ` +
         `${((after.rssShmem - before.rssShmem) / n).toFixed(1)} kB each (counted once per ` +
         `mapping); the snapshot itself: ${snap.dataPages} pages = ${

@@ -9,6 +9,7 @@
 
 import { ArgumentError, GuestError, SandboxError } from "./errors.ts";
 import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "./sandbox.ts";
+import { digest, type Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./snapshot.ts";
 import { packValues, parseDescription, unpackResult, unpackValues, Writer } from "./wasm/codec.ts";
 import { readSource } from "./source.ts";
 import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "./options.ts";
@@ -102,6 +103,48 @@ export interface WasmSandboxOptions {
   runtime?: string | URL | Uint8Array;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
+  /**
+   * Use the module cache (default `true`): the first `create` of these module bytes and these
+   * options in this process snapshots the sandbox after instantiation; later ones start a new VM
+   * from that snapshot, copy-on-write, without loading or instantiating again. `false` always
+   * loads and instantiates afresh. WASI modules without a `wasi.randomSeed` are never cached
+   * (each sandbox must get its own random stream). See docs/wasm.md "Snapshots and the cache".
+   */
+  cache?: boolean;
+}
+
+/**
+ * Options of {@linkcode WasmSandbox.create} that start the sandbox from a
+ * {@linkcode WasmSnapshot}: a new VM on the snapshot's memory, copy-on-write, with the module
+ * already instantiated (no load, no instantiate, no start function).
+ */
+export interface WasmSnapshotSandboxOptions {
+  /** The snapshot to start from. */
+  snapshot: WasmSnapshot;
+  /**
+   * Host functions the module imports: every import the module had bound must be given again,
+   * with the same types ({@linkcode SnapshotMismatchError} otherwise). Implementations may differ.
+   */
+  hostFunctions?: WasmImports;
+  /**
+   * Where WASI output goes. `args`, `env` and `randomSeed` are in the snapshot (the module's
+   * memory holds them) and cannot be given here.
+   */
+  wasi?: Pick<WasiOptions, "stdout" | "stderr">;
+  /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
+  timeoutMs?: number;
+  /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
+  library?: string;
+}
+
+/** Module cache counters of this process ({@linkcode WasmSandbox.cacheStats}). */
+export interface WasmCacheStats {
+  /** `create` calls served from a cached snapshot. */
+  hits: number;
+  /** `create` calls (with the cache on) that loaded and instantiated the module. */
+  misses: number;
+  /** Snapshots held by the cache now. */
+  entries: number;
 }
 
 /** A function type. */
@@ -290,6 +333,120 @@ interface Binding {
   fn: WasmHostFunction["fn"];
 }
 
+/** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
+interface WasmSnapshotState {
+  readonly native: Snapshot;
+  /** Module digest + the canonical options that shaped the instance (see `cacheKey`). */
+  readonly key: string;
+  readonly imports: readonly WasmExtern[];
+  readonly exports: readonly WasmExtern[];
+  /** WASI bound at instantiation. */
+  readonly wasiOn: boolean;
+  /** The runtime's WASI host functions registered (`wasi` was not `false`). */
+  readonly wasiRegistered: boolean;
+}
+
+const wasmStates = new WeakMap<WasmSnapshot, WasmSnapshotState>();
+
+/**
+ * A {@linkcode WasmSandbox} frozen at one moment: the `wasm-runtime` guest's memory and vCPU
+ * state (so the module's linear memory, globals, tables, fuel setting and WASI state: args, env,
+ * random stream), plus what the host keeps beside the guest: the module's imports and exports
+ * and whether WASI is bound. Host function implementations and WASI output sinks are not in it:
+ * `WasmSandbox.create({ snapshot })` is given them again. Immutable; dispose it when done.
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+ * await using snap = await w.snapshot();
+ * await w.call("bump"); // 1
+ * await w.restore(snap);
+ * console.log(await w.call("bump")); // 1 again
+ * await using copy = await WasmSandbox.create({ snapshot: snap });
+ * console.log(await copy.call("bump")); // 1
+ * ```
+ */
+export class WasmSnapshot implements AsyncDisposable {
+  /** Use `WasmSandbox.snapshot()`; not constructible from outside. */
+  private constructor(state: WasmSnapshotState) {
+    wasmStates.set(this, state);
+  }
+
+  /** The module's exports. */
+  get exports(): readonly WasmExtern[] {
+    return [...wasmStateOf(this).exports];
+  }
+
+  /** The module's imports. */
+  get imports(): readonly WasmExtern[] {
+    return [...wasmStateOf(this).imports];
+  }
+
+  /** Pages of the snapshot's memory that hold data (4 KiB each). */
+  get dataPages(): number {
+    return wasmStateOf(this).native.dataPages;
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return wasmStateOf(this).native.disposed;
+  }
+
+  /**
+   * Releases the snapshot. Idempotent; sandboxes made from it keep working.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * const snap = await w.snapshot();
+   * await snap.dispose();
+   * console.log(snap.disposed); // true
+   * ```
+   */
+  dispose(): Promise<void> {
+    return wasmStateOf(this).native.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+function makeWasmSnapshot(state: WasmSnapshotState): WasmSnapshot {
+  const Ctor = WasmSnapshot as unknown as new (s: WasmSnapshotState) => WasmSnapshot;
+  return new Ctor(state);
+}
+
+/** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
+function wasmStateOf(snap: WasmSnapshot, live = false): WasmSnapshotState {
+  const state = snap instanceof WasmSnapshot ? wasmStates.get(snap) : undefined;
+  if (!state) {
+    throw new SnapshotMismatchError(
+      "not a WasmSnapshot (a snapshot of a native Sandbox cannot start a WasmSandbox)",
+    );
+  }
+  if (live && state.native.disposed) throw new SnapshotDisposedError();
+  return state;
+}
+
+/** Most snapshots the module cache keeps; the least recently used one goes first. */
+const CACHE_LIMIT = 32;
+const cache = new Map<string, Promise<WasmSnapshotState | undefined>>();
+const cacheCounters = { hits: 0, misses: 0 };
+
+function touchCache(key: string, entry: Promise<WasmSnapshotState | undefined>): void {
+  cache.delete(key);
+  cache.set(key, entry);
+  while (cache.size > CACHE_LIMIT) {
+    const [oldest, p] = cache.entries().next().value!;
+    cache.delete(oldest);
+    p.then((s) => s?.native.dispose(), () => {});
+  }
+}
+
 /**
  * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
  * {@linkcode WasmSandbox.create}, call exports with {@linkcode WasmSandbox.call}, dispose (or
@@ -310,18 +467,27 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #imports: WasmExtern[];
   readonly #exports: Map<string, WasmExtern>;
   readonly #bindings: (Binding | undefined)[];
+  readonly #key: string;
+  readonly #wasiOn: boolean;
+  readonly #wasiRegistered: boolean;
+  readonly #fromCache: boolean;
   #lastHostError: unknown;
 
   private constructor(
     sandbox: Sandbox,
-    imports: WasmExtern[],
-    exports: WasmExtern[],
+    imports: readonly WasmExtern[],
+    exports: readonly WasmExtern[],
     bindings: (Binding | undefined)[],
+    identity: { key: string; wasiOn: boolean; wasiRegistered: boolean; fromCache: boolean },
   ) {
     this.#sandbox = sandbox;
-    this.#imports = imports;
+    this.#imports = [...imports];
     this.#exports = new Map(exports.map((e) => [e.name, e]));
     this.#bindings = bindings;
+    this.#key = identity.key;
+    this.#wasiOn = identity.wasiOn;
+    this.#wasiRegistered = identity.wasiRegistered;
+    this.#fromCache = identity.fromCache;
   }
 
   /**
@@ -338,10 +504,122 @@ export class WasmSandbox implements AsyncDisposable {
    * await w.dispose();
    * ```
    */
-  static async create(options: WasmSandboxOptions): Promise<WasmSandbox> {
+  static async create(
+    options: WasmSandboxOptions | WasmSnapshotSandboxOptions,
+  ): Promise<WasmSandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
     }
+    if ("snapshot" in options && options.snapshot !== undefined) {
+      const wasi = options.wasi;
+      if (wasi !== undefined && (typeof wasi !== "object" || wasi === null)) {
+        throw new ArgumentError("wasi must be an options object with stdout/stderr");
+      }
+      for (const k of ["args", "env", "randomSeed"]) {
+        if (wasi && k in wasi) {
+          throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
+        }
+      }
+      return await WasmSandbox.#fromSnapshot(wasmStateOf(options.snapshot, true), options, false);
+    }
+    if (!("module" in options)) {
+      throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
+    }
+    if (options.cache !== undefined && typeof options.cache !== "boolean") {
+      throw new ArgumentError("cache must be a boolean");
+    }
+    if (options.cache === false) return await WasmSandbox.#cold(options, undefined);
+    const bytes = await readSource(options.module, "module");
+    // Checks the options (a bad one must fail the same with and without a cache entry).
+    checkWasmHostFunctions(options.hostFunctions ?? {});
+    const key = await cacheKey(bytes, options);
+    const entry = cache.get(key);
+    const cached = entry ? await entry : undefined;
+    if (entry && cached && !cached.native.disposed) {
+      touchCache(key, entry);
+      cacheCounters.hits++;
+      return await WasmSandbox.#fromSnapshot(cached, options, true);
+    }
+    cacheCounters.misses++;
+    let settle!: (s: WasmSnapshotState | undefined) => void;
+    const pending = new Promise<WasmSnapshotState | undefined>((r) => settle = r);
+    touchCache(key, pending);
+    let sb: WasmSandbox;
+    try {
+      sb = await WasmSandbox.#cold({ ...options, module: bytes }, options.module);
+    } catch (e) {
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      throw e;
+    }
+    const seeded = typeof options.wasi === "object" && options.wasi.randomSeed !== undefined;
+    if (sb.#wasiOn && !seeded) {
+      // Every sandbox must draw its own random stream: never shared through a snapshot.
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      return sb;
+    }
+    try {
+      const snap = wasmStateOf(await sb.snapshot());
+      settle({ ...snap, key });
+    } catch (e) {
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      await sb.dispose();
+      throw e;
+    }
+    return sb;
+  }
+
+  /** `create({ snapshot })` and cache hits: a new VM on the snapshot, copy-on-write. */
+  static async #fromSnapshot(
+    state: WasmSnapshotState,
+    options: {
+      hostFunctions?: WasmImports;
+      wasi?: boolean | WasiOptions;
+      timeoutMs?: number;
+      library?: string;
+    },
+    fromCache: boolean,
+  ): Promise<WasmSandbox> {
+    const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
+    let bindings: (Binding | undefined)[];
+    try {
+      bindings = bindImports([...state.imports], hostFunctions, state.wasiOn);
+    } catch (e) {
+      if (fromCache || !(e instanceof WasmLinkError)) throw e;
+      throw new SnapshotMismatchError(
+        `the host functions do not match the snapshot's module: ${e.message}`,
+        { cause: e },
+      );
+    }
+    const wasi = state.wasiOn
+      ? new WasiRuntime(typeof options.wasi === "object" ? options.wasi : {}, "module.wasm")
+      : undefined;
+    const ref: { self?: WasmSandbox } = {};
+    const sandbox = await Sandbox.create({
+      snapshot: state.native,
+      hostFunctions: runtimeHostFunctions(
+        (index, args) => ref.self!.#hostImport(index, args),
+        state.wasiRegistered ? () => wasi : undefined,
+      ),
+      timeoutMs: options.timeoutMs,
+      library: options.library,
+    });
+    ref.self = new WasmSandbox(sandbox, state.imports, state.exports, bindings, {
+      key: state.key,
+      wasiOn: state.wasiOn,
+      wasiRegistered: state.wasiRegistered,
+      fromCache,
+    });
+    return ref.self;
+  }
+
+  /** Loads and instantiates the module in a new `wasm-runtime` guest (no cache). */
+  static async #cold(
+    options: WasmSandboxOptions,
+    originalModule: Uint8Array | string | URL | undefined,
+  ): Promise<WasmSandbox> {
     const bytes = await readSource(options.module, "module");
     if (
       bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
@@ -402,7 +680,7 @@ export class WasmSandbox implements AsyncDisposable {
       if (wasiOn) {
         wasi = new WasiRuntime(
           typeof wasiSetting === "object" ? wasiSetting : {},
-          options.module,
+          originalModule ?? options.module,
         );
       }
       const inst = new Writer();
@@ -410,7 +688,12 @@ export class WasmSandbox implements AsyncDisposable {
       inst.u64(BigInt(maxTable));
       inst.u8(wasi ? 1 : 0);
       if (wasi) wasi.encode(inst);
-      self = new WasmSandbox(sandbox, imports, exports, bindings);
+      self = new WasmSandbox(sandbox, imports, exports, bindings, {
+        key: await cacheKey(bytes, { ...options, module: originalModule ?? options.module }),
+        wasiOn: wasi !== undefined,
+        wasiRegistered: wasiSetting !== false,
+        fromCache: false,
+      });
       await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },
         "instantiate",
@@ -422,6 +705,102 @@ export class WasmSandbox implements AsyncDisposable {
     } catch (e) {
       await sandbox.dispose();
       throw e;
+    }
+  }
+
+  /**
+   * Freezes this sandbox as it is now into a {@linkcode WasmSnapshot}: the module's memory,
+   * globals, tables and the runtime's state (see {@linkcode WasmSnapshot} for what is and is not
+   * in it). Waits for calls in progress.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await w.call("bump");
+   * await using snap = await w.snapshot();
+   * await using copy = await WasmSandbox.create({ snapshot: snap });
+   * console.log(await copy.call("bump")); // 2
+   * ```
+   */
+  async snapshot(): Promise<WasmSnapshot> {
+    const native = await this.#sandbox.snapshot();
+    return makeWasmSnapshot({
+      native,
+      key: this.#key,
+      imports: this.#imports,
+      exports: [...this.#exports.values()],
+      wasiOn: this.#wasiOn,
+      wasiRegistered: this.#wasiRegistered,
+    });
+  }
+
+  /**
+   * Brings this sandbox back to `snapshot`: the module's memory and globals and the runtime's
+   * state (only the pages written since are dropped). Clears poisoning; waits for calls in
+   * progress. The snapshot must be of the same module bytes and instantiation options
+   * ({@linkcode SnapshotMismatchError}) and not disposed ({@linkcode SnapshotDisposedError}).
+   * This sandbox keeps its host functions and WASI output sinks.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await using snap = await w.snapshot();
+   * await w.call("bump"); // 1
+   * await w.call("bump"); // 2
+   * await w.restore(snap);
+   * console.log(await w.call("bump")); // 1
+   * ```
+   */
+  async restore(snapshot: WasmSnapshot): Promise<void> {
+    const state = wasmStateOf(snapshot, true);
+    if (state.key !== this.#key) {
+      throw new SnapshotMismatchError(
+        "the snapshot is of another module, or of the same module with other options",
+      );
+    }
+    await this.#sandbox.restore(state.native);
+    this.#lastHostError = undefined;
+  }
+
+  /** Whether this sandbox was started from the module cache (no load, no instantiate). */
+  get fromCache(): boolean {
+    return this.#fromCache;
+  }
+
+  /**
+   * Counters of the module cache of this process.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a miss
+   * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a hit
+   * console.log(WasmSandbox.cacheStats()); // { hits: 1, misses: 1, entries: 1 }
+   * ```
+   */
+  static cacheStats(): WasmCacheStats {
+    return { ...cacheCounters, entries: cache.size };
+  }
+
+  /**
+   * Empties the module cache and releases its snapshots (sandboxes started from them keep
+   * working). The counters are kept.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await WasmSandbox.clearCache();
+   * console.log(WasmSandbox.cacheStats().entries); // 0
+   * ```
+   */
+  static async clearCache(): Promise<void> {
+    const entries = [...cache.values()];
+    cache.clear();
+    for (const p of entries) {
+      const state = await p.catch(() => undefined);
+      await state?.native.dispose();
     }
   }
 
@@ -811,6 +1190,50 @@ export class WasmSandbox implements AsyncDisposable {
     this.#lastHostError = e;
     return e;
   }
+}
+
+/**
+ * The module cache's key: SHA-256 of the module bytes and the options that shape the
+ * instantiated guest (memory sizes, limits, fuel, the runtime, WASI on/off with its args, env and
+ * seed). Host function implementations, WASI sinks and timeouts are not in it.
+ */
+async function cacheKey(
+  bytes: Uint8Array,
+  options: WasmSandboxOptions,
+): Promise<string> {
+  const runtime = options.runtime instanceof Uint8Array
+    ? `sha256:${await digest(options.runtime)}`
+    : String(options.runtime ?? "");
+  const w = options.wasi;
+  // Without settings, a WASI module is not cached (its random seed is fresh): on/off is enough.
+  let wasi: unknown = w !== false;
+  if (typeof w === "object" && w !== null) {
+    const module = options.module;
+    const name = typeof module === "string"
+      ? module.split("/").pop()!
+      : module instanceof URL
+      ? module.pathname.split("/").pop()!
+      : "module.wasm";
+    wasi = {
+      args: w.args ? [...w.args] : [name],
+      env: Object.entries(w.env ?? {}),
+      seed: w.randomSeed ? [...w.randomSeed] : null,
+    };
+  }
+  return JSON.stringify({
+    module: await digest(bytes),
+    runtime,
+    library: options.library ?? "",
+    heapSize: options.heapSize ?? null,
+    stackSize: options.stackSize ?? null,
+    inputSize: options.inputSize ?? null,
+    outputSize: options.outputSize ?? null,
+    fuel: options.fuel === undefined ? null : String(options.fuel),
+    maxMemoryBytes: options.maxMemoryBytes ?? null,
+    maxTableElements: options.maxTableElements ?? null,
+    maxRecursionDepth: options.maxRecursionDepth ?? null,
+    wasi,
+  });
 }
 
 /** Converts the guest's ERROR codes into this module's error classes. */

@@ -43,6 +43,7 @@ export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/sn
 export {
   PoolExhaustedError,
   type PoolRunOptions,
+  type PoolSizing,
   SandboxPool,
   type SandboxPoolOptions,
 } from "./src/pool.ts";

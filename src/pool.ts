@@ -5,61 +5,19 @@
  * @module
  */
 
-import { ArgumentError, CancelledError, SandboxError } from "./errors.ts";
-import { checkCount, checkTimeout } from "./options.ts";
+import { ArgumentError } from "./errors.ts";
+import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
 import { Sandbox, type SandboxOptions } from "./sandbox.ts";
 import type { Snapshot } from "./snapshot.ts";
 
-/**
- * No sandbox of the pool became free within the wait bound (`timeoutMs`), or more callers were
- * waiting than `maxWaiting` allows.
- *
- * @example
- * ```ts
- * import { guests, PoolExhaustedError, SandboxPool } from "@hl/sandbox";
- * await using pool = await SandboxPool.create({ guest: guests.testguest, size: 1 });
- * const slow = pool.run((sb) => sb.call("add", 1, 2));
- * try {
- *   await pool.run((sb) => sb.call("add", 3, 4), { timeoutMs: 0 });
- * } catch (e) {
- *   console.log(e instanceof PoolExhaustedError); // true
- * }
- * await slow;
- * ```
- */
-export class PoolExhaustedError extends SandboxError {
-  /** Creates the error; the message says how long it waited. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "PoolExhaustedError";
-  }
-}
+export { PoolExhaustedError, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
 
 /** Options of {@linkcode SandboxPool.create}. */
-export interface SandboxPoolOptions extends Omit<SandboxOptions, "guest"> {
+export interface SandboxPoolOptions extends Omit<SandboxOptions, "guest">, PoolSizing {
   /** The guest to start (one sandbox is created and snapshotted); or give `snapshot`. */
   guest?: string | URL | Uint8Array;
   /** The snapshot every sandbox starts from and is restored to (the pool does not dispose it). */
   snapshot?: Snapshot;
-  /** Number of sandboxes (default 4). */
-  size?: number;
-  /** Default wait bound of {@linkcode SandboxPool.run}, in ms (default 30 000). */
-  acquireTimeoutMs?: number;
-  /** Most callers that may wait at once; one more is refused at once (default: no limit). */
-  maxWaiting?: number;
-}
-
-/** Options of {@linkcode SandboxPool.run}. */
-export interface PoolRunOptions {
-  /** Stops waiting for a sandbox ({@linkcode CancelledError}); also passed to nothing else. */
-  signal?: AbortSignal;
-  /** How long to wait for a free sandbox ({@linkcode PoolExhaustedError} after it). */
-  timeoutMs?: number;
-}
-
-interface Waiter {
-  resolve: (sb: Sandbox) => void;
-  reject: (e: Error) => void;
 }
 
 /**
@@ -80,31 +38,10 @@ interface Waiter {
  * ```
  */
 export class SandboxPool implements AsyncDisposable {
-  readonly #snapshot: Snapshot;
-  readonly #ownsSnapshot: boolean;
-  readonly #options: SandboxPoolOptions;
-  readonly #free: Sandbox[] = [];
-  readonly #all = new Set<Sandbox>();
-  readonly #waiters: Waiter[] = [];
-  readonly #acquireTimeoutMs: number;
-  readonly #maxWaiting: number;
-  #disposed = false;
+  readonly #core: PoolCore<Sandbox>;
 
-  private constructor(
-    snapshot: Snapshot,
-    owns: boolean,
-    options: SandboxPoolOptions,
-    members: Sandbox[],
-  ) {
-    this.#snapshot = snapshot;
-    this.#ownsSnapshot = owns;
-    this.#options = options;
-    this.#acquireTimeoutMs = options.acquireTimeoutMs ?? 30_000;
-    this.#maxWaiting = options.maxWaiting ?? Infinity;
-    for (const sb of members) {
-      this.#all.add(sb);
-      this.#free.push(sb);
-    }
+  private constructor(core: PoolCore<Sandbox>) {
+    this.#core = core;
   }
 
   /**
@@ -125,9 +62,7 @@ export class SandboxPool implements AsyncDisposable {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("SandboxPool.create takes an options object");
     }
-    const size = checkCount(options.size, "size", 4);
-    checkTimeout(options.acquireTimeoutMs, "acquireTimeoutMs");
-    if (options.maxWaiting !== undefined) checkCount(options.maxWaiting + 1, "maxWaiting + 1", 1);
+    const size = checkPoolSizing(options);
     if ((options.guest === undefined) === (options.snapshot === undefined)) {
       throw new ArgumentError("SandboxPool.create takes exactly one of `guest` and `snapshot`");
     }
@@ -148,7 +83,14 @@ export class SandboxPool implements AsyncDisposable {
       if (owns) await snapshot?.dispose();
       throw e;
     }
-    return new SandboxPool(snapshot, owns, options, members);
+    const snap = snapshot;
+    return new SandboxPool(
+      new PoolCore(members, options, {
+        restore: (m) => m.restore(snap),
+        replace: () => Sandbox.create(SandboxPool.#memberOptions(options, snap)),
+        disposed: () => owns ? snap.dispose() : Promise.resolve(),
+      }),
+    );
   }
 
   static #memberOptions(options: SandboxPoolOptions, snapshot: Snapshot) {
@@ -163,17 +105,17 @@ export class SandboxPool implements AsyncDisposable {
 
   /** Number of sandboxes in the pool. */
   get size(): number {
-    return this.#all.size;
+    return this.#core.size;
   }
 
   /** Number of sandboxes free right now. */
   get available(): number {
-    return this.#free.length;
+    return this.#core.available;
   }
 
   /** Number of callers waiting for a sandbox. */
   get waiting(): number {
-    return this.#waiters.length;
+    return this.#core.waiting;
   }
 
   /**
@@ -191,95 +133,8 @@ export class SandboxPool implements AsyncDisposable {
    * console.log(sum); // 5
    * ```
    */
-  async run<T>(fn: (sb: Sandbox) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
-    const sb = await this.#acquire(options);
-    try {
-      return await fn(sb);
-    } finally {
-      await this.#release(sb);
-    }
-  }
-
-  #acquire(options: PoolRunOptions): Promise<Sandbox> {
-    if (this.#disposed) return Promise.reject(new SandboxError("the pool has been disposed"));
-    try {
-      checkTimeout(options.timeoutMs, "timeoutMs");
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const signal = options.signal;
-    if (signal?.aborted) {
-      return Promise.reject(new CancelledError("pool.run: cancelled before it started"));
-    }
-    const free = this.#free.pop();
-    if (free) return Promise.resolve(free);
-    const timeoutMs = options.timeoutMs ?? this.#acquireTimeoutMs;
-    if (this.#waiters.length >= this.#maxWaiting || timeoutMs === 0) {
-      return Promise.reject(
-        new PoolExhaustedError(
-          `all ${this.#all.size} sandboxes are busy` +
-            (timeoutMs === 0 ? " (timeoutMs 0: no wait)" : ` and ${this.#waiters.length} wait`),
-        ),
-      );
-    }
-    return new Promise<Sandbox>((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-      };
-      const waiter: Waiter = {
-        resolve: (sb) => {
-          done();
-          resolve(sb);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      };
-      const onAbort = () => waiter.reject(new CancelledError("pool.run: cancelled while waiting"));
-      const timer = setTimeout(
-        () =>
-          waiter.reject(
-            new PoolExhaustedError(
-              `no sandbox of ${this.#all.size} became free within ${timeoutMs} ms`,
-            ),
-          ),
-        timeoutMs,
-      );
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
-    });
-  }
-
-  async #release(sb: Sandbox): Promise<void> {
-    let next: Sandbox | undefined = sb;
-    try {
-      await sb.restore(this.#snapshot);
-    } catch {
-      this.#all.delete(sb);
-      await sb.dispose();
-      next = undefined;
-      if (!this.#disposed) {
-        try {
-          next = await Sandbox.create(SandboxPool.#memberOptions(this.#options, this.#snapshot));
-          this.#all.add(next);
-        } catch {
-          // The pool shrinks by one; the next release or create may do better.
-        }
-      }
-    }
-    if (!next) return;
-    if (this.#disposed) {
-      this.#all.delete(next);
-      await next.dispose();
-      return;
-    }
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter.resolve(next);
-    else this.#free.push(next);
+  run<T>(fn: (sb: Sandbox) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
+    return this.#core.run(fn, options);
   }
 
   /**
@@ -293,15 +148,8 @@ export class SandboxPool implements AsyncDisposable {
    * await pool.dispose();
    * ```
    */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    for (const w of [...this.#waiters]) w.reject(new SandboxError("the pool has been disposed"));
-    for (const sb of this.#free.splice(0)) {
-      this.#all.delete(sb);
-      await sb.dispose();
-    }
-    if (this.#ownsSnapshot) await this.#snapshot.dispose();
+  dispose(): Promise<void> {
+    return this.#core.dispose();
   }
 
   /** Same as {@linkcode dispose}, for `await using`. */

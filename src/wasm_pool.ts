@@ -5,9 +5,8 @@
  * @module
  */
 
-import { ArgumentError, CancelledError, SandboxError } from "./errors.ts";
-import { checkCount, checkTimeout } from "./options.ts";
-import { PoolExhaustedError, type PoolRunOptions } from "./pool.ts";
+import { ArgumentError } from "./errors.ts";
+import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
 import {
   type WasiOptions,
   type WasmImports,
@@ -17,7 +16,7 @@ import {
 } from "./wasm_sandbox.ts";
 
 /** Options of {@linkcode WasmSandboxPool.create}. */
-export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module"> {
+export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module">, PoolSizing {
   /** The module (one sandbox is created, through the module cache, and snapshotted); or `snapshot`. */
   module?: Uint8Array | string | URL;
   /** The snapshot every sandbox starts from and is restored to (the pool does not dispose it). */
@@ -26,17 +25,6 @@ export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module
   hostFunctions?: WasmImports;
   /** WASI settings (with `snapshot`: only `stdout`/`stderr`). */
   wasi?: boolean | WasiOptions;
-  /** Number of sandboxes (default 4). */
-  size?: number;
-  /** Default wait bound of {@linkcode WasmSandboxPool.run}, in ms (default 30 000). */
-  acquireTimeoutMs?: number;
-  /** Most callers that may wait at once; one more is refused at once (default: no limit). */
-  maxWaiting?: number;
-}
-
-interface Waiter {
-  resolve: (sb: WasmSandbox) => void;
-  reject: (e: Error) => void;
 }
 
 /**
@@ -55,31 +43,10 @@ interface Waiter {
  * ```
  */
 export class WasmSandboxPool implements AsyncDisposable {
-  readonly #snapshot: WasmSnapshot;
-  readonly #ownsSnapshot: boolean;
-  readonly #options: WasmSandboxPoolOptions;
-  readonly #free: WasmSandbox[] = [];
-  readonly #all = new Set<WasmSandbox>();
-  readonly #waiters: Waiter[] = [];
-  readonly #acquireTimeoutMs: number;
-  readonly #maxWaiting: number;
-  #disposed = false;
+  readonly #core: PoolCore<WasmSandbox>;
 
-  private constructor(
-    snapshot: WasmSnapshot,
-    owns: boolean,
-    options: WasmSandboxPoolOptions,
-    members: WasmSandbox[],
-  ) {
-    this.#snapshot = snapshot;
-    this.#ownsSnapshot = owns;
-    this.#options = options;
-    this.#acquireTimeoutMs = options.acquireTimeoutMs ?? 30_000;
-    this.#maxWaiting = options.maxWaiting ?? Infinity;
-    for (const sb of members) {
-      this.#all.add(sb);
-      this.#free.push(sb);
-    }
+  private constructor(core: PoolCore<WasmSandbox>) {
+    this.#core = core;
   }
 
   /**
@@ -101,9 +68,7 @@ export class WasmSandboxPool implements AsyncDisposable {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("WasmSandboxPool.create takes an options object");
     }
-    const size = checkCount(options.size, "size", 4);
-    checkTimeout(options.acquireTimeoutMs, "acquireTimeoutMs");
-    if (options.maxWaiting !== undefined) checkCount(options.maxWaiting + 1, "maxWaiting + 1", 1);
+    const size = checkPoolSizing(options);
     if ((options.module === undefined) === (options.snapshot === undefined)) {
       throw new ArgumentError(
         "WasmSandboxPool.create takes exactly one of `module` and `snapshot`",
@@ -127,7 +92,14 @@ export class WasmSandboxPool implements AsyncDisposable {
       if (owns) await snapshot?.dispose();
       throw e;
     }
-    return new WasmSandboxPool(snapshot, owns, options, members);
+    const snap = snapshot;
+    return new WasmSandboxPool(
+      new PoolCore(members, options, {
+        restore: (m) => m.restore(snap),
+        replace: () => WasmSandbox.create(WasmSandboxPool.#memberOptions(options, snap)),
+        disposed: () => owns ? snap.dispose() : Promise.resolve(),
+      }),
+    );
   }
 
   static #memberOptions(options: WasmSandboxPoolOptions, snapshot: WasmSnapshot) {
@@ -145,17 +117,17 @@ export class WasmSandboxPool implements AsyncDisposable {
 
   /** Number of sandboxes in the pool. */
   get size(): number {
-    return this.#all.size;
+    return this.#core.size;
   }
 
   /** Number of sandboxes free right now. */
   get available(): number {
-    return this.#free.length;
+    return this.#core.available;
   }
 
   /** Number of callers waiting for a sandbox. */
   get waiting(): number {
-    return this.#waiters.length;
+    return this.#core.waiting;
   }
 
   /**
@@ -172,100 +144,11 @@ export class WasmSandboxPool implements AsyncDisposable {
    * console.log(await pool.run((w) => w.call("fib", 10), { timeoutMs: 1000 })); // 55
    * ```
    */
-  async run<T>(
+  run<T>(
     fn: (sb: WasmSandbox) => T | Promise<T>,
     options: PoolRunOptions = {},
   ): Promise<T> {
-    const sb = await this.#acquire(options);
-    try {
-      return await fn(sb);
-    } finally {
-      await this.#release(sb);
-    }
-  }
-
-  #acquire(options: PoolRunOptions): Promise<WasmSandbox> {
-    if (this.#disposed) return Promise.reject(new SandboxError("the pool has been disposed"));
-    try {
-      checkTimeout(options.timeoutMs, "timeoutMs");
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const signal = options.signal;
-    if (signal?.aborted) {
-      return Promise.reject(new CancelledError("pool.run: cancelled before it started"));
-    }
-    const free = this.#free.pop();
-    if (free) return Promise.resolve(free);
-    const timeoutMs = options.timeoutMs ?? this.#acquireTimeoutMs;
-    if (this.#waiters.length >= this.#maxWaiting || timeoutMs === 0) {
-      return Promise.reject(
-        new PoolExhaustedError(
-          `all ${this.#all.size} sandboxes are busy` +
-            (timeoutMs === 0 ? " (timeoutMs 0: no wait)" : ` and ${this.#waiters.length} wait`),
-        ),
-      );
-    }
-    return new Promise<WasmSandbox>((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-      };
-      const waiter: Waiter = {
-        resolve: (sb) => {
-          done();
-          resolve(sb);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      };
-      const onAbort = () => waiter.reject(new CancelledError("pool.run: cancelled while waiting"));
-      const timer = setTimeout(
-        () =>
-          waiter.reject(
-            new PoolExhaustedError(
-              `no sandbox of ${this.#all.size} became free within ${timeoutMs} ms`,
-            ),
-          ),
-        timeoutMs,
-      );
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
-    });
-  }
-
-  async #release(sb: WasmSandbox): Promise<void> {
-    let next: WasmSandbox | undefined = sb;
-    try {
-      await sb.restore(this.#snapshot);
-    } catch {
-      this.#all.delete(sb);
-      await sb.dispose();
-      next = undefined;
-      if (!this.#disposed) {
-        try {
-          next = await WasmSandbox.create(
-            WasmSandboxPool.#memberOptions(this.#options, this.#snapshot),
-          );
-          this.#all.add(next);
-        } catch {
-          // The pool shrinks by one; the next release may do better.
-        }
-      }
-    }
-    if (!next) return;
-    if (this.#disposed) {
-      this.#all.delete(next);
-      await next.dispose();
-      return;
-    }
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter.resolve(next);
-    else this.#free.push(next);
+    return this.#core.run(fn, options);
   }
 
   /**
@@ -279,15 +162,8 @@ export class WasmSandboxPool implements AsyncDisposable {
    * await pool.dispose();
    * ```
    */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    for (const w of [...this.#waiters]) w.reject(new SandboxError("the pool has been disposed"));
-    for (const sb of this.#free.splice(0)) {
-      this.#all.delete(sb);
-      await sb.dispose();
-    }
-    if (this.#ownsSnapshot) await this.#snapshot.dispose();
+  dispose(): Promise<void> {
+    return this.#core.dispose();
   }
 
   /** Same as {@linkcode dispose}, for `await using`. */

@@ -1,0 +1,221 @@
+/**
+ * What `SandboxPool` and `WasmSandboxPool` share: the free list, the bounded wait for a member
+ * (timeout, `maxWaiting`, `AbortSignal`), restoring a member on release and replacing one that
+ * cannot be restored, and disposal. The pools only say how a member is made and restored.
+ *
+ * @module
+ */
+
+import { CancelledError, SandboxError } from "./errors.ts";
+import { checkCount, checkTimeout } from "./options.ts";
+
+/**
+ * No sandbox of the pool became free within the wait bound (`timeoutMs`), or more callers were
+ * waiting than `maxWaiting` allows.
+ *
+ * @example
+ * ```ts
+ * import { guests, PoolExhaustedError, SandboxPool } from "@hl/sandbox";
+ * await using pool = await SandboxPool.create({ guest: guests.testguest, size: 1 });
+ * const slow = pool.run((sb) => sb.call("add", 1, 2));
+ * try {
+ *   await pool.run((sb) => sb.call("add", 3, 4), { timeoutMs: 0 });
+ * } catch (e) {
+ *   console.log(e instanceof PoolExhaustedError); // true
+ * }
+ * await slow;
+ * ```
+ */
+export class PoolExhaustedError extends SandboxError {
+  /** Creates the error; the message says how long it waited. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PoolExhaustedError";
+  }
+}
+
+/** Options of a pool's `run`. */
+export interface PoolRunOptions {
+  /** Stops waiting for a sandbox ({@linkcode CancelledError}). */
+  signal?: AbortSignal;
+  /** How long to wait for a free sandbox ({@linkcode PoolExhaustedError} after it). */
+  timeoutMs?: number;
+}
+
+/** The sizing options both pools take. */
+export interface PoolSizing {
+  /** Number of sandboxes (default 4). */
+  size?: number;
+  /** Default wait bound of `run`, in ms (default 30 000). */
+  acquireTimeoutMs?: number;
+  /** Most callers that may wait at once; one more is refused at once (default: no limit). */
+  maxWaiting?: number;
+}
+
+/** Checks the sizing options; returns the pool size. */
+export function checkPoolSizing(options: PoolSizing): number {
+  const size = checkCount(options.size, "size", 4);
+  checkTimeout(options.acquireTimeoutMs, "acquireTimeoutMs");
+  if (options.maxWaiting !== undefined) checkCount(options.maxWaiting + 1, "maxWaiting + 1", 1);
+  return size;
+}
+
+/** What a pool member must do. */
+export interface PoolMember {
+  dispose(): Promise<void>;
+}
+
+/** How a pool makes and restores its members. */
+export interface PoolHooks<M extends PoolMember> {
+  /** Puts a returned member back to the pool's snapshot (throws when it cannot). */
+  restore(member: M): Promise<void>;
+  /** Makes a new member, replacing one that could not be restored. */
+  replace(): Promise<M>;
+  /** Runs once when the pool is disposed, after the free members (e.g. the owned snapshot). */
+  disposed(): Promise<void>;
+}
+
+interface Waiter<M> {
+  resolve: (member: M) => void;
+  reject: (e: Error) => void;
+}
+
+/** The free list and bounded waits of a pool of members `M`. */
+export class PoolCore<M extends PoolMember> {
+  readonly #hooks: PoolHooks<M>;
+  readonly #free: M[] = [];
+  readonly #all = new Set<M>();
+  readonly #waiters: Waiter<M>[] = [];
+  readonly #acquireTimeoutMs: number;
+  readonly #maxWaiting: number;
+  #disposed = false;
+
+  constructor(members: readonly M[], sizing: PoolSizing, hooks: PoolHooks<M>) {
+    this.#hooks = hooks;
+    this.#acquireTimeoutMs = sizing.acquireTimeoutMs ?? 30_000;
+    this.#maxWaiting = sizing.maxWaiting ?? Infinity;
+    for (const m of members) {
+      this.#all.add(m);
+      this.#free.push(m);
+    }
+  }
+
+  /** Number of members. */
+  get size(): number {
+    return this.#all.size;
+  }
+
+  /** Number of members free right now. */
+  get available(): number {
+    return this.#free.length;
+  }
+
+  /** Number of callers waiting for a member. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /** Borrows a member, runs `fn` with it, restores it and hands it on. */
+  async run<T>(fn: (member: M) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
+    const member = await this.#acquire(options);
+    try {
+      return await fn(member);
+    } finally {
+      await this.#release(member);
+    }
+  }
+
+  #acquire(options: PoolRunOptions): Promise<M> {
+    if (this.#disposed) return Promise.reject(new SandboxError("the pool has been disposed"));
+    try {
+      checkTimeout(options.timeoutMs, "timeoutMs");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new CancelledError("pool.run: cancelled before it started"));
+    }
+    const free = this.#free.pop();
+    if (free) return Promise.resolve(free);
+    const timeoutMs = options.timeoutMs ?? this.#acquireTimeoutMs;
+    if (this.#waiters.length >= this.#maxWaiting || timeoutMs === 0) {
+      return Promise.reject(
+        new PoolExhaustedError(
+          `all ${this.#all.size} sandboxes are busy` +
+            (timeoutMs === 0 ? " (timeoutMs 0: no wait)" : ` and ${this.#waiters.length} wait`),
+        ),
+      );
+    }
+    return new Promise<M>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+      };
+      const waiter: Waiter<M> = {
+        resolve: (m) => {
+          done();
+          resolve(m);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      };
+      const onAbort = () => waiter.reject(new CancelledError("pool.run: cancelled while waiting"));
+      const timer = setTimeout(
+        () =>
+          waiter.reject(
+            new PoolExhaustedError(
+              `no sandbox of ${this.#all.size} became free within ${timeoutMs} ms`,
+            ),
+          ),
+        timeoutMs,
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  async #release(member: M): Promise<void> {
+    let next: M | undefined = member;
+    try {
+      await this.#hooks.restore(member);
+    } catch {
+      this.#all.delete(member);
+      await member.dispose();
+      next = undefined;
+      if (!this.#disposed) {
+        try {
+          next = await this.#hooks.replace();
+          this.#all.add(next);
+        } catch {
+          // The pool shrinks by one; the next release may do better.
+        }
+      }
+    }
+    if (!next) return;
+    if (this.#disposed) {
+      this.#all.delete(next);
+      await next.dispose();
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve(next);
+    else this.#free.push(next);
+  }
+
+  /** Disposes the free members (busy ones when they come back); waiters reject. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const w of [...this.#waiters]) w.reject(new SandboxError("the pool has been disposed"));
+    for (const m of this.#free.splice(0)) {
+      this.#all.delete(m);
+      await m.dispose();
+    }
+    await this.#hooks.disposed();
+  }
+}

@@ -157,30 +157,24 @@ pub fn live_count() -> usize {
 
 impl Vm {
     pub fn map_memory(&self, gpa: u64, size: u64, readonly: bool) -> Result<u32> {
-        GuestMemory::validate(gpa, size)?;
-        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(other) = memory.iter().find(|m| m.overlaps(gpa, size)) {
-            return Err(Error::invalid_argument(format!(
-                "region {gpa:#x}+{size:#x} overlaps the region at {:#x}+{:#x}",
-                other.gpa,
-                other.size()
-            )));
-        }
-        let slot = memory.len() as u32;
-        let region = Arc::new(GuestMemory::new(gpa, size)?);
-        // SAFETY: the mapping is kept in `self.memory`, which drops after `backend` (field order),
-        // so it outlives the VM's use of it.
-        unsafe {
-            self.backend
-                .map_memory(slot, gpa, region.host_ptr(), size, readonly)?
-        };
-        memory.push(region);
-        Ok(slot)
+        self.add_region(gpa, size, readonly, || GuestMemory::new(gpa, size))
     }
 
     /// Maps a snapshot copy-on-write at `gpa` (a new slot).
     pub fn map_snapshot(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<u32> {
         let size = snap.size();
+        self.add_region(gpa, size, false, || GuestMemory::from_snapshot(gpa, snap))
+    }
+
+    /// Checks `gpa..gpa+size` (valid, no overlap), makes the region with `make` and maps it into
+    /// the VM as the next slot.
+    fn add_region(
+        &self,
+        gpa: u64,
+        size: u64,
+        readonly: bool,
+        make: impl FnOnce() -> Result<GuestMemory>,
+    ) -> Result<u32> {
         GuestMemory::validate(gpa, size)?;
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(other) = memory.iter().find(|m| m.overlaps(gpa, size)) {
@@ -191,11 +185,12 @@ impl Vm {
             )));
         }
         let slot = memory.len() as u32;
-        let region = Arc::new(GuestMemory::from_snapshot(gpa, snap)?);
-        // SAFETY: as in `map_memory`: the mapping lives in `self.memory`, dropped after `backend`.
+        let region = Arc::new(make()?);
+        // SAFETY: the mapping is kept in `self.memory`, which drops after `backend` (field order),
+        // so it outlives the VM's use of it.
         unsafe {
             self.backend
-                .map_memory(slot, gpa, region.host_ptr(), size, false)?
+                .map_memory(slot, gpa, region.host_ptr(), size, readonly)?
         };
         memory.push(region);
         Ok(slot)

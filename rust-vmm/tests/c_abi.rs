@@ -22,6 +22,17 @@ fn kvm_usable() -> bool {
     usable
 }
 
+/// Returns from the test when there is no usable /dev/kvm (a failure instead, through
+/// `kvm_usable`, when HL_REQUIRE_KVM=1).
+macro_rules! require_kvm {
+    () => {
+        if !kvm_usable() {
+            eprintln!("skipped: no usable /dev/kvm");
+            return;
+        }
+    };
+}
+
 /// User-mode (CPL 3) start: cr3, no GDT/IDT/TSS, code 0x23 and data 0x1b selectors.
 const USER_CONFIG: [u64; 10] = [0x1000, 0, 0, 0, 0, 0, 0, 0x23, 0x1b, 0];
 
@@ -54,10 +65,7 @@ fn guest(code: &[u8]) -> u32 {
 
 #[test]
 fn reports_port_io_and_runs_at_cpl_3() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     // mov al, 7; out 0x42, al; hlt
     let vm = guest(&[0xb0, 0x07, 0xe6, 0x42, 0xf4]);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
@@ -84,10 +92,7 @@ fn reports_port_io_and_runs_at_cpl_3() {
 
 #[test]
 fn interrupt_from_another_thread_stops_a_spinning_guest() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(JMP_SELF);
     let runner = thread::spawn(move || hl_vcpu_run(vm, 0));
     thread::sleep(Duration::from_millis(100));
@@ -123,10 +128,7 @@ fn stats(vm: u32) -> [u64; 3] {
 
 #[test]
 fn start_poll_wait_round_trip() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(OUT_LOOP);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     // Nothing outstanding yet.
@@ -164,10 +166,7 @@ fn start_poll_wait_round_trip() {
 
 #[test]
 fn poll_says_running_until_interrupted() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(JMP_SELF);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     assert_eq!(hl_vcpu_start(vm), 0);
@@ -183,10 +182,7 @@ fn poll_says_running_until_interrupted() {
 
 #[test]
 fn the_stop_is_sticky_until_begin_call() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(OUT_LOOP);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     assert_eq!(hl_vcpu_run(vm, 0), 1);
@@ -213,10 +209,7 @@ fn the_stop_is_sticky_until_begin_call() {
 
 #[test]
 fn a_run_times_out() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(JMP_SELF);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     let start = Instant::now();
@@ -235,10 +228,7 @@ fn a_run_times_out() {
 
 #[test]
 fn destroy_wakes_a_blocked_wait() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     for guest_code in [JMP_SELF, OUT_LOOP] {
         let vm = guest(guest_code);
         assert_eq!(hl_vcpu_begin_call(vm), 0);
@@ -269,10 +259,7 @@ fn destroy_wakes_a_blocked_wait() {
 
 #[test]
 fn registers_are_refused_while_a_run_is_outstanding() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(JMP_SELF);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     assert_eq!(hl_vcpu_start(vm), 0);
@@ -305,10 +292,7 @@ fn registers_are_refused_while_a_run_is_outstanding() {
 
 #[test]
 fn ten_thousand_sync_runs_cost_one_ioctl_each() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(OUT_LOOP);
     assert_eq!(hl_vcpu_begin_call(vm), 0);
     let before = stats(vm);
@@ -411,10 +395,7 @@ fn global() -> [u64; 4] {
 
 #[test]
 fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(STATEFUL);
     assert_eq!(run_counters(vm), (1, 1, 0));
     let mut snap = 0u32;
@@ -497,10 +478,7 @@ fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
 
 #[test]
 fn snapshot_calls_check_their_arguments() {
-    if !kvm_usable() {
-        eprintln!("skipped: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let vm = guest(STATEFUL);
     let mut snap = 0u32;
     // SAFETY: null and valid out-pointers as stated.

@@ -70,11 +70,10 @@ Deno.test("WASI sink: a blocked stream never blocks the caller; the quota bounds
       return p.length;
     },
   }, 1000);
-  const t0 = performance.now();
+  // The writer is blocked; the sink must not wait for it (a wait would hang this test).
   sink(new Uint8Array(600));
   sink(new Uint8Array(400));
   assert.throws(() => sink(new Uint8Array(1)), /quota/);
-  assert.ok(performance.now() - t0 < 100);
   release();
   await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(written, [600, 400]);

@@ -296,13 +296,12 @@ Deno.test("wire decoding rejects malformed frames with ProtocolError", async (t)
     view.setUint32(8, 1, true); // a one-byte name
     buffer[12] = 0x66;
     view.setUint32(13, 0xffffffff, true); // argc
-    const start = performance.now();
+    // Refused by the count checks themselves (the messages name them), not by walking the data.
     reject(buffer, /argc/);
     view.setUint32(0, 7, true); // FUNCTION_TABLE
     view.setUint32(4, 5, true);
     view.setUint32(8, 4096, true);
     reject(buffer, /count/);
-    assert.ok(performance.now() - start < 50);
   });
 });
 
@@ -404,13 +403,12 @@ Deno.test("HOST_CALL/CALL caps: a 4 MiB frame of 4M void arguments is refused ch
     view.setUint32(8, 1, true);
     buf[12] = 0x66;
     view.setUint32(13, argc, true);
-    const start = performance.now();
+    // The message names the count: refused before any argument was decoded.
     assert.throws(() => decodeFrame(buf), (e: unknown) => {
       assert.ok(e instanceof ProtocolError);
       assert.match(e.message, /more than 32 arguments/);
       return true;
     });
-    assert.ok(performance.now() - start < 50, "rejected before decoding the arguments");
   }
 });
 

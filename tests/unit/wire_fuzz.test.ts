@@ -137,7 +137,7 @@ Deno.test("hostile frames", async (t) => {
       [7, [0xffffffff]], // FUNCTION_TABLE: huge count
       [8, [0xfffffff0]], // PANIC: huge message length
     ];
-    const start = performance.now();
+    // Each is refused by the length check itself (a walk of 4 GiB would not finish).
     for (const [kind, words] of cases) {
       buffer.fill(0);
       view.setUint32(0, kind, true);
@@ -149,10 +149,9 @@ Deno.test("hostile frames", async (t) => {
       }
       assert.ok(decodeOrProtocolError(buffer) instanceof ProtocolError);
     }
-    assert.ok(performance.now() - start < 100, "huge lengths must not be walked");
   });
 
-  await t.step("a buffer full of void arguments is refused in bounded time", () => {
+  await t.step("a buffer full of void arguments is refused by the argument cap", () => {
     // The most values 1 MiB can hold: every argument is a 1-byte void. The argc cap (32) refuses
     // it before a single value is decoded (issue #10: this used to allocate ~1M objects).
     const buffer = new Uint8Array(1024 * 1024);
@@ -162,9 +161,7 @@ Deno.test("hostile frames", async (t) => {
     view.setUint32(8, 1, true);
     buffer[12] = 0x66;
     view.setUint32(13, buffer.length - 17, true);
-    const start = performance.now();
     assert.throws(() => decodeFrame(buffer), /more than 32 arguments/);
-    assert.ok(performance.now() - start < 50);
   });
 
   await t.step("what encodes decodes back (random frames)", () => {

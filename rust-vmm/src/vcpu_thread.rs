@@ -475,26 +475,16 @@ impl VcpuThread {
     /// vCPU thread then parked before the next call, which paid the wake-up and more; pool.run
     /// with a noop call went from ~80 to ~140 µs.) `STATE` while a request is outstanding.
     pub fn set_state(&self, blob: &[u8]) -> Result<()> {
-        let m = &*self.mailbox;
-        if m.outstanding
-            .compare_exchange(0, POSTING, SeqCst, SeqCst)
-            .is_err()
-        {
-            return Err(Error::state(
-                "a run is in progress: take its result (hl_vcpu_poll or hl_vcpu_wait) first",
-            ));
-        }
-        *m.pending_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(blob.to_vec());
-        m.outstanding.store(0, SeqCst);
+        self.stash_state(blob)?;
         // The vCPU thread loads a pending state before it serves any request; this one does
         // nothing else. (Another caller could post first: its request then loads the state, and
         // this one still returns once it is loaded.)
         self.call(OP_LOAD_STATE, None).map(|_| ())
     }
 
-    /// `set_state` in two halves, so the caller can work meanwhile (a restore rebases memory
-    /// while the vCPU thread loads the state): posts the load and returns its sequence number.
-    pub fn start_set_state(&self, blob: &[u8]) -> Result<u32> {
+    /// Leaves `blob` for the vCPU thread to load before it serves its next request. `STATE`
+    /// while a request is outstanding (the mailbox is claimed for the moment of the write).
+    fn stash_state(&self, blob: &[u8]) -> Result<()> {
         let m = &*self.mailbox;
         if m.outstanding
             .compare_exchange(0, POSTING, SeqCst, SeqCst)
@@ -506,6 +496,13 @@ impl VcpuThread {
         }
         *m.pending_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(blob.to_vec());
         m.outstanding.store(0, SeqCst);
+        Ok(())
+    }
+
+    /// `set_state` in two halves, so the caller can work meanwhile (a restore rebases memory
+    /// while the vCPU thread loads the state): posts the load and returns its sequence number.
+    pub fn start_set_state(&self, blob: &[u8]) -> Result<u32> {
+        self.stash_state(blob)?;
         self.post(OP_LOAD_STATE, None)
     }
 

@@ -23,7 +23,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 4;
+pub const CDYLIB_ABI_VERSION: u32 = 5;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -407,6 +407,51 @@ pub unsafe extern "C" fn hl_vm_map_snapshot(
         // SAFETY: checked non-null; the caller gives one writable u32.
         unsafe { *out_slot = slot };
         Ok(0)
+    })
+}
+
+/// `int32_t hl_snapshot_from_bytes(const uint8_t *data, uint64_t len, uint32_t *out_snap)`: a new
+/// sealed snapshot holding a copy of `data`, zero-padded to whole pages (for code the host maps
+/// into VMs with `hl_vm_map_code`).
+///
+/// # Safety
+/// `data` must be valid for `len` bytes; `out_snap` null or valid for one u32 write.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_from_bytes(
+    data: *const u8,
+    len: u64,
+    out_snap: *mut u32,
+) -> i32 {
+    guard(0, || {
+        non_null(out_snap, "out_snap")?;
+        non_null(data, "data")?;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::invalid_argument("length does not fit in memory"))?;
+        // SAFETY: non-null and valid for `len` bytes by the caller's contract.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+        let handle = vm::insert_snapshot(memory::MemorySnapshot::from_bytes(bytes)?)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_snap = handle };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_vm_map_code(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)`: maps
+/// the snapshot at guest-physical `gpa` as a new slot that the guest cannot write: read-only at
+/// the hypervisor where it supports that (returns 1), else 0 and only the page tables (which the
+/// caller builds read-only) protect it. No copy; the snapshot's pages are shared by every VM.
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vm_map_code(vm: u32, gpa: u64, snap: u32, out_slot: *mut u32) -> i32 {
+    guard(vm, || {
+        non_null(out_slot, "out_slot")?;
+        let s = vm::lookup_snapshot(snap)?;
+        let (slot, readonly) = vm::lookup(vm)?.map_code(gpa, s)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_slot = slot };
+        Ok(i32::from(readonly))
     })
 }
 

@@ -46,6 +46,65 @@ impl MemorySnapshot {
     }
 }
 
+impl MemorySnapshot {
+    /// A snapshot holding `data` (zero-padded to whole pages): a sealed memfd, for content the
+    /// host supplies rather than a VM wrote, such as a compiled Wasm artifact that every VM of
+    /// one module maps read-only (`Vm::map_snapshot` with `readonly`).
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let size = (data.len() as u64).div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        GuestMemory::validate(0, size)?;
+        // SAFETY: a valid NUL-terminated name; the result is checked.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"hl-code".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::os("memfd_create", io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscall on the fd we own; the result is checked.
+        if unsafe { libc::ftruncate(raw, size as libc::off_t) } != 0 {
+            return Err(Error::os("ftruncate of a snapshot", io::Error::last_os_error()));
+        }
+        let mut off = 0usize;
+        while off < data.len() {
+            // SAFETY: `off..data.len()` lies inside `data`; pwrite only reads it.
+            let n = unsafe {
+                libc::pwrite(
+                    raw,
+                    data.as_ptr().add(off).cast(),
+                    data.len() - off,
+                    off as libc::off_t,
+                )
+            };
+            if n <= 0 {
+                return Err(Error::os("writing a snapshot", io::Error::last_os_error()));
+            }
+            off += n as usize;
+        }
+        let seals =
+            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on our own fd; the result is checked.
+        if unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
+        }
+        let pages = (size / PAGE_SIZE) as usize;
+        let mut bitmap = vec![0u64; pages.div_ceil(64)];
+        for page in 0..pages {
+            bitmap[page / 64] |= 1 << (page % 64);
+        }
+        Ok(Self {
+            fd,
+            size,
+            pages: bitmap,
+            data_pages: pages as u64,
+        })
+    }
+}
+
 /// What a region's mapping is a private view of.
 #[derive(Debug)]
 enum Backing {

@@ -65,6 +65,16 @@ pub fn release_snapshot(handle: u32) -> Result<()> {
         })
 }
 
+/// Registers a snapshot and returns its new handle.
+pub fn insert_snapshot(snap: MemorySnapshot) -> Result<u32> {
+    let handle = allocate_handle(&NEXT_SNAPSHOT)?;
+    snapshots()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(handle, Arc::new(snap));
+    Ok(handle)
+}
+
 /// Number of live snapshot handles (for leak checks in tests).
 pub fn live_snapshots() -> usize {
     snapshots().lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -164,6 +174,17 @@ impl Vm {
     pub fn map_snapshot(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<u32> {
         let size = snap.size();
         self.add_region(gpa, size, false, || GuestMemory::from_snapshot(gpa, snap))
+    }
+
+    /// Maps a snapshot at `gpa` as code (a new slot): read-only for the guest at the hypervisor
+    /// level where the backend supports it (`KVM_MEM_READONLY`), and always read-only in the
+    /// page tables the host builds. No copy: every VM that maps the same snapshot shares its pages.
+    /// Returns the slot and whether the hypervisor enforces read-only.
+    pub fn map_code(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<(u32, bool)> {
+        let size = snap.size();
+        let readonly = capabilities()?.readonly_memory;
+        let slot = self.add_region(gpa, size, readonly, || GuestMemory::from_snapshot(gpa, snap))?;
+        Ok((slot, readonly))
     }
 
     /// Checks `gpa..gpa+size` (valid, no overlap), makes the region with `make` and maps it into

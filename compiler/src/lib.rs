@@ -1,0 +1,247 @@
+//! `hl-wasm-compiler`: Cranelift in the host process, behind a small C ABI, for the `wasmtime`
+//! engine of `WasmSandbox` (docs/wasm.md, "Engines"; docs/cdylib-abi.md, "The compiler library").
+//! It is a separate library from the VM cdylib so that only users of the wasmtime engine load it.
+//!
+//! Every engine is built from the guest's own settings (`engine_config.rs` is the guest's file,
+//! compiled in here), for a fixed x86-64 baseline rather than the host's CPU, so an artifact runs
+//! on the CPUID the VM exposes.
+//!
+//! Functions return 0 (or a length) on success and a negative code on failure; the failure's
+//! message is then available from `hlc_last_error` on the same thread. No panic crosses the ABI.
+
+use std::cell::RefCell;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use wasmtime::{Config, Engine, Module};
+
+#[path = "../../guest/wasmtime-runtime/src/engine_config.rs"]
+mod engine_config;
+
+/// Version of this C ABI; the host checks it after `dlopen`.
+pub const ABI_VERSION: u32 = 1;
+
+/// `flags` bit 0: fuel metering on.
+pub const FLAG_FUEL: u32 = 1;
+
+/// The module is not valid Wasm or uses a feature the engine does not support.
+pub const ERR_MODULE: i32 = -1;
+/// The artifact is not one this engine produced, or was built for another engine or settings.
+pub const ERR_ARTIFACT: i32 = -2;
+/// Bad arguments (a host bug).
+pub const ERR_ARGUMENT: i32 = -3;
+/// Anything else (engine creation, a caught panic).
+pub const ERR_INTERNAL: i32 = -4;
+
+/// The target the guest's wasmtime is built for (the guest is a freestanding binary built for the
+/// host triple: guest/.cargo/config.toml).
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn set_error(message: String) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+}
+
+/// Runs `f`, turning an error or a panic into a negative code with the message recorded.
+fn guard(f: impl FnOnce() -> Result<i32, (i32, String)>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(n)) => n,
+        Ok(Err((code, message))) => {
+            set_error(message);
+            code
+        }
+        Err(_) => {
+            set_error("panic in the Wasm compiler".into());
+            ERR_INTERNAL
+        }
+    }
+}
+
+/// The compiling engine for `flags`: the guest's settings plus Cranelift for the fixed baseline.
+pub fn engine(flags: u32) -> Result<Engine, String> {
+    if flags & !FLAG_FUEL != 0 {
+        return Err(format!("unknown compiler flags {flags:#x}"));
+    }
+    let mut cfg = Config::new();
+    engine_config::configure(&mut cfg, flags & FLAG_FUEL != 0);
+    // An explicit target turns off the detection of the host CPU's features; the baseline is
+    // then enabled flag by flag.
+    cfg.target(TARGET).map_err(|e| format!("{e:#}"))?;
+    for flag in engine_config::BASELINE_CRANELIFT_FLAGS {
+        // SAFETY: the flags are x86-64 ISA flags that the guest checks against its CPUID when the
+        // artifact loads (wasmtime refuses an artifact that needs a feature the guest lacks).
+        unsafe {
+            cfg.cranelift_flag_enable(flag);
+        }
+    }
+    Engine::new(&cfg).map_err(|e| format!("{e:#}"))
+}
+
+/// The key part that changes whenever an artifact of this engine would not load into the guest:
+/// wasmtime's compatibility hash plus our settings' version.
+pub fn engine_hash(flags: u32) -> Result<u64, String> {
+    let engine = engine(flags)?;
+    let mut h = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    engine_config::CONFIG_VERSION.hash(&mut h);
+    flags.hash(&mut h);
+    Ok(h.finish())
+}
+
+/// Compiles `wasm` into a serialized artifact.
+pub fn compile(flags: u32, wasm: &[u8]) -> Result<Vec<u8>, (i32, String)> {
+    let engine = engine(flags).map_err(|e| (ERR_INTERNAL, e))?;
+    engine
+        .precompile_module(wasm)
+        .map_err(|e| (ERR_MODULE, format!("{e:#}")))
+}
+
+/// Checks that `artifact` is a module artifact this engine would load (version, settings, target
+/// features), by deserializing it on the host (nothing of it runs).
+pub fn check(flags: u32, artifact: &[u8]) -> Result<(), (i32, String)> {
+    let engine = engine(flags).map_err(|e| (ERR_INTERNAL, e))?;
+    if Engine::detect_precompiled(artifact).is_none() {
+        return Err((ERR_ARTIFACT, "not a wasmtime module artifact".into()));
+    }
+    // SAFETY: `Module::deserialize` trusts the artifact's code; it is only loaded, never run, and
+    // the artifact is one this library produced (the caller verified its digest before).
+    unsafe { Module::deserialize(&engine, artifact) }
+        .map(|_| ())
+        .map_err(|e| (ERR_ARTIFACT, format!("{e:#}")))
+}
+
+/// # Safety
+/// `ptr` must be valid for `len` bytes (or `len` 0).
+unsafe fn slice<'a>(ptr: *const u8, len: u64) -> Result<&'a [u8], (i32, String)> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err((ERR_ARGUMENT, "null pointer with a non-zero length".into()));
+    }
+    let len = usize::try_from(len).map_err(|_| (ERR_ARGUMENT, "length too large".into()))?;
+    // SAFETY: non-null and valid for `len` bytes by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// `uint32_t hlc_abi_version(void)`.
+#[no_mangle]
+pub extern "C" fn hlc_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// `int32_t hlc_engine_hash(uint32_t flags, uint64_t *out)`: the engine key for `flags`.
+///
+/// # Safety
+/// `out` must be null or valid for one u64 write.
+#[no_mangle]
+pub unsafe extern "C" fn hlc_engine_hash(flags: u32, out: *mut u64) -> i32 {
+    guard(|| {
+        if out.is_null() {
+            return Err((ERR_ARGUMENT, "out is null".into()));
+        }
+        let h = engine_hash(flags).map_err(|e| (ERR_INTERNAL, e))?;
+        // SAFETY: checked non-null; the caller gives one writable u64.
+        unsafe { *out = h };
+        Ok(0)
+    })
+}
+
+/// `int32_t hlc_compile(uint32_t flags, const uint8_t *wasm, uint64_t len, uint64_t out[2])`:
+/// compiles a module; `out` gets the artifact's address and length, to be released with
+/// `hlc_free`.
+///
+/// # Safety
+/// `wasm` must be valid for `len` bytes; `out` null or valid for two u64 writes.
+#[no_mangle]
+pub unsafe extern "C" fn hlc_compile(flags: u32, wasm: *const u8, len: u64, out: *mut u64) -> i32 {
+    guard(|| {
+        if out.is_null() {
+            return Err((ERR_ARGUMENT, "out is null".into()));
+        }
+        // SAFETY: forwarded caller contract.
+        let wasm = unsafe { slice(wasm, len) }?;
+        let artifact = compile(flags, wasm)?.into_boxed_slice();
+        let n = artifact.len() as u64;
+        let ptr = Box::into_raw(artifact) as *mut u8;
+        // SAFETY: checked non-null; the caller gives two writable u64s.
+        unsafe {
+            *out = ptr as u64;
+            *out.add(1) = n;
+        }
+        Ok(0)
+    })
+}
+
+/// `void hlc_free(uint8_t *ptr, uint64_t len)`: releases an artifact from `hlc_compile`.
+///
+/// # Safety
+/// `ptr`/`len` must be exactly a pair `hlc_compile` returned, released once.
+#[no_mangle]
+pub unsafe extern "C" fn hlc_free(ptr: *mut u8, len: u64) {
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: the pair came from `Box::into_raw` of a boxed slice of this length.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len as usize)) });
+}
+
+/// `int32_t hlc_check(uint32_t flags, const uint8_t *artifact, uint64_t len)`: 0 when the
+/// artifact loads into the engine for `flags`, `ERR_ARTIFACT` otherwise.
+///
+/// # Safety
+/// `artifact` must be valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hlc_check(flags: u32, artifact: *const u8, len: u64) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded caller contract.
+        let artifact = unsafe { slice(artifact, len) }?;
+        check(flags, artifact).map(|_| 0)
+    })
+}
+
+/// `int32_t hlc_last_error(uint8_t *buf, uint32_t cap)`: copies the calling thread's last error
+/// message (UTF-8, truncated to `cap`), returns its full length.
+///
+/// # Safety
+/// `buf` must be null or valid for `cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hlc_last_error(buf: *mut u8, cap: u32) -> i32 {
+    LAST_ERROR.with(|e| {
+        let e = e.borrow();
+        let n = e.len().min(cap as usize);
+        if !buf.is_null() && n > 0 {
+            // SAFETY: `buf` is valid for `cap >= n` bytes; the source is our own string.
+            unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), buf, n) };
+        }
+        e.len().min(i32::MAX as usize) as i32
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // (module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
+    const ADD: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x60, 0x02, 0x7f, 0x7f,
+        0x01, 0x7f, 0x03, 0x02, 0x01, 0x00, 0x07, 0x07, 0x01, 0x03, 0x61, 0x64, 0x64, 0x00, 0x00,
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a, 0x0b,
+    ];
+
+    #[test]
+    fn compiles_checks_and_rejects() {
+        let art = compile(0, ADD).unwrap();
+        check(0, &art).unwrap();
+        // Built without fuel, refused by the fuel engine.
+        assert_eq!(check(FLAG_FUEL, &art).unwrap_err().0, ERR_ARTIFACT);
+        assert_ne!(engine_hash(0).unwrap(), engine_hash(FLAG_FUEL).unwrap());
+        assert_eq!(engine_hash(0).unwrap(), engine_hash(0).unwrap());
+        assert_eq!(compile(0, b"\0asm\x01\0\0\0\x99").unwrap_err().0, ERR_MODULE);
+        assert_eq!(check(0, b"not an artifact").unwrap_err().0, ERR_ARTIFACT);
+        assert!(compile(2, ADD).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The request and reply encodings shared with the wasmi guest (docs/wasm.md, "Wire
+//! encodings"), for wasmtime's types: a cursor over request bytes, a writer, value packing and
+//! the description of imports and exports.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use wasmtime::{ExternType, FuncType, Mutability, Val, ValType};
+
+/// Reads the fields of a request; every read checks the remaining length.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| String::from("request ends early"))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// `u32` length, then that many bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    pub fn finish(&self) -> Result<(), String> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(String::from("request has trailing bytes"))
+        }
+    }
+}
+
+/// Appends fields to a byte vector.
+#[derive(Default)]
+pub struct Writer(pub Vec<u8>);
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// `u32` length, then the bytes. Lengths here are bounded by the module's size.
+    pub fn str(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.u64(v);
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+/// The binary-format code of a value type (0x7F i32, 0x7E i64, 0x7D f32, 0x7C f64, 0x7B v128,
+/// 0x70 funcref, 0x6F externref; other reference types cannot be described).
+fn val_type_code(t: &ValType) -> Result<u8, String> {
+    Ok(match t {
+        ValType::I32 => 0x7F,
+        ValType::I64 => 0x7E,
+        ValType::F32 => 0x7D,
+        ValType::F64 => 0x7C,
+        ValType::V128 => 0x7B,
+        ValType::Ref(r) if r.heap_type().is_func() => 0x70,
+        ValType::Ref(r) if r.heap_type().is_extern() => 0x6F,
+        ValType::Ref(_) => return Err(String::from("unsupported reference type")),
+    })
+}
+
+fn func_type(w: &mut Writer, ty: &FuncType) -> Result<(), String> {
+    w.u8(ty.params().len() as u8);
+    for t in ty.params() {
+        w.u8(val_type_code(&t)?);
+    }
+    w.u8(ty.results().len() as u8);
+    for t in ty.results() {
+        w.u8(val_type_code(&t)?);
+    }
+    Ok(())
+}
+
+/// An import's or export's type: kind byte, then the kind's details.
+pub fn extern_type(w: &mut Writer, ty: &ExternType) -> Result<(), String> {
+    match ty {
+        ExternType::Func(f) => {
+            w.u8(0);
+            func_type(w, f)?;
+        }
+        ExternType::Table(t) => {
+            w.u8(1);
+            w.u64(t.minimum());
+            w.opt_u64(t.maximum());
+        }
+        ExternType::Memory(m) => {
+            w.u8(2);
+            w.u64(m.minimum());
+            w.opt_u64(m.maximum());
+        }
+        ExternType::Global(g) => {
+            w.u8(3);
+            w.u8(val_type_code(g.content())?);
+            w.u8(u8::from(matches!(g.mutability(), Mutability::Var)));
+        }
+        ExternType::Tag(_) => return Err(String::from("exception tags are not supported")),
+    }
+    Ok(())
+}
+
+/// Decodes packed values of the given types; the bytes must match exactly.
+pub fn read_vals(bytes: &[u8], types: &[ValType]) -> Result<Vec<Val>, String> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::with_capacity(types.len());
+    for t in types {
+        out.push(match t {
+            ValType::I32 => Val::I32(r.u32()? as i32),
+            ValType::I64 => Val::I64(r.u64()? as i64),
+            ValType::F32 => Val::F32(r.u32()?),
+            ValType::F64 => Val::F64(r.u64()?),
+            _ => return Err(String::from("reference and vector values cannot cross")),
+        });
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// Encodes values packed: 4 or 8 little-endian bytes (floats as their bits).
+pub fn write_vals(vals: &[Val]) -> Result<Vec<u8>, String> {
+    let mut w = Writer(Vec::with_capacity(vals.len() * 8));
+    for v in vals {
+        match v {
+            Val::I32(x) => w.u32(*x as u32),
+            Val::I64(x) => w.u64(*x as u64),
+            Val::F32(bits) => w.u32(*bits),
+            Val::F64(bits) => w.u64(*bits),
+            _ => return Err(String::from("reference and vector values cannot cross")),
+        }
+    }
+    Ok(w.0)
+}
+
+/// The WASI part of an instantiate request.
+pub struct WasiConfig {
+    pub args: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub seed: [u8; 32],
+}
+
+/// `instantiate(config)`: u64 max memory bytes, u64 max table elements, u8 WASI; if WASI: u32
+/// argc + `bytes` each, u32 envc + `bytes` each, 32-byte seed.
+pub struct InstantiateRequest {
+    pub max_memory: u64,
+    pub max_table: u64,
+    pub wasi: Option<WasiConfig>,
+}
+
+impl InstantiateRequest {
+    pub fn parse(config: &[u8]) -> Result<Self, String> {
+        fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, String> {
+            let n = r.u32()?;
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(r.bytes()?.to_vec());
+            }
+            Ok(out)
+        }
+        let mut r = Reader::new(config);
+        let max_memory = r.u64()?;
+        let max_table = r.u64()?;
+        let wasi = if r.u8()? != 0 {
+            let args = list(&mut r)?;
+            let env = list(&mut r)?;
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(r.take(32)?);
+            Some(WasiConfig { args, env, seed })
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(Self {
+            max_memory,
+            max_table,
+            wasi,
+        })
+    }
+}

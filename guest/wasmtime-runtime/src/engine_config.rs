@@ -1,0 +1,40 @@
+//! The wasmtime `Config` that the host compiler (`compiler/`, Cranelift) and the guest
+//! (`wasmtime-runtime`, runtime only) both build their engine from. An artifact only loads into an
+//! engine whose settings match the compiler's, so this one file is compiled into both crates
+//! (`#[path]` include): the two sides cannot drift apart. docs/design.md, "Wasm engines".
+//!
+//! The guest has no virtual memory, no signals and no OS: linear memories are plain heap
+//! allocations (no reservation, no guard pages, no copy-on-write init), traps are explicit checks,
+//! and Wasm stack overflow is caught by wasmtime's own check against `max_wasm_stack`.
+
+use wasmtime::Config;
+
+/// The Wasm stack wasmtime lets a call use (bytes). The guest's native stack must be larger: the
+/// guest runtime itself and host calls need room above it (`WASM_STACK_HEADROOM`).
+pub const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// The x86-64 features artifacts are compiled for (Rust `std::arch` names): x86-64-v2 without
+/// anything that needs the guest to enable XSAVE/AVX state. The guest reports these from its own
+/// CPUID (what the VM exposes); an artifact that needs one the VM lacks is refused when it loads.
+pub const BASELINE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
+
+/// The Cranelift flags that enable [`BASELINE_FEATURES`] (same order); used by the compiler.
+#[allow(dead_code)]
+pub const BASELINE_CRANELIFT_FLAGS: &[&str] =
+    &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
+
+/// Version of these settings; part of the artifact cache key beside wasmtime's own
+/// compatibility hash. Bump when `configure` changes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Applies the shared settings. `fuel` turns on fuel metering, which changes the generated code,
+/// so metered and unmetered modules are two different artifacts.
+pub fn configure(cfg: &mut Config, fuel: bool) {
+    cfg.signals_based_traps(false)
+        .memory_reservation(0)
+        .memory_guard_size(0)
+        .memory_reservation_for_growth(0)
+        .memory_init_cow(false)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .consume_fuel(fuel);
+}

@@ -1,0 +1,136 @@
+//! What wasmtime's custom (no OS) platform asks of the embedder: thread-local slots, code
+//! publishing, and CPU feature detection; plus the W^X self-test probes.
+
+use alloc::string::String;
+use alloc::format;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use hl_guest::GuestError;
+
+use crate::code;
+
+/// wasmtime's TLS slots (slot 0: the runtime's state; slot 1: component-model async, unused).
+/// One vCPU, one thread: two statics are the whole of it.
+static TLS: [AtomicPtr<u8>; 2] = [
+    AtomicPtr::new(core::ptr::null_mut()),
+    AtomicPtr::new(core::ptr::null_mut()),
+];
+
+/// wasmtime's TLS getter (custom platform C API).
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
+    TLS.get(slot)
+        .map_or(core::ptr::null_mut(), |s| s.load(Ordering::Relaxed))
+}
+
+/// wasmtime's TLS setter (custom platform C API).
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
+    if let Some(s) = TLS.get(slot) {
+        s.store(ptr, Ordering::Relaxed);
+    }
+}
+
+/// CPU features for wasmtime's artifact check, from this vCPU's CPUID (the VM's filtered CPUID).
+/// SSE levels and POPCNT only: AVX and later need XSAVE state the VM does not enable, so they are
+/// "absent" whatever CPUID says, and an artifact that needs them is refused.
+pub fn detect(feature: &str) -> Option<bool> {
+    // SAFETY: CPUID is available on every x86-64 CPU and runs at CPL 3 (the VM's CPUID table).
+    let l1 = unsafe { core::arch::x86_64::__cpuid(1) };
+    let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
+    if !matches!(feature, "sse" | "sse2")
+        && !crate::engine_config::BASELINE_FEATURES.contains(&feature)
+    {
+        return Some(false);
+    }
+    Some(match feature {
+        "sse" | "sse2" => true,
+        "sse3" => bit(l1.ecx, 0),
+        "ssse3" => bit(l1.ecx, 9),
+        "sse4.1" => bit(l1.ecx, 19),
+        "sse4.2" => bit(l1.ecx, 20),
+        "popcnt" => bit(l1.ecx, 23),
+        _ => false,
+    })
+}
+
+/// The host-mapped artifact: guest addresses are identity-mapped, user, read-only, executable.
+#[derive(Clone, Copy)]
+pub struct CodeRegion {
+    start: usize,
+    len: usize,
+}
+
+/// The one code region of this VM, once `load` has seen it (for the W^X probe).
+static CODE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+
+impl CodeRegion {
+    pub fn new(addr: u64, len: u64) -> Result<Self, String> {
+        let (start, len) = (addr as usize, len as usize);
+        if start == 0 || len == 0 || start % 4096 != 0 || start.checked_add(len).is_none() {
+            return Err(format!("bad code region {addr:#x}+{len:#x}"));
+        }
+        CODE.store(start as *mut u8, Ordering::Relaxed);
+        Ok(Self { start, len })
+    }
+
+    pub fn as_slice(&self) -> NonNull<[u8]> {
+        // SAFETY: `start` is non-zero (checked in `new`).
+        let ptr = unsafe { NonNull::new_unchecked(self.start as *mut u8) };
+        NonNull::slice_from_raw_parts(ptr, self.len)
+    }
+
+    fn contains(&self, ptr: *const u8, len: usize) -> bool {
+        let p = ptr as usize;
+        p >= self.start && p.checked_add(len).is_some_and(|e| e <= self.start + self.len)
+    }
+}
+
+impl wasmtime::CustomCodeMemory for CodeRegion {
+    fn required_alignment(&self) -> usize {
+        1
+    }
+
+    /// The text is executable already (the host mapped it so); only check it is the region.
+    fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        if self.contains(ptr, len) {
+            Ok(())
+        } else {
+            Err(wasmtime::format_err!(
+                "code at {ptr:p}+{len:#x} is outside the host-published code region"
+            ))
+        }
+    }
+
+    /// Nothing to undo: the region stays read-only and executable for the VM's lifetime.
+    fn unpublish_executable(&self, _ptr: *const u8, _len: usize) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// W^X probe: writes one byte of the code region. The page is read-only for CPL 3, so this
+/// faults (#PF, error code 7: present, write, user) and never returns.
+pub fn write_code_page() -> Result<(), GuestError> {
+    let code = CODE.load(Ordering::Relaxed);
+    if code.is_null() {
+        return Err(GuestError::new(code::STATE, "no code region"));
+    }
+    // SAFETY: deliberately not sound: the test wants this write to fault. A volatile write keeps
+    // the compiler from removing it; the page is mapped (present), so the only outcome is #PF.
+    unsafe { core::ptr::write_volatile(code, 0xC3) };
+    Err(GuestError::new(code::STATE, "wrote a code page: W^X is broken"))
+}
+
+/// W^X probe: places `ret` in a heap buffer and calls it. Heap pages are non-executable, so the
+/// call faults (#PF, error code 0x15: present, user, instruction fetch) and never returns.
+pub fn execute_data_page() -> Result<(), GuestError> {
+    let buf = alloc::boxed::Box::new([0xC3u8; 64]);
+    let ptr = buf.as_ptr();
+    // SAFETY: deliberately not sound: the test wants this call to fault. The buffer holds `ret`
+    // bytes, so on a machine without NX it would simply return.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(ptr) };
+    f();
+    drop(buf);
+    Err(GuestError::new(code::STATE, "ran a data page: W^X is broken"))
+}

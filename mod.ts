@@ -77,6 +77,8 @@ export {
   type WasiOptions,
   type WasmAnyType,
   type WasmCacheStats,
+  WasmArtifactError,
+  type WasmEngine,
   type WasmExtern,
   type WasmFunctionType,
   type WasmHostFunction,

@@ -24,7 +24,10 @@ export const PACKAGE_VERSION: string = denoJson.version;
 export const LIBRARY_FILE = "libhl_rust_vmm.so";
 
 /** Names of the guests built from `guest/` (cargo binary names). */
-export type BuiltinGuestName = "testguest" | "wasm-runtime";
+export type BuiltinGuestName = "testguest" | "wasm-runtime" | "wasmtime-runtime";
+
+/** File name of the Wasm compiler library (`compiler/`, loaded only by the wasmtime engine). */
+export const COMPILER_FILE = "libhl_wasm_compiler.so";
 
 const PACKAGE_ROOT = new URL("../", import.meta.url);
 const GUEST_BUILD_DIR = "guest/target/x86_64-unknown-linux-gnu/release/";
@@ -64,8 +67,13 @@ export function cacheDir(version: string = PACKAGE_VERSION): string | undefined 
 }
 
 /** Where `setup` puts the cdylib and the guests inside {@linkcode cacheDir}. */
-export function cachedArtifact(dir: string, what: "library" | BuiltinGuestName): string {
-  return what === "library" ? `${dir}/${LIBRARY_FILE}` : `${dir}/guests/${what}`;
+export function cachedArtifact(
+  dir: string,
+  what: "library" | "compiler" | BuiltinGuestName,
+): string {
+  if (what === "library") return `${dir}/${LIBRARY_FILE}`;
+  if (what === "compiler") return `${dir}/${COMPILER_FILE}`;
+  return `${dir}/guests/${what}`;
 }
 
 /**
@@ -84,7 +92,7 @@ export function fixCommand(): string {
 function candidates(
   named: string | undefined,
   local: string | undefined,
-  what: "library" | BuiltinGuestName,
+  what: "library" | "compiler" | BuiltinGuestName,
 ): string[] {
   if (named !== undefined) return [named];
   const out: string[] = [];
@@ -119,7 +127,11 @@ export function findLibrary(explicit?: string): string {
  * {@linkcode GuestNotFoundError} naming the command that fixes it.
  */
 export function findGuest(name: BuiltinGuestName): string {
-  const named = name === "wasm-runtime" ? env("HL_WASM_RUNTIME") : undefined;
+  const named = name === "wasm-runtime"
+    ? env("HL_WASM_RUNTIME")
+    : name === "wasmtime-runtime"
+    ? env("HL_WASMTIME_RUNTIME")
+    : undefined;
   const searched = candidates(named, localPath(GUEST_BUILD_DIR + name), name);
   const found = searched.find(isFile);
   if (found !== undefined) return found;
@@ -127,8 +139,23 @@ export function findGuest(name: BuiltinGuestName): string {
     name,
     searched,
     named !== undefined
-      ? `point HL_WASM_RUNTIME at an existing wasm-runtime guest, or unset it and run \`${fixCommand()}\``
+      ? `point the variable at an existing ${name} guest, or unset it and run \`${fixCommand()}\``
       : `run \`${fixCommand()}\``,
+  );
+}
+
+/**
+ * Finds the Wasm compiler library: `$HL_WASM_COMPILER_LIB`, else the local cargo build
+ * (`target/release/`), else the setup cache. Throws {@linkcode LibraryNotFoundError}.
+ */
+export function findCompiler(): string {
+  const named = env("HL_WASM_COMPILER_LIB");
+  const searched = candidates(named, localPath(`target/release/${COMPILER_FILE}`), "compiler");
+  const found = searched.find(isFile);
+  if (found !== undefined) return found;
+  throw new LibraryNotFoundError(
+    searched,
+    `the wasmtime engine needs ${COMPILER_FILE}: run \`${fixCommand()}\``,
   );
 }
 

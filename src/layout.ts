@@ -58,6 +58,11 @@ export interface LayoutOptions {
   outputSize?: number;
   /** The whole guest memory: a multiple of 2 MiB, at most 1 GiB. Default: what the rest needs. */
   memorySize?: number;
+  /**
+   * Bytes of host-published code mapped above guest memory (read-only, executable; see
+   * `MemoryLayout.codeAddr`). Default 0: none.
+   */
+  codeSize?: number;
 }
 
 /** What the layout needs to know about the image; an {@link ElfImage} has all of it. */
@@ -104,6 +109,13 @@ export interface MemoryLayout {
   readonly stackSize: number;
   /** The first byte above the stack (16-byte aligned). */
   readonly stackTop: number;
+  /**
+   * Where host-published code is mapped (a separate memory slot right above `memorySize`), or 0.
+   * Its pages are user, read-only and executable; every other user page is non-executable.
+   */
+  readonly codeAddr: number;
+  /** The code region's size (a multiple of 4 KiB; 0 without one). */
+  readonly codeSize: number;
 }
 
 /** The vCPU registers at entry that the ABI sets to something other than zero. */
@@ -162,6 +174,10 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
     MIN_BUFFER_SIZE,
     DEFAULT_OUTPUT_SIZE,
   );
+  const codeSize = options.codeSize === undefined ? 0 : roundUp(options.codeSize, PAGE_SIZE);
+  if (!Number.isSafeInteger(codeSize) || codeSize < 0 || codeSize > MAX_MEMORY_SIZE) {
+    throw new ArgumentError(`code size must be from 0 to 1 GiB, got ${String(options.codeSize)}`);
+  }
   const requested = options.memorySize;
   if (
     requested !== undefined &&
@@ -218,8 +234,15 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
       );
     }
     const memorySize = requested ?? roundUp(stackTop, MEMORY_ALIGN);
-    if (memorySize / MEMORY_ALIGN > pageTableCount) {
-      pageTableCount = memorySize / MEMORY_ALIGN;
+    const mappedEnd = roundUp(memorySize + codeSize, MEMORY_ALIGN);
+    if (mappedEnd > MAX_MEMORY_SIZE) {
+      throw new ArgumentError(
+        `the sandbox needs ${formatSize(memorySize)} of memory and ${formatSize(codeSize)} of ` +
+          `code, more than the 1 GiB maximum together`,
+      );
+    }
+    if (mappedEnd / MEMORY_ALIGN > pageTableCount) {
+      pageTableCount = mappedEnd / MEMORY_ALIGN;
       continue;
     }
     return {
@@ -238,6 +261,8 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
       stackAddr,
       stackSize,
       stackTop,
+      codeAddr: codeSize === 0 ? 0 : memorySize,
+      codeSize,
     };
   }
 }
@@ -264,7 +289,9 @@ function checkMemory(mem: Uint8Array, layout: MemoryLayout): void {
  *   read-only except the ring-0 stack; the exception stubs: supervisor-only, read-only,
  *   executable;
  * - the image's segments: user pages, `PF_X` ones executable and read-only, others
- *   non-executable and writable iff `PF_W`.
+ *   non-executable and writable iff `PF_W`;
+ * - the code region (`codeAddr`, `codeSize`), above guest memory: user, read-only, executable;
+ *   anything else above guest memory is not present.
  *
  * Accessed and dirty bits are set up front, so the CPU never writes the tables.
  * `segments` are the image's, at link-time addresses.
@@ -294,7 +321,14 @@ export function writePageTables(
     words[pt + 2 * page] = low === 0 ? 0 : (page * PAGE_SIZE) | low;
     words[pt + 2 * page + 1] = low !== 0 && nx ? PTE_NX_HIGH : 0;
   };
-  for (let p = 0; p < pages; p++) set(p, leaf | PTE_WRITABLE | PTE_USER, true);
+  const memoryPages = layout.memorySize / PAGE_SIZE;
+  for (let p = 0; p < pages; p++) {
+    set(p, p < memoryPages ? leaf | PTE_WRITABLE | PTE_USER : 0, true);
+  }
+  const codeFirst = layout.codeAddr / PAGE_SIZE;
+  for (let p = codeFirst; p < codeFirst + layout.codeSize / PAGE_SIZE; p++) {
+    set(p, leaf | PTE_USER, false);
+  }
   set(NULL_PAGE_ADDR / PAGE_SIZE, 0, false);
   set(layout.guardAddr / PAGE_SIZE, 0, false);
   // The host's pages: supervisor-only (no PTE_USER), so nothing at CPL 3 can read, write or run

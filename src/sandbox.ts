@@ -18,7 +18,7 @@ import {
   SandboxError,
   SandboxPoisonedError,
 } from "./errors.ts";
-import { MicroVm } from "./ffi/vm.ts";
+import { type MemorySnapshotHandle, MicroVm } from "./ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,
@@ -163,6 +163,30 @@ const finalizer = new FinalizationRegistry<MicroVm>((vm) => {
   }
 });
 
+let codeAddrOf: (sandbox: Sandbox) => number;
+
+/** Where a sandbox made by {@linkcode createSandboxWithCode} has its code mapped (internal). */
+export function sandboxCodeAddr(sandbox: Sandbox): number {
+  return codeAddrOf(sandbox);
+}
+
+let createWithCode: (
+  options: SandboxOptions,
+  code: MemorySnapshotHandle | undefined,
+) => Promise<Sandbox>;
+
+/**
+ * `Sandbox.create` with host-published code (a compiled Wasm artifact) mapped read-only and
+ * executable above guest memory (`MemoryLayout.codeAddr`). Internal: used by `WasmSandbox`'s
+ * wasmtime engine; snapshots of the sandbox carry the code image.
+ */
+export function createSandboxWithCode(
+  options: SandboxOptions,
+  code: MemorySnapshotHandle,
+): Promise<Sandbox> {
+  return createWithCode(options, code);
+}
+
 /**
  * A guest binary running in its own KVM micro-VM. Create with {@linkcode Sandbox.create}, call
  * guest functions with {@linkcode Sandbox.call}, and dispose (or `await using`) when done.
@@ -184,6 +208,8 @@ export class Sandbox implements AsyncDisposable {
   #encoder: FrameEncoder | undefined;
   #decoder: FrameDecoder | undefined;
   readonly #layout: MemoryLayout;
+  /** Host-published code mapped at `layout.codeAddr` (the wasmtime engine's artifact), if any. */
+  #code: MemorySnapshotHandle | undefined;
   readonly #functions: Map<string, FunctionSignature>;
   readonly #hostFunctions: Map<string, HostFunction>;
   readonly #options: Omit<SandboxOptions, "guest">;
@@ -231,7 +257,19 @@ export class Sandbox implements AsyncDisposable {
    * await sb.dispose();
    * ```
    */
-  static async create(options: SandboxOptions | SnapshotSandboxOptions): Promise<Sandbox> {
+  static create(options: SandboxOptions | SnapshotSandboxOptions): Promise<Sandbox> {
+    return Sandbox.#create(options, undefined);
+  }
+
+  static {
+    createWithCode = (options, code) => Sandbox.#create(options, code);
+    codeAddrOf = (sandbox) => sandbox.#layout.codeAddr;
+  }
+
+  static async #create(
+    options: SandboxOptions | SnapshotSandboxOptions,
+    code: MemorySnapshotHandle | undefined,
+  ): Promise<Sandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("Sandbox.create takes an options object with a `guest`");
     }
@@ -247,15 +285,17 @@ export class Sandbox implements AsyncDisposable {
     checkCount(options.maxExitsPerCall, "maxExitsPerCall", DEFAULT_MAX_EXITS_PER_CALL);
     const bytes = await readSource(options.guest, "guest");
     const elf = parseElf(bytes);
-    const layout = computeLayout(elf, options);
+    const layout = computeLayout(elf, { ...options, codeSize: code?.size });
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
     try {
       const memory = vm.mapMemory(0, layout.memorySize);
+      if (code) vm.mapCode(layout.codeAddr, code);
       initializeMemory(memory, layout, elf);
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
+      sandbox.#code = code;
       const id = digest(bytes);
       id.catch(() => {});
       sandbox.#guestId = id;
@@ -279,9 +319,14 @@ export class Sandbox implements AsyncDisposable {
     let sandbox: Sandbox;
     try {
       const memory = vm.mapSnapshot(0, state.memory);
+      if (state.layout.codeSize > 0) {
+        if (!state.code) throw new SnapshotMismatchError("the snapshot has no code image");
+        vm.mapCode(state.layout.codeAddr, state.code);
+      }
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setState(state.vcpu);
       sandbox = new Sandbox(vm, memory, state.layout, hostFunctions, options);
+      sandbox.#code = state.code;
     } catch (e) {
       vm.destroy();
       throw e;
@@ -318,6 +363,7 @@ export class Sandbox implements AsyncDisposable {
         memory,
         vcpu,
         layout: this.#layout,
+        code: this.#code,
         functions: new Map(this.#functions),
         hostSignatures: hostSignatures(this.#hostFunctions),
         guestId,
@@ -352,6 +398,9 @@ export class Sandbox implements AsyncDisposable {
       const state = stateOf(snapshot);
       checkSnapshotAbi(state.abiVersion);
       checkLayout(this.#layout, state.layout);
+      if (state.code !== this.#code) {
+        throw new SnapshotMismatchError("the snapshot has another code image");
+      }
       checkHostSignatures(state.hostSignatures, this.#hostFunctions);
       if (state.guestId !== await this.#guestId) {
         throw new SnapshotMismatchError("the snapshot is of another guest image");

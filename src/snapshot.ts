@@ -75,6 +75,8 @@ export interface SnapshotState {
   readonly memory: MemorySnapshotHandle;
   readonly vcpu: Uint8Array;
   readonly layout: MemoryLayout;
+  /** The code image mapped at `layout.codeAddr` (owned by the Wasm artifact cache), if any. */
+  readonly code?: MemorySnapshotHandle;
   readonly functions: ReadonlyMap<string, FunctionSignature>;
   readonly hostSignatures: ReadonlyMap<string, HostSignature>;
   /** SHA-256 of the guest image (hex). */

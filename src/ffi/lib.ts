@@ -10,7 +10,7 @@ import { HypervisorError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 4;
+export const CDYLIB_ABI_VERSION = 5;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -64,6 +64,10 @@ export const symbols = {
   hl_vm_rebase_memory: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** `int32_t hl_vm_map_snapshot(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)` */
   hl_vm_map_snapshot: { parameters: ["u32", "u64", "u32", "buffer"], result: "i32" },
+  /** `int32_t hl_snapshot_from_bytes(const uint8_t *data, uint64_t len, uint32_t *out_snap)` */
+  hl_snapshot_from_bytes: { parameters: ["buffer", "u64", "buffer"], result: "i32" },
+  /** `int32_t hl_vm_map_code(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)` → 1 read-only at the hypervisor */
+  hl_vm_map_code: { parameters: ["u32", "u64", "u32", "buffer"], result: "i32" },
   /** `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state, uint32_t len)` */
   hl_vm_restore: { parameters: ["u32", "u32", "u32", "buffer", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_get_state(uint32_t vm, uint8_t *buf, uint32_t cap)` → blob length */

@@ -218,6 +218,17 @@ export function globalStats(
 }
 
 /**
+ * A new sealed snapshot holding a copy of `bytes` (zero-padded to whole pages), for code that VMs
+ * map read-only with {@linkcode MicroVm.mapCode}.
+ */
+export function snapshotFromBytes(bytes: Uint8Array, library?: string): MemorySnapshotHandle {
+  const lib = openLibrary(library);
+  const out = new Uint32Array(1);
+  check(lib, lib.hl_snapshot_from_bytes(bytes, BigInt(bytes.length), out));
+  return new MemorySnapshotHandle(lib, out[0]);
+}
+
+/**
  * A memory snapshot handle of the cdylib (`hl_snapshot_memory`): a sealed, sparse memfd. VMs
  * mapped from it or re-based on it keep its memory alive after {@linkcode release}.
  */
@@ -329,6 +340,20 @@ export class MicroVm {
   #track(buffer: ArrayBuffer): ArrayBuffer {
     this.#buffers.push(buffer);
     return buffer;
+  }
+
+  /**
+   * Maps `code` (a snapshot made by {@linkcode snapshotFromBytes}) at guest-physical `gpa` as
+   * memory the guest cannot write (no copy: every VM shares its pages). Returns whether the
+   * hypervisor enforces read-only too (`KVM_MEM_READONLY`); the page tables always do.
+   */
+  mapCode(gpa: number, code: MemorySnapshotHandle): boolean {
+    const vm = this.#live();
+    return check(
+      this.#lib,
+      this.#lib.hl_vm_map_code(vm, BigInt(gpa), code.handle, this.#u32),
+      vm,
+    ) === 1;
   }
 
   /**

@@ -70,6 +70,7 @@ export async function cacheKey(
     module: await digest(bytes),
     runtime,
     library: options.library ?? "",
+    engine: options.engine ?? "wasmi",
     heapSize: options.heapSize ?? null,
     stackSize: options.stackSize ?? null,
     inputSize: options.inputSize ?? null,

@@ -10,6 +10,7 @@ import { ArgumentError, GuestError, ProtocolError } from "../errors.ts";
 import {
   WasiExitError,
   type WasmAnyType,
+  WasmArtifactError,
   type WasmExtern,
   type WasmJsValue,
   WasmLinkError,
@@ -240,6 +241,7 @@ const CODE_EXIT = 1003;
 const CODE_NO_EXPORT = 1004;
 const CODE_BAD_ARGS = 1005;
 const CODE_MEMORY = 1006;
+const CODE_ARTIFACT = 1007;
 const CODE_TRAP_BASE = 1100;
 const TRAPS: Record<number, WasmTrapKind> = {
   0: "unreachable",
@@ -275,6 +277,9 @@ export function mapGuestError(e: unknown, hostFailure: HostFailure | undefined):
   if (!(e instanceof GuestError)) return e;
   const options = { cause: e };
   if (e.code === CODE_MODULE) return new WasmModuleError(`invalid module: ${e.message}`, options);
+  if (e.code === CODE_ARTIFACT) {
+    return new WasmArtifactError(`the guest refused the artifact: ${e.message}`, options);
+  }
   if (e.code === CODE_LINK) {
     return new WasmLinkError(`instantiation failed: ${e.message}`, undefined, options);
   }

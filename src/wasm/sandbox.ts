@@ -8,7 +8,16 @@
  */
 
 import { ArgumentError } from "../errors.ts";
-import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "../sandbox.ts";
+import {
+  type CallOptions,
+  createSandboxWithCode,
+  type JsValue,
+  Sandbox,
+  sandboxCodeAddr,
+  type SandboxOptions,
+  type SandboxStats,
+} from "../sandbox.ts";
+import { codeImage } from "./compiler.ts";
 import { SnapshotMismatchError } from "../snapshot.ts";
 import { readSource } from "../source.ts";
 import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "../options.ts";
@@ -239,14 +248,23 @@ export class WasmSandbox implements AsyncDisposable {
     ) {
       throw new ArgumentError("wasi must be a boolean or an options object");
     }
-    const runtime = options.runtime ?? findGuest("wasm-runtime");
+    const engine = options.engine ?? "wasmi";
+    if (engine !== "wasmi" && engine !== "wasmtime") {
+      throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(engine)}`);
+    }
+    const wasmtime = engine === "wasmtime";
+    const runtime = options.runtime ?? findGuest(wasmtime ? "wasmtime-runtime" : "wasm-runtime");
+    // wasmtime: the module is compiled on the host (or found in the artifact cache) and mapped
+    // into the VM read-only and executable; the guest gets no module bytes.
+    const image = wasmtime ? await codeImage(bytes, fuel !== 0n, options.library) : undefined;
     const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
-    const inputSize = options.inputSize ?? Math.max(4 * MIB, pageAlign(bytes.length + 64 * 1024));
+    const inputSize = options.inputSize ??
+      Math.max(4 * MIB, wasmtime ? 0 : pageAlign(bytes.length + 64 * 1024));
 
     // The imports are bound once the guest has described them (after `load`).
     let imported: ImportTable | undefined;
     let wasi: WasiRuntime | undefined;
-    const sandbox = await Sandbox.create({
+    const sandboxOptions: SandboxOptions = {
       guest: runtime,
       heapSize: options.heapSize ?? 64 * MIB,
       stackSize: options.stackSize ?? 4 * MIB,
@@ -262,17 +280,24 @@ export class WasmSandbox implements AsyncDisposable {
         },
         wasiSetting === false ? undefined : () => wasi,
       ),
-    });
+    };
+    const sandbox = image
+      ? await createSandboxWithCode(sandboxOptions, image.code)
+      : await Sandbox.create(sandboxOptions);
     try {
       // The runtime guest is as hostile as any: its table must be exactly the one we call.
       checkRuntimeTable(sandbox.functions);
       const config = new Writer();
       config.u64(fuel);
       config.u32(depth);
+      if (image) {
+        config.u64(BigInt(sandboxCodeAddr(sandbox)));
+        config.u64(BigInt(image.code.size));
+      }
       const description = await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },
         "load",
-        bytes,
+        image ? new Uint8Array(0) : bytes,
         config.finish(),
       ).then((v) => runtimeResult("load", v), (e) => {
         throw mapGuestError(e, undefined);

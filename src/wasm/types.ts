@@ -68,6 +68,13 @@ export interface WasmSandboxOptions {
   wasi?: boolean | WasiOptions;
   /** Fuel (roughly: instructions) each call may use; a call that runs out traps `out_of_fuel`. */
   fuel?: number | bigint;
+  /**
+   * The engine (docs/wasm.md, "Engines"): `"wasmi"` (default) interprets in the `wasm-runtime`
+   * guest; `"wasmtime"` runs code compiled ahead of time on the host with Cranelift (the
+   * `hl-wasm-compiler` library, loaded on first use; artifacts cached in memory and on disk) in
+   * the `wasmtime-runtime` guest.
+   */
+  engine?: WasmEngine;
   /** Largest size of the module's linear memory in bytes (default 16 MiB). */
   maxMemoryBytes?: number;
   /** Largest number of table elements (default 65 536). */
@@ -179,6 +186,29 @@ export type WasmTrapKind =
   | "out_of_memory"
   | "host"
   | "other";
+
+/** The Wasm engines of {@linkcode WasmSandboxOptions.engine}. */
+export type WasmEngine = "wasmi" | "wasmtime";
+
+/**
+ * A compiled artifact (wasmtime engine) was refused when loaded: its digest does not match (the
+ * cache file was changed), or it was built by another engine version or with other settings.
+ * A refused cache file is removed, so the next `create` compiles afresh.
+ *
+ * @example
+ * ```ts
+ * import { WasmArtifactError } from "@hl/sandbox";
+ * const e = new WasmArtifactError("digest mismatch");
+ * console.log(e.name); // "WasmArtifactError"
+ * ```
+ */
+export class WasmArtifactError extends SandboxError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WasmArtifactError";
+  }
+}
 
 /**
  * The module's bytes are not a valid module, or use a feature the sandbox does not support.

@@ -8,10 +8,11 @@
  * copysign, reinterpretations, passing values through) are compared bit for bit.
  */
 import assert from "node:assert/strict";
+import type { WasmSandboxOptions, WasmSnapshotSandboxOptions } from "../../mod.ts";
 import fc from "fast-check";
 import { WasmSandbox, WasmTrapError } from "../../mod.ts";
 import { fixtureBytes } from "../wasm/fixtures.ts";
-import { kvmTest } from "./_kvm.ts";
+import { engineTest, WASM_ENGINES } from "./_kvm.ts";
 
 /** Runs per operation (override with HL_WASM_DIFF_RUNS). */
 const RUNS = Number(Deno.env.get("HL_WASM_DIFF_RUNS") ?? 100);
@@ -193,58 +194,68 @@ const ops: Op[] = [
   { name: "size", args: fc.constant([]) },
 ];
 
-kvmTest("wasm differential: V8 and the sandbox agree on values and traps", async () => {
-  const bytes = fixtureBytes("arith");
-  const v8 = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>))
-    .exports as Record<
-      string,
-      (...args: unknown[]) => unknown
-    >;
-  await using w = await WasmSandbox.create({ module: bytes });
-  let cases = 0;
-  let traps = 0;
+for (const engine of WASM_ENGINES) {
+  const test = engineTest(engine);
+  const create = ((o: WasmSandboxOptions | WasmSnapshotSandboxOptions) =>
+    WasmSandbox.create("snapshot" in o ? o : { engine, ...o })) as typeof WasmSandbox.create;
+  test("wasm differential: V8 and the sandbox agree on values and traps", async () => {
+    const bytes = fixtureBytes("arith");
+    const v8 = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>))
+      .exports as Record<
+        string,
+        (...args: unknown[]) => unknown
+      >;
+    await using w = await create({ module: bytes });
+    let cases = 0;
+    let traps = 0;
 
-  const inV8 = (name: string, args: unknown[]): Outcome => {
-    try {
-      return { value: v8[name](...args) };
-    } catch (e) {
-      if (e instanceof WebAssembly.RuntimeError) return { trap: v8TrapKinds(e.message) };
-      throw e;
-    }
-  };
-  const inSandbox = async (name: string, args: unknown[]): Promise<Outcome> => {
-    try {
-      return { value: await w.call(name, ...args) };
-    } catch (e) {
-      if (e instanceof WasmTrapError) return { trap: [e.trap] };
-      throw e;
-    }
-  };
-
-  for (const op of ops) {
-    await fc.assert(
-      fc.asyncProperty(op.args, async (args) => {
-        cases++;
-        const expected = inV8(op.name, args);
-        const actual = await inSandbox(op.name, args);
-        const show = (o: Outcome) =>
-          JSON.stringify(o, (_k, v) => typeof v === "bigint" ? `${v}n` : v);
-        const where = `${op.name}(${args.map(String).join(", ")}): V8 ${show(expected)}, ` +
-          `sandbox ${show(actual)}`;
-        if ("trap" in expected) {
-          traps++;
-          assert.ok("trap" in actual, where);
-          assert.ok(expected.trap.includes(actual.trap[0]), where);
-        } else {
-          assert.ok("value" in actual, where);
-          assert.ok(sameValue(expected.value, actual.value, op.compare ?? "exact"), where);
+    const inV8 = (name: string, args: unknown[]): Outcome => {
+      try {
+        return { value: v8[name](...args) };
+      } catch (e) {
+        if (e instanceof WebAssembly.RuntimeError) {
+          return { trap: v8TrapKinds(e.message) };
         }
-      }),
-      { numRuns: RUNS },
+        throw e;
+      }
+    };
+    const inSandbox = async (name: string, args: unknown[]): Promise<Outcome> => {
+      try {
+        return { value: await w.call(name, ...args) };
+      } catch (e) {
+        if (e instanceof WasmTrapError) {
+          return { trap: [e.trap] };
+        }
+        throw e;
+      }
+    };
+
+    for (const op of ops) {
+      await fc.assert(
+        fc.asyncProperty(op.args, async (args) => {
+          cases++;
+          const expected = inV8(op.name, args);
+          const actual = await inSandbox(op.name, args);
+          const show = (o: Outcome) =>
+            JSON.stringify(o, (_k, v) =>
+              typeof v === "bigint" ? `${v}n` : v);
+          const where = `${op.name}(${args.map(String).join(", ")}): V8 ${show(expected)}, ` +
+            `sandbox ${show(actual)}`;
+          if ("trap" in expected) {
+            traps++;
+            assert.ok("trap" in actual, where);
+            assert.ok(expected.trap.includes(actual.trap[0]), where);
+          } else {
+            assert.ok("value" in actual, where);
+            assert.ok(sameValue(expected.value, actual.value, op.compare ?? "exact"), where);
+          }
+        }),
+        { numRuns: RUNS },
+      );
+    }
+    console.log(
+      `wasm differential: ${cases} cases over ${ops.length} operations (${traps} trapping)`,
     );
-  }
-  console.log(
-    `wasm differential: ${cases} cases over ${ops.length} operations (${traps} trapping)`,
-  );
-  assert.ok(cases >= ops.length * RUNS);
-});
+    assert.ok(cases >= ops.length * RUNS);
+  });
+}

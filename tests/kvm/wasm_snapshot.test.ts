@@ -1,4 +1,9 @@
 import assert from "node:assert/strict";
+import type {
+  WasmSandboxOptions,
+  WasmSandboxPoolOptions,
+  WasmSnapshotSandboxOptions,
+} from "../../mod.ts";
 import {
   CancelledError,
   PoolExhaustedError,
@@ -13,7 +18,7 @@ import {
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
-import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
+import { engineTest, guestMappingCount, openFdCount, WASM_ENGINES } from "./_kvm.ts";
 
 /** Host functions of state.wasm; `seen` collects what env.seen received. */
 function imports(seen: number[] = []) {
@@ -22,213 +27,225 @@ function imports(seen: number[] = []) {
   } as const;
 }
 
-kvmTest("WasmSandbox: restore brings back globals and memory", async () => {
-  const seen: number[] = [];
-  await using w = await WasmSandbox.create({
-    module: fixture("state"),
-    hostFunctions: imports(seen),
-    cache: false,
-  });
-  assert.equal(await w.call("bump"), 1);
-  await w.call("store", 64, 1234);
-  await using snap = await w.snapshot();
-  assert.ok(snap instanceof WasmSnapshot);
-  assert.deepEqual(snap.exports.map((e) => e.name), w.exports.map((e) => e.name));
-  assert.equal(await w.call("bump"), 2);
-  await w.call("store", 64, 99);
-  assert.equal(await w.call("grow"), 1);
-  await w.call("store", 70000, 5);
-  assert.equal(await w.memorySize(), 2 * 65536);
-  await w.restore(snap);
-  assert.equal(await w.call("count"), 1);
-  assert.equal(await w.call("load", 64), 1234);
-  assert.equal(await w.memorySize(), 65536);
-  assert.equal(await w.call("bump"), 2);
-  assert.deepEqual(seen, [1, 2, 2]); // the host function is this sandbox's, kept across restore
-  // A trapped call leaves the sandbox usable; the restore undoes what came before it.
-  await w.call("bump");
-  await assert.rejects(() => w.call("load", 1 << 20));
-  await w.restore(snap);
-  assert.equal(await w.call("count"), 1);
-});
-
-kvmTest("WasmSandbox: create({ snapshot }) sandboxes are independent", async () => {
-  const seenA: number[] = [];
-  const seenB: number[] = [];
-  await using w = await WasmSandbox.create({ module: fixture("state"), hostFunctions: imports() });
-  await w.call("bump");
-  await using snap = await w.snapshot();
-  await using a = await WasmSandbox.create({ snapshot: snap, hostFunctions: imports(seenA) });
-  await using b = await WasmSandbox.create({ snapshot: snap, hostFunctions: imports(seenB) });
-  assert.equal(a.fromCache, false);
-  assert.equal(await a.call("bump"), 2);
-  assert.equal(await a.call("bump"), 3);
-  await a.call("store", 8, 42);
-  assert.equal(await b.call("bump"), 2);
-  assert.equal(await b.call("load", 8), 0);
-  assert.equal(await w.call("count"), 1);
-  assert.deepEqual([seenA, seenB], [[2, 3], [2]]);
-  // b can be restored to the snapshot a came from, too.
-  await b.restore(snap);
-  assert.equal(await b.call("count"), 1);
-});
-
-kvmTest("WasmSandbox: snapshot typed errors", async () => {
-  await using w = await WasmSandbox.create({ module: fixture("state"), hostFunctions: imports() });
-  await using other = await WasmSandbox.create({ module: fixture("fib") });
-  await using fuelled = await WasmSandbox.create({
-    module: fixture("state"),
-    hostFunctions: imports(),
-    fuel: 1000,
-  });
-  await using snap = await w.snapshot();
-  // Another module, the same module with other options.
-  await assert.rejects(() => other.restore(snap), SnapshotMismatchError);
-  await assert.rejects(() => fuelled.restore(snap), SnapshotMismatchError);
-  // Host functions that do not satisfy the module's imports.
-  await assert.rejects(() => WasmSandbox.create({ snapshot: snap }), SnapshotMismatchError);
-  await assert.rejects(
-    () =>
-      WasmSandbox.create({
-        snapshot: snap,
-        hostFunctions: { env: { seen: { params: ["i64"], result: "void", fn: () => {} } } },
-      }),
-    SnapshotMismatchError,
-  );
-  // A native snapshot is not a Wasm snapshot.
-  await using nativeSb = await Sandbox.create({ guest: TESTGUEST });
-  await using native = await nativeSb.snapshot();
-  await assert.rejects(
-    () => w.restore(native as unknown as WasmSnapshot),
-    SnapshotMismatchError,
-  );
-  // Disposed.
-  const gone = await w.snapshot();
-  await gone.dispose();
-  assert.equal(gone.disposed, true);
-  await assert.rejects(() => w.restore(gone), SnapshotDisposedError);
-  await assert.rejects(
-    () => WasmSandbox.create({ snapshot: gone, hostFunctions: imports() }),
-    SnapshotDisposedError,
-  );
-});
-
-kvmTest("WasmSandbox: the module cache (hit, cache: false, other options)", async () => {
-  await WasmSandbox.clearCache();
-  const bytes = fixtureBytes("state");
-  const before = WasmSandbox.cacheStats();
-  await using first = await WasmSandbox.create({ module: bytes, hostFunctions: imports() });
-  assert.equal(first.fromCache, false);
-  await first.call("bump"); // state after the snapshot does not leak into the cache
-  const initRuns = first.stats();
-  const seen: number[] = [];
-  await using second = await WasmSandbox.create({ module: bytes, hostFunctions: imports(seen) });
-  assert.equal(second.fromCache, true);
-  assert.equal(await second.call("bump"), 1);
-  assert.deepEqual(seen, [1]);
-  // A hit runs no load/instantiate: the new VM has not run the guest before its first call.
-  assert.ok(second.stats().runs < initRuns.runs, JSON.stringify([second.stats(), initRuns]));
-  let s = WasmSandbox.cacheStats();
-  assert.deepEqual([s.hits - before.hits, s.misses - before.misses], [1, 1]);
-  // The same bytes from a path: a hit too (the key is the bytes).
-  await using third = await WasmSandbox.create({
-    module: fixture("state"),
-    hostFunctions: imports(),
-  });
-  assert.equal(third.fromCache, true);
-  // cache: false bypasses it.
-  await using fresh = await WasmSandbox.create({
-    module: bytes,
-    hostFunctions: imports(),
-    cache: false,
-  });
-  assert.equal(fresh.fromCache, false);
-  // Other options: a miss.
-  await using fuelled = await WasmSandbox.create({
-    module: bytes,
-    hostFunctions: imports(),
-    fuel: 1_000_000,
-  });
-  assert.equal(fuelled.fromCache, false);
-  s = WasmSandbox.cacheStats();
-  assert.deepEqual([s.hits - before.hits, s.misses - before.misses], [2, 2]);
-  // A hit still checks the host functions against the module.
-  await assert.rejects(() => WasmSandbox.create({ module: bytes }), /env\.seen/);
-  // A restore between a cached and a fresh sandbox of the same module and options works.
-  await using snap = await fresh.snapshot();
-  await second.restore(snap);
-  assert.equal(await second.call("count"), 0);
-  await WasmSandbox.clearCache();
-  assert.equal(WasmSandbox.cacheStats().entries, 0);
-});
-
-kvmTest("WasmSandboxPool: runs start afresh; exhaustion, bounded wait, AbortSignal", async () => {
-  await WasmSandbox.clearCache();
-  await using pool = await WasmSandboxPool.create({
-    module: fixture("state"),
-    hostFunctions: imports(),
-    size: 2,
-    maxWaiting: 1,
-  });
-  assert.equal(pool.size, 2);
-  for (let i = 0; i < 3; i++) {
-    const results = await Promise.all([0, 1].map(() => pool.run((w) => w.call("bump"))));
-    assert.deepEqual(results, [1, 1]);
-  }
-  let release!: () => void;
-  const gate = new Promise<void>((r) => release = r);
-  const busy = [0, 1].map(() =>
-    pool.run(async (w) => {
-      await gate;
-      return w.call("bump");
-    })
-  );
-  assert.equal(pool.available, 0);
-  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 0 }), PoolExhaustedError);
-  const t0 = performance.now();
-  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 50 }), PoolExhaustedError);
-  assert.ok(performance.now() - t0 >= 45);
-  const ac = new AbortController();
-  const aborted = pool.run(() => 1, { signal: ac.signal });
-  assert.equal(pool.waiting, 1);
-  await assert.rejects(() => pool.run(() => 1), PoolExhaustedError); // maxWaiting 1
-  ac.abort();
-  await assert.rejects(() => aborted, CancelledError);
-  const waited = pool.run((w) => w.call("count"), { timeoutMs: 5000 });
-  release();
-  assert.deepEqual(await Promise.all(busy), [1, 1]);
-  assert.equal(await waited, 0);
-  // A trap or a poisoned sandbox comes back clean.
-  await assert.rejects(() => pool.run((w) => w.call("load", 1 << 20)));
-  assert.equal(await pool.run((w) => w.call("count")), 0);
-  await pool.dispose();
-  await assert.rejects(() => pool.run(() => 1), SandboxError);
-  await WasmSandbox.clearCache();
-});
-
-kvmTest("WasmSandboxPool: 400 runs leak no fd, mapping, VM or snapshot", async () => {
-  await WasmSandbox.clearCache();
-  const cycle = async (runs: number) => {
-    await using pool = await WasmSandboxPool.create({
+for (const engine of WASM_ENGINES) {
+  const test = engineTest(engine);
+  const create = ((o: WasmSandboxOptions | WasmSnapshotSandboxOptions) =>
+    WasmSandbox.create("snapshot" in o ? o : { engine, ...o })) as typeof WasmSandbox.create;
+  const createPool = ((o: WasmSandboxPoolOptions) =>
+    WasmSandboxPool.create({ engine, ...o })) as typeof WasmSandboxPool.create;
+  test("WasmSandbox: restore brings back globals and memory", async () => {
+    const seen: number[] = [];
+    await using w = await create({
       module: fixture("state"),
-      hostFunctions: imports(),
-      size: 4,
+      hostFunctions: imports(seen),
       cache: false,
     });
-    for (let i = 0; i < runs; i++) {
-      const r = await Promise.all([0, 1, 2, 3].map(() => pool.run((w) => w.call("bump"))));
-      assert.deepEqual(r, [1, 1, 1, 1]);
+    assert.equal(await w.call("bump"), 1);
+    await w.call("store", 64, 1234);
+    await using snap = await w.snapshot();
+    assert.ok(snap instanceof WasmSnapshot);
+    assert.deepEqual(
+      snap.exports.map((e) =>
+        e.name
+      ),
+      w.exports.map((e) => e.name),
+    );
+    assert.equal(await w.call("bump"), 2);
+    await w.call("store", 64, 99);
+    assert.equal(await w.call("grow"), 1);
+    await w.call("store", 70000, 5);
+    assert.equal(await w.memorySize(), 2 * 65536);
+    await w.restore(snap);
+    assert.equal(await w.call("count"), 1);
+    assert.equal(await w.call("load", 64), 1234);
+    assert.equal(await w.memorySize(), 65536);
+    assert.equal(await w.call("bump"), 2);
+    assert.deepEqual(seen, [1, 2, 2]); // the host function is this sandbox's, kept across restore
+    // A trapped call leaves the sandbox usable; the restore undoes what came before it.
+    await w.call("bump");
+    await assert.rejects(() => w.call("load", 1 << 20));
+    await w.restore(snap);
+    assert.equal(await w.call("count"), 1);
+  });
+
+  test("WasmSandbox: create({ snapshot }) sandboxes are independent", async () => {
+    const seenA: number[] = [];
+    const seenB: number[] = [];
+    await using w = await create({ module: fixture("state"), hostFunctions: imports() });
+    await w.call("bump");
+    await using snap = await w.snapshot();
+    await using a = await create({ snapshot: snap, hostFunctions: imports(seenA) });
+    await using b = await create({ snapshot: snap, hostFunctions: imports(seenB) });
+    assert.equal(a.fromCache, false);
+    assert.equal(await a.call("bump"), 2);
+    assert.equal(await a.call("bump"), 3);
+    await a.call("store", 8, 42);
+    assert.equal(await b.call("bump"), 2);
+    assert.equal(await b.call("load", 8), 0);
+    assert.equal(await w.call("count"), 1);
+    assert.deepEqual([seenA, seenB], [[2, 3], [2]]);
+    // b can be restored to the snapshot a came from, too.
+    await b.restore(snap);
+    assert.equal(await b.call("count"), 1);
+  });
+
+  test("WasmSandbox: snapshot typed errors", async () => {
+    await using w = await create({ module: fixture("state"), hostFunctions: imports() });
+    await using other = await create({ module: fixture("fib") });
+    await using fuelled = await create({
+      module: fixture("state"),
+      hostFunctions: imports(),
+      fuel: 1000,
+    });
+    await using snap = await w.snapshot();
+    // Another module, the same module with other options.
+    await assert.rejects(() => other.restore(snap), SnapshotMismatchError);
+    await assert.rejects(() => fuelled.restore(snap), SnapshotMismatchError);
+    // Host functions that do not satisfy the module's imports.
+    await assert.rejects(() => create({ snapshot: snap }), SnapshotMismatchError);
+    await assert.rejects(
+      () =>
+        create({
+          snapshot: snap,
+          hostFunctions: { env: { seen: { params: ["i64"], result: "void", fn: () => {} } } },
+        }),
+      SnapshotMismatchError,
+    );
+    // A native snapshot is not a Wasm snapshot.
+    await using nativeSb = await Sandbox.create({ guest: TESTGUEST });
+    await using native = await nativeSb.snapshot();
+    await assert.rejects(
+      () => w.restore(native as unknown as WasmSnapshot),
+      SnapshotMismatchError,
+    );
+    // Disposed.
+    const gone = await w.snapshot();
+    await gone.dispose();
+    assert.equal(gone.disposed, true);
+    await assert.rejects(() => w.restore(gone), SnapshotDisposedError);
+    await assert.rejects(
+      () => create({ snapshot: gone, hostFunctions: imports() }),
+      SnapshotDisposedError,
+    );
+  });
+
+  test("WasmSandbox: the module cache (hit, cache: false, other options)", async () => {
+    await WasmSandbox.clearCache();
+    const bytes = fixtureBytes("state");
+    const before = WasmSandbox.cacheStats();
+    await using first = await create({ module: bytes, hostFunctions: imports() });
+    assert.equal(first.fromCache, false);
+    await first.call("bump"); // state after the snapshot does not leak into the cache
+    const initRuns = first.stats();
+    const seen: number[] = [];
+    await using second = await create({ module: bytes, hostFunctions: imports(seen) });
+    assert.equal(second.fromCache, true);
+    assert.equal(await second.call("bump"), 1);
+    assert.deepEqual(seen, [1]);
+    // A hit runs no load/instantiate: the new VM has not run the guest before its first call.
+    assert.ok(second.stats().runs < initRuns.runs, JSON.stringify([second.stats(), initRuns]));
+    let s = WasmSandbox.cacheStats();
+    assert.deepEqual([s.hits - before.hits, s.misses - before.misses], [1, 1]);
+    // The same bytes from a path: a hit too (the key is the bytes).
+    await using third = await create({
+      module: fixture("state"),
+      hostFunctions: imports(),
+    });
+    assert.equal(third.fromCache, true);
+    // cache: false bypasses it.
+    await using fresh = await create({
+      module: bytes,
+      hostFunctions: imports(),
+      cache: false,
+    });
+    assert.equal(fresh.fromCache, false);
+    // Other options: a miss.
+    await using fuelled = await create({
+      module: bytes,
+      hostFunctions: imports(),
+      fuel: 1_000_000,
+    });
+    assert.equal(fuelled.fromCache, false);
+    s = WasmSandbox.cacheStats();
+    assert.deepEqual([s.hits - before.hits, s.misses - before.misses], [2, 2]);
+    // A hit still checks the host functions against the module.
+    await assert.rejects(() => create({ module: bytes }), /env\.seen/);
+    // A restore between a cached and a fresh sandbox of the same module and options works.
+    await using snap = await fresh.snapshot();
+    await second.restore(snap);
+    assert.equal(await second.call("count"), 0);
+    await WasmSandbox.clearCache();
+    assert.equal(WasmSandbox.cacheStats().entries, 0);
+  });
+
+  test("WasmSandboxPool: runs start afresh; exhaustion, bounded wait, AbortSignal", async () => {
+    await WasmSandbox.clearCache();
+    await using pool = await createPool({
+      module: fixture("state"),
+      hostFunctions: imports(),
+      size: 2,
+      maxWaiting: 1,
+    });
+    assert.equal(pool.size, 2);
+    for (let i = 0; i < 3; i++) {
+      const results = await Promise.all([0, 1].map(() => pool.run((w) => w.call("bump"))));
+      assert.deepEqual(results, [1, 1]);
     }
-  };
-  await cycle(2); // warms up what the process opens once (the runtime guest's file, ...)
-  const fds = openFdCount();
-  const maps = guestMappingCount();
-  const { liveVms, liveSnapshots } = globalStats();
-  await cycle(100);
-  assert.equal(openFdCount(), fds);
-  assert.equal(guestMappingCount(), maps);
-  assert.deepEqual(
-    [globalStats().liveVms, globalStats().liveSnapshots],
-    [liveVms, liveSnapshots],
-  );
-});
+    let release!: () => void;
+    const gate = new Promise<void>((r) => release = r);
+    const busy = [0, 1].map(() =>
+      pool.run(async (w) => {
+        await gate;
+        return w.call("bump");
+      })
+    );
+    assert.equal(pool.available, 0);
+    await assert.rejects(() => pool.run(() => 1, { timeoutMs: 0 }), PoolExhaustedError);
+    const t0 = performance.now();
+    await assert.rejects(() => pool.run(() => 1, { timeoutMs: 50 }), PoolExhaustedError);
+    assert.ok(performance.now() - t0 >= 45);
+    const ac = new AbortController();
+    const aborted = pool.run(() => 1, { signal: ac.signal });
+    assert.equal(pool.waiting, 1);
+    await assert.rejects(() => pool.run(() => 1), PoolExhaustedError); // maxWaiting 1
+    ac.abort();
+    await assert.rejects(() => aborted, CancelledError);
+    const waited = pool.run((w) => w.call("count"), { timeoutMs: 5000 });
+    release();
+    assert.deepEqual(await Promise.all(busy), [1, 1]);
+    assert.equal(await waited, 0);
+    // A trap or a poisoned sandbox comes back clean.
+    await assert.rejects(() => pool.run((w) => w.call("load", 1 << 20)));
+    assert.equal(await pool.run((w) => w.call("count")), 0);
+    await pool.dispose();
+    await assert.rejects(() => pool.run(() => 1), SandboxError);
+    await WasmSandbox.clearCache();
+  });
+
+  test("WasmSandboxPool: 400 runs leak no fd, mapping, VM or snapshot", async () => {
+    await WasmSandbox.clearCache();
+    const cycle = async (runs: number) => {
+      await using pool = await createPool({
+        module: fixture("state"),
+        hostFunctions: imports(),
+        size: 4,
+        cache: false,
+      });
+      for (let i = 0; i < runs; i++) {
+        const r = await Promise.all([0, 1, 2, 3].map(() => pool.run((w) => w.call("bump"))));
+        assert.deepEqual(r, [1, 1, 1, 1]);
+      }
+    };
+    await cycle(2); // warms up what the process opens once (the runtime guest's file, ...)
+    const fds = openFdCount();
+    const maps = guestMappingCount();
+    const { liveVms, liveSnapshots } = globalStats();
+    await cycle(100);
+    assert.equal(openFdCount(), fds);
+    assert.equal(guestMappingCount(), maps);
+    assert.deepEqual(
+      [globalStats().liveVms, globalStats().liveSnapshots],
+      [liveVms, liveSnapshots],
+    );
+  });
+}

@@ -320,6 +320,35 @@ Deno.test("page tables", async (t) => {
   });
 });
 
+Deno.test("page tables with a code region (wasmtime artifacts)", () => {
+  const codeSize = 3 * MIB + 100;
+  const layout = computeLayout(IMAGE, { codeSize });
+  assert.equal(layout.codeAddr, layout.memorySize, "right above guest memory");
+  assert.equal(layout.codeSize, 3 * MIB + PAGE_SIZE, "rounded to pages");
+  assert.equal(layout.pageTableCount, (layout.memorySize + 4 * MIB) / (2 * MIB));
+  const mem = new Uint8Array(layout.memorySize);
+  writePageTables(mem, layout, IMAGE.segments);
+  const end = layout.codeAddr + layout.codeSize;
+  for (let a = layout.codeAddr; a < end; a += PAGE_SIZE) {
+    const m = translate(mem, a);
+    assert.ok(m.present && m.user && m.executable && !m.writable, `0x${a.toString(16)}`);
+    assert.equal(m.physical, a);
+  }
+  assertMapped(mem, end, "none", "after the code");
+  assertMapped(mem, layout.memorySize - 1, "rw", "last byte of memory");
+  // Still no page both writable and executable anywhere.
+  for (let a = 0; a < end; a += PAGE_SIZE) {
+    const m = translate(mem, a);
+    if (m.present && m.writable && m.executable) assert.fail(`W+X page at 0x${a.toString(16)}`);
+  }
+  assert.deepEqual(
+    [computeLayout(IMAGE).codeAddr, computeLayout(IMAGE).codeSize],
+    [0, 0],
+    "no code region by default",
+  );
+  assert.throws(() => computeLayout(IMAGE, { codeSize: MAX_MEMORY_SIZE }), ArgumentError);
+});
+
 Deno.test("PEB, memory image and entry registers", async (t) => {
   const layout = computeLayout(IMAGE, { heapSize: 64 * KIB });
   const mem = new Uint8Array(layout.memorySize);

@@ -2,61 +2,17 @@
 //! encodings"), for wasmtime's types: a cursor over request bytes, a writer, value packing and
 //! the description of imports and exports.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use wasmtime::{ExternType, FuncType, Mutability, Val, ValType};
 
-/// Reads the fields of a request; every read checks the remaining length.
-pub struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
+/// Requests are read with `hl_wire`'s bounds-checked cursor (as in the wasmi guest).
+pub use hl_guest::wire::Reader;
 
-impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| String::from("request ends early"))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    pub fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    pub fn u64(&mut self) -> Result<u64, String> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    /// `u32` length, then that many bytes.
-    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    pub fn finish(&self) -> Result<(), String> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(String::from("request has trailing bytes"))
-        }
-    }
+/// A decoding error as text (the ERROR message).
+pub fn text(e: hl_guest::wire::DecodeError) -> String {
+    e.to_string()
 }
 
 /// Appends fields to a byte vector.
@@ -153,14 +109,14 @@ pub fn read_vals(bytes: &[u8], types: &[ValType]) -> Result<Vec<Val>, String> {
     let mut out = Vec::with_capacity(types.len());
     for t in types {
         out.push(match t {
-            ValType::I32 => Val::I32(r.u32()? as i32),
-            ValType::I64 => Val::I64(r.u64()? as i64),
-            ValType::F32 => Val::F32(r.u32()?),
-            ValType::F64 => Val::F64(r.u64()?),
+            ValType::I32 => Val::I32(r.u32().map_err(text)? as i32),
+            ValType::I64 => Val::I64(r.u64().map_err(text)? as i64),
+            ValType::F32 => Val::F32(r.u32().map_err(text)?),
+            ValType::F64 => Val::F64(r.u64().map_err(text)?),
             _ => return Err(String::from("reference and vector values cannot cross")),
         });
     }
-    r.finish()?;
+    r.finish().map_err(text)?;
     Ok(out)
 }
 
@@ -180,6 +136,7 @@ pub fn write_vals(vals: &[Val]) -> Result<Vec<u8>, String> {
 }
 
 /// The WASI part of an instantiate request.
+#[allow(dead_code)]
 pub struct WasiConfig {
     pub args: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
@@ -197,26 +154,26 @@ pub struct InstantiateRequest {
 impl InstantiateRequest {
     pub fn parse(config: &[u8]) -> Result<Self, String> {
         fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, String> {
-            let n = r.u32()?;
+            let n = r.u32().map_err(text)?;
             let mut out = Vec::new();
             for _ in 0..n {
-                out.push(r.bytes()?.to_vec());
+                out.push(r.blob().map_err(text)?.to_vec());
             }
             Ok(out)
         }
         let mut r = Reader::new(config);
-        let max_memory = r.u64()?;
-        let max_table = r.u64()?;
-        let wasi = if r.u8()? != 0 {
+        let max_memory = r.u64().map_err(text)?;
+        let max_table = r.u64().map_err(text)?;
+        let wasi = if r.u8().map_err(text)? != 0 {
             let args = list(&mut r)?;
             let env = list(&mut r)?;
             let mut seed = [0u8; 32];
-            seed.copy_from_slice(r.take(32)?);
+            seed.copy_from_slice(r.take(32).map_err(text)?);
             Some(WasiConfig { args, env, seed })
         } else {
             None
         };
-        r.finish()?;
+        r.finish().map_err(text)?;
         Ok(Self {
             max_memory,
             max_table,

@@ -24,7 +24,8 @@ pub const BASELINE_CRANELIFT_FLAGS: &[&str] =
     &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
 
 /// Version of these settings; part of the artifact cache key beside wasmtime's own
-/// compatibility hash. Bump when `configure` changes.
+/// compatibility hash (compiler side). Bump when `configure` changes.
+#[allow(dead_code)]
 pub const CONFIG_VERSION: u32 = 1;
 
 /// Applies the shared settings. `fuel` turns on fuel metering, which changes the generated code,

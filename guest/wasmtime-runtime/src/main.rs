@@ -23,7 +23,6 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::ptr::NonNull;
 
 use hl_guest::{GuestError, HostError, Value, call_host};
 use spinning_top::Spinlock;
@@ -32,7 +31,7 @@ use wasmtime::{
     StoreLimitsBuilder, Trap, Val, ValType,
 };
 
-use codec::{Reader, Writer, read_vals, write_vals};
+use codec::{Reader, Writer, read_vals, text, write_vals};
 
 hl_guest::guest_functions![
     load,
@@ -70,7 +69,9 @@ const MIN_WASM_STACK: usize = 16 * 1024;
 /// The data of the wasmtime store.
 pub struct HostState {
     limits: StoreLimits,
-    /// WASI arguments, environment and random stream; `None` without WASI.
+    /// WASI arguments, environment and random seed; `None` without WASI. Kept for the WASI
+    /// implementation this engine does not have yet (instantiate refuses WASI modules).
+    #[allow(dead_code)]
     wasi: Option<codec::WasiConfig>,
 }
 
@@ -150,8 +151,13 @@ fn engine(fuel: bool, depth: u32, code: platform::CodeRegion) -> Result<Engine, 
 fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let parse = |config: &[u8]| -> Result<(u64, u32, u64, u64), String> {
         let mut r = Reader::new(config);
-        let v = (r.u64()?, r.u32()?, r.u64()?, r.u64()?);
-        r.finish()?;
+        let v = (
+            r.u64().map_err(text)?,
+            r.u32().map_err(text)?,
+            r.u64().map_err(text)?,
+            r.u64().map_err(text)?,
+        );
+        r.finish().map_err(text)?;
         Ok(v)
     };
     let (fuel, depth, addr, len) = parse(&config).map_err(|e| state_error(&e))?;

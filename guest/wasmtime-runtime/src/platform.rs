@@ -1,8 +1,8 @@
 //! What wasmtime's custom (no OS) platform asks of the embedder: thread-local slots, code
 //! publishing, and CPU feature detection; plus the W^X self-test probes.
 
-use alloc::string::String;
 use alloc::format;
+use alloc::string::String;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -36,8 +36,8 @@ pub extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
 /// SSE levels and POPCNT only: AVX and later need XSAVE state the VM does not enable, so they are
 /// "absent" whatever CPUID says, and an artifact that needs them is refused.
 pub fn detect(feature: &str) -> Option<bool> {
-    // SAFETY: CPUID is available on every x86-64 CPU and runs at CPL 3 (the VM's CPUID table).
-    let l1 = unsafe { core::arch::x86_64::__cpuid(1) };
+    // CPUID runs at CPL 3 and answers from the VM's CPUID table.
+    let l1 = core::arch::x86_64::__cpuid(1);
     let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
     if !matches!(feature, "sse" | "sse2")
         && !crate::engine_config::BASELINE_FEATURES.contains(&feature)

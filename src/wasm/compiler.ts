@@ -1,0 +1,289 @@
+/**
+ * The wasmtime engine's host side: the Cranelift compiler library (`compiler/`, opened with
+ * `Deno.dlopen` on first use only) and the artifact cache (in memory, and on disk under
+ * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache".
+ *
+ * A cache entry is keyed by the module's SHA-256, the engine hash (wasmtime's
+ * `precompile_compatibility_hash` of the exact engine settings, our settings version, fuel on/off)
+ * and nothing else: the artifact does not depend on any other option. On disk an entry is
+ * `HLWA` + version + SHA-256 of the artifact + the artifact; loading checks the digest and then
+ * that the artifact is one this engine accepts (`hlc_check`); a refused file is a
+ * {@linkcode WasmArtifactError} and is removed.
+ *
+ * @module
+ */
+
+import { findCompiler } from "../artifacts.ts";
+import { LibraryNotFoundError } from "../errors.ts";
+import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
+import { digest } from "../snapshot.ts";
+import { WasmArtifactError, WasmModuleError } from "./types.ts";
+
+/** Version of the compiler library's C ABI this table describes. */
+const COMPILER_ABI_VERSION = 1;
+const FLAG_FUEL = 1;
+const ERR_MODULE = -1;
+const ERR_ARTIFACT = -2;
+
+const symbols = {
+  hlc_abi_version: { parameters: [], result: "u32" },
+  hlc_engine_hash: { parameters: ["u32", "buffer"], result: "i32" },
+  hlc_compile: { parameters: ["u32", "buffer", "u64", "buffer"], result: "i32" },
+  hlc_free: { parameters: ["pointer", "u64"], result: "void" },
+  hlc_check: { parameters: ["u32", "buffer", "u64"], result: "i32" },
+  hlc_last_error: { parameters: ["buffer", "u32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type CompilerSymbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let opened: CompilerSymbols | undefined;
+
+function compiler(): CompilerSymbols {
+  if (opened) return opened;
+  const path = findCompiler();
+  const lib = Deno.dlopen(path, symbols);
+  const version = lib.symbols.hlc_abi_version();
+  if (version !== COMPILER_ABI_VERSION) {
+    lib.close();
+    throw new LibraryNotFoundError(
+      [path],
+      `${path} implements compiler ABI ${version}, this package needs ${COMPILER_ABI_VERSION}: rebuild it`,
+    );
+  }
+  opened = lib.symbols;
+  return opened;
+}
+
+const errorBuffer = new Uint8Array(4096);
+
+function lastError(lib: CompilerSymbols): string {
+  const n = lib.hlc_last_error(errorBuffer, errorBuffer.length);
+  return new TextDecoder().decode(errorBuffer.subarray(0, Math.max(0, Math.min(n, 4096))));
+}
+
+const engineHashes = new Map<number, string>();
+
+/** The engine hash for these settings (hex), part of every cache key. */
+export function engineHash(fuel: boolean): string {
+  const flags = fuel ? FLAG_FUEL : 0;
+  let h = engineHashes.get(flags);
+  if (h === undefined) {
+    const lib = compiler();
+    const out = new BigUint64Array(1);
+    if (lib.hlc_engine_hash(flags, out) !== 0) throw new Error(lastError(lib));
+    h = out[0].toString(16).padStart(16, "0");
+    engineHashes.set(flags, h);
+  }
+  return h;
+}
+
+/** Compiles `wasm` with Cranelift for the guest's engine (synchronous, on the calling thread). */
+export function compileArtifact(wasm: Uint8Array, fuel: boolean): Uint8Array {
+  const lib = compiler();
+  const out = new BigUint64Array(2);
+  const rc = lib.hlc_compile(fuel ? FLAG_FUEL : 0, wasm, BigInt(wasm.length), out);
+  if (rc === ERR_MODULE) throw new WasmModuleError(`invalid module: ${lastError(lib)}`);
+  if (rc !== 0) throw new Error(`compiling the module failed: ${lastError(lib)}`);
+  const ptr = Deno.UnsafePointer.create(out[0]);
+  const len = Number(out[1]);
+  try {
+    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, len)).slice();
+  } finally {
+    lib.hlc_free(ptr, out[1]);
+  }
+}
+
+/** Throws {@linkcode WasmArtifactError} unless the engine for `fuel` accepts `artifact`. */
+export function checkArtifact(artifact: Uint8Array, fuel: boolean): void {
+  const lib = compiler();
+  const rc = lib.hlc_check(fuel ? FLAG_FUEL : 0, artifact, BigInt(artifact.length));
+  if (rc === ERR_ARTIFACT) {
+    throw new WasmArtifactError(`the artifact was refused: ${lastError(lib)}`);
+  }
+  if (rc !== 0) throw new Error(`checking the artifact failed: ${lastError(lib)}`);
+}
+
+/**
+ * The on-disk artifact cache: `$HL_WASM_CACHE_DIR`, else `$XDG_CACHE_HOME/hl-sandbox/wasmtime`,
+ * else `~/.cache/hl-sandbox/wasmtime`; `undefined` when none can be named (no cache on disk).
+ */
+export function artifactCacheDir(): string | undefined {
+  const env = (name: string) => {
+    try {
+      return Deno.env.get(name) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const named = env("HL_WASM_CACHE_DIR");
+  if (named !== undefined) return named;
+  const xdg = env("XDG_CACHE_HOME");
+  const home = env("HOME");
+  const base = xdg ?? (home === undefined ? undefined : `${home}/.cache`);
+  return base === undefined ? undefined : `${base}/hl-sandbox/wasmtime`;
+}
+
+const MAGIC = [0x48, 0x4c, 0x57, 0x41]; // "HLWA"
+const FORMAT_VERSION = 1;
+const HEADER_SIZE = 8 + 32;
+
+function hexToBytes(hex: string): Uint8Array {
+  return new Uint8Array(hex.match(/../g)!.map((b) => parseInt(b, 16)));
+}
+
+/** Encodes a cache file: magic, version, SHA-256 of the artifact, the artifact. */
+export async function encodeCacheFile(artifact: Uint8Array): Promise<Uint8Array> {
+  const out = new Uint8Array(HEADER_SIZE + artifact.length);
+  out.set(MAGIC, 0);
+  new DataView(out.buffer).setUint32(4, FORMAT_VERSION, true);
+  out.set(hexToBytes(await digest(artifact)), 8);
+  out.set(artifact, HEADER_SIZE);
+  return out;
+}
+
+/** Decodes and verifies a cache file; {@linkcode WasmArtifactError} when it is not intact. */
+export async function decodeCacheFile(file: Uint8Array): Promise<Uint8Array> {
+  if (
+    file.length < HEADER_SIZE || MAGIC.some((b, i) => file[i] !== b) ||
+    new DataView(file.buffer, file.byteOffset).getUint32(4, true) !== FORMAT_VERSION
+  ) {
+    throw new WasmArtifactError("not an artifact cache file of this version");
+  }
+  const artifact = file.subarray(HEADER_SIZE);
+  const want = file.subarray(8, HEADER_SIZE);
+  const got = hexToBytes(await digest(artifact));
+  if (got.some((b, i) => b !== want[i])) {
+    throw new WasmArtifactError("the artifact's digest does not match: the cache file was changed");
+  }
+  return artifact;
+}
+
+/** A compiled module published as a code image VMs map read-only (shared, no copy). */
+export interface CodeImage {
+  /** The sealed memfd holding the artifact. */
+  readonly code: MemorySnapshotHandle;
+  /** Whether it came from memory, disk, or a fresh compile. */
+  readonly source: "memory" | "disk" | "compiled";
+}
+
+/** Counters of the artifact cache of this process. */
+export interface ArtifactCacheStats {
+  /** Code images found in memory. */
+  memoryHits: number;
+  /** Artifacts loaded from disk. */
+  diskHits: number;
+  /** Modules compiled. */
+  compiles: number;
+}
+
+const MAX_IMAGES = 32;
+const images = new Map<string, Promise<MemorySnapshotHandle>>();
+const counters: ArtifactCacheStats = { memoryHits: 0, diskHits: 0, compiles: 0 };
+
+/** The artifact cache's counters (a copy). */
+export function artifactCacheStats(): ArtifactCacheStats {
+  return { ...counters };
+}
+
+/**
+ * Releases the in-memory code images (VMs that mapped one keep it alive; snapshots whose image is
+ * released can no longer start sandboxes). The disk cache stays.
+ */
+export async function clearArtifactCache(): Promise<void> {
+  const all = [...images.values()];
+  images.clear();
+  for (const p of all) {
+    try {
+      (await p).release();
+    } catch {
+      // A failed entry holds nothing.
+    }
+  }
+}
+
+async function loadOrCompile(
+  wasm: Uint8Array,
+  fuel: boolean,
+  file: string | undefined,
+  library: string | undefined,
+): Promise<{ artifact: Uint8Array; source: "disk" | "compiled" }> {
+  if (file !== undefined) {
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = await Deno.readFile(file);
+    } catch {
+      bytes = undefined; // A miss (or an unreadable cache): compile.
+    }
+    if (bytes !== undefined) {
+      try {
+        const artifact = await decodeCacheFile(bytes);
+        checkArtifact(artifact, fuel);
+        counters.diskHits++;
+        return { artifact, source: "disk" };
+      } catch (e) {
+        await Deno.remove(file).catch(() => {});
+        throw e;
+      }
+    }
+  }
+  void library;
+  const artifact = compileArtifact(wasm, fuel);
+  counters.compiles++;
+  if (file !== undefined) {
+    try {
+      const dir = file.slice(0, file.lastIndexOf("/"));
+      await Deno.mkdir(dir, { recursive: true });
+      const tmp = `${file}.${crypto.randomUUID()}.tmp`;
+      await Deno.writeFile(tmp, await encodeCacheFile(artifact), { mode: 0o600 });
+      await Deno.rename(tmp, file);
+    } catch {
+      // No disk cache (read-only file system, no permission): memory only.
+    }
+  }
+  return { artifact, source: "compiled" };
+}
+
+/**
+ * The code image of `wasm` for the engine with fuel on/off: from memory, else from the disk
+ * cache (verified), else compiled (and stored). `WasmModuleError` for a module Cranelift refuses,
+ * {@linkcode WasmArtifactError} for a refused cache file.
+ */
+export async function codeImage(
+  wasm: Uint8Array,
+  fuel: boolean,
+  library?: string,
+): Promise<CodeImage> {
+  const moduleHash = await digest(wasm);
+  const key = `${moduleHash}-${engineHash(fuel)}`;
+  const hit = images.get(key);
+  if (hit) {
+    const code = await hit;
+    if (!code.released) {
+      images.delete(key);
+      images.set(key, hit);
+      counters.memoryHits++;
+      return { code, source: "memory" };
+    }
+  }
+  const dir = artifactCacheDir();
+  const file = dir === undefined ? undefined : `${dir}/${key}.hlwa`;
+  let source: "disk" | "compiled" = "compiled";
+  const pending = loadOrCompile(wasm, fuel, file, library).then((r) => {
+    source = r.source;
+    return snapshotFromBytes(r.artifact, library);
+  });
+  images.set(key, pending);
+  let code: MemorySnapshotHandle;
+  try {
+    code = await pending;
+  } catch (e) {
+    if (images.get(key) === pending) images.delete(key);
+    throw e;
+  }
+  while (images.size > MAX_IMAGES) {
+    const [oldest, p] = images.entries().next().value!;
+    images.delete(oldest);
+    p.then((c) => c.release(), () => {});
+  }
+  return { code, source };
+}

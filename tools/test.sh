@@ -101,6 +101,7 @@ check "deno publish --dry-run" deno publish --dry-run --allow-dirty
 check "src/rust_sources.ts is current" deno run --allow-run --allow-read tools/rust_sources.ts --check
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy (rust-vmm)" cargo clippy --release -p hl-rust-vmm -- -D warnings
+check "cargo clippy (compiler)" cargo clippy --release -p hl-wasm-compiler --all-targets -- -D warnings
 if [ -f guest/Cargo.toml ]; then
   check "cargo fmt --check (guests)" bash -c 'cd guest && cargo fmt --all -- --check'
   check "cargo clippy (guests)" bash -c 'cd guest && cargo clippy --release -- -D warnings'
@@ -110,6 +111,8 @@ stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-env --
 if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
 fi
+
+stage "compiler tests (no KVM)" cargo unit cargo test --release -p hl-wasm-compiler
 
 # Compile the Rust tests natively: compiling under the emulator would take minutes.
 check "cargo test --no-run (rust-vmm)" cargo test --release -p hl-rust-vmm --no-run

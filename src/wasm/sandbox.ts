@@ -56,6 +56,8 @@ import {
 } from "./types.ts";
 
 const MIB = 1 << 20;
+/** The least guest stack for the wasmtime engine: its 512 KiB Wasm stack limit + headroom. */
+const WASMTIME_MIN_STACK = 1 * MIB;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -253,6 +255,13 @@ export class WasmSandbox implements AsyncDisposable {
       throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(engine)}`);
     }
     const wasmtime = engine === "wasmtime";
+    // wasmtime checks the Wasm stack against 512 KiB (guest/wasmtime-runtime/src/engine_config.rs);
+    // the guest's own stack must hold that plus the runtime and host calls above it.
+    if (wasmtime && options.stackSize !== undefined && options.stackSize < WASMTIME_MIN_STACK) {
+      throw new ArgumentError(
+        `stackSize must be at least ${WASMTIME_MIN_STACK / 1024} KiB with the wasmtime engine`,
+      );
+    }
     const runtime = options.runtime ?? findGuest(wasmtime ? "wasmtime-runtime" : "wasm-runtime");
     // wasmtime: the module is compiled on the host (or found in the artifact cache) and mapped
     // into the VM read-only and executable; the guest gets no module bytes.

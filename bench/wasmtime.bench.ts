@@ -1,0 +1,166 @@
+/**
+ * The wasmtime engine against V8 and wasmi, in the same run (issue 13's goals):
+ * - compute: fib(27) and checksum(5,000,000) — wasmtime ≤ 2.5× V8 and ≥ 5× faster than wasmi;
+ * - create + first call with a cached artifact (and the module cache) against the raw create
+ *   floor — ≤ 1.5×;
+ * - the first compile of a 1 MB module (Cranelift on the host; reported, no goal).
+ *
+ * Printed once as a table; the compute figures are medians of whole calls (VM entry included,
+ * which is µs against the ms the calls take).
+ */
+import { WasmSandbox } from "../src/wasm/sandbox.ts";
+import { artifactCacheDir, clearArtifactCache, compileArtifact } from "../src/wasm/compiler.ts";
+import { fixtureBytes } from "../tests/wasm/fixtures.ts";
+import { measureFloor } from "./_floor.ts";
+import { medianUs, printRatios } from "./_ratios.ts";
+
+const FIB_N = 27;
+const CHECKSUM_N = 5_000_000;
+
+/** LEB128 of an unsigned integer. */
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...uleb(body.length), ...body];
+}
+
+/**
+ * A valid module of about `bytes` bytes: `funcs` functions (i32) -> i32, each a chain of integer
+ * arithmetic that calls the previous function, the last one exported as `f`.
+ */
+function bigModule(bytes: number): Uint8Array {
+  const ops = 60; // arithmetic steps per function: ~7 bytes each
+  const body: number[] = [];
+  for (let i = 0; i < ops; i++) {
+    // local.get 0; i32.const k; i32.add; i32.const 3; i32.mul; local.set 0
+    body.push(0x20, 0, 0x41, ...uleb(i + 1), 0x6a, 0x41, 3, 0x6c, 0x21, 0);
+  }
+  const perFunc = body.length + 8;
+  const funcs = Math.ceil(bytes / perFunc);
+  const types = section(1, [1, 0x60, 1, 0x7f, 1, 0x7f]);
+  const fnSec = section(3, [...uleb(funcs), ...new Array(funcs).fill(0)]);
+  const exportSec = section(7, [1, 1, 0x66, 0, ...uleb(funcs - 1)]);
+  const code: number[] = [...uleb(funcs)];
+  for (let f = 0; f < funcs; f++) {
+    const call = f === 0 ? [0x20, 0] : [0x20, 0, 0x10, ...uleb(f - 1)];
+    const fn = [0, ...body, ...call, 0x0b];
+    code.push(...uleb(fn.length), ...fn);
+  }
+  return new Uint8Array([
+    0,
+    0x61,
+    0x73,
+    0x6d,
+    1,
+    0,
+    0,
+    0,
+    ...types,
+    ...fnSec,
+    ...exportSec,
+    ...section(10, code),
+  ]);
+}
+
+{
+  const fib = fixtureBytes("fib");
+  const v8 = new WebAssembly.Instance(new WebAssembly.Module(fib as Uint8Array<ArrayBuffer>))
+    .exports as Record<string, (...args: number[]) => number>;
+  const wasmi = await WasmSandbox.create({ module: fib, engine: "wasmi" });
+  const wasmtime = await WasmSandbox.create({ module: fib, engine: "wasmtime" });
+  for (const w of [wasmi, wasmtime]) {
+    if (await w.call("checksum", 1000) !== v8.checksum(1000)) throw new Error("checksum differs");
+    if (await w.call("fib", 20) !== 6765) throw new Error("fib differs");
+  }
+
+  const compute: [string, number, number, number][] = [];
+  for (
+    const [name, arg, n] of [["fib", FIB_N, 11], ["checksum", CHECKSUM_N, 11]] as const
+  ) {
+    const v = await medianUs(() => v8[name](arg), n, 2);
+    const t = await medianUs(() => wasmtime.call(name, arg), n, 2);
+    const i = await medianUs(() => wasmi.call(name, arg), 5, 1);
+    compute.push([`${name}(${arg})`, v, t, i]);
+  }
+
+  const oneMb = bigModule(1 << 20);
+  const compileUs = await medianUs(() => compileArtifact(oneMb, false), 3, 1);
+  const artifactBytes = compileArtifact(oneMb, false).length;
+
+  const figures = [
+    {
+      label: "wasmtime create (cached module) + first call fib(1) + dispose",
+      medianUs: await medianUs(async () => {
+        const w = await WasmSandbox.create({ module: fib, engine: "wasmtime" });
+        await w.call("fib", 1);
+        await w.dispose();
+      }, 200),
+      against: "create" as const,
+      goal: "≤ 1.5× (issue 13)",
+    },
+    {
+      label: "wasmtime create (cache: false, artifact in memory) + fib(1) + dispose",
+      medianUs: await medianUs(async () => {
+        const w = await WasmSandbox.create({ module: fib, engine: "wasmtime", cache: false });
+        await w.call("fib", 1);
+        await w.dispose();
+      }, 30, 3),
+      against: "create" as const,
+    },
+    {
+      label: "wasmi create (cache: false) + fib(1) + dispose",
+      medianUs: await medianUs(async () => {
+        const w = await WasmSandbox.create({ module: fib, engine: "wasmi", cache: false });
+        await w.call("fib", 1);
+        await w.dispose();
+      }, 30, 3),
+      against: "create" as const,
+    },
+  ];
+  printRatios("wasmtime engine", await measureFloor(), figures);
+  console.log("  compute (median per call; V8 in this process, the sandboxes in their VMs):");
+  for (const [label, v, t, i] of compute) {
+    console.log(
+      `    ${label.padEnd(18)} V8 ${(v / 1000).toFixed(2)} ms, wasmtime ${(t / 1000).toFixed(2)} ms ` +
+        `(${(t / v).toFixed(2)}× V8, goal ≤ 2.5×), wasmi ${(i / 1000).toFixed(1)} ms ` +
+        `(${(i / t).toFixed(1)}× wasmtime, goal ≥ 5×)`,
+    );
+  }
+  console.log(
+    `  first compile of a ${(oneMb.length / 1e6).toFixed(2)} MB module (Cranelift, host, ` +
+      `no cache): ${(compileUs / 1000).toFixed(0)} ms, artifact ${
+        (artifactBytes / 1e6).toFixed(2)
+      } MB; artifact cache on disk: ${artifactCacheDir() ?? "(none)"}`,
+  );
+
+  Deno.bench({
+    name: `V8 fib(${FIB_N})`,
+    group: "engines fib",
+    baseline: true,
+    fn() {
+      v8.fib(FIB_N);
+    },
+  });
+  Deno.bench({
+    name: `WasmSandbox fib(${FIB_N}) (wasmtime)`,
+    group: "engines fib",
+    async fn() {
+      await wasmtime.call("fib", FIB_N);
+    },
+  });
+
+  globalThis.addEventListener("unload", () => {
+    void wasmi.dispose();
+    void wasmtime.dispose();
+    void clearArtifactCache();
+  });
+}

@@ -17,4 +17,4 @@
   (func (export "add64") (param i64 i64) (result i64) (call $add64 (local.get 0) (local.get 1)))
   (func (export "pair") (param f64) (result i32 f32) (call $pair (local.get 0)))
   (func (export "fail") (call $fail))
-  (func (export "takes_ref") (param externref)))
+  (func (export "takes_ref") (param funcref)))

@@ -233,6 +233,14 @@ mod tests {
     ];
 
     #[test]
+    fn baseline_names_pair_up() {
+        assert_eq!(
+            engine_config::BASELINE_FEATURES.len(),
+            engine_config::BASELINE_CRANELIFT_FLAGS.len()
+        );
+    }
+
+    #[test]
     fn compiles_checks_and_rejects() {
         let art = compile(0, ADD).unwrap();
         check(0, &art).unwrap();
@@ -240,7 +248,10 @@ mod tests {
         assert_eq!(check(FLAG_FUEL, &art).unwrap_err().0, ERR_ARTIFACT);
         assert_ne!(engine_hash(0).unwrap(), engine_hash(FLAG_FUEL).unwrap());
         assert_eq!(engine_hash(0).unwrap(), engine_hash(0).unwrap());
-        assert_eq!(compile(0, b"\0asm\x01\0\0\0\x99").unwrap_err().0, ERR_MODULE);
+        assert_eq!(
+            compile(0, b"\0asm\x01\0\0\0\x99").unwrap_err().0,
+            ERR_MODULE
+        );
         assert_eq!(check(0, b"not an artifact").unwrap_err().0, ERR_ARTIFACT);
         assert!(compile(2, ADD).is_err());
     }

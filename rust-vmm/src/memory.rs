@@ -67,7 +67,10 @@ impl MemorySnapshot {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: plain syscall on the fd we own; the result is checked.
         if unsafe { libc::ftruncate(raw, size as libc::off_t) } != 0 {
-            return Err(Error::os("ftruncate of a snapshot", io::Error::last_os_error()));
+            return Err(Error::os(
+                "ftruncate of a snapshot",
+                io::Error::last_os_error(),
+            ));
         }
         let mut off = 0usize;
         while off < data.len() {
@@ -653,6 +656,22 @@ mod tests {
         assert!(err(MAX_GPA - PAGE_SIZE, 2 * PAGE_SIZE).contains("address limit"));
         assert!(err(u64::MAX - 4095, 4096).contains("address limit"));
         assert!(GuestMemory::validate(0x1000, 2 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_snapshot_from_bytes_holds_them_sealed_and_padded() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let snap = Arc::new(MemorySnapshot::from_bytes(&data).unwrap());
+        assert_eq!(snap.size(), 2 * PAGE_SIZE);
+        // SAFETY: plain fcntl on the snapshot's own fd.
+        let seals = unsafe { libc::fcntl(snap.fd.as_raw_fd(), libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_WRITE, 0);
+        let region = GuestMemory::from_snapshot(0x10_0000, snap).unwrap();
+        // SAFETY: the mapping is 2 pages long and owned by `region`.
+        let bytes = unsafe { std::slice::from_raw_parts(region.host_ptr(), 8192) };
+        assert_eq!(&bytes[..5000], &data[..]);
+        assert!(bytes[5000..].iter().all(|&b| b == 0), "zero padding");
+        assert!(MemorySnapshot::from_bytes(&[]).is_ok_and(|s| s.size() == PAGE_SIZE));
     }
 
     #[test]

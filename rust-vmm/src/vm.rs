@@ -183,7 +183,9 @@ impl Vm {
     pub fn map_code(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<(u32, bool)> {
         let size = snap.size();
         let readonly = capabilities()?.readonly_memory;
-        let slot = self.add_region(gpa, size, readonly, || GuestMemory::from_snapshot(gpa, snap))?;
+        let slot = self.add_region(gpa, size, readonly, || {
+            GuestMemory::from_snapshot(gpa, snap)
+        })?;
         Ok((slot, readonly))
     }
 

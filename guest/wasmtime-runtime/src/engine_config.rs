@@ -16,12 +16,19 @@ pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// The x86-64 features artifacts are compiled for (Rust `std::arch` names): x86-64-v2 without
 /// anything that needs the guest to enable XSAVE/AVX state. The guest reports these from its own
 /// CPUID (what the VM exposes); an artifact that needs one the VM lacks is refused when it loads.
+/// Used by the guest.
+#[allow(dead_code)]
 pub const BASELINE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
 
 /// The Cranelift flags that enable [`BASELINE_FEATURES`] (same order); used by the compiler.
 #[allow(dead_code)]
-pub const BASELINE_CRANELIFT_FLAGS: &[&str] =
-    &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
+pub const BASELINE_CRANELIFT_FLAGS: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
 
 /// Version of these settings; part of the artifact cache key beside wasmtime's own
 /// compatibility hash (compiler side). Bump when `configure` changes.

@@ -369,8 +369,7 @@ fn invoke(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let func = export_func(run, &name)?;
     let ty = func.ty(&run.store);
     let param_types: Vec<ValType> = ty.params().collect();
-    let params =
-        read_vals(&args, &param_types).map_err(|e| GuestError::new(code::BAD_ARGS, e))?;
+    let params = read_vals(&args, &param_types).map_err(|e| GuestError::new(code::BAD_ARGS, e))?;
     let mut results = result_slots(ty.results())?;
     func.call(&mut run.store, &params, &mut results)
         .map_err(|e| run_error(e, 0))?;

@@ -83,7 +83,9 @@ impl CodeRegion {
 
     fn contains(&self, ptr: *const u8, len: usize) -> bool {
         let p = ptr as usize;
-        p >= self.start && p.checked_add(len).is_some_and(|e| e <= self.start + self.len)
+        p >= self.start
+            && p.checked_add(len)
+                .is_some_and(|e| e <= self.start + self.len)
     }
 }
 
@@ -119,7 +121,10 @@ pub fn write_code_page() -> Result<(), GuestError> {
     // SAFETY: deliberately not sound: the test wants this write to fault. A volatile write keeps
     // the compiler from removing it; the page is mapped (present), so the only outcome is #PF.
     unsafe { core::ptr::write_volatile(code, 0xC3) };
-    Err(GuestError::new(code::STATE, "wrote a code page: W^X is broken"))
+    Err(GuestError::new(
+        code::STATE,
+        "wrote a code page: W^X is broken",
+    ))
 }
 
 /// W^X probe: places `ret` in a heap buffer and calls it. Heap pages are non-executable, so the
@@ -132,5 +137,8 @@ pub fn execute_data_page() -> Result<(), GuestError> {
     let f: extern "C" fn() = unsafe { core::mem::transmute(ptr) };
     f();
     drop(buf);
-    Err(GuestError::new(code::STATE, "ran a data page: W^X is broken"))
+    Err(GuestError::new(
+        code::STATE,
+        "ran a data page: W^X is broken",
+    ))
 }

@@ -10,7 +10,9 @@
  * (`$XDG_CACHE_HOME/hl-sandbox/<version>/`, else `~/.cache/hl-sandbox/<version>/`), builds them
  * there with your cargo (Rust stable), and prints where the results went. The library then finds
  * them by itself: `Sandbox.create({ guest: guests.testguest })` and `WasmSandbox.create(...)`
- * need no path. Running it again rebuilds only what changed.
+ * need no path. Running it again rebuilds only what changed. `--wasmtime` (`setup({ wasmtime: true })`)
+ * also builds WasmSandbox's wasmtime engine (the `wasmtime-runtime` guest and the Cranelift
+ * compiler library, `compiler/`): several more minutes of cargo.
  *
  * @example
  * ```ts
@@ -22,7 +24,14 @@
  * @module
  */
 
-import { cachedArtifact, cacheDir, LIBRARY_FILE, PACKAGE_VERSION } from "./src/artifacts.ts";
+import {
+  type BuiltinGuestName,
+  cachedArtifact,
+  cacheDir,
+  COMPILER_FILE,
+  LIBRARY_FILE,
+  PACKAGE_VERSION,
+} from "./src/artifacts.ts";
 import { RUST_SOURCES } from "./src/rust_sources.ts";
 
 /** Options of {@linkcode setup}. */
@@ -31,9 +40,12 @@ export interface SetupOptions {
   dir?: string;
   /** Print progress lines (default true); cargo's own output always goes to stderr. */
   verbose?: boolean;
+  /**
+   * Also build WasmSandbox's wasmtime engine: the `wasmtime-runtime` guest and the Cranelift
+   * compiler library (default false: several minutes of cargo that only its users need).
+   */
+  wasmtime?: boolean;
 }
-
-const GUESTS = ["testguest", "wasm-runtime"] as const;
 
 /**
  * Builds the native library and the built-in guests into `options.dir` (default: the cache
@@ -76,10 +88,24 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
     "--target-dir",
     `${dir}/target`,
   ]);
+  const guests: BuiltinGuestName[] = ["testguest", "wasm-runtime"];
+  if (options.wasmtime) {
+    guests.push("wasmtime-runtime");
+    await cargo(src, [
+      "build",
+      "--release",
+      "--locked",
+      "-p",
+      "hl-wasm-compiler",
+      "--target-dir",
+      `${dir}/target`,
+    ]);
+  }
   await cargo(`${src}/guest`, [
     "build",
     "--release",
     "--locked",
+    ...guests.flatMap((g) => ["-p", g]),
     "--target-dir",
     `${dir}/guest-target`,
   ]);
@@ -87,11 +113,15 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
   // 3. The results where the library looks; renamed into place, so a process that has the old
   //    library open keeps its copy.
   install(`${dir}/target/release/${LIBRARY_FILE}`, cachedArtifact(dir, "library"));
-  for (const g of GUESTS) {
+  if (options.wasmtime) {
+    install(`${dir}/target/release/${COMPILER_FILE}`, cachedArtifact(dir, "compiler"));
+    say(`compiler:     ${cachedArtifact(dir, "compiler")}`);
+  }
+  for (const g of guests) {
     install(`${dir}/guest-target/x86_64-unknown-linux-gnu/release/${g}`, cachedArtifact(dir, g));
   }
   say(`library:      ${cachedArtifact(dir, "library")}`);
-  for (const g of GUESTS) say(`${`${g}:`.padEnd(13)} ${cachedArtifact(dir, g)}`);
+  for (const g of guests) say(`${`${g}:`.padEnd(13)} ${cachedArtifact(dir, g)}`);
   say(`done: the library finds these by itself (version ${PACKAGE_VERSION})`);
   return dir;
 }
@@ -136,7 +166,7 @@ async function cargo(cwd: string, args: string[]): Promise<void> {
 
 if (import.meta.main) {
   try {
-    await setup();
+    await setup({ wasmtime: Deno.args.includes("--wasmtime") });
   } catch (e) {
     console.error(`hl-sandbox setup: ${(e as Error).message}`);
     Deno.exit(1);

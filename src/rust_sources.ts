@@ -4,6 +4,8 @@
 export const RUST_SOURCES: readonly string[] = [
   "Cargo.lock",
   "Cargo.toml",
+  "compiler/Cargo.toml",
+  "compiler/src/lib.rs",
   "guest/.cargo/config.toml",
   "guest/Cargo.lock",
   "guest/Cargo.toml",

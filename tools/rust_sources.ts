@@ -8,7 +8,7 @@
 
 const out = new URL("../src/rust_sources.ts", import.meta.url);
 const git = new Deno.Command("git", {
-  args: ["ls-files", "Cargo.toml", "Cargo.lock", "rust-vmm", "guest"],
+  args: ["ls-files", "Cargo.toml", "Cargo.lock", "rust-vmm", "compiler", "guest"],
   cwd: new URL("../", import.meta.url),
   stdout: "piped",
 }).outputSync();

@@ -106,7 +106,7 @@ if [ -f guest/Cargo.toml ]; then
   check "cargo clippy (guests)" bash -c 'cd guest && cargo clippy --release -- -D warnings'
 fi
 
-stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-env --allow-ffi tests/unit/
+stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-write --allow-env --allow-ffi tests/unit/
 if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
 fi

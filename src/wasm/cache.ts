@@ -10,7 +10,7 @@ import { digest } from "../snapshot.ts";
 import type { WasmSnapshotState } from "./snapshot.ts";
 import type { WasmCacheStats, WasmSandboxOptions } from "./types.ts";
 import { moduleName } from "./wasi.ts";
-import { checkPreopens } from "./wasi_fs.ts";
+import { checkPreopens } from "./wasi_path.ts";
 
 /** Most snapshots the module cache keeps; the least recently used one goes first. */
 const CACHE_LIMIT = 32;

@@ -24,7 +24,7 @@ import {
 } from "./codec.ts";
 import { bindImports, ImportTable, runtimeHostFunctions, WASI } from "./imports.ts";
 import { WasiRuntime } from "./wasi.ts";
-import { checkPreopens } from "./wasi_fs.ts";
+import { checkPreopens } from "./wasi_path.ts";
 import {
   makeWasmSnapshot,
   type WasmSnapshot,

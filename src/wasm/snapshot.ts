@@ -7,7 +7,7 @@
 
 import { type Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
 import type { WasmExtern } from "./types.ts";
-import type { PreopenSpec } from "./wasi_fs.ts";
+import type { PreopenSpec } from "./wasi_path.ts";
 
 /** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
 export interface WasmSnapshotState {

@@ -12,7 +12,8 @@ import type { HostFunction } from "../call/types.ts";
 import type { Writer } from "./codec.ts";
 import type { WasiOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
-import { Errno, errnoOf, MAX_TRANSFER, type PreopenSpec, WasiFiles } from "./wasi_fs.ts";
+import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
+import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 

@@ -1,6 +1,6 @@
 /**
- * The host half of WASI file access: one sandbox's table of open files and directories, the
- * preopened directories, and path resolution confined to them. The guest
+ * The host half of WASI file access: one sandbox's table of open files and directories and the
+ * file calls on them (paths are resolved, confined, by `wasi_path.ts`). The guest
  * (`guest/wasm-runtime/src/wasi/files.rs`) forwards each file call as one `wasi_io` request;
  * everything that confines the module is checked here, since the guest is as hostile as the
  * module. Confinement and its guarantees are in docs/wasm.md ("Files").
@@ -12,51 +12,17 @@
  * @module
  */
 
-import { ArgumentError } from "../errors.ts";
-
-/** WASI errno values used here. */
-export const Errno = {
-  SUCCESS: 0,
-  ACCES: 2,
-  BADF: 8,
-  BUSY: 10,
-  EXIST: 20,
-  FBIG: 22,
-  ILSEQ: 25,
-  INVAL: 28,
-  IO: 29,
-  ISDIR: 31,
-  LOOP: 32,
-  MFILE: 33,
-  NAMETOOLONG: 37,
-  NFILE: 41,
-  NOENT: 44,
-  NOSPC: 51,
-  NOTDIR: 54,
-  NOTEMPTY: 55,
-  NOTSUP: 58,
-  OVERFLOW: 61,
-  PERM: 63,
-  ROFS: 69,
-  SPIPE: 70,
-  XDEV: 75,
-  NOTCAPABLE: 76,
-} as const;
-
-/** A WASI call failed with `errno`. */
-export class WasiErrno extends Error {
-  /** The errno. */
-  readonly errno: number;
-
-  constructor(errno: number, message = `errno ${errno}`) {
-    super(message);
-    this.errno = errno;
-  }
-}
-
-const fail = (errno: number): never => {
-  throw new WasiErrno(errno);
-};
+import {
+  Errno,
+  fail,
+  join,
+  lstat,
+  MAX_OPEN,
+  type PreopenSpec,
+  type Resolved,
+  resolvePath,
+  type Root,
+} from "./wasi_path.ts";
 
 const FILETYPE = { UNKNOWN: 0, CHARACTER_DEVICE: 2, DIRECTORY: 3, REGULAR: 4, SYMLINK: 7 };
 const OFLAGS = { CREAT: 1, DIRECTORY: 2, EXCL: 4, TRUNC: 8 };
@@ -86,33 +52,10 @@ const FILE_RIGHTS = RIGHT.FD_SEEK | RIGHT.FD_TELL | RIGHT.FD_FDSTAT_SET_FLAGS |
 const WRITE_RIGHTS = RIGHT.FD_WRITE | RIGHT.FD_DATASYNC | RIGHT.FD_SYNC | RIGHT.FD_ALLOCATE |
   RIGHT.FD_FILESTAT_SET_SIZE;
 
-/** Open files and directories per sandbox, preopens included; one more is `EMFILE`. */
-export const MAX_OPEN = 128;
-/** Longest path the module may pass, in bytes (`ENAMETOOLONG`). */
-export const MAX_PATH = 4096;
-/** Longest path component, in bytes (`ENAMETOOLONG`). */
-export const MAX_NAME = 255;
-/** Most symbolic links one resolution follows (`ELOOP`). */
-export const MAX_SYMLINKS = 32;
 /** Most entries `fd_readdir` lists of one directory (more are not listed). */
 export const MAX_DIR_ENTRIES = 65_536;
 /** Most bytes one read, write or listing moves. */
 export const MAX_TRANSFER = 1 << 20;
-
-/** A preopened directory as given: the module's name for it, the host directory, writable. */
-export interface PreopenSpec {
-  /** The name the module sees (`fd_prestat_dir_name`), e.g. `/data`. */
-  readonly guest: string;
-  /** The host directory's real path (symlinks resolved at create). */
-  readonly host: string;
-  /** Whether the module may change anything under it. */
-  readonly writable: boolean;
-}
-
-interface Root {
-  readonly host: string;
-  readonly writable: boolean;
-}
 
 interface DirHandle {
   readonly kind: "dir";
@@ -136,120 +79,6 @@ interface FileHandle {
 type Handle = DirHandle | FileHandle;
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-/**
- * Checks the `wasi.preopens` option: `{ guestName: hostDir | { path, writable } }`. Host
- * directories must exist; their real paths are kept. Throws `ArgumentError`.
- */
-export function checkPreopens(
-  preopens: unknown,
-): PreopenSpec[] {
-  if (preopens === undefined) return [];
-  if (typeof preopens !== "object" || preopens === null || Array.isArray(preopens)) {
-    throw new ArgumentError(
-      'wasi.preopens must be an object { "/guest": "host/dir" | { path, writable } }',
-    );
-  }
-  const out: PreopenSpec[] = [];
-  for (const [guest, value] of Object.entries(preopens)) {
-    if (guest.length === 0 || guest.includes("\0") || utf8.encode(guest).length > MAX_PATH) {
-      throw new ArgumentError(`wasi.preopens: bad guest name ${JSON.stringify(guest)}`);
-    }
-    let path: unknown = value;
-    let writable = false;
-    if (typeof value === "object" && value !== null && !(value instanceof URL)) {
-      const v = value as { path?: unknown; writable?: unknown };
-      path = v.path;
-      if (v.writable !== undefined && typeof v.writable !== "boolean") {
-        throw new ArgumentError(`wasi.preopens["${guest}"].writable must be a boolean`);
-      }
-      writable = v.writable ?? false;
-    }
-    if (typeof path !== "string" && !(path instanceof URL)) {
-      throw new ArgumentError(`wasi.preopens["${guest}"] must be a path, a URL or { path }`);
-    }
-    let host: string;
-    try {
-      host = Deno.realPathSync(path);
-      if (!Deno.statSync(host).isDirectory) throw new Error("not a directory");
-    } catch (e) {
-      throw new ArgumentError(
-        `wasi.preopens["${guest}"]: ${String(path)} is not a usable directory: ${
-          e instanceof Error ? e.message : e
-        }`,
-        { cause: e },
-      );
-    }
-    out.push({ guest, host, writable });
-  }
-  if (out.length > MAX_OPEN / 2) {
-    throw new ArgumentError(`wasi.preopens: at most ${MAX_OPEN / 2} directories`);
-  }
-  return out;
-}
-
-/** Errno of a Deno file system error. */
-export function errnoOf(e: unknown): number {
-  if (e instanceof WasiErrno) return e.errno;
-  const code = (e as { code?: unknown })?.code;
-  const byCode: Record<string, number> = {
-    ENOENT: Errno.NOENT,
-    EEXIST: Errno.EXIST,
-    EACCES: Errno.ACCES,
-    EPERM: Errno.PERM,
-    EISDIR: Errno.ISDIR,
-    ENOTDIR: Errno.NOTDIR,
-    ENOTEMPTY: Errno.NOTEMPTY,
-    ELOOP: Errno.LOOP,
-    ENAMETOOLONG: Errno.NAMETOOLONG,
-    ENOSPC: Errno.NOSPC,
-    EROFS: Errno.ROFS,
-    EXDEV: Errno.XDEV,
-    EINVAL: Errno.INVAL,
-    EBADF: Errno.BADF,
-    EBUSY: Errno.BUSY,
-    EFBIG: Errno.FBIG,
-    EMFILE: Errno.MFILE,
-    ENFILE: Errno.NFILE,
-    ESPIPE: Errno.SPIPE,
-    EOVERFLOW: Errno.OVERFLOW,
-  };
-  if (typeof code === "string" && code in byCode) return byCode[code];
-  if (e instanceof Deno.errors.NotFound) return Errno.NOENT;
-  if (e instanceof Deno.errors.AlreadyExists) return Errno.EXIST;
-  if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
-    return Errno.ACCES;
-  }
-  if (e instanceof Deno.errors.IsADirectory) return Errno.ISDIR;
-  if (e instanceof Deno.errors.NotADirectory) return Errno.NOTDIR;
-  return Errno.IO;
-}
-
-/** Decodes a path from the module: UTF-8 (`EILSEQ`), no NUL (`EINVAL`), bounded lengths. */
-function pathText(bytes: Uint8Array): string {
-  if (bytes.length > MAX_PATH) fail(Errno.NAMETOOLONG);
-  if (bytes.length === 0) fail(Errno.NOENT);
-  if (bytes.includes(0)) fail(Errno.INVAL);
-  try {
-    return strictUtf8.decode(bytes);
-  } catch {
-    return fail(Errno.ILSEQ);
-  }
-}
-
-function join(root: Root, rel: readonly string[]): string {
-  return rel.length === 0 ? root.host : `${root.host}/${rel.join("/")}`;
-}
-
-function lstat(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.lstatSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-}
 
 function fileType(info: Deno.FileInfo): number {
   if (info.isFile) return FILETYPE.REGULAR;
@@ -276,15 +105,6 @@ function filestat(info: Deno.FileInfo): Uint8Array {
   v.setBigUint64(48, ns(info.mtime), true);
   v.setBigUint64(56, ns(info.ctime ?? info.mtime), true);
   return out;
-}
-
-/** A resolved path: its root, its components below the root, and the host path. */
-interface Resolved {
-  readonly root: Root;
-  readonly rel: string[];
-  readonly host: string;
-  /** `lstat` of the host path (undefined: it does not exist). */
-  readonly info: Deno.FileInfo | undefined;
 }
 
 /**
@@ -344,51 +164,6 @@ export class WasiFiles {
     return h as DirHandle;
   }
 
-  /**
-   * Resolves `path` below directory `dir`, never above it: `..` may not leave `dir`, absolute
-   * paths and symlinks to absolute targets are `ENOTCAPABLE`, each symlink on the way (and the
-   * last component with `follow`) is expanded lexically, at most {@linkcode MAX_SYMLINKS}
-   * (`ELOOP`). Intermediate components must be directories.
-   */
-  #resolve(dir: DirHandle, bytes: Uint8Array, follow: boolean): Resolved {
-    const text = pathText(bytes);
-    if (text.startsWith("/")) fail(Errno.NOTCAPABLE);
-    const pending = text.split("/").reverse();
-    const rel = [...dir.rel];
-    const floor = dir.rel.length;
-    let links = 0;
-    let info: Deno.FileInfo | undefined = lstat(join(dir.root, rel));
-    while (pending.length > 0) {
-      const part = pending.pop()!;
-      if (part === "" || part === ".") continue;
-      if (utf8.encode(part).length > MAX_NAME) fail(Errno.NAMETOOLONG);
-      // The directory we are in must be one.
-      if (!info) fail(Errno.NOENT);
-      if (!info!.isDirectory) fail(Errno.NOTDIR);
-      if (part === "..") {
-        if (rel.length <= floor) fail(Errno.NOTCAPABLE);
-        rel.pop();
-        info = lstat(join(dir.root, rel));
-        continue;
-      }
-      rel.push(part);
-      info = lstat(join(dir.root, rel));
-      const last = pending.every((p) => p === "" || p === ".");
-      if (info?.isSymlink && (!last || follow)) {
-        if (++links > MAX_SYMLINKS) fail(Errno.LOOP);
-        const target = Deno.readLinkSync(join(dir.root, rel));
-        if (target.startsWith("/")) fail(Errno.NOTCAPABLE);
-        if (target.length === 0) fail(Errno.NOENT);
-        rel.pop();
-        pending.push(...target.split("/").reverse());
-        info = lstat(join(dir.root, rel));
-      }
-    }
-    // A trailing slash means "a directory".
-    if (text.endsWith("/") && info && !info.isDirectory) fail(Errno.NOTDIR);
-    return { root: dir.root, rel, host: join(dir.root, rel), info };
-  }
-
   #writable(r: { root: Root }): void {
     if (!r.root.writable) fail(Errno.ROFS);
   }
@@ -415,7 +190,7 @@ export class WasiFiles {
   ): number {
     const dir = this.#dir(dirFd);
     const follow = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
-    const r = this.#resolve(dir, path, follow);
+    const r = resolvePath(dir, path, follow);
     const wantRead = (rightsBase & (RIGHT.FD_READ | RIGHT.FD_READDIR)) !== 0n;
     const wantWrite = (rightsBase & RIGHT.FD_WRITE) !== 0n ||
       (fdflags & FDFLAGS.APPEND) !== 0;
@@ -582,7 +357,7 @@ export class WasiFiles {
     let target: { root: Root; host: string; info?: Deno.FileInfo };
     if (path === undefined) target = { root: h.root, host: join(h.root, h.rel) };
     else {
-      const r = this.#resolve(this.#dir(fd), path, (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0);
+      const r = resolvePath(this.#dir(fd), path, (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0);
       if (!r.info) fail(Errno.NOENT);
       if (r.info!.isSymlink) fail(Errno.NOTSUP);
       target = r;
@@ -655,14 +430,14 @@ export class WasiFiles {
 
   /** `path_filestat_get`. */
   pathFilestat(fd: number, lookup: number, path: Uint8Array): Uint8Array {
-    const r = this.#resolve(this.#dir(fd), path, (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0);
+    const r = resolvePath(this.#dir(fd), path, (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0);
     if (!r.info) fail(Errno.NOENT);
     return filestat(r.info!);
   }
 
   /** `path_create_directory`. */
   mkdir(fd: number, path: Uint8Array): void {
-    const r = this.#resolve(this.#dir(fd), path, false);
+    const r = resolvePath(this.#dir(fd), path, false);
     this.#writable(r);
     if (r.info) fail(Errno.EXIST);
     Deno.mkdirSync(r.host);
@@ -670,7 +445,7 @@ export class WasiFiles {
 
   /** `path_unlink_file`: a file or symlink, never a directory (`EISDIR`). */
   unlink(fd: number, path: Uint8Array): void {
-    const r = this.#resolve(this.#dir(fd), path, false);
+    const r = resolvePath(this.#dir(fd), path, false);
     this.#writable(r);
     if (!r.info) fail(Errno.NOENT);
     if (r.info!.isDirectory) fail(Errno.ISDIR);
@@ -680,7 +455,7 @@ export class WasiFiles {
   /** `path_remove_directory`: an empty directory, never the directory fd itself. */
   rmdir(fd: number, path: Uint8Array): void {
     const dir = this.#dir(fd);
-    const r = this.#resolve(dir, path, false);
+    const r = resolvePath(dir, path, false);
     this.#writable(r);
     if (!r.info) fail(Errno.NOENT);
     if (!r.info!.isDirectory) fail(Errno.NOTDIR);
@@ -690,8 +465,8 @@ export class WasiFiles {
 
   /** `path_rename`: both ends resolved in their own directory fds. */
   rename(fd: number, from: Uint8Array, toFd: number, to: Uint8Array): void {
-    const a = this.#resolve(this.#dir(fd), from, false);
-    const b = this.#resolve(this.#dir(toFd), to, false);
+    const a = resolvePath(this.#dir(fd), from, false);
+    const b = resolvePath(this.#dir(toFd), to, false);
     this.#writable(a);
     this.#writable(b);
     if (!a.info) fail(Errno.NOENT);
@@ -702,7 +477,7 @@ export class WasiFiles {
 
   /** `path_readlink`: the link's text (at most `max` bytes), never followed. */
   readlink(fd: number, path: Uint8Array, max: number): Uint8Array {
-    const r = this.#resolve(this.#dir(fd), path, false);
+    const r = resolvePath(this.#dir(fd), path, false);
     if (!r.info) fail(Errno.NOENT);
     if (!r.info!.isSymlink) fail(Errno.INVAL);
     return utf8.encode(Deno.readLinkSync(r.host)).slice(0, Math.min(max, MAX_TRANSFER));

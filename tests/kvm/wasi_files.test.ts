@@ -18,11 +18,16 @@ interface Run {
 }
 
 /** Runs wasi_files with `args` and WASI `options`; collects its output. */
-async function run(args: string[], options: WasiOptions = {}): Promise<Run> {
+async function run(
+  args: string[],
+  options: WasiOptions = {},
+  sizes: { inputSize?: number; outputSize?: number } = {},
+): Promise<Run> {
   let stdout = "";
   let stderr = "";
   await using w = await WasmSandbox.create({
     module: fixture("wasi_files"),
+    ...sizes,
     wasi: {
       args: ["wasi_files", ...args],
       stdout: (b) => stdout += decoder.decode(b),
@@ -85,6 +90,10 @@ kvmTest("wasi stdin: bytes, string, stream in small pulls, default empty", async
   const b = await run(["stdin"], { stdin: big });
   assert.equal(b.stderr, `stdin bytes=${big.length}\n`);
   assert.equal(b.stdout, decoder.decode(big));
+  // Small VM buffers: transfers shrink to fit them (partial reads and writes), nothing fails.
+  const small = await run(["stdin"], { stdin: big }, { inputSize: 96 << 10, outputSize: 64 << 10 });
+  assert.equal(small.stderr, `stdin bytes=${big.length}\n`);
+  assert.equal(small.stdout, decoder.decode(big));
   await assert.rejects(
     () => WasmSandbox.create({ module: fixture("wasi_files"), wasi: { stdin: 42 as never } }),
     ArgumentError,

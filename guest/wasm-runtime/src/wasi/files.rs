@@ -1,7 +1,7 @@
 //! The WASI calls on stdin and files: the guest reads the module's iovecs, paths and buffers,
-//! bounds them ([`MAX_TRANSFER`], [`MAX_PATH`]), and sends one `wasi_io` request to the host,
-//! which owns the open files and does every check that confines them (the guest is as hostile
-//! as the module: nothing here is trusted by the host). Replies are bounded again here before
+//! bounds them (`WasiHost::max_transfer`, at most `MAX_TRANSFER`; [`MAX_PATH`]), and sends one
+//! `wasi_io` request to the host, which owns the open files and does every check that confines
+//! them (the guest is as hostile as the module: nothing here is trusted by the host). Replies are bounded again here before
 //! they are copied into the module's memory.
 
 use alloc::vec::Vec;
@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use hl_guest::wire::Reader;
 
 use super::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOTSUP};
-use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH, MAX_TRANSFER};
+use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH};
 use super::host::{Op, Request};
 use super::{Func, GuestMemory, WasiCtx, WasiHost, arg32, arg64};
 
@@ -88,7 +88,7 @@ pub fn call(
         Func::FdReaddir => {
             let (buf, len) = (p(1), p(2));
             mem.range(buf, len)?;
-            let max = len.min(MAX_TRANSFER);
+            let max = len.min(host.max_transfer());
             let req = Request::default().u32(fd).u64(q(3)).u32(max);
             let data = host.io(Op::Readdir, req.0)?;
             if data.len() > max as usize {
@@ -149,7 +149,7 @@ pub fn call(
             let path = path(mem, p(1), p(2))?;
             let (buf, len) = (p(3), p(4));
             mem.range(buf, len)?;
-            let max = len.min(MAX_TRANSFER);
+            let max = len.min(host.max_transfer());
             let req = Request::default().u32(fd).blob(path).u32(max);
             let data = host.io(Op::Readlink, req.0)?;
             if data.len() > max as usize {
@@ -197,14 +197,14 @@ fn iovecs(mem: &dyn GuestMemory, iovs: u32, count: u32) -> Result<Vec<(u32, u32)
 }
 
 /// `fd_read(fd, iovs, count, nread)` and `fd_pread(fd, iovs, count, offset, nread)`: asks the
-/// host for at most the iovecs' total (capped at [`MAX_TRANSFER`]) and scatters what comes back.
+/// host for at most the iovecs' total (capped at `max_transfer`) and scatters what comes back.
 pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) -> Result<(), i32> {
     let fd = arg32(args, 0);
     let pread = args.len() == 5;
     let iovs = iovecs(mem, arg32(args, 1), arg32(args, 2))?;
     let nread_at = arg32(args, if pread { 4 } else { 3 });
     let total: u64 = iovs.iter().map(|&(_, l)| u64::from(l)).sum();
-    let max = total.min(u64::from(MAX_TRANSFER)) as u32;
+    let max = total.min(u64::from(host.max_transfer())) as u32;
     let data = if max == 0 {
         Vec::new()
     } else if pread {
@@ -228,11 +228,11 @@ pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) ->
     mem.put_u32(nread_at, data.len() as u32)
 }
 
-/// Gathers the iovecs, at most [`MAX_TRANSFER`] bytes (a larger write is partial).
-fn gather(mem: &dyn GuestMemory, iovs: u32, count: u32) -> Result<Vec<u8>, i32> {
+/// Gathers the iovecs, at most `limit` bytes (a larger write is partial).
+fn gather(mem: &dyn GuestMemory, iovs: u32, count: u32, limit: u32) -> Result<Vec<u8>, i32> {
     let mut data = Vec::new();
     for (ptr, len) in iovecs(mem, iovs, count)? {
-        let room = MAX_TRANSFER as usize - data.len();
+        let room = limit as usize - data.len();
         if room == 0 {
             break;
         }
@@ -251,7 +251,7 @@ pub fn write_stdio(
     count: u32,
     nwritten: u32,
 ) -> Result<(), i32> {
-    let data = gather(mem, iovs, count)?;
+    let data = gather(mem, iovs, count, host.max_transfer())?;
     let n = data.len() as u32;
     if !host.write_stdio(fd, data) {
         return Err(IO);
@@ -267,7 +267,7 @@ fn write(
     positioned: bool,
 ) -> Result<(), i32> {
     let fd = arg32(args, 0);
-    let data = gather(mem, arg32(args, 1), arg32(args, 2))?;
+    let data = gather(mem, arg32(args, 1), arg32(args, 2), host.max_transfer())?;
     let sent = data.len() as u32;
     let (req, op, out) = if positioned {
         let req = Request::default().u32(fd).u64(arg64(args, 3)).blob(&data);

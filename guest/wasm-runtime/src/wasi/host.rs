@@ -9,6 +9,7 @@ use hl_guest::wire::Reader;
 use hl_guest::{Value, call_host};
 
 use super::WasiHost;
+use super::abi::MAX_TRANSFER;
 use super::abi::errno::IO;
 
 /// The requests of `wasi_io`.
@@ -95,5 +96,15 @@ impl WasiHost for HlHost {
             return Err(i32::try_from(errno).ok().filter(|&e| e <= 76).unwrap_or(IO));
         }
         Ok(reply[4..].to_vec())
+    }
+
+    /// [`MAX_TRANSFER`], or less when a buffer is smaller: the request's or the reply's data
+    /// plus 4 KiB for the frame and the other fields must fit the buffer it crosses.
+    fn max_transfer(&self) -> u32 {
+        let (input, output) = hl_guest::buffer_sizes();
+        let room = input.min(output).saturating_sub(4096);
+        u32::try_from(room)
+            .unwrap_or(u32::MAX)
+            .clamp(1, MAX_TRANSFER)
     }
 }

@@ -102,6 +102,9 @@ pub trait WasiHost {
     fn clock(&mut self, id: u32) -> Option<u64>;
     /// One request of the host's WASI layer (`host::Op`): the reply's payload, or an errno.
     fn io(&mut self, op: host::Op, request: Vec<u8>) -> Result<Vec<u8>, i32>;
+    /// Most bytes one read, write or listing should move (at most `abi::MAX_TRANSFER`): what
+    /// fits the crossing both ways.
+    fn max_transfer(&self) -> u32;
 }
 
 /// A WASI parameter or result type.

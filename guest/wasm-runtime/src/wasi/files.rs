@@ -1,8 +1,8 @@
 //! The WASI calls on stdin and files: the guest reads the module's iovecs, paths and buffers,
 //! bounds them (`WasiHost::max_transfer`, at most `MAX_TRANSFER`; [`MAX_PATH`]), and sends one
 //! `wasi_io` request to the host, which owns the open files and does every check that confines
-//! them (the guest is as hostile as the module: nothing here is trusted by the host). Replies are bounded again here before
-//! they are copied into the module's memory.
+//! them (the guest is as hostile as the module: nothing here is trusted by the host). Replies
+//! are bounded again here before they are copied into the module's memory.
 
 use alloc::vec::Vec;
 

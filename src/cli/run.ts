@@ -6,7 +6,7 @@
  */
 
 import { WasmSandbox } from "../wasm/sandbox.ts";
-import type { WasiPreopen } from "../wasm/types.ts";
+import { type WasiPreopen, WasmLinkError } from "../wasm/types.ts";
 import {
   CliError,
   EXIT_USAGE,
@@ -106,40 +106,54 @@ export async function run(argv: readonly string[]): Promise<number> {
   const bytes = await readOperand(path);
   if (!isWasm(bytes)) throw new CliError(`${path} is not a WebAssembly module`, EXIT_USAGE);
   const t0 = performance.now();
-  const w = await WasmSandbox.create({
-    module: bytes,
-    cache: false,
-    fuel,
-    maxMemoryBytes,
-    wasi: {
-      args: [path, ...rest],
-      env,
-      stdin: "inherit",
-      preopens: dirs,
-      stdout: (b) => writeAllSync(Deno.stdout, b),
-      stderr: (b) => writeAllSync(Deno.stderr, b),
-    },
-  });
+  let w: WasmSandbox;
   try {
-    const t1 = performance.now();
-    const { exitCode } = await w.runWasi({ timeoutMs });
-    const t2 = performance.now();
-    if (values.stats) {
-      const s = w.stats();
-      const memory = await w.memorySize().catch(() => undefined);
-      const line = [
-        `create_ms=${(t1 - t0).toFixed(2)}`,
-        `run_ms=${(t2 - t1).toFixed(2)}`,
-        `exits=${s.exits}`,
-        `ioctls=${s.ioctls}`,
-        `runs=${s.runs}`,
-        `wasm_memory_bytes=${memory ?? "none"}`,
-        `peak_rss_bytes=${peakRss() ?? "unknown"}`,
-      ].join(" ");
-      writeAllSync(Deno.stderr, new TextEncoder().encode(`hl stats: ${line}\n`));
+    w = await WasmSandbox.create({
+      module: bytes,
+      cache: false,
+      fuel,
+      maxMemoryBytes,
+      wasi: {
+        args: [path, ...rest],
+        env,
+        stdin: "inherit",
+        preopens: dirs,
+        stdout: (b) => writeAllSync(Deno.stdout, b),
+        stderr: (b) => writeAllSync(Deno.stderr, b),
+      },
+    });
+  } catch (e) {
+    if (
+      e instanceof WasmLinkError && e.importName !== undefined && !e.importName.startsWith("wasi_")
+    ) {
+      throw new CliError(
+        `the module imports ${e.importName}, a host function hl run cannot provide`,
+      );
     }
+    throw e;
+  }
+  const t1 = performance.now();
+  try {
+    const { exitCode } = await w.runWasi({ timeoutMs });
     return exitCode & 0xff;
   } finally {
+    // Printed whether the program exited or failed (a trap, a timeout).
+    if (values.stats) await printStats(w, t1 - t0, performance.now() - t1);
     await w.dispose();
   }
+}
+
+async function printStats(w: WasmSandbox, createMs: number, runMs: number): Promise<void> {
+  const s = w.stats();
+  const memory = w.poisoned ? undefined : await w.memorySize().catch(() => undefined);
+  const line = [
+    `create_ms=${createMs.toFixed(2)}`,
+    `run_ms=${runMs.toFixed(2)}`,
+    `exits=${s.exits}`,
+    `ioctls=${s.ioctls}`,
+    `runs=${s.runs}`,
+    `wasm_memory_bytes=${memory ?? "unknown"}`,
+    `peak_rss_bytes=${peakRss() ?? "unknown"}`,
+  ].join(" ");
+  writeAllSync(Deno.stderr, new TextEncoder().encode(`hl stats: ${line}\n`));
 }

@@ -117,6 +117,18 @@ kvmTest("cli run: --stats, --timeout (124), --fuel (134), errors as one line", a
     stats.stderr,
     /^to stderr\nhl stats: create_ms=\d+\.\d+ run_ms=\d+\.\d+ exits=\d+ ioctls=\d+ runs=\d+ wasm_memory_bytes=\d+ peak_rss_bytes=\d+\n$/,
   );
+  // A run that traps still reports its figures, then the one error line.
+  const trapped = await hl(["run", "--stats", "--fuel", "1000", fixture("wasi_hello")]);
+  assert.equal(trapped.code, 134);
+  assert.match(
+    trapped.stderr,
+    /^hl stats: create_ms=[\d.]+ run_ms=[\d.]+ exits=\d+ .*\nhl run: wasm trap \(out_of_fuel\): [^\n]*\n$/,
+  );
+  assertErrorLine(
+    await hl(["run", fixture("values")]),
+    1,
+    /^hl run: the module imports env\.log, a host function hl run cannot provide$/,
+  );
   assertErrorLine(
     await hl(["call", "--timeout", "200", fixture("traps"), "spin"]),
     124,

@@ -110,6 +110,10 @@ stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-write 
 if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
 fi
+if [ -f guest/wasi/Cargo.toml ]; then
+  # Native, like hl-wire: an empty RUSTFLAGS drops the freestanding link flags.
+  stage "hl-wasi tests (no KVM)" cargo unit bash -c 'cd guest && RUSTFLAGS= cargo test -p hl-wasi'
+fi
 
 # Compile the Rust tests natively: compiling under the emulator would take minutes.
 check "cargo test --no-run (rust-vmm)" cargo test --release -p hl-rust-vmm --no-run

@@ -1,6 +1,6 @@
 /**
  * The host side of WASI preview 1 for `WasmSandbox`. WASI is implemented in the guest
- * (`guest/wasm-runtime/src/wasi/`); only what needs the host crosses: output, clocks, stdin and
+ * (the `hl-wasi` crate, `guest/wasi/`); only what needs the host crosses: output, clocks, stdin and
  * files. {@linkcode WasiRuntime} holds one sandbox's settings, sinks, stdin and open files, and
  * {@linkcode wasiHostFunctions} is the host functions the guest calls for them.
  *
@@ -17,7 +17,7 @@ import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 
-/** The requests of `wasi_io` (guest/wasm-runtime/src/wasi/host.rs `Op`). */
+/** The requests of `wasi_io` (guest/wasi/src/host.rs `Op`). */
 const Op = {
   READ: 1,
   PREAD: 2,

@@ -1,7 +1,7 @@
 /**
  * The host half of WASI file access: one sandbox's table of open files and directories and the
  * file calls on them (paths are resolved, confined, by `wasi_path.ts`). The guest
- * (`guest/wasm-runtime/src/wasi/files.rs`) forwards each file call as one `wasi_io` request;
+ * (`guest/wasi/src/files.rs`) forwards each file call as one `wasi_io` request;
  * everything that confines the module is checked here, since the guest is as hostile as the
  * module. Confinement and its guarantees are in docs/wasm.md ("Files").
  *

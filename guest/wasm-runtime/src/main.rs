@@ -3,7 +3,8 @@
 //! validates it and describes its imports and exports, the host checks the imports against its
 //! host functions and asks to `instantiate`, then calls exports (`invoke`, `call_bytes`) and
 //! reads or writes the module's memory. Imports call the host through one host function,
-//! `wasm_import`; WASI preview 1 is answered here (`wasi/`, bound to wasmi by `wasi_wasmi.rs`). The request and reply encodings
+//! `wasm_import`; WASI preview 1 is answered here (the `hl-wasi` crate, bound to wasmi by
+//! `wasi_wasmi.rs`, crossing to the host through `wasi_host.rs`). The request and reply encodings
 //! and the error codes are in docs/wasm.md.
 #![no_std]
 #![no_main]
@@ -11,8 +12,10 @@
 extern crate alloc;
 
 mod codec;
-mod wasi;
+mod wasi_host;
 mod wasi_wasmi;
+
+use hl_wasi as wasi;
 
 use alloc::collections::BTreeSet;
 use alloc::format;

@@ -1,4 +1,4 @@
-//! The wasmi adapter of the engine-independent WASI code (`wasi/`): defines each
+//! The wasmi adapter of the engine-independent WASI code (the `hl-wasi` crate): defines each
 //! `wasi_snapshot_preview1` import the module has in a wasmi `Linker`, converting values,
 //! charging fuel, and turning `proc_exit` into wasmi's exit error.
 
@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use wasmi::{Caller, Error, Extern, FuncType, Linker, TrapCode, Val, ValType};
 
 use crate::HostState;
-use crate::wasi::host::HlHost;
-use crate::wasi::{self, Func, GuestMemory, Outcome, SliceMemory, Ty};
+use crate::wasi_host::HlHost;
+use hl_wasi::{self as wasi, Func, GuestMemory, Outcome, SliceMemory, Ty};
 
 /// Defines the import `wasi_snapshot_preview1.<name>` of type `ty` in `linker`.
 pub fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) -> Result<(), String> {

@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use hl_guest::wire::Reader;
+use hl_wire::Reader;
 
 use super::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOTSUP};
 use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH};

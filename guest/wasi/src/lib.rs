@@ -1,7 +1,9 @@
-//! WASI preview 1 (`wasi_snapshot_preview1`), implemented in the guest and independent of the
-//! Wasm engine: [`call`] runs one WASI function over a [`GuestMemory`] (the module's linear
-//! memory) and a [`WasiHost`] (what must cross to the host). `crate::wasi_wasmi` binds it to
-//! wasmi's linker; another engine needs only such an adapter.
+//! `hl-wasi`: WASI preview 1 (`wasi_snapshot_preview1`) for @hl/sandbox Wasm guests, independent
+//! of the Wasm engine: [`call`] runs one WASI function over a [`GuestMemory`] (the module's
+//! linear memory) and a [`WasiHost`] (what must cross to the host). The `wasm-runtime` guest
+//! binds it to wasmi's linker (`wasi_wasmi.rs`) and implements [`WasiHost`] with the guest ABI's
+//! host calls (`wasi_host.rs`); another engine needs only such an adapter. `no_std` + `alloc`,
+//! no `unsafe`; tested natively (`RUSTFLAGS= cargo test -p hl-wasi`).
 //!
 //! Answered here, with no VM exit: `args_*`, `environ_*` (from the instantiate request),
 //! `random_get` (ChaCha20 keyed by a host-chosen seed), `clock_res_get`, `sched_yield`,
@@ -12,10 +14,19 @@
 //! touches one: see `files.rs`). Every other import of the module whose type returns one `i32`
 //! (an errno) answers `ENOSYS` (52).
 
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
 pub mod abi;
 mod chacha;
 mod files;
 pub mod host;
+#[cfg(test)]
+mod tests;
 
 use alloc::vec::Vec;
 
@@ -94,7 +105,8 @@ impl GuestMemory for SliceMemory<'_> {
     }
 }
 
-/// What crosses to the host. `host::HlHost` implements it with the guest ABI's host calls.
+/// What crosses to the host (the `wasm-runtime` guest implements it with the guest ABI's host
+/// calls `wasi_write`, `wasi_clock` and `wasi_io`).
 pub trait WasiHost {
     /// Output on fd 1 or 2; `false` when the host refused it (`EIO`).
     fn write_stdio(&mut self, fd: u32, data: Vec<u8>) -> bool;

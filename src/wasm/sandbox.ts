@@ -33,6 +33,7 @@ import {
 } from "./codec.ts";
 import { bindImports, ImportTable, runtimeHostFunctions, WASI } from "./imports.ts";
 import { WasiRuntime } from "./wasi.ts";
+import { checkPreopens } from "./wasi_path.ts";
 import {
   makeWasmSnapshot,
   type WasmSnapshot,
@@ -85,6 +86,7 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #wasiOn: boolean;
   readonly #wasiRegistered: boolean;
   readonly #fromCache: boolean;
+  readonly #wasi: WasiRuntime | undefined;
 
   private constructor(
     sandbox: Sandbox,
@@ -92,7 +94,9 @@ export class WasmSandbox implements AsyncDisposable {
     exports: readonly WasmExtern[],
     imported: ImportTable,
     identity: { key: string; wasiOn: boolean; wasiRegistered: boolean; fromCache: boolean },
+    wasi: WasiRuntime | undefined,
   ) {
+    this.#wasi = wasi;
     this.#sandbox = sandbox;
     this.#imports = [...imports];
     this.#exports = new Map(exports.map((e) => [e.name, e]));
@@ -126,9 +130,9 @@ export class WasmSandbox implements AsyncDisposable {
     if ("snapshot" in options && options.snapshot !== undefined) {
       const wasi = options.wasi;
       if (wasi !== undefined && (typeof wasi !== "object" || wasi === null)) {
-        throw new ArgumentError("wasi must be an options object with stdout/stderr");
+        throw new ArgumentError("wasi must be an options object with stdout/stderr/stdin");
       }
-      for (const k of ["args", "env", "randomSeed"]) {
+      for (const k of ["args", "env", "randomSeed", "preopens"]) {
         if (wasi && k in wasi) {
           throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
         }
@@ -207,23 +211,33 @@ export class WasmSandbox implements AsyncDisposable {
       );
     }
     const wasi = state.wasiOn
-      ? new WasiRuntime(typeof options.wasi === "object" ? options.wasi : {}, "module.wasm")
+      ? new WasiRuntime(
+        typeof options.wasi === "object" ? options.wasi : {},
+        "module.wasm",
+        state.preopens,
+      )
       : undefined;
-    const sandbox = await Sandbox.create({
-      snapshot: state.native,
-      hostFunctions: runtimeHostFunctions(
-        (index, args) => imported.serve(index, args),
-        state.wasiRegistered ? () => wasi : undefined,
-      ),
-      timeoutMs: options.timeoutMs,
-      library: options.library,
-    });
+    let sandbox: Sandbox;
+    try {
+      sandbox = await Sandbox.create({
+        snapshot: state.native,
+        hostFunctions: runtimeHostFunctions(
+          (index, args) => imported.serve(index, args),
+          state.wasiRegistered ? () => wasi : undefined,
+        ),
+        timeoutMs: options.timeoutMs,
+        library: options.library,
+      });
+    } catch (e) {
+      wasi?.close();
+      throw e;
+    }
     return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
       key: state.key,
       wasiOn: state.wasiOn,
       wasiRegistered: state.wasiRegistered,
       fromCache,
-    });
+    }, wasi);
   }
 
   /** Loads and instantiates the module in a new `wasm-runtime` guest (no cache). */
@@ -250,6 +264,9 @@ export class WasmSandbox implements AsyncDisposable {
     ) {
       throw new ArgumentError("wasi must be a boolean or an options object");
     }
+    const preopens = checkPreopens(
+      typeof wasiSetting === "object" ? wasiSetting.preopens : undefined,
+    );
     const engine = options.engine ?? "wasmi";
     if (engine !== "wasmi" && engine !== "wasmtime") {
       throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(engine)}`);
@@ -320,6 +337,7 @@ export class WasmSandbox implements AsyncDisposable {
         wasi = new WasiRuntime(
           typeof wasiSetting === "object" ? wasiSetting : {},
           originalModule ?? options.module,
+          preopens,
         );
       }
       const inst = new Writer();
@@ -332,7 +350,7 @@ export class WasmSandbox implements AsyncDisposable {
         wasiOn: wasi !== undefined,
         wasiRegistered: wasiSetting !== false,
         fromCache: false,
-      });
+      }, wasi);
       await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },
         "instantiate",
@@ -342,6 +360,7 @@ export class WasmSandbox implements AsyncDisposable {
       });
       return self;
     } catch (e) {
+      wasi?.close();
       await sandbox.dispose();
       throw e;
     }
@@ -371,6 +390,7 @@ export class WasmSandbox implements AsyncDisposable {
       exports: [...this.#exports.values()],
       wasiOn: this.#wasiOn,
       wasiRegistered: this.#wasiRegistered,
+      preopens: this.#wasi?.preopens ?? [],
     });
   }
 
@@ -401,6 +421,7 @@ export class WasmSandbox implements AsyncDisposable {
     }
     await this.#sandbox.restore(state.native);
     this.#imported.takeFailure();
+    this.#wasi?.reset();
   }
 
   /** Whether this sandbox was started from the module cache (no load, no instantiate). */
@@ -736,8 +757,9 @@ export class WasmSandbox implements AsyncDisposable {
    * await w.dispose();
    * ```
    */
-  dispose(): Promise<void> {
-    return this.#sandbox.dispose();
+  async dispose(): Promise<void> {
+    await this.#sandbox.dispose();
+    this.#wasi?.close();
   }
 
   /** Same as {@linkcode dispose}, for `await using`. */

@@ -57,25 +57,9 @@ export function guestMappingCount(): number {
 /** The Wasm engines every Wasm test runs on (docs/wasm.md, "Engines"). */
 export const WASM_ENGINES = ["wasmi", "wasmtime"] as const;
 
-/** Options of {@linkcode engineTest}'s registrations. */
-export interface EngineTestOptions {
-  /** The test needs WASI, which the wasmtime engine does not have yet: ignored there. */
-  wasi?: boolean;
-}
-
-/** `kvmTest` with the engine's name in front; `wasi` tests are ignored on wasmtime. */
+/** `kvmTest` with the engine's name in front. */
 export function engineTest(
   engine: (typeof WASM_ENGINES)[number],
-): (
-  name: string,
-  fn: (t: Deno.TestContext) => void | Promise<void>,
-  o?: EngineTestOptions,
-) => void {
-  return (name, fn, o = {}) => {
-    if (o.wasi && engine === "wasmtime") {
-      Deno.test({ name: `[${engine}] ${name} (no WASI on wasmtime yet)`, ignore: true, fn });
-      return;
-    }
-    kvmTest(`[${engine}] ${name}`, fn);
-  };
+): (name: string, fn: (t: Deno.TestContext) => void | Promise<void>) => void {
+  return (name, fn) => kvmTest(`[${engine}] ${name}`, fn);
 }

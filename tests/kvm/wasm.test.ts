@@ -382,7 +382,7 @@ for (const engine of WASM_ENGINES) {
     }
     assert.equal(out.match(/random=([0-9a-f]{16})/)![1], random);
     assert.equal(out.replace(/time_ok=\d/, ""), first.replace(/time_ok=\d/, ""));
-  }, { wasi: true });
+  });
 
   test("wasm: WASI main returning 0 and default settings", async () => {
     let out = "";
@@ -392,7 +392,7 @@ for (const engine of WASM_ENGINES) {
     assert.deepEqual(await w.runWasi(), { exitCode: 0 });
     assert.equal(out, "done\n");
     assert.ok(w.imports.every((i) => i.module === "wasi_snapshot_preview1"));
-  }, { wasi: true });
+  });
 
   test("wasm: stats count ioctls and exits; dispose is idempotent", async () => {
     const w = await open("fib");
@@ -436,6 +436,5 @@ for (const engine of WASM_ENGINES) {
       assert.deepEqual(out, ["", "hello"]);
       assert.deepEqual(err, ["hello"]);
     },
-    { wasi: true },
   );
 }

@@ -135,20 +135,13 @@ pub fn write_vals(vals: &[Val]) -> Result<Vec<u8>, String> {
     Ok(w.0)
 }
 
-/// The WASI part of an instantiate request.
-#[allow(dead_code)]
-pub struct WasiConfig {
-    pub args: Vec<Vec<u8>>,
-    pub env: Vec<Vec<u8>>,
-    pub seed: [u8; 32],
-}
-
 /// `instantiate(config)`: u64 max memory bytes, u64 max table elements, u8 WASI; if WASI: u32
-/// argc + `bytes` each, u32 envc + `bytes` each, 32-byte seed.
+/// argc + `bytes` each, u32 envc + `bytes` each, 32-byte seed, u32 preopen count + `bytes` each
+/// (the guest names of fds 3, 4, ...): the wasmi guest's request.
 pub struct InstantiateRequest {
     pub max_memory: u64,
     pub max_table: u64,
-    pub wasi: Option<WasiConfig>,
+    pub wasi: Option<hl_wasi::WasiCtx>,
 }
 
 impl InstantiateRequest {
@@ -169,7 +162,16 @@ impl InstantiateRequest {
             let env = list(&mut r)?;
             let mut seed = [0u8; 32];
             seed.copy_from_slice(r.take(32).map_err(text)?);
-            Some(WasiConfig { args, env, seed })
+            let preopens = list(&mut r)?
+                .into_iter()
+                .map(|name| hl_wasi::Preopen { name, open: true })
+                .collect();
+            Some(hl_wasi::WasiCtx {
+                args,
+                env,
+                rng: hl_wasi::ChaCha20::new(&seed),
+                preopens,
+            })
         } else {
             None
         };

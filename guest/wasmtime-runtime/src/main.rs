@@ -16,6 +16,10 @@ extern crate alloc;
 mod codec;
 mod engine_config;
 mod platform;
+mod wasi_wasmtime;
+// The guest ABI's WASI host calls, shared with the wasmi guest.
+#[path = "../../wasm-runtime/src/wasi_host.rs"]
+mod wasi_host;
 
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -69,10 +73,8 @@ const MIN_WASM_STACK: usize = 16 * 1024;
 /// The data of the wasmtime store.
 pub struct HostState {
     limits: StoreLimits,
-    /// WASI arguments, environment and random seed; `None` without WASI. Kept for the WASI
-    /// implementation this engine does not have yet (instantiate refuses WASI modules).
-    #[allow(dead_code)]
-    wasi: Option<codec::WasiConfig>,
+    /// WASI state (`hl-wasi`); `None` without WASI.
+    wasi: Option<hl_wasi::WasiCtx>,
 }
 
 struct Loaded {
@@ -205,13 +207,7 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
     let Some(loaded) = state.loaded.as_ref() else {
         return Err(state_error("no module loaded"));
     };
-    if req.wasi.is_some() {
-        // WASI for this engine comes with the engine-independent WASI module (docs/wasm.md).
-        return Err(GuestError::new(
-            code::LINK,
-            "WASI is not available with the wasmtime engine yet",
-        ));
-    }
+    let wasi_on = req.wasi.is_some();
     let mut linker = Linker::<HostState>::new(&loaded.engine);
     let mut defined = BTreeSet::new();
     for (index, import) in loaded.module.imports().enumerate() {
@@ -223,6 +219,11 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
             ));
         };
         if !defined.insert((String::from(module), String::from(name))) {
+            continue;
+        }
+        if wasi_on && module == "wasi_snapshot_preview1" {
+            wasi_wasmtime::define(&mut linker, name, ty)
+                .map_err(|e| GuestError::new(code::LINK, e))?;
             continue;
         }
         let results: Vec<ValType> = ty.results().collect();

@@ -72,7 +72,17 @@ function bigModule(bytes: number): Uint8Array {
   ]);
 }
 
+let uniqueCounter = 0;
+
+/** `wasm` with a custom section that makes its hash new: a module no cache has seen. */
+function unique(wasm: Uint8Array): Uint8Array {
+  const name = [...new TextEncoder().encode(`hl-bench-${Deno.pid}-${uniqueCounter++}`)];
+  return new Uint8Array([...wasm, ...section(0, [...uleb(name.length), ...name])]);
+}
+
 {
+  // The disk cache of this run is a fresh directory (first compiles must really compile).
+  Deno.env.set("HL_WASM_CACHE_DIR", Deno.makeTempDirSync({ prefix: "hl-bench-wasm-cache-" }));
   const fib = fixtureBytes("fib");
   const v8 = new WebAssembly.Instance(new WebAssembly.Module(fib as Uint8Array<ArrayBuffer>))
     .exports as Record<string, (...args: number[]) => number>;
@@ -134,6 +144,32 @@ function bigModule(bytes: number): Uint8Array {
         },
         30,
         3,
+      ),
+      against: "create" as const,
+    },
+    {
+      label: "wasmtime create of a new module (compile fib.wasm) + fib(1) + dispose",
+      medianUs: await medianUs(
+        async () => {
+          const w = await WasmSandbox.create({ module: unique(fib), engine: "wasmtime" });
+          await w.call("fib", 1);
+          await w.dispose();
+        },
+        20,
+        2,
+      ),
+      against: "create" as const,
+    },
+    {
+      label: "wasmi create of a new module (fib.wasm) + fib(1) + dispose",
+      medianUs: await medianUs(
+        async () => {
+          const w = await WasmSandbox.create({ module: unique(fib), engine: "wasmi" });
+          await w.call("fib", 1);
+          await w.dispose();
+        },
+        20,
+        2,
       ),
       against: "create" as const,
     },
@@ -205,5 +241,10 @@ function bigModule(bytes: number): Uint8Array {
     void wasmi.dispose();
     void wasmtime.dispose();
     void clearArtifactCache();
+    try {
+      Deno.removeSync(artifactCacheDir()!, { recursive: true });
+    } catch {
+      // Already gone.
+    }
   });
 }

@@ -211,7 +211,7 @@ kvmTest("cli inspect: imports, exports and signatures; --json; native guests", a
   assert.match(text.stdout, /^.*values\.wasm: WebAssembly module, \d+ bytes\nimports:\n/);
   assert.match(text.stdout, /\n {2}env\.pair: func \(f64\) -> \(i32, f32\)\n/);
   assert.match(text.stdout, /\n {2}swap: func \(i32, i64, f64\) -> \(f64, i64, i32\)\n/);
-  assert.match(text.stdout, /\n {2}takes_ref: func \(externref\) -> \(\)\n/);
+  assert.match(text.stdout, /\n {2}takes_ref: func \(funcref\) -> \(\)\n/);
   const json = JSON.parse((await hl(["inspect", "--json", fixture("fib")])).stdout);
   assert.equal(json.kind, "wasm");
   assert.deepEqual(json.imports, []);

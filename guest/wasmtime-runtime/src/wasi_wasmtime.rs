@@ -34,13 +34,18 @@ pub fn define(linker: &mut Linker<HostState>, name: &str, ty: FuncType) -> Resul
         }
     };
     linker
-        .func_new("wasi_snapshot_preview1", name, ty, move |caller, params, out| {
-            let errno = call(which, caller, params)?;
-            if let Some(r) = out.first_mut() {
-                *r = Val::I32(errno);
-            }
-            Ok(())
-        })
+        .func_new(
+            "wasi_snapshot_preview1",
+            name,
+            ty,
+            move |caller, params, out| {
+                let errno = call(which, caller, params)?;
+                if let Some(r) = out.first_mut() {
+                    *r = Val::I32(errno);
+                }
+                Ok(())
+            },
+        )
         .map_err(|e| format!("{e}"))?;
     Ok(())
 }

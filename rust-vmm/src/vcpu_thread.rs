@@ -563,6 +563,18 @@ impl VcpuThread {
     /// Refuses new requests, stops the vCPU, wakes every waiter, and joins the thread.
     /// Idempotent.
     pub fn stop(&self) {
+        self.close();
+        let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        trace!("stop: joined");
+    }
+
+    /// The first half of `stop`: once it returns nothing can be posted and the guest is never
+    /// entered again; the thread is on its way out (it may still be dropping the vCPU).
+    /// Idempotent.
+    pub fn close(&self) {
         let m = &*self.mailbox;
         trace!("stop: closing");
         // CLOSING first: from here on the thread will not enter the guest whatever `stop` says
@@ -573,11 +585,6 @@ impl VcpuThread {
         trace!("stop: out of run");
         // The thread may be parked on `req`: CLOSING changed the word, so a wake cannot be lost.
         futex_wake(&m.req, 1);
-        let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-        trace!("stop: joined");
     }
 }
 

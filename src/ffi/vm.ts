@@ -218,6 +218,24 @@ export function globalStats(
 }
 
 /**
+ * Waits until every VM destroyed so far is freed: `MicroVm.destroy` (and so `Sandbox.dispose`)
+ * returns once the guest can no longer run, and the cdylib joins the vCPU thread, closes the VM
+ * and unmaps its memory on a background thread. For leak checks (fds, mappings, threads) and for
+ * callers who want the memory back at once. Returns how many VMs were still being freed.
+ *
+ * @example
+ * ```ts
+ * import { Sandbox, teardownWait } from "@hl/sandbox";
+ * await (await Sandbox.create({ guest: "path/to/testguest" })).dispose();
+ * teardownWait(); // its fds, thread and memory are gone now
+ * ```
+ */
+export function teardownWait(library?: string): number {
+  const lib = openLibrary(library);
+  return check(lib, lib.hl_teardown_wait());
+}
+
+/**
  * A memory snapshot handle of the cdylib (`hl_snapshot_memory`): a sealed, sparse memfd. VMs
  * mapped from it or re-based on it keep its memory alive after {@linkcode release}.
  */
@@ -550,8 +568,9 @@ export class MicroVm {
   }
 
   /**
-   * Stops the vCPU (interrupting a run in progress), closes the VM and unmaps its memory.
-   * Idempotent. Every buffer this VM handed out over its memory (the views of
+   * Stops the vCPU (interrupting a run in progress; the guest never runs again once this
+   * returns); the cdylib closes the VM and unmaps its memory on a background thread
+   * ({@linkcode teardownWait} waits for it). Idempotent. Every buffer this VM handed out over its memory (the views of
    * {@linkcode mapMemory}, the exit record) is detached first (`ArrayBuffer.prototype.transfer(0)`:
    * no copy, the old buffer's length becomes 0), so no view outlives the unmapped memory.
    */

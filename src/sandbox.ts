@@ -29,7 +29,8 @@ import {
   toValues,
   type Value,
 } from "./wire.ts";
-import { parseElf } from "./elf.ts";
+import { type ElfImage, parseElf } from "./elf.ts";
+import { ContentMemo } from "./content_memo.ts";
 import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
 import { checkCount, checkHostFunctions, checkTimeout, lookupName } from "./options.ts";
@@ -155,6 +156,20 @@ export interface SandboxStats {
  */
 const hostFunctionContext = new AsyncLocalStorage<Sandbox>();
 
+/**
+ * Parsed guest images by content (`ContentMemo`): creating sandboxes of the same guest parses it
+ * once (~150 µs for the test guest) and then costs a compare. An `ElfImage` is immutable.
+ */
+const guestImages = new ContentMemo<ElfImage>(16, 256 * 1024 * 1024);
+
+/**
+ * How long each run of a guest's initialisation spins for its end before it waits on the thread
+ * pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive 30 µs
+ * spin of calls, and the hop through the pool added ~50-100 µs to every create. Bounded: a longer
+ * initialisation still waits on the pool, with the event loop free.
+ */
+const INIT_SPIN_NS = 600_000;
+
 const finalizer = new FinalizationRegistry<MicroVm>((vm) => {
   try {
     vm.destroy();
@@ -246,7 +261,7 @@ export class Sandbox implements AsyncDisposable {
     checkTimeout(options.initTimeoutMs, "initTimeoutMs");
     checkCount(options.maxExitsPerCall, "maxExitsPerCall", DEFAULT_MAX_EXITS_PER_CALL);
     const bytes = await readSource(options.guest, "guest");
-    const elf = parseElf(bytes);
+    const elf = guestImages.get(bytes, parseElf);
     const layout = computeLayout(elf, options);
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
@@ -375,7 +390,7 @@ export class Sandbox implements AsyncDisposable {
   async #initialise(timeoutMs: number): Promise<void> {
     let frame: Frame;
     try {
-      frame = await this.#exchange(false, { timeoutMs }, "initialisation");
+      frame = await this.#exchange(false, { timeoutMs }, "initialisation", INIT_SPIN_NS);
     } catch (e) {
       // A guest of another ABI version writes its version and then gives up (docs/abi.md):
       // report the mismatch, with how it gave up as the cause.
@@ -667,7 +682,12 @@ export class Sandbox implements AsyncDisposable {
    * Runs the guest until it signals DONE and returns the frame it left in the output buffer,
    * serving host calls and logs on the way (`call/driver.ts`), synchronously or not.
    */
-  #exchange(sync: boolean, options: CallOptions, what: string): Frame | Promise<Frame> {
+  #exchange(
+    sync: boolean,
+    options: CallOptions,
+    what: string,
+    spinNs?: number,
+  ): Frame | Promise<Frame> {
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     const signal = options.signal;
     if (signal?.aborted) {
@@ -692,6 +712,7 @@ export class Sandbox implements AsyncDisposable {
       woken,
       maxExits: options.maxExitsPerCall ?? this.#options.maxExitsPerCall ??
         DEFAULT_MAX_EXITS_PER_CALL,
+      spinNs,
       vm: () => this.#liveVm(what),
       stopReason: () => this.#stop,
       step: (kind) =>

@@ -492,13 +492,15 @@ export class MicroVm {
    * Runs until the next exit without blocking the event loop for long: posts the run to the vCPU
    * thread, spins briefly for its end (most exits take a few tens of µs: an await on the thread
    * pool would cost more than the exit), then waits on the thread pool. The spin adapts: after
-   * several runs that outlast it, it is skipped, except for an occasional probe.
+   * several runs that outlast it, it is skipped, except for an occasional probe. `spinNs`
+   * overrides it for one run whose length the caller knows better (a guest's initialisation).
    */
-  async run(): Promise<ExitKindValue> {
+  async run(spinNs?: number): Promise<ExitKindValue> {
     const vm = this.#live();
     check(this.#lib, this.#lib.hl_vcpu_start(vm), vm);
     const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
-    const spin = this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0;
+    const spin = spinNs ??
+      (this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0);
     const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
     if (polled !== 0) {
       this.#misses = 0;

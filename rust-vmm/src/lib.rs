@@ -16,6 +16,7 @@ mod stats;
 mod trace;
 mod vcpu_thread;
 mod vm;
+mod workers;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -39,7 +39,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{
@@ -174,7 +173,8 @@ enum Waited {
 pub struct VcpuThread {
     mailbox: Arc<Mailbox>,
     exit: Arc<ExitCell>,
-    join: Mutex<Option<JoinHandle<()>>>,
+    /// The end of `vcpu_main` on its (reused) thread: `workers.rs`.
+    join: Mutex<Option<crate::workers::Finished>>,
 }
 
 /// The signal used to kick a vCPU thread out of `KVM_RUN`.
@@ -226,18 +226,18 @@ impl VcpuThread {
         let (created_tx, created_rx) = sync_channel::<Result<()>>(1);
         let thread_mailbox = mailbox.clone();
         let thread_exit = exit.clone();
-        let join = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx))
-            .map_err(|e| Error::os("spawning the vCPU thread", e))?;
+        let join = crate::workers::run(name, move || {
+            vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx)
+        })
+        .map_err(|e| Error::os("spawning the vCPU thread", e))?;
         match created_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                let _ = join.join();
+                join.wait();
                 return Err(e);
             }
             Err(_) => {
-                let _ = join.join();
+                join.wait();
                 return Err(Error::new(
                     Code::Panic,
                     "the vCPU thread died while creating the vCPU",
@@ -566,7 +566,7 @@ impl VcpuThread {
         self.close();
         let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
-            let _ = h.join();
+            h.wait();
         }
         trace!("stop: joined");
     }

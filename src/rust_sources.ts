@@ -48,5 +48,6 @@ export const RUST_SOURCES: readonly string[] = [
   "rust-vmm/src/trace.rs",
   "rust-vmm/src/vcpu_thread.rs",
   "rust-vmm/src/vm.rs",
+  "rust-vmm/src/workers.rs",
   "rust-vmm/tests/c_abi.rs",
 ];

@@ -9,7 +9,7 @@ import { MicroVm } from "../src/ffi/vm.ts";
 import { parseElf } from "../src/elf.ts";
 import { computeLayout, entryRegisters, initializeMemory } from "../src/layout.ts";
 import { GUEST_VCPU_CONFIG } from "../src/system.ts";
-import { WasmSandbox } from "../src/wasm_sandbox.ts";
+import { WasmSandbox } from "../src/wasm/sandbox.ts";
 import { WasmSandboxPool } from "../src/wasm_pool.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { TESTGUEST } from "../tests/_guests.ts";

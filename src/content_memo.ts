@@ -47,7 +47,7 @@ export class ContentMemo<T> {
     const entries = this.#entries;
     for (let i = entries.length - 1; i >= 0; i--) {
       const e = entries[i];
-      if (e.bytes.length === bytes.length && Buffer.compare(e.bytes, bytes) === 0) {
+      if (e.bytes.length === bytes.length && equal(e.bytes, bytes)) {
         if (i !== entries.length - 1) entries.push(...entries.splice(i, 1));
         return e.value;
       }
@@ -62,4 +62,23 @@ export class ContentMemo<T> {
     }
     return value;
   }
+}
+
+/** Bytes compared at each end before the whole (see `equal`). */
+const EDGE = 256;
+
+/**
+ * Whether `a` and `b` (of the same length) hold the same bytes. Their ends are compared first:
+ * images or modules of the same length that differ usually do so in their headers or in the
+ * section table at the end, and a memcmp stops only at the first difference, so many same-length
+ * entries differing late would otherwise each cost a full compare (measured: 16 such entries,
+ * ~0.5 ms per lookup).
+ */
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  const n = a.length;
+  if (n > 2 * EDGE) {
+    if (Buffer.compare(a.subarray(n - EDGE), b.subarray(n - EDGE)) !== 0) return false;
+    if (Buffer.compare(a.subarray(0, EDGE), b.subarray(0, EDGE)) !== 0) return false;
+  }
+  return Buffer.compare(a, b) === 0;
 }

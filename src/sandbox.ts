@@ -156,11 +156,26 @@ export interface SandboxStats {
  */
 const hostFunctionContext = new AsyncLocalStorage<Sandbox>();
 
+/** A guest image as `Sandbox.create` needs it: parsed, and its SHA-256 when first asked for. */
+interface GuestImage {
+  readonly elf: ElfImage;
+  /** SHA-256 of the image (for snapshots), computed on first use. */
+  readonly id: () => Promise<string>;
+}
+
 /**
- * Parsed guest images by content (`ContentMemo`): creating sandboxes of the same guest parses it
- * once (~150 µs for the test guest) and then costs a compare. An `ElfImage` is immutable.
+ * Guest images by content (`ContentMemo`): creating sandboxes of the same guest parses it once
+ * (~150 µs for the test guest) and then costs a compare. The digest waits until a snapshot needs
+ * it (hashing the test guest is ~250 µs, mostly synchronous inside `crypto.subtle.digest`); it
+ * hashes the memo's private copy, so a caller's later change to its array cannot change it.
  */
-const guestImages = new ContentMemo<ElfImage>(16, 256 * 1024 * 1024);
+const guestImages = new ContentMemo<GuestImage>(16, 256 * 1024 * 1024);
+
+function guestImage(copy: Uint8Array): GuestImage {
+  const elf = parseElf(copy);
+  let id: Promise<string> | undefined;
+  return { elf, id: () => id ??= digest(copy) };
+}
 
 /**
  * How long each run of a guest's initialisation spins for its end before it waits on the thread
@@ -202,8 +217,8 @@ export class Sandbox implements AsyncDisposable {
   readonly #functions: Map<string, FunctionSignature>;
   readonly #hostFunctions: Map<string, HostFunction>;
   readonly #options: Omit<SandboxOptions, "guest">;
-  /** SHA-256 of the guest image, for snapshots (computed off the critical path). */
-  #guestId: Promise<string> | undefined;
+  /** SHA-256 of the guest image, for snapshots (computed when first asked for). */
+  #guestId: (() => Promise<string>) | undefined;
   #poison: Error | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #stop: StopReason | undefined;
@@ -261,7 +276,8 @@ export class Sandbox implements AsyncDisposable {
     checkTimeout(options.initTimeoutMs, "initTimeoutMs");
     checkCount(options.maxExitsPerCall, "maxExitsPerCall", DEFAULT_MAX_EXITS_PER_CALL);
     const bytes = await readSource(options.guest, "guest");
-    const elf = guestImages.get(bytes, parseElf);
+    const image = guestImages.get(bytes, guestImage);
+    const elf = image.elf;
     const layout = computeLayout(elf, options);
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
@@ -271,9 +287,7 @@ export class Sandbox implements AsyncDisposable {
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
-      const id = digest(bytes);
-      id.catch(() => {});
-      sandbox.#guestId = id;
+      sandbox.#guestId = image.id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {
       vm.destroy();
@@ -301,7 +315,7 @@ export class Sandbox implements AsyncDisposable {
       vm.destroy();
       throw e;
     }
-    sandbox.#guestId = Promise.resolve(state.guestId);
+    sandbox.#guestId = () => Promise.resolve(state.guestId);
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
     finalizer.register(sandbox, vm, sandbox);
     return sandbox;
@@ -325,7 +339,7 @@ export class Sandbox implements AsyncDisposable {
     const run = this.#queue.then(async () => {
       this.#usable();
       const vm = this.#vm!;
-      const guestId = await this.#guestId!;
+      const guestId = await this.#guestId!();
       this.#usable();
       const vcpu = vm.getState();
       const memory = vm.snapshotMemory();
@@ -368,7 +382,7 @@ export class Sandbox implements AsyncDisposable {
       checkSnapshotAbi(state.abiVersion);
       checkLayout(this.#layout, state.layout);
       checkHostSignatures(state.hostSignatures, this.#hostFunctions);
-      if (state.guestId !== await this.#guestId) {
+      if (state.guestId !== await this.#guestId!()) {
         throw new SnapshotMismatchError("the snapshot is of another guest image");
       }
       this.#restoreNow(state);

@@ -328,7 +328,11 @@ export function writePageTables(
     }
     const executable = (s.flags & PF_X) !== 0;
     const low = leaf | PTE_USER | (executable || !(s.flags & PF_W) ? 0 : PTE_WRITABLE);
-    for (let p = first; p < end; p++) set(p, low, !executable);
+    for (let p = first; p < end; p++) {
+      // Skip a plain chunk whole (a large `.bss` is mostly plain chunks).
+      if (plain[p >> 9]) p = p | 511;
+      else set(p, low, !executable);
+    }
   }
 }
 

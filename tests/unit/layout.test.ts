@@ -336,6 +336,37 @@ Deno.test("page tables", async (t) => {
   });
 });
 
+Deno.test("page tables: a large .bss is mapped by 2 MiB pages, its page tables untouched", () => {
+  const bss = 64 * MIB;
+  const image: ElfImage = {
+    ...IMAGE,
+    size: 0x7000 + bss,
+    segments: [
+      ...IMAGE.segments.slice(0, 2),
+      { vaddr: 0x4000, memsz: 0x1234 + bss, flags: PF_R | PF_W },
+    ],
+  };
+  const layout = computeLayout(image, { heapSize: 64 * KIB });
+  const mem = new Uint8Array(layout.memorySize);
+  writePageTables(mem, layout, image.segments);
+  const start = layout.imageBase + 0x4000;
+  for (let a = start; a < start + bss; a += PAGE_SIZE) {
+    const m = translate(mem, a);
+    if (!m.present || !m.writable || m.executable || !m.user || m.physical !== a) {
+      assert.fail(`.bss page at 0x${a.toString(16)}: ${JSON.stringify(m)}`);
+    }
+  }
+  assertMapped(mem, layout.imageBase + 0x1000, "rx", "code next to it keeps 4 KiB pages");
+  // The page tables of the chunks inside the .bss were never written.
+  const chunks = bss / (2 * MIB);
+  let untouched = 0;
+  for (let i = 0; i < layout.pageTableCount; i++) {
+    const table = mem.subarray(PT_BASE_ADDR + i * PAGE_SIZE, PT_BASE_ADDR + (i + 1) * PAGE_SIZE);
+    if (table.every((b) => b === 0)) untouched++;
+  }
+  assert.ok(untouched >= chunks - 2, `${untouched} untouched page tables, ${chunks} chunks`);
+});
+
 Deno.test("PEB, memory image and entry registers", async (t) => {
   const layout = computeLayout(IMAGE, { heapSize: 64 * KIB });
   const mem = new Uint8Array(layout.memorySize);

@@ -217,8 +217,8 @@ export async function printSnapshotFigures(
         }× create; the same guest ` +
         `without it ${base.toFixed(0)} µs): host RSS (anon) ` +
         `${((after.rssAnon - before.rssAnon) / 4).toFixed(0)} kB per sandbox (no memfd: fresh ` +
-        `memory is anonymous); what grows with it is the page tables the host writes (8 bytes ` +
-        `per 4 KiB page: 1 MiB for 512 MiB)`,
+        `memory is anonymous; the .bss's plain 2 MiB chunks are mapped by 2 MiB pages, so no ` +
+        `page table of theirs is written; what still grows is KVM's memslot metadata)`,
     );
   }
 }

@@ -178,10 +178,11 @@ function guestImage(copy: Uint8Array): GuestImage {
 }
 
 /**
- * How long each run of a guest's initialisation spins for its end before it waits on the thread
- * pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive 30 µs
- * spin of calls, and the hop through the pool added ~50-100 µs to every create. Bounded: a longer
- * initialisation still waits on the pool, with the event loop free.
+ * How long the first run of a guest's initialisation spins for its end before it waits on the
+ * thread pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive
+ * 30 µs spin of calls, and the hop through the pool added ~100 µs to a create (p10, interleaved
+ * A/B). Bounded, and for the first run only: a longer one still waits on the pool, with the event
+ * loop free, and later runs spin as calls do.
  */
 const INIT_SPIN_NS = 600_000;
 
@@ -726,7 +727,7 @@ export class Sandbox implements AsyncDisposable {
       woken,
       maxExits: options.maxExitsPerCall ?? this.#options.maxExitsPerCall ??
         DEFAULT_MAX_EXITS_PER_CALL,
-      spinNs,
+      firstSpinNs: spinNs,
       vm: () => this.#liveVm(what),
       stopReason: () => this.#stop,
       step: (kind) =>

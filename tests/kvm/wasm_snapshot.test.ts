@@ -206,7 +206,7 @@ kvmTest("WasmSandboxPool: runs start afresh; exhaustion, bounded wait, AbortSign
   await WasmSandbox.clearCache();
 });
 
-kvmTest("WasmSandboxPool: 400 runs leak no fd, mapping, VM or snapshot", async () => {
+kvmTest("WasmSandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () => {
   await WasmSandbox.clearCache();
   const cycle = async (runs: number) => {
     await using pool = await WasmSandboxPool.create({
@@ -224,7 +224,7 @@ kvmTest("WasmSandboxPool: 400 runs leak no fd, mapping, VM or snapshot", async (
   const fds = openFdCount();
   const maps = guestMappingCount();
   const { liveVms, liveSnapshots } = globalStats();
-  await cycle(100);
+  await cycle(250); // 4 runs at a time: 1,000 runs (the issue's count)
   assert.equal(openFdCount(), fds);
   assert.equal(guestMappingCount(), maps);
   assert.deepEqual(

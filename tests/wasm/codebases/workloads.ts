@@ -217,3 +217,6 @@ export function runInV8(
     if (!discard) { for (const p of paths) Deno.removeSync(p); }
   }
 }
+
+/** The workloads the bench times (bench/wasm_real.bench.ts): the tests' successful ones. */
+export const BENCH_WORKLOADS: readonly Workload[] = WORKLOADS.filter((w) => w.exitCode === 0);

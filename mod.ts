@@ -85,12 +85,12 @@ export {
   WasmLinkError,
   WasmModuleError,
   type WasmResultType,
-  WasmSandbox,
   type WasmSandboxOptions,
-  WasmSnapshot,
   type WasmSnapshotSandboxOptions,
   WasmTrapError,
   type WasmTrapKind,
   type WasmValueType,
-} from "./src/wasm_sandbox.ts";
+} from "./src/wasm/types.ts";
+export { WasmSandbox } from "./src/wasm/sandbox.ts";
+export { WasmSnapshot } from "./src/wasm/snapshot.ts";
 export { WasmSandboxPool, type WasmSandboxPoolOptions } from "./src/wasm_pool.ts";

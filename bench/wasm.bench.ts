@@ -10,7 +10,7 @@
  * ratios and the counts.
  */
 import { Sandbox } from "../src/sandbox.ts";
-import { WasmSandbox } from "../src/wasm_sandbox.ts";
+import { WasmSandbox } from "../src/wasm/sandbox.ts";
 import { WasmSandboxPool } from "../src/wasm_pool.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { TESTGUEST } from "../tests/_guests.ts";

@@ -9,7 +9,7 @@
 import { isValueType } from "./abi.ts";
 import { ArgumentError } from "./errors.ts";
 import type { HostFunction } from "./call/types.ts";
-import type { WasmImports } from "./wasm_sandbox.ts";
+import type { WasmImports } from "./wasm/types.ts";
 
 const NUMBER_TYPES = new Set<string>(["i32", "i64", "f32", "f64"]);
 

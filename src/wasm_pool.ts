@@ -7,13 +7,9 @@
 
 import { ArgumentError } from "./errors.ts";
 import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
-import {
-  type WasiOptions,
-  type WasmImports,
-  WasmSandbox,
-  type WasmSandboxOptions,
-  type WasmSnapshot,
-} from "./wasm_sandbox.ts";
+import { WasmSandbox } from "./wasm/sandbox.ts";
+import type { WasmSnapshot } from "./wasm/snapshot.ts";
+import type { WasiOptions, WasmImports, WasmSandboxOptions } from "./wasm/types.ts";
 
 /** Options of {@linkcode WasmSandboxPool.create}. */
 export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module">, PoolSizing {

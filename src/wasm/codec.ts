@@ -1,12 +1,23 @@
 /**
  * Encodings between `WasmSandbox` and the `wasm-runtime` guest (docs/wasm.md, "Wire
- * encodings"): packed values, the module description, and the request builder.
+ * encodings"): packed values, the module description, the request builder, and the guest's
+ * ERROR codes.
  *
  * @module
  */
 
-import { ArgumentError, ProtocolError } from "../errors.ts";
-import type { WasmAnyType, WasmExtern, WasmJsValue, WasmValueType } from "../wasm_sandbox.ts";
+import { ArgumentError, GuestError, ProtocolError } from "../errors.ts";
+import {
+  WasiExitError,
+  type WasmAnyType,
+  type WasmExtern,
+  type WasmJsValue,
+  WasmLinkError,
+  WasmModuleError,
+  WasmTrapError,
+  type WasmTrapKind,
+  type WasmValueType,
+} from "./types.ts";
 
 const VALTYPE_CODES: Record<number, WasmAnyType> = {
   0x7f: "i32",
@@ -220,4 +231,73 @@ export class Writer {
   finish(): Uint8Array {
     return new Uint8Array(this.#parts);
   }
+}
+
+// ERROR codes of the wasm-runtime guest (guest/wasm-runtime/src/main.rs).
+const CODE_MODULE = 1000;
+const CODE_LINK = 1001;
+const CODE_EXIT = 1003;
+const CODE_NO_EXPORT = 1004;
+const CODE_BAD_ARGS = 1005;
+const CODE_MEMORY = 1006;
+const CODE_TRAP_BASE = 1100;
+const TRAPS: Record<number, WasmTrapKind> = {
+  0: "unreachable",
+  1: "memory_out_of_bounds",
+  2: "table_out_of_bounds",
+  3: "indirect_call_to_null",
+  4: "integer_divide_by_zero",
+  5: "integer_overflow",
+  6: "invalid_conversion_to_integer",
+  7: "stack_overflow",
+  8: "indirect_call_type_mismatch",
+  9: "out_of_fuel",
+  10: "growth_limited",
+  11: "out_of_memory",
+  20: "host",
+  21: "other",
+};
+
+/** A host function's failure during a call, kept by the host (never read back from the guest). */
+export interface HostFailure {
+  /** What happened, naming the import (`"host function env.log threw: ..."`). */
+  readonly message: string;
+  /** What the function threw, or why its result was refused. */
+  readonly error: unknown;
+}
+
+/**
+ * Converts the guest's ERROR codes into the Wasm error classes. A `host` trap whose failure the
+ * host recorded (`hostFailure`) gets that failure's error as its `cause` and its message from
+ * it; the guest's text is used only when the host recorded nothing.
+ */
+export function mapGuestError(e: unknown, hostFailure: HostFailure | undefined): unknown {
+  if (!(e instanceof GuestError)) return e;
+  const options = { cause: e };
+  if (e.code === CODE_MODULE) return new WasmModuleError(`invalid module: ${e.message}`, options);
+  if (e.code === CODE_LINK) {
+    return new WasmLinkError(`instantiation failed: ${e.message}`, undefined, options);
+  }
+  if (e.code === CODE_EXIT) return new WasiExitError(Number(e.message), options);
+  if (e.code === CODE_NO_EXPORT || e.code === CODE_BAD_ARGS || e.code === CODE_MEMORY) {
+    return new ArgumentError(e.message, options);
+  }
+  const trap = TRAPS[e.code - CODE_TRAP_BASE];
+  if (trap === "host" && hostFailure !== undefined) {
+    return new WasmTrapError(trap, hostFailure.message, { cause: hostFailure.error });
+  }
+  if (trap) return new WasmTrapError(trap, e.message, options);
+  return e;
+}
+
+const NUMBER_TYPES = new Set<string>(["i32", "i64", "f32", "f64"]);
+
+/** Checks that every type can cross (a number type); `ArgumentError` names the first that cannot. */
+export function numberTypes(types: WasmAnyType[], where: string, what: string): WasmValueType[] {
+  for (const t of types) {
+    if (!NUMBER_TYPES.has(t)) {
+      throw new ArgumentError(`${where} has a ${t} ${what}: only i32, i64, f32, f64 can cross`);
+    }
+  }
+  return types as WasmValueType[];
 }

@@ -7,7 +7,7 @@ import {
   WasmSandbox,
   type WasmSandboxOptions,
   WasmTrapError,
-} from "../../src/wasm_sandbox.ts";
+} from "../../mod.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import { kvmTest } from "./_kvm.ts";
 
@@ -147,6 +147,48 @@ kvmTest("wasm: a host function returning a wrong value traps with kind host", as
   });
   assert.equal(await trapOf(w.call("add64", 1n, 2n)), "host");
   assert.equal(await trapOf(w.call("pair", 1)), "host");
+});
+
+kvmTest("wasm: a host function's thrown value is its trap's cause, itself", async () => {
+  const thrown = [new TypeError("sync failure"), new Error("async failure"), { code: 7 }];
+  let next = 0;
+  await using w = await open("values", {
+    hostFunctions: {
+      env: {
+        ...valuesImports([])!.env,
+        fail: {
+          params: [],
+          result: "void",
+          fn: () => {
+            throw thrown[next++];
+          },
+        },
+        add64: {
+          params: ["i64", "i64"],
+          result: "i64",
+          fn: () => Promise.reject(thrown[next++]),
+        },
+        pair: { params: ["f64"], result: ["i32", "f32"], fn: () => [1] },
+      },
+    },
+  });
+  const sync = await w.call("fail").catch((e) => e);
+  assert.ok(sync instanceof WasmTrapError);
+  assert.equal(sync.trap, "host");
+  assert.equal(sync.cause, thrown[0]); // the very object, not a copy parsed from a message
+  assert.equal(sync.message, "wasm trap (host): host function env.fail threw: sync failure");
+  const rejected = await w.call("add64", 1n, 2n).catch((e) => e);
+  assert.equal(rejected.trap, "host");
+  assert.equal(rejected.cause, thrown[1]);
+  assert.match(rejected.message, /host function env\.add64 threw: async failure/);
+  const plain = await w.call("fail").catch((e) => e);
+  assert.equal(plain.cause, thrown[2]);
+  // A result of the wrong shape: the refusal is the cause.
+  const shape = await w.call("pair", 1).catch((e) => e);
+  assert.equal(shape.trap, "host");
+  assert.ok(shape.cause instanceof ArgumentError);
+  assert.match(shape.message, /must return an array of 2 values/);
+  assert.equal(await w.call("id_i32", 5), 5); // usable after each
 });
 
 kvmTest("wasm: missing, mistyped and unsupported imports are WasmLinkErrors", async () => {

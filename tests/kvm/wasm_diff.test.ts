@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { WasmSandbox, WasmTrapError } from "../../src/wasm_sandbox.ts";
+import { WasmSandbox, WasmTrapError } from "../../mod.ts";
 import { fixtureBytes } from "../wasm/fixtures.ts";
 import { kvmTest } from "./_kvm.ts";
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   CancelledError,
   PoolExhaustedError,
+  Sandbox,
   SandboxError,
   SnapshotDisposedError,
   SnapshotMismatchError,
@@ -10,6 +11,7 @@ import {
   WasmSnapshot,
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
+import { TESTGUEST } from "../_guests.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 
@@ -94,7 +96,8 @@ kvmTest("WasmSandbox: snapshot typed errors", async () => {
     SnapshotMismatchError,
   );
   // A native snapshot is not a Wasm snapshot.
-  await using native = await w.sandbox.snapshot();
+  await using nativeSb = await Sandbox.create({ guest: TESTGUEST });
+  await using native = await nativeSb.snapshot();
   await assert.rejects(
     () => w.restore(native as unknown as WasmSnapshot),
     SnapshotMismatchError,

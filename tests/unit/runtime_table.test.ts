@@ -6,7 +6,7 @@ import {
   runtimeResult,
 } from "../../src/wasm/runtime_table.ts";
 import { asyncSink } from "../../src/wasm/wasi_sink.ts";
-import { runtimeHostFunctions } from "../../src/wasm_sandbox.ts";
+import { runtimeHostFunctions } from "../../src/wasm/imports.ts";
 import type { FunctionSignature } from "../../src/wire.ts";
 
 const table = (): FunctionSignature[] =>

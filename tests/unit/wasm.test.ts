@@ -8,7 +8,7 @@ import {
   unpackValues,
   Writer,
 } from "../../src/wasm/codec.ts";
-import { WasmModuleError, WasmSandbox, type WasmValueType } from "../../src/wasm_sandbox.ts";
+import { WasmModuleError, WasmSandbox, type WasmValueType } from "../../mod.ts";
 
 const HEADER = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
 

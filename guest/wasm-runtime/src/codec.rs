@@ -1,63 +1,13 @@
-//! The small binary encodings between `src/wasm_sandbox.ts` and this guest (all little-endian,
-//! described in docs/wasm.md): a cursor over request bytes and a growable writer.
+//! The small binary encodings between `src/wasm/` and this guest (all little-endian, described
+//! in docs/wasm.md): requests are read with `hl_wire`'s bounds-checked `Reader` (the same cursor
+//! that decodes every frame of the guest ABI); replies are built with a growable writer.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use hl_guest::wire::Reader;
+
 use wasmi::{ExternType, FuncType, Val, ValType};
-
-/// Reads the fields of a request; every read checks the remaining length.
-pub struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| String::from("request ends early"))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    pub fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    pub fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    /// `u32` length, then that many bytes.
-    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    pub fn finish(&self) -> Result<(), String> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(String::from("request has trailing bytes"))
-        }
-    }
-}
 
 /// Appends fields to a byte vector.
 #[derive(Default)]
@@ -163,16 +113,17 @@ pub fn val_type_code(t: &ValType) -> u8 {
 pub fn read_vals(bytes: &[u8], types: &[ValType]) -> Result<Vec<Val>, String> {
     let mut r = Reader::new(bytes);
     let mut out = Vec::with_capacity(types.len());
+    let text = |e: hl_guest::wire::DecodeError| e.to_string();
     for t in types {
         out.push(match t {
-            ValType::I32 => Val::I32(r.u32()? as i32),
-            ValType::I64 => Val::I64(r.u64()? as i64),
-            ValType::F32 => Val::F32(wasmi::F32::from_bits(r.u32()?)),
-            ValType::F64 => Val::F64(wasmi::F64::from_bits(r.u64()?)),
+            ValType::I32 => Val::I32(r.u32().map_err(text)? as i32),
+            ValType::I64 => Val::I64(r.u64().map_err(text)? as i64),
+            ValType::F32 => Val::F32(wasmi::F32::from_bits(r.u32().map_err(text)?)),
+            ValType::F64 => Val::F64(wasmi::F64::from_bits(r.u64().map_err(text)?)),
             _ => return Err(String::from("reference and vector values cannot cross")),
         });
     }
-    r.finish()?;
+    r.finish().map_err(text)?;
     Ok(out)
 }
 

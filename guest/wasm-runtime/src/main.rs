@@ -26,7 +26,8 @@ use wasmi::{
     StoreLimitsBuilder, TrapCode, Val, ValType,
 };
 
-use codec::{Reader, Writer, read_vals, write_vals};
+use codec::{Writer, read_vals, write_vals};
+use hl_guest::wire::{DecodeError, Reader};
 
 hl_guest::guest_functions![
     load,
@@ -111,13 +112,13 @@ fn state_error(message: &str) -> GuestError {
 /// `str name, extern type` (encodings in `codec.rs`).
 fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut r = Reader::new(&config);
-    let parse = |r: &mut Reader<'_>| -> Result<(u64, u32), String> {
+    let parse = |r: &mut Reader<'_>| -> Result<(u64, u32), DecodeError> {
         let fuel = r.u64()?;
         let depth = r.u32()?;
         r.finish()?;
         Ok((fuel, depth))
     };
-    let (fuel, depth) = parse(&mut r).map_err(|e| state_error(&e))?;
+    let (fuel, depth) = parse(&mut r).map_err(|e| state_error(&e.to_string()))?;
     let mut cfg = Config::default();
     cfg.consume_fuel(fuel != 0);
     if depth != 0 {
@@ -158,15 +159,15 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
         max_table: u64,
         wasi: Option<wasi::WasiCtx>,
     }
-    fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, String> {
+    fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
         let n = r.u32()?;
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(r.bytes()?.to_vec());
+            out.push(r.blob()?.to_vec());
         }
         Ok(out)
     }
-    let parse = |config: &[u8]| -> Result<Request, String> {
+    let parse = |config: &[u8]| -> Result<Request, DecodeError> {
         let mut r = Reader::new(config);
         let max_memory = r.u64()?;
         let max_table = r.u64()?;
@@ -190,7 +191,7 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
             wasi,
         })
     };
-    let req = parse(&config).map_err(|e| state_error(&e))?;
+    let req = parse(&config).map_err(|e| state_error(&e.to_string()))?;
     let mut state = STATE.lock();
     state.running = None;
     let Some(loaded) = state.loaded.as_ref() else {

@@ -1,0 +1,740 @@
+/**
+ * `WasmSandbox`: a WebAssembly module run by the wasmi interpreter inside its own KVM micro-VM
+ * (the `wasm-runtime` guest), with typed calls, host imports and WASI preview 1.
+ *
+ * The conventions (value marshalling, strings and bytes, traps, WASI) are in `docs/wasm.md`.
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+import { type CallOptions, type JsValue, Sandbox, type SandboxStats } from "../sandbox.ts";
+import { SnapshotMismatchError } from "../snapshot.ts";
+import { readSource } from "../source.ts";
+import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "../options.ts";
+import { findGuest } from "../artifacts.ts";
+import { checkRuntimeTable, type RuntimeFunction, runtimeResult } from "./runtime_table.ts";
+import {
+  mapGuestError,
+  numberTypes,
+  packValues,
+  parseDescription,
+  unpackResult,
+  Writer,
+} from "./codec.ts";
+import { bindImports, ImportTable, runtimeHostFunctions, WASI } from "./imports.ts";
+import { WasiRuntime } from "./wasi.ts";
+import {
+  makeWasmSnapshot,
+  type WasmSnapshot,
+  type WasmSnapshotState,
+  wasmStateOf,
+} from "./snapshot.ts";
+import { cache, cacheCounters, cacheKey, cacheStats, clearCache, touchCache } from "./cache.ts";
+import {
+  type WasiExit,
+  WasiExitError,
+  type WasiOptions,
+  type WasmCacheStats,
+  type WasmExtern,
+  type WasmFunctionType,
+  type WasmImports,
+  type WasmJsValue,
+  WasmLinkError,
+  WasmModuleError,
+  type WasmSandboxOptions,
+  type WasmSnapshotSandboxOptions,
+} from "./types.ts";
+
+const MIB = 1 << 20;
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
+ * {@linkcode WasmSandbox.create}, call exports with {@linkcode WasmSandbox.call}, dispose (or
+ * `await using`) when done.
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({
+ *   module: await Deno.readFile("fib.wasm"),
+ *   hostFunctions: { env: { log: { params: ["i32"], result: "void", fn: (x: number) => void console.log(x) } } },
+ * });
+ * console.log(await w.call("fib", 20)); // 6765
+ * ```
+ */
+export class WasmSandbox implements AsyncDisposable {
+  readonly #sandbox: Sandbox;
+  readonly #imports: WasmExtern[];
+  readonly #exports: Map<string, WasmExtern>;
+  readonly #imported: ImportTable;
+  readonly #key: string;
+  readonly #wasiOn: boolean;
+  readonly #wasiRegistered: boolean;
+  readonly #fromCache: boolean;
+
+  private constructor(
+    sandbox: Sandbox,
+    imports: readonly WasmExtern[],
+    exports: readonly WasmExtern[],
+    imported: ImportTable,
+    identity: { key: string; wasiOn: boolean; wasiRegistered: boolean; fromCache: boolean },
+  ) {
+    this.#sandbox = sandbox;
+    this.#imports = [...imports];
+    this.#exports = new Map(exports.map((e) => [e.name, e]));
+    this.#imported = imported;
+    this.#key = identity.key;
+    this.#wasiOn = identity.wasiOn;
+    this.#wasiRegistered = identity.wasiRegistered;
+    this.#fromCache = identity.fromCache;
+  }
+
+  /**
+   * Starts a `wasm-runtime` guest, sends it the module, checks the module's imports against
+   * `hostFunctions` (and WASI), and instantiates it (running its start function). Bad options,
+   * bytes that are not a module ({@linkcode WasmModuleError}) and unsatisfied imports
+   * ({@linkcode WasmLinkError}) are reported before any of the module's code runs.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * const w = await WasmSandbox.create({ module: "fib.wasm", fuel: 1_000_000, timeoutMs: 1000 });
+   * console.log(w.exports.map((e) => e.name));
+   * await w.dispose();
+   * ```
+   */
+  static async create(
+    options: WasmSandboxOptions | WasmSnapshotSandboxOptions,
+  ): Promise<WasmSandbox> {
+    if (typeof options !== "object" || options === null) {
+      throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
+    }
+    if ("snapshot" in options && options.snapshot !== undefined) {
+      const wasi = options.wasi;
+      if (wasi !== undefined && (typeof wasi !== "object" || wasi === null)) {
+        throw new ArgumentError("wasi must be an options object with stdout/stderr");
+      }
+      for (const k of ["args", "env", "randomSeed"]) {
+        if (wasi && k in wasi) {
+          throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
+        }
+      }
+      return await WasmSandbox.#fromSnapshot(wasmStateOf(options.snapshot, true), options, false);
+    }
+    if (!("module" in options)) {
+      throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
+    }
+    if (options.cache !== undefined && typeof options.cache !== "boolean") {
+      throw new ArgumentError("cache must be a boolean");
+    }
+    if (options.cache === false) return await WasmSandbox.#cold(options, undefined);
+    const bytes = await readSource(options.module, "module");
+    // Checks the options (a bad one must fail the same with and without a cache entry).
+    checkWasmHostFunctions(options.hostFunctions ?? {});
+    const key = await cacheKey(bytes, options);
+    const entry = cache.get(key);
+    const cached = entry ? await entry : undefined;
+    if (entry && cached && !cached.native.disposed) {
+      touchCache(key, entry);
+      cacheCounters.hits++;
+      return await WasmSandbox.#fromSnapshot(cached, options, true);
+    }
+    cacheCounters.misses++;
+    let settle!: (s: WasmSnapshotState | undefined) => void;
+    const pending = new Promise<WasmSnapshotState | undefined>((r) => settle = r);
+    touchCache(key, pending);
+    let sb: WasmSandbox;
+    try {
+      sb = await WasmSandbox.#cold({ ...options, module: bytes }, options.module);
+    } catch (e) {
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      throw e;
+    }
+    const seeded = typeof options.wasi === "object" && options.wasi.randomSeed !== undefined;
+    if (sb.#wasiOn && !seeded) {
+      // Every sandbox must draw its own random stream: never shared through a snapshot.
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      return sb;
+    }
+    try {
+      const snap = wasmStateOf(await sb.snapshot());
+      settle({ ...snap, key });
+    } catch (e) {
+      settle(undefined);
+      if (cache.get(key) === pending) cache.delete(key);
+      await sb.dispose();
+      throw e;
+    }
+    return sb;
+  }
+
+  /** `create({ snapshot })` and cache hits: a new VM on the snapshot, copy-on-write. */
+  static async #fromSnapshot(
+    state: WasmSnapshotState,
+    options: {
+      hostFunctions?: WasmImports;
+      wasi?: boolean | WasiOptions;
+      timeoutMs?: number;
+      library?: string;
+    },
+    fromCache: boolean,
+  ): Promise<WasmSandbox> {
+    const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
+    let imported: ImportTable;
+    try {
+      imported = new ImportTable(bindImports(state.imports, hostFunctions, state.wasiOn));
+    } catch (e) {
+      if (fromCache || !(e instanceof WasmLinkError)) throw e;
+      throw new SnapshotMismatchError(
+        `the host functions do not match the snapshot's module: ${e.message}`,
+        { cause: e },
+      );
+    }
+    const wasi = state.wasiOn
+      ? new WasiRuntime(typeof options.wasi === "object" ? options.wasi : {}, "module.wasm")
+      : undefined;
+    const sandbox = await Sandbox.create({
+      snapshot: state.native,
+      hostFunctions: runtimeHostFunctions(
+        (index, args) => imported.serve(index, args),
+        state.wasiRegistered ? () => wasi : undefined,
+      ),
+      timeoutMs: options.timeoutMs,
+      library: options.library,
+    });
+    return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
+      key: state.key,
+      wasiOn: state.wasiOn,
+      wasiRegistered: state.wasiRegistered,
+      fromCache,
+    });
+  }
+
+  /** Loads and instantiates the module in a new `wasm-runtime` guest (no cache). */
+  static async #cold(
+    options: WasmSandboxOptions,
+    originalModule: Uint8Array | string | URL | undefined,
+  ): Promise<WasmSandbox> {
+    const bytes = await readSource(options.module, "module");
+    if (
+      bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
+      bytes[3] !== 0x6d
+    ) {
+      throw new WasmModuleError("not a WebAssembly binary module (no \\0asm magic)");
+    }
+    const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
+    const fuel = checkFuel(options.fuel);
+    const maxMemory = checkCount(options.maxMemoryBytes, "maxMemoryBytes", 16 * MIB);
+    const maxTable = checkCount(options.maxTableElements, "maxTableElements", 65_536);
+    const depth = checkCount(options.maxRecursionDepth, "maxRecursionDepth", 0);
+    const wasiSetting = options.wasi;
+    if (
+      wasiSetting !== undefined && typeof wasiSetting !== "boolean" &&
+      (typeof wasiSetting !== "object" || wasiSetting === null)
+    ) {
+      throw new ArgumentError("wasi must be a boolean or an options object");
+    }
+    const runtime = options.runtime ?? findGuest("wasm-runtime");
+    const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
+    const inputSize = options.inputSize ?? Math.max(4 * MIB, pageAlign(bytes.length + 64 * 1024));
+
+    // The imports are bound once the guest has described them (after `load`).
+    let imported: ImportTable | undefined;
+    let wasi: WasiRuntime | undefined;
+    const sandbox = await Sandbox.create({
+      guest: runtime,
+      heapSize: options.heapSize ?? 64 * MIB,
+      stackSize: options.stackSize ?? 4 * MIB,
+      inputSize,
+      outputSize: options.outputSize,
+      timeoutMs: options.timeoutMs,
+      initTimeoutMs: options.initTimeoutMs,
+      library: options.library,
+      hostFunctions: runtimeHostFunctions(
+        (index, args) => {
+          if (!imported) throw new Error("no import is bound before instantiation");
+          return imported.serve(index, args);
+        },
+        wasiSetting === false ? undefined : () => wasi,
+      ),
+    });
+    try {
+      // The runtime guest is as hostile as any: its table must be exactly the one we call.
+      checkRuntimeTable(sandbox.functions);
+      const config = new Writer();
+      config.u64(fuel);
+      config.u32(depth);
+      const description = await sandbox.callWithOptions(
+        { timeoutMs: options.initTimeoutMs ?? 30_000 },
+        "load",
+        bytes,
+        config.finish(),
+      ).then((v) => runtimeResult("load", v), (e) => {
+        throw mapGuestError(e, undefined);
+      }) as Uint8Array;
+      const { imports, exports } = parseDescription(description);
+      const usesWasi = imports.some((i) => i.module === WASI);
+      const wasiOn = wasiSetting === undefined ? usesWasi : wasiSetting !== false;
+      const table = new ImportTable(bindImports(imports, hostFunctions, wasiOn));
+      imported = table;
+      if (wasiOn) {
+        wasi = new WasiRuntime(
+          typeof wasiSetting === "object" ? wasiSetting : {},
+          originalModule ?? options.module,
+        );
+      }
+      const inst = new Writer();
+      inst.u64(BigInt(maxMemory));
+      inst.u64(BigInt(maxTable));
+      inst.u8(wasi ? 1 : 0);
+      if (wasi) wasi.encode(inst);
+      const self = new WasmSandbox(sandbox, imports, exports, table, {
+        key: await cacheKey(bytes, { ...options, module: originalModule ?? options.module }),
+        wasiOn: wasi !== undefined,
+        wasiRegistered: wasiSetting !== false,
+        fromCache: false,
+      });
+      await sandbox.callWithOptions(
+        { timeoutMs: options.initTimeoutMs ?? 30_000 },
+        "instantiate",
+        inst.finish(),
+      ).catch((e) => {
+        throw mapGuestError(e, table.takeFailure());
+      });
+      return self;
+    } catch (e) {
+      await sandbox.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * Freezes this sandbox as it is now into a {@linkcode WasmSnapshot}: the module's memory,
+   * globals, tables and the runtime's state (see {@linkcode WasmSnapshot} for what is and is not
+   * in it). Waits for calls in progress.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await w.call("bump");
+   * await using snap = await w.snapshot();
+   * await using copy = await WasmSandbox.create({ snapshot: snap });
+   * console.log(await copy.call("bump")); // 2
+   * ```
+   */
+  async snapshot(): Promise<WasmSnapshot> {
+    const native = await this.#sandbox.snapshot();
+    return makeWasmSnapshot({
+      native,
+      key: this.#key,
+      imports: this.#imports,
+      exports: [...this.#exports.values()],
+      wasiOn: this.#wasiOn,
+      wasiRegistered: this.#wasiRegistered,
+    });
+  }
+
+  /**
+   * Brings this sandbox back to `snapshot`: the module's memory and globals and the runtime's
+   * state (only the pages written since are dropped). Clears poisoning; waits for calls in
+   * progress. The snapshot must be of the same module bytes and instantiation options
+   * ({@linkcode SnapshotMismatchError}) and not disposed ({@linkcode SnapshotDisposedError}).
+   * This sandbox keeps its host functions and WASI output sinks.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await using snap = await w.snapshot();
+   * await w.call("bump"); // 1
+   * await w.call("bump"); // 2
+   * await w.restore(snap);
+   * console.log(await w.call("bump")); // 1
+   * ```
+   */
+  async restore(snapshot: WasmSnapshot): Promise<void> {
+    const state = wasmStateOf(snapshot, true);
+    if (state.key !== this.#key) {
+      throw new SnapshotMismatchError(
+        "the snapshot is of another module, or of the same module with other options",
+      );
+    }
+    await this.#sandbox.restore(state.native);
+    this.#imported.takeFailure();
+  }
+
+  /** Whether this sandbox was started from the module cache (no load, no instantiate). */
+  get fromCache(): boolean {
+    return this.#fromCache;
+  }
+
+  /**
+   * Counters of the module cache of this process.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a miss
+   * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a hit
+   * console.log(WasmSandbox.cacheStats()); // { hits: 1, misses: 1, entries: 1 }
+   * ```
+   */
+  static cacheStats(): WasmCacheStats {
+    return cacheStats();
+  }
+
+  /**
+   * Empties the module cache and releases its snapshots (sandboxes started from them keep
+   * working). The counters are kept.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await WasmSandbox.clearCache();
+   * console.log(WasmSandbox.cacheStats().entries); // 0
+   * ```
+   */
+  static clearCache(): Promise<void> {
+    return clearCache();
+  }
+
+  /** The module's exports (name, kind, function type). */
+  get exports(): readonly WasmExtern[] {
+    return [...this.#exports.values()];
+  }
+
+  /** The module's imports (namespace, name, kind, function type). */
+  get imports(): readonly WasmExtern[] {
+    return [...this.#imports];
+  }
+
+  /** Whether a timeout, cancellation or guest failure has made this sandbox unusable. */
+  get poisoned(): boolean {
+    return this.#sandbox.poisoned;
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return this.#sandbox.disposed;
+  }
+
+  /**
+   * Stops the call in progress: it rejects with `CancelledError` and the sandbox is poisoned
+   * (the Wasm instance may be anywhere in its code). No-op when no call is running.
+   *
+   * @example
+   * ```ts
+   * import { CancelledError, WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+   * const running = w.call("spin");
+   * setTimeout(() => w.interrupt(), 10);
+   * try {
+   *   await running;
+   * } catch (e) {
+   *   console.log(e instanceof CancelledError); // true
+   * }
+   * ```
+   */
+  interrupt(): void {
+    this.#sandbox.interrupt();
+  }
+
+  /**
+   * Calls export `name`. Arguments are converted by the export's type (docs/wasm.md): i32 from
+   * an integer number in [-2^31, 2^32) (wrapped to signed), i64 from a bigint in [-2^63, 2^64),
+   * f32/f64 from any number. Results: `undefined`, one value (i32 a signed number, i64 a
+   * bigint), or an array for several. A trap rejects with {@linkcode WasmTrapError}.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * console.log(await w.call("fib", 10)); // 55
+   * ```
+   */
+  call(name: string, ...args: unknown[]): Promise<WasmJsValue> {
+    return this.callWithOptions({}, name, ...args);
+  }
+
+  /**
+   * {@linkcode call} with a timeout and/or an `AbortSignal`: when either fires the VM is
+   * stopped, the promise rejects with `TimeoutError` / `CancelledError`, and the sandbox is
+   * poisoned.
+   *
+   * @example
+   * ```ts
+   * import { TimeoutError } from "@hl/sandbox";
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+   * try {
+   *   await w.callWithOptions({ timeoutMs: 100 }, "spin");
+   * } catch (e) {
+   *   console.log(e instanceof TimeoutError); // true
+   * }
+   * ```
+   */
+  async callWithOptions(
+    options: CallOptions,
+    name: string,
+    ...args: unknown[]
+  ): Promise<WasmJsValue> {
+    const type = this.#functionType(name);
+    const params = numberTypes(type.params, `export ${name}`, "parameter");
+    const results = numberTypes(type.results, `export ${name}`, "result");
+    if (args.length !== params.length) {
+      throw new ArgumentError(
+        `${name} takes ${params.length} argument(s) (${params.join(", ")}), got ${args.length}`,
+      );
+    }
+    const packed = packValues(args, params, name);
+    const out = await this.#run(options, "invoke", name, packed) as Uint8Array;
+    return unpackResult(out, results, name);
+  }
+
+  /**
+   * Runs a WASI command: calls `_start` and returns its exit code (0 when `_start` returns,
+   * the `proc_exit` code otherwise).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "hello.wasm", wasi: { args: ["hello"] } });
+   * const { exitCode } = await w.runWasi();
+   * ```
+   */
+  async runWasi(options: CallOptions = {}): Promise<WasiExit> {
+    try {
+      await this.callWithOptions(options, "_start");
+      return { exitCode: 0 };
+    } catch (e) {
+      if (e instanceof WasiExitError) return { exitCode: e.exitCode };
+      throw e;
+    }
+  }
+
+  /**
+   * Calls export `name` by the bytes convention (docs/wasm.md): the input is copied into memory
+   * obtained from the module's `alloc(len) -> ptr`, `name(ptr, len)` returns `(ptr, len)` or an
+   * i64 `ptr << 32 | len`, the output is copied out and handed to `dealloc(ptr, len)` if the
+   * module exports it. One VM entry for the whole exchange.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const out = await w.callBytes("reverse", new Uint8Array([1, 2, 3])); // [3, 2, 1]
+   * ```
+   */
+  async callBytes(
+    name: string,
+    input: Uint8Array,
+    options: CallOptions = {},
+  ): Promise<Uint8Array> {
+    this.#functionType(name);
+    if (!(input instanceof Uint8Array)) throw new ArgumentError("input must be a Uint8Array");
+    return await this.#run(options, "call_bytes", name, input) as Uint8Array;
+  }
+
+  /**
+   * {@linkcode callBytes} with UTF-8 text in and out.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * console.log(await w.callString("upper", "hello")); // "HELLO"
+   * ```
+   */
+  async callString(name: string, input: string, options: CallOptions = {}): Promise<string> {
+    if (typeof input !== "string") throw new ArgumentError("input must be a string");
+    const out = await this.callBytes(name, utf8.encode(input), options);
+    try {
+      return utf8Decoder.decode(out);
+    } catch (e) {
+      throw new ArgumentError(`${name} returned bytes that are not UTF-8`, { cause: e });
+    }
+  }
+
+  /**
+   * Copies `len` bytes at `ptr` out of the module's exported `memory`.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const header = await w.readBytes(0, 16);
+   * ```
+   */
+  async readBytes(ptr: number, len: number): Promise<Uint8Array> {
+    checkU32(ptr, "ptr");
+    checkU32(len, "len");
+    return await this.#run({}, "read_memory", BigInt(ptr), len) as Uint8Array;
+  }
+
+  /**
+   * Copies `data` into the module's exported `memory` at `ptr`.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * await w.writeBytes(2048, new Uint8Array([1, 2, 3]));
+   * ```
+   */
+  async writeBytes(ptr: number, data: Uint8Array): Promise<void> {
+    checkU32(ptr, "ptr");
+    if (!(data instanceof Uint8Array)) throw new ArgumentError("data must be a Uint8Array");
+    await this.#run({}, "write_memory", BigInt(ptr), data);
+  }
+
+  /**
+   * Allocates `data.length` bytes with the module's `alloc(len) -> ptr`, copies `data` there and
+   * returns the pointer (one VM entry).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const data = new Uint8Array([1, 2, 3]);
+   * const ptr = await w.allocBytes(data);
+   * console.log(await w.call("sum", ptr, data.length)); // 6
+   * ```
+   */
+  async allocBytes(data: Uint8Array): Promise<number> {
+    if (!(data instanceof Uint8Array)) throw new ArgumentError("data must be a Uint8Array");
+    return await this.#run({}, "write_alloc", data) as number;
+  }
+
+  /**
+   * {@linkcode allocBytes} for UTF-8 text: returns the pointer and the byte length.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const { ptr, len } = await w.allocString("héllo");
+   * console.log(await w.readString(ptr, len)); // "héllo"
+   * ```
+   */
+  async allocString(text: string): Promise<{ ptr: number; len: number }> {
+    if (typeof text !== "string") throw new ArgumentError("text must be a string");
+    const bytes = utf8.encode(text);
+    return { ptr: await this.allocBytes(bytes), len: bytes.length };
+  }
+
+  /**
+   * Reads `len` bytes at `ptr` as UTF-8 text.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * const { ptr, len } = await w.allocString("hi");
+   * console.log(await w.readString(ptr, len)); // "hi"
+   * ```
+   */
+  async readString(ptr: number, len: number): Promise<string> {
+    const bytes = await this.readBytes(ptr, len);
+    try {
+      return utf8Decoder.decode(bytes);
+    } catch (e) {
+      throw new ArgumentError(`the ${len} bytes at ${ptr} are not UTF-8`, { cause: e });
+    }
+  }
+
+  /**
+   * The current size of the module's exported `memory`, in bytes.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "strings.wasm" });
+   * console.log(await w.memorySize()); // 65536
+   * ```
+   */
+  async memorySize(): Promise<number> {
+    return Number(await this.#run({}, "memory_size") as bigint);
+  }
+
+  /**
+   * Fuel the last call used (0 when `fuel` metering is off).
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm", fuel: 10_000_000 });
+   * await w.call("fib", 10);
+   * console.log(await w.fuelConsumed());
+   * ```
+   */
+  async fuelConsumed(): Promise<bigint> {
+    return await this.#run({}, "fuel_consumed") as bigint;
+  }
+
+  /**
+   * Counters of the VM (ioctls, exits, runs), for benchmarks.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * await w.call("fib", 1);
+   * console.log(w.stats());
+   * ```
+   */
+  stats(): SandboxStats {
+    return this.#sandbox.stats();
+  }
+
+  /**
+   * Destroys the VM. Idempotent; a call in progress is stopped.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * const w = await WasmSandbox.create({ module: "fib.wasm" });
+   * await w.dispose();
+   * ```
+   */
+  dispose(): Promise<void> {
+    return this.#sandbox.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #functionType(name: string): WasmFunctionType {
+    if (typeof name !== "string") {
+      throw new ArgumentError(`the export name must be a string, got ${typeof name}`);
+    }
+    const e = this.#exports.get(name);
+    if (e && e.kind !== "function") {
+      throw new ArgumentError(`export "${name}" is a ${e.kind}, not a function`);
+    }
+    const functions = new Map(
+      [...this.#exports.values()].filter((x) => x.kind === "function").map((x) => [x.name, x]),
+    );
+    const f = lookupName(functions, name, "the module exports no function");
+    if (!f.type) throw new ArgumentError(`export "${name}" has no function type`);
+    return f.type;
+  }
+
+  async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
+    this.#imported.takeFailure();
+    let value: JsValue;
+    try {
+      value = await this.#sandbox.callWithOptions(options, fn, ...args);
+    } catch (e) {
+      throw mapGuestError(e, this.#imported.takeFailure());
+    }
+    return runtimeResult(fn, value);
+  }
+}

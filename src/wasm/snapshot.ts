@@ -1,0 +1,108 @@
+/**
+ * `WasmSnapshot`: a `WasmSandbox` frozen at one moment, and what the host keeps beside the
+ * native snapshot.
+ *
+ * @module
+ */
+
+import { type Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
+import type { WasmExtern } from "./types.ts";
+
+/** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
+export interface WasmSnapshotState {
+  readonly native: Snapshot;
+  /** Module digest + the canonical options that shaped the instance (see `cacheKey`). */
+  readonly key: string;
+  readonly imports: readonly WasmExtern[];
+  readonly exports: readonly WasmExtern[];
+  /** WASI bound at instantiation. */
+  readonly wasiOn: boolean;
+  /** The runtime's WASI host functions registered (`wasi` was not `false`). */
+  readonly wasiRegistered: boolean;
+}
+
+const wasmStates = new WeakMap<WasmSnapshot, WasmSnapshotState>();
+
+/**
+ * A {@linkcode WasmSandbox} frozen at one moment: the `wasm-runtime` guest's memory and vCPU
+ * state (so the module's linear memory, globals, tables, fuel setting and WASI state: args, env,
+ * random stream), plus what the host keeps beside the guest: the module's imports and exports
+ * and whether WASI is bound. Host function implementations and WASI output sinks are not in it:
+ * `WasmSandbox.create({ snapshot })` is given them again. Immutable; dispose it when done.
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+ * await using snap = await w.snapshot();
+ * await w.call("bump"); // 1
+ * await w.restore(snap);
+ * console.log(await w.call("bump")); // 1 again
+ * await using copy = await WasmSandbox.create({ snapshot: snap });
+ * console.log(await copy.call("bump")); // 1
+ * ```
+ */
+export class WasmSnapshot implements AsyncDisposable {
+  /** Use `WasmSandbox.snapshot()`; not constructible from outside. */
+  private constructor(state: WasmSnapshotState) {
+    wasmStates.set(this, state);
+  }
+
+  /** The module's exports. */
+  get exports(): readonly WasmExtern[] {
+    return [...wasmStateOf(this).exports];
+  }
+
+  /** The module's imports. */
+  get imports(): readonly WasmExtern[] {
+    return [...wasmStateOf(this).imports];
+  }
+
+  /** Pages of the snapshot's memory that hold data (4 KiB each). */
+  get dataPages(): number {
+    return wasmStateOf(this).native.dataPages;
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return wasmStateOf(this).native.disposed;
+  }
+
+  /**
+   * Releases the snapshot. Idempotent; sandboxes made from it keep working.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
+   * const snap = await w.snapshot();
+   * await snap.dispose();
+   * console.log(snap.disposed); // true
+   * ```
+   */
+  dispose(): Promise<void> {
+    return wasmStateOf(this).native.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+export function makeWasmSnapshot(state: WasmSnapshotState): WasmSnapshot {
+  const Ctor = WasmSnapshot as unknown as new (s: WasmSnapshotState) => WasmSnapshot;
+  return new Ctor(state);
+}
+
+/** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
+export function wasmStateOf(snap: WasmSnapshot, live = false): WasmSnapshotState {
+  const state = snap instanceof WasmSnapshot ? wasmStates.get(snap) : undefined;
+  if (!state) {
+    throw new SnapshotMismatchError(
+      "not a WasmSnapshot (a snapshot of a native Sandbox cannot start a WasmSandbox)",
+    );
+  }
+  if (live && state.native.disposed) throw new SnapshotDisposedError();
+  return state;
+}

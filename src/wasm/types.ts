@@ -1,0 +1,284 @@
+/**
+ * The public types of `WasmSandbox`: options, values, module descriptions, and its error
+ * classes. The conventions are in `docs/wasm.md`.
+ *
+ * @module
+ */
+
+import { SandboxError } from "../errors.ts";
+import type { WasmSnapshot } from "./snapshot.ts";
+
+/** A WebAssembly number type that crosses the boundary. */
+export type WasmValueType = "i32" | "i64" | "f32" | "f64";
+
+/** Any WebAssembly value type as a module declares it (references and vectors cannot cross). */
+export type WasmAnyType = WasmValueType | "v128" | "funcref" | "externref";
+
+/** A host function's result: `"void"`, one type, or a list of types (multi-value). */
+export type WasmResultType = "void" | WasmValueType | readonly WasmValueType[];
+
+/**
+ * A JavaScript value of a Wasm parameter or result: `number` for i32/f32/f64, `bigint` for i64,
+ * an array of those for multi-value results, `undefined` for none.
+ */
+export type WasmJsValue = number | bigint | (number | bigint)[] | undefined;
+
+/** A function a module imports, implemented on the host. */
+export interface WasmHostFunction {
+  /** Parameter types; must equal the module's import type. */
+  params: readonly WasmValueType[];
+  /** Result type(s); must equal the module's import type. */
+  result: WasmResultType;
+  /**
+   * The implementation: receives numbers (bigint for i64), returns a value of `result` (an array
+   * for several results). May return a Promise. A throw traps the Wasm call with trap kind
+   * `"host"` ({@linkcode WasmTrapError}, the thrown error as `cause`).
+   */
+  // deno-lint-ignore no-explicit-any
+  fn: (...args: any[]) => WasmJsValue | Promise<WasmJsValue>;
+}
+
+/** Host functions by module namespace, then by name: `{ env: { log: {...} } }`. */
+export type WasmImports = Record<string, Record<string, WasmHostFunction>>;
+
+/** WASI preview 1 settings (see docs/wasm.md for what is implemented). */
+export interface WasiOptions {
+  /** `argv`, including `argv[0]` (default: `["module.wasm"]`, or the module file's name). */
+  args?: readonly string[];
+  /** Environment variables (default: none; the host's environment is never passed). */
+  env?: Record<string, string>;
+  /** Receives what the module writes to fd 1 (default: the host's stdout). */
+  stdout?: (data: Uint8Array) => void;
+  /** Receives what the module writes to fd 2 (default: the host's stderr). */
+  stderr?: (data: Uint8Array) => void;
+  /** 32 bytes that key `random_get`'s ChaCha20 stream (default: fresh random bytes). */
+  randomSeed?: Uint8Array;
+}
+
+/** Options of {@linkcode WasmSandbox.create}. */
+export interface WasmSandboxOptions {
+  /** The module: its bytes, a path, or a `file:` URL. */
+  module: Uint8Array | string | URL;
+  /** Host functions the module imports, by namespace and name. */
+  hostFunctions?: WasmImports;
+  /**
+   * WASI preview 1 for imports from `wasi_snapshot_preview1`: `true` or settings to enable,
+   * `false` to treat them as ordinary imports. Default: enabled when the module imports it.
+   */
+  wasi?: boolean | WasiOptions;
+  /** Fuel (roughly: instructions) each call may use; a call that runs out traps `out_of_fuel`. */
+  fuel?: number | bigint;
+  /** Largest size of the module's linear memory in bytes (default 16 MiB). */
+  maxMemoryBytes?: number;
+  /** Largest number of table elements (default 65 536). */
+  maxTableElements?: number;
+  /** Deepest Wasm call nesting before the `stack_overflow` trap (default: wasmi's, 1000). */
+  maxRecursionDepth?: number;
+  /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
+  timeoutMs?: number;
+  /** Timeout of loading and instantiating the module (default 30 000 ms). */
+  initTimeoutMs?: number;
+  /** Guest heap in bytes (default 64 MiB; untouched pages cost nothing). */
+  heapSize?: number;
+  /** Guest stack in bytes (default 4 MiB). */
+  stackSize?: number;
+  /** Host → guest buffer (default: 4 MiB or enough for the module); bounds module and inputs. */
+  inputSize?: number;
+  /** Guest → host buffer (default 4 MiB); bounds results and reads. */
+  outputSize?: number;
+  /**
+   * The `wasm-runtime` guest binary (default: `$HL_WASM_RUNTIME`, else the local build, else the
+   * setup cache: see {@linkcode guests}).
+   */
+  runtime?: string | URL | Uint8Array;
+  /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
+  library?: string;
+  /**
+   * Use the module cache (default `true`): the first `create` of these module bytes and these
+   * options in this process snapshots the sandbox after instantiation; later ones start a new VM
+   * from that snapshot, copy-on-write, without loading or instantiating again. `false` always
+   * loads and instantiates afresh. WASI modules without a `wasi.randomSeed` are never cached
+   * (each sandbox must get its own random stream). See docs/wasm.md "Snapshots and the cache".
+   */
+  cache?: boolean;
+}
+
+/**
+ * Options of {@linkcode WasmSandbox.create} that start the sandbox from a
+ * {@linkcode WasmSnapshot}: a new VM on the snapshot's memory, copy-on-write, with the module
+ * already instantiated (no load, no instantiate, no start function).
+ */
+export interface WasmSnapshotSandboxOptions {
+  /** The snapshot to start from. */
+  snapshot: WasmSnapshot;
+  /**
+   * Host functions the module imports: every import the module had bound must be given again,
+   * with the same types ({@linkcode SnapshotMismatchError} otherwise). Implementations may differ.
+   */
+  hostFunctions?: WasmImports;
+  /**
+   * Where WASI output goes. `args`, `env` and `randomSeed` are in the snapshot (the module's
+   * memory holds them) and cannot be given here.
+   */
+  wasi?: Pick<WasiOptions, "stdout" | "stderr">;
+  /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
+  timeoutMs?: number;
+  /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
+  library?: string;
+}
+
+/** Module cache counters of this process ({@linkcode WasmSandbox.cacheStats}). */
+export interface WasmCacheStats {
+  /** `create` calls served from a cached snapshot. */
+  hits: number;
+  /** `create` calls (with the cache on) that loaded and instantiated the module. */
+  misses: number;
+  /** Snapshots held by the cache now. */
+  entries: number;
+}
+
+/** A function type. */
+export interface WasmFunctionType {
+  /** Parameter types. */
+  params: WasmAnyType[];
+  /** Result types. */
+  results: WasmAnyType[];
+}
+
+/** One import or export of the module. */
+export interface WasmExtern {
+  /** Import namespace (`""` for exports). */
+  module: string;
+  /** Name. */
+  name: string;
+  /** What it is. */
+  kind: "function" | "table" | "memory" | "global";
+  /** The function type, for functions. */
+  type?: WasmFunctionType;
+}
+
+/** How a WASI command ended: `_start` returned (0) or `proc_exit` was called. */
+export interface WasiExit {
+  /** The exit code. */
+  exitCode: number;
+}
+
+/** Trap kinds of {@linkcode WasmTrapError}. */
+export type WasmTrapKind =
+  | "unreachable"
+  | "memory_out_of_bounds"
+  | "table_out_of_bounds"
+  | "indirect_call_to_null"
+  | "integer_divide_by_zero"
+  | "integer_overflow"
+  | "invalid_conversion_to_integer"
+  | "stack_overflow"
+  | "indirect_call_type_mismatch"
+  | "out_of_fuel"
+  | "growth_limited"
+  | "out_of_memory"
+  | "host"
+  | "other";
+
+/**
+ * The module's bytes are not a valid module, or use a feature the sandbox does not support.
+ * Nothing of the module ran.
+ *
+ * @example
+ * ```ts
+ * import { WasmModuleError, WasmSandbox } from "@hl/sandbox";
+ * try {
+ *   await WasmSandbox.create({ module: new Uint8Array([1, 2, 3]) });
+ * } catch (e) {
+ *   console.log(e instanceof WasmModuleError); // true
+ * }
+ * ```
+ */
+export class WasmModuleError extends SandboxError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WasmModuleError";
+  }
+}
+
+/**
+ * The module's imports could not be satisfied: a missing or mistyped host function, an
+ * unsupported import kind, or instantiation failed (e.g. a memory larger than the limit).
+ * `importName` is `"module.name"` of the offending import when there is one.
+ *
+ * @example
+ * ```ts
+ * import { WasmLinkError, WasmSandbox } from "@hl/sandbox";
+ * try {
+ *   await WasmSandbox.create({ module: "needs_env_log.wasm" });
+ * } catch (e) {
+ *   if (e instanceof WasmLinkError) console.log(e.importName); // "env.log"
+ * }
+ * ```
+ */
+export class WasmLinkError extends SandboxError {
+  /** `"module.name"` of the import at fault, if any. */
+  readonly importName: string | undefined;
+
+  /** Creates the error. */
+  constructor(message: string, importName?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WasmLinkError";
+    this.importName = importName;
+  }
+}
+
+/**
+ * The Wasm code trapped. `trap` says why; the sandbox stays usable (as with a trap in a
+ * JavaScript engine, the instance's state is whatever the code left).
+ *
+ * @example
+ * ```ts
+ * import { WasmSandbox, WasmTrapError } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "traps.wasm" });
+ * try {
+ *   await w.call("div_zero", 1);
+ * } catch (e) {
+ *   if (e instanceof WasmTrapError) console.log(e.trap); // "integer_divide_by_zero"
+ * }
+ * ```
+ */
+export class WasmTrapError extends SandboxError {
+  /** The trap kind. */
+  readonly trap: WasmTrapKind;
+
+  /** Creates the error. */
+  constructor(trap: WasmTrapKind, message: string, options?: ErrorOptions) {
+    super(`wasm trap (${trap}): ${message}`, options);
+    this.name = "WasmTrapError";
+    this.trap = trap;
+  }
+}
+
+/**
+ * The module called WASI `proc_exit` during {@linkcode WasmSandbox.call}.
+ * ({@linkcode WasmSandbox.runWasi} returns the code instead.)
+ *
+ * @example
+ * ```ts
+ * import { WasiExitError, WasmSandbox } from "@hl/sandbox";
+ * await using w = await WasmSandbox.create({ module: "hello.wasm" });
+ * try {
+ *   await w.call("_start");
+ * } catch (e) {
+ *   if (e instanceof WasiExitError) console.log(e.exitCode);
+ * }
+ * ```
+ */
+export class WasiExitError extends SandboxError {
+  /** The exit code passed to `proc_exit`. */
+  readonly exitCode: number;
+
+  /** Creates the error. */
+  constructor(exitCode: number, options?: ErrorOptions) {
+    super(`the module exited with code ${exitCode}`, options);
+    this.name = "WasiExitError";
+    this.exitCode = exitCode;
+  }
+}

@@ -1,8 +1,10 @@
 // Driver of ours for the SQLite amalgamation (sqlite3.c from the crates.io package
 // libsqlite3-sys, compiled unmodified; see tools/build_c_codebases.sh and docs/wasm.md).
 //
-// Usage: sqlite [SQL ...]
-//   Each argument is run, in order, with sqlite3_exec() on one in-memory database. Rows are
+// Usage: sqlite [--db=<file name or file: URI>] [SQL ...]
+//   Each SQL argument is run, in order, with sqlite3_exec() on one database: in memory, or the
+//   file --db names (opened read-write, created if missing; URIs such as
+//   `file:/data/t.db?vfs=unix-none` or `?mode=ro` are understood). Rows are
 //   printed on stdout as `col|col|...` (NULL as `NULL`), each statement's output followed by
 //   nothing else, so the output is exactly what the SQL asks for. Without arguments the SQL is
 //   read from stdin.
@@ -62,14 +64,22 @@ static int run(sqlite3 *db, int index, const char *sql) {
 }
 
 int main(int argc, char **argv) {
+  const char *name = ":memory:";
+  int first = 1;
+  if (argc > 1 && strncmp(argv[1], "--db=", 5) == 0) {
+    name = argv[1] + 5;
+    first = 2;
+  }
   sqlite3 *db;
-  if (sqlite3_open(":memory:", &db) != SQLITE_OK) {
-    fprintf(stderr, "cannot open an in-memory database: %s\n", sqlite3_errmsg(db));
+  if (sqlite3_open_v2(name, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                      NULL) != SQLITE_OK) {
+    fprintf(stderr, "cannot open database %s: %s\n", name, sqlite3_errmsg(db));
+    sqlite3_close(db);
     return 2;
   }
   int status = 0;
-  if (argc > 1) {
-    for (int i = 1; i < argc && status == 0; i++) status = run(db, i, argv[i]);
+  if (argc > first) {
+    for (int i = first; i < argc && status == 0; i++) status = run(db, i - first + 1, argv[i]);
   } else {
     char *sql = read_stdin();
     if (!sql) {

@@ -75,6 +75,8 @@ export {
   type WasiExit,
   WasiExitError,
   type WasiOptions,
+  type WasiPreopen,
+  type WasiStdin,
   type WasmAnyType,
   type WasmCacheStats,
   type WasmExtern,

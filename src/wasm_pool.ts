@@ -19,7 +19,10 @@ export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module
   snapshot?: WasmSnapshot;
   /** Host functions the module imports. */
   hostFunctions?: WasmImports;
-  /** WASI settings (with `snapshot`: only `stdout`/`stderr`). */
+  /**
+   * WASI settings (with `snapshot`: only `stdout`/`stderr`/`stdin`). `stdin` must be bytes or a
+   * string: every sandbox reads its own copy, from the start again after each `run`.
+   */
   wasi?: boolean | WasiOptions;
 }
 
@@ -65,6 +68,12 @@ export class WasmSandboxPool implements AsyncDisposable {
       throw new ArgumentError("WasmSandboxPool.create takes an options object");
     }
     const size = checkPoolSizing(options);
+    const stdin = typeof options.wasi === "object" ? options.wasi.stdin : undefined;
+    if (stdin !== undefined && typeof stdin !== "string" && !(stdin instanceof Uint8Array)) {
+      throw new ArgumentError(
+        "a pool's wasi.stdin must be bytes or a string (each sandbox reads its own copy)",
+      );
+    }
     if ((options.module === undefined) === (options.snapshot === undefined)) {
       throw new ArgumentError(
         "WasmSandboxPool.create takes exactly one of `module` and `snapshot`",
@@ -100,7 +109,7 @@ export class WasmSandboxPool implements AsyncDisposable {
 
   static #memberOptions(options: WasmSandboxPoolOptions, snapshot: WasmSnapshot) {
     const wasi = typeof options.wasi === "object"
-      ? { stdout: options.wasi.stdout, stderr: options.wasi.stderr }
+      ? { stdout: options.wasi.stdout, stderr: options.wasi.stderr, stdin: options.wasi.stdin }
       : undefined;
     return {
       snapshot,

@@ -28,6 +28,7 @@ sed -n "s#^ *file://$repo/\\(.*\\) ([0-9.]*[KMG]\\{0,1\\}B)\$#\\1#p" "$tmp/publi
 n=$(wc -l <"$tmp/files")
 [ "$n" -gt 0 ] || fail "no files parsed from the dry run's output"
 grep -q '^setup.ts$' "$tmp/files" || fail "setup.ts is not published"
+grep -q '^cli.ts$' "$tmp/files" || fail "cli.ts is not published"
 grep -q '^rust-vmm/Cargo.toml$' "$tmp/files" || fail "rust-vmm/ is not published"
 if grep -q 'target/' "$tmp/files"; then fail "a target/ directory is published"; fi
 echo "consumer test: $n published files"
@@ -76,8 +77,17 @@ await using w = await WasmSandbox.create({ module: answer });
 const a = await w.call("answer");
 assert.equal(a, 42);
 console.log(\`consumer: WasmSandbox answer() = \${a}\`);
+Deno.writeFileSync("$tmp/answer.wasm", answer);
 TS
 (cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME bash "$repo/tools/vm/run.sh" \
-  deno run --allow-ffi --allow-read --allow-env "$tmp/consumer.ts") ||
+  deno run --allow-ffi --allow-read --allow-write --allow-env "$tmp/consumer.ts") ||
   fail "the consumer program failed"
+
+# 5. The command line from the copy (what deno run -A jsr:@hl/sandbox/cli runs).
+out=$(cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME bash "$repo/tools/vm/run.sh" \
+  deno run -A "$pkg/cli.ts" call "$tmp/answer.wasm" answer) || fail "the published CLI failed"
+case "$out" in
+*42) echo "consumer: cli call answer.wasm answer = 42" ;;
+*) fail "the published CLI printed: $out" ;;
+esac
 echo "1 passed, 0 failed"

@@ -93,10 +93,10 @@ fi
 note "static checks"
 check "deno fmt --check" deno fmt --check
 check "deno lint" deno lint
-check "deno check" deno check mod.ts setup.ts src/ tests/ bench/ examples/ tools/
+check "deno check" deno check mod.ts setup.ts cli.ts src/ tests/ bench/ examples/ tools/
 # The JSDoc examples (and the README's code blocks go through mod.ts's own example) type-check.
-check "deno check --doc" deno check --doc mod.ts setup.ts src/
-check "deno doc --lint" deno doc --lint mod.ts setup.ts
+check "deno check --doc" deno check --doc mod.ts setup.ts cli.ts src/
+check "deno doc --lint" deno doc --lint mod.ts setup.ts cli.ts
 check "deno publish --dry-run" deno publish --dry-run --allow-dirty
 check "src/rust_sources.ts is current" deno run --allow-run --allow-read tools/rust_sources.ts --check
 check "cargo fmt --check" cargo fmt --all -- --check
@@ -106,9 +106,13 @@ if [ -f guest/Cargo.toml ]; then
   check "cargo clippy (guests)" bash -c 'cd guest && cargo clippy --release -- -D warnings'
 fi
 
-stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-env --allow-ffi tests/unit/
+stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-write --allow-env --allow-ffi tests/unit/
 if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
+fi
+if [ -f guest/wasi/Cargo.toml ]; then
+  # Native, like hl-wire: an empty RUSTFLAGS drops the freestanding link flags.
+  stage "hl-wasi tests (no KVM)" cargo unit bash -c 'cd guest && RUSTFLAGS= cargo test -p hl-wasi'
 fi
 
 # Compile the Rust tests natively: compiling under the emulator would take minutes.

@@ -10,6 +10,7 @@ import { digest } from "../snapshot.ts";
 import type { WasmSnapshotState } from "./snapshot.ts";
 import type { WasmCacheStats, WasmSandboxOptions } from "./types.ts";
 import { moduleName } from "./wasi.ts";
+import { checkPreopens } from "./wasi_path.ts";
 
 /** Most snapshots the module cache keeps; the least recently used one goes first. */
 const CACHE_LIMIT = 32;
@@ -61,6 +62,7 @@ export async function cacheKey(
   let wasi: unknown = w !== false;
   if (typeof w === "object" && w !== null) {
     wasi = {
+      preopens: checkPreopens(w.preopens),
       args: w.args ? [...w.args] : [moduleName(options.module)],
       env: Object.entries(w.env ?? {}),
       seed: w.randomSeed ? [...w.randomSeed] : null,

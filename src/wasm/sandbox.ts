@@ -24,6 +24,7 @@ import {
 } from "./codec.ts";
 import { bindImports, ImportTable, runtimeHostFunctions, WASI } from "./imports.ts";
 import { WasiRuntime } from "./wasi.ts";
+import { checkPreopens } from "./wasi_path.ts";
 import {
   makeWasmSnapshot,
   type WasmSnapshot,
@@ -74,6 +75,7 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #wasiOn: boolean;
   readonly #wasiRegistered: boolean;
   readonly #fromCache: boolean;
+  readonly #wasi: WasiRuntime | undefined;
 
   private constructor(
     sandbox: Sandbox,
@@ -81,7 +83,9 @@ export class WasmSandbox implements AsyncDisposable {
     exports: readonly WasmExtern[],
     imported: ImportTable,
     identity: { key: string; wasiOn: boolean; wasiRegistered: boolean; fromCache: boolean },
+    wasi: WasiRuntime | undefined,
   ) {
+    this.#wasi = wasi;
     this.#sandbox = sandbox;
     this.#imports = [...imports];
     this.#exports = new Map(exports.map((e) => [e.name, e]));
@@ -115,9 +119,9 @@ export class WasmSandbox implements AsyncDisposable {
     if ("snapshot" in options && options.snapshot !== undefined) {
       const wasi = options.wasi;
       if (wasi !== undefined && (typeof wasi !== "object" || wasi === null)) {
-        throw new ArgumentError("wasi must be an options object with stdout/stderr");
+        throw new ArgumentError("wasi must be an options object with stdout/stderr/stdin");
       }
-      for (const k of ["args", "env", "randomSeed"]) {
+      for (const k of ["args", "env", "randomSeed", "preopens"]) {
         if (wasi && k in wasi) {
           throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
         }
@@ -196,23 +200,33 @@ export class WasmSandbox implements AsyncDisposable {
       );
     }
     const wasi = state.wasiOn
-      ? new WasiRuntime(typeof options.wasi === "object" ? options.wasi : {}, "module.wasm")
+      ? new WasiRuntime(
+        typeof options.wasi === "object" ? options.wasi : {},
+        "module.wasm",
+        state.preopens,
+      )
       : undefined;
-    const sandbox = await Sandbox.create({
-      snapshot: state.native,
-      hostFunctions: runtimeHostFunctions(
-        (index, args) => imported.serve(index, args),
-        state.wasiRegistered ? () => wasi : undefined,
-      ),
-      timeoutMs: options.timeoutMs,
-      library: options.library,
-    });
+    let sandbox: Sandbox;
+    try {
+      sandbox = await Sandbox.create({
+        snapshot: state.native,
+        hostFunctions: runtimeHostFunctions(
+          (index, args) => imported.serve(index, args),
+          state.wasiRegistered ? () => wasi : undefined,
+        ),
+        timeoutMs: options.timeoutMs,
+        library: options.library,
+      });
+    } catch (e) {
+      wasi?.close();
+      throw e;
+    }
     return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
       key: state.key,
       wasiOn: state.wasiOn,
       wasiRegistered: state.wasiRegistered,
       fromCache,
-    });
+    }, wasi);
   }
 
   /** Loads and instantiates the module in a new `wasm-runtime` guest (no cache). */
@@ -239,6 +253,9 @@ export class WasmSandbox implements AsyncDisposable {
     ) {
       throw new ArgumentError("wasi must be a boolean or an options object");
     }
+    const preopens = checkPreopens(
+      typeof wasiSetting === "object" ? wasiSetting.preopens : undefined,
+    );
     const runtime = options.runtime ?? findGuest("wasm-runtime");
     const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
     const inputSize = options.inputSize ?? Math.max(4 * MIB, pageAlign(bytes.length + 64 * 1024));
@@ -286,6 +303,7 @@ export class WasmSandbox implements AsyncDisposable {
         wasi = new WasiRuntime(
           typeof wasiSetting === "object" ? wasiSetting : {},
           originalModule ?? options.module,
+          preopens,
         );
       }
       const inst = new Writer();
@@ -298,7 +316,7 @@ export class WasmSandbox implements AsyncDisposable {
         wasiOn: wasi !== undefined,
         wasiRegistered: wasiSetting !== false,
         fromCache: false,
-      });
+      }, wasi);
       await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },
         "instantiate",
@@ -308,6 +326,7 @@ export class WasmSandbox implements AsyncDisposable {
       });
       return self;
     } catch (e) {
+      wasi?.close();
       await sandbox.dispose();
       throw e;
     }
@@ -337,6 +356,7 @@ export class WasmSandbox implements AsyncDisposable {
       exports: [...this.#exports.values()],
       wasiOn: this.#wasiOn,
       wasiRegistered: this.#wasiRegistered,
+      preopens: this.#wasi?.preopens ?? [],
     });
   }
 
@@ -367,6 +387,7 @@ export class WasmSandbox implements AsyncDisposable {
     }
     await this.#sandbox.restore(state.native);
     this.#imported.takeFailure();
+    this.#wasi?.reset();
   }
 
   /** Whether this sandbox was started from the module cache (no load, no instantiate). */
@@ -702,8 +723,9 @@ export class WasmSandbox implements AsyncDisposable {
    * await w.dispose();
    * ```
    */
-  dispose(): Promise<void> {
-    return this.#sandbox.dispose();
+  async dispose(): Promise<void> {
+    await this.#sandbox.dispose();
+    this.#wasi?.close();
   }
 
   /** Same as {@linkcode dispose}, for `await using`. */

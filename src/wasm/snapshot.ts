@@ -7,6 +7,7 @@
 
 import { type Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
 import type { WasmExtern } from "./types.ts";
+import type { PreopenSpec } from "./wasi_path.ts";
 
 /** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
 export interface WasmSnapshotState {
@@ -19,6 +20,8 @@ export interface WasmSnapshotState {
   readonly wasiOn: boolean;
   /** The runtime's WASI host functions registered (`wasi` was not `false`). */
   readonly wasiRegistered: boolean;
+  /** The preopened directories (their names are in the module's memory). */
+  readonly preopens: readonly PreopenSpec[];
 }
 
 const wasmStates = new WeakMap<WasmSnapshot, WasmSnapshotState>();

@@ -41,6 +41,18 @@ export interface WasmHostFunction {
 /** Host functions by module namespace, then by name: `{ env: { log: {...} } }`. */
 export type WasmImports = Record<string, Record<string, WasmHostFunction>>;
 
+/**
+ * What a module's stdin (fd 0) reads: bytes, a string (UTF-8), a stream, or `"inherit"` (this
+ * process's own stdin). Read on demand, when the module asks.
+ */
+export type WasiStdin = Uint8Array | string | ReadableStream<Uint8Array> | "inherit";
+
+/**
+ * A preopened directory: a host path (read-only), or `{ path, writable: true }` to let the
+ * module create, change and remove files under it.
+ */
+export type WasiPreopen = string | URL | { path: string | URL; writable?: boolean };
+
 /** WASI preview 1 settings (see docs/wasm.md for what is implemented). */
 export interface WasiOptions {
   /** `argv`, including `argv[0]` (default: `["module.wasm"]`, or the module file's name). */
@@ -53,6 +65,14 @@ export interface WasiOptions {
   stderr?: (data: Uint8Array) => void;
   /** 32 bytes that key `random_get`'s ChaCha20 stream (default: fresh random bytes). */
   randomSeed?: Uint8Array;
+  /** What fd 0 reads (default: nothing, end of file at once). */
+  stdin?: WasiStdin;
+  /**
+   * Directories the module may use, by the name it sees them under: `{ "/data": "./dir" }`
+   * (read-only) or `{ "/data": { path: "./dir", writable: true } }`. The module cannot reach
+   * anything outside them (docs/wasm.md, "Files"). Default: none.
+   */
+  preopens?: Record<string, WasiPreopen>;
 }
 
 /** Options of {@linkcode WasmSandbox.create}. */
@@ -117,10 +137,10 @@ export interface WasmSnapshotSandboxOptions {
    */
   hostFunctions?: WasmImports;
   /**
-   * Where WASI output goes. `args`, `env` and `randomSeed` are in the snapshot (the module's
-   * memory holds them) and cannot be given here.
+   * Where WASI output goes and what stdin reads. `args`, `env`, `randomSeed` and `preopens` are
+   * in the snapshot (the module's memory holds them) and cannot be given here.
    */
-  wasi?: Pick<WasiOptions, "stdout" | "stderr">;
+  wasi?: Pick<WasiOptions, "stdout" | "stderr" | "stdin">;
   /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
   timeoutMs?: number;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */

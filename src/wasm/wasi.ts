@@ -1,23 +1,51 @@
 /**
  * The host side of WASI preview 1 for `WasmSandbox`. WASI is implemented in the guest
- * (`guest/wasm-runtime/src/wasi.rs`); only what needs the host crosses: output, clocks.
- * {@linkcode WasiRuntime} holds one sandbox's settings and sinks, and
+ * (the `hl-wasi` crate, `guest/wasi/`); only what needs the host crosses: output, clocks, stdin and
+ * files. {@linkcode WasiRuntime} holds one sandbox's settings, sinks, stdin and open files, and
  * {@linkcode wasiHostFunctions} is the host functions the guest calls for them.
  *
  * @module
  */
 
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError, ProtocolError } from "../errors.ts";
 import type { HostFunction } from "../call/types.ts";
 import type { Writer } from "./codec.ts";
-import type { WasiOptions } from "./types.ts";
+import type { WasiOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
+import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
+import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 
+/** The requests of `wasi_io` (guest/wasi/src/host.rs `Op`). */
+const Op = {
+  READ: 1,
+  PREAD: 2,
+  WRITE: 3,
+  PWRITE: 4,
+  SEEK: 5,
+  FDSTAT: 6,
+  SET_FLAGS: 7,
+  FILESTAT: 8,
+  SET_SIZE: 9,
+  SET_TIMES: 10,
+  SYNC: 11,
+  ADVISE: 12,
+  CLOSE: 13,
+  READDIR: 14,
+  OPEN: 15,
+  PATH_FILESTAT: 16,
+  PATH_SET_TIMES: 17,
+  MKDIR: 18,
+  UNLINK: 19,
+  RMDIR: 20,
+  RENAME: 21,
+  READLINK: 22,
+} as const;
+
 /**
- * The WASI host functions: `wasi_write` and `wasi_clock`. Each fails while `runtime()` has none
- * (WASI not enabled for the module).
+ * The WASI host functions: `wasi_write`, `wasi_clock` and `wasi_io`. Each fails while
+ * `runtime()` has none (WASI not enabled for the module).
  */
 export function wasiHostFunctions(
   runtime: () => WasiRuntime | undefined,
@@ -44,6 +72,11 @@ export function wasiHostFunctions(
         return clockNow(id);
       },
     },
+    wasi_io: {
+      params: ["u32", "bytes"],
+      result: "bytes",
+      fn: (op: number, request: Uint8Array) => on().io(op, request),
+    },
   };
 }
 
@@ -60,15 +93,179 @@ function clockNow(id: number): bigint {
   return BigInt(Math.round(performance.now() * 1e6));
 }
 
-/** The host side of WASI: settings to send to the guest, and the stdout/stderr sinks. */
+/**
+ * Where fd 0 reads from. Pull-based: the module's `fd_read` asks for at most N bytes and gets
+ * what is available (fewer at the end, none once it is over).
+ */
+export class StdinSource {
+  readonly #bytes: Uint8Array | undefined;
+  #pos = 0;
+  readonly #stream: ReadableStream<Uint8Array> | undefined;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #leftover: Uint8Array = new Uint8Array(0);
+  #done = false;
+  readonly #inherit: boolean;
+
+  constructor(stdin: WasiStdin | undefined) {
+    this.#inherit = stdin === "inherit";
+    if (stdin === undefined || stdin === "inherit") {
+      this.#bytes = stdin === undefined ? new Uint8Array(0) : undefined;
+      return;
+    }
+    if (typeof stdin === "string") this.#bytes = utf8.encode(stdin);
+    else if (stdin instanceof Uint8Array) this.#bytes = stdin.slice();
+    else if (stdin instanceof ReadableStream) this.#stream = stdin;
+    else {
+      throw new ArgumentError(
+        'wasi.stdin must be a Uint8Array, a string, a ReadableStream<Uint8Array> or "inherit"',
+      );
+    }
+  }
+
+  /** Up to `max` bytes; empty at the end. */
+  read(max: number): Uint8Array | Promise<Uint8Array> {
+    const n = Math.min(max, MAX_TRANSFER);
+    if (this.#bytes) {
+      const out = this.#bytes.slice(this.#pos, this.#pos + n);
+      this.#pos += out.length;
+      return out;
+    }
+    if (this.#inherit) return this.#readInherited(n);
+    return this.#readStream(n);
+  }
+
+  async #readInherited(n: number): Promise<Uint8Array> {
+    if (this.#done) return new Uint8Array(0);
+    const buf = new Uint8Array(Math.min(n, 64 * 1024));
+    const got = await Deno.stdin.read(buf);
+    if (got === null) {
+      this.#done = true;
+      return new Uint8Array(0);
+    }
+    return buf.slice(0, got);
+  }
+
+  async #readStream(n: number): Promise<Uint8Array> {
+    while (this.#leftover.length === 0 && !this.#done) {
+      this.#reader ??= this.#stream!.getReader();
+      const { value, done } = await this.#reader.read();
+      if (done) this.#done = true;
+      else if (!(value instanceof Uint8Array)) {
+        throw new TypeError("wasi.stdin stream gave a chunk that is not a Uint8Array");
+      } else this.#leftover = value;
+    }
+    const out = this.#leftover.slice(0, n);
+    this.#leftover = this.#leftover.subarray(out.length);
+    return out;
+  }
+
+  /** Back to the start, for bytes and strings (streams and the host's stdin cannot rewind). */
+  rewind(): void {
+    this.#pos = 0;
+  }
+
+  /** Releases a stream reader. */
+  close(): void {
+    if (this.#reader) {
+      this.#reader.cancel().catch(() => {});
+      this.#reader = undefined;
+    }
+  }
+}
+
+/** Reads a `wasi_io` request; a malformed one is a `ProtocolError` (the guest gets `EIO`). */
+class Request {
+  readonly #view: DataView;
+  #pos = 0;
+
+  constructor(readonly bytes: Uint8Array) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  #need(n: number): void {
+    if (this.#pos + n > this.bytes.length) {
+      throw new ProtocolError("wasi_io: the request ends early");
+    }
+  }
+
+  u8(): number {
+    this.#need(1);
+    return this.bytes[this.#pos++];
+  }
+
+  u32(): number {
+    this.#need(4);
+    const v = this.#view.getUint32(this.#pos, true);
+    this.#pos += 4;
+    return v;
+  }
+
+  u64(): bigint {
+    this.#need(8);
+    const v = this.#view.getBigUint64(this.#pos, true);
+    this.#pos += 8;
+    return v;
+  }
+
+  i64(): bigint {
+    return BigInt.asIntN(64, this.u64());
+  }
+
+  blob(): Uint8Array {
+    const n = this.u32();
+    this.#need(n);
+    const out = this.bytes.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+
+  finish(): void {
+    if (this.#pos !== this.bytes.length) {
+      throw new ProtocolError("wasi_io: trailing bytes in the request");
+    }
+  }
+}
+
+function reply(errno: number, payload?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + (payload?.length ?? 0));
+  new DataView(out.buffer).setUint32(0, errno, true);
+  if (payload) out.set(payload, 4);
+  return out;
+}
+
+function u32Bytes(v: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, v, true);
+  return out;
+}
+
+function u64Bytes(v: bigint): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, v, true);
+  return out;
+}
+
+/**
+ * The host side of WASI for one sandbox: settings to send to the guest, the stdout/stderr sinks,
+ * stdin, and the open files ({@linkcode WasiFiles}). {@linkcode reset} (at restore) closes the
+ * files the module opened and rewinds a bytes/string stdin; {@linkcode close} (at dispose)
+ * releases everything.
+ */
 export class WasiRuntime {
   readonly #args: string[];
   readonly #env: string[];
   readonly #seed: Uint8Array;
   readonly #stdout: (data: Uint8Array) => void;
   readonly #stderr: (data: Uint8Array) => void;
+  readonly #stdin: StdinSource;
+  readonly #files: WasiFiles;
+  readonly preopens: readonly PreopenSpec[];
 
-  constructor(options: WasiOptions, module: Uint8Array | string | URL) {
+  constructor(
+    options: WasiOptions,
+    module: Uint8Array | string | URL,
+    preopens: readonly PreopenSpec[],
+  ) {
     this.#args = options.args ? [...options.args] : [moduleName(module)];
     if (this.#args.some((a) => typeof a !== "string")) {
       throw new ArgumentError("wasi.args must be strings");
@@ -89,14 +286,18 @@ export class WasiRuntime {
     }
     this.#stdout = options.stdout ?? asyncSink(Deno.stdout);
     this.#stderr = options.stderr ?? asyncSink(Deno.stderr);
+    this.#stdin = new StdinSource(options.stdin);
+    this.preopens = preopens;
+    this.#files = new WasiFiles(preopens);
   }
 
+  /** The instantiate request's WASI part: args, env, seed, preopen names. */
   encode(w: Writer): void {
-    for (const list of [this.#args, this.#env]) {
+    for (const list of [this.#args, this.#env, this.preopens.map((p) => p.guest)]) {
       w.u32(list.length);
       for (const s of list) w.bytes(utf8.encode(s));
+      if (list === this.#env) w.raw(this.#seed);
     }
-    w.raw(this.#seed);
   }
 
   /** fd 1 → stdout, fd 2 → stderr; any other fd is EBADF (the runtime guest may ask anyway). */
@@ -105,4 +306,169 @@ export class WasiRuntime {
     else if (fd === 2) this.#stderr(data);
     else throw new Error(`EBADF: fd ${fd} is not writable`);
   }
+
+  /** Open fds (preopens included), for tests and leak checks. */
+  get openFiles(): number {
+    return this.#files.openCount;
+  }
+
+  /** Closes the files the module opened, reopens the preopens, rewinds bytes stdin. */
+  reset(): void {
+    this.#files.reset();
+    this.#stdin.rewind();
+  }
+
+  /** Releases every file and the stdin reader. Idempotent. */
+  close(): void {
+    this.#files.close();
+    this.#stdin.close();
+  }
+
+  /** Serves one `wasi_io` request: `u32 errno` then the op's payload. */
+  io(op: number, bytes: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    const r = new Request(bytes);
+    try {
+      if (op === Op.READ) {
+        const fd = r.u32();
+        const max = r.u32();
+        r.finish();
+        if (fd === 0) {
+          const got = this.#stdin.read(max);
+          return got instanceof Promise ? got.then((b) => reply(0, b)) : reply(0, got);
+        }
+        return reply(0, this.#files.read(fd, max));
+      }
+      return reply(0, this.#sync(op, r));
+    } catch (e) {
+      if (e instanceof ProtocolError) throw e;
+      return reply(errnoOf(e));
+    }
+  }
+
+  #sync(op: number, r: Request): Uint8Array | undefined {
+    const f = this.#files;
+    const done = <T>(v: T): T => {
+      r.finish();
+      return v;
+    };
+    switch (op) {
+      case Op.PREAD: {
+        const fd = r.u32();
+        const max = r.u32();
+        const offset = r.u64();
+        return done(f.read(fd, max, offset));
+      }
+      case Op.WRITE: {
+        const fd = r.u32();
+        return u32Bytes(f.write(fd, done(r.blob())));
+      }
+      case Op.PWRITE: {
+        const fd = r.u32();
+        const offset = r.u64();
+        return u32Bytes(f.write(fd, done(r.blob()), offset));
+      }
+      case Op.SEEK: {
+        const fd = r.u32();
+        const offset = r.i64();
+        return u64Bytes(f.seek(fd, offset, done(r.u8())));
+      }
+      case Op.FDSTAT:
+        return f.fdstat(done(r.u32()));
+      case Op.SET_FLAGS: {
+        const fd = r.u32();
+        f.setFlags(fd, done(r.u32()));
+        return undefined;
+      }
+      case Op.FILESTAT:
+        return f.filestat(done(r.u32()));
+      case Op.SET_SIZE: {
+        const fd = r.u32();
+        f.setSize(fd, done(r.u64()));
+        return undefined;
+      }
+      case Op.SET_TIMES: {
+        const fd = r.u32();
+        const atim = r.u64();
+        const mtim = r.u64();
+        f.setTimes(fd, atim, mtim, done(r.u32()));
+        return undefined;
+      }
+      case Op.SYNC: {
+        const fd = r.u32();
+        f.sync(fd, done(r.u8()) === 1);
+        return undefined;
+      }
+      case Op.ADVISE: {
+        const fd = r.u32();
+        r.u64();
+        r.u64();
+        r.u32();
+        f.advise(done(fd));
+        return undefined;
+      }
+      case Op.CLOSE:
+        f.closeFd(done(r.u32()));
+        return undefined;
+      case Op.READDIR: {
+        const fd = r.u32();
+        const cookie = r.u64();
+        return f.readdir(fd, cookie, done(r.u32()));
+      }
+      case Op.OPEN: {
+        const fd = r.u32();
+        const lookup = r.u32();
+        const path = r.blob();
+        const oflags = r.u32();
+        const base = r.u64();
+        r.u64(); // inheriting rights: not used (directory fds always inherit everything)
+        const fdflags = done(r.u32());
+        return u32Bytes(f.open(fd, lookup, path, oflags, base, fdflags));
+      }
+      case Op.PATH_FILESTAT: {
+        const fd = r.u32();
+        const lookup = r.u32();
+        return f.pathFilestat(fd, lookup, done(r.blob()));
+      }
+      case Op.PATH_SET_TIMES: {
+        const fd = r.u32();
+        const lookup = r.u32();
+        const path = r.blob();
+        const atim = r.u64();
+        const mtim = r.u64();
+        f.setTimes(fd, atim, mtim, done(r.u32()), path, lookup);
+        return undefined;
+      }
+      case Op.MKDIR: {
+        const fd = r.u32();
+        f.mkdir(fd, done(r.blob()));
+        return undefined;
+      }
+      case Op.UNLINK: {
+        const fd = r.u32();
+        f.unlink(fd, done(r.blob()));
+        return undefined;
+      }
+      case Op.RMDIR: {
+        const fd = r.u32();
+        f.rmdir(fd, done(r.blob()));
+        return undefined;
+      }
+      case Op.RENAME: {
+        const fd = r.u32();
+        const from = r.blob();
+        const toFd = r.u32();
+        f.rename(fd, from, toFd, done(r.blob()));
+        return undefined;
+      }
+      case Op.READLINK: {
+        const fd = r.u32();
+        const path = r.blob();
+        return f.readlink(fd, path, done(r.u32()));
+      }
+      default:
+        throw new ProtocolError(`wasi_io: unknown request ${op}`);
+    }
+  }
 }
+
+export { Errno };

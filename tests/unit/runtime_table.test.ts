@@ -101,7 +101,13 @@ Deno.test("wasi: false registers no WASI host functions; WASI off makes them fai
   const hostImport = () => new Uint8Array();
   assert.deepEqual(Object.keys(runtimeHostFunctions(hostImport, undefined)), ["wasm_import"]);
   const maybe = runtimeHostFunctions(hostImport, () => undefined);
-  assert.deepEqual(Object.keys(maybe).sort(), ["wasi_clock", "wasi_write", "wasm_import"]);
+  assert.deepEqual(Object.keys(maybe).sort(), [
+    "wasi_clock",
+    "wasi_io",
+    "wasi_write",
+    "wasm_import",
+  ]);
   assert.throws(() => maybe.wasi_write.fn(1, new Uint8Array(1)), /not enabled/);
   assert.throws(() => maybe.wasi_clock.fn(0), /not enabled/);
+  assert.throws(() => maybe.wasi_io.fn(1, new Uint8Array(8)), /not enabled/);
 });

@@ -42,6 +42,7 @@ pub use function::{FromValue, GuestError, GuestFn, GuestFunction, IntoOutcome, I
 pub use hl_wire as wire;
 pub use hl_wire::{Value, ValueType};
 pub use host::{HostError, LogLevel, call_host, call_host_as, log};
+pub use peb::buffer_sizes;
 
 /// Items the macros expand to; not a stable API.
 #[doc(hidden)]

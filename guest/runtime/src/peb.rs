@@ -31,6 +31,16 @@ static INPUT_SIZE: AtomicUsize = AtomicUsize::new(0);
 static OUTPUT_ADDR: AtomicUsize = AtomicUsize::new(0);
 static OUTPUT_SIZE: AtomicUsize = AtomicUsize::new(0);
 
+/// Sizes in bytes of the input (host → guest) and output (guest → host) buffers; both 0 before
+/// the PEB has been checked. A host call's arguments must fit the output buffer and its answer
+/// the input buffer, so a guest that moves bulk data sizes its requests by them.
+pub fn buffer_sizes() -> (usize, usize) {
+    (
+        INPUT_SIZE.load(Ordering::Relaxed),
+        OUTPUT_SIZE.load(Ordering::Relaxed),
+    )
+}
+
 fn read_u64(peb: usize, off: usize) -> u64 {
     // SAFETY: `peb` is the PEB address the host passed in RDI (a mapped, 8-aligned page of
     // guest memory per the ABI); every offset used is a u64 field inside its first 0x70 bytes.

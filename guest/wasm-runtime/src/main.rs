@@ -3,7 +3,8 @@
 //! validates it and describes its imports and exports, the host checks the imports against its
 //! host functions and asks to `instantiate`, then calls exports (`invoke`, `call_bytes`) and
 //! reads or writes the module's memory. Imports call the host through one host function,
-//! `wasm_import`; WASI preview 1 is answered here (`wasi.rs`). The request and reply encodings
+//! `wasm_import`; WASI preview 1 is answered here (the `hl-wasi` crate, bound to wasmi by
+//! `wasi_wasmi.rs`, crossing to the host through `wasi_host.rs`). The request and reply encodings
 //! and the error codes are in docs/wasm.md.
 #![no_std]
 #![no_main]
@@ -11,7 +12,10 @@
 extern crate alloc;
 
 mod codec;
-mod wasi;
+mod wasi_host;
+mod wasi_wasmi;
+
+use hl_wasi as wasi;
 
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -152,7 +156,8 @@ fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
 /// `instantiate(config)`: links the imports and instantiates (running the start function).
 ///
 /// Config: u64 max memory bytes (0: none), u64 max table elements (0: none), u8 WASI on; when
-/// on: u32 argc + `bytes` each, u32 envc + `bytes` each (`KEY=VALUE`), 32 bytes random seed.
+/// on: u32 argc + `bytes` each, u32 envc + `bytes` each (`KEY=VALUE`), 32 bytes random seed,
+/// u32 preopen count + `bytes` each (the guest names of fds 3, 4, ...).
 fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
     struct Request {
         max_memory: u64,
@@ -176,10 +181,15 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
             let env = list(&mut r)?;
             let mut seed = [0u8; 32];
             seed.copy_from_slice(r.take(32)?);
+            let preopens = list(&mut r)?
+                .into_iter()
+                .map(|name| wasi::Preopen { name, open: true })
+                .collect();
             Some(wasi::WasiCtx {
                 args,
                 env,
                 rng: wasi::ChaCha20::new(&seed),
+                preopens,
             })
         } else {
             None
@@ -212,7 +222,8 @@ fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
             continue; // The same name imported twice: one definition serves both.
         }
         if wasi_on && module == "wasi_snapshot_preview1" {
-            wasi::define(&mut linker, name, ty).map_err(|e| GuestError::new(code::LINK, e))?;
+            wasi_wasmi::define(&mut linker, name, ty)
+                .map_err(|e| GuestError::new(code::LINK, e))?;
             continue;
         }
         let results: Vec<ValType> = ty.results().to_vec();

@@ -1,0 +1,362 @@
+//! Native tests of the engine-independent WASI code with a byte-vector memory and a recording
+//! host: what each call reads from and writes to the module's memory, what it sends to the host,
+//! and the bounds it enforces before anything crosses.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOSYS, SPIPE, SUCCESS};
+use crate::host::{Op, parse_reply};
+use crate::{ChaCha20, Func, GuestMemory, Outcome, Preopen, SliceMemory, WasiCtx, WasiHost};
+
+/// Records every crossing; answers `io` with `reply` (or the errno in `fail`).
+struct Host {
+    requests: Vec<(Op, Vec<u8>)>,
+    written: Vec<(u32, Vec<u8>)>,
+    reply: Vec<u8>,
+    fail: Option<i32>,
+    max: u32,
+}
+
+impl Host {
+    fn new() -> Self {
+        Self {
+            requests: Vec::new(),
+            written: Vec::new(),
+            reply: Vec::new(),
+            fail: None,
+            max: 1 << 20,
+        }
+    }
+}
+
+impl WasiHost for Host {
+    fn write_stdio(&mut self, fd: u32, data: Vec<u8>) -> bool {
+        self.written.push((fd, data));
+        true
+    }
+
+    fn clock(&mut self, _id: u32) -> Option<u64> {
+        Some(1_234)
+    }
+
+    fn io(&mut self, op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
+        self.requests.push((op, request));
+        match self.fail {
+            Some(e) => Err(e),
+            None => Ok(self.reply.clone()),
+        }
+    }
+
+    fn max_transfer(&self) -> u32 {
+        self.max
+    }
+}
+
+fn ctx() -> WasiCtx {
+    WasiCtx {
+        args: vec![b"prog".to_vec(), b"-v".to_vec()],
+        env: vec![b"A=1".to_vec()],
+        rng: ChaCha20::new(&[7; 32]),
+        preopens: vec![Preopen {
+            name: b"/data".to_vec(),
+            open: true,
+        }],
+    }
+}
+
+fn run(f: Func, ctx: &mut WasiCtx, mem: &mut [u8], host: &mut Host, args: &[u64]) -> i32 {
+    let mut m = SliceMemory(mem);
+    match crate::call(f, ctx, Some(&mut m), host, args) {
+        Outcome::Errno(e) => e,
+        Outcome::Exit(code) => 1000 + code,
+    }
+}
+
+fn u32_at(mem: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([mem[at], mem[at + 1], mem[at + 2], mem[at + 3]])
+}
+
+fn put_iovec(mem: &mut [u8], at: usize, ptr: u32, len: u32) {
+    mem[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
+    mem[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+}
+
+#[test]
+fn args_environ_and_prestat_are_answered_without_crossing() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 256]);
+    assert_eq!(
+        run(Func::ArgsSizesGet, &mut c, &mut mem, &mut h, &[0, 4]),
+        SUCCESS
+    );
+    assert_eq!((u32_at(&mem, 0), u32_at(&mem, 4)), (2, 8));
+    assert_eq!(
+        run(Func::ArgsGet, &mut c, &mut mem, &mut h, &[16, 64]),
+        SUCCESS
+    );
+    assert_eq!((u32_at(&mem, 16), u32_at(&mem, 20)), (64, 69));
+    assert_eq!(&mem[64..72], b"prog\0-v\0");
+    assert_eq!(
+        run(Func::FdPrestatGet, &mut c, &mut mem, &mut h, &[3, 100]),
+        SUCCESS
+    );
+    assert_eq!((mem[100], u32_at(&mem, 104)), (0, 5));
+    assert_eq!(
+        run(
+            Func::FdPrestatDirName,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[3, 120, 4]
+        ),
+        NAMETOOLONG
+    );
+    assert_eq!(
+        run(
+            Func::FdPrestatDirName,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[3, 120, 5]
+        ),
+        SUCCESS
+    );
+    assert_eq!(&mem[120..125], b"/data");
+    assert_eq!(
+        run(Func::FdPrestatGet, &mut c, &mut mem, &mut h, &[4, 100]),
+        BADF
+    );
+    assert_eq!(
+        run(Func::FdPrestatGet, &mut c, &mut mem, &mut h, &[2, 100]),
+        BADF
+    );
+    // Pointers past the memory are EFAULT, never a panic.
+    assert_eq!(
+        run(Func::ArgsGet, &mut c, &mut mem, &mut h, &[250, 64]),
+        FAULT
+    );
+    assert_eq!(
+        run(
+            Func::FdPrestatGet,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[3, u64::from(u32::MAX)]
+        ),
+        FAULT
+    );
+    assert_eq!(
+        run(Func::ClockTimeGet, &mut c, &mut mem, &mut h, &[9, 0, 0]),
+        INVAL
+    );
+    assert!(h.requests.is_empty());
+    // Closing the preopen crosses, and prestat then says EBADF.
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[3]), SUCCESS);
+    assert_eq!(h.requests.len(), 1);
+    assert_eq!(
+        run(Func::FdPrestatGet, &mut c, &mut mem, &mut h, &[3, 100]),
+        BADF
+    );
+    // fds 0-2 close as a no-op.
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[1]), SUCCESS);
+    assert_eq!(h.requests.len(), 1);
+    let mut m = SliceMemory(&mut mem);
+    assert!(matches!(
+        crate::call(Func::ProcExit, &mut c, Some(&mut m), &mut h, &[3]),
+        Outcome::Exit(3)
+    ));
+    assert!(matches!(
+        crate::call(Func::ArgsGet, &mut c, None, &mut h, &[0, 0]),
+        Outcome::Errno(FAULT)
+    ));
+    assert!(crate::lookup("sock_accept").is_none());
+    assert!(matches!(
+        crate::call(Func::NoSys, &mut c, None, &mut h, &[]),
+        Outcome::Errno(NOSYS)
+    ));
+}
+
+#[test]
+fn stdin_reads_ask_for_the_iovecs_total_and_scatter_the_reply() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    put_iovec(&mut mem, 0, 100, 3);
+    put_iovec(&mut mem, 8, 200, 10);
+    h.reply = b"abcdefg".to_vec();
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.len(), 1);
+    let (op, req) = &h.requests[0];
+    assert_eq!(*op, Op::Read);
+    assert_eq!(req[..], [0, 0, 0, 0, 13, 0, 0, 0]); // fd 0, at most 3 + 10 bytes
+    assert_eq!(&mem[100..103], b"abc");
+    assert_eq!(&mem[200..204], b"defg");
+    assert_eq!(u32_at(&mem, 500), 7);
+    // The host may not answer with more than was asked.
+    h.reply = vec![b'x'; 14];
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
+        IO
+    );
+    // A smaller transfer limit shrinks the request (a partial read).
+    h.max = 5;
+    h.reply = b"12345".to_vec();
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.last().unwrap().1[4..8], [5, 0, 0, 0]);
+    // An iovec outside the memory, or more iovecs than the memory holds: EFAULT, no crossing.
+    let before = h.requests.len();
+    put_iovec(&mut mem, 16, 1020, 10);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 16, 1, 500]),
+        FAULT
+    );
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1000, 500]),
+        FAULT
+    );
+    assert_eq!(h.requests.len(), before);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[1, 0, 1, 500]),
+        BADF
+    );
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[0, 0, 0, 500]),
+        SPIPE
+    );
+}
+
+#[test]
+fn stdio_writes_gather_within_the_transfer_limit() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 512]);
+    mem[100..105].copy_from_slice(b"hello");
+    mem[200..206].copy_from_slice(b" world");
+    put_iovec(&mut mem, 0, 100, 5);
+    put_iovec(&mut mem, 8, 200, 6);
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[1, 0, 2, 300]),
+        SUCCESS
+    );
+    assert_eq!(h.written, vec![(1, b"hello world".to_vec())]);
+    assert_eq!(u32_at(&mem, 300), 11);
+    h.max = 7;
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[2, 0, 2, 300]),
+        SUCCESS
+    );
+    assert_eq!(h.written[1], (2, b"hello w".to_vec()));
+    assert_eq!(u32_at(&mem, 300), 7); // partial: the program writes the rest
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[0, 0, 2, 300]),
+        BADF
+    );
+    assert_eq!(crate::fuel_units(Func::FdWrite, &[1, 0, 2, 300]), 2);
+}
+
+#[test]
+fn file_calls_send_exact_requests_and_bound_paths_first() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 8192]);
+    mem[100..108].copy_from_slice(b"file.txt");
+    h.reply = 9u32.to_le_bytes().to_vec();
+    let args = [3, 1, 100, 8, 9, 0x42, 0x43, 1, 40];
+    assert_eq!(
+        run(Func::PathOpen, &mut c, &mut mem, &mut h, &args),
+        SUCCESS
+    );
+    assert_eq!(u32_at(&mem, 40), 9);
+    let (op, req) = h.requests.last().unwrap();
+    assert_eq!(*op, Op::Open);
+    let mut want = Vec::new();
+    for v in [3u32, 1, 8] {
+        want.extend_from_slice(&v.to_le_bytes());
+    }
+    want.extend_from_slice(b"file.txt");
+    want.extend_from_slice(&9u32.to_le_bytes());
+    want.extend_from_slice(&0x42u64.to_le_bytes());
+    want.extend_from_slice(&0x43u64.to_le_bytes());
+    want.extend_from_slice(&1u32.to_le_bytes());
+    assert_eq!(*req, want);
+    // A reply of the wrong size is EIO, not a stray write.
+    h.reply = vec![1, 2];
+    assert_eq!(run(Func::PathOpen, &mut c, &mut mem, &mut h, &args), IO);
+    // The host's errno passes through.
+    h.fail = Some(76);
+    assert_eq!(run(Func::PathOpen, &mut c, &mut mem, &mut h, &args), 76);
+    h.fail = None;
+    // A path longer than 4096 bytes never crosses.
+    let before = h.requests.len();
+    let long = [3, 1, 100, 4097, 0, 0, 0, 0, 40];
+    assert_eq!(
+        run(Func::PathOpen, &mut c, &mut mem, &mut h, &long),
+        NAMETOOLONG
+    );
+    assert_eq!(
+        run(
+            Func::PathUnlinkFile,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[3, 8000, 500]
+        ),
+        FAULT
+    );
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 0, 3, 40]),
+        INVAL
+    );
+    assert_eq!(h.requests.len(), before);
+    // Seek: an i64 offset goes as its bits; the new offset comes back as a u64.
+    h.reply = 77u64.to_le_bytes().to_vec();
+    let minus_two = (-2i64) as u64;
+    assert_eq!(
+        run(
+            Func::FdSeek,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[5, minus_two, 2, 40]
+        ),
+        SUCCESS
+    );
+    assert_eq!(h.requests.last().unwrap().1[4..12], minus_two.to_le_bytes());
+    assert_eq!(u32_at(&mem, 40), 77);
+    // Readdir: the reply is copied, and bufused says how much.
+    h.reply = vec![9; 30];
+    assert_eq!(
+        run(
+            Func::FdReaddir,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[4, 1000, 64, 0, 40]
+        ),
+        SUCCESS
+    );
+    assert_eq!(u32_at(&mem, 40), 30);
+    h.reply = vec![9; 65];
+    assert_eq!(
+        run(
+            Func::FdReaddir,
+            &mut c,
+            &mut mem,
+            &mut h,
+            &[4, 1000, 64, 0, 40]
+        ),
+        IO
+    );
+}
+
+#[test]
+fn replies_are_parsed_strictly() {
+    assert_eq!(parse_reply(&[0, 0, 0, 0, 5]), Ok(vec![5]));
+    assert_eq!(parse_reply(&[44, 0, 0, 0]), Err(44));
+    assert_eq!(parse_reply(&[200, 0, 0, 0]), Err(IO)); // not a WASI errno
+    assert_eq!(parse_reply(&[0, 0]), Err(IO));
+    let mut mem = vec![0u8; 16];
+    let m = SliceMemory(&mut mem);
+    assert_eq!(m.read(8, 9), Err(FAULT));
+    assert_eq!(m.read(u32::MAX, 2), Err(FAULT));
+}

@@ -1,0 +1,155 @@
+/**
+ * `hl call <guest-ELF-or-module> <function> [args...]`: calls one function with arguments
+ * parsed from its signature (the Wasm export's type, or the native guest's function table) and
+ * prints the result as JSON.
+ *
+ * @module
+ */
+
+import { Sandbox } from "../sandbox.ts";
+import { WasmSandbox } from "../wasm/sandbox.ts";
+import { WasmLinkError } from "../wasm/types.ts";
+import type { ValueType } from "../abi.ts";
+import type { WasmValueType } from "../wasm/types.ts";
+import {
+  CliError,
+  EXIT_USAGE,
+  intOption,
+  isElf,
+  isWasm,
+  parseValue,
+  readOperand,
+  splitArgs,
+  toJson,
+  writeAllSync,
+} from "./common.ts";
+
+/** `hl call --help`. */
+export const CALL_HELP = `Usage: hl call [options] <module.wasm | guest-ELF> <function> [args...]
+
+Calls one function in a new micro-VM and prints its result as JSON. Arguments
+are parsed by the function's signature: the Wasm export's type, or the native
+guest's function table (see: hl inspect).
+
+  integers  decimal or 0x hex (i64/u64 exact), range-checked
+  floats    decimal, nan, inf, -inf
+  bool      true, false, 1, 0
+  string    as given
+  bytes     hex:0a0b... or the argument's UTF-8
+
+Results: i64/u64 as exact integers, NaN/Infinity as strings, bytes as an array
+of numbers, several Wasm results as an array, none as null. A Wasm module may
+import WASI (output goes to this process's stdout/stderr) but no other host
+functions.
+
+Options:
+  --timeout MS   stop the call after MS milliseconds (exit 124)
+  --fuel N       fuel for a Wasm call (exit 134 when it runs out)
+  -h, --help     show this help`;
+
+const SPECS = {
+  timeout: { type: "string" },
+  fuel: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Runs `hl call`; resolves the exit code. */
+export async function call(argv: readonly string[]): Promise<number> {
+  const { values, operands, rest } = splitArgs("call", argv, SPECS, 2);
+  if (values.help) {
+    console.log(CALL_HELP);
+    return 0;
+  }
+  const [path, name] = operands;
+  const timeoutMs = intOption("call", "timeout", values.timeout);
+  const fuel = intOption("call", "fuel", values.fuel);
+  const bytes = await readOperand(path);
+  let result: unknown;
+  if (isWasm(bytes)) result = await callWasm(bytes, path, name, rest, timeoutMs, fuel);
+  else if (isElf(bytes)) {
+    if (fuel !== undefined) throw new CliError("--fuel applies to Wasm modules only", EXIT_USAGE);
+    result = await callNative(bytes, name, rest, timeoutMs);
+  } else {
+    throw new CliError(`${path} is neither a WebAssembly module nor an ELF guest`, EXIT_USAGE);
+  }
+  console.log(toJson(result));
+  return 0;
+}
+
+function arity(name: string, want: number, got: number, signature: string): void {
+  if (want !== got) {
+    throw new CliError(
+      `${name} takes ${want} argument(s) ${signature}, got ${got}`,
+      EXIT_USAGE,
+    );
+  }
+}
+
+async function callWasm(
+  bytes: Uint8Array,
+  path: string,
+  name: string,
+  args: string[],
+  timeoutMs: number | undefined,
+  fuel: number | undefined,
+): Promise<unknown> {
+  let w: WasmSandbox;
+  try {
+    w = await WasmSandbox.create({
+      module: bytes,
+      cache: false,
+      fuel,
+      wasi: {
+        args: [path],
+        stdout: (b) => writeAllSync(Deno.stdout, b),
+        stderr: (b) => writeAllSync(Deno.stderr, b),
+      },
+    });
+  } catch (e) {
+    if (e instanceof WasmLinkError && e.importName !== undefined) {
+      throw new CliError(
+        `the module imports ${e.importName}, a host function hl call cannot provide`,
+      );
+    }
+    throw e;
+  }
+  try {
+    const f = w.exports.find((x) => x.name === name);
+    if (!f || f.kind !== "function" || !f.type) {
+      const names = w.exports.filter((x) => x.kind === "function").map((x) => x.name);
+      throw new CliError(
+        `the module exports no function "${name}" (it has: ${names.join(", ")})`,
+        EXIT_USAGE,
+      );
+    }
+    const signature = `(${f.type.params.join(", ")}) -> (${f.type.results.join(", ")})`;
+    arity(name, f.type.params.length, args.length, signature);
+    const values = args.map((a, i) =>
+      parseValue(a, f.type!.params[i] as WasmValueType, `${name} argument ${i + 1}`)
+    );
+    return await w.callWithOptions({ timeoutMs }, name, ...values);
+  } finally {
+    await w.dispose();
+  }
+}
+
+async function callNative(
+  bytes: Uint8Array,
+  name: string,
+  args: string[],
+  timeoutMs: number | undefined,
+): Promise<unknown> {
+  await using sb = await Sandbox.create({ guest: bytes });
+  const f = sb.functions.find((x) => x.name === name);
+  if (!f) {
+    throw new CliError(
+      `the guest has no function "${name}" (it has: ${sb.functions.map((x) => x.name).join(", ")})`,
+      EXIT_USAGE,
+    );
+  }
+  arity(name, f.params.length, args.length, `(${f.params.join(", ")}) -> ${f.result}`);
+  const values = args.map((a, i) =>
+    parseValue(a, f.params[i] as ValueType, `${name} argument ${i + 1}`)
+  );
+  return await sb.callWithOptions({ timeoutMs }, name, ...values);
+}

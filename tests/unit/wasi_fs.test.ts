@@ -1,0 +1,245 @@
+/**
+ * The host's WASI file layer without a VM: `WasiFiles` and `resolvePath` called directly with
+ * the inputs a hostile guest could send, a property test that no resolution ever lands outside
+ * the preopen, and `WasiRuntime.io`'s handling of malformed `wasi_io` requests.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ProtocolError } from "../../src/errors.ts";
+import { WasiFiles } from "../../src/wasm/wasi_fs.ts";
+import {
+  checkPreopens,
+  Errno,
+  MAX_OPEN,
+  resolvePath,
+  WasiErrno,
+} from "../../src/wasm/wasi_path.ts";
+import { WasiRuntime } from "../../src/wasm/wasi.ts";
+
+const utf8 = new TextEncoder();
+const RIGHT_READ = 1n << 1n;
+const RIGHT_WRITE = 1n << 6n;
+
+function scratch() {
+  const base = Deno.realPathSync(Deno.makeTempDirSync({ prefix: "hl-wasi-unit-" }));
+  const root = `${base}/root`;
+  Deno.mkdirSync(`${root}/a/b`, { recursive: true });
+  Deno.mkdirSync(`${base}/out`);
+  Deno.writeTextFileSync(`${root}/f`, "inside");
+  Deno.writeTextFileSync(`${root}/a/g`, "deeper");
+  Deno.writeTextFileSync(`${base}/out/secret`, "secret");
+  Deno.symlinkSync("../out", `${root}/up`);
+  Deno.symlinkSync("a/b", `${root}/ab`);
+  Deno.symlinkSync("..", `${root}/a/parent`);
+  Deno.symlinkSync("../..", `${root}/a/grand`);
+  Deno.symlinkSync("/", `${root}/slash`);
+  Deno.symlinkSync("self", `${root}/self`);
+  Deno.symlinkSync("nowhere", `${root}/a/dangling`);
+  return { base, root, cleanup: () => Deno.removeSync(base, { recursive: true }) };
+}
+
+function errnoOf(fn: () => unknown): number {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof WasiErrno) return e.errno;
+    throw e;
+  }
+  return 0;
+}
+
+Deno.test("wasi files (host): resolution stays below the directory fd", () => {
+  const t = scratch();
+  try {
+    const dir = { root: { host: t.root, writable: false }, rel: [] as string[] };
+    const r = (p: string, follow = true) => resolvePath(dir, utf8.encode(p), follow);
+    assert.equal(r("f").host, `${t.root}/f`);
+    assert.equal(r("a/b/../g").host, `${t.root}/a/g`);
+    assert.equal(r("ab/../g").host, `${t.root}/a/g`); // the link's `..` is a/b's parent
+    assert.equal(r("a/parent/f").host, `${t.root}/f`);
+    assert.equal(r(".").host, t.root);
+    assert.equal(r("a//b/./").host, `${t.root}/a/b`);
+    for (
+      const p of ["..", "../root/f", "a/../..", "up/secret", "a/grand/out/secret", "slash/etc"]
+    ) {
+      assert.equal(errnoOf(() => r(p)), Errno.NOTCAPABLE, p);
+    }
+    assert.equal(errnoOf(() => r("/etc/passwd")), Errno.NOTCAPABLE);
+    assert.equal(errnoOf(() => r("self")), Errno.LOOP);
+    assert.equal(errnoOf(() => r("a/dangling/x")), Errno.NOENT);
+    assert.equal(errnoOf(() => r("f/x")), Errno.NOTDIR);
+    assert.equal(errnoOf(() => r("f/")), Errno.NOTDIR);
+    assert.equal(errnoOf(() => r("missing/x")), Errno.NOENT);
+    assert.equal(errnoOf(() => r("")), Errno.NOENT);
+    assert.equal(errnoOf(() => r("a\0b")), Errno.INVAL);
+    assert.equal(errnoOf(() => r("x".repeat(256))), Errno.NAMETOOLONG);
+    assert.equal(errnoOf(() => r("a/".repeat(2049))), Errno.NAMETOOLONG);
+    assert.equal(
+      errnoOf(() => resolvePath(dir, new Uint8Array([0x66, 0xff]), true)),
+      Errno.ILSEQ,
+    );
+    // Not following the last link: the link itself, whatever it points at.
+    assert.equal(r("up", false).host, `${t.root}/up`);
+    assert.equal(r("slash", false).info?.isSymlink, true);
+    // Below a subdirectory fd, `..` may not climb above it even inside the preopen.
+    const sub = { root: dir.root, rel: ["a"] };
+    assert.equal(resolvePath(sub, utf8.encode("g"), true).host, `${t.root}/a/g`);
+    assert.equal(errnoOf(() => resolvePath(sub, utf8.encode("../f"), true)), Errno.NOTCAPABLE);
+    assert.equal(errnoOf(() => resolvePath(sub, utf8.encode("parent/f"), true)), Errno.NOTCAPABLE);
+  } finally {
+    t.cleanup();
+  }
+});
+
+Deno.test("wasi files (host): no path of links and dots resolves outside (property)", () => {
+  const t = scratch();
+  try {
+    const dir = { root: { host: t.root, writable: false }, rel: [] as string[] };
+    const part = fc.constantFrom(
+      "..",
+      ".",
+      "",
+      "a",
+      "b",
+      "f",
+      "g",
+      "up",
+      "ab",
+      "parent",
+      "grand",
+      "slash",
+      "self",
+      "out",
+      "secret",
+      "root",
+      "dangling",
+    );
+    fc.assert(
+      fc.property(
+        fc.array(part, { maxLength: 8 }),
+        fc.boolean(),
+        fc.boolean(),
+        (parts, abs, follow) => {
+          const path = (abs ? "/" : "") + parts.join("/");
+          let resolved;
+          try {
+            resolved = resolvePath(dir, utf8.encode(path), follow);
+          } catch (e) {
+            if (e instanceof WasiErrno) return;
+            throw e;
+          }
+          // Lexically inside, and (when it exists and is followed) really inside.
+          assert.ok(resolved.host === t.root || resolved.host.startsWith(`${t.root}/`), path);
+          if (resolved.info && !resolved.info.isSymlink) {
+            const real = Deno.realPathSync(resolved.host);
+            assert.ok(real === t.root || real.startsWith(`${t.root}/`), `${path} -> ${real}`);
+          }
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  } finally {
+    t.cleanup();
+  }
+});
+
+Deno.test("wasi files (host): open, read-only roots, fd limits, bad fds", () => {
+  const t = scratch();
+  try {
+    const files = new WasiFiles(
+      checkPreopens({ "/ro": t.root, "/rw": { path: `${t.base}/out`, writable: true } }),
+    );
+    const open = (dir: number, p: string, rights = RIGHT_READ, oflags = 0) =>
+      files.open(dir, 1, utf8.encode(p), oflags, rights, 0);
+    const fd = open(3, "f");
+    assert.equal(new TextDecoder().decode(files.read(fd, 100)), "inside");
+    assert.equal(files.read(fd, 100).length, 0); // end of file
+    assert.equal(files.seek(fd, 2n, 0), 2n);
+    assert.equal(new TextDecoder().decode(files.read(fd, 2)), "si");
+    assert.equal(new TextDecoder().decode(files.read(fd, 3, 0n)), "ins"); // pread
+    assert.equal(files.seek(fd, 0n, 1), 4n); // pread left the position alone
+    assert.equal(errnoOf(() => files.write(fd, utf8.encode("x"))), Errno.BADF); // read-only fd
+    assert.equal(errnoOf(() => open(3, "f", RIGHT_WRITE)), Errno.ROFS);
+    assert.equal(errnoOf(() => open(3, "new", RIGHT_READ, 1)), Errno.ROFS); // O_CREAT
+    assert.equal(errnoOf(() => files.mkdir(3, utf8.encode("d"))), Errno.ROFS);
+    assert.equal(errnoOf(() => files.unlink(3, utf8.encode("f"))), Errno.ROFS);
+    assert.equal(
+      errnoOf(() => files.rename(4, utf8.encode("secret"), 3, utf8.encode("s"))),
+      Errno.ROFS,
+    );
+    const w = open(4, "made", RIGHT_READ | RIGHT_WRITE, 1);
+    assert.equal(files.write(w, utf8.encode("abc")), 3);
+    assert.equal(Deno.readTextFileSync(`${t.base}/out/made`), "abc");
+    assert.equal(errnoOf(() => open(4, "made", RIGHT_READ, 1 | 4)), Errno.EXIST); // O_EXCL
+    assert.equal(errnoOf(() => open(3, "a", RIGHT_WRITE)), Errno.ISDIR);
+    assert.equal(errnoOf(() => open(3, "f", RIGHT_READ, 2)), Errno.NOTDIR); // O_DIRECTORY
+    assert.equal(errnoOf(() => files.read(3, 10)), Errno.ISDIR);
+    assert.equal(errnoOf(() => files.read(99, 10)), Errno.BADF);
+    assert.equal(errnoOf(() => files.closeFd(99)), Errno.BADF);
+    assert.equal(errnoOf(() => open(fd, "x")), Errno.NOTDIR); // a file is no directory fd
+    // Renames never cross preopens, and never out of one.
+    assert.equal(
+      errnoOf(() => files.rename(4, utf8.encode("made"), 4, utf8.encode("../x"))),
+      Errno.NOTCAPABLE,
+    );
+    // The fd table is bounded: 2 preopens + 2 open now; then EMFILE, and nothing leaks.
+    const opened: number[] = [];
+    let errno = 0;
+    while (errno === 0 && opened.length < 1000) {
+      errno = errnoOf(() => opened.push(open(3, "f")));
+    }
+    assert.equal(errno, Errno.MFILE);
+    assert.equal(files.openCount, MAX_OPEN);
+    files.reset(); // restore: only the preopens remain
+    assert.equal(files.openCount, 2);
+    assert.equal(errnoOf(() => files.read(fd, 1)), Errno.BADF);
+    files.close();
+    assert.equal(files.openCount, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+Deno.test("wasi_io: malformed requests are ProtocolErrors; sizes are capped", async () => {
+  const t = scratch();
+  try {
+    const rt = new WasiRuntime(
+      { preopens: { "/d": t.root } as never, stdin: "x".repeat(3 << 20) },
+      "m.wasm",
+      checkPreopens({ "/d": t.root }),
+    );
+    const req = (...parts: (number | bigint | Uint8Array)[]) => {
+      const out: number[] = [];
+      for (const p of parts) {
+        if (p instanceof Uint8Array) {
+          out.push(...new Uint8Array(new Uint32Array([p.length]).buffer), ...p);
+        } else if (typeof p === "bigint") {
+          out.push(...new Uint8Array(new BigUint64Array([p]).buffer));
+        } else out.push(...new Uint8Array(new Uint32Array([p]).buffer));
+      }
+      return new Uint8Array(out);
+    };
+    const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
+    assert.throws(() => rt.io(1, new Uint8Array(3)), ProtocolError); // truncated
+    assert.throws(() => rt.io(1, req(0, 10, 7)), ProtocolError); // trailing bytes
+    assert.throws(() => rt.io(99, req(0)), ProtocolError); // unknown op
+    assert.throws(() => rt.io(15, req(3, 1, 0xffffffff)), ProtocolError); // blob beyond the end
+    // A read of 4 GiB gets at most 1 MiB.
+    const big = await rt.io(1, req(0, 0xffffffff));
+    assert.equal(errno(big), 0);
+    assert.equal(big.length - 4, 1 << 20);
+    // File errors are errnos, not exceptions.
+    assert.equal(errno(await rt.io(1, req(42, 10))), Errno.BADF);
+    assert.equal(
+      errno(await rt.io(15, req(3, 1, utf8.encode("../x"), 0, 2n, 0n, 0))),
+      Errno.NOTCAPABLE,
+    );
+    const opened = await rt.io(15, req(3, 1, utf8.encode("f"), 0, 2n, 0n, 0));
+    assert.equal(errno(opened), 0);
+    assert.equal(rt.openFiles, 2);
+    rt.close();
+    assert.equal(rt.openFiles, 0);
+  } finally {
+    t.cleanup();
+  }
+});

@@ -39,7 +39,7 @@ function create(bytes: Uint8Array, args: readonly string[]): Promise<WasmSandbox
     const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
     const v8Us = await medianUs(
       () => {
-        const { exitCode } = runInV8(module, w.args, true);
+        const { exitCode } = runInV8(module, w, true);
         if (exitCode !== w.exitCode) throw new Error(`${w.name}: V8 exit ${exitCode}`);
       },
       RUNS,
@@ -91,7 +91,7 @@ function create(bytes: Uint8Array, args: readonly string[]): Promise<WasmSandbox
       n: RUNS,
       warmup: V8_WARMUP,
       fn() {
-        runInV8(module, w.args, true);
+        runInV8(module, w, true);
       },
     });
     Deno.bench({

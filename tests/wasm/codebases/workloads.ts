@@ -6,6 +6,8 @@
 import { WASI } from "node:wasi";
 import fs from "node:fs";
 import process from "node:process";
+import { DatabaseSync } from "node:sqlite";
+import { gzipSync } from "node:zlib";
 import { WasmSandbox } from "../../../mod.ts";
 
 /** One run of a WASI command. */
@@ -18,13 +20,25 @@ export interface Workload {
   args: string[];
   /** The exit code the driver is expected to end with. */
   exitCode: number;
+  /** What stdin (fd 0) reads (default: nothing, end of file at once). */
+  stdin?: Uint8Array;
+  /**
+   * A directory preopened as `guest` that holds `files` (flat: name → bytes) before the run; each
+   * engine gets its own copy. Read-only unless `writable`.
+   */
+  dir?: { guest: string; files: Record<string, Uint8Array>; writable: boolean };
 }
+
+/** What a run is given: the parts of a {@linkcode Workload} that reach the module. */
+export type RunInput = Pick<Workload, "args" | "stdin" | "dir">;
 
 /** What a run produced. */
 export interface Outcome {
   stdout: Uint8Array;
   stderr: Uint8Array;
   exitCode: number;
+  /** The preopened directory after the run (name → bytes; a directory as name + "/"). */
+  files?: Record<string, Uint8Array>;
 }
 
 /**
@@ -100,6 +114,45 @@ export const SQLITE_ERROR_STATEMENTS = [
   "SELECT 'not reached'",
 ];
 
+const encoder = new TextEncoder();
+
+/** Text for the stdin workloads: 2,000 numbered lines (about 44 KB). */
+export const TEXT: Uint8Array = encoder.encode(
+  Array.from(
+    { length: 2000 },
+    (_, i) =>
+      `line ${i}: ${"wasm sandbox guest memory".split(" ")[i % 4]} ${(i * 2654435761) % 9973}\n`,
+  ).join(""),
+);
+
+/** `bytes` with 16 bytes in the middle inverted. */
+function damaged(bytes: Uint8Array): Uint8Array {
+  const copy = bytes.slice();
+  const at = copy.length >> 1;
+  for (let i = at; i < at + 16; i++) copy[i] ^= 0xff;
+  return copy;
+}
+
+/** A database made by Deno's own SQLite (node:sqlite): table kv(k INTEGER PRIMARY KEY, v TEXT). */
+function kvDatabase(): Uint8Array {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-wasm-real-" });
+  try {
+    const db = new DatabaseSync(`${dir}/kv.db`);
+    db.exec("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT NOT NULL)");
+    const insert = db.prepare("INSERT INTO kv VALUES (?, ?)");
+    db.exec("BEGIN");
+    for (let k = 1; k <= 1000; k++) insert.run(k, `value ${k} ${"x".repeat(k % 50)}`);
+    db.exec("COMMIT");
+    db.close();
+    return Deno.readFileSync(`${dir}/kv.db`);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+/** The database the read-only workload opens. */
+export const KV_DB: Uint8Array = kvDatabase();
+
 /** The workloads the tests run in both engines. */
 export const WORKLOADS: readonly Workload[] = [
   {
@@ -133,6 +186,54 @@ export const WORKLOADS: readonly Workload[] = [
     exitCode: 3,
   },
   { name: "zlib: usage error", module: "zlib", args: ["zlib", "bogus"], exitCode: 2 },
+  {
+    name: "sqlite: SQL from stdin",
+    module: "sqlite",
+    args: ["sqlite"],
+    stdin: encoder.encode(sqliteStatements(500).join(";\n")),
+    exitCode: 0,
+  },
+  {
+    name: "sqlite: database file in a writable preopened directory",
+    module: "sqlite",
+    args: ["sqlite", "--db=/data/shop.db", ...sqliteStatements(500)],
+    dir: { guest: "/data", files: {}, writable: true },
+    exitCode: 0,
+  },
+  {
+    name: "sqlite: immutable database in a read-only preopened directory",
+    module: "sqlite",
+    args: [
+      "sqlite",
+      "--db=file:/data/kv.db?immutable=1",
+      "SELECT count(*), sum(length(v)), min(k), max(k) FROM kv",
+      "SELECT k, v FROM kv WHERE k % 97 = 0 ORDER BY k DESC",
+      "INSERT INTO kv VALUES (-1, 'not allowed')",
+    ],
+    dir: { guest: "/data", files: { "kv.db": KV_DB }, writable: false },
+    exitCode: 1,
+  },
+  {
+    name: "zlib: gzip of stdin",
+    module: "zlib",
+    args: ["zlib", "gzip"],
+    stdin: TEXT,
+    exitCode: 0,
+  },
+  {
+    name: "zlib: gunzip of stdin",
+    module: "zlib",
+    args: ["zlib", "gunzip"],
+    stdin: gzipSync(TEXT),
+    exitCode: 0,
+  },
+  {
+    name: "zlib: gunzip of a damaged stream",
+    module: "zlib",
+    args: ["zlib", "gunzip"],
+    stdin: damaged(gzipSync(TEXT)),
+    exitCode: 3,
+  },
 ];
 
 function concat(chunks: readonly Uint8Array[]): Uint8Array {
@@ -145,24 +246,51 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Runs `args` as a WASI command in a new WasmSandbox; output is collected, not printed. */
-export async function runInSandbox(
-  module: Uint8Array,
-  args: readonly string[],
-): Promise<Outcome> {
+/** A fresh host directory holding `files`, for one engine's run. */
+function makeDir(files: Record<string, Uint8Array>): string {
+  const path = Deno.makeTempDirSync({ prefix: "hl-wasm-real-" });
+  for (const [name, bytes] of Object.entries(files)) Deno.writeFileSync(`${path}/${name}`, bytes);
+  return path;
+}
+
+/** The directory's entries (name → bytes; a directory as name + "/"), then removes it. */
+function takeDir(path: string): Record<string, Uint8Array> {
+  const files: Record<string, Uint8Array> = {};
+  const names = [...Deno.readDirSync(path)].sort((a, b) => a.name < b.name ? -1 : 1);
+  for (const e of names) {
+    if (e.isFile) files[e.name] = Deno.readFileSync(`${path}/${e.name}`);
+    else files[`${e.name}/`] = new Uint8Array();
+  }
+  Deno.removeSync(path, { recursive: true });
+  return files;
+}
+
+/** Runs a WASI command in a new WasmSandbox; output is collected, not printed. */
+export async function runInSandbox(module: Uint8Array, input: RunInput): Promise<Outcome> {
   const stdout: Uint8Array[] = [];
   const stderr: Uint8Array[] = [];
-  await using w = await WasmSandbox.create({
-    module,
-    wasi: {
-      args,
-      env: {},
-      stdout: (d) => void stdout.push(d.slice()),
-      stderr: (d) => void stderr.push(d.slice()),
-    },
-  });
-  const { exitCode } = await w.runWasi();
-  return { stdout: concat(stdout), stderr: concat(stderr), exitCode };
+  const dir = input.dir && makeDir(input.dir.files);
+  try {
+    await using w = await WasmSandbox.create({
+      module,
+      wasi: {
+        args: input.args,
+        env: {},
+        stdout: (d) => void stdout.push(d.slice()),
+        stderr: (d) => void stderr.push(d.slice()),
+        ...(input.stdin ? { stdin: input.stdin } : {}),
+        ...(input.dir && dir
+          ? { preopens: { [input.dir.guest]: { path: dir, writable: input.dir.writable } } }
+          : {}),
+      },
+    });
+    const { exitCode } = await w.runWasi();
+    const outcome: Outcome = { stdout: concat(stdout), stderr: concat(stderr), exitCode };
+    return dir ? { ...outcome, files: takeDir(dir) } : outcome;
+  } catch (e) {
+    if (dir) Deno.removeSync(dir, { recursive: true });
+    throw e;
+  }
 }
 
 let warningFiltered = false;
@@ -181,27 +309,39 @@ function filterWasiWarning(): void {
 }
 
 /**
- * Runs `args` as a WASI command in V8 through `node:wasi`, in this process. stdout and stderr go
- * to temporary files (node:wasi writes to file descriptors) that are read back; with
- * `discard`, to /dev/null (for the bench) and nothing is read back.
+ * Runs a WASI command in V8 through `node:wasi`, in this process. stdin is read from a temporary
+ * file, stdout and stderr go to temporary files (node:wasi works on file descriptors) that are
+ * read back; with `discard`, output goes to /dev/null and is not read back (for the bench).
+ * node:wasi has no read-only preopens: `dir.writable` is not enforced here.
  */
-export function runInV8(
-  module: WebAssembly.Module,
-  args: readonly string[],
-  discard = false,
-): Outcome {
+export function runInV8(module: WebAssembly.Module, input: RunInput, discard = false): Outcome {
   filterWasiWarning();
-  const paths = discard
-    ? ["/dev/null", "/dev/null"]
-    : [Deno.makeTempFileSync(), Deno.makeTempFileSync()];
-  const fds = paths.map((p) => fs.openSync(p, "w"));
+  const temps: string[] = [];
+  const fds: number[] = [];
+  const dir = input.dir && makeDir(input.dir.files);
+  let taken = false;
+  const open = (path: string | undefined, flags: string) => {
+    if (path === undefined) temps.push(path = Deno.makeTempFileSync());
+    fds.push(fs.openSync(path, flags));
+    return fds[fds.length - 1];
+  };
   try {
+    let stdinPath: string | undefined = "/dev/null";
+    if (input.stdin) {
+      temps.push(stdinPath = Deno.makeTempFileSync());
+      Deno.writeFileSync(stdinPath, input.stdin);
+    }
+    const stdin = open(stdinPath, "r");
+    const stdout = open(discard ? "/dev/null" : undefined, "w");
+    const stderr = open(discard ? "/dev/null" : undefined, "w");
     const wasi = new WASI({
       version: "preview1",
-      args: [...args],
+      args: [...input.args],
       env: {},
-      stdout: fds[0],
-      stderr: fds[1],
+      stdin,
+      stdout,
+      stderr,
+      preopens: input.dir && dir ? { [input.dir.guest]: dir } : {},
       returnOnExit: true,
     });
     const instance = new WebAssembly.Instance(
@@ -210,13 +350,24 @@ export function runInV8(
     );
     const exitCode = wasi.start(instance);
     for (const fd of fds.splice(0)) fs.closeSync(fd);
-    if (discard) return { stdout: new Uint8Array(), stderr: new Uint8Array(), exitCode };
-    return { stdout: Deno.readFileSync(paths[0]), stderr: Deno.readFileSync(paths[1]), exitCode };
+    taken = true;
+    const files = dir ? { files: takeDir(dir) } : {};
+    if (discard) return { stdout: new Uint8Array(), stderr: new Uint8Array(), exitCode, ...files };
+    const [outPath, errPath] = temps.slice(-2);
+    return {
+      stdout: Deno.readFileSync(outPath),
+      stderr: Deno.readFileSync(errPath),
+      exitCode,
+      ...files,
+    };
   } finally {
     for (const fd of fds) fs.closeSync(fd);
-    if (!discard) { for (const p of paths) Deno.removeSync(p); }
+    for (const p of temps) Deno.removeSync(p);
+    if (dir && !taken) Deno.removeSync(dir, { recursive: true });
   }
 }
 
 /** The workloads the bench times (bench/wasm_real.bench.ts): the tests' successful ones. */
-export const BENCH_WORKLOADS: readonly Workload[] = WORKLOADS.filter((w) => w.exitCode === 0);
+export const BENCH_WORKLOADS: readonly Workload[] = WORKLOADS.filter((w) =>
+  w.exitCode === 0 && !w.stdin && !w.dir
+);

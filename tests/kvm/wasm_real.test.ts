@@ -2,15 +2,17 @@
  * Real, unmodified C code bases (SQLite and zlib from crates.io packages, built by
  * tools/build_c_codebases.sh with a small driver each) run as WASI commands in a WasmSandbox and
  * in V8 through `node:wasi`: stdout, stderr, the exit code and the preopened directory afterwards
- * must be identical byte for byte. Workloads use args, stdin and preopened directories.
+ * must be identical byte for byte; so must each run through the CLI (`cli.ts run`, a subprocess
+ * with pipes). Workloads use args, stdin and preopened directories.
  * Besides the comparison, each workload's own facts are checked (exit code, error message, row
  * counts derived from the workload's parameters), so two engines agreeing on a broken run fails.
  */
 import assert from "node:assert/strict";
-import { fixtureBytes } from "../wasm/fixtures.ts";
+import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import {
   KV_DB,
   type Outcome,
+  runInCli,
   runInSandbox,
   runInV8,
   TEXT,
@@ -107,22 +109,39 @@ const CHECKS: Record<string, (o: Outcome) => void> = {
 };
 
 for (const workload of WORKLOADS) {
-  kvmTest(`real C code (${workload.name}): WasmSandbox and V8 (node:wasi) agree`, async () => {
-    const bytes = fixtureBytes(workload.module);
-    const v8 = runInV8(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), workload);
-    const sandbox = await runInSandbox(bytes, workload);
-    // Text first, for a readable diff; then the bytes.
-    assert.equal(text(sandbox.stdout), text(v8.stdout), "stdout");
-    assert.equal(text(sandbox.stderr), text(v8.stderr), "stderr");
-    assert.deepEqual(sandbox.stdout, v8.stdout);
-    assert.deepEqual(sandbox.stderr, v8.stderr);
-    assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
-    // The preopened directory afterwards: the same names and the same bytes.
-    assert.deepEqual(Object.keys(sandbox.files ?? {}), Object.keys(v8.files ?? {}), "files");
-    assert.deepEqual(sandbox.files, v8.files, "file contents");
-    assert.equal(sandbox.exitCode, workload.exitCode, "the driver's expected exit code");
-    const check = CHECKS[workload.name];
-    assert.ok(check, `no checks for ${workload.name}`);
-    check(sandbox);
-  });
+  kvmTest(
+    `real C code (${workload.name}): WasmSandbox, the CLI and V8 (node:wasi) agree`,
+    async () => {
+      const bytes = fixtureBytes(workload.module);
+      const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+      const v8 = runInV8(module, workload);
+      const sandbox = await runInSandbox(bytes, workload);
+      // Text first, for a readable diff; then the bytes.
+      assert.equal(text(sandbox.stdout), text(v8.stdout), "stdout");
+      assert.equal(text(sandbox.stderr), text(v8.stderr), "stderr");
+      assert.deepEqual(sandbox.stdout, v8.stdout);
+      assert.deepEqual(sandbox.stderr, v8.stderr);
+      assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
+      // The preopened directory afterwards: the same names and the same bytes.
+      assert.deepEqual(Object.keys(sandbox.files ?? {}), Object.keys(v8.files ?? {}), "files");
+      assert.deepEqual(sandbox.files, v8.files, "file contents");
+      assert.equal(sandbox.exitCode, workload.exitCode, "the driver's expected exit code");
+      const check = CHECKS[workload.name];
+      assert.ok(check, `no checks for ${workload.name}`);
+      check(sandbox);
+
+      // The CLI (a `deno run cli.ts run` subprocess with pipes) against V8 given the same argv
+      // (the CLI passes the module path as argv[0]).
+      const path = fixture(workload.module);
+      const cli = await runInCli(path, workload);
+      const v8Cli = runInV8(module, { ...workload, args: [path, ...workload.args.slice(1)] });
+      assert.equal(text(cli.stdout), text(v8Cli.stdout), "CLI stdout");
+      assert.equal(text(cli.stderr), text(v8Cli.stderr), "CLI stderr");
+      assert.deepEqual(cli.stdout, v8Cli.stdout);
+      assert.deepEqual(cli.stderr, v8Cli.stderr);
+      assert.equal(cli.exitCode, v8Cli.exitCode, "CLI exit code");
+      assert.deepEqual(cli.files, v8Cli.files, "CLI: the preopened directory afterwards");
+      check(cli);
+    },
+  );
 }

@@ -293,6 +293,38 @@ export async function runInSandbox(module: Uint8Array, input: RunInput): Promise
   }
 }
 
+const CLI = new URL("../../../cli.ts", import.meta.url).pathname;
+
+/**
+ * Runs a WASI command through the CLI, `deno run -A cli.ts run [--dir|--dir-rw HOST::GUEST]
+ * <module> -- args...`, in a subprocess whose stdin, stdout and stderr are pipes. The CLI makes
+ * argv[0] the module path as given: `input.args[0]` is not passed.
+ */
+export async function runInCli(modulePath: string, input: RunInput): Promise<Outcome> {
+  const dir = input.dir && makeDir(input.dir.files);
+  let taken = false;
+  try {
+    const flags = input.dir && dir
+      ? [input.dir.writable ? "--dir-rw" : "--dir", `${dir}::${input.dir.guest}`]
+      : [];
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, "run", ...flags, modulePath, "--", ...input.args.slice(1)],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output(); // reads stdout and stderr while stdin is written
+    const writer = child.stdin.getWriter();
+    if (input.stdin) await writer.write(input.stdin);
+    await writer.close();
+    const { stdout, stderr, code } = await output;
+    taken = true;
+    return { stdout, stderr, exitCode: code, ...(dir ? { files: takeDir(dir) } : {}) };
+  } finally {
+    if (dir && !taken) Deno.removeSync(dir, { recursive: true });
+  }
+}
+
 let warningFiltered = false;
 
 /** Keeps Deno's one-time "WASI is an experimental feature" warning out of the test output. */

@@ -7,14 +7,21 @@
  *
  *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
  *
- * What is timed. V8: instantiate the compiled module, `_start` (output to /dev/null). Sandbox
- * run: `runWasi()` on a sandbox created beforehand (`_start`, output handed to a callback).
+ * What is timed. V8: instantiate the compiled module, `_start` (output to /dev/null; stdin from a
+ * file; a fresh preopened directory each run). Sandbox run: `runWasi()` on a sandbox created
+ * beforehand (`_start`, output handed to a callback, stdin from bytes, a fresh directory).
  * Sandbox total: create (from the module cache: a snapshot taken after the first instantiation)
  * + `runWasi()` + dispose.
  */
 import { WasmSandbox } from "../mod.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
-import { BENCH_WORKLOADS, runInV8 } from "../tests/wasm/codebases/workloads.ts";
+import {
+  BENCH_WORKLOADS,
+  makeDir,
+  runInV8,
+  takeDir,
+  type Workload,
+} from "../tests/wasm/codebases/workloads.ts";
 import { type EngineFigure, medianUs, printEngineRatios } from "./_ratios.ts";
 
 /** Timed runs per workload and engine (each run takes up to a few seconds under wasmi). */
@@ -23,12 +30,48 @@ const SEED = new Uint8Array(32).fill(1);
 /** Untimed V8 runs first: V8 starts in Liftoff and optimizes hot functions in the background. */
 const V8_WARMUP = 5;
 
-function create(bytes: Uint8Array, args: readonly string[]): Promise<WasmSandbox> {
+/** A sandbox for one run of `w`; the preopened directory (if any) is made in `dir`. */
+function create(bytes: Uint8Array, w: Workload, dir?: string): Promise<WasmSandbox> {
   return WasmSandbox.create({
     module: bytes,
-    // A fixed seed lets the module cache snapshot the instantiated module.
-    wasi: { args, env: {}, randomSeed: SEED, stdout: () => {}, stderr: () => {} },
+    wasi: {
+      args: w.args,
+      env: {},
+      // A fixed seed lets the module cache snapshot the instantiated module.
+      randomSeed: SEED,
+      stdout: () => {},
+      stderr: () => {},
+      ...(w.stdin ? { stdin: w.stdin } : {}),
+      ...(w.dir && dir
+        ? { preopens: { [w.dir.guest]: { path: dir, writable: w.dir.writable } } }
+        : {}),
+    },
   });
+}
+
+/** Runs `w` once in a new sandbox (with a fresh directory): create, run, dispose times in µs. */
+async function sandboxRun(bytes: Uint8Array, w: Workload) {
+  const dir = w.dir && makeDir(w.dir.files);
+  try {
+    const t0 = performance.now();
+    const sandbox = await create(bytes, w, dir);
+    const t1 = performance.now();
+    const before = sandbox.stats();
+    const { exitCode } = await sandbox.runWasi();
+    const t2 = performance.now();
+    if (exitCode !== w.exitCode) throw new Error(`${w.name}: sandbox exit ${exitCode}`);
+    const after = sandbox.stats();
+    await sandbox.dispose();
+    const t3 = performance.now();
+    return {
+      runUs: (t2 - t1) * 1000,
+      totalUs: (t3 - t0) * 1000,
+      ioctls: after.ioctls - before.ioctls,
+      exits: after.exits - before.exits,
+    };
+  } finally {
+    if (dir) takeDir(dir);
+  }
 }
 
 {
@@ -49,25 +92,13 @@ function create(bytes: Uint8Array, args: readonly string[]): Promise<WasmSandbox
     const runs: number[] = [];
     const totals: number[] = [];
     for (let i = 0; i <= RUNS; i++) {
-      const t0 = performance.now();
-      const sandbox = await create(bytes, w.args);
-      const t1 = performance.now();
-      const before = sandbox.stats();
-      const { exitCode } = await sandbox.runWasi();
-      const t2 = performance.now();
-      if (exitCode !== w.exitCode) throw new Error(`${w.name}: sandbox exit ${exitCode}`);
+      const r = await sandboxRun(bytes, w);
       if (i === 0) {
-        const after = sandbox.stats();
-        counts.push(
-          `  ${w.name}: ${after.ioctls - before.ioctls} ioctls, ` +
-            `${after.exits - before.exits} VM exits per run`,
-        );
+        counts.push(`  ${w.name}: ${r.ioctls} ioctls, ${r.exits} VM exits per run`);
+        continue; // the first create fills the module cache
       }
-      await sandbox.dispose();
-      const t3 = performance.now();
-      if (i === 0) continue; // the first create fills the module cache
-      runs.push((t2 - t1) * 1000);
-      totals.push((t3 - t0) * 1000);
+      runs.push(r.runUs);
+      totals.push(r.totalUs);
     }
     const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     figures.push({ label: `${w.name}: run`, sandboxUs: median(runs), referenceUs: v8Us });
@@ -100,9 +131,7 @@ function create(bytes: Uint8Array, args: readonly string[]): Promise<WasmSandbox
       n: RUNS,
       warmup: 1,
       async fn() {
-        const sandbox = await create(bytes, w.args);
-        await sandbox.runWasi();
-        await sandbox.dispose();
+        await sandboxRun(bytes, w);
       },
     });
   }

@@ -1,7 +1,8 @@
 /**
  * Workloads for the real C code bases (SQLite, zlib; built by tools/build_c_codebases.sh), and
- * the two ways to run them that the tests compare byte for byte and the bench times: in a
- * {@linkcode WasmSandbox} (wasmi in a micro-VM) and in V8 through `node:wasi` in this process.
+ * the ways to run them that the tests compare byte for byte and the bench times: in a
+ * {@linkcode WasmSandbox} (wasmi in a micro-VM), through the CLI (`cli.ts run`, a subprocess),
+ * and in V8 through `node:wasi` in this process.
  */
 import { WASI } from "node:wasi";
 import fs from "node:fs";

@@ -154,7 +154,7 @@ function kvDatabase(): Uint8Array {
 /** The database the read-only workload opens. */
 export const KV_DB: Uint8Array = kvDatabase();
 
-/** The workloads the tests run in both engines. */
+/** The workloads the tests run in a WasmSandbox, through the CLI and in V8. */
 export const WORKLOADS: readonly Workload[] = [
   {
     name: "sqlite: 2,000 orders",

@@ -69,7 +69,7 @@ export {
   StackOverflowError,
   TimeoutError,
 } from "./src/errors.ts";
-export { type HypervisorInfo, hypervisorInfo } from "./src/ffi/vm.ts";
+export { type HypervisorInfo, hypervisorInfo, teardownWait } from "./src/ffi/vm.ts";
 export { type BuiltinGuests, guests } from "./src/artifacts.ts";
 export {
   type WasiExit,

@@ -61,3 +61,33 @@ export function printRatios(title: string, floor: Floor, figures: readonly Figur
     );
   }
 }
+
+/** One workload timed in the sandbox and in a reference engine in the same run. */
+export interface EngineFigure {
+  /** What was measured. */
+  label: string;
+  /** Median time in the sandbox, in µs. */
+  sandboxUs: number;
+  /** Median time of the same work in the reference engine, in µs. */
+  referenceUs: number;
+}
+
+/**
+ * Prints each figure with its ratio to the reference engine (e.g. V8) measured in the same run:
+ * like the KVM floor, the reference drifts with the machine together with the sandbox.
+ */
+export function printEngineRatios(
+  title: string,
+  reference: string,
+  figures: readonly EngineFigure[],
+): void {
+  console.log(`${title}: ratios to ${reference} (same module, same run)`);
+  const width = Math.max(...figures.map((f) => f.label.length));
+  for (const f of figures) {
+    console.log(
+      `  ${f.label.padEnd(width)} ${fixed(f.sandboxUs / 1000, 1)} ms vs ${
+        fixed(f.referenceUs / 1000, 1)
+      } ms ${fixed(f.sandboxUs / f.referenceUs, 2)}× ${reference}`,
+    );
+  }
+}

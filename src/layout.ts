@@ -315,15 +315,25 @@ export function writePageTables(
   for (let i = 0; i < count; i++) words[pd + 2 * i] = (PT_BASE_ADDR + i * PAGE_SIZE) | upper;
 
   const pt = (PT_BASE_ADDR - PML4_ADDR) / 4;
-  const pages = count * 512;
   const leaf = PTE_PRESENT | PTE_ACCESSED | PTE_DIRTY;
+  const plain = plainChunks(layout, segments);
   const set = (page: number, low: number, nx: boolean) => {
+    if (plain[page >> 9]) return; // mapped by a 2 MiB entry: all of it is plain
     words[pt + 2 * page] = low === 0 ? 0 : (page * PAGE_SIZE) | low;
     words[pt + 2 * page + 1] = low !== 0 && nx ? PTE_NX_HIGH : 0;
   };
   const memoryPages = layout.memorySize / PAGE_SIZE;
-  for (let p = 0; p < pages; p++) {
-    set(p, p < memoryPages ? leaf | PTE_WRITABLE | PTE_USER : 0, true);
+  for (let i = 0; i < count; i++) {
+    if (plain[i]) {
+      // One 2 MiB page instead of a page table: creating a guest with a large `.bss` or heap
+      // writes 8 bytes per 2 MiB, not per 4 KiB (issue #9), and its page table stays untouched.
+      words[pd + 2 * i] = i * MEMORY_ALIGN | leaf | PTE_WRITABLE | PTE_USER | PDE_LARGE;
+      words[pd + 2 * i + 1] = PTE_NX_HIGH;
+      continue;
+    }
+    for (let p = i * 512; p < (i + 1) * 512; p++) {
+      set(p, p < memoryPages ? leaf | PTE_WRITABLE | PTE_USER : 0, true);
+    }
   }
   const codeFirst = layout.codeAddr / PAGE_SIZE;
   for (let p = codeFirst; p < codeFirst + layout.codeSize / PAGE_SIZE; p++) {
@@ -352,8 +362,46 @@ export function writePageTables(
     }
     const executable = (s.flags & PF_X) !== 0;
     const low = leaf | PTE_USER | (executable || !(s.flags & PF_W) ? 0 : PTE_WRITABLE);
-    for (let p = first; p < end; p++) set(p, low, !executable);
+    for (let p = first; p < end; p++) {
+      // Skip a plain chunk whole (a large `.bss` is mostly plain chunks).
+      if (plain[p >> 9]) p = p | 511;
+      else set(p, low, !executable);
+    }
   }
+}
+
+/** Bit 7 of a page-directory entry: it maps a 2 MiB page itself (no page table below it). */
+const PDE_LARGE = 0x80;
+
+/**
+ * Which 2 MiB chunks of guest memory are plain: every page in them a present, writable,
+ * non-executable user page (heap, stack, buffers, writable data and `.bss`), so one 2 MiB entry
+ * maps them with the same permissions as 512 page-table entries would. A chunk holding the null
+ * page, a host page, the guard page or a read-only or executable image page is not.
+ */
+function plainChunks(layout: MemoryLayout, segments: readonly ElfSegment[]): Uint8Array {
+  const plain = new Uint8Array(layout.pageTableCount).fill(1);
+  const special = (from: number, to: number) => {
+    for (let c = Math.floor(from / MEMORY_ALIGN); c <= Math.floor((to - 1) / MEMORY_ALIGN); c++) {
+      if (c < plain.length) plain[c] = 0;
+    }
+  };
+  special(NULL_PAGE_ADDR, NULL_PAGE_ADDR + PAGE_SIZE);
+  special(SYSTEM_TABLES_ADDR, SYSTEM_TABLES_ADDR + SYSTEM_TABLES_SIZE);
+  special(STUBS_ADDR, STUBS_ADDR + PAGE_SIZE);
+  special(RING0_STACK_ADDR, RING0_STACK_ADDR + PAGE_SIZE);
+  special(PML4_ADDR, PT_BASE_ADDR + layout.pageTableCount * PAGE_SIZE);
+  special(layout.guardAddr, layout.guardAddr + PAGE_SIZE);
+  // The code region and whatever lies above guest memory: never one plain 2 MiB page.
+  if (layout.memorySize < layout.pageTableCount * MEMORY_ALIGN) {
+    special(layout.memorySize, layout.pageTableCount * MEMORY_ALIGN);
+  }
+  for (const s of segments) {
+    if ((s.flags & PF_X) === 0 && (s.flags & PF_W) !== 0) continue;
+    const first = Math.floor((layout.imageBase + s.vaddr) / PAGE_SIZE) * PAGE_SIZE;
+    special(first, layout.imageBase + s.vaddr + s.memsz);
+  }
+  return plain;
 }
 
 function setU64(view: DataView, offset: number, n: number): void {

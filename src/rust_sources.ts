@@ -61,9 +61,11 @@ export const RUST_SOURCES: readonly string[] = [
   "rust-vmm/src/memory.rs",
   "rust-vmm/src/park.rs",
   "rust-vmm/src/probe.rs",
+  "rust-vmm/src/reaper.rs",
   "rust-vmm/src/stats.rs",
   "rust-vmm/src/trace.rs",
   "rust-vmm/src/vcpu_thread.rs",
   "rust-vmm/src/vm.rs",
+  "rust-vmm/src/workers.rs",
   "rust-vmm/tests/c_abi.rs",
 ];

@@ -29,7 +29,8 @@ import {
   toValues,
   type Value,
 } from "./wire.ts";
-import { parseElf } from "./elf.ts";
+import { type ElfImage, parseElf } from "./elf.ts";
+import { ContentMemo } from "./content_memo.ts";
 import { GUEST_VCPU_CONFIG } from "./system.ts";
 import { readSource } from "./source.ts";
 import { checkCount, checkHostFunctions, checkTimeout, lookupName } from "./options.ts";
@@ -155,6 +156,36 @@ export interface SandboxStats {
  */
 const hostFunctionContext = new AsyncLocalStorage<Sandbox>();
 
+/** A guest image as `Sandbox.create` needs it: parsed, and its SHA-256 when first asked for. */
+interface GuestImage {
+  readonly elf: ElfImage;
+  /** SHA-256 of the image (for snapshots), computed on first use. */
+  readonly id: () => Promise<string>;
+}
+
+/**
+ * Guest images by content (`ContentMemo`): creating sandboxes of the same guest parses it once
+ * (~150 µs for the test guest) and then costs a compare. The digest waits until a snapshot needs
+ * it (hashing the test guest is ~250 µs, mostly synchronous inside `crypto.subtle.digest`); it
+ * hashes the memo's private copy, so a caller's later change to its array cannot change it.
+ */
+const guestImages = new ContentMemo<GuestImage>(16, 256 * 1024 * 1024);
+
+function guestImage(copy: Uint8Array): GuestImage {
+  const elf = parseElf(copy);
+  let id: Promise<string> | undefined;
+  return { elf, id: () => id ??= digest(copy) };
+}
+
+/**
+ * How long the first run of a guest's initialisation spins for its end before it waits on the
+ * thread pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive
+ * 30 µs spin of calls, and the hop through the pool added ~100 µs to a create (p10, interleaved
+ * A/B). Bounded, and for the first run only: a longer one still waits on the pool, with the event
+ * loop free, and later runs spin as calls do.
+ */
+const INIT_SPIN_NS = 600_000;
+
 const finalizer = new FinalizationRegistry<MicroVm>((vm) => {
   try {
     vm.destroy();
@@ -213,8 +244,8 @@ export class Sandbox implements AsyncDisposable {
   readonly #functions: Map<string, FunctionSignature>;
   readonly #hostFunctions: Map<string, HostFunction>;
   readonly #options: Omit<SandboxOptions, "guest">;
-  /** SHA-256 of the guest image, for snapshots (computed off the critical path). */
-  #guestId: Promise<string> | undefined;
+  /** SHA-256 of the guest image, for snapshots (computed when first asked for). */
+  #guestId: (() => Promise<string>) | undefined;
   #poison: Error | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #stop: StopReason | undefined;
@@ -284,7 +315,8 @@ export class Sandbox implements AsyncDisposable {
     checkTimeout(options.initTimeoutMs, "initTimeoutMs");
     checkCount(options.maxExitsPerCall, "maxExitsPerCall", DEFAULT_MAX_EXITS_PER_CALL);
     const bytes = await readSource(options.guest, "guest");
-    const elf = parseElf(bytes);
+    const image = guestImages.get(bytes, guestImage);
+    const elf = image.elf;
     const layout = computeLayout(elf, { ...options, codeSize: code?.size });
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
@@ -296,9 +328,7 @@ export class Sandbox implements AsyncDisposable {
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
       sandbox.#code = code;
-      const id = digest(bytes);
-      id.catch(() => {});
-      sandbox.#guestId = id;
+      sandbox.#guestId = image.id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {
       vm.destroy();
@@ -331,7 +361,7 @@ export class Sandbox implements AsyncDisposable {
       vm.destroy();
       throw e;
     }
-    sandbox.#guestId = Promise.resolve(state.guestId);
+    sandbox.#guestId = () => Promise.resolve(state.guestId);
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
     finalizer.register(sandbox, vm, sandbox);
     return sandbox;
@@ -355,7 +385,7 @@ export class Sandbox implements AsyncDisposable {
     const run = this.#queue.then(async () => {
       this.#usable();
       const vm = this.#vm!;
-      const guestId = await this.#guestId!;
+      const guestId = await this.#guestId!();
       this.#usable();
       const vcpu = vm.getState();
       const memory = vm.snapshotMemory();
@@ -402,7 +432,7 @@ export class Sandbox implements AsyncDisposable {
         throw new SnapshotMismatchError("the snapshot has another code image");
       }
       checkHostSignatures(state.hostSignatures, this.#hostFunctions);
-      if (state.guestId !== await this.#guestId) {
+      if (state.guestId !== await this.#guestId!()) {
         throw new SnapshotMismatchError("the snapshot is of another guest image");
       }
       this.#restoreNow(state);
@@ -424,7 +454,7 @@ export class Sandbox implements AsyncDisposable {
   async #initialise(timeoutMs: number): Promise<void> {
     let frame: Frame;
     try {
-      frame = await this.#exchange(false, { timeoutMs }, "initialisation");
+      frame = await this.#exchange(false, { timeoutMs }, "initialisation", INIT_SPIN_NS);
     } catch (e) {
       // A guest of another ABI version writes its version and then gives up (docs/abi.md):
       // report the mismatch, with how it gave up as the cause.
@@ -716,7 +746,12 @@ export class Sandbox implements AsyncDisposable {
    * Runs the guest until it signals DONE and returns the frame it left in the output buffer,
    * serving host calls and logs on the way (`call/driver.ts`), synchronously or not.
    */
-  #exchange(sync: boolean, options: CallOptions, what: string): Frame | Promise<Frame> {
+  #exchange(
+    sync: boolean,
+    options: CallOptions,
+    what: string,
+    spinNs?: number,
+  ): Frame | Promise<Frame> {
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     const signal = options.signal;
     if (signal?.aborted) {
@@ -741,6 +776,7 @@ export class Sandbox implements AsyncDisposable {
       woken,
       maxExits: options.maxExitsPerCall ?? this.#options.maxExitsPerCall ??
         DEFAULT_MAX_EXITS_PER_CALL,
+      firstSpinNs: spinNs,
       vm: () => this.#liveVm(what),
       stopReason: () => this.#stop,
       step: (kind) =>

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { ContentMemo } from "./content_memo.ts";
 import { SandboxError } from "./errors.ts";
 import type { MemorySnapshotHandle } from "./ffi/vm.ts";
 import type { MemoryLayout } from "./layout.ts";
@@ -232,8 +233,18 @@ export function checkLayout(a: MemoryLayout, b: MemoryLayout): void {
   }
 }
 
-/** SHA-256 of `bytes`, in hex. */
-export async function digest(bytes: Uint8Array): Promise<string> {
+/** Digests of recent contents (guest images, modules): up to 32 of them, 256 MiB of copies. */
+const digests = new ContentMemo<Promise<string>>(32, 256 * 1024 * 1024);
+
+/**
+ * SHA-256 of `bytes`, in hex. Remembered by content (`ContentMemo`): hashing the same image or
+ * module again costs a compare, not a hash.
+ */
+export function digest(bytes: Uint8Array): Promise<string> {
+  return digests.get(bytes, sha256);
+}
+
+async function sha256(bytes: Uint8Array): Promise<string> {
   const hash = new Uint8Array(
     await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
   );

@@ -2,8 +2,9 @@
 # Builds the WebAssembly test modules into target/wasm-fixtures/ (gitignored):
 #   tests/wasm/*.wat  with wabt's wat2wasm (Debian package `wabt`)
 #   tests/wasm/*.c    with clang --target=wasm32-wasi against wasi-libc (Debian `wasi-libc`,
-#                     `clang`, `lld`). Debian ships no compiler-rt builtins for wasm32, so the
-#                     link uses -nodefaultlibs -lc (the test programs need no builtins).
+#                     `clang`, `lld`), linked with -nodefaultlibs -lc (they need no builtins)
+#   real C code bases (SQLite, zlib) with tools/build_c_codebases.sh (downloads pinned crates.io
+#                     packages; needs `curl` and the wasm32 builtins `libclang-rt-14-dev-wasm32`)
 # Usage: bash tools/build_wasm_fixtures.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,8 @@ if [ -n "$sysroot" ] && command -v clang >/dev/null; then
     clang --target=wasm32-wasi --sysroot="$sysroot" -O2 -Wl,--strip-debug -nodefaultlibs -lc \
       "$src" -o "$out/$(basename "$src" .c).wasm"
   done
+  bash tools/build_c_codebases.sh "$sysroot"
 else
   echo "warning: no clang/wasi-libc; the WASI C fixtures are not built" >&2
 fi
-echo "built $(ls "$out" | wc -l) modules in $out"
+echo "built $(ls "$out"/*.wasm | wc -l) modules in $out"

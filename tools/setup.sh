@@ -5,7 +5,8 @@
 #   demo  the cdylib, the KVM probe and the guests (cargo). The demo's Wasm is written out in
 #         examples/demo.ts, so no Debian package is needed where the KVM probe passes natively;
 #         where it does not, the nested-KVM harness's packages (QEMU, a kernel, busybox, ...).
-#   test  the Wasm fixture toolchain (wabt, clang, lld, wasi-libc) and the harness's packages
+#   test  the Wasm fixture toolchain (wabt, clang, lld, wasi-libc, the wasm32 compiler-rt
+#         builtins, curl for the pinned C code bases) and the harness's packages
 #         (the test suite always runs a nested-QEMU smoke stage; HL_SKIP_NESTED=1 leaves them
 #         out where the probe passes natively). tools/test.sh then builds and runs everything.
 #
@@ -29,7 +30,9 @@ command -v deno >/dev/null || die "deno not found: npm install -g deno@2"
 # PATH counts as missing): "package:check" where check is a command or an absolute path glob.
 QEMU_NEEDS=(qemu-system-x86:qemu-system-x86_64 "linux-image-amd64:/boot/vmlinuz-*"
   busybox-static:/bin/busybox kmod:modprobe cpio:cpio file:file xz-utils:xz zstd:zstd)
-FIXTURE_NEEDS=(wabt:wat2wasm clang:clang lld:wasm-ld "wasi-libc:/usr/lib/wasm32-wasi/libc.a")
+FIXTURE_NEEDS=(wabt:wat2wasm clang:clang lld:wasm-ld "wasi-libc:/usr/lib/wasm32-wasi/libc.a"
+  "libclang-rt-14-dev-wasm32:/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"
+  curl:curl)
 
 have() {
   local check=$1

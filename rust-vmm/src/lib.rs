@@ -11,10 +11,12 @@ mod kvm;
 mod memory;
 mod park;
 mod probe;
+mod reaper;
 mod stats;
 mod trace;
 mod vcpu_thread;
 mod vm;
+mod workers;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 5;
+pub const CDYLIB_ABI_VERSION: u32 = 6;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -151,11 +153,25 @@ pub unsafe extern "C" fn hl_vm_create(out_vm: *mut u32) -> i32 {
     })
 }
 
-/// `int32_t hl_vm_destroy(uint32_t vm)`: stops the vCPU (interrupting a run in progress), closes
-/// the VM and unmaps its memory. A second call returns `INVALID_HANDLE`.
+/// `int32_t hl_vm_destroy(uint32_t vm)`: stops the vCPU (interrupting a run in progress; the
+/// guest is never entered again once this returns) and invalidates the handle. Since version 5 the
+/// rest (joining the vCPU thread, closing the VM, unmapping its memory) is done by a background
+/// thread: `hl_teardown_wait` waits for it. A second call returns `INVALID_HANDLE`.
 #[no_mangle]
 pub extern "C" fn hl_vm_destroy(vm: u32) -> i32 {
     guard(0, || vm::destroy(vm).map(|_| 0))
+}
+
+/// `int32_t hl_teardown_wait(void)`: blocks until every VM destroyed so far is freed (its vCPU
+/// thread joined, fds closed, memory unmapped), unless a call still in flight holds it; returns
+/// how many were pending when it was called (version 5).
+#[no_mangle]
+pub extern "C" fn hl_teardown_wait() -> i32 {
+    guard(0, || {
+        let pending = reaper::pending();
+        reaper::wait_idle();
+        Ok(pending.min(i32::MAX as usize) as i32)
+    })
 }
 
 /// `int32_t hl_vm_map_memory(uint32_t vm, uint64_t gpa, uint64_t size, uint32_t flags,

@@ -39,7 +39,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{
@@ -174,7 +173,8 @@ enum Waited {
 pub struct VcpuThread {
     mailbox: Arc<Mailbox>,
     exit: Arc<ExitCell>,
-    join: Mutex<Option<JoinHandle<()>>>,
+    /// The end of `vcpu_main` on its (reused) thread: `workers.rs`.
+    join: Mutex<Option<crate::workers::Finished>>,
 }
 
 /// The signal used to kick a vCPU thread out of `KVM_RUN`.
@@ -226,18 +226,18 @@ impl VcpuThread {
         let (created_tx, created_rx) = sync_channel::<Result<()>>(1);
         let thread_mailbox = mailbox.clone();
         let thread_exit = exit.clone();
-        let join = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx))
-            .map_err(|e| Error::os("spawning the vCPU thread", e))?;
+        let join = crate::workers::run(name, move || {
+            vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx)
+        })
+        .map_err(|e| Error::os("spawning the vCPU thread", e))?;
         match created_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                let _ = join.join();
+                join.wait();
                 return Err(e);
             }
             Err(_) => {
-                let _ = join.join();
+                join.wait();
                 return Err(Error::new(
                     Code::Panic,
                     "the vCPU thread died while creating the vCPU",
@@ -563,6 +563,18 @@ impl VcpuThread {
     /// Refuses new requests, stops the vCPU, wakes every waiter, and joins the thread.
     /// Idempotent.
     pub fn stop(&self) {
+        self.close();
+        let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            h.wait();
+        }
+        trace!("stop: joined");
+    }
+
+    /// The first half of `stop`: once it returns nothing can be posted and the guest is never
+    /// entered again; the thread is on its way out (it may still be dropping the vCPU).
+    /// Idempotent.
+    pub fn close(&self) {
         let m = &*self.mailbox;
         trace!("stop: closing");
         // CLOSING first: from here on the thread will not enter the guest whatever `stop` says
@@ -573,11 +585,6 @@ impl VcpuThread {
         trace!("stop: out of run");
         // The thread may be parked on `req`: CLOSING changed the word, so a wake cannot be lost.
         futex_wake(&m.req, 1);
-        let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-        trace!("stop: joined");
     }
 }
 

@@ -144,8 +144,9 @@ pub fn create() -> Result<u32> {
     Ok(handle)
 }
 
-/// Removes the VM from the table and stops its vCPU; the rest is freed when the last in-flight
-/// call that still holds it returns.
+/// Removes the VM from the table and stops its vCPU (the guest is never entered again once this
+/// returns); the reaper thread joins the vCPU thread and frees the rest (`reaper.rs`), or the last
+/// in-flight call that still holds the VM when it returns.
 pub fn destroy(handle: u32) -> Result<()> {
     let vm = vms()
         .lock()
@@ -154,8 +155,9 @@ pub fn destroy(handle: u32) -> Result<()> {
         .ok_or_else(|| Error::invalid_handle(handle))?;
     trace!("vm {handle} destroy");
     if let Some(vcpu) = vm.vcpu.get() {
-        vcpu.stop();
+        vcpu.close();
     }
+    crate::reaper::defer(vm);
     trace!("vm {handle} destroyed");
     Ok(())
 }
@@ -289,6 +291,13 @@ impl Vm {
         self.vcpu
             .set(thread)
             .map_err(|_| Error::state(format!("VM {} already has its vCPU", self.handle)))
+    }
+
+    /// Stops the vCPU and joins its thread (the reaper's first step).
+    pub fn join_vcpu(&self) {
+        if let Some(vcpu) = self.vcpu.get() {
+            vcpu.stop();
+        }
     }
 
     pub fn vcpu(&self) -> Result<&VcpuThread> {

@@ -520,3 +520,30 @@ fn snapshot_calls_check_their_arguments() {
     assert_eq!(hl_vm_destroy(vm), 0);
     assert_eq!(hl_vm_destroy(vm2), 0);
 }
+
+/// Whether a thread of this process is named `name` (names are cut at 15 bytes).
+fn thread_named(name: &str) -> bool {
+    std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+        let comm = t.unwrap().path().join("comm");
+        std::fs::read_to_string(comm).is_ok_and(|c| c.trim_end() == name)
+    })
+}
+
+/// Version 5: `hl_vm_destroy` leaves the teardown to a background thread, but the guest never
+/// runs again once it returns, and `hl_teardown_wait` returns only once the vCPU thread is gone.
+#[test]
+fn destroy_stops_the_guest_at_once_and_teardown_wait_frees_the_rest() {
+    require_kvm!();
+    // jmp $: a guest that never exits by itself.
+    let vm = guest(&[0xeb, 0xfe]);
+    assert_eq!(hl_vcpu_begin_call(vm), 0);
+    assert_eq!(hl_vcpu_start(vm), 0);
+    let name = format!("hl-vcpu-{vm}");
+    assert!(thread_named(&name));
+    assert_eq!(hl_vm_destroy(vm), 0);
+    // The handle is gone at once, and so is every way to the guest.
+    assert_eq!(hl_vcpu_start(vm), -1);
+    assert_eq!(hl_vm_destroy(vm), -1);
+    assert!(hl_teardown_wait() >= 0);
+    assert!(!thread_named(&name), "the vCPU thread was joined");
+}

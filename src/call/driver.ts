@@ -28,6 +28,11 @@ export interface ExchangeHost {
   readonly what: string;
   /** The most exits (LOG, HOST_CALL) this exchange may serve before it fails. */
   readonly maxExits: number;
+  /**
+   * How long the exchange's first run spins for its end before waiting on the thread pool
+   * (default, and for every later run: the VM's adaptive spin).
+   */
+  readonly firstSpinNs?: number;
 }
 
 /** Counts one served exit; past the budget, the exchange fails with `ExitBudgetError`. */
@@ -96,7 +101,7 @@ export async function driveAsync(h: ExchangeHost): Promise<Frame> {
   for (;;) {
     const stop = h.stopReason();
     if (stop) throw stopError(stop, h.what);
-    const step = h.step(await h.vm().run());
+    const step = h.step(await h.vm().run(served === 0 ? h.firstSpinNs : undefined));
     switch (step.kind) {
       case "done":
         return step.frame;

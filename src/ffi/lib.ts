@@ -10,7 +10,7 @@ import { HypervisorError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 5;
+export const CDYLIB_ABI_VERSION = 6;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -22,8 +22,10 @@ export const symbols = {
   hl_hypervisor_info: { parameters: ["buffer"], result: "i32" },
   /** `int32_t hl_vm_create(uint32_t *out_vm)` */
   hl_vm_create: { parameters: ["buffer"], result: "i32" },
-  /** `int32_t hl_vm_destroy(uint32_t vm)` */
+  /** `int32_t hl_vm_destroy(uint32_t vm)`: the rest of the teardown runs in the background */
   hl_vm_destroy: { parameters: ["u32"], result: "i32" },
+  /** `int32_t hl_teardown_wait(void)` → VMs that were still being freed */
+  hl_teardown_wait: { parameters: [], result: "i32" },
   /** `int32_t hl_vm_map_memory(uint32_t vm, uint64_t gpa, uint64_t size, uint32_t flags, uint32_t *out_slot)` */
   hl_vm_map_memory: { parameters: ["u32", "u64", "u64", "u32", "buffer"], result: "i32" },
   /** `void *hl_vm_memory_ptr(uint32_t vm, uint32_t slot)` (NULL on error) */

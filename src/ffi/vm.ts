@@ -229,6 +229,24 @@ export function snapshotFromBytes(bytes: Uint8Array, library?: string): MemorySn
 }
 
 /**
+ * Waits until every VM destroyed so far is freed: `MicroVm.destroy` (and so `Sandbox.dispose`)
+ * returns once the guest can no longer run, and the cdylib joins the vCPU thread, closes the VM
+ * and unmaps its memory on a background thread. For leak checks (fds, mappings, threads) and for
+ * callers who want the memory back at once. Returns how many VMs were still being freed.
+ *
+ * @example
+ * ```ts
+ * import { Sandbox, teardownWait } from "@hl/sandbox";
+ * await (await Sandbox.create({ guest: "path/to/testguest" })).dispose();
+ * teardownWait(); // its fds, thread and memory are gone now
+ * ```
+ */
+export function teardownWait(library?: string): number {
+  const lib = openLibrary(library);
+  return check(lib, lib.hl_teardown_wait());
+}
+
+/**
  * A memory snapshot handle of the cdylib (`hl_snapshot_memory`): a sealed, sparse memfd. VMs
  * mapped from it or re-based on it keep its memory alive after {@linkcode release}.
  */
@@ -499,13 +517,15 @@ export class MicroVm {
    * Runs until the next exit without blocking the event loop for long: posts the run to the vCPU
    * thread, spins briefly for its end (most exits take a few tens of µs: an await on the thread
    * pool would cost more than the exit), then waits on the thread pool. The spin adapts: after
-   * several runs that outlast it, it is skipped, except for an occasional probe.
+   * several runs that outlast it, it is skipped, except for an occasional probe. `spinNs`
+   * overrides it for one run whose length the caller knows better (a guest's initialisation).
    */
-  async run(): Promise<ExitKindValue> {
+  async run(spinNs?: number): Promise<ExitKindValue> {
     const vm = this.#live();
     check(this.#lib, this.#lib.hl_vcpu_start(vm), vm);
     const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
-    const spin = this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0;
+    const spin = spinNs ??
+      (this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0);
     const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
     if (polled !== 0) {
       this.#misses = 0;
@@ -575,8 +595,9 @@ export class MicroVm {
   }
 
   /**
-   * Stops the vCPU (interrupting a run in progress), closes the VM and unmaps its memory.
-   * Idempotent. Every buffer this VM handed out over its memory (the views of
+   * Stops the vCPU (interrupting a run in progress; the guest never runs again once this
+   * returns); the cdylib closes the VM and unmaps its memory on a background thread
+   * ({@linkcode teardownWait} waits for it). Idempotent. Every buffer this VM handed out over its memory (the views of
    * {@linkcode mapMemory}, the exit record) is detached first (`ArrayBuffer.prototype.transfer(0)`:
    * no copy, the old buffer's length becomes 0), so no view outlives the unmapped memory.
    */

@@ -7,12 +7,12 @@ import assert from "node:assert/strict";
 import { Sandbox } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
-import { guestMappingCount, kvmTest, openFdCount } from "../kvm/_kvm.ts";
+import { guestMappingCount, kvmTest, openFdCount, threadCount } from "../kvm/_kvm.ts";
 
 const CYCLES = Number(Deno.env.get("HL_SOAK_CYCLES") ?? 300);
 const SANDBOXES = Number(Deno.env.get("HL_SOAK_SANDBOXES") ?? 64);
 
-const threads = () => [...Deno.readDirSync("/proc/self/task")].length;
+const threads = threadCount;
 const rssMiB = () => Deno.memoryUsage().rss / 2 ** 20;
 
 kvmTest(`soak: ${CYCLES} create/dispose cycles stay flat`, async () => {

@@ -4,7 +4,7 @@
  * a KVM test that did not run.
  */
 
-import { globalStats } from "../../src/ffi/vm.ts";
+import { globalStats, teardownWait } from "../../src/ffi/vm.ts";
 
 function kvmUsable(): boolean {
   try {
@@ -17,6 +17,12 @@ function kvmUsable(): boolean {
 
 export const KVM_USABLE: boolean = kvmUsable();
 const REQUIRED = Deno.env.get("HL_REQUIRE_KVM") === "1";
+
+/** Number of threads of this process, once every VM destroyed so far is freed. */
+export function threadCount(): number {
+  teardownWait();
+  return [...Deno.readDirSync("/proc/self/task")].length;
+}
 
 /** Registers a KVM test. */
 export function kvmTest(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
@@ -33,8 +39,12 @@ export function kvmTest(name: string, fn: (t: Deno.TestContext) => void | Promis
   }
 }
 
-/** Number of open file descriptors of this process. */
+/**
+ * Number of open file descriptors of this process, once every VM destroyed so far is freed
+ * (`dispose` leaves that to the cdylib's background thread: `teardownWait`).
+ */
 export function openFdCount(): number {
+  teardownWait();
   let n = 0;
   for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
   return n;
@@ -48,6 +58,7 @@ export function openFdCount(): number {
  * thread stacks of Deno's blocking pool, which grows on demand.
  */
 export function guestMappingCount(): number {
+  teardownWait();
   return Deno.readTextFileSync("/proc/self/maps").split("\n")
     .filter((l) =>
       (l.includes("hl-guest-memory") && !l.includes("[anon:")) || l.includes("kvm-vcpu")

@@ -1,6 +1,6 @@
 /**
- * Paths of the WebAssembly test modules built from tests/wasm/*.wat and *.c by
- * tools/build_wasm_fixtures.sh into target/wasm-fixtures/. `fixture()` runs the build script
+ * Paths of the WebAssembly test modules built from tests/wasm/*.wat and *.c, and of the real C
+ * code bases (tests/wasm/codebases/), by tools/build_wasm_fixtures.sh into target/wasm-fixtures/. `fixture()` runs the build script
  * once when a module is missing or older than its source.
  */
 
@@ -19,8 +19,8 @@ function mtime(url: URL): number | undefined {
 function stale(name: string): boolean {
   const out = mtime(new URL(`${name}.wasm`, outDir));
   if (out === undefined) return true;
-  for (const ext of ["wat", "c"]) {
-    const src = mtime(new URL(`tests/wasm/${name}.${ext}`, root));
+  for (const path of [`${name}.wat`, `${name}.c`, `codebases/${name}_main.c`]) {
+    const src = mtime(new URL(`tests/wasm/${path}`, root));
     if (src !== undefined && src > out) return true;
   }
   return false;

@@ -1,0 +1,138 @@
+/**
+ * Real-world Wasm speed: the real C code bases of tests/kvm/wasm_real.test.ts (SQLite and zlib,
+ * built by tools/build_c_codebases.sh) run as WASI commands in a WasmSandbox (wasmi in a
+ * micro-VM) against the same module in V8 through `node:wasi` in this process. Prints once, per
+ * workload, the medians and their ratio to V8 (measured in the same run), and the ioctls and VM
+ * exits of one sandbox run; `deno bench` then prints the same comparison per group.
+ *
+ *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
+ *
+ * What is timed. V8: instantiate the compiled module, `_start` (output to /dev/null; stdin from a
+ * file; a fresh preopened directory each run). Sandbox run: `runWasi()` on a sandbox created
+ * beforehand (`_start`, output handed to a callback, stdin from bytes, a fresh directory).
+ * Sandbox total: create (from the module cache: a snapshot taken after the first instantiation)
+ * + `runWasi()` + dispose.
+ */
+import { WasmSandbox } from "../mod.ts";
+import { fixtureBytes } from "../tests/wasm/fixtures.ts";
+import {
+  BENCH_WORKLOADS,
+  makeDir,
+  runInV8,
+  takeDir,
+  type Workload,
+} from "../tests/wasm/codebases/workloads.ts";
+import { type EngineFigure, medianUs, printEngineRatios } from "./_ratios.ts";
+
+/** Timed runs per workload and engine (each run takes up to a few seconds under wasmi). */
+const RUNS = Number(Deno.env.get("HL_BENCH_REAL_RUNS") ?? 5);
+const SEED = new Uint8Array(32).fill(1);
+/** Untimed V8 runs first: V8 starts in Liftoff and optimizes hot functions in the background. */
+const V8_WARMUP = 5;
+
+/** A sandbox for one run of `w`; the preopened directory (if any) is made in `dir`. */
+function create(bytes: Uint8Array, w: Workload, dir?: string): Promise<WasmSandbox> {
+  return WasmSandbox.create({
+    module: bytes,
+    wasi: {
+      args: w.args,
+      env: {},
+      // A fixed seed lets the module cache snapshot the instantiated module.
+      randomSeed: SEED,
+      stdout: () => {},
+      stderr: () => {},
+      ...(w.stdin ? { stdin: w.stdin } : {}),
+      ...(w.dir && dir
+        ? { preopens: { [w.dir.guest]: { path: dir, writable: w.dir.writable } } }
+        : {}),
+    },
+  });
+}
+
+/** Runs `w` once in a new sandbox (with a fresh directory): create, run, dispose times in µs. */
+async function sandboxRun(bytes: Uint8Array, w: Workload) {
+  const dir = w.dir && makeDir(w.dir.files);
+  try {
+    const t0 = performance.now();
+    const sandbox = await create(bytes, w, dir);
+    const t1 = performance.now();
+    const before = sandbox.stats();
+    const { exitCode } = await sandbox.runWasi();
+    const t2 = performance.now();
+    if (exitCode !== w.exitCode) throw new Error(`${w.name}: sandbox exit ${exitCode}`);
+    const after = sandbox.stats();
+    await sandbox.dispose();
+    const t3 = performance.now();
+    return {
+      runUs: (t2 - t1) * 1000,
+      totalUs: (t3 - t0) * 1000,
+      ioctls: after.ioctls - before.ioctls,
+      exits: after.exits - before.exits,
+    };
+  } finally {
+    if (dir) takeDir(dir);
+  }
+}
+
+{
+  const figures: EngineFigure[] = [];
+  const counts: string[] = [];
+  for (const w of BENCH_WORKLOADS) {
+    const bytes = fixtureBytes(w.module);
+    const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+    const v8Us = await medianUs(
+      () => {
+        const { exitCode } = runInV8(module, w, true);
+        if (exitCode !== w.exitCode) throw new Error(`${w.name}: V8 exit ${exitCode}`);
+      },
+      RUNS,
+      V8_WARMUP,
+    );
+
+    const runs: number[] = [];
+    const totals: number[] = [];
+    for (let i = 0; i <= RUNS; i++) {
+      const r = await sandboxRun(bytes, w);
+      if (i === 0) {
+        counts.push(`  ${w.name}: ${r.ioctls} ioctls, ${r.exits} VM exits per run`);
+        continue; // the first create fills the module cache
+      }
+      runs.push(r.runUs);
+      totals.push(r.totalUs);
+    }
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    figures.push({ label: `${w.name}: run`, sandboxUs: median(runs), referenceUs: v8Us });
+    figures.push({
+      label: `${w.name}: create + run + dispose`,
+      sandboxUs: median(totals),
+      referenceUs: v8Us,
+    });
+  }
+  printEngineRatios("Real C code bases (wasmi in WasmSandbox)", "V8 node:wasi", figures);
+  console.log("counts (deterministic):");
+  for (const line of counts) console.log(line);
+
+  for (const w of BENCH_WORKLOADS) {
+    const bytes = fixtureBytes(w.module);
+    const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+    Deno.bench({
+      name: `V8 node:wasi ${w.name}`,
+      group: w.name,
+      baseline: true,
+      n: RUNS,
+      warmup: V8_WARMUP,
+      fn() {
+        runInV8(module, w, true);
+      },
+    });
+    Deno.bench({
+      name: `WasmSandbox ${w.name} (create + run + dispose)`,
+      group: w.name,
+      n: RUNS,
+      warmup: 1,
+      async fn() {
+        await sandboxRun(bytes, w);
+      },
+    });
+  }
+}

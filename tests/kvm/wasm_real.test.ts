@@ -110,6 +110,20 @@ const CHECKS: Record<string, (o: Outcome) => void> = {
 
 for (const workload of WORKLOADS) {
   kvmTest(
+    `[wasmtime] real C code (${workload.name}): WasmSandbox and V8 (node:wasi) agree`,
+    async () => {
+      const bytes = fixtureBytes(workload.module);
+      const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+      const v8 = runInV8(module, workload);
+      const sandbox = await runInSandbox(bytes, workload, "wasmtime");
+      assert.deepEqual(sandbox.stdout, v8.stdout, "stdout");
+      assert.deepEqual(sandbox.stderr, v8.stderr, "stderr");
+      assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
+      assert.deepEqual(sandbox.files, v8.files, "the preopened directory afterwards");
+      CHECKS[workload.name](sandbox);
+    },
+  );
+  kvmTest(
     `real C code (${workload.name}): WasmSandbox, the CLI and V8 (node:wasi) agree`,
     async () => {
       const bytes = fixtureBytes(workload.module);

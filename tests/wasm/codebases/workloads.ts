@@ -9,7 +9,7 @@ import fs from "node:fs";
 import process from "node:process";
 import { DatabaseSync } from "node:sqlite";
 import { gzipSync } from "node:zlib";
-import { WasmSandbox } from "../../../mod.ts";
+import { type WasmEngine, WasmSandbox } from "../../../mod.ts";
 
 /** One run of a WASI command. */
 export interface Workload {
@@ -267,13 +267,18 @@ export function takeDir(path: string): Record<string, Uint8Array> {
 }
 
 /** Runs a WASI command in a new WasmSandbox; output is collected, not printed. */
-export async function runInSandbox(module: Uint8Array, input: RunInput): Promise<Outcome> {
+export async function runInSandbox(
+  module: Uint8Array,
+  input: RunInput,
+  engine: WasmEngine = "wasmi",
+): Promise<Outcome> {
   const stdout: Uint8Array[] = [];
   const stderr: Uint8Array[] = [];
   const dir = input.dir && makeDir(input.dir.files);
   try {
     await using w = await WasmSandbox.create({
       module,
+      engine,
       wasi: {
         args: input.args,
         env: {},

@@ -121,7 +121,7 @@ function unique(wasm: Uint8Array): Uint8Array {
 
   const oneMb = bigModule(1 << 20);
   const compileUs = await medianUs(() => compileArtifact(oneMb, false), 3, 1);
-  const artifactBytes = compileArtifact(oneMb, false).length;
+  const artifactBytes = (await compileArtifact(oneMb, false)).length;
 
   const figures = [
     {

@@ -19,7 +19,7 @@ use wasmtime::{Config, Engine, Module};
 mod engine_config;
 
 /// Version of this C ABI; the host checks it after `dlopen`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `flags` bit 0: fuel metering on.
 pub const FLAG_FUEL: u32 = 1;
@@ -152,31 +152,49 @@ pub unsafe extern "C" fn hlc_engine_hash(flags: u32, out: *mut u64) -> i32 {
 
 /// `int32_t hlc_compile(uint32_t flags, const uint8_t *wasm, uint64_t len, uint64_t out[2])`:
 /// compiles a module; `out` gets the artifact's address and length, to be released with
-/// `hlc_free`.
+/// `hlc_free`. On failure (a negative code) `out` gets the error message instead (UTF-8, also
+/// released with `hlc_free`), so the call may run on any thread (the host calls it
+/// `nonblocking`, off its event loop).
 ///
 /// # Safety
 /// `wasm` must be valid for `len` bytes; `out` null or valid for two u64 writes.
 #[no_mangle]
 pub unsafe extern "C" fn hlc_compile(flags: u32, wasm: *const u8, len: u64, out: *mut u64) -> i32 {
-    guard(|| {
-        if out.is_null() {
-            return Err((ERR_ARGUMENT, "out is null".into()));
-        }
-        // SAFETY: forwarded caller contract.
-        let wasm = unsafe { slice(wasm, len) }?;
-        let artifact = compile(flags, wasm)?.into_boxed_slice();
-        let n = artifact.len() as u64;
-        let ptr = Box::into_raw(artifact) as *mut u8;
+    if out.is_null() {
+        set_error("out is null".into());
+        return ERR_ARGUMENT;
+    }
+    let give = |bytes: Box<[u8]>| {
+        let n = bytes.len() as u64;
+        let ptr = Box::into_raw(bytes) as *mut u8;
         // SAFETY: checked non-null; the caller gives two writable u64s.
         unsafe {
             *out = ptr as u64;
             *out.add(1) = n;
         }
-        Ok(0)
-    })
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: forwarded caller contract.
+        let wasm = unsafe { slice(wasm, len) }?;
+        compile(flags, wasm)
+    }));
+    match result {
+        Ok(Ok(artifact)) => {
+            give(artifact.into_boxed_slice());
+            0
+        }
+        Ok(Err((code, message))) => {
+            give(message.into_bytes().into_boxed_slice());
+            code
+        }
+        Err(_) => {
+            give(b"panic in the Wasm compiler".to_vec().into_boxed_slice());
+            ERR_INTERNAL
+        }
+    }
 }
 
-/// `void hlc_free(uint8_t *ptr, uint64_t len)`: releases an artifact from `hlc_compile`.
+/// `void hlc_free(uint8_t *ptr, uint64_t len)`: releases what `hlc_compile` returned.
 ///
 /// # Safety
 /// `ptr`/`len` must be exactly a pair `hlc_compile` returned, released once.

@@ -1,7 +1,8 @@
 /**
  * The wasmtime engine's host side: the Cranelift compiler library (`compiler/`, opened with
  * `Deno.dlopen` on first use only) and the artifact cache (in memory, and on disk under
- * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache".
+ * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache". Compiles
+ * run on Deno's blocking thread pool, off the event loop.
  *
  * A cache entry is keyed by the module's SHA-256, the engine hash (wasmtime's
  * `precompile_compatibility_hash` of the exact engine settings, our settings version, fuel on/off)
@@ -20,7 +21,7 @@ import { digest } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
-const COMPILER_ABI_VERSION = 1;
+const COMPILER_ABI_VERSION = 2;
 const FLAG_FUEL = 1;
 const ERR_MODULE = -1;
 const ERR_ARTIFACT = -2;
@@ -28,7 +29,12 @@ const ERR_ARTIFACT = -2;
 const symbols = {
   hlc_abi_version: { parameters: [], result: "u32" },
   hlc_engine_hash: { parameters: ["u32", "buffer"], result: "i32" },
-  hlc_compile: { parameters: ["u32", "buffer", "u64", "buffer"], result: "i32" },
+  // Off the event loop: compiling a large module takes about a second per MB.
+  hlc_compile: {
+    parameters: ["u32", "buffer", "u64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
   hlc_free: { parameters: ["pointer", "u64"], result: "void" },
   hlc_check: { parameters: ["u32", "buffer", "u64"], result: "i32" },
   hlc_last_error: { parameters: ["buffer", "u32"], result: "i32" },
@@ -77,20 +83,29 @@ export function engineHash(fuel: boolean): string {
   return h;
 }
 
-/** Compiles `wasm` with Cranelift for the guest's engine (synchronous, on the calling thread). */
-export function compileArtifact(wasm: Uint8Array, fuel: boolean): Uint8Array {
+/**
+ * Compiles `wasm` with Cranelift for the guest's engine, on a thread of Deno's blocking pool (the
+ * event loop keeps running).
+ */
+export async function compileArtifact(wasm: Uint8Array, fuel: boolean): Promise<Uint8Array> {
   const lib = compiler();
   const out = new BigUint64Array(2);
-  const rc = lib.hlc_compile(fuel ? FLAG_FUEL : 0, wasm, BigInt(wasm.length), out);
-  if (rc === ERR_MODULE) throw new WasmModuleError(`invalid module: ${lastError(lib)}`);
-  if (rc !== 0) throw new Error(`compiling the module failed: ${lastError(lib)}`);
+  const rc = await lib.hlc_compile(fuel ? FLAG_FUEL : 0, wasm, BigInt(wasm.length), out);
+  // Success: the artifact; failure: the message (both released with hlc_free).
   const ptr = Deno.UnsafePointer.create(out[0]);
   const len = Number(out[1]);
+  let bytes = new Uint8Array(0);
   try {
-    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, len)).slice();
+    if (ptr !== null && len > 0) {
+      bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len)).slice();
+    }
   } finally {
     lib.hlc_free(ptr, out[1]);
   }
+  if (rc === 0) return bytes;
+  const message = new TextDecoder().decode(bytes);
+  if (rc === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
+  throw new Error(`compiling the module failed: ${message}`);
 }
 
 /** Throws {@linkcode WasmArtifactError} unless the engine for `fuel` accepts `artifact`. */
@@ -205,7 +220,6 @@ async function loadOrCompile(
   wasm: Uint8Array,
   fuel: boolean,
   file: string | undefined,
-  library: string | undefined,
 ): Promise<{ artifact: Uint8Array; source: "disk" | "compiled" }> {
   if (file !== undefined) {
     let bytes: Uint8Array | undefined;
@@ -226,8 +240,7 @@ async function loadOrCompile(
       }
     }
   }
-  void library;
-  const artifact = compileArtifact(wasm, fuel);
+  const artifact = await compileArtifact(wasm, fuel);
   counters.compiles++;
   if (file !== undefined) {
     try {
@@ -268,7 +281,7 @@ export async function codeImage(
   const dir = artifactCacheDir();
   const file = dir === undefined ? undefined : `${dir}/${key}.hlwa`;
   let source: "disk" | "compiled" = "compiled";
-  const pending = loadOrCompile(wasm, fuel, file, library).then((r) => {
+  const pending = loadOrCompile(wasm, fuel, file).then((r) => {
     source = r.source;
     return snapshotFromBytes(r.artifact, library);
   });

@@ -106,7 +106,7 @@ kvmTest("wasmtime: artifacts are cached on disk and verified when loaded", async
   assert.equal((await codeImage(wasm, false)).source, "compiled");
 
   // Incompatible: an intact file holding an artifact built for another engine (fuel on).
-  await Deno.writeFile(file, await encodeCacheFile(compileArtifact(wasm, true)));
+  await Deno.writeFile(file, await encodeCacheFile(await compileArtifact(wasm, true)));
   await clearArtifactCache();
   await assert.rejects(codeImage(wasm, false), WasmArtifactError);
   await clearArtifactCache();

@@ -186,13 +186,20 @@ function guestImage(copy: Uint8Array): GuestImage {
  */
 const INIT_SPIN_NS = 600_000;
 
-const finalizer = new FinalizationRegistry<MicroVm>((vm) => {
+const finalizer = new FinalizationRegistry<Held>((held) => {
   try {
-    vm.destroy();
+    held.vm.destroy();
+    held.code?.release();
   } catch {
     // Nothing to report to at GC time.
   }
 });
+
+/** What an undisposed sandbox holds, for the finalizer. */
+interface Held {
+  vm: MicroVm;
+  code: MemorySnapshotHandle | undefined;
+}
 
 let codeAddrOf: (sandbox: Sandbox) => number;
 
@@ -327,14 +334,15 @@ export class Sandbox implements AsyncDisposable {
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
-      sandbox.#code = code;
+      sandbox.#code = code?.retain();
       sandbox.#guestId = image.id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
     } catch (e) {
       vm.destroy();
+      if (sandbox) sandbox.#code?.release();
       throw e;
     }
-    finalizer.register(sandbox, vm, sandbox);
+    finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
     return sandbox;
   }
 
@@ -356,14 +364,14 @@ export class Sandbox implements AsyncDisposable {
       vm.createVcpu(GUEST_VCPU_CONFIG);
       vm.setState(state.vcpu);
       sandbox = new Sandbox(vm, memory, state.layout, hostFunctions, options);
-      sandbox.#code = state.code;
+      sandbox.#code = state.code?.retain();
     } catch (e) {
       vm.destroy();
       throw e;
     }
     sandbox.#guestId = () => Promise.resolve(state.guestId);
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
-    finalizer.register(sandbox, vm, sandbox);
+    finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
     return sandbox;
   }
 
@@ -663,6 +671,7 @@ export class Sandbox implements AsyncDisposable {
       this.#decoder = undefined;
       finalizer.unregister(this);
       vm.destroy();
+      this.#code?.release();
       this.#wake?.();
     }
     return Promise.resolve();

@@ -76,7 +76,7 @@ export interface SnapshotState {
   readonly memory: MemorySnapshotHandle;
   readonly vcpu: Uint8Array;
   readonly layout: MemoryLayout;
-  /** The code image mapped at `layout.codeAddr` (owned by the Wasm artifact cache), if any. */
+  /** The code image mapped at `layout.codeAddr`, if any (the snapshot holds a reference). */
   readonly code?: MemorySnapshotHandle;
   readonly functions: ReadonlyMap<string, FunctionSignature>;
   readonly hostSignatures: ReadonlyMap<string, HostSignature>;
@@ -87,9 +87,10 @@ export interface SnapshotState {
 
 const states = new WeakMap<Snapshot, SnapshotState>();
 
-const finalizer = new FinalizationRegistry<MemorySnapshotHandle>((memory) => {
+const finalizer = new FinalizationRegistry<SnapshotState>((state) => {
   try {
-    memory.release();
+    state.memory.release();
+    state.code?.release();
   } catch {
     // Nothing to report to at GC time.
   }
@@ -119,8 +120,10 @@ const finalizer = new FinalizationRegistry<MemorySnapshotHandle>((memory) => {
 export class Snapshot implements AsyncDisposable {
   /** Use `Sandbox.snapshot()`; not constructible from outside. */
   private constructor(state: SnapshotState) {
+    // The snapshot holds its own reference to the code image: the artifact cache may evict it.
+    state.code?.retain();
     states.set(this, state);
-    finalizer.register(this, state.memory, this);
+    finalizer.register(this, state, this);
   }
 
   /** Guest memory size in bytes. */
@@ -161,6 +164,7 @@ export class Snapshot implements AsyncDisposable {
     if (!state.memory.released) {
       finalizer.unregister(this);
       state.memory.release();
+      state.code?.release();
     }
     return Promise.resolve();
   }

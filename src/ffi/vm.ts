@@ -253,6 +253,7 @@ export function teardownWait(library?: string): number {
 export class MemorySnapshotHandle {
   readonly #lib: Symbols;
   #handle: number;
+  #refs = 1;
   /** Size in bytes. */
   readonly size: number;
   /** Pages that hold data (the rest are holes that read zero). */
@@ -274,15 +275,27 @@ export class MemorySnapshotHandle {
     return this.#handle;
   }
 
-  /** Whether {@linkcode release} has run. */
+  /** Whether the last reference has been released. */
   get released(): boolean {
     return this.#handle === 0;
   }
 
-  /** Drops the handle. Idempotent. */
+  /**
+   * Takes another reference (a code image shared by the artifact cache, snapshots and sandboxes):
+   * the handle is dropped when every holder has called {@linkcode release} once.
+   * `SandboxDisposedError` once released.
+   */
+  retain(): this {
+    if (this.#handle === 0) throw new SandboxDisposedError("the snapshot has been released");
+    this.#refs++;
+    return this;
+  }
+
+  /** Drops one reference, and the handle with the last one. A no-op once released. */
   release(): void {
     const h = this.#handle;
     if (h === 0) return;
+    if (--this.#refs > 0) return;
     this.#handle = 0;
     check(this.#lib, this.#lib.hl_snapshot_release(h));
   }

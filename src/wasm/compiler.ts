@@ -201,8 +201,8 @@ export function artifactCacheStats(): ArtifactCacheStats {
 }
 
 /**
- * Releases the in-memory code images (VMs that mapped one keep it alive; snapshots whose image is
- * released can no longer start sandboxes). The disk cache stays.
+ * Releases the in-memory code images (sandboxes and snapshots that use one keep their own
+ * reference). The disk cache stays.
  */
 export async function clearArtifactCache(): Promise<void> {
   const all = [...images.values()];
@@ -258,7 +258,8 @@ async function loadOrCompile(
 
 /**
  * The code image of `wasm` for the engine with fuel on/off: from memory, else from the disk
- * cache (verified), else compiled (and stored). `WasmModuleError` for a module Cranelift refuses,
+ * cache (verified), else compiled (and stored). The caller gets its own reference to the image
+ * and releases it when done (sandboxes and snapshots that use the image take their own). `WasmModuleError` for a module Cranelift refuses,
  * {@linkcode WasmArtifactError} for a refused cache file.
  */
 export async function codeImage(
@@ -275,7 +276,7 @@ export async function codeImage(
       images.delete(key);
       images.set(key, hit);
       counters.memoryHits++;
-      return { code, source: "memory" };
+      return { code: code.retain(), source: "memory" };
     }
   }
   const dir = artifactCacheDir();
@@ -293,6 +294,7 @@ export async function codeImage(
     if (images.get(key) === pending) images.delete(key);
     throw e;
   }
+  code.retain(); // The caller's reference, before an eviction below can drop the cache's.
   while (images.size > MAX_IMAGES) {
     const [oldest, p] = images.entries().next().value!;
     images.delete(oldest);

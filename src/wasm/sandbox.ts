@@ -307,9 +307,14 @@ export class WasmSandbox implements AsyncDisposable {
         wasiSetting === false ? undefined : () => wasi,
       ),
     };
-    const sandbox = image
-      ? await createSandboxWithCode(sandboxOptions, image.code)
-      : await Sandbox.create(sandboxOptions);
+    let sandbox: Sandbox;
+    try {
+      sandbox = image
+        ? await createSandboxWithCode(sandboxOptions, image.code)
+        : await Sandbox.create(sandboxOptions);
+    } finally {
+      image?.code.release(); // The sandbox holds its own reference.
+    }
     try {
       // The runtime guest is as hostile as any: its table must be exactly the one we call.
       checkRuntimeTable(sandbox.functions);

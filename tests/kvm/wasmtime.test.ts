@@ -40,6 +40,7 @@ async function loadedGuest() {
     heapSize: 64 << 20,
     stackSize: 4 << 20,
   }, image.code);
+  image.code.release(); // The sandbox holds its own reference.
   const config = new Writer();
   config.u64(0n);
   config.u32(0);
@@ -90,10 +91,14 @@ kvmTest("wasmtime: fib runs; sandboxes of one module share one code image", asyn
 kvmTest("wasmtime: artifacts are cached on disk and verified when loaded", async () => {
   const wasm = fixtureBytes("fib");
   await clearArtifactCache();
-  await codeImage(wasm, false); // compiled or loaded, now on disk
+  (await codeImage(wasm, false)).code.release(); // compiled or loaded, now on disk
   await clearArtifactCache();
   const fromDisk = await codeImage(wasm, false);
   assert.equal(fromDisk.source, "disk");
+  fromDisk.code.release();
+  assert.equal(fromDisk.code.released, false, "the cache still holds it");
+  await clearArtifactCache();
+  assert.equal(fromDisk.code.released, true, "no holder is left");
 
   // Tampered: one byte of the artifact changed.
   const file = `${artifactCacheDir()}/${await digest(wasm)}-${engineHash(false)}.hlwa`;
@@ -103,7 +108,9 @@ kvmTest("wasmtime: artifacts are cached on disk and verified when loaded", async
   await clearArtifactCache();
   await assert.rejects(codeImage(wasm, false), WasmArtifactError);
   // The refused file is gone: the next create compiles afresh.
-  assert.equal((await codeImage(wasm, false)).source, "compiled");
+  const again = await codeImage(wasm, false);
+  assert.equal(again.source, "compiled");
+  again.code.release();
 
   // Incompatible: an intact file holding an artifact built for another engine (fuel on).
   await Deno.writeFile(file, await encodeCacheFile(await compileArtifact(wasm, true)));
@@ -121,6 +128,7 @@ kvmTest("wasmtime: an artifact the guest refuses is a WasmArtifactError", async 
     heapSize: 64 << 20,
     stackSize: 4 << 20,
   }, fuelImage.code);
+  fuelImage.code.release();
   const config = new Writer();
   config.u64(0n);
   config.u32(0);
@@ -129,3 +137,21 @@ kvmTest("wasmtime: an artifact the guest refuses is a WasmArtifactError", async 
   const e = await sb.call("load", new Uint8Array(0), config.finish()).catch((e) => e);
   assert.equal(e?.code, 1007, String(e));
 });
+
+kvmTest(
+  "wasmtime: a snapshot keeps its code image when the artifact cache lets it go",
+  async () => {
+    await clearArtifactCache();
+    const w = await WasmSandbox.create({ module: fixtureBytes("fib"), engine: "wasmtime" });
+    const snap = await w.snapshot();
+    await w.dispose();
+    await clearArtifactCache(); // the cache's reference is gone; the snapshot holds its own
+    const before = artifactCacheStats();
+    {
+      await using copy = await WasmSandbox.create({ snapshot: snap });
+      assert.equal(await copy.call("fib", 20), 6765);
+    }
+    assert.deepEqual(artifactCacheStats(), before, "no compile or load: the snapshot's own image");
+    await snap.dispose();
+  },
+);

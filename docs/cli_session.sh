@@ -37,5 +37,7 @@ show hl call values.wasm id_i32 1
 show hl call traps.wasm div_zero 1
 show hl call --timeout 100 traps.wasm spin
 show hl call --fuel 1000 fib.wasm fib 30
+show hl call --engine wasmtime fib.wasm fib 30
+show hl run --engine v8 fib.wasm
 show hl run missing.wasm
 show hl run --frobnicate fib.wasm

@@ -10,9 +10,10 @@ import { Sandbox } from "../sandbox.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
 import { WasmLinkError } from "../wasm/types.ts";
 import type { ValueType } from "../abi.ts";
-import type { WasmValueType } from "../wasm/types.ts";
+import type { WasmEngine, WasmValueType } from "../wasm/types.ts";
 import {
   CliError,
+  engineOption,
   EXIT_USAGE,
   intOption,
   isElf,
@@ -45,11 +46,13 @@ functions.
 Options:
   --timeout MS   stop the call after MS milliseconds (exit 124)
   --fuel N       fuel for a Wasm call (exit 134 when it runs out)
+  --engine NAME  Wasm engine: wasmi (default) or wasmtime
   -h, --help     show this help`;
 
 const SPECS = {
   timeout: { type: "string" },
   fuel: { type: "string" },
+  engine: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -63,11 +66,15 @@ export async function call(argv: readonly string[]): Promise<number> {
   const [path, name] = operands;
   const timeoutMs = intOption("call", "timeout", values.timeout);
   const fuel = intOption("call", "fuel", values.fuel);
+  const engine = engineOption("call", values.engine);
   const bytes = await readOperand(path);
   let result: unknown;
-  if (isWasm(bytes)) result = await callWasm(bytes, path, name, rest, timeoutMs, fuel);
+  if (isWasm(bytes)) result = await callWasm(bytes, path, name, rest, timeoutMs, fuel, engine);
   else if (isElf(bytes)) {
     if (fuel !== undefined) throw new CliError("--fuel applies to Wasm modules only", EXIT_USAGE);
+    if (engine !== undefined) {
+      throw new CliError("--engine applies to Wasm modules only", EXIT_USAGE);
+    }
     result = await callNative(bytes, name, rest, timeoutMs);
   } else {
     throw new CliError(`${path} is neither a WebAssembly module nor an ELF guest`, EXIT_USAGE);
@@ -92,12 +99,14 @@ async function callWasm(
   args: string[],
   timeoutMs: number | undefined,
   fuel: number | undefined,
+  engine: WasmEngine | undefined,
 ): Promise<unknown> {
   let w: WasmSandbox;
   try {
     w = await WasmSandbox.create({
       module: bytes,
       cache: false,
+      engine,
       fuel,
       wasi: {
         args: [path],

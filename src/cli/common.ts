@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { WasmEngine } from "../wasm/types.ts";
 import { parseArgs } from "node:util";
 import { SandboxError } from "../errors.ts";
 import type { ValueType } from "../abi.ts";
@@ -116,6 +117,13 @@ export function intOption(
     throw usage(command, `--${name} must be a non-negative integer, got ${JSON.stringify(text)}`);
   }
   return n;
+}
+
+/** `--engine`: `wasmi` or `wasmtime`; `undefined` (the library's default) when not given. */
+export function engineOption(command: string, text: unknown): WasmEngine | undefined {
+  if (text === undefined) return undefined;
+  if (text === "wasmi" || text === "wasmtime") return text;
+  throw usage(command, `--engine must be wasmi or wasmtime, got ${JSON.stringify(text)}`);
 }
 
 /** A byte size: an integer with an optional K, M or G suffix (powers of 1024). */

@@ -9,6 +9,7 @@ import { WasmSandbox } from "../wasm/sandbox.ts";
 import { type WasiPreopen, WasmLinkError } from "../wasm/types.ts";
 import {
   CliError,
+  engineOption,
   EXIT_USAGE,
   intOption,
   isWasm,
@@ -36,6 +37,8 @@ Options:
   --fuel N               give the program N units of fuel (roughly instructions);
                          running out traps (exit 134)
   --max-memory SIZE      largest linear memory, e.g. 64M (default 16M)
+  --engine NAME          wasmi (default: interpreted) or wasmtime (compiled
+                         ahead of time on the host, cached on disk)
   --stats                print create/run times, VM exits, ioctls and peak
                          memory on stderr when done
   -h, --help             show this help
@@ -50,6 +53,7 @@ const SPECS = {
   timeout: { type: "string" },
   fuel: { type: "string" },
   "max-memory": { type: "string" },
+  engine: { type: "string" },
   stats: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -103,6 +107,7 @@ export async function run(argv: readonly string[]): Promise<number> {
   const timeoutMs = intOption("run", "timeout", values.timeout);
   const fuel = intOption("run", "fuel", values.fuel);
   const maxMemoryBytes = sizeOption("run", "max-memory", values["max-memory"]);
+  const engine = engineOption("run", values.engine);
   const bytes = await readOperand(path);
   if (!isWasm(bytes)) throw new CliError(`${path} is not a WebAssembly module`, EXIT_USAGE);
   const t0 = performance.now();
@@ -111,6 +116,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     w = await WasmSandbox.create({
       module: bytes,
       cache: false,
+      engine,
       fuel,
       maxMemoryBytes,
       wasi: {

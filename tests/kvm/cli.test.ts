@@ -229,3 +229,30 @@ kvmTest("cli inspect: imports, exports and signatures; --json; native guests", a
   assertErrorLine(await hl(["inspect", broken]), 1, /^hl inspect: invalid module: /);
   Deno.removeSync(broken);
 });
+
+kvmTest(
+  "cli --engine: wasmtime runs and calls like wasmi; a bad or misplaced engine is a usage error",
+  async () => {
+    for (const engine of ["wasmi", "wasmtime"]) {
+      const called = await hl(["call", "--engine", engine, fixture("fib"), "fib", "20"]);
+      assert.equal(called.code, 0, JSON.stringify(called));
+      assert.equal(called.stdout.trim(), "6765");
+    }
+    const runs = await Promise.all(
+      ["wasmi", "wasmtime"].map((e) => hl(["run", "--engine", e, fixture("wasi_hello"), "a b"])),
+    );
+    assert.equal(runs[0].code, 7);
+    assert.equal(runs[1].code, 7);
+    // The same output but for the random bytes (a fresh seed per run).
+    const steady = (out: string) => out.replace(/^random=[0-9a-f]+$/m, "random=*");
+    assert.equal(steady(runs[1].stdout), steady(runs[0].stdout));
+    assert.equal(runs[1].stderr, runs[0].stderr);
+    assert.match(runs[1].stdout, /argv\[1\]=a b/);
+    assertErrorLine(await hl(["run", "--engine", "v8", fixture("fib")]), 2, /--engine must be/);
+    assertErrorLine(
+      await hl(["call", "--engine", "wasmtime", TESTGUEST, "add", "1", "2"]),
+      2,
+      /--engine applies to Wasm modules only/,
+    );
+  },
+);

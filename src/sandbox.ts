@@ -208,6 +208,16 @@ export function sandboxCodeAddr(sandbox: Sandbox): number {
   return codeAddrOf(sandbox);
 }
 
+let poisonWith: (sandbox: Sandbox, error: Error) => void;
+
+/**
+ * Poisons `sandbox` with `error` (internal: `WasmSandbox` when its runtime guest broke the WASI
+ * protocol inside a call that otherwise completed). Cleared by a restore, like any poisoning.
+ */
+export function poisonSandbox(sandbox: Sandbox, error: Error): void {
+  poisonWith(sandbox, error);
+}
+
 let createWithCode: (
   options: SandboxOptions,
   code: MemorySnapshotHandle | undefined,
@@ -302,6 +312,9 @@ export class Sandbox implements AsyncDisposable {
   static {
     createWithCode = (options, code) => Sandbox.#create(options, code);
     codeAddrOf = (sandbox) => sandbox.#layout.codeAddr;
+    poisonWith = (sandbox, error) => {
+      sandbox.#poison ??= error;
+    };
   }
 
   static async #create(

@@ -7,11 +7,12 @@
  * @module
  */
 
-import { ArgumentError } from "../errors.ts";
+import { ArgumentError, ProtocolError } from "../errors.ts";
 import {
   type CallOptions,
   createSandboxWithCode,
   type JsValue,
+  poisonSandbox,
   Sandbox,
   sandboxCodeAddr,
   type SandboxOptions,
@@ -790,12 +791,26 @@ export class WasmSandbox implements AsyncDisposable {
 
   async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
     this.#imported.takeFailure();
+    this.#wasi?.takeViolation();
     let value: JsValue;
     try {
       value = await this.#sandbox.callWithOptions(options, fn, ...args);
     } catch (e) {
-      throw mapGuestError(e, this.#imported.takeFailure());
+      throw this.#violation() ?? mapGuestError(e, this.#imported.takeFailure());
     }
+    const violation = this.#violation();
+    if (violation) throw violation;
     return runtimeResult(fn, value);
+  }
+
+  /**
+   * A malformed `wasi_io` request during the call: the runtime guest is not following the
+   * protocol, so the call fails with that `ProtocolError` and the sandbox is poisoned, whatever
+   * the guest made of the error it was answered with.
+   */
+  #violation(): ProtocolError | undefined {
+    const v = this.#wasi?.takeViolation();
+    if (v) poisonSandbox(this.#sandbox, v);
+    return v;
   }
 }

@@ -173,7 +173,7 @@ export class StdinSource {
   }
 }
 
-/** Reads a `wasi_io` request; a malformed one is a `ProtocolError` (the guest gets `EIO`). */
+/** Reads a `wasi_io` request; a malformed one is a `ProtocolError`, which fails the call. */
 class Request {
   readonly #view: DataView;
   #pos = 0;
@@ -314,6 +314,7 @@ export class WasiRuntime {
 
   /** Closes the files the module opened, reopens the preopens, rewinds bytes stdin. */
   reset(): void {
+    this.#violation = undefined;
     this.#files.reset();
     this.#stdin.rewind();
   }
@@ -323,6 +324,8 @@ export class WasiRuntime {
     this.#files.close();
     this.#stdin.close();
   }
+
+  #violation: ProtocolError | undefined;
 
   /** Serves one `wasi_io` request: `u32 errno` then the op's payload. */
   io(op: number, bytes: Uint8Array): Uint8Array | Promise<Uint8Array> {
@@ -340,9 +343,21 @@ export class WasiRuntime {
       }
       return reply(0, this.#sync(op, r));
     } catch (e) {
-      if (e instanceof ProtocolError) throw e;
+      if (e instanceof ProtocolError) {
+        // The runtime guest broke the protocol: kept for the call, which fails with it (and
+        // poisons the sandbox) instead of the program seeing only EIO.
+        this.#violation ??= e;
+        throw e;
+      }
       return reply(errnoOf(e));
     }
+  }
+
+  /** The first malformed request of the current call, if any, and forgets it. */
+  takeViolation(): ProtocolError | undefined {
+    const v = this.#violation;
+    this.#violation = undefined;
+    return v;
   }
 
   #sync(op: number, r: Request): Uint8Array | undefined {

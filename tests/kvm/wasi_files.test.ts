@@ -14,6 +14,8 @@ import {
   type WasmSandboxPoolOptions,
   type WasmSnapshotSandboxOptions,
 } from "../../mod.ts";
+import { ProtocolError } from "../../src/errors.ts";
+import { WasiRuntime } from "../../src/wasm/wasi.ts";
 import { fixture } from "../wasm/fixtures.ts";
 import { engineTest, openFdCount, WASM_ENGINES } from "./_kvm.ts";
 
@@ -382,6 +384,40 @@ for (const engine of WASM_ENGINES) {
         assert.equal(after.misses - before.misses, 2);
         assert.equal(after.hits - before.hits, 1);
       } finally {
+        t.cleanup();
+      }
+    },
+  );
+}
+
+for (const engine of WASM_ENGINES) {
+  engineTest(engine)(
+    "wasi_io: a malformed request from the runtime guest fails the call with a ProtocolError and poisons",
+    async () => {
+      const t = tree();
+      // The runtime guest is hostile input too: its requests are cut short here, on their way
+      // in, as a runtime that breaks the protocol would send them.
+      const original = WasiRuntime.prototype.io;
+      WasiRuntime.prototype.io = function (op: number, bytes: Uint8Array) {
+        return original.call(this, op, bytes.subarray(0, 2));
+      };
+      try {
+        await using w = await WasmSandbox.create({
+          engine,
+          module: fixture("wasi_files"),
+          wasi: {
+            args: ["wasi_files", "cat", "/data/file.txt"],
+            preopens: { "/data": t.root },
+            stdout: () => {},
+            stderr: () => {},
+          },
+        });
+        const e = await w.runWasi().then(() => undefined, (e) => e);
+        assert.ok(e instanceof ProtocolError, String(e));
+        assert.match(e.message, /wasi_io/);
+        assert.equal(w.poisoned, true);
+      } finally {
+        WasiRuntime.prototype.io = original;
         t.cleanup();
       }
     },

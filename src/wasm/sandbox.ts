@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ArgumentError, ProtocolError } from "../errors.ts";
+import { ArgumentError, type ProtocolError } from "../errors.ts";
 import {
   type CallOptions,
   createSandboxWithCode,

@@ -31,6 +31,8 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/wasi/src/host.rs",
   "guest/wasi/src/lib.rs",
   "guest/wasi/src/tests.rs",
+  "guest/wasm-abi/Cargo.toml",
+  "guest/wasm-abi/src/lib.rs",
   "guest/wasm-runtime/Cargo.toml",
   "guest/wasm-runtime/src/codec.rs",
   "guest/wasm-runtime/src/main.rs",

@@ -234,15 +234,16 @@ export class Writer {
   }
 }
 
-// ERROR codes of the wasm-runtime guest (guest/wasm-runtime/src/main.rs).
-const CODE_MODULE = 1000;
-const CODE_LINK = 1001;
-const CODE_EXIT = 1003;
-const CODE_NO_EXPORT = 1004;
-const CODE_BAD_ARGS = 1005;
-const CODE_MEMORY = 1006;
-const CODE_ARTIFACT = 1007;
-const CODE_TRAP_BASE = 1100;
+// ERROR codes of the Wasm runtime guests (guest/wasm-abi/src/lib.rs; tests/unit/wasm_codes.test.ts
+// checks these numbers against it). STATE (1002) is a host bug and maps to a plain GuestError.
+export const CODE_MODULE = 1000;
+export const CODE_LINK = 1001;
+export const CODE_EXIT = 1003;
+export const CODE_NO_EXPORT = 1004;
+export const CODE_BAD_ARGS = 1005;
+export const CODE_MEMORY = 1006;
+export const CODE_ARTIFACT = 1007;
+export const CODE_TRAP_BASE = 1100;
 const TRAPS: Record<number, WasmTrapKind> = {
   0: "unreachable",
   1: "memory_out_of_bounds",

@@ -45,25 +45,8 @@ hl_guest::guest_functions![
     fuel_consumed,
 ];
 
-/// ERROR codes of this guest (the TypeScript side maps them to error classes).
-mod code {
-    /// The module is not valid or uses an unsupported feature.
-    pub const MODULE: u32 = 1000;
-    /// Linking or instantiation failed (not a trap).
-    pub const LINK: u32 = 1001;
-    /// A request out of order or malformed (a bug on the host side).
-    pub const STATE: u32 = 1002;
-    /// The module called WASI `proc_exit`; the message is the exit code in decimal.
-    pub const EXIT: u32 = 1003;
-    /// No exported function of that name.
-    pub const NO_EXPORT: u32 = 1004;
-    /// Arguments do not match the export's type, or the export's type cannot cross.
-    pub const BAD_ARGS: u32 = 1005;
-    /// `read_memory`/`write_memory` out of the memory's bounds, or no exported memory.
-    pub const MEMORY: u32 = 1006;
-    /// Traps: `TRAP_BASE + n`, `n` as listed in `trap_index`.
-    pub const TRAP_BASE: u32 = 1100;
-}
+/// ERROR codes, shared with the other Wasm runtime guest.
+use hl_wasm_abi::code;
 
 /// The data of the wasmi store.
 pub struct HostState {

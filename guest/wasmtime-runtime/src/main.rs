@@ -50,19 +50,8 @@ hl_guest::guest_functions![
     probe_wx,
 ];
 
-/// ERROR codes of this guest: the wasmi guest's, plus `ARTIFACT`.
-mod code {
-    pub const MODULE: u32 = 1000;
-    pub const LINK: u32 = 1001;
-    pub const STATE: u32 = 1002;
-    pub const EXIT: u32 = 1003;
-    pub const NO_EXPORT: u32 = 1004;
-    pub const BAD_ARGS: u32 = 1005;
-    pub const MEMORY: u32 = 1006;
-    /// The mapped artifact is not one this engine accepts (version, settings, CPU features).
-    pub const ARTIFACT: u32 = 1007;
-    pub const TRAP_BASE: u32 = 1100;
-}
+/// ERROR codes, shared with the other Wasm runtime guest.
+use hl_wasm_abi::code;
 
 /// Bytes of Wasm stack per frame that `maxRecursionDepth` is converted with: wasmtime limits the
 /// Wasm stack in bytes (`max_wasm_stack`), not in frames.

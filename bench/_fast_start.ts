@@ -5,7 +5,7 @@
  *   deno run -A bench/_fast_start.ts [all|native|wasm]
  */
 import { Sandbox } from "../src/sandbox.ts";
-import { MicroVm } from "../src/ffi/vm.ts";
+import { MicroVm, teardownWait } from "../src/ffi/vm.ts";
 import { parseElf } from "../src/elf.ts";
 import { computeLayout, entryRegisters, initializeMemory } from "../src/layout.ts";
 import { GUEST_VCPU_CONFIG } from "../src/system.ts";
@@ -14,22 +14,9 @@ import { WasmSandboxPool } from "../src/wasm_pool.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { measureFloor } from "./_floor.ts";
-import { printRatios } from "./_ratios.ts";
+import { type Figure, interleavedFigure, printRatios, samplesUs } from "./_ratios.ts";
 
 const p10s: string[] = [];
-async function medianUs(op: () => unknown, n: number): Promise<number> {
-  for (let i = 0; i < 20; i++) await op();
-  const t = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const a = performance.now();
-    await op();
-    t[i] = (performance.now() - a) * 1000;
-  }
-  t.sort();
-  p10s.push(t[Math.floor(n / 10)].toFixed(0));
-  return t[n >> 1];
-}
-
 const MiB = 1 << 20;
 const guest = await Deno.readFile(TESTGUEST);
 const options = {
@@ -43,70 +30,57 @@ const sb = await Sandbox.create(options);
 const snap = await sb.snapshot();
 const fib = fixtureBytes("fib");
 const pool = await WasmSandboxPool.create({ module: fib, size: 2 });
-const figures = [];
+const figures: Figure[] = [];
+// Each figure in rounds interleaved with the raw floor's (bench/_ratios.ts), with its p10s.
+const settle = () => teardownWait();
+async function figure(
+  label: string,
+  against: "create" | "exit",
+  op: () => unknown,
+  perRound: number,
+) {
+  const all: number[] = [];
+  const f = await interleavedFigure({ label, against }, async (n) => {
+    const t = await samplesUs(op, n);
+    all.push(...t);
+    return t;
+  }, { perRound, settle });
+  all.splice(0, perRound); // the warm-up round
+  all.sort((a, b) => a - b);
+  p10s.push(all[Math.floor(all.length / 10)].toFixed(0));
+  figures.push(f);
+}
 if (only === "all" || only === "native") {
-  figures.push(
-    {
-      label: "Sandbox.create + dispose",
-      medianUs: await medianUs(async () => await (await Sandbox.create(options)).dispose(), 200),
-      against: "create" as const,
-    },
-    {
-      // Each iteration a guest image this process has not seen (8 bytes appended to the file):
-      // no parsed-image or digest memo hit.
-      label: "Sandbox.create of an unseen image + dispose",
-      medianUs: await (async () => {
-        let n = 0;
-        const unseen = () => {
-          const bytes = new Uint8Array(guest.length + 8);
-          bytes.set(guest);
-          new DataView(bytes.buffer).setFloat64(guest.length, n++);
-          return bytes;
-        };
-        return await medianUs(
-          async () => await (await Sandbox.create({ ...options, guest: unseen() })).dispose(),
-          100,
-        );
-      })(),
-      against: "create" as const,
-    },
-    {
-      label: "Sandbox.create({ snapshot }) + dispose",
-      medianUs: await medianUs(async () => {
-        const s = await Sandbox.create({ snapshot: snap, hostFunctions: options.hostFunctions });
-        await s.dispose();
-      }, 300),
-      against: "create" as const,
-    },
+  await figure(
+    "Sandbox.create + dispose",
+    "create",
+    async () => await (await Sandbox.create(options)).dispose(),
+    25,
   );
+  // Each iteration a guest image this process has not seen (8 bytes appended to the file): no
+  // parsed-image or digest memo hit.
+  let n = 0;
+  await figure("Sandbox.create of an unseen image + dispose", "create", async () => {
+    const bytes = new Uint8Array(guest.length + 8);
+    bytes.set(guest);
+    new DataView(bytes.buffer).setFloat64(guest.length, n++);
+    await (await Sandbox.create({ ...options, guest: bytes })).dispose();
+  }, 25);
+  await figure("Sandbox.create({ snapshot }) + dispose", "create", async () => {
+    const s = await Sandbox.create({ snapshot: snap, hostFunctions: options.hostFunctions });
+    await s.dispose();
+  }, 25);
 }
 if (only === "all" || only === "wasm") {
-  figures.push(
-    {
-      label: "WasmSandbox create (cached) + first call + dispose",
-      medianUs: await medianUs(async () => {
-        const w = await WasmSandbox.create({ module: fib });
-        await w.call("fib", 1);
-        await w.dispose();
-      }, 200),
-      against: "create" as const,
-    },
-    {
-      label: "WasmSandboxPool.run noop",
-      medianUs: await medianUs(() => pool.run((w) => w.call("noop")), 2000),
-      against: "exit" as const,
-    },
-  );
+  await figure("WasmSandbox create (cached) + first call + dispose", "create", async () => {
+    const w = await WasmSandbox.create({ module: fib });
+    await w.call("fib", 1);
+    await w.dispose();
+  }, 25);
+  await figure("WasmSandboxPool.run noop", "exit", () => pool.run((w) => w.call("noop")), 250);
 }
 printRatios("fast start", floor, figures);
-console.log(
-  `  p10s: ${p10s.join(", ")} µs; floor p10 ratios: ${
-    figures.map((f, i) =>
-      (Number(p10s[i]) / (f.against === "create" ? floor.create_us.p10 : floor.exit_us.p10))
-        .toFixed(2)
-    ).join(", ")
-  }`,
-);
+console.log(`  p10s: ${p10s.join(", ")} µs`);
 if (only === "all" || only === "native") {
   // Breakdown of a cold create.
   const elf = parseElf(guest);

@@ -15,6 +15,8 @@ export interface FloorStats {
   p10: number;
   /** 90th percentile. */
   p90: number;
+  /** Every timing, sorted (only when asked for with `samples: true`). */
+  samples?: number[];
 }
 
 /** What `raw_kvm` measured on this machine. */
@@ -88,7 +90,9 @@ async function ensureBuilt(): Promise<void> {
 function isStats(v: unknown): v is FloorStats {
   if (typeof v !== "object" || v === null) return false;
   const s = v as Record<string, unknown>;
-  return [s.median, s.p10, s.p90].every((x) => typeof x === "number");
+  return [s.median, s.p10, s.p90].every((x) => typeof x === "number") &&
+    (s.samples === undefined ||
+      (Array.isArray(s.samples) && s.samples.every((x) => typeof x === "number")));
 }
 
 function isFloor(v: unknown): v is Floor {
@@ -103,9 +107,10 @@ function isFloor(v: unknown): v is Floor {
  *
  * @param opts.creates VM lifecycles to time (default 200).
  * @param opts.exits exit round trips to time (default 20000).
+ * @param opts.samples also return every timing (`FloorStats.samples`).
  */
 export async function measureFloor(
-  opts: { creates?: number; exits?: number } = {},
+  opts: { creates?: number; exits?: number; samples?: boolean } = {},
 ): Promise<Floor> {
   const creates = opts.creates ?? 200;
   const exits = opts.exits ?? 20000;
@@ -115,7 +120,9 @@ export async function measureFloor(
     }
   }
   await ensureBuilt();
-  const stdout = await runChecked(pathOf(BINARY), [String(creates), String(exits)]);
+  const args = [String(creates), String(exits)];
+  if (opts.samples) args.push("samples");
+  const stdout = await runChecked(pathOf(BINARY), args);
   let parsed: unknown;
   try {
     parsed = JSON.parse(stdout);

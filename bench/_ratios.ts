@@ -3,7 +3,7 @@
  * run): absolute times drift with the machine and its noise, the ratio to what raw ioctls cost on
  * the same machine at the same moment much less.
  */
-import type { Floor } from "./_floor.ts";
+import { type Floor, measureFloor } from "./_floor.ts";
 
 /** One library figure: its median time, and which floor it is compared with. */
 export interface Figure {
@@ -15,6 +15,11 @@ export interface Figure {
   against: "create" | "exit";
   /** The goal, as text (e.g. "≤ 1.3×"), when an issue states one. */
   goal?: string;
+  /**
+   * The floor's median from rounds interleaved with this figure's (`interleavedFigure`); when
+   * absent, the figure is compared with the floor passed to `printRatios`.
+   */
+  floorUs?: number;
 }
 
 /**
@@ -37,6 +42,61 @@ export async function medianUs(
   return times[Math.floor(iterations / 2)];
 }
 
+/** Times `n` runs of `op`, one at a time, and returns every timing in µs. */
+export async function samplesUs(
+  op: () => unknown | Promise<unknown>,
+  n: number,
+): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = performance.now();
+    await op();
+    times.push((performance.now() - start) * 1000);
+  }
+  return times;
+}
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/**
+ * Times a library operation in rounds that alternate with rounds of the raw floor (a `raw_kvm`
+ * run of as many creates, or exits, as the round has operations) and pools each side's timings.
+ * On a noisy 2-CPU host a floor measured once, minutes away from the figure, moved by up to 2× on
+ * its own; interleaved, both sides see the same stretches of noise.
+ *
+ * @param sample times `n` operations and returns their timings in µs (e.g. with `samplesUs`).
+ * @param opts.rounds how many rounds of each side (default 8).
+ * @param opts.perRound operations per round (and floor creates or exits per floor round).
+ * @param opts.warmup untimed operations before the first round (default `perRound`).
+ * @param opts.settle called after each library round, untimed (e.g. `teardownWait`, so VMs the
+ *   round disposed are not torn down during the floor's round).
+ */
+export async function interleavedFigure(
+  figure: { label: string; against: "create" | "exit"; goal?: string },
+  sample: (n: number) => Promise<number[]>,
+  opts: { rounds?: number; perRound: number; warmup?: number; settle?: () => unknown },
+): Promise<Figure> {
+  const rounds = opts.rounds ?? 8;
+  await sample(opts.warmup ?? opts.perRound);
+  await opts.settle?.();
+  const library: number[] = [];
+  const floor: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const f = await measureFloor({
+      creates: figure.against === "create" ? opts.perRound : 1,
+      exits: figure.against === "exit" ? opts.perRound : 1,
+      samples: true,
+    });
+    floor.push(...(figure.against === "create" ? f.create_us : f.exit_us).samples!);
+    library.push(...await sample(opts.perRound));
+    await opts.settle?.();
+  }
+  return { ...figure, medianUs: median(library), floorUs: median(floor) };
+}
+
 function fixed(n: number, digits: number): string {
   return n.toFixed(digits).padStart(9);
 }
@@ -53,8 +113,11 @@ export function printRatios(title: string, floor: Floor, figures: readonly Figur
   );
   const width = Math.max(...figures.map((f) => f.label.length));
   for (const f of figures) {
-    const ratio = f.medianUs / base[f.against];
-    const goal = f.goal ? `  goal ${f.goal}` : "";
+    const ratio = f.medianUs / (f.floorUs ?? base[f.against]);
+    const own = f.floorUs === undefined
+      ? ""
+      : `  (floor of interleaved rounds ${f.floorUs.toFixed(f.against === "exit" ? 2 : 1)} µs)`;
+    const goal = (f.goal ? `  goal ${f.goal}` : "") + own;
     console.log(
       `  ${f.label.padEnd(width)} ${fixed(f.medianUs, 1)} µs ${fixed(ratio, 2)}× ${f.against}` +
         goal,

@@ -7,32 +7,28 @@
 import { Sandbox, type SandboxOptions } from "../src/sandbox.ts";
 import { SandboxPool } from "../src/pool.ts";
 import { type Floor, measureFloor } from "./_floor.ts";
-import { type Figure, medianUs, printRatios } from "./_ratios.ts";
+import { type Figure, interleavedFigure, medianUs, printRatios, samplesUs } from "./_ratios.ts";
+import { teardownWait } from "../src/ffi/vm.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { parseElf } from "../src/elf.ts";
 import { computeLayout } from "../src/layout.ts";
 
 const MiB = 1024 * 1024;
 
-/** Median µs of `timed`, each run after an untimed `before`. */
-async function medianAfter(
+/** Timings (µs) of `timed`, each run after an untimed `before`. */
+async function samplesAfter(
   before: () => Promise<unknown>,
   timed: () => Promise<unknown>,
   iterations: number,
-): Promise<number> {
-  for (let i = 0; i < 10; i++) {
-    await before();
-    await timed();
-  }
-  const times = new Float64Array(iterations);
+): Promise<number[]> {
+  const times: number[] = [];
   for (let i = 0; i < iterations; i++) {
     await before();
     const start = performance.now();
     await timed();
-    times[i] = (performance.now() - start) * 1000;
+    times.push((performance.now() - start) * 1000);
   }
-  times.sort();
-  return times[Math.floor(iterations / 2)];
+  return times;
 }
 
 /** kB figures of /proc/self/status. */
@@ -74,37 +70,46 @@ export async function printSnapshotFigures(
   const snap = await sb.snapshot();
   const hostFunctions = options.hostFunctions;
   const pool = await SandboxPool.create({ snapshot: snap, size: 2, hostFunctions });
+  // Timed in rounds interleaved with the raw floor's (bench/_ratios.ts).
+  const settle = () => teardownWait();
   const figures: Figure[] = [
-    {
-      label: "Sandbox.create({ snapshot }) + dispose",
-      medianUs: await medianUs(async () => {
-        const s = await Sandbox.create({ snapshot: snap, hostFunctions });
-        await s.dispose();
-      }, 200),
-      against: "create",
-      goal: "≤ 1.1× (issue 9)",
-    },
-    {
-      label: "Sandbox.create({ snapshot }) + first noop call + dispose",
-      medianUs: await medianUs(async () => {
-        const s = await Sandbox.create({ snapshot: snap, hostFunctions });
-        await s.call("noop");
-        await s.dispose();
-      }, 200),
-      against: "create",
-    },
-    {
-      label: "restore after a noop call",
-      medianUs: await medianAfter(() => sb.call("noop"), () => sb.restore(snap), 2000),
-      against: "exit",
-      goal: "≤ 3× (issue 9)",
-    },
-    {
-      label: "pool.run with a noop call (acquire, call, restore, release)",
-      medianUs: await medianUs(() => pool.run((s) => s.call("noop")), 2000),
-      against: "exit",
-      goal: "≤ 5× (issue 9)",
-    },
+    await interleavedFigure(
+      {
+        label: "Sandbox.create({ snapshot }) + dispose",
+        against: "create",
+        goal: "≤ 1.1× (issue 9)",
+      },
+      (n) =>
+        samplesUs(async () => {
+          const s = await Sandbox.create({ snapshot: snap, hostFunctions });
+          await s.dispose();
+        }, n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      { label: "Sandbox.create({ snapshot }) + first noop call + dispose", against: "create" },
+      (n) =>
+        samplesUs(async () => {
+          const s = await Sandbox.create({ snapshot: snap, hostFunctions });
+          await s.call("noop");
+          await s.dispose();
+        }, n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      { label: "restore after a noop call", against: "exit", goal: "≤ 3× (issue 9)" },
+      (n) => samplesAfter(() => sb.call("noop"), () => sb.restore(snap), n),
+      { perRound: 250, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "pool.run with a noop call (acquire, call, restore, release)",
+        against: "exit",
+        goal: "≤ 5× (issue 9)",
+      },
+      (n) => samplesUs(() => pool.run((s) => s.call("noop")), n),
+      { perRound: 250, settle },
+    ),
   ];
   printRatios("snapshots", floor, figures);
   await pool.dispose();
@@ -179,11 +184,10 @@ export async function printSnapshotFigures(
         row.push(`${pages} pages: n/a (heap ${(heap / MiB).toFixed(2)} MiB)`);
         continue;
       }
-      const us = await medianAfter(
-        () => g.call("dirty_pages", pages),
-        () => g.restore(s),
-        pages >= 10_000 ? 30 : 200,
-      );
+      const n = pages >= 10_000 ? 30 : 200;
+      await samplesAfter(() => g.call("dirty_pages", pages), () => g.restore(s), 10);
+      const times = await samplesAfter(() => g.call("dirty_pages", pages), () => g.restore(s), n);
+      const us = times.sort((a, b) => a - b)[n >> 1];
       row.push(`${pages} pages: ${us.toFixed(1)} µs`);
     }
     console.log(

@@ -10,12 +10,12 @@
  *   deno task bench        (builds, then runs natively, or through the nested-KVM harness)
  */
 import { Sandbox } from "../src/sandbox.ts";
-import { globalStats } from "../src/ffi/vm.ts";
+import { globalStats, teardownWait } from "../src/ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";
 import { measureFloor } from "./_floor.ts";
-import { medianUs, printRatios } from "./_ratios.ts";
+import { interleavedFigure, medianUs, printRatios, samplesUs } from "./_ratios.ts";
 import { cpuPerCall, syscallsPerCall, timerGapsDuringSpin } from "./_call_path.ts";
 import { printSnapshotFigures } from "./_snapshot.ts";
 
@@ -33,67 +33,78 @@ const floor = bareGuest([0xe6, 0x10, 0xeb, 0xfc]).vm;
 
 const rawFloor = await measureFloor();
 let unseen = 0;
+// Each figure is timed in rounds interleaved with rounds of the raw floor (bench/_ratios.ts):
+// its ratio is to the floor of those rounds, not to `rawFloor` alone.
+const settle = () => teardownWait();
+const createRounds = { perRound: 25, settle };
+const exitRounds = { perRound: 250, settle };
 const ratios = [
-  {
-    label: "Sandbox.create (load ELF, init guest) + dispose",
-    medianUs: await medianUs(async () => await (await Sandbox.create(options)).dispose(), 100),
-    against: "create",
-    goal: "≤ 1.3× (issue 9)",
-  },
-  {
-    // The row above parses the image once per process (src/content_memo.ts); here each create
-    // gets bytes this process has not seen (8 bytes appended), so it parses them too.
-    label: "Sandbox.create of an image not seen before + dispose",
-    medianUs: await medianUs(async () => {
-      const bytes = new Uint8Array(guest.length + 8);
-      bytes.set(guest);
-      new DataView(bytes.buffer).setFloat64(guest.length, unseen++);
-      await (await Sandbox.create({ ...options, guest: bytes })).dispose();
-    }, 100),
-    against: "create",
-  },
-  {
-    label: "bare VM via our FFI: create + run to first exit + destroy",
-    medianUs: await medianUs(() => {
-      const { vm } = bareGuest([0xe6, 0x10]);
-      vm.runSync();
-      vm.destroy();
-    }, 100),
-    against: "create",
-  },
-  {
-    label: "one VM exit via our FFI, sync path",
-    medianUs: await medianUs(() => floor.runSync(), 5000),
-    against: "exit",
-  },
-  {
-    label: "one VM exit via our FFI, async path",
-    medianUs: await medianUs(() => floor.run(), 2000),
-    against: "exit",
-  },
-  {
-    label: "noop call (callSync)",
-    medianUs: await medianUs(() => sb.callSync("noop"), 2000),
-    against: "exit",
-    goal: "≤ 1.15× (issue 8)",
-  },
-  {
-    label: "noop call (async call)",
-    medianUs: await medianUs(() => sb.call("noop"), 2000),
-    against: "exit",
-    goal: "≤ 1.3× (issue 8)",
-  },
-  {
-    label: "host-function round trip (sync host fn, 2 exits)",
-    medianUs: await medianUs(() => sb.call("call_host", "double", 21), 2000),
-    against: "exit",
-    goal: "≤ 2.4× (issue 8)",
-  },
-  {
-    label: "1 MiB echo_bytes",
-    medianUs: await medianUs(() => sb.call("echo_bytes", payload), 200),
-    against: "exit",
-  },
+  await interleavedFigure(
+    {
+      label: "Sandbox.create (load ELF, init guest) + dispose",
+      against: "create",
+      goal: "≤ 1.3× (issue 9)",
+    },
+    (n) => samplesUs(async () => await (await Sandbox.create(options)).dispose(), n),
+    createRounds,
+  ),
+  // The row above parses the image once per process (src/content_memo.ts); here each create
+  // gets bytes this process has not seen (8 bytes appended), so it parses them too.
+  await interleavedFigure(
+    { label: "Sandbox.create of an image not seen before + dispose", against: "create" },
+    (n) =>
+      samplesUs(async () => {
+        const bytes = new Uint8Array(guest.length + 8);
+        bytes.set(guest);
+        new DataView(bytes.buffer).setFloat64(guest.length, unseen++);
+        await (await Sandbox.create({ ...options, guest: bytes })).dispose();
+      }, n),
+    createRounds,
+  ),
+  await interleavedFigure(
+    { label: "bare VM via our FFI: create + run to first exit + destroy", against: "create" },
+    (n) =>
+      samplesUs(() => {
+        const { vm } = bareGuest([0xe6, 0x10]);
+        vm.runSync();
+        vm.destroy();
+      }, n),
+    createRounds,
+  ),
+  await interleavedFigure(
+    { label: "one VM exit via our FFI, sync path", against: "exit" },
+    (n) => samplesUs(() => floor.runSync(), n),
+    exitRounds,
+  ),
+  await interleavedFigure(
+    { label: "one VM exit via our FFI, async path", against: "exit" },
+    (n) => samplesUs(() => floor.run(), n),
+    exitRounds,
+  ),
+  await interleavedFigure(
+    { label: "noop call (callSync)", against: "exit", goal: "≤ 1.15× (issue 8)" },
+    (n) => samplesUs(() => sb.callSync("noop"), n),
+    exitRounds,
+  ),
+  await interleavedFigure(
+    { label: "noop call (async call)", against: "exit", goal: "≤ 1.3× (issue 8)" },
+    (n) => samplesUs(() => sb.call("noop"), n),
+    exitRounds,
+  ),
+  await interleavedFigure(
+    {
+      label: "host-function round trip (sync host fn, 2 exits)",
+      against: "exit",
+      goal: "≤ 2.4× (issue 8)",
+    },
+    (n) => samplesUs(() => sb.call("call_host", "double", 21), n),
+    exitRounds,
+  ),
+  await interleavedFigure(
+    { label: "1 MiB echo_bytes", against: "exit" },
+    (n) => samplesUs(() => sb.call("echo_bytes", payload), n),
+    { perRound: 25, rounds: 8, settle },
+  ),
 ] as const;
 printRatios("native guest", rawFloor, ratios);
 {
@@ -102,7 +113,7 @@ printRatios("native guest", rawFloor, ratios);
   const target = new Uint8Array(MiB);
   const memcpy = await medianUs(() => target.set(payload), 500);
   const echo = ratios.find((r) => r.label === "1 MiB echo_bytes")!.medianUs;
-  const goal = rawFloor.exit_us.median + 2 * memcpy;
+  const goal = ratios.find((r) => r.label === "1 MiB echo_bytes")!.floorUs! + 2 * memcpy;
   console.log(
     `  memcpy of 1 MiB ${memcpy.toFixed(1)} µs: 1 MiB echo ${echo.toFixed(1)} µs against the ` +
       `goal raw exit + 2 × memcpy = ${goal.toFixed(1)} µs (${(echo / goal).toFixed(2)}×)`,

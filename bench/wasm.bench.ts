@@ -16,7 +16,8 @@ import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 import { printCountsPerOp } from "./_counts.ts";
 import { measureFloor } from "./_floor.ts";
-import { medianUs, printRatios } from "./_ratios.ts";
+import { interleavedFigure, printRatios, samplesUs } from "./_ratios.ts";
+import { teardownWait } from "../src/ffi/vm.ts";
 
 const CHECKSUM_N = 200_000;
 
@@ -29,44 +30,50 @@ const CHECKSUM_N = 200_000;
 
   // Fills the module cache for the cached figure (the sandbox `wasm` above was its miss).
   const pool = await WasmSandboxPool.create({ module: fib, size: 2 });
+  // Timed in rounds interleaved with the raw floor's (bench/_ratios.ts).
+  const settle = () => teardownWait();
   printRatios("WebAssembly", await measureFloor(), [
-    {
-      label: "WasmSandbox create (cold, cache: false) + first call fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
+    await interleavedFigure(
+      {
+        label: "WasmSandbox create (cold, cache: false) + first call fib(1) + dispose",
+        against: "create",
+      },
+      (n) =>
+        samplesUs(async () => {
           const w = await WasmSandbox.create({ module: fib, cache: false });
           await w.call("fib", 1);
           await w.dispose();
-        },
-        30,
-        3,
-      ),
-      against: "create",
-    },
-    {
-      label: "WasmSandbox create (cached module) + first call fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
+        }, n),
+      { perRound: 4, warmup: 2, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "WasmSandbox create (cached module) + first call fib(1) + dispose",
+        against: "create",
+        goal: "≤ 1.5× (issue 9)",
+      },
+      (n) =>
+        samplesUs(async () => {
           const w = await WasmSandbox.create({ module: fib });
           await w.call("fib", 1);
           await w.dispose();
-        },
-        200,
-      ),
-      against: "create",
-      goal: "≤ 1.5× (issue 9)",
-    },
-    {
-      label: "WasmSandboxPool.run with a noop call (acquire, call, restore, release)",
-      medianUs: await medianUs(() => pool.run((w) => w.call("noop")), 2000),
-      against: "exit",
-      goal: "≤ 6× (issue 9)",
-    },
-    {
-      label: "WasmSandbox call noop",
-      medianUs: await medianUs(() => wasm.call("noop"), 2000),
-      against: "exit",
-    },
+        }, n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "WasmSandboxPool.run with a noop call (acquire, call, restore, release)",
+        against: "exit",
+        goal: "≤ 6× (issue 9)",
+      },
+      (n) => samplesUs(() => pool.run((w) => w.call("noop")), n),
+      { perRound: 250, settle },
+    ),
+    await interleavedFigure(
+      { label: "WasmSandbox call noop", against: "exit" },
+      (n) => samplesUs(() => wasm.call("noop"), n),
+      { perRound: 250, settle },
+    ),
   ]);
 
   console.log("counts (deterministic):");

@@ -1,7 +1,7 @@
 /*
  * raw_kvm: the raw floor of KVM work for a guest running in user mode (CPL 3).
  *
- * Usage: raw_kvm <create_iterations> <exit_iterations>
+ * Usage: raw_kvm <create_iterations> <exit_iterations> [samples]
  *
  * (a) create: N times, build a whole VM from scratch (VM, memory, vCPU, CPUID, registers), run it
  *     to its first exit, and tear it all down again. Only /dev/kvm stays open across iterations,
@@ -11,6 +11,8 @@
  *
  * Prints one line of JSON on stdout:
  *   {"create_us":{"median":..,"p10":..,"p90":..},"exit_us":{...},"create_n":N,"exit_n":M}
+ * With a third argument `samples`, each stats object also carries "samples": every timing, sorted
+ * (so a caller can pool several short runs interleaved with its own measurements).
  *
  * Guest: long mode is entered directly through KVM_SET_SREGS with CPL 3 segments (no GDT in
  * memory), identity-mapped by 4-level page tables whose entries all carry the U bit, so the guest
@@ -249,10 +251,16 @@ static double percentile(const double *sorted, size_t n, double p) {
   return sorted[i];
 }
 
-static void print_stats(const char *name, double *samples, size_t n) {
+static void print_stats(const char *name, double *samples, size_t n, int with_samples) {
   qsort(samples, n, sizeof *samples, cmp_double);
-  printf("\"%s\":{\"median\":%.3f,\"p10\":%.3f,\"p90\":%.3f}", name, percentile(samples, n, 0.5),
+  printf("\"%s\":{\"median\":%.3f,\"p10\":%.3f,\"p90\":%.3f", name, percentile(samples, n, 0.5),
          percentile(samples, n, 0.1), percentile(samples, n, 0.9));
+  if (with_samples) {
+    printf(",\"samples\":[");
+    for (size_t i = 0; i < n; i++) printf(i == 0 ? "%.3f" : ",%.3f", samples[i]);
+    printf("]");
+  }
+  printf("}");
 }
 
 static size_t parse_count(const char *s, const char *what) {
@@ -267,8 +275,9 @@ static size_t parse_count(const char *s, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: raw_kvm <create_iterations> <exit_iterations>\n");
+  int with_samples = argc == 4 && strcmp(argv[3], "samples") == 0;
+  if (argc != 3 && !with_samples) {
+    fprintf(stderr, "usage: raw_kvm <create_iterations> <exit_iterations> [samples]\n");
     return 1;
   }
   size_t create_n = parse_count(argv[1], "create_iterations");
@@ -319,9 +328,9 @@ int main(int argc, char **argv) {
   if (close(kvm_fd) != 0) die("close /dev/kvm");
 
   printf("{");
-  print_stats("create_us", create_us, create_n);
+  print_stats("create_us", create_us, create_n, with_samples);
   printf(",");
-  print_stats("exit_us", exit_us, exit_n);
+  print_stats("exit_us", exit_us, exit_n, with_samples);
   printf(",\"create_n\":%zu,\"exit_n\":%zu}\n", create_n, exit_n);
   if (fflush(stdout) != 0) die("write stdout");
 

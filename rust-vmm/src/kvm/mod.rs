@@ -48,6 +48,24 @@ fn msr_filter_policy(has_cap: bool, opt_out: Option<&std::ffi::OsStr>) -> Result
     ))
 }
 
+/// How often a setup ioctl is tried again after a signal interrupted it.
+const EINTR_RETRIES: u32 = 100;
+
+/// Runs a setup ioctl again when a signal interrupted it (EINTR): KVM_CREATE_VM, for one, waits
+/// interruptibly, and a process that takes signals (a profiler's SIGPROF, a timer) must not see
+/// a create fail for it. Bounded, so a signal storm ends in the error instead of a hang.
+pub(crate) fn retry_eintr<T>(
+    mut ioctl: impl FnMut() -> std::result::Result<T, kvm_ioctls::Error>,
+) -> std::result::Result<T, kvm_ioctls::Error> {
+    let mut tries = 0;
+    loop {
+        match ioctl() {
+            Err(e) if e.errno() == libc::EINTR && tries < EINTR_RETRIES => tries += 1,
+            result => return result,
+        }
+    }
+}
+
 /// Installs a default-deny MSR filter on `vm`: every guest `rdmsr`/`wrmsr` that KVM would handle
 /// is refused (#GP injected). KVM rejects a deny filter with no range, so one range with an
 /// all-zero (deny) bitmap is given. Host-side KVM_SET_MSRS is not filtered.
@@ -59,7 +77,7 @@ fn install_msr_filter(vm: &VmFd) -> Result<()> {
         msr_count: 8,
         bitmap: &deny,
     };
-    vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range])
+    retry_eintr(|| vm.set_msr_filter(MsrFilterDefaultAction::DENY, &[range]))
         .map_err(|e| Error::hypervisor("KVM_X86_SET_MSR_FILTER", e.errno()))
 }
 
@@ -152,9 +170,7 @@ impl Hypervisor for KvmHypervisor {
     }
 
     fn create_vm(&self, counters: Arc<Counters>) -> Result<Arc<dyn VmBackend>> {
-        let fd = self
-            .kvm
-            .create_vm()
+        let fd = retry_eintr(|| self.kvm.create_vm())
             .map_err(|e| Error::hypervisor("KVM_CREATE_VM", e.errno()))?;
         // KVM_CREATE_VM, and KVM_GET_VCPU_MMAP_SIZE inside kvm-ioctls' create_vm.
         counters.ioctl(2);
@@ -178,6 +194,36 @@ impl Hypervisor for KvmHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_setup_ioctl_is_tried_again_but_not_forever() {
+        let mut calls = 0;
+        let r = retry_eintr(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(kvm_ioctls::Error::new(libc::EINTR))
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!((r.unwrap(), calls), (7, 3));
+        let mut calls = 0;
+        let r: std::result::Result<(), _> = retry_eintr(|| {
+            calls += 1;
+            Err(kvm_ioctls::Error::new(libc::EINTR))
+        });
+        assert_eq!(
+            (r.unwrap_err().errno(), calls),
+            (libc::EINTR, EINTR_RETRIES + 1)
+        );
+        // Other errors are not retried.
+        let mut calls = 0;
+        let r: std::result::Result<(), _> = retry_eintr(|| {
+            calls += 1;
+            Err(kvm_ioctls::Error::new(libc::EINVAL))
+        });
+        assert_eq!((r.unwrap_err().errno(), calls), (libc::EINVAL, 1));
+    }
 
     #[test]
     fn msr_filter_fails_closed_without_the_capability() {

@@ -68,12 +68,11 @@ impl KvmVcpu {
         counters: Arc<Counters>,
     ) -> Result<Self> {
         counters.ioctl(1);
-        let mut fd = vm
-            .create_vcpu(0)
+        let mut fd = super::retry_eintr(|| vm.create_vcpu(0))
             .map_err(|e| Error::hypervisor("KVM_CREATE_VCPU", e.errno()))?;
         // CPUID first: KVM only accepts EFER.NXE when the guest's CPUID advertises NX.
         counters.ioctl(1);
-        fd.set_cpuid2(cpuid)
+        super::retry_eintr(|| fd.set_cpuid2(cpuid))
             .map_err(|e| Error::hypervisor("KVM_SET_CPUID2", e.errno()))?;
 
         counters.ioctl(1);

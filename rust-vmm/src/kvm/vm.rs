@@ -59,7 +59,7 @@ impl VmBackend for KvmVm {
         };
         self.counters.ioctl(1);
         // SAFETY: the caller guarantees the host range stays mapped for the VM's lifetime.
-        unsafe { self.fd.set_user_memory_region(region) }
+        super::retry_eintr(|| unsafe { self.fd.set_user_memory_region(region) })
             .map_err(|e| Error::hypervisor("KVM_SET_USER_MEMORY_REGION", e.errno()))
     }
 

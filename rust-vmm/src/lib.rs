@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 6;
+pub const CDYLIB_ABI_VERSION: u32 = 7;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -236,7 +236,26 @@ pub unsafe extern "C" fn hl_vcpu_create(vm: u32, config: *const u64) -> i32 {
         // SAFETY: the caller gives VCPU_CONFIG_WORDS readable u64 at `config`.
         unsafe { std::ptr::copy_nonoverlapping(config, words.as_mut_ptr(), VCPU_CONFIG_WORDS) };
         let config = VcpuConfig::from_words(&words)?;
-        vm::lookup(vm)?.create_vcpu(config).map(|_| 0)
+        vm::lookup(vm)?.create_vcpu(config, true).map(|_| 0)
+    })
+}
+
+/// `int32_t hl_vcpu_create_start(uint32_t vm, const uint64_t config[10])` (since version 7): as
+/// `hl_vcpu_create`, but returns once the vCPU thread has the job, so the caller can fill guest
+/// memory while KVM creates the vCPU. The first vCPU call after it waits for the creation and
+/// returns its error if it failed (every vCPU call does, from then on).
+///
+/// # Safety
+/// Pointer arguments must be null or valid for the sizes stated above.
+#[no_mangle]
+pub unsafe extern "C" fn hl_vcpu_create_start(vm: u32, config: *const u64) -> i32 {
+    guard(vm, || {
+        non_null(config, "config")?;
+        let mut words = [0u64; VCPU_CONFIG_WORDS];
+        // SAFETY: the caller gives VCPU_CONFIG_WORDS readable u64 at `config`.
+        unsafe { std::ptr::copy_nonoverlapping(config, words.as_mut_ptr(), VCPU_CONFIG_WORDS) };
+        let config = VcpuConfig::from_words(&words)?;
+        vm::lookup(vm)?.create_vcpu(config, false).map(|_| 0)
     })
 }
 
@@ -293,7 +312,8 @@ pub unsafe extern "C" fn hl_vcpu_get_regs(vm: u32, regs: *mut u64) -> i32 {
 pub extern "C" fn hl_vcpu_exit_ptr(vm: u32) -> *const ExitInfo {
     let mut ptr = std::ptr::null();
     guard(vm, || {
-        ptr = vm::lookup(vm)?.vcpu()?.exit_ptr();
+        // The record exists from the start of the creation: no need to wait for it.
+        ptr = vm::lookup(vm)?.vcpu_thread()?.exit_ptr();
         Ok(0)
     });
     ptr

@@ -53,15 +53,18 @@ fn run_in(handle: u32) -> Result<(), String> {
     }
     bytes[CODE_ADDR..CODE_ADDR + PROBE_CODE.len()].copy_from_slice(&PROBE_CODE);
     bytes[DATA_ADDR..DATA_ADDR + 16].fill(0xff);
-    vm.create_vcpu(VcpuConfig {
-        cr3: 0x1000,
-        gdt: TableRef::default(),
-        idt: TableRef::default(),
-        tss: TableRef::default(),
-        code_selector: USER_CODE,
-        data_selector: USER_DATA,
-        tss_selector: 0,
-    })
+    vm.create_vcpu(
+        VcpuConfig {
+            cr3: 0x1000,
+            gdt: TableRef::default(),
+            idt: TableRef::default(),
+            tss: TableRef::default(),
+            code_selector: USER_CODE,
+            data_selector: USER_DATA,
+            tss_selector: 0,
+        },
+        true,
+    )
     .map_err(|e| e.message)?;
     let vcpu = vm.vcpu().map_err(|e| e.message)?;
     let mut regs = [0u64; 18];

@@ -175,6 +175,17 @@ pub struct VcpuThread {
     exit: Arc<ExitCell>,
     /// The end of `vcpu_main` on its (reused) thread: `workers.rs`.
     join: Mutex<Option<crate::workers::Finished>>,
+    /// The vCPU thread's answer to the creation, until someone took it (`created`); then its
+    /// error, if it failed, for every later call.
+    creation: Mutex<Creation>,
+    /// Set once the creation is known to have succeeded: the check on every call is one load.
+    created_ok: AtomicBool,
+}
+
+enum Creation {
+    Pending(std::sync::mpsc::Receiver<Result<()>>),
+    Failed(Error),
+    Done,
 }
 
 /// The signal used to kick a vCPU thread out of `KVM_RUN`.
@@ -222,7 +233,8 @@ impl VcpuThread {
             vcpu_cpu: AtomicU32::new(NO_CPU),
         });
         let exit = Arc::new(ExitCell(UnsafeCell::new(ExitInfo::default())));
-        // Creation is answered once, over a channel (a futex or two, once per VM).
+        // Creation is answered once, over a channel (a futex or two, once per VM), and taken by
+        // the first call that needs the vCPU (`created`): the caller may meanwhile do other work.
         let (created_tx, created_rx) = sync_channel::<Result<()>>(1);
         let thread_mailbox = mailbox.clone();
         let thread_exit = exit.clone();
@@ -230,25 +242,37 @@ impl VcpuThread {
             vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx)
         })
         .map_err(|e| Error::os("spawning the vCPU thread", e))?;
-        match created_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                join.wait();
-                return Err(e);
-            }
-            Err(_) => {
-                join.wait();
-                return Err(Error::new(
-                    Code::Panic,
-                    "the vCPU thread died while creating the vCPU",
-                ));
-            }
-        }
         Ok(Self {
             mailbox,
             exit,
             join: Mutex::new(Some(join)),
+            creation: Mutex::new(Creation::Pending(created_rx)),
+            created_ok: AtomicBool::new(false),
         })
+    }
+
+    /// Waits for the vCPU thread's answer to the creation (the first time; later calls return
+    /// at once): `Ok` once the vCPU exists, else the creation's error, every time.
+    pub fn created(&self) -> Result<()> {
+        if self.created_ok.load(SeqCst) {
+            return Ok(());
+        }
+        let mut creation = self.creation.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match std::mem::replace(&mut *creation, Creation::Done) {
+            Creation::Pending(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(Error::new(
+                    Code::Panic,
+                    "the vCPU thread died while creating the vCPU",
+                ))
+            }),
+            Creation::Failed(e) => Err(e),
+            Creation::Done => Ok(()),
+        };
+        match &result {
+            Ok(()) => self.created_ok.store(true, SeqCst),
+            Err(e) => *creation = Creation::Failed(e.clone()),
+        }
+        result
     }
 
     /// Claims the mailbox and posts a request; returns its sequence number.

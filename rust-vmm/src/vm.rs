@@ -276,7 +276,9 @@ impl Vm {
             })
     }
 
-    pub fn create_vcpu(&self, config: VcpuConfig) -> Result<()> {
+    /// Creates the vCPU on its thread and waits for it (`wait`), or only starts it: then the first
+    /// call that needs the vCPU waits, and reports a failed creation.
+    pub fn create_vcpu(&self, config: VcpuConfig, wait: bool) -> Result<()> {
         if self.vcpu.get().is_some() {
             return Err(Error::state(format!(
                 "VM {} already has its vCPU",
@@ -288,6 +290,10 @@ impl Vm {
             config,
             format!("hl-vcpu-{}", self.handle),
         )?;
+        if wait {
+            // A failed creation leaves the VM without a vCPU.
+            thread.created()?;
+        }
         self.vcpu
             .set(thread)
             .map_err(|_| Error::state(format!("VM {} already has its vCPU", self.handle)))
@@ -300,7 +306,15 @@ impl Vm {
         }
     }
 
+    /// The vCPU, once its creation has succeeded (waiting for a creation still under way).
     pub fn vcpu(&self) -> Result<&VcpuThread> {
+        let vcpu = self.vcpu_thread()?;
+        vcpu.created()?;
+        Ok(vcpu)
+    }
+
+    /// The vCPU's thread, whether or not the creation has finished.
+    pub fn vcpu_thread(&self) -> Result<&VcpuThread> {
         self.vcpu.get().ok_or_else(|| {
             Error::state(format!(
                 "VM {} has no vCPU yet: call hl_vcpu_create first",

@@ -547,3 +547,85 @@ fn destroy_stops_the_guest_at_once_and_teardown_wait_frees_the_rest() {
     assert!(hl_teardown_wait() >= 0);
     assert!(!thread_named(&name), "the vCPU thread was joined");
 }
+
+/// Version 7: `hl_vcpu_create_start` returns before the vCPU exists; memory can be mapped and
+/// filled meanwhile, and the next vCPU call waits for the creation.
+#[test]
+fn an_overlapped_creation_lets_memory_be_filled_meanwhile() {
+    require_kvm!();
+    let mut vm = 0u32;
+    let mut slot = 0u32;
+    // SAFETY: valid out-pointers; the memory pointer covers MEM bytes until destroy.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm), 0);
+        assert_eq!(hl_vcpu_create_start(vm, USER_CONFIG.as_ptr()), 0);
+        // A second creation is refused whether or not the first has finished.
+        assert_eq!(hl_vcpu_create_start(vm, USER_CONFIG.as_ptr()), -9);
+        assert_eq!(hl_vm_map_memory(vm, 0, MEM, 0, &mut slot), 0);
+        let mem = std::slice::from_raw_parts_mut(hl_vm_memory_ptr(vm, slot), MEM as usize);
+        mem[0x1000..0x1008].copy_from_slice(&(0x2000u64 | 7).to_le_bytes());
+        mem[0x2000..0x2008].copy_from_slice(&(0x3000u64 | 7).to_le_bytes());
+        mem[0x3000..0x3008].copy_from_slice(&0x87u64.to_le_bytes());
+        // out 0x10, al; jmp $-2
+        mem[CODE..CODE + 4].copy_from_slice(&[0xe6, 0x10, 0xeb, 0xfc]);
+        let mut regs = [0u64; 18];
+        regs[16] = CODE as u64;
+        regs[17] = 0x3002;
+        regs[6] = 0x80000;
+        assert_eq!(hl_vcpu_set_regs(vm, regs.as_ptr()), 0);
+        assert_eq!(hl_vcpu_begin_call(vm), 0);
+        assert_eq!(hl_vcpu_run(vm, 0), 1, "{}", last_error(vm));
+        assert_eq!((*hl_vcpu_exit_ptr(vm)).a, 0x10);
+    }
+    assert_eq!(hl_vm_destroy(vm), 0);
+    // Destroyed while the creation may still be under way: nothing hangs or leaks.
+    let mut vm2 = 0u32;
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm2), 0);
+        assert_eq!(hl_vcpu_create_start(vm2, USER_CONFIG.as_ptr()), 0);
+    }
+    assert_eq!(hl_vm_destroy(vm2), 0);
+    assert!(hl_teardown_wait() >= 0);
+}
+
+/// A creation that KVM refuses (a page-table root beyond any physical address width: SET_SREGS
+/// fails on the vCPU thread) is reported by the next vCPU call and every one after it with an
+/// overlapped creation, and by the creation itself otherwise (the VM then has no vCPU; KVM keeps
+/// vCPU 0's id taken, so it cannot be created again in that VM).
+#[test]
+fn a_refused_creation_is_reported_by_the_calls_that_follow() {
+    require_kvm!();
+    let mut bad = USER_CONFIG;
+    bad[0] = 1 << 62;
+    let regs = [0u64; 18];
+    let mut vm = 0u32;
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm), 0);
+        assert_eq!(hl_vcpu_create_start(vm, bad.as_ptr()), 0);
+        for _ in 0..2 {
+            assert_eq!(hl_vcpu_set_regs(vm, regs.as_ptr()), -6);
+            assert!(
+                last_error(vm).contains("KVM_SET_SREGS"),
+                "{}",
+                last_error(vm)
+            );
+        }
+        assert_eq!(hl_vcpu_run(vm, 0), -6);
+    }
+    assert_eq!(hl_vm_destroy(vm), 0);
+    let mut vm = 0u32;
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(hl_vm_create(&mut vm), 0);
+        assert_eq!(hl_vcpu_create(vm, bad.as_ptr()), -6);
+        assert_eq!(
+            hl_vcpu_set_regs(vm, regs.as_ptr()),
+            -9,
+            "no vCPU after a failed creation"
+        );
+    }
+    assert_eq!(hl_vm_destroy(vm), 0);
+    assert!(hl_teardown_wait() >= 0);
+}

@@ -10,7 +10,7 @@ import { HypervisorError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 6;
+export const CDYLIB_ABI_VERSION = 7;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -34,6 +34,8 @@ export const symbols = {
   hl_vm_memory_reset: { parameters: ["u32", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])` */
   hl_vcpu_create: { parameters: ["u32", "buffer"], result: "i32" },
+  /** `int32_t hl_vcpu_create_start(uint32_t vm, const uint64_t config[10])`: the next vCPU call waits */
+  hl_vcpu_create_start: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t hl_vcpu_set_regs(uint32_t vm, const uint64_t regs[18])` */
   hl_vcpu_set_regs: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t hl_vcpu_get_regs(uint32_t vm, uint64_t regs[18])` */

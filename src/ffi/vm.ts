@@ -449,8 +449,12 @@ export class MicroVm {
     check(this.#lib, this.#lib.hl_vcpu_set_state(vm, state, state.length), vm);
   }
 
-  /** Creates the vCPU (on its own thread) in long mode, as `config` says. */
-  createVcpu(config: VcpuConfig): void {
+  /**
+   * Creates the vCPU (on its own thread) in long mode, as `config` says. With `overlap`, only
+   * starts it and returns: the caller fills memory while KVM creates the vCPU, and the next vCPU
+   * call waits for it (and reports a failed creation, as every later vCPU call of the VM does).
+   */
+  createVcpu(config: VcpuConfig, options: { overlap?: boolean } = {}): void {
     const vm = this.#live();
     const words = new BigUint64Array([
       config.cr3,
@@ -464,7 +468,8 @@ export class MicroVm {
       config.dataSelector,
       config.tssSelector ?? 0,
     ].map(BigInt));
-    check(this.#lib, this.#lib.hl_vcpu_create(vm, words), vm);
+    const create = options.overlap ? this.#lib.hl_vcpu_create_start : this.#lib.hl_vcpu_create;
+    check(this.#lib, create(vm, words), vm);
     const ptr = this.#lib.hl_vcpu_exit_ptr(vm);
     if (ptr === null) check(this.#lib, -9, vm);
     this.#exit = new DataView(

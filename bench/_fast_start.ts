@@ -77,6 +77,19 @@ if (only === "all" || only === "wasm") {
     await w.call("fib", 1);
     await w.dispose();
   }, 25);
+  // The row above reuses VMs that earlier hits disposed; this one makes a new VM every time.
+  await using fibSandbox = await WasmSandbox.create({ module: fib });
+  await using fibSnap = await fibSandbox.snapshot();
+  await figure(
+    "WasmSandbox.create({ snapshot }) (new VM) + first call + dispose",
+    "create",
+    async () => {
+      const w = await WasmSandbox.create({ snapshot: fibSnap });
+      await w.call("fib", 1);
+      await w.dispose();
+    },
+    25,
+  );
   await figure("WasmSandboxPool.run noop", "exit", () => pool.run((w) => w.call("noop")), 250);
 }
 printRatios("fast start", floor, figures);

@@ -30,6 +30,7 @@ const CHECKSUM_N = 200_000;
 
   // Fills the module cache for the cached figure (the sandbox `wasm` above was its miss).
   const pool = await WasmSandboxPool.create({ module: fib, size: 2 });
+  const fibSnap = await wasm.snapshot();
   // Timed in rounds interleaved with the raw floor's (bench/_ratios.ts).
   const settle = () => teardownWait();
   printRatios("WebAssembly", await measureFloor(), [
@@ -55,6 +56,21 @@ const CHECKSUM_N = 200_000;
       (n) =>
         samplesUs(async () => {
           const w = await WasmSandbox.create({ module: fib });
+          await w.call("fib", 1);
+          await w.dispose();
+        }, n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      {
+        // The row above takes VMs that earlier hits disposed (restored to the snapshot); this one
+        // makes a new VM every time.
+        label: "WasmSandbox.create({ snapshot }) (a new VM) + first call fib(1) + dispose",
+        against: "create",
+      },
+      (n) =>
+        samplesUs(async () => {
+          const w = await WasmSandbox.create({ snapshot: fibSnap });
           await w.call("fib", 1);
           await w.dispose();
         }, n),
@@ -156,5 +172,6 @@ const CHECKSUM_N = 200_000;
     void wasm.dispose();
     void native.dispose();
     void pool.dispose();
+    void fibSnap.dispose();
   });
 }

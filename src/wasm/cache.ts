@@ -11,6 +11,7 @@ import type { WasmSnapshotState } from "./snapshot.ts";
 import type { WasmCacheStats, WasmSandboxOptions } from "./types.ts";
 import { moduleName } from "./wasi.ts";
 import { checkPreopens } from "./wasi_path.ts";
+import { drainRecycled } from "./recycle.ts";
 
 /** Most snapshots the module cache keeps; the least recently used one goes first. */
 const CACHE_LIMIT = 32;
@@ -26,6 +27,7 @@ export function touchCache(key: string, entry: Promise<WasmSnapshotState | undef
   while (cache.size > CACHE_LIMIT) {
     const [oldest, p] = cache.entries().next().value!;
     cache.delete(oldest);
+    void drainRecycled(oldest);
     p.then((s) => s?.native.dispose(), () => {});
   }
 }
@@ -35,10 +37,11 @@ export function cacheStats(): WasmCacheStats {
   return { ...cacheCounters, entries: cache.size };
 }
 
-/** Empties the cache and releases its snapshots; the counters are kept. */
+/** Empties the cache, releases its snapshots and destroys its idle VMs; the counters are kept. */
 export async function clearCache(): Promise<void> {
   const entries = [...cache.values()];
   cache.clear();
+  await drainRecycled();
   for (const p of entries) {
     const state = await p.catch(() => undefined);
     await state?.native.dispose();

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ArgumentError, type ProtocolError } from "../errors.ts";
+import { ArgumentError, type ProtocolError, SandboxDisposedError } from "../errors.ts";
 import {
   type CallOptions,
   createSandboxWithCode,
@@ -21,7 +21,14 @@ import {
 import { codeImage } from "./compiler.ts";
 import { SnapshotMismatchError } from "../snapshot.ts";
 import { readSource } from "../source.ts";
-import { checkCount, checkFuel, checkU32, checkWasmHostFunctions, lookupName } from "../options.ts";
+import {
+  checkCount,
+  checkFuel,
+  checkTimeout,
+  checkU32,
+  checkWasmHostFunctions,
+  lookupName,
+} from "../options.ts";
 import { findGuest } from "../artifacts.ts";
 import { checkRuntimeTable, type RuntimeFunction, runtimeResult } from "./runtime_table.ts";
 import {
@@ -42,6 +49,7 @@ import {
   wasmStateOf,
 } from "./snapshot.ts";
 import { cache, cacheCounters, cacheKey, cacheStats, clearCache, touchCache } from "./cache.ts";
+import { recycle, type RuntimeBinding, takeRecycled } from "./recycle.ts";
 import {
   type WasiExit,
   WasiExitError,
@@ -88,15 +96,40 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #wasiRegistered: boolean;
   readonly #fromCache: boolean;
   readonly #wasi: WasiRuntime | undefined;
+  /** A cache hit's: how its VM's host functions reach this sandbox (swapped when recycled). */
+  readonly #binding: RuntimeBinding | undefined;
+  /** The default timeout of calls (the VM may have served another sandbox before). */
+  readonly #timeoutMs: number | undefined;
+  /** The VM's counters when this sandbox got it. */
+  readonly #statsBase: SandboxStats;
+  /** Calls, snapshots and restores in progress. */
+  #pending = 0;
+  #disposing: Promise<void> | undefined;
+  /** `poisoned` as it was at dispose (the VM may serve another sandbox afterwards). */
+  #poisonedAtDispose = false;
 
   private constructor(
     sandbox: Sandbox,
     imports: readonly WasmExtern[],
     exports: readonly WasmExtern[],
     imported: ImportTable,
-    identity: { key: string; wasiOn: boolean; wasiRegistered: boolean; fromCache: boolean },
+    identity: {
+      key: string;
+      wasiOn: boolean;
+      wasiRegistered: boolean;
+      fromCache: boolean;
+      binding?: RuntimeBinding;
+      timeoutMs?: number;
+      recycled?: boolean;
+    },
     wasi: WasiRuntime | undefined,
   ) {
+    this.#binding = identity.binding;
+    this.#timeoutMs = identity.timeoutMs;
+    // A recycled VM's counters start where its previous owners left them.
+    this.#statsBase = identity.recycled
+      ? sandbox.stats()
+      : { ioctls: 0, exits: 0, runs: 0, logsSkipped: 0 };
     this.#wasi = wasi;
     this.#sandbox = sandbox;
     this.#imports = [...imports];
@@ -219,12 +252,30 @@ export class WasmSandbox implements AsyncDisposable {
       )
       : undefined;
     let sandbox: Sandbox;
+    const binding: RuntimeBinding = { imported, wasi };
     try {
+      checkTimeout(options.timeoutMs, "timeoutMs");
+      // A cache hit takes an idle VM restored to the same snapshot when there is one (recycle.ts).
+      const recycled = fromCache ? takeRecycled(state.key, state.native) : undefined;
+      if (recycled) {
+        recycled.binding.imported = imported;
+        recycled.binding.wasi = wasi;
+        sandbox = recycled.native;
+        return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
+          key: state.key,
+          wasiOn: state.wasiOn,
+          wasiRegistered: state.wasiRegistered,
+          fromCache,
+          binding: recycled.binding,
+          timeoutMs: options.timeoutMs,
+          recycled: true,
+        }, wasi);
+      }
       sandbox = await Sandbox.create({
         snapshot: state.native,
         hostFunctions: runtimeHostFunctions(
-          (index, args) => imported.serve(index, args),
-          state.wasiRegistered ? () => wasi : undefined,
+          (index, args) => binding.imported.serve(index, args),
+          state.wasiRegistered ? () => binding.wasi : undefined,
         ),
         timeoutMs: options.timeoutMs,
         library: options.library,
@@ -238,6 +289,8 @@ export class WasmSandbox implements AsyncDisposable {
       wasiOn: state.wasiOn,
       wasiRegistered: state.wasiRegistered,
       fromCache,
+      binding: fromCache ? binding : undefined,
+      timeoutMs: options.timeoutMs,
     }, wasi);
   }
 
@@ -356,6 +409,7 @@ export class WasmSandbox implements AsyncDisposable {
         wasiOn: wasi !== undefined,
         wasiRegistered: wasiSetting !== false,
         fromCache: false,
+        timeoutMs: options.timeoutMs,
       }, wasi);
       await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },
@@ -388,7 +442,7 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   async snapshot(): Promise<WasmSnapshot> {
-    const native = await this.#sandbox.snapshot();
+    const native = await this.#track(() => this.#live().snapshot());
     return makeWasmSnapshot({
       native,
       key: this.#key,
@@ -425,7 +479,7 @@ export class WasmSandbox implements AsyncDisposable {
         "the snapshot is of another module, or of the same module with other options",
       );
     }
-    await this.#sandbox.restore(state.native);
+    await this.#track(() => this.#live().restore(state.native));
     this.#imported.takeFailure();
     this.#wasi?.reset();
   }
@@ -451,8 +505,8 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   /**
-   * Empties the module cache and releases its snapshots (sandboxes started from them keep
-   * working). The counters are kept.
+   * Empties the module cache, releases its snapshots and destroys the idle VMs it kept for reuse
+   * (sandboxes started from them keep working). The counters are kept.
    *
    * @example
    * ```ts
@@ -477,12 +531,12 @@ export class WasmSandbox implements AsyncDisposable {
 
   /** Whether a timeout, cancellation or guest failure has made this sandbox unusable. */
   get poisoned(): boolean {
-    return this.#sandbox.poisoned;
+    return this.#disposing ? this.#poisonedAtDispose : this.#sandbox.poisoned;
   }
 
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
-    return this.#sandbox.disposed;
+    return this.#disposing !== undefined || this.#sandbox.disposed;
   }
 
   /**
@@ -503,6 +557,7 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   interrupt(): void {
+    if (this.#disposing) return;
     this.#sandbox.interrupt();
   }
 
@@ -750,7 +805,14 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   stats(): SandboxStats {
-    return this.#sandbox.stats();
+    const now = this.#live().stats();
+    const base = this.#statsBase;
+    return {
+      ioctls: now.ioctls - base.ioctls,
+      exits: now.exits - base.exits,
+      runs: now.runs - base.runs,
+      logsSkipped: now.logsSkipped - base.logsSkipped,
+    };
   }
 
   /**
@@ -763,9 +825,47 @@ export class WasmSandbox implements AsyncDisposable {
    * await w.dispose();
    * ```
    */
-  async dispose(): Promise<void> {
-    await this.#sandbox.dispose();
+  dispose(): Promise<void> {
+    return this.#disposing ??= this.#dispose();
+  }
+
+  async #dispose(): Promise<void> {
+    const native = this.#sandbox;
+    this.#poisonedAtDispose = native.poisoned;
     this.#wasi?.close();
+    // A cache hit's VM, idle and healthy, is restored and kept for the next hit (recycle.ts);
+    // anything else is destroyed.
+    if (this.#binding && this.#pending === 0 && !native.poisoned && !native.disposed) {
+      const key = this.#key;
+      const entry = cache.get(key);
+      const snapshot = entry ? (await entry.catch(() => undefined))?.native : undefined;
+      if (
+        snapshot &&
+        await recycle(key, snapshot, native, this.#binding, async () => {
+          const now = cache.get(key);
+          return now !== undefined && (await now.catch(() => undefined))?.native === snapshot;
+        })
+      ) {
+        return;
+      }
+    }
+    await native.dispose();
+  }
+
+  /** The VM, unless this sandbox was disposed (it may be serving another sandbox by now). */
+  #live(): Sandbox {
+    if (this.#disposing) throw new SandboxDisposedError();
+    return this.#sandbox;
+  }
+
+  /** Runs `op` counted as in progress (a sandbox with work in progress is not recycled). */
+  async #track<T>(op: () => Promise<T>): Promise<T> {
+    this.#pending++;
+    try {
+      return await op();
+    } finally {
+      this.#pending--;
+    }
   }
 
   /** Same as {@linkcode dispose}, for `await using`. */
@@ -794,7 +894,14 @@ export class WasmSandbox implements AsyncDisposable {
     this.#wasi?.takeViolation();
     let value: JsValue;
     try {
-      value = await this.#sandbox.callWithOptions(options, fn, ...args);
+      const native = this.#live();
+      value = await this.#track(() =>
+        native.callWithOptions(
+          { ...options, timeoutMs: options.timeoutMs ?? this.#timeoutMs },
+          fn,
+          ...args,
+        )
+      );
     } catch (e) {
       throw this.#violation() ?? mapGuestError(e, this.#imported.takeFailure());
     }

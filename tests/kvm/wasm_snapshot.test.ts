@@ -8,6 +8,7 @@ import {
   CancelledError,
   PoolExhaustedError,
   Sandbox,
+  SandboxDisposedError,
   SandboxError,
   SnapshotDisposedError,
   SnapshotMismatchError,
@@ -16,6 +17,7 @@ import {
   WasmSnapshot,
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
+import { recycledCount } from "../../src/wasm/recycle.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import { engineTest, guestMappingCount, openFdCount, WASM_ENGINES } from "./_kvm.ts";
@@ -176,6 +178,89 @@ for (const engine of WASM_ENGINES) {
     assert.equal(await second.call("count"), 0);
     await WasmSandbox.clearCache();
     assert.equal(WasmSandbox.cacheStats().entries, 0);
+  });
+
+  test("WasmSandbox: a cache hit's VM, once disposed, is restored and serves the next hit", async () => {
+    await WasmSandbox.clearCache();
+    const { liveVms } = globalStats();
+    const bytes = fixtureBytes("state");
+    const first = await create({ module: bytes, hostFunctions: imports() }); // the miss
+    const seenB: number[] = [];
+    const b = await create({ module: bytes, hostFunctions: imports(seenB) });
+    assert.equal(b.fromCache, true);
+    assert.equal(await b.call("bump"), 1);
+    await b.call("store", 64, 1234);
+    assert.equal(await b.call("grow"), 1);
+    await b.dispose();
+    assert.equal(recycledCount(), 1);
+    assert.equal(b.disposed, true);
+    // The old handle reaches nothing, whoever has the VM now.
+    await assert.rejects(() => b.call("count"), SandboxDisposedError);
+    await assert.rejects(() => b.snapshot(), SandboxDisposedError);
+    assert.throws(() => b.stats(), SandboxDisposedError);
+    const seenC: number[] = [];
+    await using c = await create({ module: bytes, hostFunctions: imports(seenC) });
+    assert.equal(recycledCount(), 0, "the hit took the idle VM");
+    assert.deepEqual(c.stats(), { ioctls: 0, exits: 0, runs: 0, logsSkipped: 0 });
+    b.interrupt(); // a no-op: not c's call
+    // Nothing b did is left, and c's host functions are the ones called.
+    assert.equal(await c.call("count"), 0);
+    assert.equal(await c.call("load", 64), 0);
+    assert.equal(await c.memorySize(), 65536);
+    assert.equal(await c.call("bump"), 1);
+    assert.deepEqual([seenB, seenC], [[1], [1]]);
+    assert.ok(c.stats().runs >= 4, JSON.stringify(c.stats()));
+    // A poisoned sandbox is not kept.
+    await (await create({ module: fixture("fib") })).dispose(); // fib's miss
+    const d = await create({ module: fixture("fib") });
+    assert.equal(d.fromCache, true);
+    await assert.rejects(() => d.callWithOptions({ timeoutMs: 1 }, "checksum", 2_000_000_000));
+    assert.equal(d.poisoned, true);
+    await d.dispose();
+    assert.equal(d.poisoned, true);
+    assert.equal(recycledCount(), 0);
+    // Nor one disposed with a call in progress (the call is stopped).
+    const e = await create({ module: bytes, hostFunctions: imports() });
+    const running = e.call("bump");
+    await e.dispose();
+    await running.catch(() => {});
+    assert.equal(recycledCount(), 0);
+    await first.dispose();
+    await c.dispose();
+    assert.equal(recycledCount(), 1);
+    await WasmSandbox.clearCache();
+    assert.equal(recycledCount(), 0);
+    assert.equal(globalStats().liveVms, liveVms);
+  });
+
+  test("WasmSandbox: a recycled VM writes WASI output to its new owner's sinks", async () => {
+    await WasmSandbox.clearCache();
+    const decoder = new TextDecoder();
+    const outs = ["", "", ""];
+    const open = (i: number) =>
+      create({
+        module: fixture("wasi_hello"),
+        wasi: {
+          args: ["hello"],
+          randomSeed: new Uint8Array(32).fill(3),
+          stdout: (d: Uint8Array) => void (outs[i] += decoder.decode(d)),
+        },
+      });
+    await (await open(0)).dispose(); // the miss
+    const hit = await open(1);
+    assert.equal(hit.fromCache, true);
+    assert.deepEqual(await hit.runWasi(), { exitCode: 7 });
+    await hit.dispose();
+    assert.equal(recycledCount(), 1);
+    await using again = await open(2);
+    assert.equal(recycledCount(), 0);
+    assert.deepEqual(await again.runWasi(), { exitCode: 7 });
+    assert.match(outs[2], /^hello from wasi, argc=1\n/);
+    // The same program, the same seed: the same output, each in its own sink.
+    assert.equal(outs[2], outs[1]);
+    assert.equal(outs[0], "");
+    await again.dispose();
+    await WasmSandbox.clearCache();
   });
 
   test("WasmSandboxPool: runs start afresh; exhaustion, bounded wait, AbortSignal", async () => {

@@ -87,7 +87,8 @@ const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
  * ```
  */
 export class WasmSandbox implements AsyncDisposable {
-  readonly #sandbox: Sandbox;
+  /** The VM; `undefined` once it went to another sandbox (recycled). */
+  #sandbox: Sandbox | undefined;
   readonly #imports: WasmExtern[];
   readonly #exports: Map<string, WasmExtern>;
   readonly #imported: ImportTable;
@@ -531,12 +532,12 @@ export class WasmSandbox implements AsyncDisposable {
 
   /** Whether a timeout, cancellation or guest failure has made this sandbox unusable. */
   get poisoned(): boolean {
-    return this.#disposing ? this.#poisonedAtDispose : this.#sandbox.poisoned;
+    return this.#disposing ? this.#poisonedAtDispose : this.#sandbox!.poisoned;
   }
 
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
-    return this.#disposing !== undefined || this.#sandbox.disposed;
+    return this.#disposing !== undefined || this.#sandbox!.disposed;
   }
 
   /**
@@ -558,7 +559,7 @@ export class WasmSandbox implements AsyncDisposable {
    */
   interrupt(): void {
     if (this.#disposing) return;
-    this.#sandbox.interrupt();
+    this.#sandbox?.interrupt();
   }
 
   /**
@@ -830,7 +831,7 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   async #dispose(): Promise<void> {
-    const native = this.#sandbox;
+    const native = this.#sandbox!;
     this.#poisonedAtDispose = native.poisoned;
     this.#wasi?.close();
     // A cache hit's VM, idle and healthy, is restored and kept for the next hit (recycle.ts);
@@ -846,6 +847,7 @@ export class WasmSandbox implements AsyncDisposable {
           return now !== undefined && (await now.catch(() => undefined))?.native === snapshot;
         })
       ) {
+        this.#sandbox = undefined; // another sandbox's now: let it be collected with that one
         return;
       }
     }
@@ -855,7 +857,7 @@ export class WasmSandbox implements AsyncDisposable {
   /** The VM, unless this sandbox was disposed (it may be serving another sandbox by now). */
   #live(): Sandbox {
     if (this.#disposing) throw new SandboxDisposedError();
-    return this.#sandbox;
+    return this.#sandbox!;
   }
 
   /** Runs `op` counted as in progress (a sandbox with work in progress is not recycled). */
@@ -917,7 +919,7 @@ export class WasmSandbox implements AsyncDisposable {
    */
   #violation(): ProtocolError | undefined {
     const v = this.#wasi?.takeViolation();
-    if (v) poisonSandbox(this.#sandbox, v);
+    if (v && this.#sandbox) poisonSandbox(this.#sandbox, v);
     return v;
   }
 }

@@ -7,6 +7,11 @@
 //! it is 0 (`hl_teardown_wait`, for leak checks), and the backlog is bounded: past
 //! `MAX_BACKLOG` a destroy tears down on the caller's thread, so a loop that destroys faster than
 //! the reaper frees holds at most that many dead VMs.
+//!
+//! The thread runs under `SCHED_IDLE`: on a host with few CPUs its teardown otherwise competes
+//! with the next create (measured on 2 CPUs: create + dispose median 1,343 µs with it against
+//! 1,487 µs without, six runs each, alternating). It still gets a small share of a busy CPU, and
+//! the backlog bound caps what waits meanwhile.
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -85,6 +90,7 @@ fn spawn() -> Option<Sender<Arc<Vm>>> {
     std::thread::Builder::new()
         .name("hl-reaper".into())
         .spawn(move || {
+            lower_priority();
             while let Ok(vm) = rx.recv() {
                 // A panic in a teardown must not kill the thread (or miss the count).
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| teardown(vm)));
@@ -93,6 +99,19 @@ fn spawn() -> Option<Sender<Arc<Vm>>> {
         })
         .ok()
         .map(|_| tx)
+}
+
+/// Puts the calling thread under `SCHED_IDLE` (best effort: a refusal changes nothing else).
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that the kernel only reads.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        trace!(
+            "reaper: SCHED_IDLE refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn teardown(vm: Arc<Vm>) {

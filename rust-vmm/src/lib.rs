@@ -230,14 +230,8 @@ pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
 /// Pointer arguments must be null or valid for the sizes stated above.
 #[no_mangle]
 pub unsafe extern "C" fn hl_vcpu_create(vm: u32, config: *const u64) -> i32 {
-    guard(vm, || {
-        non_null(config, "config")?;
-        let mut words = [0u64; VCPU_CONFIG_WORDS];
-        // SAFETY: the caller gives VCPU_CONFIG_WORDS readable u64 at `config`.
-        unsafe { std::ptr::copy_nonoverlapping(config, words.as_mut_ptr(), VCPU_CONFIG_WORDS) };
-        let config = VcpuConfig::from_words(&words)?;
-        vm::lookup(vm)?.create_vcpu(config, true).map(|_| 0)
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { create_vcpu(vm, config, true) }
 }
 
 /// `int32_t hl_vcpu_create_start(uint32_t vm, const uint64_t config[10])` (since version 7): as
@@ -249,13 +243,22 @@ pub unsafe extern "C" fn hl_vcpu_create(vm: u32, config: *const u64) -> i32 {
 /// Pointer arguments must be null or valid for the sizes stated above.
 #[no_mangle]
 pub unsafe extern "C" fn hl_vcpu_create_start(vm: u32, config: *const u64) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { create_vcpu(vm, config, false) }
+}
+
+/// `hl_vcpu_create` (`wait`) and `hl_vcpu_create_start`.
+///
+/// # Safety
+/// `config` must be null or valid for reading `VCPU_CONFIG_WORDS` u64.
+unsafe fn create_vcpu(vm: u32, config: *const u64, wait: bool) -> i32 {
     guard(vm, || {
         non_null(config, "config")?;
         let mut words = [0u64; VCPU_CONFIG_WORDS];
         // SAFETY: the caller gives VCPU_CONFIG_WORDS readable u64 at `config`.
         unsafe { std::ptr::copy_nonoverlapping(config, words.as_mut_ptr(), VCPU_CONFIG_WORDS) };
         let config = VcpuConfig::from_words(&words)?;
-        vm::lookup(vm)?.create_vcpu(config, false).map(|_| 0)
+        vm::lookup(vm)?.create_vcpu(config, wait).map(|_| 0)
     })
 }
 

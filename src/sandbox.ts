@@ -180,7 +180,7 @@ function guestImage(copy: Uint8Array): GuestImage {
 /**
  * How long the first run of a guest's initialisation spins for its end before it waits on the
  * thread pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive
- * 30 µs spin of calls, and the hop through the pool added ~100 µs to a create (p10, interleaved
+ * 30-100 µs spin of calls, and the hop through the pool added ~100 µs to a create (p10, interleaved
  * A/B). Bounded, and for the first run only: a longer one still waits on the pool, with the event
  * loop free, and later runs spin as calls do.
  */
@@ -269,6 +269,9 @@ export class Sandbox implements AsyncDisposable {
   /** Wakes a call that is waiting for an asynchronous host function (stop or dispose). */
   #wake: (() => void) | undefined;
   #busy = false;
+  /** Exchanges (calls, the initialisation) started so far: a host function's answer is only
+   * written for the exchange that called it. */
+  #exchanges = 0;
   #logsSkipped = 0;
 
   private constructor(
@@ -785,6 +788,7 @@ export class Sandbox implements AsyncDisposable {
     if (!vm) throw new SandboxDisposedError();
     this.#busy = true;
     this.#stop = undefined;
+    const exchange = ++this.#exchanges;
     // A host function may never settle: a stop or dispose must not wait for it.
     const woken = new Promise<void>((resolve) => this.#wake = resolve);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -823,7 +827,9 @@ export class Sandbox implements AsyncDisposable {
           args,
           (frame) => {
             // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
-            if (!this.#encoder || this.#stop) return;
+            // Nor after a later call started (the stop is cleared then): that call's input buffer
+            // is not this answer's to write.
+            if (!this.#encoder || this.#stop || this.#exchanges !== exchange) return;
             this.#encoder.encode(frame);
           },
           this.#layout.inputSize - FRAME_HEADER_SIZE - 4,

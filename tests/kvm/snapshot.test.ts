@@ -6,6 +6,7 @@ import {
   Snapshot,
   SnapshotDisposedError,
   SnapshotMismatchError,
+  TimeoutError,
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
@@ -158,3 +159,34 @@ kvmTest("Snapshot: 1,000 restores and 100 creates leak no fd, mapping or handle"
     [liveVms, liveSnapshots],
   );
 });
+
+kvmTest(
+  "a host function that answers after its call was stopped never writes into a later call",
+  async () => {
+    const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await using sb = await Sandbox.create({
+      guest: TESTGUEST,
+      hostFunctions: {
+        // Answers 40 ms late with 1,000 bytes of 0xab: a frame reaching past offset 512.
+        late: {
+          params: ["bytes"],
+          result: "bytes",
+          fn: async () => (await delay(40), new Uint8Array(1000).fill(0xab)),
+        },
+        slow: { params: ["i32"], result: "i32", fn: async (x: number) => (await delay(80), x + 1) },
+      },
+    });
+    await using snap = await sb.snapshot();
+    const inputAddr = await sb.call("read_addr", 0x1000n + 0x10n) as bigint; // PEB input_addr
+    await assert.rejects(
+      () =>
+        sb.callWithOptions({ timeoutMs: 5 }, "call_host_value_bytes", "late", new Uint8Array(1)),
+      TimeoutError,
+    );
+    await sb.restore(snap); // clears the poisoning: the input buffer is the snapshot's again
+    // `late` answers while this call waits for `slow`.
+    assert.equal(await sb.call("call_host", "slow", 1), 2);
+    // Nothing of the late answer's frame is in the input buffer (only this call's short frame).
+    assert.equal(await sb.call("read_addr", inputAddr + 512n), 0n);
+  },
+);

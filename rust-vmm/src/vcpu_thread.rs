@@ -146,6 +146,9 @@ struct Mailbox {
     /// while the other was last seen elsewhere.
     caller_cpu: AtomicU32,
     vcpu_cpu: AtomicU32,
+    /// When the last request was posted (`now_ns`): a parked vCPU thread learns from it whether
+    /// the request came within its spin window (its own wake-up latency does not count).
+    posted_ns: AtomicU64,
 }
 
 impl Mailbox {
@@ -230,6 +233,7 @@ impl VcpuThread {
             in_run: AtomicBool::new(false),
             kick: Mutex::new(None),
             caller_cpu: AtomicU32::new(NO_CPU),
+            posted_ns: AtomicU64::new(0),
             vcpu_cpu: AtomicU32::new(NO_CPU),
         });
         let exit = Arc::new(ExitCell(UnsafeCell::new(ExitInfo::default())));
@@ -292,6 +296,7 @@ impl VcpuThread {
                 slot.store(*v, SeqCst);
             }
         }
+        m.posted_ns.store(now_ns(), SeqCst);
         // Bump the sequence number unless the VM is closing (atomically with that check, so a
         // request can never slip in after the vCPU thread's last look).
         let mut current = m.req.load(SeqCst);
@@ -643,6 +648,12 @@ impl Drop for VcpuThread {
     }
 }
 
+/// Nanoseconds on a monotonic clock shared by every thread of the process.
+fn now_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
 /// The vCPU thread's adaptive idle spin (see `IDLE_MISSES_BEFORE_PARKING`).
 struct IdleSpin {
     misses: u32,
@@ -667,7 +678,7 @@ impl IdleSpin {
             self.misses = 0;
             return now;
         }
-        let parked_at = Instant::now();
+        let parked_at = now_ns();
         loop {
             now = m.req.load(SeqCst);
             if now != seen {
@@ -681,8 +692,11 @@ impl IdleSpin {
             }
             m.vcpu_parked.store(0, SeqCst);
         }
-        if parked_at.elapsed() < window {
-            // It came within the window after all: spinning would have caught it.
+        let arrived_after = m.posted_ns.load(SeqCst).saturating_sub(parked_at);
+        if arrived_after < window.as_nanos() as u64 {
+            // It came within the window after all: spinning would have caught it. (Measured from
+            // its posting, not from this thread's wake-up, whose latency would otherwise keep a
+            // thread that once started parking parked.)
             self.misses = 0;
         } else {
             self.misses = self.misses.saturating_add(1);

@@ -164,11 +164,17 @@ const EXIT_DATA = 40;
 const EXIT_DATA_CAPACITY = 256;
 const EXIT_RECORD_SIZE = EXIT_DATA + EXIT_DATA_CAPACITY;
 
-/** How long `run` spins for the end of a run before waiting on the thread pool. */
-const SPIN_NS = 30_000;
-/** After this many runs in a row that outlast the spin, `run` stops spinning... */
-const SPIN_MISSES_BEFORE_SKIP = 8;
-/** ...except once every this many runs, to notice when runs get short again. */
+/**
+ * How long `run` spins for the end of a run before waiting on the thread pool: about 1.5× the
+ * runs this VM has been doing (a running average), at least `SPIN_MIN_NS` and at most
+ * `SPIN_MAX_NS`, the longest the event loop is held. An await on the pool costs ~50-100 µs more
+ * than the run on a 2-CPU host, so a spin that falls just short (a fixed 30 µs against the ~35 µs
+ * runs of a Wasm call) doubled the call.
+ */
+const SPIN_MIN_NS = 30_000;
+const SPIN_MAX_NS = 100_000;
+/** A VM whose runs average more than `SPIN_MAX_NS` is not spun on, except once every this many
+ * runs, to notice when they get short again. */
 const SPIN_PROBE_EVERY = 16;
 
 /**
@@ -309,9 +315,10 @@ export class MicroVm {
   /** Buffers over library-owned memory, detached by {@linkcode destroy}. */
   readonly #buffers: ArrayBuffer[] = [];
   readonly #regs = new BigUint64Array(18);
-  /** Runs so far, and how many in a row outlasted the spin (see `run`). */
+  /** Runs so far (every `SPIN_PROBE_EVERY`th probes the spin; see `run`). */
   #runs = 0;
-  #misses = 0;
+  /** Running average of this VM's run times (ns, as seen from here), for the spin budget. */
+  #typicalRunNs = SPIN_MIN_NS;
   readonly #u32 = new Uint32Array(1);
 
   private constructor(lib: Symbols, handle: number) {
@@ -534,24 +541,37 @@ export class MicroVm {
   /**
    * Runs until the next exit without blocking the event loop for long: posts the run to the vCPU
    * thread, spins briefly for its end (most exits take a few tens of µs: an await on the thread
-   * pool would cost more than the exit), then waits on the thread pool. The spin adapts: after
-   * several runs that outlast it, it is skipped, except for an occasional probe. `spinNs`
+   * pool would cost more than the exit), then waits on the thread pool. The spin adapts to the
+   * VM's recent runs (1.5× their average, 30-100 µs); a VM whose runs average longer is not spun
+   * on, except for an occasional probe. `spinNs`
    * overrides it for one run whose length the caller knows better (a guest's initialisation).
    */
   async run(spinNs?: number): Promise<ExitKindValue> {
     const vm = this.#live();
     check(this.#lib, this.#lib.hl_vcpu_start(vm), vm);
+    const started = performance.now();
     const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
-    const spin = spinNs ??
-      (this.#misses < SPIN_MISSES_BEFORE_SKIP || probe ? SPIN_NS : 0);
+    const spin = spinNs ?? this.#spinBudget(probe);
     const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
     if (polled !== 0) {
-      this.#misses = 0;
+      this.#learn(started);
       return polled as ExitKindValue;
     }
-    if (spin !== 0) this.#misses++;
     const status = await this.#lib.hl_vcpu_wait(vm);
+    this.#learn(started);
     return check(this.#lib, status, vm) as ExitKindValue;
+  }
+
+  #spinBudget(probe: boolean): number {
+    const typical = this.#typicalRunNs;
+    if (typical > SPIN_MAX_NS && !probe) return 0;
+    return Math.round(Math.min(SPIN_MAX_NS, Math.max(SPIN_MIN_NS, typical * 1.5)));
+  }
+
+  /** Folds the run that started at `started` (a `performance.now()`) into the average. */
+  #learn(started: number): void {
+    const ns = (performance.now() - started) * 1e6;
+    this.#typicalRunNs += (ns - this.#typicalRunNs) / 4;
   }
 
   /**

@@ -39,6 +39,12 @@ const TOTAL = 4;
 
 const idle = new Map<string, Idle[]>();
 let total = 0;
+/** Recycles under way (restoring), so that a drain can wait for them to settle. */
+const inFlight = new Set<Promise<void>>();
+
+function room(key: string): boolean {
+  return total < TOTAL && (idle.get(key)?.length ?? 0) < PER_KEY;
+}
 
 /**
  * An idle VM of `key` restored to `snapshot`, or `undefined`. The caller owns it from here on.
@@ -59,36 +65,49 @@ export function takeRecycled(key: string, snapshot: Snapshot): Idle | undefined 
 }
 
 /**
- * Restores `native` to `snapshot` and keeps it for the next hit of `key`. Returns false (and
- * keeps nothing) when there is no room, or the restore failed: the caller then disposes it.
- * `current` says whether `snapshot` is still the cache's entry for `key`.
+ * Restores `native` to `snapshot` and keeps it for the next hit of `key`, or disposes it: when
+ * there is no room, the restore fails, or `current()` says `snapshot` is no longer the cache's
+ * entry for `key`. The last checks and the keeping happen with no await between them, so
+ * concurrent recycles cannot overfill the bounds. Settles once the VM is kept or destroyed.
  */
-export async function recycle(
+export function recycleOrDispose(
   key: string,
   snapshot: Snapshot,
   native: Sandbox,
   binding: RuntimeBinding,
-  current: () => Promise<boolean>,
-): Promise<boolean> {
-  if (total >= TOTAL || (idle.get(key)?.length ?? 0) >= PER_KEY) return false;
-  if (snapshot.disposed || native.disposed || native.poisoned || !await current()) return false;
-  try {
-    await native.restore(snapshot);
-  } catch {
-    return false;
-  }
-  // Checked again: the cache may have dropped the entry, or the room filled, meanwhile.
-  if (total >= TOTAL || (idle.get(key)?.length ?? 0) >= PER_KEY) return false;
-  if (snapshot.disposed || !await current()) return false;
-  const list = idle.get(key) ?? [];
-  list.push({ native, binding, snapshot });
-  idle.set(key, list);
-  total++;
-  return true;
+  current: () => boolean,
+): Promise<void> {
+  const keepable = () =>
+    room(key) && current() && !snapshot.disposed && !native.disposed && !native.poisoned;
+  const done = (async () => {
+    if (keepable()) {
+      try {
+        await native.restore(snapshot);
+        if (keepable()) {
+          const list = idle.get(key) ?? [];
+          list.push({ native, binding, snapshot });
+          idle.set(key, list);
+          total++;
+          return;
+        }
+      } catch {
+        // Not restorable: destroyed below.
+      }
+    }
+    await native.dispose();
+  })();
+  inFlight.add(done);
+  const forget = () => void inFlight.delete(done);
+  done.then(forget, forget);
+  return done;
 }
 
-/** Disposes the idle VMs of `key`, or of every key. */
+/**
+ * Disposes the idle VMs of `key`, or of every key (then after the recycles under way have
+ * settled: those of a cleared cache dispose their VM themselves).
+ */
 export async function drainRecycled(key?: string): Promise<void> {
+  if (key === undefined) await Promise.allSettled([...inFlight]);
   const keys = key === undefined ? [...idle.keys()] : [key];
   for (const k of keys) {
     const list = idle.get(k) ?? [];

@@ -19,7 +19,7 @@ import {
   type SandboxStats,
 } from "../sandbox.ts";
 import { codeImage } from "./compiler.ts";
-import { SnapshotMismatchError } from "../snapshot.ts";
+import { type Snapshot, SnapshotMismatchError } from "../snapshot.ts";
 import { readSource } from "../source.ts";
 import {
   checkCount,
@@ -49,7 +49,7 @@ import {
   wasmStateOf,
 } from "./snapshot.ts";
 import { cache, cacheCounters, cacheKey, cacheStats, clearCache, touchCache } from "./cache.ts";
-import { recycle, type RuntimeBinding, takeRecycled } from "./recycle.ts";
+import { recycleOrDispose, type RuntimeBinding, takeRecycled } from "./recycle.ts";
 import {
   type WasiExit,
   WasiExitError,
@@ -99,6 +99,10 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #wasi: WasiRuntime | undefined;
   /** A cache hit's: how its VM's host functions reach this sandbox (swapped when recycled). */
   readonly #binding: RuntimeBinding | undefined;
+  /** A cache hit's: the cache entry it came from (its VM is only recycled while it is current). */
+  readonly #cacheEntry:
+    | { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot }
+    | undefined;
   /** The default timeout of calls (the VM may have served another sandbox before). */
   readonly #timeoutMs: number | undefined;
   /** The VM's counters when this sandbox got it. */
@@ -120,12 +124,14 @@ export class WasmSandbox implements AsyncDisposable {
       wasiRegistered: boolean;
       fromCache: boolean;
       binding?: RuntimeBinding;
+      cacheEntry?: { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot };
       timeoutMs?: number;
       recycled?: boolean;
     },
     wasi: WasiRuntime | undefined,
   ) {
     this.#binding = identity.binding;
+    this.#cacheEntry = identity.cacheEntry;
     this.#timeoutMs = identity.timeoutMs;
     // A recycled VM's counters start where its previous owners left them.
     this.#statsBase = identity.recycled
@@ -172,7 +178,11 @@ export class WasmSandbox implements AsyncDisposable {
           throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
         }
       }
-      return await WasmSandbox.#fromSnapshot(wasmStateOf(options.snapshot, true), options, false);
+      return await WasmSandbox.#fromSnapshot(
+        wasmStateOf(options.snapshot, true),
+        options,
+        undefined,
+      );
     }
     if (!("module" in options)) {
       throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
@@ -190,7 +200,7 @@ export class WasmSandbox implements AsyncDisposable {
     if (entry && cached && !cached.native.disposed) {
       touchCache(key, entry);
       cacheCounters.hits++;
-      return await WasmSandbox.#fromSnapshot(cached, options, true);
+      return await WasmSandbox.#fromSnapshot(cached, options, entry);
     }
     cacheCounters.misses++;
     let settle!: (s: WasmSnapshotState | undefined) => void;
@@ -232,8 +242,10 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs?: number;
       library?: string;
     },
-    fromCache: boolean,
+    cacheEntry: Promise<WasmSnapshotState | undefined> | undefined,
   ): Promise<WasmSandbox> {
+    const fromCache = cacheEntry !== undefined;
+    const fromEntry = cacheEntry && { entry: cacheEntry, native: state.native };
     const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
     let imported: ImportTable;
     try {
@@ -268,6 +280,7 @@ export class WasmSandbox implements AsyncDisposable {
           wasiRegistered: state.wasiRegistered,
           fromCache,
           binding: recycled.binding,
+          cacheEntry: fromEntry,
           timeoutMs: options.timeoutMs,
           recycled: true,
         }, wasi);
@@ -278,7 +291,7 @@ export class WasmSandbox implements AsyncDisposable {
           (index, args) => binding.imported.serve(index, args),
           state.wasiRegistered ? () => binding.wasi : undefined,
         ),
-        timeoutMs: options.timeoutMs,
+        // Not the VM's: each call passes this sandbox's own (the VM may serve others later).
         library: options.library,
       });
     } catch (e) {
@@ -291,6 +304,7 @@ export class WasmSandbox implements AsyncDisposable {
       wasiRegistered: state.wasiRegistered,
       fromCache,
       binding: fromCache ? binding : undefined,
+      cacheEntry: fromEntry,
       timeoutMs: options.timeoutMs,
     }, wasi);
   }
@@ -832,24 +846,23 @@ export class WasmSandbox implements AsyncDisposable {
 
   async #dispose(): Promise<void> {
     const native = this.#sandbox!;
+    // From here on this handle reaches nothing, whoever gets the VM.
+    this.#sandbox = undefined;
     this.#poisonedAtDispose = native.poisoned;
     this.#wasi?.close();
-    // A cache hit's VM, idle and healthy, is restored and kept for the next hit (recycle.ts);
-    // anything else is destroyed.
-    if (this.#binding && this.#pending === 0 && !native.poisoned && !native.disposed) {
+    // A cache hit's VM, idle and healthy, is restored and kept for the next hit while its cache
+    // entry is current (recycle.ts); anything else is destroyed.
+    const from = this.#cacheEntry;
+    if (from && this.#binding && this.#pending === 0 && !native.poisoned && !native.disposed) {
       const key = this.#key;
-      const entry = cache.get(key);
-      const snapshot = entry ? (await entry.catch(() => undefined))?.native : undefined;
-      if (
-        snapshot &&
-        await recycle(key, snapshot, native, this.#binding, async () => {
-          const now = cache.get(key);
-          return now !== undefined && (await now.catch(() => undefined))?.native === snapshot;
-        })
-      ) {
-        this.#sandbox = undefined; // another sandbox's now: let it be collected with that one
-        return;
-      }
+      await recycleOrDispose(
+        key,
+        from.native,
+        native,
+        this.#binding,
+        () => cache.get(key) === from.entry,
+      );
+      return;
     }
     await native.dispose();
   }

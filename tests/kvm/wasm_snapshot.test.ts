@@ -233,6 +233,29 @@ for (const engine of WASM_ENGINES) {
     assert.equal(globalStats().liveVms, liveVms);
   });
 
+  test("WasmSandbox: recycling keeps its bounds under concurrent disposes, and no owner's timeout", async () => {
+    await WasmSandbox.clearCache();
+    const { liveVms } = globalStats();
+    const fib = fixtureBytes("fib");
+    const miss = await create({ module: fib });
+    const hits = await Promise.all([0, 1, 2, 3, 4, 5].map(() => create({ module: fib })));
+    assert.ok(hits.every((h) => h.fromCache));
+    await Promise.all(hits.map((h) => h.dispose()));
+    assert.equal(recycledCount(), 2, "at most 2 idle VMs per key");
+    // A hit that set a 1 ms timeout hands its VM on; the next owner set none.
+    const hurried = await create({ module: fib, timeoutMs: 1 });
+    await hurried.dispose();
+    await using patient = await create({ module: fib });
+    assert.equal(recycledCount(), 1);
+    const n = engine === "wasmi" ? 2_000_000 : 20_000_000; // several ms either way
+    assert.equal(typeof await patient.call("checksum", n), "number");
+    await miss.dispose();
+    await patient.dispose();
+    await WasmSandbox.clearCache();
+    assert.equal(recycledCount(), 0);
+    assert.equal(globalStats().liveVms, liveVms);
+  });
+
   test("WasmSandbox: a recycled VM writes WASI output to its new owner's sinks", async () => {
     await WasmSandbox.clearCache();
     const decoder = new TextDecoder();

@@ -71,8 +71,9 @@ function median(xs: number[]): number {
  * @param opts.rounds how many rounds of each side (default 8).
  * @param opts.perRound operations per round (and floor creates or exits per floor round).
  * @param opts.warmup untimed operations before the first round (default `perRound`).
- * @param opts.settle called after each library round, untimed (e.g. `teardownWait`, so VMs the
- *   round disposed are not torn down during the floor's round).
+ * @param opts.settle called after each library round (e.g. `teardownWait`, so VMs the round
+ *   disposed are not torn down during the floor's round); its time is spread over the round's
+ *   operations, as the floor's own teardown is in its samples.
  */
 export async function interleavedFigure(
   figure: { label: string; against: "create" | "exit"; goal?: string },
@@ -91,8 +92,13 @@ export async function interleavedFigure(
       samples: true,
     });
     floor.push(...(figure.against === "create" ? f.create_us : f.exit_us).samples!);
-    library.push(...await sample(opts.perRound));
+    const round = await sample(opts.perRound);
+    // The floor times its teardown; what the library left to finish in the background is
+    // charged to the round's operations, evenly.
+    const start = performance.now();
     await opts.settle?.();
+    const settleUs = (performance.now() - start) * 1000;
+    library.push(...round.map((us) => us + settleUs / round.length));
   }
   return { ...figure, medianUs: median(library), floorUs: median(floor) };
 }

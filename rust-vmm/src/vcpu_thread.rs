@@ -281,6 +281,9 @@ impl VcpuThread {
 
     /// Claims the mailbox and posts a request; returns its sequence number.
     fn post(&self, op: u32, regs: Option<&Regs>) -> Result<u32> {
+        // Nothing is posted to a thread whose vCPU does not exist (yet, or ever): one load once
+        // the creation has succeeded.
+        self.created()?;
         let m = &*self.mailbox;
         if m.outstanding
             .compare_exchange(0, POSTING, SeqCst, SeqCst)
@@ -717,6 +720,8 @@ fn vcpu_main(
     let mut vcpu = match made {
         Ok(v) => v,
         Err(e) => {
+            // No DEAD in `resp` is needed: nothing is ever posted to a VM whose creation failed
+            // (`post` first takes the creation's answer, `VcpuThread::created`).
             let _ = created.send(Err(e));
             return;
         }

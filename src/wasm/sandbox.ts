@@ -154,6 +154,11 @@ export class WasmSandbox implements AsyncDisposable {
    * bytes that are not a module ({@linkcode WasmModuleError}) and unsatisfied imports
    * ({@linkcode WasmLinkError}) are reported before any of the module's code runs.
    *
+   * The same module bytes and options a second time are a hit of the module cache: a VM started
+   * from the snapshot taken after the first instantiation, or one that an earlier hit disposed,
+   * restored to that snapshot (docs/wasm.md, "Recycled VMs"). `cache: false` always loads
+   * afresh; `create({ snapshot })` always makes a new VM.
+   *
    * @example
    * ```ts
    * import { WasmSandbox } from "@hl/sandbox";
@@ -499,7 +504,10 @@ export class WasmSandbox implements AsyncDisposable {
     this.#wasi?.reset();
   }
 
-  /** Whether this sandbox was started from the module cache (no load, no instantiate). */
+  /**
+   * Whether this sandbox was started from the module cache (no load, no instantiate; possibly on
+   * a VM an earlier hit disposed, restored to the cache's snapshot).
+   */
   get fromCache(): boolean {
     return this.#fromCache;
   }
@@ -831,7 +839,10 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   /**
-   * Destroys the VM. Idempotent; a call in progress is stopped.
+   * Destroys the VM, or, for an idle and healthy cache hit, restores it to the cache's snapshot
+   * and keeps it for the next hit of the same module and options. Either way this handle is
+   * done with: every later use is a `SandboxDisposedError`. Idempotent; a call in progress is
+   * stopped (and its VM destroyed).
    *
    * @example
    * ```ts

@@ -7,12 +7,11 @@
  */
 
 import { Sandbox } from "../sandbox.ts";
-import { WasmSandbox } from "../wasm/sandbox.ts";
-import { WasmLinkError } from "../wasm/types.ts";
 import type { ValueType } from "../abi.ts";
 import type { WasmEngine, WasmValueType } from "../wasm/types.ts";
 import {
   CliError,
+  createCliSandbox,
   engineOption,
   EXIT_USAGE,
   intOption,
@@ -22,7 +21,6 @@ import {
   readOperand,
   splitArgs,
   toJson,
-  writeAllSync,
 } from "./common.ts";
 
 /** `hl call --help`. */
@@ -101,27 +99,12 @@ async function callWasm(
   fuel: number | undefined,
   engine: WasmEngine | undefined,
 ): Promise<unknown> {
-  let w: WasmSandbox;
-  try {
-    w = await WasmSandbox.create({
-      module: bytes,
-      cache: false,
-      engine,
-      fuel,
-      wasi: {
-        args: [path],
-        stdout: (b) => writeAllSync(Deno.stdout, b),
-        stderr: (b) => writeAllSync(Deno.stderr, b),
-      },
-    });
-  } catch (e) {
-    if (e instanceof WasmLinkError && e.importName !== undefined) {
-      throw new CliError(
-        `the module imports ${e.importName}, a host function hl call cannot provide`,
-      );
-    }
-    throw e;
-  }
+  const w = await createCliSandbox("call", {
+    module: bytes,
+    engine,
+    fuel,
+    wasi: { args: [path] },
+  });
   try {
     const f = w.exports.find((x) => x.name === name);
     if (!f || f.kind !== "function" || !f.type) {

@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { WasmEngine } from "../wasm/types.ts";
+import {
+  type WasiOptions,
+  type WasmEngine,
+  WasmLinkError,
+  type WasmSandboxOptions,
+} from "../wasm/types.ts";
+import { WasmSandbox } from "../wasm/sandbox.ts";
 import { parseArgs } from "node:util";
 import { SandboxError } from "../errors.ts";
 import type { ValueType } from "../abi.ts";
@@ -229,6 +235,36 @@ export function toJson(value: unknown): string {
 export function writeAllSync(file: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
   let off = 0;
   while (off < data.length) off += file.writeSync(data.subarray(off));
+}
+
+/**
+ * `WasmSandbox.create` for a command: not cached (one module per process), WASI output to this
+ * process's stdout and stderr, and an import the command cannot provide reported as one line.
+ */
+export async function createCliSandbox(
+  command: string,
+  options: Omit<WasmSandboxOptions, "wasi"> & { wasi: WasiOptions },
+): Promise<WasmSandbox> {
+  try {
+    return await WasmSandbox.create({
+      ...options,
+      cache: false,
+      wasi: {
+        ...options.wasi,
+        stdout: (b) => writeAllSync(Deno.stdout, b),
+        stderr: (b) => writeAllSync(Deno.stderr, b),
+      },
+    });
+  } catch (e) {
+    if (
+      e instanceof WasmLinkError && e.importName !== undefined && !e.importName.startsWith("wasi_")
+    ) {
+      throw new CliError(
+        `the module imports ${e.importName}, a host function hl ${command} cannot provide`,
+      );
+    }
+    throw e;
+  }
 }
 
 /** Whether `bytes` start with the Wasm magic `\0asm`. */

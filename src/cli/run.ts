@@ -5,10 +5,11 @@
  * @module
  */
 
-import { WasmSandbox } from "../wasm/sandbox.ts";
-import { type WasiPreopen, WasmLinkError } from "../wasm/types.ts";
+import type { WasiPreopen } from "../wasm/types.ts";
+import type { WasmSandbox } from "../wasm/sandbox.ts";
 import {
   CliError,
+  createCliSandbox,
   engineOption,
   EXIT_USAGE,
   intOption,
@@ -111,33 +112,13 @@ export async function run(argv: readonly string[]): Promise<number> {
   const bytes = await readOperand(path);
   if (!isWasm(bytes)) throw new CliError(`${path} is not a WebAssembly module`, EXIT_USAGE);
   const t0 = performance.now();
-  let w: WasmSandbox;
-  try {
-    w = await WasmSandbox.create({
-      module: bytes,
-      cache: false,
-      engine,
-      fuel,
-      maxMemoryBytes,
-      wasi: {
-        args: [path, ...rest],
-        env,
-        stdin: "inherit",
-        preopens: dirs,
-        stdout: (b) => writeAllSync(Deno.stdout, b),
-        stderr: (b) => writeAllSync(Deno.stderr, b),
-      },
-    });
-  } catch (e) {
-    if (
-      e instanceof WasmLinkError && e.importName !== undefined && !e.importName.startsWith("wasi_")
-    ) {
-      throw new CliError(
-        `the module imports ${e.importName}, a host function hl run cannot provide`,
-      );
-    }
-    throw e;
-  }
+  const w = await createCliSandbox("run", {
+    module: bytes,
+    engine,
+    fuel,
+    maxMemoryBytes,
+    wasi: { args: [path, ...rest], env, stdin: "inherit", preopens: dirs },
+  });
   const t1 = performance.now();
   try {
     const { exitCode } = await w.runWasi({ timeoutMs });

@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  CancelledError,
-  PoolExhaustedError,
-  Sandbox,
-  SandboxError,
-  SandboxPool,
-} from "../../mod.ts";
+import { Sandbox, SandboxError, SandboxPool } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
+import { checkPoolBounds } from "./_pool.ts";
 
 const double = {
   double: { params: ["i32"], result: "i32", fn: (x: number) => 2 * x },
@@ -46,39 +41,8 @@ kvmTest("SandboxPool: from a snapshot; exhaustion, bounded wait and AbortSignal"
   await base.call("counter");
   await using snap = await base.snapshot();
   await using pool = await SandboxPool.create({ snapshot: snap, size: 2, maxWaiting: 1 });
-  let release!: () => void;
-  const gate = new Promise<void>((r) => release = r);
-  const busy = [
-    pool.run(async (sb) => {
-      await gate;
-      return sb.call("counter");
-    }),
-    pool.run(async (sb) => {
-      await gate;
-      return sb.call("counter");
-    }),
-  ];
-  assert.equal(pool.available, 0);
-  // No wait allowed: refused at once.
-  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 0 }), PoolExhaustedError);
-  // A bounded wait that runs out.
-  const t0 = performance.now();
-  await assert.rejects(() => pool.run(() => 1, { timeoutMs: 50 }), PoolExhaustedError);
-  assert.ok(performance.now() - t0 >= 45);
-  // An AbortSignal stops the wait.
-  const ac = new AbortController();
-  const aborted = pool.run(() => 1, { signal: ac.signal });
-  assert.equal(pool.waiting, 1);
-  // maxWaiting 1: a second waiter is refused at once.
-  await assert.rejects(() => pool.run(() => 1), PoolExhaustedError);
-  ac.abort();
-  await assert.rejects(() => aborted, CancelledError);
-  assert.equal(pool.waiting, 0);
-  // Back-pressure: a waiter gets the first sandbox released.
-  const waited = pool.run((sb) => sb.call("counter"), { timeoutMs: 5000 });
-  release();
-  assert.deepEqual(await Promise.all(busy), [2n, 2n]);
-  assert.equal(await waited, 2n);
+  const { busy, waited } = await checkPoolBounds(pool, (sb) => sb.call("counter"));
+  assert.deepEqual([...busy, waited], [2n, 2n, 2n]);
   await pool.dispose();
   await assert.rejects(() => pool.run(() => 1), SandboxError);
   // The pool did not own the snapshot: it still works.

@@ -163,17 +163,28 @@ kvmTest("Snapshot: 1,000 restores and 100 creates leak no fd, mapping or handle"
 kvmTest(
   "a host function that answers after its call was stopped never writes into a later call",
   async () => {
-    const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // No delays: `late` answers only once `slow` (the next call's host function) lets it, and
+    // `slow` answers only after a macrotask turn, when `late`'s answer has been handled.
+    let letLateAnswer!: () => void;
+    const lateMayAnswer = new Promise<void>((r) => letLateAnswer = r);
     await using sb = await Sandbox.create({
       guest: TESTGUEST,
       hostFunctions: {
-        // Answers 40 ms late with 1,000 bytes of 0xab: a frame reaching past offset 512.
+        // 1,000 bytes of 0xab: a frame reaching past offset 512 of the input buffer.
         late: {
           params: ["bytes"],
           result: "bytes",
-          fn: async () => (await delay(40), new Uint8Array(1000).fill(0xab)),
+          fn: async () => (await lateMayAnswer, new Uint8Array(1000).fill(0xab)),
         },
-        slow: { params: ["i32"], result: "i32", fn: async (x: number) => (await delay(80), x + 1) },
+        slow: {
+          params: ["i32"],
+          result: "i32",
+          fn: async (x: number) => {
+            letLateAnswer();
+            await new Promise((r) => setTimeout(r, 0));
+            return x + 1;
+          },
+        },
       },
     });
     await using snap = await sb.snapshot();

@@ -96,9 +96,18 @@ export function bindImports(
 export class ImportTable {
   readonly #bindings: readonly (Binding | undefined)[];
   #failure: HostFailure | undefined;
+  /** A malformed `wasm_import` request: the runtime guest broke the protocol (it poisons). */
+  #violation: ProtocolError | undefined;
 
   constructor(bindings: readonly (Binding | undefined)[]) {
     this.#bindings = bindings;
+  }
+
+  /** The protocol violation of the current call, if any, and forgets it. */
+  takeViolation(): ProtocolError | undefined {
+    const v = this.#violation;
+    this.#violation = undefined;
+    return v;
   }
 
   /** The failure of the current call, if any, and forgets it. */
@@ -110,9 +119,19 @@ export class ImportTable {
 
   /** Serves `wasm_import(index, args)`: unpack, call the user's function, pack its result. */
   serve(index: number, args: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    // A malformed request is kept for the call (which then fails with it and poisons), whatever
+    // the guest makes of the error it is answered with.
     const binding = this.#bindings[index];
-    if (!binding) throw new ProtocolError(`import #${index} has no host function`);
-    const values = unpackValues(args, binding.params, binding.where);
+    if (!binding) {
+      throw this.#violation ??= new ProtocolError(`import #${index} has no host function`);
+    }
+    let values: (number | bigint)[];
+    try {
+      values = unpackValues(args, binding.params, binding.where);
+    } catch (e) {
+      if (e instanceof ProtocolError) this.#violation ??= e;
+      throw e;
+    }
     const finish = (result: unknown): Uint8Array => {
       let list: unknown[];
       if (binding.results.length === 0) list = [];

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ArgumentError, type ProtocolError, SandboxDisposedError } from "../errors.ts";
+import { ArgumentError, ProtocolError, SandboxDisposedError } from "../errors.ts";
 import {
   type CallOptions,
   createSandboxWithCode,
@@ -213,7 +213,13 @@ export class WasmSandbox implements AsyncDisposable {
     touchCache(key, pending);
     let sb: WasmSandbox;
     try {
-      sb = await WasmSandbox.#cold({ ...options, module: bytes }, options.module);
+      // Our own copy, checked against the key: bytes the caller changes while this create is
+      // under way must not be instantiated (or compiled) under the digest of other bytes.
+      const copy = bytes.slice();
+      if (await cacheKey(copy, options) !== key) {
+        throw new ArgumentError("the module's bytes changed while the sandbox was being created");
+      }
+      sb = await WasmSandbox.#cold({ ...options, module: copy }, options.module);
     } catch (e) {
       settle(undefined);
       if (cache.get(key) === pending) cache.delete(key);
@@ -319,7 +325,8 @@ export class WasmSandbox implements AsyncDisposable {
     options: WasmSandboxOptions,
     originalModule: Uint8Array | string | URL | undefined,
   ): Promise<WasmSandbox> {
-    const bytes = await readSource(options.module, "module");
+    // A copy: the caller may change its array while the module is compiled and loaded.
+    const bytes = (await readSource(options.module, "module")).slice();
     if (
       bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 ||
       bytes[3] !== 0x6d
@@ -436,8 +443,13 @@ export class WasmSandbox implements AsyncDisposable {
         "instantiate",
         inst.finish(),
       ).catch((e) => {
-        throw mapGuestError(e, table.takeFailure());
+        throw table.takeViolation() ?? wasi?.takeViolation() ??
+          mapGuestError(e, table.takeFailure());
       });
+      // The start function may have broken the protocol and carried on: such an instance is not
+      // handed out (nor, on a cache miss, snapshotted for others).
+      const violation = table.takeViolation() ?? wasi?.takeViolation();
+      if (violation) throw violation;
       return self;
     } catch (e) {
       wasi?.close();
@@ -554,12 +566,12 @@ export class WasmSandbox implements AsyncDisposable {
 
   /** Whether a timeout, cancellation or guest failure has made this sandbox unusable. */
   get poisoned(): boolean {
-    return this.#disposing ? this.#poisonedAtDispose : this.#sandbox!.poisoned;
+    return this.#sandbox ? this.#sandbox.poisoned : this.#poisonedAtDispose;
   }
 
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
-    return this.#disposing !== undefined || this.#sandbox!.disposed;
+    return this.#sandbox === undefined || this.#sandbox.disposed;
   }
 
   /**
@@ -580,7 +592,6 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   interrupt(): void {
-    if (this.#disposing) return;
     this.#sandbox?.interrupt();
   }
 
@@ -633,7 +644,7 @@ export class WasmSandbox implements AsyncDisposable {
     }
     const packed = packValues(args, params, name);
     const out = await this.#run(options, "invoke", name, packed) as Uint8Array;
-    return unpackResult(out, results, name);
+    return this.#decode(() => unpackResult(out, results, name));
   }
 
   /**
@@ -713,7 +724,15 @@ export class WasmSandbox implements AsyncDisposable {
   async readBytes(ptr: number, len: number): Promise<Uint8Array> {
     checkU32(ptr, "ptr");
     checkU32(len, "len");
-    return await this.#run({}, "read_memory", BigInt(ptr), len) as Uint8Array;
+    const bytes = await this.#run({}, "read_memory", BigInt(ptr), len) as Uint8Array;
+    return this.#decode(() => {
+      if (bytes.length !== len) {
+        throw new ProtocolError(
+          `read_memory returned ${bytes.length} bytes, ${len} were asked for`,
+        );
+      }
+      return bytes;
+    });
   }
 
   /**
@@ -856,16 +875,21 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   async #dispose(): Promise<void> {
-    const native = this.#sandbox!;
+    const native = this.#sandbox;
+    if (!native) return; // a dispose() re-entered from a WASI stream's cancel below
     // From here on this handle reaches nothing, whoever gets the VM.
-    this.#sandbox = undefined;
     this.#poisonedAtDispose = native.poisoned;
+    this.#sandbox = undefined;
     this.#wasi?.close();
     // A cache hit's VM, idle and healthy, is restored and kept for the next hit while its cache
     // entry is current (recycle.ts); anything else is destroyed.
     const from = this.#cacheEntry;
     if (from && this.#binding && this.#pending === 0 && !native.poisoned && !native.disposed) {
       const key = this.#key;
+      // An idle VM keeps nothing of this owner: no imports (a call of one would be a protocol
+      // violation), no WASI.
+      this.#binding.imported = new ImportTable([]);
+      this.#binding.wasi = undefined;
       await recycleOrDispose(
         key,
         from.native,
@@ -880,8 +904,8 @@ export class WasmSandbox implements AsyncDisposable {
 
   /** The VM, unless this sandbox was disposed (it may be serving another sandbox by now). */
   #live(): Sandbox {
-    if (this.#disposing) throw new SandboxDisposedError();
-    return this.#sandbox!;
+    if (!this.#sandbox) throw new SandboxDisposedError();
+    return this.#sandbox;
   }
 
   /** Runs `op` counted as in progress (a sandbox with work in progress is not recycled). */
@@ -917,6 +941,7 @@ export class WasmSandbox implements AsyncDisposable {
 
   async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
     this.#imported.takeFailure();
+    this.#imported.takeViolation();
     this.#wasi?.takeViolation();
     let value: JsValue;
     try {
@@ -933,16 +958,31 @@ export class WasmSandbox implements AsyncDisposable {
     }
     const violation = this.#violation();
     if (violation) throw violation;
-    return runtimeResult(fn, value);
+    return this.#decode(() => runtimeResult(fn, value));
   }
 
   /**
-   * A malformed `wasi_io` request during the call: the runtime guest is not following the
+   * Decodes what the runtime guest answered; a `ProtocolError` (an answer of the wrong shape)
+   * poisons the sandbox: the guest is not in the state the host thinks.
+   */
+  #decode<T>(decode: () => T): T {
+    try {
+      return decode();
+    } catch (e) {
+      if (e instanceof ProtocolError && this.#sandbox) {
+        poisonSandbox(this.#sandbox, e);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * A malformed `wasm_import` or `wasi_io` request during the call: the runtime guest is not following the
    * protocol, so the call fails with that `ProtocolError` and the sandbox is poisoned, whatever
    * the guest made of the error it was answered with.
    */
   #violation(): ProtocolError | undefined {
-    const v = this.#wasi?.takeViolation();
+    const v = this.#imported.takeViolation() ?? this.#wasi?.takeViolation();
     if (v && this.#sandbox) poisonSandbox(this.#sandbox, v);
     return v;
   }

@@ -11,6 +11,9 @@ import {
 } from "../../mod.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import { engineTest, WASM_ENGINES } from "./_kvm.ts";
+import { ProtocolError } from "../../src/errors.ts";
+import { Sandbox } from "../../src/sandbox.ts";
+import { ImportTable } from "../../src/wasm/imports.ts";
 
 /** Host functions satisfying values.wasm's imports; `logged` collects env.log's arguments. */
 function valuesImports(logged: number[]): WasmSandboxOptions["hostFunctions"] {
@@ -435,6 +438,65 @@ for (const engine of WASM_ENGINES) {
       assert.equal(await w.call("write_fd", 3), 8); // EBADF
       assert.deepEqual(out, ["", "hello"]);
       assert.deepEqual(err, ["hello"]);
+    },
+  );
+}
+
+// The runtime guest is hostile input too. Its answers and requests are bent here, on their way
+// in, as a runtime that broke the protocol would send them: each call fails with a
+// ProtocolError and poisons the sandbox.
+for (const engine of WASM_ENGINES) {
+  const seen = { env: { seen: { params: ["i32"], result: "void", fn: () => undefined } } } as const;
+  engineTest(engine)(
+    "wasm: a malformed wasm_import request fails the call and poisons",
+    async () => {
+      const original = ImportTable.prototype.serve;
+      ImportTable.prototype.serve = function (index: number, args: Uint8Array) {
+        return original.call(this, index, args.subarray(0, 2)); // an i32 cut short
+      };
+      try {
+        await using w = await WasmSandbox.create({
+          engine,
+          module: fixture("state"),
+          hostFunctions: seen,
+          cache: false,
+        });
+        const e = await w.call("bump").then(() => undefined, (e) => e);
+        assert.ok(e instanceof ProtocolError, String(e));
+        assert.equal(w.poisoned, true);
+      } finally {
+        ImportTable.prototype.serve = original;
+      }
+    },
+  );
+
+  engineTest(engine)(
+    "wasm: a result or memory read of the wrong shape fails and poisons",
+    async () => {
+      const original = Sandbox.prototype.callWithOptions;
+      for (
+        const [fn, op] of [["invoke", (w: WasmSandbox) => w.call("fib", 5)], [
+          "read_memory",
+          (w: WasmSandbox) => w.readBytes(0, 16),
+        ]] as const
+      ) {
+        Sandbox.prototype.callWithOptions = async function (o, name, ...args) {
+          const v = await original.call(this, o, name, ...args);
+          return name === fn ? new Uint8Array(1) : v; // one byte, whatever was asked
+        };
+        try {
+          await using w = await WasmSandbox.create({
+            engine,
+            module: fixture(fn === "invoke" ? "fib" : "strings"),
+            cache: false,
+          });
+          const e = await op(w).then(() => undefined, (e) => e);
+          assert.ok(e instanceof ProtocolError, `${fn}: ${e}`);
+          assert.equal(w.poisoned, true, fn);
+        } finally {
+          Sandbox.prototype.callWithOptions = original;
+        }
+      }
     },
   );
 }

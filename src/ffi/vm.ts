@@ -553,12 +553,16 @@ export class MicroVm {
     const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
     const spin = spinNs ?? this.#spinBudget(probe);
     const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
+    // A run whose length the caller knew (`spinNs`: the initialisation) teaches nothing. One
+    // that ended within the spin counts with its time; one that outlasted it counts as twice the
+    // spin (its time as seen here would include the pool's hop, which is not the run's); an
+    // unspun one (the VM's runs are long) teaches nothing until a probe.
     if (polled !== 0) {
-      this.#learn(started);
+      if (spinNs === undefined) this.#learn((performance.now() - started) * 1e6);
       return polled as ExitKindValue;
     }
+    if (spinNs === undefined && spin !== 0) this.#learn(2 * spin);
     const status = await this.#lib.hl_vcpu_wait(vm);
-    this.#learn(started);
     return check(this.#lib, status, vm) as ExitKindValue;
   }
 
@@ -568,9 +572,8 @@ export class MicroVm {
     return Math.round(Math.min(SPIN_MAX_NS, Math.max(SPIN_MIN_NS, typical * 1.5)));
   }
 
-  /** Folds the run that started at `started` (a `performance.now()`) into the average. */
-  #learn(started: number): void {
-    const ns = (performance.now() - started) * 1e6;
+  /** Folds one run's length (ns) into the average. */
+  #learn(ns: number): void {
     this.#typicalRunNs += (ns - this.#typicalRunNs) / 4;
   }
 

@@ -48,9 +48,9 @@ import type { HostFunction, StopReason } from "./call/types.ts";
 import {
   checkHostSignatures,
   checkLayout,
-  digest,
   hostSignatures,
   makeSnapshot,
+  sha256,
   type Snapshot,
   SnapshotMismatchError,
   stateOf,
@@ -174,7 +174,8 @@ const guestImages = new ContentMemo<GuestImage>(16, 256 * 1024 * 1024);
 function guestImage(copy: Uint8Array): GuestImage {
   const elf = parseElf(copy);
   let id: Promise<string> | undefined;
-  return { elf, id: () => id ??= digest(copy) };
+  // The memo's own copy, hashed once: not through `digest`'s memo, which would keep a second copy.
+  return { elf, id: () => id ??= sha256(copy) };
 }
 
 /**

@@ -163,8 +163,11 @@ export class Snapshot implements AsyncDisposable {
     const state = stateOf(this, true);
     if (!state.memory.released) {
       finalizer.unregister(this);
-      state.memory.release();
-      state.code?.release();
+      try {
+        state.memory.release();
+      } finally {
+        state.code?.release();
+      }
     }
     return Promise.resolve();
   }
@@ -248,7 +251,8 @@ export function digest(bytes: Uint8Array): Promise<string> {
   return digests.get(bytes, sha256);
 }
 
-async function sha256(bytes: Uint8Array): Promise<string> {
+/** SHA-256 of `bytes`, in hex, not remembered (for bytes a caller already keeps by content). */
+export async function sha256(bytes: Uint8Array): Promise<string> {
   const hash = new Uint8Array(
     await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
   );

@@ -100,14 +100,18 @@ pub fn compile(flags: u32, wasm: &[u8]) -> Result<Vec<u8>, (i32, String)> {
 }
 
 /// Checks that `artifact` is a module artifact this engine would load (version, settings, target
-/// features), by deserializing it on the host (nothing of it runs).
+/// features), by deserializing it on the host (nothing of it runs). Only for artifacts whose
+/// source is trusted: this library's own output, or the artifact cache on disk, which the host
+/// only reads from a directory owned by the user and writable by nobody else (src/wasm/compiler.ts;
+/// whoever can write there could equally replace the libraries this package loads).
 pub fn check(flags: u32, artifact: &[u8]) -> Result<(), (i32, String)> {
     let engine = engine(flags).map_err(|e| (ERR_INTERNAL, e))?;
     if Engine::detect_precompiled(artifact).is_none() {
         return Err((ERR_ARTIFACT, "not a wasmtime module artifact".into()));
     }
-    // SAFETY: `Module::deserialize` trusts the artifact's code; it is only loaded, never run, and
-    // the artifact is one this library produced (the caller verified its digest before).
+    // SAFETY: `Module::deserialize` trusts the artifact's bytes (a crafted one can corrupt this
+    // process); it is only loaded, never run, and comes from a trusted source (see above: the
+    // digest the caller checked proves the file is intact, not who wrote it).
     unsafe { Module::deserialize(&engine, artifact) }
         .map(|_| ())
         .map_err(|e| (ERR_ARTIFACT, format!("{e:#}")))
@@ -122,8 +126,12 @@ unsafe fn slice<'a>(ptr: *const u8, len: u64) -> Result<&'a [u8], (i32, String)>
     if ptr.is_null() {
         return Err((ERR_ARGUMENT, "null pointer with a non-zero length".into()));
     }
-    let len = usize::try_from(len).map_err(|_| (ERR_ARGUMENT, "length too large".into()))?;
-    // SAFETY: non-null and valid for `len` bytes by the caller's contract.
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| (ERR_ARGUMENT, "length too large".to_string()))?;
+    // SAFETY: non-null and valid for `len` bytes by the caller's contract; `len` is at most
+    // isize::MAX, as `from_raw_parts` requires.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 

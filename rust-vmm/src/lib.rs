@@ -463,11 +463,18 @@ pub unsafe extern "C" fn hl_snapshot_from_bytes(
 ) -> i32 {
     guard(0, || {
         non_null(out_snap, "out_snap")?;
-        non_null(data, "data")?;
         let len = usize::try_from(len)
-            .map_err(|_| Error::invalid_argument("length does not fit in memory"))?;
-        // SAFETY: non-null and valid for `len` bytes by the caller's contract.
-        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+            .ok()
+            .filter(|&n| n <= isize::MAX as usize)
+            .ok_or_else(|| Error::invalid_argument("length does not fit in memory"))?;
+        let bytes: &[u8] = if len == 0 {
+            &[]
+        } else {
+            non_null(data, "data")?;
+            // SAFETY: non-null, valid for `len` bytes by the caller's contract, and `len` is at
+            // most isize::MAX.
+            unsafe { std::slice::from_raw_parts(data, len) }
+        };
         let handle = vm::insert_snapshot(memory::MemorySnapshot::from_bytes(bytes)?)?;
         // SAFETY: checked non-null; the caller gives one writable u32.
         unsafe { *out_snap = handle };

@@ -17,7 +17,7 @@
 import { findCompiler } from "../artifacts.ts";
 import { LibraryNotFoundError } from "../errors.ts";
 import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
-import { digest } from "../snapshot.ts";
+import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
@@ -151,7 +151,7 @@ export async function encodeCacheFile(artifact: Uint8Array): Promise<Uint8Array>
   const out = new Uint8Array(HEADER_SIZE + artifact.length);
   out.set(MAGIC, 0);
   new DataView(out.buffer).setUint32(4, FORMAT_VERSION, true);
-  out.set(hexToBytes(await digest(artifact)), 8);
+  out.set(hexToBytes(await sha256(artifact)), 8);
   out.set(artifact, HEADER_SIZE);
   return out;
 }
@@ -166,7 +166,7 @@ export async function decodeCacheFile(file: Uint8Array): Promise<Uint8Array> {
   }
   const artifact = file.subarray(HEADER_SIZE);
   const want = file.subarray(8, HEADER_SIZE);
-  const got = hexToBytes(await digest(artifact));
+  const got = hexToBytes(await sha256(artifact));
   if (got.some((b, i) => b !== want[i])) {
     throw new WasmArtifactError("the artifact's digest does not match: the cache file was changed");
   }
@@ -216,11 +216,33 @@ export async function clearArtifactCache(): Promise<void> {
   }
 }
 
+/**
+ * Whether a cache file may be read and written: the host deserializes what it reads, so the
+ * directory and the file must be the user's own and writable by nobody else (anyone who could
+ * write there could plant an artifact). A path that does not exist yet is fine (it is made 0700
+ * and 0600).
+ */
+async function privatePath(path: string): Promise<boolean> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound;
+  }
+  const uid = Deno.uid();
+  return uid !== null && info.uid === uid && info.mode !== null && (info.mode & 0o022) === 0;
+}
+
 async function loadOrCompile(
   wasm: Uint8Array,
   fuel: boolean,
   file: string | undefined,
 ): Promise<{ artifact: Uint8Array; source: "disk" | "compiled" }> {
+  if (file !== undefined) {
+    const dir = file.slice(0, file.lastIndexOf("/"));
+    // Not the user's own: no disk cache at all (memory only).
+    if (!await privatePath(dir) || !await privatePath(file)) file = undefined;
+  }
   if (file !== undefined) {
     let bytes: Uint8Array | undefined;
     try {
@@ -243,14 +265,15 @@ async function loadOrCompile(
   const artifact = await compileArtifact(wasm, fuel);
   counters.compiles++;
   if (file !== undefined) {
+    const tmp = `${file}.${crypto.randomUUID()}.tmp`;
     try {
       const dir = file.slice(0, file.lastIndexOf("/"));
-      await Deno.mkdir(dir, { recursive: true });
-      const tmp = `${file}.${crypto.randomUUID()}.tmp`;
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       await Deno.writeFile(tmp, await encodeCacheFile(artifact), { mode: 0o600 });
       await Deno.rename(tmp, file);
     } catch {
-      // No disk cache (read-only file system, no permission): memory only.
+      // No disk cache (read-only file system, no permission, no space): memory only.
+      await Deno.remove(tmp).catch(() => {});
     }
   }
   return { artifact, source: "compiled" };

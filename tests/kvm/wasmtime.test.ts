@@ -117,6 +117,23 @@ kvmTest("wasmtime: artifacts are cached on disk and verified when loaded", async
   await clearArtifactCache();
   await assert.rejects(codeImage(wasm, false), WasmArtifactError);
   await clearArtifactCache();
+
+  // A file, or a directory, that others could write is not read (the host deserializes what it
+  // reads): such a cache is not used at all. The file below is intact and compatible.
+  await Deno.writeFile(file, await encodeCacheFile(await compileArtifact(wasm, false)));
+  for (const [path, mode, restore] of [[file, 0o620, 0o600], [artifactCacheDir()!, 0o770, 0o700]]) {
+    await Deno.chmod(path as string, mode as number);
+    await clearArtifactCache();
+    const image = await codeImage(wasm, false);
+    assert.equal(image.source, "compiled", `${path} ${(mode as number).toString(8)}`);
+    image.code.release();
+    await Deno.chmod(path as string, restore as number);
+  }
+  await clearArtifactCache();
+  const trusted = await codeImage(wasm, false);
+  assert.equal(trusted.source, "disk");
+  trusted.code.release();
+  await clearArtifactCache();
 });
 
 kvmTest("wasmtime: an artifact the guest refuses is a WasmArtifactError", async () => {

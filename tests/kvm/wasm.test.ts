@@ -500,3 +500,45 @@ for (const engine of WASM_ENGINES) {
     },
   );
 }
+
+/** A module exporting `f`, a function of `n` i32 parameters that does nothing. */
+function manyParams(n: number): Uint8Array {
+  const leb = (v: number) => {
+    const out: number[] = [];
+    do {
+      const b = v & 0x7f;
+      v >>>= 7;
+      out.push(v ? b | 0x80 : b);
+    } while (v);
+    return out;
+  };
+  const section = (id: number, body: number[]) => [id, ...leb(body.length), ...body];
+  return new Uint8Array([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    ...section(1, [1, 0x60, ...leb(n), ...Array(n).fill(0x7f), 0]),
+    ...section(3, [1, 0]),
+    ...section(7, [1, 1, 0x66, 0, 0]),
+    ...section(10, [1, 2, 0, 0x0b]),
+  ]);
+}
+
+for (const engine of WASM_ENGINES) {
+  engineTest(engine)(
+    "wasm: a function of more than 255 parameters is refused, 255 load",
+    async () => {
+      await assert.rejects(
+        WasmSandbox.create({ engine, module: manyParams(256), cache: false }),
+        (e) => e instanceof WasmModuleError && /255/.test(e.message),
+      );
+      await using w = await WasmSandbox.create({ engine, module: manyParams(255), cache: false });
+      assert.equal(w.exports[0].type?.params.length, 255);
+    },
+  );
+}

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use hl_wire::Reader;
 
-use super::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOTSUP};
+use super::abi::errno::{BADF, INVAL, IO, NAMETOOLONG, NOTSUP};
 use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH};
 use super::host::{Op, Request};
 use super::{Func, GuestMemory, WasiCtx, WasiHost, arg32, arg64};
@@ -180,11 +180,14 @@ fn u64_reply(reply: &[u8]) -> Result<u64, i32> {
     Reader::new(reply).u64().map_err(|_| IO)
 }
 
-/// The iovecs (`ptr, len` pairs) at `iovs`; their count is bounded by the memory's size (8 bytes
-/// each), so the loop is bounded even without fuel metering.
+/// Most iovecs one call may pass (POSIX's `IOV_MAX` on Linux): the count sizes an allocation.
+const MAX_IOVECS: u32 = 1024;
+
+/// The iovecs (`ptr, len` pairs) at `iovs`: at most `MAX_IOVECS` (`EINVAL` beyond, as Linux), each
+/// within memory (`EFAULT` otherwise).
 fn iovecs(mem: &dyn GuestMemory, iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
-    if u64::from(count) * 8 > mem.bytes().len() as u64 {
-        return Err(FAULT);
+    if count > MAX_IOVECS {
+        return Err(INVAL);
     }
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count {

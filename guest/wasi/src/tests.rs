@@ -254,6 +254,16 @@ fn stdio_writes_gather_within_the_transfer_limit() {
         BADF
     );
     assert_eq!(crate::fuel_units(Func::FdWrite, &[1, 0, 2, 300]), 2);
+    // More iovecs than Linux takes (1,024) is EINVAL, before anything sized by the count.
+    let mut big = vec![0u8; 16384];
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut big, &mut h, &[1, 0, 1025, 9000]),
+        INVAL
+    );
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut big, &mut h, &[1, 0, 1024, 9000]),
+        SUCCESS
+    );
 }
 
 #[test]

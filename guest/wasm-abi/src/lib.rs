@@ -26,3 +26,8 @@ pub mod code {
     /// Traps: `TRAP_BASE + n`, `n` the trap's index in the host's trap list.
     pub const TRAP_BASE: u32 = 1100;
 }
+
+/// Why a module whose function has more than 255 parameters or results is refused (`MODULE`):
+/// the description gives each count one byte (docs/wasm.md, "Wire encodings").
+pub const TOO_MANY_VALUES: &str =
+    "a function has more than 255 parameters or results, which cannot cross to the host";

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use hl_guest::wire::Reader;
 
+use hl_wasm_abi::TOO_MANY_VALUES;
 use wasmi::{ExternType, FuncType, Val, ValType};
 
 /// Appends fields to a byte vector.
@@ -36,23 +37,25 @@ impl Writer {
         self.u8(val_type_code(t));
     }
 
-    pub fn func_type(&mut self, ty: &FuncType) {
-        self.u8(ty.params().len() as u8);
-        for t in ty.params() {
-            self.val_type(t);
+    /// A function type: a count byte, then the types, for the parameters and the results. Wasm
+    /// allows more than 255 of either; such a function cannot be described, and is refused.
+    pub fn func_type(&mut self, ty: &FuncType) -> Result<(), String> {
+        for types in [ty.params(), ty.results()] {
+            let n = u8::try_from(types.len()).map_err(|_| String::from(TOO_MANY_VALUES))?;
+            self.u8(n);
+            for t in types {
+                self.val_type(t);
+            }
         }
-        self.u8(ty.results().len() as u8);
-        for t in ty.results() {
-            self.val_type(t);
-        }
+        Ok(())
     }
 
     /// An import's or export's type: kind byte, then the kind's details.
-    pub fn extern_type(&mut self, ty: &ExternType) {
+    pub fn extern_type(&mut self, ty: &ExternType) -> Result<(), String> {
         match ty {
             ExternType::Func(f) => {
                 self.u8(0);
-                self.func_type(f);
+                self.func_type(f)?;
             }
             ExternType::Table(t) => {
                 self.u8(1);
@@ -70,6 +73,7 @@ impl Writer {
                 self.u8(u8::from(matches!(g.mutability(), wasmi::Mutability::Var)));
             }
         }
+        Ok(())
     }
 
     fn opt_u64(&mut self, v: Option<u64>) {

@@ -119,12 +119,14 @@ fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     for import in compiled.imports() {
         w.str(import.module());
         w.str(import.name());
-        w.extern_type(import.ty());
+        w.extern_type(import.ty())
+            .map_err(|e| GuestError::new(code::MODULE, e))?;
     }
     w.u32(compiled.exports().count() as u32);
     for export in compiled.exports() {
         w.str(export.name());
-        w.extern_type(export.ty());
+        w.extern_type(export.ty())
+            .map_err(|e| GuestError::new(code::MODULE, e))?;
     }
     let mut state = STATE.lock();
     state.running = None;

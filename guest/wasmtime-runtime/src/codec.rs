@@ -5,6 +5,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use hl_wasm_abi::TOO_MANY_VALUES;
 use wasmtime::{ExternType, FuncType, Mutability, Val, ValType};
 
 /// Requests are read with `hl_wire`'s bounds-checked cursor (as in the wasmi guest).
@@ -64,12 +65,15 @@ fn val_type_code(t: &ValType) -> Result<u8, String> {
     })
 }
 
+/// A function type: a count byte, then the types, for the parameters and the results. Wasm
+/// allows more than 255 of either; such a function cannot be described, and is refused.
 fn func_type(w: &mut Writer, ty: &FuncType) -> Result<(), String> {
-    w.u8(ty.params().len() as u8);
+    let count = |n: usize| u8::try_from(n).map_err(|_| String::from(TOO_MANY_VALUES));
+    w.u8(count(ty.params().len())?);
     for t in ty.params() {
         w.u8(val_type_code(&t)?);
     }
-    w.u8(ty.results().len() as u8);
+    w.u8(count(ty.results().len())?);
     for t in ty.results() {
         w.u8(val_type_code(&t)?);
     }

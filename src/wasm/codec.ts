@@ -244,7 +244,8 @@ export const CODE_BAD_ARGS = 1005;
 export const CODE_MEMORY = 1006;
 export const CODE_ARTIFACT = 1007;
 export const CODE_TRAP_BASE = 1100;
-const TRAPS: Record<number, WasmTrapKind> = {
+/** Trap kinds by index (guest/wasm-abi's `trap`; `tests/unit/wasm_codes.test.ts` checks). */
+export const TRAPS: Readonly<Record<number, WasmTrapKind>> = {
   0: "unreachable",
   1: "memory_out_of_bounds",
   2: "table_out_of_bounds",

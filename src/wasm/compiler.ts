@@ -1,6 +1,6 @@
 /**
- * The wasmtime engine's host side: the Cranelift compiler library (`compiler/`, opened with
- * `Deno.dlopen` on first use only) and the artifact cache (in memory, and on disk under
+ * The wasmtime engine's host side: the Cranelift compiler library (`compiler/`, through
+ * `src/ffi/compiler.ts`, opened on first use only) and the artifact cache (in memory, and on disk under
  * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache". Compiles
  * run on Deno's blocking thread pool, off the event loop.
  *
@@ -14,58 +14,17 @@
  * @module
  */
 
-import { findCompiler } from "../artifacts.ts";
-import { LibraryNotFoundError } from "../errors.ts";
+import {
+  compilerCheck,
+  compilerCompile,
+  compilerEngineHash,
+  ERR_ARTIFACT,
+  ERR_MODULE,
+  FLAG_FUEL,
+} from "../ffi/compiler.ts";
 import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
 import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
-
-/** Version of the compiler library's C ABI this table describes. */
-const COMPILER_ABI_VERSION = 2;
-const FLAG_FUEL = 1;
-const ERR_MODULE = -1;
-const ERR_ARTIFACT = -2;
-
-const symbols = {
-  hlc_abi_version: { parameters: [], result: "u32" },
-  hlc_engine_hash: { parameters: ["u32", "buffer"], result: "i32" },
-  // Off the event loop: compiling a large module takes about a second per MB.
-  hlc_compile: {
-    parameters: ["u32", "buffer", "u64", "buffer"],
-    result: "i32",
-    nonblocking: true,
-  },
-  hlc_free: { parameters: ["pointer", "u64"], result: "void" },
-  hlc_check: { parameters: ["u32", "buffer", "u64"], result: "i32" },
-  hlc_last_error: { parameters: ["buffer", "u32"], result: "i32" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-type CompilerSymbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
-
-let opened: CompilerSymbols | undefined;
-
-function compiler(): CompilerSymbols {
-  if (opened) return opened;
-  const path = findCompiler();
-  const lib = Deno.dlopen(path, symbols);
-  const version = lib.symbols.hlc_abi_version();
-  if (version !== COMPILER_ABI_VERSION) {
-    lib.close();
-    throw new LibraryNotFoundError(
-      [path],
-      `${path} implements compiler ABI ${version}, this package needs ${COMPILER_ABI_VERSION}: rebuild it`,
-    );
-  }
-  opened = lib.symbols;
-  return opened;
-}
-
-const errorBuffer = new Uint8Array(4096);
-
-function lastError(lib: CompilerSymbols): string {
-  const n = lib.hlc_last_error(errorBuffer, errorBuffer.length);
-  return new TextDecoder().decode(errorBuffer.subarray(0, Math.max(0, Math.min(n, 4096))));
-}
 
 const engineHashes = new Map<number, string>();
 
@@ -74,10 +33,7 @@ export function engineHash(fuel: boolean): string {
   const flags = fuel ? FLAG_FUEL : 0;
   let h = engineHashes.get(flags);
   if (h === undefined) {
-    const lib = compiler();
-    const out = new BigUint64Array(1);
-    if (lib.hlc_engine_hash(flags, out) !== 0) throw new Error(lastError(lib));
-    h = out[0].toString(16).padStart(16, "0");
+    h = compilerEngineHash(flags).toString(16).padStart(16, "0");
     engineHashes.set(flags, h);
   }
   return h;
@@ -88,34 +44,18 @@ export function engineHash(fuel: boolean): string {
  * event loop keeps running).
  */
 export async function compileArtifact(wasm: Uint8Array, fuel: boolean): Promise<Uint8Array> {
-  const lib = compiler();
-  const out = new BigUint64Array(2);
-  const rc = await lib.hlc_compile(fuel ? FLAG_FUEL : 0, wasm, BigInt(wasm.length), out);
-  // Success: the artifact; failure: the message (both released with hlc_free).
-  const ptr = Deno.UnsafePointer.create(out[0]);
-  const len = Number(out[1]);
-  let bytes = new Uint8Array(0);
-  try {
-    if (ptr !== null && len > 0) {
-      bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len)).slice();
-    }
-  } finally {
-    lib.hlc_free(ptr, out[1]);
-  }
-  if (rc === 0) return bytes;
+  const { status, bytes } = await compilerCompile(fuel ? FLAG_FUEL : 0, wasm);
+  if (status === 0) return bytes;
   const message = new TextDecoder().decode(bytes);
-  if (rc === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
+  if (status === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
   throw new Error(`compiling the module failed: ${message}`);
 }
 
 /** Throws {@linkcode WasmArtifactError} unless the engine for `fuel` accepts `artifact`. */
 export function checkArtifact(artifact: Uint8Array, fuel: boolean): void {
-  const lib = compiler();
-  const rc = lib.hlc_check(fuel ? FLAG_FUEL : 0, artifact, BigInt(artifact.length));
-  if (rc === ERR_ARTIFACT) {
-    throw new WasmArtifactError(`the artifact was refused: ${lastError(lib)}`);
-  }
-  if (rc !== 0) throw new Error(`checking the artifact failed: ${lastError(lib)}`);
+  const { status, message } = compilerCheck(fuel ? FLAG_FUEL : 0, artifact);
+  if (status === ERR_ARTIFACT) throw new WasmArtifactError(`the artifact was refused: ${message}`);
+  if (status !== 0) throw new Error(`checking the artifact failed: ${message}`);
 }
 
 /**

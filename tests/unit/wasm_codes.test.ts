@@ -1,23 +1,66 @@
 /**
- * The Wasm runtime guests' ERROR codes have one definition (guest/wasm-abi/src/lib.rs); the
- * numbers `src/wasm/codec.ts` maps to error classes must be those.
+ * ABI numbers written on both sides are checked against their one definition: the Wasm runtime
+ * guests' ERROR codes and trap kinds (guest/wasm-abi/src/lib.rs) against `src/wasm/codec.ts`, the
+ * compiler library's constants (compiler/src/lib.rs) against `src/ffi/compiler.ts`.
  */
 import assert from "node:assert/strict";
 import * as codec from "../../src/wasm/codec.ts";
+import * as compiler from "../../src/ffi/compiler.ts";
+
+/** `pub const NAME: type = value;` of `text`, by name. */
+function rustConsts(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/pub const ([A-Z_]+): [iu]32 = (-?\d+);/g)) {
+    out.set(m[1], Number(m[2]));
+  }
+  return out;
+}
+
+/** The body of `pub mod name { ... }` in `text` (modules here hold no nested braces). */
+function rustModule(text: string, name: string): string {
+  const m = new RegExp(`pub mod ${name} \\{([^}]*)\\}`).exec(text);
+  assert.ok(m, `pub mod ${name}`);
+  return m[1];
+}
 
 Deno.test("Wasm runtime ERROR codes: codec.ts uses guest/wasm-abi's numbers", async () => {
   const rust = await Deno.readTextFile(
     new URL("../../guest/wasm-abi/src/lib.rs", import.meta.url),
   );
-  const defined = new Map<string, number>();
-  for (const m of rust.matchAll(/pub const ([A-Z_]+): u32 = (\d+);/g)) {
-    defined.set(m[1], Number(m[2]));
-  }
+  const defined = rustConsts(rustModule(rust, "code"));
   assert.ok(defined.size >= 9, `codes found in lib.rs: ${[...defined.keys()]}`);
   const used = Object.entries(codec).filter(([k]) => k.startsWith("CODE_"));
   assert.ok(used.length >= 8);
   for (const [name, value] of used) {
     const key = name.slice("CODE_".length);
     assert.equal(value, defined.get(key), `${name} in codec.ts vs ${key} in guest/wasm-abi`);
+  }
+});
+
+Deno.test("Wasm trap kinds: codec.ts names guest/wasm-abi's indices", async () => {
+  const rust = await Deno.readTextFile(
+    new URL("../../guest/wasm-abi/src/lib.rs", import.meta.url),
+  );
+  const traps = rustConsts(rustModule(rust, "trap"));
+  assert.ok(traps.size >= 14, `traps found: ${[...traps.keys()]}`);
+  assert.deepEqual(
+    Object.fromEntries([...traps].map(([name, index]) => [index, name.toLowerCase()])),
+    { ...codec.TRAPS },
+  );
+});
+
+Deno.test("compiler library constants: ffi/compiler.ts uses compiler/src/lib.rs's numbers", async () => {
+  const rust = rustConsts(
+    await Deno.readTextFile(new URL("../../compiler/src/lib.rs", import.meta.url)),
+  );
+  for (
+    const [ts, name] of [
+      [compiler.COMPILER_ABI_VERSION, "ABI_VERSION"],
+      [compiler.FLAG_FUEL, "FLAG_FUEL"],
+      [compiler.ERR_MODULE, "ERR_MODULE"],
+      [compiler.ERR_ARTIFACT, "ERR_ARTIFACT"],
+    ] as const
+  ) {
+    assert.equal(ts, rust.get(name), name);
   }
 });

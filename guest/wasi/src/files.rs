@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use hl_wire::Reader;
 
-use super::abi::errno::{BADF, INVAL, IO, NAMETOOLONG, NOTSUP};
+use super::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOTSUP};
 use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH};
 use super::host::{Op, Request};
 use super::{Func, GuestMemory, WasiCtx, WasiHost, arg32, arg64};
@@ -183,9 +183,12 @@ fn u64_reply(reply: &[u8]) -> Result<u64, i32> {
 /// Most iovecs one call may pass (POSIX's `IOV_MAX` on Linux): the count sizes an allocation.
 const MAX_IOVECS: u32 = 1024;
 
-/// The iovecs (`ptr, len` pairs) at `iovs`: at most `MAX_IOVECS` (`EINVAL` beyond, as Linux), each
-/// within memory (`EFAULT` otherwise).
+/// The iovecs (`ptr, len` pairs) at `iovs`: a list that cannot fit in memory (8 bytes each) is
+/// `EFAULT`; more than `MAX_IOVECS` is `EINVAL` (as Linux); each must lie within memory.
 fn iovecs(mem: &dyn GuestMemory, iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, i32> {
+    if u64::from(count) * 8 > mem.bytes().len() as u64 {
+        return Err(FAULT);
+    }
     if count > MAX_IOVECS {
         return Err(INVAL);
     }

@@ -27,6 +27,27 @@ pub mod code {
     pub const TRAP_BASE: u32 = 1100;
 }
 
+/// Trap kinds: a trap is ERROR `code::TRAP_BASE + index`; `src/wasm/codec.ts` names them (the
+/// kind is the constant's name in lower case; `tests/unit/wasm_codes.test.ts` checks).
+pub mod trap {
+    pub const UNREACHABLE: u32 = 0;
+    pub const MEMORY_OUT_OF_BOUNDS: u32 = 1;
+    pub const TABLE_OUT_OF_BOUNDS: u32 = 2;
+    pub const INDIRECT_CALL_TO_NULL: u32 = 3;
+    pub const INTEGER_DIVIDE_BY_ZERO: u32 = 4;
+    pub const INTEGER_OVERFLOW: u32 = 5;
+    pub const INVALID_CONVERSION_TO_INTEGER: u32 = 6;
+    pub const STACK_OVERFLOW: u32 = 7;
+    pub const INDIRECT_CALL_TYPE_MISMATCH: u32 = 8;
+    pub const OUT_OF_FUEL: u32 = 9;
+    pub const GROWTH_LIMITED: u32 = 10;
+    pub const OUT_OF_MEMORY: u32 = 11;
+    /// A host function failed.
+    pub const HOST: u32 = 20;
+    /// Any other runtime error.
+    pub const OTHER: u32 = 21;
+}
+
 /// Why a module whose function has more than 255 parameters or results is refused (`MODULE`):
 /// the description gives each count one byte (docs/wasm.md, "Wire encodings").
 pub const TOO_MANY_VALUES: &str =

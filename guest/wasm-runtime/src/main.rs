@@ -46,7 +46,7 @@ hl_guest::guest_functions![
 ];
 
 /// ERROR codes, shared with the other Wasm runtime guest.
-use hl_wasm_abi::code;
+use hl_wasm_abi::{code, trap};
 
 /// The data of the wasmi store.
 pub struct HostState {
@@ -278,25 +278,20 @@ fn host_import(
 /// The index of a trap kind (ERROR code `TRAP_BASE + index`).
 fn trap_index(code: TrapCode) -> u32 {
     match code {
-        TrapCode::UnreachableCodeReached => 0,
-        TrapCode::MemoryOutOfBounds => 1,
-        TrapCode::TableOutOfBounds => 2,
-        TrapCode::IndirectCallToNull => 3,
-        TrapCode::IntegerDivisionByZero => 4,
-        TrapCode::IntegerOverflow => 5,
-        TrapCode::BadConversionToInteger => 6,
-        TrapCode::StackOverflow => 7,
-        TrapCode::BadSignature => 8,
-        TrapCode::OutOfFuel => 9,
-        TrapCode::GrowthOperationLimited => 10,
-        TrapCode::OutOfSystemMemory => 11,
+        TrapCode::UnreachableCodeReached => trap::UNREACHABLE,
+        TrapCode::MemoryOutOfBounds => trap::MEMORY_OUT_OF_BOUNDS,
+        TrapCode::TableOutOfBounds => trap::TABLE_OUT_OF_BOUNDS,
+        TrapCode::IndirectCallToNull => trap::INDIRECT_CALL_TO_NULL,
+        TrapCode::IntegerDivisionByZero => trap::INTEGER_DIVIDE_BY_ZERO,
+        TrapCode::IntegerOverflow => trap::INTEGER_OVERFLOW,
+        TrapCode::BadConversionToInteger => trap::INVALID_CONVERSION_TO_INTEGER,
+        TrapCode::StackOverflow => trap::STACK_OVERFLOW,
+        TrapCode::BadSignature => trap::INDIRECT_CALL_TYPE_MISMATCH,
+        TrapCode::OutOfFuel => trap::OUT_OF_FUEL,
+        TrapCode::GrowthOperationLimited => trap::GROWTH_LIMITED,
+        TrapCode::OutOfSystemMemory => trap::OUT_OF_MEMORY,
     }
 }
-
-/// Index of "a host function failed".
-const TRAP_HOST: u32 = 20;
-/// Index of any other runtime error.
-const TRAP_OTHER: u32 = 21;
 
 /// Maps an error of a running module: exit, trap, host failure; anything else gets `other`.
 fn run_error(e: Error, other: u32) -> GuestError {
@@ -307,13 +302,13 @@ fn run_error(e: Error, other: u32) -> GuestError {
         return GuestError::new(code::TRAP_BASE + trap_index(trap), trap.trap_message());
     }
     if let Some(host) = e.downcast_ref::<HostFnError>() {
-        return GuestError::new(code::TRAP_BASE + TRAP_HOST, host.0.clone());
+        return GuestError::new(code::TRAP_BASE + trap::HOST, host.0.clone());
     }
     let message = e.to_string();
     if other == code::LINK {
         return GuestError::new(code::LINK, message);
     }
-    GuestError::new(code::TRAP_BASE + TRAP_OTHER, message)
+    GuestError::new(code::TRAP_BASE + trap::OTHER, message)
 }
 
 fn running(state: &mut State) -> Result<&mut Running, GuestError> {

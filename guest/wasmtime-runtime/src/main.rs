@@ -51,7 +51,7 @@ hl_guest::guest_functions![
 ];
 
 /// ERROR codes, shared with the other Wasm runtime guest.
-use hl_wasm_abi::code;
+use hl_wasm_abi::{code, trap};
 
 /// Bytes of Wasm stack per frame that `maxRecursionDepth` is converted with: wasmtime limits the
 /// Wasm stack in bytes (`max_wasm_stack`), not in frames.
@@ -282,23 +282,20 @@ fn host_import(
 /// The index of a trap kind (ERROR code `TRAP_BASE + index`), as the wasmi guest numbers them.
 fn trap_index(trap: Trap) -> u32 {
     match trap {
-        Trap::UnreachableCodeReached => 0,
-        Trap::MemoryOutOfBounds => 1,
-        Trap::TableOutOfBounds => 2,
-        Trap::IndirectCallToNull => 3,
-        Trap::IntegerDivisionByZero => 4,
-        Trap::IntegerOverflow => 5,
-        Trap::BadConversionToInteger => 6,
-        Trap::StackOverflow => 7,
-        Trap::BadSignature => 8,
-        Trap::OutOfFuel => 9,
-        Trap::AllocationTooLarge => 11,
-        _ => TRAP_OTHER,
+        Trap::UnreachableCodeReached => trap::UNREACHABLE,
+        Trap::MemoryOutOfBounds => trap::MEMORY_OUT_OF_BOUNDS,
+        Trap::TableOutOfBounds => trap::TABLE_OUT_OF_BOUNDS,
+        Trap::IndirectCallToNull => trap::INDIRECT_CALL_TO_NULL,
+        Trap::IntegerDivisionByZero => trap::INTEGER_DIVIDE_BY_ZERO,
+        Trap::IntegerOverflow => trap::INTEGER_OVERFLOW,
+        Trap::BadConversionToInteger => trap::INVALID_CONVERSION_TO_INTEGER,
+        Trap::StackOverflow => trap::STACK_OVERFLOW,
+        Trap::BadSignature => trap::INDIRECT_CALL_TYPE_MISMATCH,
+        Trap::OutOfFuel => trap::OUT_OF_FUEL,
+        Trap::AllocationTooLarge => trap::OUT_OF_MEMORY,
+        _ => trap::OTHER,
     }
 }
-
-const TRAP_HOST: u32 = 20;
-const TRAP_OTHER: u32 = 21;
 
 /// Maps an error of a running module: exit, trap, host failure; anything else gets `other`.
 fn run_error(e: Error, other: u32) -> GuestError {
@@ -309,13 +306,13 @@ fn run_error(e: Error, other: u32) -> GuestError {
         return GuestError::new(code::TRAP_BASE + trap_index(*trap), trap.to_string());
     }
     if let Some(host) = e.downcast_ref::<HostFnError>() {
-        return GuestError::new(code::TRAP_BASE + TRAP_HOST, host.0.clone());
+        return GuestError::new(code::TRAP_BASE + trap::HOST, host.0.clone());
     }
     let message = format!("{e:#}");
     if other == code::LINK {
         return GuestError::new(code::LINK, message);
     }
-    GuestError::new(code::TRAP_BASE + TRAP_OTHER, message)
+    GuestError::new(code::TRAP_BASE + trap::OTHER, message)
 }
 
 fn running(state: &mut State) -> Result<&mut Running, GuestError> {

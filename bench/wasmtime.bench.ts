@@ -12,7 +12,8 @@ import { WasmSandbox } from "../src/wasm/sandbox.ts";
 import { artifactCacheDir, clearArtifactCache, compileArtifact } from "../src/wasm/compiler.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 import { measureFloor } from "./_floor.ts";
-import { medianUs, printRatios } from "./_ratios.ts";
+import { interleavedFigure, medianUs, printRatios, samplesUs } from "./_ratios.ts";
+import { teardownWait } from "../src/ffi/vm.ts";
 
 const FIB_N = 27;
 const CHECKSUM_N = 5_000_000;
@@ -123,79 +124,50 @@ function unique(wasm: Uint8Array): Uint8Array {
   const compileUs = await medianUs(() => compileArtifact(oneMb, false), 3, 1);
   const artifactBytes = (await compileArtifact(oneMb, false)).length;
 
+  // Timed in rounds interleaved with the raw floor's (bench/_ratios.ts). The wasmi cached create
+  // is wasm.bench.ts's issue-9 figure, not repeated here.
+  const settle = () => teardownWait();
+  const createAndCall = (options: Parameters<typeof WasmSandbox.create>[0]) => async () => {
+    const w = await WasmSandbox.create(options);
+    await w.call("fib", 1);
+    await w.dispose();
+  };
   const figures = [
-    {
-      label: "wasmtime create (cached module) + first call fib(1) + dispose",
-      medianUs: await medianUs(async () => {
-        const w = await WasmSandbox.create({ module: fib, engine: "wasmtime" });
-        await w.call("fib", 1);
-        await w.dispose();
-      }, 200),
-      against: "create" as const,
-      goal: "≤ 1.5× (issue 13)",
-    },
-    {
-      label: "wasmtime create (cache: false, artifact in memory) + fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
-          const w = await WasmSandbox.create({ module: fib, engine: "wasmtime", cache: false });
-          await w.call("fib", 1);
-          await w.dispose();
-        },
-        30,
-        3,
-      ),
-      against: "create" as const,
-    },
-    {
-      label: "wasmtime create of a new module (compile fib.wasm) + fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
-          const w = await WasmSandbox.create({ module: unique(fib), engine: "wasmtime" });
-          await w.call("fib", 1);
-          await w.dispose();
-        },
-        20,
-        2,
-      ),
-      against: "create" as const,
-    },
-    {
-      label: "wasmi create of a new module (fib.wasm) + fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
-          const w = await WasmSandbox.create({ module: unique(fib), engine: "wasmi" });
-          await w.call("fib", 1);
-          await w.dispose();
-        },
-        20,
-        2,
-      ),
-      against: "create" as const,
-    },
-    {
-      label: "wasmi create (cached module) + first call fib(1) + dispose",
-      medianUs: await medianUs(async () => {
-        const w = await WasmSandbox.create({ module: fib, engine: "wasmi" });
-        await w.call("fib", 1);
-        await w.dispose();
-      }, 200),
-      against: "create" as const,
-      goal: "≤ 1.5× (issue 9)",
-    },
-    {
-      label: "wasmi create (cache: false) + fib(1) + dispose",
-      medianUs: await medianUs(
-        async () => {
-          const w = await WasmSandbox.create({ module: fib, engine: "wasmi", cache: false });
-          await w.call("fib", 1);
-          await w.dispose();
-        },
-        30,
-        3,
-      ),
-      against: "create" as const,
-    },
+    await interleavedFigure(
+      {
+        label: "wasmtime create (cached module) + first call fib(1) + dispose",
+        against: "create",
+        goal: "≤ 1.5× (issue 13)",
+      },
+      (n) => samplesUs(createAndCall({ module: fib, engine: "wasmtime" }), n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "wasmtime create (cache: false, artifact in memory) + fib(1) + dispose",
+        against: "create",
+      },
+      (n) => samplesUs(createAndCall({ module: fib, engine: "wasmtime", cache: false }), n),
+      { perRound: 4, warmup: 2, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "wasmtime create of a new module (compile fib.wasm) + fib(1) + dispose",
+        against: "create",
+      },
+      (n) => samplesUs(() => createAndCall({ module: unique(fib), engine: "wasmtime" })(), n),
+      { perRound: 3, warmup: 1, settle },
+    ),
+    await interleavedFigure(
+      { label: "wasmi create of a new module (fib.wasm) + fib(1) + dispose", against: "create" },
+      (n) => samplesUs(() => createAndCall({ module: unique(fib), engine: "wasmi" })(), n),
+      { perRound: 3, warmup: 1, settle },
+    ),
+    await interleavedFigure(
+      { label: "wasmi create (cache: false) + fib(1) + dispose", against: "create" },
+      (n) => samplesUs(createAndCall({ module: fib, engine: "wasmi", cache: false }), n),
+      { perRound: 4, warmup: 2, settle },
+    ),
   ];
   printRatios("wasmtime engine", await measureFloor(), figures);
   console.log("  compute (median per call; V8 in this process, the sandboxes in their VMs):");

@@ -108,41 +108,41 @@ const CHECKS: Record<string, (o: Outcome) => void> = {
   },
 };
 
+/** The sandbox's run of `workload` on `engine` against V8's: every output, byte for byte. */
+async function sandboxAgreesWithV8(
+  workload: (typeof WORKLOADS)[number],
+  engine: "wasmi" | "wasmtime",
+): Promise<WebAssembly.Module> {
+  const bytes = fixtureBytes(workload.module);
+  const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+  const v8 = runInV8(module, workload);
+  const sandbox = await runInSandbox(bytes, workload, engine);
+  // Text first, for a readable diff; then the bytes.
+  assert.equal(text(sandbox.stdout), text(v8.stdout), "stdout");
+  assert.equal(text(sandbox.stderr), text(v8.stderr), "stderr");
+  assert.deepEqual(sandbox.stdout, v8.stdout);
+  assert.deepEqual(sandbox.stderr, v8.stderr);
+  assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
+  // The preopened directory afterwards: the same names and the same bytes.
+  assert.deepEqual(Object.keys(sandbox.files ?? {}), Object.keys(v8.files ?? {}), "files");
+  assert.deepEqual(sandbox.files, v8.files, "file contents");
+  assert.equal(sandbox.exitCode, workload.exitCode, "the driver's expected exit code");
+  const check = CHECKS[workload.name];
+  assert.ok(check, `no checks for ${workload.name}`);
+  check(sandbox);
+  return module;
+}
+
 for (const workload of WORKLOADS) {
   kvmTest(
     `[wasmtime] real C code (${workload.name}): WasmSandbox and V8 (node:wasi) agree`,
-    async () => {
-      const bytes = fixtureBytes(workload.module);
-      const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-      const v8 = runInV8(module, workload);
-      const sandbox = await runInSandbox(bytes, workload, "wasmtime");
-      assert.deepEqual(sandbox.stdout, v8.stdout, "stdout");
-      assert.deepEqual(sandbox.stderr, v8.stderr, "stderr");
-      assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
-      assert.deepEqual(sandbox.files, v8.files, "the preopened directory afterwards");
-      CHECKS[workload.name](sandbox);
-    },
+    async () => void await sandboxAgreesWithV8(workload, "wasmtime"),
   );
   kvmTest(
     `real C code (${workload.name}): WasmSandbox, the CLI and V8 (node:wasi) agree`,
     async () => {
-      const bytes = fixtureBytes(workload.module);
-      const module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
-      const v8 = runInV8(module, workload);
-      const sandbox = await runInSandbox(bytes, workload);
-      // Text first, for a readable diff; then the bytes.
-      assert.equal(text(sandbox.stdout), text(v8.stdout), "stdout");
-      assert.equal(text(sandbox.stderr), text(v8.stderr), "stderr");
-      assert.deepEqual(sandbox.stdout, v8.stdout);
-      assert.deepEqual(sandbox.stderr, v8.stderr);
-      assert.equal(sandbox.exitCode, v8.exitCode, "exit code");
-      // The preopened directory afterwards: the same names and the same bytes.
-      assert.deepEqual(Object.keys(sandbox.files ?? {}), Object.keys(v8.files ?? {}), "files");
-      assert.deepEqual(sandbox.files, v8.files, "file contents");
-      assert.equal(sandbox.exitCode, workload.exitCode, "the driver's expected exit code");
+      const module = await sandboxAgreesWithV8(workload, "wasmi");
       const check = CHECKS[workload.name];
-      assert.ok(check, `no checks for ${workload.name}`);
-      check(sandbox);
 
       // The CLI (a `deno run cli.ts run` subprocess with pipes) against V8 given the same argv
       // (the CLI passes the module path as argv[0]).

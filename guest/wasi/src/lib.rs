@@ -25,12 +25,14 @@ pub mod abi;
 mod chacha;
 mod files;
 pub mod host;
+mod instantiate;
 #[cfg(test)]
 mod tests;
 
 use alloc::vec::Vec;
 
 pub use chacha::ChaCha20;
+pub use instantiate::InstantiateRequest;
 
 use abi::errno::{BADF, FAULT, INVAL, NOSYS, NOTSUP, SPIPE, SUCCESS};
 use abi::{filetype, rights};

@@ -370,3 +370,43 @@ fn replies_are_parsed_strictly() {
     assert_eq!(m.read(8, 9), Err(FAULT));
     assert_eq!(m.read(u32::MAX, 2), Err(FAULT));
 }
+
+#[test]
+fn the_instantiate_request_is_parsed_strictly() {
+    use crate::InstantiateRequest;
+    let mut req = Vec::new();
+    req.extend_from_slice(&1u64.to_le_bytes());
+    req.extend_from_slice(&2u64.to_le_bytes());
+    req.push(1);
+    for list in [&[&b"prog"[..], &b"a"[..]][..], &[&b"K=V"[..]][..]] {
+        req.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for item in list {
+            req.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            req.extend_from_slice(item);
+        }
+    }
+    req.extend_from_slice(&[9u8; 32]);
+    req.extend_from_slice(&1u32.to_le_bytes());
+    req.extend_from_slice(&5u32.to_le_bytes());
+    req.extend_from_slice(b"/data");
+    let r = InstantiateRequest::parse(&req).unwrap();
+    let wasi = r.wasi.unwrap();
+    assert_eq!((r.max_memory, r.max_table), (1, 2));
+    assert_eq!(wasi.args, vec![b"prog".to_vec(), b"a".to_vec()]);
+    assert_eq!(wasi.env, vec![b"K=V".to_vec()]);
+    assert_eq!(wasi.preopens[0].name, b"/data".to_vec());
+    // Every cut is an error, and so is a trailing byte; a count larger than what follows too.
+    for n in 0..req.len() {
+        assert!(InstantiateRequest::parse(&req[..n]).is_err(), "cut at {n}");
+    }
+    let mut long = req.clone();
+    long.push(0);
+    assert!(InstantiateRequest::parse(&long).is_err());
+    let mut huge = req[..17].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(InstantiateRequest::parse(&huge).is_err());
+    // WASI off: nothing after the flag.
+    let mut off = req[..17].to_vec();
+    off[16] = 0;
+    assert!(InstantiateRequest::parse(&off).is_ok_and(|r| r.wasi.is_none()));
+}

@@ -140,53 +140,9 @@ fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
 
 /// `instantiate(config)`: links the imports and instantiates (running the start function).
 ///
-/// Config: u64 max memory bytes (0: none), u64 max table elements (0: none), u8 WASI on; when
-/// on: u32 argc + `bytes` each, u32 envc + `bytes` each (`KEY=VALUE`), 32 bytes random seed,
-/// u32 preopen count + `bytes` each (the guest names of fds 3, 4, ...).
+/// Config: `hl_wasi::InstantiateRequest`.
 fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
-    struct Request {
-        max_memory: u64,
-        max_table: u64,
-        wasi: Option<wasi::WasiCtx>,
-    }
-    fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
-        let n = r.u32()?;
-        let mut out = Vec::new();
-        for _ in 0..n {
-            out.push(r.blob()?.to_vec());
-        }
-        Ok(out)
-    }
-    let parse = |config: &[u8]| -> Result<Request, DecodeError> {
-        let mut r = Reader::new(config);
-        let max_memory = r.u64()?;
-        let max_table = r.u64()?;
-        let wasi = if r.u8()? != 0 {
-            let args = list(&mut r)?;
-            let env = list(&mut r)?;
-            let mut seed = [0u8; 32];
-            seed.copy_from_slice(r.take(32)?);
-            let preopens = list(&mut r)?
-                .into_iter()
-                .map(|name| wasi::Preopen { name, open: true })
-                .collect();
-            Some(wasi::WasiCtx {
-                args,
-                env,
-                rng: wasi::ChaCha20::new(&seed),
-                preopens,
-            })
-        } else {
-            None
-        };
-        r.finish()?;
-        Ok(Request {
-            max_memory,
-            max_table,
-            wasi,
-        })
-    };
-    let req = parse(&config).map_err(|e| state_error(&e.to_string()))?;
+    let req = wasi::InstantiateRequest::parse(&config).map_err(|e| state_error(&e.to_string()))?;
     let mut state = STATE.lock();
     state.running = None;
     let Some(loaded) = state.loaded.as_ref() else {

@@ -190,7 +190,8 @@ fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
 /// `instantiate(config)`: links the imports and instantiates (running the start function). The
 /// config is the wasmi guest's (docs/wasm.md).
 fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
-    let req = codec::InstantiateRequest::parse(&config).map_err(|e| state_error(&e))?;
+    let req =
+        hl_wasi::InstantiateRequest::parse(&config).map_err(|e| state_error(&e.to_string()))?;
     let mut state = STATE.lock();
     state.running = None;
     let Some(loaded) = state.loaded.as_ref() else {

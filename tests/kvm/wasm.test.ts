@@ -542,3 +542,40 @@ for (const engine of WASM_ENGINES) {
     },
   );
 }
+
+/** `f`: sets a global to 1, then returns a null funcref (which cannot cross); `c`: the global. */
+function sideEffectThenRef(): Uint8Array {
+  const section = (id: number, body: number[]) => [id, body.length, ...body];
+  const f = [0, 0x41, 1, 0x24, 0, 0xd0, 0x70, 0x0b];
+  const c = [0, 0x23, 0, 0x0b];
+  return new Uint8Array([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    ...section(1, [2, 0x60, 0, 1, 0x70, 0x60, 0, 1, 0x7f]),
+    ...section(3, [2, 0, 1]),
+    ...section(6, [1, 0x7f, 1, 0x41, 0, 0x0b]),
+    ...section(7, [2, 1, 0x66, 0, 0, 1, 0x63, 0, 1]),
+    ...section(10, [2, f.length, ...f, c.length, ...c]),
+  ]);
+}
+
+for (const engine of WASM_ENGINES) {
+  engineTest(engine)(
+    "wasm: an export whose result cannot cross is refused before it runs",
+    async () => {
+      await using w = await WasmSandbox.create({
+        engine,
+        module: sideEffectThenRef(),
+        cache: false,
+      });
+      await assert.rejects(w.call("f"), /cannot cross|funcref/);
+      assert.equal(await w.call("c"), 0, "f did not run");
+    },
+  );
+}

@@ -299,6 +299,18 @@ fn invoke(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let func = export_func(run, &name)?;
     let ty = func.ty(&run.store);
     let params = read_vals(&args, ty.params()).map_err(|e| GuestError::new(code::BAD_ARGS, e))?;
+    // Refused before the call (as the wasmtime guest does): a function whose results cannot
+    // cross must not run its side effects first.
+    if ty
+        .results()
+        .iter()
+        .any(|t| !matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64))
+    {
+        return Err(GuestError::new(
+            code::BAD_ARGS,
+            "reference and vector values cannot cross",
+        ));
+    }
     let mut results: Vec<Val> = ty
         .results()
         .iter()

@@ -345,7 +345,7 @@ export class Sandbox implements AsyncDisposable {
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
     try {
-      // KVM creates the vCPU on its thread while this one maps and fills memory (~200 µs each).
+      // The vCPU is created on its thread while this one maps and fills memory (~200 µs each).
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
       const memory = vm.mapMemory(0, layout.memorySize);
       if (code) vm.mapCode(layout.codeAddr, code);
@@ -374,7 +374,7 @@ export class Sandbox implements AsyncDisposable {
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox;
     try {
-      // KVM creates the vCPU on its thread while this one maps the snapshot.
+      // The vCPU is created on its thread while this one maps the snapshot.
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
       const memory = vm.mapSnapshot(0, state.memory);
       if (state.layout.codeSize > 0) {

@@ -458,7 +458,7 @@ export class MicroVm {
 
   /**
    * Creates the vCPU (on its own thread) in long mode, as `config` says. With `overlap`, only
-   * starts it and returns: the caller fills memory while KVM creates the vCPU, and the next vCPU
+   * starts it and returns: the caller fills memory while the hypervisor creates the vCPU, and the next vCPU
    * call waits for it (and reports a failed creation, as every later vCPU call of the VM does).
    */
   createVcpu(config: VcpuConfig, options: { overlap?: boolean } = {}): void {

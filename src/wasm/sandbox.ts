@@ -91,11 +91,12 @@ export class WasmSandbox implements AsyncDisposable {
   #sandbox: Sandbox | undefined;
   readonly #imports: WasmExtern[];
   readonly #exports: Map<string, WasmExtern>;
+  /** The exported functions, by name. */
+  readonly #functions: Map<string, WasmExtern>;
   readonly #imported: ImportTable;
   readonly #key: string;
   readonly #wasiOn: boolean;
   readonly #wasiRegistered: boolean;
-  readonly #fromCache: boolean;
   readonly #wasi: WasiRuntime | undefined;
   /** A cache hit's: how its VM's host functions reach this sandbox (swapped when recycled). */
   readonly #binding: RuntimeBinding | undefined;
@@ -122,7 +123,6 @@ export class WasmSandbox implements AsyncDisposable {
       key: string;
       wasiOn: boolean;
       wasiRegistered: boolean;
-      fromCache: boolean;
       binding?: RuntimeBinding;
       cacheEntry?: { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot };
       timeoutMs?: number;
@@ -141,11 +141,11 @@ export class WasmSandbox implements AsyncDisposable {
     this.#sandbox = sandbox;
     this.#imports = [...imports];
     this.#exports = new Map(exports.map((e) => [e.name, e]));
+    this.#functions = new Map(exports.filter((e) => e.kind === "function").map((e) => [e.name, e]));
     this.#imported = imported;
     this.#key = identity.key;
     this.#wasiOn = identity.wasiOn;
     this.#wasiRegistered = identity.wasiRegistered;
-    this.#fromCache = identity.fromCache;
   }
 
   /**
@@ -276,47 +276,44 @@ export class WasmSandbox implements AsyncDisposable {
       )
       : undefined;
     let sandbox: Sandbox;
-    const binding: RuntimeBinding = { imported, wasi };
+    let binding: RuntimeBinding = { imported, wasi };
+    // A cache hit takes an idle VM restored to the same snapshot when there is one (recycle.ts),
+    // and points its host functions at this sandbox's imports and WASI.
     try {
       checkTimeout(options.timeoutMs, "timeoutMs");
-      // A cache hit takes an idle VM restored to the same snapshot when there is one (recycle.ts).
-      const recycled = fromCache ? takeRecycled(state.key, state.native) : undefined;
-      if (recycled) {
-        recycled.binding.imported = imported;
-        recycled.binding.wasi = wasi;
-        sandbox = recycled.native;
-        return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
-          key: state.key,
-          wasiOn: state.wasiOn,
-          wasiRegistered: state.wasiRegistered,
-          fromCache,
-          binding: recycled.binding,
-          cacheEntry: fromEntry,
-          timeoutMs: options.timeoutMs,
-          recycled: true,
-        }, wasi);
-      }
-      sandbox = await Sandbox.create({
-        snapshot: state.native,
-        hostFunctions: runtimeHostFunctions(
-          (index, args) => binding.imported.serve(index, args),
-          state.wasiRegistered ? () => binding.wasi : undefined,
-        ),
-        // Not the VM's: each call passes this sandbox's own (the VM may serve others later).
-        library: options.library,
-      });
     } catch (e) {
       wasi?.close();
+      throw e;
+    }
+    const recycled = fromCache ? takeRecycled(state.key, state.native) : undefined;
+    try {
+      if (recycled) {
+        binding = Object.assign(recycled.binding, binding);
+        sandbox = recycled.native;
+      } else {
+        sandbox = await Sandbox.create({
+          snapshot: state.native,
+          hostFunctions: runtimeHostFunctions(
+            (index, args) => binding.imported.serve(index, args),
+            state.wasiRegistered ? () => binding.wasi : undefined,
+          ),
+          // Not the VM's: each call passes this sandbox's own (the VM may serve others later).
+          library: options.library,
+        });
+      }
+    } catch (e) {
+      wasi?.close();
+      if (recycled) await recycled.native.dispose();
       throw e;
     }
     return new WasmSandbox(sandbox, state.imports, state.exports, imported, {
       key: state.key,
       wasiOn: state.wasiOn,
       wasiRegistered: state.wasiRegistered,
-      fromCache,
       binding: fromCache ? binding : undefined,
       cacheEntry: fromEntry,
       timeoutMs: options.timeoutMs,
+      recycled: recycled !== undefined,
     }, wasi);
   }
 
@@ -435,7 +432,6 @@ export class WasmSandbox implements AsyncDisposable {
         key: await cacheKey(bytes, { ...options, module: originalModule ?? options.module }),
         wasiOn: wasi !== undefined,
         wasiRegistered: wasiSetting !== false,
-        fromCache: false,
         timeoutMs: options.timeoutMs,
       }, wasi);
       await sandbox.callWithOptions(
@@ -521,7 +517,7 @@ export class WasmSandbox implements AsyncDisposable {
    * a VM an earlier hit disposed, restored to the cache's snapshot).
    */
   get fromCache(): boolean {
-    return this.#fromCache;
+    return this.#cacheEntry !== undefined;
   }
 
   /**
@@ -931,10 +927,7 @@ export class WasmSandbox implements AsyncDisposable {
     if (e && e.kind !== "function") {
       throw new ArgumentError(`export "${name}" is a ${e.kind}, not a function`);
     }
-    const functions = new Map(
-      [...this.#exports.values()].filter((x) => x.kind === "function").map((x) => [x.name, x]),
-    );
-    const f = lookupName(functions, name, "the module exports no function");
+    const f = lookupName(this.#functions, name, "the module exports no function");
     if (!f.type) throw new ArgumentError(`export "${name}" has no function type`);
     return f.type;
   }

@@ -485,5 +485,3 @@ export class WasiRuntime {
     }
   }
 }
-
-export { Errno };

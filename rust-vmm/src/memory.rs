@@ -49,51 +49,13 @@ impl MemorySnapshot {
 impl MemorySnapshot {
     /// A snapshot holding `data` (zero-padded to whole pages): a sealed memfd, for content the
     /// host supplies rather than a VM wrote, such as a compiled Wasm artifact that every VM of
-    /// one module maps read-only (`Vm::map_snapshot` with `readonly`).
+    /// one module maps read-only (`Vm::map_code`).
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
         let size = (data.len() as u64).div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
         GuestMemory::validate(0, size)?;
-        // SAFETY: a valid NUL-terminated name; the result is checked.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"hl-code".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if raw < 0 {
-            return Err(Error::os("memfd_create", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: plain syscall on the fd we own; the result is checked.
-        if unsafe { libc::ftruncate(raw, size as libc::off_t) } != 0 {
-            return Err(Error::os(
-                "ftruncate of a snapshot",
-                io::Error::last_os_error(),
-            ));
-        }
-        let mut off = 0usize;
-        while off < data.len() {
-            // SAFETY: `off..data.len()` lies inside `data`; pwrite only reads it.
-            let n = unsafe {
-                libc::pwrite(
-                    raw,
-                    data.as_ptr().add(off).cast(),
-                    data.len() - off,
-                    off as libc::off_t,
-                )
-            };
-            if n <= 0 {
-                return Err(Error::os("writing a snapshot", io::Error::last_os_error()));
-            }
-            off += n as usize;
-        }
-        let seals =
-            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-        // SAFETY: plain fcntl on our own fd; the result is checked.
-        if unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
-        }
+        let fd = sized_memfd(c"hl-code", size)?;
+        write_all_at(&fd, data, 0)?;
+        seal(&fd)?;
         let pages = (size / PAGE_SIZE) as usize;
         let mut bitmap = vec![0u64; pages.div_ceil(64)];
         for page in 0..pages {
@@ -268,49 +230,16 @@ impl GuestMemory {
             Backing::Anonymous => None,
         };
         let touched = page_table_entries(self.ptr, pages)?;
-        // SAFETY: a valid NUL-terminated name; the result is checked.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"hl-guest-memory-snapshot".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if raw < 0 {
-            return Err(Error::os("memfd_create", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: plain syscall on the fd we own; the result is checked.
-        if unsafe { libc::ftruncate(raw, self.size as libc::off_t) } != 0 {
-            return Err(Error::os(
-                "ftruncate of a snapshot",
-                io::Error::last_os_error(),
-            ));
-        }
+        let fd = sized_memfd(c"hl-guest-memory-snapshot", self.size)?;
         let mut bitmap = vec![0u64; pages.div_ceil(64)];
         let mut data_pages = 0u64;
         let mut run: Option<(usize, usize)> = None;
-        let flush = |run: (usize, usize)| -> Result<()> {
-            let (start, end) = run;
-            let mut off = start * PAGE_SIZE as usize;
-            let stop = end * PAGE_SIZE as usize;
-            while off < stop {
-                // SAFETY: `off..stop` lies inside our mapping (pages < size / PAGE_SIZE), which is
-                // readable; pwrite only reads it.
-                let n = unsafe {
-                    libc::pwrite(
-                        raw,
-                        self.ptr.add(off).cast(),
-                        stop - off,
-                        off as libc::off_t,
-                    )
-                };
-                if n <= 0 {
-                    return Err(Error::os("writing a snapshot", io::Error::last_os_error()));
-                }
-                off += n as usize;
-            }
-            Ok(())
+        let flush = |(start, end): (usize, usize)| -> Result<()> {
+            let (off, stop) = (start * PAGE_SIZE as usize, end * PAGE_SIZE as usize);
+            // SAFETY: `off..stop` lies inside our mapping (pages < size / PAGE_SIZE), which is
+            // readable and stays mapped while this borrow lives (the vCPU is not running).
+            let bytes = unsafe { std::slice::from_raw_parts(self.ptr.add(off), stop - off) };
+            write_all_at(&fd, bytes, off)
         };
         for page in 0..pages {
             let candidate = touched[page] || base.as_ref().is_some_and(|b| b.has(page));
@@ -326,12 +255,7 @@ impl GuestMemory {
         if let Some(r) = run {
             flush(r)?;
         }
-        let seals =
-            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-        // SAFETY: plain fcntl on our own fd; the result is checked.
-        if unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
-        }
+        seal(&fd)?;
         Ok(MemorySnapshot {
             fd,
             size: self.size,
@@ -594,6 +518,63 @@ fn pagemap_scan_private(ptr: *mut u8, size: u64) -> Result<Option<Vec<(usize, us
 /// populating them would allocate pages in the memfd. Best effort: where the kernel lacks it the
 /// pages fault in on first touch as before. Measured (docs/design.md "Memory"): ~330 pages of the
 /// Wasm runtime's snapshot read by the first call.
+/// A new memfd named `name` (sealable, close-on-exec) of `size` bytes, all holes.
+fn sized_memfd(name: &std::ffi::CStr, size: u64) -> Result<OwnedFd> {
+    // SAFETY: a valid NUL-terminated name; the result is checked.
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if raw < 0 {
+        return Err(Error::os("memfd_create", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: plain syscall on the fd we own; the result is checked.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(Error::os(
+            "ftruncate of a snapshot",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Writes all of `bytes` to `fd` at `offset`.
+fn write_all_at(fd: &OwnedFd, bytes: &[u8], offset: usize) -> Result<()> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        // SAFETY: `done..len` lies inside `bytes`; pwrite only reads it.
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                bytes.as_ptr().add(done).cast(),
+                bytes.len() - done,
+                (offset + done) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            return Err(Error::os("writing a snapshot", io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Err(Error::os(
+                "writing a snapshot",
+                io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"),
+            ));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Seals `fd` against every change: writes, growing, shrinking, and further seals.
+fn seal(fd: &OwnedFd) -> Result<()> {
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on our own fd; the result is checked.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 fn populate_data_pages(ptr: *mut u8, snap: &MemorySnapshot) {
     let pages = (snap.size / PAGE_SIZE) as usize;
     let mut page = 0;

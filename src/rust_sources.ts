@@ -29,6 +29,7 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/wasi/src/chacha.rs",
   "guest/wasi/src/files.rs",
   "guest/wasi/src/host.rs",
+  "guest/wasi/src/instantiate.rs",
   "guest/wasi/src/lib.rs",
   "guest/wasi/src/tests.rs",
   "guest/wasm-abi/Cargo.toml",

@@ -13,7 +13,7 @@ import type { Writer } from "./codec.ts";
 import type { WasiOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
 import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
-import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
+import { errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 

@@ -57,6 +57,10 @@ hl_guest::guest_functions![
     set_sse,
     get_sse,
     dirty_pages,
+    hypercall,
+    host_probe,
+    host_set,
+    get_ymm,
 ];
 
 fn add(a: i32, b: i32) -> i32 {
@@ -579,4 +583,105 @@ fn touch_pages(addr: u64, len: u64) -> u64 {
         at += 4096;
     }
     n
+}
+
+/// `vmcall` (op 0) or `vmmcall` (op 1) with RAX = `nr` and RBX = the address of a 64-byte buffer
+/// filled with 0xA5 (where KVM_HC_CLOCK_PAIRING, nr 9, would write the host's clock), RCX = RDX =
+/// RSI = 0. Returns RAX after the instruction (8 bytes, little-endian), then the 64 buffer bytes.
+/// Where the instruction faults, the call ends in a FAULT instead.
+fn hypercall(op: u32, nr: u64) -> Vec<u8> {
+    let mut buf = [0xA5u8; 64];
+    let p = buf.as_mut_ptr();
+    let mut rax = nr;
+    // SAFETY: a hypercall instruction; whatever KVM does with it (refuse it, or fault) it can
+    // at most write the 64-byte buffer RBX points to, which is ours and live. rbx is reserved by
+    // LLVM, so it is swapped in and out around the instruction.
+    unsafe {
+        if op == 0 {
+            asm!("xchg {b}, rbx", "vmcall", "xchg {b}, rbx", b = inout(reg) p => _,
+                inout("rax") rax, inout("rcx") 0u64 => _, inout("rdx") 0u64 => _,
+                inout("rsi") 0u64 => _, options(nostack))
+        } else {
+            asm!("xchg {b}, rbx", "vmmcall", "xchg {b}, rbx", b = inout(reg) p => _,
+                inout("rax") rax, inout("rcx") 0u64 => _, inout("rdx") 0u64 => _,
+                inout("rsi") 0u64 => _, options(nostack))
+        }
+    }
+    let buf = black_box(buf);
+    let mut out = Vec::with_capacity(72);
+    out.extend_from_slice(&rax.to_le_bytes());
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Reads one piece of state the CPU lets CPL 3 read (docs/security.md, "What the guest can read
+/// about the host"): 0 `rdtscp` (ECX, TSC_AUX), 1 `rdpid`, 2 `rdfsbase`, 3 `rdgsbase`, 4 `xgetbv`
+/// (XCR0), 5 an AVX instruction (`vxorps ymm15`, returns 1), 6 an AVX-512 instruction (`vpxord
+/// zmm15`, returns 1), 7 an AMX instruction (`tilerelease`, returns 1), 8 `rdpkru`. Where the
+/// instruction is not enabled it faults (#UD or #GP); unknown ops return u64::MAX.
+fn host_probe(op: u32) -> u64 {
+    let v: u64;
+    // SAFETY: each arm runs one unprivileged instruction that reads a register (or clears
+    // YMM15/ZMM15, which the runtime does not use: guest/README.md), writing only the declared
+    // outputs; where the CPU does not enable it, it faults, which is the point.
+    unsafe {
+        match op {
+            0 => asm!("rdtscp", "mov {v:e}, ecx", v = out(reg) v, out("rax") _, out("rdx") _,
+                out("rcx") _, options(nomem, nostack)),
+            1 => asm!("rdpid {v}", v = out(reg) v, options(nomem, nostack)),
+            2 => asm!("rdfsbase {v}", v = out(reg) v, options(nomem, nostack)),
+            3 => asm!("rdgsbase {v}", v = out(reg) v, options(nomem, nostack)),
+            4 => asm!("xor ecx, ecx", "xgetbv", "shl rdx, 32", "or rax, rdx", out("rax") v,
+                out("rdx") _, out("rcx") _, options(nomem, nostack)),
+            5 => asm!("vxorps ymm15, ymm15, ymm15", "mov {v:e}, 1", v = out(reg) v,
+                out("xmm15") _, options(nomem, nostack)),
+            6 => asm!("vpxord zmm15, zmm15, zmm15", "mov {v:e}, 1", v = out(reg) v,
+                out("xmm15") _, options(nomem, nostack)),
+            7 => asm!("tilerelease", "mov {v:e}, 1", v = out(reg) v, options(nomem, nostack)),
+            8 => asm!("xor ecx, ecx", "rdpkru", out("rax") v, out("rdx") _, out("rcx") _,
+                options(nomem, nostack)),
+            _ => v = u64::MAX,
+        }
+    }
+    v
+}
+
+/// Writes one piece of state the CPU lets CPL 3 write, then reads it back the same way:
+/// 0 `wrfsbase`, 1 `wrgsbase`, 2 YMM15 = `value` in all four 64-bit lanes (`vmovdqu`; reads back
+/// lane 3, the upper half), 3 `wrpkru` (low 32 bits). Faults where the instruction is not
+/// enabled; unknown ops return u64::MAX.
+fn host_set(op: u32, value: u64) -> u64 {
+    let v: u64;
+    let lanes = [value; 4];
+    let mut back = [0u64; 4];
+    // SAFETY: each arm writes one register the runtime does not use (FS/GS base: the guest has
+    // no TLS; YMM15: guest/README.md; PKRU: the guest's page tables use key 0 and the test writes
+    // values that keep key 0 accessible) and reads it back; `lanes`/`back` are live 32-byte
+    // buffers for the YMM load and store.
+    unsafe {
+        match op {
+            0 => asm!("wrfsbase {x}", "rdfsbase {v}", x = in(reg) value, v = out(reg) v,
+                options(nomem, nostack)),
+            1 => asm!("wrgsbase {x}", "rdgsbase {v}", x = in(reg) value, v = out(reg) v,
+                options(nomem, nostack)),
+            2 => {
+                asm!("vmovdqu ymm15, [{l}]", "vmovdqu [{b}], ymm15", l = in(reg) lanes.as_ptr(),
+                    b = in(reg) back.as_mut_ptr(), out("xmm15") _, options(nostack));
+                v = back[3];
+            }
+            3 => asm!("xor ecx, ecx", "xor edx, edx", "wrpkru", "rdpkru", inout("rax") value => v,
+                out("rdx") _, out("rcx") _, options(nomem, nostack)),
+            _ => v = u64::MAX,
+        }
+    }
+    v
+}
+
+/// YMM15's 32 bytes (`vmovdqu`; faults where AVX is not enabled): what `host_set(2, x)` left there,
+/// as the next call sees it.
+fn get_ymm() -> Vec<u8> {
+    let mut back = [0u8; 32];
+    // SAFETY: stores YMM15 into a live 32-byte buffer.
+    unsafe { asm!("vmovdqu [{b}], ymm15", b = in(reg) back.as_mut_ptr(), options(nostack)) };
+    back.to_vec()
 }

@@ -48,11 +48,8 @@ const frame = (kind: number, payload: Uint8Array, len = payload.length) =>
   cat(u32(kind), u32(len), payload);
 const logFrame = (level: number, message: string | Uint8Array) =>
   frame(K2.LOG, cat(u32(level), str(message)));
-const hostCall = (
-  name: string | Uint8Array,
-  args: Uint8Array[] = [],
-  argc = args.length,
-) => frame(K.HOST_CALL, cat(str(name), u32(argc), ...args));
+const hostCall = (name: string | Uint8Array, args: Uint8Array[] = [], argc = args.length) =>
+  frame(K.HOST_CALL, cat(str(name), u32(argc), ...args));
 
 type Outcome =
   | { error: new (...a: never[]) => Error; poisoned: true; match?: RegExp }
@@ -68,14 +65,9 @@ interface Behaviour {
   allowPoisoned?: boolean;
 }
 
-const protocol = (match?: RegExp): Outcome => ({
-  error: ProtocolError,
-  poisoned: true,
-  match,
-});
+const protocol = (match?: RegExp): Outcome => ({ error: ProtocolError, poisoned: true, match });
 const fault: Outcome = { error: GuestFaultError, poisoned: true };
-const raw = (port: number, bytes: Uint8Array) => (sb: Sandbox) =>
-  sb.call("raw_frame", port, bytes);
+const raw = (port: number, bytes: Uint8Array) => (sb: Sandbox) => sb.call("raw_frame", port, bytes);
 
 const FORBIDDEN: [number, string][] = [
   [0, "lidt"],
@@ -132,16 +124,8 @@ const hypercall = (op: 0 | 1, nr: bigint): Behaviour => ({
       return;
     }
     const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
-    assert.equal(
-      v.getBigUint64(0, true),
-      KVM_EPERM_RESULT,
-      "refused with -KVM_EPERM",
-    );
-    assert.deepEqual(
-      out.subarray(8),
-      new Uint8Array(64).fill(0xa5),
-      "the guest reached nothing",
-    );
+    assert.equal(v.getBigUint64(0, true), KVM_EPERM_RESULT, "refused with -KVM_EPERM");
+    assert.deepEqual(out.subarray(8), new Uint8Array(64).fill(0xa5), "the guest reached nothing");
   },
   expect: { ok: true },
   allowPoisoned: true,
@@ -167,41 +151,21 @@ const hostSet = (name: string, op: number, value: bigint): Behaviour => ({
 
 const BEHAVIOURS: Behaviour[] = [
   // Wrong frame kinds per port.
-  {
-    name: "DONE with a LOG frame",
-    run: raw(DONE, logFrame(2, "x")),
-    expect: protocol(/got LOG/),
-  },
-  {
-    name: "DONE with a HOST_CALL frame",
-    run: raw(DONE, hostCall("h")),
-    expect: protocol(),
-  },
+  { name: "DONE with a LOG frame", run: raw(DONE, logFrame(2, "x")), expect: protocol(/got LOG/) },
+  { name: "DONE with a HOST_CALL frame", run: raw(DONE, hostCall("h")), expect: protocol() },
   {
     name: "DONE with a FUNCTION_TABLE frame",
     run: raw(DONE, frame(K.FUNCTION_TABLE, u32(0))),
     expect: protocol(),
   },
-  {
-    name: "DONE with an unknown kind 99",
-    run: raw(DONE, frame(99, u32(0))),
-    expect: protocol(),
-  },
-  {
-    name: "DONE with kind 0",
-    run: raw(DONE, frame(0, new Uint8Array())),
-    expect: protocol(),
-  },
+  { name: "DONE with an unknown kind 99", run: raw(DONE, frame(99, u32(0))), expect: protocol() },
+  { name: "DONE with kind 0", run: raw(DONE, frame(0, new Uint8Array())), expect: protocol() },
   {
     name: "DONE with RETURN of the wrong type",
     run: raw(DONE, frame(K.RETURN, cat(new Uint8Array([8]), str("x")))),
     expect: protocol(/signature says u32/),
   },
-  {
-    name: "HOST_CALL with a LOG frame",
-    run: raw(HOST_CALL, logFrame(2, "x")),
-    expect: protocol(),
-  },
+  { name: "HOST_CALL with a LOG frame", run: raw(HOST_CALL, logFrame(2, "x")), expect: protocol() },
   {
     name: "HOST_CALL with a RETURN frame",
     run: raw(HOST_CALL, frame(K.RETURN, new Uint8Array([0]))),
@@ -259,10 +223,7 @@ const BEHAVIOURS: Behaviour[] = [
     name: "HOST_CALL: argc 33",
     run: raw(
       HOST_CALL,
-      hostCall(
-        "h",
-        Array.from({ length: 33 }, () => cat(new Uint8Array([2]), u32(1))),
-      ),
+      hostCall("h", Array.from({ length: 33 }, () => cat(new Uint8Array([2]), u32(1)))),
     ),
     expect: protocol(),
   },
@@ -283,10 +244,7 @@ const BEHAVIOURS: Behaviour[] = [
   },
   {
     name: "HOST_CALL: trailing bytes",
-    run: raw(
-      HOST_CALL,
-      frame(K.HOST_CALL, cat(str("h"), u32(0), new Uint8Array(3))),
-    ),
+    run: raw(HOST_CALL, frame(K.HOST_CALL, cat(str("h"), u32(0), new Uint8Array(3)))),
     expect: protocol(),
   },
   {
@@ -304,10 +262,7 @@ const BEHAVIOURS: Behaviour[] = [
   {
     name: "LOG: garbage without onLog is skipped, never decoded",
     run: async (sb) => {
-      assert.equal(
-        await sb.call("raw_frame", LOG, new Uint8Array([1, 2, 3])),
-        3,
-      );
+      assert.equal(await sb.call("raw_frame", LOG, new Uint8Array([1, 2, 3])), 3);
       assert.equal(sb.stats().logsSkipped, 1);
     },
     expect: { ok: true },
@@ -315,9 +270,7 @@ const BEHAVIOURS: Behaviour[] = [
   {
     name: "HOST_CALL of an unknown host function is answered HOST_ERROR",
     run: async (sb) =>
-      assert.ok(
-        (await sb.call("raw_frame", HOST_CALL, hostCall("nope"))) as number > 0,
-      ),
+      assert.ok((await sb.call("raw_frame", HOST_CALL, hostCall("nope"))) as number > 0),
     expect: { ok: true },
   },
   // The PEB is the guest's to scribble on; the host never reads it back for decisions.
@@ -342,15 +295,9 @@ const BEHAVIOURS: Behaviour[] = [
     expect: { error: SandboxError, poisoned: true },
   })),
   // KVM_HC_KICK_CPU 5, KVM_HC_CLOCK_PAIRING 9, KVM_HC_SEND_IPI 10, KVM_HC_MAP_GPA_RANGE 12.
-  ...[0n, 5n, 9n, 10n, 12n].flatMap((
-    nr,
-  ) => [hypercall(0, nr), hypercall(1, nr)]),
+  ...[0n, 5n, 9n, 10n, 12n].flatMap((nr) => [hypercall(0, nr), hypercall(1, nr)]),
   hostSet("wrfsbase: a kernel-half address", 0, 0xffff_8000_0000_0000n),
-  hostSet(
-    "wrgsbase: the host's own TLS is not the guest's",
-    1,
-    0x7fff_ffff_f000n,
-  ),
+  hostSet("wrgsbase: the host's own TLS is not the guest's", 1, 0x7fff_ffff_f000n),
   hostSet("YMM15 all ones", 2, 0xffff_ffff_ffff_ffffn),
   {
     name: "wrfsbase: a non-canonical address",
@@ -372,31 +319,14 @@ const BEHAVIOURS: Behaviour[] = [
     run: (sb) => sb.call("forbidden", 29),
     expect: { error: SandboxError, poisoned: true },
   },
-  {
-    name: "write above memory",
-    run: (sb) => sb.call("write_addr", 1n << 40n),
-    expect: fault,
-  },
-  {
-    name: "read of the null page",
-    run: (sb) => sb.call("read_addr", 0n),
-    expect: fault,
-  },
-  {
-    name: "execute the PEB page",
-    run: (sb) => sb.call("exec_addr", 0x1000n),
-    expect: fault,
-  },
+  { name: "write above memory", run: (sb) => sb.call("write_addr", 1n << 40n), expect: fault },
+  { name: "read of the null page", run: (sb) => sb.call("read_addr", 0n), expect: fault },
+  { name: "execute the PEB page", run: (sb) => sb.call("exec_addr", 0x1000n), expect: fault },
   {
     name: "CPUID contents come back (16 bytes), sandbox usable",
     run: async (sb) => {
-      for (
-        const leaf of [0, 1, 7, 0xd, 0x4000_0000, 0x8000_0001, 0x8000_0008]
-      ) {
-        assert.equal(
-          ((await sb.call("cpuid", leaf, 0)) as Uint8Array).length,
-          16,
-        );
+      for (const leaf of [0, 1, 7, 0xd, 0x4000_0000, 0x8000_0001, 0x8000_0008]) {
+        assert.equal(((await sb.call("cpuid", leaf, 0)) as Uint8Array).length, 16);
       }
     },
     expect: { ok: true },
@@ -416,8 +346,7 @@ const BEHAVIOURS: Behaviour[] = [
   },
   {
     name: "a flood holds the timeout",
-    run: (sb) =>
-      sb.callWithOptions({ timeoutMs: 100 }, "log_flood", 100_000_000),
+    run: (sb) => sb.callWithOptions({ timeoutMs: 100 }, "log_flood", 100_000_000),
     options: { maxExitsPerCall: 2 ** 40 },
     expect: { error: TimeoutError, poisoned: true },
   },
@@ -446,16 +375,10 @@ function withBss(elf: Uint8Array, extra: number): Uint8Array {
   let last = -1;
   for (let i = 0; i < v.getUint16(0x38, true); i++) {
     const at = phoff + i * size;
-    if (v.getUint32(at, true) === 1 && (v.getUint32(at + 4, true) & 2) !== 0) {
-      last = at;
-    }
+    if (v.getUint32(at, true) === 1 && (v.getUint32(at + 4, true) & 2) !== 0) last = at;
   }
   assert.ok(last >= 0, "a writable PT_LOAD");
-  v.setBigUint64(
-    last + 40,
-    v.getBigUint64(last + 40, true) + BigInt(extra),
-    true,
-  );
+  v.setBigUint64(last + 40, v.getBigUint64(last + 40, true) + BigInt(extra), true);
   return out;
 }
 
@@ -473,103 +396,79 @@ async function makeSandbox(b: Behaviour): Promise<Sandbox> {
   return self;
 }
 
-kvmTest(
-  `hostile guest battery (${BEHAVIOURS.length + 5} behaviours)`,
-  async (t) => {
-    const fds = openFdCount();
-    const vms = globalStats().liveVms;
-    const mappings = guestMappingCount();
-    for (const b of BEHAVIOURS) {
-      await t.step(b.name, async () => {
-        const sb = await makeSandbox(b);
+kvmTest(`hostile guest battery (${BEHAVIOURS.length + 5} behaviours)`, async (t) => {
+  const fds = openFdCount();
+  const vms = globalStats().liveVms;
+  const mappings = guestMappingCount();
+  for (const b of BEHAVIOURS) {
+    await t.step(b.name, async () => {
+      const sb = await makeSandbox(b);
+      try {
+        let error: unknown;
         try {
-          let error: unknown;
-          try {
-            await b.run(sb);
-          } catch (e) {
-            error = e;
-          }
-          if ("ok" in b.expect) {
-            assert.equal(error, undefined, `unexpected ${error}`);
-            if (!(b.allowPoisoned && sb.poisoned)) {
-              assert.equal(sb.poisoned, false);
-              assert.equal(await sb.call("add", 2, 3), 5);
-            }
-          } else {
-            assert.ok(
-              error instanceof b.expect.error,
-              `expected ${b.expect.error.name}, got ${error}`,
-            );
-            assert.ok(
-              !(error instanceof TypeError || error instanceof RangeError),
-            );
-            if (b.expect.match) {
-              assert.match((error as Error).message, b.expect.match);
-            }
-            assert.ok(sb.poisoned || sb.disposed, "poisoned");
-            await assert.rejects(sb.call("add", 1, 1), SandboxError);
-          }
-        } finally {
-          await sb.dispose();
+          await b.run(sb);
+        } catch (e) {
+          error = e;
         }
-      });
-    }
-    await t.step("touching every page of a 1 GiB sandbox", async () => {
-      await using sb = await Sandbox.create({
-        guest: TESTGUEST,
-        heapSize: (1 << 30) - (16 << 20),
-      });
-      const heap = (await sb.call("read_addr", 0x1030n)) as bigint;
-      const size = (await sb.call("read_addr", 0x1038n)) as bigint;
-      assert.equal(size, BigInt((1 << 30) - (16 << 20)));
-      assert.equal(await sb.call("touch_pages", heap, size), size / 4096n);
-      assert.equal(await sb.call("add", 1, 2), 3);
-    });
-    for (
-      const [what, extra, ok] of [["1 GiB", 1 << 30, false], [
-        "900 MiB",
-        900 << 20,
-        true,
-      ]] as const
-    ) {
-      await t.step(`an ELF with a ${what} .bss`, async () => {
-        const elf = withBss(await Deno.readFile(TESTGUEST), extra);
-        const create = Sandbox.create({
-          guest: elf,
-          heapSize: 4 << 20,
-          stackSize: 1 << 20,
-        });
-        if (!ok) {
-          await assert.rejects(
-            create,
-            (e) => e instanceof SandboxError && /1 GiB/.test(e.message),
+        if ("ok" in b.expect) {
+          assert.equal(error, undefined, `unexpected ${error}`);
+          if (!(b.allowPoisoned && sb.poisoned)) {
+            assert.equal(sb.poisoned, false);
+            assert.equal(await sb.call("add", 2, 3), 5);
+          }
+        } else {
+          assert.ok(
+            error instanceof b.expect.error,
+            `expected ${b.expect.error.name}, got ${error}`,
           );
-          return;
+          assert.ok(!(error instanceof TypeError || error instanceof RangeError));
+          if (b.expect.match) assert.match((error as Error).message, b.expect.match);
+          assert.ok(sb.poisoned || sb.disposed, "poisoned");
+          await assert.rejects(sb.call("add", 1, 1), SandboxError);
         }
-        await using sb = await create;
-        assert.equal(await sb.call("add", 2, 2), 4);
-      });
-    }
-    await t.step(
-      "a hostile wasm-runtime (the test guest) is a typed ProtocolError",
-      async () => {
-        const module =
-          new URL("../../target/wasm-fixtures/fib.wasm", import.meta.url)
-            .pathname;
-        await assert.rejects(
-          WasmSandbox.create({ module, runtime: TESTGUEST }),
-          (e) =>
-            e instanceof ProtocolError && /no function load/.test(e.message),
-        );
-      },
-    );
-    await t.step("the host is alive and nothing leaked", async () => {
-      await using sb = await Sandbox.create({ guest: TESTGUEST });
-      assert.equal(await sb.call("add", 20, 22), 42);
-      await sb.dispose();
-      assert.equal(globalStats().liveVms, vms);
-      assert.ok(openFdCount() <= fds + 2, `fds ${fds} -> ${openFdCount()}`);
-      assert.equal(guestMappingCount(), mappings);
+      } finally {
+        await sb.dispose();
+      }
     });
-  },
-);
+  }
+  await t.step("touching every page of a 1 GiB sandbox", async () => {
+    await using sb = await Sandbox.create({
+      guest: TESTGUEST,
+      heapSize: (1 << 30) - (16 << 20),
+    });
+    const heap = (await sb.call("read_addr", 0x1030n)) as bigint;
+    const size = (await sb.call("read_addr", 0x1038n)) as bigint;
+    assert.equal(size, BigInt((1 << 30) - (16 << 20)));
+    assert.equal(await sb.call("touch_pages", heap, size), size / 4096n);
+    assert.equal(await sb.call("add", 1, 2), 3);
+  });
+  for (
+    const [what, extra, ok] of [["1 GiB", 1 << 30, false], ["900 MiB", 900 << 20, true]] as const
+  ) {
+    await t.step(`an ELF with a ${what} .bss`, async () => {
+      const elf = withBss(await Deno.readFile(TESTGUEST), extra);
+      const create = Sandbox.create({ guest: elf, heapSize: 4 << 20, stackSize: 1 << 20 });
+      if (!ok) {
+        await assert.rejects(create, (e) => e instanceof SandboxError && /1 GiB/.test(e.message));
+        return;
+      }
+      await using sb = await create;
+      assert.equal(await sb.call("add", 2, 2), 4);
+    });
+  }
+  await t.step("a hostile wasm-runtime (the test guest) is a typed ProtocolError", async () => {
+    const module = new URL("../../target/wasm-fixtures/fib.wasm", import.meta.url).pathname;
+    await assert.rejects(
+      WasmSandbox.create({ module, runtime: TESTGUEST }),
+      (e) => e instanceof ProtocolError && /no function load/.test(e.message),
+    );
+  });
+  await t.step("the host is alive and nothing leaked", async () => {
+    await using sb = await Sandbox.create({ guest: TESTGUEST });
+    assert.equal(await sb.call("add", 20, 22), 42);
+    await sb.dispose();
+    assert.equal(globalStats().liveVms, vms);
+    assert.ok(openFdCount() <= fds + 2, `fds ${fds} -> ${openFdCount()}`);
+    assert.equal(guestMappingCount(), mappings);
+  });
+});

@@ -61,6 +61,7 @@ export {
   GuestPanicError,
   HypervisorError,
   LibraryNotFoundError,
+  PermissionError,
   ProtocolError,
   ReentrantCallError,
   SandboxDisposedError,
@@ -96,5 +97,6 @@ export {
   type WasmValueType,
 } from "./src/wasm/types.ts";
 export { WasmSandbox } from "./src/wasm/sandbox.ts";
+export { WasmModuleCache, type WasmModuleCacheOptions } from "./src/wasm/cache.ts";
 export { WasmSnapshot } from "./src/wasm/snapshot.ts";
 export { WasmSandboxPool, type WasmSandboxPoolOptions } from "./src/wasm_pool.ts";

@@ -9,12 +9,14 @@
  *    (`$XDG_CACHE_HOME/hl-sandbox/<version>/`, else `~/.cache/hl-sandbox/<version>/`).
  *
  * A miss throws an error that names the one command that fixes it. This module imports only
- * `errors.ts` (a leaf), so `src/ffi/` may use it.
+ * `errors.ts` and `host_io.ts` (leaves), so `src/ffi/` may use it. `--allow-ffi` alone is enough
+ * for the lookup (see `host_io.ts`); without it, a `PermissionError` names the flag.
  *
  * @module
  */
 
 import { GuestNotFoundError, LibraryNotFoundError } from "./errors.ts";
+import { configEnv, isFile, locationEnv, requireFfi } from "./host_io.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** This package's version (`deno.json`); the cache directory is per version. */
@@ -32,22 +34,11 @@ export const COMPILER_FILE = "libhl_wasm_compiler.so";
 const PACKAGE_ROOT = new URL("../", import.meta.url);
 const GUEST_BUILD_DIR = "guest/target/x86_64-unknown-linux-gnu/release/";
 
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    // No --allow-env: the variable simply does not apply.
-    return undefined;
-  }
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
+/**
+ * An `HL_*` variable: only where `--allow-env` grants it (else it does not apply); files are
+ * checked with `--allow-read` or, under `--allow-ffi` alone, through libc (`src/host_io.ts`).
+ */
+const env = configEnv;
 
 /** A path under this package when it is on the local disk (a clone or a copy), else undefined. */
 function localPath(relative: string): string | undefined {
@@ -60,8 +51,8 @@ function localPath(relative: string): string | undefined {
  * `$HOME/.cache/hl-sandbox/<version>/`; undefined when neither variable is readable.
  */
 export function cacheDir(version: string = PACKAGE_VERSION): string | undefined {
-  const xdg = env("XDG_CACHE_HOME");
-  const home = env("HOME");
+  const xdg = locationEnv("XDG_CACHE_HOME");
+  const home = locationEnv("HOME");
   const base = xdg ?? (home === undefined ? undefined : `${home}/.cache`);
   return base === undefined ? undefined : `${base}/hl-sandbox/${version}`;
 }
@@ -108,6 +99,7 @@ function candidates(
  * naming the command that fixes it.
  */
 export function findLibrary(explicit?: string): string {
+  requireFfi("loading the native library");
   const named = explicit ?? env("HL_SANDBOX_LIB");
   const searched = candidates(named, localPath(`target/release/${LIBRARY_FILE}`), "library");
   const found = searched.find(isFile);
@@ -127,6 +119,7 @@ export function findLibrary(explicit?: string): string {
  * {@linkcode GuestNotFoundError} naming the command that fixes it.
  */
 export function findGuest(name: BuiltinGuestName): string {
+  requireFfi(`finding the built-in guest ${name}`);
   const named = name === "wasm-runtime"
     ? env("HL_WASM_RUNTIME")
     : name === "wasmtime-runtime"
@@ -149,6 +142,7 @@ export function findGuest(name: BuiltinGuestName): string {
  * (`target/release/`), else the setup cache. Throws {@linkcode LibraryNotFoundError}.
  */
 export function findCompiler(): string {
+  requireFfi("loading the Wasm compiler library");
   const named = env("HL_WASM_COMPILER_LIB");
   const searched = candidates(named, localPath(`target/release/${COMPILER_FILE}`), "compiler");
   const found = searched.find(isFile);

@@ -91,6 +91,34 @@ export class LibraryNotFoundError extends SandboxError {
 }
 
 /**
+ * A Deno permission the library needs was not granted. `flag` is the command-line flag that grants
+ * it (`--allow-ffi` for the native library; `--allow-read` only where FFI is not granted either).
+ * With `--allow-ffi` the library reads its own files (the native library, built-in guests, guest
+ * and module paths) through the C library, so `deno test --allow-ffi` is enough.
+ *
+ * @example
+ * ```ts
+ * import { guests, PermissionError, Sandbox } from "@hl/sandbox";
+ * try {
+ *   await using sb = await Sandbox.create({ guest: guests.testguest });
+ * } catch (err) {
+ *   if (err instanceof PermissionError) console.error(`run with ${err.flag}`);
+ * }
+ * ```
+ */
+export class PermissionError extends SandboxError {
+  /** The flag that grants the permission, e.g. `"--allow-ffi"`. */
+  readonly flag: string;
+
+  /** Creates the error from the flag and what needed it (e.g. "loading the native library"). */
+  constructor(flag: string, what: string, options?: ErrorOptions) {
+    super(`${what} needs the ${flag} permission: run deno with ${flag}`, options);
+    this.name = "PermissionError";
+    this.flag = flag;
+  }
+}
+
+/**
  * A built-in guest (`guests.testguest`, the `wasm-runtime` guest of `WasmSandbox`) is not built
  * yet. The message names the command that builds it (`deno task build` in a clone, the setup
  * entry point otherwise); `searched` lists the paths tried.

@@ -4,9 +4,13 @@
  * @module
  */
 
-import { ArgumentError } from "./errors.ts";
+import { ArgumentError, PermissionError } from "./errors.ts";
+import { readFile } from "./host_io.ts";
 
-/** Returns `source`'s bytes; a path or URL that cannot be read is an `ArgumentError`. */
+/**
+ * Returns `source`'s bytes; a path or URL that cannot be read is an `ArgumentError` (a missing
+ * permission a {@linkcode PermissionError}). `--allow-ffi` alone is enough (`host_io.ts`).
+ */
 export async function readSource(
   source: Uint8Array | string | URL,
   what: string,
@@ -14,8 +18,9 @@ export async function readSource(
   if (source instanceof Uint8Array) return source;
   if (typeof source === "string" || source instanceof URL) {
     try {
-      return await Deno.readFile(source);
+      return await readFile(source, what);
     } catch (e) {
+      if (e instanceof PermissionError) throw e;
       throw new ArgumentError(
         `cannot read the ${what} ${source}: ${e instanceof Error ? e.message : String(e)}`,
         { cause: e },

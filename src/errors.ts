@@ -228,7 +228,7 @@ export class ArgumentError extends SandboxError {
  * import { GuestError, guests, Sandbox } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("parse", "{");
+ *   await sandbox.call("fail", 1001, "bad input"); // the guest returns an error
  * } catch (err) {
  *   if (err instanceof GuestError && err.code >= 1000) console.error(err.code, err.message);
  * }
@@ -254,7 +254,7 @@ export class GuestError extends SandboxError {
  * import { GuestPanicError, guests, Sandbox } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("divide", 1, 0);
+ *   await sandbox.call("panic", "boom"); // the guest panics
  * } catch (err) {
  *   if (err instanceof GuestPanicError) console.error(err.guestMessage);
  * }
@@ -350,7 +350,7 @@ function describeFault(details: GuestFaultDetails, stackOverflow: boolean): stri
  * import { GuestFaultError, guests, Sandbox } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("crash");
+ *   await sandbox.call("ud2"); // an invalid instruction: #UD
  * } catch (err) {
  *   if (err instanceof GuestFaultError) console.error(err.vectorName, err.rip, err.address);
  * }
@@ -394,7 +394,7 @@ export class GuestFaultError extends SandboxError {
  * import { guests, Sandbox, StackOverflowError } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("recurse", 1_000_000);
+ *   await sandbox.call("stack_overflow"); // unbounded recursion
  * } catch (err) {
  *   if (err instanceof StackOverflowError) console.error("raise stackSize");
  * }
@@ -420,7 +420,7 @@ export class StackOverflowError extends GuestFaultError {
  * import { guests, Sandbox, TimeoutError } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("spin", { timeout: 100 });
+ *   await sandbox.callWithOptions({ timeoutMs: 100 }, "spin"); // loops forever
  * } catch (err) {
  *   if (err instanceof TimeoutError) console.error(`gave up after ${err.timeoutMs} ms`);
  * }
@@ -447,8 +447,9 @@ export class TimeoutError extends SandboxError {
  * import { CancelledError, guests, Sandbox } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * const controller = new AbortController();
+ * setTimeout(() => controller.abort(), 50);
  * try {
- *   await sandbox.call("spin", { signal: controller.signal });
+ *   await sandbox.callWithOptions({ signal: controller.signal }, "spin");
  * } catch (err) {
  *   if (err instanceof CancelledError) console.error("cancelled");
  * }
@@ -502,7 +503,7 @@ export const DEFAULT_MAX_EXITS_PER_CALL = 1_000_000;
  * import { guests, ProtocolError, Sandbox } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
  * try {
- *   await sandbox.call("f");
+ *   await sandbox.call("forbidden", 14); // reads an I/O port the ABI only writes
  * } catch (err) {
  *   if (err instanceof ProtocolError) console.error(err.detail);
  * }
@@ -528,8 +529,9 @@ export class ProtocolError extends SandboxError {
  * ```ts
  * import { guests, Sandbox, SandboxPoisonedError } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
+ * await sandbox.call("panic", "boom").catch(() => {}); // poisons the sandbox
  * try {
- *   await sandbox.call("f");
+ *   await sandbox.call("add", 1, 2);
  * } catch (err) {
  *   if (err instanceof SandboxPoisonedError) console.error("earlier failure:", err.cause);
  * }
@@ -553,9 +555,9 @@ export class SandboxPoisonedError extends SandboxError {
  * ```ts
  * import { guests, Sandbox, SandboxDisposedError } from "@hl/sandbox";
  * await using sandbox = await Sandbox.create({ guest: guests.testguest });
- * sandbox.dispose();
+ * await sandbox.dispose();
  * try {
- *   await sandbox.call("f");
+ *   await sandbox.call("add", 1, 2);
  * } catch (err) {
  *   if (err instanceof SandboxDisposedError) console.error("already disposed");
  * }

@@ -10,9 +10,11 @@
  * (`$XDG_CACHE_HOME/hl-sandbox/<version>/`, else `~/.cache/hl-sandbox/<version>/`), builds them
  * there with your cargo (Rust stable), and prints where the results went. The library then finds
  * them by itself: `Sandbox.create({ guest: guests.testguest })` and `WasmSandbox.create(...)`
- * need no path. Running it again rebuilds only what changed. `--wasmtime` (`setup({ wasmtime: true })`)
- * also builds WasmSandbox's wasmtime engine (the `wasmtime-runtime` guest and the Cranelift
- * compiler library, `compiler/`): several more minutes of cargo.
+ * need no path. Running it again rebuilds only what changed. It also builds WasmSandbox's
+ * default wasmtime engine (the `wasmtime-runtime` guest, the Cranelift compiler library and its
+ * `hl-wasm-compile` child process, `compiler/`): several more minutes of cargo, which
+ * `--no-wasmtime` (`setup({ wasmtime: false })`) skips for programs that use only
+ * `engine: "wasmi"`.
  *
  * @example
  * ```ts
@@ -28,6 +30,7 @@ import {
   type BuiltinGuestName,
   cachedArtifact,
   cacheDir,
+  COMPILE_CHILD_FILE,
   COMPILER_FILE,
   LIBRARY_FILE,
   PACKAGE_VERSION,
@@ -41,8 +44,9 @@ export interface SetupOptions {
   /** Print progress lines (default true); cargo's own output always goes to stderr. */
   verbose?: boolean;
   /**
-   * Also build WasmSandbox's wasmtime engine: the `wasmtime-runtime` guest and the Cranelift
-   * compiler library (default false: several minutes of cargo that only its users need).
+   * Build WasmSandbox's wasmtime engine (its default): the `wasmtime-runtime` guest, the
+   * Cranelift compiler library and its `hl-wasm-compile` child process (default true; false
+   * saves several minutes of cargo for programs that use only `engine: "wasmi"`).
    */
   wasmtime?: boolean;
 }
@@ -88,8 +92,9 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
     "--target-dir",
     `${dir}/target`,
   ]);
+  const wasmtime = options.wasmtime ?? true;
   const guests: BuiltinGuestName[] = ["testguest", "wasm-runtime"];
-  if (options.wasmtime) {
+  if (wasmtime) {
     guests.push("wasmtime-runtime");
     await cargo(src, [
       "build",
@@ -113,9 +118,11 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
   // 3. The results where the library looks; renamed into place, so a process that has the old
   //    library open keeps its copy.
   install(`${dir}/target/release/${LIBRARY_FILE}`, cachedArtifact(dir, "library"));
-  if (options.wasmtime) {
+  if (wasmtime) {
     install(`${dir}/target/release/${COMPILER_FILE}`, cachedArtifact(dir, "compiler"));
+    install(`${dir}/target/release/${COMPILE_CHILD_FILE}`, cachedArtifact(dir, "compile-child"));
     say(`compiler:     ${cachedArtifact(dir, "compiler")}`);
+    say(`compile-child: ${cachedArtifact(dir, "compile-child")}`);
   }
   for (const g of guests) {
     install(`${dir}/guest-target/x86_64-unknown-linux-gnu/release/${g}`, cachedArtifact(dir, g));
@@ -166,7 +173,7 @@ async function cargo(cwd: string, args: string[]): Promise<void> {
 
 if (import.meta.main) {
   try {
-    await setup({ wasmtime: Deno.args.includes("--wasmtime") });
+    await setup({ wasmtime: !Deno.args.includes("--no-wasmtime") });
   } catch (e) {
     console.error(`hl-sandbox setup: ${(e as Error).message}`);
     Deno.exit(1);

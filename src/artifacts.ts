@@ -31,6 +31,9 @@ export type BuiltinGuestName = "testguest" | "wasm-runtime" | "wasmtime-runtime"
 /** File name of the Wasm compiler library (`compiler/`, loaded only by the wasmtime engine). */
 export const COMPILER_FILE = "libhl_wasm_compiler.so";
 
+/** File name of the compiler's child process (`compiler/src/bin/hl-wasm-compile.rs`). */
+export const COMPILE_CHILD_FILE = "hl-wasm-compile";
+
 const PACKAGE_ROOT = new URL("../", import.meta.url);
 const GUEST_BUILD_DIR = "guest/target/x86_64-unknown-linux-gnu/release/";
 
@@ -60,10 +63,11 @@ export function cacheDir(version: string = PACKAGE_VERSION): string | undefined 
 /** Where `setup` puts the cdylib and the guests inside {@linkcode cacheDir}. */
 export function cachedArtifact(
   dir: string,
-  what: "library" | "compiler" | BuiltinGuestName,
+  what: "library" | "compiler" | "compile-child" | BuiltinGuestName,
 ): string {
   if (what === "library") return `${dir}/${LIBRARY_FILE}`;
   if (what === "compiler") return `${dir}/${COMPILER_FILE}`;
+  if (what === "compile-child") return `${dir}/${COMPILE_CHILD_FILE}`;
   return `${dir}/guests/${what}`;
 }
 
@@ -83,7 +87,7 @@ export function fixCommand(): string {
 function candidates(
   named: string | undefined,
   local: string | undefined,
-  what: "library" | "compiler" | BuiltinGuestName,
+  what: "library" | "compiler" | "compile-child" | BuiltinGuestName,
 ): string[] {
   if (named !== undefined) return [named];
   const out: string[] = [];
@@ -150,6 +154,27 @@ export function findCompiler(): string {
   throw new LibraryNotFoundError(
     searched,
     `the wasmtime engine needs ${COMPILER_FILE}: run \`${fixCommand()}\``,
+  );
+}
+
+/**
+ * Finds the compiler's child process (`hl-wasm-compile`, which compiles every untrusted module
+ * under seccomp): `$HL_WASM_COMPILE_BIN`, else the local cargo build (`target/release/`), else
+ * the setup cache. Throws {@linkcode LibraryNotFoundError}.
+ */
+export function findCompileChild(): string {
+  requireFfi("starting the Wasm compiler process");
+  const named = env("HL_WASM_COMPILE_BIN");
+  const searched = candidates(
+    named,
+    localPath(`target/release/${COMPILE_CHILD_FILE}`),
+    "compile-child",
+  );
+  const found = searched.find(isFile);
+  if (found !== undefined) return found;
+  throw new LibraryNotFoundError(
+    searched,
+    `the wasmtime engine needs its compiler process ${COMPILE_CHILD_FILE}: run \`${fixCommand()}\``,
   );
 }
 

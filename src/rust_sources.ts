@@ -5,6 +5,8 @@ export const RUST_SOURCES: readonly string[] = [
   "Cargo.lock",
   "Cargo.toml",
   "compiler/Cargo.toml",
+  "compiler/src/bin/hl-wasm-compile.rs",
+  "compiler/src/isolate.rs",
   "compiler/src/lib.rs",
   "guest/.cargo/config.toml",
   "guest/Cargo.lock",

@@ -9,9 +9,10 @@ if [ -f guest/Cargo.toml ]; then
   (cd guest && cargo build --release)
 fi
 if [ "${1:-}" = native ]; then exit 0; fi
-# The Wasm compiler library (Cranelift; only WasmSandbox's wasmtime engine loads it). Its cold
-# build is the longest step here (docs/design.md, "Wasm engines": measured build times).
-cargo build --release -p hl-wasm-compiler
+# The Wasm compiler library (only WasmSandbox's wasmtime engine loads it) and its child process
+# hl-wasm-compile (Cranelift under seccomp; the package's [[bin]]). Its cold build is the longest
+# step here (docs/design.md, "Wasm engines": measured build times).
+cargo build --release -p hl-wasm-compiler --lib --bin hl-wasm-compile
 # Wasm test modules (WAT and C sources in tests/wasm/) → target/wasm-fixtures/.
 bash tools/build_wasm_fixtures.sh
 # Fetch the npm packages the tests and benchmarks import while there is a network: inside the

@@ -58,8 +58,17 @@ echo "consumer test: setup took $(($(date +%s) - t0))s"
 cat >"$tmp/consumer.ts" <<TS
 import assert from "node:assert/strict";
 import { guests, Sandbox, WasmSandbox } from "file://$pkg/mod.ts";
+import { findCompileChild, findCompiler, findGuest } from "file://$pkg/src/artifacts.ts";
 
-for (const p of [guests.testguest, guests.wasmRuntime]) {
+for (
+  const p of [
+    guests.testguest,
+    guests.wasmRuntime,
+    findGuest("wasmtime-runtime"),
+    findCompiler(),
+    findCompileChild(),
+  ]
+) {
   assert.ok(p.startsWith("$XDG_CACHE_HOME/hl-sandbox/"), \`\${p} is not in the setup cache\`);
 }
 await using sb = await Sandbox.create({ guest: guests.testguest });
@@ -73,6 +82,8 @@ const answer = new Uint8Array([
   0x03, 0x02, 0x01, 0x00, 0x07, 0x0a, 0x01, 0x06, 0x61, 0x6e, 0x73, 0x77, 0x65, 0x72, 0x00,
   0x00, 0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x2a, 0x0b,
 ]);
+// The default engine (wasmtime): compiled in the hl-wasm-compile child process, which the
+// library starts itself (this program has no --allow-run).
 await using w = await WasmSandbox.create({ module: answer });
 const a = await w.call("answer");
 assert.equal(a, 42);

@@ -1,6 +1,11 @@
-//! `hl-wasm-compiler`: Cranelift in the host process, behind a small C ABI, for the `wasmtime`
-//! engine of `WasmSandbox` (docs/wasm.md, "Engines"; docs/cdylib-abi.md, "The compiler library").
-//! It is a separate library from the VM cdylib so that only users of the wasmtime engine load it.
+//! `hl-wasm-compiler`: the host side of the `wasmtime` engine of `WasmSandbox`, behind a small C
+//! ABI (docs/wasm.md, "Engines"; docs/cdylib-abi.md, "The compiler library"). It is a separate
+//! library from the VM cdylib so that only users of the wasmtime engine load it.
+//!
+//! Untrusted modules are compiled by `hlc_compile_isolated` in the `hl-wasm-compile` child
+//! process (src/bin/hl-wasm-compile.rs, src/isolate.rs: seccomp, rlimits, a deadline), never in
+//! this process; `hlc_compile` (in-process) remains for the benchmark that compares the two.
+//! The host checks an artifact's header and engine section (`hlc_check`) without loading it.
 //!
 //! Every engine is built from the guest's own settings (`engine_config.rs` is the guest's file,
 //! compiled in here), for a fixed x86-64 baseline rather than the host's CPU, so an artifact runs
@@ -10,16 +15,23 @@
 //! message is then available from `hlc_last_error` on the same thread. No panic crosses the ABI.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use wasmtime::{Config, Engine, Module};
+use object::{Object, ObjectSection};
+use wasmtime::{Config, Engine, Precompiled};
+
+mod isolate;
+pub use isolate::{compile_isolated, memory_limit};
 
 #[path = "../../guest/wasmtime-runtime/src/engine_config.rs"]
 mod engine_config;
 
 /// Version of this C ABI; the host checks it after `dlopen`.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// `flags` bit 0: fuel metering on.
 pub const FLAG_FUEL: u32 = 1;
@@ -30,8 +42,23 @@ pub const ERR_MODULE: i32 = -1;
 pub const ERR_ARTIFACT: i32 = -2;
 /// Bad arguments (a host bug).
 pub const ERR_ARGUMENT: i32 = -3;
-/// Anything else (engine creation, a caught panic).
+/// Anything else (engine creation, a caught panic, the child could not be started).
 pub const ERR_INTERNAL: i32 = -4;
+/// The isolated compile passed its deadline or its CPU-time limit (the child was killed).
+pub const ERR_TIMEOUT: i32 = -5;
+/// The compiler process crashed, ran out of memory, made a forbidden system call or returned
+/// garbage (the message says which).
+pub const ERR_CHILD: i32 = -6;
+
+/// The ELF section in which wasmtime records the engine settings an artifact was built for.
+const ENGINE_SECTION: &str = ".wasmtime.engine";
+
+/// A fixed, trusted module (`(module)` plus one function): compiled in this process once per
+/// engine to learn the exact engine section its artifacts carry.
+const REFERENCE_MODULE: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02,
+    0x01, 0x00, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
+];
 
 /// The target the guest's wasmtime is built for (the guest is a freestanding binary built for the
 /// host triple: guest/.cargo/config.toml).
@@ -99,22 +126,54 @@ pub fn compile(flags: u32, wasm: &[u8]) -> Result<Vec<u8>, (i32, String)> {
         .map_err(|e| (ERR_MODULE, format!("{e:#}")))
 }
 
-/// Checks that `artifact` is a module artifact this engine would load (version, settings, target
-/// features), by deserializing it on the host (nothing of it runs). Only for artifacts whose
-/// source is trusted: this library's own output, or the artifact cache on disk, which the host
-/// only reads from a directory owned by the user and writable by nobody else (src/wasm/compiler.ts;
-/// whoever can write there could equally replace the libraries this package loads).
+/// The engine section of a wasmtime artifact (bounds-checked ELF parsing; nothing is loaded).
+fn engine_section(artifact: &[u8]) -> Result<&[u8], String> {
+    let file = object::read::elf::ElfFile64::<object::LittleEndian>::parse(artifact)
+        .map_err(|e| format!("not an ELF artifact: {e}"))?;
+    let section = file
+        .section_by_name(ENGINE_SECTION)
+        .ok_or_else(|| format!("no {ENGINE_SECTION} section"))?;
+    section
+        .data()
+        .map_err(|e| format!("bad {ENGINE_SECTION} section: {e}"))
+}
+
+static REFERENCE_SECTIONS: Mutex<Option<HashMap<u32, Vec<u8>>>> = Mutex::new(None);
+
+/// The engine section every artifact of the engine for `flags` carries (from the reference
+/// module, compiled once).
+fn reference_section(flags: u32) -> Result<Vec<u8>, (i32, String)> {
+    let mut cache = REFERENCE_SECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(s) = map.get(&flags) {
+        return Ok(s.clone());
+    }
+    let artifact = compile(flags, REFERENCE_MODULE).map_err(|(_, e)| (ERR_INTERNAL, e))?;
+    let section = engine_section(&artifact)
+        .map_err(|e| (ERR_INTERNAL, e))?
+        .to_vec();
+    map.insert(flags, section.clone());
+    Ok(section)
+}
+
+/// Checks that `artifact` is a module artifact of the engine for `flags`, without loading it:
+/// wasmtime's header check (`Engine::detect_precompiled`: ELF, wasmtime's OS ABI, a module not
+/// a component) and its engine section (wasmtime version, compiler flags, tunables, Wasm
+/// features) byte for byte equal to what this engine writes. Nothing of the artifact is mapped
+/// or run here; the guest's wasmtime loads it inside the VM with all of its own checks.
 pub fn check(flags: u32, artifact: &[u8]) -> Result<(), (i32, String)> {
-    let engine = engine(flags).map_err(|e| (ERR_INTERNAL, e))?;
-    if Engine::detect_precompiled(artifact).is_none() {
+    let want = reference_section(flags)?;
+    if Engine::detect_precompiled(artifact) != Some(Precompiled::Module) {
         return Err((ERR_ARTIFACT, "not a wasmtime module artifact".into()));
     }
-    // SAFETY: `Module::deserialize` trusts the artifact's bytes (a crafted one can corrupt this
-    // process); it is only loaded, never run, and comes from a trusted source (see above: the
-    // digest the caller checked proves the file is intact, not who wrote it).
-    unsafe { Module::deserialize(&engine, artifact) }
-        .map(|_| ())
-        .map_err(|e| (ERR_ARTIFACT, format!("{e:#}")))
+    let got = engine_section(artifact).map_err(|e| (ERR_ARTIFACT, e))?;
+    if got != want.as_slice() {
+        return Err((
+            ERR_ARTIFACT,
+            "built by another wasmtime version or with other engine settings".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// # Safety
@@ -202,10 +261,92 @@ pub unsafe extern "C" fn hlc_compile(flags: u32, wasm: *const u8, len: u64, out:
     }
 }
 
-/// `void hlc_free(uint8_t *ptr, uint64_t len)`: releases what `hlc_compile` returned.
+/// `int32_t hlc_compile_isolated(uint32_t flags, uint32_t timeout_ms, const uint8_t *program,
+/// uint64_t program_len, const uint8_t *fault, uint64_t fault_len, const uint8_t *wasm,
+/// uint64_t len, uint64_t out[2])`: compiles a module in a new `hl-wasm-compile` child process
+/// (`program`, a UTF-8 path) within `timeout_ms`, then checks the artifact as `hlc_check` does.
+/// `fault` is empty except in tests (`crash`, `loop`, `alloc`, `syscall`). Results as
+/// `hlc_compile`; the codes add `ERR_TIMEOUT` and `ERR_CHILD`. Blocks: call it off the event loop.
 ///
 /// # Safety
-/// `ptr`/`len` must be exactly a pair `hlc_compile` returned, released once.
+/// `program`, `fault` and `wasm` must be valid for their lengths; `out` null or valid for two u64
+/// writes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn hlc_compile_isolated(
+    flags: u32,
+    timeout_ms: u32,
+    program: *const u8,
+    program_len: u64,
+    fault: *const u8,
+    fault_len: u64,
+    wasm: *const u8,
+    len: u64,
+    out: *mut u64,
+) -> i32 {
+    if out.is_null() {
+        set_error("out is null".into());
+        return ERR_ARGUMENT;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: forwarded caller contract.
+        let (program, fault, wasm) = unsafe {
+            (
+                slice(program, program_len)?,
+                slice(fault, fault_len)?,
+                slice(wasm, len)?,
+            )
+        };
+        let text = |b: &[u8], what: &str| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| (ERR_ARGUMENT, format!("{what} is not UTF-8")))
+        };
+        let (program, fault) = (text(program, "program")?, text(fault, "fault")?);
+        if flags & !FLAG_FUEL != 0 {
+            return Err((ERR_ARGUMENT, format!("unknown compiler flags {flags:#x}")));
+        }
+        let artifact = compile_isolated(
+            &program,
+            flags,
+            &fault,
+            Duration::from_millis(u64::from(timeout_ms)),
+            wasm,
+        )?;
+        check(flags, &artifact).map_err(|(code, e)| {
+            let code = if code == ERR_ARTIFACT {
+                ERR_CHILD
+            } else {
+                code
+            };
+            (
+                code,
+                format!("the compiler process returned a bad artifact: {e}"),
+            )
+        })?;
+        Ok(artifact)
+    }));
+    let (code, bytes) = match result {
+        Ok(Ok(artifact)) => (0, artifact),
+        Ok(Err((code, message))) => (code, message.into_bytes()),
+        Err(_) => (ERR_INTERNAL, b"panic in the Wasm compiler".to_vec()),
+    };
+    let bytes = bytes.into_boxed_slice();
+    let n = bytes.len() as u64;
+    let ptr = Box::into_raw(bytes) as *mut u8;
+    // SAFETY: checked non-null; the caller gives two writable u64s.
+    unsafe {
+        *out = ptr as u64;
+        *out.add(1) = n;
+    }
+    code
+}
+
+/// `void hlc_free(uint8_t *ptr, uint64_t len)`: releases what `hlc_compile` or
+/// `hlc_compile_isolated` returned.
+///
+/// # Safety
+/// `ptr`/`len` must be exactly a pair one of them returned, released once.
 #[no_mangle]
 pub unsafe extern "C" fn hlc_free(ptr: *mut u8, len: u64) {
     if ptr.is_null() {
@@ -216,7 +357,8 @@ pub unsafe extern "C" fn hlc_free(ptr: *mut u8, len: u64) {
 }
 
 /// `int32_t hlc_check(uint32_t flags, const uint8_t *artifact, uint64_t len)`: 0 when the
-/// artifact loads into the engine for `flags`, `ERR_ARTIFACT` otherwise.
+/// artifact's header and engine section are those of the engine for `flags` (see `check`),
+/// `ERR_ARTIFACT` otherwise.
 ///
 /// # Safety
 /// `artifact` must be valid for `len` bytes.

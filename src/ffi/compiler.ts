@@ -10,13 +10,17 @@ import { findCompiler } from "../artifacts.ts";
 import { LibraryNotFoundError } from "../errors.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
-export const COMPILER_ABI_VERSION = 2;
+export const COMPILER_ABI_VERSION = 3;
 /** `flags` bit 0: fuel metering on. */
 export const FLAG_FUEL = 1;
 /** The module is not valid Wasm or uses a feature the engine does not support. */
 export const ERR_MODULE = -1;
 /** The artifact is not one this engine produced, or was built for another engine or settings. */
 export const ERR_ARTIFACT = -2;
+/** The isolated compile passed its deadline or CPU-time limit (the child was killed). */
+export const ERR_TIMEOUT = -5;
+/** The compiler process crashed, ran out of memory, made a forbidden system call or returned garbage. */
+export const ERR_CHILD = -6;
 
 const symbols = {
   /** `uint32_t hlc_abi_version(void)` */
@@ -29,6 +33,17 @@ const symbols = {
    */
   hlc_compile: {
     parameters: ["u32", "buffer", "u64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /**
+   * `int32_t hlc_compile_isolated(uint32_t flags, uint32_t timeout_ms, const uint8_t *program,
+   * uint64_t program_len, const uint8_t *fault, uint64_t fault_len, const uint8_t *wasm,
+   * uint64_t len, uint64_t out[2])`: the compile in the `hl-wasm-compile` child process; off
+   * the event loop (it waits for the child).
+   */
+  hlc_compile_isolated: {
+    parameters: ["u32", "u32", "buffer", "u64", "buffer", "u64", "buffer", "u64", "buffer"],
     result: "i32",
     nonblocking: true,
   },
@@ -89,6 +104,11 @@ export async function compilerCompile(
   const lib = compiler();
   const out = new BigUint64Array(2);
   const status = await lib.hlc_compile(flags, wasm, BigInt(wasm.length), out);
+  return { status, bytes: take(lib, out) };
+}
+
+/** Copies out the (address, length) pair a compile returned and frees it. */
+function take(lib: CompilerSymbols, out: BigUint64Array): Uint8Array {
   const ptr = Deno.UnsafePointer.create(out[0]);
   const len = Number(out[1]);
   let bytes = new Uint8Array(0);
@@ -99,7 +119,37 @@ export async function compilerCompile(
   } finally {
     lib.hlc_free(ptr, out[1]);
   }
-  return { status, bytes };
+  return bytes;
+}
+
+/**
+ * `hlc_compile_isolated` on Deno's blocking pool: the module compiled by `program` (the
+ * `hl-wasm-compile` binary) within `timeoutMs`, and checked; `fault` is the tests' switch ("" in
+ * every other use). The status and the bytes (artifact, or message), copied out and freed.
+ */
+export async function compilerCompileIsolated(
+  flags: number,
+  timeoutMs: number,
+  program: string,
+  fault: string,
+  wasm: Uint8Array,
+): Promise<{ status: number; bytes: Uint8Array }> {
+  const lib = compiler();
+  const out = new BigUint64Array(2);
+  const path = new TextEncoder().encode(program);
+  const faultBytes = new TextEncoder().encode(fault);
+  const status = await lib.hlc_compile_isolated(
+    flags,
+    timeoutMs,
+    path,
+    BigInt(path.length),
+    faultBytes,
+    BigInt(faultBytes.length),
+    wasm,
+    BigInt(wasm.length),
+    out,
+  );
+  return { status, bytes: take(lib, out) };
 }
 
 /** `hlc_check`: the status, and the message when it is not 0. */

@@ -1,30 +1,58 @@
 /**
  * The wasmtime engine's host side: the Cranelift compiler library (`compiler/`, through
  * `src/ffi/compiler.ts`, opened on first use only) and the artifact cache (in memory, and on disk under
- * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache". Compiles
- * run on Deno's blocking thread pool, off the event loop.
+ * {@linkcode artifactCacheDir}). docs/design.md, "Wasm engines" and "Artifact cache".
+ *
+ * A module is compiled in the `hl-wasm-compile` child process (seccomp, rlimits, killed at the
+ * deadline; docs/security.md, "The isolated compile"), never in this process; the library waits
+ * for it on Deno's blocking thread pool, off the event loop. What comes back is checked
+ * (`hlc_check`: wasmtime's header and engine section, nothing loaded) before any VM sees it.
  *
  * A cache entry is keyed by the module's SHA-256, the engine hash (wasmtime's
  * `precompile_compatibility_hash` of the exact engine settings, our settings version, fuel on/off)
  * and nothing else: the artifact does not depend on any other option. On disk an entry is
- * `HLWA` + version + SHA-256 of the artifact + the artifact; loading checks the digest and then
- * that the artifact is one this engine accepts (`hlc_check`); a refused file is a
- * {@linkcode WasmArtifactError} and is removed.
+ * `HLWA` + version + SHA-256 of the module + engine hash + SHA-256 of the artifact + the
+ * artifact; loading checks that the file was made from these module bytes for this engine, the
+ * artifact's digest, and then `hlc_check`; a refused file is a {@linkcode WasmArtifactError} and
+ * is removed. The directory is used only when it and every directory above it are safe from
+ * other users ({@linkcode untrustedCacheDir}); otherwise artifacts stay in memory.
  *
  * @module
  */
 
+import { findCompileChild } from "../artifacts.ts";
+import { TimeoutError } from "../errors.ts";
 import {
   compilerCheck,
   compilerCompile,
+  compilerCompileIsolated,
   compilerEngineHash,
   ERR_ARTIFACT,
+  ERR_CHILD,
   ERR_MODULE,
+  ERR_TIMEOUT,
   FLAG_FUEL,
 } from "../ffi/compiler.ts";
 import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
 import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
+
+/** The default deadline of a compile (as `initTimeoutMs`'s default). */
+export const DEFAULT_COMPILE_TIMEOUT_MS = 30_000;
+
+/** What the tests make the compiler process do (`""`: compile). */
+export type CompileFault = "" | "crash" | "loop" | "alloc" | "syscall";
+
+let compileFault: CompileFault = "";
+
+/**
+ * Test-only switch, not part of the package's API: makes every following compile's child
+ * process crash, spin, allocate without bound or make a forbidden system call after it has read
+ * the module (tests/kvm/wasmtime_isolate.test.ts). `""` restores the compile.
+ */
+export function setCompileFaultForTests(fault: CompileFault): void {
+  compileFault = fault;
+}
 
 const engineHashes = new Map<number, string>();
 
@@ -40,10 +68,45 @@ export function engineHash(fuel: boolean): string {
 }
 
 /**
- * Compiles `wasm` with Cranelift for the guest's engine, on a thread of Deno's blocking pool (the
- * event loop keeps running).
+ * Compiles `wasm` with Cranelift for the guest's engine in the `hl-wasm-compile` child process,
+ * killed after `timeoutMs`; the artifact is checked before it is returned. The wait runs on
+ * Deno's blocking pool (the event loop keeps running). {@linkcode WasmModuleError} for a module
+ * wasmtime refuses or a compiler process that crashed or ran out of memory,
+ * {@linkcode TimeoutError} when it ran out of time.
  */
-export async function compileArtifact(wasm: Uint8Array, fuel: boolean): Promise<Uint8Array> {
+export async function compileArtifact(
+  wasm: Uint8Array,
+  fuel: boolean,
+  timeoutMs: number = DEFAULT_COMPILE_TIMEOUT_MS,
+): Promise<Uint8Array> {
+  const ms = Math.max(1, Math.min(Math.ceil(timeoutMs), 0xffff_ffff));
+  const { status, bytes } = await compilerCompileIsolated(
+    fuel ? FLAG_FUEL : 0,
+    ms,
+    findCompileChild(),
+    compileFault,
+    wasm,
+  );
+  if (status === 0) return bytes;
+  const message = new TextDecoder().decode(bytes);
+  if (status === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
+  if (status === ERR_CHILD) throw new WasmModuleError(`compiling the module failed: ${message}`);
+  if (status === ERR_TIMEOUT) {
+    const e = new TimeoutError(ms, { cause: new Error(message) });
+    e.message = `compiling the module timed out: ${message}`;
+    throw e;
+  }
+  throw new Error(`compiling the module failed: ${message}`);
+}
+
+/**
+ * The same compile in this process (`hlc_compile`), for bench/wasmtime.bench.ts only: it
+ * measures what the isolation costs. Never used on untrusted bytes by the library.
+ */
+export async function compileArtifactInProcess(
+  wasm: Uint8Array,
+  fuel: boolean,
+): Promise<Uint8Array> {
   const { status, bytes } = await compilerCompile(fuel ? FLAG_FUEL : 0, wasm);
   if (status === 0) return bytes;
   const message = new TextDecoder().decode(bytes);
@@ -79,35 +142,61 @@ export function artifactCacheDir(): string | undefined {
 }
 
 const MAGIC = [0x48, 0x4c, 0x57, 0x41]; // "HLWA"
-const FORMAT_VERSION = 1;
-const HEADER_SIZE = 8 + 32;
+const FORMAT_VERSION = 2;
+/** Magic, version, SHA-256 of the module, engine hash, SHA-256 of the artifact. */
+const HEADER_SIZE = 8 + 32 + 8 + 32;
 
 function hexToBytes(hex: string): Uint8Array {
   return new Uint8Array(hex.match(/../g)!.map((b) => parseInt(b, 16)));
 }
 
-/** Encodes a cache file: magic, version, SHA-256 of the artifact, the artifact. */
-export async function encodeCacheFile(artifact: Uint8Array): Promise<Uint8Array> {
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Encodes a cache file: magic, version, SHA-256 of the module it was compiled from
+ * (`moduleDigest`, hex), the engine hash it was compiled for (`engine`, 16 hex digits), SHA-256
+ * of the artifact, the artifact.
+ */
+export async function encodeCacheFile(
+  artifact: Uint8Array,
+  moduleDigest: string,
+  engine: string,
+): Promise<Uint8Array> {
   const out = new Uint8Array(HEADER_SIZE + artifact.length);
   out.set(MAGIC, 0);
   new DataView(out.buffer).setUint32(4, FORMAT_VERSION, true);
-  out.set(hexToBytes(await sha256(artifact)), 8);
+  out.set(hexToBytes(moduleDigest), 8);
+  out.set(hexToBytes(engine), 40);
+  out.set(hexToBytes(await sha256(artifact)), 48);
   out.set(artifact, HEADER_SIZE);
   return out;
 }
 
-/** Decodes and verifies a cache file; {@linkcode WasmArtifactError} when it is not intact. */
-export async function decodeCacheFile(file: Uint8Array): Promise<Uint8Array> {
+/**
+ * Decodes and verifies a cache file: it must be intact and made from the module whose SHA-256 is
+ * `moduleDigest` for the engine `engine`; {@linkcode WasmArtifactError} otherwise.
+ */
+export async function decodeCacheFile(
+  file: Uint8Array,
+  moduleDigest: string,
+  engine: string,
+): Promise<Uint8Array> {
   if (
     file.length < HEADER_SIZE || MAGIC.some((b, i) => file[i] !== b) ||
     new DataView(file.buffer, file.byteOffset).getUint32(4, true) !== FORMAT_VERSION
   ) {
     throw new WasmArtifactError("not an artifact cache file of this version");
   }
+  if (!equalBytes(file.subarray(8, 40), hexToBytes(moduleDigest))) {
+    throw new WasmArtifactError("the cache file was compiled from another module");
+  }
+  if (!equalBytes(file.subarray(40, 48), hexToBytes(engine))) {
+    throw new WasmArtifactError("the cache file was compiled for other engine settings");
+  }
   const artifact = file.subarray(HEADER_SIZE);
-  const want = file.subarray(8, HEADER_SIZE);
-  const got = hexToBytes(await sha256(artifact));
-  if (got.some((b, i) => b !== want[i])) {
+  if (!equalBytes(hexToBytes(await sha256(artifact)), file.subarray(48, HEADER_SIZE))) {
     throw new WasmArtifactError("the artifact's digest does not match: the cache file was changed");
   }
   return artifact;
@@ -157,10 +246,9 @@ export async function clearArtifactCache(): Promise<void> {
 }
 
 /**
- * Whether a cache file may be read and written: the host deserializes what it reads, so the
- * directory and the file must be the user's own and writable by nobody else (anyone who could
- * write there could plant an artifact). A path that does not exist yet is fine (it is made 0700
- * and 0600).
+ * Whether a cache file may be read and written: the directory and the file must be the user's own
+ * and writable by nobody else (anyone who could write there could plant an artifact). A path that
+ * does not exist yet is fine (it is made 0700 and 0600).
  */
 async function privatePath(path: string): Promise<boolean> {
   let info: Deno.FileInfo;
@@ -173,15 +261,94 @@ async function privatePath(path: string): Promise<boolean> {
   return uid !== null && info.uid === uid && info.mode !== null && (info.mode & 0o022) === 0;
 }
 
+function parentOf(path: string): string {
+  const i = path.replace(/\/+$/, "").lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/**
+ * Why the artifact cache directory `dir` cannot be trusted, or `undefined` when it can: every
+ * existing directory above it (as named and with links resolved) must belong to this user or
+ * root, and one writable by everyone must be sticky (like `/tmp`), or another user could move
+ * the directory away and put their own in its place.
+ *
+ * @example
+ * ```ts
+ * import { untrustedCacheDir } from "./compiler.ts";
+ * console.log(await untrustedCacheDir("/tmp/cache")); // undefined: /tmp is sticky
+ * ```
+ */
+export async function untrustedCacheDir(dir: string): Promise<string | undefined> {
+  const uid = Deno.uid();
+  if (uid === null) return "this platform has no user ids";
+  const paths = new Set<string>();
+  let existing: string | undefined;
+  for (let p = dir;; p = parentOf(p)) {
+    try {
+      await Deno.stat(p);
+      paths.add(p);
+      existing ??= p;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) return `${p}: ${(e as Error).message}`;
+    }
+    if (p === "/") break;
+  }
+  if (existing === undefined) return `no directory above ${dir} exists`;
+  try {
+    for (let p = await Deno.realPath(existing);; p = parentOf(p)) {
+      paths.add(p);
+      if (p === "/") break;
+    }
+  } catch (e) {
+    return `${existing}: ${(e as Error).message}`;
+  }
+  for (const p of paths) {
+    if (p === dir) continue; // The directory itself: privatePath.
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(p);
+    } catch (e) {
+      return `${p}: ${(e as Error).message}`;
+    }
+    const mode = info.mode ?? 0;
+    if (info.uid !== uid && info.uid !== 0) return `${p} belongs to another user (${info.uid})`;
+    if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+      return `${p} is writable by every user and not sticky`;
+    }
+  }
+  return undefined;
+}
+
+const warned = new Set<string>();
+
+/** Says once per directory that the disk cache is not used, and why. */
+function warnUntrusted(dir: string, why: string): void {
+  if (warned.has(dir)) return;
+  warned.add(dir);
+  console.warn(
+    `hl-sandbox: not using the Wasm artifact cache in ${dir} (${why}); compiled modules are ` +
+      `kept in memory only. Set HL_WASM_CACHE_DIR to a private directory to cache them on disk.`,
+  );
+}
+
 async function loadOrCompile(
   wasm: Uint8Array,
+  moduleDigest: string,
   fuel: boolean,
   file: string | undefined,
+  timeoutMs: number,
 ): Promise<{ artifact: Uint8Array; source: "disk" | "compiled" }> {
+  const engine = engineHash(fuel);
   if (file !== undefined) {
-    const dir = file.slice(0, file.lastIndexOf("/"));
-    // Not the user's own: no disk cache at all (memory only).
-    if (!await privatePath(dir) || !await privatePath(file)) file = undefined;
+    const dir = parentOf(file);
+    const why = await untrustedCacheDir(dir) ??
+      (!await privatePath(dir) || !await privatePath(file)
+        ? `${dir} or its file is not this user's own, or others may write to it`
+        : undefined);
+    if (why !== undefined) {
+      warnUntrusted(dir, why);
+      file = undefined; // Memory only.
+    }
   }
   if (file !== undefined) {
     let bytes: Uint8Array | undefined;
@@ -192,7 +359,7 @@ async function loadOrCompile(
     }
     if (bytes !== undefined) {
       try {
-        const artifact = await decodeCacheFile(bytes);
+        const artifact = await decodeCacheFile(bytes, moduleDigest, engine);
         checkArtifact(artifact, fuel);
         counters.diskHits++;
         return { artifact, source: "disk" };
@@ -202,14 +369,15 @@ async function loadOrCompile(
       }
     }
   }
-  const artifact = await compileArtifact(wasm, fuel);
+  const artifact = await compileArtifact(wasm, fuel, timeoutMs);
   counters.compiles++;
   if (file !== undefined) {
     const tmp = `${file}.${crypto.randomUUID()}.tmp`;
     try {
-      const dir = file.slice(0, file.lastIndexOf("/"));
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      await Deno.writeFile(tmp, await encodeCacheFile(artifact), { mode: 0o600 });
+      await Deno.mkdir(parentOf(file), { recursive: true, mode: 0o700 });
+      await Deno.writeFile(tmp, await encodeCacheFile(artifact, moduleDigest, engine), {
+        mode: 0o600,
+      });
       await Deno.rename(tmp, file);
     } catch {
       // No disk cache (read-only file system, no permission, no space): memory only.
@@ -222,13 +390,16 @@ async function loadOrCompile(
 /**
  * The code image of `wasm` for the engine with fuel on/off: from memory, else from the disk
  * cache (verified), else compiled (and stored). The caller gets its own reference to the image
- * and releases it when done (sandboxes and snapshots that use the image take their own). `WasmModuleError` for a module Cranelift refuses,
- * {@linkcode WasmArtifactError} for a refused cache file.
+ * and releases it when done (sandboxes and snapshots that use the image take their own).
+ * `WasmModuleError` for a module Cranelift refuses (or a compiler process that crashed or ran
+ * out of memory), `TimeoutError` for a compile past `timeoutMs`, {@linkcode WasmArtifactError}
+ * for a refused cache file.
  */
 export async function codeImage(
   wasm: Uint8Array,
   fuel: boolean,
   library?: string,
+  timeoutMs: number = DEFAULT_COMPILE_TIMEOUT_MS,
 ): Promise<CodeImage> {
   const moduleHash = await digest(wasm);
   const key = `${moduleHash}-${engineHash(fuel)}`;
@@ -245,7 +416,7 @@ export async function codeImage(
   const dir = artifactCacheDir();
   const file = dir === undefined ? undefined : `${dir}/${key}.hlwa`;
   let source: "disk" | "compiled" = "compiled";
-  const pending = loadOrCompile(wasm, fuel, file).then((r) => {
+  const pending = loadOrCompile(wasm, moduleHash, fuel, file, timeoutMs).then((r) => {
     source = r.source;
     return snapshotFromBytes(r.artifact, library);
   });

@@ -360,7 +360,9 @@ export class WasmSandbox implements AsyncDisposable {
     const runtime = options.runtime ?? findGuest(wasmtime ? "wasmtime-runtime" : "wasm-runtime");
     // wasmtime: the module is compiled on the host (or found in the artifact cache) and mapped
     // into the VM read-only and executable; the guest gets no module bytes.
-    const image = wasmtime ? await codeImage(bytes, fuel !== 0n, options.library) : undefined;
+    const image = wasmtime
+      ? await codeImage(bytes, fuel !== 0n, options.library, options.initTimeoutMs ?? 30_000)
+      : undefined;
     const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
     const inputSize = options.inputSize ??
       Math.max(4 * MIB, wasmtime ? 0 : pageAlign(bytes.length + 64 * 1024));

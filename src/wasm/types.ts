@@ -103,7 +103,10 @@ export interface WasmSandboxOptions {
   maxRecursionDepth?: number;
   /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
   timeoutMs?: number;
-  /** Timeout of loading and instantiating the module (default 30 000 ms). */
+  /**
+   * Timeout of compiling (wasmtime engine), loading and instantiating the module, each (default
+   * 30 000 ms).
+   */
   initTimeoutMs?: number;
   /** Guest heap in bytes (default 64 MiB; untouched pages cost nothing). */
   heapSize?: number;

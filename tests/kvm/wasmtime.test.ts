@@ -112,15 +112,23 @@ kvmTest("wasmtime: artifacts are cached on disk and verified when loaded", async
   assert.equal(again.source, "compiled");
   again.code.release();
 
-  // Incompatible: an intact file holding an artifact built for another engine (fuel on).
-  await Deno.writeFile(file, await encodeCacheFile(await compileArtifact(wasm, true)));
+  // Incompatible: an intact file, recorded for this module and engine, holding an artifact
+  // built for another engine (fuel on): the artifact's own engine section gives it away.
+  const moduleDigest = await digest(wasm);
+  await Deno.writeFile(
+    file,
+    await encodeCacheFile(await compileArtifact(wasm, true), moduleDigest, engineHash(false)),
+  );
   await clearArtifactCache();
   await assert.rejects(codeImage(wasm, false), WasmArtifactError);
   await clearArtifactCache();
 
-  // A file, or a directory, that others could write is not read (the host deserializes what it
-  // reads): such a cache is not used at all. The file below is intact and compatible.
-  await Deno.writeFile(file, await encodeCacheFile(await compileArtifact(wasm, false)));
+  // A file, or a directory, that others could write is not read (they could plant an artifact):
+  // such a cache is not used at all. The file below is intact and compatible.
+  await Deno.writeFile(
+    file,
+    await encodeCacheFile(await compileArtifact(wasm, false), moduleDigest, engineHash(false)),
+  );
   for (const [path, mode, restore] of [[file, 0o620, 0o600], [artifactCacheDir()!, 0o770, 0o700]]) {
     await Deno.chmod(path as string, mode as number);
     await clearArtifactCache();

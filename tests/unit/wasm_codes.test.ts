@@ -59,6 +59,8 @@ Deno.test("compiler library constants: ffi/compiler.ts uses compiler/src/lib.rs'
       [compiler.FLAG_FUEL, "FLAG_FUEL"],
       [compiler.ERR_MODULE, "ERR_MODULE"],
       [compiler.ERR_ARTIFACT, "ERR_ARTIFACT"],
+      [compiler.ERR_TIMEOUT, "ERR_TIMEOUT"],
+      [compiler.ERR_CHILD, "ERR_CHILD"],
     ] as const
   ) {
     assert.equal(ts, rust.get(name), name);

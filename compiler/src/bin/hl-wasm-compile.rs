@@ -1,0 +1,175 @@
+//! `hl-wasm-compile`: the child process that compiles one untrusted Wasm module with Cranelift
+//! (docs/security.md, "The isolated compile"; docs/cdylib-abi.md, "The compiler library").
+//!
+//! Started only by `hlc_compile_isolated` (compiler/src/isolate.rs) as
+//! `hl-wasm-compile <flags> [fault]`, with an empty environment, rlimits on CPU time, memory and
+//! core dumps, `PR_SET_NO_NEW_PRIVS` and `PR_SET_PDEATHSIG` already set. It builds the engine
+//! from its trusted settings, closes every descriptor but 0, 1 and 2, installs a seccomp filter
+//! that allows only what the compile needs (no open, no socket, no exec, no new thread or
+//! process, no executable memory), and only then reads the module from stdin. The artifact goes
+//! to stdout (exit 0); a module wasmtime refuses is exit 2 with its message on stderr; anything
+//! else is exit 3. A forbidden system call kills the process (SIGSYS).
+//!
+//! `fault` exists for the tests only (tests/kvm/wasmtime_isolate.test.ts): after the filter is
+//! in place and the module is read, `crash` writes to address 0, `loop` spins forever, `alloc`
+//! allocates without bound and `syscall` tries to open a file.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::exit;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// Exit status: the module was refused (message on stderr).
+const EXIT_MODULE: i32 = 2;
+/// Exit status: anything else went wrong before or after the compile (message on stderr).
+const EXIT_INTERNAL: i32 = 3;
+
+fn fail(code: i32, message: &str) -> ! {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(message.as_bytes());
+    let _ = err.flush();
+    exit(code)
+}
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
+        .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("seccomp condition: {e}")))
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    SeccompRule::new(conditions)
+        .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("seccomp rule: {e}")))
+}
+
+/// The allow-list, found with `strace -f` on compiles of the test modules and a 1 MB module
+/// (docs/design.md, "The isolated compile"). Everything else kills the process.
+fn filter() -> BpfProgram {
+    let pid = std::process::id() as u64;
+    let no_exec = || cond(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0);
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    // The module in, the artifact and messages out: only the three standard descriptors.
+    rules.insert(
+        libc::SYS_read,
+        vec![rule(vec![cond(0, SeccompCmpOp::Eq, 0)])],
+    );
+    for fd in [1, 2] {
+        rules
+            .entry(libc::SYS_write)
+            .or_default()
+            .push(rule(vec![cond(0, SeccompCmpOp::Eq, fd)]));
+    }
+    // Memory: the allocator and Cranelift's buffers; never executable.
+    rules.insert(libc::SYS_mmap, vec![rule(vec![no_exec()])]);
+    rules.insert(libc::SYS_mprotect, vec![rule(vec![no_exec()])]);
+    for sys in [
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_madvise,
+        libc::SYS_brk,
+    ] {
+        rules.insert(sys, vec![]);
+    }
+    // Locks, time, randomness (hash maps), signal returns; the exit.
+    for sys in [
+        libc::SYS_futex,
+        libc::SYS_sched_yield,
+        libc::SYS_clock_gettime,
+        libc::SYS_getrandom,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_sigaltstack,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ] {
+        rules.insert(sys, vec![]);
+    }
+    // `abort` after a failed allocation (Rust's out-of-memory path): it unblocks SIGABRT and
+    // sends it to this process only.
+    rules.insert(libc::SYS_rt_sigprocmask, vec![]);
+    rules.insert(libc::SYS_rt_sigaction, vec![]);
+    rules.insert(libc::SYS_gettid, vec![]);
+    rules.insert(libc::SYS_getpid, vec![]);
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![
+            cond(0, SeccompCmpOp::Eq, pid),
+            cond(2, SeccompCmpOp::Eq, libc::SIGABRT as u64),
+        ])],
+    );
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("seccomp filter: {e}")));
+    filter
+        .try_into()
+        .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("seccomp filter: {e}")))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flags: u32 = match args.get(1).and_then(|s| s.parse().ok()) {
+        Some(f) => f,
+        None => fail(EXIT_INTERNAL, "usage: hl-wasm-compile <flags> [fault]"),
+    };
+    let fault = args.get(2).cloned().unwrap_or_default();
+    // The engine comes from trusted settings only; built before the filter (it may read the
+    // system's configuration), it sees no module byte.
+    let engine = hl_wasm_compiler::engine(flags)
+        .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("engine: {e}")));
+    // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 (none
+    // is expected, the parent marks them close-on-exec; this makes sure).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        fail(EXIT_INTERNAL, "close_range failed");
+    }
+    let program = filter();
+    if let Err(e) = seccompiler::apply_filter(&program) {
+        fail(
+            EXIT_INTERNAL,
+            &format!("installing the seccomp filter: {e}"),
+        );
+    }
+
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut wasm) {
+        fail(EXIT_INTERNAL, &format!("reading the module: {e}"));
+    }
+    match fault.as_str() {
+        "" => {}
+        "crash" => {
+            // SAFETY: not sound, on purpose: the test-only crash (SIGSEGV at address 0).
+            unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+        }
+        "loop" => loop {
+            std::hint::black_box(&wasm);
+        },
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 64 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "syscall" => {
+            let _ = std::fs::File::open("/etc/hostname");
+            fail(EXIT_INTERNAL, "the forbidden open returned");
+        }
+        other => fail(EXIT_INTERNAL, &format!("unknown fault {other:?}")),
+    }
+    match engine.precompile_module(&wasm) {
+        Ok(artifact) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&artifact).and_then(|_| out.flush()).is_err() {
+                exit(EXIT_INTERNAL);
+            }
+            exit(0)
+        }
+        Err(e) => fail(EXIT_MODULE, &format!("{e:#}")),
+    }
+}

@@ -8,6 +8,7 @@
 import { call, CALL_HELP } from "./call.ts";
 import { CliError, EXIT_USAGE, exitCodeOf, oneLine, writeAllSync } from "./common.ts";
 import { inspect, INSPECT_HELP } from "./inspect.ts";
+import { NEW_GUEST_HELP, newGuest } from "./new_guest.ts";
 import { run, RUN_HELP } from "./run.ts";
 
 /** `hl --help`. */
@@ -19,6 +20,7 @@ Commands:
   run <module.wasm> [--] [args...]           run a WASI command
   call <module.wasm | guest> <fn> [args...]  call one function, print JSON
   inspect <module.wasm | guest>              list imports, exports, signatures
+  new-guest <dir>                            write a guest project that builds with cargo
 
 Run "hl <command> --help" for a command's options.`;
 
@@ -26,6 +28,7 @@ const COMMANDS: Record<string, (argv: readonly string[]) => Promise<number>> = {
   run,
   call,
   inspect,
+  "new-guest": newGuest,
 };
 
 /** Every command's help text, for documentation and tests. */
@@ -34,6 +37,7 @@ export const HELP: Readonly<Record<string, string>> = {
   run: RUN_HELP,
   call: CALL_HELP,
   inspect: INSPECT_HELP,
+  "new-guest": NEW_GUEST_HELP,
 };
 
 /**

@@ -44,7 +44,7 @@ functions.
 Options:
   --timeout MS   stop the call after MS milliseconds (exit 124)
   --fuel N       fuel for a Wasm call (exit 134 when it runs out)
-  --engine NAME  Wasm engine: wasmi (default) or wasmtime
+  --engine NAME  Wasm engine: wasmtime (default) or wasmi
   -h, --help     show this help`;
 
 const SPECS = {

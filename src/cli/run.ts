@@ -38,8 +38,9 @@ Options:
   --fuel N               give the program N units of fuel (roughly instructions);
                          running out traps (exit 134)
   --max-memory SIZE      largest linear memory, e.g. 64M (default 16M)
-  --engine NAME          wasmi (default: interpreted) or wasmtime (compiled
-                         ahead of time on the host, cached on disk)
+  --engine NAME          wasmtime (default: compiled ahead of time in a
+                         locked-down child process, cached on disk) or
+                         wasmi (interpreted)
   --stats                print create/run times, VM exits, ioctls and peak
                          memory on stderr when done
   -h, --help             show this help

@@ -75,7 +75,7 @@ export async function cacheKey(
     module: await digest(bytes),
     runtime,
     library: options.library ?? "",
-    engine: options.engine ?? "wasmi",
+    engine: options.engine ?? "wasmtime", // WasmSandbox.create's default
     heapSize: options.heapSize ?? null,
     stackSize: options.stackSize ?? null,
     inputSize: options.inputSize ?? null,

@@ -345,7 +345,7 @@ export class WasmSandbox implements AsyncDisposable {
     const preopens = checkPreopens(
       typeof wasiSetting === "object" ? wasiSetting.preopens : undefined,
     );
-    const engine = options.engine ?? "wasmi";
+    const engine = options.engine ?? "wasmtime";
     if (engine !== "wasmi" && engine !== "wasmtime") {
       throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(engine)}`);
     }

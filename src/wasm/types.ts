@@ -89,10 +89,12 @@ export interface WasmSandboxOptions {
   /** Fuel (roughly: instructions) each call may use; a call that runs out traps `out_of_fuel`. */
   fuel?: number | bigint;
   /**
-   * The engine (docs/wasm.md, "Engines"): `"wasmi"` (default) interprets in the `wasm-runtime`
-   * guest; `"wasmtime"` runs code compiled ahead of time on the host with Cranelift (the
-   * `hl-wasm-compiler` library, loaded on first use; artifacts cached in memory and on disk) in
-   * the `wasmtime-runtime` guest.
+   * The engine (docs/wasm.md, "Engines"): `"wasmtime"` (default) runs code compiled ahead of
+   * time with Cranelift in the `wasmtime-runtime` guest; the compile runs in the locked-down
+   * `hl-wasm-compile` child process (seccomp, rlimits, killed after `initTimeoutMs`), driven by
+   * the `hl-wasm-compiler` library (loaded on first use), and artifacts are cached in memory and
+   * on disk. `"wasmi"` interprets the module in the `wasm-runtime` guest: no compile, no native
+   * code, slower calls.
    */
   engine?: WasmEngine;
   /** Largest size of the module's linear memory in bytes (default 16 MiB). */

@@ -459,7 +459,7 @@ kvmTest(`hostile guest battery (${BEHAVIOURS.length + 5} behaviours)`, async (t)
   await t.step("a hostile wasm-runtime (the test guest) is a typed ProtocolError", async () => {
     const module = new URL("../../target/wasm-fixtures/fib.wasm", import.meta.url).pathname;
     await assert.rejects(
-      WasmSandbox.create({ module, runtime: TESTGUEST }),
+      WasmSandbox.create({ module, runtime: TESTGUEST, engine: "wasmi" }),
       (e) => e instanceof ProtocolError && /no function load/.test(e.message),
     );
   });

@@ -369,6 +369,15 @@ function readRelocations(
  * Throws {@link GuestImageError} when the file is not a valid static x86-64 ELF64 executable.
  */
 export function parseElf(bytes: Uint8Array): ElfImage {
+  if (
+    bytes.length >= 4 && bytes[0] === 0 && bytes[1] === 0x61 && bytes[2] === 0x73 &&
+    bytes[3] === 0x6d
+  ) {
+    fail(
+      "not an ELF file: these bytes are a WebAssembly module (\\0asm); run it with WasmSandbox " +
+        "(WasmSandbox.create({ module }))",
+    );
+  }
   const file = new FileReader(bytes);
   if (file.length < ELF_HEADER_SIZE) fail(`${file.length} bytes is too short for an ELF header`);
   if (

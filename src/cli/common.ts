@@ -43,11 +43,14 @@ export function usage(command: string, message: string): CliError {
   return new CliError(`${message} (see: hl ${command} --help)`, EXIT_USAGE);
 }
 
-/** The first line of an error's message (no stack traces, ever). */
+/**
+ * An error's whole message on one line: its lines joined with spaces (a guest panic's
+ * "panicked at src/main.rs:32:5:" and its reason on the next line stay together); never a stack.
+ */
 export function oneLine(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
-  const line = text.split("\n").find((l) => l.trim() !== "") ?? text;
-  return line.trim() || (e instanceof Error ? e.name : "error");
+  const line = text.split("\n").map((l) => l.trim()).filter((l) => l !== "").join(" ");
+  return line || (e instanceof Error ? e.name : "error");
 }
 
 /** Option specs of `node:util` `parseArgs`. */

@@ -7,7 +7,7 @@
 
 import { ArgumentError } from "./errors.ts";
 import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
-import { Sandbox, type SandboxOptions } from "./sandbox.ts";
+import { handOverSandbox, Sandbox, type SandboxOptions } from "./sandbox.ts";
 import type { Snapshot } from "./snapshot.ts";
 
 export { PoolExhaustedError, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
@@ -86,6 +86,7 @@ export class SandboxPool implements AsyncDisposable {
     const snap = snapshot;
     return new SandboxPool(
       new PoolCore(members, options, {
+        revoke: handOverSandbox,
         restore: (m) => m.restore(snap),
         replace: () => Sandbox.create(SandboxPool.#memberOptions(options, snap)),
         disposed: () => owns ? snap.dispose() : Promise.resolve(),
@@ -123,7 +124,10 @@ export class SandboxPool implements AsyncDisposable {
    * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
    * `acquireTimeoutMs`) for a free sandbox ({@linkcode PoolExhaustedError}), and stops waiting when
    * `signal` aborts ({@linkcode CancelledError}). A sandbox that `fn` poisoned is restored all the
-   * same (a restore clears poisoning); one that cannot be restored is replaced.
+   * same (a restore clears poisoning); one that cannot be restored is replaced. The handle `fn`
+   * gets is its own and lasts for the run: once the run ends it is revoked, and every later use of
+   * it is a `SandboxDisposedError` (a call of it still in progress is stopped), so a reference
+   * kept past the run never reaches the next borrower's sandbox.
    *
    * @example
    * ```ts

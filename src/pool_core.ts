@@ -67,6 +67,12 @@ export interface PoolMember {
 
 /** How a pool makes and restores its members. */
 export interface PoolHooks<M extends PoolMember> {
+  /**
+   * Revokes the handle a borrower had (every later use of it is `SandboxDisposedError`) and
+   * returns a new handle on the same VM, never handed out yet; throws when the borrower disposed
+   * it.
+   */
+  revoke(member: M): Promise<M>;
   /** Puts a returned member back to the pool's snapshot (throws when it cannot). */
   restore(member: M): Promise<void>;
   /** Makes a new member, replacing one that could not be restored. */
@@ -115,7 +121,10 @@ export class PoolCore<M extends PoolMember> {
     return this.#waiters.length;
   }
 
-  /** Borrows a member, runs `fn` with it, restores it and hands it on. */
+  /**
+   * Borrows a member, runs `fn` with it, then revokes the handle `fn` got (a reference kept past
+   * the run reaches nothing), restores the VM and hands it on under a new handle.
+   */
   async run<T>(fn: (member: M) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
     const member = await this.#acquire(options);
     try {
@@ -180,12 +189,18 @@ export class PoolCore<M extends PoolMember> {
   }
 
   async #release(member: M): Promise<void> {
-    let next: M | undefined = member;
+    let next: M | undefined;
     try {
-      await this.#hooks.restore(member);
-    } catch {
+      next = await this.#hooks.revoke(member);
       this.#all.delete(member);
-      await member.dispose();
+      this.#all.add(next);
+      await this.#hooks.restore(next);
+    } catch {
+      // Disposed by the borrower, or not restorable: destroyed (a revoked handle's dispose is a
+      // no-op, so the one that still owns the VM is disposed) and replaced.
+      this.#all.delete(member);
+      if (next) this.#all.delete(next);
+      await (next ?? member).dispose();
       next = undefined;
       if (!this.#disposed) {
         try {

@@ -44,6 +44,7 @@ import {
 import { exitStep, serveHostCall } from "./call/protocol.ts";
 import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
+import { describeThrown, isInstance } from "./call/describe.ts";
 import type { HostFunction, StopReason } from "./call/types.ts";
 import {
   checkHostSignatures,
@@ -219,6 +220,19 @@ export function poisonSandbox(sandbox: Sandbox, error: Error): void {
   poisonWith(sandbox, error);
 }
 
+let handOverTo: (sandbox: Sandbox) => Promise<Sandbox>;
+
+/**
+ * Revokes `sandbox` and returns a new handle on its VM (internal: `SandboxPool`, when a borrower's
+ * run ends). From this call on, every use of the old handle is a `SandboxDisposedError`: a call of
+ * it still queued is refused, one in progress is stopped (it rejects with `SandboxDisposedError`,
+ * and the VM is left poisoned, for the new owner to restore). Settles once the old handle's work
+ * has; rejects with `SandboxDisposedError` when it was disposed (its VM is gone).
+ */
+export function handOverSandbox(sandbox: Sandbox): Promise<Sandbox> {
+  return handOverTo(sandbox);
+}
+
 let createWithCode: (
   options: SandboxOptions,
   code: MemorySnapshotHandle | undefined,
@@ -270,6 +284,8 @@ export class Sandbox implements AsyncDisposable {
   /** Wakes a call that is waiting for an asynchronous host function (stop or dispose). */
   #wake: (() => void) | undefined;
   #busy = false;
+  /** Revoked by a hand-over (`handOverSandbox`): every use is `SandboxDisposedError`. */
+  #revoked = false;
   /** Exchanges (calls, the initialisation) started so far: a host function's answer is only
    * written for the exchange that called it. */
   #exchanges = 0;
@@ -319,6 +335,38 @@ export class Sandbox implements AsyncDisposable {
     poisonWith = (sandbox, error) => {
       sandbox.#poison ??= error;
     };
+    handOverTo = (sandbox) => sandbox.#handOver();
+  }
+
+  /** `handOverSandbox`: revokes this handle and moves its VM into a new one. */
+  async #handOver(): Promise<Sandbox> {
+    this.#live();
+    this.#revoked = true;
+    if (this.#busy) {
+      // The guest is stopped wherever it is: the VM needs a restore before it serves anyone.
+      this.#poison ??= new CancelledError("the run that lent this sandbox ended during a call");
+      this.#requestStop({ kind: "cancel" });
+    }
+    // The call, snapshot or restore in progress settles (a stopped call, or one waiting for a host
+    // function, is woken); those queued behind it find the handle revoked and touch nothing.
+    await this.#queue;
+    const vm = this.#vm;
+    if (!vm) throw new SandboxDisposedError();
+    const next = new Sandbox(vm, this.#memory!, this.#layout, this.#hostFunctions, this.#options);
+    next.#code = this.#code;
+    next.#guestId = this.#guestId;
+    next.#poison = this.#poison;
+    next.#logsSkipped = this.#logsSkipped;
+    for (const [name, f] of this.#functions) next.#functions.set(name, f);
+    // The old handle reaches nothing from here on (its dispose is a no-op).
+    this.#vm = undefined;
+    this.#memory = undefined;
+    this.#encoder = undefined;
+    this.#decoder = undefined;
+    this.#code = undefined;
+    finalizer.unregister(this);
+    finalizer.register(next, { vm, code: next.#code }, next);
+    return next;
   }
 
   static async #create(
@@ -397,7 +445,8 @@ export class Sandbox implements AsyncDisposable {
   /**
    * Freezes this sandbox as it is now — memory, vCPU state (registers, system registers, FPU/SSE,
    * MSRs) and function table — into an immutable {@linkcode Snapshot}. Waits for calls in
-   * progress. Afterwards {@linkcode restore} with it costs work in proportion to the pages the
+   * progress; from inside one of this sandbox's host functions (which that call waits for) it
+   * rejects at once with {@linkcode ReentrantCallError}. Afterwards {@linkcode restore} with it costs work in proportion to the pages the
    * guest writes, not to its memory size.
    *
    * @example
@@ -409,6 +458,11 @@ export class Sandbox implements AsyncDisposable {
    * ```
    */
   snapshot(): Promise<Snapshot> {
+    try {
+      this.#notReentrant("snapshot");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const run = this.#queue.then(async () => {
       this.#usable();
       const vm = this.#vm!;
@@ -434,7 +488,8 @@ export class Sandbox implements AsyncDisposable {
   /**
    * Brings this sandbox back to `snapshot`: its memory (only the pages written since are
    * dropped), its vCPU state and its function table. Clears poisoning. Waits for calls in
-   * progress. The snapshot must be of the same guest, layout and host functions
+   * progress (from inside one of this sandbox's host functions: {@linkcode ReentrantCallError}
+   * at once). The snapshot must be of the same guest, layout and host functions
    * ({@linkcode SnapshotMismatchError} otherwise) and not disposed
    * ({@linkcode SnapshotDisposedError}).
    *
@@ -450,6 +505,11 @@ export class Sandbox implements AsyncDisposable {
    * ```
    */
   restore(snapshot: Snapshot): Promise<void> {
+    try {
+      this.#notReentrant("restore");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const run = this.#queue.then(async () => {
       this.#live();
       const state = stateOf(snapshot);
@@ -470,8 +530,8 @@ export class Sandbox implements AsyncDisposable {
 
   /** The synchronous part of a restore (checks done). */
   #restoreNow(state: ReturnType<typeof stateOf>): void {
-    const vm = this.#vm;
-    if (!vm) throw new SandboxDisposedError();
+    this.#live();
+    const vm = this.#vm!;
     vm.restore(state.memory, state.vcpu);
     this.#functions.clear();
     for (const [name, f] of state.functions) this.#functions.set(name, f);
@@ -519,7 +579,7 @@ export class Sandbox implements AsyncDisposable {
 
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
-    return this.#vm === undefined;
+    return this.#vm === undefined || this.#revoked;
   }
 
   /**
@@ -658,7 +718,9 @@ export class Sandbox implements AsyncDisposable {
       this.#vm?.interrupt();
     } catch (e) {
       // The vCPU could not be stopped (a hypervisor failure): nothing can be trusted any more.
-      this.#poison ??= e instanceof Error ? e : new SandboxError(String(e));
+      this.#poison ??= isInstance(e, Error)
+        ? e
+        : new SandboxError(`interrupt failed: ${describeThrown(e)}`, { cause: e });
     }
     this.#wake?.();
   }
@@ -683,7 +745,8 @@ export class Sandbox implements AsyncDisposable {
    */
   dispose(): Promise<void> {
     const vm = this.#vm;
-    if (vm) {
+    // A revoked handle's VM is (or is about to be) another handle's: not this one's to destroy.
+    if (vm && !this.#revoked) {
       this.#vm = undefined;
       this.#memory = undefined;
       this.#encoder = undefined;
@@ -702,6 +765,11 @@ export class Sandbox implements AsyncDisposable {
   }
 
   #live(): void {
+    if (this.#revoked) {
+      throw new SandboxDisposedError(
+        "this sandbox handle was revoked: the pool run that lent it has ended",
+      );
+    }
     if (!this.#vm) throw new SandboxDisposedError();
   }
 
@@ -731,11 +799,20 @@ export class Sandbox implements AsyncDisposable {
    * `SandboxDisposedError`, and `poisons` decides whether the sandbox stays usable.
    */
   #fail(e: unknown, entered: boolean): Error {
-    let error = e instanceof Error ? e : new SandboxError(String(e));
-    if (this.#vm === undefined && !(error instanceof SandboxDisposedError)) {
-      error = new SandboxDisposedError("the sandbox was disposed during the call", {
-        cause: error,
-      });
+    // Every error that leaves a call is a SandboxError; anything else (a TypeError of a hostile
+    // value, a bug) becomes one, described without running its code, with itself as the cause.
+    let error: SandboxError = isInstance(e, SandboxError)
+      ? e
+      : new SandboxError(describeThrown(e), { cause: e });
+    if (
+      (this.#vm === undefined || this.#revoked) && !(error instanceof SandboxDisposedError)
+    ) {
+      error = new SandboxDisposedError(
+        this.#revoked
+          ? "the pool run that lent this sandbox ended during the call"
+          : "the sandbox was disposed during the call",
+        { cause: error },
+      );
     }
     if (poisons(error, entered)) this.#poison ??= error;
     return error;

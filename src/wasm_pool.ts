@@ -7,7 +7,7 @@
 
 import { ArgumentError } from "./errors.ts";
 import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
-import { WasmSandbox } from "./wasm/sandbox.ts";
+import { handOverWasmSandbox, WasmSandbox } from "./wasm/sandbox.ts";
 import type { WasmSnapshot } from "./wasm/snapshot.ts";
 import type { WasiOptions, WasmImports, WasmSandboxOptions } from "./wasm/types.ts";
 
@@ -100,6 +100,7 @@ export class WasmSandboxPool implements AsyncDisposable {
     const snap = snapshot;
     return new WasmSandboxPool(
       new PoolCore(members, options, {
+        revoke: (m) => Promise.resolve().then(() => handOverWasmSandbox(m)),
         restore: (m) => m.restore(snap),
         replace: () => WasmSandbox.create(WasmSandboxPool.#memberOptions(options, snap)),
         disposed: () => owns ? snap.dispose() : Promise.resolve(),
@@ -140,7 +141,10 @@ export class WasmSandboxPool implements AsyncDisposable {
    * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
    * `acquireTimeoutMs`) for a free sandbox ({@linkcode PoolExhaustedError}), and stops waiting
    * when `signal` aborts (`CancelledError`). A sandbox that `fn` poisoned is restored all the
-   * same; one that cannot be restored is replaced.
+   * same; one that cannot be restored is replaced. The handle `fn` gets is its own and lasts for
+   * the run: once the run ends it is revoked, and every later use of it is a
+   * `SandboxDisposedError` (work of it still in progress is stopped), so a reference kept past
+   * the run never reaches the next borrower's sandbox.
    *
    * @example
    * ```ts

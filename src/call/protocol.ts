@@ -21,6 +21,7 @@ import { isInGuardPage, type MemoryLayout } from "../layout.ts";
 import { readCpuFault, stubVector } from "../system.ts";
 import { ExitKind, type MicroVm } from "../ffi/vm.ts";
 import type { HostFunction } from "./types.ts";
+import { describeThrown, isInstance } from "./describe.ts";
 
 /** What an exit means for the call in progress. */
 export type Step =
@@ -228,13 +229,23 @@ export function serveHostCall(
   } catch (e) {
     return fail(`host function ${name} threw: ${errorText(e)}`);
   }
-  if (result instanceof Promise) {
-    if (sync) {
-      // The synchronous path cannot wait; the promise's outcome is dropped, not lost silently.
-      result.catch(() => {});
-      return fail(`host function ${name} returned a Promise on the synchronous path (use call())`);
+  // `isInstance`: a returned revoked Proxy throws on a plain `instanceof`.
+  if (isInstance(result, Promise)) {
+    // A Promise subclass may override `then`/`catch` to throw: that is its failure, answered as such.
+    try {
+      if (sync) {
+        // The synchronous path cannot wait; the promise's outcome is dropped, not lost silently.
+        result.catch(() => {});
+        return fail(
+          `host function ${name} returned a Promise on the synchronous path (use call())`,
+        );
+      }
+      return result.then(succeed, (e) => fail(`host function ${name} threw: ${errorText(e)}`));
+    } catch (e) {
+      return fail(
+        `host function ${name} returned a Promise that cannot be awaited: ${errorText(e)}`,
+      );
     }
-    return result.then(succeed, (e) => fail(`host function ${name} threw: ${errorText(e)}`));
   }
   succeed(result);
 }
@@ -252,8 +263,9 @@ export function truncateUtf8(text: string, maxBytes: number): string {
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
+/** Never throws, whatever was thrown (`describe.ts`). */
 function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  return describeThrown(e);
 }
 
 function bigintText(_key: string, value: unknown): unknown {

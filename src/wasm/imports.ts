@@ -9,6 +9,7 @@
 
 import { ArgumentError, ProtocolError } from "../errors.ts";
 import type { HostFunction } from "../call/types.ts";
+import { describeThrown, isInstance } from "../call/describe.ts";
 import { type HostFailure, packValues, unpackValues } from "./codec.ts";
 import { wasiHostFunctions, type WasiRuntime } from "./wasi.ts";
 import {
@@ -133,18 +134,17 @@ export class ImportTable {
       throw e;
     }
     const finish = (result: unknown): Uint8Array => {
-      let list: unknown[];
-      if (binding.results.length === 0) list = [];
-      else if (binding.results.length === 1) list = [result];
-      else if (Array.isArray(result) && result.length === binding.results.length) list = result;
-      else {
-        throw this.#refused(
-          new ArgumentError(
-            `host function ${binding.where} must return an array of ${binding.results.length} values`,
-          ),
-        );
-      }
+      // Everything that looks at the result is inside: a revoked Proxy throws on `isArray` too.
       try {
+        let list: unknown[];
+        if (binding.results.length === 0) list = [];
+        else if (binding.results.length === 1) list = [result];
+        else if (Array.isArray(result) && result.length === binding.results.length) list = result;
+        else {
+          throw new ArgumentError(
+            `host function ${binding.where} must return an array of ${binding.results.length} values`,
+          );
+        }
         return packValues(list, binding.results, `host function ${binding.where} result`);
       } catch (e) {
         throw this.#refused(e);
@@ -156,23 +156,29 @@ export class ImportTable {
     } catch (e) {
       throw this.#threw(binding.where, e);
     }
-    if (result instanceof Promise) {
-      return result.then(finish, (e) => {
+    // `isInstance`: a returned revoked Proxy throws on a plain `instanceof`.
+    if (isInstance(result, Promise)) {
+      try {
+        return result.then(finish, (e) => {
+          throw this.#threw(binding.where, e);
+        });
+      } catch (e) {
+        // A Promise subclass whose `then` throws.
         throw this.#threw(binding.where, e);
-      });
+      }
     }
     return finish(result);
   }
 
+  // The texts never throw, whatever the user's function threw or returned (`describeThrown`);
+  // the value itself stays the failure's `error`, the call's `cause`.
   #threw(where: string, error: unknown): unknown {
-    const text = error instanceof Error ? error.message : String(error);
-    this.#failure = { message: `host function ${where} threw: ${text}`, error };
+    this.#failure = { message: `host function ${where} threw: ${describeThrown(error)}`, error };
     return error;
   }
 
   #refused(error: unknown): unknown {
-    const text = error instanceof Error ? error.message : String(error);
-    this.#failure = { message: text, error };
+    this.#failure = { message: describeThrown(error), error };
     return error;
   }
 }

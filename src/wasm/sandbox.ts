@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ArgumentError, ProtocolError, SandboxDisposedError } from "../errors.ts";
+import { ArgumentError, CancelledError, ProtocolError, SandboxDisposedError } from "../errors.ts";
 import {
   type CallOptions,
   createSandboxWithCode,
@@ -71,6 +71,19 @@ const WASMTIME_MIN_STACK = 1 * MIB;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
+let handOverTo: (sandbox: WasmSandbox) => WasmSandbox;
+
+/**
+ * Revokes `sandbox` and returns a new handle on its VM, with the same imports, WASI and cache
+ * identity (internal: `WasmSandboxPool`, when a borrower's run ends). From this call on, every
+ * use of the old handle is a `SandboxDisposedError`; when it had work in progress, that is
+ * stopped (it rejects with `SandboxDisposedError`) and the VM left poisoned, for the new owner to
+ * restore. Throws `SandboxDisposedError` when the old handle was disposed (its VM is gone).
+ */
+export function handOverWasmSandbox(sandbox: WasmSandbox): WasmSandbox {
+  return handOverTo(sandbox);
+}
+
 /**
  * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
  * {@linkcode WasmSandbox.create}, call exports with {@linkcode WasmSandbox.call}, dispose (or
@@ -127,6 +140,8 @@ export class WasmSandbox implements AsyncDisposable {
       cacheEntry?: { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot };
       timeoutMs?: number;
       recycled?: boolean;
+      /** A hand-over's: the counters' base of the handle it replaces. */
+      statsBase?: SandboxStats;
     },
     wasi: WasiRuntime | undefined,
   ) {
@@ -134,9 +149,8 @@ export class WasmSandbox implements AsyncDisposable {
     this.#cacheEntry = identity.cacheEntry;
     this.#timeoutMs = identity.timeoutMs;
     // A recycled VM's counters start where its previous owners left them.
-    this.#statsBase = identity.recycled
-      ? sandbox.stats()
-      : { ioctls: 0, exits: 0, runs: 0, logsSkipped: 0 };
+    this.#statsBase = identity.statsBase ??
+      (identity.recycled ? sandbox.stats() : { ioctls: 0, exits: 0, runs: 0, logsSkipped: 0 });
     this.#wasi = wasi;
     this.#sandbox = sandbox;
     this.#imports = [...imports];
@@ -146,6 +160,35 @@ export class WasmSandbox implements AsyncDisposable {
     this.#key = identity.key;
     this.#wasiOn = identity.wasiOn;
     this.#wasiRegistered = identity.wasiRegistered;
+  }
+
+  static {
+    handOverTo = (sandbox) => sandbox.#handOver();
+  }
+
+  /** `handOverWasmSandbox`: revokes this handle and moves its VM into a new one. */
+  #handOver(): WasmSandbox {
+    const native = this.#live();
+    this.#sandbox = undefined;
+    this.#poisonedAtDispose = native.poisoned;
+    if (this.#pending > 0) {
+      // Poisoned first, so that work of this handle still queued on the VM is refused; then the
+      // call in progress, if any, is stopped. The new owner's restore clears both.
+      poisonSandbox(
+        native,
+        new CancelledError("the run that lent this sandbox ended while it had work in progress"),
+      );
+      native.interrupt();
+    }
+    return new WasmSandbox(native, this.#imports, [...this.#exports.values()], this.#imported, {
+      key: this.#key,
+      wasiOn: this.#wasiOn,
+      wasiRegistered: this.#wasiRegistered,
+      binding: this.#binding,
+      cacheEntry: this.#cacheEntry,
+      timeoutMs: this.#timeoutMs,
+      statsBase: this.#statsBase,
+    }, this.#wasi);
   }
 
   /**
@@ -472,7 +515,9 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   async snapshot(): Promise<WasmSnapshot> {
-    const native = await this.#track(() => this.#live().snapshot());
+    const native = await this.#track(() => this.#live().snapshot()).catch((e) => {
+      throw this.#gone(e);
+    });
     return makeWasmSnapshot({
       native,
       key: this.#key,
@@ -509,7 +554,9 @@ export class WasmSandbox implements AsyncDisposable {
         "the snapshot is of another module, or of the same module with other options",
       );
     }
-    await this.#track(() => this.#live().restore(state.native));
+    await this.#track(() => this.#live().restore(state.native)).catch((e) => {
+      throw this.#gone(e);
+    });
     this.#imported.takeFailure();
     this.#wasi?.reset();
   }
@@ -906,6 +953,16 @@ export class WasmSandbox implements AsyncDisposable {
     return this.#sandbox;
   }
 
+  /**
+   * `e`, unless this handle lost its VM while the work was under way (a dispose, a pool's
+   * hand-over): then a `SandboxDisposedError` with `e` as its cause.
+   */
+  #gone(e: unknown): unknown {
+    if (this.#sandbox || e instanceof SandboxDisposedError) return e;
+    const message = "the sandbox was disposed, or its pool run ended, during the call";
+    return new SandboxDisposedError(message, { cause: e });
+  }
+
   /** Runs `op` counted as in progress (a sandbox with work in progress is not recycled). */
   async #track<T>(op: () => Promise<T>): Promise<T> {
     this.#pending++;
@@ -949,7 +1006,7 @@ export class WasmSandbox implements AsyncDisposable {
         )
       );
     } catch (e) {
-      throw this.#violation() ?? mapGuestError(e, this.#imported.takeFailure());
+      throw this.#gone(this.#violation() ?? mapGuestError(e, this.#imported.takeFailure()));
     }
     const violation = this.#violation();
     if (violation) throw violation;

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { describeThrown } from "../call/describe.ts";
+
 /** Bytes a default sink holds while its stream drains; beyond them a write fails (EIO). */
 export const WASI_SINK_QUOTA = 1 << 20;
 
@@ -37,7 +39,8 @@ export function asyncSink(
         let off = 0;
         while (off < copy.length) off += await file.write(copy.subarray(off));
       } catch (e) {
-        failed = e instanceof Error ? e.message : String(e);
+        // Never throws, whatever the stream threw (a later write's message is built from it).
+        failed = describeThrown(e);
       } finally {
         pending -= copy.length;
       }

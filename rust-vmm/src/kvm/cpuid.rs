@@ -142,4 +142,28 @@ mod tests {
             "phys 48 -> 39, virt kept"
         );
     }
+
+    /// Extended state is not trimmed here (docs/security.md, "What the guest can read about the
+    /// host"): on kvm_pvm CPL-3 code runs with the host's XCR0 whatever the vCPU is told, and the
+    /// XSAVE leaves are what KVM sizes the state it saves across exits and snapshots by.
+    #[test]
+    fn keeps_the_extended_state_leaves() {
+        let l1 = [0x00A0_0F11, 0, (1 << 26) | (1 << 28), 0];
+        let l7 = [0, (1 << 5) | (1 << 16), 0, 0];
+        let xsave = [0x207, 0x988, 0x988, 0];
+        let mut e = vec![
+            entry(0x1, 0, l1),
+            entry(0x7, 0, l7),
+            entry(0xD, 0, xsave),
+            entry(0xD, 2, [0x100, 0x240, 0, 0]),
+        ];
+        filter(&mut e);
+        assert_eq!(e[0].ecx, l1[2], "XSAVE and AVX advertised as KVM has them");
+        assert_eq!(
+            e[1].ebx, l7[1],
+            "AVX2 and AVX-512F advertised as KVM has them"
+        );
+        assert_eq!([e[2].eax, e[2].ebx, e[2].ecx, e[2].edx], xsave);
+        assert_eq!(e[3].eax, 0x100, "the AVX state component's size");
+    }
 }

@@ -73,6 +73,12 @@ export {
 export { type HypervisorInfo, hypervisorInfo, teardownWait } from "./src/ffi/vm.ts";
 export { type BuiltinGuests, guests } from "./src/artifacts.ts";
 export {
+  hostFunction,
+  type JsOf,
+  type JsParams,
+  type TypedHostFunction,
+} from "./src/host_function.ts";
+export {
   type WasiExit,
   WasiExitError,
   type WasiOptions,

@@ -592,10 +592,11 @@ export class Sandbox implements AsyncDisposable {
    * import { Sandbox } from "@hl/sandbox";
    * await using sb = await Sandbox.create({ guest: "path/to/testguest" });
    * const text: string = await sb.call("echo", "hello") as string;
+   * const sum = await sb.call<number>("add", 2, 3); // typed by the caller (not checked)
    * ```
    */
-  call(name: string, ...args: unknown[]): Promise<JsValue> {
-    return this.callWithOptions({}, name, ...args);
+  call<T extends JsValue = JsValue>(name: string, ...args: unknown[]): Promise<T> {
+    return this.callWithOptions({}, name, ...args) as Promise<T>;
   }
 
   /**

@@ -94,6 +94,32 @@ TS
   deno run --allow-ffi --allow-read --allow-write --allow-env "$tmp/consumer.ts") ||
   fail "the consumer program failed"
 
+# 4b. A consumer's own test file under `deno test --allow-ffi` (enough: the library reads its
+#     files through libc and finds the cache through getenv), and without --allow-ffi (a
+#     PermissionError naming the flag, never "not built").
+cat >"$tmp/consumer.test.ts" <<TS
+import { guests, PermissionError, Sandbox } from "file://$pkg/mod.ts";
+Deno.test("consumer: add", async () => {
+  try {
+    await using sb = await Sandbox.create({ guest: guests.testguest });
+    if ((await sb.call("add", 2, 3)) !== 5) throw new Error("wrong sum");
+  } catch (e) {
+    if (e instanceof PermissionError) console.log("PERMISSION " + e.flag);
+    throw e;
+  }
+});
+TS
+(cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME bash "$repo/tools/vm/run.sh" \
+  deno test --no-prompt --allow-ffi "$tmp/consumer.test.ts") ||
+  fail "the consumer's test failed under deno test --allow-ffi"
+out=$(cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME \
+  deno test --no-prompt --allow-read --allow-env "$tmp/consumer.test.ts" 2>&1) &&
+  fail "the consumer's test passed without --allow-ffi"
+case "$out" in
+*"PERMISSION --allow-ffi"*) echo "consumer: deno test without --allow-ffi names the flag" ;;
+*) fail "without --allow-ffi the consumer's test did not name the flag: $out" ;;
+esac
+
 # 5. The command line from the copy (what deno run -A jsr:@hl/sandbox/cli runs).
 out=$(cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME bash "$repo/tools/vm/run.sh" \
   deno run -A "$pkg/cli.ts" call "$tmp/answer.wasm" answer) || fail "the published CLI failed"

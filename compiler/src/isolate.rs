@@ -1,11 +1,11 @@
-//! The host side of the isolated compile: starts `hl-wasm-compile` (src/bin/hl-wasm-compile.rs)
-//! with an empty environment and rlimits, feeds it the module on stdin, reads the artifact from
+//! The host side of the isolated compile: starts `hl-wasm-compile` (src/bin/hl-wasm-compile.rs,
+//! which sets its own rlimits and filter before reading) with an empty environment, feeds it the module on stdin, reads the artifact from
 //! stdout (bounded), and waits with a deadline (then SIGKILL and reap). Every outcome is a code
 //! and a message (docs/cdylib-abi.md, "The compiler library").
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,9 +73,13 @@ pub fn compile_isolated(
     let deadline = Instant::now() + timeout;
     let mem = memory_limit(wasm.len());
     let cpu_secs = timeout.as_secs().saturating_add(1);
-    let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
-    cmd.arg(flags.to_string());
+    // The child confines itself before it reads anything (src/bin/hl-wasm-compile.rs): no
+    // `pre_exec`, so std spawns it with posix_spawn (vfork) instead of forking this process.
+    cmd.arg(flags.to_string())
+        .arg(mem.to_string())
+        .arg(cpu_secs.to_string())
+        .arg(std::process::id().to_string());
     if !fault.is_empty() {
         cmd.arg(fault);
     }
@@ -84,56 +88,6 @@ pub fn compile_isolated(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Runs in the forked child before exec: only raw system calls (async-signal-safe; no
-    // allocation, no lock) on values computed before the fork.
-    let confine = move || -> std::io::Result<()> {
-        let limit = |resource, soft: u64, hard: u64| {
-            let r = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            // SAFETY: `r` is a valid rlimit for the duration of the call.
-            if unsafe { libc::setrlimit(resource, &r) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        limit(libc::RLIMIT_AS, mem, mem)?;
-        limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))?;
-        limit(libc::RLIMIT_CORE, 0, 0)?;
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
-                // SAFETY: as above.
-                || unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The parent may have died before PDEATHSIG was set.
-        // SAFETY: no arguments.
-        if unsafe { libc::getppid() } != parent {
-            return Err(std::io::Error::from(ErrorKind::Other));
-        }
-        // Every inherited descriptor above 2 closes on exec (std's own error pipe is already
-        // close-on-exec and must stay open until then).
-        // SAFETY: a raw system call with integer arguments.
-        if unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: `confine` only makes async-signal-safe system calls (see above), as a `pre_exec`
-    // closure in a multi-threaded process must.
-    unsafe {
-        cmd.pre_exec(confine);
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| (ERR_INTERNAL, format!("cannot start {program}: {e}")))?;

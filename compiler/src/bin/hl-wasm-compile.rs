@@ -1,10 +1,13 @@
 //! `hl-wasm-compile`: the child process that compiles one untrusted Wasm module with Cranelift
 //! (docs/security.md, "The isolated compile"; docs/cdylib-abi.md, "The compiler library").
 //!
-//! Started only by `hlc_compile_isolated` (compiler/src/isolate.rs) as
-//! `hl-wasm-compile <flags> [fault]`, with an empty environment, rlimits on CPU time, memory and
-//! core dumps, `PR_SET_NO_NEW_PRIVS` and `PR_SET_PDEATHSIG` already set. It builds the engine
-//! from its trusted settings, closes every descriptor but 0, 1 and 2, installs a seccomp filter
+//! Started only by `hlc_compile_isolated` (compiler/src/isolate.rs) as `hl-wasm-compile <flags>
+//! <memory bytes> <cpu seconds> <parent pid> [fault]`, with an empty environment. Before it
+//! touches any input it sets its own rlimits (address space, CPU time, no core dumps),
+//! `PR_SET_NO_NEW_PRIVS` and `PR_SET_PDEATHSIG` (done here rather than between fork and exec so
+//! that the host can spawn it with `posix_spawn`, without forking its own large address space).
+//! It builds the engine from its trusted settings, closes every descriptor but 0, 1 and 2,
+//! installs a seccomp filter
 //! that allows only what the compile needs (no open, no socket, no exec, no new thread or
 //! process, no executable memory), and only then reads the module from stdin. The artifact goes
 //! to stdout (exit 0); a module wasmtime refuses is exit 2 with its message on stderr; anything
@@ -111,19 +114,57 @@ fn filter() -> BpfProgram {
         .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("seccomp filter: {e}")))
 }
 
+/// Confines this process before anything else: address-space and CPU-time limits, no core
+/// dumps, no new privileges, SIGKILL when the parent dies (and exit if it already has).
+fn confine(mem: u64, cpu_secs: u64, parent: i32) {
+    let limit = |resource, soft: u64, hard: u64| {
+        let r = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `r` is a valid rlimit for the duration of the call.
+        if unsafe { libc::setrlimit(resource, &r) } != 0 {
+            fail(EXIT_INTERNAL, "setrlimit failed");
+        }
+    };
+    limit(libc::RLIMIT_AS, mem, mem);
+    limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1));
+    limit(libc::RLIMIT_CORE, 0, 0);
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        fail(EXIT_INTERNAL, "PR_SET_NO_NEW_PRIVS failed");
+    }
+    // SAFETY: as above.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        fail(EXIT_INTERNAL, "PR_SET_PDEATHSIG failed");
+    }
+    // The parent may have died before PDEATHSIG was set.
+    // SAFETY: no arguments.
+    if unsafe { libc::getppid() } != parent {
+        exit(EXIT_INTERNAL);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let flags: u32 = match args.get(1).and_then(|s| s.parse().ok()) {
-        Some(f) => f,
-        None => fail(EXIT_INTERNAL, "usage: hl-wasm-compile <flags> [fault]"),
+    let num = |i: usize| -> u64 {
+        args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            fail(
+                EXIT_INTERNAL,
+                "usage: hl-wasm-compile <flags> <memory bytes> <cpu seconds> <parent pid> [fault]",
+            )
+        })
     };
-    let fault = args.get(2).cloned().unwrap_or_default();
+    let (flags, mem, cpu_secs, parent) = (num(1), num(2), num(3), num(4));
+    confine(mem, cpu_secs, parent as i32);
+    let flags = u32::try_from(flags).unwrap_or_else(|_| fail(EXIT_INTERNAL, "bad flags"));
+    let fault = args.get(5).cloned().unwrap_or_default();
     // The engine comes from trusted settings only; built before the filter (it may read the
     // system's configuration), it sees no module byte.
     let engine = hl_wasm_compiler::engine(flags)
         .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("engine: {e}")));
-    // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 (none
-    // is expected, the parent marks them close-on-exec; this makes sure).
+    // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 that
+    // came through exec (the host's own are close-on-exec; this makes sure).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if rc != 0 {
         fail(EXIT_INTERNAL, "close_range failed");
@@ -152,7 +193,9 @@ fn main() {
         "alloc" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![1u8; 64 << 20]);
+                // Reserved, not touched: the address-space limit ends it at once, however
+                // loaded the machine is.
+                hoard.push(Vec::with_capacity(64 << 20));
                 std::hint::black_box(&hoard);
             }
         }

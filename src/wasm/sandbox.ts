@@ -48,8 +48,8 @@ import {
   type WasmSnapshotState,
   wasmStateOf,
 } from "./snapshot.ts";
-import { cache, cacheCounters, cacheKey, cacheStats, clearCache, touchCache } from "./cache.ts";
-import { recycleOrDispose, type RuntimeBinding, takeRecycled } from "./recycle.ts";
+import { type CacheEntry, cacheKey, WasmModuleCache } from "./cache.ts";
+import type { RuntimeBinding } from "./recycle.ts";
 import {
   type WasiExit,
   WasiExitError,
@@ -115,7 +115,7 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #binding: RuntimeBinding | undefined;
   /** A cache hit's: the cache entry it came from (its VM is only recycled while it is current). */
   readonly #cacheEntry:
-    | { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot }
+    | { entry: CacheEntry; native: Snapshot; cache: WasmModuleCache }
     | undefined;
   /** The default timeout of calls (the VM may have served another sandbox before). */
   readonly #timeoutMs: number | undefined;
@@ -137,7 +137,7 @@ export class WasmSandbox implements AsyncDisposable {
       wasiOn: boolean;
       wasiRegistered: boolean;
       binding?: RuntimeBinding;
-      cacheEntry?: { entry: Promise<WasmSnapshotState | undefined>; native: Snapshot };
+      cacheEntry?: { entry: CacheEntry; native: Snapshot; cache: WasmModuleCache };
       timeoutMs?: number;
       recycled?: boolean;
       /** A hand-over's: the counters' base of the handle it replaces. */
@@ -235,10 +235,16 @@ export class WasmSandbox implements AsyncDisposable {
     if (!("module" in options)) {
       throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
     }
-    if (options.cache !== undefined && typeof options.cache !== "boolean") {
-      throw new ArgumentError("cache must be a boolean");
+    if (
+      options.cache !== undefined && typeof options.cache !== "boolean" &&
+      !(options.cache instanceof WasmModuleCache)
+    ) {
+      throw new ArgumentError("cache must be a boolean or a WasmModuleCache");
     }
     if (options.cache === false) return await WasmSandbox.#cold(options, undefined);
+    const cache = options.cache instanceof WasmModuleCache
+      ? options.cache
+      : WasmModuleCache.default;
     const bytes = await readSource(options.module, "module");
     // Checks the options (a bad one must fail the same with and without a cache entry).
     checkWasmHostFunctions(options.hostFunctions ?? {});
@@ -246,14 +252,12 @@ export class WasmSandbox implements AsyncDisposable {
     const entry = cache.get(key);
     const cached = entry ? await entry : undefined;
     if (entry && cached && !cached.native.disposed) {
-      touchCache(key, entry);
-      cacheCounters.hits++;
-      return await WasmSandbox.#fromSnapshot(cached, options, entry);
+      cache.hit(key, entry);
+      return await WasmSandbox.#fromSnapshot(cached, options, { cache, entry });
     }
-    cacheCounters.misses++;
     let settle!: (s: WasmSnapshotState | undefined) => void;
     const pending = new Promise<WasmSnapshotState | undefined>((r) => settle = r);
-    touchCache(key, pending);
+    cache.miss(key, pending);
     let sb: WasmSandbox;
     try {
       // Our own copy, checked against the key: bytes the caller changes while this create is
@@ -265,14 +269,14 @@ export class WasmSandbox implements AsyncDisposable {
       sb = await WasmSandbox.#cold({ ...options, module: copy }, options.module);
     } catch (e) {
       settle(undefined);
-      if (cache.get(key) === pending) cache.delete(key);
+      cache.forget(key, pending);
       throw e;
     }
     const seeded = typeof options.wasi === "object" && options.wasi.randomSeed !== undefined;
     if (sb.#wasiOn && !seeded) {
       // Every sandbox must draw its own random stream: never shared through a snapshot.
       settle(undefined);
-      if (cache.get(key) === pending) cache.delete(key);
+      cache.forget(key, pending);
       return sb;
     }
     try {
@@ -280,7 +284,7 @@ export class WasmSandbox implements AsyncDisposable {
       settle({ ...snap, key });
     } catch (e) {
       settle(undefined);
-      if (cache.get(key) === pending) cache.delete(key);
+      cache.forget(key, pending);
       await sb.dispose();
       throw e;
     }
@@ -296,10 +300,10 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs?: number;
       library?: string;
     },
-    cacheEntry: Promise<WasmSnapshotState | undefined> | undefined,
+    cacheEntry: { cache: WasmModuleCache; entry: CacheEntry } | undefined,
   ): Promise<WasmSandbox> {
     const fromCache = cacheEntry !== undefined;
-    const fromEntry = cacheEntry && { entry: cacheEntry, native: state.native };
+    const fromEntry = cacheEntry && { ...cacheEntry, native: state.native };
     const hostFunctions = checkWasmHostFunctions(options.hostFunctions ?? {});
     let imported: ImportTable;
     try {
@@ -328,7 +332,7 @@ export class WasmSandbox implements AsyncDisposable {
       wasi?.close();
       throw e;
     }
-    const recycled = fromCache ? takeRecycled(state.key, state.native) : undefined;
+    const recycled = cacheEntry?.cache.takeIdle(state.key, state.native);
     try {
       if (recycled) {
         binding = Object.assign(recycled.binding, binding);
@@ -570,23 +574,24 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   /**
-   * Counters of the module cache of this process.
+   * Counters of the default module cache (`WasmModuleCache.default.stats()`).
    *
    * @example
    * ```ts
    * import { WasmSandbox } from "@hl/sandbox";
    * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a miss
    * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a hit
-   * console.log(WasmSandbox.cacheStats()); // { hits: 1, misses: 1, entries: 1 }
+   * console.log(WasmSandbox.cacheStats()); // { hits: 1, misses: 1, entries: 1, ... }
    * ```
    */
   static cacheStats(): WasmCacheStats {
-    return cacheStats();
+    return WasmModuleCache.default.stats();
   }
 
   /**
-   * Empties the module cache, releases its snapshots and destroys the idle VMs it kept for reuse
-   * (sandboxes started from them keep working). The counters are kept.
+   * Empties the default module cache (`WasmModuleCache.default.clear()`): releases its snapshots
+   * and destroys the idle VMs it kept for reuse (sandboxes started from them keep working). The
+   * counters are kept.
    *
    * @example
    * ```ts
@@ -596,7 +601,7 @@ export class WasmSandbox implements AsyncDisposable {
    * ```
    */
   static clearCache(): Promise<void> {
-    return clearCache();
+    return WasmModuleCache.default.clear();
   }
 
   /** The module's exports (name, kind, function type). */
@@ -935,13 +940,7 @@ export class WasmSandbox implements AsyncDisposable {
       // violation), no WASI.
       this.#binding.imported = new ImportTable([]);
       this.#binding.wasi = undefined;
-      await recycleOrDispose(
-        key,
-        from.native,
-        native,
-        this.#binding,
-        () => cache.get(key) === from.entry,
-      );
+      await from.cache.recycle(key, from.entry, from.native, native, this.#binding);
       return;
     }
     await native.dispose();

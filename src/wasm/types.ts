@@ -7,6 +7,7 @@
 
 import { SandboxError } from "../errors.ts";
 import type { WasmSnapshot } from "./snapshot.ts";
+import type { WasmModuleCache } from "./cache.ts";
 
 /** A WebAssembly number type that crosses the boundary. */
 export type WasmValueType = "i32" | "i64" | "f32" | "f64";
@@ -131,8 +132,9 @@ export interface WasmSandboxOptions {
    * from that snapshot, copy-on-write, without loading or instantiating again. `false` always
    * loads and instantiates afresh. WASI modules without a `wasi.randomSeed` are never cached
    * (each sandbox must get its own random stream). See docs/wasm.md "Snapshots and the cache".
+   * A {@linkcode WasmModuleCache} uses that cache instead of `WasmModuleCache.default`.
    */
-  cache?: boolean;
+  cache?: boolean | WasmModuleCache;
 }
 
 /**
@@ -167,6 +169,16 @@ export interface WasmCacheStats {
   misses: number;
   /** Snapshots held by the cache now. */
   entries: number;
+  /** Bytes of snapshot data (written pages) held now. */
+  bytes: number;
+  /** Keys evicted (least recently used first) to keep within the bounds. */
+  evictions: number;
+  /** Idle VMs kept for reuse now. */
+  idleVms: number;
+  /** Hits served by an idle VM (no new VM made). */
+  recycledHits: number;
+  /** Idle VMs destroyed to make room for another key's. */
+  idleEvictions: number;
 }
 
 /** A function type. */

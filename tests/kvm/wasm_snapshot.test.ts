@@ -16,7 +16,8 @@ import {
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { checkPoolBounds } from "./_pool.ts";
-import { recycledCount } from "../../src/wasm/recycle.ts";
+import { WasmModuleCache as ModuleCache } from "../../mod.ts";
+const recycledCount = () => ModuleCache.default.stats().idleVms;
 import { TESTGUEST } from "../_guests.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
 import { engineTest, guestMappingCount, openFdCount, WASM_ENGINES } from "./_kvm.ts";

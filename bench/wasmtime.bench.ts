@@ -2,7 +2,8 @@
  * The wasmtime engine against V8 and wasmi, in the same run (issue 13's goals):
  * - compute: fib(27) and checksum(5,000,000) — wasmtime ≤ 2.5× V8 and ≥ 5× faster than wasmi;
  * - create + first call with a cached artifact (and the module cache) against the raw create
- *   floor — ≤ 1.5×;
+ *   floor — ≤ 1.5×; beside it wasmi's, the default engine before issue 18 (issue 18: the wasmtime
+ *   default keeps create + first call within that);
  * - the first compile of a 1 MB module: in the isolated `hl-wasm-compile` child (what the
  *   library does) against the same compile in this process, taking turns (issue 18: ≤ 1.1×).
  *
@@ -163,6 +164,15 @@ function unique(wasm: Uint8Array): Uint8Array {
         goal: "≤ 1.5× (issue 13)",
       },
       (n) => samplesUs(createAndCall({ module: fib, engine: "wasmtime" }), n),
+      { perRound: 25, settle },
+    ),
+    await interleavedFigure(
+      {
+        label: "wasmi create (cached module) + first call fib(1) + dispose",
+        against: "create",
+        goal: "the default before issue 18",
+      },
+      (n) => samplesUs(createAndCall({ module: fib, engine: "wasmi" }), n),
       { perRound: 25, settle },
     ),
     await interleavedFigure(

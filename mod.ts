@@ -64,6 +64,8 @@ export {
   PermissionError,
   ProtocolError,
   ReentrantCallError,
+  type ResourceLimit,
+  ResourceLimitError,
   SandboxDisposedError,
   SandboxError,
   SandboxPoisonedError,

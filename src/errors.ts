@@ -57,6 +57,39 @@ export class HypervisorError extends SandboxError {
   }
 }
 
+/** Which limit a {@linkcode ResourceLimitError} ran into. */
+export type ResourceLimit = "RLIMIT_NOFILE" | "fs.file-max" | "memory" | "threads";
+
+/**
+ * Making a VM ran into a limit of the host (docs/design.md, "Scale"): open files
+ * (`RLIMIT_NOFILE`: each live sandbox holds a few fds), the system's file table (`fs.file-max`),
+ * memory or address space (`memory`: also `vm.max_map_count`, `RLIMIT_AS`, a memory cgroup) or
+ * threads (`threads`: `RLIMIT_NPROC`, `kernel.threads-max`, a pids cgroup). `limit` names it; the
+ * message says what to raise. Nothing was left behind: disposing other sandboxes, or raising the
+ * limit, makes the next create work. A {@linkcode HypervisorError}, so older checks still match.
+ *
+ * @example
+ * ```ts
+ * import { guests, ResourceLimitError, Sandbox } from "@hl/sandbox";
+ * try {
+ *   await Sandbox.create({ guest: guests.testguest });
+ * } catch (err) {
+ *   if (err instanceof ResourceLimitError) console.error(`raise ${err.limit}`);
+ * }
+ * ```
+ */
+export class ResourceLimitError extends HypervisorError {
+  /** The limit that was reached. */
+  readonly limit: ResourceLimit;
+
+  /** Creates an error for a create that reached `limit`. */
+  constructor(code: string, limit: ResourceLimit, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+    this.name = "ResourceLimitError";
+    this.limit = limit;
+  }
+}
+
 /**
  * The native library (`libhl_rust_vmm.so`) was not found. The message lists where it was looked
  * for and how to build it.

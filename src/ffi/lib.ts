@@ -6,7 +6,7 @@
  * @module
  */
 
-import { HypervisorError } from "../errors.ts";
+import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
@@ -139,9 +139,31 @@ export function lastError(lib: Symbols, vm: number): string {
   return decoder.decode(messageBuffer.subarray(0, Math.max(0, Math.min(n, messageBuffer.length))));
 }
 
-/** Throws a `HypervisorError` for a negative status; returns the status otherwise. */
+/** Host limits by the errno an OS call failed with (Linux numbers), and what raises each. */
+const LIMITS: Readonly<Record<number, [ResourceLimit, string]>> = {
+  24: ["RLIMIT_NOFILE", "the process's open-file limit (ulimit -n, LimitNOFILE=)"],
+  23: ["fs.file-max", "the system's open-file limit (sysctl fs.file-max)"],
+  12: ["memory", "memory or address space (vm.max_map_count, RLIMIT_AS, the memory cgroup)"],
+  11: ["threads", "the thread limit (RLIMIT_NPROC, kernel.threads-max, the pids cgroup)"],
+};
+
+/**
+ * Throws a `HypervisorError` for a negative status (a `ResourceLimitError` when an OS call hit a
+ * host limit, `(os error N)` in the library's message); returns the status otherwise.
+ */
 export function check(lib: Symbols, status: number, vm = 0): number {
   if (status >= 0) return status;
   const code = STATUS_CODES[status] ?? `STATUS_${status}`;
-  throw new HypervisorError(code, lastError(lib, vm) || `hypervisor call failed (${code})`);
+  const message = lastError(lib, vm) || `hypervisor call failed (${code})`;
+  const errno = /\(os error (\d+)\)/.exec(message)?.[1];
+  const limit = errno === undefined ? undefined : LIMITS[Number(errno)];
+  if (limit && (code === "HYPERVISOR" || code === "OS")) {
+    throw new ResourceLimitError(
+      code,
+      limit[0],
+      `${message}: a host limit was reached (${limit[0]}); raise ${limit[1]}, or dispose ` +
+        `sandboxes (docs/design.md, "Scale")`,
+    );
+  }
+  throw new HypervisorError(code, message);
 }

@@ -51,31 +51,8 @@ function checkBound(name: string, v: unknown): number {
   return v;
 }
 
-/**
- * A module cache for {@linkcode WasmSandbox.create}: the snapshot taken after the first
- * instantiation of each module and options (its key), least recently used first out, within
- * bounds on keys and bytes; and up to a few idle VMs per key, restored to that snapshot after a
- * hit's dispose, so the next hit skips making a VM. The idle VMs are bounded per key and in all;
- * when the total is reached, the key used longest ago gives up its VM. Evicting a key releases
- * only that key's snapshot and VMs.
- *
- * `WasmModuleCache.default` serves every create that names no cache; a long-running host sets
- * its bounds there ({@linkcode WasmModuleCache.configure}) or gives its own instance.
- *
- * @example
- * ```ts
- * import { WasmModuleCache, WasmSandbox } from "@hl/sandbox";
- * const cache = new WasmModuleCache({ maxEntries: 100, maxIdleVms: 16 });
- * await (await WasmSandbox.create({ module: "fib.wasm", cache })).dispose(); // a miss
- * await (await WasmSandbox.create({ module: "fib.wasm", cache })).dispose(); // a hit
- * console.log(cache.stats()); // { hits: 1, misses: 1, entries: 1, ... }
- * await cache.clear();
- * ```
- */
-export class WasmModuleCache {
-  /** The cache of every `WasmSandbox.create` that names none. */
-  static readonly default: WasmModuleCache = new WasmModuleCache();
-
+/** A cache's state and the operations `WasmSandbox` uses (internal: not exported from mod.ts). */
+export class CacheCore {
   #bounds: Required<WasmModuleCacheOptions> = { ...DEFAULTS };
   /** The entries, least recently used first. */
   readonly #entries = new Map<string, CacheEntry>();
@@ -87,20 +64,12 @@ export class WasmModuleCache {
   #misses = 0;
   #evictions = 0;
 
-  /**
-   * A cache with these bounds (the others at their defaults).
-   *
-   * @example
-   * ```ts
-   * import { WasmModuleCache } from "@hl/sandbox";
-   * const cache = new WasmModuleCache({ maxBytes: 256 * 1024 * 1024 });
-   * ```
-   */
-  constructor(options: WasmModuleCacheOptions = {}) {
-    this.#set(options);
+  constructor(options: WasmModuleCacheOptions) {
+    this.set(options);
   }
 
-  #set(options: WasmModuleCacheOptions): void {
+  /** Checks and sets bounds (all or nothing). */
+  set(options: WasmModuleCacheOptions): void {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("WasmModuleCache options must be an object");
     }
@@ -124,7 +93,7 @@ export class WasmModuleCache {
    * ```
    */
   async configure(options: WasmModuleCacheOptions): Promise<void> {
-    this.#set(options);
+    this.set(options);
     this.#evictOverBounds();
     await this.#idle.trim();
   }
@@ -264,6 +233,99 @@ export class WasmModuleCache {
       if (this.#entries.size <= b.maxEntries && this.#totalBytes <= b.maxBytes) return;
       if (key !== keep) this.#evict(key);
     }
+  }
+}
+
+/** The state and internal operations of `cache` (for `WasmSandbox`). */
+export let coreOf: (cache: WasmModuleCache) => CacheCore;
+
+/**
+ * A module cache for {@linkcode WasmSandbox.create}: the snapshot taken after the first
+ * instantiation of each module and options (its key), least recently used first out, within
+ * bounds on keys and bytes; and up to a few idle VMs per key, restored to that snapshot after a
+ * hit's dispose, so the next hit skips making a VM. The idle VMs are bounded per key and in all;
+ * when the total is reached, the key used longest ago gives up its VM. Evicting a key releases
+ * only that key's snapshot and VMs.
+ *
+ * `WasmModuleCache.default` serves every create that names no cache; a long-running host sets
+ * its bounds there ({@linkcode WasmModuleCache.configure}) or gives its own instance.
+ *
+ * @example
+ * ```ts
+ * import { WasmModuleCache, WasmSandbox } from "@hl/sandbox";
+ * const cache = new WasmModuleCache({ maxEntries: 100, maxIdleVms: 16 });
+ * await (await WasmSandbox.create({ module: "fib.wasm", cache })).dispose(); // a miss
+ * await (await WasmSandbox.create({ module: "fib.wasm", cache })).dispose(); // a hit
+ * console.log(cache.stats()); // { hits: 1, misses: 1, entries: 1, ... }
+ * await cache.clear();
+ * ```
+ */
+export class WasmModuleCache {
+  /** The cache of every `WasmSandbox.create` that names none. */
+  static readonly default: WasmModuleCache = new WasmModuleCache();
+
+  readonly #core: CacheCore;
+
+  static {
+    coreOf = (cache) => cache.#core;
+  }
+
+  /**
+   * A cache with these bounds (the others at their defaults).
+   *
+   * @example
+   * ```ts
+   * import { WasmModuleCache } from "@hl/sandbox";
+   * const cache = new WasmModuleCache({ maxBytes: 256 * 1024 * 1024 });
+   * ```
+   */
+  constructor(options: WasmModuleCacheOptions = {}) {
+    this.#core = new CacheCore(options);
+  }
+
+  /**
+   * Changes bounds (the others keep their values); what is now over a bound is released, least
+   * recently used first.
+   *
+   * @example
+   * ```ts
+   * import { WasmModuleCache } from "@hl/sandbox";
+   * await WasmModuleCache.default.configure({ maxEntries: 200, maxIdleVms: 32 });
+   * ```
+   */
+  configure(options: WasmModuleCacheOptions): Promise<void> {
+    return this.#core.configure(options);
+  }
+
+  /** The bounds in force. */
+  get bounds(): Readonly<Required<WasmModuleCacheOptions>> {
+    return this.#core.bounds;
+  }
+
+  /**
+   * Counters and sizes of this cache.
+   *
+   * @example
+   * ```ts
+   * import { WasmModuleCache } from "@hl/sandbox";
+   * console.log(WasmModuleCache.default.stats().entries);
+   * ```
+   */
+  stats(): WasmCacheStats {
+    return this.#core.stats();
+  }
+
+  /**
+   * Empties the cache, releases its snapshots and destroys its idle VMs; the counters are kept.
+   *
+   * @example
+   * ```ts
+   * import { WasmModuleCache } from "@hl/sandbox";
+   * await WasmModuleCache.default.clear();
+   * ```
+   */
+  clear(): Promise<void> {
+    return this.#core.clear();
   }
 }
 

@@ -48,7 +48,7 @@ import {
   type WasmSnapshotState,
   wasmStateOf,
 } from "./snapshot.ts";
-import { type CacheEntry, cacheKey, WasmModuleCache } from "./cache.ts";
+import { type CacheCore, type CacheEntry, cacheKey, coreOf, WasmModuleCache } from "./cache.ts";
 import type { RuntimeBinding } from "./recycle.ts";
 import {
   type WasiExit,
@@ -115,7 +115,7 @@ export class WasmSandbox implements AsyncDisposable {
   readonly #binding: RuntimeBinding | undefined;
   /** A cache hit's: the cache entry it came from (its VM is only recycled while it is current). */
   readonly #cacheEntry:
-    | { entry: CacheEntry; native: Snapshot; cache: WasmModuleCache }
+    | { entry: CacheEntry; native: Snapshot; cache: CacheCore }
     | undefined;
   /** The default timeout of calls (the VM may have served another sandbox before). */
   readonly #timeoutMs: number | undefined;
@@ -137,7 +137,7 @@ export class WasmSandbox implements AsyncDisposable {
       wasiOn: boolean;
       wasiRegistered: boolean;
       binding?: RuntimeBinding;
-      cacheEntry?: { entry: CacheEntry; native: Snapshot; cache: WasmModuleCache };
+      cacheEntry?: { entry: CacheEntry; native: Snapshot; cache: CacheCore };
       timeoutMs?: number;
       recycled?: boolean;
       /** A hand-over's: the counters' base of the handle it replaces. */
@@ -242,9 +242,9 @@ export class WasmSandbox implements AsyncDisposable {
       throw new ArgumentError("cache must be a boolean or a WasmModuleCache");
     }
     if (options.cache === false) return await WasmSandbox.#cold(options, undefined);
-    const cache = options.cache instanceof WasmModuleCache
-      ? options.cache
-      : WasmModuleCache.default;
+    const cache = coreOf(
+      options.cache instanceof WasmModuleCache ? options.cache : WasmModuleCache.default,
+    );
     const bytes = await readSource(options.module, "module");
     // Checks the options (a bad one must fail the same with and without a cache entry).
     checkWasmHostFunctions(options.hostFunctions ?? {});
@@ -300,7 +300,7 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs?: number;
       library?: string;
     },
-    cacheEntry: { cache: WasmModuleCache; entry: CacheEntry } | undefined,
+    cacheEntry: { cache: CacheCore; entry: CacheEntry } | undefined,
   ): Promise<WasmSandbox> {
     const fromCache = cacheEntry !== undefined;
     const fromEntry = cacheEntry && { ...cacheEntry, native: state.native };

@@ -1,0 +1,194 @@
+/**
+ * Scale (issue 19): what a create costs with 10, 100, 1,000 and 5,000 sandboxes alive in the
+ * process, against the raw floor measured the same way in the same process at the same moment;
+ * host memory and threads per idle sandbox; and the cached Wasm create after 100 other keys.
+ * Printed once, before Deno's own table:
+ *
+ * - per level: `Sandbox.create` cold + first call + dispose, from a snapshot + first call +
+ *   dispose, a cached `WasmSandbox.create` + first call + dispose, and the floor (a bare CPL-3 VM
+ *   through our FFI: create + run to first exit + destroy), in rounds interleaved with each
+ *   other; each figure as a ratio to its level's floor and to its own figure at 10 live;
+ * - the kernel's tax per live VM: one `madvise(MADV_DONTNEED)` of one page of this process,
+ *   timed through libc (KVM registers an MMU notifier per VM on the process's memory, and every
+ *   invalidation walks them all: docs/design.md, "Scale");
+ * - RSS and threads added per idle sandbox between levels (the live ones are from one snapshot,
+ *   each having answered a call).
+ *
+ *   deno task bench                       (all benches)
+ *   HL_SCALE_LEVELS=10,100,1000 deno bench --allow-all bench/scale.bench.ts
+ *
+ * Stays within 5,000 × (2 fds + 2 threads) plus the process's own; needs RLIMIT_NOFILE ≥ 12,000.
+ */
+import { Sandbox } from "../src/sandbox.ts";
+import { teardownWait } from "../src/ffi/vm.ts";
+import { WasmModuleCache, WasmSandbox } from "../mod.ts";
+import { bareGuest } from "../tests/kvm/_bare_guest.ts";
+import { TESTGUEST } from "../tests/_guests.ts";
+import { fixtureBytes } from "../tests/wasm/fixtures.ts";
+
+const LEVELS = (Deno.env.get("HL_SCALE_LEVELS") ?? "10,100,1000,5000").split(",").map(Number);
+const ROUNDS = 5;
+const PER_ROUND = 4;
+
+const guest = await Deno.readFile(TESTGUEST);
+const options = { guest, heapSize: 1024 * 1024 };
+const fib = fixtureBytes("fib");
+const cache = new WasmModuleCache();
+
+const libc = Deno.dlopen("libc.so.6", {
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+});
+const PROT_RW = 3, MAP_PRIVATE_ANON = 0x22, MADV_DONTNEED = 4;
+const page = libc.symbols.mmap(null, 4096n, PROT_RW, MAP_PRIVATE_ANON, -1, 0n);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+async function timed(op: () => unknown | Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await op();
+  return (performance.now() - t0) * 1000;
+}
+
+const ops = {
+  floor: () => {
+    const { vm } = bareGuest([0xe6, 0x10]);
+    vm.runSync();
+    vm.destroy();
+  },
+  cold: async () => {
+    const s = await Sandbox.create(options);
+    await s.call("noop");
+    await s.dispose();
+  },
+  snapshot: async () => {
+    const s = await Sandbox.create({ snapshot });
+    await s.call("noop");
+    await s.dispose();
+  },
+  wasm: async () => {
+    const w = await WasmSandbox.create({ module: fib, cache });
+    await w.call("fib", 10);
+    await w.dispose();
+  },
+  madvise: () => {
+    for (let i = 0; i < 20; i++) libc.symbols.madvise(page, 4096n, MADV_DONTNEED);
+  },
+};
+type Op = keyof typeof ops;
+
+/** Median µs of each op, in rounds interleaved with each other (each settled after). */
+async function measure(): Promise<Record<Op, number>> {
+  const samples = Object.fromEntries(Object.keys(ops).map((k) => [k, [] as number[]])) as Record<
+    Op,
+    number[]
+  >;
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const k of Object.keys(ops) as Op[]) {
+      for (let i = 0; i < PER_ROUND; i++) {
+        samples[k].push(await timed(ops[k]));
+        teardownWait();
+      }
+    }
+  }
+  const out = {} as Record<Op, number>;
+  for (const k of Object.keys(ops) as Op[]) out[k] = median(samples[k]);
+  out.madvise /= 20;
+  return out;
+}
+
+function proc(): { rssKb: number; threads: number } {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  return {
+    rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
+    threads: Number(/Threads:\s+(\d+)/.exec(status)![1]),
+  };
+}
+
+const base = await Sandbox.create(options);
+await base.call("noop");
+const snapshot = await base.snapshot();
+await (await WasmSandbox.create({ module: fib, cache })).dispose(); // the miss
+for (const k of Object.keys(ops) as Op[]) await ops[k](); // warm-up
+teardownWait();
+
+const live: Sandbox[] = [base];
+const rows: string[] = [];
+let first: Record<Op, number> | undefined;
+let last = proc();
+let lastLive = live.length;
+const started = performance.now();
+for (const level of LEVELS) {
+  while (live.length < level) {
+    const s = await Sandbox.create({ snapshot });
+    await s.call("noop");
+    live.push(s);
+  }
+  teardownWait();
+  const now = proc();
+  const added = live.length - lastLive;
+  const perIdle = added > 0
+    ? `${((now.rssKb - last.rssKb) / added).toFixed(0)} kB, ` +
+      `${((now.threads - last.threads) / added).toFixed(2)} threads per idle sandbox`
+    : "";
+  last = now;
+  lastLive = live.length;
+  const m = await measure();
+  first ??= m;
+  const f = (k: Op) =>
+    `${(m[k] / 1000).toFixed(2)} ms (${(m[k] / m.floor).toFixed(2)}× floor, ` +
+    `${(m[k] / first![k]).toFixed(2)}× at ${LEVELS[0]})`;
+  rows.push(
+    `${String(level).padStart(5)} live: floor ${(m.floor / 1000).toFixed(2)} ms ` +
+      `(${(m.floor / first.floor).toFixed(2)}× at ${LEVELS[0]}); cold ${f("cold")}; ` +
+      `snapshot ${f("snapshot")}; cached Wasm ${f("wasm")}; ` +
+      `madvise ${m.madvise.toFixed(1)} µs; ${perIdle}`,
+  );
+  console.log(rows.at(-1));
+}
+for (const s of live.splice(1)) await s.dispose();
+teardownWait();
+
+// The cached Wasm create after 100 other keys (each used: a miss, two hits, their disposes),
+// against the same figure before them, in one run.
+const wasmBefore: number[] = [];
+for (let i = 0; i < 30; i++) wasmBefore.push(await timed(ops.wasm));
+for (let k = 1; k <= 100; k++) {
+  const key = { module: fib, fuel: 1_000_000 + k, cache };
+  const miss = await WasmSandbox.create(key);
+  const hits = [await WasmSandbox.create(key), await WasmSandbox.create(key)];
+  for (const h of hits) await h.dispose();
+  await miss.dispose();
+}
+const recycledBefore = cache.stats().recycledHits;
+const wasmAfter: number[] = [];
+for (let i = 0; i < 30; i++) wasmAfter.push(await timed(ops.wasm));
+const reused = cache.stats().recycledHits - recycledBefore;
+console.log(
+  `cached WasmSandbox.create + call + dispose: ${(median(wasmBefore) / 1000).toFixed(3)} ms ` +
+    `fresh, ${(median(wasmAfter) / 1000).toFixed(3)} ms after 100 other keys ` +
+    `(${(median(wasmAfter) / median(wasmBefore)).toFixed(2)}×; goal ≤ 1.3×); ` +
+    `${reused} of 30 on a recycled VM`,
+);
+// A thread per vCPU against workers that run whichever vCPU has work: what running a vCPU from a
+// different thread than last time costs, and the RSS of an idle parked thread
+// (bench/floor/vcpu_threads.c, built here like raw_kvm).
+const threadsBin = new URL("../target/bench/vcpu_threads", import.meta.url).pathname;
+const threadsSrc = new URL("./floor/vcpu_threads.c", import.meta.url).pathname;
+await Deno.mkdir(new URL("../target/bench/", import.meta.url), { recursive: true });
+const cc = await new Deno.Command("cc", {
+  args: ["-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", threadsBin, threadsSrc],
+}).output();
+if (cc.code !== 0) throw new Error(new TextDecoder().decode(cc.stderr));
+const threads = await new Deno.Command(threadsBin, { args: ["2000", "1000"] }).output();
+console.log(`vCPU threads (C): ${new TextDecoder().decode(threads.stdout).trim()}`);
+console.log(`scale bench: ${((performance.now() - started) / 1000).toFixed(0)} s`);
+await cache.clear();
+await base.dispose();
+
+Deno.bench("scale: cold Sandbox.create + call + dispose (few live)", async () => {
+  await ops.cold();
+});

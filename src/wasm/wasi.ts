@@ -41,6 +41,7 @@ const Op = {
   RMDIR: 20,
   RENAME: 21,
   READLINK: 22,
+  UNREAD: 23,
 } as const;
 
 /**
@@ -94,8 +95,10 @@ function clockNow(id: number): bigint {
 }
 
 /**
- * Where fd 0 reads from. Pull-based: the module's `fd_read` asks for at most N bytes and gets
- * what is available (fewer at the end, none once it is over).
+ * Where fd 0 reads from. Pull-based: the guest's read asks for at most N bytes and gets what is
+ * available (fewer at the end, none once it is over). The guest reads ahead (64 KiB when the
+ * module asks for less) and, at the end of a call, gives back what the module did not read
+ * ({@linkcode unread}): only the last reply's tail, so nothing the guest sends is taken as input.
  */
 export class StdinSource {
   readonly #bytes: Uint8Array | undefined;
@@ -105,6 +108,8 @@ export class StdinSource {
   #leftover: Uint8Array = new Uint8Array(0);
   #done = false;
   readonly #inherit: boolean;
+  /** The last reply, whose tail {@linkcode unread} may give back; empty once given back. */
+  #last: Uint8Array = new Uint8Array(0);
 
   constructor(stdin: WasiStdin | undefined) {
     this.#inherit = stdin === "inherit";
@@ -128,10 +133,38 @@ export class StdinSource {
     if (this.#bytes) {
       const out = this.#bytes.slice(this.#pos, this.#pos + n);
       this.#pos += out.length;
-      return out;
+      return this.#last = out;
     }
-    if (this.#inherit) return this.#readInherited(n);
-    return this.#readStream(n);
+    if (this.#leftover.length > 0) return this.#last = this.#takeLeftover(n);
+    const got = this.#inherit ? this.#readInherited(n) : this.#readStream(n);
+    return got.then((b) => this.#last = b);
+  }
+
+  /**
+   * Takes back the last `n` bytes of the last reply (the guest's unread read-ahead): the next
+   * read returns them first. More than the last reply held is the guest breaking the protocol.
+   */
+  unread(n: number): void {
+    if (n > this.#last.length) {
+      throw new ProtocolError(
+        `wasi_io: stdin unread of ${n} bytes, but the last read gave ${this.#last.length}`,
+      );
+    }
+    if (this.#bytes) this.#pos -= n;
+    else {
+      const back = this.#last.subarray(this.#last.length - n);
+      const joined = new Uint8Array(back.length + this.#leftover.length);
+      joined.set(back);
+      joined.set(this.#leftover, back.length);
+      this.#leftover = joined;
+    }
+    this.#last = new Uint8Array(0);
+  }
+
+  #takeLeftover(n: number): Uint8Array {
+    const out = this.#leftover.slice(0, n);
+    this.#leftover = this.#leftover.subarray(out.length);
+    return out;
   }
 
   async #readInherited(n: number): Promise<Uint8Array> {
@@ -154,14 +187,13 @@ export class StdinSource {
         throw new TypeError("wasi.stdin stream gave a chunk that is not a Uint8Array");
       } else this.#leftover = value;
     }
-    const out = this.#leftover.slice(0, n);
-    this.#leftover = this.#leftover.subarray(out.length);
-    return out;
+    return this.#takeLeftover(n);
   }
 
   /** Back to the start, for bytes and strings (streams and the host's stdin cannot rewind). */
   rewind(): void {
     this.#pos = 0;
+    this.#last = new Uint8Array(0);
   }
 
   /** Releases a stream reader. */
@@ -340,6 +372,14 @@ export class WasiRuntime {
           return got instanceof Promise ? got.then((b) => reply(0, b)) : reply(0, got);
         }
         return reply(0, this.#files.read(fd, max));
+      }
+      if (op === Op.UNREAD) {
+        const fd = r.u32();
+        const n = r.u32();
+        r.finish();
+        if (fd !== 0) throw new ProtocolError(`wasi_io: unread on fd ${fd}`);
+        this.#stdin.unread(n);
+        return reply(0);
       }
       return reply(0, this.#sync(op, r));
     } catch (e) {

@@ -11,7 +11,7 @@ use hl_wire::Reader;
 use super::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOTSUP};
 use super::abi::{FDSTAT_SIZE, FILESTAT_SIZE, MAX_PATH};
 use super::host::{Op, Request};
-use super::{Func, GuestMemory, WasiCtx, WasiHost, arg32, arg64};
+use super::{Func, GuestMemory, ReadAhead, WasiCtx, WasiHost, arg32, arg64};
 
 /// Runs a file call (fd 3 and up, or `fd_close` on any fd).
 pub fn call(
@@ -202,8 +202,8 @@ fn iovecs(mem: &dyn GuestMemory, iovs: u32, count: u32) -> Result<Vec<(u32, u32)
     Ok(out)
 }
 
-/// `fd_read(fd, iovs, count, nread)` and `fd_pread(fd, iovs, count, offset, nread)`: asks the
-/// host for at most the iovecs' total (capped at `max_transfer`) and scatters what comes back.
+/// `fd_read(fd, iovs, count, nread)` on a file and `fd_pread(fd, iovs, count, offset, nread)`:
+/// asks the host for at most the iovecs' total (capped at `max_transfer`) and scatters what comes back.
 pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) -> Result<(), i32> {
     let fd = arg32(args, 0);
     let pread = args.len() == 5;
@@ -222,8 +222,53 @@ pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) ->
     if data.len() > max as usize {
         return Err(IO);
     }
-    let mut rest = &data[..];
-    for (ptr, len) in iovs {
+    let n = scatter(mem, &iovs, &data)?;
+    mem.put_u32(nread_at, n as u32)
+}
+
+/// Most bytes a stdin read asks the host for when the module asks for less (libc reads stdin
+/// 1 KiB at a time): the rest waits in [`ReadAhead`] for the module's next reads, so 426 KB of
+/// input cross in 7 exits instead of 416. The host answers with what it has (a stream's next
+/// chunk, one read of an inherited stdin), so an interactive stdin never waits to fill it.
+pub const STDIN_READ_AHEAD: u32 = 64 << 10;
+
+/// `fd_read` on fd 0: served from the read-ahead when it holds anything (a partial read, as a
+/// pipe gives, and no exit); otherwise one `Read` asks the host for the larger of the iovecs'
+/// total and [`STDIN_READ_AHEAD`] (capped at `max_transfer`), and what the module did not take
+/// stays for its next reads. A read of 0 bytes asks nothing; an empty reply is end of input.
+pub fn read_stdin(
+    ahead: &mut ReadAhead,
+    mem: &mut dyn GuestMemory,
+    host: &mut dyn WasiHost,
+    args: &[u64],
+) -> Result<(), i32> {
+    let iovs = iovecs(mem, arg32(args, 1), arg32(args, 2))?;
+    let nread_at = arg32(args, 3);
+    // Checked before any byte is taken, so a bad pointer loses no input.
+    mem.range(nread_at, 4)?;
+    let total: u64 = iovs.iter().map(|&(_, l)| u64::from(l)).sum();
+    if total == 0 {
+        return mem.put_u32(nread_at, 0);
+    }
+    if ahead.pending().is_empty() {
+        let max = total
+            .max(u64::from(STDIN_READ_AHEAD))
+            .min(u64::from(host.max_transfer())) as u32;
+        let data = host.io(Op::Read, Request::default().u32(0).u32(max).0)?;
+        if data.len() > max as usize {
+            return Err(IO);
+        }
+        ahead.fill(data);
+    }
+    let n = scatter(mem, &iovs, ahead.pending())?;
+    ahead.consume(n);
+    mem.put_u32(nread_at, n as u32)
+}
+
+/// Copies the start of `data` into the iovecs in order; the number of bytes copied.
+fn scatter(mem: &mut dyn GuestMemory, iovs: &[(u32, u32)], data: &[u8]) -> Result<usize, i32> {
+    let mut rest = data;
+    for &(ptr, len) in iovs {
         if rest.is_empty() {
             break;
         }
@@ -231,7 +276,7 @@ pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) ->
         mem.write(ptr, &rest[..n])?;
         rest = &rest[n..];
     }
-    mem.put_u32(nread_at, data.len() as u32)
+    Ok(data.len() - rest.len())
 }
 
 /// Gathers the iovecs, at most `limit` bytes (a larger write is partial).

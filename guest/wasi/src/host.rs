@@ -34,6 +34,9 @@ pub enum Op {
     Rmdir = 20,
     Rename = 21,
     Readlink = 22,
+    /// Gives back the last `n` bytes of the previous stdin `Read` reply (the guest's unread
+    /// read-ahead) at the end of a call: `u32 fd (0), u32 n`.
+    Unread = 23,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

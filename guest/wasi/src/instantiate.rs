@@ -48,6 +48,7 @@ impl InstantiateRequest {
                 env,
                 rng: ChaCha20::new(&seed),
                 preopens,
+                stdin: Default::default(),
             })
         } else {
             None

@@ -44,6 +44,59 @@ pub struct WasiCtx {
     pub rng: ChaCha20,
     /// Guest names of the preopened directories: fd `3 + index`.
     pub preopens: Vec<Preopen>,
+    /// Stdin bytes the host sent ahead of the module's reads ([`files::STDIN_READ_AHEAD`]).
+    pub stdin: ReadAhead,
+}
+
+impl WasiCtx {
+    /// At the end of every call into the module: gives the unread read-ahead of stdin back to
+    /// the host (one `wasi_io` request, only when there is some), so between calls the host
+    /// holds every byte the module has not read: a snapshot, a restore's rewind or the next
+    /// call sees stdin exactly where the module left it.
+    pub fn end_call(&mut self, host: &mut dyn WasiHost) {
+        let n = self.stdin.pending().len();
+        if n > 0 {
+            // A host that refuses has lost the bytes either way; the buffer must not outlive
+            // the call (the host's position moves on restore).
+            let _ = host.io(
+                host::Op::Unread,
+                host::Request::default().u32(0).u32(n as u32).0,
+            );
+            self.stdin.clear();
+        }
+    }
+}
+
+/// Stdin bytes received from the host and not yet read by the module: always a suffix of the
+/// host's last `Read` reply (the guest asks again only once this is empty).
+#[derive(Default)]
+pub struct ReadAhead {
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl ReadAhead {
+    /// The bytes not yet read.
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.at..]
+    }
+
+    fn fill(&mut self, data: Vec<u8>) {
+        self.data = data;
+        self.at = 0;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.data.len());
+        if self.at == self.data.len() {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.data = Vec::new();
+        self.at = 0;
+    }
 }
 
 /// A preopened directory as the module sees it.
@@ -304,7 +357,7 @@ pub fn call(
         }),
         Func::FdPrestatGet => prestat_get(ctx, mem, p(0), p(1)),
         Func::FdPrestatDirName => prestat_dir_name(ctx, mem, p(0), p(1), p(2)),
-        _ if f != Func::FdClose && is_stdio(args) => stdio(f, mem, host, args),
+        _ if f != Func::FdClose && is_stdio(args) => stdio(f, ctx, mem, host, args),
         _ => files::call(f, ctx, mem, host, args),
     };
     Outcome::Errno(match result {
@@ -318,9 +371,10 @@ fn is_stdio(args: &[u64]) -> bool {
 }
 
 /// The fd calls on fds 0-2: character devices; output crosses (`wasi_write`), stdin reads
-/// cross (`files::read`), the rest is answered here.
+/// cross (`files::read_stdin`, with read-ahead), the rest is answered here.
 fn stdio(
     f: Func,
+    ctx: &mut WasiCtx,
     mem: &mut dyn GuestMemory,
     host: &mut dyn WasiHost,
     args: &[u64],
@@ -330,7 +384,7 @@ fn stdio(
     match f {
         Func::FdWrite if fd == 0 => Err(BADF),
         Func::FdWrite => files::write_stdio(mem, host, fd, p(1), p(2), p(3)),
-        Func::FdRead if fd == 0 => files::read(mem, host, args),
+        Func::FdRead if fd == 0 => files::read_stdin(&mut ctx.stdin, mem, host, args),
         Func::FdRead => Err(BADF),
         Func::FdFdstatGet => {
             let mut stat = [0u8; abi::FDSTAT_SIZE];

@@ -62,6 +62,7 @@ fn ctx() -> WasiCtx {
             name: b"/data".to_vec(),
             open: true,
         }],
+        stdin: Default::default(),
     }
 }
 
@@ -177,11 +178,11 @@ fn args_environ_and_prestat_are_answered_without_crossing() {
 }
 
 #[test]
-fn stdin_reads_ask_for_the_iovecs_total_and_scatter_the_reply() {
+fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() {
     let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
     put_iovec(&mut mem, 0, 100, 3);
     put_iovec(&mut mem, 8, 200, 10);
-    h.reply = b"abcdefg".to_vec();
+    h.reply = b"abcdefghijklmnopq".to_vec();
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         SUCCESS
@@ -189,25 +190,68 @@ fn stdin_reads_ask_for_the_iovecs_total_and_scatter_the_reply() {
     assert_eq!(h.requests.len(), 1);
     let (op, req) = &h.requests[0];
     assert_eq!(*op, Op::Read);
-    assert_eq!(req[..], [0, 0, 0, 0, 13, 0, 0, 0]); // fd 0, at most 3 + 10 bytes
+    // fd 0, at most STDIN_READ_AHEAD (64 KiB) although the iovecs hold 13.
+    assert_eq!(req[..], [0, 0, 0, 0, 0, 0, 1, 0]);
     assert_eq!(&mem[100..103], b"abc");
-    assert_eq!(&mem[200..204], b"defg");
-    assert_eq!(u32_at(&mem, 500), 7);
+    assert_eq!(&mem[200..210], b"defghijklm");
+    assert_eq!(u32_at(&mem, 500), 13);
+    // The rest is served from the read-ahead: no crossing, a partial read of what is left.
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.len(), 1);
+    assert_eq!(&mem[100..103], b"nop");
+    assert_eq!(&mem[200..201], b"q");
+    assert_eq!(u32_at(&mem, 500), 4);
+    // A read of 0 bytes asks nothing; an empty reply is end of input (nread 0).
+    put_iovec(&mut mem, 16, 100, 0);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 16, 1, 500]),
+        SUCCESS
+    );
+    assert_eq!((h.requests.len(), u32_at(&mem, 500)), (1, 0));
+    h.reply = Vec::new();
+    mem[500] = 9;
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
+        SUCCESS
+    );
+    assert_eq!((h.requests.len(), u32_at(&mem, 500)), (2, 0));
     // The host may not answer with more than was asked.
-    h.reply = vec![b'x'; 14];
+    h.max = 5;
+    h.reply = vec![b'x'; 6];
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         IO
     );
+    assert!(c.stdin.pending().is_empty());
     // A smaller transfer limit shrinks the request (a partial read).
-    h.max = 5;
     h.reply = b"12345".to_vec();
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         SUCCESS
     );
     assert_eq!(h.requests.last().unwrap().1[4..8], [5, 0, 0, 0]);
-    // An iovec outside the memory, or more iovecs than the memory holds: EFAULT, no crossing.
+    // Iovecs larger than the read-ahead ask for their total.
+    h.max = 1 << 20;
+    put_iovec(&mut mem, 24, 0, 100_000);
+    let mut big = vec![0u8; 200_000];
+    big[..32].copy_from_slice(&mem[..32]);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut big, &mut h, &[0, 24, 1, 500]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.last().unwrap().1[4..8], 100_000u32.to_le_bytes());
+    // An iovec outside the memory, more iovecs than the memory holds, or a bad nread pointer:
+    // EFAULT, no crossing, no byte taken from the read-ahead.
+    h.reply = b"kept".to_vec();
+    run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 16, 1, 500]);
+    put_iovec(&mut mem, 16, 100, 1);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 16, 1, 500]),
+        SUCCESS
+    );
     let before = h.requests.len();
     put_iovec(&mut mem, 16, 1020, 10);
     assert_eq!(
@@ -218,7 +262,12 @@ fn stdin_reads_ask_for_the_iovecs_total_and_scatter_the_reply() {
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1000, 500]),
         FAULT
     );
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1, 1022]),
+        FAULT
+    );
     assert_eq!(h.requests.len(), before);
+    assert_eq!(c.stdin.pending(), b"ept");
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[1, 0, 1, 500]),
         BADF
@@ -227,6 +276,13 @@ fn stdin_reads_ask_for_the_iovecs_total_and_scatter_the_reply() {
         run(Func::FdSeek, &mut c, &mut mem, &mut h, &[0, 0, 0, 500]),
         SPIPE
     );
+    // At the end of a call the unread bytes go back to the host (fd 0, 3 bytes), once.
+    c.end_call(&mut h);
+    let (op, req) = h.requests.last().unwrap();
+    assert_eq!((*op, &req[..]), (Op::Unread, &[0, 0, 0, 0, 3, 0, 0, 0][..]));
+    assert!(c.stdin.pending().is_empty());
+    c.end_call(&mut h);
+    assert_eq!(h.requests.len(), before + 1);
 }
 
 #[test]

@@ -290,9 +290,25 @@ fn export_func(run: &Running, name: &str) -> Result<Func, GuestError> {
         .ok_or_else(|| GuestError::new(code::NO_EXPORT, format!("no exported function \"{name}\"")))
 }
 
+/// At the end of every export that ran Wasm code: gives stdin's unread read-ahead back to the
+/// host (`hl_wasi::WasiCtx::end_call`; one exit, only when some is left), so no input waits in
+/// the guest between calls, where a snapshot or a restore's rewind could find it.
+fn after_call<T>(result: T) -> T {
+    if let Some(run) = STATE.lock().running.as_mut()
+        && let Some(wasi) = run.store.data_mut().wasi.as_mut()
+    {
+        wasi.end_call(&mut wasi_host::HlHost);
+    }
+    result
+}
+
 /// `invoke(name, args)`: calls an exported function with packed arguments, returns the packed
 /// results.
 fn invoke(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    after_call(invoke_module(name, args))
+}
+
+fn invoke_module(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;
@@ -369,6 +385,10 @@ fn alloc_and_write(run: &mut Running, data: &[u8]) -> Result<u32, GuestError> {
 /// the input, call `name(ptr, len)` whose result is `(ptr, len)` (two i32s) or one i64
 /// `ptr << 32 | len`, copy the output, then `dealloc(ptr, len)` on it when exported.
 fn call_bytes(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    after_call(call_bytes_module(name, input))
+}
+
+fn call_bytes_module(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;
@@ -420,6 +440,10 @@ fn call_bytes(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
 
 /// `write_alloc(data)`: `alloc(len)`, copy, return the pointer.
 fn write_alloc(data: Vec<u8>) -> Result<u32, GuestError> {
+    after_call(write_alloc_module(data))
+}
+
+fn write_alloc_module(data: Vec<u8>) -> Result<u32, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;

@@ -349,8 +349,24 @@ fn result_slots(types: impl Iterator<Item = ValType>) -> Result<Vec<Val>, GuestE
         .collect()
 }
 
+/// At the end of every export that ran Wasm code: gives stdin's unread read-ahead back to the
+/// host (`hl_wasi::WasiCtx::end_call`; one exit, only when some is left), so no input waits in
+/// the guest between calls, where a snapshot or a restore's rewind could find it.
+fn after_call<T>(result: T) -> T {
+    if let Some(run) = STATE.lock().running.as_mut()
+        && let Some(wasi) = run.store.data_mut().wasi.as_mut()
+    {
+        wasi.end_call(&mut wasi_host::HlHost);
+    }
+    result
+}
+
 /// `invoke(name, args)`: calls an exported function with packed arguments.
 fn invoke(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    after_call(invoke_module(name, args))
+}
+
+fn invoke_module(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;
@@ -409,6 +425,10 @@ fn alloc_and_write(run: &mut Running, data: &[u8]) -> Result<u32, GuestError> {
 
 /// `call_bytes(name, input)`: the bytes convention (docs/wasm.md).
 fn call_bytes(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    after_call(call_bytes_module(name, input))
+}
+
+fn call_bytes_module(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;
@@ -456,6 +476,10 @@ fn call_bytes(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
 }
 
 fn write_alloc(data: Vec<u8>) -> Result<u32, GuestError> {
+    after_call(write_alloc_module(data))
+}
+
+fn write_alloc_module(data: Vec<u8>) -> Result<u32, GuestError> {
     let mut state = STATE.lock();
     refuel(&mut state)?;
     let run = running(&mut state)?;

@@ -9,7 +9,7 @@
  * deno run -A jsr:@hl/sandbox/cli inspect fib.wasm
  * ```
  *
- * In a clone: `deno task cli <command> ...`. Every command has `--help`; errors are one line on
+ * In a clone: `deno task cli <command> ...` (from any directory: paths are the caller's). Every command has `--help`; errors are one line on
  * stderr with a non-zero exit code (docs/cli.md).
  *
  * @example
@@ -38,4 +38,10 @@ export function main(argv: readonly string[]): Promise<number> {
   return cliMain(argv);
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // `deno task cli` runs in the clone's directory; its task passes the caller's directory
+  // (INIT_CWD) so paths on the command line mean what they say where the user typed them.
+  const cwd = Deno.env.get("HL_CLI_CWD");
+  if (cwd) Deno.chdir(cwd);
+  Deno.exit(await main(Deno.args));
+}

@@ -36,6 +36,9 @@ guest's function table (see: hl inspect).
   string    as given
   bytes     hex:0a0b... or the argument's UTF-8
 
+Errors number arguments from 0 ("add argument 0" is the first), as the
+library's messages do.
+
 Results: i64/u64 as exact integers, NaN/Infinity as strings, bytes as an array
 of numbers, several Wasm results as an array, none as null. A Wasm module may
 import WASI (output goes to this process's stdout/stderr) but no other host
@@ -117,7 +120,7 @@ async function callWasm(
     const signature = `(${f.type.params.join(", ")}) -> (${f.type.results.join(", ")})`;
     arity(name, f.type.params.length, args.length, signature);
     const values = args.map((a, i) =>
-      parseValue(a, f.type!.params[i] as WasmValueType, `${name} argument ${i + 1}`)
+      parseValue(a, f.type!.params[i] as WasmValueType, `${name} argument ${i}`)
     );
     return await w.callWithOptions({ timeoutMs }, name, ...values);
   } finally {
@@ -141,7 +144,7 @@ async function callNative(
   }
   arity(name, f.params.length, args.length, `(${f.params.join(", ")}) -> ${f.result}`);
   const values = args.map((a, i) =>
-    parseValue(a, f.params[i] as ValueType, `${name} argument ${i + 1}`)
+    parseValue(a, f.params[i] as ValueType, `${name} argument ${i}`)
   );
   return await sb.callWithOptions({ timeoutMs }, name, ...values);
 }

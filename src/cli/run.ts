@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { WasiPreopen } from "../wasm/types.ts";
+import { ArgumentError } from "../errors.ts";
 import type { WasmSandbox } from "../wasm/sandbox.ts";
 import {
   CliError,
@@ -61,8 +61,11 @@ const SPECS = {
 } as const;
 
 /** Parses `--dir`/`--dir-rw` values into `wasi.preopens`. */
-function preopens(ro: string[], rw: string[]): Record<string, WasiPreopen> {
-  const out: Record<string, WasiPreopen> = {};
+function preopens(
+  ro: string[],
+  rw: string[],
+): Record<string, { path: string; writable: boolean }> {
+  const out: Record<string, { path: string; writable: boolean }> = {};
   for (const [list, writable] of [[ro, false], [rw, true]] as const) {
     for (const spec of list) {
       const at = spec.indexOf("::");
@@ -72,6 +75,15 @@ function preopens(ro: string[], rw: string[]): Record<string, WasiPreopen> {
         throw usage("run", `--dir${writable ? "-rw" : ""} takes HOST[::GUEST], got "${spec}"`);
       }
       if (Object.hasOwn(out, guest)) throw usage("run", `two directories named "${guest}"`);
+      // Checked here so the error names the option, not the library's wasi.preopens.
+      const flag = `--dir${writable ? "-rw" : ""} ${spec}`;
+      let isDir: boolean;
+      try {
+        isDir = Deno.statSync(host).isDirectory;
+      } catch (e) {
+        throw usage("run", `${flag}: ${host} cannot be opened (${(e as Error).message})`);
+      }
+      if (!isDir) throw usage("run", `${flag}: ${host} is not a directory`);
       out[guest] = { path: host, writable };
     }
   }
@@ -119,6 +131,13 @@ export async function run(argv: readonly string[]): Promise<number> {
     fuel,
     maxMemoryBytes,
     wasi: { args: [path, ...rest], env, stdin: "inherit", preopens: dirs },
+  }).catch((e) => {
+    // What the checks above cannot see (a directory that cannot be opened): in CLI terms.
+    const m = e instanceof ArgumentError && /^wasi\.preopens\["(.*?)"\]:? ?(.*)$/s.exec(e.message);
+    const dir = m ? dirs[m[1]] : undefined;
+    if (!m || !dir) throw e;
+    const flag = `--dir${dir.writable ? "-rw" : ""} ${dir.path}::${m[1]}`;
+    throw usage("run", `${flag}: ${m[2]}`);
   });
   const t1 = performance.now();
   try {

@@ -101,8 +101,8 @@ kvmTest("cli run: --dir is read-only and confined, --dir-rw writes", async () =>
     assert.equal(same.stdout, "input\n");
     assertErrorLine(
       await hl(["run", "--dir", "/nonexistent/dir::/d", files]),
-      1,
-      /^hl run: wasi\.preopens\["\/d"\]: \/nonexistent\/dir is not a usable directory/,
+      2,
+      /^hl run: --dir \/nonexistent\/dir::\/d: \/nonexistent\/dir cannot be opened/,
     );
     assertErrorLine(await hl(["run", "--dir", "::/d", files]), 2, /takes HOST\[::GUEST\]/);
   } finally {
@@ -183,7 +183,7 @@ kvmTest("cli call: typed arguments from the Wasm signature, JSON results", async
   assertErrorLine(
     await hl(["call", fixture("fib"), "fib", "x"]),
     2,
-    /argument 1: "x" is not an i32/,
+    /fib argument 0: "x" is not an i32/,
   );
   assertErrorLine(await hl(["call", fixture("fib"), "fib"]), 2, /fib takes 1 argument/);
   assertErrorLine(await hl(["call", fixture("fib"), "nope"]), 2, /no function "nope" \(it has: /);

@@ -15,6 +15,8 @@ if [ "${1:-}" = native ]; then exit 0; fi
 cargo build --release -p hl-wasm-compiler --lib --bin hl-wasm-compile
 # Wasm test modules (WAT and C sources in tests/wasm/) → target/wasm-fixtures/.
 bash tools/build_wasm_fixtures.sh
+# QuickJS-NG with the project's driver → target/runtimes/quickjs.wasm (docs/js.md).
+bash tools/build_quickjs.sh
 # Fetch the npm packages the tests and benchmarks import while there is a network: inside the
 # nested-KVM harness there is none (the VM sees the host's Deno cache).
 deno cache --quiet tests/unit/*.ts tests/kvm/*.ts bench/*.ts examples/*.ts

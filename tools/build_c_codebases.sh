@@ -26,7 +26,6 @@ die() {
   echo "build_c_codebases: $*" >&2
   exit 1
 }
-command -v curl >/dev/null || die "curl not found (apt-get install curl)"
 builtins=$(clang --target=wasm32-wasi -print-libgcc-file-name)
 [ -f "$builtins" ] ||
   die "no compiler-rt builtins for wasm32 at $builtins (apt-get install libclang-rt-14-dev-wasm32)"
@@ -41,26 +40,9 @@ pin() { # pin <name>: "crate version sha256"
 }
 
 # fetch <crate> <version> <sha256>: prints the unpacked package's directory.
-fetch() {
-  local crate=$1 version=$2 sha=$3 file dir
-  file="$cache/$crate-$version.crate"
-  dir="$cache/$crate-$version"
-  if ! echo "$sha  $file" | sha256sum --check --status 2>/dev/null; then
-    rm -rf "$dir"
-    curl -sSfL --retry 3 -o "$file.part" \
-      "https://static.crates.io/crates/$crate/$crate-$version.crate" ||
-      die "download of $crate $version failed"
-    echo "$sha  $file.part" | sha256sum --check --status ||
-      die "$crate-$version.crate does not have the pinned SHA-256 $sha"
-    mv "$file.part" "$file"
-  fi
-  if [ ! -f "$dir/.unpacked-$sha" ]; then
-    rm -rf "$dir"
-    tar -xzf "$file" -C "$cache"
-    touch "$dir/.unpacked-$sha"
-  fi
-  echo "$dir"
-}
+# shellcheck source=tools/crate_fetch.sh
+. tools/crate_fetch.sh
+fetch() { crate_fetch "$cache" "$@" || die "fetch of $1 $2 failed"; }
 
 key() { # key <text> <file>...: a hash of the text and the files' contents
   local text=$1

@@ -78,6 +78,7 @@ export {
   hostFunction,
   type JsOf,
   type JsParams,
+  type TypedGuest,
   type TypedHostFunction,
 } from "./src/host_function.ts";
 export {

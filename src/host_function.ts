@@ -51,3 +51,24 @@ export function hostFunction<
 >(def: TypedHostFunction<P, R>): HostFunction {
   return def as unknown as HostFunction;
 }
+
+/**
+ * The object {@linkcode Sandbox.typed} returns for a guest described by interface `T` (as
+ * `hl inspect --ts` writes it): each method takes `T`'s parameters and resolves `T`'s result,
+ * so `typed<MyGuest>().add(2, 3)` is a `Promise<number>` and a wrong argument is a type error.
+ *
+ * @example
+ * ```ts
+ * import type { TypedGuest } from "@hl/sandbox";
+ * interface Calc {
+ *   add(a0: number, a1: number): number;
+ * }
+ * const calc: TypedGuest<Calc> = { add: (a, b) => Promise.resolve(a + b) };
+ * console.log(await calc.add(2, 3)); // 5
+ * ```
+ */
+export type TypedGuest<T> = {
+  readonly [K in keyof T]: T[K] extends (...args: infer A) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
+};

@@ -46,6 +46,7 @@ import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
 import { describeThrown, isInstance } from "./call/describe.ts";
 import type { HostFunction, StopReason } from "./call/types.ts";
+import type { TypedGuest } from "./host_function.ts";
 import {
   checkHostSignatures,
   checkLayout,
@@ -597,6 +598,33 @@ export class Sandbox implements AsyncDisposable {
    */
   call<T extends JsValue = JsValue>(name: string, ...args: unknown[]): Promise<T> {
     return this.callWithOptions({}, name, ...args) as Promise<T>;
+  }
+
+  /**
+   * The guest's functions as methods typed by interface `T` (write it with `hl inspect --ts
+   * <guest>`): `sb.typed<MyGuest>().add(2, 3)` is a `Promise<number>`, checked by the compiler.
+   * Each method is {@linkcode call} with that name; the guest still checks every argument at
+   * run time. Only the functions of the guest's table are present.
+   *
+   * @example
+   * ```ts
+   * import { Sandbox } from "@hl/sandbox";
+   * interface TestGuest {
+   *   add(a0: number, a1: number): number;
+   *   echo(a0: string): string;
+   * }
+   * await using sb = await Sandbox.create({ guest: "path/to/testguest" });
+   * const g = sb.typed<TestGuest>();
+   * console.log(await g.add(2, 3)); // 5
+   * ```
+   */
+  typed<T extends object>(): TypedGuest<T> {
+    // No prototype: a guest function named "toString" or "__proto__" is just a method.
+    const methods: Record<string, (...args: unknown[]) => Promise<JsValue>> = Object.create(null);
+    for (const name of this.#functions.keys()) {
+      methods[name] = (...args) => this.callWithOptions({}, name, ...args);
+    }
+    return Object.freeze(methods) as unknown as TypedGuest<T>;
   }
 
   /**

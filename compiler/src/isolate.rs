@@ -13,6 +13,9 @@ use crate::{ERR_CHILD, ERR_INTERNAL, ERR_MODULE, ERR_TIMEOUT};
 
 /// Child exit status: the module was refused (its message on stderr).
 const EXIT_MODULE: i32 = 2;
+/// Modules from this size on are compiled on several threads (below it, starting the threads
+/// costs more than they save: docs/design.md, "The isolated compile").
+pub const PARALLEL_FROM: usize = 256 * 1024;
 /// The most stderr kept (a message).
 const MAX_STDERR: usize = 64 * 1024;
 
@@ -79,7 +82,12 @@ pub fn compile_isolated(
     cmd.arg(flags.to_string())
         .arg(mem.to_string())
         .arg(cpu_secs.to_string())
-        .arg(std::process::id().to_string());
+        .arg(std::process::id().to_string())
+        .arg(if wasm.len() >= PARALLEL_FROM {
+            "1"
+        } else {
+            "0"
+        });
     if !fault.is_empty() {
         cmd.arg(fault);
     }

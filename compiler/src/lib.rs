@@ -54,8 +54,9 @@ pub const ERR_CHILD: i32 = -6;
 const ENGINE_SECTION: &str = ".wasmtime.engine";
 
 /// A fixed, trusted module (`(module)` plus one function): compiled in this process once per
-/// engine to learn the exact engine section its artifacts carry.
-const REFERENCE_MODULE: &[u8] = &[
+/// engine to learn the exact engine section its artifacts carry, and by the compiler process
+/// before its filter (to start the compile threads while it may still create them).
+pub const REFERENCE_MODULE: &[u8] = &[
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02,
     0x01, 0x00, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
 ];
@@ -87,13 +88,22 @@ fn guard(f: impl FnOnce() -> Result<i32, (i32, String)>) -> i32 {
     }
 }
 
-/// The compiling engine for `flags`: the guest's settings plus Cranelift for the fixed baseline.
+/// The compiling engine for `flags`: the guest's settings plus Cranelift for the fixed baseline;
+/// functions compiled one at a time (this process only compiles the trusted reference module).
 pub fn engine(flags: u32) -> Result<Engine, String> {
+    engine_with(flags, false)
+}
+
+/// The compiling engine for `flags`, compiling functions on rayon's global thread pool when
+/// `parallel` (the compiler process, and the in-process compile the benchmark compares it with).
+/// Parallelism changes neither the artifact nor the engine hash.
+pub fn engine_with(flags: u32, parallel: bool) -> Result<Engine, String> {
     if flags & !FLAG_FUEL != 0 {
         return Err(format!("unknown compiler flags {flags:#x}"));
     }
     let mut cfg = Config::new();
     engine_config::configure(&mut cfg, flags & FLAG_FUEL != 0);
+    cfg.parallel_compilation(parallel);
     // An explicit target turns off the detection of the host CPU's features; the baseline is
     // then enabled flag by flag.
     cfg.target(TARGET).map_err(|e| format!("{e:#}"))?;
@@ -118,9 +128,10 @@ pub fn engine_hash(flags: u32) -> Result<u64, String> {
     Ok(h.finish())
 }
 
-/// Compiles `wasm` into a serialized artifact.
-pub fn compile(flags: u32, wasm: &[u8]) -> Result<Vec<u8>, (i32, String)> {
-    let engine = engine(flags).map_err(|e| (ERR_INTERNAL, e))?;
+/// Compiles `wasm` into a serialized artifact in this process, one function at a time
+/// (`parallel` false) or on rayon's pool.
+pub fn compile_with(flags: u32, wasm: &[u8], parallel: bool) -> Result<Vec<u8>, (i32, String)> {
+    let engine = engine_with(flags, parallel).map_err(|e| (ERR_INTERNAL, e))?;
     engine
         .precompile_module(wasm)
         .map_err(|e| (ERR_MODULE, format!("{e:#}")))
@@ -148,7 +159,8 @@ fn reference_section(flags: u32) -> Result<Vec<u8>, (i32, String)> {
     if let Some(s) = map.get(&flags) {
         return Ok(s.clone());
     }
-    let artifact = compile(flags, REFERENCE_MODULE).map_err(|(_, e)| (ERR_INTERNAL, e))?;
+    let artifact =
+        compile_with(flags, REFERENCE_MODULE, false).map_err(|(_, e)| (ERR_INTERNAL, e))?;
     let section = engine_section(&artifact)
         .map_err(|e| (ERR_INTERNAL, e))?
         .to_vec();
@@ -243,7 +255,8 @@ pub unsafe extern "C" fn hlc_compile(flags: u32, wasm: *const u8, len: u64, out:
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: forwarded caller contract.
         let wasm = unsafe { slice(wasm, len) }?;
-        compile(flags, wasm)
+        // The benchmark's comparison: the same parallelism as the compiler process.
+        compile_with(flags, wasm, true)
     }));
     match result {
         Ok(Ok(artifact)) => {
@@ -410,17 +423,19 @@ mod tests {
 
     #[test]
     fn compiles_checks_and_rejects() {
-        let art = compile(0, ADD).unwrap();
+        let art = compile_with(0, ADD, false).unwrap();
         check(0, &art).unwrap();
         // Built without fuel, refused by the fuel engine.
         assert_eq!(check(FLAG_FUEL, &art).unwrap_err().0, ERR_ARTIFACT);
         assert_ne!(engine_hash(0).unwrap(), engine_hash(FLAG_FUEL).unwrap());
         assert_eq!(engine_hash(0).unwrap(), engine_hash(0).unwrap());
         assert_eq!(
-            compile(0, b"\0asm\x01\0\0\0\x99").unwrap_err().0,
+            compile_with(0, b"\0asm\x01\0\0\0\x99", false)
+                .unwrap_err()
+                .0,
             ERR_MODULE
         );
         assert_eq!(check(0, b"not an artifact").unwrap_err().0, ERR_ARTIFACT);
-        assert!(compile(2, ADD).is_err());
+        assert!(compile_with(2, ADD, false).is_err());
     }
 }

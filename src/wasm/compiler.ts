@@ -174,6 +174,12 @@ export async function encodeCacheFile(
   return out;
 }
 
+/** Whether `file` is a cache file of an earlier format version (this package's, older). */
+function olderFormat(file: Uint8Array): boolean {
+  return file.length >= 8 && MAGIC.every((b, i) => file[i] === b) &&
+    new DataView(file.buffer, file.byteOffset).getUint32(4, true) < FORMAT_VERSION;
+}
+
 /**
  * Decodes and verifies a cache file: it must be intact and made from the module whose SHA-256 is
  * `moduleDigest` for the engine `engine`; {@linkcode WasmArtifactError} otherwise.
@@ -356,6 +362,11 @@ async function loadOrCompile(
       bytes = await Deno.readFile(file);
     } catch {
       bytes = undefined; // A miss (or an unreadable cache): compile.
+    }
+    if (bytes !== undefined && olderFormat(bytes)) {
+      // Written by an older version of this package: a miss, not an error.
+      await Deno.remove(file).catch(() => {});
+      bytes = undefined;
     }
     if (bytes !== undefined) {
       try {

@@ -144,6 +144,16 @@ kvmTest(
     assert.equal(await sb.call("i32_add", 2, 3), 5);
     assert.ok(!sb.exports.some((x) => x.name === "fib"), "B runs B's code");
 
+    // A file of the previous format (version 1: no module digest) is a miss, not an error.
+    await Deno.writeFile(
+      await fileOf(b),
+      new Uint8Array([0x48, 0x4c, 0x57, 0x41, 1, 0, 0, 0, ...new Uint8Array(32), 1, 2, 3]),
+    );
+    await clearArtifactCache();
+    const upgraded = await codeImage(b, false);
+    assert.equal(upgraded.source, "compiled");
+    upgraded.code.release();
+
     // Intact, right module, but recorded for the other engine settings: refused too.
     const fuel = await compileArtifact(b, true);
     await Deno.writeFile(

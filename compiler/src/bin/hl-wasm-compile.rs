@@ -2,12 +2,13 @@
 //! (docs/security.md, "The isolated compile"; docs/cdylib-abi.md, "The compiler library").
 //!
 //! Started only by `hlc_compile_isolated` (compiler/src/isolate.rs) as `hl-wasm-compile <flags>
-//! <memory bytes> <cpu seconds> <parent pid> [fault]`, with an empty environment. Before it
+//! <memory bytes> <cpu seconds> <parent pid> <parallel 0|1> [fault]`, with an empty environment. Before it
 //! touches any input it sets its own rlimits (address space, CPU time, no core dumps),
 //! `PR_SET_NO_NEW_PRIVS` and `PR_SET_PDEATHSIG` (done here rather than between fork and exec so
 //! that the host can spawn it with `posix_spawn`, without forking its own large address space).
-//! It builds the engine from its trusted settings, closes every descriptor but 0, 1 and 2,
-//! installs a seccomp filter
+//! It builds the engine from its trusted settings, starts its compile threads if `parallel` (one per
+//! CPU, at most 16; rayon's pool, waited for until each has started), closes every descriptor but 0, 1
+//! and 2, installs a seccomp filter on every thread
 //! that allows only what the compile needs (no open, no socket, no exec, no new thread or
 //! process, no executable memory), and only then reads the module from stdin. The artifact goes
 //! to stdout (exit 0); a module wasmtime refuses is exit 2 with its message on stderr; anything
@@ -20,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::exit;
+use std::sync::{Arc, Condvar, Mutex};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -145,24 +147,58 @@ fn confine(mem: u64, cpu_secs: u64, parent: i32) {
     }
 }
 
+/// Most compile threads (rayon workers) the process starts.
+const MAX_WORKERS: usize = 16;
+
+/// Starts rayon's global pool (parallel compilation) and waits until every worker has finished
+/// starting (its thread set-up makes system calls the filter does not allow), so that no thread
+/// is created or set up after the filter is in place.
+fn start_workers() {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS);
+    let ready = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let signal = Arc::clone(&ready);
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .start_handler(move |_| {
+            let (count, cv) = &*signal;
+            *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            cv.notify_all();
+        })
+        .build_global();
+    if let Err(e) = built {
+        fail(EXIT_INTERNAL, &format!("starting the compile threads: {e}"));
+    }
+    let (count, cv) = &*ready;
+    let mut started = count.lock().unwrap_or_else(|p| p.into_inner());
+    while *started < n {
+        started = cv.wait(started).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let num = |i: usize| -> u64 {
         args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             fail(
                 EXIT_INTERNAL,
-                "usage: hl-wasm-compile <flags> <memory bytes> <cpu seconds> <parent pid> [fault]",
+                "usage: hl-wasm-compile <flags> <memory bytes> <cpu seconds> <parent pid> <parallel> [fault]",
             )
         })
     };
-    let (flags, mem, cpu_secs, parent) = (num(1), num(2), num(3), num(4));
+    let (flags, mem, cpu_secs, parent, parallel) = (num(1), num(2), num(3), num(4), num(5));
     confine(mem, cpu_secs, parent as i32);
     let flags = u32::try_from(flags).unwrap_or_else(|_| fail(EXIT_INTERNAL, "bad flags"));
-    let fault = args.get(5).cloned().unwrap_or_default();
+    let fault = args.get(6).cloned().unwrap_or_default();
     // The engine comes from trusted settings only; built before the filter (it may read the
     // system's configuration), it sees no module byte.
-    let engine = hl_wasm_compiler::engine(flags)
+    let engine = hl_wasm_compiler::engine_with(flags, parallel != 0)
         .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("engine: {e}")));
+    if parallel != 0 {
+        start_workers();
+    }
     // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 that
     // came through exec (the host's own are close-on-exec; this makes sure).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -170,7 +206,8 @@ fn main() {
         fail(EXIT_INTERNAL, "close_range failed");
     }
     let program = filter();
-    if let Err(e) = seccompiler::apply_filter(&program) {
+    // Every thread (the workers too) gets the filter.
+    if let Err(e) = seccompiler::apply_filter_all_threads(&program) {
         fail(
             EXIT_INTERNAL,
             &format!("installing the seccomp filter: {e}"),

@@ -75,7 +75,7 @@ for (const engine of WASM_ENGINES) {
         },
         stderr: () => {},
       },
-      timeout: 20_000,
+      timeoutMs: 20_000,
     });
     assert.deepEqual(await w.runWasi(), { exitCode: 0 });
     assert.equal(stdout, "ping\npong\n");

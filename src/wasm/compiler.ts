@@ -251,6 +251,32 @@ export async function clearArtifactCache(): Promise<void> {
   }
 }
 
+let knownUid: number | null | undefined;
+
+/**
+ * This process's user id: `Deno.uid()` (needs `--allow-sys`), else libc's `geteuid` through FFI
+ * (the wasmtime engine runs with `--allow-ffi` anyway; `/proc/self` would need `--allow-all`);
+ * `null` when neither is allowed.
+ */
+function userId(): number | null {
+  if (knownUid !== undefined) return knownUid;
+  try {
+    knownUid = Deno.uid();
+  } catch {
+    try {
+      const libc = Deno.dlopen("libc.so.6", { geteuid: { parameters: [], result: "u32" } });
+      try {
+        knownUid = libc.symbols.geteuid();
+      } finally {
+        libc.close();
+      }
+    } catch {
+      knownUid = null;
+    }
+  }
+  return knownUid;
+}
+
 /**
  * Whether a cache file may be read and written: the directory and the file must be the user's own
  * and writable by nobody else (anyone who could write there could plant an artifact). A path that
@@ -263,7 +289,7 @@ async function privatePath(path: string): Promise<boolean> {
   } catch (e) {
     return e instanceof Deno.errors.NotFound;
   }
-  const uid = Deno.uid();
+  const uid = userId();
   return uid !== null && info.uid === uid && info.mode !== null && (info.mode & 0o022) === 0;
 }
 
@@ -285,8 +311,8 @@ function parentOf(path: string): string {
  * ```
  */
 export async function untrustedCacheDir(dir: string): Promise<string | undefined> {
-  const uid = Deno.uid();
-  if (uid === null) return "this platform has no user ids";
+  const uid = userId();
+  if (uid === null) return "this process's user id cannot be read (no --allow-sys or --allow-ffi)";
   const paths = new Set<string>();
   let existing: string | undefined;
   for (let p = dir;; p = parentOf(p)) {

@@ -27,10 +27,11 @@ static JSContext *drv_ctx;
 static JSValue drv_obj;
 /* The promise of a call that waits on host functions (qjs_resume continues it). */
 static JSValue drv_waiting;
-/* Bytes of linear-memory stack QuickJS may use below the export's own frame. The default, 256 KiB
- * (about 750 frames of a simple recursive JS function), is below what wasmi's value stack
- * (1,000,000 slots) allows: 384 KiB ran out of it first (docs/js.md, "Limits"). */
-static size_t drv_stack_size = 256 * 1024;
+/* Bytes of linear-memory stack QuickJS may use below the export's own frame. The default, 128 KiB
+ * (about 400 frames of a simple recursive JS function), is below what wasmtime's 512 KiB native
+ * stack (the wasmtime-runtime guest's max_wasm_stack; 192 KiB ran out of it first) and wasmi's value stack
+ * (1,000,000 slots; 384 KiB ran out of it first) allow (docs/js.md, "Limits"). */
+static size_t drv_stack_size = 128 * 1024;
 
 /* Replies used when no reply can be built (no memory); never freed. */
 static const char REPLY_NO_MEMORY[] =

@@ -153,11 +153,7 @@ const MAX_WORKERS: usize = 16;
 /// Starts rayon's global pool (parallel compilation) and waits until every worker has finished
 /// starting (its thread set-up makes system calls the filter does not allow), so that no thread
 /// is created or set up after the filter is in place.
-fn start_workers() {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(MAX_WORKERS);
+fn start_workers(n: usize) {
     let ready = Arc::new((Mutex::new(0usize), Condvar::new()));
     let signal = Arc::clone(&ready);
     let built = rayon::ThreadPoolBuilder::new()
@@ -189,15 +185,28 @@ fn main() {
         })
     };
     let (flags, mem, cpu_secs, parent, parallel) = (num(1), num(2), num(3), num(4), num(5));
-    confine(mem, cpu_secs, parent as i32);
+    let workers = if parallel != 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_WORKERS)
+    } else {
+        0
+    };
+    // CPU time counts every thread: the deadline's seconds times the threads that compile.
+    confine(
+        mem,
+        cpu_secs.saturating_mul(workers.max(1) as u64),
+        parent as i32,
+    );
     let flags = u32::try_from(flags).unwrap_or_else(|_| fail(EXIT_INTERNAL, "bad flags"));
     let fault = args.get(6).cloned().unwrap_or_default();
     // The engine comes from trusted settings only; built before the filter (it may read the
     // system's configuration), it sees no module byte.
-    let engine = hl_wasm_compiler::engine_with(flags, parallel != 0)
+    let engine = hl_wasm_compiler::engine_with(flags, workers > 0)
         .unwrap_or_else(|e| fail(EXIT_INTERNAL, &format!("engine: {e}")));
-    if parallel != 0 {
-        start_workers();
+    if workers > 0 {
+        start_workers(workers);
     }
     // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 that
     // came through exec (the host's own are close-on-exec; this makes sure).

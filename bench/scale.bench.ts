@@ -17,8 +17,9 @@
  *   deno task bench                       (all benches; levels 10, 100, 1,000: ~1 minute here)
  *   HL_SCALE_LEVELS=10,100,1000,5000 deno bench --allow-all bench/scale.bench.ts
  *
- * The 5,000 level is opt-in: on kvm_pvm with 2 cores, bringing 4,000 more sandboxes up took 10-15
- * minutes or more, because every create pays the per-live-VM tax it measures (docs/design.md, "Scale").
+ * The 5,000 level is opt-in: on kvm_pvm with 2 cores, bringing 4,000 more sandboxes up took
+ * 10-15 minutes, because every create pays the per-live-VM tax it measures (docs/design.md,
+ * "Scale").
  * It stays within 5,000 × (2 fds + 2 threads) plus the process's own: RLIMIT_NOFILE ≥ 12,000.
  */
 import { Sandbox } from "../src/sandbox.ts";

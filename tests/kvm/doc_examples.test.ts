@@ -108,6 +108,7 @@ function printsAs(value: unknown, comment: string): boolean {
 const HOST_ERRORS = new Set([
   "SandboxError",
   "HypervisorError",
+  "ResourceLimitError",
   "LibraryNotFoundError",
   "PermissionError",
   "GuestNotFoundError",

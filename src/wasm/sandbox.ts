@@ -579,9 +579,11 @@ export class WasmSandbox implements AsyncDisposable {
    * @example
    * ```ts
    * import { WasmSandbox } from "@hl/sandbox";
+   * const before = WasmSandbox.cacheStats(); // counts since the process started
+   * await WasmSandbox.clearCache();
    * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a miss
    * await (await WasmSandbox.create({ module: "fib.wasm" })).dispose(); // a hit
-   * console.log(WasmSandbox.cacheStats()); // { hits: 1, misses: 1, entries: 1, ... }
+   * console.log(WasmSandbox.cacheStats().hits - before.hits); // 1
    * ```
    */
   static cacheStats(): WasmCacheStats {

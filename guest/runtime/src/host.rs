@@ -110,3 +110,75 @@ pub fn log(level: LogLevel, message: &str) {
         outl(port::LOG, 0);
     }
 }
+
+/// One host function the guest declares it imports (built by [`crate::host_functions!`]): sent
+/// with the function table, so the host checks at create that it provides `name` with exactly
+/// these types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostImport {
+    pub name: &'static str,
+    pub params: &'static [ValueType],
+    pub result: ValueType,
+}
+
+const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Compile-time check of a declaration against the ABI's limits (the host's decoder rejects a
+/// table outside them): at most 4096 imports, names 1-255 bytes and unique, at most 32
+/// parameters, none of them `()`.
+pub const fn validate_imports(imports: Option<&[HostImport]>) {
+    let Some(imports) = imports else { return };
+    assert!(
+        imports.len() <= hl_wire::MAX_FUNCTIONS,
+        "more than 4096 host functions declared"
+    );
+    let mut i = 0;
+    while i < imports.len() {
+        let name = imports[i].name.as_bytes();
+        assert!(
+            !name.is_empty() && name.len() <= hl_wire::MAX_NAME_LEN,
+            "host function names must be 1-255 bytes"
+        );
+        let params = imports[i].params;
+        assert!(
+            params.len() <= hl_wire::MAX_PARAMS,
+            "a host function with more than 32 parameters"
+        );
+        let mut p = 0;
+        while p < params.len() {
+            assert!(
+                !matches!(params[p], ValueType::Void),
+                "a host function parameter cannot be () (void)"
+            );
+            p += 1;
+        }
+        let mut j = 0;
+        while j < i {
+            assert!(
+                !same_bytes(imports[j].name.as_bytes(), name),
+                "host function declared twice"
+            );
+            j += 1;
+        }
+        i += 1;
+    }
+}
+
+/// The "not declared" default that [`crate::guest_functions!`] glob-imports: a
+/// [`crate::host_functions!`] in the same module defines the name itself, which shadows it.
+pub mod undeclared {
+    /// No declaration: the FUNCTION_TABLE frame has no imports part (the host checks nothing).
+    pub const HL_GUEST_DECLARED_HOST_FUNCTIONS: Option<&[super::HostImport]> = None;
+}

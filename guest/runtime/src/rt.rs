@@ -2,17 +2,24 @@
 
 use alloc::format;
 
+use hl_wire::encode_function_table_with_imports;
 use hl_wire::{EncodeError, encode_return, encode_with, error_code, port};
-use hl_wire::{Frame, FrameKind, FunctionSig, Value, decode_frame, encode_function_table};
+use hl_wire::{Frame, FrameKind, FunctionSig, Value, decode_frame};
 
 use crate::arch::outl;
 use crate::function::{GuestError, GuestFunction};
+use crate::host::HostImport;
 use crate::peb::{self, with_input, with_output};
 
 /// Guest start-up (called by the `hl_entry` that `guest_functions!` defines): checks the PEB,
 /// installs the heap, writes `guest_abi_version` and the
-/// FUNCTION_TABLE frame, signals DONE, then serves CALLs forever.
-pub fn start(peb_addr: u64, table: &'static [GuestFunction]) -> ! {
+/// FUNCTION_TABLE frame (with the imports part when the guest declared its host functions with
+/// `host_functions!`), signals DONE, then serves CALLs forever.
+pub fn start(
+    peb_addr: u64,
+    table: &'static [GuestFunction],
+    imports: Option<&'static [HostImport]>,
+) -> ! {
     let layout = peb::init(peb_addr);
     crate::heap::init(layout.heap.addr, layout.heap.size);
     peb::write_guest_abi_version();
@@ -22,7 +29,14 @@ pub fn start(peb_addr: u64, table: &'static [GuestFunction]) -> ! {
         params: f.params,
         result: f.result,
     });
-    match with_output(|out| encode_function_table(out, sigs)) {
+    let import_sigs = imports.map(|i| {
+        i.iter().map(|h| FunctionSig {
+            name: h.name,
+            params: h.params,
+            result: h.result,
+        })
+    });
+    match with_output(|out| encode_function_table_with_imports(out, sigs, import_sigs)) {
         Some(Ok(_)) => {}
         Some(Err(e)) => panic!(
             "function table of {} entries cannot be written to the {}-byte output buffer: {e}",

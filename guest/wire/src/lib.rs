@@ -316,16 +316,37 @@ pub struct FaultInfo {
 /// A decoded frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    Call { name: String, args: Vec<Value> },
+    Call {
+        name: String,
+        args: Vec<Value>,
+    },
     Return(Value),
-    Error { code: u32, message: String },
-    HostCall { name: String, args: Vec<Value> },
+    Error {
+        code: u32,
+        message: String,
+    },
+    HostCall {
+        name: String,
+        args: Vec<Value>,
+    },
     HostReturn(Value),
-    HostError { message: String },
-    FunctionTable(Vec<FunctionDesc>),
-    Panic { message: String },
+    HostError {
+        message: String,
+    },
+    /// The guest's functions and, when it declares them, the host functions it imports
+    /// (`None`: the optional imports part is absent, "not declared").
+    FunctionTable {
+        functions: Vec<FunctionDesc>,
+        imports: Option<Vec<FunctionDesc>>,
+    },
+    Panic {
+        message: String,
+    },
     Fault(FaultInfo),
-    Log { level: u32, message: String },
+    Log {
+        level: u32,
+        message: String,
+    },
 }
 
 impl Frame {
@@ -338,7 +359,7 @@ impl Frame {
             Self::HostCall { .. } => FrameKind::HostCall,
             Self::HostReturn(_) => FrameKind::HostReturn,
             Self::HostError { .. } => FrameKind::HostError,
-            Self::FunctionTable(_) => FrameKind::FunctionTable,
+            Self::FunctionTable { .. } => FrameKind::FunctionTable,
             Self::Panic { .. } => FrameKind::Panic,
             Self::Fault(_) => FrameKind::Fault,
             Self::Log { .. } => FrameKind::Log,
@@ -354,9 +375,11 @@ impl Frame {
             Self::HostCall { name, args } => encode_host_call(buf, name, args),
             Self::HostReturn(v) => encode_host_return(buf, v),
             Self::HostError { message } => encode_host_error(buf, message),
-            Self::FunctionTable(entries) => {
-                encode_function_table(buf, entries.iter().map(FunctionDesc::as_sig))
-            }
+            Self::FunctionTable { functions, imports } => encode_function_table_with_imports(
+                buf,
+                functions.iter().map(FunctionDesc::as_sig),
+                imports.as_ref().map(|i| i.iter().map(FunctionDesc::as_sig)),
+            ),
             Self::Panic { message } => encode_panic(buf, message),
             Self::Fault(info) => encode_fault(buf, info),
             Self::Log { level, message } => encode_log(buf, *level, message),
@@ -379,10 +402,15 @@ impl Frame {
                 4usize.saturating_add(str_len(message))
             }
             Self::HostError { message } | Self::Panic { message } => str_len(message),
-            Self::FunctionTable(entries) => entries.iter().fold(4usize, |acc, e| {
-                acc.saturating_add(str_len(&e.name))
-                    .saturating_add(2 + e.params.len())
-            }),
+            Self::FunctionTable { functions, imports } => {
+                let table = |entries: &[FunctionDesc]| {
+                    entries.iter().fold(4usize, |acc, e| {
+                        acc.saturating_add(str_len(&e.name))
+                            .saturating_add(2 + e.params.len())
+                    })
+                };
+                table(functions).saturating_add(imports.as_deref().map_or(0, table))
+            }
             Self::Fault(_) => 40,
         };
         HEADER_LEN.saturating_add(payload)
@@ -698,7 +726,16 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, DecodeError> {
         FrameKind::Panic => Frame::Panic {
             message: String::from(r.str()?),
         },
-        FrameKind::FunctionTable => Frame::FunctionTable(decode_table(&mut r)?),
+        FrameKind::FunctionTable => {
+            let functions = decode_table(&mut r)?;
+            // The optional imports part: present when bytes follow the functions.
+            let imports = if r.remaining() > 0 {
+                Some(decode_table(&mut r)?)
+            } else {
+                None
+            };
+            Frame::FunctionTable { functions, imports }
+        }
         FrameKind::Fault => Frame::Fault(FaultInfo {
             vector: r.u64()?,
             error_code: r.u64()?,
@@ -954,43 +991,71 @@ pub fn encode_fault(buf: &mut [u8], info: &FaultInfo) -> Result<usize, EncodeErr
     })
 }
 
-/// `FUNCTION_TABLE`: `u32 count, count x (str name, u8 param count, tags, u8 result tag)`.
-/// Enforces the ABI's limits (at most 4096 entries, names 1-255 bytes and unique, at most 32
-/// parameters), as the decoder does.
+/// `FUNCTION_TABLE`: `u32 count, count x (str name, u8 param count, tags, u8 result tag)`, with
+/// no imports part (a guest that declares no host functions). Enforces the ABI's limits (at most
+/// 4096 entries, names 1-255 bytes and unique, at most 32 parameters), as the decoder does.
 pub fn encode_function_table<'s, I>(buf: &mut [u8], entries: I) -> Result<usize, EncodeError>
 where
     I: IntoIterator<Item = FunctionSig<'s>>,
     I::IntoIter: ExactSizeIterator,
 {
-    let entries = entries.into_iter();
+    encode_function_table_with_imports(buf, entries, None::<core::iter::Empty<FunctionSig<'s>>>)
+}
+
+/// `FUNCTION_TABLE` with the optional imports part: the functions' table, then (when `imports`
+/// is `Some`, even empty) the declared host functions as a second table of the same encoding.
+/// Each table is held to the same limits.
+pub fn encode_function_table_with_imports<'s, 't, I, J>(
+    buf: &mut [u8],
+    entries: I,
+    imports: Option<J>,
+) -> Result<usize, EncodeError>
+where
+    I: IntoIterator<Item = FunctionSig<'s>>,
+    I::IntoIter: ExactSizeIterator,
+    J: IntoIterator<Item = FunctionSig<'t>>,
+    J::IntoIter: ExactSizeIterator,
+{
+    encode_with(buf, FrameKind::FunctionTable, |w| {
+        put_table(w, entries.into_iter())?;
+        match imports {
+            Some(imports) => put_table(w, imports.into_iter()),
+            None => Ok(()),
+        }
+    })
+}
+
+/// One table of a `FUNCTION_TABLE` frame (functions or imports), checked against the limits.
+fn put_table<'s>(
+    w: &mut Writer<'_>,
+    entries: impl ExactSizeIterator<Item = FunctionSig<'s>>,
+) -> Result<(), EncodeError> {
     if entries.len() > MAX_FUNCTIONS {
         return Err(EncodeError::LimitExceeded("more than 4096 functions"));
     }
     let mut names: Vec<&str> = Vec::with_capacity(entries.len());
-    encode_with(buf, FrameKind::FunctionTable, |w| {
-        w.put_len(entries.len())?;
-        for e in entries {
-            names.push(e.name);
-            if e.name.is_empty() || e.name.len() > MAX_NAME_LEN {
-                return Err(EncodeError::LimitExceeded(
-                    "function name not 1..=255 bytes",
-                ));
-            }
-            if e.params.len() > MAX_PARAMS {
-                return Err(EncodeError::LimitExceeded("more than 32 parameters"));
-            }
-            if e.params.contains(&ValueType::Void) {
-                return Err(EncodeError::LimitExceeded("a void parameter"));
-            }
-            w.put_str(e.name)?;
-            w.put_u8(e.params.len() as u8)?;
-            e.params.iter().try_for_each(|p| w.put_u8(p.tag()))?;
-            w.put_u8(e.result.tag())?;
+    w.put_len(entries.len())?;
+    for e in entries {
+        names.push(e.name);
+        if e.name.is_empty() || e.name.len() > MAX_NAME_LEN {
+            return Err(EncodeError::LimitExceeded(
+                "function name not 1..=255 bytes",
+            ));
         }
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(EncodeError::LimitExceeded("duplicate function name"));
+        if e.params.len() > MAX_PARAMS {
+            return Err(EncodeError::LimitExceeded("more than 32 parameters"));
         }
-        Ok(())
-    })
+        if e.params.contains(&ValueType::Void) {
+            return Err(EncodeError::LimitExceeded("a void parameter"));
+        }
+        w.put_str(e.name)?;
+        w.put_u8(e.params.len() as u8)?;
+        e.params.iter().try_for_each(|p| w.put_u8(p.tag()))?;
+        w.put_u8(e.result.tag())?;
+    }
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(EncodeError::LimitExceeded("duplicate function name"));
+    }
+    Ok(())
 }

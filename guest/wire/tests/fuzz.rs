@@ -64,6 +64,19 @@ fn seeds() -> Vec<Vec<u8>> {
             level: 2,
             message: "log".into(),
         },
+        // A function table with the imports part (declared host functions).
+        Frame::FunctionTable {
+            functions: vec![FunctionDesc {
+                name: "f".into(),
+                params: vec![ValueType::I32, ValueType::String],
+                result: ValueType::Bytes,
+            }],
+            imports: Some(vec![FunctionDesc {
+                name: "now_ms".into(),
+                params: vec![],
+                result: ValueType::U64,
+            }]),
+        },
     ];
     frames
         .iter()

@@ -4,6 +4,22 @@
 
 use hl_wire::*;
 
+/// A FUNCTION_TABLE frame without the imports part (a guest that declares none).
+fn table(functions: Vec<FunctionDesc>) -> Frame {
+    Frame::FunctionTable {
+        functions,
+        imports: None,
+    }
+}
+
+fn desc(name: &str, params: &[ValueType], result: ValueType) -> FunctionDesc {
+    FunctionDesc {
+        name: name.into(),
+        params: params.to_vec(),
+        result,
+    }
+}
+
 fn all_frame_kinds() -> Vec<Frame> {
     vec![
         Frame::Call {
@@ -36,8 +52,8 @@ fn all_frame_kinds() -> Vec<Frame> {
         Frame::HostError {
             message: "nope ✗".into(),
         },
-        Frame::FunctionTable(vec![]),
-        Frame::FunctionTable(vec![
+        table(vec![]),
+        table(vec![
             FunctionDesc {
                 name: "add".into(),
                 params: vec![ValueType::I32, ValueType::I32],
@@ -54,6 +70,17 @@ fn all_frame_kinds() -> Vec<Frame> {
                 result: ValueType::String,
             },
         ]),
+        Frame::FunctionTable {
+            functions: vec![desc("f", &[], ValueType::Void)],
+            imports: Some(vec![]),
+        },
+        Frame::FunctionTable {
+            functions: vec![],
+            imports: Some(vec![
+                desc("now_ms", &[], ValueType::U64),
+                desc("f", &[ValueType::String, ValueType::F64], ValueType::Void),
+            ]),
+        },
         Frame::Panic {
             message: "oh no at src/main.rs:1:1".into(),
         },
@@ -233,7 +260,7 @@ fn exact_bytes() {
         hex("03000000 0a000000 02000000 02000000 c3a9")
     );
     assert_eq!(
-        Frame::FunctionTable(vec![FunctionDesc {
+        table(vec![FunctionDesc {
             name: "f".into(),
             params: vec![ValueType::String, ValueType::Bytes],
             result: ValueType::Void,
@@ -292,24 +319,45 @@ fn every_truncation_is_rejected() {
                 );
             }
         }
-        // Shorter payload_len in a full buffer: the payload ends before its fields do.
+        // Shorter payload_len in a full buffer: the payload ends before its fields do. The one
+        // exception: a FUNCTION_TABLE cut exactly where its optional imports part starts is the
+        // same table without the part ("not declared").
         let payload_len = (bytes.len() - HEADER_LEN) as u32;
+        let without_imports = match &frame {
+            Frame::FunctionTable {
+                functions,
+                imports: Some(_),
+            } => Some(table(functions.clone())),
+            _ => None,
+        };
+        let boundary = without_imports
+            .as_ref()
+            .map(|f| (f.encoded_len() - HEADER_LEN) as u32);
         for shorter in 0..payload_len {
             let mut b = bytes.clone();
             b[4..8].copy_from_slice(&shorter.to_le_bytes());
+            if Some(shorter) == boundary {
+                assert_eq!(decode_frame(&b).as_ref().ok(), without_imports.as_ref());
+                continue;
+            }
             assert!(
                 decode_frame(&b).is_err(),
                 "{frame:?} with payload_len {shorter}"
             );
         }
-        // Longer payload_len with a spare byte: bytes left over.
+        // Longer payload_len with a spare byte: bytes left over (for a FUNCTION_TABLE without
+        // the imports part, the byte starts a truncated imports count).
         let mut b = bytes.clone();
         b.push(0);
         b[4..8].copy_from_slice(&(payload_len + 1).to_le_bytes());
-        assert_eq!(
-            decode_frame(&b).unwrap_err(),
-            DecodeError::TrailingBytes { count: 1 }
-        );
+        let expected = match &frame {
+            Frame::FunctionTable { imports: None, .. } => DecodeError::UnexpectedEnd {
+                needed: 4,
+                remaining: 1,
+            },
+            _ => DecodeError::TrailingBytes { count: 1 },
+        };
+        assert_eq!(decode_frame(&b).unwrap_err(), expected);
         // payload_len past the buffer.
         let mut b = bytes.clone();
         b[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -593,7 +641,7 @@ fn encoder_enforces_abi_limits() {
         result: ValueType::Void,
     };
     assert!(matches!(
-        Frame::FunctionTable(vec![too_many_params]).encode(&mut buf),
+        table(vec![too_many_params]).encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
     let long_name = FunctionDesc {
@@ -602,7 +650,7 @@ fn encoder_enforces_abi_limits() {
         result: ValueType::Void,
     };
     assert!(matches!(
-        Frame::FunctionTable(vec![long_name]).encode(&mut buf),
+        table(vec![long_name]).encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
     let f = FunctionDesc {
@@ -611,7 +659,7 @@ fn encoder_enforces_abi_limits() {
         result: ValueType::Void,
     };
     assert!(matches!(
-        Frame::FunctionTable(vec![f.clone(), f]).encode(&mut buf),
+        table(vec![f.clone(), f]).encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
     let empty_name = FunctionDesc {
@@ -620,7 +668,7 @@ fn encoder_enforces_abi_limits() {
         result: ValueType::Void,
     };
     assert!(matches!(
-        Frame::FunctionTable(vec![empty_name]).encode(&mut buf),
+        table(vec![empty_name]).encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
     let many: Vec<_> = (0..4097)
@@ -631,10 +679,10 @@ fn encoder_enforces_abi_limits() {
         })
         .collect();
     assert!(matches!(
-        Frame::FunctionTable(many[..4097].to_vec()).encode(&mut buf),
+        table(many[..4097].to_vec()).encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
-    let max = Frame::FunctionTable(many[..4096].to_vec());
+    let max = table(many[..4096].to_vec());
     let bytes = max.to_vec().unwrap();
     assert_eq!(decode_frame(&bytes).unwrap(), max);
     assert!(matches!(
@@ -756,7 +804,122 @@ fn invocation_limits() {
         result: ValueType::Void,
     };
     assert!(matches!(
-        Frame::FunctionTable(vec![void_param]).encode(&mut buf),
+        table(vec![void_param]).encode(&mut buf),
+        Err(EncodeError::LimitExceeded(_))
+    ));
+}
+
+#[test]
+fn host_imports_part() {
+    // Absent: no bytes after the functions. Present and empty: a zero count. A name may be both
+    // a guest function and an import (two namespaces).
+    let f = desc("f", &[ValueType::I32], ValueType::I32);
+    assert_eq!(
+        table(vec![f.clone()]).to_vec().unwrap(),
+        hex("07000000 0c000000 01000000 01000000 66 01 01 01")
+    );
+    let empty = Frame::FunctionTable {
+        functions: vec![f.clone()],
+        imports: Some(vec![]),
+    };
+    assert_eq!(
+        empty.to_vec().unwrap(),
+        hex("07000000 10000000 01000000 01000000 66 01 01 01 00000000")
+    );
+    let both = Frame::FunctionTable {
+        functions: vec![f.clone()],
+        imports: Some(vec![f.clone()]),
+    };
+    let bytes = both.to_vec().unwrap();
+    assert_eq!(
+        bytes,
+        hex("07000000 18000000 01000000 01000000 66 01 01 01 01000000 01000000 66 01 01 01")
+    );
+    assert_eq!(decode_frame(&bytes).unwrap(), both);
+    assert_eq!(both.encoded_len(), bytes.len());
+
+    // Hostile imports parts: each is rejected, never read past the payload.
+    let functions = "01000000 01000000 66 01 01 01";
+    let reject = |imports: &str| {
+        let payload = hex(&format!("{functions} {imports}"));
+        decode_frame(&frame(7, &payload)).unwrap_err()
+    };
+    // A count that cannot fit, or one above the limit.
+    assert!(matches!(
+        reject("ffffffff"),
+        DecodeError::CountTooLarge { .. }
+    ));
+    let mut huge = String::from("01100000");
+    for i in 0..4097u32 {
+        huge.push_str(&format!(" 04000000 {:08x} 00 00", i.swap_bytes()));
+    }
+    assert_eq!(reject(&huge), DecodeError::TooManyFunctions(4097));
+    // A partial count, a truncated entry, trailing bytes after the part.
+    assert!(matches!(reject("0100"), DecodeError::UnexpectedEnd { .. }));
+    assert!(matches!(
+        reject("01000000 01000000 66 01"),
+        DecodeError::CountTooLarge { .. }
+    ));
+    assert!(matches!(
+        reject("00000000 00"),
+        DecodeError::TrailingBytes { count: 1 }
+    ));
+    // The entries' own limits: duplicate, empty or over-long name, void parameter, 33
+    // parameters, unknown tags, invalid UTF-8.
+    assert_eq!(
+        reject("02000000 01000000 67 00 00 01000000 67 00 00"),
+        DecodeError::DuplicateName
+    );
+    assert_eq!(
+        reject("01000000 00000000 00 00 00"),
+        DecodeError::InvalidName { len: 0 }
+    );
+    assert_eq!(
+        reject("01000000 01000000 67 01 00 00"),
+        DecodeError::VoidParameter
+    );
+    assert_eq!(
+        reject(&format!("01000000 01000000 67 21 {} 00", "01".repeat(33))),
+        DecodeError::TooManyParams(33)
+    );
+    assert_eq!(
+        reject("01000000 01000000 67 00 0a"),
+        DecodeError::UnknownTag(10)
+    );
+    assert_eq!(
+        reject("01000000 01000000 ff 00 00"),
+        DecodeError::InvalidUtf8
+    );
+    let long = format!("01000000 00010000 {} 00 00", "61".repeat(256));
+    assert_eq!(reject(&long), DecodeError::InvalidName { len: 256 });
+
+    // The encoder holds the imports to the same limits.
+    let mut buf = vec![0u8; 1 << 20];
+    let dup = Frame::FunctionTable {
+        functions: vec![],
+        imports: Some(vec![f.clone(), f.clone()]),
+    };
+    assert!(matches!(
+        dup.encode(&mut buf),
+        Err(EncodeError::LimitExceeded(_))
+    ));
+    let void_param = Frame::FunctionTable {
+        functions: vec![],
+        imports: Some(vec![desc("v", &[ValueType::Void], ValueType::Void)]),
+    };
+    assert!(matches!(
+        void_param.encode(&mut buf),
+        Err(EncodeError::LimitExceeded(_))
+    ));
+    let many: Vec<_> = (0..4097)
+        .map(|i| desc(&format!("h{i}"), &[], ValueType::Void))
+        .collect();
+    let too_many = Frame::FunctionTable {
+        functions: vec![],
+        imports: Some(many),
+    };
+    assert!(matches!(
+        too_many.encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
 }

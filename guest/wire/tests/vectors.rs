@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use hl_wire::{ABI_VERSION, Frame, FrameKind, Value, ValueType, decode_frame};
+use hl_wire::{ABI_VERSION, Frame, FrameKind, FunctionDesc, Value, ValueType, decode_frame};
 use serde_json::{Value as Json, json};
 
 /// `tests/vectors/wire.json` at the repository root, or `$HL_WIRE_VECTORS` when set.
@@ -65,14 +65,26 @@ fn frame_json(f: &Frame) -> Json {
         Frame::HostError { message } | Frame::Panic { message } => {
             json!({ "kind": kind, "message": message })
         }
-        Frame::FunctionTable(entries) => json!({
-            "kind": kind,
-            "functions": entries.iter().map(|e| json!({
-                "name": e.name,
-                "params": e.params.iter().map(|p| p.name()).collect::<Vec<_>>(),
-                "result": e.result.name(),
-            })).collect::<Vec<_>>(),
-        }),
+        Frame::FunctionTable { functions, imports } => {
+            let table = |entries: &[FunctionDesc]| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "name": e.name,
+                            "params": e.params.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                            "result": e.result.name(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut j = json!({ "kind": kind, "functions": table(functions) });
+            // The vectors' JSON has an "imports" key exactly when the part is present.
+            if let Some(imports) = imports {
+                j["imports"] = Json::from(table(imports));
+            }
+            j
+        }
         Frame::Fault(i) => json!({
             "kind": kind,
             "vector": i.vector.to_string(),

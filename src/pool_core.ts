@@ -8,6 +8,7 @@
 
 import { CancelledError, SandboxError } from "./errors.ts";
 import { checkCount, checkTimeout } from "./options.ts";
+import { countPool, tracePoolRun } from "./telemetry.ts";
 
 /**
  * No sandbox of the pool became free within the wait bound (`timeoutMs`), or more callers were
@@ -104,6 +105,7 @@ export class PoolCore<M extends PoolMember> {
       this.#all.add(m);
       this.#free.push(m);
     }
+    countPool(this, true);
   }
 
   /** Number of members. */
@@ -125,13 +127,16 @@ export class PoolCore<M extends PoolMember> {
    * Borrows a member, runs `fn` with it, then revokes the handle `fn` got (a reference kept past
    * the run reaches nothing), restores the VM and hands it on under a new handle.
    */
-  async run<T>(fn: (member: M) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
-    const member = await this.#acquire(options);
-    try {
-      return await fn(member);
-    } finally {
-      await this.#release(member);
-    }
+  run<T>(fn: (member: M) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
+    return tracePoolRun(async (acquired) => {
+      const member = await this.#acquire(options);
+      acquired();
+      try {
+        return await fn(member);
+      } finally {
+        await this.#release(member);
+      }
+    });
   }
 
   #acquire(options: PoolRunOptions): Promise<M> {
@@ -226,6 +231,7 @@ export class PoolCore<M extends PoolMember> {
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
+    countPool(this, false);
     for (const w of [...this.#waiters]) w.reject(new SandboxError("the pool has been disposed"));
     for (const m of this.#free.splice(0)) {
       this.#all.delete(m);

@@ -58,6 +58,14 @@ import {
   stateOf,
 } from "./snapshot.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
+import {
+  type CallTrace,
+  countSandbox,
+  startCall,
+  traceCreate,
+  traceRestore,
+  traceSnapshot,
+} from "./telemetry.ts";
 
 /** A value that crosses the sandbox boundary; `undefined` stands for `void`. */
 export type { JsValue } from "./wire.ts";
@@ -193,6 +201,7 @@ const finalizer = new FinalizationRegistry<Held>((held) => {
   try {
     held.vm.destroy();
     held.code?.release();
+    countSandbox(-1);
   } catch {
     // Nothing to report to at GC time.
   }
@@ -291,6 +300,8 @@ export class Sandbox implements AsyncDisposable {
    * written for the exchange that called it. */
   #exchanges = 0;
   #logsSkipped = 0;
+  /** The call in progress's trace, when telemetry is on (its host calls are its children). */
+  #trace: CallTrace | undefined;
 
   private constructor(
     vm: MicroVm,
@@ -327,11 +338,23 @@ export class Sandbox implements AsyncDisposable {
    * ```
    */
   static create(options: SandboxOptions | SnapshotSandboxOptions): Promise<Sandbox> {
-    return Sandbox.#create(options, undefined);
+    return Sandbox.#traced(options, undefined);
+  }
+
+  /** `#create` in a span (telemetry.ts). */
+  static #traced(
+    options: SandboxOptions | SnapshotSandboxOptions,
+    code: MemorySnapshotHandle | undefined,
+  ): Promise<Sandbox> {
+    const path = typeof options === "object" && options !== null && "snapshot" in options &&
+        options.snapshot !== undefined
+      ? "snapshot"
+      : "cold";
+    return traceCreate("native", undefined, path, () => Sandbox.#create(options, code));
   }
 
   static {
-    createWithCode = (options, code) => Sandbox.#create(options, code);
+    createWithCode = (options, code) => Sandbox.#traced(options, code);
     codeAddrOf = (sandbox) => sandbox.#layout.codeAddr;
     poisonWith = (sandbox, error) => {
       sandbox.#poison ??= error;
@@ -410,6 +433,7 @@ export class Sandbox implements AsyncDisposable {
       throw e;
     }
     finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
+    countSandbox(1);
     return sandbox;
   }
 
@@ -440,6 +464,7 @@ export class Sandbox implements AsyncDisposable {
     sandbox.#guestId = () => Promise.resolve(state.guestId);
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
     finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
+    countSandbox(1);
     return sandbox;
   }
 
@@ -464,7 +489,7 @@ export class Sandbox implements AsyncDisposable {
     } catch (e) {
       return Promise.reject(e);
     }
-    const run = this.#queue.then(async () => {
+    const run = this.#queue.then(traceSnapshot(async () => {
       this.#usable();
       const vm = this.#vm!;
       const guestId = await this.#guestId!();
@@ -481,7 +506,7 @@ export class Sandbox implements AsyncDisposable {
         guestId,
         abiVersion: ABI_VERSION,
       });
-    });
+    }));
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -511,7 +536,7 @@ export class Sandbox implements AsyncDisposable {
     } catch (e) {
       return Promise.reject(e);
     }
-    const run = this.#queue.then(async () => {
+    const run = this.#queue.then(traceRestore(async () => {
       this.#live();
       const state = stateOf(snapshot);
       checkSnapshotAbi(state.abiVersion);
@@ -524,7 +549,7 @@ export class Sandbox implements AsyncDisposable {
         throw new SnapshotMismatchError("the snapshot is of another guest image");
       }
       this.#restoreNow(state);
-    });
+    }));
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -782,6 +807,7 @@ export class Sandbox implements AsyncDisposable {
       this.#decoder = undefined;
       finalizer.unregister(this);
       vm.destroy();
+      countSandbox(-1);
       this.#code?.release();
       this.#wake?.();
     }
@@ -847,8 +873,23 @@ export class Sandbox implements AsyncDisposable {
     return error;
   }
 
-  /** One guest call: write CALL, run the exchange, check the result against the signature. */
+  /** One guest call, in a span when telemetry is on (telemetry.ts). */
   #call(
+    sync: boolean,
+    options: CallOptions,
+    signature: FunctionSignature,
+    values: Value[],
+  ): JsValue | Promise<JsValue> {
+    const t = startCall(signature.name, () => this.#vm?.stats().exits ?? NaN);
+    if (t === undefined) return this.#callNow(sync, options, signature, values);
+    this.#trace = t;
+    return t.run(() => this.#callNow(sync, options, signature, values), () => {
+      this.#trace = undefined;
+    });
+  }
+
+  /** One guest call: write CALL, run the exchange, check the result against the signature. */
+  #callNow(
     sync: boolean,
     options: CallOptions,
     signature: FunctionSignature,
@@ -921,14 +962,15 @@ export class Sandbox implements AsyncDisposable {
             memory: this.#memory!,
             layout: this.#layout,
             output: this.#decoder!,
-            onLog: this.#options.onLog,
+            onLog: this.#trace ? this.#trace.onLog(this.#options.onLog) : this.#options.onLog,
             skipLog: () => this.#logsSkipped++,
           },
           kind,
           what,
         ),
-      hostCall: (name, args, isSync) =>
-        serveHostCall(
+      hostCall: (name, args, isSync) => {
+        const traced = this.#trace?.hostCall(name);
+        return serveHostCall(
           this.#hostFunctions.get(name),
           name,
           args,
@@ -936,13 +978,19 @@ export class Sandbox implements AsyncDisposable {
             // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
             // Nor after a later call started (the stop is cleared then): that call's input buffer
             // is not this answer's to write.
-            if (!this.#encoder || this.#stop || this.#exchanges !== exchange) return;
+            if (!this.#encoder || this.#stop || this.#exchanges !== exchange) {
+              return traced?.end(frame);
+            }
             this.#encoder.encode(frame);
+            traced?.end(frame);
           },
           this.#layout.inputSize - FRAME_HEADER_SIZE - 4,
           isSync,
-          (fn) => hostFunctionContext.run(this, fn),
-        ),
+          traced
+            ? (fn) => hostFunctionContext.run(this, () => traced.run(fn))
+            : (fn) => hostFunctionContext.run(this, fn),
+        );
+      },
     };
     try {
       // A new call: the sticky stop of an earlier one no longer applies.

@@ -36,6 +36,7 @@ import {
 import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
 import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
+import { artifactMemoryHit, traceCompile } from "../telemetry.ts";
 
 /** The default deadline of a compile (as `initTimeoutMs`'s default). */
 export const DEFAULT_COMPILE_TIMEOUT_MS = 30_000;
@@ -447,13 +448,17 @@ export async function codeImage(
       images.delete(key);
       images.set(key, hit);
       counters.memoryHits++;
+      artifactMemoryHit();
       return { code: code.retain(), source: "memory" };
     }
   }
   const dir = artifactCacheDir();
   const file = dir === undefined ? undefined : `${dir}/${key}.hlwa`;
   let source: "disk" | "compiled" = "compiled";
-  const pending = loadOrCompile(wasm, moduleHash, fuel, file, timeoutMs).then((r) => {
+  const pending = traceCompile(
+    moduleHash,
+    () => loadOrCompile(wasm, moduleHash, fuel, file, timeoutMs),
+  ).then((r) => {
     source = r.source;
     return snapshotFromBytes(r.artifact, library);
   });

@@ -50,6 +50,7 @@ import {
 } from "./snapshot.ts";
 import { type CacheCore, type CacheEntry, cacheKey, coreOf, WasmModuleCache } from "./cache.ts";
 import type { RuntimeBinding } from "./recycle.ts";
+import { createPath, traceCreate } from "../telemetry.ts";
 import {
   type WasiExit,
   WasiExitError,
@@ -210,7 +211,17 @@ export class WasmSandbox implements AsyncDisposable {
    * await w.dispose();
    * ```
    */
-  static async create(
+  static create(
+    options: WasmSandboxOptions | WasmSnapshotSandboxOptions,
+  ): Promise<WasmSandbox> {
+    const engine = typeof options === "object" && options !== null && "module" in options
+      ? String(options.engine ?? "wasmtime")
+      : undefined;
+    return traceCreate("wasm", engine, "cold", () => WasmSandbox.#create(options));
+  }
+
+  /** `create`, in its span (telemetry.ts). */
+  static async #create(
     options: WasmSandboxOptions | WasmSnapshotSandboxOptions,
   ): Promise<WasmSandbox> {
     if (typeof options !== "object" || options === null) {
@@ -226,6 +237,7 @@ export class WasmSandbox implements AsyncDisposable {
           throw new ArgumentError(`wasi.${k} is fixed in the snapshot and cannot be given again`);
         }
       }
+      createPath("snapshot");
       return await WasmSandbox.#fromSnapshot(
         wasmStateOf(options.snapshot, true),
         options,
@@ -253,6 +265,7 @@ export class WasmSandbox implements AsyncDisposable {
     const cached = entry ? await entry : undefined;
     if (entry && cached && !cached.native.disposed) {
       cache.hit(key, entry);
+      createPath("cache_hit");
       return await WasmSandbox.#fromSnapshot(cached, options, { cache, entry });
     }
     let settle!: (s: WasmSnapshotState | undefined) => void;
@@ -333,6 +346,7 @@ export class WasmSandbox implements AsyncDisposable {
       throw e;
     }
     const recycled = cacheEntry?.cache.takeIdle(state.key, state.native);
+    if (recycled) createPath("recycled");
     try {
       if (recycled) {
         binding = Object.assign(recycled.binding, binding);

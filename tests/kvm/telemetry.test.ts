@@ -1,0 +1,181 @@
+/**
+ * OpenTelemetry end to end (docs/observability.md): a child program run with `OTEL_DENO=true`
+ * exports to an OTLP/HTTP JSON receiver started here on loopback; the trace and the metrics it
+ * sends are checked against the known sequence `_telemetry_child.ts` runs.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { kvmTest } from "./_kvm.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+function must<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`missing: ${what}`);
+  return value;
+}
+
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  name: string;
+  status: { code: number; message: string };
+  attributes: { key: string; value: Record<string, unknown> }[];
+}
+
+function attrs(list: { key: string; value: Record<string, unknown> }[]): Record<string, unknown> {
+  return Object.fromEntries(list.map((a) => [a.key, Object.values(a.value)[0]]));
+}
+
+const GAUGES = ["active_sandboxes", "pool_members"];
+
+/** Runs the child against a receiver; returns what was posted, by path. */
+async function runChild(): Promise<{ out: string; posts: Record<string, Json[]> }> {
+  const posts: Record<string, Json[]> = {};
+  // Gauges exported after the child first asked (its work done): only those are checked.
+  let marked = false;
+  const metricNames = new Set<string>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/seen-gauges") {
+      if (!marked) metricNames.clear();
+      marked = true;
+      return new Response(GAUGES.every((g) => metricNames.has(g)) ? "yes" : "no");
+    }
+    const body = await req.json();
+    (posts[path] ??= []).push(body);
+    if (path === "/v1/metrics" && marked) {
+      for (const r of body.resourceMetrics ?? []) {
+        for (const sm of r.scopeMetrics ?? []) {
+          for (const m of sm.metrics ?? []) metricNames.add(m.name);
+        }
+      }
+    }
+    return new Response("{}", { headers: { "content-type": "application/json" } });
+  });
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./_telemetry_child.ts", import.meta.url).pathname],
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${server.addr.port}`,
+        OTEL_SERVICE_NAME: "hl-telemetry-test",
+        OTEL_METRIC_EXPORT_INTERVAL: "100",
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    const output = await child.output();
+    clearTimeout(timer);
+    const out = new TextDecoder().decode(output.stdout).trim();
+    assert(output.success, `child failed: ${out}\n${new TextDecoder().decode(output.stderr)}`);
+    return { out, posts };
+  } finally {
+    await server.shutdown();
+  }
+}
+
+kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", async () => {
+  const { out, posts } = await runChild();
+  assertEquals(out, "ok");
+
+  // ---- Trace ----
+  const spans: OtlpSpan[] = (posts["/v1/traces"] ?? []).flatMap((b) =>
+    b.resourceSpans.flatMap((r: Json) => r.scopeSpans.flatMap((s: Json) => s.spans))
+  );
+  const byId = new Map(spans.map((s) => [s.spanId, s]));
+  const parent = (s: OtlpSpan) => byId.get(s.parentSpanId);
+  // The server span of the request: a GET span whose parent is the client's fetch span.
+  const server = must(
+    spans.find((s) => s.name === "GET" && parent(s)?.name === "GET"),
+    "the Deno.serve request span",
+  );
+  const calls = spans.filter((s) => s.name === "hl.sandbox.call");
+  assertEquals(calls.length, 6, "call_host ×2, add ×2 (callSync), write_addr, add in the pool");
+  for (const c of calls) assertEquals(c.traceId, server.traceId);
+
+  const ok = calls.find((c) =>
+    attrs(c.attributes)["hl.function"] === "call_host" &&
+    attrs(c.attributes)["hl.call.outcome"] === "ok"
+  )!;
+  assert(ok, "the call_host(double) span");
+  assertEquals(parent(ok), server, "a call made in the handler is a child of the request span");
+  const okAttrs = attrs(ok.attributes);
+  assertEquals(okAttrs["hl.call.host_calls"], 1);
+  assertEquals(okAttrs["hl.call.exits"], 2, "one HOST_CALL exit, one DONE exit");
+  assertEquals(ok.status.code, 0);
+  const hostSpans = spans.filter((s) => s.name === "hl.host_function");
+  const double = hostSpans.find((s) => attrs(s.attributes)["hl.function"] === "double")!;
+  assertEquals(parent(double), ok, "the host function span is a child of its call");
+  assertEquals(attrs(double.attributes)["hl.host_function.outcome"], "ok");
+
+  const boom = hostSpans.find((s) => attrs(s.attributes)["hl.function"] === "boom")!;
+  assertEquals(boom.status.code, 2, "a host function that threw: error status");
+  assertEquals(attrs(parent(boom)!.attributes)["error.type"], "GuestError");
+
+  const fault = calls.find((c) => attrs(c.attributes)["hl.function"] === "write_addr")!;
+  assertEquals(fault.status.code, 2, "the faulting call has error status");
+  assertEquals(attrs(fault.attributes)["error.type"], "GuestFaultError");
+  assertEquals(attrs(fault.attributes)["hl.call.outcome"], "error");
+  assertEquals(parent(fault), server);
+
+  const creates = spans.filter((s) => s.name === "hl.sandbox.create");
+  assertEquals(
+    creates.map((s) => attrs(s.attributes)["hl.create.path"]).sort(),
+    ["cold", "cold", "cold", "snapshot"],
+  );
+  for (const c of creates) assertEquals(parent(c), server);
+
+  const run = spans.find((s) => s.name === "hl.pool.run")!;
+  assertEquals(parent(run), server, "the pool run is a child of the request span");
+  assertEquals(typeof attrs(run.attributes)["hl.pool.wait_ms"], "number");
+  const inPool = calls.filter((c) => parent(c) === run);
+  assertEquals(inPool.length, 1, "the borrower's call is a child of the pool run");
+  const restore = spans.find((s) => s.name === "hl.sandbox.restore")!;
+  assertEquals(parent(restore), run, "the restore on release is part of the run");
+  const snapshot = spans.find((s) => s.name === "hl.sandbox.snapshot")!;
+  assert((attrs(snapshot.attributes)["hl.snapshot.pages"] as number) > 0);
+
+  // ---- Metrics: the last export of each (cumulative) ----
+  const last = new Map<string, Json>();
+  for (const b of posts["/v1/metrics"] ?? []) {
+    for (const r of b.resourceMetrics) {
+      for (const sm of r.scopeMetrics) {
+        if (sm.scope.name !== "@hl/sandbox") continue;
+        for (const m of sm.metrics) last.set(m.name, m);
+      }
+    }
+  }
+  const points = (name: string) => {
+    const m = must(last.get(name), `metric ${name} exported`);
+    const data = m.sum ?? m.gauge ?? m.histogram;
+    return data.dataPoints.map((p: Json) => ({
+      attributes: attrs(p.attributes),
+      value: Number(p.asInt ?? p.asDouble ?? p.count),
+    })) as { attributes: Record<string, unknown>; value: number }[];
+  };
+  const value = (name: string, match: Record<string, unknown> = {}) =>
+    points(name).filter((p) => Object.entries(match).every(([k, v]) => p.attributes[k] === v))
+      .reduce((n, p) => n + p.value, 0);
+
+  assertEquals(value("guest_errors_total", { kind: "GuestFaultError" }), 1);
+  assertEquals(value("guest_errors_total", { kind: "GuestError" }), 1);
+  assertEquals(value("guest_errors_total"), 2);
+  assertEquals(value("guest_call_duration_seconds"), 6, "six calls");
+  assertEquals(value("guest_call_duration_seconds", { function_name: "add" }), 3);
+  assertEquals(value("guest_call_duration_seconds", { outcome: "error" }), 2);
+  assertEquals(value("host_call_duration_seconds", { function_name: "double" }), 1);
+  assertEquals(value("host_call_duration_seconds", { function_name: "boom", outcome: "error" }), 1);
+  assertEquals(value("sandbox_creates_total", { kind: "native", path: "cold" }), 3);
+  assertEquals(value("sandbox_creates_total", { kind: "native", path: "snapshot" }), 1);
+  assertEquals(value("sandbox_restores_total"), 1);
+  // call_host: HOST_CALL + DONE (2 each), add ×3: 1 each, write_addr: its FAULT exit.
+  assertEquals(value("vm_exits_total"), 2 + 2 + 3 + 1);
+  assertEquals(value("pool_wait_duration_seconds"), 1);
+  // Read while the pool's two members were alive and free (the other sandboxes disposed).
+  assertEquals(value("active_sandboxes"), 2);
+  assertEquals(value("pool_members", { state: "free" }), 2);
+  assertEquals(value("pool_members", { state: "busy" }), 0);
+});

@@ -6,7 +6,8 @@
  */
 
 import { ArgumentError } from "./errors.ts";
-import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
+import { checkPoolSizing, type PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
+import { startRuntimePool } from "./runtime/pool.ts";
 import { handOverWasmSandbox, WasmSandbox } from "./wasm/sandbox.ts";
 import type { WasmSnapshot } from "./wasm/snapshot.ts";
 import type { WasiOptions, WasmImports, WasmSandboxOptions } from "./wasm/types.ts";
@@ -79,32 +80,17 @@ export class WasmSandboxPool implements AsyncDisposable {
         "WasmSandboxPool.create takes exactly one of `module` and `snapshot`",
       );
     }
-    const members: WasmSandbox[] = [];
-    let snapshot = options.snapshot;
-    const owns = snapshot === undefined;
-    try {
-      if (snapshot === undefined) {
-        const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, snapshot: _n, ...rest } = options;
-        const first = await WasmSandbox.create({ ...rest, module: options.module! });
-        members.push(first);
-        snapshot = await first.snapshot();
-      }
-      while (members.length < size) {
-        members.push(await WasmSandbox.create(WasmSandboxPool.#memberOptions(options, snapshot)));
-      }
-    } catch (e) {
-      for (const sb of members) await sb.dispose();
-      if (owns) await snapshot?.dispose();
-      throw e;
-    }
-    const snap = snapshot;
+    const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, snapshot: _n, ...rest } = options;
     return new WasmSandboxPool(
-      new PoolCore(members, options, {
-        revoke: (m) => Promise.resolve().then(() => handOverWasmSandbox(m)),
-        restore: (m) => m.restore(snap),
-        replace: () => WasmSandbox.create(WasmSandboxPool.#memberOptions(options, snap)),
-        disposed: () => owns ? snap.dispose() : Promise.resolve(),
-      }),
+      await startRuntimePool({
+        size,
+        snapshot: options.snapshot,
+        first: () => WasmSandbox.create({ ...rest, module: options.module! }),
+        snapshotOf: (first) => first.snapshot(),
+        fromSnapshot: (snap) => WasmSandbox.create(WasmSandboxPool.#memberOptions(options, snap)),
+        handOver: (m) => handOverWasmSandbox(m),
+        restore: (m, snap) => m.restore(snap),
+      }, options),
     );
   }
 

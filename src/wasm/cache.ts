@@ -15,6 +15,7 @@ import type { WasmSnapshotState } from "./snapshot.ts";
 import type { WasmCacheStats, WasmSandboxOptions } from "./types.ts";
 import { moduleName } from "./wasi.ts";
 import { checkPreopens } from "./wasi_path.ts";
+import { DEFAULT_ENGINE } from "../runtime/engine.ts";
 import { type Idle, IdleVms, type RuntimeBinding } from "./recycle.ts";
 
 /** A cache entry: settles to `undefined` when the first create failed or is not cacheable. */
@@ -356,7 +357,7 @@ export async function cacheKey(
     module: await digest(bytes),
     runtime,
     library: options.library ?? "",
-    engine: options.engine ?? "wasmtime", // WasmSandbox.create's default
+    engine: options.engine ?? DEFAULT_ENGINE, // WasmSandbox.create's default
     heapSize: options.heapSize ?? null,
     stackSize: options.stackSize ?? null,
     inputSize: options.inputSize ?? null,

@@ -18,7 +18,7 @@ import {
   type SandboxOptions,
   type SandboxStats,
 } from "../sandbox.ts";
-import { codeImage } from "./compiler.ts";
+import { engineNamed } from "../runtime/engine.ts";
 import { type Snapshot, SnapshotMismatchError } from "../snapshot.ts";
 import { readSource } from "../source.ts";
 import {
@@ -67,8 +67,6 @@ import {
 } from "./types.ts";
 
 const MIB = 1 << 20;
-/** The least guest stack for the wasmtime engine: its 512 KiB Wasm stack limit + headroom. */
-const WASMTIME_MIN_STACK = 1 * MIB;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -406,27 +404,22 @@ export class WasmSandbox implements AsyncDisposable {
     const preopens = checkPreopens(
       typeof wasiSetting === "object" ? wasiSetting.preopens : undefined,
     );
-    const engine = options.engine ?? "wasmtime";
-    if (engine !== "wasmi" && engine !== "wasmtime") {
-      throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(engine)}`);
-    }
-    const wasmtime = engine === "wasmtime";
-    // wasmtime checks the Wasm stack against 512 KiB (guest/wasmtime-runtime/src/engine_config.rs);
-    // the guest's own stack must hold that plus the runtime and host calls above it.
-    if (wasmtime && options.stackSize !== undefined && options.stackSize < WASMTIME_MIN_STACK) {
+    const engine = engineNamed(options.engine);
+    if (options.stackSize !== undefined && options.stackSize < engine.minStackSize) {
       throw new ArgumentError(
-        `stackSize must be at least ${WASMTIME_MIN_STACK / 1024} KiB with the wasmtime engine`,
+        `stackSize must be at least ${
+          engine.minStackSize / 1024
+        } KiB with the ${engine.name} engine`,
       );
     }
-    const runtime = options.runtime ?? findGuest(wasmtime ? "wasmtime-runtime" : "wasm-runtime");
-    // wasmtime: the module is compiled on the host (or found in the artifact cache) and mapped
-    // into the VM read-only and executable; the guest gets no module bytes.
-    const image = wasmtime
-      ? await codeImage(bytes, fuel !== 0n, options.library, options.initTimeoutMs ?? 30_000)
-      : undefined;
-    const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
-    const inputSize = options.inputSize ??
-      Math.max(4 * MIB, wasmtime ? 0 : pageAlign(bytes.length + 64 * 1024));
+    const runtime = options.runtime ?? findGuest(engine.guest);
+    const image = await engine.codeImage(
+      bytes,
+      fuel !== 0n,
+      options.library,
+      options.initTimeoutMs ?? 30_000,
+    );
+    const inputSize = options.inputSize ?? engine.defaultInputSize(bytes.length);
 
     // The imports are bound once the guest has described them (after `load`).
     let imported: ImportTable | undefined;

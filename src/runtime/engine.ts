@@ -1,0 +1,76 @@
+/**
+ * The Wasm engines as objects: what differs between running a module on the wasmi interpreter
+ * (`wasm-runtime` guest) and on wasmtime (`wasmtime-runtime` guest, code compiled on the host)
+ * is said once here, not as `engine === "wasmtime" ? … : …` branches in each sandbox kind.
+ * `WasmSandbox` and every sandbox that runs a language runtime as a Wasm module (`JsSandbox`)
+ * pick an engine with {@linkcode engineNamed}.
+ *
+ * Internal (not exported by `mod.ts`).
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+import type { BuiltinGuestName } from "../artifacts.ts";
+import { codeImage, type CodeImage } from "../wasm/compiler.ts";
+import type { WasmEngine } from "../wasm/types.ts";
+
+const MIB = 1 << 20;
+const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
+
+/** How one Wasm engine loads a module into its runtime guest. */
+export interface RuntimeEngine {
+  /** The option value that names it. */
+  readonly name: WasmEngine;
+  /** The built-in guest that runs it. */
+  readonly guest: BuiltinGuestName;
+  /** The least guest stack (bytes) the engine needs; a smaller `stackSize` is an ArgumentError. */
+  readonly minStackSize: number;
+  /**
+   * The module's code as the guest maps it (wasmtime: compiled on the host, or found in the
+   * artifact cache), or undefined when the guest gets the module's bytes (wasmi).
+   */
+  codeImage(
+    bytes: Uint8Array,
+    fuel: boolean,
+    library: string | undefined,
+    timeoutMs: number,
+  ): Promise<CodeImage | undefined>;
+  /** The input area's size when the caller set none: room for what `load` is sent. */
+  defaultInputSize(moduleBytes: number): number;
+}
+
+/** wasmi: an interpreter in the guest; the module's bytes go into the VM with `load`. */
+export const wasmiEngine: RuntimeEngine = Object.freeze({
+  name: "wasmi" as const,
+  guest: "wasm-runtime" as const,
+  minStackSize: 0,
+  codeImage: () => Promise.resolve(undefined),
+  defaultInputSize: (moduleBytes: number) => Math.max(4 * MIB, pageAlign(moduleBytes + 64 * 1024)),
+});
+
+/**
+ * wasmtime: the module is compiled on the host (isolated compiler process, artifact cache) and
+ * mapped into the VM read-only and executable; the guest gets no module bytes.
+ */
+export const wasmtimeEngine: RuntimeEngine = Object.freeze({
+  name: "wasmtime" as const,
+  guest: "wasmtime-runtime" as const,
+  // wasmtime checks the Wasm stack against 512 KiB (guest/wasmtime-runtime/src/engine_config.rs);
+  // the guest's own stack must hold that plus the runtime and host calls above it.
+  minStackSize: 1 * MIB,
+  codeImage: (bytes: Uint8Array, fuel: boolean, library: string | undefined, timeoutMs: number) =>
+    codeImage(bytes, fuel, library, timeoutMs),
+  defaultInputSize: () => 4 * MIB,
+});
+
+/** The default engine of every runtime sandbox. */
+export const DEFAULT_ENGINE: WasmEngine = "wasmtime";
+
+/** The engine an `engine` option names (default wasmtime); anything else is an ArgumentError. */
+export function engineNamed(name: unknown): RuntimeEngine {
+  const engine = name ?? DEFAULT_ENGINE;
+  if (engine === "wasmtime") return wasmtimeEngine;
+  if (engine === "wasmi") return wasmiEngine;
+  throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(name)}`);
+}

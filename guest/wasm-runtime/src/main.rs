@@ -1,80 +1,53 @@
-//! `wasm-runtime`: the guest behind `WasmSandbox` (`src/wasm_sandbox.ts`). It embeds the wasmi
-//! interpreter (no_std) on the `hl-guest` runtime: the host sends a module (`load`), the guest
-//! validates it and describes its imports and exports, the host checks the imports against its
-//! host functions and asks to `instantiate`, then calls exports (`invoke`, `call_bytes`) and
-//! reads or writes the module's memory. Imports call the host through one host function,
-//! `wasm_import`; WASI preview 1 is answered here (the `hl-wasi` crate, bound to wasmi by
-//! `wasi_wasmi.rs`, crossing to the host through `wasi_host.rs`). The request and reply encodings
-//! and the error codes are in docs/wasm.md.
+//! `wasm-runtime`: the guest behind `WasmSandbox` with `engine: "wasmi"`. It embeds the wasmi
+//! interpreter (no_std) on the `hl-guest` runtime. The requests, their handling and their encodings
+//! are the shared crate's (`hl-wasm-service`, docs/wasm.md "Wire encodings"); this binary is the
+//! wasmi [`Engine`]: compiling (validating) the module sent in `load`, linking, calling, and
+//! mapping wasmi's errors. WASI preview 1 is `hl-wasi`, bound to wasmi by `wasi_wasmi.rs`.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-mod codec;
-mod wasi_host;
 mod wasi_wasmi;
 
-use hl_wasi as wasi;
-
-use alloc::collections::BTreeSet;
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use hl_guest::{GuestError, HostError, Value, call_host};
-use spinning_top::Spinlock;
+use hl_guest::GuestError;
+use hl_wasm_service::{
+    Engine, Export, ExternDesc, Failure, FuncSig, Import, Limits, Spinlock, State, Val, ValKind,
+    code, parse_config, trap,
+};
 use wasmi::{
-    Config, Engine, Error, ExternType, Func, Instance, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, TrapCode, Val, ValType,
+    Config, Error, ExternType, Func, FuncType, Instance, Linker, Module, Store, StoreLimits,
+    StoreLimitsBuilder, TrapCode, ValType,
 };
 
-use codec::{Writer, read_vals, write_vals};
-use hl_guest::wire::{DecodeError, Reader};
+hl_wasm_service::guest_functions!(Wasmi);
 
-hl_guest::guest_functions![
-    load,
-    instantiate,
-    invoke,
-    call_bytes,
-    write_alloc,
-    read_memory,
-    write_memory,
-    memory_size,
-    fuel_consumed,
-];
+/// The wasmi engine of the shared request handling.
+pub struct Wasmi;
 
-/// ERROR codes, shared with the other Wasm runtime guest.
-use hl_wasm_abi::{code, trap};
+static STATE: Spinlock<State<Wasmi>> = Spinlock::new(State::new());
 
 /// The data of the wasmi store.
 pub struct HostState {
     limits: StoreLimits,
-    wasi: Option<wasi::WasiCtx>,
+    wasi: Option<hl_wasi::WasiCtx>,
 }
 
-struct Loaded {
-    engine: Engine,
+/// A module with its engine.
+pub struct Loaded {
+    engine: wasmi::Engine,
     module: Module,
-    /// Fuel given to every call (and to instantiation); `None` when metering is off.
-    fuel: Option<u64>,
 }
 
-struct Running {
+/// A store with its instance.
+pub struct Running {
     store: Store<HostState>,
     instance: Instance,
 }
-
-struct State {
-    loaded: Option<Loaded>,
-    running: Option<Running>,
-}
-
-static STATE: Spinlock<State> = Spinlock::new(State {
-    loaded: None,
-    running: None,
-});
 
 /// A host function's failure, carried through wasmi as a host error.
 #[derive(Debug)]
@@ -88,146 +61,69 @@ impl fmt::Display for HostFnError {
 
 impl wasmi::errors::HostError for HostFnError {}
 
-fn state_error(message: &str) -> GuestError {
-    GuestError::new(code::STATE, message)
+fn kind(t: &ValType) -> ValKind {
+    match t {
+        ValType::I32 => ValKind::I32,
+        ValType::I64 => ValKind::I64,
+        ValType::F32 => ValKind::F32,
+        ValType::F64 => ValKind::F64,
+        ValType::V128 => ValKind::V128,
+        ValType::FuncRef => ValKind::FuncRef,
+        ValType::ExternRef => ValKind::ExternRef,
+    }
 }
 
-/// `load(module, config)`: validates and compiles the module, returns its description.
-///
-/// Config: u64 fuel per call (0: no metering), u32 max recursion depth (0: wasmi's default).
-/// Reply: u32 import count, each `str module, str name, extern type`; u32 export count, each
-/// `str name, extern type` (encodings in `codec.rs`).
-fn load(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
-    let mut r = Reader::new(&config);
-    let parse = |r: &mut Reader<'_>| -> Result<(u64, u32), DecodeError> {
-        let fuel = r.u64()?;
-        let depth = r.u32()?;
-        r.finish()?;
-        Ok((fuel, depth))
-    };
-    let (fuel, depth) = parse(&mut r).map_err(|e| state_error(&e.to_string()))?;
-    let mut cfg = Config::default();
-    cfg.consume_fuel(fuel != 0);
-    if depth != 0 {
-        cfg.set_max_recursion_depth(depth as usize);
+fn sig(ty: &FuncType) -> FuncSig {
+    FuncSig {
+        params: ty.params().iter().map(kind).collect(),
+        results: ty.results().iter().map(kind).collect(),
     }
-    let engine = Engine::new(&cfg);
-    let compiled = Module::new(&engine, &module[..])
-        .map_err(|e| GuestError::new(code::MODULE, e.to_string()))?;
-    let mut w = Writer::default();
-    w.u32(compiled.imports().len() as u32);
-    for import in compiled.imports() {
-        w.str(import.module());
-        w.str(import.name());
-        w.extern_type(import.ty())
-            .map_err(|e| GuestError::new(code::MODULE, e))?;
-    }
-    w.u32(compiled.exports().count() as u32);
-    for export in compiled.exports() {
-        w.str(export.name());
-        w.extern_type(export.ty())
-            .map_err(|e| GuestError::new(code::MODULE, e))?;
-    }
-    let mut state = STATE.lock();
-    state.running = None;
-    state.loaded = Some(Loaded {
-        engine,
-        module: compiled,
-        fuel: (fuel != 0).then_some(fuel),
-    });
-    Ok(w.0)
 }
 
-/// `instantiate(config)`: links the imports and instantiates (running the start function).
-///
-/// Config: `hl_wasi::InstantiateRequest`.
-fn instantiate(config: Vec<u8>) -> Result<(), GuestError> {
-    let req = wasi::InstantiateRequest::parse(&config).map_err(|e| state_error(&e.to_string()))?;
-    let mut state = STATE.lock();
-    state.running = None;
-    let Some(loaded) = state.loaded.as_ref() else {
-        return Err(state_error("no module loaded"));
-    };
-    let wasi_on = req.wasi.is_some();
-    let mut linker = Linker::<HostState>::new(&loaded.engine);
-    let mut defined = BTreeSet::new();
-    for (index, import) in loaded.module.imports().enumerate() {
-        let (module, name) = (import.module(), import.name());
-        let ExternType::Func(ty) = import.ty() else {
-            return Err(GuestError::new(
-                code::LINK,
-                format!("import {module}.{name}: only function imports are supported"),
-            ));
-        };
-        if !defined.insert((String::from(module), String::from(name))) {
-            continue; // The same name imported twice: one definition serves both.
-        }
-        if wasi_on && module == "wasi_snapshot_preview1" {
-            wasi_wasmi::define(&mut linker, name, ty)
-                .map_err(|e| GuestError::new(code::LINK, e))?;
-            continue;
-        }
-        let results: Vec<ValType> = ty.results().to_vec();
-        let index = index as u32;
-        linker
-            .func_new(module, name, ty.clone(), move |_caller, params, out| {
-                host_import(index, &results, params, out)
-            })
-            .map_err(|e| GuestError::new(code::LINK, e.to_string()))?;
-    }
-    let mut limits = StoreLimitsBuilder::new()
-        .instances(1)
-        .tables(16)
-        .memories(16);
-    if req.max_memory != 0 {
-        limits = limits.memory_size(usize::try_from(req.max_memory).unwrap_or(usize::MAX));
-    }
-    if req.max_table != 0 {
-        limits = limits.table_elements(usize::try_from(req.max_table).unwrap_or(usize::MAX));
-    }
-    let mut store = Store::new(
-        &loaded.engine,
-        HostState {
-            limits: limits.build(),
-            wasi: req.wasi,
+fn desc(ty: &ExternType) -> ExternDesc {
+    match ty {
+        ExternType::Func(f) => ExternDesc::Func(sig(f)),
+        ExternType::Table(t) => ExternDesc::Table {
+            min: t.minimum(),
+            max: t.maximum(),
         },
-    );
-    store.limiter(|s| &mut s.limits);
-    if let Some(fuel) = loaded.fuel {
-        store
-            .set_fuel(fuel)
-            .map_err(|e| state_error(&e.to_string()))?;
+        ExternType::Memory(m) => ExternDesc::Memory {
+            min: m.minimum(),
+            max: m.maximum(),
+        },
+        ExternType::Global(g) => ExternDesc::Global {
+            ty: kind(&g.content()),
+            mutable: matches!(g.mutability(), wasmi::Mutability::Var),
+        },
     }
-    let instance = linker
-        .instantiate_and_start(&mut store, &loaded.module)
-        .map_err(|e| run_error(e, code::LINK))?;
-    state.running = Some(Running { store, instance });
-    Ok(())
 }
 
-/// A call from the module to an imported (host) function: `wasm_import(index, args)`.
-fn host_import(
-    index: u32,
-    results: &[ValType],
-    params: &[Val],
-    out: &mut [Val],
-) -> Result<(), Error> {
-    let args = write_vals(params).map_err(Error::new)?;
-    match call_host("wasm_import", &[Value::U32(index), Value::Bytes(args)]) {
-        Ok(Value::Bytes(bytes)) => {
-            let vals = read_vals(&bytes, results)
-                .map_err(|e| Error::host(HostFnError(format!("bad host result: {e}"))))?;
-            for (slot, v) in out.iter_mut().zip(vals) {
-                *slot = v;
-            }
-            Ok(())
-        }
-        Ok(other) => Err(Error::host(HostFnError(format!(
-            "wasm_import returned {} instead of bytes",
-            other.value_type()
-        )))),
-        Err(HostError::Failed(message)) => Err(Error::host(HostFnError(message))),
-        Err(e) => Err(Error::host(HostFnError(e.to_string()))),
+fn to_wasmi(v: &Val) -> wasmi::Val {
+    match *v {
+        Val::I32(x) => wasmi::Val::I32(x),
+        Val::I64(x) => wasmi::Val::I64(x),
+        Val::F32(bits) => wasmi::Val::F32(wasmi::F32::from_bits(bits)),
+        Val::F64(bits) => wasmi::Val::F64(wasmi::F64::from_bits(bits)),
+    }
+}
+
+/// Values of the crossing types only (the handlers check the types before any call).
+fn from_wasmi(v: &wasmi::Val) -> Val {
+    match v {
+        wasmi::Val::I32(x) => Val::I32(*x),
+        wasmi::Val::I64(x) => Val::I64(*x),
+        wasmi::Val::F32(x) => Val::F32(x.to_bits()),
+        wasmi::Val::F64(x) => Val::F64(x.to_bits()),
+        _ => Val::I32(0),
+    }
+}
+
+fn default_for(t: ValKind) -> wasmi::Val {
+    match t {
+        ValKind::I64 => wasmi::Val::I64(0),
+        ValKind::F32 => wasmi::Val::F32(wasmi::F32::from_bits(0)),
+        ValKind::F64 => wasmi::Val::F64(wasmi::F64::from_bits(0)),
+        _ => wasmi::Val::I32(0),
     }
 }
 
@@ -249,241 +145,164 @@ fn trap_index(code: TrapCode) -> u32 {
     }
 }
 
-/// Maps an error of a running module: exit, trap, host failure; anything else gets `other`.
-fn run_error(e: Error, other: u32) -> GuestError {
-    if let Some(status) = e.i32_exit_status() {
-        return GuestError::new(code::EXIT, status.to_string());
+impl Engine for Wasmi {
+    type Module = Loaded;
+    type Instance = Running;
+    type Func = Func;
+    type Linker = Linker<HostState>;
+    type FuncType = FuncType;
+    type Error = Error;
+
+    fn state() -> &'static Spinlock<State<Self>> {
+        &STATE
     }
-    if let Some(trap) = e.as_trap_code() {
-        return GuestError::new(code::TRAP_BASE + trap_index(trap), trap.trap_message());
-    }
-    if let Some(host) = e.downcast_ref::<HostFnError>() {
-        return GuestError::new(code::TRAP_BASE + trap::HOST, host.0.clone());
-    }
-    let message = e.to_string();
-    if other == code::LINK {
-        return GuestError::new(code::LINK, message);
-    }
-    GuestError::new(code::TRAP_BASE + trap::OTHER, message)
-}
 
-fn running(state: &mut State) -> Result<&mut Running, GuestError> {
-    state
-        .running
-        .as_mut()
-        .ok_or_else(|| state_error("no module instantiated"))
-}
-
-fn refuel(state: &mut State) -> Result<(), GuestError> {
-    let fuel = state.loaded.as_ref().and_then(|l| l.fuel);
-    if let (Some(fuel), Some(run)) = (fuel, state.running.as_mut()) {
-        run.store
-            .set_fuel(fuel)
-            .map_err(|e| state_error(&e.to_string()))?;
-    }
-    Ok(())
-}
-
-fn export_func(run: &Running, name: &str) -> Result<Func, GuestError> {
-    run.instance
-        .get_func(&run.store, name)
-        .ok_or_else(|| GuestError::new(code::NO_EXPORT, format!("no exported function \"{name}\"")))
-}
-
-/// At the end of every export that ran Wasm code: gives stdin's unread read-ahead back to the
-/// host (`hl_wasi::WasiCtx::end_call`; one exit, only when some is left), so no input waits in
-/// the guest between calls, where a snapshot or a restore's rewind could find it.
-fn after_call<T>(result: T) -> T {
-    if let Some(run) = STATE.lock().running.as_mut()
-        && let Some(wasi) = run.store.data_mut().wasi.as_mut()
-    {
-        wasi.end_call(&mut wasi_host::HlHost);
-    }
-    result
-}
-
-/// `invoke(name, args)`: calls an exported function with packed arguments, returns the packed
-/// results.
-fn invoke(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
-    after_call(invoke_module(name, args))
-}
-
-fn invoke_module(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
-    let mut state = STATE.lock();
-    refuel(&mut state)?;
-    let run = running(&mut state)?;
-    let func = export_func(run, &name)?;
-    let ty = func.ty(&run.store);
-    let params = read_vals(&args, ty.params()).map_err(|e| GuestError::new(code::BAD_ARGS, e))?;
-    // Refused before the call (as the wasmtime guest does): a function whose results cannot
-    // cross must not run its side effects first.
-    if ty
-        .results()
-        .iter()
-        .any(|t| !matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64))
-    {
-        return Err(GuestError::new(
-            code::BAD_ARGS,
-            "reference and vector values cannot cross",
-        ));
-    }
-    let mut results: Vec<Val> = ty
-        .results()
-        .iter()
-        .map(|t| Val::default_for_ty(*t))
-        .collect();
-    func.call(&mut run.store, &params, &mut results)
-        .map_err(|e| run_error(e, 0))?;
-    write_vals(&results).map_err(|e| GuestError::new(code::BAD_ARGS, e))
-}
-
-fn memory(run: &Running) -> Result<Memory, GuestError> {
-    run.instance
-        .get_memory(&run.store, "memory")
-        .ok_or_else(|| {
-            GuestError::new(
-                code::MEMORY,
-                "the module exports no memory named \"memory\"",
-            )
-        })
-}
-
-fn mem_range(
-    len_of_memory: usize,
-    ptr: u64,
-    len: u64,
-) -> Result<core::ops::Range<usize>, GuestError> {
-    let end = ptr.checked_add(len).filter(|&e| e <= len_of_memory as u64);
-    match end {
-        Some(end) => Ok(ptr as usize..end as usize),
-        None => Err(GuestError::new(
-            code::MEMORY,
-            format!("{len} bytes at {ptr} are outside the memory ({len_of_memory} bytes)"),
-        )),
-    }
-}
-
-/// Calls `alloc(len) -> ptr` and copies `data` there.
-fn alloc_and_write(run: &mut Running, data: &[u8]) -> Result<u32, GuestError> {
-    let alloc = export_func(run, "alloc")?;
-    let mut out = [Val::I32(0)];
-    alloc
-        .call(&mut run.store, &[Val::I32(data.len() as i32)], &mut out)
-        .map_err(|e| run_error(e, 0))?;
-    let ptr = out[0]
-        .i32()
-        .ok_or_else(|| GuestError::new(code::BAD_ARGS, "alloc must have type (i32) -> i32"))?
-        as u32;
-    let mem = memory(run)?;
-    let bytes = mem.data_mut(&mut run.store);
-    let range = mem_range(bytes.len(), u64::from(ptr), data.len() as u64)?;
-    bytes[range].copy_from_slice(data);
-    Ok(ptr)
-}
-
-/// `call_bytes(name, input)`: the bytes convention (docs/wasm.md): `alloc(len) -> ptr`, copy
-/// the input, call `name(ptr, len)` whose result is `(ptr, len)` (two i32s) or one i64
-/// `ptr << 32 | len`, copy the output, then `dealloc(ptr, len)` on it when exported.
-fn call_bytes(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
-    after_call(call_bytes_module(name, input))
-}
-
-fn call_bytes_module(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
-    let mut state = STATE.lock();
-    refuel(&mut state)?;
-    let run = running(&mut state)?;
-    let func = export_func(run, &name)?;
-    let ty = func.ty(&run.store);
-    if ty.params() != [ValType::I32, ValType::I32] {
-        return Err(GuestError::new(
-            code::BAD_ARGS,
-            format!("{name} must take (i32 ptr, i32 len) for the bytes convention"),
-        ));
-    }
-    let ptr = alloc_and_write(run, &input)?;
-    let mut results: Vec<Val> = ty
-        .results()
-        .iter()
-        .map(|t| Val::default_for_ty(*t))
-        .collect();
-    func.call(
-        &mut run.store,
-        &[Val::I32(ptr as i32), Val::I32(input.len() as i32)],
-        &mut results,
-    )
-    .map_err(|e| run_error(e, 0))?;
-    let (out_ptr, out_len) = match results[..] {
-        [Val::I32(p), Val::I32(l)] => (p as u32, l as u32),
-        [Val::I64(packed)] => ((packed as u64 >> 32) as u32, packed as u32),
-        _ => {
-            return Err(GuestError::new(
-                code::BAD_ARGS,
-                format!("{name} must return (i32 ptr, i32 len) or an i64 ptr<<32|len"),
-            ));
+    /// Config: u64 fuel per call (0: no metering), u32 max recursion depth (0: wasmi's default).
+    fn load(module: Vec<u8>, config: &[u8]) -> Result<(Loaded, Option<u64>), GuestError> {
+        let (fuel, depth) = parse_config(config, |r| Ok((r.u64()?, r.u32()?)))?;
+        let mut cfg = Config::default();
+        cfg.consume_fuel(fuel != 0);
+        if depth != 0 {
+            cfg.set_max_recursion_depth(depth as usize);
         }
-    };
-    let mem = memory(run)?;
-    let bytes = mem.data(&run.store);
-    let range = mem_range(bytes.len(), u64::from(out_ptr), u64::from(out_len))?;
-    let output = bytes[range].to_vec();
-    if let Some(dealloc) = run.instance.get_func(&run.store, "dealloc") {
-        dealloc
-            .call(
-                &mut run.store,
-                &[Val::I32(out_ptr as i32), Val::I32(out_len as i32)],
-                &mut [],
-            )
-            .map_err(|e| run_error(e, 0))?;
+        let engine = wasmi::Engine::new(&cfg);
+        let module = Module::new(&engine, &module[..])
+            .map_err(|e| GuestError::new(code::MODULE, e.to_string()))?;
+        Ok((Loaded { engine, module }, (fuel != 0).then_some(fuel)))
     }
-    Ok(output)
-}
 
-/// `write_alloc(data)`: `alloc(len)`, copy, return the pointer.
-fn write_alloc(data: Vec<u8>) -> Result<u32, GuestError> {
-    after_call(write_alloc_module(data))
-}
+    fn imports(m: &Loaded) -> Vec<Import<FuncType>> {
+        m.module
+            .imports()
+            .map(|i| Import {
+                module: i.module().into(),
+                name: i.name().into(),
+                desc: Ok(desc(i.ty())),
+                func: i.ty().func().cloned(),
+            })
+            .collect()
+    }
 
-fn write_alloc_module(data: Vec<u8>) -> Result<u32, GuestError> {
-    let mut state = STATE.lock();
-    refuel(&mut state)?;
-    let run = running(&mut state)?;
-    alloc_and_write(run, &data)
-}
+    fn exports(m: &Loaded) -> Vec<Export> {
+        m.module
+            .exports()
+            .map(|e| Export {
+                name: e.name().into(),
+                desc: Ok(desc(e.ty())),
+            })
+            .collect()
+    }
 
-fn read_memory(ptr: u64, len: u32) -> Result<Vec<u8>, GuestError> {
-    let mut state = STATE.lock();
-    let run = running(&mut state)?;
-    let mem = memory(run)?;
-    let bytes = mem.data(&run.store);
-    let range = mem_range(bytes.len(), ptr, u64::from(len))?;
-    Ok(bytes[range].to_vec())
-}
+    fn linker(m: &Loaded) -> Linker<HostState> {
+        Linker::new(&m.engine)
+    }
 
-fn write_memory(ptr: u64, data: Vec<u8>) -> Result<(), GuestError> {
-    let mut state = STATE.lock();
-    let run = running(&mut state)?;
-    let mem = memory(run)?;
-    let bytes = mem.data_mut(&mut run.store);
-    let range = mem_range(bytes.len(), ptr, data.len() as u64)?;
-    bytes[range].copy_from_slice(&data);
-    Ok(())
-}
+    fn define_import(
+        linker: &mut Linker<HostState>,
+        module: &str,
+        name: &str,
+        ty: FuncType,
+        index: u32,
+    ) -> Result<(), String> {
+        let results: Vec<ValKind> = ty.results().iter().map(kind).collect();
+        linker
+            .func_new(module, name, ty, move |_caller, params, out| {
+                let params: Vec<Val> = params.iter().map(from_wasmi).collect();
+                let vals = hl_wasm_service::host_import(index, &results, &params)
+                    .map_err(|e| Error::host(HostFnError(e)))?;
+                for (slot, v) in out.iter_mut().zip(&vals) {
+                    *slot = to_wasmi(v);
+                }
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 
-/// Size of the exported `memory` in bytes.
-fn memory_size() -> Result<u64, GuestError> {
-    let mut state = STATE.lock();
-    let run = running(&mut state)?;
-    let mem = memory(run)?;
-    Ok(mem.data(&run.store).len() as u64)
-}
+    fn define_wasi(linker: &mut Linker<HostState>, name: &str, ty: FuncType) -> Result<(), String> {
+        wasi_wasmi::define(linker, name, &ty)
+    }
 
-/// Fuel consumed by the last call (0 when metering is off).
-fn fuel_consumed() -> Result<u64, GuestError> {
-    let mut state = STATE.lock();
-    let fuel = state.loaded.as_ref().and_then(|l| l.fuel);
-    let run = running(&mut state)?;
-    match fuel {
-        Some(total) => Ok(total.saturating_sub(run.store.get_fuel().unwrap_or(0))),
-        None => Ok(0),
+    fn instantiate(
+        linker: Linker<HostState>,
+        m: &Loaded,
+        limits: Limits,
+        wasi: Option<hl_wasi::WasiCtx>,
+        fuel: Option<u64>,
+    ) -> Result<Running, Error> {
+        let mut builder = StoreLimitsBuilder::new()
+            .instances(1)
+            .tables(16)
+            .memories(16);
+        if let Some(max) = limits.memory() {
+            builder = builder.memory_size(max);
+        }
+        if let Some(max) = limits.table() {
+            builder = builder.table_elements(max);
+        }
+        let state = HostState {
+            limits: builder.build(),
+            wasi,
+        };
+        let mut store = Store::new(&m.engine, state);
+        store.limiter(|s| &mut s.limits);
+        if let Some(fuel) = fuel {
+            store.set_fuel(fuel)?;
+        }
+        let instance = linker.instantiate_and_start(&mut store, &m.module)?;
+        Ok(Running { store, instance })
+    }
+
+    fn set_fuel(run: &mut Running, fuel: u64) -> Result<(), String> {
+        run.store.set_fuel(fuel).map_err(|e| e.to_string())
+    }
+
+    fn fuel(run: &Running) -> Option<u64> {
+        run.store.get_fuel().ok()
+    }
+
+    fn wasi(run: &mut Running) -> Option<&mut hl_wasi::WasiCtx> {
+        run.store.data_mut().wasi.as_mut()
+    }
+
+    fn func(run: &mut Running, name: &str) -> Option<Func> {
+        run.instance.get_func(&run.store, name)
+    }
+
+    fn func_sig(run: &Running, func: Func) -> FuncSig {
+        sig(&func.ty(&run.store))
+    }
+
+    fn call(
+        run: &mut Running,
+        func: Func,
+        params: &[Val],
+        results: &[ValKind],
+    ) -> Result<Vec<Val>, Error> {
+        let params: Vec<wasmi::Val> = params.iter().map(to_wasmi).collect();
+        let mut out: Vec<wasmi::Val> = results.iter().map(|t| default_for(*t)).collect();
+        func.call(&mut run.store, &params, &mut out)?;
+        Ok(out.iter().map(from_wasmi).collect())
+    }
+
+    fn memory(run: &mut Running) -> Option<&mut [u8]> {
+        let mem = run.instance.get_memory(&run.store, "memory")?;
+        Some(mem.data_mut(&mut run.store))
+    }
+
+    fn failure(e: Error) -> Failure {
+        if let Some(status) = e.i32_exit_status() {
+            return Failure::Exit(status);
+        }
+        if let Some(trap) = e.as_trap_code() {
+            return Failure::Trap {
+                index: trap_index(trap),
+                message: trap.trap_message().into(),
+            };
+        }
+        if let Some(host) = e.downcast_ref::<HostFnError>() {
+            return Failure::Host(host.0.clone());
+        }
+        Failure::Other(e.to_string())
     }
 }

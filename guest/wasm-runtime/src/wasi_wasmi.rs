@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use wasmi::{Caller, Error, Extern, FuncType, Linker, TrapCode, Val, ValType};
 
 use crate::HostState;
-use crate::wasi_host::HlHost;
 use hl_wasi::{self as wasi, Func, GuestMemory, Outcome, SliceMemory, Ty};
+use hl_wasm_service::wasi_host::HlHost;
 
 /// Defines the import `wasi_snapshot_preview1.<name>` of type `ty` in `linker`.
 pub fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) -> Result<(), String> {

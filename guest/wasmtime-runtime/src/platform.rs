@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use hl_guest::GuestError;
 
-use crate::code;
+use hl_wasm_service::code;
 
 /// wasmtime's TLS slots (slot 0: the runtime's state; slot 1: component-model async, unused).
 /// One vCPU, one thread: two statics are the whole of it.

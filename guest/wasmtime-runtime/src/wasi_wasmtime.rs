@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 use hl_wasi::{self as wasi, Func, GuestMemory, Outcome, SliceMemory, Ty};
 use wasmtime::{Caller, Error, Extern, FuncType, Linker, Trap, Val, ValType};
 
-use crate::wasi_host::HlHost;
 use crate::{ExitStatus, HostState};
+use hl_wasm_service::wasi_host::HlHost;
 
 /// Defines the import `wasi_snapshot_preview1.<name>` of type `ty` in `linker`.
 pub fn define(linker: &mut Linker<HostState>, name: &str, ty: FuncType) -> Result<(), String> {

@@ -60,7 +60,15 @@ export type Frame =
   | { readonly kind: "HOST_CALL"; readonly name: string; readonly args: readonly Value[] }
   | { readonly kind: "HOST_RETURN"; readonly value: Value }
   | { readonly kind: "HOST_ERROR"; readonly message: string }
-  | { readonly kind: "FUNCTION_TABLE"; readonly functions: readonly FunctionSignature[] }
+  | {
+    readonly kind: "FUNCTION_TABLE";
+    readonly functions: readonly FunctionSignature[];
+    /**
+     * The host functions the guest declares it imports (the frame's optional imports part);
+     * absent when the guest declares none (an older guest: nothing to check).
+     */
+    readonly imports?: readonly FunctionSignature[];
+  }
   | { readonly kind: "PANIC"; readonly message: string }
   | {
     readonly kind: "FAULT";
@@ -151,8 +159,12 @@ export class FrameDecoder {
       case "HOST_ERROR":
       case "PANIC":
         return { kind, message: this.#str("message") };
-      case "FUNCTION_TABLE":
-        return { kind, functions: this.#functionTable() };
+      case "FUNCTION_TABLE": {
+        const functions = this.#functionTable("function");
+        // The optional imports part: present when bytes follow the functions.
+        if (this.#pos === this.#end) return { kind, functions };
+        return { kind, functions, imports: this.#functionTable("host import") };
+      }
       case "FAULT": {
         if (this.#end - this.#pos !== FAULT_PAYLOAD_SIZE) {
           throw new ProtocolError(
@@ -288,33 +300,34 @@ export class FrameDecoder {
     }
   }
 
-  #functionTable(): FunctionSignature[] {
-    const count = this.#u32("function count");
+  /** One table of a `FUNCTION_TABLE` frame: the functions, or the imports part (`what`). */
+  #functionTable(what: "function" | "host import"): FunctionSignature[] {
+    const count = this.#u32(`${what} count`);
     if (count > MAX_FUNCTIONS) {
-      throw new ProtocolError(`function table has ${count} entries, more than ${MAX_FUNCTIONS}`);
+      throw new ProtocolError(`${what} table has ${count} entries, more than ${MAX_FUNCTIONS}`);
     }
     if (count * MIN_TABLE_ENTRY_SIZE > this.#end - this.#pos) {
       throw new ProtocolError(
-        `function count ${count} cannot fit the ${this.#end - this.#pos} bytes that remain`,
+        `${what} count ${count} cannot fit the ${this.#end - this.#pos} bytes that remain`,
       );
     }
     const functions = new Array<FunctionSignature>(count);
     const seen = new Set<string>();
     for (let i = 0; i < count; i++) {
-      const name = this.#str("function name", MIN_NAME_LENGTH, MAX_NAME_LENGTH);
-      if (seen.has(name)) throw new ProtocolError(`function ${JSON.stringify(name)} listed twice`);
+      const name = this.#str(`${what} name`, MIN_NAME_LENGTH, MAX_NAME_LENGTH);
+      if (seen.has(name)) throw new ProtocolError(`${what} ${JSON.stringify(name)} listed twice`);
       seen.add(name);
       const paramCount = this.#u8("param count");
       if (paramCount > MAX_PARAMS) {
         throw new ProtocolError(
-          `function ${JSON.stringify(name)} has ${paramCount} parameters, more than ${MAX_PARAMS}`,
+          `${what} ${JSON.stringify(name)} has ${paramCount} parameters, more than ${MAX_PARAMS}`,
         );
       }
       const params = new Array<ValueType>(paramCount);
       for (let p = 0; p < paramCount; p++) {
         params[p] = this.#tag("parameter type");
         if (params[p] === "void") {
-          throw new ProtocolError(`function ${JSON.stringify(name)} has a void parameter`);
+          throw new ProtocolError(`${what} ${JSON.stringify(name)} has a void parameter`);
         }
       }
       functions[i] = { name, params, result: this.#tag("result type") };
@@ -417,17 +430,8 @@ export class FrameEncoder {
         this.#str(frame.message);
         return;
       case "FUNCTION_TABLE":
-        this.#u32(frame.functions.length);
-        for (const fn of frame.functions) {
-          if (fn.params.length > 255) {
-            throw new ArgumentError(`function ${fn.name} has more than 255 parameters`);
-          }
-          this.#str(fn.name);
-          this.#room(2 + fn.params.length);
-          this.#bytes[this.#pos++] = fn.params.length;
-          for (const p of fn.params) this.#bytes[this.#pos++] = ValueTag[p];
-          this.#bytes[this.#pos++] = ValueTag[fn.result];
-        }
+        this.#functionTable(frame.functions);
+        if (frame.imports !== undefined) this.#functionTable(frame.imports);
         return;
       case "FAULT":
         this.#u64(frame.vector);
@@ -440,6 +444,20 @@ export class FrameEncoder {
         this.#u32(frame.level);
         this.#str(frame.message);
         return;
+    }
+  }
+
+  #functionTable(functions: readonly FunctionSignature[]): void {
+    this.#u32(functions.length);
+    for (const fn of functions) {
+      if (fn.params.length > 255) {
+        throw new ArgumentError(`function ${fn.name} has more than 255 parameters`);
+      }
+      this.#str(fn.name);
+      this.#room(2 + fn.params.length);
+      this.#bytes[this.#pos++] = fn.params.length;
+      for (const p of fn.params) this.#bytes[this.#pos++] = ValueTag[p];
+      this.#bytes[this.#pos++] = ValueTag[fn.result];
     }
   }
 
@@ -602,8 +620,11 @@ export function frameSize(frame: Frame): number {
     case "PANIC":
       return n + 4 + utf8Length(frame.message);
     case "FUNCTION_TABLE":
-      n += 4;
-      for (const fn of frame.functions) n += 6 + utf8Length(fn.name) + fn.params.length;
+      for (const table of [frame.functions, frame.imports]) {
+        if (table === undefined) continue;
+        n += 4;
+        for (const fn of table) n += 6 + utf8Length(fn.name) + fn.params.length;
+      }
       return n;
     case "FAULT":
       return n + FAULT_PAYLOAD_SIZE;

@@ -176,15 +176,14 @@ export function frameToJson(f: Frame): JsonFrame {
     case "HOST_ERROR":
     case "PANIC":
       return { kind: f.kind, message: f.message };
-    case "FUNCTION_TABLE":
-      return {
-        kind: f.kind,
-        functions: f.functions.map((fn) => ({
-          name: fn.name,
-          params: [...fn.params],
-          result: fn.result,
-        })),
-      };
+    case "FUNCTION_TABLE": {
+      const table = (fns: readonly FunctionSignature[]) =>
+        fns.map((fn) => ({ name: fn.name, params: [...fn.params], result: fn.result }));
+      // "imports" is there exactly when the frame has the imports part.
+      return f.imports === undefined
+        ? { kind: f.kind, functions: table(f.functions) }
+        : { kind: f.kind, functions: table(f.functions), imports: table(f.imports) };
+    }
     case "FAULT":
       return {
         kind: f.kind,
@@ -215,7 +214,13 @@ export function frameFromJson(j: JsonFrame): Frame {
     case "PANIC":
       return { kind: j.kind, message: s("message") };
     case "FUNCTION_TABLE":
-      return { kind: j.kind, functions: j.functions as FunctionSignature[] };
+      return j.imports === undefined
+        ? { kind: j.kind, functions: j.functions as FunctionSignature[] }
+        : {
+          kind: j.kind,
+          functions: j.functions as FunctionSignature[],
+          imports: j.imports as FunctionSignature[],
+        };
     case "FAULT":
       return {
         kind: j.kind,
@@ -364,6 +369,29 @@ function validFrames(): [string, Frame][] {
       functions: [
         { name: "a".repeat(255), params: [], result: "void" },
         { name: "thirty_two", params: new Array<ValueType>(32).fill("i64"), result: "i64" },
+      ],
+    }],
+    // The optional imports part (the host functions a guest declares): empty, and in full.
+    ["function_table_imports_empty", {
+      kind: "FUNCTION_TABLE",
+      functions: [{ name: "ping", params: [], result: "void" }],
+      imports: [],
+    }],
+    ["function_table_imports", {
+      kind: "FUNCTION_TABLE",
+      functions: [{ name: "stamp", params: [], result: "u64" }],
+      imports: [
+        { name: "now_ms", params: [], result: "u64" },
+        { name: "math.double", params: ["i32"], result: "i32" },
+        { name: "stamp", params: ["string", "bytes"], result: "void" },
+      ],
+    }],
+    ["function_table_imports_only", {
+      kind: "FUNCTION_TABLE",
+      functions: [],
+      imports: [
+        { name: "b".repeat(255), params: [], result: "void" },
+        { name: "thirty_two", params: new Array<ValueType>(32).fill("f64"), result: "bytes" },
       ],
     }],
     ["panic_empty", { kind: "PANIC", message: "" }],
@@ -638,7 +666,74 @@ function malformedFrames(): [string, Uint8Array, string][] {
       raw(K.FUNCTION_TABLE, [...le32(4097), ...manyEntries]),
       "limit: at most 4096 functions",
     ],
+    // The imports part: the same rules as the functions' table.
+    ...importsPart("imports_count_huge", le32(0xffffffff), "count cannot fit the remaining bytes"),
+    ...importsPart(
+      "imports_count_past_entries",
+      [...le32(2), ...entry("f", [], T.void)],
+      "count cannot fit the remaining bytes",
+    ),
+    ...importsPart("imports_count_truncated", [1, 0], "payload ends before its fields"),
+    ...importsPart(
+      "imports_trailing_bytes",
+      [...le32(0), 0],
+      "bytes left over after the payload",
+    ),
+    ...importsPart(
+      "imports_bad_param_tag",
+      [...le32(1), ...entry("h", [T.i32, 11], T.void)],
+      "unknown tag",
+    ),
+    ...importsPart(
+      "imports_void_param",
+      [...le32(1), ...entry("h", [T.void], T.void)],
+      "limit: no void parameters",
+    ),
+    ...importsPart(
+      "imports_name_invalid_utf8",
+      [...le32(1), ...le32(2), 0xc3, 0x28, 0, T.void],
+      "invalid UTF-8",
+    ),
+    ...importsPart(
+      "imports_empty_name",
+      [...le32(1), ...entry("", [], T.void)],
+      "limit: function names are 1-255 bytes",
+    ),
+    ...importsPart(
+      "imports_name_256_bytes",
+      [...le32(1), ...entry("a".repeat(256), [], T.void)],
+      "limit: function names are 1-255 bytes",
+    ),
+    ...importsPart(
+      "imports_duplicate_name",
+      [...le32(2), ...entry("dup", [], T.void), ...entry("dup", [T.i32], T.i32)],
+      "limit: function names are unique within a table",
+    ),
+    ...importsPart(
+      "imports_33_params",
+      [...le32(1), ...entry("h", new Array(33).fill(T.i32), T.void)],
+      "limit: at most 32 parameters",
+    ),
+    ...importsPart(
+      "imports_4097_entries",
+      [...le32(4097), ...manyEntries],
+      "limit: at most 4096 functions",
+    ),
   ];
+}
+
+/** A `FUNCTION_TABLE` of one valid function followed by the imports part `imports`. */
+function importsPart(
+  name: string,
+  imports: number[],
+  reason: string,
+): [string, Uint8Array, string][] {
+  const functions = [...le32(1), ...entry("f", [ValueTag.i32], ValueTag.i32)];
+  return [[
+    `function_table_${name}`,
+    raw(FrameKind.FUNCTION_TABLE, [...functions, ...imports]),
+    reason,
+  ]];
 }
 
 /** The constants section, from src/abi.ts. */

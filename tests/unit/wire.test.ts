@@ -424,3 +424,39 @@ Deno.test("LOG levels above 4 are a ProtocolError in the decoder", () => {
   assert.deepStrictEqual(decodeFrame(log(4)), { kind: "LOG", level: 4, message: "" });
   for (const level of [5, 0xffffffff]) assert.throws(() => decodeFrame(log(level)), ProtocolError);
 });
+
+Deno.test("FUNCTION_TABLE: the optional imports part (declared host functions)", () => {
+  const buf = new Uint8Array(4096);
+  const functions = [{ name: "stamp", params: [], result: "u64" }] as const;
+  const imports = [{ name: "now_ms", params: [], result: "u64" }] as const;
+  // Absent: not declared (an older guest); the frame decodes without `imports`.
+  let n = encodeFrame({ kind: "FUNCTION_TABLE", functions }, buf);
+  let frame = decodeFrame(buf.subarray(0, n));
+  assert.deepEqual(frame, { kind: "FUNCTION_TABLE", functions });
+  assert.equal("imports" in frame, false);
+  // Present, even empty: four more bytes (the count).
+  const m = encodeFrame({ kind: "FUNCTION_TABLE", functions, imports: [] }, buf);
+  assert.equal(m, n + 4);
+  assert.deepEqual(decodeFrame(buf.subarray(0, m)), {
+    kind: "FUNCTION_TABLE",
+    functions,
+    imports: [],
+  });
+  n = encodeFrame({ kind: "FUNCTION_TABLE", functions, imports }, buf);
+  frame = decodeFrame(buf.subarray(0, n));
+  assert.deepEqual(frame, { kind: "FUNCTION_TABLE", functions, imports });
+  assert.equal(frameSize(frame), n);
+  // Hostile: a huge imports count is refused before anything is allocated, and named as such.
+  const view = new DataView(buf.buffer);
+  n = encodeFrame({ kind: "FUNCTION_TABLE", functions, imports: [] }, buf);
+  view.setUint32(n - 4, 0xffffffff, true);
+  assert.throws(
+    () => decodeFrame(buf.subarray(0, n)),
+    (e) => e instanceof ProtocolError && /host import table has 4294967295 entries/.test(e.message),
+  );
+  view.setUint32(n - 4, 2, true);
+  assert.throws(
+    () => decodeFrame(buf.subarray(0, n)),
+    (e) => e instanceof ProtocolError && /host import count 2 cannot fit/.test(e.message),
+  );
+});

@@ -159,6 +159,7 @@ async function printStats(w: WasmSandbox, createMs: number, runMs: number): Prom
     `exits=${s.exits}`,
     `ioctls=${s.ioctls}`,
     `runs=${s.runs}`,
+    `logs_skipped=${s.logsSkipped}`,
     `wasm_memory_bytes=${memory ?? "unknown"}`,
     `peak_rss_bytes=${peakRss() ?? "unknown"}`,
   ].join(" ");

@@ -115,7 +115,7 @@ kvmTest("cli run: --stats, --timeout (124), --fuel (134), errors as one line", a
   assert.equal(stats.code, 7);
   assert.match(
     stats.stderr,
-    /^to stderr\nhl stats: create_ms=\d+\.\d+ run_ms=\d+\.\d+ exits=\d+ ioctls=\d+ runs=\d+ wasm_memory_bytes=\d+ peak_rss_bytes=\d+\n$/,
+    /^to stderr\nhl stats: create_ms=\d+\.\d+ run_ms=\d+\.\d+ exits=\d+ ioctls=\d+ runs=\d+ logs_skipped=\d+ wasm_memory_bytes=\d+ peak_rss_bytes=\d+\n$/,
   );
   // A run that traps still reports its figures, then the one error line. (wasmi: its 1000 units
   // last through instantiation; wasmtime counts differently and spends them before the run.)

@@ -57,6 +57,7 @@ export {
   type GuestFaultDetails,
   GuestFaultError,
   GuestImageError,
+  GuestLinkError,
   GuestNotFoundError,
   GuestPanicError,
   HypervisorError,

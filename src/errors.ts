@@ -228,6 +228,34 @@ export class GuestAbiError extends SandboxError {
 }
 
 /**
+ * The guest declares a host function (`hl_guest::host_functions!`) that `hostFunctions` does not
+ * provide, or provides with other parameter or result types. Thrown by `Sandbox.create`, before
+ * any call; no sandbox is made. The native counterpart of `WasmLinkError`. `importName` is the
+ * first such import; the message lists every one. Guests that declare nothing are not checked.
+ *
+ * @example
+ * ```ts
+ * import { GuestLinkError, Sandbox } from "@hl/sandbox";
+ * try {
+ *   await Sandbox.create({ guest: "path/to/importguest", hostFunctions: {} });
+ * } catch (err) {
+ *   if (err instanceof GuestLinkError) console.error(err.importName, err.message);
+ * }
+ * ```
+ */
+export class GuestLinkError extends SandboxError {
+  /** The name of the (first) declared host function that is missing or of another type. */
+  readonly importName: string;
+
+  /** Creates the error; the message says what is missing or differs. */
+  constructor(message: string, importName: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "GuestLinkError";
+    this.importName = importName;
+  }
+}
+
+/**
  * An argument or option was wrong: an unknown function name, the wrong number or type of call
  * arguments, a value out of range, or a bad `Sandbox.create` option. It plays the role of a
  * `TypeError`/`RangeError`, but extends {@link SandboxError}.

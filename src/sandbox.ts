@@ -12,6 +12,7 @@ import {
   DEFAULT_MAX_EXITS_PER_CALL,
   GuestAbiError,
   GuestError,
+  GuestLinkError,
   ProtocolError,
   ReentrantCallError,
   SandboxDisposedError,
@@ -243,6 +244,17 @@ export function handOverSandbox(sandbox: Sandbox): Promise<Sandbox> {
   return handOverTo(sandbox);
 }
 
+let createUnlinked: (options: SandboxOptions) => Promise<Sandbox>;
+
+/**
+ * `Sandbox.create` without the check of the guest's declared host imports against
+ * `hostFunctions` (internal: `hl inspect`, which lists a guest's imports without providing them).
+ * A call of an import that is not provided fails as for an undeclared one.
+ */
+export function createSandboxUnlinked(options: SandboxOptions): Promise<Sandbox> {
+  return createUnlinked(options);
+}
+
 let createWithCode: (
   options: SandboxOptions,
   code: MemorySnapshotHandle | undefined,
@@ -284,6 +296,8 @@ export class Sandbox implements AsyncDisposable {
   /** Host-published code mapped at `layout.codeAddr` (the wasmtime engine's artifact), if any. */
   #code: MemorySnapshotHandle | undefined;
   readonly #functions: Map<string, FunctionSignature>;
+  /** The host functions the guest declared it imports; undefined: it declared none. */
+  #imports: readonly FunctionSignature[] | undefined;
   readonly #hostFunctions: Map<string, HostFunction>;
   readonly #options: Omit<SandboxOptions, "guest">;
   /** SHA-256 of the guest image, for snapshots (computed when first asked for). */
@@ -355,6 +369,7 @@ export class Sandbox implements AsyncDisposable {
 
   static {
     createWithCode = (options, code) => Sandbox.#traced(options, code);
+    createUnlinked = (options) => Sandbox.#create(options, undefined, false);
     codeAddrOf = (sandbox) => sandbox.#layout.codeAddr;
     poisonWith = (sandbox, error) => {
       sandbox.#poison ??= error;
@@ -382,6 +397,7 @@ export class Sandbox implements AsyncDisposable {
     next.#poison = this.#poison;
     next.#logsSkipped = this.#logsSkipped;
     for (const [name, f] of this.#functions) next.#functions.set(name, f);
+    next.#imports = this.#imports;
     // The old handle reaches nothing from here on (its dispose is a no-op).
     this.#vm = undefined;
     this.#memory = undefined;
@@ -396,6 +412,7 @@ export class Sandbox implements AsyncDisposable {
   static async #create(
     options: SandboxOptions | SnapshotSandboxOptions,
     code: MemorySnapshotHandle | undefined,
+    link = true,
   ): Promise<Sandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("Sandbox.create takes an options object with a `guest`");
@@ -427,6 +444,7 @@ export class Sandbox implements AsyncDisposable {
       sandbox.#code = code?.retain();
       sandbox.#guestId = image.id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
+      if (link) checkImports(sandbox.#imports, hostFunctions);
     } catch (e) {
       vm.destroy();
       if (sandbox) sandbox.#code?.release();
@@ -463,6 +481,8 @@ export class Sandbox implements AsyncDisposable {
     }
     sandbox.#guestId = () => Promise.resolve(state.guestId);
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
+    // Its host functions match the snapshot's (checked above), which were linked at create.
+    sandbox.#imports = state.imports;
     finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
     countSandbox(1);
     return sandbox;
@@ -502,6 +522,7 @@ export class Sandbox implements AsyncDisposable {
         layout: this.#layout,
         code: this.#code,
         functions: new Map(this.#functions),
+        imports: this.#imports,
         hostSignatures: hostSignatures(this.#hostFunctions),
         guestId,
         abiVersion: ABI_VERSION,
@@ -561,6 +582,7 @@ export class Sandbox implements AsyncDisposable {
     vm.restore(state.memory, state.vcpu);
     this.#functions.clear();
     for (const [name, f] of state.functions) this.#functions.set(name, f);
+    this.#imports = state.imports;
     this.#poison = undefined;
   }
 
@@ -591,11 +613,28 @@ export class Sandbox implements AsyncDisposable {
       }
       this.#functions.set(f.name, f);
     }
+    this.#imports = frame.imports;
   }
 
   /** The guest's functions, as its function table declared them. */
   get functions(): readonly FunctionSignature[] {
     return [...this.#functions.values()];
+  }
+
+  /**
+   * The host functions the guest declares it imports (`hl_guest::host_functions!`), each checked
+   * at create against `hostFunctions`; `undefined` when the guest declares none (it may still
+   * call host functions by name, unchecked until the call).
+   *
+   * @example
+   * ```ts
+   * import { guests, Sandbox } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: guests.testguest });
+   * console.log(sb.imports); // undefined
+   * ```
+   */
+  get imports(): readonly FunctionSignature[] | undefined {
+    return this.#imports === undefined ? undefined : [...this.#imports];
   }
 
   /** Whether a panic, fault, timeout or cancellation has made this sandbox unusable. */
@@ -1021,6 +1060,44 @@ export class Sandbox implements AsyncDisposable {
     const vm = this.#vm;
     if (!vm) throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
     return vm;
+  }
+}
+
+/** `(i32, f64) -> f64`. */
+function signatureText(s: { readonly params: readonly string[]; readonly result: string }): string {
+  return `(${s.params.join(", ")}) -> ${s.result}`;
+}
+
+/**
+ * Checks the guest's declared host imports against `hostFunctions`: each must be provided with
+ * the same parameter and result types. Throws {@linkcode GuestLinkError} listing every import
+ * that is missing or differs; a guest that declared none (`undefined`) is not checked.
+ */
+export function checkImports(
+  imports: readonly FunctionSignature[] | undefined,
+  hostFunctions: ReadonlyMap<string, HostFunction>,
+): void {
+  if (imports === undefined) return;
+  const problems: [string, string][] = [];
+  for (const imp of imports) {
+    const given = hostFunctions.get(imp.name);
+    const want = signatureText(imp);
+    if (given === undefined) {
+      problems.push([
+        imp.name,
+        `the guest imports host function ${JSON.stringify(imp.name)} ${want}, ` +
+        "which hostFunctions does not provide",
+      ]);
+    } else if (signatureText(given) !== want) {
+      problems.push([
+        imp.name,
+        `the guest imports host function ${JSON.stringify(imp.name)} as ${want}, ` +
+        `but hostFunctions gives it ${signatureText(given)}`,
+      ]);
+    }
+  }
+  if (problems.length > 0) {
+    throw new GuestLinkError(problems.map((p) => p[1]).join("; "), problems[0][0]);
   }
 }
 

@@ -79,6 +79,8 @@ export interface SnapshotState {
   /** The code image mapped at `layout.codeAddr`, if any (the snapshot holds a reference). */
   readonly code?: MemorySnapshotHandle;
   readonly functions: ReadonlyMap<string, FunctionSignature>;
+  /** The guest's declared host imports (undefined: it declared none). */
+  readonly imports?: readonly FunctionSignature[];
   readonly hostSignatures: ReadonlyMap<string, HostSignature>;
   /** SHA-256 of the guest image (hex). */
   readonly guestId: string;

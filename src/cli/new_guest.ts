@@ -117,6 +117,21 @@ fn greet(name: String) -> Result<String, GuestError> {
     Ok(format!("hello, {name}"))
 }
 
+// Host functions called by fixed names are declared once, next to guest_functions!: each
+// gets a typed wrapper, and the host checks the list against Sandbox.create's hostFunctions
+// at create (a missing one is a GuestLinkError there, not a failure at the first call;
+// \`hl inspect\` lists them). Uncomment to import one, add stamp to the list below, and provide
+// hostFunctions: { now_ms: { params: [], result: "u64", fn: () => BigInt(Date.now()) } }:
+//
+// hl_guest::host_functions! {
+//     /// Milliseconds since the epoch, from the host.
+//     fn now_ms() -> u64;
+// }
+//
+// fn stamp() -> Result<u64, GuestError> {
+//     Ok(now_ms()?) // a HostError becomes GuestError code 3
+// }
+
 // Once per binary: the function table and the entry point hl_entry.
 hl_guest::guest_functions![add, greet];
 `;

@@ -7,7 +7,7 @@
  */
 
 import { findCompiler } from "../artifacts.ts";
-import { LibraryNotFoundError } from "../errors.ts";
+import { LibraryNotFoundError, SandboxError } from "../errors.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
 export const COMPILER_ABI_VERSION = 3;
@@ -89,7 +89,9 @@ function lastError(lib: CompilerSymbols): string {
 export function compilerEngineHash(flags: number): bigint {
   const lib = compiler();
   const out = new BigUint64Array(1);
-  if (lib.hlc_engine_hash(flags, out) !== 0) throw new Error(lastError(lib));
+  if (lib.hlc_engine_hash(flags, out) !== 0) {
+    throw new SandboxError(`the Wasm compiler library failed: ${lastError(lib)}`);
+  }
   return out[0];
 }
 

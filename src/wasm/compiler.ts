@@ -21,7 +21,7 @@
  */
 
 import { findCompileChild } from "../artifacts.ts";
-import { TimeoutError } from "../errors.ts";
+import { SandboxError, TimeoutError } from "../errors.ts";
 import {
   compilerCheck,
   compilerCompile,
@@ -97,7 +97,7 @@ export async function compileArtifact(
     e.message = `compiling the module timed out: ${message}`;
     throw e;
   }
-  throw new Error(`compiling the module failed: ${message}`);
+  throw new SandboxError(`the Wasm compiler library failed: ${message}`);
 }
 
 /**
@@ -112,14 +112,14 @@ export async function compileArtifactInProcess(
   if (status === 0) return bytes;
   const message = new TextDecoder().decode(bytes);
   if (status === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
-  throw new Error(`compiling the module failed: ${message}`);
+  throw new SandboxError(`the Wasm compiler library failed: ${message}`);
 }
 
 /** Throws {@linkcode WasmArtifactError} unless the engine for `fuel` accepts `artifact`. */
 export function checkArtifact(artifact: Uint8Array, fuel: boolean): void {
   const { status, message } = compilerCheck(fuel ? FLAG_FUEL : 0, artifact);
   if (status === ERR_ARTIFACT) throw new WasmArtifactError(`the artifact was refused: ${message}`);
-  if (status !== 0) throw new Error(`checking the artifact failed: ${message}`);
+  if (status !== 0) throw new SandboxError(`the Wasm compiler library failed: ${message}`);
 }
 
 /**

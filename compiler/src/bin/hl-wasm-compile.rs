@@ -185,6 +185,14 @@ fn main() {
         })
     };
     let (flags, mem, cpu_secs, parent, parallel) = (num(1), num(2), num(3), num(4), num(5));
+    // One malloc arena for every thread. A worker thread's own arena is an mmap'd heap, and the
+    // first time glibc shrinks one it opens /proc/sys/vm/overcommit_memory: under the filter that
+    // open killed a parallel compile now and then (SIGSYS, seen compiling QuickJS). The main
+    // arena grows and shrinks with brk/mmap only.
+    // SAFETY: a plain libc call with integer arguments, made before any other thread exists.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } != 1 {
+        fail(EXIT_INTERNAL, "mallopt(M_ARENA_MAX) failed");
+    }
     let workers = if parallel != 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())

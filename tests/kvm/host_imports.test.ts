@@ -21,6 +21,9 @@ import {
 import { globalStats } from "../../src/ffi/vm.ts";
 
 const ROOT = new URL("../../", import.meta.url);
+/** The repository's deno.json: the generated files are checked against the library's own
+ * dependency map (the consumer-without-config case is typed_guest.test.ts's). */
+const CONFIG = new URL("deno.json", ROOT).pathname;
 const IMPORTGUEST =
   new URL("guest/target/x86_64-unknown-linux-gnu/release/importguest", ROOT).pathname;
 
@@ -206,14 +209,14 @@ console.log(await sb.typed<Imp>().stamp());
 `,
     );
     const check = await new Deno.Command(Deno.execPath(), {
-      args: ["check", "--quiet", "use.ts"],
+      args: ["check", "--quiet", "--no-lock", "--config", CONFIG, "use.ts"],
       cwd: tmp,
       stdout: "piped",
       stderr: "piped",
     }).output();
     assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
     const run = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "--quiet", "use.ts"],
+      args: ["run", "--allow-ffi", "--quiet", "--no-lock", "--config", CONFIG, "use.ts"],
       cwd: tmp,
       stdout: "piped",
       stderr: "piped",

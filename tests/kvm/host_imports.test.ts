@@ -223,7 +223,7 @@ console.log(await sb.typed<Imp>().stamp());
     }).output();
     assert.equal(
       new TextDecoder().decode(run.stdout).trim(),
-      "7",
+      "7n",
       new TextDecoder().decode(run.stderr),
     );
   } finally {

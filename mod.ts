@@ -61,6 +61,7 @@ export {
   GuestNotFoundError,
   GuestPanicError,
   HypervisorError,
+  JsError,
   LibraryNotFoundError,
   PermissionError,
   ProtocolError,
@@ -110,3 +111,12 @@ export { WasmSandbox } from "./src/wasm/sandbox.ts";
 export { WasmModuleCache, type WasmModuleCacheOptions } from "./src/wasm/cache.ts";
 export { WasmSnapshot } from "./src/wasm/snapshot.ts";
 export { WasmSandboxPool, type WasmSandboxPoolOptions } from "./src/wasm_pool.ts";
+export {
+  type JsHostFunction,
+  type JsOutputOptions,
+  JsSandbox,
+  type JsSandboxOptions,
+  type JsSnapshotSandboxOptions,
+} from "./src/js/sandbox.ts";
+export { JsSnapshot } from "./src/js/snapshot.ts";
+export { JsSandboxPool, type JsSandboxPoolOptions } from "./src/js/pool.ts";

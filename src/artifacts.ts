@@ -60,11 +60,24 @@ export function cacheDir(version: string = PACKAGE_VERSION): string | undefined 
   return base === undefined ? undefined : `${base}/hl-sandbox/${version}`;
 }
 
+/**
+ * Language runtimes built as Wasm modules (`tools/build_quickjs.sh` →
+ * `target/runtimes/quickjs.wasm`). The package ships the reproducible module at that path and
+ * `setup` copies it into the cache (docs/js.md, "How a JSR consumer gets the module").
+ */
+export type RuntimeModuleName = "quickjs";
+
+/** Where a clone's build puts a runtime module, relative to the package root. */
+export function runtimeModulePath(name: RuntimeModuleName): string {
+  return `target/runtimes/${name}.wasm`;
+}
+
 /** Where `setup` puts the cdylib and the guests inside {@linkcode cacheDir}. */
 export function cachedArtifact(
   dir: string,
-  what: "library" | "compiler" | "compile-child" | BuiltinGuestName,
+  what: "library" | "compiler" | "compile-child" | BuiltinGuestName | RuntimeModuleName,
 ): string {
+  if (what === "quickjs") return `${dir}/runtimes/${what}.wasm`;
   if (what === "library") return `${dir}/${LIBRARY_FILE}`;
   if (what === "compiler") return `${dir}/${COMPILER_FILE}`;
   if (what === "compile-child") return `${dir}/${COMPILE_CHILD_FILE}`;
@@ -87,7 +100,7 @@ export function fixCommand(): string {
 function candidates(
   named: string | undefined,
   local: string | undefined,
-  what: "library" | "compiler" | "compile-child" | BuiltinGuestName,
+  what: "library" | "compiler" | "compile-child" | BuiltinGuestName | RuntimeModuleName,
 ): string[] {
   if (named !== undefined) return [named];
   const out: string[] = [];
@@ -175,6 +188,33 @@ export function findCompileChild(): string {
   throw new LibraryNotFoundError(
     searched,
     `the wasmtime engine needs its compiler process ${COMPILE_CHILD_FILE}: run \`${fixCommand()}\``,
+  );
+}
+
+/**
+ * Finds a language runtime's Wasm module (`quickjs`: `JsSandbox`'s engine): `$HL_QUICKJS_WASM`
+ * (then only it), else the package's `target/runtimes/quickjs.wasm` (a clone's build, or the
+ * copy shipped in the package when it is on the local disk), else the setup cache. Throws
+ * {@linkcode GuestNotFoundError} naming the command that fixes it. Needs `--allow-read` (the
+ * module is read, not mapped) or `--allow-ffi` for the lookup.
+ */
+export function findRuntimeModule(name: RuntimeModuleName): string {
+  requireFfi(`finding the ${name} runtime module`);
+  const named = env("HL_QUICKJS_WASM");
+  const searched = candidates(named, localPath(runtimeModulePath(name)), name);
+  const found = searched.find(isFile);
+  if (found !== undefined) return found;
+  const tools = localPath("tools/build_quickjs.sh");
+  const inClone = tools !== undefined && isFile(tools);
+  throw new GuestNotFoundError(
+    `${name}.wasm`,
+    searched,
+    named !== undefined
+      ? `point HL_QUICKJS_WASM at an existing ${name}.wasm, or unset it and run \`${fixCommand()}\``
+      : inClone
+      ? "run `bash tools/build_quickjs.sh` (needs Debian's clang lld wasi-libc " +
+        "libclang-rt-14-dev-wasm32: `bash tools/setup.sh test`)"
+      : `run \`${fixCommand()}\``,
   );
 }
 

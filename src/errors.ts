@@ -670,3 +670,48 @@ export class ReentrantCallError extends SandboxError {
     this.name = "ReentrantCallError";
   }
 }
+
+/**
+ * A JavaScript exception from a `JsSandbox`: thrown by the script (or a rejected Promise) and not
+ * caught there. `jsName`, `jsMessage` and `jsStack` are the JS error's `name`, `message` and
+ * `stack` (QuickJS's format, `    at fn (<eval>:line:col)` lines); for a thrown non-error value
+ * (`throw 42`) `nonError` is true, `jsName` is `""` and `jsMessage` is `String(value)`. A JS
+ * exception does not poison the sandbox: the engine is in a consistent state.
+ *
+ * @example
+ * ```ts
+ * import { JsError, JsSandbox } from "@hl/sandbox";
+ * await using js = await JsSandbox.create({ source: "function f() { throw new TypeError('no'); }" });
+ * try {
+ *   await js.call("f");
+ * } catch (err) {
+ *   if (err instanceof JsError) console.log(err.jsName, err.jsMessage); // TypeError no
+ * }
+ * ```
+ */
+export class JsError extends SandboxError {
+  /** The JS error's `name` (`"TypeError"`, ...); `""` for a thrown non-error value. */
+  readonly jsName: string;
+  /** The JS error's `message`. */
+  readonly jsMessage: string;
+  /** The JS stack trace as the engine wrote it (may be `""`). */
+  readonly jsStack: string;
+  /** Whether the script threw something that is not an object (`throw 42`). */
+  readonly nonError: boolean;
+
+  /** Creates the error from what the engine reported. */
+  constructor(
+    jsName: string,
+    jsMessage: string,
+    jsStack: string,
+    nonError = false,
+    options?: ErrorOptions,
+  ) {
+    super(jsName ? `${jsName}: ${jsMessage}` : `uncaught ${jsMessage}`, options);
+    this.name = "JsError";
+    this.jsName = jsName;
+    this.jsMessage = jsMessage;
+    this.jsStack = jsStack;
+    this.nonError = nonError;
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * `JsSandboxPool`: a fixed number of warm `JsSandbox`es started from one `JsSnapshot`; each `run`
+ * borrows one, and it is restored to the snapshot (and `Math.random` re-seeded) before the next
+ * borrower gets it.
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+import {
+  checkPoolSizing,
+  type PoolCore,
+  type PoolRunOptions,
+  type PoolSizing,
+} from "../pool_core.ts";
+import { startRuntimePool } from "../runtime/pool.ts";
+import {
+  handOverJsSandbox,
+  JsSandbox,
+  type JsSandboxOptions,
+  type JsSnapshot,
+  reseedJsSandbox,
+} from "./sandbox.ts";
+
+/** Options of {@linkcode JsSandboxPool.create}. */
+export interface JsSandboxPoolOptions extends JsSandboxOptions, PoolSizing {
+  /** The snapshot every sandbox starts from and is restored to (the pool does not dispose it). */
+  snapshot?: JsSnapshot;
+}
+
+/**
+ * A pool of warm JavaScript sandboxes from one snapshot (taken after `source` was evaluated, or
+ * the caller's). {@linkcode run} borrows a free sandbox, runs `fn` with it, then restores it —
+ * each run sees the globals exactly as they were in the snapshot, with a fresh `Math.random`
+ * seed — and hands it to the next waiter. The handle `fn` gets is revoked when its run ends.
+ *
+ * @example
+ * ```ts
+ * import { JsSandboxPool } from "@hl/sandbox";
+ * await using pool = await JsSandboxPool.create({
+ *   source: "var seen = 0; function handler(x) { seen++; return { x, seen }; }",
+ *   size: 2,
+ * });
+ * console.log(await pool.run((js) => js.call("handler", 1))); // { x: 1, seen: 1 }
+ * console.log(await pool.run((js) => js.call("handler", 2))); // { x: 2, seen: 1 }
+ * ```
+ */
+export class JsSandboxPool implements AsyncDisposable {
+  readonly #core: PoolCore<JsSandbox>;
+
+  private constructor(core: PoolCore<JsSandbox>) {
+    this.#core = core;
+  }
+
+  /**
+   * Starts `size` sandboxes: one from the options (through the snapshot cache), snapshotted, and
+   * the others from that snapshot, copy-on-write; or all from `snapshot`.
+   *
+   * @example
+   * ```ts
+   * import { JsSandboxPool } from "@hl/sandbox";
+   * await using pool = await JsSandboxPool.create({ source: "function f() { return 1; }", size: 1 });
+   * console.log(pool.size); // 1
+   * ```
+   */
+  static async create(options: JsSandboxPoolOptions): Promise<JsSandboxPool> {
+    if (typeof options !== "object" || options === null) {
+      throw new ArgumentError("JsSandboxPool.create takes an options object");
+    }
+    const size = checkPoolSizing(options);
+    if (options.snapshot !== undefined && options.source !== undefined) {
+      throw new ArgumentError("JsSandboxPool.create takes `source` or `snapshot`, not both");
+    }
+    const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, snapshot: _n, ...rest } = options;
+    const member = (snapshot: JsSnapshot) =>
+      JsSandbox.create({
+        snapshot,
+        hostFunctions: options.hostFunctions,
+        timeoutMs: options.timeoutMs,
+        library: options.library,
+        onLog: options.onLog,
+        stdout: options.stdout,
+        stderr: options.stderr,
+      });
+    return new JsSandboxPool(
+      await startRuntimePool({
+        size,
+        snapshot: options.snapshot,
+        first: () => JsSandbox.create(rest),
+        snapshotOf: (first) => first.snapshot(),
+        fromSnapshot: member,
+        handOver: (js) => handOverJsSandbox(js),
+        restore: async (js, snap) => {
+          await js.restore(snap);
+          await reseedJsSandbox(js);
+        },
+      }, options),
+    );
+  }
+
+  /** Number of sandboxes in the pool. */
+  get size(): number {
+    return this.#core.size;
+  }
+
+  /** Number of sandboxes free right now. */
+  get available(): number {
+    return this.#core.available;
+  }
+
+  /** Number of callers waiting for a sandbox. */
+  get waiting(): number {
+    return this.#core.waiting;
+  }
+
+  /**
+   * Borrows a sandbox, runs `fn` with it, restores it to the pool's snapshot and returns it to
+   * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
+   * `acquireTimeoutMs`) for a free sandbox (`PoolExhaustedError`), and stops waiting when
+   * `signal` aborts (`CancelledError`). A sandbox that `fn` poisoned is restored all the same;
+   * one that cannot be restored is replaced. Once the run ends the handle `fn` got is revoked:
+   * every later use of it is a `SandboxDisposedError`.
+   *
+   * @example
+   * ```ts
+   * import { JsSandboxPool } from "@hl/sandbox";
+   * await using pool = await JsSandboxPool.create({ source: "function sq(x) { return x * x; }" });
+   * console.log(await Promise.all([1, 2, 3].map((x) => pool.run((js) => js.call("sq", x))))); // [1, 4, 9]
+   * ```
+   */
+  run<T>(fn: (js: JsSandbox) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
+    return this.#core.run(fn, options);
+  }
+
+  /**
+   * Disposes every sandbox (ones in use when they come back) and the snapshot the pool made;
+   * waiters reject. Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { JsSandboxPool } from "@hl/sandbox";
+   * const pool = await JsSandboxPool.create({ size: 1 });
+   * await pool.dispose();
+   * ```
+   */
+  dispose(): Promise<void> {
+    return this.#core.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * `JsSnapshot`: a `JsSandbox` frozen at one moment (QuickJS's whole heap, inside the Wasm
+ * module's memory), and what the host keeps beside it.
+ *
+ * @module
+ */
+
+import { SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
+import type { WasmSnapshot } from "../wasm/snapshot.ts";
+
+/** What a {@linkcode JsSnapshot} holds. */
+export interface JsSnapshotState {
+  /** The snapshot of the Wasm sandbox that runs QuickJS. */
+  readonly wasm: WasmSnapshot;
+  /** The module digest, engine, memory limit, source and host function names it was made with. */
+  readonly key: string;
+  /** The host functions registered in QuickJS (`host.*`). */
+  readonly hostFunctions: readonly string[];
+}
+
+const states = new WeakMap<JsSnapshot, JsSnapshotState>();
+
+/**
+ * A {@linkcode JsSandbox} frozen at one moment: every global, function, closure and pending
+ * value of its QuickJS heap. Host function implementations and output sinks are not in it:
+ * `JsSandbox.create({ snapshot })` is given them again (the same host function names).
+ * Immutable; dispose it when done (sandboxes made from it keep working).
+ *
+ * @example
+ * ```ts
+ * import { JsSandbox } from "@hl/sandbox";
+ * await using js = await JsSandbox.create({ source: "var n = 0; function bump() { return ++n; }" });
+ * await using snap = await js.snapshot();
+ * await using copy = await JsSandbox.create({ snapshot: snap });
+ * console.log(await copy.call("bump")); // 1
+ * ```
+ */
+export class JsSnapshot implements AsyncDisposable {
+  /** Use `JsSandbox.snapshot()`; not constructible from outside. */
+  private constructor(state: JsSnapshotState) {
+    states.set(this, state);
+  }
+
+  /** Whether {@linkcode dispose} has run. */
+  get disposed(): boolean {
+    return jsStateOf(this).wasm.disposed;
+  }
+
+  /**
+   * Releases the snapshot. Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { JsSandbox } from "@hl/sandbox";
+   * await using js = await JsSandbox.create({});
+   * const snap = await js.snapshot();
+   * await snap.dispose();
+   * console.log(snap.disposed); // true
+   * ```
+   */
+  dispose(): Promise<void> {
+    return jsStateOf(this).wasm.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+/** Internal: wraps a state. */
+export function makeJsSnapshot(state: JsSnapshotState): JsSnapshot {
+  const Ctor = JsSnapshot as unknown as new (s: JsSnapshotState) => JsSnapshot;
+  return new Ctor(state);
+}
+
+/** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
+export function jsStateOf(snap: JsSnapshot, live = false): JsSnapshotState {
+  const state = snap instanceof JsSnapshot ? states.get(snap) : undefined;
+  if (!state) throw new SnapshotMismatchError("not a JsSnapshot");
+  if (live && state.wasm.disposed) throw new SnapshotDisposedError();
+  return state;
+}

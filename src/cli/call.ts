@@ -22,9 +22,11 @@ import {
   splitArgs,
   toJson,
 } from "./common.ts";
+import { callJs, isJsPath } from "./js.ts";
 
 /** `hl call --help`. */
-export const CALL_HELP = `Usage: hl call [options] <module.wasm | guest-ELF> <function> [args...]
+export const CALL_HELP =
+  `Usage: hl call [options] <module.wasm | guest-ELF | script.js> <function> [args...]
 
 Calls one function in a new micro-VM and prints its result as JSON. Arguments
 are parsed by the function's signature: the Wasm export's type, or the native
@@ -43,6 +45,11 @@ Results: i64/u64 as exact integers, NaN/Infinity as strings, bytes as an array
 of numbers, several Wasm results as an array, none as null. A Wasm module may
 import WASI (output goes to this process's stdout/stderr) but no other host
 functions.
+
+A .js file is evaluated as a classic script (QuickJS, see: hl js --help) and
+<function> (a global, or a dotted path like lib.fn) is called with each
+argument parsed as JSON (text that is not JSON is a string); the result is
+printed as JSON. An uncaught exception exits 1 with its JS stack.
 
 Options:
   --timeout MS   stop the call after MS milliseconds (exit 124)
@@ -70,8 +77,12 @@ export async function call(argv: readonly string[]): Promise<number> {
   const engine = engineOption("call", values.engine);
   const bytes = await readOperand(path);
   let result: unknown;
-  if (isWasm(bytes)) result = await callWasm(bytes, path, name, rest, timeoutMs, fuel, engine);
-  else if (isElf(bytes)) {
+  if (isJsPath(path) && !isWasm(bytes) && !isElf(bytes)) {
+    if (fuel !== undefined) throw new CliError("--fuel applies to Wasm modules only", EXIT_USAGE);
+    result = await callJs(path, name, rest, timeoutMs, engine);
+  } else if (isWasm(bytes)) {
+    result = await callWasm(bytes, path, name, rest, timeoutMs, fuel, engine);
+  } else if (isElf(bytes)) {
     if (fuel !== undefined) throw new CliError("--fuel applies to Wasm modules only", EXIT_USAGE);
     if (engine !== undefined) {
       throw new CliError("--engine applies to Wasm modules only", EXIT_USAGE);

@@ -8,6 +8,7 @@
 import { call, CALL_HELP } from "./call.ts";
 import { CliError, EXIT_USAGE, exitCodeOf, oneLine, writeAllSync } from "./common.ts";
 import { inspect, INSPECT_HELP } from "./inspect.ts";
+import { js, JS_HELP } from "./js.ts";
 import { NEW_GUEST_HELP, newGuest } from "./new_guest.ts";
 import { run, RUN_HELP } from "./run.ts";
 
@@ -19,6 +20,7 @@ Runs WebAssembly modules and native guests in KVM micro-VMs (@hl/sandbox).
 Commands:
   run <module.wasm> [--] [args...]           run a WASI command
   call <module.wasm | guest> <fn> [args...]  call one function, print JSON
+  js <script.js> [args...]                   run a JavaScript file (QuickJS)
   inspect <module.wasm | guest>              list imports, exports, signatures
   new-guest <dir>                            write a guest project that builds with cargo
 
@@ -27,6 +29,7 @@ Run "hl <command> --help" for a command's options.`;
 const COMMANDS: Record<string, (argv: readonly string[]) => Promise<number>> = {
   run,
   call,
+  js,
   inspect,
   "new-guest": newGuest,
 };
@@ -36,6 +39,7 @@ export const HELP: Readonly<Record<string, string>> = {
   "": MAIN_HELP,
   run: RUN_HELP,
   call: CALL_HELP,
+  js: JS_HELP,
   inspect: INSPECT_HELP,
   "new-guest": NEW_GUEST_HELP,
 };

@@ -433,6 +433,7 @@ export class JsSandbox implements AsyncDisposable {
       if (options.source !== undefined) {
         calledHost = await js.#queued(async () => {
           const r = await js.#exchange("qjs_eval", utf8.encode(options.source!), options.timeoutMs);
+          if (r.reply.kind === "error") throw r.reply.error;
           return r.calledHost;
         });
       }

@@ -77,6 +77,9 @@ jsTest("eval, calls by dotted path, async results, JS exceptions", async () => {
   assert.equal(js.poisoned, false);
   assert.equal(await js.eval("var later2 = 7; later2"), 7);
   assert.equal(await js.call("later", 1), 2);
+  // An exception in the source fails the create (hoisted declarations notwithstanding).
+  const bad = await jsError(JsSandbox.create({ source: "function ok() {}\nnull.x;" }));
+  assert.equal(bad.jsName, "TypeError");
   // Arguments JSON cannot write are refused before the call.
   await assert.rejects(js.call("add", 1n, 2), /not JSON/);
 });

@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 7;
+pub const CDYLIB_ABI_VERSION: u32 = 8;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -419,12 +419,18 @@ pub unsafe extern "C" fn hl_snapshot_info(snap: u32, out: *mut u64) -> i32 {
 /// `int32_t hl_vm_rebase_memory(uint32_t vm, uint32_t slot, uint32_t snap)`: brings the slot's
 /// memory back to the snapshot's content (same size): `MADV_DONTNEED` when the slot is already
 /// based on it, else a re-map at the same host address. `STATE` while a run is outstanding.
+/// Version 8: returns the number of pages put back (was 0).
 #[no_mangle]
 pub extern "C" fn hl_vm_rebase_memory(vm: u32, slot: u32, snap: u32) -> i32 {
     guard(vm, || {
         let s = vm::lookup_snapshot(snap)?;
-        vm::lookup(vm)?.rebase_memory(slot, &s).map(|_| 0)
+        vm::lookup(vm)?.rebase_memory(slot, &s).map(pages_status)
     })
+}
+
+/// A page count as a non-negative status (saturating: a region is far below 2^31 pages).
+fn pages_status(pages: u64) -> i32 {
+    i32::try_from(pages).unwrap_or(i32::MAX)
 }
 
 /// `int32_t hl_vm_map_snapshot(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)`:
@@ -540,7 +546,7 @@ pub unsafe extern "C" fn hl_vcpu_set_state(vm: u32, buf: *const u8, len: u32) ->
 /// `int32_t hl_vm_restore(uint32_t vm, uint32_t slot, uint32_t snap, const uint8_t *state,
 /// uint32_t len)`: `hl_vm_rebase_memory` and `hl_vcpu_set_state` at once, overlapped (the vCPU
 /// thread loads the state while the caller's thread puts the memory back). `STATE` while a run is
-/// outstanding; the blob is checked first.
+/// outstanding; the blob is checked first. Version 8: returns the number of pages put back.
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -558,7 +564,7 @@ pub unsafe extern "C" fn hl_vm_restore(
         let blob = unsafe { std::slice::from_raw_parts(state, len as usize) };
         vm::hypervisor()?.check_vcpu_state(blob)?;
         let s = vm::lookup_snapshot(snap)?;
-        vm::lookup(vm)?.restore(slot, &s, blob).map(|_| 0)
+        vm::lookup(vm)?.restore(slot, &s, blob).map(pages_status)
     })
 }
 

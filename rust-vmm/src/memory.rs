@@ -278,8 +278,9 @@ impl GuestMemory {
 
     /// Makes the region a private view of `snap` again: one `MADV_DONTNEED` when it already is one
     /// (only the pages written since are dropped), else a `MAP_FIXED` re-map at the same address.
-    /// The vCPU must not run meanwhile.
-    pub fn rebase(&self, snap: &Arc<MemorySnapshot>) -> Result<()> {
+    /// The vCPU must not run meanwhile. Returns the number of pages put back: the private copies
+    /// found and restored, or every page of the region when it was dropped or re-mapped whole.
+    pub fn rebase(&self, snap: &Arc<MemorySnapshot>) -> Result<u64> {
         if snap.size != self.size {
             return Err(Error::invalid_argument(format!(
                 "the snapshot holds {} bytes, the memory region {}",
@@ -298,7 +299,7 @@ impl GuestMemory {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
         }
         *backing = Backing::Snapshot(snap.clone());
-        Ok(())
+        Ok(self.size / PAGE_SIZE)
     }
 }
 
@@ -310,9 +311,9 @@ impl GuestMemory {
     /// this host a fault after `MADV_DONTNEED` costs ~25 µs). More than that are dropped with
     /// `MADV_DONTNEED` (which also shrinks the working set again). Pages still shared with the
     /// snapshot are not touched either way.
-    fn restore_private_pages(&self, snap: &MemorySnapshot) -> Result<()> {
+    fn restore_private_pages(&self, snap: &MemorySnapshot) -> Result<u64> {
         let Some(runs) = self.private_runs()? else {
-            return self.reset();
+            return self.reset().map(|_| self.size / PAGE_SIZE);
         };
         let count: usize = runs.iter().map(|(a, b)| b - a).sum();
         let copy_back = count as u64 <= COPY_BACK_MAX_PAGES;
@@ -341,7 +342,7 @@ impl GuestMemory {
                 ));
             }
         }
-        Ok(())
+        Ok(count as u64)
     }
 
     /// The runs `[start, end)` of pages (indices in the region) that are private copies now:

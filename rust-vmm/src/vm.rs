@@ -236,16 +236,17 @@ impl Vm {
         Ok(handle)
     }
 
-    /// Brings a slot's memory back to `snap`'s content (see `GuestMemory::rebase`).
-    pub fn rebase_memory(&self, slot: u32, snap: &Arc<MemorySnapshot>) -> Result<()> {
+    /// Brings a slot's memory back to `snap`'s content (see `GuestMemory::rebase`); returns the
+    /// number of pages put back.
+    pub fn rebase_memory(&self, slot: u32, snap: &Arc<MemorySnapshot>) -> Result<u64> {
         self.idle_vcpu("restore memory")?;
         self.memory(slot)?.rebase(snap)
     }
 
     /// Restores a slot's memory to `snap` and the vCPU to `state` (a checked blob): the vCPU
     /// thread loads the state while this thread puts the memory back, and this returns when both
-    /// are done.
-    pub fn restore(&self, slot: u32, snap: &Arc<MemorySnapshot>, state: &[u8]) -> Result<()> {
+    /// are done. Returns the number of pages put back (`GuestMemory::rebase`).
+    pub fn restore(&self, slot: u32, snap: &Arc<MemorySnapshot>, state: &[u8]) -> Result<u64> {
         self.idle_vcpu("restore")?;
         let region = self.memory(slot)?;
         let vcpu = self.vcpu()?;
@@ -253,7 +254,8 @@ impl Vm {
         // The vCPU thread is loading registers, not running the guest: memory may change under it.
         let memory = region.rebase(snap);
         let loaded = vcpu.finish_set_state(seq);
-        memory.and(loaded)
+        let pages = memory?;
+        loaded.map(|_| pages)
     }
 
     fn idle_vcpu(&self, what: &str) -> Result<()> {

@@ -414,7 +414,13 @@ fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
 
     // Restore in place: memory (MADV_DONTNEED), GPRs and xmm0 are back.
     for _ in 0..3 {
-        assert_eq!(hl_vm_rebase_memory(vm, 0, snap), 0, "{}", last_error(vm));
+        // Version 8: the pages put back (the guest wrote at least its counter page since).
+        let pages = hl_vm_rebase_memory(vm, 0, snap);
+        assert!(
+            pages >= 1 && (pages as u64) < MEM / 4096,
+            "{pages}: {}",
+            last_error(vm)
+        );
         // SAFETY: `state` is readable for its length.
         let rc = unsafe { hl_vcpu_set_state(vm, state.as_ptr(), state.len() as u32) };
         assert_eq!(rc, 0, "{}", last_error(vm));
@@ -425,7 +431,11 @@ fn snapshot_restore_and_map_bring_back_memory_registers_and_sse() {
     for _ in 0..3 {
         // SAFETY: `state` is readable for its length.
         let rc = unsafe { hl_vm_restore(vm, 0, snap, state.as_ptr(), state.len() as u32) };
-        assert_eq!(rc, 0, "{}", last_error(vm));
+        assert!(
+            rc >= 1 && (rc as u64) < MEM / 4096,
+            "{rc}: {}",
+            last_error(vm)
+        );
         assert_eq!(run_counters(vm), (2, 2, 1));
     }
 

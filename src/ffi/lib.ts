@@ -10,7 +10,7 @@ import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../erro
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 7;
+export const CDYLIB_ABI_VERSION = 8;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {

@@ -420,19 +420,23 @@ export class MicroVm {
     return new MemorySnapshotHandle(this.#lib, this.#u32[0]);
   }
 
-  /** Brings memory slot `slot` back to the snapshot's content (views stay valid). */
-  rebaseMemory(snapshot: MemorySnapshotHandle, slot = 0): void {
+  /**
+   * Brings memory slot `slot` back to the snapshot's content (views stay valid); returns the
+   * number of pages put back (C ABI 8).
+   */
+  rebaseMemory(snapshot: MemorySnapshotHandle, slot = 0): number {
     const vm = this.#live();
-    check(this.#lib, this.#lib.hl_vm_rebase_memory(vm, slot, snapshot.handle), vm);
+    return check(this.#lib, this.#lib.hl_vm_rebase_memory(vm, slot, snapshot.handle), vm);
   }
 
   /**
    * {@linkcode rebaseMemory} and {@linkcode setState} in one call, overlapped: the vCPU thread
-   * loads the state while this thread puts the memory back.
+   * loads the state while this thread puts the memory back. Returns the number of pages put back
+   * (C ABI 8: the private copies found, or every page of a region dropped or re-mapped whole).
    */
-  restore(snapshot: MemorySnapshotHandle, state: Uint8Array, slot = 0): void {
+  restore(snapshot: MemorySnapshotHandle, state: Uint8Array, slot = 0): number {
     const vm = this.#live();
-    check(
+    return check(
       this.#lib,
       this.#lib.hl_vm_restore(vm, slot, snapshot.handle, state, state.length),
       vm,

@@ -569,21 +569,22 @@ export class Sandbox implements AsyncDisposable {
       if (state.guestId !== await this.#guestId!()) {
         throw new SnapshotMismatchError("the snapshot is of another guest image");
       }
-      this.#restoreNow(state);
+      return this.#restoreNow(state);
     }));
     this.#queue = run.catch(() => {});
     return run;
   }
 
-  /** The synchronous part of a restore (checks done). */
-  #restoreNow(state: ReturnType<typeof stateOf>): void {
+  /** The synchronous part of a restore (checks done); returns the number of pages put back. */
+  #restoreNow(state: ReturnType<typeof stateOf>): number {
     this.#live();
     const vm = this.#vm!;
-    vm.restore(state.memory, state.vcpu);
+    const pages = vm.restore(state.memory, state.vcpu);
     this.#functions.clear();
     for (const [name, f] of state.functions) this.#functions.set(name, f);
     this.#imports = state.imports;
     this.#poison = undefined;
+    return pages;
   }
 
   async #initialise(timeoutMs: number): Promise<void> {
@@ -919,7 +920,7 @@ export class Sandbox implements AsyncDisposable {
     signature: FunctionSignature,
     values: Value[],
   ): JsValue | Promise<JsValue> {
-    const t = startCall(signature.name, () => this.#vm?.stats().exits ?? NaN);
+    const t = startCall(signature.name);
     if (t === undefined) return this.#callNow(sync, options, signature, values);
     this.#trace = t;
     return t.run(() => this.#callNow(sync, options, signature, values), () => {
@@ -994,19 +995,22 @@ export class Sandbox implements AsyncDisposable {
       firstSpinNs: spinNs,
       vm: () => this.#liveVm(what),
       stopReason: () => this.#stop,
-      step: (kind) =>
-        exitStep(
+      step: (kind) => {
+        const trace = this.#trace;
+        trace?.exit(kind);
+        return exitStep(
           {
             vm: this.#liveVm(what),
             memory: this.#memory!,
             layout: this.#layout,
             output: this.#decoder!,
-            onLog: this.#trace ? this.#trace.onLog(this.#options.onLog) : this.#options.onLog,
+            onLog: trace ? trace.onLog(this.#options.onLog) : this.#options.onLog,
             skipLog: () => this.#logsSkipped++,
           },
           kind,
           what,
-        ),
+        );
+      },
       hostCall: (name, args, isSync) => {
         const traced = this.#trace?.hostCall(name);
         return serveHostCall(

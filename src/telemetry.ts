@@ -23,11 +23,13 @@ import {
   metrics,
   ProxyTracerProvider,
   type Span,
+  type SpanOptions,
   SpanStatusCode,
   trace,
   type Tracer,
 } from "@opentelemetry/api";
 import { CancelledError, TimeoutError } from "./errors.ts";
+import { ExitKind } from "./ffi/vm.ts";
 
 /** The instrumentation scope of every span and instrument. */
 export const SCOPE = "@hl/sandbox";
@@ -40,7 +42,7 @@ interface Instruments {
   hostCallDuration: Histogram;
   creates: Counter;
   restores: Counter;
-  exits: Counter;
+  restorePages: Counter;
   compileDuration: Histogram;
   artifactHits: Counter;
   poolWait: Histogram;
@@ -58,11 +60,25 @@ let state: State | undefined;
 const NoopMeter = createNoopMeter().constructor;
 
 /**
- * The telemetry state, or `undefined` when no tracer or meter provider is registered. Cheap:
- * two global look-ups and two compares; the tracer and instruments are remade only when a
- * provider changes.
+ * The module-level switch of every hook: `false` makes each one return at its first line, as if
+ * the hooks were not there. Always `true` in the library; `bench/telemetry.bench.ts` loads a copy
+ * of `src/` with it `false` (a `const`, so V8 folds the checks away) to measure what the hooks
+ * cost when telemetry is off.
+ */
+const HOOKS = true;
+
+/** Where `npm:@opentelemetry/api` keeps its registered globals (absent until one registers). */
+const OTEL_GLOBAL = Symbol.for("opentelemetry.js.api.1");
+const globals = globalThis as unknown as Record<symbol, unknown>;
+
+/**
+ * The telemetry state, or `undefined` when no tracer or meter provider is registered. When
+ * nothing at all registered with the API (no `OTEL_DENO`, no SDK) this is one property read of
+ * `globalThis` and a compare; else two global look-ups compared with the last ones seen; the
+ * tracer and instruments are remade only when a provider changes.
  */
 function active(): State | undefined {
+  if (!HOOKS || globals[OTEL_GLOBAL] === undefined) return undefined;
   const tp = trace.getTracerProvider();
   const mp = metrics.getMeterProvider();
   if (tp === seenTracerProvider && mp === seenMeterProvider) return state;
@@ -84,6 +100,17 @@ function instruments(meter: Meter): Instruments {
   meter.createObservableGauge("active_sandboxes", {
     description: "Sandboxes (micro-VMs) alive in this process",
   }).addCallback((r) => r.observe(liveSandboxes));
+  for (const kind of ["wasm", "js"] as const) {
+    meter.createObservableGauge(`active_${kind}_sandboxes`, {
+      description: `${kind === "wasm" ? "WasmSandbox" : "JsSandbox"} handles alive in this process`,
+    }).addCallback((r) => r.observe(liveRuntimes[kind]));
+  }
+  meter.createObservableCounter("sandbox_loads_total", {
+    description: "Runtime sandboxes created (a module or script loaded into a VM), by kind",
+  }).addCallback((r) => {
+    r.observe(loads.wasm, WASM);
+    r.observe(loads.js, JS);
+  });
   meter.createObservableGauge("pool_members", {
     description: "Members of the pools of this process, by state (free, busy)",
   }).addCallback((r) => {
@@ -101,6 +128,9 @@ function instruments(meter: Meter): Instruments {
     r.observe(free, { state: "free" });
     r.observe(all - free, { state: "busy" });
   });
+  meter.createObservableCounter("vm_exits_total", {
+    description: "VM exits made by guest calls",
+  }).addCallback((r) => r.observe(exitsTotal));
   const seconds = { unit: "s" } as const;
   return {
     guestErrors: meter.createCounter("guest_errors_total", {
@@ -123,7 +153,9 @@ function instruments(meter: Meter): Instruments {
     restores: meter.createCounter("sandbox_restores_total", {
       description: "Restores of a sandbox to a snapshot",
     }),
-    exits: meter.createCounter("vm_exits_total", { description: "VM exits made by guest calls" }),
+    restorePages: meter.createCounter("sandbox_restore_pages_total", {
+      description: "Guest memory pages put back by restores (4 KiB each)",
+    }),
     compileDuration: meter.createHistogram("wasm_compile_duration_seconds", {
       ...seconds,
       description: "Time to compile a Wasm module or load its artifact from disk, by source",
@@ -145,6 +177,36 @@ let liveSandboxes = 0;
 /** Counts a sandbox VM made (`+1`) or destroyed (`-1`), for the `active_sandboxes` gauge. */
 export function countSandbox(delta: 1 | -1): void {
   liveSandboxes += delta;
+}
+
+/** The runtimes counted by `active_wasm_sandboxes` and `active_js_sandboxes`. */
+export type RuntimeKind = "wasm" | "js";
+
+const liveRuntimes: Record<RuntimeKind, number> = { wasm: 0, js: 0 };
+const loads: Record<RuntimeKind, number> = { wasm: 0, js: 0 };
+/** A handle dropped without a dispose stops counting when it is collected. */
+const runtimeFinalizer = new FinalizationRegistry<RuntimeKind>((kind) => liveRuntimes[kind]--);
+
+/**
+ * Counts a live runtime sandbox handle of `kind` (a `WasmSandbox`; a `JsSandbox`) for the
+ * `active_<kind>_sandboxes` gauge, until {@linkcode uncountRuntime} or until it is collected;
+ * `load`: a new sandbox (counted in `sandbox_loads_total`), not a pool's hand-over of one.
+ *
+ * @example
+ * ```ts ignore
+ * countRuntime("wasm", this, true); // in the constructor
+ * uncountRuntime("wasm", this); // where the handle lets go of its VM
+ * ```
+ */
+export function countRuntime(kind: RuntimeKind, handle: object, load: boolean): void {
+  liveRuntimes[kind]++;
+  if (load) loads[kind]++;
+  runtimeFinalizer.register(handle, kind, handle);
+}
+
+/** Stops counting `handle` (idempotent: a handle not counted, or no longer, is ignored). */
+export function uncountRuntime(kind: RuntimeKind, handle: object): void {
+  if (runtimeFinalizer.unregister(handle)) liveRuntimes[kind]--;
 }
 
 /** What the `pool_members` gauge reads of a pool. */
@@ -264,12 +326,23 @@ export function traceSnapshot<T extends { readonly dataPages: number }>(
   };
 }
 
-/** `body`, a restore, in span `hl.sandbox.restore`, counted in `sandbox_restores_total`. */
-export function traceRestore<T>(body: () => Promise<T>): () => Promise<T> {
-  return () => {
+/**
+ * `body`, a restore that returns the number of pages it put back, in span `hl.sandbox.restore`
+ * (attribute `hl.restore.pages`), counted in `sandbox_restores_total` and
+ * `sandbox_restore_pages_total`.
+ */
+export function traceRestore(body: () => Promise<number>): () => Promise<void> {
+  return async () => {
     const s = active();
-    if (s === undefined) return body();
-    return inSpan(s, "hl.sandbox.restore", {}, body, () => s.m.restores.add(1));
+    if (s === undefined) {
+      await body();
+      return;
+    }
+    await inSpan(s, "hl.sandbox.restore", {}, body, (span, pages) => {
+      span.setAttribute("hl.restore.pages", pages);
+      s.m.restores.add(1);
+      s.m.restorePages.add(pages);
+    });
   };
 }
 
@@ -341,38 +414,155 @@ function envFlag(name: string): boolean {
 
 const consoleByLevel = [console.error, console.warn, console.info, console.debug, console.debug];
 
+const stderrDecoder = new TextDecoder();
+
 /**
- * One guest call's span `hl.sandbox.call`. Made by {@linkcode startCall}; its host calls are
- * children ({@linkcode CallTrace.hostCall}).
+ * With `HL_OTEL_LOGS=1` and telemetry on, a WASI guest's stderr write also goes to
+ * `console.error` (as `[wasi stderr] text`): it runs in the host function span of the guest's
+ * write, so Deno's exporter sends it as a log record with the call's trace id.
+ */
+export function logWasiStderr(data: Uint8Array): void {
+  if (!LOGS_ON || active() === undefined) return;
+  console.error(`[wasi stderr] ${stderrDecoder.decode(data).replace(/\n$/, "")}`);
+}
+
+/**
+ * The `guest_call_duration_seconds` attributes of function `fn` and outcome `outcome`, made once
+ * and reused (a record then allocates nothing); at most `ATTRS_MAX` functions are kept.
+ */
+function callAttributes(fn: string, outcome: string): Attributes {
+  let byOutcome = callAttrs.get(fn);
+  if (byOutcome === undefined) {
+    byOutcome = new Map();
+    if (callAttrs.size < ATTRS_MAX) callAttrs.set(fn, byOutcome);
+  }
+  let a = byOutcome.get(outcome);
+  if (a === undefined) {
+    a = Object.freeze({ function_name: fn, outcome });
+    byOutcome.set(outcome, a);
+  }
+  return a;
+}
+
+const ATTRS_MAX = 4096;
+const callAttrs = new Map<string, Map<string, Attributes>>();
+const hostAttrs = new Map<string, Map<string, Attributes>>();
+
+function hostAttributes(fn: string, outcome: string): Attributes {
+  let byOutcome = hostAttrs.get(fn);
+  if (byOutcome === undefined) {
+    byOutcome = new Map();
+    if (hostAttrs.size < ATTRS_MAX) hostAttrs.set(fn, byOutcome);
+  }
+  let a = byOutcome.get(outcome);
+  if (a === undefined) {
+    a = Object.freeze({ function_name: fn, outcome });
+    byOutcome.set(outcome, a);
+  }
+  return a;
+}
+
+// ---- Ending spans in batches ----
+
+/**
+ * Call and host-function spans are ended in batches, with their end times given explicitly: with
+ * Deno's exporter a span's `end` hands it to the exporter's thread, and when that thread sleeps
+ * (spans a call apart) each `end` wakes it, which cost 8.5 µs median per span on this 2-core host
+ * against 0.35 µs for ends back to back (docs/observability.md). A batch is ended when it holds
+ * `BATCH` spans, after `BATCH_MS`, or when the process unloads.
+ */
+const BATCH = 64;
+const BATCH_MS = 10;
+const ending: Span[] = [];
+const endTimes: number[] = [];
+let endTimer: ReturnType<typeof setTimeout> | undefined;
+let unloadHooked = false;
+
+/** Ends `span` at `end` (a `performance.now()`), in the next batch. */
+function endLater(span: Span, end: number): void {
+  ending.push(span);
+  endTimes.push(performance.timeOrigin + end);
+  if (ending.length >= BATCH) {
+    endBatch();
+  } else if (endTimer === undefined) {
+    const timer = setTimeout(endBatch, BATCH_MS);
+    // The batch must not keep the process alive; the unload listener ends what is left.
+    Deno.unrefTimer(timer);
+    endTimer = timer;
+    if (!unloadHooked) {
+      unloadHooked = true;
+      globalThis.addEventListener("unload", endBatch);
+    }
+  }
+}
+
+/** Ends every span waiting in the batch. */
+function endBatch(): void {
+  if (endTimer !== undefined) clearTimeout(endTimer);
+  endTimer = undefined;
+  for (let i = 0; i < ending.length; i++) ending[i].end(endTimes[i]);
+  ending.length = 0;
+  endTimes.length = 0;
+}
+
+/**
+ * VM exits made by guest calls while telemetry was on: `vm_exits_total` is an observable counter
+ * that reads this at each collection, so a call adds an integer instead of recording a metric.
+ */
+let exitsTotal = 0;
+
+/**
+ * One guest call's span `hl.sandbox.call`, a child of the span active where the call was made.
+ * Made by {@linkcode startCall}; the exchange loop reports each VM exit ({@linkcode exit}), and
+ * host calls and guest logs are children ({@linkcode hostCall}, {@linkcode onLog}).
+ *
+ * The fast path (a call with no host calls or logs) is: one `startSpan` with the function's name
+ * among its options, two `performance.now()`, two attributes set at the end (outcome, exits),
+ * `end`, and one histogram record with attributes made once per function. No `context.with`: the
+ * call's context (its span as the parent) is made only when a host call or a log needs it.
  */
 export class CallTrace {
   readonly #s: State;
   readonly #span: Span;
-  readonly #ctx: Context;
+  readonly #parent: Context;
+  #ctx: Context | undefined;
   readonly #fn: string;
-  readonly #start = performance.now();
-  readonly #exits: () => number;
-  readonly #exits0: number;
+  readonly #start: number;
+  #exits = 0;
   #hostMs = 0;
   #hostCalls = 0;
 
-  constructor(s: State, fn: string, exits: () => number) {
+  constructor(s: State, fn: string) {
     this.#s = s;
     this.#fn = fn;
-    this.#span = s.tracer.startSpan("hl.sandbox.call", { attributes: { "hl.function": fn } });
-    this.#ctx = trace.setSpan(context.active(), this.#span);
-    this.#exits = exits;
-    this.#exits0 = exits();
+    this.#parent = context.active();
+    this.#start = performance.now();
+    this.#span = s.tracer.startSpan(
+      "hl.sandbox.call",
+      { attributes: { "hl.function": fn }, startTime: performance.timeOrigin + this.#start },
+      this.#parent,
+    );
+  }
+
+  /** The call's context: its span, under the caller's context (made when first needed). */
+  get context(): Context {
+    return this.#ctx ??= trace.setSpan(this.#parent, this.#span);
+  }
+
+  /** Counts a run of the call that ended in a VM exit (exit kind `kind`). */
+  exit(kind: number): void {
+    // As the cdylib's counter: a run cut short by a stop is not an exit.
+    if (kind !== ExitKind.Interrupted && kind !== ExitKind.TimedOut) this.#exits++;
   }
 
   /**
-   * Runs the call's `body` with the call's span active, and ends the span when it settles
-   * (synchronously or not); `done` runs first, whatever the outcome.
+   * Runs the call's `body`, and ends the span when it settles (synchronously or not); `done`
+   * runs first, whatever the outcome.
    */
   run<T>(body: () => T | Promise<T>, done: () => void): T | Promise<T> {
     let result: T | Promise<T>;
     try {
-      result = context.with(this.#ctx, body);
+      result = body();
     } catch (e) {
       done();
       this.#end(e);
@@ -395,30 +585,34 @@ export class CallTrace {
   }
 
   #end(e: unknown): void {
+    const end = performance.now();
+    const ms = end - this.#start;
     const span = this.#span;
-    const ms = performance.now() - this.#start;
-    const exits = this.#exits() - this.#exits0;
-    span.setAttribute("hl.call.host_calls", this.#hostCalls);
-    span.setAttribute("hl.call.guest_ms", Math.max(0, ms - this.#hostMs));
-    span.setAttribute("hl.call.host_ms", this.#hostMs);
-    if (Number.isFinite(exits)) {
-      span.setAttribute("hl.call.exits", exits);
-      this.#s.m.exits.add(exits);
-    }
+    const m = this.#s.m;
+    const exits = this.#exits;
+    exitsTotal += exits;
     let outcome = "ok";
     if (e !== undefined) {
       const type = recordError(span, e);
       if (e instanceof TimeoutError || e instanceof CancelledError) {
         outcome = e instanceof TimeoutError ? "timeout" : "cancelled";
-        this.#s.m.cancellations.add(1, { kind: e instanceof TimeoutError ? "timeout" : "cancel" });
+        m.cancellations.add(1, e instanceof TimeoutError ? TIMEOUT : CANCEL);
       } else {
         outcome = "error";
-        this.#s.m.guestErrors.add(1, { kind: type });
+        m.guestErrors.add(1, { kind: type });
       }
     }
-    span.setAttribute("hl.call.outcome", outcome);
-    this.#s.m.callDuration.record(ms / 1000, { function_name: this.#fn, outcome });
-    span.end();
+    if (span.isRecording()) {
+      span.setAttribute("hl.call.outcome", outcome);
+      span.setAttribute("hl.call.exits", exits);
+      if (this.#hostCalls > 0) {
+        span.setAttribute("hl.call.host_calls", this.#hostCalls);
+        span.setAttribute("hl.call.host_ms", this.#hostMs);
+        span.setAttribute("hl.call.guest_ms", Math.max(0, ms - this.#hostMs));
+      }
+    }
+    endLater(span, end);
+    m.callDuration.record(ms / 1000, callAttributes(this.#fn, outcome));
   }
 
   /** Starts the span of host function `name`, a child of this call's span. */
@@ -428,15 +622,15 @@ export class CallTrace {
   }
 
   /** Makes span `name` a child of this call. */
-  childSpan(name: string, attributes: Attributes): { span: Span; ctx: Context } {
-    const span = this.#s.tracer.startSpan(name, { attributes }, this.#ctx);
-    return { span, ctx: trace.setSpan(this.#ctx, span) };
+  childSpan(name: string, options: SpanOptions): { span: Span; ctx: Context } {
+    const span = this.#s.tracer.startSpan(name, options, this.context);
+    return { span, ctx: trace.setSpan(this.context, span) };
   }
 
   /** Adds a host function's time (ms) to this call's, and to `host_call_duration_seconds`. */
   hostTime(name: string, ms: number, outcome: string): void {
     this.#hostMs += ms;
-    this.#s.m.hostCallDuration.record(ms / 1000, { function_name: name, outcome });
+    this.#s.m.hostCallDuration.record(ms / 1000, hostAttributes(name, outcome));
   }
 
   /**
@@ -449,11 +643,19 @@ export class CallTrace {
   ): ((level: number, message: string) => void) | undefined {
     if (!LOGS_ON) return onLog;
     return (level, message) => {
-      context.with(this.#ctx, () => (consoleByLevel[level] ?? console.log)(`[guest] ${message}`));
+      context.with(
+        this.context,
+        () => (consoleByLevel[level] ?? console.log)(`[guest] ${message}`),
+      );
       onLog?.(level, message);
     };
   }
 }
+
+const TIMEOUT = Object.freeze({ kind: "timeout" });
+const WASM = Object.freeze({ kind: "wasm" });
+const JS = Object.freeze({ kind: "js" });
+const CANCEL = Object.freeze({ kind: "cancel" });
 
 /** One host function's span `hl.host_function`, a child of its call's span. */
 export class HostCallTrace {
@@ -468,7 +670,8 @@ export class HostCallTrace {
     this.#call = call;
     this.#name = name;
     ({ span: this.#span, ctx: this.#ctx } = call.childSpan("hl.host_function", {
-      "hl.function": name,
+      attributes: { "hl.function": name },
+      startTime: performance.timeOrigin + this.#start,
     }));
   }
 
@@ -491,16 +694,17 @@ export class HostCallTrace {
       this.#span.setAttribute("error.type", "HostFunctionError");
       this.#span.setStatus({ code: SpanStatusCode.ERROR, message: answer.message });
     }
-    this.#call.hostTime(this.#name, performance.now() - this.#start, outcome);
-    this.#span.end();
+    const end = performance.now();
+    this.#call.hostTime(this.#name, end - this.#start, outcome);
+    endLater(this.#span, end);
   }
 }
 
 /**
  * The trace of a guest call of function `fn`, or `undefined` when telemetry is off (the one
- * check a call pays then). `exits` reads the VM's exit counter (NaN when it cannot).
+ * check a call pays then: {@linkcode active}).
  */
-export function startCall(fn: string, exits: () => number): CallTrace | undefined {
+export function startCall(fn: string): CallTrace | undefined {
   const s = active();
-  return s === undefined ? undefined : new CallTrace(s, fn, exits);
+  return s === undefined ? undefined : new CallTrace(s, fn);
 }

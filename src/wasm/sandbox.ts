@@ -50,7 +50,7 @@ import {
 } from "./snapshot.ts";
 import { type CacheCore, type CacheEntry, cacheKey, coreOf, WasmModuleCache } from "./cache.ts";
 import type { RuntimeBinding } from "./recycle.ts";
-import { createPath, traceCreate } from "../telemetry.ts";
+import { countRuntime, createPath, traceCreate, uncountRuntime } from "../telemetry.ts";
 import {
   type WasiExit,
   WasiExitError,
@@ -159,6 +159,8 @@ export class WasmSandbox implements AsyncDisposable {
     this.#key = identity.key;
     this.#wasiOn = identity.wasiOn;
     this.#wasiRegistered = identity.wasiRegistered;
+    // A live handle for `active_wasm_sandboxes`; a new one, not a hand-over, is a load.
+    countRuntime("wasm", this, identity.statsBase === undefined);
   }
 
   static {
@@ -169,6 +171,7 @@ export class WasmSandbox implements AsyncDisposable {
   #handOver(): WasmSandbox {
     const native = this.#live();
     this.#sandbox = undefined;
+    uncountRuntime("wasm", this);
     this.#poisonedAtDispose = native.poisoned;
     if (this.#pending > 0) {
       // Poisoned first, so that work of this handle still queued on the VM is refused; then the
@@ -939,6 +942,7 @@ export class WasmSandbox implements AsyncDisposable {
     // From here on this handle reaches nothing, whoever gets the VM.
     this.#poisonedAtDispose = native.poisoned;
     this.#sandbox = undefined;
+    uncountRuntime("wasm", this);
     this.#wasi?.close();
     // A cache hit's VM, idle and healthy, is restored and kept for the next hit while its cache
     // entry is current (recycle.ts); anything else is destroyed.

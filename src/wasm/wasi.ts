@@ -12,6 +12,7 @@ import type { HostFunction } from "../call/types.ts";
 import type { Writer } from "./codec.ts";
 import type { WasiOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
+import { logWasiStderr } from "../telemetry.ts";
 import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
 import { errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
@@ -335,8 +336,10 @@ export class WasiRuntime {
   /** fd 1 → stdout, fd 2 → stderr; any other fd is EBADF (the runtime guest may ask anyway). */
   write(fd: number, data: Uint8Array): void {
     if (fd === 1) this.#stdout(data);
-    else if (fd === 2) this.#stderr(data);
-    else throw new Error(`EBADF: fd ${fd} is not writable`);
+    else if (fd === 2) {
+      this.#stderr(data);
+      logWasiStderr(data); // HL_OTEL_LOGS=1: also an OpenTelemetry log record (telemetry.ts)
+    } else throw new Error(`EBADF: fd ${fd} is not writable`);
   }
 
   /** Open fds (preopens included), for tests and leak checks. */

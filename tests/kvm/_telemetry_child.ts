@@ -11,9 +11,39 @@
  * waits (bounded) for the collector to say it received the gauges: Deno exports observable
  * instruments at its periodic collections only, not in the flush at exit.
  */
-import { GuestFaultError, SandboxPool } from "../../mod.ts";
+import { GuestFaultError, SandboxPool, WasmSandbox } from "../../mod.ts";
 import { Sandbox } from "../../src/sandbox.ts";
 import { TESTGUEST } from "../_guests.ts";
+
+/**
+ * `wasm` (the argument): instead, with `HL_OTEL_LOGS=1`, a guest LOG (`log("hello otel")`), a WASI
+ * command writing to stderr (`wasi_hello`, disposed), and a Wasm sandbox (`fib`) kept alive for
+ * the gauges.
+ */
+const MODE = Deno.args[0] ?? "native";
+const fixture = (name: string) =>
+  new URL(`../../target/wasm-fixtures/${name}.wasm`, import.meta.url).pathname;
+let kept: WasmSandbox | undefined;
+
+async function wasmWork(): Promise<string> {
+  {
+    await using sb = await Sandbox.create({ guest: TESTGUEST });
+    await sb.call("log", "hello otel");
+  }
+  let err = "";
+  {
+    await using w = await WasmSandbox.create({
+      module: fixture("wasi_hello"),
+      wasi: { stdout: () => {}, stderr: (d) => void (err += new TextDecoder().decode(d)) },
+    });
+    const exit = await w.runWasi();
+    if (exit.exitCode !== 7) return `wasi_hello exited ${exit.exitCode}`;
+  }
+  if (err !== "to stderr\n") return `wasi stderr ${JSON.stringify(err)}`;
+  kept = await WasmSandbox.create({ module: fixture("fib") });
+  if (await kept.call("fib", 10) !== 55) return "fib";
+  return "ok";
+}
 
 const hostFunctions = {
   double: { params: ["i32"], result: "i32", fn: (x: number) => 2 * x },
@@ -59,7 +89,7 @@ async function work(): Promise<string> {
 
 const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async () => {
   try {
-    return new Response(await work());
+    return new Response(await (MODE === "wasm" ? wasmWork() : work()));
   } catch (e) {
     return new Response(`threw: ${e}`);
   }
@@ -67,7 +97,8 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, asy
 const response = await fetch(`http://127.0.0.1:${server.addr.port}/`, {
   signal: AbortSignal.timeout(60_000),
 });
-console.log(await response.text());
+// Not console.log: with OTEL_DENO_CONSOLE=replace, console output is exported, not printed.
+await Deno.stdout.write(new TextEncoder().encode(`${await response.text()}\n`));
 await server.shutdown();
 const collector = Deno.env.get("OTEL_EXPORTER_OTLP_ENDPOINT");
 for (let i = 0; i < 200; i++) {
@@ -75,5 +106,7 @@ for (let i = 0; i < 200; i++) {
   if (seen === "yes") break;
   await new Promise((r) => setTimeout(r, 100));
 }
-// The pool is left to the process's exit: a collection after a dispose here would report 0.
+// The pool (the Wasm sandbox) is left to the process's exit: a collection after a dispose here
+// would report 0.
 void pool;
+void kept;

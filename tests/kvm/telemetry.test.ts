@@ -27,10 +27,15 @@ function attrs(list: { key: string; value: Record<string, unknown> }[]): Record<
   return Object.fromEntries(list.map((a) => [a.key, Object.values(a.value)[0]]));
 }
 
-const GAUGES = ["active_sandboxes", "pool_members"];
-
-/** Runs the child against a receiver; returns what was posted, by path. */
-async function runChild(): Promise<{ out: string; posts: Record<string, Json[]> }> {
+/**
+ * Runs the child (in `mode`, with `env` added) against a receiver until it has seen the
+ * observable instruments `gauges` exported; returns what was posted, by path.
+ */
+async function runChild(
+  mode: "native" | "wasm",
+  gauges: string[],
+  env: Record<string, string> = {},
+): Promise<{ out: string; posts: Record<string, Json[]> }> {
   const posts: Record<string, Json[]> = {};
   // Gauges exported after the child first asked (its work done): only those are checked.
   let marked = false;
@@ -40,7 +45,7 @@ async function runChild(): Promise<{ out: string; posts: Record<string, Json[]> 
     if (path === "/seen-gauges") {
       if (!marked) metricNames.clear();
       marked = true;
-      return new Response(GAUGES.every((g) => metricNames.has(g)) ? "yes" : "no");
+      return new Response(gauges.every((g) => metricNames.has(g)) ? "yes" : "no");
     }
     const body = await req.json();
     (posts[path] ??= []).push(body);
@@ -55,8 +60,9 @@ async function runChild(): Promise<{ out: string; posts: Record<string, Json[]> 
   });
   try {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./_telemetry_child.ts", import.meta.url).pathname],
+      args: ["run", "-A", new URL("./_telemetry_child.ts", import.meta.url).pathname, mode],
       env: {
+        ...env,
         OTEL_DENO: "true",
         OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${server.addr.port}`,
@@ -77,14 +83,42 @@ async function runChild(): Promise<{ out: string; posts: Record<string, Json[]> 
   }
 }
 
+function spansOf(posts: Record<string, Json[]>): OtlpSpan[] {
+  return (posts["/v1/traces"] ?? []).flatMap((b) =>
+    b.resourceSpans.flatMap((r: Json) => r.scopeSpans.flatMap((s: Json) => s.spans))
+  );
+}
+
+/** The value of a metric of scope `@hl/sandbox` in its last export, summed over the points. */
+function metricValues(posts: Record<string, Json[]>) {
+  const last = new Map<string, Json>();
+  for (const b of posts["/v1/metrics"] ?? []) {
+    for (const r of b.resourceMetrics) {
+      for (const sm of r.scopeMetrics) {
+        if (sm.scope.name !== "@hl/sandbox") continue;
+        for (const m of sm.metrics) last.set(m.name, m);
+      }
+    }
+  }
+  const points = (name: string) => {
+    const m = must(last.get(name), `metric ${name} exported`);
+    const data = m.sum ?? m.gauge ?? m.histogram;
+    return data.dataPoints.map((p: Json) => ({
+      attributes: attrs(p.attributes),
+      value: Number(p.asInt ?? p.asDouble ?? p.count),
+    })) as { attributes: Record<string, unknown>; value: number }[];
+  };
+  return (name: string, match: Record<string, unknown> = {}) =>
+    points(name).filter((p) => Object.entries(match).every(([k, v]) => p.attributes[k] === v))
+      .reduce((n, p) => n + p.value, 0);
+}
+
 kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", async () => {
-  const { out, posts } = await runChild();
+  const { out, posts } = await runChild("native", ["active_sandboxes", "pool_members"]);
   assertEquals(out, "ok");
 
   // ---- Trace ----
-  const spans: OtlpSpan[] = (posts["/v1/traces"] ?? []).flatMap((b) =>
-    b.resourceSpans.flatMap((r: Json) => r.scopeSpans.flatMap((s: Json) => s.spans))
-  );
+  const spans = spansOf(posts);
   const byId = new Map(spans.map((s) => [s.spanId, s]));
   const parent = (s: OtlpSpan) => byId.get(s.parentSpanId);
   // The server span of the request: a GET span whose parent is the client's fetch span.
@@ -138,27 +172,12 @@ kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", as
   const snapshot = spans.find((s) => s.name === "hl.sandbox.snapshot")!;
   assert((attrs(snapshot.attributes)["hl.snapshot.pages"] as number) > 0);
 
+  // The pages the restore put back: the span says, and the counter agrees.
+  const pages = attrs(restore.attributes)["hl.restore.pages"] as number;
+  assert(pages > 0, `hl.restore.pages ${pages}: the borrower's call wrote its stack at least`);
+
   // ---- Metrics: the last export of each (cumulative) ----
-  const last = new Map<string, Json>();
-  for (const b of posts["/v1/metrics"] ?? []) {
-    for (const r of b.resourceMetrics) {
-      for (const sm of r.scopeMetrics) {
-        if (sm.scope.name !== "@hl/sandbox") continue;
-        for (const m of sm.metrics) last.set(m.name, m);
-      }
-    }
-  }
-  const points = (name: string) => {
-    const m = must(last.get(name), `metric ${name} exported`);
-    const data = m.sum ?? m.gauge ?? m.histogram;
-    return data.dataPoints.map((p: Json) => ({
-      attributes: attrs(p.attributes),
-      value: Number(p.asInt ?? p.asDouble ?? p.count),
-    })) as { attributes: Record<string, unknown>; value: number }[];
-  };
-  const value = (name: string, match: Record<string, unknown> = {}) =>
-    points(name).filter((p) => Object.entries(match).every(([k, v]) => p.attributes[k] === v))
-      .reduce((n, p) => n + p.value, 0);
+  const value = metricValues(posts);
 
   assertEquals(value("guest_errors_total", { kind: "GuestFaultError" }), 1);
   assertEquals(value("guest_errors_total", { kind: "GuestError" }), 1);
@@ -171,6 +190,7 @@ kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", as
   assertEquals(value("sandbox_creates_total", { kind: "native", path: "cold" }), 3);
   assertEquals(value("sandbox_creates_total", { kind: "native", path: "snapshot" }), 1);
   assertEquals(value("sandbox_restores_total"), 1);
+  assertEquals(value("sandbox_restore_pages_total"), pages);
   // call_host: HOST_CALL + DONE (2 each), add ×3: 1 each, write_addr: its FAULT exit.
   assertEquals(value("vm_exits_total"), 2 + 2 + 3 + 1);
   assertEquals(value("pool_wait_duration_seconds"), 1);
@@ -179,3 +199,58 @@ kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", as
   assertEquals(value("pool_members", { state: "free" }), 2);
   assertEquals(value("pool_members", { state: "busy" }), 0);
 });
+
+kvmTest(
+  "telemetry: guest LOGs and WASI stderr as log records of their call; Wasm gauges",
+  async () => {
+    const { out, posts } = await runChild(
+      "wasm",
+      ["active_wasm_sandboxes", "active_js_sandboxes", "sandbox_loads_total"],
+      // Console output exported, not printed (it is the log records' route).
+      { HL_OTEL_LOGS: "1", OTEL_DENO_CONSOLE: "replace" },
+    );
+    assertEquals(out, "ok");
+    const spans = spansOf(posts);
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    const records: { body: string; traceId: string; spanId: string }[] = (posts["/v1/logs"] ?? [])
+      .flatMap((b) =>
+        b.resourceLogs.flatMap((r: Json) =>
+          r.scopeLogs.flatMap((s: Json) =>
+            s.logRecords.map((l: Json) => ({
+              body: String(l.body?.stringValue ?? ""),
+              traceId: l.traceId,
+              spanId: l.spanId,
+            }))
+          )
+        )
+      );
+
+    // The guest's LOG: a record carrying the ids of the `log` call's span.
+    const log = must(records.find((r) => r.body.includes("[guest] hello otel")), "the LOG record");
+    const call = must(byId.get(log.spanId), "the span of the LOG record");
+    assertEquals(call.name, "hl.sandbox.call");
+    assertEquals(attrs(call.attributes)["hl.function"], "log");
+    assertEquals(log.traceId, call.traceId);
+
+    // WASI stderr: a record carrying the ids of the host function span the guest's write ran in,
+    // a child of a call of the Wasm sandbox's VM, in the request's trace.
+    const stderr = must(
+      records.find((r) => r.body.includes("[wasi stderr] to stderr")),
+      "the WASI stderr record",
+    );
+    const host = must(byId.get(stderr.spanId), "the span of the stderr record");
+    assertEquals(host.name, "hl.host_function");
+    assertEquals(byId.get(host.parentSpanId)?.name, "hl.sandbox.call");
+    assertEquals(stderr.traceId, call.traceId, "one request: one trace");
+
+    // Gauges and loads: two Wasm sandboxes made (both loads), one still alive; no JsSandbox.
+    const value = metricValues(posts);
+    assertEquals(value("sandbox_loads_total", { kind: "wasm" }), 2);
+    assertEquals(value("active_wasm_sandboxes"), 1);
+    assertEquals(value("active_js_sandboxes"), 0);
+    const creates = spans.filter((s) =>
+      s.name === "hl.sandbox.create" && attrs(s.attributes)["hl.kind"] === "wasm"
+    );
+    assertEquals(creates.length, 2);
+  },
+);

@@ -34,6 +34,7 @@ import {
   COMPILER_FILE,
   LIBRARY_FILE,
   PACKAGE_VERSION,
+  runtimeModulePath,
 } from "./src/artifacts.ts";
 import { RUST_SOURCES } from "./src/rust_sources.ts";
 
@@ -126,6 +127,19 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
   }
   for (const g of guests) {
     install(`${dir}/guest-target/x86_64-unknown-linux-gnu/release/${g}`, cachedArtifact(dir, g));
+  }
+  // 4. JsSandbox's engine: the reproducible quickjs.wasm the package ships (docs/js.md, "How a JSR
+  //    consumer gets the module"); nothing to build.
+  const quickjs = new URL(runtimeModulePath("quickjs"), root);
+  const res = await fetch(quickjs);
+  if (res.ok) {
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    writeIfChanged(`${dir}/runtimes/quickjs.wasm.part`, bytes);
+    install(`${dir}/runtimes/quickjs.wasm.part`, cachedArtifact(dir, "quickjs"));
+    say(`quickjs:      ${cachedArtifact(dir, "quickjs")}`);
+  } else {
+    await res.body?.cancel();
+    say(`quickjs.wasm is not in this package (HTTP ${res.status}): JsSandbox is unavailable`);
   }
   say(`library:      ${cachedArtifact(dir, "library")}`);
   for (const g of guests) say(`${`${g}:`.padEnd(13)} ${cachedArtifact(dir, g)}`);

@@ -30,7 +30,11 @@ n=$(wc -l <"$tmp/files")
 grep -q '^setup.ts$' "$tmp/files" || fail "setup.ts is not published"
 grep -q '^cli.ts$' "$tmp/files" || fail "cli.ts is not published"
 grep -q '^rust-vmm/Cargo.toml$' "$tmp/files" || fail "rust-vmm/ is not published"
-if grep -q 'target/' "$tmp/files"; then fail "a target/ directory is published"; fi
+# The one built file the package ships: JsSandbox's reproducible engine (docs/js.md).
+grep -q '^target/runtimes/quickjs.wasm$' "$tmp/files" || fail "quickjs.wasm is not published"
+if grep -v '^target/runtimes/quickjs.wasm$' "$tmp/files" | grep -q 'target/'; then
+  fail "a target/ directory is published"
+fi
 echo "consumer test: $n published files"
 
 # 2. Exactly those files, outside the repository.
@@ -89,6 +93,15 @@ const a = await w.call("answer");
 assert.equal(a, 42);
 console.log(\`consumer: WasmSandbox answer() = \${a}\`);
 Deno.writeFileSync("$tmp/answer.wasm", answer);
+
+// JsSandbox: the shipped quickjs.wasm, which setup also copied into the cache.
+const { JsSandbox } = await import("file://$pkg/mod.ts");
+const { cacheDir, cachedArtifact } = await import("file://$pkg/src/artifacts.ts");
+assert.ok(Deno.statSync(cachedArtifact(cacheDir()!, "quickjs")).isFile, "setup did not copy quickjs.wasm");
+await using js = await JsSandbox.create({ source: "function add(a, b) { return a + b; }" });
+const js5 = await js.call("add", 2, 3);
+assert.equal(js5, 5);
+console.log(\`consumer: JsSandbox add(2, 3) = \${js5}\`);
 TS
 (cd "$tmp" && env -u HL_SANDBOX_LIB -u HL_WASM_RUNTIME bash "$repo/tools/vm/run.sh" \
   deno run --allow-ffi --allow-read --allow-write --allow-env "$tmp/consumer.ts") ||

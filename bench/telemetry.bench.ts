@@ -2,10 +2,11 @@
  * Telemetry overhead (docs/observability.md): a noop `callSync` and `call` with this code against
  * the same code with the hooks compiled out: a copy of `src/` (in a temporary directory) whose
  * `src/telemetry.ts` has its module-level `HOOKS` switch `false`, so every hook returns at its
- * first line. Both run in one process, on two sandboxes of the same guest, in interleaved rounds;
- * each round's time is paired with its neighbour's, and the figure is the median of the paired
- * ratios with their quartiles (this machine is noisy: a round's ratio is what it is, the median
- * says where they sit).
+ * first line. Both run in one process, on two sandboxes of the same guest, alternating call by
+ * call; each call is timed on its own and the figures are the medians (and quartiles) of the
+ * per-call times: on this shared 2-core machine a call preempted by another process is an
+ * outlier, which moves a median no more than any other. A control row compares two sandboxes of
+ * the same code (what two sandboxes differ by alone).
  *
  * 1. Telemetry off (no provider registered): the off path against the hooks compiled out.
  * 2. A child run with `OTEL_DENO=true`, exporting OTLP/HTTP JSON to a receiver started here on
@@ -13,15 +14,15 @@
  *    out in the same process; then what Deno's own span and histogram cost in isolation.
  *
  *   deno bench --allow-all bench/telemetry.bench.ts
- *   (HL_TELEMETRY_ROUNDS, HL_TELEMETRY_PER_ROUND change the sample sizes.)
+ *   (HL_TELEMETRY_CALLS changes the sample size.)
  */
 import process from "node:process";
-import { metrics, trace } from "@opentelemetry/api";
+import { createNoopMeter, metrics, trace, type Tracer } from "@opentelemetry/api";
 import { Sandbox } from "../src/sandbox.ts";
+import { telemetryActive } from "../src/telemetry.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
 
-const ROUNDS = Number(Deno.env.get("HL_TELEMETRY_ROUNDS") ?? 31);
-const PER_ROUND = Number(Deno.env.get("HL_TELEMETRY_PER_ROUND") ?? 300);
+const CALLS = Number(Deno.env.get("HL_TELEMETRY_CALLS") ?? 20_000);
 const root = new URL("../", import.meta.url).pathname;
 const library = `${root}target/release/libhl_rust_vmm.so`;
 
@@ -48,67 +49,59 @@ function quantile(xs: number[], q: number): number {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
-interface Figure {
-  /** µs per op, medians of the rounds. */
-  a: number;
-  b: number;
-  /** Paired ratios a/b: median and quartiles. */
-  ratio: number;
+/** Quartiles of one side's per-call times, µs. */
+interface Side {
   q1: number;
+  median: number;
   q3: number;
 }
 
-function figure(ta: number[], tb: number[]): Figure {
-  const ratios = ta.map((x, i) => x / tb[i]);
-  return {
-    a: quantile(ta, 0.5),
-    b: quantile(tb, 0.5),
-    ratio: quantile(ratios, 0.5),
-    q1: quantile(ratios, 0.25),
-    q3: quantile(ratios, 0.75),
-  };
+interface Figure {
+  a: Side;
+  b: Side;
+  /** a's median over b's. */
+  ratio: number;
+}
+
+function side(xs: number[]): Side {
+  return { q1: quantile(xs, 0.25), median: quantile(xs, 0.5), q3: quantile(xs, 0.75) };
 }
 
 /**
- * µs per op of `a` and `b`, in interleaved rounds (order alternating), paired per round: wall
- * time, and the CPU time of the whole process (all its threads: this one, the vCPU threads and
- * the exporter's), which other processes' load disturbs less.
+ * `a` and `b` alternating call by call (which goes first alternating too), each call timed on
+ * its own: the medians of the per-call times, which a call preempted by another process (this
+ * machine is shared and noisy) moves no more than any other outlier.
  */
-async function interleaved(
-  a: () => unknown,
-  b: () => unknown,
-): Promise<{ wall: Figure; cpu: Figure }> {
+async function interleaved(a: () => unknown, b: () => unknown): Promise<Figure> {
   const ta: number[] = [];
   const tb: number[] = [];
-  const ca: number[] = [];
-  const cb: number[] = [];
-  const round = async (op: () => unknown, wall: number[], cpu: number[]) => {
-    const c0 = process.cpuUsage();
+  const time = async (op: () => unknown, out: number[]) => {
     const t0 = performance.now();
-    for (let i = 0; i < PER_ROUND; i++) await op();
-    wall.push((performance.now() - t0) * 1000 / PER_ROUND);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / PER_ROUND);
+    const r = op();
+    if (r instanceof Promise) await r;
+    out.push((performance.now() - t0) * 1000);
   };
-  await round(a, [], []);
-  await round(b, [], []);
-  for (let r = 0; r < ROUNDS; r++) {
-    if (r % 2 === 0) {
-      await round(a, ta, ca);
-      await round(b, tb, cb);
+  for (let i = 0; i < 500; i++) {
+    await time(a, []);
+    await time(b, []);
+  }
+  for (let i = 0; i < CALLS; i++) {
+    if (i % 2 === 0) {
+      await time(a, ta);
+      await time(b, tb);
     } else {
-      await round(b, tb, cb);
-      await round(a, ta, ca);
+      await time(b, tb);
+      await time(a, ta);
     }
   }
-  return { wall: figure(ta, tb), cpu: figure(ca, cb) };
+  const fa = side(ta);
+  const fb = side(tb);
+  return { a: fa, b: fb, ratio: fa.median / fb.median };
 }
 
-const one = (x: Figure) =>
-  `${x.a.toFixed(2)} vs ${x.b.toFixed(2)} µs: ${x.ratio.toFixed(3)}x ` +
-  `(quartiles ${x.q1.toFixed(3)}..${x.q3.toFixed(3)}, +${(x.a - x.b).toFixed(2)} µs)`;
-const show = (x: { wall: Figure; cpu: Figure }) =>
-  `wall ${one(x.wall)}\n               cpu  ${one(x.cpu)}`;
+const q = (x: Side) => `${x.median.toFixed(2)} µs (${x.q1.toFixed(2)}..${x.q3.toFixed(2)})`;
+const show = (x: Figure) =>
+  `${q(x.a)} vs ${q(x.b)}: ${x.ratio.toFixed(3)}x, ${(x.a.median - x.b.median).toFixed(2)} µs`;
 
 /** µs per op of `op`, median of 15 rounds of 5,000. */
 function micro(op: () => void): number {
@@ -136,7 +129,7 @@ async function measure(on: boolean): Promise<string> {
     const lines = [
       `noop callSync: ${show(sync)}`,
       `noop call:     ${show(async_)}`,
-      `control (noop callSync, two hooks-out sandboxes):\n               ${show(control)}`,
+      `control:       ${show(control)}  (noop callSync, two hooks-out sandboxes)`,
     ];
     if (on) {
       // What Deno's exporter charges for the pieces a call uses, alone: on this thread (µs per
@@ -184,12 +177,75 @@ function spaced(op: () => void): number {
   return quantile(xs, 0.5);
 }
 
-const header = `medians of ${ROUNDS} interleaved rounds of ${PER_ROUND} calls`;
-if (Deno.env.get("HL_TELEMETRY_BENCH_CHILD")) {
+const header = `per-call medians (quartiles) of ${CALLS} calls each, alternating`;
+/**
+ * A tracer provider whose spans record nothing and cost next to nothing (and the API's no-op
+ * meter): with it registered, the hooks run their whole "on" path, so what a call costs over the
+ * hooks compiled out is the library's own share, without any exporter's.
+ */
+function registerStubProvider(): void {
+  const context = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" };
+  const spanContext = { ...context, traceFlags: 1 };
+  class StubSpan {
+    spanContext() {
+      return spanContext;
+    }
+    setAttribute() {
+      return this;
+    }
+    setAttributes() {
+      return this;
+    }
+    addEvent() {
+      return this;
+    }
+    addLink() {
+      return this;
+    }
+    addLinks() {
+      return this;
+    }
+    setStatus() {
+      return this;
+    }
+    updateName() {
+      return this;
+    }
+    end() {}
+    isRecording() {
+      return true;
+    }
+    recordException() {}
+  }
+  const tracer = {
+    startSpan: () => new StubSpan(),
+    startActiveSpan: (_name: string, ...rest: unknown[]) =>
+      (rest[rest.length - 1] as (s: StubSpan) => unknown)(new StubSpan()),
+  } as unknown as Tracer;
+  trace.setGlobalTracerProvider({ getTracer: () => tracer });
+  metrics.setGlobalMeterProvider({ getMeter: () => createNoopMeter() });
+}
+
+const CHILD = Deno.env.get("HL_TELEMETRY_BENCH_CHILD");
+if (CHILD === "stub") {
+  registerStubProvider();
+  if (!telemetryActive()) throw new Error("the stub provider did not turn telemetry on");
+  console.log(await measure(false));
+} else if (CHILD) {
   console.log(await measure(true));
 } else if (!Deno.env.get("HL_TELEMETRY_BENCH_SKIP")) {
   console.log(`telemetry off: this code vs the hooks compiled out (${header}):`);
   console.log(await measure(false));
+  const stub = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname],
+    env: { HL_TELEMETRY_BENCH_CHILD: "stub" },
+    stderr: "inherit",
+  }).output();
+  console.log(
+    `the library's share: telemetry on with a stub provider (spans that record nothing, no-op ` +
+      `meter) vs the hooks compiled out (${header}):`,
+  );
+  console.log(new TextDecoder().decode(stub.stdout).trim());
   let posts = 0;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     await req.arrayBuffer();
@@ -201,6 +257,11 @@ if (Deno.env.get("HL_TELEMETRY_BENCH_CHILD")) {
     ["1% of traces sampled (OTEL_TRACES_SAMPLER=traceidratio, ARG=0.01)", {
       OTEL_TRACES_SAMPLER: "traceidratio",
       OTEL_TRACES_SAMPLER_ARG: "0.01",
+    }],
+    ["1% of traces sampled, and HL_OTEL_CALL_METRICS=1 (the duration histograms)", {
+      OTEL_TRACES_SAMPLER: "traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: "0.01",
+      HL_OTEL_CALL_METRICS: "1",
     }],
   ];
   for (const [what, env] of samplers) {

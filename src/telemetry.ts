@@ -42,6 +42,8 @@ interface Instruments {
   hostCallDuration: Histogram;
   creates: Counter;
   restores: Counter;
+  exits: Counter;
+  loads: Counter;
   restorePages: Counter;
   compileDuration: Histogram;
   artifactHits: Counter;
@@ -55,6 +57,7 @@ interface State {
 }
 
 let seenTracerProvider: unknown;
+let seenDelegate: unknown;
 let seenMeterProvider: unknown;
 let state: State | undefined;
 const NoopMeter = createNoopMeter().constructor;
@@ -81,10 +84,17 @@ function active(): State | undefined {
   if (!HOOKS || globals[OTEL_GLOBAL] === undefined) return undefined;
   const tp = trace.getTracerProvider();
   const mp = metrics.getMeterProvider();
-  if (tp === seenTracerProvider && mp === seenMeterProvider) return state;
+  // An SDK's provider is registered as the delegate of the API's proxy (the proxy is the global:
+  // the same object before and after); Deno's OTEL_DENO registers its own provider.
+  const delegate = tp instanceof ProxyTracerProvider ? tp.getDelegate() : tp;
+  if (tp === seenTracerProvider && delegate === seenDelegate && mp === seenMeterProvider) {
+    return state;
+  }
   seenTracerProvider = tp;
+  seenDelegate = delegate;
   seenMeterProvider = mp;
-  const tracing = !(tp instanceof ProxyTracerProvider);
+  const tracing = !(tp instanceof ProxyTracerProvider) ||
+    tp.getDelegateTracer(SCOPE) !== undefined;
   const meter = mp.getMeter(SCOPE);
   const metering = !(meter instanceof NoopMeter);
   state = tracing || metering ? { tracer: tp.getTracer(SCOPE), m: instruments(meter) } : undefined;
@@ -105,12 +115,6 @@ function instruments(meter: Meter): Instruments {
       description: `${kind === "wasm" ? "WasmSandbox" : "JsSandbox"} handles alive in this process`,
     }).addCallback((r) => r.observe(liveRuntimes[kind]));
   }
-  meter.createObservableCounter("sandbox_loads_total", {
-    description: "Runtime sandboxes created (a module or script loaded into a VM), by kind",
-  }).addCallback((r) => {
-    r.observe(loads.wasm, WASM);
-    r.observe(loads.js, JS);
-  });
   meter.createObservableGauge("pool_members", {
     description: "Members of the pools of this process, by state (free, busy)",
   }).addCallback((r) => {
@@ -128,9 +132,6 @@ function instruments(meter: Meter): Instruments {
     r.observe(free, { state: "free" });
     r.observe(all - free, { state: "busy" });
   });
-  meter.createObservableCounter("vm_exits_total", {
-    description: "VM exits made by guest calls",
-  }).addCallback((r) => r.observe(exitsTotal));
   const seconds = { unit: "s" } as const;
   return {
     guestErrors: meter.createCounter("guest_errors_total", {
@@ -152,6 +153,10 @@ function instruments(meter: Meter): Instruments {
     }),
     restores: meter.createCounter("sandbox_restores_total", {
       description: "Restores of a sandbox to a snapshot",
+    }),
+    exits: meter.createCounter("vm_exits_total", { description: "VM exits made by guest calls" }),
+    loads: meter.createCounter("sandbox_loads_total", {
+      description: "Runtime sandboxes created (a module or script loaded into a VM), by kind",
     }),
     restorePages: meter.createCounter("sandbox_restore_pages_total", {
       description: "Guest memory pages put back by restores (4 KiB each)",
@@ -183,7 +188,6 @@ export function countSandbox(delta: 1 | -1): void {
 export type RuntimeKind = "wasm" | "js";
 
 const liveRuntimes: Record<RuntimeKind, number> = { wasm: 0, js: 0 };
-const loads: Record<RuntimeKind, number> = { wasm: 0, js: 0 };
 /** A handle dropped without a dispose stops counting when it is collected. */
 const runtimeFinalizer = new FinalizationRegistry<RuntimeKind>((kind) => liveRuntimes[kind]--);
 
@@ -200,7 +204,7 @@ const runtimeFinalizer = new FinalizationRegistry<RuntimeKind>((kind) => liveRun
  */
 export function countRuntime(kind: RuntimeKind, handle: object, load: boolean): void {
   liveRuntimes[kind]++;
-  if (load) loads[kind]++;
+  if (load) active()?.m.loads.add(1, kind === "wasm" ? WASM : JS);
   runtimeFinalizer.register(handle, kind, handle);
 }
 
@@ -400,6 +404,13 @@ export function artifactMemoryHit(): void {
 /** Whether guest LOG frames go to `console` (and so, with `OTEL_DENO`, to OTLP logs). */
 const LOGS_ON = envFlag("HL_OTEL_LOGS");
 
+/**
+ * Whether `guest_call_duration_seconds` and `host_call_duration_seconds` are recorded: opt-in
+ * (`HL_OTEL_CALL_METRICS=1`), as Hyperlight's `function_call_metrics` feature: a histogram record
+ * costs Deno's exporter 2-3 µs a call here, and each call's span carries its duration anyway.
+ */
+const CALL_METRICS = envFlag("HL_OTEL_CALL_METRICS");
+
 function envFlag(name: string): boolean {
   try {
     if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
@@ -462,64 +473,16 @@ function hostAttributes(fn: string, outcome: string): Attributes {
   return a;
 }
 
-// ---- Ending spans in batches ----
-
-/**
- * Call and host-function spans are ended in batches, with their end times given explicitly: with
- * Deno's exporter a span's `end` hands it to the exporter's thread, and when that thread sleeps
- * (spans a call apart) each `end` wakes it, which cost 8.5 µs median per span on this 2-core host
- * against 0.35 µs for ends back to back (docs/observability.md). A batch is ended when it holds
- * `BATCH` spans, after `BATCH_MS`, or when the process unloads.
- */
-const BATCH = 64;
-const BATCH_MS = 10;
-const ending: Span[] = [];
-const endTimes: number[] = [];
-let endTimer: ReturnType<typeof setTimeout> | undefined;
-let unloadHooked = false;
-
-/** Ends `span` at `end` (a `performance.now()`), in the next batch. */
-function endLater(span: Span, end: number): void {
-  ending.push(span);
-  endTimes.push(performance.timeOrigin + end);
-  if (ending.length >= BATCH) {
-    endBatch();
-  } else if (endTimer === undefined) {
-    const timer = setTimeout(endBatch, BATCH_MS);
-    // The batch must not keep the process alive; the unload listener ends what is left.
-    Deno.unrefTimer(timer);
-    endTimer = timer;
-    if (!unloadHooked) {
-      unloadHooked = true;
-      globalThis.addEventListener("unload", endBatch);
-    }
-  }
-}
-
-/** Ends every span waiting in the batch. */
-function endBatch(): void {
-  if (endTimer !== undefined) clearTimeout(endTimer);
-  endTimer = undefined;
-  for (let i = 0; i < ending.length; i++) ending[i].end(endTimes[i]);
-  ending.length = 0;
-  endTimes.length = 0;
-}
-
-/**
- * VM exits made by guest calls while telemetry was on: `vm_exits_total` is an observable counter
- * that reads this at each collection, so a call adds an integer instead of recording a metric.
- */
-let exitsTotal = 0;
-
 /**
  * One guest call's span `hl.sandbox.call`, a child of the span active where the call was made.
  * Made by {@linkcode startCall}; the exchange loop reports each VM exit ({@linkcode exit}), and
  * host calls and guest logs are children ({@linkcode hostCall}, {@linkcode onLog}).
  *
  * The fast path (a call with no host calls or logs) is: one `startSpan` with the function's name
- * among its options, two `performance.now()`, two attributes set at the end (outcome, exits),
- * `end`, and one histogram record with attributes made once per function. No `context.with`: the
- * call's context (its span as the parent) is made only when a host call or a log needs it.
+ * among its options, two `performance.now()`, two attributes set at the end (outcome, exits) when
+ * the span is recording, `end`, one counter add, and with `HL_OTEL_CALL_METRICS=1` one histogram
+ * record with attributes made once per function. No `context.with` and no FFI read: the exits are counted by the exchange loop,
+ * and the call's context (its span as the parent) is made only when a host call or a log needs it.
  */
 export class CallTrace {
   readonly #s: State;
@@ -536,12 +499,12 @@ export class CallTrace {
     this.#s = s;
     this.#fn = fn;
     this.#parent = context.active();
-    this.#start = performance.now();
     this.#span = s.tracer.startSpan(
       "hl.sandbox.call",
-      { attributes: { "hl.function": fn }, startTime: performance.timeOrigin + this.#start },
+      { attributes: { "hl.function": fn } },
       this.#parent,
     );
+    this.#start = performance.now();
   }
 
   /** The call's context: its span, under the caller's context (made when first needed). */
@@ -585,12 +548,11 @@ export class CallTrace {
   }
 
   #end(e: unknown): void {
-    const end = performance.now();
-    const ms = end - this.#start;
+    const ms = performance.now() - this.#start;
     const span = this.#span;
     const m = this.#s.m;
     const exits = this.#exits;
-    exitsTotal += exits;
+    m.exits.add(exits);
     let outcome = "ok";
     if (e !== undefined) {
       const type = recordError(span, e);
@@ -611,8 +573,8 @@ export class CallTrace {
         span.setAttribute("hl.call.guest_ms", Math.max(0, ms - this.#hostMs));
       }
     }
-    endLater(span, end);
-    m.callDuration.record(ms / 1000, callAttributes(this.#fn, outcome));
+    span.end();
+    if (CALL_METRICS) m.callDuration.record(ms / 1000, callAttributes(this.#fn, outcome));
   }
 
   /** Starts the span of host function `name`, a child of this call's span. */
@@ -630,7 +592,7 @@ export class CallTrace {
   /** Adds a host function's time (ms) to this call's, and to `host_call_duration_seconds`. */
   hostTime(name: string, ms: number, outcome: string): void {
     this.#hostMs += ms;
-    this.#s.m.hostCallDuration.record(ms / 1000, hostAttributes(name, outcome));
+    if (CALL_METRICS) this.#s.m.hostCallDuration.record(ms / 1000, hostAttributes(name, outcome));
   }
 
   /**
@@ -671,7 +633,6 @@ export class HostCallTrace {
     this.#name = name;
     ({ span: this.#span, ctx: this.#ctx } = call.childSpan("hl.host_function", {
       attributes: { "hl.function": name },
-      startTime: performance.timeOrigin + this.#start,
     }));
   }
 
@@ -694,9 +655,8 @@ export class HostCallTrace {
       this.#span.setAttribute("error.type", "HostFunctionError");
       this.#span.setStatus({ code: SpanStatusCode.ERROR, message: answer.message });
     }
-    const end = performance.now();
-    this.#call.hostTime(this.#name, end - this.#start, outcome);
-    endLater(this.#span, end);
+    this.#call.hostTime(this.#name, performance.now() - this.#start, outcome);
+    this.#span.end();
   }
 }
 

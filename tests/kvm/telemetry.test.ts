@@ -89,6 +89,19 @@ function spansOf(posts: Record<string, Json[]>): OtlpSpan[] {
   );
 }
 
+/** The names of the metrics of scope `@hl/sandbox` exported. */
+function exported(posts: Record<string, Json[]>): Set<string> {
+  const names = new Set<string>();
+  for (const b of posts["/v1/metrics"] ?? []) {
+    for (const r of b.resourceMetrics) {
+      for (const sm of r.scopeMetrics) {
+        if (sm.scope.name === "@hl/sandbox") { for (const m of sm.metrics) names.add(m.name); }
+      }
+    }
+  }
+  return names;
+}
+
 /** The value of a metric of scope `@hl/sandbox` in its last export, summed over the points. */
 function metricValues(posts: Record<string, Json[]>) {
   const last = new Map<string, Json>();
@@ -114,7 +127,9 @@ function metricValues(posts: Record<string, Json[]>) {
 }
 
 kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", async () => {
-  const { out, posts } = await runChild("native", ["active_sandboxes", "pool_members"]);
+  const { out, posts } = await runChild("native", ["active_sandboxes", "pool_members"], {
+    HL_OTEL_CALL_METRICS: "1",
+  });
   assertEquals(out, "ok");
 
   // ---- Trace ----
@@ -248,6 +263,10 @@ kvmTest(
     assertEquals(value("sandbox_loads_total", { kind: "wasm" }), 2);
     assertEquals(value("active_wasm_sandboxes"), 1);
     assertEquals(value("active_js_sandboxes"), 0);
+    // Without HL_OTEL_CALL_METRICS the duration histograms are not recorded (opt-in).
+    assert(!exported(posts).has("guest_call_duration_seconds"));
+    assert(!exported(posts).has("host_call_duration_seconds"));
+    assert(value("vm_exits_total") > 0, "counters are recorded either way");
     const creates = spans.filter((s) =>
       s.name === "hl.sandbox.create" && attrs(s.attributes)["hl.kind"] === "wasm"
     );

@@ -15,6 +15,7 @@ import {
   SandboxPoisonedError,
   SnapshotMismatchError,
   TimeoutError,
+  WasmSandbox,
 } from "../../mod.ts";
 import { kvmTest } from "./_kvm.ts";
 
@@ -380,4 +381,10 @@ jsTest("the wasmi engine runs the same API", async () => {
     hostFunctions: { twice: (x: number) => 2 * x },
   });
   assert.equal(await js.call("f", 20), 41);
+});
+
+// Leaves no cached snapshot or idle VM behind for the test files that count live VMs.
+Deno.test("js: the snapshot and module caches are released", async () => {
+  await JsSandbox.clearCache();
+  await WasmSandbox.clearCache();
 });

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { JsSandbox } from "../../mod.ts";
+import { JsSandbox, WasmSandbox } from "../../mod.ts";
 import { kvmTest } from "./_kvm.ts";
 
 const MODULE = new URL("../../target/runtimes/quickjs.wasm", import.meta.url);
@@ -156,3 +156,9 @@ if (BUILT) {
 } else {
   Deno.test({ name: "js diff (quickjs.wasm not built)", ignore: true, fn() {} });
 }
+
+// Leaves no cached snapshot or idle VM behind for the test files that count live VMs.
+Deno.test("js: the snapshot and module caches are released", async () => {
+  await JsSandbox.clearCache();
+  await WasmSandbox.clearCache();
+});

@@ -22,6 +22,7 @@ import { ContentMemo } from "../content_memo.ts";
 import { findRuntimeModule } from "../artifacts.ts";
 import { engineNamed } from "../runtime/engine.ts";
 import { handOverWasmSandbox, WasmSandbox } from "../wasm/sandbox.ts";
+import { countRuntime, uncountRuntime } from "../telemetry.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 import { decodeReply, type PendingCall, type Reply } from "./reply.ts";
@@ -244,9 +245,12 @@ export class JsSandbox implements AsyncDisposable {
       output: Output;
       poison?: Error;
       fromCache: boolean;
+      /** A pool's hand-over of a live sandbox, not a new one (telemetry: not a load). */
+      handOver?: boolean;
     },
   ) {
     this.#wasm = wasm;
+    countRuntime("js", this, state.handOver !== true); // active_js_sandboxes (telemetry.ts)
     this.#hostFns = state.hostFns;
     this.#names = state.names;
     this.#key = state.key;
@@ -263,7 +267,9 @@ export class JsSandbox implements AsyncDisposable {
 
   #handOver(): JsSandbox {
     const next = handOverWasmSandbox(this.#wasm);
+    uncountRuntime("js", this);
     return new JsSandbox(next, {
+      handOver: true,
       hostFns: this.#hostFns,
       names: this.#names,
       key: this.#key,
@@ -581,6 +587,7 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   dispose(): Promise<void> {
+    uncountRuntime("js", this);
     return this.#wasm.dispose();
   }
 

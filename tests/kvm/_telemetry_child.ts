@@ -11,19 +11,20 @@
  * waits (bounded) for the collector to say it received the gauges: Deno exports observable
  * instruments at its periodic collections only, not in the flush at exit.
  */
-import { GuestFaultError, SandboxPool, WasmSandbox } from "../../mod.ts";
+import { GuestFaultError, JsSandbox, SandboxPool, WasmSandbox } from "../../mod.ts";
 import { Sandbox } from "../../src/sandbox.ts";
 import { TESTGUEST } from "../_guests.ts";
 
 /**
  * `wasm` (the argument): instead, with `HL_OTEL_LOGS=1`, a guest LOG (`log("hello otel")`), a WASI
- * command writing to stderr (`wasi_hello`, disposed), and a Wasm sandbox (`fib`) kept alive for
- * the gauges.
+ * command writing to stderr (`wasi_hello`, disposed), a Wasm sandbox (`fib`) kept alive for the
+ * gauges, and two JsSandboxes (one disposed, one kept).
  */
 const MODE = Deno.args[0] ?? "native";
 const fixture = (name: string) =>
   new URL(`../../target/wasm-fixtures/${name}.wasm`, import.meta.url).pathname;
 let kept: WasmSandbox | undefined;
+let keptJs: JsSandbox | undefined;
 
 async function wasmWork(): Promise<string> {
   {
@@ -42,6 +43,11 @@ async function wasmWork(): Promise<string> {
   if (err !== "to stderr\n") return `wasi stderr ${JSON.stringify(err)}`;
   kept = await WasmSandbox.create({ module: fixture("fib") });
   if (await kept.call("fib", 10) !== 55) return "fib";
+  {
+    await using js = await JsSandbox.create({ source: "function twice(x) { return 2 * x; }" });
+    if (await js.call("twice", 4) !== 8) return "twice";
+  }
+  keptJs = await JsSandbox.create({ source: "function one() { return 1; }" });
   return "ok";
 }
 
@@ -110,3 +116,4 @@ for (let i = 0; i < 200; i++) {
 // would report 0.
 void pool;
 void kept;
+void keptJs;

@@ -216,7 +216,7 @@ kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", as
 });
 
 kvmTest(
-  "telemetry: guest LOGs and WASI stderr as log records of their call; Wasm gauges",
+  "telemetry: guest LOGs and WASI stderr as log records of their call; Wasm/JS gauges",
   async () => {
     const { out, posts } = await runChild(
       "wasm",
@@ -258,11 +258,13 @@ kvmTest(
     assertEquals(byId.get(host.parentSpanId)?.name, "hl.sandbox.call");
     assertEquals(stderr.traceId, call.traceId, "one request: one trace");
 
-    // Gauges and loads: two Wasm sandboxes made (both loads), one still alive; no JsSandbox.
+    // Gauges and loads: two Wasm sandboxes made, one still alive; two JsSandboxes made, one
+    // still alive, each in a WasmSandbox of its own (counted there too).
     const value = metricValues(posts);
-    assertEquals(value("sandbox_loads_total", { kind: "wasm" }), 2);
-    assertEquals(value("active_wasm_sandboxes"), 1);
-    assertEquals(value("active_js_sandboxes"), 0);
+    assertEquals(value("sandbox_loads_total", { kind: "wasm" }), 2 + 2);
+    assertEquals(value("sandbox_loads_total", { kind: "js" }), 2);
+    assertEquals(value("active_wasm_sandboxes"), 1 + 1);
+    assertEquals(value("active_js_sandboxes"), 1);
     // Without HL_OTEL_CALL_METRICS the duration histograms are not recorded (opt-in).
     assert(!exported(posts).has("guest_call_duration_seconds"));
     assert(!exported(posts).has("host_call_duration_seconds"));
@@ -270,6 +272,6 @@ kvmTest(
     const creates = spans.filter((s) =>
       s.name === "hl.sandbox.create" && attrs(s.attributes)["hl.kind"] === "wasm"
     );
-    assertEquals(creates.length, 2);
+    assertEquals(creates.length, 2 + 2);
   },
 );

@@ -154,6 +154,14 @@ kvmTest("telemetry: OTEL_DENO exports the trace and metrics of sandbox work", as
   const okAttrs = attrs(ok.attributes);
   assertEquals(okAttrs["hl.call.host_calls"], 1);
   assertEquals(okAttrs["hl.call.exits"], 2, "one HOST_CALL exit, one DONE exit");
+  assertEquals(typeof okAttrs["hl.call.host_ms"], "number");
+  // A call without host calls: its exits, and no host-call attributes (absent means 0).
+  const add = attrs(
+    calls.find((c) => attrs(c.attributes)["hl.function"] === "add")!.attributes,
+  );
+  assertEquals(add["hl.call.exits"], 1);
+  assertEquals(add["hl.call.outcome"], "ok");
+  assertEquals(add["hl.call.host_calls"], undefined);
   assertEquals(ok.status.code, 0);
   const hostSpans = spans.filter((s) => s.name === "hl.host_function");
   const double = hostSpans.find((s) => attrs(s.attributes)["hl.function"] === "double")!;

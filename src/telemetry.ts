@@ -27,7 +27,11 @@ import {
   SpanStatusCode,
   trace,
   type Tracer,
-} from "@opentelemetry/api";
+  // The library names its one dependency itself, so a program that imports a clone's mod.ts by
+  // path (with no import map of ours) resolves it too; deno.json maps the bare name to the same
+  // version for the benches.
+  // deno-lint-ignore no-import-prefix
+} from "npm:@opentelemetry/api@1.10.0";
 import { CancelledError, TimeoutError } from "./errors.ts";
 import { ExitKind } from "./ffi/vm.ts";
 

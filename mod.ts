@@ -41,6 +41,7 @@ export {
 } from "./src/sandbox.ts";
 export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/snapshot.ts";
 export {
+  Pool,
   PoolExhaustedError,
   type PoolRunOptions,
   type PoolSizing,

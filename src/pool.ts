@@ -6,11 +6,12 @@
  */
 
 import { ArgumentError } from "./errors.ts";
-import { checkPoolSizing, PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
+import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "./pool_core.ts";
+import { startRuntimePool } from "./runtime/pool.ts";
 import { handOverSandbox, Sandbox, type SandboxOptions } from "./sandbox.ts";
 import type { Snapshot } from "./snapshot.ts";
 
-export { PoolExhaustedError, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
+export { Pool, PoolExhaustedError, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
 
 /** Options of {@linkcode SandboxPool.create}. */
 export interface SandboxPoolOptions extends Omit<SandboxOptions, "guest">, PoolSizing {
@@ -37,11 +38,9 @@ export interface SandboxPoolOptions extends Omit<SandboxOptions, "guest">, PoolS
  * console.log(await pool.run((sb) => sb.call("counter"))); // 1: every run starts afresh
  * ```
  */
-export class SandboxPool implements AsyncDisposable {
-  readonly #core: PoolCore<Sandbox>;
-
+export class SandboxPool extends Pool<Sandbox> {
   private constructor(core: PoolCore<Sandbox>) {
-    this.#core = core;
+    super(core);
   }
 
   /**
@@ -66,31 +65,16 @@ export class SandboxPool implements AsyncDisposable {
     if ((options.guest === undefined) === (options.snapshot === undefined)) {
       throw new ArgumentError("SandboxPool.create takes exactly one of `guest` and `snapshot`");
     }
-    const members: Sandbox[] = [];
-    let snapshot = options.snapshot;
-    const owns = snapshot === undefined;
-    try {
-      if (snapshot === undefined) {
-        const first = await Sandbox.create({ ...options, guest: options.guest! });
-        members.push(first);
-        snapshot = await first.snapshot();
-      }
-      while (members.length < size) {
-        members.push(await Sandbox.create(SandboxPool.#memberOptions(options, snapshot)));
-      }
-    } catch (e) {
-      for (const sb of members) await sb.dispose();
-      if (owns) await snapshot?.dispose();
-      throw e;
-    }
-    const snap = snapshot;
     return new SandboxPool(
-      new PoolCore(members, options, {
-        revoke: handOverSandbox,
-        restore: (m) => m.restore(snap),
-        replace: () => Sandbox.create(SandboxPool.#memberOptions(options, snap)),
-        disposed: () => owns ? snap.dispose() : Promise.resolve(),
-      }),
+      await startRuntimePool({
+        size,
+        snapshot: options.snapshot,
+        first: () => Sandbox.create({ ...options, guest: options.guest! }),
+        snapshotOf: (first) => first.snapshot(),
+        fromSnapshot: (snap) => Sandbox.create(SandboxPool.#memberOptions(options, snap)),
+        handOver: handOverSandbox,
+        restore: (m, snap) => m.restore(snap),
+      }, options),
     );
   }
 
@@ -102,62 +86,5 @@ export class SandboxPool implements AsyncDisposable {
       onLog: options.onLog,
       library: options.library,
     };
-  }
-
-  /** Number of sandboxes in the pool. */
-  get size(): number {
-    return this.#core.size;
-  }
-
-  /** Number of sandboxes free right now. */
-  get available(): number {
-    return this.#core.available;
-  }
-
-  /** Number of callers waiting for a sandbox. */
-  get waiting(): number {
-    return this.#core.waiting;
-  }
-
-  /**
-   * Borrows a sandbox, runs `fn` with it, restores it to the pool's snapshot and returns it to
-   * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
-   * `acquireTimeoutMs`) for a free sandbox ({@linkcode PoolExhaustedError}), and stops waiting when
-   * `signal` aborts ({@linkcode CancelledError}). A sandbox that `fn` poisoned is restored all the
-   * same (a restore clears poisoning); one that cannot be restored is replaced. The handle `fn`
-   * gets is its own and lasts for the run: once the run ends it is revoked, and every later use of
-   * it is a `SandboxDisposedError` (a call of it still in progress is stopped), so a reference
-   * kept past the run never reaches the next borrower's sandbox.
-   *
-   * @example
-   * ```ts
-   * import { guests, SandboxPool } from "@hl/sandbox";
-   * await using pool = await SandboxPool.create({ guest: guests.testguest, size: 2 });
-   * const sum = await pool.run((sb) => sb.call("add", 2, 3), { timeoutMs: 1000 });
-   * console.log(sum); // 5
-   * ```
-   */
-  run<T>(fn: (sb: Sandbox) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
-    return this.#core.run(fn, options);
-  }
-
-  /**
-   * Disposes every sandbox (ones in use when they come back) and the snapshot the pool made;
-   * waiters reject. Idempotent.
-   *
-   * @example
-   * ```ts
-   * import { guests, SandboxPool } from "@hl/sandbox";
-   * const pool = await SandboxPool.create({ guest: guests.testguest, size: 1 });
-   * await pool.dispose();
-   * ```
-   */
-  dispose(): Promise<void> {
-    return this.#core.dispose();
-  }
-
-  /** Same as {@linkcode dispose}, for `await using`. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
   }
 }

@@ -1,7 +1,8 @@
 /**
- * What `SandboxPool` and `WasmSandboxPool` share: the free list, the bounded wait for a member
+ * What `SandboxPool`, `WasmSandboxPool` and `JsSandboxPool` share: the free list, the bounded wait for a member
  * (timeout, `maxWaiting`, `AbortSignal`), restoring a member on release and replacing one that
- * cannot be restored, and disposal. The pools only say how a member is made and restored.
+ * cannot be restored, and disposal (`PoolCore`), and the public methods over it (`Pool`). The pools
+ * only say how a member is made and restored.
  *
  * @module
  */
@@ -238,5 +239,82 @@ export class PoolCore<M extends PoolMember> {
       await m.dispose();
     }
     await this.#hooks.disposed();
+  }
+}
+
+/**
+ * The public face every pool shares (`SandboxPool`, `WasmSandboxPool`, `JsSandboxPool`): the
+ * counts, `run`, and disposal, over a {@linkcode PoolCore}. A pool class adds only its `create`.
+ *
+ * @example
+ * ```ts
+ * import { guests, SandboxPool } from "@hl/sandbox";
+ * await using pool = await SandboxPool.create({ guest: guests.testguest, size: 2 });
+ * console.log(pool.size, pool.available, pool.waiting); // 2 2 0
+ * ```
+ */
+export abstract class Pool<M extends { dispose(): Promise<void> }> implements AsyncDisposable {
+  readonly #core: PoolCore<M>;
+
+  /** Wraps the core a pool's `create` started. */
+  protected constructor(core: PoolCore<M>) {
+    this.#core = core;
+  }
+
+  /** Number of sandboxes in the pool. */
+  get size(): number {
+    return this.#core.size;
+  }
+
+  /** Number of sandboxes free right now. */
+  get available(): number {
+    return this.#core.available;
+  }
+
+  /** Number of callers waiting for a sandbox. */
+  get waiting(): number {
+    return this.#core.waiting;
+  }
+
+  /**
+   * Borrows a sandbox, runs `fn` with it, restores it to the pool's snapshot and returns it to
+   * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
+   * `acquireTimeoutMs`) for a free sandbox ({@linkcode PoolExhaustedError}), and stops waiting when
+   * `signal` aborts ({@linkcode CancelledError}). A sandbox that `fn` poisoned is restored all the
+   * same (a restore clears poisoning); one that cannot be restored is replaced. The handle `fn`
+   * gets is its own and lasts for the run: once the run ends it is revoked, and every later use of
+   * it is a `SandboxDisposedError` (work of it still in progress is stopped), so a reference kept
+   * past the run never reaches the next borrower's sandbox.
+   *
+   * @example
+   * ```ts
+   * import { guests, SandboxPool } from "@hl/sandbox";
+   * await using pool = await SandboxPool.create({ guest: guests.testguest, size: 2 });
+   * const sum = await pool.run((sb) => sb.call("add", 2, 3), { timeoutMs: 1000 });
+   * console.log(sum); // 5
+   * ```
+   */
+  run<T>(fn: (sandbox: M) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
+    return this.#core.run(fn, options);
+  }
+
+  /**
+   * Disposes every sandbox (ones in use when they come back) and the snapshot the pool made;
+   * waiters reject. Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { guests, SandboxPool } from "@hl/sandbox";
+   * const pool = await SandboxPool.create({ guest: guests.testguest, size: 1 });
+   * await pool.dispose();
+   * ```
+   */
+  dispose(): Promise<void> {
+    return this.#core.dispose();
+  }
+
+  /** Same as {@linkcode dispose}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
   }
 }

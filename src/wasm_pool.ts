@@ -6,7 +6,7 @@
  */
 
 import { ArgumentError } from "./errors.ts";
-import { checkPoolSizing, type PoolCore, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";
+import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "./pool_core.ts";
 import { startRuntimePool } from "./runtime/pool.ts";
 import { handOverWasmSandbox, WasmSandbox } from "./wasm/sandbox.ts";
 import type { WasmSnapshot } from "./wasm/snapshot.ts";
@@ -42,11 +42,9 @@ export interface WasmSandboxPoolOptions extends Omit<WasmSandboxOptions, "module
  * console.log(results); // [55, 6765, 832040]
  * ```
  */
-export class WasmSandboxPool implements AsyncDisposable {
-  readonly #core: PoolCore<WasmSandbox>;
-
+export class WasmSandboxPool extends Pool<WasmSandbox> {
   private constructor(core: PoolCore<WasmSandbox>) {
-    this.#core = core;
+    super(core);
   }
 
   /**
@@ -105,64 +103,5 @@ export class WasmSandboxPool implements AsyncDisposable {
       timeoutMs: options.timeoutMs,
       library: options.library,
     };
-  }
-
-  /** Number of sandboxes in the pool. */
-  get size(): number {
-    return this.#core.size;
-  }
-
-  /** Number of sandboxes free right now. */
-  get available(): number {
-    return this.#core.available;
-  }
-
-  /** Number of callers waiting for a sandbox. */
-  get waiting(): number {
-    return this.#core.waiting;
-  }
-
-  /**
-   * Borrows a sandbox, runs `fn` with it, restores it to the pool's snapshot and returns it to
-   * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
-   * `acquireTimeoutMs`) for a free sandbox ({@linkcode PoolExhaustedError}), and stops waiting
-   * when `signal` aborts (`CancelledError`). A sandbox that `fn` poisoned is restored all the
-   * same; one that cannot be restored is replaced. The handle `fn` gets is its own and lasts for
-   * the run: once the run ends it is revoked, and every later use of it is a
-   * `SandboxDisposedError` (work of it still in progress is stopped), so a reference kept past
-   * the run never reaches the next borrower's sandbox.
-   *
-   * @example
-   * ```ts
-   * import { WasmSandboxPool } from "@hl/sandbox";
-   * await using pool = await WasmSandboxPool.create({ module: "fib.wasm", size: 2 });
-   * console.log(await pool.run((w) => w.call("fib", 10), { timeoutMs: 1000 })); // 55
-   * ```
-   */
-  run<T>(
-    fn: (sb: WasmSandbox) => T | Promise<T>,
-    options: PoolRunOptions = {},
-  ): Promise<T> {
-    return this.#core.run(fn, options);
-  }
-
-  /**
-   * Disposes every sandbox (ones in use when they come back) and the snapshot the pool made;
-   * waiters reject. Idempotent.
-   *
-   * @example
-   * ```ts
-   * import { WasmSandboxPool } from "@hl/sandbox";
-   * const pool = await WasmSandboxPool.create({ module: "fib.wasm", size: 1 });
-   * await pool.dispose();
-   * ```
-   */
-  dispose(): Promise<void> {
-    return this.#core.dispose();
-  }
-
-  /** Same as {@linkcode dispose}, for `await using`. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
   }
 }

@@ -7,12 +7,7 @@
  */
 
 import { ArgumentError } from "../errors.ts";
-import {
-  checkPoolSizing,
-  type PoolCore,
-  type PoolRunOptions,
-  type PoolSizing,
-} from "../pool_core.ts";
+import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "../pool_core.ts";
 import { startRuntimePool } from "../runtime/pool.ts";
 import {
   handOverJsSandbox,
@@ -45,11 +40,9 @@ export interface JsSandboxPoolOptions extends JsSandboxOptions, PoolSizing {
  * console.log(await pool.run((js) => js.call("handler", 2))); // { x: 2, seen: 1 }
  * ```
  */
-export class JsSandboxPool implements AsyncDisposable {
-  readonly #core: PoolCore<JsSandbox>;
-
+export class JsSandboxPool extends Pool<JsSandbox> {
   private constructor(core: PoolCore<JsSandbox>) {
-    this.#core = core;
+    super(core);
   }
 
   /**
@@ -96,59 +89,5 @@ export class JsSandboxPool implements AsyncDisposable {
         },
       }, options),
     );
-  }
-
-  /** Number of sandboxes in the pool. */
-  get size(): number {
-    return this.#core.size;
-  }
-
-  /** Number of sandboxes free right now. */
-  get available(): number {
-    return this.#core.available;
-  }
-
-  /** Number of callers waiting for a sandbox. */
-  get waiting(): number {
-    return this.#core.waiting;
-  }
-
-  /**
-   * Borrows a sandbox, runs `fn` with it, restores it to the pool's snapshot and returns it to
-   * the pool; resolves to what `fn` returned. Waits at most `timeoutMs` (default: the pool's
-   * `acquireTimeoutMs`) for a free sandbox (`PoolExhaustedError`), and stops waiting when
-   * `signal` aborts (`CancelledError`). A sandbox that `fn` poisoned is restored all the same;
-   * one that cannot be restored is replaced. Once the run ends the handle `fn` got is revoked:
-   * every later use of it is a `SandboxDisposedError`.
-   *
-   * @example
-   * ```ts
-   * import { JsSandboxPool } from "@hl/sandbox";
-   * await using pool = await JsSandboxPool.create({ source: "function sq(x) { return x * x; }" });
-   * console.log(await Promise.all([1, 2, 3].map((x) => pool.run((js) => js.call("sq", x))))); // [1, 4, 9]
-   * ```
-   */
-  run<T>(fn: (js: JsSandbox) => T | Promise<T>, options: PoolRunOptions = {}): Promise<T> {
-    return this.#core.run(fn, options);
-  }
-
-  /**
-   * Disposes every sandbox (ones in use when they come back) and the snapshot the pool made;
-   * waiters reject. Idempotent.
-   *
-   * @example
-   * ```ts
-   * import { JsSandboxPool } from "@hl/sandbox";
-   * const pool = await JsSandboxPool.create({ size: 1 });
-   * await pool.dispose();
-   * ```
-   */
-  dispose(): Promise<void> {
-    return this.#core.dispose();
-  }
-
-  /** Same as {@linkcode dispose}, for `await using`. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Pool creation for sandboxes that start from a snapshot of a language runtime (`WasmSandboxPool`,
+ * Pool creation for sandboxes that start from a snapshot (`SandboxPool`, `WasmSandboxPool`,
  * `JsSandboxPool`): one member made from the options and snapshotted (or the caller's snapshot),
  * the rest started from that snapshot, copy-on-write; the `PoolCore` hooks that revoke a
  * borrower's handle, restore to the snapshot, replace a member that cannot be restored, and

@@ -12,7 +12,7 @@
 
 import { ArgumentError } from "../errors.ts";
 import type { BuiltinGuestName } from "../artifacts.ts";
-import { codeImage, type CodeImage } from "../wasm/compiler.ts";
+import { type CodeImage, codeImage } from "../wasm/compiler.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 
 const MIB = 1 << 20;
@@ -26,6 +26,8 @@ export interface RuntimeEngine {
   readonly guest: BuiltinGuestName;
   /** The least guest stack (bytes) the engine needs; a smaller `stackSize` is an ArgumentError. */
   readonly minStackSize: number;
+  /** The guest stack (bytes) when the caller sets no `stackSize`. */
+  readonly defaultStackSize: number;
   /**
    * The module's code as the guest maps it (wasmtime: compiled on the host, or found in the
    * artifact cache), or undefined when the guest gets the module's bytes (wasmi).
@@ -45,6 +47,8 @@ export const wasmiEngine: RuntimeEngine = Object.freeze({
   name: "wasmi" as const,
   guest: "wasm-runtime" as const,
   minStackSize: 0,
+  // Wasm calls live on wasmi's own stacks in the guest heap, not on the guest stack.
+  defaultStackSize: 4 * MIB,
   codeImage: () => Promise.resolve(undefined),
   defaultInputSize: (moduleBytes: number) => Math.max(4 * MIB, pageAlign(moduleBytes + 64 * 1024)),
 });
@@ -56,9 +60,13 @@ export const wasmiEngine: RuntimeEngine = Object.freeze({
 export const wasmtimeEngine: RuntimeEngine = Object.freeze({
   name: "wasmtime" as const,
   guest: "wasmtime-runtime" as const,
-  // wasmtime checks the Wasm stack against 512 KiB (guest/wasmtime-runtime/src/engine_config.rs);
-  // the guest's own stack must hold that plus the runtime and host calls above it.
+  // Wasm frames live on the guest stack: the guest sets wasmtime's Wasm stack limit to the stack
+  // less 512 KiB for itself and host calls (guest/wasmtime-runtime/src/main.rs), so any size from
+  // this least one up traps a deep recursion before the end of the stack. The default gives 15.5 MiB
+  // of Wasm stack: QuickJS at its largest stack limit stops itself after ~12 MiB (docs/js.md,
+  // "Limits"). Untouched stack pages cost nothing (2 MiB mappings, nothing written at create).
   minStackSize: 1 * MIB,
+  defaultStackSize: 16 * MIB,
   codeImage: (bytes: Uint8Array, fuel: boolean, library: string | undefined, timeoutMs: number) =>
     codeImage(bytes, fuel, library, timeoutMs),
   defaultInputSize: () => 4 * MIB,

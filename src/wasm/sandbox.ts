@@ -430,7 +430,7 @@ export class WasmSandbox implements AsyncDisposable {
     const sandboxOptions: SandboxOptions = {
       guest: runtime,
       heapSize: options.heapSize ?? 64 * MIB,
-      stackSize: options.stackSize ?? 4 * MIB,
+      stackSize: options.stackSize ?? engine.defaultStackSize,
       inputSize,
       outputSize: options.outputSize,
       timeoutMs: options.timeoutMs,
@@ -461,6 +461,8 @@ export class WasmSandbox implements AsyncDisposable {
       if (image) {
         config.u64(BigInt(sandboxCodeAddr(sandbox)));
         config.u64(BigInt(image.code.size));
+        // The guest derives wasmtime's Wasm stack limit from its own stack.
+        config.u64(BigInt(options.stackSize ?? engine.defaultStackSize));
       }
       const description = await sandbox.callWithOptions(
         { timeoutMs: options.initTimeoutMs ?? 30_000 },

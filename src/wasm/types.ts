@@ -102,7 +102,11 @@ export interface WasmSandboxOptions {
   maxMemoryBytes?: number;
   /** Largest number of table elements (default 65 536). */
   maxTableElements?: number;
-  /** Deepest Wasm call nesting before the `stack_overflow` trap (default: wasmi's, 1000). */
+  /**
+   * Deepest Wasm call nesting before the `stack_overflow` trap. wasmi: frames (default 200 000;
+   * its value stack is also capped, at 16 MiB). wasmtime: converted to a Wasm stack limit of 128
+   * bytes per frame, never above what `stackSize` allows (default: that, `stackSize` less 512 KiB).
+   */
   maxRecursionDepth?: number;
   /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */
   timeoutMs?: number;
@@ -113,7 +117,10 @@ export interface WasmSandboxOptions {
   initTimeoutMs?: number;
   /** Guest heap in bytes (default 64 MiB; untouched pages cost nothing). */
   heapSize?: number;
-  /** Guest stack in bytes (default 4 MiB). */
+  /**
+   * Guest stack in bytes (default 16 MiB with wasmtime, whose Wasm frames live there, and 4 MiB
+   * with wasmi; at least 1 MiB with wasmtime). Untouched pages cost nothing.
+   */
   stackSize?: number;
   /** Host → guest buffer (default: 4 MiB or enough for the module); bounds module and inputs. */
   inputSize?: number;

@@ -46,6 +46,7 @@ async function loadedGuest() {
   config.u32(0);
   config.u64(BigInt(sandboxCodeAddr(sb)));
   config.u64(BigInt(image.code.size));
+  config.u64(4n << 20n); // the guest stack
   await sb.call("load", new Uint8Array(0), config.finish());
   return sb;
 }
@@ -159,6 +160,7 @@ kvmTest("wasmtime: an artifact the guest refuses is a WasmArtifactError", async 
   config.u32(0);
   config.u64(BigInt(sandboxCodeAddr(sb)));
   config.u64(BigInt(fuelImage.code.size));
+  config.u64(4n << 20n); // the guest stack
   const e = await sb.call("load", new Uint8Array(0), config.finish()).catch((e) => e);
   assert.equal(e?.code, 1007, String(e));
 });

@@ -31,6 +31,19 @@ pub struct Wasmi;
 
 static STATE: Spinlock<State<Wasmi>> = Spinlock::new(State::new());
 
+/// The most bytes wasmi's value stack (the Wasm operands and locals of every live frame, in the
+/// guest heap, grown on demand) may take; wasmi's own default is 1,000,000. Beyond it a call is the
+/// `stack_overflow` trap; a heap too small to grow it that far is wasmi's out-of-memory trap.
+const MAX_VALUE_STACK: usize = 16 * 1024 * 1024;
+/// Call nesting when the host sets none (`maxRecursionDepth` 0); wasmi's own default is 1,000.
+/// Each frame costs a few dozen bytes of guest heap, and only while it is live.
+///
+/// Both limits are sized for QuickJS (docs/js.md, "Limits"): its recursion in C over nested data
+/// (the parser, `JSON.parse`/`JSON.stringify`) needs up to 9 bytes of value stack and 96 frames
+/// per KiB of its own linear-memory stack, so at the driver's largest stack limit (896 KiB) it
+/// stops itself with a `RangeError` at about half of these (8 MiB, 86,000 frames).
+const DEFAULT_RECURSION_DEPTH: usize = 200_000;
+
 /// The data of the wasmi store.
 pub struct HostState {
     limits: StoreLimits,
@@ -162,9 +175,11 @@ impl Engine for Wasmi {
         let (fuel, depth) = parse_config(config, |r| Ok((r.u64()?, r.u32()?)))?;
         let mut cfg = Config::default();
         cfg.consume_fuel(fuel != 0);
-        if depth != 0 {
-            cfg.set_max_recursion_depth(depth as usize);
-        }
+        cfg.set_max_stack_height(MAX_VALUE_STACK);
+        cfg.set_max_recursion_depth(match depth {
+            0 => DEFAULT_RECURSION_DEPTH,
+            d => d as usize,
+        });
         let engine = wasmi::Engine::new(&cfg);
         let module = Module::new(&engine, &module[..])
             .map_err(|e| GuestError::new(code::MODULE, e.to_string()))?;

@@ -9,9 +9,13 @@
 
 use wasmtime::Config;
 
-/// The Wasm stack wasmtime lets a call use (bytes). The guest's native stack must be larger: the
-/// guest runtime itself and host calls need room above it (`WASM_STACK_HEADROOM`).
-pub const MAX_WASM_STACK: usize = 512 * 1024;
+/// The most Wasm stack wasmtime lets a call use (bytes): the engine's setting here, and the cap of
+/// the guest's own limit, which it derives from the guest stack the host gave it (`stackSize`
+/// less `WASM_STACK_HEADROOM` for the guest runtime's frames above the Wasm ones and host calls
+/// below them; guest `main.rs`), so a Wasm recursion always hits wasmtime's check before the end
+/// of the guest stack. Not part of the artifact's compatibility hash (an artifact compiled with
+/// one value loads into an engine with another).
+pub const MAX_WASM_STACK: usize = 64 * 1024 * 1024;
 
 /// The x86-64 features artifacts are compiled for (Rust `std::arch` names): x86-64-v2 without
 /// anything that needs the guest to enable XSAVE/AVX state. The guest reports these from its own
@@ -44,5 +48,8 @@ pub fn configure(cfg: &mut Config, fuel: bool) {
         .memory_reservation_for_growth(0)
         .memory_init_cow(false)
         .max_wasm_stack(MAX_WASM_STACK)
+        // Unused (calls are synchronous, on the guest's own stack), but wasmtime refuses a
+        // `max_wasm_stack` above it (2 MiB by default).
+        .async_stack_size(MAX_WASM_STACK)
         .consume_fuel(fuel);
 }

@@ -44,8 +44,30 @@ static STATE: Spinlock<State<Wasmtime>> = Spinlock::new(State::new());
 /// Bytes of Wasm stack per frame that `maxRecursionDepth` is converted with: wasmtime limits the
 /// Wasm stack in bytes (`max_wasm_stack`), not in frames.
 const STACK_BYTES_PER_FRAME: usize = 128;
-/// The smallest Wasm stack limit `maxRecursionDepth` can give.
+/// The smallest Wasm stack limit `maxRecursionDepth` or the guest stack can give.
 const MIN_WASM_STACK: usize = 16 * 1024;
+/// Guest stack that the Wasm stack limit leaves free: the guest runtime's and wasmtime's frames
+/// above the first Wasm frame, and host calls (imports, WASI) made from the deepest one, which
+/// wasmtime does not check. The host's least `stackSize` for this engine (1 MiB,
+/// `src/runtime/engine.ts`) is this plus [`MIN_WASM_STACK`] and more.
+const WASM_STACK_HEADROOM: usize = 512 * 1024;
+
+/// The Wasm stack limit (bytes) for a guest stack of `stack` bytes and a `maxRecursionDepth` of
+/// `depth` (0: none): the guest stack less [`WASM_STACK_HEADROOM`], lowered by `depth`, within
+/// [`MIN_WASM_STACK`] and `MAX_WASM_STACK`. A stack too small for the headroom is an error, never
+/// a limit past the end of the stack.
+fn wasm_stack_limit(stack: u64, depth: u32) -> Result<usize, GuestError> {
+    let stack = usize::try_from(stack).unwrap_or(usize::MAX);
+    let room = stack
+        .checked_sub(WASM_STACK_HEADROOM)
+        .filter(|&r| r >= MIN_WASM_STACK)
+        .ok_or_else(|| state_error(&format!("guest stack of {stack} bytes is too small")))?;
+    let mut limit = room.min(engine_config::MAX_WASM_STACK);
+    if depth != 0 {
+        limit = limit.min((depth as usize).saturating_mul(STACK_BYTES_PER_FRAME));
+    }
+    Ok(limit.max(MIN_WASM_STACK))
+}
 
 /// The data of the wasmtime store.
 pub struct HostState {
@@ -91,20 +113,16 @@ impl fmt::Display for ExitStatus {
 impl core::error::Error for ExitStatus {}
 
 /// The engine: the compiler's settings (`engine_config.rs`), with the platform hooks of this
-/// guest, and the Wasm stack limit from `max_recursion_depth`.
+/// guest, and the Wasm stack limit from the guest stack and `max_recursion_depth`
+/// ([`wasm_stack_limit`]).
 fn engine(
     fuel: bool,
-    depth: u32,
+    wasm_stack: usize,
     code: platform::CodeRegion,
 ) -> Result<wasmtime::Engine, GuestError> {
     let mut cfg = Config::new();
     engine_config::configure(&mut cfg, fuel);
-    if depth != 0 {
-        let bytes = (depth as usize)
-            .saturating_mul(STACK_BYTES_PER_FRAME)
-            .clamp(MIN_WASM_STACK, engine_config::MAX_WASM_STACK);
-        cfg.max_wasm_stack(bytes);
-    }
+    cfg.max_wasm_stack(wasm_stack);
     cfg.with_custom_code_memory(Some(Arc::new(code)));
     // SAFETY: `detect` answers from this vCPU's CPUID, and only "yes" for features whose state the
     // VM enables (SSE; never AVX, whose XSAVE state is off).
@@ -220,17 +238,20 @@ impl Engine for Wasmtime {
     }
 
     /// `module` must be empty (the code is mapped, not sent). Config: u64 fuel (0: off), u32 max
-    /// recursion depth (0: default), u64 address and u64 length of the mapped artifact.
+    /// recursion depth (0: default), u64 address and u64 length of the mapped artifact, u64 size of
+    /// the guest stack (the host's `stackSize`: the Wasm stack limit is derived from it).
     fn load(module: Vec<u8>, config: &[u8]) -> Result<(Loaded, Option<u64>), GuestError> {
-        let (fuel, depth, addr, len) =
-            parse_config(config, |r| Ok((r.u64()?, r.u32()?, r.u64()?, r.u64()?)))?;
+        let (fuel, depth, addr, len, stack) = parse_config(config, |r| {
+            Ok((r.u64()?, r.u32()?, r.u64()?, r.u64()?, r.u64()?))
+        })?;
+        let wasm_stack = wasm_stack_limit(stack, depth)?;
         if !module.is_empty() {
             return Err(state_error(
                 "this guest runs mapped artifacts; send no bytes",
             ));
         }
         let region = platform::CodeRegion::new(addr, len).map_err(|e| state_error(&e))?;
-        let engine = engine(fuel != 0, depth, region)?;
+        let engine = engine(fuel != 0, wasm_stack, region)?;
         // SAFETY: the region is the host's read-only mapping of an artifact the host compiled
         // with the same wasmtime and settings (and checked before mapping); it stays mapped,
         // unchanged, for the VM's lifetime, so it outlives the module. wasmtime validates the

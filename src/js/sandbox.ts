@@ -109,6 +109,11 @@ class Output {
     this.stderr = options.stderr;
   }
 
+  /** The WASI `stdout`/`stderr` sinks of the VM, writing here. */
+  sinks(): { stdout: (b: Uint8Array) => void; stderr: (b: Uint8Array) => void } {
+    return { stdout: (b) => this.write("log", b), stderr: (b) => this.write("error", b) };
+  }
+
   /** The sink for one stream (`undefined`: the host's own stdout/stderr). */
   write(level: "log" | "error", data: Uint8Array): void {
     if (this.onLog) {
@@ -260,6 +265,19 @@ export class JsSandbox implements AsyncDisposable {
     this.#fromCache = state.fromCache;
   }
 
+  /** A new sandbox (not a hand-over) on `wasm`, with the host functions `hostFns`. */
+  static #fresh(
+    wasm: WasmSandbox,
+    hostFns: Map<string, JsHostFunction>,
+    key: string,
+    timeoutMs: number | undefined,
+    output: Output,
+    fromCache: boolean,
+  ): JsSandbox {
+    const names = new Set(hostFns.keys());
+    return new JsSandbox(wasm, { hostFns, names, key, timeoutMs, output, fromCache });
+  }
+
   static {
     handOverTo = (js) => js.#handOver();
     reseedOf = (js) => js.#reseed();
@@ -365,19 +383,9 @@ export class JsSandbox implements AsyncDisposable {
       snapshot,
       timeoutMs: options.timeoutMs,
       library: options.library,
-      wasi: {
-        stdout: (b) => output.write("log", b),
-        stderr: (b) => output.write("error", b),
-      },
+      wasi: output.sinks(),
     });
-    const js = new JsSandbox(wasm, {
-      hostFns,
-      names: new Set(hostFns.keys()),
-      key,
-      timeoutMs: options.timeoutMs,
-      output,
-      fromCache,
-    });
+    const js = JsSandbox.#fresh(wasm, hostFns, key, options.timeoutMs, output, fromCache);
     try {
       await js.#reseed();
     } catch (e) {
@@ -405,20 +413,9 @@ export class JsSandbox implements AsyncDisposable {
       timeoutMs: options.timeoutMs,
       initTimeoutMs: options.initTimeoutMs,
       library: options.library,
-      wasi: {
-        stdout: (b) => output.write("log", b),
-        stderr: (b) => output.write("error", b),
-        randomSeed: WASI_SEED,
-      },
+      wasi: { ...output.sinks(), randomSeed: WASI_SEED },
     });
-    const js = new JsSandbox(wasm, {
-      hostFns,
-      names: new Set(hostFns.keys()),
-      key,
-      timeoutMs: options.timeoutMs,
-      output,
-      fromCache: false,
-    });
+    const js = JsSandbox.#fresh(wasm, hostFns, key, options.timeoutMs, output, false);
     try {
       const init = options.initTimeoutMs ?? 30_000;
       // A module-cache hit is a copy of an instance snapshotted before `_initialize` too.

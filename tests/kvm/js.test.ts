@@ -17,16 +17,8 @@ import {
   TimeoutError,
   WasmSandbox,
 } from "../../mod.ts";
+import { QUICKJS_BUILT as BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
-
-const MODULE = new URL("../../target/runtimes/quickjs.wasm", import.meta.url);
-const BUILT = (() => {
-  try {
-    return Deno.statSync(MODULE).isFile;
-  } catch {
-    return false;
-  }
-})();
 
 function jsTest(name: string, fn: () => Promise<void>): void {
   if (BUILT) kvmTest(`js: ${name}`, fn);

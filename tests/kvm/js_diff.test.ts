@@ -9,16 +9,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { JsSandbox, WasmSandbox } from "../../mod.ts";
+import { QUICKJS_BUILT as BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
 
-const MODULE = new URL("../../target/runtimes/quickjs.wasm", import.meta.url);
-const BUILT = (() => {
-  try {
-    return Deno.statSync(MODULE).isFile;
-  } catch {
-    return false;
-  }
-})();
 const RUNS = Number(Deno.env.get("HL_JS_DIFF_RUNS") ?? 1000);
 
 const lit = (v: unknown) => `(${Object.is(v, -0) ? "-0" : JSON.stringify(v)})`;

@@ -42,6 +42,37 @@ function assertRefusedAtOnce(outcome: unknown, what: string): void {
   assert.ok(error instanceof ReentrantCallError, `${what}: ${String(error)}`);
 }
 
+/** The handle operations {@linkcode assertRevoked} checks, over a snapshot type `S`. */
+interface Handle<S extends { dispose(): Promise<void> }> {
+  readonly disposed: boolean;
+  snapshot(): Promise<S>;
+  restore(snapshot: S): Promise<void>;
+  stats(): unknown;
+  interrupt(): void;
+  dispose(): Promise<void>;
+}
+
+/**
+ * `old`, a pool handle revoked at the end of its run, refuses snapshot/restore/stats, and its
+ * interrupt and dispose are no-ops that leave `current` (the run holding the VM now) alive.
+ */
+async function assertRevoked<S extends { dispose(): Promise<void> }>(
+  old: Handle<S>,
+  current: Handle<S>,
+): Promise<void> {
+  await assert.rejects(old.snapshot(), SandboxDisposedError);
+  const snap = await current.snapshot();
+  try {
+    await assert.rejects(old.restore(snap), SandboxDisposedError);
+  } finally {
+    await snap.dispose();
+  }
+  assert.throws(() => old.stats(), SandboxDisposedError);
+  old.interrupt(); // a no-op
+  await old.dispose(); // a no-op: the VM is the current run's
+  assert.equal(current.disposed, false);
+}
+
 /** Values whose formatting throws. */
 function hostileValues(): { name: string; value: unknown }[] {
   const { proxy, revoke } = Proxy.revocable({}, {});
@@ -194,17 +225,7 @@ kvmTest("pool handles: a SandboxPool handle kept past its run is revoked", async
     await assert.rejects(old.call("counter"), SandboxDisposedError);
     await assert.rejects(old.callWithOptions({}, "counter"), SandboxDisposedError);
     assert.throws(() => old.callSync("counter"), SandboxDisposedError);
-    await assert.rejects(old.snapshot(), SandboxDisposedError);
-    const snap = await sb.snapshot();
-    try {
-      await assert.rejects(old.restore(snap), SandboxDisposedError);
-    } finally {
-      await snap.dispose();
-    }
-    assert.throws(() => old.stats(), SandboxDisposedError);
-    old.interrupt(); // a no-op
-    await old.dispose(); // a no-op: the VM is run 2's
-    assert.equal(sb.disposed, false);
+    await assertRevoked(old, sb);
     assert.equal(await sb.call("counter"), 3n, "run 2's state is untouched");
   });
   assert.equal(pool.size, 1);
@@ -275,17 +296,7 @@ for (const engine of WASM_ENGINES) {
       await assert.rejects(old.writeBytes(0, new Uint8Array([9, 9, 9, 9])), SandboxDisposedError);
       await assert.rejects(old.readBytes(0, 4), SandboxDisposedError);
       await assert.rejects(old.memorySize(), SandboxDisposedError);
-      await assert.rejects(old.snapshot(), SandboxDisposedError);
-      const snap = await w.snapshot();
-      try {
-        await assert.rejects(old.restore(snap), SandboxDisposedError);
-      } finally {
-        await snap.dispose();
-      }
-      assert.throws(() => old.stats(), SandboxDisposedError);
-      old.interrupt(); // a no-op
-      await old.dispose(); // a no-op: the VM is run 2's
-      assert.equal(w.disposed, false);
+      await assertRevoked(old, w);
       assert.equal(await w.call("load", 0), 7, "run 2's memory is untouched");
       assert.equal(await w.call("count"), 1, "run 2's globals are untouched");
     });

@@ -99,18 +99,21 @@ pub fn compile_isolated(
     let mut child = cmd
         .spawn()
         .map_err(|e| (ERR_INTERNAL, format!("cannot start {program}: {e}")))?;
+    let timed_out = || {
+        (
+            ERR_TIMEOUT,
+            format!(
+                "compiling the module took longer than {} ms",
+                timeout.as_millis()
+            ),
+        )
+    };
     let result = drive(&mut child, wasm, deadline, output_limit(wasm.len()));
     let (stdout, stderr) = match result {
         Ok(out) => out,
         Err(Drive::Timeout) => {
             kill(&mut child);
-            return Err((
-                ERR_TIMEOUT,
-                format!(
-                    "compiling the module took longer than {} ms",
-                    timeout.as_millis()
-                ),
-            ));
+            return Err(timed_out());
         }
         Err(Drive::TooLarge) => {
             kill(&mut child);
@@ -135,13 +138,7 @@ pub fn compile_isolated(
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(None) => {
                 kill(&mut child);
-                return Err((
-                    ERR_TIMEOUT,
-                    format!(
-                        "compiling the module took longer than {} ms",
-                        timeout.as_millis()
-                    ),
-                ));
+                return Err(timed_out());
             }
             Err(e) => {
                 kill(&mut child);

@@ -44,8 +44,10 @@ src="$pkg/quickjs"
 # -O2 as QuickJS's own release build; reactor (no main: the host calls _initialize, then the
 # driver's exports); the 1 MiB stack first in memory, so running off its end traps instead of
 # overwriting data; paths mapped so the module does not depend on where the checkout is.
+# The C stack; the driver's largest stack limit is derived from it (DRV_LINKED_STACK).
+stack=1048576
 flags=(--target=wasm32-wasi "--sysroot=$sysroot" -O2 -mexec-model=reactor
-  -Wl,--stack-first -Wl,-z,stack-size=1048576 -Wl,--strip-debug
+  -Wl,--stack-first "-Wl,-z,stack-size=$stack" "-DDRV_LINKED_STACK=$stack" -Wl,--strip-debug
   "-ffile-prefix-map=$PWD/$src=quickjs" "-ffile-prefix-map=$src=quickjs"
   "-ffile-prefix-map=$PWD/runtimes=runtimes" -w)
 files=("$driver" "$src/libregexp.c" "$src/libunicode.c" "$src/dtoa.c")

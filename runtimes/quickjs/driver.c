@@ -27,11 +27,23 @@ static JSContext *drv_ctx;
 static JSValue drv_obj;
 /* The promise of a call that waits on host functions (qjs_resume continues it). */
 static JSValue drv_waiting;
-/* Bytes of linear-memory stack QuickJS may use below the export's own frame. The default, 128 KiB
- * (about 400 frames of a simple recursive JS function), is below what wasmtime's 512 KiB native
- * stack (the wasmtime-runtime guest's max_wasm_stack; 192 KiB ran out of it first) and wasmi's value stack
- * (1,000,000 slots; 384 KiB ran out of it first) allow (docs/js.md, "Limits"). */
-static size_t drv_stack_size = 128 * 1024;
+/* The module's linear-memory C stack (`-z stack-size`, linked first in memory), passed by
+ * tools/build_quickjs.sh so the two cannot disagree. */
+#ifndef DRV_LINKED_STACK
+#error "build with -DDRV_LINKED_STACK=<the -z stack-size in bytes> (tools/build_quickjs.sh)"
+#endif
+/* What JavaScript may never have of it: room for the driver, libc and the error QuickJS builds
+ * when it hits the limit. */
+#define DRV_STACK_RESERVE (128 * 1024)
+#define DRV_STACK_MIN (16 * 1024)
+#define DRV_STACK_MAX (DRV_LINKED_STACK - DRV_STACK_RESERVE)
+/* Bytes of linear-memory stack QuickJS may use below the export's own frame (`stackLimit`,
+ * DRV_STACK_MIN to DRV_STACK_MAX). The engine's own stack must outlast it: QuickJS's recursion in
+ * C over nested data (its parser, JSON.parse/stringify) takes up to 13.5 bytes of wasmtime stack,
+ * 9 bytes of wasmi value stack and 0.1 wasmi frames per byte of this stack, so the default,
+ * 512 KiB (about 1,500 frames of a simple recursive JS function), stops with a RangeError at
+ * under half of the guests' default limits (docs/js.md, "Limits"). */
+static size_t drv_stack_size = 512 * 1024;
 
 /* Replies used when no reply can be built (no memory); never freed. */
 static const char REPLY_NO_MEMORY[] =
@@ -310,9 +322,8 @@ __attribute__((export_name("qjs_init"))) uint64_t qjs_init(char *ptr, uint32_t l
   if (JS_IsUndefined(names)) names = JS_NewArray(ctx);
   JS_FreeValue(ctx, config);
 
-  /* The stack is 1 MiB (linked with --stack-first); keep 128 KiB for the driver, libc and the
-   * error QuickJS builds when it hits the limit. */
-  if (stack_limit >= 16 * 1024 && stack_limit <= 896 * 1024) drv_stack_size = (size_t)stack_limit;
+  /* Out of range: the default stays. */
+  if (stack_limit >= DRV_STACK_MIN && stack_limit <= DRV_STACK_MAX) drv_stack_size = (size_t)stack_limit;
   enter();
   uint64_t s = (uint64_t)seed;
   ctx->random_state = s ? s : 1;

@@ -74,3 +74,20 @@ export function engineTest(
 ): (name: string, fn: (t: Deno.TestContext) => void | Promise<void>) => void {
   return (name, fn) => kvmTest(`[${engine}] ${name}`, fn);
 }
+
+/** Runs `deno <args>` in `cwd` (no stdin, no colours); resolves its exit code and output. */
+export async function runDeno(
+  args: string[],
+  cwd?: string,
+): Promise<{ code: number; out: string; err: string }> {
+  const o = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: o.code, out: decoder.decode(o.stdout), err: decoder.decode(o.stderr) };
+}

@@ -7,25 +7,14 @@ import assert from "node:assert/strict";
 import { ArgumentError, Sandbox } from "../../mod.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { fixture } from "../wasm/fixtures.ts";
-import { kvmTest } from "./_kvm.ts";
+import { kvmTest, runDeno } from "./_kvm.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const CLI = `${ROOT}cli.ts`;
 const decoder = new TextDecoder();
 
-async function hl(
-  args: string[],
-  cwd?: string,
-): Promise<{ code: number; out: string; err: string }> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", CLI, ...args],
-    cwd,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  return { code: o.code, out: decoder.decode(o.stdout), err: decoder.decode(o.stderr) };
+function hl(args: string[], cwd?: string): Promise<{ code: number; out: string; err: string }> {
+  return runDeno(["run", "-A", "--quiet", CLI, ...args], cwd);
 }
 
 kvmTest("cli and library number arguments the same way (from 0)", async () => {

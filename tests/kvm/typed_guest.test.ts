@@ -6,21 +6,13 @@
 import assert from "node:assert/strict";
 import { Sandbox } from "../../mod.ts";
 import { TESTGUEST } from "../_guests.ts";
-import { kvmTest } from "./_kvm.ts";
+import { kvmTest, runDeno } from "./_kvm.ts";
 
 const ROOT = new URL("../../", import.meta.url);
-const decoder = new TextDecoder();
 
 async function deno(args: string[], cwd: string): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  return { code: o.code, out: decoder.decode(o.stdout) + decoder.decode(o.stderr) };
+  const r = await runDeno(args, cwd);
+  return { code: r.code, out: r.out + r.err };
 }
 
 kvmTest("hl inspect --ts writes an interface that types sb.typed<T>() calls", async () => {

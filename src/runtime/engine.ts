@@ -29,6 +29,11 @@ export interface RuntimeEngine {
   /** The guest stack (bytes) when the caller sets no `stackSize`. */
   readonly defaultStackSize: number;
   /**
+   * The recursion depth sent to the guest when the caller sets no `maxRecursionDepth`, for a
+   * guest heap of `heapSize` bytes (0: the guest's own limit).
+   */
+  defaultRecursionDepth(heapSize: number): number;
+  /**
    * The module's code as the guest maps it (wasmtime: compiled on the host, or found in the
    * artifact cache), or undefined when the guest gets the module's bytes (wasmi).
    */
@@ -49,6 +54,12 @@ export const wasmiEngine: RuntimeEngine = Object.freeze({
   minStackSize: 0,
   // Wasm calls live on wasmi's own stacks in the guest heap, not on the guest stack.
   defaultStackSize: 4 * MIB,
+  // wasmi grows its frame vector infallibly: running out of heap there is a guest panic, not a
+  // trap, so the depth stays within the heap (a frame and its share of the value stack took
+  // 40-80 bytes in a plain recursion; 256 bytes per frame leaves the rest of the heap free).
+  // 200,000 frames (from a 50 MiB heap up) is what QuickJS needs at its largest stack limit, with
+  // margin (86,000 measured, docs/js.md "Limits"); wasmi's own default is 1,000.
+  defaultRecursionDepth: (heapSize: number) => Math.min(200_000, Math.floor(heapSize / 256)),
   codeImage: () => Promise.resolve(undefined),
   defaultInputSize: (moduleBytes: number) => Math.max(4 * MIB, pageAlign(moduleBytes + 64 * 1024)),
 });
@@ -67,6 +78,7 @@ export const wasmtimeEngine: RuntimeEngine = Object.freeze({
   // "Limits"). Untouched stack pages cost nothing (2 MiB mappings, nothing written at create).
   minStackSize: 1 * MIB,
   defaultStackSize: 16 * MIB,
+  defaultRecursionDepth: () => 0,
   codeImage: (bytes: Uint8Array, fuel: boolean, library: string | undefined, timeoutMs: number) =>
     codeImage(bytes, fuel, library, timeoutMs),
   defaultInputSize: () => 4 * MIB,

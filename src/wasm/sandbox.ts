@@ -457,7 +457,7 @@ export class WasmSandbox implements AsyncDisposable {
       checkRuntimeTable(sandbox.functions);
       const config = new Writer();
       config.u64(fuel);
-      config.u32(depth);
+      config.u32(depth || engine.defaultRecursionDepth(sandboxOptions.heapSize ?? 64 * MIB));
       if (image) {
         config.u64(BigInt(sandboxCodeAddr(sandbox)));
         config.u64(BigInt(image.code.size));

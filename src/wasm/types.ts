@@ -103,9 +103,10 @@ export interface WasmSandboxOptions {
   /** Largest number of table elements (default 65 536). */
   maxTableElements?: number;
   /**
-   * Deepest Wasm call nesting before the `stack_overflow` trap. wasmi: frames (default 200 000;
-   * its value stack is also capped, at 16 MiB). wasmtime: converted to a Wasm stack limit of 128
-   * bytes per frame, never above what `stackSize` allows (default: that, `stackSize` less 512 KiB).
+   * Deepest Wasm call nesting before the `stack_overflow` trap. wasmi: frames (default 200 000,
+   * or `heapSize` / 256 when less; its value stack is also capped, at 16 MiB). wasmtime: converted
+   * to a Wasm stack limit of 128 bytes per frame, never above what `stackSize` allows (default:
+   * that, `stackSize` less 512 KiB).
    */
   maxRecursionDepth?: number;
   /** Default timeout of every call in milliseconds; the sandbox is poisoned when it fires. */

@@ -272,6 +272,24 @@ for (const engine of WASM_ENGINES) {
     assert.equal(w.poisoned, false);
   });
 
+  test("wasm: deep recursion is stack_overflow with a small heap and any stack", async () => {
+    // wasmi keeps its frames in the guest heap and grows them infallibly (out of heap is a guest
+    // panic), so its default depth is scaled to the heap; wasmtime runs Wasm frames on the guest
+    // stack and derives its limit from it (capped at 64 MiB).
+    for (
+      const options of [
+        { heapSize: 4 << 20 },
+        { heapSize: 8 << 20 },
+        { stackSize: 1 << 20 },
+        { stackSize: 96 << 20 },
+      ]
+    ) {
+      await using w = await open("traps", options);
+      assert.equal(await trapOf(w.call("recurse", 0)), "stack_overflow", JSON.stringify(options));
+      assert.equal(await w.call("started"), 42);
+    }
+  });
+
   test("wasm: fuel metering stops runaway loops (out_of_fuel) per call", async () => {
     await using w = await open("traps", { fuel: 100_000 });
     assert.equal(await w.call("count", 1000), 1000);

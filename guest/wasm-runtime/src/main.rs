@@ -34,15 +34,14 @@ static STATE: Spinlock<State<Wasmi>> = Spinlock::new(State::new());
 /// The most bytes wasmi's value stack (the Wasm operands and locals of every live frame, in the
 /// guest heap, grown on demand) may take; wasmi's own default is 1,000,000. Beyond it a call is the
 /// `stack_overflow` trap; a heap too small to grow it that far is wasmi's out-of-memory trap.
-const MAX_VALUE_STACK: usize = 16 * 1024 * 1024;
-/// Call nesting when the host sets none (`maxRecursionDepth` 0); wasmi's own default is 1,000.
-/// Each frame costs a few dozen bytes of guest heap, and only while it is live.
 ///
-/// Both limits are sized for QuickJS (docs/js.md, "Limits"): its recursion in C over nested data
-/// (the parser, `JSON.parse`/`JSON.stringify`) needs up to 9 bytes of value stack and 96 frames
-/// per KiB of its own linear-memory stack, so at the driver's largest stack limit (896 KiB) it
-/// stops itself with a `RangeError` at about half of these (8 MiB, 86,000 frames).
-const DEFAULT_RECURSION_DEPTH: usize = 200_000;
+/// Sized for QuickJS (docs/js.md, "Limits"): its recursion in C over nested data (the parser,
+/// `JSON.parse`/`JSON.stringify`) needs up to 9 bytes of value stack per byte of its own
+/// linear-memory stack, so at the driver's largest stack limit (896 KiB) it stops itself with a
+/// `RangeError` at about half of this (8 MiB). The frame limit, whose frames wasmi keeps in a
+/// vector that it grows infallibly (so it must stay well within the heap), is the host's
+/// (`maxRecursionDepth`; by default scaled to the heap, `src/runtime/engine.ts`).
+const MAX_VALUE_STACK: usize = 16 * 1024 * 1024;
 
 /// The data of the wasmi store.
 pub struct HostState {
@@ -176,10 +175,9 @@ impl Engine for Wasmi {
         let mut cfg = Config::default();
         cfg.consume_fuel(fuel != 0);
         cfg.set_max_stack_height(MAX_VALUE_STACK);
-        cfg.set_max_recursion_depth(match depth {
-            0 => DEFAULT_RECURSION_DEPTH,
-            d => d as usize,
-        });
+        if depth != 0 {
+            cfg.set_max_recursion_depth(depth as usize);
+        }
         let engine = wasmi::Engine::new(&cfg);
         let module = Module::new(&engine, &module[..])
             .map_err(|e| GuestError::new(code::MODULE, e.to_string()))?;

@@ -35,7 +35,9 @@ pub const BASELINE_CRANELIFT_FLAGS: &[&str] = &[
 ];
 
 /// Version of these settings; part of the artifact cache key beside wasmtime's own
-/// compatibility hash (compiler side). Bump when `configure` changes.
+/// compatibility hash (compiler side). Bump when `configure` changes what an artifact is (the
+/// stack settings do not: artifacts compiled before `MAX_WASM_STACK` became 64 MiB load as they did,
+/// and wasmtime's compatibility hash did not change with it).
 #[allow(dead_code)]
 pub const CONFIG_VERSION: u32 = 1;
 

@@ -68,7 +68,10 @@ kvmTest("deno task cli resolves paths against the caller's directory", async () 
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      // As from a user's shell: `deno task` keeps an INIT_CWD it inherits, and this test may
+      // itself run under `deno task test`, whose INIT_CWD is the clone.
+      clearEnv: true,
+      env: { ...withoutInitCwd(Deno.env.toObject()), NO_COLOR: "1" },
     }).output();
     assert.equal(o.code, 0, decoder.decode(o.stderr));
     assert.equal(decoder.decode(o.stdout).trim(), "55");
@@ -76,3 +79,9 @@ kvmTest("deno task cli resolves paths against the caller's directory", async () 
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+/** The environment without INIT_CWD. */
+function withoutInitCwd(env: Record<string, string>): Record<string, string> {
+  const { INIT_CWD: _, ...rest } = env;
+  return rest;
+}

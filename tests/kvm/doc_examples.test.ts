@@ -91,7 +91,7 @@ function prepare(ex: DocExample): string {
   code = code.replace(
     /^(\s*)console\.log\((.*)\);\s*\/\/\s*(\S.*)$/gm,
     (_m, indent: string, expr: string, comment: string) =>
-      `${indent}globalThis.__docExampleCheck(${expr}, ${JSON.stringify(comment)});`,
+      `${indent}globalThis.__docExampleCheck(${JSON.stringify(comment)}, ${expr});`,
   );
   // `catch (err) {` records what was caught: it must be an instance of a class the block names.
   code = code.replace(
@@ -102,6 +102,11 @@ function prepare(ex: DocExample): string {
 }
 
 /** Whether `comment` starts with what `value` prints (spaces ignored), then ends or goes on in words. */
+/** How console.log shows one of several arguments. */
+function shown(value: unknown): string {
+  return typeof value === "string" ? value : Deno.inspect(value, { colors: false, depth: 8 });
+}
+
 function printsAs(value: unknown, comment: string): boolean {
   const squash = (s: string) => s.replaceAll(/\s+/g, "");
   const printed = [
@@ -146,13 +151,15 @@ kvmTest("doc examples: every example that can run, runs, and prints what it says
   let ran = 0;
   const skipped: string[] = [];
   const g = globalThis as unknown as {
-    __docExampleCheck: (v: unknown, c: string) => void;
+    __docExampleCheck: (c: string, ...v: unknown[]) => void;
     __docExampleCaught: (e: unknown) => void;
   };
   let caught: unknown[] = [];
   g.__docExampleCaught = (e) => caught.push(e);
   let mismatches: CheckFailure[] = [];
-  g.__docExampleCheck = (value, comment) => {
+  g.__docExampleCheck = (comment, ...values) => {
+    // console.log(a, b) prints its arguments joined by spaces.
+    const value = values.length === 1 ? values[0] : values.map(shown).join(" ");
     if (!printsAs(value, comment)) {
       mismatches.push({ comment, printed: Deno.inspect(value, { colors: false }) });
     }

@@ -191,6 +191,9 @@ kvmTest("200 VMs created and destroyed leave fds and mappings where they were", 
   bareGuest(CODE.done).vm.destroy();
   const fds = openFdCount();
   const maps = guestMappingCount();
+  // VMs other test files keep (their module caches' idle VMs; each file has its own JS world
+  // but one native library) are theirs: this test counts its own.
+  const live = globalStats().liveVms;
   for (let i = 0; i < 200; i++) {
     const { vm } = bareGuest(CODE.done);
     assert.equal(await vm.run(), 1);
@@ -199,7 +202,7 @@ kvmTest("200 VMs created and destroyed leave fds and mappings where they were", 
   }
   assert.equal(openFdCount(), fds);
   assert.equal(guestMappingCount(), maps);
-  assert.equal(globalStats().liveVms, 0);
+  assert.equal(globalStats().liveVms, live);
 });
 
 kvmTest("one create + run + destroy costs a fixed number of ioctls", () => {

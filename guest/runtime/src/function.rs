@@ -211,7 +211,8 @@ impl GuestFunction {
     }
 }
 
-const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+/// Byte equality usable in `const` checks (`==` on slices is not `const`).
+pub(crate) const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -8,7 +8,7 @@ use hl_wire::{Frame, FrameKind, Value, ValueType, decode_frame, encode_host_call
 use hl_wire::{encode_with, port};
 
 use crate::arch::outl;
-use crate::function::FromValue;
+use crate::function::{FromValue, same_bytes};
 use crate::peb::{with_input, with_output};
 
 /// Why a host call did not produce a value.
@@ -119,20 +119,6 @@ pub struct HostImport {
     pub name: &'static str,
     pub params: &'static [ValueType],
     pub result: ValueType,
-}
-
-const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// Compile-time check of a declaration against the ABI's limits (the host's decoder rejects a

@@ -8,7 +8,8 @@
 import { ArgumentError } from "./errors.ts";
 import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "./pool_core.ts";
 import { startRuntimePool } from "./runtime/pool.ts";
-import { handOverSandbox, Sandbox, type SandboxOptions } from "./sandbox.ts";
+import { Sandbox, type SandboxOptions } from "./sandbox.ts";
+import { handOverSandbox } from "./sandbox_internal.ts";
 import type { Snapshot } from "./snapshot.ts";
 
 export { Pool, PoolExhaustedError, type PoolRunOptions, type PoolSizing } from "./pool_core.ts";

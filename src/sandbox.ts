@@ -59,6 +59,7 @@ import {
   stateOf,
 } from "./snapshot.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
+import { registerSandbox } from "./sandbox_internal.ts";
 import {
   type CallTrace,
   countSandbox,
@@ -214,64 +215,6 @@ interface Held {
   code: MemorySnapshotHandle | undefined;
 }
 
-let codeAddrOf: (sandbox: Sandbox) => number;
-
-/** Where a sandbox made by {@linkcode createSandboxWithCode} has its code mapped (internal). */
-export function sandboxCodeAddr(sandbox: Sandbox): number {
-  return codeAddrOf(sandbox);
-}
-
-let poisonWith: (sandbox: Sandbox, error: Error) => void;
-
-/**
- * Poisons `sandbox` with `error` (internal: `WasmSandbox` when its runtime guest broke the WASI
- * protocol inside a call that otherwise completed). Cleared by a restore, like any poisoning.
- */
-export function poisonSandbox(sandbox: Sandbox, error: Error): void {
-  poisonWith(sandbox, error);
-}
-
-let handOverTo: (sandbox: Sandbox) => Promise<Sandbox>;
-
-/**
- * Revokes `sandbox` and returns a new handle on its VM (internal: `SandboxPool`, when a borrower's
- * run ends). From this call on, every use of the old handle is a `SandboxDisposedError`: a call of
- * it still queued is refused, one in progress is stopped (it rejects with `SandboxDisposedError`,
- * and the VM is left poisoned, for the new owner to restore). Settles once the old handle's work
- * has; rejects with `SandboxDisposedError` when it was disposed (its VM is gone).
- */
-export function handOverSandbox(sandbox: Sandbox): Promise<Sandbox> {
-  return handOverTo(sandbox);
-}
-
-let createUnlinked: (options: SandboxOptions) => Promise<Sandbox>;
-
-/**
- * `Sandbox.create` without the check of the guest's declared host imports against
- * `hostFunctions` (internal: `hl inspect`, which lists a guest's imports without providing them).
- * A call of an import that is not provided fails as for an undeclared one.
- */
-export function createSandboxUnlinked(options: SandboxOptions): Promise<Sandbox> {
-  return createUnlinked(options);
-}
-
-let createWithCode: (
-  options: SandboxOptions,
-  code: MemorySnapshotHandle | undefined,
-) => Promise<Sandbox>;
-
-/**
- * `Sandbox.create` with host-published code (a compiled Wasm artifact) mapped read-only and
- * executable above guest memory (`MemoryLayout.codeAddr`). Internal: used by `WasmSandbox`'s
- * wasmtime engine; snapshots of the sandbox carry the code image.
- */
-export function createSandboxWithCode(
-  options: SandboxOptions,
-  code: MemorySnapshotHandle,
-): Promise<Sandbox> {
-  return createWithCode(options, code);
-}
-
 /**
  * A guest binary running in its own KVM micro-VM. Create with {@linkcode Sandbox.create}, call
  * guest functions with {@linkcode Sandbox.call}, and dispose (or `await using`) when done.
@@ -368,16 +311,19 @@ export class Sandbox implements AsyncDisposable {
   }
 
   static {
-    createWithCode = (options, code) => Sandbox.#traced(options, code);
-    createUnlinked = (options) => Sandbox.#create(options, undefined, false);
-    codeAddrOf = (sandbox) => sandbox.#layout.codeAddr;
-    poisonWith = (sandbox, error) => {
-      sandbox.#poison ??= error;
-    };
-    handOverTo = (sandbox) => sandbox.#handOver();
+    // The library's privileged operations on a sandbox (sandbox_internal.ts), registered once.
+    registerSandbox({
+      createWithCode: (options, code) => Sandbox.#traced(options, code),
+      createUnlinked: (options) => Sandbox.#create(options, undefined, false),
+      codeAddr: (sandbox) => sandbox.#layout.codeAddr,
+      poison: (sandbox, error) => {
+        sandbox.#poison ??= error;
+      },
+      handOver: (sandbox) => sandbox.#handOver(),
+    });
   }
 
-  /** `handOverSandbox`: revokes this handle and moves its VM into a new one. */
+  /** `handOverSandbox` (sandbox_internal.ts): revokes this handle and moves its VM into a new one. */
   async #handOver(): Promise<Sandbox> {
     this.#live();
     this.#revoked = true;

@@ -8,7 +8,8 @@
 import { ArgumentError } from "./errors.ts";
 import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "./pool_core.ts";
 import { startRuntimePool } from "./runtime/pool.ts";
-import { handOverWasmSandbox, WasmSandbox } from "./wasm/sandbox.ts";
+import { WasmSandbox } from "./wasm/sandbox.ts";
+import { handOverWasmSandbox } from "./sandbox_internal.ts";
 import type { WasmSnapshot } from "./wasm/snapshot.ts";
 import type { WasiOptions, WasmImports, WasmSandboxOptions } from "./wasm/types.ts";
 

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { createSandboxUnlinked, Sandbox } from "../sandbox.ts";
+import { Sandbox } from "../sandbox.ts";
+import { createSandboxUnlinked } from "../sandbox_internal.ts";
 import { findGuest } from "../artifacts.ts";
 import { mapGuestError, parseDescription, Writer } from "../wasm/codec.ts";
 import { checkRuntimeTable, runtimeResult } from "../wasm/runtime_table.ts";

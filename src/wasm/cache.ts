@@ -237,8 +237,13 @@ export class CacheCore {
   }
 }
 
+/** The state of each `WasmModuleCache` (its constructor sets it; `WasmSandbox` reads it). */
+const cores = new WeakMap<WasmModuleCache, CacheCore>();
+
 /** The state and internal operations of `cache` (for `WasmSandbox`). */
-export let coreOf: (cache: WasmModuleCache) => CacheCore;
+export function coreOf(cache: WasmModuleCache): CacheCore {
+  return cores.get(cache)!;
+}
 
 /**
  * A module cache for {@linkcode WasmSandbox.create}: the snapshot taken after the first
@@ -267,10 +272,6 @@ export class WasmModuleCache {
 
   readonly #core: CacheCore;
 
-  static {
-    coreOf = (cache) => cache.#core;
-  }
-
   /**
    * A cache with these bounds (the others at their defaults).
    *
@@ -282,6 +283,7 @@ export class WasmModuleCache {
    */
   constructor(options: WasmModuleCacheOptions = {}) {
     this.#core = new CacheCore(options);
+    cores.set(this, this.#core);
   }
 
   /**

@@ -10,14 +10,17 @@
 import { ArgumentError, CancelledError, ProtocolError, SandboxDisposedError } from "../errors.ts";
 import {
   type CallOptions,
-  createSandboxWithCode,
   type JsValue,
-  poisonSandbox,
   Sandbox,
-  sandboxCodeAddr,
   type SandboxOptions,
   type SandboxStats,
 } from "../sandbox.ts";
+import {
+  createSandboxWithCode,
+  poisonSandbox,
+  registerWasmSandbox,
+  sandboxCodeAddr,
+} from "../sandbox_internal.ts";
 import { engineNamed } from "../runtime/engine.ts";
 import { type Snapshot, SnapshotMismatchError } from "../snapshot.ts";
 import { readSource } from "../source.ts";
@@ -69,19 +72,6 @@ import {
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
-
-let handOverTo: (sandbox: WasmSandbox) => WasmSandbox;
-
-/**
- * Revokes `sandbox` and returns a new handle on its VM, with the same imports, WASI and cache
- * identity (internal: `WasmSandboxPool`, when a borrower's run ends). From this call on, every
- * use of the old handle is a `SandboxDisposedError`; when it had work in progress, that is
- * stopped (it rejects with `SandboxDisposedError`) and the VM left poisoned, for the new owner to
- * restore. Throws `SandboxDisposedError` when the old handle was disposed (its VM is gone).
- */
-export function handOverWasmSandbox(sandbox: WasmSandbox): WasmSandbox {
-  return handOverTo(sandbox);
-}
 
 /**
  * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
@@ -164,10 +154,11 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   static {
-    handOverTo = (sandbox) => sandbox.#handOver();
+    // The library's privileged operations on a WasmSandbox (sandbox_internal.ts), registered once.
+    registerWasmSandbox({ handOver: (sandbox) => sandbox.#handOver() });
   }
 
-  /** `handOverWasmSandbox`: revokes this handle and moves its VM into a new one. */
+  /** `handOverWasmSandbox` (sandbox_internal.ts): revokes this handle and moves its VM into a new one. */
   #handOver(): WasmSandbox {
     const native = this.#live();
     this.#sandbox = undefined;

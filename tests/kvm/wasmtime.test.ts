@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { GuestFaultError, WasmArtifactError, WasmSandbox } from "../../mod.ts";
 import { findGuest } from "../../src/artifacts.ts";
-import { createSandboxWithCode, sandboxCodeAddr } from "../../src/sandbox.ts";
+import { createSandboxWithCode, sandboxCodeAddr } from "../../src/sandbox_internal.ts";
 import {
   artifactCacheDir,
   artifactCacheStats,

@@ -16,6 +16,9 @@ pub struct Capabilities {
     pub dirty_log: bool,
     pub max_memory_slots: u64,
     pub max_vcpus: u64,
+    /// A fingerprint of the CPU features the guest sees (FNV-1a over the filtered CPUID's vendor,
+    /// feature and XSAVE leaves): snapshot files record it and refuse another (version 9).
+    pub cpu_features: u64,
 }
 
 /// Kinds of exit reported to the caller. Values are part of the C ABI (`docs/cdylib-abi.md`).

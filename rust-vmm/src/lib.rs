@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 8;
+pub const CDYLIB_ABI_VERSION: u32 = 9;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn hl_last_error(vm: u32, buf: *mut u8, cap: u32) -> i32 {
 }
 
 /// `int32_t hl_hypervisor_info(uint64_t out[8])`: api version, immediate exit, read-only memory,
-/// dirty logging, memory slots, max vCPUs, 0, 0.
+/// dirty logging, memory slots, max vCPUs, the CPU features fingerprint (version 9; was 0), 0.
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -129,7 +129,7 @@ pub unsafe extern "C" fn hl_hypervisor_info(out: *mut u64) -> i32 {
             c.dirty_log.into(),
             c.max_memory_slots,
             c.max_vcpus,
-            0,
+            c.cpu_features,
             0,
         ];
         // SAFETY: the caller gives 8 writable u64 at `out`.
@@ -482,6 +482,120 @@ pub unsafe extern "C" fn hl_snapshot_from_bytes(
             unsafe { std::slice::from_raw_parts(data, len) }
         };
         let handle = vm::insert_snapshot(memory::MemorySnapshot::from_bytes(bytes)?)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_snap = handle };
+        Ok(0)
+    })
+}
+
+/// A path given as `len` bytes at `ptr` (no NUL), checked.
+///
+/// # Safety
+/// `ptr` must be null or valid for `len` bytes.
+unsafe fn path_arg<'a>(ptr: *const u8, len: u32) -> Result<&'a std::path::Path> {
+    use std::os::unix::ffi::OsStrExt;
+    non_null(ptr, "path")?;
+    if len == 0 || len > 4096 {
+        return Err(Error::invalid_argument("the path must be 1 to 4096 bytes"));
+    }
+    // SAFETY: non-null and valid for `len` bytes by the caller's contract.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
+    if bytes.contains(&0) {
+        return Err(Error::invalid_argument("the path contains a NUL byte"));
+    }
+    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// `int32_t hl_snapshot_bitmap(uint32_t snap, uint64_t *out, uint64_t words)` (version 9): the
+/// snapshot's page bitmap (bit `p % 64` of word `p / 64`: page `p` holds data). Returns the
+/// number of words it has; writes them only when `words` is at least that (else writes nothing).
+///
+/// # Safety
+/// `out` must be null or valid for `words` u64 writes.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_bitmap(snap: u32, out: *mut u64, words: u64) -> i32 {
+    guard(0, || {
+        let s = vm::lookup_snapshot(snap)?;
+        let bitmap = s.bitmap();
+        if words >= bitmap.len() as u64 && !bitmap.is_empty() {
+            non_null(out, "out")?;
+            // SAFETY: the caller gives `words` >= bitmap.len() writable u64 at `out`.
+            unsafe { std::ptr::copy_nonoverlapping(bitmap.as_ptr(), out, bitmap.len()) };
+        }
+        i32::try_from(bitmap.len()).map_err(|_| Error::invalid_argument("bitmap too large"))
+    })
+}
+
+/// `int32_t hl_snapshot_save_pages(uint32_t snap, const uint8_t *path, uint32_t path_len,
+/// uint64_t offset, uint32_t *out_crc)` (version 9): writes the snapshot's data pages back to
+/// back (holes left out) into the existing file `path` at `offset` and stores their CRC-32.
+///
+/// # Safety
+/// `path` must be null or valid for `path_len` bytes; `out_crc` null or valid for one u32 write.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_save_pages(
+    snap: u32,
+    path: *const u8,
+    path_len: u32,
+    offset: u64,
+    out_crc: *mut u32,
+) -> i32 {
+    guard(0, || {
+        non_null(out_crc, "out_crc")?;
+        // SAFETY: forwarded caller contract.
+        let path = unsafe { path_arg(path, path_len)? };
+        let s = vm::lookup_snapshot(snap)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::os("opening the snapshot file", e))?;
+        let crc = s.write_pages(&file, offset)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_crc = crc };
+        Ok(0)
+    })
+}
+
+/// `int32_t hl_snapshot_load_pages(const uint8_t *path, uint32_t path_len, uint64_t offset,
+/// uint64_t size, const uint64_t *bitmap, uint64_t words, uint32_t crc, uint32_t *out_snap)`
+/// (version 9): a new sealed snapshot of `size` bytes whose data pages (`bitmap`) are read back
+/// to back from `path` at `offset`. A bitmap of the wrong length or with bits past the end, a
+/// file too short, or pages whose CRC-32 is not `crc` are `INVALID_ARGUMENT`; nothing is mapped
+/// from the file, so a file changed meanwhile cannot fault the process.
+///
+/// # Safety
+/// `path` null or valid for `path_len` bytes; `bitmap` null or valid for `words` u64;
+/// `out_snap` null or valid for one u32 write.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn hl_snapshot_load_pages(
+    path: *const u8,
+    path_len: u32,
+    offset: u64,
+    size: u64,
+    bitmap: *const u64,
+    words: u64,
+    crc: u32,
+    out_snap: *mut u32,
+) -> i32 {
+    guard(0, || {
+        non_null(out_snap, "out_snap")?;
+        // SAFETY: forwarded caller contract.
+        let path = unsafe { path_arg(path, path_len)? };
+        if words > memory::MAX_REGION_SIZE / memory::PAGE_SIZE / 64 {
+            return Err(Error::invalid_argument("the page bitmap is too long"));
+        }
+        let bitmap: &[u64] = if words == 0 {
+            &[]
+        } else {
+            non_null(bitmap, "bitmap")?;
+            // SAFETY: non-null and valid for `words` u64 by the caller's contract (bounded above).
+            unsafe { std::slice::from_raw_parts(bitmap, words as usize) }
+        };
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
+        let snap = memory::MemorySnapshot::read_pages(&file, offset, size, bitmap, crc)?;
+        let handle = vm::insert_snapshot(snap)?;
         // SAFETY: checked non-null; the caller gives one writable u32.
         unsafe { *out_snap = handle };
         Ok(0)

@@ -10,7 +10,7 @@ import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../erro
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 8;
+export const CDYLIB_ABI_VERSION = 9;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -78,6 +78,15 @@ export const symbols = {
   hl_vcpu_get_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** `int32_t hl_vcpu_set_state(uint32_t vm, const uint8_t *buf, uint32_t len)` */
   hl_vcpu_set_state: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** `int32_t hl_snapshot_bitmap(uint32_t snap, uint64_t *out, uint64_t words)` → words (v9) */
+  hl_snapshot_bitmap: { parameters: ["u32", "buffer", "u64"], result: "i32" },
+  /** `int32_t hl_snapshot_save_pages(uint32_t snap, const uint8_t *path, uint32_t path_len, uint64_t offset, uint32_t *out_crc)` (v9) */
+  hl_snapshot_save_pages: { parameters: ["u32", "buffer", "u32", "u64", "buffer"], result: "i32" },
+  /** `int32_t hl_snapshot_load_pages(const uint8_t *path, uint32_t path_len, uint64_t offset, uint64_t size, const uint64_t *bitmap, uint64_t words, uint32_t crc, uint32_t *out_snap)` (v9) */
+  hl_snapshot_load_pages: {
+    parameters: ["buffer", "u32", "u64", "u64", "buffer", "u64", "u32", "buffer"],
+    result: "i32",
+  },
   /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -43,6 +43,41 @@ const BRAND: [u8; 48] = {
     b
 };
 
+/// The leaves whose registers say which instructions and state the guest has: the vendor (0),
+/// the feature flags (1, 7, 0x8000_0001) and the XSAVE layout (0xD). Leaf 1's EAX/EBX (family,
+/// CLFLUSH size, logical count) are left out: they do not change what code runs.
+const FEATURE_LEAVES: [u32; 5] = [0x0, 0x1, 0x7, 0xD, 0x8000_0001];
+
+/// A fingerprint of the CPU features `entries` advertise (FNV-1a, 64-bit, over the
+/// [`FEATURE_LEAVES`] in order of function and index): equal on hosts whose guests may run the
+/// same compiled code and load the same vCPU state (XSAVE layout), different otherwise. Snapshot
+/// files record it (docs/snapshot-format.md).
+pub fn features_fingerprint(entries: &[kvm_cpuid_entry2]) -> u64 {
+    let mut picked: Vec<&kvm_cpuid_entry2> = entries
+        .iter()
+        .filter(|e| FEATURE_LEAVES.contains(&e.function))
+        .collect();
+    picked.sort_by_key(|e| (e.function, e.index));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: u32| {
+        for b in v.to_le_bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for e in picked {
+        let (eax, ebx) = if e.function == 1 {
+            (0, 0)
+        } else {
+            (e.eax, e.ebx)
+        };
+        for v in [e.function, e.index, eax, ebx, e.ecx, e.edx] {
+            eat(v);
+        }
+    }
+    hash
+}
+
 /// Filters `entries` in place (see the module doc and docs/security.md).
 pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>) {
     entries.retain(|e| {
@@ -165,5 +200,32 @@ mod tests {
         );
         assert_eq!([e[2].eax, e[2].ebx, e[2].ecx, e[2].edx], xsave);
         assert_eq!(e[3].eax, 0x100, "the AVX state component's size");
+    }
+
+    /// The fingerprint changes with a feature bit or the XSAVE layout, not with the family,
+    /// the APIC ID, other leaves or the order of the entries.
+    #[test]
+    fn the_features_fingerprint_follows_features_only() {
+        let base = vec![
+            entry(0x1, 0, [0x00A0_0F11, 0x0708_0800, 1 << 28, 1 << 26]),
+            entry(0x7, 0, [0, 1 << 5, 0, 0]),
+            entry(0xD, 0, [0x207, 0x988, 0x988, 0]),
+            entry(0x8000_0002, 0, [1, 2, 3, 4]),
+        ];
+        let fp = features_fingerprint(&base);
+        let mut reordered = base.clone();
+        reordered.reverse();
+        assert_eq!(features_fingerprint(&reordered), fp);
+        let mut family = base.clone();
+        family[0].eax = 0x00B0_0F12;
+        family[0].ebx = 0x0100_0800;
+        family[3].eax = 9;
+        assert_eq!(features_fingerprint(&family), fp);
+        let mut avx2 = base.clone();
+        avx2[1].ebx &= !(1 << 5);
+        assert_ne!(features_fingerprint(&avx2), fp);
+        let mut xsave = base.clone();
+        xsave[2].eax = 0x7;
+        assert_ne!(features_fingerprint(&xsave), fp);
     }
 }

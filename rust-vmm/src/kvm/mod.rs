@@ -112,6 +112,7 @@ impl KvmHypervisor {
             dirty_log: kvm.check_extension(Cap::SyncMmu),
             max_memory_slots: kvm.get_nr_memslots() as u64,
             max_vcpus: kvm.get_max_vcpus() as u64,
+            cpu_features: 0,
         };
         global_ioctl(5);
         let supported = kvm
@@ -124,6 +125,10 @@ impl KvmHypervisor {
             .map_err(|_| Error::hypervisor("building the filtered CPUID", libc::EINVAL))?;
         let msr_filter = kvm.check_extension(Cap::X86MsrFilter);
         global_ioctl(1);
+        let caps = Capabilities {
+            cpu_features: cpuid::features_fingerprint(cpuid.as_slice()),
+            ..caps
+        };
         let intel = cpuid
             .as_slice()
             .iter()

@@ -232,12 +232,13 @@ pub trait VmBackend: Send + Sync {
     ) -> Result<()>;
 
     /// Creates the vCPU in 64-bit long mode with SSE enabled, as `config` says. Called on the
-    /// thread that will run it.
+    /// worker thread that runs it first (`vcpu_thread.rs`).
     fn create_vcpu(&self, config: &VcpuConfig) -> Result<Box<dyn VcpuBackend>>;
 }
 
-/// A vCPU. Lives on, and is only used from, its own thread.
-pub trait VcpuBackend {
+/// A vCPU. Used from one thread at a time: the worker that holds it (`vcpu_thread.rs`), which
+/// may be a different one after the vCPU was idle.
+pub trait VcpuBackend: Send {
     fn run(&mut self, exit: &mut ExitInfo) -> Result<RunOutcome>;
     fn set_regs(&mut self, regs: &Regs) -> Result<()>;
     fn get_regs(&mut self) -> Result<Regs>;

@@ -1,38 +1,49 @@
-//! One named OS thread per vCPU, driven through a mailbox of atomics with futexes behind it.
+//! A vCPU served by a bounded set of reused worker threads, driven through a mailbox of atomics
+//! with futexes behind it.
 //!
-//! KVM wants every vCPU ioctl from the thread that created the vCPU (a thread switch makes
-//! `KVM_RUN` update the vCPU's pid, which can wait for an RCU grace period), while Deno's
-//! `nonblocking` FFI calls hop between pool threads. So the vCPU is created on, and only ever
-//! touched from, its own thread; callers post a request into the mailbox and take the answer from
-//! it: synchronously (`run`, the register calls), or in three steps (`start`, then `poll` from the
-//! event loop and/or `wait` from a pool thread).
+//! Callers post a request into the mailbox and take the answer from it: synchronously (`run`, the
+//! register calls), or in three steps (`start`, then `poll` from the event loop and/or `wait` from a
+//! pool thread). Deno's `nonblocking` FFI calls hop between pool threads, so no caller ever touches
+//! the vCPU: a worker thread (`workers.rs`) does. While a sandbox is in use, one worker is attached
+//! to its vCPU and serves every request (it spins, then parks on the mailbox between requests, as a
+//! thread of its own would). A vCPU left idle for `detach_after()` (50 ms by default,
+//! `HL_VCPU_DETACH_MS`; 0 = never) is detached: its worker puts the vCPU into the mailbox and goes
+//! back to the pool for any other VM's work, so an idle sandbox holds no thread of ours. The next
+//! request re-attaches it to whichever worker is free (an idle one, or a new one). KVM documents
+//! that a `KVM_RUN` from another thread than last time updates the vCPU's pid, which could wait for
+//! an RCU grace period; measured on Linux 6.18 (kvm_pvm) that costs nothing (bench/floor/
+//! vcpu_threads.c, docs/design.md "Threading"), and it is paid at most once per detach.
 //!
 //! The handoff: one request at a time (`outstanding`). The caller writes the request, bumps the
-//! `req` word and the vCPU thread, which spins on that word for a while after each answer, sees it
-//! within a fraction of a microsecond; the answer comes back the same way through `resp`, on which
-//! the caller spins. Either side parks on a futex only after its spin budget is spent, and it
+//! `req` word and the attached worker, which spins on that word for a while after each answer, sees
+//! it within a fraction of a microsecond; the answer comes back the same way through `resp`, on
+//! which the caller spins. Either side parks on a futex only after its spin budget is spent, and it
 //! publishes that it is parked (`vcpu_parked`, `callers_parked`) before re-checking the word and
 //! sleeping with the value it saw; the other side stores the word first and issues FUTEX_WAKE only
-//! when it then sees someone parked (all SeqCst, so one of the two always sees the other). In the
-//! steady state of a run loop a run costs one syscall: `KVM_RUN`. Spinning is bounded, switched
-//! off where there is one CPU, and on the vCPU side adaptive: a thread whose requests keep coming
-//! after its spin window stops spinning until one arrives within the window again, so idle
-//! sandboxes sleep in the kernel. Neither side spins for a peer last seen on its own CPU (that only
-//! delays the peer); the vCPU thread steps off its caller's CPU when it finds itself there (`Nudge`).
+//! when it then sees someone parked (all SeqCst, so one of the two always sees the other). Detaching
+//! follows the same rule: the worker stores the vCPU in the mailbox, publishes `owner = DETACHED`,
+//! then re-checks `req`; a poster bumps `req`, then looks at `owner` and, if it is DETACHED, claims
+//! it (QUEUED, a compare-and-swap only one side wins) and hands the vCPU to a worker. In the steady
+//! state of a run loop a run costs one syscall: `KVM_RUN`. Spinning is bounded, switched off where
+//! there is one CPU, and on the worker side adaptive: a vCPU whose requests keep coming after its
+//! spin window stops being spun for until one arrives within the window again, so idle sandboxes
+//! sleep in the kernel. Neither side spins for a peer last seen on its own CPU (that only delays
+//! the peer); the worker steps off its caller's CPU when it finds itself there (`Nudge`).
 //!
 //! Interrupts: a sticky stop flag. `interrupt()` sets it, then sets the backend's exit request
-//! (`immediate_exit` for KVM) and sends the thread a real-time signal whose handler does nothing,
-//! repeating until the thread is seen out of `KVM_RUN`. The thread clears the exit request and
-//! publishes `in_run` before it checks the flag, before every `KVM_RUN` (also when a signal cut a
-//! run short), so no interrupt is lost; the flag stays set, and every run returns `Interrupted`
+//! (`immediate_exit` for KVM) and sends the attached worker a real-time signal whose handler does
+//! nothing, repeating until the vCPU is seen out of `KVM_RUN`. The worker clears the exit request
+//! and publishes `in_run` before it checks the flag, before every `KVM_RUN` (also when a signal cut
+//! a run short), so no interrupt is lost; the flag stays set, and every run returns `Interrupted`
 //! without entering the guest, until `begin_call()` clears it at the start of the next guest call,
 //! so no interrupt goes stale either (a late kick at most costs a spurious `EINTR`, after which the
-//! thread re-checks and re-enters).
+//! worker re-checks and re-enters; a worker that has moved on to another VM re-enters that one).
 //!
 //! Shutdown (`stop`, from `hl_vm_destroy`): set CLOSING in the `req` word (no request can be
-//! posted after it, and the thread will not enter the guest again), set the stop, kick the vCPU
-//! out, wake the thread, join it. On its way out the thread sets DEAD in the `resp` word and wakes
-//! every parked caller, so a pool thread blocked in `wait` returns instead of hanging.
+//! posted after it, and the guest is not entered again), set the stop, kick the vCPU out, wake the
+//! worker (or, if the vCPU is detached, drop it on the closing thread), and wait until the vCPU is
+//! dropped. Whoever drops it sets DEAD in the `resp` word and wakes every parked caller, so a pool
+//! thread blocked in `wait` returns instead of hanging.
 
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -67,6 +78,36 @@ const CALLER_SPIN: Duration = Duration::from_micros(100);
 /// passed, the thread stops spinning (parks at once) until one arrives within the window again:
 /// a sandbox that is called now and then must not burn 50 µs of CPU per call for nothing.
 const IDLE_MISSES_BEFORE_PARKING: u32 = 4;
+
+/// How long a vCPU with no request waits, parked on its worker, before it is detached (the worker
+/// returns to the pool). Long enough that a sandbox in use (a pool member between requests, a
+/// guest call's host functions) keeps its worker; short enough that idle sandboxes hold none.
+const DETACH_AFTER: Duration = Duration::from_millis(50);
+/// Environment variable: milliseconds before an idle vCPU is detached from its worker; `0` never
+/// detaches (a thread per live vCPU, the design before the workers). Read once.
+pub const DETACH_ENV: &str = "HL_VCPU_DETACH_MS";
+
+/// `DETACH_AFTER`, or `HL_VCPU_DETACH_MS`; `None`: never detach.
+fn detach_after() -> Option<Duration> {
+    static AFTER: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *AFTER.get_or_init(|| {
+        match std::env::var(DETACH_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(DETACH_AFTER),
+        }
+    })
+}
+
+/// In `owner`: a worker holds the vCPU and serves the mailbox.
+const ATTACHED: u32 = 0;
+/// In `owner`: the vCPU lies in `detached`; the next poster (or `close`) claims it.
+const DETACHED: u32 = 1;
+/// In `owner`: claimed from DETACHED; a worker is on its way to take it (or `close` drops it).
+const QUEUED: u32 = 2;
 
 /// How long `interrupt` keeps kicking before reporting failure. The thread leaves the run within
 /// microseconds on real hardware; the bound only exists so a broken kernel cannot hang the caller.
@@ -149,6 +190,22 @@ struct Mailbox {
     /// When the last request was posted (`now_ns`): a parked vCPU thread learns from it whether
     /// the request came within its spin window (its own wake-up latency does not count).
     posted_ns: AtomicU64,
+    /// `ATTACHED`, `DETACHED` or `QUEUED`: whether a worker holds the vCPU.
+    owner: AtomicU32,
+    /// The vCPU while no worker holds it (`owner` is DETACHED or QUEUED).
+    detached: Mutex<Option<Detached>>,
+    /// The worker's thread name while it serves this vCPU (`hl-vcpu-<vm>`).
+    name: String,
+    /// Set once the vCPU is dropped (or its creation failed): what `stop` waits for.
+    finished: crate::workers::Finished,
+}
+
+/// A vCPU between two workers, with what its serving loop carries from one to the next.
+struct Detached {
+    vcpu: Box<dyn VcpuBackend>,
+    /// The last `req` value served.
+    seen: u32,
+    misses: u32,
 }
 
 impl Mailbox {
@@ -176,7 +233,7 @@ enum Waited {
 pub struct VcpuThread {
     mailbox: Arc<Mailbox>,
     exit: Arc<ExitCell>,
-    /// The end of `vcpu_main` on its (reused) thread: `workers.rs`.
+    /// Set when the vCPU has been dropped (`Mailbox::finished`); taken by the first `stop`.
     join: Mutex<Option<crate::workers::Finished>>,
     /// The vCPU thread's answer to the creation, until someone took it (`created`); then its
     /// error, if it failed, for every later call.
@@ -235,6 +292,10 @@ impl VcpuThread {
             caller_cpu: AtomicU32::new(NO_CPU),
             posted_ns: AtomicU64::new(0),
             vcpu_cpu: AtomicU32::new(NO_CPU),
+            owner: AtomicU32::new(ATTACHED),
+            detached: Mutex::new(None),
+            name: name.clone(),
+            finished: crate::workers::Finished::new(),
         });
         let exit = Arc::new(ExitCell(UnsafeCell::new(ExitInfo::default())));
         // Creation is answered once, over a channel (a futex or two, once per VM), and taken by
@@ -242,7 +303,8 @@ impl VcpuThread {
         let (created_tx, created_rx) = sync_channel::<Result<()>>(1);
         let thread_mailbox = mailbox.clone();
         let thread_exit = exit.clone();
-        let join = crate::workers::run(name, move || {
+        let join = mailbox.finished.clone();
+        crate::workers::run(name, move || {
             vcpu_main(vm, config, thread_mailbox, thread_exit, created_tx)
         })
         .map_err(|e| Error::os("spawning the vCPU thread", e))?;
@@ -319,8 +381,52 @@ impl VcpuThread {
         if m.vcpu_parked.load(SeqCst) != 0 {
             futex_wake(&m.req, 1);
         }
+        // A detached vCPU: claim it and hand it to a worker (its serving loop re-checks `req`
+        // after publishing DETACHED, so if it is still there one of us sees the other).
+        if m.owner.load(SeqCst) == DETACHED
+            && m.owner
+                .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
+                .is_ok()
+        {
+            if let Err(e) = self.attach() {
+                // No worker could be started: the request is dropped unserved. The vCPU stays
+                // detached, with this request counted as seen; a `close` that came meanwhile
+                // found it QUEUED and left it to us.
+                if let Some(d) = m
+                    .detached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                {
+                    d.seen = seq;
+                }
+                m.owner.store(DETACHED, SeqCst);
+                m.outstanding.store(0, SeqCst);
+                if m.closing() {
+                    drop_detached(m);
+                }
+                return Err(e);
+            }
+        }
         trace!("posted op {op} as {seq}");
         Ok(seq)
+    }
+
+    /// Hands the detached vCPU (claimed: `owner` is QUEUED) to a worker.
+    fn attach(&self) -> Result<()> {
+        let m = self.mailbox.clone();
+        let exit = self.exit.clone();
+        crate::workers::run(self.mailbox.name.clone(), move || {
+            let taken = m.detached.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut d) = taken {
+                // The request that brought it back came after the spin window.
+                d.misses = d.misses.saturating_add(1);
+                m.owner.store(ATTACHED, SeqCst);
+                serve_loop(&m, &exit, d);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::os("starting a vCPU worker thread", e))
     }
 
     /// The sequence number of the outstanding request, if any.
@@ -572,10 +678,12 @@ impl VcpuThread {
             {
                 let kick = m.kick.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(k) = kick.as_ref() {
-                    // SAFETY: the slot is Some, so the vCPU exists: its thread empties the slot
-                    // under this mutex before it drops the vCPU (and so its kvm_run mapping), and
-                    // we hold the mutex. For the same reason `k.thread` has not exited, so the
-                    // signal goes to a live thread; its handler does nothing.
+                    // SAFETY: the slot is Some, so the vCPU exists and `k.thread` is the worker
+                    // holding it: the slot is emptied under this mutex before the vCPU is dropped
+                    // (and so its kvm_run mapping) and before its worker lets go of it (detach),
+                    // and we hold the mutex. So `k.thread` has not exited (a worker only exits
+                    // after letting go), the signal goes to a live thread; its handler does
+                    // nothing.
                     unsafe {
                         k.exit_request.set(true);
                         libc::pthread_kill(k.thread, kick_signal());
@@ -617,6 +725,15 @@ impl VcpuThread {
         trace!("stop: out of run");
         // The thread may be parked on `req`: CLOSING changed the word, so a wake cannot be lost.
         futex_wake(&m.req, 1);
+        // Detached: no worker will look again; drop the vCPU here. (A worker that is detaching
+        // re-checks `req` after publishing DETACHED and sees CLOSING: one of us wins the claim.)
+        if m.owner.load(SeqCst) == DETACHED
+            && m.owner
+                .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
+                .is_ok()
+        {
+            drop_detached(m);
+        }
     }
 }
 
@@ -657,14 +774,15 @@ fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// The vCPU thread's adaptive idle spin (see `IDLE_MISSES_BEFORE_PARKING`).
+/// The worker's adaptive idle spin (see `IDLE_MISSES_BEFORE_PARKING`).
 struct IdleSpin {
     misses: u32,
 }
 
 impl IdleSpin {
-    /// Waits until `req` differs from `seen`; returns its new value.
-    fn wait(&mut self, m: &Mailbox, seen: u32) -> u32 {
+    /// Waits until `req` differs from `seen`; returns its new value, or `None` once it stayed
+    /// `seen` for `detach_after()` (the vCPU is to be detached).
+    fn wait(&mut self, m: &Mailbox, seen: u32) -> Option<u32> {
         let window = spin_budget(VCPU_IDLE_SPIN);
         let spin = if self.misses >= IDLE_MISSES_BEFORE_PARKING
             || !peer_elsewhere(m.caller_cpu.load(SeqCst))
@@ -679,19 +797,30 @@ impl IdleSpin {
             now != seen
         }) {
             self.misses = 0;
-            return now;
+            return Some(now);
         }
         let parked_at = now_ns();
+        let detach = detach_after();
         loop {
             now = m.req.load(SeqCst);
             if now != seen {
                 break;
             }
+            let timeout = match detach {
+                Some(after) => {
+                    let parked = Duration::from_nanos(now_ns().saturating_sub(parked_at));
+                    match after.checked_sub(parked) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => return None,
+                    }
+                }
+                None => None,
+            };
             m.vcpu_parked.store(1, SeqCst);
             // Re-check after announcing ourselves: a poster bumps `req` before it looks at
             // `vcpu_parked`, so either we see its request here or it sees us and wakes us.
             if m.req.load(SeqCst) == seen {
-                futex_wait(&m.req, seen, None);
+                futex_wait(&m.req, seen, timeout);
             }
             m.vcpu_parked.store(0, SeqCst);
         }
@@ -704,10 +833,11 @@ impl IdleSpin {
         } else {
             self.misses = self.misses.saturating_add(1);
         }
-        now
+        Some(now)
     }
 }
 
+/// The first job of a VM: creates its vCPU on this worker, then serves it.
 fn vcpu_main(
     vm: Arc<dyn VmBackend>,
     config: VcpuConfig,
@@ -717,28 +847,77 @@ fn vcpu_main(
 ) {
     let made = catch_unwind(AssertUnwindSafe(|| vm.create_vcpu(&config)))
         .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic while creating the vCPU")));
-    let mut vcpu = match made {
+    drop(vm);
+    let vcpu = match made {
         Ok(v) => v,
         Err(e) => {
             // No DEAD in `resp` is needed: nothing is ever posted to a VM whose creation failed
             // (`post` first takes the creation's answer, `VcpuThread::created`).
             let _ = created.send(Err(e));
+            m.finished.set();
             return;
         }
     };
-    *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kick {
-        // SAFETY: pthread_self has no preconditions.
-        thread: unsafe { libc::pthread_self() },
-        exit_request: vcpu.exit_request(),
-    });
     let _ = created.send(Ok(()));
     trace!("vcpu created");
+    let d = Detached {
+        vcpu,
+        seen: 0,
+        misses: 0,
+    };
+    serve_loop(&m, &exit, d);
+}
 
-    let mut idle = IdleSpin { misses: 0 };
+/// Serves the mailbox on this worker until the VM closes (then drops the vCPU) or the vCPU has
+/// been idle for `detach_after()` (then leaves it in the mailbox for the next poster).
+fn serve_loop(m: &Mailbox, exit: &ExitCell, d: Detached) {
+    let Detached {
+        mut vcpu,
+        mut seen,
+        misses,
+    } = d;
+    let set_kick = |vcpu: &dyn VcpuBackend| {
+        *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kick {
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+            exit_request: vcpu.exit_request(),
+        });
+    };
+    set_kick(vcpu.as_ref());
+    let mut idle = IdleSpin { misses };
     let mut nudge = Nudge::new();
-    let mut seen = 0u32;
     loop {
-        seen = idle.wait(&m, seen);
+        let Some(now) = idle.wait(m, seen) else {
+            // Idle: give the vCPU back to the mailbox. The kick slot is emptied first (kicks go
+            // to the thread that holds the vCPU, and this one is about to serve other VMs).
+            *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *m.detached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Detached {
+                vcpu,
+                seen,
+                misses: idle.misses,
+            });
+            m.owner.store(DETACHED, SeqCst);
+            // Re-check after publishing DETACHED: a poster bumps `req` before it looks at
+            // `owner`, so either we see its request here or it sees DETACHED and claims it.
+            if m.req.load(SeqCst) != seen
+                && m.owner
+                    .compare_exchange(DETACHED, ATTACHED, SeqCst, SeqCst)
+                    .is_ok()
+            {
+                let taken = m.detached.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match taken {
+                    Some(d) => {
+                        vcpu = d.vcpu;
+                        set_kick(vcpu.as_ref());
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            trace!("vcpu detached");
+            return;
+        };
+        seen = now;
         if seen & CLOSING != 0 {
             break;
         }
@@ -759,7 +938,7 @@ fn vcpu_main(
             if let Some(blob) = pending {
                 vcpu.set_state(&blob)?;
             }
-            serve(vcpu.as_mut(), &m, &exit, op)
+            serve(vcpu.as_mut(), m, exit, op)
         }))
         .unwrap_or_else(|_| Err(Error::new(Code::Panic, "panic in the vCPU thread")));
         match result {
@@ -772,14 +951,28 @@ fn vcpu_main(
         }
         m.answer(seq);
     }
-    // Kicks must not touch the vCPU (its kvm_run mapping) or signal this thread once either is
+    drop_vcpu(m, vcpu);
+}
+
+/// Drops the vCPU that lies detached in the mailbox (`owner` claimed by the caller).
+fn drop_detached(m: &Mailbox) {
+    let taken = m.detached.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(d) = taken {
+        drop_vcpu(m, d.vcpu);
+    }
+}
+
+/// The end of a vCPU: drops it, tells every waiter, and lets `stop` return.
+fn drop_vcpu(m: &Mailbox, vcpu: Box<dyn VcpuBackend>) {
+    // Kicks must not touch the vCPU (its kvm_run mapping) or signal its worker once either is
     // gone: empty the slot under its mutex before dropping the vCPU.
     *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = None;
     trace!("dropping vcpu");
     drop(vcpu);
     m.resp.fetch_or(DEAD, SeqCst);
     futex_wake(&m.resp, i32::MAX);
-    trace!("vcpu thread exits");
+    m.finished.set();
+    trace!("vcpu dropped");
 }
 
 fn serve(vcpu: &mut dyn VcpuBackend, m: &Mailbox, exit: &ExitCell, op: u32) -> Result<i32> {

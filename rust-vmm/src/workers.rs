@@ -1,6 +1,8 @@
-//! Reused OS threads for vCPUs: a vCPU thread that has dropped its vCPU waits (parked, no CPU) for
-//! the next VM's instead of exiting, so a create skips the thread spawn (~30-60 µs here: the
-//! clone, the stack mapping, the first schedule) and the destroy skips the thread exit.
+//! Reused OS threads for vCPUs: a worker that has dropped or detached its vCPU (`vcpu_thread.rs`)
+//! waits (parked, no CPU) for the next VM's work instead of exiting, so a create or a re-attach
+//! skips the thread spawn (~30-60 µs here: the clone, the stack mapping, the first schedule) and
+//! the destroy skips the thread exit. There are as many workers as vCPUs in use at once, plus at
+//! most `MAX_IDLE` waiting ones.
 //!
 //! Bounded: at most `MAX_IDLE` threads wait at once (others exit), and a thread that waited
 //! `IDLE_TIMEOUT` for work exits. A thread takes the job's name while it runs it (`hl-vcpu-<vm>`)
@@ -29,11 +31,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Finished(Arc<(Mutex<bool>, Condvar)>);
 
 impl Finished {
-    fn new() -> Self {
+    /// Not finished yet.
+    pub fn new() -> Self {
         Self(Arc::new((Mutex::new(false), Condvar::new())))
     }
 
-    fn set(&self) {
+    /// Marks it finished and wakes every `wait`.
+    pub fn set(&self) {
         *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.0 .1.notify_all();
     }

@@ -715,3 +715,61 @@ export class JsError extends SandboxError {
     this.nonError = nonError;
   }
 }
+
+/**
+ * A guest's network request was refused by the sandbox's `net` policy before anything left the
+ * host (docs/networking.md): no rule allows the URL or method, the name resolved to a private,
+ * loopback, link-local or metadata address no rule names, a forbidden method (`CONNECT`,
+ * `TRACE`), credentials in the URL, CR/LF in a header, or a per-call limit. `rule` says which
+ * check refused it (for example `"host"`, `"path"`, `"address"`, `"method"`, `"limit:requests"`).
+ *
+ * @example
+ * ```ts
+ * import { Net, NetworkPolicyError } from "@hl/sandbox";
+ * await using net = new Net({ allow: ["https://api.example.com/v1/"] });
+ * try {
+ *   await net.request({ url: "https://evil.example.net/" });
+ * } catch (err) {
+ *   if (err instanceof NetworkPolicyError) console.log(err.rule); // host
+ * }
+ * ```
+ */
+export class NetworkPolicyError extends SandboxError {
+  /** Which check refused the request (`"host"`, `"path"`, `"address"`, `"limit:bytes"`, ...). */
+  readonly rule: string;
+
+  /** Creates the error for the check `rule`. */
+  constructor(rule: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NetworkPolicyError";
+    this.rule = rule;
+  }
+}
+
+/**
+ * An allowed network request failed on the way: the connection or name resolution failed, the
+ * timeout passed (`reason: "timeout"`), or the response body went past its cap
+ * (`reason: "body-limit"`, cut without buffering the rest). `reason` names it.
+ *
+ * @example
+ * ```ts
+ * import { Net, NetworkError } from "@hl/sandbox";
+ * await using net = new Net({ allow: ["http://127.0.0.1:9/"], limits: { timeoutMs: 500 } });
+ * try {
+ *   await net.request({ url: "http://127.0.0.1:9/" });
+ * } catch (err) {
+ *   if (err instanceof NetworkError) console.log(err.reason); // connect
+ * }
+ * ```
+ */
+export class NetworkError extends SandboxError {
+  /** What failed: `"connect"`, `"dns"`, `"timeout"`, `"body-limit"`, `"aborted"`. */
+  readonly reason: string;
+
+  /** Creates the error for the failure `reason`. */
+  constructor(reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NetworkError";
+    this.reason = reason;
+  }
+}

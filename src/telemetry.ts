@@ -52,6 +52,8 @@ interface Instruments {
   compileDuration: Histogram;
   artifactHits: Counter;
   poolWait: Histogram;
+  netRequests: Counter;
+  netBytes: Counter;
 }
 
 /** What is on: a tracer (a no-op one when only metrics are) and the instruments. */
@@ -176,6 +178,13 @@ function instruments(meter: Meter): Instruments {
       ...seconds,
       description: "Time a pool run waited for a free member",
     }),
+    netRequests: meter.createCounter("net_requests_total", {
+      description: "Guest network requests (net option), by outcome (ok, refused, failed)",
+    }),
+    netBytes: meter.createCounter("net_bytes_total", {
+      unit: "By",
+      description: "Body bytes of guest network requests, by direction (out, in)",
+    }),
   };
 }
 
@@ -272,6 +281,42 @@ function inSpan<T>(
     } finally {
       span.end();
     }
+  });
+}
+
+/** What {@linkcode traceNetRequest}'s body reports when the request is done. */
+export interface NetOutcome {
+  /** The HTTP status, when a response came. */
+  status?: number;
+  /** Request body bytes sent. */
+  bytesOut: number;
+  /** Response body bytes read. */
+  bytesIn: number;
+}
+
+/**
+ * One guest network request (src/net/) in span `hl.net.request` (attributes `http.request.method`,
+ * `server.address`, `server.port`, `url.path`; `http.response.status_code` and the body sizes
+ * when it ends), counted in `net_requests_total{outcome}` and `net_bytes_total{direction}`.
+ * A refusal is outcome `refused` (a `NetworkPolicyError`), any other throw `failed`.
+ */
+export function traceNetRequest<T extends NetOutcome>(
+  attributes: Attributes,
+  body: () => Promise<T>,
+): Promise<T> {
+  const s = active();
+  if (s === undefined) return body();
+  return inSpan(s, "hl.net.request", attributes, body, (span, r) => {
+    if (r.status !== undefined) span.setAttribute("http.response.status_code", r.status);
+    span.setAttribute("hl.net.bytes_out", r.bytesOut);
+    span.setAttribute("hl.net.bytes_in", r.bytesIn);
+    s.m.netRequests.add(1, { outcome: "ok" });
+    s.m.netBytes.add(r.bytesOut, { direction: "out" });
+    s.m.netBytes.add(r.bytesIn, { direction: "in" });
+  }).catch((e) => {
+    const refused = e instanceof Error && e.name === "NetworkPolicyError";
+    s.m.netRequests.add(1, { outcome: refused ? "refused" : "failed" });
+    throw e;
   });
 }
 

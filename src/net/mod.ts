@@ -1,0 +1,19 @@
+/**
+ * Outbound HTTP for sandboxes through a host-held allow-list (docs/networking.md).
+ *
+ * @module
+ */
+
+export {
+  decodeWireRequest,
+  Net,
+  NET_HOST_FUNCTION,
+  type NetDeps,
+  netFromOptions,
+  type NetRequest,
+  type NetResolver,
+  type NetResponse,
+  type NetStats,
+} from "./net.ts";
+export { NET_DEFAULTS, type NetLimits, type NetOptions, type NetRule } from "./policy.ts";
+export { type AddressClass, addressClass } from "./address.ts";

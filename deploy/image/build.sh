@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the hl serve OCI image offline, from Debian's packages and npm only (no registry base
+# image): docs/deploy.md, "The image".
+#
+#   1. stage/: Deno from npm (@deno/linux-x64-glibc, the version of the `deno` running this
+#      script unless HL_IMAGE_DENO_VERSION says otherwise), the package's TypeScript sources,
+#      the built cdylib, Wasm compiler + its child process, guests and runtime modules, the npm
+#      dependencies in a DENO_DIR, the default serve config (/etc/hl), a non-root user (65532),
+#      and what deploy/image/bake.ts bakes (compiled Wasm artifacts; snapshots once item 3's
+#      Snapshot.load exists).
+#   2. rootfs.tar: mmdebstrap, variant `extract` (only libc6 and libgcc-s1, which Deno, the
+#      cdylib and the compiler link against, with their dependencies: no shell, no package
+#      manager), the stage synced in; mtimes clamped to SOURCE_DATE_EPOCH.
+#   3. `podman build` of deploy/image/Containerfile (FROM scratch, ADD rootfs.tar) with
+#      --timestamp SOURCE_DATE_EPOCH, tagged $HL_IMAGE_TAG (default localhost/hl-sandbox:dev).
+#
+# Needs: root (mmdebstrap's root mode, rootful podman), Debian packages mmdebstrap and podman
+# (tools/setup.sh image installs them), npm, and `deno task build` done. Prints the image's size
+# and the time the build took. Usage: bash deploy/image/build.sh [--oci-archive FILE]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+started=$(date +%s)
+tag=${HL_IMAGE_TAG:-localhost/hl-sandbox:dev}
+suite=${HL_IMAGE_SUITE:-bookworm}
+archive=""
+if [ "${1:-}" = --oci-archive ]; then
+  archive=${2:?--oci-archive needs a file}
+fi
+
+die() {
+  echo "build_image: $*" >&2
+  exit 1
+}
+for tool in mmdebstrap podman npm deno; do
+  command -v "$tool" >/dev/null || die "$tool not found (bash tools/setup.sh image installs mmdebstrap and podman)"
+done
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap root mode and rootful podman)"
+
+guests=guest/target/x86_64-unknown-linux-gnu/release
+need=(target/release/libhl_rust_vmm.so target/release/libhl_wasm_compiler.so
+  target/release/hl-wasm-compile "$guests/testguest" "$guests/wasm-runtime"
+  "$guests/wasmtime-runtime" target/runtimes/quickjs.wasm)
+for f in "${need[@]}"; do
+  [ -f "$f" ] || die "$f is missing: run \`deno task build\` first"
+done
+
+# Reproducible where cheap: every timestamp is the last commit's.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+export SOURCE_DATE_EPOCH
+
+work=$(mktemp -d /var/tmp/hl-image.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+stage=$work/stage
+mkdir -p "$stage"/{usr/local/bin,opt/hl,etc/hl,tmp,var/cache/hl/wasmtime,var/lib/hl/snapshots}
+chmod 1777 "$stage/tmp"
+
+# Deno from npm: the platform package carries the binary.
+deno_version=${HL_IMAGE_DENO_VERSION:-$(deno --version | sed -n 's/^deno \([0-9.]*\).*/\1/p')}
+(cd "$work" && npm pack --silent "@deno/linux-x64-glibc@$deno_version" >/dev/null)
+tar -xzf "$work"/deno-linux-x64-glibc-*.tgz -C "$work" package/deno
+install -m 0755 "$work/package/deno" "$stage/usr/local/bin/deno"
+
+# The package: sources, deno.json/lock (deno.json is imported for the version), built artifacts.
+cp -r mod.ts setup.ts cli.ts deno.json deno.lock LICENSE src "$stage/opt/hl/"
+mkdir -p "$stage/opt/hl/target/release" "$stage/opt/hl/$guests" "$stage/opt/hl/target/runtimes"
+install -m 0755 target/release/libhl_rust_vmm.so target/release/libhl_wasm_compiler.so \
+  target/release/hl-wasm-compile "$stage/opt/hl/target/release/"
+install -m 0755 "$guests/testguest" "$guests/wasm-runtime" "$guests/wasmtime-runtime" \
+  "$stage/opt/hl/$guests/"
+for m in target/runtimes/*.wasm; do
+  [ "${HL_IMAGE_PYTHON:-1}" = 0 ] && [[ $m == *python* ]] && continue
+  install -m 0644 "$m" "$stage/opt/hl/target/runtimes/"
+done
+# The npm dependencies (JSR is not reachable; the image runs with --cached-only).
+DENO_DIR=$stage/opt/hl/deno-dir deno cache --quiet cli.ts mod.ts
+
+# The default serve config (a ConfigMap replaces /etc/hl in Kubernetes).
+install -m 0644 deploy/image/etc/serve.json deploy/image/etc/hello.js "$stage/etc/hl/"
+
+# The non-root user. The numeric UID/GID are what the Containerfile and the manifests name.
+printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nhl:x:65532:65532:hl serve:/tmp:/usr/sbin/nologin\n' \
+  >"$stage/etc/passwd"
+printf 'root:x:0:\nhl:x:65532:\n' >"$stage/etc/group"
+
+# Warm start: compiled Wasm artifacts (and snapshots once the API exists).
+deno run --allow-all deploy/image/bake.ts "$stage"
+find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+# The root file system. `extract`: the packages are unpacked, no maintainer scripts run, so
+# nothing but what is listed (and its dependencies) is there.
+mirror=http://deb.debian.org/debian
+[ -f /etc/apt/sources.list.d/debian.sources ] && mirror=/etc/apt/sources.list.d/debian.sources
+echo "build_image: mmdebstrap ($suite, extract: libc6 libgcc-s1) ..."
+mmdebstrap --quiet --mode=root --variant=extract --include=libc6,libgcc-s1 \
+  --extract-hook="sync-in '$stage' /" \
+  --extract-hook='chown -R 65532:65532 "$1/var/cache/hl" "$1/var/lib/hl"' \
+  --extract-hook='rm -rf "$1/usr/share/doc" "$1/usr/share/man" "$1/usr/share/info" "$1/usr/share/lintian" ' \
+  --format=tar "$suite" "$work/rootfs.tar" "$mirror"
+
+cp deploy/image/Containerfile "$work/Containerfile"
+echo "build_image: podman build $tag ..."
+podman build --quiet --timestamp "$SOURCE_DATE_EPOCH" -f "$work/Containerfile" -t "$tag" "$work" >/dev/null
+if [ -n "$archive" ]; then
+  rm -f "$archive"
+  podman save --quiet --format oci-archive -o "$archive" "$tag"
+fi
+size=$(podman image inspect --format '{{.Size}}' "$tag")
+id=$(podman image inspect --format '{{.Id}}' "$tag")
+echo "build_image: $tag id ${id:0:12} size $((size / 1024 / 1024)) MiB ($size bytes), rootfs.tar $(($(stat -c %s "$work/rootfs.tar") / 1024 / 1024)) MiB, built in $(($(date +%s) - started)) s"

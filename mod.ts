@@ -121,3 +121,17 @@ export {
 } from "./src/js/sandbox.ts";
 export { JsSnapshot } from "./src/js/snapshot.ts";
 export { JsSandboxPool, type JsSandboxPoolOptions } from "./src/js/pool.ts";
+export { NetworkError, NetworkPolicyError } from "./src/errors.ts";
+export {
+  Net,
+  NET_DEFAULTS,
+  NET_HOST_FUNCTION,
+  type NetDeps,
+  type NetLimits,
+  type NetOptions,
+  type NetRequest,
+  type NetResolver,
+  type NetResponse,
+  type NetRule,
+  type NetStats,
+} from "./src/net/mod.ts";

@@ -11,6 +11,9 @@ import type { MemorySnapshotHandle } from "./ffi/vm.ts";
 import type { MemoryLayout } from "./layout.ts";
 import type { FunctionSignature } from "./wire.ts";
 import type { HostFunction } from "./call/types.ts";
+import { loadSnapshotFile, saveSnapshotFile, type SnapshotLoadOptions } from "./snapshot_file.ts";
+
+export type { SnapshotLoadOptions } from "./snapshot_file.ts";
 
 /**
  * A snapshot cannot be used where it was given: it was taken of another guest, another memory
@@ -60,6 +63,46 @@ export class SnapshotDisposedError extends SandboxError {
   constructor(message = "the snapshot has been disposed", options?: ErrorOptions) {
     super(message, options);
     this.name = "SnapshotDisposedError";
+  }
+}
+
+/** Why a snapshot file was refused (see {@linkcode SnapshotFormatError}). */
+export type SnapshotFormatReason =
+  /** Not a snapshot file, or a file of another kind (a `WasmSnapshot` file given to `JsSnapshot.load`). */
+  | "format"
+  /** Another file format, library version, C ABI or guest ABI version. */
+  | "version"
+  /** Written on a host whose guests see other CPU features. */
+  | "cpu"
+  /** Truncated, changed or malformed: a checksum, length or field is wrong. */
+  | "corrupt"
+  /** The file cannot be opened or read. */
+  | "io";
+
+/**
+ * A snapshot file cannot be loaded: it is not one, it was written by another library version,
+ * C ABI, guest ABI or on a host with other CPU features, or it is truncated or corrupt
+ * (docs/snapshot-format.md). `reason` says which; the message names the file and the values.
+ *
+ * @example
+ * ```ts
+ * import { Snapshot, SnapshotFormatError } from "@hl/sandbox";
+ * try {
+ *   await Snapshot.load("/etc/hostname");
+ * } catch (e) {
+ *   if (e instanceof SnapshotFormatError) console.log(e.reason); // "format"
+ * }
+ * ```
+ */
+export class SnapshotFormatError extends SnapshotMismatchError {
+  /** Why the file was refused. */
+  readonly reason: SnapshotFormatReason;
+
+  /** Creates the error. */
+  constructor(reason: SnapshotFormatReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SnapshotFormatError";
+    this.reason = reason;
   }
 }
 
@@ -146,6 +189,63 @@ export class Snapshot implements AsyncDisposable {
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
     return stateOf(this, true).memory.released;
+  }
+
+  /**
+   * Writes the snapshot to the file `path` (replaced atomically: written beside it, then
+   * renamed), in the versioned, checksummed format of docs/snapshot-format.md: the memory's data
+   * pages (holes stay holes), the vCPU state, the function table and the code image. Another
+   * process of the same library version on a host with the same CPU features starts sandboxes
+   * from it with {@linkcode Snapshot.load}. A snapshot file is guest code: load only files you
+   * would run.
+   *
+   * @example
+   * ```ts
+   * import { guests, Sandbox, Snapshot } from "@hl/sandbox";
+   * await using sb = await Sandbox.create({ guest: guests.testguest });
+   * await sb.call("counter"); // 1
+   * await using snap = await sb.snapshot();
+   * await snap.save("/tmp/counter.hlsnap");
+   * await using loaded = await Snapshot.load("/tmp/counter.hlsnap");
+   * await using copy = await Sandbox.create({ snapshot: loaded });
+   * console.log(await copy.call("counter")); // 2
+   * ```
+   */
+  save(path: string): Promise<void> {
+    try {
+      stateOf(this);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return saveSnapshotFile(this, path, "sandbox");
+  }
+
+  /**
+   * Reads a snapshot file written by {@linkcode Snapshot.save}: checks it, reads its pages into
+   * a new sealed memory image (copy-on-write for every sandbox started from it), and returns the
+   * snapshot. {@linkcode SnapshotFormatError} for a file that is not one, was written by another
+   * library version or C/guest ABI or on a host with other CPU features, or is truncated or
+   * corrupt (`reason` says which); nothing is kept from a refused file.
+   *
+   * @example
+   * ```ts
+   * import { Sandbox, Snapshot } from "@hl/sandbox";
+   * await using snap = await Snapshot.load("/tmp/counter.hlsnap");
+   * await using sb = await Sandbox.create({ snapshot: snap });
+   * console.log(await sb.call("counter"));
+   * ```
+   */
+  static async load(path: string, options: SnapshotLoadOptions = {}): Promise<Snapshot> {
+    const { snapshot, kind } = await loadSnapshotFile(path, options);
+    if (kind !== "sandbox") {
+      await snapshot.dispose();
+      throw new SnapshotFormatError(
+        "format",
+        `${path} holds a ${kind === "wasm" ? "WasmSnapshot" : "JsSnapshot"}: load it with ` +
+          `${kind === "wasm" ? "WasmSnapshot" : "JsSnapshot"}.load`,
+      );
+    }
+    return snapshot;
   }
 
   /**

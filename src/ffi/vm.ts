@@ -65,6 +65,11 @@ export interface HypervisorInfo {
   maxMemorySlots: number;
   /** How many vCPUs one VM may have. */
   maxVcpus: number;
+  /**
+   * A fingerprint of the CPU features guests see here (16 hex digits; C ABI 9): snapshot files
+   * record it and a host with another refuses them (docs/snapshot-format.md).
+   */
+  cpuFeatures: string;
 }
 
 /** Counters of one VM. */
@@ -202,6 +207,7 @@ export function hypervisorInfo(library?: string): HypervisorInfo {
     dirtyLog: out[3] === 1n,
     maxMemorySlots: Number(out[4]),
     maxVcpus: Number(out[5]),
+    cpuFeatures: out[6].toString(16).padStart(16, "0"),
   };
 }
 

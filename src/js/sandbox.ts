@@ -29,6 +29,7 @@ import type { WasmEngine } from "../wasm/types.ts";
 import { decodeReply, type PendingCall, type Reply } from "./reply.ts";
 import { JsSnapshot, jsStateOf, makeJsSnapshot } from "./snapshot.ts";
 import { JsSnapshotCache } from "./cache.ts";
+import { jsNetOptions, Net, type NetOptions, type NetStats } from "../net/mod.ts";
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
@@ -82,6 +83,12 @@ export interface JsSandboxOptions extends JsOutputOptions {
    * a second create with the same source and options starts a VM from that snapshot.
    */
   cache?: boolean;
+  /**
+   * Outbound HTTP through a host-held allow-list (docs/networking.md): the script gets `fetch`.
+   * Off when absent. Options make a {@linkcode Net} the sandbox owns; a `Net` given is shared
+   * and stays the caller's. Needs `--allow-net` for the hosts reached.
+   */
+  net?: NetOptions | Net;
 }
 
 /** Options of {@linkcode JsSandbox.create} from a snapshot. */
@@ -94,6 +101,8 @@ export interface JsSnapshotSandboxOptions extends JsOutputOptions {
   timeoutMs?: number;
   /** Path of the native library. */
   library?: string;
+  /** Outbound HTTP, as for a new sandbox; required when the snapshot's sandbox had it. */
+  net?: NetOptions | Net;
 }
 
 /** Where the VM's WASI output goes; moves with the VM to a pool's next handle. */
@@ -240,6 +249,8 @@ export class JsSandbox implements AsyncDisposable {
   /** A host function of this sandbox is running (a call from it would wait on itself). */
   #inHost = false;
   readonly #fromCache: boolean;
+  /** The `net` option's requests (docs/networking.md); owned when made from options. */
+  #net: { net: Net; owned: boolean } | undefined;
 
   private constructor(
     wasm: WasmSandbox,
@@ -317,6 +328,34 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   static async create(options: JsSandboxOptions | JsSnapshotSandboxOptions): Promise<JsSandbox> {
+    const { options: withNet, net } = jsNetOptions(options);
+    if (!net) return await JsSandbox.#create(options);
+    const owned = !(options.net instanceof Net);
+    try {
+      const js = await JsSandbox.#create(withNet);
+      js.#net = { net, owned };
+      return js;
+    } catch (e) {
+      if (owned) await net.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * The counters of this sandbox's network requests (`net` option), or `undefined` without it.
+   *
+   * @example
+   * ```ts
+   * import { JsSandbox } from "@hl/sandbox";
+   * await using js = await JsSandbox.create({ net: { allow: ["https://api.example.com/"] } });
+   * console.log(js.netStats()); // { requests: 0, refused: 0, failed: 0, bytesOut: 0, bytesIn: 0 }
+   * ```
+   */
+  netStats(): NetStats | undefined {
+    return this.#net?.net.stats();
+  }
+
+  static async #create(options: JsSandboxOptions | JsSnapshotSandboxOptions): Promise<JsSandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("JsSandbox.create takes an options object");
     }
@@ -474,6 +513,7 @@ export class JsSandbox implements AsyncDisposable {
     } catch (e) {
       return Promise.reject(e);
     }
+    this.#net?.net.beginCall(); // the per-call request and byte budgets start again
     return this.#request("qjs_call", input);
   }
 
@@ -491,6 +531,7 @@ export class JsSandbox implements AsyncDisposable {
    */
   eval(code: string): Promise<unknown> {
     if (typeof code !== "string") return Promise.reject(new ArgumentError("code must be a string"));
+    this.#net?.net.beginCall();
     return this.#request("qjs_eval", code);
   }
 
@@ -586,6 +627,7 @@ export class JsSandbox implements AsyncDisposable {
    */
   dispose(): Promise<void> {
     uncountRuntime("js", this);
+    if (this.#net?.owned) void this.#net.net.dispose();
     return this.#wasm.dispose();
   }
 

@@ -14,6 +14,9 @@ export {
   type NetResolver,
   type NetResponse,
   type NetStats,
+  type WireError,
+  type WireResponse,
 } from "./net.ts";
 export { NET_DEFAULTS, type NetLimits, type NetOptions, type NetRule } from "./policy.ts";
 export { type AddressClass, addressClass } from "./address.ts";
+export { JS_NET_PRELUDE, jsNetOptions } from "./js.ts";

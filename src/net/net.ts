@@ -111,6 +111,7 @@ const MAX_HEADERS = 100;
 const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_URL = 8192;
 const MAX_CLIENTS = 64;
+const MIB = 1 << 20;
 const utf8 = new TextEncoder();
 
 async function systemResolve(hostname: string): Promise<string[]> {
@@ -540,22 +541,44 @@ export class Net implements AsyncDisposable {
    * refused or failed, `{ error: { name, message, rule?, reason? } }`. Never throws.
    */
   async handle(requestJson: string): Promise<string> {
+    if (typeof requestJson !== "string" || requestJson.length > 64 * MIB) {
+      this.#stats.refused++;
+      return JSON.stringify(
+        wireError(
+          new NetworkPolicyError("request", "the request is not JSON text of at most 64 MiB"),
+        ),
+      );
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(requestJson);
+    } catch {
+      this.#stats.refused++;
+      return JSON.stringify(
+        wireError(new NetworkPolicyError("request", "the request is not JSON")),
+      );
+    }
+    return JSON.stringify(await this.handleValue(value));
+  }
+
+  /** {@linkcode handle} on parsed JSON (for hosts whose guests send values: JsSandbox). */
+  async handleValue(request: unknown): Promise<WireResponse | WireError> {
     let req: NetRequest;
     try {
-      req = decodeWireRequest(requestJson);
+      req = decodeWireRequest(request);
     } catch (e) {
       this.#stats.refused++;
       return wireError(e);
     }
     try {
       const r = await this.request(req);
-      return JSON.stringify({
+      return {
         status: r.status,
         statusText: r.statusText,
         url: r.url,
         headers: r.headers,
         bodyBase64: r.body.toBase64(),
-      });
+      };
     } catch (e) {
       return wireError(e);
     }
@@ -587,17 +610,28 @@ interface Plan {
   budget: Budget;
 }
 
-/** The wire request of {@linkcode Net.handle}, checked. */
-export function decodeWireRequest(text: string): NetRequest {
-  if (typeof text !== "string" || text.length > 64 * 1024 * 1024) {
-    throw new NetworkPolicyError("request", "the request is not JSON text of at most 64 MiB");
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    throw new NetworkPolicyError("request", "the request is not JSON");
-  }
+/** The wire response of {@linkcode Net.handle}. */
+export interface WireResponse {
+  /** HTTP status. */
+  status: number;
+  /** Status text. */
+  statusText: string;
+  /** The URL requested. */
+  url: string;
+  /** Response headers. */
+  headers: [string, string][];
+  /** The body, base64. */
+  bodyBase64: string;
+}
+
+/** The wire error of {@linkcode Net.handle}. */
+export interface WireError {
+  /** `NetworkPolicyError` or `NetworkError`, with the check or failure. */
+  error: { name: string; message: string; rule?: string; reason?: string };
+}
+
+/** The wire request of {@linkcode Net.handle} (parsed JSON), checked. */
+export function decodeWireRequest(v: unknown): NetRequest {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new NetworkPolicyError("request", "the request is a JSON object");
   }
@@ -625,9 +659,9 @@ export function decodeWireRequest(text: string): NetRequest {
   return req;
 }
 
-function wireError(e: unknown): string {
+function wireError(e: unknown): WireError {
   const err = e instanceof Error ? e : new Error(String(e));
-  const out: Record<string, string> = { name: err.name, message: err.message };
+  const out: WireError["error"] = { name: err.name, message: err.message };
   if (err instanceof NetworkPolicyError) out.rule = err.rule;
   if (err instanceof NetworkError) out.reason = err.reason;
   if (!(err instanceof NetworkPolicyError || err instanceof NetworkError)) {
@@ -635,7 +669,7 @@ function wireError(e: unknown): string {
     out.name = "NetworkError";
     out.reason = "internal";
   }
-  return JSON.stringify({ error: out });
+  return { error: out };
 }
 
 /** Checks an optional `net` option and makes its {@linkcode Net}, or `undefined` when absent. */

@@ -8,6 +8,7 @@
 import { type Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
 import type { WasmExtern } from "./types.ts";
 import type { PreopenSpec } from "./wasi_path.ts";
+import { loadWasmSnapshot, saveWasmSnapshot, type SnapshotLoadOptions } from "../snapshot_file.ts";
 
 /** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
 export interface WasmSnapshotState {
@@ -69,6 +70,43 @@ export class WasmSnapshot implements AsyncDisposable {
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
     return wasmStateOf(this).native.disposed;
+  }
+
+  /**
+   * Writes the snapshot to the file `path` (docs/snapshot-format.md): the guest's memory and
+   * vCPU state, the compiled code image (wasmtime), and the module's imports and exports. A
+   * snapshot with preopened directories is refused (`SnapshotMismatchError`): a file carries no
+   * access to host directories.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox, WasmSnapshot } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await using snap = await w.snapshot();
+   * await snap.save("/tmp/counter.wasm.hlsnap");
+   * await using loaded = await WasmSnapshot.load("/tmp/counter.wasm.hlsnap");
+   * await using copy = await WasmSandbox.create({ snapshot: loaded });
+   * ```
+   */
+  save(path: string): Promise<void> {
+    return saveWasmSnapshot(this, path);
+  }
+
+  /**
+   * Reads a file written by {@linkcode WasmSnapshot.save} (in this or another process of the
+   * same library version, on a host with the same CPU features). `SnapshotFormatError` for a
+   * file that is not one of this kind, of another version or CPU, or truncated or corrupt.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox, WasmSnapshot } from "@hl/sandbox";
+   * await using snap = await WasmSnapshot.load("/tmp/counter.wasm.hlsnap");
+   * await using w = await WasmSandbox.create({ snapshot: snap });
+   * console.log(await w.call("bump"));
+   * ```
+   */
+  static load(path: string, options: SnapshotLoadOptions = {}): Promise<WasmSnapshot> {
+    return loadWasmSnapshot(path, options);
   }
 
   /**

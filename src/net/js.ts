@@ -1,0 +1,130 @@
+/**
+ * The JavaScript face of `net` (docs/networking.md): a prelude that defines `fetch`, `Headers`
+ * and `Response` (a subset) in the guest over the one host function {@linkcode NET_HOST_FUNCTION},
+ * and the option wiring `JsSandbox.create` uses.
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+import { Net, NET_HOST_FUNCTION } from "./net.ts";
+import type { NetOptions } from "./policy.ts";
+
+/**
+ * The guest-side `fetch`, evaluated before the sandbox's `source` (one line, so the source's
+ * line numbers are unchanged). Only what the host function answers reaches the script: the
+ * policy is the host's; a refusal rejects with an `Error` named `NetworkPolicyError` (with
+ * `rule`) or `NetworkError` (with `reason`).
+ */
+export const JS_NET_PRELUDE: string = `(() => {
+  "use strict";
+  const call = host.${NET_HOST_FUNCTION};
+  const enc = (s) => {
+    const b = unescape(encodeURIComponent(String(s).toWellFormed ? String(s).toWellFormed() : String(s)));
+    const out = new Uint8Array(b.length);
+    for (let i = 0; i < b.length; i++) out[i] = b.charCodeAt(i);
+    return out;
+  };
+  const dec = (u) => {
+    let s = "";
+    for (let i = 0; i < u.length; i += 8192) s += String.fromCharCode.apply(null, u.subarray(i, i + 8192));
+    try { return decodeURIComponent(escape(s)); } catch { return s.replace(/[\\x80-\\xff]/g, "\\ufffd"); }
+  };
+  class Headers {
+    #m = new Map();
+    constructor(init) {
+      if (init instanceof Headers) init = [...init];
+      if (Array.isArray(init)) for (const [k, v] of init) this.append(k, v);
+      else if (init && typeof init === "object") for (const k of Object.keys(init)) this.append(k, init[k]);
+    }
+    append(k, v) { k = String(k).toLowerCase(); const o = this.#m.get(k); this.#m.set(k, o === undefined ? String(v) : o + ", " + v); }
+    set(k, v) { this.#m.set(String(k).toLowerCase(), String(v)); }
+    get(k) { const v = this.#m.get(String(k).toLowerCase()); return v === undefined ? null : v; }
+    has(k) { return this.#m.has(String(k).toLowerCase()); }
+    delete(k) { this.#m.delete(String(k).toLowerCase()); }
+    forEach(f, t) { for (const [k, v] of this.#m) f.call(t, v, k, this); }
+    entries() { return this.#m.entries(); }
+    keys() { return this.#m.keys(); }
+    values() { return this.#m.values(); }
+    [Symbol.iterator]() { return this.#m.entries(); }
+  }
+  class Response {
+    #body; #used = false;
+    constructor(r) {
+      this.status = r.status; this.statusText = r.statusText; this.url = r.url;
+      this.ok = r.status >= 200 && r.status < 300; this.redirected = false;
+      this.headers = new Headers(r.headers); this.#body = r.body;
+    }
+    #take() { if (this.#used) throw new TypeError("body already used"); this.#used = true; return this.#body; }
+    get bodyUsed() { return this.#used; }
+    async arrayBuffer() { const b = this.#take(); return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength); }
+    async bytes() { return new Uint8Array(await this.arrayBuffer()); }
+    async text() { return dec(this.#take()); }
+    async json() { return JSON.parse(await this.text()); }
+  }
+  const fetch = async (input, init = {}) => {
+    const url = String(typeof URL !== "undefined" && input instanceof URL ? input.href : input && input.url !== undefined ? input.url : input);
+    const req = { url, method: init.method === undefined ? "GET" : String(init.method), headers: [...new Headers(init.headers)] };
+    const body = init.body;
+    if (body !== undefined && body !== null) {
+      if (typeof body === "string") req.body = body;
+      else if (body instanceof ArrayBuffer) req.bodyBase64 = new Uint8Array(body).toBase64();
+      else if (ArrayBuffer.isView(body)) req.bodyBase64 = new Uint8Array(body.buffer, body.byteOffset, body.byteLength).toBase64();
+      else throw new TypeError("fetch: the body must be a string, an ArrayBuffer or a typed array");
+    }
+    const r = await call(req);
+    if (r && r.error) {
+      const e = new Error(r.error.message);
+      e.name = r.error.name;
+      if (r.error.rule !== undefined) e.rule = r.error.rule;
+      if (r.error.reason !== undefined) e.reason = r.error.reason;
+      throw e;
+    }
+    return new Response({ status: r.status, statusText: r.statusText, url: r.url, headers: r.headers, body: Uint8Array.fromBase64(r.bodyBase64) });
+  };
+  Object.defineProperty(globalThis, "fetch", { value: fetch, writable: true, configurable: true });
+  Object.defineProperty(globalThis, "Headers", { value: Headers, writable: true, configurable: true });
+  Object.defineProperty(globalThis, "Response", { value: Response, writable: true, configurable: true });
+  if (typeof TextEncoder === "undefined") {
+    globalThis.TextEncoder = class TextEncoder { get encoding() { return "utf-8"; } encode(s = "") { return enc(s); } };
+    globalThis.TextDecoder = class TextDecoder { get encoding() { return "utf-8"; } decode(u) { return u === undefined ? "" : dec(u instanceof Uint8Array ? u : new Uint8Array(u.buffer || u)); } };
+  }
+})();`.replace(/\n\s*/g, " ");
+
+/** Options that can carry `net` (JsSandbox's, and the snapshot form's). */
+interface WithNet {
+  net?: NetOptions | Net;
+  hostFunctions?: Record<string, (...args: never[]) => unknown>;
+  source?: string;
+  snapshot?: unknown;
+}
+
+/**
+ * `JsSandbox.create`'s wiring: with `net`, the options with the host function
+ * {@linkcode NET_HOST_FUNCTION} added and, unless the sandbox starts from a snapshot (which has
+ * it already), the prelude put before `source`; and the {@linkcode Net} that serves it.
+ */
+export function jsNetOptions<O extends WithNet>(options: O): { options: O; net: Net | undefined } {
+  if (typeof options !== "object" || options === null || options.net === undefined) {
+    return { options, net: undefined };
+  }
+  const given = options.net;
+  if (typeof given !== "object" || given === null) {
+    throw new ArgumentError("net must be an object { allow, limits } or a Net");
+  }
+  const fns = options.hostFunctions ?? {};
+  if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, NET_HOST_FUNCTION)) {
+    throw new ArgumentError(`the host function name ${NET_HOST_FUNCTION} is the net option's`);
+  }
+  const net = given instanceof Net ? given : new Net(given);
+  const hostFunctions = { ...fns, [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req) };
+  const out = { ...options, hostFunctions } as O;
+  delete out.net;
+  if (options.snapshot === undefined) {
+    if (options.source !== undefined && typeof options.source !== "string") {
+      throw new ArgumentError("source must be a string");
+    }
+    out.source = JS_NET_PRELUDE + (options.source ?? "");
+  }
+  return { options: out, net };
+}

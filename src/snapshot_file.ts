@@ -1,0 +1,624 @@
+/**
+ * Snapshot files: a `Snapshot` (and the Wasm and JavaScript kinds around one) written to disk and
+ * read back in another process (issue 24 item 3). The format is docs/snapshot-format.md: a fixed
+ * header, a JSON description protected by SHA-256, then the memory's data pages and the code
+ * image's pages, each protected by a CRC-32 the description records. The pages are written and
+ * read by the cdylib (`hl_snapshot_save_pages` / `hl_snapshot_load_pages`, C ABI 9) straight
+ * between the file and the snapshot's sealed memfd, so they never pass through JavaScript.
+ *
+ * Everything read is checked before it is used: every length and offset is bounded, the
+ * description's fields are type-checked, and a file from another format, library version, C ABI,
+ * guest ABI or CPU is refused with a {@linkcode SnapshotFormatError} naming the reason.
+ *
+ * @module
+ */
+
+import { ABI_VERSION, VALUE_TYPES, type ValueType } from "./abi.ts";
+import { PACKAGE_VERSION } from "./artifacts.ts";
+import { check, CDYLIB_ABI_VERSION, openLibrary } from "./ffi/lib.ts";
+import { hypervisorInfo, MemorySnapshotHandle } from "./ffi/vm.ts";
+import type { MemoryLayout } from "./layout.ts";
+import {
+  type HostSignature,
+  makeSnapshot,
+  type Snapshot,
+  SnapshotFormatError,
+  SnapshotMismatchError,
+  type SnapshotState,
+  stateOf,
+} from "./snapshot.ts";
+import type { FunctionSignature } from "./wire.ts";
+import { makeWasmSnapshot, type WasmSnapshot, type WasmSnapshotState, wasmStateOf } from "./wasm/snapshot.ts";
+import type { WasmExtern } from "./wasm/types.ts";
+import { type JsSnapshot, jsStateOf, makeJsSnapshot } from "./js/snapshot.ts";
+
+/** The file's first 8 bytes. */
+export const SNAPSHOT_MAGIC: Uint8Array = new TextEncoder().encode("HLSNAP\r\n");
+/** The version of the file layout this code writes and reads. */
+export const SNAPSHOT_FORMAT_VERSION = 1;
+/** Magic (8), format version (u32), description length (u32), SHA-256 of the description (32). */
+const HEADER_SIZE = 48;
+/** Largest description accepted (a description is a few KiB: the layout, tables, page bitmaps). */
+const MAX_DESCRIPTION = 4 << 20;
+const PAGE = 4096;
+/** Largest memory or code region (as the cdylib's per-region limit). */
+const MAX_REGION = 16 * 1024 * 1024 * 1024;
+/** A placeholder wider than any offset or CRC written (so the real description is shorter). */
+const WIDE = Number.MAX_SAFE_INTEGER;
+
+/** What kind of snapshot a file holds. */
+export type SnapshotFileKind = "sandbox" | "wasm" | "js";
+
+/** The part of a file's description about one page section. */
+interface PagesDescription {
+  /** Size of the region in bytes. */
+  size: number;
+  /** Where its data pages start in the file. */
+  offset: number;
+  /** The page bitmap, u64 words little-endian, base64. */
+  bitmap: string;
+  /** CRC-32 of the data pages. */
+  crc: number;
+}
+
+/** A file's JSON description. */
+export interface SnapshotDescription {
+  format: number;
+  library: string;
+  cdylibAbi: number;
+  guestAbi: number;
+  cpu: string;
+  kind: SnapshotFileKind;
+  memory: PagesDescription;
+  code?: PagesDescription;
+  vcpu: string;
+  layout: MemoryLayout;
+  functions: FunctionSignature[];
+  imports: FunctionSignature[] | null;
+  hostSignatures: [string, HostSignature][];
+  guestId: string;
+  /** What the kind keeps beside the native snapshot (`WasmSnapshot`, `JsSnapshot`). */
+  extra?: unknown;
+}
+
+/** Options of loading a snapshot file. */
+export interface SnapshotLoadOptions {
+  /** Path of the native library (default: found as for `Sandbox`). */
+  library?: string;
+}
+
+function base64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+function unbase64(text: string, what: string): Uint8Array {
+  try {
+    const s = atob(text);
+    const out = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  } catch (e) {
+    throw new SnapshotFormatError("corrupt", `${what} is not base64`, { cause: e });
+  }
+}
+
+/** The CPU features fingerprint of this host's guests, 16 hex digits. */
+function cpuFingerprint(library?: string): string {
+  return hypervisorInfo(library).cpuFeatures;
+}
+
+function bitmapOf(handle: MemorySnapshotHandle, library?: string): Uint8Array {
+  const lib = openLibrary(library);
+  const words = check(lib, lib.hl_snapshot_bitmap(handle.handle, null, 0n));
+  const out = new BigUint64Array(Math.max(words, 1));
+  check(lib, lib.hl_snapshot_bitmap(handle.handle, out, BigInt(words)));
+  return new Uint8Array(out.buffer, 0, words * 8);
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Writes `snap` (with the kind's `extra` state) to `path`: into a temporary file beside it, then
+ * renamed over `path`, so a reader never sees half a file.
+ */
+export async function saveSnapshotFile(
+  snap: Snapshot,
+  path: string,
+  kind: SnapshotFileKind,
+  extra?: unknown,
+  library?: string,
+): Promise<void> {
+  const state = stateOf(snap);
+  const lib = openLibrary(library);
+  const memBitmap = bitmapOf(state.memory, library);
+  const codeBitmap = state.code ? bitmapOf(state.code, library) : undefined;
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    // The description is written after the pages (their CRCs go in it), but the pages' offset
+    // depends on its length: reserve room for it with the CRCs and offsets at their widest.
+    const description: SnapshotDescription = {
+      format: SNAPSHOT_FORMAT_VERSION,
+      library: PACKAGE_VERSION,
+      cdylibAbi: CDYLIB_ABI_VERSION,
+      guestAbi: state.abiVersion,
+      cpu: cpuFingerprint(library),
+      kind,
+      memory: { size: state.memory.size, offset: WIDE, bitmap: base64(memBitmap), crc: WIDE },
+      code: state.code && codeBitmap
+        ? { size: state.code.size, offset: WIDE, bitmap: base64(codeBitmap), crc: WIDE }
+        : undefined,
+      vcpu: base64(state.vcpu),
+      layout: { ...state.layout },
+      functions: [...state.functions.values()],
+      imports: state.imports ? [...state.imports] : null,
+      hostSignatures: [...state.hostSignatures],
+      guestId: state.guestId,
+      extra,
+    };
+    const encode = () => utf8.encode(JSON.stringify(description));
+    description.memory.offset = Math.ceil((HEADER_SIZE + encode().length) / PAGE) * PAGE;
+    if (description.code) {
+      description.code.offset = description.memory.offset + state.memory.dataPages * PAGE;
+    }
+    const pathBytes = utf8.encode(tmp);
+    const crc = new Uint32Array(1);
+    await Deno.writeFile(tmp, new Uint8Array(0), { mode: 0o600 });
+    check(
+      lib,
+      lib.hl_snapshot_save_pages(
+        state.memory.handle,
+        pathBytes,
+        pathBytes.length,
+        BigInt(description.memory.offset),
+        crc,
+      ),
+    );
+    description.memory.crc = crc[0];
+    if (state.code && description.code) {
+      check(
+        lib,
+        lib.hl_snapshot_save_pages(
+          state.code.handle,
+          pathBytes,
+          pathBytes.length,
+          BigInt(description.code.offset),
+          crc,
+        ),
+      );
+      description.code.crc = crc[0];
+    }
+    const json = encode();
+    if (HEADER_SIZE + json.length > description.memory.offset) {
+      throw new SnapshotFormatError("format", "the snapshot description outgrew its room (a bug)");
+    }
+    const header = new Uint8Array(HEADER_SIZE + json.length);
+    header.set(SNAPSHOT_MAGIC, 0);
+    const view = new DataView(header.buffer);
+    view.setUint32(8, SNAPSHOT_FORMAT_VERSION, true);
+    view.setUint32(12, json.length, true);
+    header.set(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", json as Uint8Array<ArrayBuffer>)),
+      16,
+    );
+    header.set(json, HEADER_SIZE);
+    const file = await Deno.open(tmp, { write: true });
+    try {
+      let done = 0;
+      while (done < header.length) done += await file.write(header.subarray(done));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+async function readExactly(file: Deno.FsFile, n: number, what: string): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let done = 0;
+  while (done < n) {
+    const got = await file.read(out.subarray(done));
+    if (got === null) throw new SnapshotFormatError("corrupt", `the file ends inside ${what}`);
+    done += got;
+  }
+  return out;
+}
+
+/** Reads and checks a file's header and description (no pages). */
+export async function readSnapshotDescription(
+  path: string,
+): Promise<{ description: SnapshotDescription; fileSize: number }> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new SnapshotFormatError("io", `cannot open the snapshot file ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  try {
+    const fileSize = (await file.stat()).size;
+    const header = await readExactly(file, Math.min(HEADER_SIZE, fileSize), "the header");
+    if (header.length < SNAPSHOT_MAGIC.length || SNAPSHOT_MAGIC.some((b, i) => header[i] !== b)) {
+      throw new SnapshotFormatError("format", `${path} is not a snapshot file`);
+    }
+    if (header.length < HEADER_SIZE) {
+      throw new SnapshotFormatError("corrupt", `${path}: the file ends inside the header`);
+    }
+    const view = new DataView(header.buffer);
+    const format = view.getUint32(8, true);
+    if (format !== SNAPSHOT_FORMAT_VERSION) {
+      throw new SnapshotFormatError(
+        "version",
+        `${path} has snapshot format ${format}, this library reads ${SNAPSHOT_FORMAT_VERSION}`,
+      );
+    }
+    const len = view.getUint32(12, true);
+    if (len === 0 || len > MAX_DESCRIPTION || HEADER_SIZE + len > fileSize) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description's length ${len} is out of bounds`);
+    }
+    const json = await readExactly(file, len, "the description");
+    const digest = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", json as Uint8Array<ArrayBuffer>),
+    );
+    if (digest.some((b, i) => b !== header[16 + i])) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description's SHA-256 does not match`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
+    } catch (e) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description is not JSON`, { cause: e });
+    }
+    return { description: checkDescription(parsed, fileSize, path), fileSize };
+  } finally {
+    file.close();
+  }
+}
+
+function isInt(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= max;
+}
+
+function isString(v: unknown, max = 1 << 20): v is string {
+  return typeof v === "string" && v.length <= max;
+}
+
+const LAYOUT_KEYS = [
+  "memorySize",
+  "pageTableCount",
+  "inputAddr",
+  "inputSize",
+  "outputAddr",
+  "outputSize",
+  "imageAddr",
+  "imageSize",
+  "imageBase",
+  "heapAddr",
+  "heapSize",
+  "guardAddr",
+  "stackAddr",
+  "stackSize",
+  "stackTop",
+  "codeAddr",
+  "codeSize",
+] as const;
+
+function checkPages(v: unknown, what: string, fileSize: number): PagesDescription {
+  const p = v as PagesDescription;
+  if (
+    typeof p !== "object" || p === null || !isInt(p.size, MAX_REGION) || p.size === 0 ||
+    p.size % PAGE !== 0 || !isInt(p.offset) || p.offset % PAGE !== 0 || !isString(p.bitmap) ||
+    !isInt(p.crc, 0xffff_ffff) || p.offset > fileSize
+  ) {
+    throw new SnapshotFormatError("corrupt", `the ${what} section's description is malformed`);
+  }
+  return p;
+}
+
+function isValueType(t: unknown): t is ValueType {
+  return VALUE_TYPES.includes(t as ValueType);
+}
+
+function checkSignature(v: unknown): FunctionSignature {
+  const f = v as FunctionSignature;
+  if (
+    typeof f !== "object" || f === null || !isString(f.name, 255) || !Array.isArray(f.params) ||
+    f.params.length > 32 || !f.params.every(isValueType) ||
+    !(isValueType(f.result) || f.result === "void")
+  ) {
+    throw new SnapshotFormatError("corrupt", "a function signature is malformed");
+  }
+  return { name: f.name, params: [...f.params], result: f.result };
+}
+
+/** Type-checks a parsed description and bounds every number in it. */
+function checkDescription(v: unknown, fileSize: number, path: string): SnapshotDescription {
+  const d = v as SnapshotDescription;
+  if (typeof d !== "object" || d === null || d.format !== SNAPSHOT_FORMAT_VERSION) {
+    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
+  }
+  if (d.library !== PACKAGE_VERSION) {
+    throw new SnapshotFormatError(
+      "version",
+      `${path} was written by @hl/sandbox ${String(d.library)}, this is ${PACKAGE_VERSION}`,
+    );
+  }
+  if (d.cdylibAbi !== CDYLIB_ABI_VERSION || d.guestAbi !== ABI_VERSION) {
+    throw new SnapshotFormatError(
+      "version",
+      `${path} was written for C ABI ${String(d.cdylibAbi)} and guest ABI ${String(d.guestAbi)}, ` +
+        `this library has ${CDYLIB_ABI_VERSION} and ${ABI_VERSION}`,
+    );
+  }
+  if (!["sandbox", "wasm", "js"].includes(d.kind) || !isString(d.cpu, 16)) {
+    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
+  }
+  const memory = checkPages(d.memory, "memory", fileSize);
+  const code = d.code === undefined ? undefined : checkPages(d.code, "code", fileSize);
+  const layout = d.layout as unknown as Record<string, unknown>;
+  if (typeof layout !== "object" || layout === null || !LAYOUT_KEYS.every((k) => isInt(layout[k]))) {
+    throw new SnapshotFormatError("corrupt", `${path}: the memory layout is malformed`);
+  }
+  const l = d.layout;
+  const inside = (addr: number, size: number) => addr + size <= l.memorySize;
+  if (
+    l.memorySize !== memory.size || !inside(l.inputAddr, l.inputSize) ||
+    !inside(l.outputAddr, l.outputSize) || !inside(l.imageAddr, l.imageSize) ||
+    !inside(l.heapAddr, l.heapSize) || !inside(l.stackAddr, l.stackSize) || l.stackTop > l.memorySize ||
+    (l.codeSize > 0) !== (code !== undefined) ||
+    (code !== undefined && (l.codeAddr < l.memorySize || code.size < l.codeSize))
+  ) {
+    throw new SnapshotFormatError("corrupt", `${path}: the memory layout does not fit the memory`);
+  }
+  if (
+    !isString(d.vcpu, 1 << 16) || !isString(d.guestId, 64) || !Array.isArray(d.functions) ||
+    d.functions.length > 65536 || !(d.imports === null || Array.isArray(d.imports)) ||
+    !Array.isArray(d.hostSignatures) || d.hostSignatures.length > 65536
+  ) {
+    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
+  }
+  d.functions = d.functions.map(checkSignature);
+  if (d.imports) d.imports = d.imports.map(checkSignature);
+  for (const entry of d.hostSignatures) {
+    if (!Array.isArray(entry) || entry.length !== 2 || !isString(entry[0], 255)) {
+      throw new SnapshotFormatError("corrupt", `${path}: a host signature is malformed`);
+    }
+    const s = checkSignature({ name: entry[0], ...(entry[1] as object) });
+    entry[1] = { params: s.params, result: s.result };
+  }
+  return d;
+}
+
+/** A memory snapshot handle for a page section of `path`. */
+function loadPages(
+  path: string,
+  pages: PagesDescription,
+  what: string,
+  library?: string,
+): MemorySnapshotHandle {
+  const lib = openLibrary(library);
+  const bitmap = unbase64(pages.bitmap, `the ${what} bitmap`);
+  const words = Math.ceil(pages.size / PAGE / 64);
+  if (bitmap.length !== words * 8) {
+    throw new SnapshotFormatError("corrupt", `the ${what} bitmap has the wrong length`);
+  }
+  const pathBytes = utf8.encode(path);
+  const out = new Uint32Array(1);
+  const status = lib.hl_snapshot_load_pages(
+    pathBytes,
+    pathBytes.length,
+    BigInt(pages.offset),
+    BigInt(pages.size),
+    bitmap,
+    BigInt(words),
+    pages.crc,
+    out,
+  );
+  if (status === -2) {
+    // INVALID_ARGUMENT: the file's pages are short or corrupt (the message says which).
+    let message = "";
+    try {
+      check(lib, status);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    throw new SnapshotFormatError("corrupt", `${path}: the ${what} pages: ${message}`);
+  }
+  check(lib, status);
+  return new MemorySnapshotHandle(lib, out[0]);
+}
+
+/**
+ * Reads a snapshot file: checks it (header, description, versions, CPU), reads its pages into
+ * new sealed memfds, and returns the native snapshot with the kind and the kind's extra state.
+ */
+export async function loadSnapshotFile(
+  path: string,
+  options: SnapshotLoadOptions = {},
+): Promise<{ snapshot: Snapshot; kind: SnapshotFileKind; extra: unknown }> {
+  const { description: d } = await readSnapshotDescription(path);
+  const cpu = cpuFingerprint(options.library);
+  if (d.cpu !== cpu) {
+    throw new SnapshotFormatError(
+      "cpu",
+      `${path} was written on a host with other CPU features (${d.cpu}; this host ${cpu})`,
+    );
+  }
+  const vcpu = unbase64(d.vcpu, "the vCPU state");
+  const memory = loadPages(path, d.memory, "memory", options.library);
+  let code: MemorySnapshotHandle | undefined;
+  try {
+    code = d.code ? loadPages(path, d.code, "code", options.library) : undefined;
+    const state: SnapshotState = {
+      memory,
+      vcpu,
+      layout: Object.fromEntries(LAYOUT_KEYS.map((k) => [k, d.layout[k]])) as unknown as MemoryLayout,
+      code,
+      functions: new Map(d.functions.map((f) => [f.name, f])),
+      imports: d.imports ?? undefined,
+      hostSignatures: new Map(d.hostSignatures),
+      guestId: d.guestId,
+      abiVersion: d.guestAbi,
+    };
+    const snapshot = makeSnapshot(state); // retains the code image
+    code?.release();
+    return { snapshot, kind: d.kind, extra: d.extra };
+  } catch (e) {
+    memory.release();
+    code?.release();
+    throw e;
+  }
+}
+
+// --- The Wasm and JavaScript kinds ---------------------------------------------------------
+
+/** What a Wasm snapshot file keeps beside the native snapshot. */
+interface WasmExtra {
+  key: string;
+  imports: WasmExtern[];
+  exports: WasmExtern[];
+  wasiOn: boolean;
+  wasiRegistered: boolean;
+}
+
+const EXTERN_KINDS = ["function", "table", "memory", "global"];
+const WASM_TYPES = ["i32", "i64", "f32", "f64", "v128", "funcref", "externref"];
+
+function checkExterns(v: unknown, what: string): WasmExtern[] {
+  if (!Array.isArray(v) || v.length > 100_000) {
+    throw new SnapshotFormatError("corrupt", `the module's ${what} are malformed`);
+  }
+  return v.map((e: WasmExtern) => {
+    const t = e?.type;
+    if (
+      typeof e !== "object" || e === null || !isString(e.module, 4096) ||
+      !isString(e.name, 4096) || !EXTERN_KINDS.includes(e.kind) ||
+      (t !== undefined &&
+        (typeof t !== "object" || t === null || !Array.isArray(t.params) ||
+          !Array.isArray(t.results) || t.params.length > 1000 || t.results.length > 1000 ||
+          ![...t.params, ...t.results].every((x) => WASM_TYPES.includes(x))))
+    ) {
+      throw new SnapshotFormatError("corrupt", `one of the module's ${what} is malformed`);
+    }
+    const out: WasmExtern = { module: e.module, name: e.name, kind: e.kind };
+    if (t !== undefined) out.type = { params: [...t.params], results: [...t.results] };
+    return out;
+  });
+}
+
+function wasmExtra(snap: WasmSnapshot): { native: Snapshot; extra: WasmExtra } {
+  const s = wasmStateOf(snap, true);
+  if (s.preopens.length > 0) {
+    // A file must not carry grants to host directories: whoever writes it would choose them.
+    throw new SnapshotMismatchError(
+      "a WasmSnapshot with preopened directories cannot be saved (a snapshot file holds no " +
+        "access to host directories)",
+    );
+  }
+  return {
+    native: s.native,
+    extra: {
+      key: s.key,
+      imports: [...s.imports],
+      exports: [...s.exports],
+      wasiOn: s.wasiOn,
+      wasiRegistered: s.wasiRegistered,
+    },
+  };
+}
+
+function wasmFrom(native: Snapshot, v: unknown): WasmSnapshot {
+  const x = v as WasmExtra;
+  if (
+    typeof x !== "object" || x === null || !isString(x.key) || typeof x.wasiOn !== "boolean" ||
+    typeof x.wasiRegistered !== "boolean"
+  ) {
+    throw new SnapshotFormatError("corrupt", "the WasmSnapshot's description is malformed");
+  }
+  const state: WasmSnapshotState = {
+    native,
+    key: x.key,
+    imports: checkExterns(x.imports, "imports"),
+    exports: checkExterns(x.exports, "exports"),
+    wasiOn: x.wasiOn,
+    wasiRegistered: x.wasiRegistered,
+    preopens: [],
+  };
+  return makeWasmSnapshot(state);
+}
+
+/** Loads a file of `kind`, refusing another kind; `make` turns it into the kind's snapshot. */
+async function loadKind<T>(
+  path: string,
+  kind: SnapshotFileKind,
+  options: SnapshotLoadOptions,
+  make: (native: Snapshot, extra: unknown) => T,
+): Promise<T> {
+  const { snapshot, kind: got, extra } = await loadSnapshotFile(path, options);
+  try {
+    if (got !== kind) {
+      throw new SnapshotFormatError(
+        "format",
+        `${path} holds a ${got} snapshot, not a ${kind} one`,
+      );
+    }
+    return make(snapshot, extra);
+  } catch (e) {
+    await snapshot.dispose();
+    throw e;
+  }
+}
+
+/** `WasmSnapshot.save`: writes a Wasm sandbox's snapshot (refused with preopens). */
+export async function saveWasmSnapshot(snap: WasmSnapshot, path: string): Promise<void> {
+  const { native, extra } = wasmExtra(snap);
+  await saveSnapshotFile(native, path, "wasm", extra);
+}
+
+/** `WasmSnapshot.load`. */
+export function loadWasmSnapshot(
+  path: string,
+  options: SnapshotLoadOptions = {},
+): Promise<WasmSnapshot> {
+  return loadKind(path, "wasm", options, wasmFrom);
+}
+
+/** `JsSnapshot.save`. */
+export async function saveJsSnapshot(snap: JsSnapshot, path: string): Promise<void> {
+  const s = jsStateOf(snap, true);
+  const { native, extra } = wasmExtra(s.wasm);
+  await saveSnapshotFile(native, path, "js", {
+    wasm: extra,
+    key: s.key,
+    hostFunctions: [...s.hostFunctions],
+  });
+}
+
+/** `JsSnapshot.load`. */
+export function loadJsSnapshot(
+  path: string,
+  options: SnapshotLoadOptions = {},
+): Promise<JsSnapshot> {
+  return loadKind(path, "js", options, (native, v) => {
+    const x = v as { wasm: unknown; key: unknown; hostFunctions: unknown };
+    if (
+      typeof x !== "object" || x === null || !isString(x.key) || !Array.isArray(x.hostFunctions) ||
+      x.hostFunctions.length > 10_000 || !x.hostFunctions.every((n) => isString(n, 1024))
+    ) {
+      throw new SnapshotFormatError("corrupt", "the JsSnapshot's description is malformed");
+    }
+    return makeJsSnapshot({
+      wasm: wasmFrom(native, x.wasm),
+      key: x.key,
+      hostFunctions: [...x.hostFunctions as string[]],
+    });
+  });
+}

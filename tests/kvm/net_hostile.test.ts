@@ -1,0 +1,169 @@
+/**
+ * `net` through the guests (issue 25): JavaScript's `fetch` in a JsSandbox and the `hl_http`
+ * imports of a Wasm module, against loopback servers the test starts. The full hostile battery
+ * at the capability is tests/unit/net_hostile.test.ts; here every refusal is checked to arrive in
+ * the guest typed (the error's name and rule) and to reach no server, and the per-call limits to
+ * hold across the guest boundary.
+ */
+import assert from "node:assert/strict";
+import { JsError, JsSandbox, Net, type NetOptions } from "../../mod.ts";
+import { QUICKJS_BUILT } from "./_js.ts";
+import { kvmTest } from "./_kvm.ts";
+import { startServer, type TestServer } from "../_net_servers.ts";
+
+function jsTest(name: string, fn: () => Promise<void>): void {
+  if (QUICKJS_BUILT) kvmTest(`net js: ${name}`, fn);
+  else Deno.test({ name: `net js: ${name} (quickjs.wasm not built)`, ignore: true, fn() {} });
+}
+
+/** A script whose `attempt(url, init)` answers the response or the error's name/rule/reason. */
+const SOURCE = `
+async function attempt(url, init) {
+  try {
+    const r = await fetch(url, init);
+    return { status: r.status, text: await r.text(), location: r.headers.get("location") };
+  } catch (e) {
+    return { name: e.name, rule: e.rule, reason: e.reason };
+  }
+}
+async function loop(url, n) {
+  let ok = 0, refused = 0, last;
+  for (let i = 0; i < n; i++) {
+    try { await fetch(url); ok++; } catch (e) { refused++; last = e.rule; }
+  }
+  return { ok, refused, last };
+}
+async function echo(url, body, headers) {
+  const r = await fetch(url, { method: "POST", body, headers });
+  return await r.json();
+}
+async function bytes(url) {
+  const r = await fetch(url, { method: "POST", body: new Uint8Array([0, 1, 2, 255]) });
+  return await r.json();
+}
+async function uncaught(url) { return await fetch(url); }
+`;
+
+async function withServers(
+  fn: (a: TestServer, b: TestServer, opts: NetOptions) => Promise<void>,
+): Promise<void> {
+  const a = startServer();
+  const b = startServer();
+  try {
+    await fn(a, b, {
+      allow: [
+        `${a.origin}/v1/`,
+        `${a.origin}/echo`,
+        `${a.origin}/big`,
+        `${a.origin}/slow`,
+        `${a.origin}/redirect`,
+        `http://private.test:${a.port}/`,
+      ],
+      limits: { maxResponseBodyBytes: 256 * 1024, timeoutMs: 700, maxRequestsPerCall: 20 },
+    });
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+jsTest("fetch: allowed requests, bodies both ways, the URL's Host", async () => {
+  await withServers(async (a, _b, allow) => {
+    await using js = await JsSandbox.create({ source: SOURCE, net: allow, cache: false });
+    assert.deepEqual(await js.call("attempt", `${a.origin}/v1/x`), {
+      status: 200,
+      text: "ok",
+      location: null,
+    });
+    const echo = await js.call("echo", `${a.origin}/echo`, "héllo", {
+      "Content-Type": "text/plain",
+      Host: "evil.test",
+    }) as { body: string; host: string; method: string };
+    assert.equal(echo.body, "héllo");
+    assert.equal(echo.method, "POST");
+    assert.equal(echo.host, `127.0.0.1:${a.port}`); // the spoofed Host is not sent
+    const bin = await js.call("bytes", `${a.origin}/echo`) as { bodyLength: number };
+    assert.equal(bin.bodyLength, 4);
+    const s = js.netStats()!;
+    assert.equal(s.requests, 3);
+    assert.ok(s.bytesOut >= 10 && s.bytesIn > 0);
+  });
+});
+
+jsTest("fetch: refusals arrive typed in the script and reach no server", async () => {
+  await withServers(async (a, b, allow) => {
+    const net = new Net(allow, {
+      resolve: (h) => Promise.resolve(h === "private.test" ? ["10.0.0.7"] : []),
+    });
+    await using js = await JsSandbox.create({ source: SOURCE, net, cache: false });
+    const cases: [string, Record<string, unknown> | undefined, string][] = [
+      [`http://localhost:${a.port}/v1/`, undefined, "host"],
+      [`${b.origin}/v1/`, undefined, "port"],
+      [`${a.origin}/v1/../admin`, undefined, "path"],
+      [`${a.origin}/v1/%2e%2e/admin`, undefined, "path"],
+      [`${a.origin}//admin/v1/`, undefined, "path"],
+      [`${a.origin}/v1/`, { method: "CONNECT" }, "method"],
+      [`${a.origin}/v1/`, { method: "TRACE" }, "method"],
+      [`http://private.test:${a.port}/`, undefined, "address"],
+      [`${a.origin}/v1/`, { headers: { "x-a": "1\r\nX-Injected: 1" } }, "header"],
+      [`http://u:p@127.0.0.1:${a.port}/v1/`, undefined, "credentials"],
+      ["http://169.254.169.254/latest/meta-data/", undefined, "host"],
+    ];
+    for (const [url, init, rule] of cases) {
+      const r = await js.call("attempt", url, init ?? {});
+      assert.deepEqual(r, { name: "NetworkPolicyError", rule }, url);
+    }
+    assert.equal(a.seen.length + b.seen.length, 0);
+    assert.equal(net.stats().refused, cases.length);
+    // Uncaught, it is the call's JsError, named.
+    const e = await js.call("uncaught", `${b.origin}/`).catch((e) => e);
+    assert.ok(e instanceof JsError && e.jsName === "NetworkPolicyError", String(e));
+    assert.equal(js.poisoned, false);
+    await net.dispose();
+  });
+});
+
+jsTest("fetch: redirects are returned, 1 GB is cut, slowloris times out", async () => {
+  await withServers(async (a, b, allow) => {
+    await using js = await JsSandbox.create({ source: SOURCE, net: allow, cache: false });
+    const to = `${b.origin}/v1/`;
+    const r = await js.call("attempt", `${a.origin}/redirect?to=${encodeURIComponent(to)}`);
+    assert.deepEqual(r, { status: 302, text: "", location: to });
+    assert.equal(b.seen.length, 0);
+    assert.deepEqual(await js.call("attempt", `${a.origin}/big?n=${2 ** 30}`), {
+      name: "NetworkError",
+      reason: "body-limit",
+    });
+    assert.deepEqual(await js.call("attempt", `${a.origin}/slow`), {
+      name: "NetworkError",
+      reason: "timeout",
+    });
+  });
+});
+
+jsTest(
+  "fetch: 1,000 requests in one call stop at the per-call limit; the next call may go on",
+  async () => {
+    await withServers(async (a, _b, allow) => {
+      await using js = await JsSandbox.create({ source: SOURCE, net: allow, cache: false });
+      assert.deepEqual(await js.call("loop", `${a.origin}/v1/n`, 1000), {
+        ok: 20,
+        refused: 980,
+        last: "limit:requests",
+      });
+      assert.equal(a.seen.length, 20);
+      assert.deepEqual(await js.call("loop", `${a.origin}/v1/n`, 3), { ok: 3, refused: 0 });
+    });
+  },
+);
+
+jsTest("without net there is no fetch; a snapshot made with net needs net", async () => {
+  await using plain = await JsSandbox.create({ cache: false });
+  assert.equal(await plain.eval("typeof fetch"), "undefined");
+  await using js = await JsSandbox.create({ net: { allow: [] }, cache: false });
+  assert.equal(await js.eval("typeof fetch"), "function");
+  await using snap = await js.snapshot();
+  await assert.rejects(JsSandbox.create({ snapshot: snap }));
+  await using copy = await JsSandbox.create({ snapshot: snap, net: { allow: [] } });
+  assert.equal(await copy.eval("typeof fetch"), "function");
+});

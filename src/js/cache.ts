@@ -1,76 +1,12 @@
 /**
- * The process's cache of `JsSandbox` start states: per module, engine, memory limit, source and
- * host function names, the `WasmSnapshot` taken after QuickJS's init and the source's evaluation.
- * Least recently used out beyond a bound on entries; an evicted snapshot is released (sandboxes
- * started from it keep working). Concurrent creates of one key wait for the first. Internal.
+ * The cache of `JsSandbox` start states: one instance of the runtime layer's
+ * {@linkcode SnapshotCache} (`runtime/cache.ts`) for the JavaScript kind, the snapshots taken after
+ * QuickJS's init and the source's evaluation. Internal.
  *
  * @module
  */
 
-import type { WasmSnapshot } from "../wasm/snapshot.ts";
+import { SnapshotCache } from "../runtime/cache.ts";
 
-/** A bounded LRU of snapshots by key. */
-export class JsSnapshotCache {
-  readonly #entries = new Map<string, Promise<WasmSnapshot | undefined>>();
-  readonly #max: number;
-
-  /** Keeps at most `max` snapshots. */
-  constructor(max: number) {
-    this.#max = max;
-  }
-
-  /** The live snapshot of `key`, waiting for a fill under way; undefined on a miss. */
-  async get(key: string): Promise<WasmSnapshot | undefined> {
-    const entry = this.#entries.get(key);
-    if (!entry) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry); // most recently used last
-    const snap = await entry;
-    if (snap && !snap.disposed) return snap;
-    if (this.#entries.get(key) === entry) this.#entries.delete(key);
-    return undefined;
-  }
-
-  /**
-   * Runs `make` (which returns its value and the snapshot to keep, if any) with `key` marked
-   * as being filled, so that concurrent `get`s wait for it.
-   */
-  async fill<T>(
-    key: string,
-    make: () => Promise<{ value: T; snapshot: WasmSnapshot | undefined }>,
-  ): Promise<T> {
-    let settle!: (s: WasmSnapshot | undefined) => void;
-    const entry = new Promise<WasmSnapshot | undefined>((r) => settle = r);
-    this.#entries.set(key, entry);
-    try {
-      const { value, snapshot } = await make();
-      settle(snapshot);
-      if (!snapshot) this.#forget(key, entry);
-      else await this.#evict();
-      return value;
-    } catch (e) {
-      settle(undefined);
-      this.#forget(key, entry);
-      throw e;
-    }
-  }
-
-  #forget(key: string, entry: Promise<WasmSnapshot | undefined>): void {
-    if (this.#entries.get(key) === entry) this.#entries.delete(key);
-  }
-
-  async #evict(): Promise<void> {
-    while (this.#entries.size > this.#max) {
-      const [key, entry] = this.#entries.entries().next().value!;
-      this.#entries.delete(key);
-      await (await entry)?.dispose();
-    }
-  }
-
-  /** Releases every snapshot. */
-  async clear(): Promise<void> {
-    const all = [...this.#entries.values()];
-    this.#entries.clear();
-    for (const e of all) await (await e)?.dispose();
-  }
-}
+/** The JavaScript kind's start states, at most 32 (least recently used out). */
+export const jsSnapshotCache: SnapshotCache = new SnapshotCache(32);

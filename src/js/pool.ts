@@ -6,16 +6,9 @@
  * @module
  */
 
-import { ArgumentError } from "../errors.ts";
-import { checkPoolSizing, Pool, type PoolCore, type PoolSizing } from "../pool_core.ts";
-import { startRuntimePool } from "../runtime/pool.ts";
-import {
-  handOverJsSandbox,
-  JsSandbox,
-  type JsSandboxOptions,
-  type JsSnapshot,
-  reseedJsSandbox,
-} from "./sandbox.ts";
+import { Pool, type PoolCore, type PoolSizing } from "../pool_core.ts";
+import { startLanguagePool } from "../runtime/language.ts";
+import { jsKind, type JsSandbox, type JsSandboxOptions, type JsSnapshot } from "./sandbox.ts";
 
 /** Options of {@linkcode JsSandboxPool.create}. */
 export interface JsSandboxPoolOptions extends JsSandboxOptions, PoolSizing {
@@ -57,37 +50,6 @@ export class JsSandboxPool extends Pool<JsSandbox> {
    * ```
    */
   static async create(options: JsSandboxPoolOptions): Promise<JsSandboxPool> {
-    if (typeof options !== "object" || options === null) {
-      throw new ArgumentError("JsSandboxPool.create takes an options object");
-    }
-    const size = checkPoolSizing(options);
-    if (options.snapshot !== undefined && options.source !== undefined) {
-      throw new ArgumentError("JsSandboxPool.create takes `source` or `snapshot`, not both");
-    }
-    const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, snapshot: _n, ...rest } = options;
-    const member = (snapshot: JsSnapshot) =>
-      JsSandbox.create({
-        snapshot,
-        hostFunctions: options.hostFunctions,
-        timeoutMs: options.timeoutMs,
-        library: options.library,
-        onLog: options.onLog,
-        stdout: options.stdout,
-        stderr: options.stderr,
-      });
-    return new JsSandboxPool(
-      await startRuntimePool({
-        size,
-        snapshot: options.snapshot,
-        first: () => JsSandbox.create(rest),
-        snapshotOf: (first) => first.snapshot(),
-        fromSnapshot: member,
-        handOver: (js) => handOverJsSandbox(js),
-        restore: async (js, snap) => {
-          await js.restore(snap);
-          await reseedJsSandbox(js);
-        },
-      }, options),
-    );
+    return new JsSandboxPool(await startLanguagePool(jsKind, options));
   }
 }

@@ -1,117 +1,24 @@
 /**
- * Decoding the QuickJS driver's replies (docs/js.md, "Engine and driver ABI"). Everything the
- * driver writes is guest output, so hostile: a reply that is too large, not UTF-8, not JSON, or
- * not exactly one of the shapes the ABI allows is a `ProtocolError` (and `JsSandbox` poisons
- * itself). Internal.
+ * Decoding the QuickJS driver's replies: the runtime layer's decoder (`runtime/reply.ts`) with
+ * exceptions as {@linkcode JsError}s. Internal.
  *
  * @module
  */
 
-import { JsError, ProtocolError } from "../errors.ts";
+import { JsError } from "../errors.ts";
+import { decodeReply as decode, type Reply } from "../runtime/reply.ts";
 
-/** The largest reply accepted (the driver's own replies are bounded by the guest's output area). */
-export const MAX_REPLY_BYTES = 64 << 20;
-/** The most host calls one `pending` reply may carry. */
-export const MAX_PENDING_CALLS = 4096;
+export { MAX_PENDING_CALLS, MAX_REPLY_BYTES, type PendingCall } from "../runtime/reply.ts";
 
-/** One host call a `pending` reply asks for. */
-export interface PendingCall {
-  readonly id: number;
-  readonly fn: string;
-  readonly args: readonly unknown[];
-}
-
-/** A decoded reply. */
-export type Reply =
-  | { readonly kind: "value"; readonly value: unknown }
-  | { readonly kind: "error"; readonly error: JsError }
-  | { readonly kind: "pending"; readonly calls: readonly PendingCall[] };
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
-  for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) throw new ProtocolError(`${what} has an unexpected key "${k}"`);
-  }
+/** Makes the `JsError` of an exception reply. */
+export function jsError(name: string, message: string, stack: string, nonError: boolean): JsError {
+  return new JsError(name, message, stack, nonError);
 }
 
 /**
- * Decodes one reply of `qjs_init`/`qjs_eval`/`qjs_call`/`qjs_resume`. `hostFunctions` are the
- * names registered at init: a pending call of any other name is a protocol violation.
+ * Decodes one reply of `qjs_init`/`qjs_eval`/`qjs_call`/`qjs_resume` (see `runtime/reply.ts`);
+ * a pending call of a name not in `hostFunctions` is a `ProtocolError`.
  */
-export function decodeReply(bytes: Uint8Array, hostFunctions: ReadonlySet<string>): Reply {
-  if (!(bytes instanceof Uint8Array)) throw new ProtocolError("the driver's reply is not bytes");
-  if (bytes.length > MAX_REPLY_BYTES) {
-    throw new ProtocolError(
-      `the driver's reply is ${bytes.length} bytes (at most ${MAX_REPLY_BYTES})`,
-    );
-  }
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch (e) {
-    throw new ProtocolError("the driver's reply is not UTF-8", { cause: e });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ProtocolError("the driver's reply is not JSON", { cause: e });
-  }
-  if (!isRecord(json)) throw new ProtocolError("the driver's reply is not a JSON object");
-  const keys = Object.keys(json);
-  if (keys.length === 0) return { kind: "value", value: undefined };
-  if (keys.length !== 1) {
-    throw new ProtocolError(`the driver's reply has ${keys.length} keys (${keys.join(", ")})`);
-  }
-  if ("value" in json) return { kind: "value", value: json.value };
-  if ("error" in json) return { kind: "error", error: decodeError(json.error) };
-  if ("pending" in json) {
-    return { kind: "pending", calls: decodePending(json.pending, hostFunctions) };
-  }
-  throw new ProtocolError(`the driver's reply has an unknown key "${keys[0]}"`);
-}
-
-function decodeError(e: unknown): JsError {
-  if (!isRecord(e)) throw new ProtocolError("the driver's error is not an object");
-  onlyKeys(e, ["name", "message", "stack", "nonError"], "the driver's error");
-  const { name, message, stack, nonError } = e;
-  if (typeof name !== "string" || typeof message !== "string") {
-    throw new ProtocolError("the driver's error lacks a string name and message");
-  }
-  if (stack !== undefined && typeof stack !== "string") {
-    throw new ProtocolError("the driver's error stack is not a string");
-  }
-  if (nonError !== undefined && typeof nonError !== "boolean") {
-    throw new ProtocolError("the driver's error nonError flag is not a boolean");
-  }
-  return new JsError(name, message, stack ?? "", nonError ?? false);
-}
-
-function decodePending(p: unknown, hostFunctions: ReadonlySet<string>): PendingCall[] {
-  if (!Array.isArray(p) || p.length === 0) {
-    throw new ProtocolError("the driver's pending list is not a non-empty array");
-  }
-  if (p.length > MAX_PENDING_CALLS) {
-    throw new ProtocolError(`the driver asked for ${p.length} host calls at once`);
-  }
-  const ids = new Set<number>();
-  return p.map((c) => {
-    if (!isRecord(c)) throw new ProtocolError("a pending host call is not an object");
-    onlyKeys(c, ["id", "fn", "args"], "a pending host call");
-    const { id, fn, args } = c;
-    if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0 || ids.has(id)) {
-      throw new ProtocolError(`a pending host call has a bad or repeated id ${JSON.stringify(id)}`);
-    }
-    ids.add(id);
-    if (typeof fn !== "string" || !hostFunctions.has(fn)) {
-      throw new ProtocolError(`a pending host call names no registered host function`);
-    }
-    if (!Array.isArray(args)) throw new ProtocolError("a pending host call's args is not an array");
-    return { id, fn, args };
-  });
+export function decodeReply(bytes: Uint8Array, hostFunctions: ReadonlySet<string>): Reply<JsError> {
+  return decode(bytes, hostFunctions, jsError);
 }

@@ -5,21 +5,10 @@
  * @module
  */
 
-import { SnapshotDisposedError, SnapshotMismatchError } from "../snapshot.ts";
-import type { WasmSnapshot } from "../wasm/snapshot.ts";
-import { loadJsSnapshot, saveJsSnapshot, type SnapshotLoadOptions } from "../snapshot_file.ts";
+import { type RuntimeSnapshotState, SnapshotStates } from "../runtime/snapshot.ts";
 
-/** What a {@linkcode JsSnapshot} holds. */
-export interface JsSnapshotState {
-  /** The snapshot of the Wasm sandbox that runs QuickJS. */
-  readonly wasm: WasmSnapshot;
-  /** The module digest, engine, memory limit, source and host function names it was made with. */
-  readonly key: string;
-  /** The host functions registered in QuickJS (`host.*`). */
-  readonly hostFunctions: readonly string[];
-}
-
-const states = new WeakMap<JsSnapshot, JsSnapshotState>();
+/** What a {@linkcode JsSnapshot} holds (the runtime layer's snapshot state). */
+export type JsSnapshotState = RuntimeSnapshotState;
 
 /**
  * A {@linkcode JsSandbox} frozen at one moment: every global, function, closure and pending
@@ -39,47 +28,12 @@ const states = new WeakMap<JsSnapshot, JsSnapshotState>();
 export class JsSnapshot implements AsyncDisposable {
   /** Use `JsSandbox.snapshot()`; not constructible from outside. */
   private constructor(state: JsSnapshotState) {
-    states.set(this, state);
+    jsSnapshots.set(this, state);
   }
 
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
     return jsStateOf(this).wasm.disposed;
-  }
-
-  /**
-   * Writes the snapshot to the file `path` (docs/snapshot-format.md): QuickJS's whole heap, the
-   * compiled engine and the host function names. `JsSnapshot.load` reads it back, in this or
-   * another process of the same library version on a host with the same CPU features.
-   *
-   * @example
-   * ```ts
-   * import { JsSandbox, JsSnapshot } from "@hl/sandbox";
-   * await using js = await JsSandbox.create({ source: "var n = 41; function next() { return ++n; }" });
-   * await using snap = await js.snapshot();
-   * await snap.save("/tmp/next.js.hlsnap");
-   * await using loaded = await JsSnapshot.load("/tmp/next.js.hlsnap");
-   * await using copy = await JsSandbox.create({ snapshot: loaded });
-   * console.log(await copy.call("next")); // 42
-   * ```
-   */
-  save(path: string): Promise<void> {
-    return saveJsSnapshot(this, path);
-  }
-
-  /**
-   * Reads a file written by {@linkcode JsSnapshot.save}. `SnapshotFormatError` for a file that
-   * is not a JsSnapshot file, of another library version or CPU, or truncated or corrupt.
-   *
-   * @example
-   * ```ts
-   * import { JsSandbox, JsSnapshot } from "@hl/sandbox";
-   * await using snap = await JsSnapshot.load("/tmp/next.js.hlsnap");
-   * await using js = await JsSandbox.create({ snapshot: snap });
-   * ```
-   */
-  static load(path: string, options: SnapshotLoadOptions = {}): Promise<JsSnapshot> {
-    return loadJsSnapshot(path, options);
   }
 
   /**
@@ -104,16 +58,18 @@ export class JsSnapshot implements AsyncDisposable {
   }
 }
 
+/** The states of the JsSnapshots (internal; the JavaScript kind's `snapshots`). */
+export const jsSnapshots: SnapshotStates<JsSnapshot> = new SnapshotStates(
+  JsSnapshot,
+  "a JsSnapshot",
+);
+
 /** Internal: wraps a state. */
 export function makeJsSnapshot(state: JsSnapshotState): JsSnapshot {
-  const Ctor = JsSnapshot as unknown as new (s: JsSnapshotState) => JsSnapshot;
-  return new Ctor(state);
+  return jsSnapshots.wrap(state);
 }
 
 /** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
 export function jsStateOf(snap: JsSnapshot, live = false): JsSnapshotState {
-  const state = snap instanceof JsSnapshot ? states.get(snap) : undefined;
-  if (!state) throw new SnapshotMismatchError("not a JsSnapshot");
-  if (live && state.wasm.disposed) throw new SnapshotDisposedError();
-  return state;
+  return jsSnapshots.of(snap, live);
 }

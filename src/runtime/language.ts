@@ -1,0 +1,668 @@
+/**
+ * The layer for sandboxes whose guest runs a language runtime compiled to a Wasm reactor
+ * (`JsSandbox`: QuickJS-NG; a Python kind next). The runtime is a module on `WasmSandbox`'s
+ * engines (`engine.ts`); a small driver of the project's own exports init/eval/call/resume/seed
+ * and answers in JSON (docs/js.md, "Engine and driver ABI"). Everything that does not depend on
+ * the language is here, once:
+ *
+ * - {@linkcode RuntimeSandbox}, the core of a handle: the VM (a `WasmSandbox`), calls one at a
+ *   time, the driver's exchange (request, host-call rounds of pending/resume, reply decoded as
+ *   hostile input, poisoning until a restore), console output, snapshot/restore, the
+ *   `Math.random` re-seed of each copy, the hand-over to a pool's next borrower, dispose and the
+ *   telemetry counts;
+ * - {@linkcode createRuntime}: option checks, the cold start (instantiate, `_initialize`, the
+ *   driver's init, the `source`), the start from a snapshot, the kind's cache of start states;
+ * - {@linkcode startLanguagePool}: a kind's pool over `startRuntimePool`.
+ *
+ * A kind says only what differs ({@linkcode LanguageKind}: names, the module, memory defaults, its
+ * error class, its cache, its snapshot class and how to wrap a core in its public class), and its
+ * public class forwards each documented method to the core (docs/design.md, "Runtime layer").
+ *
+ * Internal (not exported by `mod.ts`).
+ *
+ * @module
+ */
+
+import {
+  ArgumentError,
+  ProtocolError,
+  ReentrantCallError,
+  SandboxDisposedError,
+  type SandboxError,
+  SandboxPoisonedError,
+} from "../errors.ts";
+import { checkCount, checkTimeout } from "../options.ts";
+import { readSource } from "../source.ts";
+import { digest, SnapshotMismatchError } from "../snapshot.ts";
+import { ContentMemo } from "../content_memo.ts";
+import { findRuntimeModule, type RuntimeModuleName } from "../artifacts.ts";
+import { WasmSandbox } from "../wasm/sandbox.ts";
+import type { WasmSnapshot } from "../wasm/snapshot.ts";
+import type { WasmEngine } from "../wasm/types.ts";
+import { handOverWasmSandbox } from "../sandbox_internal.ts";
+import { countRuntime, type RuntimeKind, uncountRuntime } from "../telemetry.ts";
+import { checkPoolSizing, type PoolCore, type PoolMember, type PoolSizing } from "../pool_core.ts";
+import { engineNamed } from "./engine.ts";
+import { type PoolSnapshot, startRuntimePool } from "./pool.ts";
+import { decodeReply, type ErrorFactory, type PendingCall, type Reply } from "./reply.ts";
+import { checkOutput, Output, type OutputOptions } from "./output.ts";
+import type { SnapshotCache } from "./cache.ts";
+import type { RuntimeSnapshotState, SnapshotStates } from "./snapshot.ts";
+
+const MIB = 1 << 20;
+const utf8 = new TextEncoder();
+/** wasi-libc's own random stream is fixed (so the module cache may keep the instance); `Math.random` is seeded per copy. */
+const WASI_SEED = new Uint8Array(32);
+const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+/** A host function, callable from the guest language as `host.name(...args)`; JSON both ways. */
+// deno-lint-ignore no-explicit-any
+export type RuntimeHostFunction = (...args: any[]) => unknown;
+
+/** The names of a driver's exports (docs/js.md, "Engine and driver ABI", has QuickJS's). */
+export interface DriverExports {
+  /** `(ptr, len) -> reply`: creates the runtime from the JSON config (`{}` or an error). */
+  readonly init: string;
+  /** `(ptr, len) -> reply`: evaluates the UTF-8 input in the global scope. */
+  readonly eval: string;
+  /** `(ptr, len) -> reply`: calls the function at the JSON `[path, ...args]`'s dotted path. */
+  readonly call: string;
+  /** `(ptr, len) -> reply`: answers a `pending` reply's host calls. */
+  readonly resume: string;
+  /** `(lo, hi) -> ()`: seeds the language's random numbers. */
+  readonly seed: string;
+}
+
+/** What the core needs of a kind. */
+export interface Driver<E extends SandboxError> {
+  /** The public class's name, in messages (`"JsSandbox"`). */
+  readonly label: string;
+  /** The telemetry kind (`active_<kind>_sandboxes`, `sandbox_loads_total{kind}`). */
+  readonly telemetry: RuntimeKind;
+  /** The driver's exports. */
+  readonly exports: DriverExports;
+  /** The kind's error for an exception the driver reports (`JsError`). */
+  readonly error: ErrorFactory<E>;
+}
+
+/**
+ * A language-runtime kind: all that a new kind implements beside its public classes (its handle,
+ * snapshot and pool classes, each forwarding to this layer).
+ */
+export interface LanguageKind<H extends object, S extends object, E extends SandboxError>
+  extends Driver<E> {
+  /** The runtime module found when the caller gives no `module` (`findRuntimeModule`). */
+  readonly module: RuntimeModuleName;
+  /** The module's name in messages (`"QuickJS module"`). */
+  readonly moduleLabel: string;
+  /** The runtime's own allocation limit when the caller sets no `maxMemoryBytes`. */
+  readonly defaultMaxMemory: number;
+  /** Wasm memory beyond the runtime's limit: its C stack, static data, malloc's slack. */
+  readonly memoryHeadroom: number;
+  /** The kind's cache of start states (one per kind, per process). */
+  readonly cache: SnapshotCache;
+  /** The states of the kind's snapshot class. */
+  readonly snapshots: SnapshotStates<S>;
+  /** The kind's public handle on `core` (its private constructor). */
+  wrap(core: RuntimeSandbox<E>): H;
+}
+
+/** The create options every kind takes (its public options type is assignable to this). */
+export interface LanguageOptions extends OutputOptions {
+  source?: string;
+  hostFunctions?: Record<string, RuntimeHostFunction>;
+  timeoutMs?: number;
+  maxMemoryBytes?: number;
+  engine?: WasmEngine;
+  module?: Uint8Array | string | URL;
+  library?: string;
+  initTimeoutMs?: number;
+  cache?: boolean;
+}
+
+/** The options of a create from a snapshot `S`. */
+export interface LanguageSnapshotOptions<S> extends OutputOptions {
+  snapshot: S;
+  hostFunctions?: Record<string, RuntimeHostFunction>;
+  timeoutMs?: number;
+  library?: string;
+}
+
+function checkHostFunctions(
+  fns: Record<string, RuntimeHostFunction> | undefined,
+): Map<string, RuntimeHostFunction> {
+  if (fns === undefined) return new Map();
+  if (typeof fns !== "object" || fns === null) {
+    throw new ArgumentError("hostFunctions must be an object of functions");
+  }
+  const out = new Map<string, RuntimeHostFunction>();
+  for (const [name, fn] of Object.entries(fns)) {
+    if (!IDENTIFIER.test(name)) {
+      throw new ArgumentError(`host function name ${JSON.stringify(name)} is not an identifier`);
+    }
+    if (typeof fn !== "function") {
+      throw new ArgumentError(`host function ${name} is not a function`);
+    }
+    out.set(name, fn);
+  }
+  return out;
+}
+
+function sameNames(a: readonly string[], b: Iterable<string>): boolean {
+  const sb = [...b].sort();
+  return a.length === sb.length && [...a].sort().every((n, i) => n === sb[i]);
+}
+
+/** JSON text of `value`; what JSON cannot write is an ArgumentError naming `what`. */
+function toJson(value: unknown, what: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (e) {
+    throw new ArgumentError(`${what} is not JSON: ${(e as Error).message}`, { cause: e });
+  }
+  if (text === undefined) throw new ArgumentError(`${what} is not JSON`);
+  return text;
+}
+
+/** A new 64-bit random state for a copy, from the host's CSPRNG. */
+function freshSeed(): [number, number] {
+  const s = crypto.getRandomValues(new Int32Array(2));
+  return [s[0], s[1]];
+}
+
+const moduleDigests = new ContentMemo<Promise<string>>(4, 16 * MIB);
+
+/** What a core is made of; a hand-over moves all of it to the next core. */
+interface CoreState {
+  hostFns: Map<string, RuntimeHostFunction>;
+  names: ReadonlySet<string>;
+  key: string;
+  timeoutMs: number | undefined;
+  output: Output;
+  poison?: Error;
+  fromCache: boolean;
+}
+
+/**
+ * The core of a language-runtime sandbox handle (one per handle; a pool's hand-over makes a new
+ * one on the same VM). Its public class forwards to it.
+ */
+export class RuntimeSandbox<E extends SandboxError = SandboxError> {
+  readonly #kind: Driver<E>;
+  readonly #wasm: WasmSandbox;
+  readonly #hostFns: Map<string, RuntimeHostFunction>;
+  readonly #names: ReadonlySet<string>;
+  readonly #key: string;
+  readonly #timeoutMs: number | undefined;
+  readonly #output: Output;
+  /** Why this sandbox is unusable (a malformed reply, a trap), until a restore. */
+  #poison: Error | undefined;
+  /** Calls run one at a time: a new call would make the driver forget a waiting one. */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** A host function of this sandbox is running (a call from it would wait on itself). */
+  #inHost = false;
+  readonly #fromCache: boolean;
+
+  /** `load`: a new sandbox, not a pool's hand-over of a live one (telemetry). */
+  private constructor(kind: Driver<E>, wasm: WasmSandbox, state: CoreState, load: boolean) {
+    this.#kind = kind;
+    this.#wasm = wasm;
+    countRuntime(kind.telemetry, this, load); // active_<kind>_sandboxes (telemetry.ts)
+    this.#hostFns = state.hostFns;
+    this.#names = state.names;
+    this.#key = state.key;
+    this.#timeoutMs = state.timeoutMs;
+    this.#output = state.output;
+    this.#poison = state.poison;
+    this.#fromCache = state.fromCache;
+  }
+
+  /** A new core (not a hand-over) on `wasm`, with the host functions `hostFns`. */
+  static fresh<E extends SandboxError>(
+    kind: Driver<E>,
+    wasm: WasmSandbox,
+    hostFns: Map<string, RuntimeHostFunction>,
+    key: string,
+    timeoutMs: number | undefined,
+    output: Output,
+    fromCache: boolean,
+  ): RuntimeSandbox<E> {
+    const names = new Set(hostFns.keys());
+    return new RuntimeSandbox(
+      kind,
+      wasm,
+      { hostFns, names, key, timeoutMs, output, fromCache },
+      true,
+    );
+  }
+
+  /** Revokes this core (every later use is `SandboxDisposedError`); a new core on its VM. */
+  handOver(): RuntimeSandbox<E> {
+    const next = handOverWasmSandbox(this.#wasm);
+    uncountRuntime(this.#kind.telemetry, this);
+    return new RuntimeSandbox(this.#kind, next, {
+      hostFns: this.#hostFns,
+      names: this.#names,
+      key: this.#key,
+      timeoutMs: this.#timeoutMs,
+      output: this.#output,
+      poison: this.#poison,
+      fromCache: this.#fromCache,
+    }, false);
+  }
+
+  /** The Wasm sandbox (the cache's fill snapshots it). */
+  get wasm(): WasmSandbox {
+    return this.#wasm;
+  }
+
+  /** The key of the module, options and source (a snapshot's must match for a restore). */
+  get key(): string {
+    return this.#key;
+  }
+
+  /** Calls the global function at `path` with JSON arguments. */
+  call(path: string, args: readonly unknown[]): Promise<unknown> {
+    if (typeof path !== "string") {
+      return Promise.reject(new ArgumentError("the function path must be a string"));
+    }
+    let input: string;
+    try {
+      input = toJson([path, ...args], "an argument");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#request(this.#kind.exports.call, input);
+  }
+
+  /** Evaluates `code` in the global scope. */
+  eval(code: string): Promise<unknown> {
+    if (typeof code !== "string") return Promise.reject(new ArgumentError("code must be a string"));
+    return this.#request(this.#kind.exports.eval, code);
+  }
+
+  /** The state of a snapshot of this sandbox now (the kind wraps it in its class). */
+  snapshot(): Promise<RuntimeSnapshotState> {
+    return this.#queued(async () => {
+      this.#usable();
+      const wasm = await this.#wasm.snapshot();
+      return { wasm, key: this.#key, hostFunctions: [...this.#names] };
+    });
+  }
+
+  /** Brings the sandbox back to a snapshot's state of the same key; clears poisoning. */
+  restore(state: RuntimeSnapshotState): Promise<void> {
+    if (state.key !== this.#key) {
+      return Promise.reject(
+        new SnapshotMismatchError("the snapshot is of a sandbox with another source or options"),
+      );
+    }
+    return this.#queued(async () => {
+      await this.#wasm.restore(state.wasm);
+      this.#poison = undefined;
+    });
+  }
+
+  /** Whether a timeout, a trap or a malformed reply made the sandbox unusable. */
+  get poisoned(): boolean {
+    return this.#poison !== undefined || this.#wasm.poisoned;
+  }
+
+  /** Whether it was disposed (or a pool's run that lent it ended). */
+  get disposed(): boolean {
+    return this.#wasm.disposed;
+  }
+
+  /** Whether it started from the kind's cache of start states. */
+  get fromCache(): boolean {
+    return this.#fromCache;
+  }
+
+  /** Stops the call in progress. */
+  interrupt(): void {
+    this.#wasm.interrupt();
+  }
+
+  /** Destroys the VM. Idempotent. */
+  dispose(): Promise<void> {
+    uncountRuntime(this.#kind.telemetry, this);
+    return this.#wasm.dispose();
+  }
+
+  /** Gives the language's random numbers a fresh seed (each copy of a snapshot). */
+  async reseed(): Promise<void> {
+    const [lo, hi] = freshSeed();
+    await this.#wasm.call(this.#kind.exports.seed, lo, hi);
+  }
+
+  /** Runs the driver's init with the config; any other answer than `{}` poisons. */
+  async init(config: string, timeoutMs: number): Promise<void> {
+    const reply = await this.#enter(this.#kind.exports.init, utf8.encode(config), timeoutMs);
+    if (reply.kind === "error") throw reply.error;
+    if (reply.kind !== "value" || reply.value !== undefined) {
+      throw this.#poisonWith(
+        new ProtocolError(
+          `${this.#kind.exports.init} answered something other than {} or an error`,
+        ),
+      );
+    }
+  }
+
+  /** Evaluates the create's `source`; resolves to whether it called host functions. */
+  evalSource(source: string): Promise<boolean> {
+    return this.#queued(async () => {
+      const r = await this.#exchange(this.#kind.exports.eval, utf8.encode(source), this.#timeoutMs);
+      if (r.reply.kind === "error") throw r.reply.error;
+      return r.calledHost;
+    });
+  }
+
+  #usable(): void {
+    if (this.#wasm.disposed) throw new SandboxDisposedError();
+    if (this.#poison) throw new SandboxPoisonedError(this.#poison);
+  }
+
+  #queued<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#inHost) {
+      return Promise.reject(
+        new ReentrantCallError(`a host function called back into its own ${this.#kind.label}`),
+      );
+    }
+    const run = this.#queue.then(op, op);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #request(fn: string, input: string): Promise<unknown> {
+    return this.#queued(async () => {
+      const { reply } = await this.#exchange(fn, utf8.encode(input), this.#timeoutMs);
+      if (reply.kind === "error") throw reply.error;
+      return (reply as { value: unknown }).value;
+    });
+  }
+
+  /** One request and its host-call rounds, to a value or an error. */
+  async #exchange(
+    fn: string,
+    input: Uint8Array,
+    timeoutMs: number | undefined,
+  ): Promise<{ reply: Reply<E>; calledHost: boolean }> {
+    this.#usable();
+    const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+    const left = () =>
+      deadline === undefined ? undefined : Math.max(1, deadline - performance.now());
+    let calledHost = false;
+    try {
+      let reply = await this.#enter(fn, input, left());
+      while (reply.kind === "pending") {
+        calledHost = true;
+        const answers = await this.#answer(reply.calls);
+        reply = await this.#enter(this.#kind.exports.resume, utf8.encode(answers), left());
+      }
+      return { reply, calledHost };
+    } finally {
+      this.#output.flush();
+    }
+  }
+
+  /** Runs the host functions of one round; returns the resume export's input. */
+  async #answer(calls: readonly PendingCall[]): Promise<string> {
+    this.#inHost = true;
+    try {
+      const answers = await Promise.all(calls.map(async ({ id, fn, args }) => {
+        let value: unknown;
+        try {
+          value = await this.#hostFns.get(fn)!(...args);
+        } catch (e) {
+          const err = e instanceof Error ? e : new Error(String(e));
+          return JSON.stringify({
+            id,
+            error: { name: String(err.name), message: String(err.message) },
+          });
+        }
+        try {
+          return JSON.stringify({ id, value });
+        } catch (e) {
+          // A result JSON cannot write (a BigInt, a cycle) is a TypeError in the script.
+          const message = `host function ${fn} returned a value that is not JSON: ${
+            (e as Error).message
+          }`;
+          return JSON.stringify({ id, error: { name: "TypeError", message } });
+        }
+      }));
+      return `[${answers.join(",")}]`;
+    } finally {
+      this.#inHost = false;
+    }
+  }
+
+  /** One VM entry: a driver export by the bytes convention, its reply decoded. */
+  async #enter(fn: string, input: Uint8Array, timeoutMs: number | undefined): Promise<Reply<E>> {
+    let out: Uint8Array;
+    try {
+      out = await this.#wasm.callBytes(fn, input, timeoutMs === undefined ? {} : { timeoutMs });
+    } catch (e) {
+      // A trap leaves the runtime in an undefined state (docs/js.md): no call until a restore.
+      if (!(e instanceof SandboxDisposedError) && e instanceof Error) this.#poison ??= e;
+      throw e;
+    }
+    try {
+      return decodeReply(out, this.#names, this.#kind.error);
+    } catch (e) {
+      throw this.#poisonWith(e as Error);
+    }
+  }
+
+  #poisonWith(e: Error): Error {
+    this.#poison ??= e;
+    return e;
+  }
+}
+
+/** The core of each public handle (`wrap` makes the handle; the pools and hand-overs read it). */
+const cores = new WeakMap<object, RuntimeSandbox<SandboxError>>();
+
+function handleOf<H extends object, S extends object, E extends SandboxError>(
+  kind: LanguageKind<H, S, E>,
+  core: RuntimeSandbox<E>,
+): H {
+  const handle = kind.wrap(core);
+  cores.set(handle, core);
+  return handle;
+}
+
+function coreOf<E extends SandboxError>(handle: object): RuntimeSandbox<E> {
+  const core = cores.get(handle);
+  if (!core) throw new ArgumentError("not a sandbox of a language-runtime kind");
+  return core as RuntimeSandbox<E>;
+}
+
+/**
+ * Revokes `handle` (every later use is a `SandboxDisposedError`; work in progress is stopped and
+ * the VM left poisoned for the new owner's restore) and returns a new handle on its VM.
+ */
+export function handOverRuntime<H extends object, S extends object, E extends SandboxError>(
+  kind: LanguageKind<H, S, E>,
+  handle: H,
+): H {
+  return handleOf(kind, coreOf<E>(handle).handOver());
+}
+
+/**
+ * A kind's `create`: from `options.snapshot`, or with the runtime initialised and `source`
+ * evaluated (through the kind's cache of start states unless `cache: false`).
+ */
+export async function createRuntime<H extends object, S extends object, E extends SandboxError>(
+  kind: LanguageKind<H, S, E>,
+  options: LanguageOptions | LanguageSnapshotOptions<S>,
+): Promise<H> {
+  if (typeof options !== "object" || options === null) {
+    throw new ArgumentError(`${kind.label}.create takes an options object`);
+  }
+  checkOutput(options);
+  const hostFns = checkHostFunctions(options.hostFunctions);
+  checkTimeout(options.timeoutMs, "timeoutMs");
+  if ("snapshot" in options && options.snapshot !== undefined) {
+    const state = kind.snapshots.of(options.snapshot, true);
+    if (!sameNames(state.hostFunctions, hostFns.keys())) {
+      throw new SnapshotMismatchError(
+        `the snapshot's sandbox had host functions [${state.hostFunctions.join(", ")}]; ` +
+          `give exactly those`,
+      );
+    }
+    return handleOf(kind, await fromSnapshot(kind, state.wasm, state.key, hostFns, options, false));
+  }
+  const o = options as LanguageOptions;
+  if (o.source !== undefined && typeof o.source !== "string") {
+    throw new ArgumentError("source must be a string");
+  }
+  if (o.cache !== undefined && typeof o.cache !== "boolean") {
+    throw new ArgumentError("cache must be a boolean");
+  }
+  const maxMemory = checkCount(o.maxMemoryBytes, "maxMemoryBytes", kind.defaultMaxMemory);
+  if (maxMemory < MIB) throw new ArgumentError("maxMemoryBytes must be at least 1 MiB");
+  const engine = engineNamed(o.engine);
+  const bytes = await readSource(o.module ?? findRuntimeModule(kind.module), kind.moduleLabel);
+  const moduleDigest = await moduleDigests.get(bytes, (b) => digest(b));
+  const names = [...hostFns.keys()].sort();
+  const key = JSON.stringify({
+    module: moduleDigest,
+    engine: engine.name,
+    maxMemory,
+    library: o.library ?? "",
+    hostFunctions: names,
+    source: o.source ?? null,
+  });
+  if (o.cache === false) {
+    return handleOf(kind, (await cold(kind, bytes, key, hostFns, o, maxMemory)).core);
+  }
+  const hit = await kind.cache.get(key);
+  if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
+  const core = await kind.cache.fill(key, async () => {
+    const { core, calledHost } = await cold(kind, bytes, key, hostFns, o, maxMemory);
+    if (calledHost) return { value: core, snapshot: undefined };
+    try {
+      const snap = await core.wasm.snapshot();
+      await core.reseed();
+      return { value: core, snapshot: snap };
+    } catch (e) {
+      await core.dispose();
+      throw e;
+    }
+  });
+  return handleOf(kind, core);
+}
+
+/** A new VM from a snapshot (the cache's or the caller's), with its own random seed. */
+async function fromSnapshot<E extends SandboxError>(
+  kind: Driver<E>,
+  snapshot: WasmSnapshot,
+  key: string,
+  hostFns: Map<string, RuntimeHostFunction>,
+  options: OutputOptions & { timeoutMs?: number; library?: string },
+  fromCache: boolean,
+): Promise<RuntimeSandbox<E>> {
+  const output = new Output(options);
+  const wasm = await WasmSandbox.create({
+    snapshot,
+    timeoutMs: options.timeoutMs,
+    library: options.library,
+    wasi: output.sinks(),
+  });
+  const core = RuntimeSandbox.fresh(kind, wasm, hostFns, key, options.timeoutMs, output, fromCache);
+  try {
+    await core.reseed();
+  } catch (e) {
+    await core.dispose();
+    throw e;
+  }
+  return core;
+}
+
+/** Instantiates the module, initialises the runtime and evaluates the source. */
+async function cold<H extends object, S extends object, E extends SandboxError>(
+  kind: LanguageKind<H, S, E>,
+  bytes: Uint8Array,
+  key: string,
+  hostFns: Map<string, RuntimeHostFunction>,
+  options: LanguageOptions,
+  maxMemory: number,
+): Promise<{ core: RuntimeSandbox<E>; calledHost: boolean }> {
+  const output = new Output(options);
+  const wasmMemory = maxMemory + kind.memoryHeadroom;
+  const wasm = await WasmSandbox.create({
+    module: bytes,
+    engine: options.engine,
+    maxMemoryBytes: wasmMemory,
+    heapSize: Math.max(64 * MIB, 2 * wasmMemory + 16 * MIB),
+    timeoutMs: options.timeoutMs,
+    initTimeoutMs: options.initTimeoutMs,
+    library: options.library,
+    wasi: { ...output.sinks(), randomSeed: WASI_SEED },
+  });
+  const core = RuntimeSandbox.fresh(kind, wasm, hostFns, key, options.timeoutMs, output, false);
+  try {
+    const init = options.initTimeoutMs ?? 30_000;
+    // A module-cache hit is a copy of an instance snapshotted before `_initialize` too.
+    await wasm.callWithOptions({ timeoutMs: init }, "_initialize");
+    const config = toJson({
+      memoryLimit: maxMemory,
+      seed: (freshSeed()[0] >>> 0) || 1, // replaced per copy (the seed export)
+      hostFunctions: [...hostFns.keys()],
+    }, "the config");
+    await core.init(config, init);
+    const calledHost = options.source === undefined ? false : await core.evalSource(options.source);
+    return { core, calledHost };
+  } catch (e) {
+    await core.dispose();
+    throw e;
+  }
+}
+
+/**
+ * A kind's pool: one member from the options (through the kind's cache), snapshotted, the
+ * others from that snapshot; or all from `options.snapshot`. Each run's member is restored to the
+ * snapshot and re-seeded before the next borrower gets it.
+ */
+export async function startLanguagePool<
+  H extends PoolMember,
+  S extends PoolSnapshot,
+  E extends SandboxError,
+>(
+  kind: LanguageKind<H, S, E>,
+  options: LanguageOptions & PoolSizing & { snapshot?: S },
+): Promise<PoolCore<H>> {
+  const pool = `${kind.label}Pool`;
+  if (typeof options !== "object" || options === null) {
+    throw new ArgumentError(`${pool}.create takes an options object`);
+  }
+  const size = checkPoolSizing(options);
+  if (options.snapshot !== undefined && options.source !== undefined) {
+    throw new ArgumentError(`${pool}.create takes \`source\` or \`snapshot\`, not both`);
+  }
+  const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, snapshot: _n, ...rest } = options;
+  const member = (snapshot: S) =>
+    createRuntime(kind, {
+      snapshot,
+      hostFunctions: options.hostFunctions,
+      timeoutMs: options.timeoutMs,
+      library: options.library,
+      onLog: options.onLog,
+      stdout: options.stdout,
+      stderr: options.stderr,
+    });
+  return await startRuntimePool({
+    size,
+    snapshot: options.snapshot,
+    first: () => createRuntime(kind, rest),
+    snapshotOf: async (first) => kind.snapshots.wrap(await coreOf<E>(first).snapshot()),
+    fromSnapshot: member,
+    handOver: (h) => handOverRuntime(kind, h),
+    restore: async (h, snap) => {
+      const core = coreOf<E>(h);
+      await core.restore(kind.snapshots.of(snap, true));
+      await core.reseed();
+    },
+  }, options);
+}

@@ -1,0 +1,74 @@
+/**
+ * Where a language runtime's console output goes: the runtime writes it to WASI stdout/stderr,
+ * and {@linkcode Output} hands it on as lines (`onLog`) or bytes (`stdout`/`stderr` sinks, or the
+ * host's own). One per VM; it moves with the VM to a pool's next handle.
+ *
+ * Internal (not exported by `mod.ts`).
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+
+/** The output options every language-runtime sandbox takes (`JsOutputOptions`, ...). */
+export interface OutputOptions {
+  /** Each line, without its newline: `"log"` from stdout, `"error"` from stderr. */
+  onLog?: (level: "log" | "error", line: string) => void;
+  /** stdout as bytes (default: the host's stdout). */
+  stdout?: (data: Uint8Array) => void;
+  /** stderr as bytes (default: the host's stderr). */
+  stderr?: (data: Uint8Array) => void;
+}
+
+/** Checks that each output option, if given, is a function. */
+export function checkOutput(options: OutputOptions): void {
+  for (const k of ["onLog", "stdout", "stderr"] as const) {
+    if (options[k] !== undefined && typeof options[k] !== "function") {
+      throw new ArgumentError(`${k} must be a function`);
+    }
+  }
+}
+
+/** Where the VM's WASI output goes; moves with the VM to a pool's next handle. */
+export class Output {
+  onLog: OutputOptions["onLog"];
+  stdout: OutputOptions["stdout"];
+  stderr: OutputOptions["stderr"];
+  readonly #partial = { log: "", error: "" };
+  readonly #decoders = { log: new TextDecoder(), error: new TextDecoder() };
+
+  constructor(options: OutputOptions) {
+    this.onLog = options.onLog;
+    this.stdout = options.stdout;
+    this.stderr = options.stderr;
+  }
+
+  /** The WASI `stdout`/`stderr` sinks of the VM, writing here. */
+  sinks(): { stdout: (b: Uint8Array) => void; stderr: (b: Uint8Array) => void } {
+    return { stdout: (b) => this.write("log", b), stderr: (b) => this.write("error", b) };
+  }
+
+  /** The sink for one stream (`undefined`: the host's own stdout/stderr). */
+  write(level: "log" | "error", data: Uint8Array): void {
+    if (this.onLog) {
+      const text = this.#partial[level] + this.#decoders[level].decode(data, { stream: true });
+      const lines = text.split("\n");
+      this.#partial[level] = lines.pop()!;
+      for (const line of lines) this.onLog(level, line);
+      return;
+    }
+    const sink = level === "log" ? this.stdout : this.stderr;
+    if (sink) sink(data);
+    else if (level === "log") Deno.stdout.writeSync(data);
+    else Deno.stderr.writeSync(data);
+  }
+
+  /** Hands a line left without its newline to `onLog` (at the end of each call). */
+  flush(): void {
+    for (const level of ["log", "error"] as const) {
+      const rest = this.#partial[level];
+      this.#partial[level] = "";
+      if (rest && this.onLog) this.onLog(level, rest);
+    }
+  }
+}

@@ -135,3 +135,29 @@ export {
   type NetRule,
   type NetStats,
 } from "./src/net/mod.ts";
+export { type HlServer, serve, type ServeOptions } from "./src/serve/server.ts";
+export {
+  type GuestRoute,
+  type JsRoute,
+  loadServeConfig,
+  parseServeConfig,
+  type ServeConfig,
+  ServeConfigError,
+  type ServeLimits,
+  type ServeRoute,
+  type ServeRouteBase,
+  type ServeRouteKind,
+  type ServeStrategy,
+  type WagiRoute,
+  type WasmRoute,
+} from "./src/serve/config.ts";
+export {
+  type GuestResponse,
+  GuestResponseError,
+  jsonResponse,
+  MAX_HEAD_BYTES,
+  MAX_HEAD_LINES,
+  parseCgiResponse,
+  type ServeRequest,
+  wagiEnv,
+} from "./src/serve/cgi.ts";

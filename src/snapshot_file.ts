@@ -15,7 +15,7 @@
 
 import { ABI_VERSION, VALUE_TYPES, type ValueType } from "./abi.ts";
 import { PACKAGE_VERSION } from "./artifacts.ts";
-import { check, CDYLIB_ABI_VERSION, openLibrary } from "./ffi/lib.ts";
+import { CDYLIB_ABI_VERSION, check, openLibrary } from "./ffi/lib.ts";
 import { hypervisorInfo, MemorySnapshotHandle } from "./ffi/vm.ts";
 import type { MemoryLayout } from "./layout.ts";
 import {
@@ -28,7 +28,12 @@ import {
   stateOf,
 } from "./snapshot.ts";
 import type { FunctionSignature } from "./wire.ts";
-import { makeWasmSnapshot, type WasmSnapshot, type WasmSnapshotState, wasmStateOf } from "./wasm/snapshot.ts";
+import {
+  makeWasmSnapshot,
+  type WasmSnapshot,
+  type WasmSnapshotState,
+  wasmStateOf,
+} from "./wasm/snapshot.ts";
 import type { WasmExtern } from "./wasm/types.ts";
 import { type JsSnapshot, jsStateOf, makeJsSnapshot } from "./js/snapshot.ts";
 
@@ -239,9 +244,13 @@ export async function readSnapshotDescription(
   try {
     file = await Deno.open(path, { read: true });
   } catch (e) {
-    throw new SnapshotFormatError("io", `cannot open the snapshot file ${path}: ${(e as Error).message}`, {
-      cause: e,
-    });
+    throw new SnapshotFormatError(
+      "io",
+      `cannot open the snapshot file ${path}: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
   }
   try {
     const fileSize = (await file.stat()).size;
@@ -262,7 +271,10 @@ export async function readSnapshotDescription(
     }
     const len = view.getUint32(12, true);
     if (len === 0 || len > MAX_DESCRIPTION || HEADER_SIZE + len > fileSize) {
-      throw new SnapshotFormatError("corrupt", `${path}: the description's length ${len} is out of bounds`);
+      throw new SnapshotFormatError(
+        "corrupt",
+        `${path}: the description's length ${len} is out of bounds`,
+      );
     }
     const json = await readExactly(file, len, "the description");
     const digest = new Uint8Array(
@@ -275,7 +287,9 @@ export async function readSnapshotDescription(
     try {
       parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
     } catch (e) {
-      throw new SnapshotFormatError("corrupt", `${path}: the description is not JSON`, { cause: e });
+      throw new SnapshotFormatError("corrupt", `${path}: the description is not JSON`, {
+        cause: e,
+      });
     }
     return { description: checkDescription(parsed, fileSize, path), fileSize };
   } finally {
@@ -364,7 +378,9 @@ function checkDescription(v: unknown, fileSize: number, path: string): SnapshotD
   const memory = checkPages(d.memory, "memory", fileSize);
   const code = d.code === undefined ? undefined : checkPages(d.code, "code", fileSize);
   const layout = d.layout as unknown as Record<string, unknown>;
-  if (typeof layout !== "object" || layout === null || !LAYOUT_KEYS.every((k) => isInt(layout[k]))) {
+  if (
+    typeof layout !== "object" || layout === null || !LAYOUT_KEYS.every((k) => isInt(layout[k]))
+  ) {
     throw new SnapshotFormatError("corrupt", `${path}: the memory layout is malformed`);
   }
   const l = d.layout;
@@ -372,7 +388,8 @@ function checkDescription(v: unknown, fileSize: number, path: string): SnapshotD
   if (
     l.memorySize !== memory.size || !inside(l.inputAddr, l.inputSize) ||
     !inside(l.outputAddr, l.outputSize) || !inside(l.imageAddr, l.imageSize) ||
-    !inside(l.heapAddr, l.heapSize) || !inside(l.stackAddr, l.stackSize) || l.stackTop > l.memorySize ||
+    !inside(l.heapAddr, l.heapSize) || !inside(l.stackAddr, l.stackSize) ||
+    l.stackTop > l.memorySize ||
     (l.codeSize > 0) !== (code !== undefined) ||
     (code !== undefined && (l.codeAddr < l.memorySize || code.size < l.codeSize))
   ) {
@@ -460,7 +477,9 @@ export async function loadSnapshotFile(
     const state: SnapshotState = {
       memory,
       vcpu,
-      layout: Object.fromEntries(LAYOUT_KEYS.map((k) => [k, d.layout[k]])) as unknown as MemoryLayout,
+      layout: Object.fromEntries(
+        LAYOUT_KEYS.map((k) => [k, d.layout[k]]),
+      ) as unknown as MemoryLayout,
       code,
       functions: new Map(d.functions.map((f) => [f.name, f])),
       imports: d.imports ?? undefined,

@@ -11,6 +11,7 @@ import { inspect, INSPECT_HELP } from "./inspect.ts";
 import { js, JS_HELP } from "./js.ts";
 import { NEW_GUEST_HELP, newGuest } from "./new_guest.ts";
 import { run, RUN_HELP } from "./run.ts";
+import { serve, SERVE_HELP } from "./serve.ts";
 
 /** `hl --help`. */
 export const MAIN_HELP = `Usage: hl <command> [options] ...
@@ -23,6 +24,7 @@ Commands:
   js <script.js> [args...]                   run a JavaScript file (QuickJS)
   inspect <module.wasm | guest>              list imports, exports, signatures
   new-guest <dir>                            write a guest project that builds with cargo
+  serve --config <file.json>                 serve HTTP requests with sandboxed functions
 
 Run "hl <command> --help" for a command's options.`;
 
@@ -32,6 +34,7 @@ const COMMANDS: Record<string, (argv: readonly string[]) => Promise<number>> = {
   js,
   inspect,
   "new-guest": newGuest,
+  serve,
 };
 
 /** Every command's help text, for documentation and tests. */
@@ -42,6 +45,7 @@ export const HELP: Readonly<Record<string, string>> = {
   js: JS_HELP,
   inspect: INSPECT_HELP,
   "new-guest": NEW_GUEST_HELP,
+  serve: SERVE_HELP,
 };
 
 /**

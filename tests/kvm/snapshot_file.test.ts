@@ -32,7 +32,11 @@ async function savedCounter(name: string): Promise<string> {
   return path;
 }
 
-async function refused(path: string, reason: string, load = Snapshot.load): Promise<void> {
+async function refused(
+  path: string,
+  reason: string,
+  load: (path: string) => Promise<unknown> = Snapshot.load,
+): Promise<void> {
   await assert.rejects(load(path), (e: unknown) => {
     assert.ok(e instanceof SnapshotFormatError, String(e));
     assert.ok(e instanceof SnapshotMismatchError);
@@ -58,71 +62,77 @@ kvmTest("Snapshot file: a Sandbox loaded from it continues where the snapshot wa
   await b.restore(loaded);
   assert.equal(Number(await b.call("counter")), 2);
   // A file of the native kind is not a WasmSnapshot.
-  await refused(path, "format", WasmSnapshot.load as typeof Snapshot.load);
+  await refused(path, "format", (p) => WasmSnapshot.load(p));
 });
 
-kvmTest("Snapshot file: truncated, changed, foreign and other-version files are refused", async () => {
-  const path = await savedCounter("good");
-  const good = await Deno.readFile(path);
-  const write = (name: string, bytes: Uint8Array) => {
-    Deno.writeFileSync(`${dir}/${name}`, bytes);
-    return `${dir}/${name}`;
-  };
-  await refused(write("empty", new Uint8Array(0)), "format");
-  await refused(write("text", new TextEncoder().encode("not a snapshot at all, clearly")), "format");
-  await refused(`${dir}/missing`, "io");
-  // Truncated anywhere: in the header, the description, the pages.
-  for (const n of [20, 100, good.length - 4096, good.length - 1]) {
-    await refused(write(`short${n}`, good.subarray(0, n)), "corrupt");
-  }
-  // One byte changed in the description, and in the last page.
-  const desc = good.slice();
-  desc[60] ^= 1;
-  await refused(write("desc", desc), "corrupt");
-  const page = good.slice();
-  page[good.length - 10] ^= 0x40;
-  await refused(write("page", page), "corrupt");
-  // Another format version.
-  const fmt = good.slice();
-  new DataView(fmt.buffer).setUint32(8, 99, true);
-  await refused(write("fmt", fmt), "version");
-  // A description re-signed with another library version, C ABI, or CPU (a valid SHA-256, so
-  // only the version or CPU check can refuse it).
-  const len = new DataView(good.buffer).getUint32(12, true);
-  const d = JSON.parse(new TextDecoder().decode(good.subarray(48, 48 + len)));
-  const resign = async (name: string, change: (d: Record<string, unknown>) => void) => {
-    const copy = structuredClone(d);
-    change(copy);
-    const json = new TextEncoder().encode(JSON.stringify(copy));
-    // The description may grow into the padding before the first page.
-    if (48 + json.length > d.memory.offset) throw new Error("the test's description is too long");
-    const out = good.slice();
-    out.fill(0, 48, d.memory.offset);
-    out.set(json, 48);
-    new DataView(out.buffer).setUint32(12, json.length, true);
-    out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", json)), 16);
-    return write(name, out);
-  };
-  await refused(await resign("lib", (x) => x.library = "0.0.0"), "version");
-  await refused(await resign("abi", (x) => x.cdylibAbi = 1), "version");
-  await refused(await resign("guestabi", (x) => x.guestAbi = 1), "version");
-  await refused(await resign("cpu", (x) => x.cpu = "0000000000000000"), "cpu");
-  await refused(
-    await resign("layout", (x) => (x.layout as Record<string, number>).inputAddr = 2 ** 40),
-    "corrupt",
-  );
-  await refused(
-    await resign("offset", (x) => (x.memory as Record<string, number>).offset = 2 ** 40),
-    "corrupt",
-  );
-  await refused(
-    await resign("bitmap", (x) => (x.memory as Record<string, string>).bitmap = "AAAA"),
-    "corrupt",
-  );
-  await refused(await resign("sig", (x) => x.functions = [{ name: 1 }]), "corrupt");
-  // The good file still loads after all that.
-  await (await Snapshot.load(path)).dispose();
-});
+kvmTest(
+  "Snapshot file: truncated, changed, foreign and other-version files are refused",
+  async () => {
+    const path = await savedCounter("good");
+    const good = await Deno.readFile(path);
+    const write = (name: string, bytes: Uint8Array) => {
+      Deno.writeFileSync(`${dir}/${name}`, bytes);
+      return `${dir}/${name}`;
+    };
+    await refused(write("empty", new Uint8Array(0)), "format");
+    await refused(
+      write("text", new TextEncoder().encode("not a snapshot at all, clearly")),
+      "format",
+    );
+    await refused(`${dir}/missing`, "io");
+    // Truncated anywhere: in the header, the description, the pages.
+    for (const n of [20, 100, good.length - 4096, good.length - 1]) {
+      await refused(write(`short${n}`, good.subarray(0, n)), "corrupt");
+    }
+    // One byte changed in the description, and in the last page.
+    const desc = good.slice();
+    desc[60] ^= 1;
+    await refused(write("desc", desc), "corrupt");
+    const page = good.slice();
+    page[good.length - 10] ^= 0x40;
+    await refused(write("page", page), "corrupt");
+    // Another format version.
+    const fmt = good.slice();
+    new DataView(fmt.buffer).setUint32(8, 99, true);
+    await refused(write("fmt", fmt), "version");
+    // A description re-signed with another library version, C ABI, or CPU (a valid SHA-256, so
+    // only the version or CPU check can refuse it).
+    const len = new DataView(good.buffer).getUint32(12, true);
+    const d = JSON.parse(new TextDecoder().decode(good.subarray(48, 48 + len)));
+    const resign = async (name: string, change: (d: Record<string, unknown>) => void) => {
+      const copy = structuredClone(d);
+      change(copy);
+      const json = new TextEncoder().encode(JSON.stringify(copy));
+      // The description may grow into the padding before the first page.
+      if (48 + json.length > d.memory.offset) throw new Error("the test's description is too long");
+      const out = good.slice();
+      out.fill(0, 48, d.memory.offset);
+      out.set(json, 48);
+      new DataView(out.buffer).setUint32(12, json.length, true);
+      out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", json)), 16);
+      return write(name, out);
+    };
+    await refused(await resign("lib", (x) => x.library = "0.0.0"), "version");
+    await refused(await resign("abi", (x) => x.cdylibAbi = 1), "version");
+    await refused(await resign("guestabi", (x) => x.guestAbi = 1), "version");
+    await refused(await resign("cpu", (x) => x.cpu = "0000000000000000"), "cpu");
+    await refused(
+      await resign("layout", (x) => (x.layout as Record<string, number>).inputAddr = 2 ** 40),
+      "corrupt",
+    );
+    await refused(
+      await resign("offset", (x) => (x.memory as Record<string, number>).offset = 2 ** 40),
+      "corrupt",
+    );
+    await refused(
+      await resign("bitmap", (x) => (x.memory as Record<string, string>).bitmap = "AAAA"),
+      "corrupt",
+    );
+    await refused(await resign("sig", (x) => x.functions = [{ name: 1 }]), "corrupt");
+    // The good file still loads after all that.
+    await (await Snapshot.load(path)).dispose();
+  },
+);
 
 kvmTest("Snapshot file: save and load leak no fds, mappings or snapshot handles", async () => {
   const path = await savedCounter("leak");
@@ -149,31 +159,40 @@ kvmTest("Snapshot file: save and load leak no fds, mappings or snapshot handles"
   assert.equal(globalStats().liveSnapshots, handles);
 });
 
+/** Host functions of state.wasm. */
+const host = {
+  env: { seen: { params: ["i32"], result: "void", fn: (_x: number) => undefined } },
+} as const;
+
 for (const engine of WASM_ENGINES) {
-  engineTest(engine)("WasmSnapshot file: a loaded snapshot gives the in-memory one's results", async () => {
-    await using w = await WasmSandbox.create({
-      engine,
-      module: fixture("state"),
-      hostFunctions: { env: { seen: { params: ["i32"], result: "void", fn: () => {} } } },
-      cache: false,
-    });
-    assert.equal(await w.call("bump"), 1);
-    await w.call("store", 64, 1234);
-    await using snap = await w.snapshot();
-    const path = `${dir}/wasm-${engine}`;
-    await snap.save(path);
-    await using loaded = await WasmSnapshot.load(path);
-    assert.deepEqual(loaded.exports, snap.exports);
-    const host = { env: { seen: { params: ["i32"], result: "void", fn: () => {} } } } as const;
-    await using a = await WasmSandbox.create({ snapshot: snap, hostFunctions: host });
-    await using b = await WasmSandbox.create({ snapshot: loaded, hostFunctions: host });
-    assert.equal(await b.call("load", 64), 1234);
-    for (let i = 0; i < 3; i++) assert.equal(await b.call("bump"), await a.call("bump"));
-    await refused(path, "format", JsSnapshot.load as typeof Snapshot.load);
-  });
+  engineTest(engine)(
+    "WasmSnapshot file: a loaded snapshot gives the in-memory one's results",
+    async () => {
+      await using w = await WasmSandbox.create({
+        engine,
+        module: fixture("state"),
+        hostFunctions: host,
+        cache: false,
+      });
+      assert.equal(await w.call("bump"), 1);
+      await w.call("store", 64, 1234);
+      await using snap = await w.snapshot();
+      const path = `${dir}/wasm-${engine}`;
+      await snap.save(path);
+      await using loaded = await WasmSnapshot.load(path);
+      assert.deepEqual(loaded.exports, snap.exports);
+      await using a = await WasmSandbox.create({ snapshot: snap, hostFunctions: host });
+      await using b = await WasmSandbox.create({ snapshot: loaded, hostFunctions: host });
+      assert.equal(await b.call("load", 64), 1234);
+      for (let i = 0; i < 3; i++) assert.equal(await b.call("bump"), await a.call("bump"));
+      await refused(path, "format", (p) => JsSnapshot.load(p));
+    },
+  );
 }
 
-const jsTest = QUICKJS_BUILT ? kvmTest : (name: string, _fn: unknown) => Deno.test.ignore(name, () => {});
+const jsTest = QUICKJS_BUILT
+  ? kvmTest
+  : (name: string, _fn: unknown) => Deno.test.ignore(name, () => {});
 jsTest("JsSnapshot file: a loaded snapshot gives the in-memory one's results", async () => {
   await using js = await JsSandbox.create({
     module: QUICKJS_MODULE,

@@ -1,0 +1,327 @@
+/**
+ * A route's handler: starts the route's sandboxes by its kind and strategy ({@linkcode startRoute})
+ * and turns one request into a {@linkcode GuestResponse}. Kinds (docs/serve.md, "Route kinds"):
+ * `wagi` (a WASI command: request in env and stdin, CGI-style response on stdout), `wasm` (an
+ * export by the bytes convention: request JSON in, CGI-style response out), `js` (a `JsSandbox`
+ * function: request object in, response object out) and `guest` (a native guest function: the
+ * body in, the result out). `python` is an extension point (see docs/serve.md).
+ *
+ * @module
+ */
+
+import { ArgumentError } from "../errors.ts";
+import { guests } from "../artifacts.ts";
+import { Sandbox } from "../sandbox.ts";
+import { SandboxPool } from "../pool.ts";
+import { WasmSandbox } from "../wasm/sandbox.ts";
+import { WasmSandboxPool } from "../wasm_pool.ts";
+import { JsSandbox } from "../js/sandbox.ts";
+import { JsSandboxPool } from "../js/pool.ts";
+import {
+  GuestResponseError,
+  jsonResponse,
+  parseCgiResponse,
+  type ServeRequest,
+  wagiEnv,
+} from "./cgi.ts";
+import type { GuestResponse } from "./cgi.ts";
+import type { GuestRoute, JsRoute, ServeRoute, WagiRoute, WasmRoute } from "./config.ts";
+import { type Member, RenewRunner, RestoreRunner, ReuseRunner, type Runner } from "./strategy.ts";
+
+/** What a handler gets of a request beside the `Request`. */
+export interface RequestContext {
+  /** The body, read within the route's limit. */
+  body: Uint8Array;
+  /** The request id. */
+  id: string;
+  /** The client's address. */
+  remote: string;
+}
+
+/** A started route. */
+export interface RouteHandler {
+  /** The route's configuration. */
+  readonly route: ServeRoute;
+  /** Its sandboxes. */
+  readonly runner: Runner<Member>;
+  /** Answers one request (guest errors propagate; the server maps them to status codes). */
+  handle(req: Request, ctx: RequestContext): Promise<GuestResponse>;
+}
+
+const drop = (_: Uint8Array) => {};
+
+/** Collects a guest's stdout up to `max` bytes; past it, `over` is set and the rest dropped. */
+class Collector {
+  readonly #chunks: Uint8Array[] = [];
+  #n = 0;
+  over = false;
+  constructor(readonly max: number) {}
+  write = (b: Uint8Array): void => {
+    if (this.#n + b.length > this.max) {
+      this.over = true;
+      return;
+    }
+    this.#chunks.push(b.slice());
+    this.#n += b.length;
+  };
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.#n);
+    let at = 0;
+    for (const c of this.#chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+}
+
+/** The request as the `js` and `wasm` kinds see it. */
+export function requestObject(req: Request, ctx: RequestContext): ServeRequest {
+  const url = new URL(req.url);
+  return {
+    method: req.method,
+    path: url.pathname,
+    query: url.search.replace(/^\?/, ""),
+    headers: Object.fromEntries(req.headers),
+    body: new TextDecoder().decode(ctx.body),
+    id: ctx.id,
+  };
+}
+
+async function readModule(path: string, field: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw new ArgumentError(`${field}: cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
+  const module = await readModule(r.module, `routes[${i}].module`);
+  const base = {
+    module,
+    cache: false,
+    engine: r.engine,
+    fuel: r.fuel,
+    maxMemoryBytes: r.maxMemoryBytes,
+    timeoutMs: r.timeoutMs,
+  };
+  const name = r.module.slice(r.module.lastIndexOf("/") + 1);
+  // Warm: one instance compiles the module (the artifact is then cached) and checks its imports.
+  await (await WasmSandbox.create({
+    ...base,
+    wasi: { args: [name], env: r.env, preopens: r.preopens, stdout: drop, stderr: drop },
+  })).dispose();
+  // The request's environment is fixed at instantiation, so each request makes its own instance;
+  // `make` is unused (run passes the instance in through the closure below).
+  const runner = new RenewRunner<Member>(r.poolSize, () => Promise.resolve(NONE), async () => {});
+  return {
+    route: r,
+    runner,
+    handle: (req, ctx) =>
+      runner.run(async () => {
+        const out = new Collector(r.maxResponseBytes);
+        const env = wagiEnv(req, {
+          route: r.path,
+          body: ctx.body.length,
+          remote: ctx.remote,
+          id: ctx.id,
+          env: r.env,
+        });
+        await using w = await WasmSandbox.create({
+          ...base,
+          wasi: {
+            args: [name],
+            env,
+            preopens: r.preopens,
+            stdin: ctx.body,
+            stdout: out.write,
+            stderr: drop,
+          },
+        });
+        const { exitCode } = await w.runWasi({ timeoutMs: r.timeoutMs });
+        if (out.over) throw new GuestResponseError(`the output is over ${out.max} bytes`);
+        if (exitCode !== 0) throw new GuestResponseError(`the program exited with ${exitCode}`);
+        return parseCgiResponse(out.bytes(), r.maxResponseBytes);
+      }, r.acquireTimeoutMs),
+  };
+}
+
+const NONE: Member = { poisoned: false, dispose: () => Promise.resolve() };
+
+/** Starts a runner by strategy from the three ways of making a kind's sandboxes. */
+async function runnerOf<M extends Member, S extends { dispose(): Promise<void> }>(
+  r: ServeRoute,
+  ways: {
+    pool: () => Promise<RestoreRunner<M>>;
+    first: () => Promise<M & { snapshot(): Promise<S> }>;
+    fromSnapshot: (s: S) => Promise<M>;
+    fresh: () => Promise<M>;
+  },
+): Promise<Runner<M>> {
+  switch (r.strategy) {
+    case "restore":
+      return await ways.pool();
+    case "renew": {
+      const first = await ways.first();
+      let snap: S;
+      try {
+        snap = await first.snapshot();
+      } finally {
+        await first.dispose();
+      }
+      return new RenewRunner(r.poolSize, () => ways.fromSnapshot(snap), () => snap.dispose());
+    }
+    default: {
+      const members: M[] = [];
+      try {
+        for (let k = 0; k < r.poolSize; k++) members.push(await ways.fresh());
+      } catch (e) {
+        for (const m of members) await m.dispose();
+        throw e;
+      }
+      return new ReuseRunner(members, ways.fresh, async () => {});
+    }
+  }
+}
+
+async function startWasm(r: WasmRoute, i: number): Promise<RouteHandler> {
+  const module = await readModule(r.module, `routes[${i}].module`);
+  const opts = {
+    module,
+    engine: r.engine,
+    fuel: r.fuel,
+    maxMemoryBytes: r.maxMemoryBytes,
+    timeoutMs: r.timeoutMs,
+    wasi: { stdout: drop, stderr: drop },
+  };
+  const runner = await runnerOf(r, {
+    pool: async () =>
+      new RestoreRunner(await WasmSandboxPool.create({ ...opts, size: r.poolSize })),
+    first: () => WasmSandbox.create(opts),
+    fromSnapshot: (snapshot) =>
+      WasmSandbox.create({
+        snapshot,
+        timeoutMs: r.timeoutMs,
+        wasi: { stdout: drop, stderr: drop },
+      }),
+    fresh: () => WasmSandbox.create(opts),
+  });
+  const enc = new TextEncoder();
+  return {
+    route: r,
+    runner,
+    handle: (req, ctx) =>
+      runner.run(async (w) => {
+        const input = enc.encode(JSON.stringify(requestObject(req, ctx)));
+        const out = await w.callBytes(r.export, input, { timeoutMs: r.timeoutMs });
+        return parseCgiResponse(out, r.maxResponseBytes);
+      }, r.acquireTimeoutMs),
+  };
+}
+
+async function startJs(r: JsRoute, i: number): Promise<RouteHandler> {
+  let source: string;
+  try {
+    source = await Deno.readTextFile(r.source);
+  } catch (e) {
+    throw new ArgumentError(
+      `routes[${i}].source: cannot read ${r.source}: ${(e as Error).message}`,
+    );
+  }
+  const opts = {
+    source,
+    engine: r.engine,
+    maxMemoryBytes: r.maxMemoryBytes,
+    timeoutMs: r.timeoutMs,
+    stdout: drop,
+    stderr: drop,
+  };
+  const runner = await runnerOf(r, {
+    pool: async () => new RestoreRunner(await JsSandboxPool.create({ ...opts, size: r.poolSize })),
+    first: () => JsSandbox.create(opts),
+    fromSnapshot: (snapshot) => JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
+    fresh: () => JsSandbox.create(opts),
+  });
+  return {
+    route: r,
+    runner,
+    handle: (req, ctx) =>
+      runner.run(async (js) => {
+        const value = await js.call(r.export, requestObject(req, ctx));
+        return jsonResponse(value, r.maxResponseBytes);
+      }, r.acquireTimeoutMs),
+  };
+}
+
+async function startGuest(r: GuestRoute, i: number): Promise<RouteHandler> {
+  const guest = r.guest === "testguest" ? guests.testguest : r.guest;
+  const opts = { guest, heapSize: r.heapSize, timeoutMs: r.timeoutMs };
+  // Checks the function and its argument type once, at start.
+  const probe = await Sandbox.create(opts);
+  let param: string | undefined;
+  try {
+    const sig = probe.functions.find((f) => f.name === r.function);
+    if (!sig) throw new ArgumentError(`routes[${i}].function: the guest has no ${r.function}`);
+    const want = r.argument === "body" ? 1 : 0;
+    if (sig.params.length !== want) {
+      throw new ArgumentError(
+        `routes[${i}].function: ${r.function} takes ${sig.params.length} arguments, ` +
+          `argument "${r.argument}" gives ${want}`,
+      );
+    }
+    param = sig.params[0];
+    if (param !== undefined && param !== "bytes" && param !== "string") {
+      throw new ArgumentError(
+        `routes[${i}].function: ${r.function} takes ${param}; the body is bytes or a string`,
+      );
+    }
+  } finally {
+    await probe.dispose();
+  }
+  const runner = await runnerOf(r, {
+    pool: async () => new RestoreRunner(await SandboxPool.create({ ...opts, size: r.poolSize })),
+    first: () => Sandbox.create(opts),
+    fromSnapshot: (snapshot) => Sandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
+    fresh: () => Sandbox.create(opts),
+  });
+  const enc = new TextEncoder();
+  return {
+    route: r,
+    runner,
+    handle: (_req, ctx) =>
+      runner.run(async (sb) => {
+        const args = param === undefined
+          ? []
+          : [param === "string" ? new TextDecoder().decode(ctx.body) : ctx.body];
+        const result = await sb.call(r.function, ...args);
+        const body = result instanceof Uint8Array
+          ? result
+          : typeof result === "string"
+          ? enc.encode(result)
+          : enc.encode(
+            JSON.stringify(result ?? null, (_k, v) => typeof v === "bigint" ? `${v}` : v),
+          );
+        if (body.length > r.maxResponseBytes) {
+          throw new GuestResponseError(`the result is over ${r.maxResponseBytes} bytes`);
+        }
+        return { status: 200, headers: [["content-type", r.contentType]], body };
+      }, r.acquireTimeoutMs),
+  };
+}
+
+/**
+ * Starts route `i`: reads its files, creates its sandboxes by strategy (warm when this resolves).
+ */
+export function startRoute(r: ServeRoute, i: number): Promise<RouteHandler> {
+  switch (r.kind) {
+    case "wagi":
+      return startWagi(r, i);
+    case "wasm":
+      return startWasm(r, i);
+    case "js":
+      return startJs(r, i);
+    case "guest":
+      return startGuest(r, i);
+  }
+}

@@ -1,0 +1,326 @@
+/**
+ * `serve(config, options)`: the HTTP function host on `Deno.serve` (docs/serve.md). Routes map
+ * paths to sandboxed functions (src/serve/routes.ts); the server adds the limits (413, 431), the
+ * status codes of guest failures (500 fault, 502 malformed response, 503 no free sandbox, 504
+ * timeout), the operations endpoints (`/healthz`, `/readyz`, `/metrics`), a request id, one JSON
+ * access-log line per request, and a graceful drain.
+ *
+ * @module
+ */
+
+import { PoolExhaustedError } from "../pool_core.ts";
+import { GuestResponseError } from "./cgi.ts";
+import { loadServeConfig, parseServeConfig, type ServeConfig, type ServeRoute } from "./config.ts";
+import { processMemory, ServeMetrics } from "./metrics.ts";
+import { type RouteHandler, startRoute } from "./routes.ts";
+
+/** Options of {@linkcode serve} (they override the config's). */
+export interface ServeOptions {
+  /** Port (0: any free port; see {@linkcode HlServer.addr}). */
+  port?: number;
+  /** Address to listen on. */
+  hostname?: string;
+  /** Where access-log and server-log lines go (default: stdout; `null`: nowhere). */
+  log?: ((line: string) => void) | null;
+}
+
+/** A running server. */
+export interface HlServer extends AsyncDisposable {
+  /** The address it listens on. */
+  readonly addr: Deno.NetAddr;
+  /** Resolves when every route's sandboxes are warm; rejects when a route cannot start. */
+  readonly ready: Promise<void>;
+  /** Whether `/readyz` answers 200 now (warm and not draining). */
+  readonly isReady: boolean;
+  /** Resolves when the server has stopped and its sandboxes are disposed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting connections, lets requests in flight finish (at most the config's
+   * `drainTimeoutMs`), then disposes every sandbox. Idempotent.
+   */
+  drain(): Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function matches(route: ServeRoute, path: string): boolean {
+  if (route.path.endsWith("/*")) {
+    const prefix = route.path.slice(0, -2);
+    return path === prefix || path.startsWith(`${prefix}/`);
+  }
+  return path === route.path;
+}
+
+function text(status: number, body: string, extra: Record<string, string> = {}): Response {
+  return new Response(body + "\n", {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...extra },
+  });
+}
+
+class BodyTooLarge extends Error {}
+
+async function readBody(req: Request, max: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) throw new BodyTooLarge();
+  if (!req.body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    n += value.length;
+    if (n > max) {
+      await reader.cancel().catch(() => {});
+      throw new BodyTooLarge();
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Maps an error from a handler to a status; `guest` says whether it counts as a guest error. */
+function statusOf(e: unknown): { status: number; guest: boolean } {
+  if (e instanceof PoolExhaustedError) return { status: 503, guest: false };
+  if (e instanceof Error && e.name === "TimeoutError") return { status: 504, guest: true };
+  if (e instanceof GuestResponseError) return { status: 502, guest: true };
+  return { status: 500, guest: true };
+}
+
+/**
+ * Starts the HTTP function host: `config` is a checked config, a config object as in the JSON
+ * file, or the path of the file. It listens at once (`/healthz` answers 200) and starts every
+ * route's sandboxes; `/readyz` answers 200 once all are warm ({@linkcode HlServer.ready}).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@hl/sandbox";
+ * const source = await Deno.makeTempFile({ suffix: ".js" });
+ * await Deno.writeTextFile(source, "function handler(req) { return { body: 'hi ' + req.path }; }");
+ * await using server = await serve({
+ *   routes: [{ path: "/hello", kind: "js", source }],
+ * }, { port: 0, hostname: "127.0.0.1", log: null });
+ * await server.ready;
+ * const res = await fetch(`http://127.0.0.1:${server.addr.port}/hello`);
+ * console.log(res.status); // 200
+ * ```
+ */
+export async function serve(
+  config: ServeConfig | Record<string, unknown> | string,
+  options: ServeOptions = {},
+): Promise<HlServer> {
+  // A checked config passes the checks again unchanged (its paths are already resolved).
+  const cfg: ServeConfig = typeof config === "string"
+    ? await loadServeConfig(config)
+    : parseServeConfig(config);
+  const log = options.log === undefined
+    ? (line: string) => console.log(line)
+    : options.log ?? (() => {});
+  const metrics = new ServeMetrics();
+  const handlers: (RouteHandler | undefined)[] = cfg.routes.map(() => undefined);
+  let warm = false;
+  let draining = false;
+
+  metrics.gauge({
+    name: "hl_serve_ready",
+    help: "1 when every route's sandboxes are warm and the server is not draining.",
+    read: () => [{ labels: {}, value: warm && !draining ? 1 : 0 }],
+  });
+  metrics.gauge({
+    name: "hl_serve_pool_size",
+    help: "Sandboxes of a route (with renew: the most at once).",
+    read: () =>
+      handlers.flatMap((h) =>
+        h
+          ? [{ labels: { route: h.route.path, strategy: h.route.strategy }, value: h.runner.size }]
+          : []
+      ),
+  });
+  metrics.gauge({
+    name: "hl_serve_pool_available",
+    help: "Sandboxes of a route free now.",
+    read: () =>
+      handlers.flatMap((h) =>
+        h ? [{ labels: { route: h.route.path }, value: h.runner.available }] : []
+      ),
+  });
+  metrics.gauge({
+    name: "hl_serve_sandboxes_replaced",
+    help: "Sandboxes replaced since start because a request poisoned them (reuse).",
+    read: () =>
+      handlers.flatMap((h) =>
+        h ? [{ labels: { route: h.route.path }, value: h.runner.replaced }] : []
+      ),
+  });
+  metrics.gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident set size of this process.",
+    read: () => [{ labels: {}, value: processMemory().rss ?? 0 }],
+  });
+  metrics.gauge({
+    name: "hl_serve_peak_resident_memory_bytes",
+    help: "Peak resident set size of this process (VmHWM).",
+    read: () => [{ labels: {}, value: processMemory().peak ?? 0 }],
+  });
+
+  async function answer(
+    req: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    id: string,
+    note: { route: string; error?: string },
+  ): Promise<Response> {
+    const url = new URL(req.url);
+    const path = url.pathname;
+    if (path === "/healthz") return text(200, "ok");
+    if (path === "/readyz") {
+      return warm && !draining ? text(200, "ready") : text(503, draining ? "draining" : "warming");
+    }
+    if (path === "/metrics") {
+      return new Response(metrics.text(), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    }
+    const i = cfg.routes.findIndex((r) => matches(r, path));
+    if (i < 0) return text(404, "no route");
+    const route = cfg.routes[i];
+    note.route = route.path;
+    if (route.methods && !route.methods.includes(req.method)) {
+      return text(405, "method not allowed", { allow: route.methods.join(", ") });
+    }
+    let count = 0;
+    let bytes = 0;
+    for (const [k, v] of req.headers) {
+      count++;
+      bytes += k.length + v.length;
+    }
+    if (count > route.maxHeaders || bytes > route.maxHeaderBytes) {
+      return text(431, "request headers too large");
+    }
+    const h = handlers[i];
+    if (!h) return text(503, "route not ready", { "retry-after": "1" });
+    let body: Uint8Array;
+    try {
+      body = await readBody(req, route.maxBodyBytes);
+    } catch (e) {
+      if (e instanceof BodyTooLarge) return text(413, "request body too large");
+      return text(400, "cannot read the request body");
+    }
+    try {
+      const r = await h.handle(req, { body, id, remote: info.remoteAddr.hostname });
+      return new Response(r.body as Uint8Array<ArrayBuffer>, {
+        status: r.status,
+        headers: r.headers,
+      });
+    } catch (e) {
+      const { status, guest } = statusOf(e);
+      const name = e instanceof Error ? e.name : "Error";
+      note.error = name;
+      if (guest) metrics.guestError(route.path, name);
+      const what = status === 504
+        ? "the function timed out"
+        : status === 503
+        ? "no sandbox free"
+        : status === 502
+        ? "the function's response is malformed"
+        : "the function failed";
+      return text(status, what, status === 503 ? { "retry-after": "1" } : {});
+    }
+  }
+
+  const server = Deno.serve({
+    port: options.port ?? cfg.port,
+    hostname: options.hostname ?? cfg.hostname,
+    onListen: () => {},
+    onError: () => text(500, "internal error"),
+  }, async (req, info) => {
+    const t0 = performance.now();
+    const given = req.headers.get("x-request-id");
+    const id = given !== null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+    const note: { route: string; error?: string } = { route: "" };
+    metrics.inFlight++;
+    let res: Response;
+    try {
+      res = await answer(req, info, id, note);
+    } catch (e) {
+      note.error = e instanceof Error ? e.name : "Error";
+      res = text(500, "internal error");
+    } finally {
+      metrics.inFlight--;
+    }
+    res.headers.set("x-request-id", id);
+    const ms = performance.now() - t0;
+    if (note.route) metrics.request(note.route, req.method, res.status, ms / 1000);
+    if (cfg.accessLog) {
+      const url = new URL(req.url);
+      log(JSON.stringify({
+        time: new Date().toISOString(),
+        id,
+        method: req.method,
+        path: url.pathname,
+        route: note.route || undefined,
+        status: res.status,
+        ms: Math.round(ms * 1000) / 1000,
+        remote: info.remoteAddr.hostname,
+        ...(note.error ? { error: note.error } : {}),
+      }));
+    }
+    return res;
+  });
+
+  const ready = (async () => {
+    try {
+      for (let i = 0; i < cfg.routes.length; i++) {
+        if (draining) return;
+        handlers[i] = await startRoute(cfg.routes[i], i);
+      }
+      warm = !draining;
+      log(
+        JSON.stringify({
+          time: new Date().toISOString(),
+          event: "ready",
+          routes: cfg.routes.length,
+        }),
+      );
+    } catch (e) {
+      log(JSON.stringify({
+        time: new Date().toISOString(),
+        event: "route_failed",
+        error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+      }));
+      throw e;
+    }
+  })();
+  ready.catch(() => {});
+
+  let drained: Promise<void> | undefined;
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => finish = r);
+  const drain = (): Promise<void> =>
+    drained ??= (async () => {
+      draining = true;
+      const timer = new Promise<void>((r) => setTimeout(r, cfg.drainTimeoutMs));
+      await Promise.race([server.shutdown(), timer]);
+      await ready.catch(() => {});
+      for (const h of handlers) await h?.runner.dispose().catch(() => {});
+      log(JSON.stringify({ time: new Date().toISOString(), event: "drained" }));
+      finish();
+    })();
+
+  return {
+    addr: server.addr as Deno.NetAddr,
+    ready,
+    get isReady() {
+      return warm && !draining;
+    },
+    finished,
+    drain,
+    [Symbol.asyncDispose]: drain,
+  };
+}

@@ -43,6 +43,7 @@ const Op = {
   RENAME: 21,
   READLINK: 22,
   UNREAD: 23,
+  OUTPUT: 24,
 } as const;
 
 /**
@@ -252,6 +253,11 @@ class Request {
     return out;
   }
 
+  /** Whether every byte has been read. */
+  get atEnd(): boolean {
+    return this.#pos === this.bytes.length;
+  }
+
   finish(): void {
     if (this.#pos !== this.bytes.length) {
       throw new ProtocolError("wasi_io: trailing bytes in the request");
@@ -376,6 +382,10 @@ export class WasiRuntime {
         }
         return reply(0, this.#files.read(fd, max));
       }
+      if (op === Op.OUTPUT) {
+        this.#output(bytes);
+        return reply(0);
+      }
       if (op === Op.UNREAD) {
         const fd = r.u32();
         const n = r.u32();
@@ -394,6 +404,24 @@ export class WasiRuntime {
       }
       return reply(errnoOf(e));
     }
+  }
+
+  /**
+   * The guest's buffered stdout/stderr output (`wasi_io` op 24): records of `u32 fd, u32 len,
+   * bytes`, each fd 1 or 2, every length inside the request. The whole request is checked
+   * before any byte reaches a sink (a malformed one is a `ProtocolError` and delivers nothing);
+   * then the records go to the sinks in order. A sink that throws ends the delivery: the guest
+   * gets `EIO` (the module's next write to fd 1 or 2 fails with it) and the rest is dropped.
+   */
+  #output(bytes: Uint8Array): void {
+    const r = new Request(bytes);
+    const records: [number, Uint8Array][] = [];
+    while (!r.atEnd) {
+      const fd = r.u32();
+      if (fd !== 1 && fd !== 2) throw new ProtocolError(`wasi_io: output to fd ${fd}`);
+      records.push([fd, r.blob()]);
+    }
+    for (const [fd, data] of records) this.write(fd, data.slice());
   }
 
   /** The first malformed request of the current call, if any, and forgets it. */

@@ -243,3 +243,53 @@ Deno.test("wasi_io: malformed requests are ProtocolErrors; sizes are capped", as
     t.cleanup();
   }
 });
+
+Deno.test("wasi_io output (op 24): records reach the sinks in order; malformed ones deliver nothing", () => {
+  const seen: string[] = [];
+  const dec = new TextDecoder();
+  let broken = false;
+  const rt = new WasiRuntime(
+    {
+      stdout: (b) => seen.push(`out:${dec.decode(b)}`),
+      stderr: (b) => {
+        if (broken) throw new Error("quota");
+        seen.push(`err:${dec.decode(b)}`);
+      },
+    },
+    "m.wasm",
+    [],
+  );
+  const record = (fd: number, text: string, len?: number) => {
+    const data = utf8.encode(text);
+    const out = new Uint8Array(8 + data.length);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, fd, true);
+    v.setUint32(4, len ?? data.length, true);
+    out.set(data, 8);
+    return out;
+  };
+  const join = (...parts: Uint8Array[]) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) out.set(p, at), at += p.length;
+    return out;
+  };
+  const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
+  assert.equal(
+    errno(rt.io(24, join(record(1, "a"), record(2, "b"), record(1, "c"))) as Uint8Array),
+    0,
+  );
+  assert.deepEqual(seen, ["out:a", "err:b", "out:c"]);
+  assert.equal(errno(rt.io(24, new Uint8Array(0)) as Uint8Array), 0); // nothing: fine
+  seen.length = 0;
+  // Checked whole before any byte is delivered: fd 3, a length past the end, a cut header.
+  assert.throws(() => rt.io(24, join(record(1, "x"), record(3, "y"))), ProtocolError);
+  assert.throws(() => rt.io(24, join(record(1, "x"), record(2, "y", 0xffffffff))), ProtocolError);
+  assert.throws(() => rt.io(24, join(record(1, "x"), new Uint8Array(5))), ProtocolError);
+  assert.deepEqual(seen, []);
+  // A sink that throws is EIO for the guest, not an exception; the records before it arrived.
+  broken = true;
+  assert.equal(errno(rt.io(24, join(record(1, "p"), record(2, "q"))) as Uint8Array), 29);
+  assert.deepEqual(seen, ["out:p"]);
+  rt.close();
+});

@@ -37,6 +37,9 @@ pub enum Op {
     /// Gives back the last `n` bytes of the previous stdin `Read` reply (the guest's unread
     /// read-ahead) at the end of a call: `u32 fd (0), u32 n`.
     Unread = 23,
+    /// The module's buffered stdout/stderr output (`output::Output`): records of `u32 fd (1 or
+    /// 2), u32 len, bytes`, delivered in order; the reply has no payload.
+    Output = 24,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

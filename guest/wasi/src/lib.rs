@@ -9,7 +9,8 @@
 //! `random_get` (ChaCha20 keyed by a host-chosen seed), `clock_res_get`, `sched_yield`,
 //! `proc_exit` (an exit outcome, not a trap), `fd_prestat_get`/`fd_prestat_dir_name` (the
 //! preopened directories' names, fds 3.., from the instantiate request), and stat, seek and
-//! flag calls on fds 0-2. Crossing to the host: output on fds 1/2 (`wasi_write`), clocks
+//! flag calls on fds 0-2. Crossing to the host: output on fds 1/2 (`WasiHost::write_stdio`, which
+//! the runtime guests buffer: [`output::Output`], sent as one `wasi_io` `Output` request), clocks
 //! (`wasi_clock`), and everything on stdin (fd 0) or a file (`wasi_io`, only when the module
 //! touches one: see `files.rs`). Every other import of the module whose type returns one `i32`
 //! (an errno) answers `ENOSYS` (52).
@@ -26,6 +27,7 @@ mod chacha;
 mod files;
 pub mod host;
 mod instantiate;
+pub mod output;
 #[cfg(test)]
 mod tests;
 

@@ -466,3 +466,42 @@ fn the_instantiate_request_is_parsed_strictly() {
     off[16] = 0;
     assert!(InstantiateRequest::parse(&off).is_ok_and(|r| r.wasi.is_none()));
 }
+
+/// Decodes an `Output` request into (fd, bytes) records, checking every length.
+fn output_records(mut b: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let fd = u32::from_le_bytes(b[0..4].try_into().unwrap());
+        let n = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+        out.push((fd, b[8..8 + n].to_vec()));
+        b = &b[8 + n..];
+    }
+    out
+}
+
+#[test]
+fn output_keeps_the_order_of_both_streams_and_merges_runs() {
+    use crate::output::Output;
+    let mut o = Output::new();
+    assert!(o.is_empty());
+    o.push(1, b"a");
+    assert_eq!(o.len_after(1, 2), o.len() + 2);
+    assert_eq!(o.len_after(2, 2), o.len() + 8 + 2);
+    o.push(1, b"bc");
+    o.push(2, b"E");
+    o.push(2, b"");
+    o.push(1, b"d");
+    assert_eq!(o.len(), 3 * 8 + 5);
+    let records = output_records(&o.take());
+    assert_eq!(
+        records,
+        vec![(1, b"abc".to_vec()), (2, b"E".to_vec()), (1, b"d".to_vec())]
+    );
+    assert!(o.is_empty());
+    // After a take, a write to the last record's fd starts a new record.
+    o.push(1, b"x");
+    assert_eq!(output_records(&o.take()), vec![(1, b"x".to_vec())]);
+    o.push(2, b"y");
+    o.clear();
+    assert!(o.take().is_empty());
+}

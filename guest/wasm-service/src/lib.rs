@@ -309,9 +309,11 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
         max_memory: req.max_memory,
         max_table: req.max_table,
     };
-    let instance = E::instantiate(linker, &loaded.module, limits, req.wasi, loaded.fuel)
-        .map_err(|e| run_error::<E>(e, code::LINK))?;
-    state.running = Some(instance);
+    wasi_host::discard_output();
+    let instance = E::instantiate(linker, &loaded.module, limits, req.wasi, loaded.fuel);
+    // The start function's output crosses before the reply, whether it returned or trapped.
+    wasi_host::flush_output();
+    state.running = Some(instance.map_err(|e| run_error::<E>(e, code::LINK))?);
     Ok(())
 }
 
@@ -319,6 +321,8 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
 /// result's values are decoded as `results`; an error is the host function's failure (the
 /// engine carries it as its host error: [`Failure::Host`]).
 pub fn host_import(index: u32, results: &[ValKind], params: &[Val]) -> Result<Vec<Val>, String> {
+    // The host function sees the output the module wrote before calling it.
+    wasi_host::flush_output();
     let args = write_vals(params);
     match call_host("wasm_import", &[Value::U32(index), Value::Bytes(args)]) {
         Ok(Value::Bytes(bytes)) => {
@@ -378,21 +382,31 @@ fn call<E: Engine>(
     E::call(run, func, params, &sig.results).map_err(|e| run_error::<E>(e, 0))
 }
 
-/// At the end of every export that ran Wasm code: gives stdin's unread read-ahead back to the
-/// host (`hl_wasi::WasiCtx::end_call`; one exit, only when some is left), so no input waits in
-/// the guest between calls, where a snapshot or a restore's rewind could find it.
+/// At the end of every export that ran Wasm code, whether it returned or trapped: sends the
+/// buffered stdout/stderr output (`wasi_host::flush_output`) and gives stdin's unread read-ahead
+/// back to the host (`hl_wasi::WasiCtx::end_call`; one exit each, only when there is some), so
+/// no output or input waits in the guest between calls, where a snapshot or a restore's rewind
+/// could find it.
 fn after_call<E: Engine, T>(result: T) -> T {
     if let Some(run) = E::state().lock().running.as_mut()
         && let Some(wasi) = E::wasi(run)
     {
         wasi.end_call(&mut wasi_host::HlHost);
     }
+    wasi_host::flush_output();
     result
+}
+
+/// At the start of every export that runs Wasm code: output left by an interrupted call is
+/// dropped (`wasi_host::discard_output`), never delivered as a later call's.
+fn before_call() {
+    wasi_host::discard_output();
 }
 
 /// `invoke(name, args)`: calls an exported function with packed arguments, returns the packed
 /// results.
 pub fn invoke<E: Engine>(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    before_call();
     after_call::<E, _>(invoke_module::<E>(name, args))
 }
 
@@ -458,6 +472,7 @@ fn alloc_and_write<E: Engine>(run: &mut E::Instance, data: &[u8]) -> Result<u32,
 /// the input, call `name(ptr, len)` whose result is `(ptr, len)` (two i32s) or one i64
 /// `ptr << 32 | len`, copy the output, then `dealloc(ptr, len)` on it when exported.
 pub fn call_bytes<E: Engine>(name: String, input: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    before_call();
     after_call::<E, _>(call_bytes_module::<E>(name, input))
 }
 
@@ -507,6 +522,7 @@ fn call_bytes_module<E: Engine>(name: String, input: Vec<u8>) -> Result<Vec<u8>,
 
 /// `write_alloc(data)`: `alloc(len)`, copy, return the pointer.
 pub fn write_alloc<E: Engine>(data: Vec<u8>) -> Result<u32, GuestError> {
+    before_call();
     after_call::<E, _>(write_alloc_module::<E>(data))
 }
 

@@ -16,6 +16,7 @@ import type { WasmEngine } from "../wasm/types.ts";
 import { jsError } from "./reply.ts";
 import { JsSnapshot, jsSnapshots } from "./snapshot.ts";
 import { jsSnapshotCache } from "./cache.ts";
+import { jsNetOptions, Net, type NetOptions, type NetStats } from "../net/mod.ts";
 
 const MIB = 1 << 20;
 
@@ -63,6 +64,12 @@ export interface JsSandboxOptions extends JsOutputOptions {
    * a second create with the same source and options starts a VM from that snapshot.
    */
   cache?: boolean;
+  /**
+   * Outbound HTTP through a host-held allow-list (docs/networking.md): the script gets `fetch`.
+   * Off when absent. Options make a {@linkcode Net} the sandbox owns; a `Net` given is shared
+   * and stays the caller's. Needs `--allow-net` for the hosts reached.
+   */
+  net?: NetOptions | Net;
 }
 
 /** Options of {@linkcode JsSandbox.create} from a snapshot. */
@@ -75,6 +82,8 @@ export interface JsSnapshotSandboxOptions extends JsOutputOptions {
   timeoutMs?: number;
   /** Path of the native library. */
   library?: string;
+  /** Outbound HTTP, as for a new sandbox; required when the snapshot's sandbox had it. */
+  net?: NetOptions | Net;
 }
 
 /**
@@ -99,6 +108,8 @@ export interface JsSnapshotSandboxOptions extends JsOutputOptions {
 export class JsSandbox implements AsyncDisposable {
   /** The runtime layer's core (`runtime/language.ts`): the VM, calls, snapshots, hand-over. */
   readonly #core: RuntimeSandbox<JsError>;
+  /** The `net` option's requests (docs/networking.md); owned when made from options. */
+  #net: { net: Net; owned: boolean } | undefined;
 
   private constructor(core: RuntimeSandbox<JsError>) {
     this.#core = core;
@@ -121,8 +132,32 @@ export class JsSandbox implements AsyncDisposable {
    * await js.dispose();
    * ```
    */
-  static create(options: JsSandboxOptions | JsSnapshotSandboxOptions): Promise<JsSandbox> {
-    return createRuntime(jsKind, options);
+  static async create(options: JsSandboxOptions | JsSnapshotSandboxOptions): Promise<JsSandbox> {
+    const { options: withNet, net } = jsNetOptions(options);
+    if (!net) return await createRuntime(jsKind, options);
+    const owned = !(options.net instanceof Net);
+    try {
+      const js = await createRuntime(jsKind, withNet);
+      js.#net = { net, owned };
+      return js;
+    } catch (e) {
+      if (owned) await net.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * The counters of this sandbox's network requests (`net` option), or `undefined` without it.
+   *
+   * @example
+   * ```ts
+   * import { JsSandbox } from "@hl/sandbox";
+   * await using js = await JsSandbox.create({ net: { allow: ["https://api.example.com/"] } });
+   * console.log(js.netStats()); // { requests: 0, refused: 0, failed: 0, bytesOut: 0, bytesIn: 0 }
+   * ```
+   */
+  netStats(): NetStats | undefined {
+    return this.#net?.net.stats();
   }
 
   /**
@@ -142,6 +177,7 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   call(path: string, ...args: unknown[]): Promise<unknown> {
+    this.#net?.net.beginCall(); // the per-call request and byte budgets start again
     return this.#core.call(path, args);
   }
 
@@ -158,6 +194,7 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   eval(code: string): Promise<unknown> {
+    this.#net?.net.beginCall();
     return this.#core.eval(code);
   }
 
@@ -239,6 +276,7 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   dispose(): Promise<void> {
+    if (this.#net?.owned) void this.#net.net.dispose();
     return this.#core.dispose();
   }
 

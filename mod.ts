@@ -39,7 +39,14 @@ export {
   type SnapshotSandboxOptions,
   type ValueType,
 } from "./src/sandbox.ts";
-export { Snapshot, SnapshotDisposedError, SnapshotMismatchError } from "./src/snapshot.ts";
+export {
+  Snapshot,
+  SnapshotDisposedError,
+  SnapshotFormatError,
+  type SnapshotFormatReason,
+  type SnapshotLoadOptions,
+  SnapshotMismatchError,
+} from "./src/snapshot.ts";
 export {
   Pool,
   PoolExhaustedError,

@@ -6,6 +6,7 @@
  */
 
 import { type RuntimeSnapshotState, SnapshotStates } from "../runtime/snapshot.ts";
+import { loadJsSnapshot, saveJsSnapshot, type SnapshotLoadOptions } from "../snapshot_file.ts";
 
 /** What a {@linkcode JsSnapshot} holds (the runtime layer's snapshot state). */
 export type JsSnapshotState = RuntimeSnapshotState;
@@ -34,6 +35,41 @@ export class JsSnapshot implements AsyncDisposable {
   /** Whether {@linkcode dispose} has run. */
   get disposed(): boolean {
     return jsStateOf(this).wasm.disposed;
+  }
+
+  /**
+   * Writes the snapshot to the file `path` (docs/snapshot-format.md): QuickJS's whole heap, the
+   * compiled engine and the host function names. `JsSnapshot.load` reads it back, in this or
+   * another process of the same library version on a host with the same CPU features.
+   *
+   * @example
+   * ```ts
+   * import { JsSandbox, JsSnapshot } from "@hl/sandbox";
+   * await using js = await JsSandbox.create({ source: "var n = 41; function next() { return ++n; }" });
+   * await using snap = await js.snapshot();
+   * await snap.save("/tmp/next.js.hlsnap");
+   * await using loaded = await JsSnapshot.load("/tmp/next.js.hlsnap");
+   * await using copy = await JsSandbox.create({ snapshot: loaded });
+   * console.log(await copy.call("next")); // 42
+   * ```
+   */
+  save(path: string): Promise<void> {
+    return saveJsSnapshot(this, path);
+  }
+
+  /**
+   * Reads a file written by {@linkcode JsSnapshot.save}. `SnapshotFormatError` for a file that
+   * is not a JsSnapshot file, of another library version or CPU, or truncated or corrupt.
+   *
+   * @example
+   * ```ts
+   * import { JsSandbox, JsSnapshot } from "@hl/sandbox";
+   * await using snap = await JsSnapshot.load("/tmp/next.js.hlsnap");
+   * await using js = await JsSandbox.create({ snapshot: snap });
+   * ```
+   */
+  static load(path: string, options: SnapshotLoadOptions = {}): Promise<JsSnapshot> {
+    return loadJsSnapshot(path, options);
   }
 
   /**

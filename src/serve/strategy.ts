@@ -28,7 +28,7 @@ export interface Runner<M> {
   readonly size: number;
   /** Free right now. */
   readonly available: number;
-  /** Sandboxes replaced because a request poisoned them (`reuse`; `renew` disposes every one). */
+  /** Sandboxes replaced because their request failed (`reuse`; `renew` disposes every one). */
   readonly replaced: number;
   /** Disposes what the runner holds. Idempotent. */
   dispose(): Promise<void>;
@@ -136,7 +136,10 @@ export class RenewRunner<M extends Member> implements Runner<M> {
   }
 }
 
-/** `reuse`: `size` sandboxes kept with their state; one a request poisoned is replaced. */
+/**
+ * `reuse`: `size` sandboxes kept with their state; one whose request failed (a fault, a timeout, a
+ * malformed response) or that is poisoned is disposed and replaced.
+ */
 export class ReuseRunner<M extends Member> implements Runner<M> {
   readonly #make: () => Promise<M>;
   readonly #free: M[];
@@ -163,10 +166,16 @@ export class ReuseRunner<M extends Member> implements Runner<M> {
       throw e;
     }
     const member = m;
+    let failed = false;
     try {
       return await fn(member);
+    } catch (e) {
+      // Whatever failed in the guest (a trap leaves a Wasm instance unpoisoned but halfway
+      // through its work), the member is not trusted again.
+      failed = true;
+      throw e;
     } finally {
-      if (member.poisoned || this.#done) {
+      if (failed || member.poisoned || this.#done) {
         await member.dispose();
         if (!this.#done) {
           this.#replaced++;

@@ -6,6 +6,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 const OUT = `${ROOT}target/serve-fixtures`;
 
@@ -48,4 +50,28 @@ export function serveFixtures(): { wagi: string; wasm: string; js: string } {
     ]),
     js: `${ROOT}tests/serve/handler.js`,
   };
+}
+
+/** Parses Prometheus text format 0.0.4; throws on a line that is not a comment or a sample. */
+export function parsePrometheus(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  const types = new Set<string>();
+  const sample =
+    /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(?:,|(?=\})))*\})? (-?[0-9.e+]+|NaN|[+-]Inf)$/;
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const type = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/
+      .exec(line);
+    if (type) {
+      assert.ok(!types.has(type[1]), `TYPE twice for ${type[1]}`);
+      types.add(type[1]);
+      continue;
+    }
+    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*$/.test(line)) continue;
+    const m = sample.exec(line);
+    assert.ok(m, `not a Prometheus line: ${JSON.stringify(line)}`);
+    assert.ok(!samples.has(m[1] + (m[2] ?? "")), `sample twice: ${line}`);
+    samples.set(m[1] + (m[2] ?? ""), Number(m[3]));
+  }
+  return samples;
 }

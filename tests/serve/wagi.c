@@ -31,7 +31,7 @@ int main(void) {
   }
   if (strcmp(q, "big") == 0) {
     printf("Content-Type: text/plain\n\n");
-    for (int i = 0; i < 200000; i++) fputs("0123456789012345678901234567890123456789\n", stdout);
+    for (int i = 0; i < 2500; i++) fputs("0123456789012345678901234567890123456789\n", stdout);
     return 0;
   }
   static char body[65536];

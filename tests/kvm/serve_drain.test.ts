@@ -1,0 +1,107 @@
+/**
+ * `hl serve` as a subprocess (`deno run cli.ts serve`): SIGTERM while requests are in flight.
+ * Every request the server had accepted before the signal gets its 200, the process exits 0
+ * after logging `drained`, and afterwards nothing listens. The requests are known to be in
+ * flight from /metrics (`hl_serve_requests_in_flight`), not from a sleep. Loopback only.
+ */
+import assert from "node:assert/strict";
+import { kvmTest } from "./_kvm.ts";
+import { parsePrometheus, serveFixtures } from "./_serve.ts";
+
+const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const N = 12;
+
+kvmTest("hl serve: SIGTERM drains, every accepted request completes, exit 0", async () => {
+  const f = serveFixtures();
+  const dir = await Deno.makeTempDir();
+  const config = `${dir}/hl-serve.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      hostname: "127.0.0.1",
+      port: 0,
+      routes: [{
+        path: "/js/*",
+        kind: "js",
+        source: f.js,
+        poolSize: 2,
+        timeoutMs: 5000,
+        acquireTimeoutMs: 30_000,
+      }],
+    }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "serve", "--config", config],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const lines: Record<string, unknown>[] = [];
+  let port = 0;
+  const gotPort = Promise.withResolvers<void>();
+  const reading = (async () => {
+    let buf = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const e = JSON.parse(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        lines.push(e);
+        if (e.event === "listening") {
+          port = e.port;
+          gotPort.resolve();
+        }
+      }
+    }
+    gotPort.resolve();
+  })();
+  const stderr = new Response(child.stderr).text();
+  try {
+    await gotPort.promise;
+    assert.ok(port > 0, "the server said where it listens");
+    const base = `http://127.0.0.1:${port}`;
+    let ready = 0;
+    for (let i = 0; i < 600 && ready !== 200; i++) {
+      const r = await fetch(`${base}/readyz`);
+      await r.body?.cancel();
+      ready = r.status;
+      if (ready !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(ready, 200, "ready within the bound");
+    // N slow requests (~100 ms each, two sandboxes): most of them wait for a sandbox.
+    const requests = Array.from(
+      { length: N },
+      (_, i) =>
+        fetch(`${base}/js/slow`, { headers: { "x-request-id": `drain-${i}` } })
+          .then(async (r) => ({ status: r.status, body: await r.text() })),
+    );
+    let inFlight = 0;
+    for (let i = 0; i < 1000 && inFlight < N; i++) {
+      const m = parsePrometheus(await (await fetch(`${base}/metrics`)).text());
+      inFlight = m.get("hl_serve_requests_in_flight")! - 1; // less the metrics request itself
+      if (inFlight < N) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(inFlight, N, "all requests accepted before the signal");
+    child.kill("SIGTERM");
+    const answers = await Promise.all(requests);
+    for (const a of answers) assert.equal(a.status, 200, a.body);
+    const status = await child.status;
+    await reading;
+    assert.equal(status.code, 0, await stderr);
+    assert.ok(lines.some((e) => e.event === "drained"));
+    const logged = lines.filter((e) => typeof e.id === "string" && e.id.startsWith("drain-"));
+    assert.equal(logged.length, N);
+    assert.ok(logged.every((e) => e.status === 200));
+    const after = await fetch(`${base}/healthz`).catch((e) => e);
+    assert.ok(after instanceof TypeError, "nothing listens after the drain");
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await stderr;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -20,3 +20,4 @@ export {
 export { NET_DEFAULTS, type NetLimits, type NetOptions, type NetRule } from "./policy.ts";
 export { type AddressClass, addressClass } from "./address.ts";
 export { JS_NET_PRELUDE, jsNetOptions } from "./js.ts";
+export { HL_HTTP, HL_HTTP_CODES, httpImports, wasmNetOptions } from "./wasm.ts";

@@ -43,6 +43,7 @@ import {
   Writer,
 } from "./codec.ts";
 import { bindImports, ImportTable, runtimeHostFunctions, WASI } from "./imports.ts";
+import { type Net, type NetStats, wasmNetOptions } from "../net/mod.ts";
 import { WasiRuntime } from "./wasi.ts";
 import { checkPreopens } from "./wasi_path.ts";
 import {
@@ -115,6 +116,8 @@ export class WasmSandbox implements AsyncDisposable {
   #disposing: Promise<void> | undefined;
   /** `poisoned` as it was at dispose (the VM may serve another sandbox afterwards). */
   #poisonedAtDispose = false;
+  /** The `net` option's requests (docs/networking.md); `calls` starts each call's budgets. */
+  #net: { net: Net; owned: boolean; calls: number } | undefined;
 
   private constructor(
     sandbox: Sandbox,
@@ -173,15 +176,24 @@ export class WasmSandbox implements AsyncDisposable {
       );
       native.interrupt();
     }
-    return new WasmSandbox(native, this.#imports, [...this.#exports.values()], this.#imported, {
-      key: this.#key,
-      wasiOn: this.#wasiOn,
-      wasiRegistered: this.#wasiRegistered,
-      binding: this.#binding,
-      cacheEntry: this.#cacheEntry,
-      timeoutMs: this.#timeoutMs,
-      statsBase: this.#statsBase,
-    }, this.#wasi);
+    const next = new WasmSandbox(
+      native,
+      this.#imports,
+      [...this.#exports.values()],
+      this.#imported,
+      {
+        key: this.#key,
+        wasiOn: this.#wasiOn,
+        wasiRegistered: this.#wasiRegistered,
+        binding: this.#binding,
+        cacheEntry: this.#cacheEntry,
+        timeoutMs: this.#timeoutMs,
+        statsBase: this.#statsBase,
+      },
+      this.#wasi,
+    );
+    next.#net = this.#net; // the hl_http imports count the VM's calls, whichever handle makes them
+    return next;
   }
 
   /**
@@ -218,6 +230,20 @@ export class WasmSandbox implements AsyncDisposable {
   ): Promise<WasmSandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("WasmSandbox.create takes an options object with a `module`");
+    }
+    if (options.net !== undefined) {
+      // The hl_http imports (src/net/wasm.ts) join hostFunctions; the Net is this sandbox's.
+      const wired = wasmNetOptions(options);
+      try {
+        const w = await WasmSandbox.#create(wired.options);
+        const state = { net: wired.net!, owned: wired.owned, calls: 0 };
+        w.#net = state;
+        wired.bind(() => state.calls);
+        return w;
+      } catch (e) {
+        if (wired.owned) await wired.net!.dispose();
+        throw e;
+      }
     }
     if ("snapshot" in options && options.snapshot !== undefined) {
       const wasi = options.wasi;
@@ -929,6 +955,21 @@ export class WasmSandbox implements AsyncDisposable {
     return this.#disposing ??= this.#dispose();
   }
 
+  /**
+   * The counters of this sandbox's network requests (`net` option, the `hl_http` imports), or
+   * `undefined` without it.
+   *
+   * @example
+   * ```ts
+   * import { WasmSandbox } from "@hl/sandbox";
+   * await using w = await WasmSandbox.create({ module: "fetcher.wasm", net: { allow: [] } });
+   * console.log(w.netStats()?.requests); // 0
+   * ```
+   */
+  netStats(): NetStats | undefined {
+    return this.#net?.net.stats();
+  }
+
   async #dispose(): Promise<void> {
     const native = this.#sandbox;
     if (!native) return; // a dispose() re-entered from a WASI stream's cancel below
@@ -936,6 +977,7 @@ export class WasmSandbox implements AsyncDisposable {
     this.#poisonedAtDispose = native.poisoned;
     this.#sandbox = undefined;
     uncountRuntime("wasm", this);
+    if (this.#net?.owned) void this.#net.net.dispose();
     this.#wasi?.close();
     // A cache hit's VM, idle and healthy, is restored and kept for the next hit while its cache
     // entry is current (recycle.ts); anything else is destroyed.
@@ -997,6 +1039,7 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
+    if (this.#net) this.#net.calls++;
     this.#imported.takeFailure();
     this.#imported.takeViolation();
     this.#wasi?.takeViolation();

@@ -8,6 +8,7 @@
 import { SandboxError } from "../errors.ts";
 import type { WasmSnapshot } from "./snapshot.ts";
 import type { WasmModuleCache } from "./cache.ts";
+import type { Net, NetOptions } from "../net/mod.ts";
 
 /** A WebAssembly number type that crosses the boundary. */
 export type WasmValueType = "i32" | "i64" | "f32" | "f64";
@@ -82,6 +83,12 @@ export interface WasmSandboxOptions {
   module: Uint8Array | string | URL;
   /** Host functions the module imports, by namespace and name. */
   hostFunctions?: WasmImports;
+  /**
+   * Outbound HTTP through a host-held allow-list: the `hl_http` imports (docs/networking.md,
+   * `runtimes/include/hl_http.h`). Off when absent. Options make a `Net` the sandbox owns; a
+   * `Net` given stays the caller's. Needs `--allow-net` for the hosts reached.
+   */
+  net?: NetOptions | Net;
   /**
    * WASI preview 1 for imports from `wasi_snapshot_preview1`: `true` or settings to enable,
    * `false` to treat them as ordinary imports. Default: enabled when the module imports it.
@@ -158,6 +165,8 @@ export interface WasmSnapshotSandboxOptions {
    * with the same types ({@linkcode SnapshotMismatchError} otherwise). Implementations may differ.
    */
   hostFunctions?: WasmImports;
+  /** Outbound HTTP (the `hl_http` imports), as for a new sandbox; needed when the module imports them. */
+  net?: NetOptions | Net;
   /**
    * Where WASI output goes and what stdin reads. `args`, `env`, `randomSeed` and `preopens` are
    * in the snapshot (the module's memory holds them) and cannot be given here.

@@ -6,7 +6,7 @@
  * hold across the guest boundary.
  */
 import assert from "node:assert/strict";
-import { JsError, JsSandbox, Net, type NetOptions } from "../../mod.ts";
+import { JsError, JsSandbox, Net, type NetOptions, WasmSandbox } from "../../mod.ts";
 import { QUICKJS_BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
 import { startServer, type TestServer } from "../_net_servers.ts";
@@ -166,4 +166,117 @@ jsTest("without net there is no fetch; a snapshot made with net needs net", asyn
   await assert.rejects(JsSandbox.create({ snapshot: snap }));
   await using copy = await JsSandbox.create({ snapshot: snap, net: { allow: [] } });
   assert.equal(await copy.eval("typeof fetch"), "function");
+});
+
+// ---- Wasm: the hl_http imports, through examples/net_fetch.c ----
+
+const SYSROOT = ["/usr/share/wasi-sysroot", "/usr"].find((d) => {
+  try {
+    return Deno.statSync(d === "/usr" ? "/usr/lib/wasm32-wasi/libc.a" : d).isFile ||
+      d !== "/usr";
+  } catch {
+    return false;
+  }
+});
+
+/** examples/net_fetch.c built with clang for wasm32-wasi, or undefined without the toolchain. */
+const NET_FETCH: Uint8Array | undefined = (() => {
+  if (!SYSROOT) return undefined;
+  const root = new URL("../../", import.meta.url).pathname;
+  const out = Deno.makeTempFileSync({ suffix: ".wasm" });
+  try {
+    const r = new Deno.Command("clang", {
+      args: [
+        "--target=wasm32-wasi",
+        `--sysroot=${SYSROOT}`,
+        "-O2",
+        "-nodefaultlibs",
+        "-lc",
+        "-I",
+        `${root}runtimes/include`,
+        `${root}examples/net_fetch.c`,
+        "-o",
+        out,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).outputSync();
+    if (!r.success) throw new Error(new TextDecoder().decode(r.stderr));
+    return Deno.readFileSync(out);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined; // no clang
+    throw e;
+  } finally {
+    Deno.removeSync(out);
+  }
+})();
+
+function wasmTest(name: string, fn: () => Promise<void>): void {
+  if (NET_FETCH) kvmTest(`net wasm: ${name}`, fn);
+  else Deno.test({ name: `net wasm: ${name} (no clang/wasi-libc)`, ignore: true, fn() {} });
+}
+
+async function runFetch(
+  net: NetOptions | Net,
+  ...args: string[]
+): Promise<{ exitCode: number; out: string; stats: ReturnType<WasmSandbox["netStats"]> }> {
+  let out = "";
+  await using w = await WasmSandbox.create({
+    module: NET_FETCH!,
+    net,
+    wasi: {
+      args: ["net_fetch", ...args],
+      stdout: (d) => void (out += new TextDecoder().decode(d)),
+    },
+  });
+  const { exitCode } = await w.runWasi();
+  return { exitCode, out, stats: w.netStats() };
+}
+
+wasmTest("the C example fetches, posts, and gets refusals as codes", async () => {
+  await withServers(async (a, b, allow) => {
+    const got = await runFetch(allow, `${a.origin}/v1/x`);
+    assert.equal(got.exitCode, 0, got.out);
+    assert.match(got.out, /^status 200\n/);
+    assert.match(got.out, /\nok\n$/);
+    assert.equal(got.stats?.requests, 1);
+    const posted = await runFetch(allow, `${a.origin}/echo`, "POST", "from C");
+    const echo = JSON.parse(posted.out.trim().split("\n").at(-1)!);
+    assert.deepEqual([echo.method, echo.body, echo.host], [
+      "POST",
+      "from C",
+      `127.0.0.1:${a.port}`,
+    ]);
+    assert.ok(echo.headers.some(([k, v]: string[]) => k === "accept" && v === "text/plain"));
+    const n = a.seen.length;
+    for (
+      const [url, rule] of [
+        [`${b.origin}/v1/`, "port"],
+        [`${a.origin}/v1/../admin`, "path"],
+        [`http://u:p@127.0.0.1:${a.port}/v1/`, "credentials"],
+        ["http://169.254.169.254/", "host"],
+      ]
+    ) {
+      const r = await runFetch(allow, url);
+      assert.equal(r.exitCode, 2, r.out);
+      assert.match(
+        r.out,
+        new RegExp(`^error -1: NetworkPolicyError\\(${rule.replace(/[()]/g, "")}\\)`),
+      );
+    }
+    const trace = await runFetch(allow, `${a.origin}/v1/`, "TRACE", "");
+    assert.match(trace.out, /^error -1: NetworkPolicyError\(method\)/);
+    assert.equal(a.seen.length, n);
+    assert.equal(b.seen.length, 0);
+    const big = await runFetch(allow, `${a.origin}/big?n=${2 ** 30}`);
+    assert.match(big.out, /^error -2: NetworkError\(body-limit\)/);
+  });
+});
+
+wasmTest("1,000 requests in one Wasm call stop at the per-call limit", async () => {
+  await withServers(async (a, _b, allow) => {
+    const r = await runFetch(allow, `${a.origin}/v1/n`, "LOOP");
+    assert.equal(r.out, "ok 20 refused 980 last -1\n");
+    assert.equal(a.seen.length, 20);
+  });
 });

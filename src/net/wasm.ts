@@ -1,0 +1,236 @@
+/**
+ * The Wasm face of `net`: the `hl_http` import module (`runtimes/include/hl_http.h` is its C
+ * header, docs/networking.md its reference). A module's imports carry numbers only (the host
+ * cannot reach linear memory during an import, docs/wasm.md), so bytes move 8 at a time in an
+ * `i64`: the module builds the request field by field with `put`, `send` makes it, and the
+ * response's parts are read back with `len`/`read`. Every misuse is a negative code, never a
+ * trap; the request is checked by the same {@linkcode Net} as every other kind's.
+ *
+ * @module
+ */
+
+import { Net, type NetResponse } from "./net.ts";
+import type { NetOptions } from "./policy.ts";
+import { ArgumentError, NetworkError, NetworkPolicyError } from "../errors.ts";
+import type { WasmImports } from "../wasm/types.ts";
+
+/** The import module's name. */
+export const HL_HTTP = "hl_http";
+
+/** Codes `hl_http` functions answer (negative) — the same numbers as in `hl_http.h`. */
+export const HL_HTTP_CODES = Object.freeze({
+  /** The policy refused the request (`NetworkPolicyError`; nothing was sent). */
+  REFUSED: -1,
+  /** The request was allowed and failed (`NetworkError`: connect, timeout, body cap). */
+  FAILED: -2,
+  /** A bad argument: unknown field, part or handle, a size past its bound. */
+  INVALID: -3,
+  /** Too many responses open (close some). */
+  BUSY: -4,
+});
+
+/** Request fields `put` appends to. */
+const FIELDS = ["method", "url", "headers", "body"] as const;
+const PARTS = 3; // 0 body, 1 headers ("name: value\n"), 2 error text (handle 0)
+const MAX_OPEN = 16;
+const MAX_FIELD = [32, 8192, 64 * 1024];
+const utf8 = new TextEncoder();
+const text = new TextDecoder("utf-8", { fatal: true });
+
+class Growable {
+  buf = new Uint8Array(64);
+  len = 0;
+  push(word: bigint, n: number): void {
+    if (this.len + n > this.buf.length) {
+      const next = new Uint8Array(Math.max(this.buf.length * 2, this.len + n));
+      next.set(this.buf.subarray(0, this.len));
+      this.buf = next;
+    }
+    for (let i = 0; i < n; i++) this.buf[this.len++] = Number((word >> BigInt(8 * i)) & 0xffn);
+  }
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.len);
+  }
+}
+
+/**
+ * The `hl_http` imports of one sandbox, served by `net`. `epoch` says which guest call is
+ * running (a new value starts the per-call budgets again: `WasmSandbox` gives its run count).
+ *
+ * @example
+ * ```ts
+ * import { Net } from "@hl/sandbox";
+ * import { httpImports } from "./wasm.ts";
+ * const net = new Net({ allow: ["https://api.example.com/"] });
+ * const imports = httpImports(net, () => 0); // { hl_http: { put, send, len, read, status, close } }
+ * ```
+ */
+export function httpImports(net: Net, epoch: () => number): WasmImports {
+  let fields = FIELDS.map(() => new Growable());
+  let overflow = false;
+  const open = new Map<number, { status: number; parts: Uint8Array[] }>();
+  let lastError = new Uint8Array(0);
+  let nextHandle = 1;
+  let seenEpoch = Number.NaN;
+  const maxBody = net.limits.maxRequestBodyBytes;
+  const part = (h: number, p: number): Uint8Array | undefined => {
+    if (!Number.isInteger(p) || p < 0 || p >= PARTS) return undefined;
+    if (h === 0) return p === 2 ? lastError : undefined;
+    return open.get(h)?.parts[p];
+  };
+  const fail = (e: unknown): number => {
+    const err = e as Error;
+    const detail = e instanceof NetworkPolicyError
+      ? `(${e.rule})`
+      : e instanceof NetworkError
+      ? `(${e.reason})`
+      : "";
+    lastError = utf8.encode(`${err?.name ?? "Error"}${detail}: ${err?.message ?? String(e)}`);
+    return e instanceof NetworkPolicyError ? HL_HTTP_CODES.REFUSED : HL_HTTP_CODES.FAILED;
+  };
+  const reset = () => {
+    fields = FIELDS.map(() => new Growable());
+    overflow = false;
+  };
+  return {
+    [HL_HTTP]: {
+      put: {
+        params: ["i32", "i64", "i32"],
+        result: "i32",
+        fn: (field: number, word: bigint, n: number) => {
+          if (field < 0 || field >= FIELDS.length || n < 1 || n > 8) return HL_HTTP_CODES.INVALID;
+          const f = fields[field];
+          const cap = field === 3 ? maxBody : MAX_FIELD[field];
+          if (f.len + n > cap) {
+            overflow = true; // the next send is refused, whatever follows
+            return HL_HTTP_CODES.INVALID;
+          }
+          f.push(BigInt.asUintN(64, word), n);
+          return 0;
+        },
+      },
+      send: {
+        params: [],
+        result: "i32",
+        fn: async () => {
+          const e = epoch();
+          if (e !== seenEpoch) {
+            // A new guest call: its own budgets, and the last call's responses are gone.
+            seenEpoch = e;
+            net.beginCall();
+            open.clear();
+          }
+          const [method, url, headers, body] = fields;
+          const bad = overflow;
+          reset();
+          if (bad) {
+            return fail(
+              new NetworkPolicyError("limit:field", "a request field was over its bound"),
+            );
+          }
+          if (open.size >= MAX_OPEN) {
+            lastError = utf8.encode(`too many open responses (${MAX_OPEN}): close some`);
+            return HL_HTTP_CODES.BUSY;
+          }
+          let r: NetResponse;
+          try {
+            const pairs: [string, string][] = [];
+            const h = text.decode(headers.bytes());
+            for (const line of h.split("\n")) {
+              if (line === "") continue;
+              const colon = line.indexOf(":");
+              if (colon <= 0) {
+                throw new NetworkPolicyError("header", "a header line is 'Name: value'");
+              }
+              pairs.push([line.slice(0, colon), line.slice(colon + 1).trim()]);
+            }
+            r = await net.request({
+              url: text.decode(url.bytes()),
+              method: method.len === 0 ? "GET" : text.decode(method.bytes()),
+              headers: pairs,
+              body: body.len === 0 ? undefined : body.bytes().slice(),
+            });
+          } catch (e) {
+            if (e instanceof TypeError) {
+              // Not UTF-8: refused before the policy saw it.
+              return fail(new NetworkPolicyError("request", "a request field is not UTF-8"));
+            }
+            return fail(e);
+          }
+          const handle = nextHandle;
+          nextHandle = nextHandle >= 0x7fff_fff0 ? 1 : nextHandle + 1;
+          const headerText = utf8.encode(r.headers.map(([k, v]) => `${k}: ${v}\n`).join(""));
+          open.set(handle, { status: r.status, parts: [r.body, headerText, new Uint8Array(0)] });
+          return handle;
+        },
+      },
+      status: {
+        params: ["i32"],
+        result: "i32",
+        fn: (h: number) => open.get(h)?.status ?? HL_HTTP_CODES.INVALID,
+      },
+      len: {
+        params: ["i32", "i32"],
+        result: "i32",
+        fn: (h: number, p: number) => part(h, p)?.length ?? HL_HTTP_CODES.INVALID,
+      },
+      read: {
+        params: ["i32", "i32", "i32"],
+        result: "i64",
+        fn: (h: number, p: number, offset: number) => {
+          const bytes = part(h, p);
+          if (!bytes || offset < 0 || offset >= bytes.length) return 0n;
+          let word = 0n;
+          const end = Math.min(bytes.length, offset + 8);
+          for (let i = end - 1; i >= offset; i--) word = (word << 8n) | BigInt(bytes[i]);
+          return BigInt.asIntN(64, word);
+        },
+      },
+      close: {
+        params: ["i32"],
+        result: "i32",
+        fn: (h: number) => (open.delete(h) ? 0 : HL_HTTP_CODES.INVALID),
+      },
+    },
+  };
+}
+
+/**
+ * `WasmSandbox.create`'s wiring: with `net`, the options with the `hl_http` imports added, the
+ * {@linkcode Net} serving them (owned when made from options) and `bind`, which gives the imports
+ * the sandbox's run count once it exists.
+ *
+ * @example
+ * ```ts
+ * import { wasmNetOptions } from "./wasm.ts";
+ * const { options, net } = wasmNetOptions({ module: "m.wasm", net: { allow: [] } });
+ * console.log(Object.keys(options.hostFunctions ?? {}), net !== undefined); // ["hl_http"] true
+ * ```
+ */
+export function wasmNetOptions<O extends { net?: NetOptions | Net; hostFunctions?: WasmImports }>(
+  options: O,
+): { options: O; net: Net | undefined; owned: boolean; bind: (epoch: () => number) => void } {
+  const none = { options, net: undefined, owned: false, bind: () => {} };
+  if (typeof options !== "object" || options === null || options.net === undefined) return none;
+  const given = options.net;
+  if (typeof given !== "object" || given === null) {
+    throw new ArgumentError("net must be an object { allow, limits } or a Net");
+  }
+  const fns = options.hostFunctions ?? {};
+  if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, HL_HTTP)) {
+    throw new ArgumentError(`the import module ${HL_HTTP} is the net option's`);
+  }
+  const net = given instanceof Net ? given : new Net(given);
+  let epoch: () => number = () => 0;
+  const imports = httpImports(net, () => epoch());
+  const out = { ...options, hostFunctions: { ...fns, ...imports } } as O;
+  delete out.net;
+  return {
+    options: out,
+    net,
+    owned: !(given instanceof Net),
+    bind: (e) => {
+      epoch = e;
+    },
+  };
+}

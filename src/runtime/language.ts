@@ -48,6 +48,7 @@ import { decodeReply, type ErrorFactory, type PendingCall, type Reply } from "./
 import { checkOutput, Output, type OutputOptions } from "./output.ts";
 import type { SnapshotCache } from "./cache.ts";
 import type { RuntimeSnapshotState, SnapshotStates } from "./snapshot.ts";
+import { loadStartSnapshot, storeStartSnapshot } from "../start_snapshots.ts";
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
@@ -540,10 +541,22 @@ export async function createRuntime<H extends object, S extends object, E extend
   const hit = await kind.cache.get(key);
   if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
   const core = await kind.cache.fill(key, async () => {
+    // Another process may have left this start state on disk (src/start_snapshots.ts).
+    const disk = await loadStartSnapshot(key, o.engine, o.library);
+    if (disk) {
+      try {
+        // fromCache stays false: it means this process's cache (the disk has its own counters).
+        return { value: await fromSnapshot(kind, disk, key, hostFns, o, false), snapshot: disk };
+      } catch (e) {
+        await disk.dispose();
+        throw e;
+      }
+    }
     const { core, calledHost } = await cold(kind, bytes, key, hostFns, o, maxMemory);
     if (calledHost) return { value: core, snapshot: undefined };
     try {
       const snap = await core.wasm.snapshot();
+      await storeStartSnapshot(key, o.engine, snap, names);
       await core.reseed();
       return { value: core, snapshot: snap };
     } catch (e) {

@@ -210,3 +210,40 @@ jsTest("JsSnapshot file: a loaded snapshot gives the in-memory one's results", a
   assert.equal(await b.eval("log.join('')"), "abc");
   await refused(path, "format");
 });
+
+/** Runs bench/_js_cold_child.ts in a new process with the cache in `cacheDir`; its counters. */
+async function coldChild(cacheDir: string): Promise<Record<string, number>> {
+  const child = new URL("../../bench/_js_cold_child.ts", import.meta.url).pathname;
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", child, "js"],
+    env: { NO_COLOR: "1", HL_WASM_CACHE_DIR: cacheDir, HL_START_SNAPSHOTS: "" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(o.stdout);
+  assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+  return JSON.parse(text.trim().split("\n").pop()!);
+}
+
+jsTest("JsSandbox cold create: a new process starts from the start snapshot on disk", async () => {
+  const cacheDir = `${dir}/cold-cache`;
+  // The first process initialises QuickJS and writes the start snapshot beside the artifact.
+  const first = await coldChild(cacheDir);
+  assert.deepEqual([first.diskHits, first.diskWrites], [0, 1]);
+  const files = [...Deno.readDirSync(cacheDir)].map((e) => e.name);
+  const start = files.find((n) => n.startsWith("start-") && n.endsWith(".hlsnap"));
+  assert.ok(start, files.join(", "));
+  assert.equal((Deno.statSync(`${cacheDir}/${start}`).mode ?? 0) & 0o077, 0);
+  // The next process maps it instead (and writes nothing).
+  const second = await coldChild(cacheDir);
+  assert.deepEqual([second.diskHits, second.diskMisses, second.diskWrites], [1, 0, 0]);
+  // A corrupt file is refused, removed, and replaced by a fresh one; the answer is still right
+  // (the child checks it).
+  const bytes = Deno.readFileSync(`${cacheDir}/${start}`);
+  bytes[bytes.length - 100] ^= 0xff;
+  Deno.writeFileSync(`${cacheDir}/${start}`, bytes);
+  const third = await coldChild(cacheDir);
+  assert.deepEqual([third.diskHits, third.diskRefused, third.diskWrites], [0, 1, 1]);
+  assert.deepEqual((await coldChild(cacheDir)).diskHits, 1);
+});

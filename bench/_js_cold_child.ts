@@ -1,0 +1,20 @@
+// Child of bench/js_cold.ts: one cold JsSandbox.create + first call in this new process, timed
+// after the library's import (which is reported apart: it is Deno loading our modules); prints
+// {"ms": ..., "importMs": ..., ...the start-snapshot stats}.
+const i0 = performance.now();
+const { JsSandbox } = await import("../mod.ts");
+const importMs = performance.now() - i0;
+if (Deno.args[0] === "floor") {
+  console.log(JSON.stringify({ ms: 0, importMs }));
+  Deno.exit(0);
+}
+const t0 = performance.now();
+const js = await JsSandbox.create({
+  source: "function handler(req) { return { sum: req.a + req.b }; }",
+});
+const r = await js.call("handler", { a: 1, b: 2 }) as { sum: number };
+const ms = performance.now() - t0;
+if (r.sum !== 3) throw new Error("wrong answer");
+await js.dispose();
+const { startSnapshotStats } = await import("../src/start_snapshots.ts");
+console.log(JSON.stringify({ ms, importMs, ...startSnapshotStats() }));

@@ -1,0 +1,163 @@
+/**
+ * Start snapshots on disk: the snapshot a language-runtime sandbox (`JsSandbox`) takes after its
+ * runtime's init and its `source` is kept in memory by the kind's cache, and also written here,
+ * beside the compiled artifacts (`artifactCacheDir()`, the directory the Wasm artifact cache
+ * trusts), so that a new process's first create with the same options maps it instead of
+ * instantiating the module and initialising the runtime again (issue 20's cold create; docs/js.md
+ * "Cold start"). The files are snapshot files (docs/snapshot-format.md); the name is a SHA-256 of
+ * the library version, the kind's cache key (module digest, engine, memory limit, library,
+ * host function names, source) and the identity of the runtime guest's file (its size, mtime and
+ * inode), so a rebuilt guest or another version is a miss, and a file from another library version
+ * or CPU that got there anyway is refused by the format's own checks and removed.
+ *
+ * Internal: the runtime layer calls {@linkcode loadStartSnapshot} on a cache miss and
+ * {@linkcode storeStartSnapshot} after taking a start snapshot.
+ *
+ * @module
+ */
+
+import { findGuest, PACKAGE_VERSION } from "./artifacts.ts";
+import { engineNamed } from "./runtime/engine.ts";
+import { sha256, SnapshotFormatError } from "./snapshot.ts";
+import { loadJsSnapshot, saveJsSnapshot } from "./snapshot_file.ts";
+import { jsStateOf, makeJsSnapshot } from "./js/snapshot.ts";
+import { artifactCacheDir, untrustedCacheDir } from "./wasm/compiler.ts";
+import type { WasmSnapshot } from "./wasm/snapshot.ts";
+import type { WasmEngine } from "./wasm/types.ts";
+
+/** Counters of the start snapshots on disk, for this process. */
+export interface StartSnapshotStats {
+  /** Creates that started from a file. */
+  diskHits: number;
+  /** Lookups that found no file. */
+  diskMisses: number;
+  /** Files written. */
+  diskWrites: number;
+  /** Files refused (another version or CPU, corrupt) and removed. */
+  diskRefused: number;
+}
+
+const counters: StartSnapshotStats = { diskHits: 0, diskMisses: 0, diskWrites: 0, diskRefused: 0 };
+
+/**
+ * The counters (a copy).
+ *
+ * @example
+ * ```ts
+ * import { startSnapshotStats } from "./start_snapshots.ts";
+ * console.log(startSnapshotStats().diskHits);
+ * ```
+ */
+export function startSnapshotStats(): StartSnapshotStats {
+  return { ...counters };
+}
+
+/** Directories found trustworthy (or not) in this process, with the reason. */
+const trusted = new Map<string, Promise<string | undefined>>();
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file for `key`, or undefined when there is no usable cache directory or guest. */
+async function fileFor(
+  key: string,
+  engine: WasmEngine | undefined,
+): Promise<string | undefined> {
+  if (env("HL_START_SNAPSHOTS") === "0") return undefined;
+  const dir = artifactCacheDir();
+  if (dir === undefined) return undefined;
+  let guest: string;
+  try {
+    const info = Deno.statSync(findGuest(engineNamed(engine).guest));
+    guest = `${info.size}-${info.mtime?.getTime()}-${info.ino}`;
+  } catch {
+    return undefined;
+  }
+  const name = await sha256(
+    new TextEncoder().encode(JSON.stringify([PACKAGE_VERSION, key, guest])),
+  );
+  return `${dir}/start-${name}.hlsnap`;
+}
+
+/**
+ * Whether `file` in `dir` may be used: the directory passes the artifact cache's check (every
+ * directory above it this user's or root's, none writable by others unless sticky) and the
+ * file, if it exists, is not writable by group or others.
+ */
+async function usable(dir: string, file: string): Promise<boolean> {
+  let why = trusted.get(dir);
+  if (!why) trusted.set(dir, why = untrustedCacheDir(dir));
+  if (await why !== undefined) return false;
+  try {
+    const info = await Deno.stat(file);
+    return info.mode !== null && (info.mode & 0o022) === 0;
+  } catch {
+    return true; // Not there (yet).
+  }
+}
+
+function dirOf(file: string): string {
+  return file.slice(0, file.lastIndexOf("/"));
+}
+
+/**
+ * The start snapshot of `key` from disk, or undefined (no file, no cache directory, a refused
+ * file: removed). The snapshot is new: the caller owns it (the kind's cache keeps it).
+ */
+export async function loadStartSnapshot(
+  key: string,
+  engine: WasmEngine | undefined,
+  library: string | undefined,
+): Promise<WasmSnapshot | undefined> {
+  const file = await fileFor(key, engine);
+  if (file === undefined || !await usable(dirOf(file), file)) return undefined;
+  try {
+    const js = await loadJsSnapshot(file, { library });
+    const state = jsStateOf(js, true);
+    if (state.key !== key) {
+      await state.wasm.dispose();
+      throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
+    }
+    counters.diskHits++;
+    return state.wasm;
+  } catch (e) {
+    if (e instanceof SnapshotFormatError) {
+      if (e.reason === "io") {
+        counters.diskMisses++;
+      } else {
+        counters.diskRefused++;
+        await Deno.remove(file).catch(() => {});
+      }
+      return undefined;
+    }
+    throw e;
+  }
+}
+
+/**
+ * Writes `snap`, the start snapshot of `key` with the host function names `hostFunctions`, to
+ * disk. Best effort: no cache directory, a directory that is not trusted, a read-only file
+ * system or a full disk leave it in memory only.
+ */
+export async function storeStartSnapshot(
+  key: string,
+  engine: WasmEngine | undefined,
+  snap: WasmSnapshot,
+  hostFunctions: readonly string[],
+): Promise<void> {
+  const file = await fileFor(key, engine);
+  if (file === undefined) return;
+  try {
+    await Deno.mkdir(dirOf(file), { recursive: true, mode: 0o700 });
+    if (!await usable(dirOf(file), file)) return;
+    await saveJsSnapshot(makeJsSnapshot({ wasm: snap, key, hostFunctions }), file);
+    counters.diskWrites++;
+  } catch {
+    // Memory only.
+  }
+}

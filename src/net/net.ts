@@ -9,6 +9,7 @@
 
 import { ArgumentError, NetworkError, NetworkPolicyError } from "../errors.ts";
 import { traceNetRequest } from "../telemetry.ts";
+import type { HostFunction } from "../call/types.ts";
 import { addressClass, formatIP, parseIP } from "./address.ts";
 import {
   FORBIDDEN_METHODS,
@@ -582,6 +583,29 @@ export class Net implements AsyncDisposable {
     } catch (e) {
       return wireError(e);
     }
+  }
+
+  /**
+   * {@linkcode handle} as a host function of a native `Sandbox` (or any kind whose host
+   * functions take a string): `hostFunctions: { hl_fetch: net.hostFunction() }`; the guest runtime's
+   * `hl_guest::http_fetch` calls it. Each guest call should start its budgets: call
+   * {@linkcode beginCall} before it (a native `Sandbox` has no `net` option of its own yet).
+   *
+   * @example
+   * ```ts
+   * import { guests, Net, Sandbox } from "@hl/sandbox";
+   * await using net = new Net({ allow: ["https://api.example.com/"] });
+   * await using sb = await Sandbox.create({
+   *   guest: guests.testguest,
+   *   hostFunctions: { hl_fetch: net.hostFunction() },
+   * });
+   * net.beginCall();
+   * const answer = await sb.call("call_host_value_string", "hl_fetch", '{"url":"https://x.test/"}');
+   * console.log(JSON.parse(answer as string).error.rule); // host
+   * ```
+   */
+  hostFunction(): HostFunction {
+    return { params: ["string"], result: "string", fn: (json: string) => this.handle(json) };
   }
 
   /** Closes the pinned connections; later requests are refused. Idempotent. */

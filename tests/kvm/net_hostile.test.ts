@@ -6,7 +6,16 @@
  * hold across the guest boundary.
  */
 import assert from "node:assert/strict";
-import { JsError, JsSandbox, Net, type NetOptions, WasmSandbox } from "../../mod.ts";
+import {
+  guests,
+  JsError,
+  JsSandbox,
+  Net,
+  NET_HOST_FUNCTION,
+  type NetOptions,
+  Sandbox,
+  WasmSandbox,
+} from "../../mod.ts";
 import { QUICKJS_BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
 import { startServer, type TestServer } from "../_net_servers.ts";
@@ -278,5 +287,31 @@ wasmTest("1,000 requests in one Wasm call stop at the per-call limit", async () 
     const r = await runFetch(allow, `${a.origin}/v1/n`, "LOOP");
     assert.equal(r.out, "ok 20 refused 980 last -1\n");
     assert.equal(a.seen.length, 20);
+  });
+});
+
+// ---- Native guests: the hl_fetch host function (what hl_guest::http_fetch calls) ----
+
+kvmTest("net native: hl_fetch through a native guest, JSON both ways", async () => {
+  await withServers(async (a, b, allow) => {
+    await using net = new Net(allow);
+    await using sb = await Sandbox.create({
+      guest: guests.testguest,
+      hostFunctions: { [NET_HOST_FUNCTION]: net.hostFunction() },
+    });
+    const fetchJson = async (req: unknown) => {
+      net.beginCall();
+      const text = await sb.call("call_host_value_string", NET_HOST_FUNCTION, JSON.stringify(req));
+      return JSON.parse(text as string);
+    };
+    const ok = await fetchJson({ url: `${a.origin}/echo`, method: "POST", body: "native" });
+    assert.equal(ok.status, 200);
+    assert.equal(JSON.parse(atob(ok.bodyBase64)).body, "native");
+    const refused = await fetchJson({ url: `${b.origin}/` });
+    assert.deepEqual([refused.error.name, refused.error.rule], ["NetworkPolicyError", "port"]);
+    const junk = await sb.call("call_host_value_string", NET_HOST_FUNCTION, "{");
+    assert.equal(JSON.parse(junk as string).error.rule, "request");
+    assert.equal(b.seen.length, 0);
+    assert.deepEqual(net.stats().requests, 1);
   });
 });

@@ -86,6 +86,21 @@ pub fn call_host_as<R: FromValue>(name: &str, args: &[Value]) -> Result<R, HostE
     })
 }
 
+/// The host function that makes an HTTP request for the guest when the sandbox has a `net`
+/// allow-list (docs/networking.md): the one name every sandbox kind uses.
+pub const HTTP_FETCH: &str = "hl_fetch";
+
+/// Sends one HTTP request through the host's `net` allow-list and returns the host's answer,
+/// both JSON text (docs/networking.md, "The wire shape"): the request
+/// `{"url": ..., "method"?: ..., "headers"?: [[name, value], ...], "body"?: text,
+/// "bodyBase64"?: ...}`, the answer `{"status", "statusText", "url", "headers", "bodyBase64"}`
+/// or, when the host refused or the request failed, `{"error": {"name", "message", "rule"?,
+/// "reason"?}}`. The host must register [`HTTP_FETCH`] (`hostFunctions: { hl_fetch:
+/// net.hostFunction() }`); without it this is a [`HostError`].
+pub fn http_fetch(request_json: &str) -> Result<String, HostError> {
+    call_host_as::<String>(HTTP_FETCH, &[Value::String(request_json.into())])
+}
+
 /// LOG levels.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -54,7 +54,9 @@ mod rt;
 pub use function::{FromValue, GuestError, GuestFn, GuestFunction, IntoOutcome, IntoValue};
 pub use hl_wire as wire;
 pub use hl_wire::{Value, ValueType};
-pub use host::{HostError, HostImport, LogLevel, call_host, call_host_as, log};
+pub use host::{
+    HTTP_FETCH, HostError, HostImport, LogLevel, call_host, call_host_as, http_fetch, log,
+};
 pub use peb::buffer_sizes;
 
 /// Items the macros expand to; not a stable API.

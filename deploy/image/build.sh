@@ -75,8 +75,8 @@ done
 # The npm dependencies (JSR is not reachable; the image runs with --cached-only).
 DENO_DIR=$stage/opt/hl/deno-dir deno cache --quiet cli.ts mod.ts
 
-# The default serve config (a ConfigMap replaces /etc/hl in Kubernetes).
-install -m 0644 deploy/image/etc/serve.json deploy/image/etc/hello.js "$stage/etc/hl/"
+# The default serve config: the kustomize base's (its ConfigMap replaces /etc/hl in Kubernetes).
+install -m 0644 deploy/k8s/base/config/serve.json deploy/k8s/base/config/hello.js "$stage/etc/hl/"
 
 # The non-root user. The numeric UID/GID are what the Containerfile and the manifests name.
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nhl:x:65532:65532:hl serve:/tmp:/usr/sbin/nologin\n' \

@@ -1,4 +1,5 @@
 // The image's default route (/etc/hl/serve.json): a JsSandbox handler, JSON in and out.
+// deno-lint-ignore no-unused-vars
 function handler(request) {
   return {
     status: 200,

@@ -48,6 +48,7 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/wasmtime-runtime/Cargo.toml",
   "guest/wasmtime-runtime/src/engine_config.rs",
   "guest/wasmtime-runtime/src/main.rs",
+  "guest/wasmtime-runtime/src/memory.rs",
   "guest/wasmtime-runtime/src/platform.rs",
   "guest/wasmtime-runtime/src/wasi_wasmtime.rs",
   "guest/wire/Cargo.toml",

@@ -3,9 +3,11 @@
 //! engine whose settings match the compiler's, so this one file is compiled into both crates
 //! (`#[path]` include): the two sides cannot drift apart. docs/design.md, "Wasm engines".
 //!
-//! The guest has no virtual memory, no signals and no OS: linear memories are plain heap
-//! allocations (no reservation, no guard pages, no copy-on-write init), traps are explicit checks,
-//! and Wasm stack overflow is caught by wasmtime's own check against `max_wasm_stack`.
+//! The guest has no virtual memory, no signals and no OS: linear memories are heap allocations
+//! (wasmtime reserves nothing and places no guard pages; the guest's memory creator, `memory.rs`,
+//! sizes each allocation to the memory's reachable size so it grows in place; no copy-on-write
+//! init), traps are explicit checks, and Wasm stack overflow is caught by wasmtime's own check
+//! against `max_wasm_stack`.
 
 use wasmtime::Config;
 

@@ -15,6 +15,7 @@
 extern crate alloc;
 
 mod engine_config;
+mod memory;
 mod platform;
 mod wasi_wasmtime;
 
@@ -34,7 +35,7 @@ use wasmtime::{
     StoreLimits, StoreLimitsBuilder, Trap, ValType,
 };
 
-hl_wasm_service::guest_functions!(Wasmtime; probe_wx);
+hl_wasm_service::guest_functions!(Wasmtime; probe_wx, memory_copied);
 
 /// The wasmtime engine of the shared request handling.
 pub struct Wasmtime;
@@ -124,6 +125,8 @@ fn engine(
     engine_config::configure(&mut cfg, fuel);
     cfg.max_wasm_stack(wasm_stack);
     cfg.with_custom_code_memory(Some(Arc::new(code)));
+    // Linear memories reserve their reachable size up front and grow in place (`memory.rs`).
+    cfg.with_host_memory(Arc::new(memory::Creator));
     // SAFETY: `detect` answers from this vCPU's CPUID, and only "yes" for features whose state the
     // VM enables (SSE; never AVX, whose XSAVE state is off).
     unsafe {
@@ -337,6 +340,7 @@ impl Engine for Wasmtime {
             limits: builder.build(),
             wasi,
         };
+        memory::set_limit(limits.memory());
         let mut store = Store::new(&m.engine, state);
         store.limiter(|s| &mut s.limits);
         if let Some(fuel) = fuel {
@@ -423,4 +427,10 @@ fn probe_wx(kind: u32) -> Result<(), GuestError> {
         1 => platform::execute_data_page(),
         _ => Err(state_error("unknown probe")),
     }
+}
+
+/// `memory_copied()`: bytes that `memory.grow` has copied since the guest started (0 while every
+/// memory grew inside its reserve; `memory.rs`), for the tests and the bench.
+fn memory_copied() -> Result<u64, GuestError> {
+    Ok(memory::bytes_copied())
 }

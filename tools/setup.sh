@@ -9,6 +9,8 @@
 #         builtins, curl for the pinned C code bases) and the harness's packages
 #         (the test suite always runs a nested-QEMU smoke stage; HL_SKIP_NESTED=1 leaves them
 #         out where the probe passes natively). tools/test.sh then builds and runs everything.
+#         Also the image test's packages (podman, runc, mmdebstrap: tools/image_test.sh;
+#         HL_SKIP_IMAGE=1 leaves them out) and a check that Go is there (deploy/validate).
 #
 # Missing Debian packages: as root they are installed (saying so in one line); otherwise the
 # exact command is printed and the script fails.
@@ -33,6 +35,9 @@ QEMU_NEEDS=(qemu-system-x86:qemu-system-x86_64 "linux-image-amd64:/boot/vmlinuz-
 FIXTURE_NEEDS=(wabt:wat2wasm clang:clang lld:wasm-ld "wasi-libc:/usr/lib/wasm32-wasi/libc.a"
   "libclang-rt-14-dev-wasm32:/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"
   curl:curl)
+# The image test: podman builds and runs the image (runc: crun refuses hybrid cgroup hosts),
+# mmdebstrap makes its root file system (docs/deploy.md).
+IMAGE_NEEDS=(podman:podman runc:runc mmdebstrap:mmdebstrap curl:curl)
 
 have() {
   local check=$1
@@ -78,6 +83,9 @@ demo)
   ;;
 test)
   ensure "the Wasm test fixtures" "${FIXTURE_NEEDS[@]}"
+  [ "${HL_SKIP_IMAGE:-0}" = 1 ] || ensure "the image test" "${IMAGE_NEEDS[@]}"
+  PATH="$PATH:/usr/local/go/bin" command -v go >/dev/null ||
+    die "go not found: the manifest validator (deploy/validate) needs Go >= 1.26 (https://go.dev/dl)"
   if [ "${HL_SKIP_NESTED:-0}" != 1 ]; then
     ensure "the nested-QEMU smoke stage" "${QEMU_NEEDS[@]}"
   else

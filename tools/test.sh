@@ -100,6 +100,10 @@ check "deno doc --lint" deno doc --lint mod.ts setup.ts cli.ts
 check "deno publish --dry-run" deno publish --dry-run --allow-dirty
 check "src/rust_sources.ts is current" deno run --allow-run --allow-read tools/rust_sources.ts --check
 check "cargo fmt --check" cargo fmt --all -- --check
+# The Kubernetes manifests: decoded strictly into the upstream API types and checked against the
+# deployment's rules, with negative fixtures (deploy/validate; docs/deploy.md, "Validation").
+check "k8s manifests (deploy/validate go test)" env PATH="$PATH:/usr/local/go/bin" \
+  GOFLAGS=-mod=readonly bash -c 'cd deploy/validate && go vet ./... && go test ./...'
 check "cargo clippy (rust-vmm)" cargo clippy --release -p hl-rust-vmm -- -D warnings
 check "cargo clippy (compiler)" cargo clippy --release -p hl-wasm-compiler --all-targets -- -D warnings
 if [ -f guest/Cargo.toml ]; then
@@ -132,6 +136,21 @@ if [ "${HL_SKIP_NESTED:-0}" != 1 ]; then
   stage "nested-QEMU smoke (KVM)" deno kvm env HL_VM_FORCE=1 bash tools/vm/run.sh \
     deno test --no-check --allow-all tests/kvm/abi_version.test.ts tests/kvm/ring3.test.ts \
     tests/kvm/cpuid.test.ts
+fi
+
+# The OCI image built offline and run under podman with /dev/kvm, read-only, non-root, no
+# capabilities, serving on loopback (tools/image_test.sh). It needs native KVM (podman passes the
+# host's /dev/kvm); HL_SKIP_IMAGE=1 leaves it out.
+if [ "${HL_SKIP_IMAGE:-0}" != 1 ]; then
+  note "image test (podman, /dev/kvm)"
+  if bash tools/vm/run.sh --probe >/dev/null 2>&1; then
+    check "image test (podman, /dev/kvm)" bash tools/image_test.sh
+  elif [ "${HL_REQUIRE_KVM:-0}" = 1 ]; then
+    echo "image test: no native KVM although HL_REQUIRE_KVM=1"
+    failed=$((failed + 1))
+  else
+    echo "image test: skipped (no native KVM here)"
+  fi
 fi
 
 echo

@@ -29,11 +29,18 @@ pub const MAX_GPA: u64 = 1 << 40;
 #[derive(Debug)]
 pub struct MemorySnapshot {
     fd: OwnedFd,
+    /// Where the content's page 0 is in `fd`: 0 for a memfd; a snapshot file's section for a
+    /// snapshot mapped from that file ([`MemorySnapshot::from_file`]).
+    offset: u64,
     size: u64,
     /// One bit per page: written (non-zero) in `fd`.
     pages: Vec<u64>,
     /// Number of pages written.
     pub data_pages: u64,
+    /// The pages a guest started from this snapshot wrote (runs of page indices), learned from
+    /// the first such region that wrote any (`learn_written`, at its restore or drop): a region
+    /// made from the snapshot later gets them as private copies up front (`populate`).
+    written: std::sync::OnceLock<Vec<(usize, usize)>>,
 }
 
 impl MemorySnapshot {
@@ -63,9 +70,11 @@ impl MemorySnapshot {
         }
         Ok(Self {
             fd,
+            offset: 0,
             size,
             pages: bitmap,
             data_pages: pages as u64,
+            written: std::sync::OnceLock::new(),
         })
     }
 }
@@ -103,7 +112,7 @@ impl MemorySnapshot {
             while from < stop {
                 let n = ((stop - from) as usize).min(FILE_CHUNK);
                 memfd
-                    .read_exact_at(&mut buf[..n], from)
+                    .read_exact_at(&mut buf[..n], self.offset + from)
                     .map_err(|e| Error::os("reading a snapshot", e))?;
                 crc.update(&buf[..n]);
                 file.write_all_at(&buf[..n], at)
@@ -198,9 +207,76 @@ impl MemorySnapshot {
         seal(&fd)?;
         Ok(Self {
             fd,
+            offset: 0,
             size,
             pages: bitmap.to_vec(),
             data_pages,
+            written: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+impl MemorySnapshot {
+    /// A snapshot whose every page holds data, backed by `file` itself from `offset` (page-aligned)
+    /// for `size` bytes: no copy, VMs map the file's pages `MAP_PRIVATE` (they share its page
+    /// cache). For a snapshot file's code image, which is dense. The pages are read once here to
+    /// check them against `crc` (CRC-32) and the file's length is checked; a file truncated later
+    /// makes a VM's access to a lost page fail (`KVM_RUN` returns `EFAULT`: an error, not a
+    /// signal), and the host never reads these pages itself. The file must not be rewritten while
+    /// the snapshot lives: whoever can write it chooses the guest's code (docs/snapshot-format.md).
+    pub fn from_file(file: std::fs::File, offset: u64, size: u64, crc: u32) -> Result<Self> {
+        use std::os::unix::fs::FileExt;
+        GuestMemory::validate(0, size)?;
+        if !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::invalid_argument(format!(
+                "the section's offset {offset} is not page-aligned"
+            )));
+        }
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| Error::invalid_argument("the section's end overflows"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::os("fstat of a snapshot file", e))?
+            .len();
+        if len < end {
+            return Err(Error::invalid_argument(format!(
+                "the snapshot file is truncated: its pages end at byte {end}, the file has {len}"
+            )));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; FILE_CHUNK];
+        let mut at = offset;
+        while at < end {
+            let n = ((end - at) as usize).min(FILE_CHUNK);
+            file.read_exact_at(&mut buf[..n], at).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    Error::invalid_argument("the snapshot file is truncated")
+                } else {
+                    Error::os("reading a snapshot file", e)
+                }
+            })?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let got = hasher.finalize();
+        if got != crc {
+            return Err(Error::invalid_argument(format!(
+                "the snapshot file's page data is corrupt (CRC-32 {got:08x}, recorded {crc:08x})"
+            )));
+        }
+        let pages = (size / PAGE_SIZE) as usize;
+        let mut bitmap = vec![0u64; pages.div_ceil(64)];
+        for page in 0..pages {
+            bitmap[page / 64] |= 1 << (page % 64);
+        }
+        Ok(Self {
+            fd: OwnedFd::from(file),
+            offset,
+            size,
+            pages: bitmap,
+            data_pages: pages as u64,
+            written: std::sync::OnceLock::new(),
         })
     }
 }
@@ -338,8 +414,8 @@ impl GuestMemory {
     pub fn from_snapshot(gpa: u64, snap: Arc<MemorySnapshot>) -> Result<Self> {
         let size = snap.size;
         Self::validate(gpa, size)?;
-        let ptr = map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd())?;
-        populate_data_pages(ptr, &snap);
+        let ptr = map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
+        populate(ptr, &snap);
         Ok(Self {
             backing: Mutex::new(Backing::Snapshot(snap)),
             ptr,
@@ -412,9 +488,11 @@ impl GuestMemory {
         seal(&fd)?;
         Ok(MemorySnapshot {
             fd,
+            offset: 0,
             size: self.size,
             pages: bitmap,
             data_pages,
+            written: std::sync::OnceLock::new(),
         })
     }
 
@@ -447,8 +525,8 @@ impl GuestMemory {
                 return self.restore_private_pages(current);
             }
         }
-        map_private(self.ptr, self.size, snap.fd.as_raw_fd())?;
-        populate_data_pages(self.ptr, snap);
+        map_private(self.ptr, self.size, snap.fd.as_raw_fd(), snap.offset)?;
+        populate(self.ptr, snap);
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
         }
@@ -469,6 +547,7 @@ impl GuestMemory {
         let Some(runs) = self.private_runs()? else {
             return self.reset().map(|_| self.size / PAGE_SIZE);
         };
+        learn_written(snap, &runs);
         let count: usize = runs.iter().map(|(a, b)| b - a).sum();
         let copy_back = count as u64 <= COPY_BACK_MAX_PAGES;
         for (start, end) in runs {
@@ -549,7 +628,7 @@ impl GuestMemory {
                     snap.fd.as_raw_fd(),
                     self.ptr.add(off).cast(),
                     stop - off,
-                    off as libc::off_t,
+                    (snap.offset + off as u64) as libc::off_t,
                 )
             };
             if n <= 0 {
@@ -730,6 +809,66 @@ fn seal(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// Most pages a snapshot's write set may hold (2 MiB): a create copies them all up front.
+const WRITE_SET_MAX_PAGES: usize = 512;
+
+/// `HL_SNAPSHOT_WRITE_SET=0`: no write sets (every page of a region made from a snapshot is
+/// populated read-only, as before). Read once.
+pub const WRITE_SET_ENV: &str = "HL_SNAPSHOT_WRITE_SET";
+
+fn write_set_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os(WRITE_SET_ENV).is_none_or(|v| v != "0"))
+}
+
+/// Records `runs` (pages a region based on `snap` holds as private copies: written by its guest)
+/// as `snap`'s write set, if it has none yet and they are 1..=`WRITE_SET_MAX_PAGES` pages. Runs
+/// past the snapshot's end are ignored.
+fn learn_written(snap: &MemorySnapshot, runs: &[(usize, usize)]) {
+    if !write_set_enabled() || snap.written.get().is_some() {
+        return;
+    }
+    let pages = (snap.size / PAGE_SIZE) as usize;
+    let runs: Vec<(usize, usize)> = runs
+        .iter()
+        .map(|&(a, b)| (a.min(pages), b.min(pages)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    let count: usize = runs.iter().map(|(a, b)| b - a).sum();
+    if (1..=WRITE_SET_MAX_PAGES).contains(&count) {
+        let _ = snap.written.set(runs);
+    }
+}
+
+/// Fills the page tables of a fresh private mapping of `snap` at `ptr`: first its write set
+/// writable (`MADV_POPULATE_WRITE`: each page copied now, as a fault on a page not mapped yet),
+/// then the other data pages read-only (`MADV_POPULATE_READ`: shared with the memfd, no copy).
+/// A write to a page mapped read-only is a copy-on-write break, which makes the kernel walk the
+/// MMU notifier of every live VM in the process (~0.8 µs each on kvm_pvm, docs/design.md
+/// "Scale"); a page that was not mapped yet is copied with no such walk. Best effort: a failed
+/// populate leaves pages to be faulted in by the guest.
+fn populate(ptr: *mut u8, snap: &MemorySnapshot) {
+    if let Some(runs) = snap.written.get() {
+        let pages = (snap.size / PAGE_SIZE) as usize;
+        for &(start, end) in runs {
+            if start >= end || end > pages {
+                continue;
+            }
+            // SAFETY: the range lies inside the mapping of `snap`'s memfd at `ptr` (end <= size /
+            // PAGE_SIZE), which is private and writable: populating it for write gives each page
+            // a private copy of the memfd's content (or zeros for a hole) and changes no content.
+            unsafe {
+                libc::madvise(
+                    ptr.add(start * PAGE_SIZE as usize).cast(),
+                    (end - start) * PAGE_SIZE as usize,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        }
+    }
+    populate_data_pages(ptr, snap);
+}
+
 fn populate_data_pages(ptr: *mut u8, snap: &MemorySnapshot) {
     let pages = (snap.size / PAGE_SIZE) as usize;
     let mut page = 0;
@@ -759,7 +898,7 @@ fn populate_data_pages(ptr: *mut u8, snap: &MemorySnapshot) {
 }
 
 /// Maps `fd` `MAP_PRIVATE` read/write: at `at` (`MAP_FIXED`, replacing what is there) or anywhere.
-fn map_private(at: *mut u8, size: u64, fd: libc::c_int) -> Result<*mut u8> {
+fn map_private(at: *mut u8, size: u64, fd: libc::c_int, offset: u64) -> Result<*mut u8> {
     let fixed = if at.is_null() { 0 } else { libc::MAP_FIXED };
     // SAFETY: either a new mapping, or (MAP_FIXED) one that replaces exactly a region this library
     // owns (the caller's own mapping, same size); the result is checked.
@@ -770,7 +909,7 @@ fn map_private(at: *mut u8, size: u64, fd: libc::c_int) -> Result<*mut u8> {
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_NORESERVE | fixed,
             fd,
-            0,
+            offset as libc::off_t,
         )
     };
     if ptr == libc::MAP_FAILED {
@@ -817,6 +956,18 @@ impl Drop for GuestMemory {
         let backing = self.backing.get_mut().unwrap_or_else(|p| p.into_inner());
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
+        }
+        let learner = match &*backing {
+            Backing::Snapshot(snap) if snap.written.get().is_none() && write_set_enabled() => {
+                Some(snap.clone())
+            }
+            _ => None,
+        };
+        if let Some(snap) = learner {
+            // One PAGEMAP_SCAN ioctl (or a pagemap read), only until the snapshot has learned.
+            if let Ok(Some(runs)) = self.private_runs() {
+                learn_written(&snap, &runs);
+            }
         }
         // SAFETY: unmapping exactly the mapping created in `new`; nothing uses it after drop.
         unsafe {
@@ -949,6 +1100,32 @@ mod tests {
         .contains("overflows"));
     }
 
+    /// A dense section mapped from the file reads as the file; a wrong CRC or a short file is
+    /// refused.
+    #[test]
+    fn a_snapshot_mapped_from_a_file_reads_its_pages() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("hl-snap-map-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 253) as u8).collect();
+        file.write_all(&[7u8; 4096]).unwrap();
+        file.write_all(&data).unwrap();
+        drop(file);
+        let open = || std::fs::File::open(&path).unwrap();
+        let crc = crc32fast::hash(&data);
+        let snap = MemorySnapshot::from_file(open(), 4096, 3 * 4096, crc).unwrap();
+        assert_eq!(snap.data_pages, 3);
+        let region = GuestMemory::from_snapshot(0, Arc::new(snap)).unwrap();
+        // SAFETY: the mapping is 3 pages long and owned by `region`.
+        let got = unsafe { std::slice::from_raw_parts(region.host_ptr(), 3 * 4096) };
+        assert_eq!(got, &data[..]);
+        let err = |r: Result<MemorySnapshot>| r.unwrap_err().message;
+        assert!(err(MemorySnapshot::from_file(open(), 4096, 3 * 4096, crc ^ 1)).contains("corrupt"));
+        assert!(err(MemorySnapshot::from_file(open(), 4096, 4 * 4096, crc)).contains("truncated"));
+        assert!(err(MemorySnapshot::from_file(open(), 100, 4096, crc)).contains("aligned"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn memory_reads_zero_after_reset() {
         let memory = GuestMemory::new(0, 2 * PAGE_SIZE).unwrap();
@@ -1026,5 +1203,69 @@ mod tests {
             return;
         };
         assert_eq!(scanned, vec![(3, 6), (9, 10), (200, 201), (255, 256)]);
+    }
+
+    #[test]
+    fn a_snapshot_learns_the_pages_its_guests_write_and_later_regions_get_them_private() {
+        let private = |m: &GuestMemory| {
+            page_table_entries_where(m.host_ptr(), 64, |e| {
+                e & (1 << 63) != 0 && e & (1 << 61) == 0
+            })
+            .unwrap()
+        };
+        let memory = GuestMemory::new(0, 64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is 64 pages long and owned by `memory`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), 64 * 4096) };
+        for p in [1usize, 2, 7] {
+            bytes[p * 4096] = p as u8;
+        }
+        let snap = Arc::new(memory.snapshot().unwrap());
+        assert!(snap.written.get().is_none());
+        // A region that only read learns nothing.
+        let reader = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        // SAFETY: `reader` maps 64 pages.
+        let r = unsafe { std::slice::from_raw_parts(reader.host_ptr(), 64 * 4096) };
+        assert_eq!(r[7 * 4096], 7);
+        drop(reader);
+        assert!(snap.written.get().is_none());
+        // The first region whose guest wrote: pages 2 (data) and 40 (a hole), learned at drop.
+        let first = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        assert!(private(&first).iter().all(|&p| !p), "populated read-only");
+        // SAFETY: `first` maps 64 pages.
+        let w = unsafe { std::slice::from_raw_parts_mut(first.host_ptr(), 64 * 4096) };
+        w[2 * 4096 + 1] = 0xaa;
+        w[40 * 4096] = 0xbb;
+        drop(first);
+        assert_eq!(snap.written.get(), Some(&vec![(2, 3), (40, 41)]));
+        // A later region has them as private copies from the start, with the snapshot's content,
+        // and the other data pages mapped read-only (shared).
+        let later = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        let p = private(&later);
+        assert!(p[2] && p[40] && !p[1] && !p[7], "{p:?}");
+        // SAFETY: `later` maps 64 pages (the same mapping after the restore below).
+        let l = unsafe { std::slice::from_raw_parts_mut(later.host_ptr(), 64 * 4096) };
+        assert_eq!(
+            (l[4096], l[2 * 4096], l[2 * 4096 + 1], l[40 * 4096]),
+            (1, 2, 0, 0)
+        );
+        // A restore after writes puts the snapshot's content back in the learned pages too.
+        l[2 * 4096] = 0xcc;
+        later.rebase(&snap).unwrap();
+        assert_eq!(l[2 * 4096], 2);
+        // Too many written pages are not learned (the copy per create stays bounded).
+        let big = Arc::new(
+            GuestMemory::new(0, 1024 * PAGE_SIZE)
+                .unwrap()
+                .snapshot()
+                .unwrap(),
+        );
+        learn_written(&big, &[(0, WRITE_SET_MAX_PAGES + 1)]);
+        assert!(big.written.get().is_none());
+        learn_written(&big, &[(1000, 2000)]);
+        assert_eq!(
+            big.written.get(),
+            Some(&vec![(1000, 1024)]),
+            "clipped to the snapshot"
+        );
     }
 }

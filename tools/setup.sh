@@ -11,15 +11,16 @@
 #         out where the probe passes natively). tools/test.sh then builds and runs everything.
 #         Also the image test's packages (podman, runc, mmdebstrap: tools/image_test.sh;
 #         HL_SKIP_IMAGE=1 leaves them out) and a check that Go is there (deploy/validate).
+#   load  the load generator of tools/serve_load.sh (`wrk`, and `curl` for its readiness polls).
 #
 # Missing Debian packages: as root they are installed (saying so in one line); otherwise the
 # exact command is printed and the script fails.
 #
-# Usage: bash tools/setup.sh demo|test
+# Usage: bash tools/setup.sh demo|test|load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
-case "$mode" in demo | test) ;; *) echo "usage: bash tools/setup.sh demo|test" >&2 && exit 2 ;; esac
+case "$mode" in demo | test | load) ;; *) echo "usage: bash tools/setup.sh demo|test|load" >&2 && exit 2 ;; esac
 
 die() {
   echo "setup: $*" >&2
@@ -80,6 +81,9 @@ case "$mode" in
 demo)
   bash tools/build.sh native
   native_kvm || ensure "the nested-KVM harness (no usable /dev/kvm here)" "${QEMU_NEEDS[@]}"
+  ;;
+load)
+  ensure "the serve load test" wrk:wrk curl:curl
   ;;
 test)
   ensure "the Wasm test fixtures" "${FIXTURE_NEEDS[@]}"

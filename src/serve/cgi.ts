@@ -40,7 +40,7 @@ export interface GuestResponse {
   /** Header names (lower case) and values, as `Headers` accepts them. */
   headers: [string, string][];
   /** The body. */
-  body: Uint8Array;
+  body: Uint8Array<ArrayBuffer>;
 }
 
 /** The most head lines a guest may write. */
@@ -206,7 +206,7 @@ export function jsonResponse(value: unknown, maxBytes: number): GuestResponse {
     }
   }
   const hasType = headers.some(([n]) => n === "content-type");
-  let body: Uint8Array;
+  let body: Uint8Array<ArrayBuffer>;
   if (v.body === undefined || v.body === null) body = new Uint8Array(0);
   else if (typeof v.body === "string") {
     body = new TextEncoder().encode(v.body);

@@ -296,7 +296,7 @@ async function startGuest(r: GuestRoute, i: number): Promise<RouteHandler> {
           : [param === "string" ? new TextDecoder().decode(ctx.body) : ctx.body];
         const result = await sb.call(r.function, ...args);
         const body = result instanceof Uint8Array
-          ? result
+          ? new Uint8Array(result)
           : typeof result === "string"
           ? enc.encode(result)
           : enc.encode(

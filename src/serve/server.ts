@@ -214,7 +214,7 @@ export async function serve(
     }
     try {
       const r = await h.handle(req, { body, id, remote: info.remoteAddr.hostname });
-      return new Response(r.body as Uint8Array<ArrayBuffer>, {
+      return new Response(r.body, {
         status: r.status,
         headers: r.headers,
       });

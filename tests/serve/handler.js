@@ -6,7 +6,7 @@ var count = 0;
 function handler(req) {
   count++;
   if (req.path.endsWith("/throw")) throw new Error("boom");
-  if (req.path.endsWith("/loop")) for (;;) {}
+  if (req.path.endsWith("/loop")) { for (;;) {} }
   if (req.path.endsWith("/bad")) return { status: 99 };
   if (req.path.endsWith("/slow")) {
     const end = Date.now() + 100;

@@ -48,7 +48,7 @@ function slowBody(everyMs: number, count: number): ReadableStream<Uint8Array> {
 /**
  * A server with routes: `/big?n=BYTES` (streamed), `/slow` (headers, then a byte per 100 ms, 600
  * bytes), `/slowheaders` (headers after 60 s, or at close), `/redirect?to=URL` (302), `/echo`
- * (JSON of the request), `/cookie` (Set-Cookie), anything else "ok".
+ * (JSON of the request), `/bin` (bytes, not UTF-8), `/cookie` (Set-Cookie), anything else "ok".
  */
 export function startServer(): TestServer {
   const seen: TestServer["seen"] = [];
@@ -86,6 +86,8 @@ export function startServer(): TestServer {
           status: 302,
           headers: { location: url.searchParams.get("to") ?? "/" },
         });
+      case "/bin":
+        return new Response(new Uint8Array([0xff, 0, 1, 0xc3, 0xa9]));
       case "/cookie":
         return new Response("c", { headers: { "set-cookie": "sid=1", "x-kept": "yes" } });
       case "/echo": {

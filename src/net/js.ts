@@ -28,7 +28,27 @@ export const JS_NET_PRELUDE: string = `(() => {
   const dec = (u) => {
     let s = "";
     for (let i = 0; i < u.length; i += 8192) s += String.fromCharCode.apply(null, u.subarray(i, i + 8192));
-    try { return decodeURIComponent(escape(s)); } catch { return s.replace(/[\\x80-\\xff]/g, "\\ufffd"); }
+    try { return decodeURIComponent(escape(s)); } catch { return slowDec(u); }
+  };
+  const slowDec = (u) => {
+    const n = u.length, c = (k) => k < n && (u[k] & 0xc0) === 0x80;
+    let out = "", cps = [], i = 0;
+    while (i < n) {
+      const b = u[i];
+      let cp = 0xfffd, len = 1;
+      if (b < 0x80) cp = b;
+      else if (b >= 0xc2 && b <= 0xdf && c(i + 1)) { cp = ((b & 0x1f) << 6) | (u[i + 1] & 0x3f); len = 2; }
+      else if (b >= 0xe0 && b <= 0xef && c(i + 1) && c(i + 2)) {
+        const v = ((b & 0xf) << 12) | ((u[i + 1] & 0x3f) << 6) | (u[i + 2] & 0x3f);
+        if (v >= 0x800 && (v < 0xd800 || v > 0xdfff)) { cp = v; len = 3; }
+      } else if (b >= 0xf0 && b <= 0xf4 && c(i + 1) && c(i + 2) && c(i + 3)) {
+        const v = ((b & 0x7) << 18) | ((u[i + 1] & 0x3f) << 12) | ((u[i + 2] & 0x3f) << 6) | (u[i + 3] & 0x3f);
+        if (v >= 0x10000 && v <= 0x10ffff) { cp = v; len = 4; }
+      }
+      cps.push(cp); i += len;
+      if (cps.length >= 4096) { out += String.fromCodePoint.apply(null, cps); cps = []; }
+    }
+    return out + String.fromCodePoint.apply(null, cps);
   };
   class Headers {
     #m = new Map();
@@ -50,16 +70,18 @@ export const JS_NET_PRELUDE: string = `(() => {
   }
   class Response {
     #body; #used = false;
+    #text;
     constructor(r) {
       this.status = r.status; this.statusText = r.statusText; this.url = r.url;
       this.ok = r.status >= 200 && r.status < 300; this.redirected = false;
-      this.headers = new Headers(r.headers); this.#body = r.body;
+      this.headers = new Headers(r.headers);
+      if (r.bodyText !== undefined) this.#text = r.bodyText; else this.#body = r.bodyBase64;
     }
-    #take() { if (this.#used) throw new TypeError("body already used"); this.#used = true; return this.#body; }
+    #take() { if (this.#used) throw new TypeError("body already used"); this.#used = true; }
     get bodyUsed() { return this.#used; }
-    async arrayBuffer() { const b = this.#take(); return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength); }
-    async bytes() { return new Uint8Array(await this.arrayBuffer()); }
-    async text() { return dec(this.#take()); }
+    async arrayBuffer() { return (await this.bytes()).buffer; }
+    async bytes() { this.#take(); return this.#text !== undefined ? enc(this.#text) : Uint8Array.fromBase64(this.#body); }
+    async text() { this.#take(); return this.#text !== undefined ? this.#text : dec(Uint8Array.fromBase64(this.#body)); }
     async json() { return JSON.parse(await this.text()); }
   }
   const fetch = async (input, init = {}) => {
@@ -80,7 +102,7 @@ export const JS_NET_PRELUDE: string = `(() => {
       if (r.error.reason !== undefined) e.reason = r.error.reason;
       throw e;
     }
-    return new Response({ status: r.status, statusText: r.statusText, url: r.url, headers: r.headers, body: Uint8Array.fromBase64(r.bodyBase64) });
+    return new Response(r);
   };
   Object.defineProperty(globalThis, "fetch", { value: fetch, writable: true, configurable: true });
   Object.defineProperty(globalThis, "Headers", { value: Headers, writable: true, configurable: true });
@@ -117,7 +139,10 @@ export function jsNetOptions<O extends WithNet>(options: O): { options: O; net: 
     throw new ArgumentError(`the host function name ${NET_HOST_FUNCTION} is the net option's`);
   }
   const net = given instanceof Net ? given : new Net(given);
-  const hostFunctions = { ...fns, [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req) };
+  const hostFunctions = {
+    ...fns,
+    [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req, true),
+  };
   const out = { ...options, hostFunctions } as O;
   delete out.net;
   if (options.snapshot === undefined) {

@@ -114,6 +114,7 @@ const MAX_URL = 8192;
 const MAX_CLIENTS = 64;
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 async function systemResolve(hostname: string): Promise<string[]> {
   const answers: string[] = [];
@@ -562,8 +563,15 @@ export class Net implements AsyncDisposable {
     return JSON.stringify(await this.handleValue(value));
   }
 
-  /** {@linkcode handle} on parsed JSON (for hosts whose guests send values: JsSandbox). */
-  async handleValue(request: unknown): Promise<WireResponse | WireError> {
+  /**
+   * {@linkcode handle} on parsed JSON (for hosts whose guests send values: JsSandbox). With
+   * `preferText`, a body that is valid UTF-8 comes as `bodyText` instead of `bodyBase64` (the
+   * JavaScript prelude reads either; decoding base64 and UTF-8 in the guest costs more).
+   */
+  async handleValue(
+    request: unknown,
+    preferText = false,
+  ): Promise<WireResponse | WireError> {
     let req: NetRequest;
     try {
       req = decodeWireRequest(request);
@@ -573,13 +581,15 @@ export class Net implements AsyncDisposable {
     }
     try {
       const r = await this.request(req);
-      return {
-        status: r.status,
-        statusText: r.statusText,
-        url: r.url,
-        headers: r.headers,
-        bodyBase64: r.body.toBase64(),
-      };
+      const head = { status: r.status, statusText: r.statusText, url: r.url, headers: r.headers };
+      if (preferText) {
+        try {
+          return { ...head, bodyText: strictUtf8.decode(r.body) };
+        } catch {
+          // not UTF-8: base64 below
+        }
+      }
+      return { ...head, bodyBase64: r.body.toBase64() };
     } catch (e) {
       return wireError(e);
     }
@@ -644,8 +654,10 @@ export interface WireResponse {
   url: string;
   /** Response headers. */
   headers: [string, string][];
-  /** The body, base64. */
-  bodyBase64: string;
+  /** The body, base64 (always, unless `preferText` and the body is UTF-8). */
+  bodyBase64?: string;
+  /** The body as text, instead of `bodyBase64` (only with `preferText`, a UTF-8 body). */
+  bodyText?: string;
 }
 
 /** The wire error of {@linkcode Net.handle}. */

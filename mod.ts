@@ -141,6 +141,8 @@ export {
   type NetResponse,
   type NetRule,
   type NetStats,
+  type WireError,
+  type WireResponse,
 } from "./src/net/mod.ts";
 export { type HlServer, serve, type ServeOptions } from "./src/serve/server.ts";
 export {

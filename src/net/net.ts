@@ -14,6 +14,7 @@ import { addressClass, formatIP, parseIP } from "./address.ts";
 import {
   FORBIDDEN_METHODS,
   hostOf,
+  type NetLimits,
   type NetOptions,
   NetPolicy,
   normalizePath,
@@ -209,7 +210,7 @@ export class Net implements AsyncDisposable {
   }
 
   /** The limits in force (defaults filled in). */
-  get limits(): NetPolicy["limits"] {
+  get limits(): Readonly<Required<NetLimits>> {
     return this.#policy.limits;
   }
 

@@ -203,7 +203,9 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
  * @example
  * ```ts
  * import { wasmNetOptions } from "./wasm.ts";
- * const { options, net } = wasmNetOptions({ module: "m.wasm", net: { allow: [] } });
+ * import type { WasmImports } from "../wasm/types.ts";
+ * const given: { net: { allow: string[] }; hostFunctions?: WasmImports } = { net: { allow: [] } };
+ * const { options, net } = wasmNetOptions(given);
  * console.log(Object.keys(options.hostFunctions ?? {}), net !== undefined); // ["hl_http"] true
  * ```
  */

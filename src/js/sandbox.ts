@@ -90,7 +90,7 @@ export interface JsSnapshotSandboxOptions extends JsOutputOptions {
  * Untrusted JavaScript in its own micro-VM: QuickJS-NG (ES2023) compiled to WebAssembly, run by
  * a `WasmSandbox`. Values cross as JSON; `async` functions and Promises settle within a call;
  * JS exceptions are {@linkcode JsError}s; host functions are `await host.name(...)` in
- * JavaScript. No Node/Deno APIs, no `fetch`, no modules: a classic script and the ECMAScript
+ * JavaScript. No Node/Deno APIs, no `fetch` (unless `net` allows it), no modules: a classic script and the ECMAScript
  * built-ins, `console`, `Date.now()` (the host's clock) and `Math.random()` (seeded per copy).
  *
  * @example

@@ -179,7 +179,8 @@ function instruments(meter: Meter): Instruments {
       description: "Time a pool run waited for a free member",
     }),
     netRequests: meter.createCounter("net_requests_total", {
-      description: "Guest network requests (net option), by outcome (ok, refused, failed)",
+      description:
+        "Guest network requests (net option), by outcome (ok, refused with its rule, failed)",
     }),
     netBytes: meter.createCounter("net_bytes_total", {
       unit: "By",
@@ -315,9 +316,17 @@ export function traceNetRequest<T extends NetOutcome>(
     s.m.netBytes.add(r.bytesIn, { direction: "in" });
   }).catch((e) => {
     const refused = e instanceof Error && e.name === "NetworkPolicyError";
-    s.m.netRequests.add(1, { outcome: refused ? "refused" : "failed" });
+    const rule = refused ? String((e as { rule?: unknown }).rule) : undefined;
+    s.m.netRequests.add(1, refused ? { outcome: "refused", rule: rule! } : { outcome: "failed" });
     throw e;
   });
+}
+
+/** A guest network request refused before it started (no span): `net_requests_total{refused}`. */
+export function netRefused(rule: string): void {
+  const s = active();
+  if (s === undefined) return;
+  s.m.netRequests.add(1, { outcome: "refused", rule });
 }
 
 /** How a sandbox was made: a new VM, or one started from or restored to a snapshot. */

@@ -8,7 +8,7 @@
  */
 
 import { ArgumentError, NetworkError, NetworkPolicyError } from "../errors.ts";
-import { traceNetRequest } from "../telemetry.ts";
+import { netRefused, traceNetRequest } from "../telemetry.ts";
 import type { HostFunction } from "../call/types.ts";
 import { addressClass, formatIP, parseIP } from "./address.ts";
 import {
@@ -233,7 +233,10 @@ export class Net implements AsyncDisposable {
     try {
       plan = this.#plan(req);
     } catch (e) {
-      if (e instanceof NetworkPolicyError) this.#stats.refused++;
+      if (e instanceof NetworkPolicyError) {
+        this.#stats.refused++;
+        netRefused(e.rule);
+      }
       return Promise.reject(e);
     }
     const attributes = {

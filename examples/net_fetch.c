@@ -5,7 +5,8 @@
 // "error CODE: TEXT" and exits 2. Build (tools/build_wasm_fixtures.sh finds the same sysroot):
 //   clang --target=wasm32-wasi --sysroot=/usr -O2 -nodefaultlibs -lc -I runtimes/include \
 //     examples/net_fetch.c -o net_fetch.wasm
-// Run it with examples/net_fetch.ts, or tests/kvm/net_hostile.test.ts does.
+// Run it in a WasmSandbox with `net` and `wasi: { args: ["net_fetch", url] }` (runWasi);
+// tests/kvm/net_hostile.test.ts builds and runs it.
 #include <stdio.h>
 #include <string.h>
 

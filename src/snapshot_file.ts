@@ -225,37 +225,44 @@ export async function saveSnapshotFile(
   }
 }
 
-async function readExactly(file: Deno.FsFile, n: number, what: string): Promise<Uint8Array> {
+function readExactly(file: Deno.FsFile, n: number, what: string): Uint8Array {
   const out = new Uint8Array(n);
   let done = 0;
   while (done < n) {
-    const got = await file.read(out.subarray(done));
+    const got = file.readSync(out.subarray(done));
     if (got === null) throw new SnapshotFormatError("corrupt", `the file ends inside ${what}`);
     done += got;
   }
   return out;
 }
 
-/** Reads and checks a file's header and description (no pages). */
+/**
+ * Reads and checks a file's header and description (no pages). The file is read with
+ * synchronous calls: a few small reads, each cheaper than an asynchronous round trip through
+ * Deno's thread pool (this is on the cold-create path).
+ */
 export async function readSnapshotDescription(
   path: string,
 ): Promise<{ description: SnapshotDescription; fileSize: number }> {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    file = Deno.openSync(path, { read: true });
   } catch (e) {
     throw new SnapshotFormatError(
       "io",
       `cannot open the snapshot file ${path}: ${(e as Error).message}`,
-      {
-        cause: e,
-      },
+      { cause: e },
     );
   }
+  let json: Uint8Array;
+  let header: Uint8Array;
+  let fileSize: number;
   try {
-    const fileSize = (await file.stat()).size;
-    const header = await readExactly(file, Math.min(HEADER_SIZE, fileSize), "the header");
-    if (header.length < SNAPSHOT_MAGIC.length || SNAPSHOT_MAGIC.some((b, i) => header[i] !== b)) {
+    fileSize = file.statSync().size;
+    header = readExactly(file, Math.min(HEADER_SIZE, fileSize), "the header");
+    if (
+      header.length < SNAPSHOT_MAGIC.length || SNAPSHOT_MAGIC.some((b, i) => header[i] !== b)
+    ) {
       throw new SnapshotFormatError("format", `${path} is not a snapshot file`);
     }
     if (header.length < HEADER_SIZE) {
@@ -276,25 +283,25 @@ export async function readSnapshotDescription(
         `${path}: the description's length ${len} is out of bounds`,
       );
     }
-    const json = await readExactly(file, len, "the description");
-    const digest = new Uint8Array(
-      await crypto.subtle.digest("SHA-256", json as Uint8Array<ArrayBuffer>),
-    );
-    if (digest.some((b, i) => b !== header[16 + i])) {
-      throw new SnapshotFormatError("corrupt", `${path}: the description's SHA-256 does not match`);
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
-    } catch (e) {
-      throw new SnapshotFormatError("corrupt", `${path}: the description is not JSON`, {
-        cause: e,
-      });
-    }
-    return { description: checkDescription(parsed, fileSize, path), fileSize };
+    json = readExactly(file, len, "the description");
   } finally {
     file.close();
   }
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", json as Uint8Array<ArrayBuffer>),
+  );
+  if (digest.some((b, i) => b !== header[16 + i])) {
+    throw new SnapshotFormatError("corrupt", `${path}: the description's SHA-256 does not match`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
+  } catch (e) {
+    throw new SnapshotFormatError("corrupt", `${path}: the description is not JSON`, {
+      cause: e,
+    });
+  }
+  return { description: checkDescription(parsed, fileSize, path), fileSize };
 }
 
 function isInt(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
@@ -414,6 +421,15 @@ function checkDescription(v: unknown, fileSize: number, path: string): SnapshotD
   return d;
 }
 
+/** Whether the first `pages` bits of `bitmap` are all set and no other bit is. */
+function bitmapDense(bitmap: Uint8Array, pages: number): boolean {
+  for (let p = 0; p < bitmap.length * 8; p++) {
+    const set = (bitmap[p >> 3] & (1 << (p & 7))) !== 0;
+    if (set !== p < pages) return false;
+  }
+  return true;
+}
+
 /** A memory snapshot handle for a page section of `path`. */
 function loadPages(
   path: string,
@@ -429,16 +445,28 @@ function loadPages(
   }
   const pathBytes = utf8.encode(path);
   const out = new Uint32Array(1);
-  const status = lib.hl_snapshot_load_pages(
-    pathBytes,
-    pathBytes.length,
-    BigInt(pages.offset),
-    BigInt(pages.size),
-    bitmap,
-    BigInt(words),
-    pages.crc,
-    out,
-  );
+  // A section whose every page holds data (a code image) is mapped from the file itself, no
+  // copy; a sparse one (memory) is read into a new memfd (docs/snapshot-format.md, "Choices").
+  const dense = bitmapDense(bitmap, pages.size / PAGE);
+  const status = dense
+    ? lib.hl_snapshot_map_file(
+      pathBytes,
+      pathBytes.length,
+      BigInt(pages.offset),
+      BigInt(pages.size),
+      pages.crc,
+      out,
+    )
+    : lib.hl_snapshot_load_pages(
+      pathBytes,
+      pathBytes.length,
+      BigInt(pages.offset),
+      BigInt(pages.size),
+      bitmap,
+      BigInt(words),
+      pages.crc,
+      out,
+    );
   if (status === -2) {
     // INVALID_ARGUMENT: the file's pages are short or corrupt (the message says which).
     let message = "";

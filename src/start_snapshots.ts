@@ -84,17 +84,77 @@ async function fileFor(
   return `${dir}/start-${name}.hlsnap`;
 }
 
+function parentOf(path: string): string {
+  const i = path.replace(/\/+$/, "").lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
 /**
- * Whether `file` in `dir` may be used: the directory passes the artifact cache's check (every
- * directory above it this user's or root's, none writable by others unless sticky) and the
+ * Why `dir` cannot be trusted, or undefined: the artifact cache's rule (`untrustedCacheDir` in
+ * `wasm/compiler.ts`: every existing directory above it, as named and with links resolved, is
+ * this user's or root's, and one writable by everyone is sticky; the directory itself is this
+ * user's and writable by nobody else), checked with synchronous `stat`s: a dozen of them cost
+ * less than one asynchronous round trip, and this is on the cold-create path. Without
+ * `--allow-sys` (no `Deno.uid()`) it defers to the asynchronous check.
+ */
+function untrustedSync(dir: string): Promise<string | undefined> {
+  let uid: number | null;
+  try {
+    uid = Deno.uid();
+  } catch {
+    uid = null;
+  }
+  if (uid === null) return untrustedCacheDir(dir);
+  try {
+    const paths = new Set<string>();
+    let existing: string | undefined;
+    for (let p = dir;; p = parentOf(p)) {
+      try {
+        Deno.statSync(p);
+        paths.add(p);
+        existing ??= p;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (p === "/") break;
+    }
+    if (existing === undefined) return Promise.resolve(`no directory above ${dir} exists`);
+    for (let p = Deno.realPathSync(existing);; p = parentOf(p)) {
+      paths.add(p);
+      if (p === "/") break;
+    }
+    for (const p of paths) {
+      const info = Deno.statSync(p);
+      const mode = info.mode ?? 0;
+      if (p === dir) {
+        if (info.uid !== uid || (mode & 0o022) !== 0) {
+          return Promise.resolve(`${p} is not this user's own, or others may write to it`);
+        }
+        continue;
+      }
+      if (info.uid !== uid && info.uid !== 0) {
+        return Promise.resolve(`${p} belongs to another user (${info.uid})`);
+      }
+      if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+        return Promise.resolve(`${p} is writable by every user and not sticky`);
+      }
+    }
+    return Promise.resolve(undefined);
+  } catch (e) {
+    return Promise.resolve((e as Error).message);
+  }
+}
+
+/**
+ * Whether `file` in `dir` may be used: the directory passes {@linkcode untrustedSync} and the
  * file, if it exists, is not writable by group or others.
  */
 async function usable(dir: string, file: string): Promise<boolean> {
   let why = trusted.get(dir);
-  if (!why) trusted.set(dir, why = untrustedCacheDir(dir));
+  if (!why) trusted.set(dir, why = untrustedSync(dir));
   if (await why !== undefined) return false;
   try {
-    const info = await Deno.stat(file);
+    const info = Deno.statSync(file);
     return info.mode !== null && (info.mode & 0o022) === 0;
   } catch {
     return true; // Not there (yet).

@@ -602,6 +602,39 @@ pub unsafe extern "C" fn hl_snapshot_load_pages(
     })
 }
 
+/// `int32_t hl_snapshot_map_file(const uint8_t *path, uint32_t path_len, uint64_t offset,
+/// uint64_t size, uint32_t crc, uint32_t *out_snap)` (version 9): a snapshot of `size` bytes whose
+/// every page holds data, backed by the file `path` itself from the page-aligned `offset`: VMs map
+/// the file's pages `MAP_PRIVATE`, no copy (a snapshot file's code image, for `hl_vm_map_code`).
+/// The pages are read once to check their CRC-32 against `crc` and the file's length against
+/// `offset + size` (`INVALID_ARGUMENT` otherwise). The file must not be rewritten while the
+/// snapshot lives (docs/cdylib-abi.md).
+///
+/// # Safety
+/// `path` null or valid for `path_len` bytes; `out_snap` null or valid for one u32 write.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_map_file(
+    path: *const u8,
+    path_len: u32,
+    offset: u64,
+    size: u64,
+    crc: u32,
+    out_snap: *mut u32,
+) -> i32 {
+    guard(0, || {
+        non_null(out_snap, "out_snap")?;
+        // SAFETY: forwarded caller contract.
+        let path = unsafe { path_arg(path, path_len)? };
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
+        let snap = memory::MemorySnapshot::from_file(file, offset, size, crc)?;
+        let handle = vm::insert_snapshot(snap)?;
+        // SAFETY: checked non-null; the caller gives one writable u32.
+        unsafe { *out_snap = handle };
+        Ok(0)
+    })
+}
+
 /// `int32_t hl_vm_map_code(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)`: maps
 /// the snapshot at guest-physical `gpa` as a new slot that the guest cannot write: read-only at
 /// the hypervisor where it supports that (returns 1), else 0 and only the page tables (which the

@@ -87,6 +87,11 @@ export const symbols = {
     parameters: ["buffer", "u32", "u64", "u64", "buffer", "u64", "u32", "buffer"],
     result: "i32",
   },
+  /** `int32_t hl_snapshot_map_file(const uint8_t *path, uint32_t path_len, uint64_t offset, uint64_t size, uint32_t crc, uint32_t *out_snap)` (v9) */
+  hl_snapshot_map_file: {
+    parameters: ["buffer", "u32", "u64", "u64", "u32", "buffer"],
+    result: "i32",
+  },
   /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -125,18 +130,45 @@ export function openLibrary(explicitPath?: string): Symbols {
     return opened.symbols;
   }
   const path = findLibrary(explicitPath);
-  const lib = Deno.dlopen(path, symbols);
-  const version = lib.symbols.hl_abi_version();
+  const probe = Deno.dlopen(path, { hl_abi_version: symbols.hl_abi_version });
+  const version = probe.symbols.hl_abi_version();
   if (version !== CDYLIB_ABI_VERSION) {
-    lib.close();
+    probe.close();
     throw new HypervisorError(
       "API_VERSION",
       `${path} implements C ABI version ${version}, this package needs ${CDYLIB_ABI_VERSION}: ` +
         `rebuild it with \`${fixCommand()}\``,
     );
   }
-  opened = { path, symbols: lib.symbols };
-  return lib.symbols;
+  opened = { path, symbols: lazySymbols(path) };
+  return opened.symbols;
+}
+
+/** The libraries each holding one bound symbol (kept so that nothing unloads them). */
+const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+
+/**
+ * The symbol table of the library at `path`, each symbol bound on its first use: binding costs
+ * Deno ~0.2-1 ms per symbol (it builds a fast-call trampoline for each), and a process that starts
+ * one sandbox uses about half of them (docs/js.md, "Cold start"). The first access replaces the
+ * getter with the function itself, so later calls are a plain property load.
+ */
+function lazySymbols(path: string): Symbols {
+  const table = {} as Record<string, unknown>;
+  for (const name of Object.keys(symbols) as (keyof typeof symbols)[]) {
+    Object.defineProperty(table, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const lib = Deno.dlopen(path, { [name]: symbols[name] } as Deno.ForeignLibraryInterface);
+        bound.push(lib);
+        const fn = lib.symbols[name];
+        Object.defineProperty(table, name, { value: fn, enumerable: true, writable: false });
+        return fn;
+      },
+    });
+  }
+  return table as unknown as Symbols;
 }
 
 const messageBuffer = new Uint8Array(4096);

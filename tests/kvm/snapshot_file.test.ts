@@ -190,6 +190,38 @@ for (const engine of WASM_ENGINES) {
   );
 }
 
+engineTest("wasmtime")(
+  "WasmSnapshot file: the code image mapped from the file leaks no fd or mapping",
+  async () => {
+    await using w = await WasmSandbox.create({
+      engine: "wasmtime",
+      module: fixture("state"),
+      hostFunctions: host,
+      cache: false,
+    });
+    await using snap = await w.snapshot();
+    const path = `${dir}/wasm-leak`;
+    await snap.save(path);
+    const fileMaps = () =>
+      Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.endsWith(path)).length;
+    await (await WasmSnapshot.load(path)).dispose();
+    const fds = openFdCount();
+    const maps = guestMappingCount();
+    const handles = globalStats().liveSnapshots;
+    for (let i = 0; i < 3; i++) {
+      await using loaded = await WasmSnapshot.load(path);
+      await using copy = await WasmSandbox.create({ snapshot: loaded, hostFunctions: host });
+      assert.equal(await copy.call("bump"), 1);
+      assert.ok(fileMaps() > 0, "the code image is mapped from the file");
+    }
+    teardownWait();
+    assert.equal(openFdCount(), fds);
+    assert.equal(guestMappingCount(), maps);
+    assert.equal(globalStats().liveSnapshots, handles);
+    assert.equal(fileMaps(), 0);
+  },
+);
+
 const jsTest = QUICKJS_BUILT
   ? kvmTest
   : (name: string, _fn: unknown) => Deno.test.ignore(name, () => {});

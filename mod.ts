@@ -128,6 +128,18 @@ export {
 } from "./src/js/sandbox.ts";
 export { JsSnapshot } from "./src/js/snapshot.ts";
 export { JsSandboxPool, type JsSandboxPoolOptions } from "./src/js/pool.ts";
+export {
+  type PyOutputOptions,
+  type PyResult,
+  type PyRunOptions,
+  type PyRuntime,
+  PySandbox,
+  type PySandboxOptions,
+  PySnapshot,
+  type PySnapshotSandboxOptions,
+} from "./src/py/sandbox.ts";
+export { PyError, PyExitError } from "./src/py/errors.ts";
+export { type PyPoolRunOptions, PySandboxPool, type PySandboxPoolOptions } from "./src/py/pool.ts";
 export { NetworkError, NetworkPolicyError } from "./src/errors.ts";
 export {
   Net,

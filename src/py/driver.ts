@@ -9,8 +9,9 @@
  * `{"ok":false,"type","message","traceback","stdout","stderr"}`. While user code runs,
  * `sys.stdout`/`sys.stderr` are buffers (a print of any size arrives whole, in the reply) and
  * `sys.stdin` is empty. User code runs in `__main__`'s namespace (emptied by `setup`); the
- * driver's own names live in a namespace of its own. `random` is seeded, and `os.urandom` keyed,
- * from the request's `seed`.
+ * driver's own names live in a namespace of its own. `random` is seeded from the first half of the
+ * request's `seed` (64 random bytes in hex), and `os.urandom` keyed from the second (BLAKE2b in
+ * counter mode), so neither's output tells anything about the other's.
  *
  * Internal (not exported by `mod.ts`).
  *
@@ -32,25 +33,30 @@ export const REQUEST_HEADER = 12;
 const SOURCE = String.raw`
 import ast, builtins, hashlib, io, json, os, random, sys, traceback
 
+# The driver's own references: user code that replaces json.dumps or os.write changes only its
+# own request (every request starts from the snapshot taken after setup).
+dumps, loads, read, write, exit = json.dumps, json.loads, os.read, os.write, os._exit
+StringIO, format_exception, parse = io.StringIO, traceback.format_exception, ast.parse
+
 def read_exact(n):
     parts = []
     while n > 0:
-        b = os.read(0, n)
+        b = read(0, n)
         if not b:
-            os._exit(2)
+            exit(2)
         parts.append(b)
         n -= len(b)
     return b"".join(parts)
 
 def send(obj):
-    data = json.dumps(obj, ensure_ascii=True).encode("ascii")
+    data = dumps(obj, ensure_ascii=True).encode("ascii")
     view = memoryview(b"\x00\x01HLPY" + str(len(data)).encode() + b"\n" + data)
     while len(view):
-        view = view[os.write(1, view):]
+        view = view[write(1, view):]
 
 def jsonable(v):
     try:
-        json.dumps(v, allow_nan=False)
+        dumps(v, allow_nan=False)
         return v
     except (TypeError, ValueError, RecursionError):
         return repr(v)
@@ -69,17 +75,17 @@ def keyed_urandom(key):
     return urandom
 
 def serve():
-    req = json.loads(read_exact(int(read_exact(12))))
+    req = loads(read_exact(int(read_exact(12))))
     main = sys.modules["__main__"].__dict__
     if req["op"] == "setup":
         main.clear()
         main.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
     seed = req["seed"]
-    random.seed(int(seed, 16))
-    os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed)[::-1])
-    out, err = io.StringIO(), io.StringIO()
+    random.seed(int(seed[:64], 16))
+    os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
+    out, err = StringIO(), StringIO()
     real = (sys.stdin, sys.stdout, sys.stderr)
-    sys.stdin, sys.stdout, sys.stderr = io.StringIO(""), out, err
+    sys.stdin, sys.stdout, sys.stderr = StringIO(""), out, err
     res = {"ok": True}
     try:
         if req["op"] == "call":
@@ -87,10 +93,10 @@ def serve():
             if not callable(f):
                 raise NameError("name %r is not a function in __main__" % req["fn"])
             v = f(*req["args"])
-            json.dumps(v, allow_nan=False)
+            dumps(v, allow_nan=False)
             res["value"] = v
         else:
-            tree = ast.parse(req["code"], "<run>", "exec")
+            tree = parse(req["code"], "<run>", "exec")
             last = None
             if req.get("value") and tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)
@@ -102,7 +108,7 @@ def serve():
     except BaseException as e:
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
         res = {"ok": False, "type": type(e).__name__, "message": str(e),
-               "traceback": "".join(traceback.format_exception(type(e), e, tb))}
+               "traceback": "".join(format_exception(type(e), e, tb))}
     finally:
         sys.stdin, sys.stdout, sys.stderr = real
     for stream in (sys.__stdout__, sys.__stderr__):
@@ -124,7 +130,7 @@ def entry():
     try:
         serve()
     finally:
-        os._exit(0)
+        exit(0)
 `;
 
 /**

@@ -322,7 +322,7 @@ function decodeReply(text: string): Reply {
 }
 
 function hexSeed(): string {
-  const b = crypto.getRandomValues(new Uint8Array(32));
+  const b = crypto.getRandomValues(new Uint8Array(64));
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 

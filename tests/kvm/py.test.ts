@@ -1,0 +1,220 @@
+/**
+ * PySandbox and PySandboxPool (issue 21): run/call/setup, PyError, every request from the state
+ * after `setup`, per-request keys of `random`/`os.urandom`, limits (timeout poisons until
+ * `restore`, memory bomb typed, no processes, files only under preopens, a 10 MB print whole),
+ * snapshots, the pool and handle revocation. Skipped when python-3.12.wasm is not fetched
+ * (`bash tools/fetch_python.sh`). One interpreter is started per test file and the others are
+ * copies of its snapshot, so the module's compile (cached on disk) and CPython's start are paid
+ * once.
+ */
+import assert from "node:assert/strict";
+import {
+  ArgumentError,
+  PyError,
+  PyExitError,
+  PySandbox,
+  PySandboxPool,
+  type PySnapshot,
+  SandboxDisposedError,
+  SandboxPoisonedError,
+  TimeoutError,
+} from "../../mod.ts";
+import { kvmTest } from "./_kvm.ts";
+import { PYTHON_BUILT as BUILT } from "./_py.ts";
+
+function pyTest(name: string, fn: () => Promise<void>): void {
+  if (BUILT) kvmTest(`py: ${name}`, fn);
+  else Deno.test({ name: `py: ${name} (python-3.12.wasm not fetched)`, ignore: true, fn() {} });
+}
+
+async function pyError(p: Promise<unknown>): Promise<PyError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof PyError, `expected a PyError, got ${e}`);
+    return e;
+  }
+  assert.fail("no PyError");
+}
+
+const SETUP = `
+import json
+def add(a, b):
+    return a + b
+def shout(s):
+    print("called with", s)
+    return s.upper()
+def bad():
+    return {1, 2}
+counter = 0
+`;
+
+let base: { py: PySandbox; snap: PySnapshot } | undefined;
+/** A copy of the file's one interpreter (its setup is SETUP). */
+async function fresh(): Promise<PySandbox> {
+  if (!base) {
+    const py = await PySandbox.create({ setup: SETUP });
+    base = { py, snap: await py.snapshot() };
+  }
+  return await PySandbox.create({ snapshot: base.snap, timeoutMs: 20_000 });
+}
+
+pyTest("run: stdout, stderr, the last expression's value; call with JSON", async () => {
+  await using py = await fresh();
+  assert.deepEqual(await py.run("print(1 + 1)"), { stdout: "2\n", stderr: "" });
+  const r = await py.run("import sys\nprint('e', file=sys.stderr)\n[x * x for x in range(4)]");
+  assert.deepEqual(r, { stdout: "", stderr: "e\n", value: [0, 1, 4, 9] });
+  assert.equal((await py.run("object()")).value?.toString().startsWith("<object object"), true);
+  assert.equal("value" in (await py.run("None")), false);
+  assert.equal(await py.call("add", 2, 40), 42);
+  assert.deepEqual(await py.call("add", [1], ["a"]), [1, "a"]);
+  const printed: string[] = [];
+  const loud = await PySandbox.create({ snapshot: base!.snap, stdout: (t) => printed.push(t) });
+  assert.equal(await loud.call("shout", "hi"), "HI");
+  assert.deepEqual(printed, ["called with hi\n"]);
+  await loud.dispose();
+});
+
+pyTest("PyError: type, message, traceback; the sandbox stays usable", async () => {
+  await using py = await fresh();
+  const e = await pyError(py.run("def f():\n    raise ValueError('no')\nf()"));
+  assert.equal(e.type, "ValueError");
+  assert.equal(e.pyMessage, "no");
+  assert.match(e.traceback, /File "<run>", line 3, in <module>/);
+  assert.match(e.traceback, /in f\n/);
+  assert.doesNotMatch(e.traceback, /_hl|serve/, "the driver's frames are not shown");
+  assert.equal((await pyError(py.run("1 +"))).type, "SyntaxError");
+  assert.equal((await pyError(py.run("import sys; sys.exit(3)"))).type, "SystemExit");
+  assert.equal((await pyError(py.call("nope"))).type, "NameError");
+  assert.equal((await pyError(py.call("bad"))).type, "TypeError", "a non-JSON result");
+  assert.equal((await pyError(py.call("add", 1))).type, "TypeError");
+  assert.equal((await py.run("1 + 1")).value, 2);
+  await assert.rejects(PySandbox.create({ setup: "raise KeyError('k')" }), PyError);
+});
+
+pyTest("every request starts from the state after setup", async () => {
+  await using py = await fresh();
+  await py.run("counter += 1\nx = 5\nimport json\njson.dumps = None");
+  assert.equal((await py.run("counter")).value, 0);
+  assert.equal((await py.run("'x' in globals()")).value, false);
+  assert.equal((await py.run("json.dumps([1])")).value, "[1]");
+});
+
+pyTest("random and os.urandom are keyed anew for every request", async () => {
+  await using py = await fresh();
+  const code =
+    "import os, random, secrets\n[random.random(), os.urandom(8).hex(), secrets.token_hex(8)]";
+  const a = (await py.run(code)).value as unknown[];
+  const b = (await py.run(code)).value as unknown[];
+  for (let i = 0; i < 3; i++) assert.notDeepEqual(a[i], b[i]);
+  assert.equal((await py.run("len(__import__('os').urandom(100))")).value, 100);
+});
+
+pyTest(
+  "limits: timeout poisons until restore; interrupt; memory bomb; no processes; files",
+  async () => {
+    await using py = await fresh();
+    await assert.rejects(py.run("while True: pass", { timeoutMs: 200 }), TimeoutError);
+    assert.equal(py.poisoned, true);
+    await assert.rejects(py.run("1"), SandboxPoisonedError);
+    await py.restore();
+    assert.equal((await py.run("1 + 1")).value, 2);
+    const spin = py.run("while True: pass");
+    setTimeout(() => py.interrupt(), 100);
+    await assert.rejects(spin);
+    await py.restore();
+    assert.equal((await pyError(py.run("b = bytearray(1 << 30)"))).type, "MemoryError");
+    assert.equal((await pyError(py.run("x = [0] * (1 << 28)"))).type, "MemoryError");
+    assert.equal((await py.run("1")).value, 1, "usable after a MemoryError");
+    // WASI has no processes: os.system/os.fork do not exist, subprocess fails inside the guest.
+    assert.equal((await pyError(py.run("import os\nos.system('ls')"))).type, "AttributeError");
+    assert.equal((await pyError(py.run("import os\nos.fork()"))).type, "AttributeError");
+    const sub = await pyError(py.run("import subprocess\nsubprocess.run(['ls'])"));
+    assert.equal(sub.type, "OSError");
+    assert.match(sub.pyMessage, /not support processes/);
+    assert.equal(
+      (await pyError(py.run("import socket\nsocket.socket().connect(('1.1.1.1', 80))"))).type,
+      "OSError",
+    );
+    // No preopens: no host file is reachable.
+    assert.equal((await pyError(py.run("open('/etc/passwd').read()"))).type, "FileNotFoundError");
+    assert.equal((await py.run("import os\nos.path.exists('/etc/passwd')")).value, false);
+    await py.run("import os\nos._exit(0)").then(
+      () => assert.fail("os._exit without a reply must fail"),
+      (e) => assert.ok(e instanceof PyExitError, String(e)),
+    );
+    assert.equal(py.poisoned, true);
+    await py.restore();
+    assert.equal((await py.run("2")).value, 2);
+  },
+);
+
+pyTest("a 10 MB print arrives whole; a reply over maxOutputBytes is refused", async () => {
+  await using py = await fresh();
+  const r = await py.run("print('x' * 10_000_000)");
+  assert.equal(r.stdout.length, 10_000_001);
+  assert.ok(r.stdout.startsWith("xxx") && r.stdout.endsWith("x\n"));
+  await using small = await PySandbox.create({ setup: "", maxOutputBytes: 4096 });
+  await assert.rejects(small.run("print('y' * 10000)"));
+  assert.equal(small.poisoned, true);
+});
+
+pyTest("preopens: files only under them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/in.txt`, "hello");
+    await using py = await PySandbox.create({ preopens: { "/data": dir } });
+    assert.equal((await py.run("open('/data/in.txt').read()")).value, "hello");
+    assert.equal((await pyError(py.run("open('/data/../etc/passwd')"))).type, "PermissionError");
+    assert.equal(
+      (await pyError(py.run("open('/data/new.txt', 'w')"))).type,
+      "OSError",
+      "read-only",
+    );
+    assert.equal((await pyError(py.run("open('/etc/passwd')"))).type, "FileNotFoundError");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+pyTest("snapshots, dispose and argument checks", async () => {
+  await using py = await fresh();
+  await using snap = await py.snapshot();
+  await using copy = await PySandbox.create({ snapshot: snap });
+  assert.equal(await copy.call("add", 1, 2), 3);
+  await assert.rejects(PySandbox.create({ runtime: "full" }), ArgumentError);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(PySandbox.create({ runtime: "pypy" as any }), ArgumentError);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(py.run(1 as any), ArgumentError);
+  await assert.rejects(py.call("add", 1n), ArgumentError);
+  await copy.dispose();
+  await copy.dispose();
+  assert.equal(copy.disposed, true);
+  await assert.rejects(copy.run("1"), SandboxDisposedError);
+});
+
+pyTest(
+  "PySandboxPool: runs from the setup state, handles revoked, poisoned members restored",
+  async () => {
+    await using pool = await PySandboxPool.create({ setup: "seen = []", size: 2 });
+    assert.equal(pool.size, 2);
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await pool.run("seen.append(1); print(len(seen))")).stdout, "1\n");
+    }
+    let kept: PySandbox | undefined;
+    assert.equal(await pool.run((py) => (kept = py, py.run("len(seen)").then((r) => r.value))), 0);
+    await assert.rejects(kept!.run("1"), SandboxDisposedError);
+    await assert.rejects(pool.run("while True: pass", { timeoutMs: 150 }), TimeoutError);
+    await assert.rejects(pool.run("import os; os._exit(1)"), PyExitError);
+    const all = await Promise.all([1, 2, 3, 4].map((i) => pool.run(`print(${i})`)));
+    assert.deepEqual(all.map((r) => r.stdout), ["1\n", "2\n", "3\n", "4\n"]);
+    await pool.run((py) => py.dispose());
+    assert.equal((await pool.run("len(seen)")).value, 0);
+  },
+);
+
+kvmTest("py: dispose the file's interpreter", async () => {
+  await base?.snap.dispose();
+  await base?.py.dispose();
+});

@@ -109,6 +109,7 @@ const DROPPED_RESPONSE = new Set([
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\r\n\0]/;
+const NOT_BYTES = /[\u0100-\uffff]/; // a header value is a ByteString
 const MAX_HEADERS = 100;
 const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_URL = 8192;
@@ -159,6 +160,9 @@ function checkHeaders(headers: NetRequest["headers"]): [string, string][] {
     }
     if (BAD_VALUE.test(value)) {
       throw new NetworkPolicyError("header", `header ${name} has CR, LF or NUL in its value`);
+    }
+    if (NOT_BYTES.test(value)) {
+      throw new NetworkPolicyError("header", `header ${name} has a character above U+00FF`);
     }
     size += name.length + value.length;
     if (size > MAX_HEADER_BYTES) {
@@ -471,12 +475,22 @@ export class Net implements AsyncDisposable {
       return plan.literal;
     }
     let answers: string[];
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      answers = await this.#resolve(plan.host);
+      // Resolution is under the request's timeout too (a resolver that never answers).
+      answers = await Promise.race([
+        this.#resolve(plan.host),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(this.#timeout(plan)), this.#policy.limits.timeoutMs);
+        }),
+      ]);
     } catch (e) {
+      if (e instanceof NetworkError) throw e;
       throw new NetworkError("dns", `resolving ${plan.host} failed: ${(e as Error).message}`, {
         cause: e,
       });
+    } finally {
+      clearTimeout(timer);
     }
     if (!Array.isArray(answers) || answers.length === 0) {
       throw new NetworkError("dns", `${plan.host} has no address`);
@@ -512,7 +526,14 @@ export class Net implements AsyncDisposable {
       this.#clients.delete(key); // most recently used last
     } else {
       entry = {
-        client: Deno.createHttpClient({ proxy: { transport: "tcp", hostname: address, port } }),
+        client: Deno.createHttpClient({
+          // The tcp transport parses host:port: an IPv6 address needs its brackets.
+          proxy: {
+            transport: "tcp",
+            hostname: address.includes(":") ? `[${address}]` : address,
+            port,
+          },
+        }),
         busy: 0,
       };
       for (const [k, e] of this.#clients) {

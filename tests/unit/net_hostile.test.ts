@@ -369,3 +369,45 @@ Deno.test("net: HTTP_PROXY from the environment is not used", async () => {
     await server.close();
   }
 });
+
+Deno.test("net: a resolver that never answers is stopped by the timeout", async () => {
+  const net = new Net({ allow: ["http://slow-dns.test/"], limits: { timeoutMs: 200 } }, {
+    resolve: () => new Promise(() => {}),
+  });
+  await failed(net.request({ url: "http://slow-dns.test/" }), "timeout");
+  await net.dispose();
+});
+
+Deno.test("net: a header value beyond Latin-1 is refused before sending", async () => {
+  const a = startServer();
+  const net = new Net({ allow: [`${a.origin}/`] });
+  await refused(net.request({ url: `${a.origin}/`, headers: { "x-a": "\u2028" } }), "header");
+  assert.equal(a.seen.length, 0);
+  await net.dispose();
+  await a.close();
+});
+
+Deno.test("net: IPv6 loopback, as a literal and as a resolved name (where ::1 exists)", async (t) => {
+  let srv: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    srv = Deno.serve({ hostname: "::1", port: 0, onListen() {} }, (req) => {
+      return new Response(req.headers.get("host"));
+    });
+  } catch {
+    t.step({ name: "no IPv6 loopback on this host", ignore: true, fn() {} });
+    return;
+  }
+  const port = srv.addr.port;
+  const net = new Net({ allow: [`http://[::1]:${port}/`, `http://v6.test:${port}/`] }, {
+    resolve: () => Promise.resolve(["::1"]),
+  });
+  try {
+    const lit = await net.request({ url: `http://[::1]:${port}/` });
+    assert.equal(new TextDecoder().decode(lit.body), `[::1]:${port}`);
+    const named = await net.request({ url: `http://v6.test:${port}/` });
+    assert.equal(new TextDecoder().decode(named.body), `v6.test:${port}`);
+  } finally {
+    await net.dispose();
+    await srv.shutdown();
+  }
+});

@@ -1,6 +1,6 @@
 /**
  * A route's handler: starts the route's sandboxes by its kind and strategy ({@linkcode startRoute})
- * and turns one request into a {@linkcode GuestResponse}. Kinds (docs/serve.md, "Route kinds"):
+ * and turns one request into a {@linkcode GuestResponse}. Kinds (docs/serve.md, "Configuration"):
  * `wagi` (a WASI command: request in env and stdin, CGI-style response on stdout), `wasm` (an
  * export by the bytes convention: request JSON in, CGI-style response out), `js` (a `JsSandbox`
  * function: request object in, response object out) and `guest` (a native guest function: the

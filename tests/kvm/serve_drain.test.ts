@@ -5,7 +5,7 @@
  * flight from /metrics (`hl_serve_requests_in_flight`), not from a sleep. Loopback only.
  */
 import assert from "node:assert/strict";
-import { kvmTest } from "./_kvm.ts";
+import { kvmTest, runDeno } from "./_kvm.ts";
 import { parsePrometheus, serveFixtures } from "./_serve.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
@@ -102,6 +102,33 @@ kvmTest("hl serve: SIGTERM drains, every accepted request completes, exit 0", as
     } catch { /* exited */ }
     await child.status;
     await stderr;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("hl serve: a bad config is exit 2 naming the field; --check passes a good one", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const bad = `${dir}/bad.json`;
+    await Deno.writeTextFile(
+      bad,
+      JSON.stringify({ routes: [{ path: "/x", kind: "js", source: "a.js", timeoutMs: -1 }] }),
+    );
+    const r = await runDeno(["run", "-A", CLI, "serve", "--config", bad]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /^hl serve: .*bad\.json: routes\[0\]\.timeoutMs: must be an integer/);
+    assert.equal(r.err.trim().split("\n").length, 1);
+    const good = `${dir}/good.json`;
+    await Deno.writeTextFile(
+      good,
+      JSON.stringify({ routes: [{ path: "/x", kind: "js", source: "a.js" }] }),
+    );
+    const ok = await runDeno(["run", "-A", CLI, "serve", "--config", good, "--check"]);
+    assert.equal(ok.code, 0, ok.err);
+    const none = await runDeno(["run", "-A", CLI, "serve"]);
+    assert.equal(none.code, 2);
+    assert.match(none.err, /--config FILE is required/);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

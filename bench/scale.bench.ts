@@ -11,8 +11,11 @@
  * - the kernel's tax per live VM: one `madvise(MADV_DONTNEED)` of one page of this process,
  *   timed through libc (KVM registers an MMU notifier per VM on the process's memory, and every
  *   invalidation walks them all: docs/design.md, "Scale");
- * - RSS and threads added per idle sandbox between levels (the live ones are from one snapshot,
- *   each having answered a call).
+ * - RSS, PSS and threads (all, and ours: `hl-vcpu*`) added per idle sandbox between levels (the
+ *   live ones are from one snapshot, each having answered a call, measured once their vCPUs have
+ *   been detached from the worker threads);
+ * - page-table invalidations per create + call + dispose with 200 live, floor / cold / snapshot
+ *   (perf's kvm:kvm_unmap_hva_range, where perf can count it: bench/_invalidations.ts).
  *
  *   deno task bench                       (all benches; levels 10, 100, 1,000: ~1 minute here)
  *   HL_SCALE_LEVELS=10,100,1000,5000 deno bench --allow-all bench/scale.bench.ts
@@ -20,7 +23,8 @@
  * The 5,000 level is opt-in: on kvm_pvm with 2 cores, bringing 4,000 more sandboxes up took
  * 10-15 minutes, because every create pays the per-live-VM tax it measures (docs/design.md,
  * "Scale").
- * It stays within 5,000 × (2 fds + 2 threads) plus the process's own: RLIMIT_NOFILE ≥ 12,000.
+ * It stays within 5,000 × (2 fds + KVM's kernel task) plus the process's own: RLIMIT_NOFILE ≥
+ * 12,000.
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
@@ -103,11 +107,40 @@ async function measure(): Promise<Record<Op, number>> {
   return out;
 }
 
-function proc(): { rssKb: number; threads: number } {
+/** Our vCPU threads: named `hl-vcpu-<vm>` while they hold a vCPU, `hl-vcpu-idle` between. */
+function vcpuThreads(): { holding: number; all: number } {
+  let holding = 0, all = 0;
+  for (const task of Deno.readDirSync("/proc/self/task")) {
+    let comm = "";
+    try {
+      comm = Deno.readTextFileSync(`/proc/self/task/${task.name}/comm`).trim();
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (!comm.startsWith("hl-vcpu")) continue;
+    all++;
+    if (comm !== "hl-vcpu-idle") holding++;
+  }
+  return { holding, all };
+}
+
+/**
+ * RSS (which counts a snapshot's pages once per sandbox mapping them, though they exist once),
+ * PSS (shared pages divided among their mappers: the memory really used), all threads (KVM adds
+ * a kernel task per VM, `kvm-nx-lpage-recovery`) and ours. Waits (up to 5 s) until idle vCPUs
+ * have been detached from their workers (after 50 ms idle, `rust-vmm/src/vcpu_thread.rs`).
+ */
+async function proc(): Promise<{ rssKb: number; pssKb: number; threads: number; ours: number }> {
+  for (let i = 0; i < 50 && vcpuThreads().holding > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const status = Deno.readTextFileSync("/proc/self/status");
+  const rollup = Deno.readTextFileSync("/proc/self/smaps_rollup");
   return {
     rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
+    pssKb: Number(/^Pss:\s+(\d+)/m.exec(rollup)![1]),
     threads: Number(/Threads:\s+(\d+)/.exec(status)![1]),
+    ours: vcpuThreads().all,
   };
 }
 
@@ -121,7 +154,7 @@ teardownWait();
 const live: Sandbox[] = [base];
 const rows: string[] = [];
 let first: Record<Op, number> | undefined;
-let last = proc();
+let last = await proc();
 let lastLive = live.length;
 const started = performance.now();
 for (const level of LEVELS) {
@@ -131,11 +164,15 @@ for (const level of LEVELS) {
     live.push(s);
   }
   teardownWait();
-  const now = proc();
+  const now = await proc();
   const added = live.length - lastLive;
+  const per = (a: number, b: number, digits = 0) => ((a - b) / added).toFixed(digits);
   const perIdle = added > 0
-    ? `${((now.rssKb - last.rssKb) / added).toFixed(0)} kB, ` +
-      `${((now.threads - last.threads) / added).toFixed(2)} threads per idle sandbox`
+    ? `per idle sandbox: RSS ${per(now.rssKb, last.rssKb)} kB, PSS ${
+      per(now.pssKb, last.pssKb)
+    } kB, threads ${per(now.threads, last.threads, 2)} (ours ${
+      per(now.ours, last.ours, 3)
+    }; ${now.ours} of ours for ${live.length} live)`
     : "";
   last = now;
   lastLive = live.length;
@@ -188,6 +225,38 @@ const cc = await new Deno.Command("cc", {
 if (cc.code !== 0) throw new Error(new TextDecoder().decode(cc.stderr));
 const threads = await new Deno.Command(threadsBin, { args: ["2000", "1000"] }).output();
 console.log(`vCPU threads (C): ${new TextDecoder().decode(threads.stdout).trim()}`);
+
+// Invalidations of the process's page tables per operation, with 200 live (each one walks every
+// live VM's MMU notifier): counted with perf's kvm:kvm_unmap_hva_range in a child
+// (bench/_invalidations.ts); skipped where perf cannot read tracepoints.
+async function invalidationsPerOp(mode: string, live: number, n = 40): Promise<number | undefined> {
+  const child = new URL("./_invalidations.ts", import.meta.url).pathname;
+  const count = async (ops: number) => {
+    const out = await new Deno.Command("perf", {
+      args: ["stat", "-x,", "-e", "kvm:kvm_unmap_hva_range", Deno.execPath(), "run", "-A", child]
+        .concat([String(ops), mode, String(live)]),
+      stdout: "null",
+      stderr: "piped",
+    }).output().catch(() => undefined);
+    const line = out && new TextDecoder().decode(out.stderr).split("\n")
+      .find((l) => l.includes("kvm_unmap_hva_range"));
+    const events = Number(line?.split(",")[0]);
+    return out?.success && Number.isFinite(events) ? events : undefined;
+  };
+  const [none, some] = [await count(0), await count(n)];
+  // Live VMs during an operation: `live`, the snapshot's base sandbox and the operation's own.
+  return none === undefined || some === undefined ? undefined : (some - none) / n / (live + 2);
+}
+const inval: string[] = [];
+for (const mode of ["floor", "cold", "snapshot"]) {
+  const v = await invalidationsPerOp(mode, 200);
+  if (v !== undefined) inval.push(`${mode} ${v.toFixed(2)}`);
+}
+console.log(
+  inval.length
+    ? `page-table invalidations per create + call + dispose, 200 live: ${inval.join(", ")}`
+    : "page-table invalidations: skipped (perf cannot count kvm:kvm_unmap_hva_range here)",
+);
 console.log(`scale bench: ${((performance.now() - started) / 1000).toFixed(0)} s`);
 await cache.clear();
 await base.dispose();

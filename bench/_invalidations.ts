@@ -1,0 +1,42 @@
+/**
+ * Child of bench/scale.bench.ts, run under `perf stat -e kvm:kvm_unmap_hva_range`: keeps `live`
+ * sandboxes from a snapshot alive, then does `n` times one operation (`floor`: a bare VM created,
+ * run to its first exit and destroyed; `cold`: `Sandbox.create` + call + dispose; `snapshot`:
+ * the same from a snapshot). KVM fires that tracepoint once per live VM for every invalidation of
+ * the process's page tables (its MMU notifier), so the difference between a run with `n` and one
+ * with 0, divided by `n` and by the VMs alive, is the invalidations per operation.
+ *
+ *   deno run -A bench/_invalidations.ts <n> <floor|cold|snapshot> <live>
+ */
+import { Sandbox } from "../src/sandbox.ts";
+import { teardownWait } from "../src/ffi/vm.ts";
+import { bareGuest } from "../tests/kvm/_bare_guest.ts";
+import { TESTGUEST } from "../tests/_guests.ts";
+
+const [n, mode, liveCount] = [Number(Deno.args[0]), Deno.args[1], Number(Deno.args[2])];
+const guest = await Deno.readFile(TESTGUEST);
+const base = await Sandbox.create({ guest, heapSize: 1 << 20 });
+await base.call("noop");
+const snapshot = await base.snapshot();
+const live: Sandbox[] = [];
+for (let i = 0; i < liveCount; i++) {
+  const s = await Sandbox.create({ snapshot });
+  await s.call("noop");
+  live.push(s);
+}
+// Warm-up (the snapshot learns the pages its guests write at the first dispose).
+for (let i = 0; i < 3; i++) await (await Sandbox.create({ snapshot })).dispose();
+teardownWait();
+for (let i = 0; i < n; i++) {
+  if (mode === "floor") {
+    const { vm } = bareGuest([0xe6, 0x10]);
+    vm.runSync();
+    vm.destroy();
+  } else {
+    const s = await Sandbox.create(mode === "cold" ? { guest, heapSize: 1 << 20 } : { snapshot });
+    await s.call("noop");
+    await s.dispose();
+  }
+  teardownWait();
+}
+Deno.exit(0);

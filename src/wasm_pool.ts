@@ -100,6 +100,7 @@ export class WasmSandboxPool extends Pool<WasmSandbox> {
     return {
       snapshot,
       hostFunctions: options.hostFunctions,
+      net: options.net, // the hl_http imports again; a Net from options is each member's own
       wasi,
       timeoutMs: options.timeoutMs,
       library: options.library,

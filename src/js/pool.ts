@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ArgumentError } from "../errors.ts";
 import { Pool, type PoolCore, type PoolSizing } from "../pool_core.ts";
 import { startLanguagePool } from "../runtime/language.ts";
 import { jsKind, type JsSandbox, type JsSandboxOptions, type JsSnapshot } from "./sandbox.ts";
@@ -50,6 +51,10 @@ export class JsSandboxPool extends Pool<JsSandbox> {
    * ```
    */
   static async create(options: JsSandboxPoolOptions): Promise<JsSandboxPool> {
+    if (typeof options === "object" && options !== null && options.net !== undefined) {
+      // Each run would need its own per-call budget and counters (docs/networking.md).
+      throw new ArgumentError("JsSandboxPool does not take `net` yet: use JsSandbox.create");
+    }
     return new JsSandboxPool(await startLanguagePool(jsKind, options));
   }
 }

@@ -7,14 +7,17 @@
  */
 import assert from "node:assert/strict";
 import {
+  ArgumentError,
   guests,
   JsError,
   JsSandbox,
+  JsSandboxPool,
   Net,
   NET_HOST_FUNCTION,
   type NetOptions,
   Sandbox,
   WasmSandbox,
+  WasmSandboxPool,
 } from "../../mod.ts";
 import { QUICKJS_BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
@@ -327,4 +330,26 @@ kvmTest("net native: hl_fetch through a native guest, JSON both ways", async () 
     assert.equal(b.seen.length, 0);
     assert.deepEqual(net.stats().requests, 1);
   });
+});
+
+wasmTest("a WasmSandboxPool's members have the hl_http imports and their own budgets", async () => {
+  await withServers(async (a, _b, allow) => {
+    let out = "";
+    await using pool = await WasmSandboxPool.create({
+      module: NET_FETCH!,
+      net: allow,
+      size: 2,
+      wasi: {
+        args: ["net_fetch", `${a.origin}/v1/p`, "LOOP"],
+        stdout: (d) => void (out += new TextDecoder().decode(d)),
+      },
+    });
+    for (let i = 0; i < 3; i++) await pool.run((w) => w.runWasi());
+    assert.equal(out, "ok 20 refused 980 last -1\n".repeat(3));
+    assert.equal(a.seen.length, 60);
+  });
+});
+
+jsTest("a JsSandboxPool refuses net (not wired yet) instead of dropping it", async () => {
+  await assert.rejects(JsSandboxPool.create({ net: { allow: [] }, size: 1 }), ArgumentError);
 });

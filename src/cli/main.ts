@@ -10,6 +10,7 @@ import { CliError, EXIT_USAGE, exitCodeOf, oneLine, writeAllSync } from "./commo
 import { inspect, INSPECT_HELP } from "./inspect.ts";
 import { js, JS_HELP } from "./js.ts";
 import { NEW_GUEST_HELP, newGuest } from "./new_guest.ts";
+import { py, PY_HELP } from "./py.ts";
 import { run, RUN_HELP } from "./run.ts";
 import { serve, SERVE_HELP } from "./serve.ts";
 
@@ -22,6 +23,7 @@ Commands:
   run <module.wasm> [--] [args...]           run a WASI command
   call <module.wasm | guest> <fn> [args...]  call one function, print JSON
   js <script.js> [args...]                   run a JavaScript file (QuickJS)
+  py <script.py> [args...]                   run a Python file (CPython 3.12)
   inspect <module.wasm | guest>              list imports, exports, signatures
   new-guest <dir>                            write a guest project that builds with cargo
   serve --config <file.json>                 serve HTTP requests with sandboxed functions
@@ -32,6 +34,7 @@ const COMMANDS: Record<string, (argv: readonly string[]) => Promise<number>> = {
   run,
   call,
   js,
+  py,
   inspect,
   "new-guest": newGuest,
   serve,
@@ -43,6 +46,7 @@ export const HELP: Readonly<Record<string, string>> = {
   run: RUN_HELP,
   call: CALL_HELP,
   js: JS_HELP,
+  py: PY_HELP,
   inspect: INSPECT_HELP,
   "new-guest": NEW_GUEST_HELP,
   serve: SERVE_HELP,

@@ -3,7 +3,7 @@
  * interpreter (docs/python.md, "The protocol").
  *
  * Request (host → guest, stdin): 12 decimal digits (the body's length), then the JSON body, one
- * of `{"op":"setup"|"run","code":…,"value":bool,"seed":hex}` or
+ * of `{"op":"setup"|"run","code":…,"value":bool,"seed":hex,"argv"?:[…]}` or
  * `{"op":"call","fn":name,"args":[…],"seed":hex}`. Reply (guest → host, fd 1):
  * `\x00\x01HLPY<decimal length>\n<JSON>`, the JSON `{"ok":true,"stdout","stderr","value"?}` or
  * `{"ok":false,"type","message","traceback","stdout","stderr"}`. While user code runs,
@@ -83,6 +83,8 @@ def serve():
     seed = req["seed"]
     random.seed(int(seed[:64], 16))
     os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
+    if "argv" in req:
+        sys.argv = list(req["argv"])
     out, err = StringIO(), StringIO()
     real = (sys.stdin, sys.stdout, sys.stderr)
     sys.stdin, sys.stdout, sys.stderr = StringIO(""), out, err

@@ -124,6 +124,8 @@ export interface PySnapshotSandboxOptions extends PyOutputOptions {
 export interface PyRunOptions {
   /** This request's limit in ms (default: the sandbox's `timeoutMs`). */
   timeoutMs?: number;
+  /** `sys.argv` while this `run` runs (default: the interpreter's, `["-c"]`). */
+  argv?: readonly string[];
 }
 
 type Reply =
@@ -634,7 +636,14 @@ export class PySandbox implements AsyncDisposable {
    */
   async run(code: string, options: PyRunOptions = {}): Promise<PyResult> {
     if (typeof code !== "string") throw new ArgumentError("run takes a string of Python code");
-    const r = await this.#request({ op: "run", code, value: true, seed: hexSeed() }, options);
+    const req: Record<string, unknown> = { op: "run", code, value: true, seed: hexSeed() };
+    if (options.argv !== undefined) {
+      if (!Array.isArray(options.argv) || !options.argv.every((a) => typeof a === "string")) {
+        throw new ArgumentError("argv must be an array of strings");
+      }
+      req.argv = options.argv;
+    }
+    const r = await this.#request(req, options);
     const out: PyResult = { stdout: r.stdout, stderr: r.stderr };
     if ("value" in r) out.value = r.value;
     return out;

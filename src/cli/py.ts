@@ -74,7 +74,7 @@ export async function py(argv: readonly string[]): Promise<number> {
     timeoutMs,
     maxMemoryBytes,
     engine,
-    preopens: values.dir !== undefined ? { "/data": values.dir } : undefined,
+    preopens: typeof values.dir === "string" ? { "/data": values.dir } : undefined,
   });
   try {
     const r = await sb.run(script, { argv: [path, ...rest] });

@@ -9,20 +9,38 @@
  *     data below it (or trap with --stack-first). The driver sets `rt->stack_limit` itself.
  *   - the `Math.random` seed: QuickJS seeds `ctx->random_state` from the clock; the driver sets it
  *     from the host, so a snapshot's copies can be re-seeded per run.
+ * and one it must notice: an out-of-memory error that QuickJS could not allocate (below).
  *
  * Every export that takes bytes follows WasmSandbox's bytes convention (docs/wasm.md): the host
  * puts the input in memory from `alloc`, the export owns (and frees) it, and returns
  * `ptr << 32 | len` of a UTF-8 JSON reply that the host hands back to `dealloc`.
  */
-#include "quickjs.c"
-
+#include <stdarg.h>
 #include <stdio.h>
+
+/* When QuickJS runs out of memory it makes an InternalError "out of memory"; when even that error
+ * cannot be allocated (the limit hit with less than an error object's size left), it throws `null`
+ * instead (quickjs.c `JS_ThrowError2`), and which of the two happens depends on where the limit
+ * falls. Every error QuickJS makes formats its message with `vsnprintf` first, so the calls in
+ * quickjs.c go through this hook, which notes one made while `rt->in_out_of_memory` is set; a
+ * `null` thrown out of such a call is reported as the out-of-memory error it stands for. */
+static int drv_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+#define vsnprintf drv_vsnprintf
+#include "quickjs.c"
+#undef vsnprintf
 
 /* Reply kinds, the `kind` argument of the prelude's `envelope`. */
 enum { REPLY_VALUE = 0, REPLY_ERROR = 1, REPLY_PENDING = 2, REPLY_STALLED = 3 };
 
 static JSRuntime *drv_rt;
 static JSContext *drv_ctx;
+/* An out-of-memory error was being made since the current export began (drv_vsnprintf). */
+static bool drv_oom_seen;
+
+static int drv_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
+  if (drv_rt && drv_rt->in_out_of_memory) drv_oom_seen = true;
+  return vsnprintf(buf, size, fmt, ap);
+}
 /* The prelude's internal object (not reachable from scripts). */
 static JSValue drv_obj;
 /* The promise of a call that waits on host functions (qjs_resume continues it). */
@@ -82,6 +100,7 @@ static char *terminate(char *ptr, uint32_t len) {
 /* Called at the start of every export that runs JavaScript: the stack limit is measured from
  * this frame (the host's call is the bottom of the Wasm stack). */
 static void enter(void) {
+  drv_oom_seen = false;
   drv_rt->stack_top = js_get_stack_pointer();
   drv_rt->stack_limit = drv_rt->stack_top - drv_stack_size;
 }
@@ -115,6 +134,13 @@ static uint64_t string_reply(JSValue text) {
 
 /* The reply of `kind` for `value` (consumed), as the prelude's envelope writes it. */
 static uint64_t envelope(int kind, JSValue value) {
+  if (kind == REPLY_ERROR && drv_oom_seen && JS_IsNull(value)) {
+    /* The `null` QuickJS threw for an out-of-memory error it could not allocate; the memory is
+     * free again now that the call has unwound. (A script that caught that error and threw
+     * `null` itself in the same call is reported the same way.) */
+    JS_ThrowInternalError(drv_ctx, "out of memory");
+    value = JS_GetException(drv_ctx);
+  }
   JSValue args[2] = {JS_NewInt32(drv_ctx, kind), value};
   JSValue text = drv_method("envelope", 2, args);
   JS_FreeValue(drv_ctx, value);
@@ -206,13 +232,37 @@ static JSValue js_print(JSContext *ctx, JSValueConst this_val, int argc, JSValue
   return JS_UNDEFINED;
 }
 
-/* The driver's JavaScript: console, the `host` object and the reply envelope. A function of the
- * print function, the host function names and the (frozen) JSON functions; returns the internal
+/* The driver's JavaScript: console, the `host` object, the reply envelope and the value encoding
+ * (JSON, with a Uint8Array as {"$bytes": base64} and a user object whose only key is "$bytes" or
+ * "$escape" wrapped as {"$escape": object}; docs/js.md "Values"). A function of the print
+ * function, the host function names and the (frozen) JSON functions; returns the internal
  * object. Scripts can replace globals, but not what this closure captured. */
 static const char PRELUDE[] =
     "(function (print, names, stringify, parse) {\n"
     "  'use strict';\n"
-    "  const S = String, isArray = Array.isArray, Err = Error;\n"
+    "  const S = String, isArray = Array.isArray, Err = Error, U8 = Uint8Array, keys = Object.keys;\n"
+    "  const toB64 = U8.prototype.toBase64, fromB64 = U8.fromBase64, define = Object.defineProperty;\n"
+    "  const wrappers = new WeakSet(), wsHas = WeakSet.prototype.has, wsAdd = WeakSet.prototype.add;\n"
+    "  const tagLike = (v) => { if (isArray(v)) return false; const k = keys(v); return k.length === 1 && (k[0] === '$bytes' || k[0] === '$escape'); };\n"
+    "  const replacer = function (k, v) {\n"
+    "    if (typeof v !== 'object' || v === null || wsHas.call(wrappers, this)) return v;\n"
+    "    if (v instanceof U8) return { $bytes: toB64.call(v) };\n"
+    "    if (!tagLike(v)) return v;\n"
+    "    const w = { $escape: v };\n"
+    "    wsAdd.call(wrappers, w);\n"
+    "    return w;\n"
+    "  };\n"
+    "  const write = (v) => stringify(v, replacer);\n"
+    "  const revive = (v) => {\n"
+    "    if (typeof v !== 'object' || v === null) return v;\n"
+    "    if (isArray(v)) { for (let i = 0; i < v.length; i++) v[i] = revive(v[i]); return v; }\n"
+    "    const k = keys(v);\n"
+    "    if (k.length === 1 && k[0] === '$bytes' && typeof v.$bytes === 'string') return fromB64(v.$bytes);\n"
+    "    if (k.length === 1 && k[0] === '$escape' && v.$escape !== null && typeof v.$escape === 'object' && !isArray(v.$escape)) v = v.$escape;\n"
+    "    for (const p of keys(v)) { const o = v[p], r = revive(o); if (r !== o) define(v, p, { value: r, writable: true, enumerable: true, configurable: true }); }\n"
+    "    return v;\n"
+    "  };\n"
+    "  const read = (text) => { const v = parse(text); return text.includes('\"$') ? revive(v) : v; };\n"
     "  const waiters = new Map();\n"
     "  let outbox = [], next = 1;\n"
     "  const show = (a) => {\n"
@@ -246,7 +296,7 @@ static const char PRELUDE[] =
     "    take() { const o = outbox; outbox = []; return o; },\n"
     "    reset() { waiters.clear(); outbox = []; },\n"
     "    call(text) {\n"
-    "      const req = parse(text);\n"
+    "      const req = read(text);\n"
     "      if (!isArray(req) || typeof req[0] !== 'string') throw new TypeError('call: expected [path, ...args]');\n"
     "      const path = req[0].split('.');\n"
     "      let self = globalThis, fn = globalThis;\n"
@@ -258,7 +308,7 @@ static const char PRELUDE[] =
     "      return fn.apply(self, req.slice(1));\n"
     "    },\n"
     "    settle(text) {\n"
-    "      const replies = parse(text);\n"
+    "      const replies = read(text);\n"
     "      if (!isArray(replies)) throw new TypeError('resume: expected an array of replies');\n"
     "      for (const r of replies) {\n"
     "        const w = waiters.get(r && r.id);\n"
@@ -272,8 +322,8 @@ static const char PRELUDE[] =
     "      }\n"
     "    },\n"
     "    envelope(kind, v) {\n"
-    "      if (kind === 0) return v === undefined ? '{}' : stringify({ value: v });\n"
-    "      if (kind === 2) return stringify({ pending: v });\n"
+    "      if (kind === 0) return v === undefined ? '{}' : write({ value: v });\n"
+    "      if (kind === 2) return write({ pending: v });\n"
     "      if (kind === 3) return stringify({ error: { name: 'UnsettledPromiseError',\n"
     "        message: 'the result is a promise that can never settle (it waits on nothing the host can answer)', stack: '' } });\n"
     "      return stringify({ error: describe(v) });\n"

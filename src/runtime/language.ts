@@ -46,6 +46,7 @@ import { engineNamed } from "./engine.ts";
 import { type PoolSnapshot, startRuntimePool } from "./pool.ts";
 import { decodeReply, type ErrorFactory, type PendingCall, type Reply } from "./reply.ts";
 import { checkOutput, Output, type OutputOptions } from "./output.ts";
+import { stringifyValue, writeValue } from "./values.ts";
 import type { SnapshotCache } from "./cache.ts";
 import type { RuntimeSnapshotState, SnapshotStates } from "./snapshot.ts";
 import { loadStartSnapshot, storeStartSnapshot } from "../start_snapshots.ts";
@@ -56,7 +57,7 @@ const utf8 = new TextEncoder();
 const WASI_SEED = new Uint8Array(32);
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
-/** A host function, callable from the guest language as `host.name(...args)`; JSON both ways. */
+/** A host function, callable from the guest language as `host.name(...args)`; JSON and bytes. */
 // deno-lint-ignore no-explicit-any
 export type RuntimeHostFunction = (...args: any[]) => unknown;
 
@@ -270,7 +271,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     }
     let input: string;
     try {
-      input = toJson([path, ...args], "an argument");
+      input = writeValue([path, ...args], "an argument");
     } catch (e) {
       return Promise.reject(e);
     }
@@ -423,7 +424,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
           });
         }
         try {
-          return JSON.stringify({ id, value });
+          return stringifyValue({ id, value })!;
         } catch (e) {
           // A result JSON cannot write (a BigInt, a cycle) is a TypeError in the script.
           const message = `host function ${fn} returned a value that is not JSON: ${

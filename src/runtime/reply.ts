@@ -2,8 +2,9 @@
  * Decoding a language runtime's driver replies (docs/js.md, "Engine and driver ABI": the QuickJS
  * driver's; a new kind's driver speaks the same JSON). Everything the driver writes is guest
  * output, so hostile: a reply that is too large, not UTF-8, not JSON, or not exactly one of the
- * shapes the ABI allows is a `ProtocolError` (and the sandbox poisons itself). The kind only says
- * which error class an exception becomes (`JsError`, ...).
+ * shapes the ABI allows is a `ProtocolError` (and the sandbox poisons itself); so is a malformed
+ * `Uint8Array` tag in a value or a host call's arguments (`values.ts`). The kind only says which
+ * error class an exception becomes (`JsError`, ...).
  *
  * Internal (not exported by `mod.ts`).
  *
@@ -11,6 +12,7 @@
  */
 
 import { ProtocolError, type SandboxError } from "../errors.ts";
+import { mayHoldTags, readTags } from "./values.ts";
 
 /** The largest reply accepted (the driver's own replies are bounded by the guest's output area). */
 export const MAX_REPLY_BYTES = 64 << 20;
@@ -84,10 +86,11 @@ export function decodeReply<E extends SandboxError>(
   if (keys.length !== 1) {
     throw new ProtocolError(`the driver's reply has ${keys.length} keys (${keys.join(", ")})`);
   }
-  if ("value" in json) return { kind: "value", value: json.value };
+  const tags = mayHoldTags(text);
+  if ("value" in json) return { kind: "value", value: tags ? readTags(json.value) : json.value };
   if ("error" in json) return { kind: "error", error: decodeError(json.error, makeError) };
   if ("pending" in json) {
-    return { kind: "pending", calls: decodePending(json.pending, hostFunctions) };
+    return { kind: "pending", calls: decodePending(json.pending, hostFunctions, tags) };
   }
   throw new ProtocolError(`the driver's reply has an unknown key "${keys[0]}"`);
 }
@@ -108,7 +111,11 @@ function decodeError<E extends SandboxError>(e: unknown, makeError: ErrorFactory
   return makeError(name, message, stack ?? "", nonError ?? false);
 }
 
-function decodePending(p: unknown, hostFunctions: ReadonlySet<string>): PendingCall[] {
+function decodePending(
+  p: unknown,
+  hostFunctions: ReadonlySet<string>,
+  tags: boolean,
+): PendingCall[] {
   if (!Array.isArray(p) || p.length === 0) {
     throw new ProtocolError("the driver's pending list is not a non-empty array");
   }
@@ -128,6 +135,6 @@ function decodePending(p: unknown, hostFunctions: ReadonlySet<string>): PendingC
       throw new ProtocolError(`a pending host call names no registered host function`);
     }
     if (!Array.isArray(args)) throw new ProtocolError("a pending host call's args is not an array");
-    return { id, fn, args };
+    return { id, fn, args: tags ? readTags(args) as unknown[] : args };
   });
 }

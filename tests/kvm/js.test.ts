@@ -163,6 +163,24 @@ jsTest("limits: runaway script, memory bomb, 10,000-deep recursion", async () =>
   );
   assert.deepEqual([bomb.jsName, bomb.jsMessage], ["InternalError", "out of memory"]);
   assert.equal(await js.call("r", 100), 100); // still usable
+  // Where the limit leaves no room for QuickJS's own error object, QuickJS throws null; the
+  // driver reports it as the out-of-memory error (docs/js.md "Limits"). These limits gave null
+  // before, with small objects filling the heap.
+  for (const maxMemoryBytes of [8 << 20, 32 << 20]) {
+    await using small = await JsSandbox.create({ maxMemoryBytes, cache: false });
+    const e = await jsError(
+      small.eval("(() => { const a = []; for (;;) a.push({ a: a.length }); })()"),
+    );
+    assert.deepEqual([e.jsName, e.jsMessage, e.nonError], [
+      "InternalError",
+      "out of memory",
+      false,
+    ]);
+    assert.equal(await small.eval("1 + 1"), 2);
+  }
+  // A script's own `throw null` stays what it is.
+  const thrownNull = await jsError(js.eval("throw null"));
+  assert.deepEqual([thrownNull.jsName, thrownNull.nonError], ["", true]);
   await using spin = await JsSandbox.create({ timeoutMs: 200 });
   await assert.rejects(spin.eval("while (1) {}"), TimeoutError);
   assert.equal(spin.poisoned, true);
@@ -344,6 +362,9 @@ jsTest("malformed driver replies are ProtocolErrors that poison the sandbox", as
     enc.encode('{"pending":[{"id":1,"fn":"evil","args":[]}]}'),
     enc.encode('{"error":{"name":7}}'),
     new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]),
+    // Tags the driver's encoder never writes (docs/js.md "Values").
+    enc.encode('{"value":{"$bytes":"@@"}}'),
+    enc.encode('{"value":[{"$escape":1}]}'),
   ];
   for (const reply of replies) {
     await using js = await JsSandbox.create({
@@ -365,6 +386,60 @@ jsTest("malformed driver replies are ProtocolErrors that poison the sandbox", as
     ProtocolError,
   );
 });
+
+jsTest(
+  "Uint8Array both ways: arguments, results, eval, host functions; tag-like objects kept",
+  async () => {
+    const seen: unknown[] = [];
+    await using js = await JsSandbox.create({
+      source: `
+      function info(b) { return [b instanceof Uint8Array, b.length, b[0], b[b.length - 1]]; }
+      function make(n) { const u = new Uint8Array(n); for (let i = 0; i < n; i++) u[i] = i & 255; return u; }
+      function view() { return new Uint8Array([9, 8, 7, 6]).subarray(1, 3); }
+      function id(x) { return x; }
+      function plain(o) { return [o instanceof Uint8Array, typeof o.$bytes, Object.keys(o)]; }
+      function tagLike() { return [{ $bytes: "AQI=" }, { $escape: 1 }, { $bytes: new Uint8Array([5]) }]; }
+      async function viaHost(b) { const r = await host.reverse(b, { nested: [b] }); return [r instanceof Uint8Array, r]; }
+      function others() { return [new Uint16Array([1]), new Uint8Array(new ArrayBuffer(2))]; }
+    `,
+      hostFunctions: {
+        reverse: (b: Uint8Array, o: { nested: Uint8Array[] }) => {
+          seen.push(b, o.nested[0]);
+          return b.slice().reverse();
+        },
+      },
+    });
+    assert.deepEqual(await js.call("info", new Uint8Array([3, 1, 4])), [true, 3, 3, 4]);
+    assert.deepEqual(await js.call("info", new Uint8Array(0)), [true, 0, null, null]);
+    // A view sends only its bytes.
+    assert.deepEqual(
+      await js.call("info", new Uint8Array([0, 1, 2, 3]).subarray(1, 3)),
+      [true, 2, 1, 2],
+    );
+    assert.deepEqual(await js.call("make", 3), new Uint8Array([0, 1, 2]));
+    assert.deepEqual(await js.call("view"), new Uint8Array([8, 7]));
+    const big = crypto.getRandomValues(new Uint8Array(65536));
+    assert.deepEqual(await js.call("id", { a: [big, 1], b: "x" }), { a: [big, 1], b: "x" });
+    assert.deepEqual(await js.eval("new Uint8Array([1, 2])"), new Uint8Array([1, 2]));
+    assert.deepEqual(await js.eval("Promise.resolve(new Uint8Array([3]))"), new Uint8Array([3]));
+    // User objects that look like tags stay objects, both ways.
+    assert.deepEqual(await js.call("plain", { $bytes: "AQI=" }), [false, "string", ["$bytes"]]);
+    assert.deepEqual(await js.call("id", { $escape: { $bytes: 1 } }), { $escape: { $bytes: 1 } });
+    assert.deepEqual(await js.call("tagLike"), [
+      { $bytes: "AQI=" },
+      { $escape: 1 },
+      { $bytes: new Uint8Array([5]) },
+    ]);
+    // Host functions get and return bytes.
+    assert.deepEqual(await js.call("viaHost", new Uint8Array([1, 2, 3])), [
+      true,
+      new Uint8Array([3, 2, 1]),
+    ]);
+    assert.deepEqual(seen, [new Uint8Array([1, 2, 3]), new Uint8Array([1, 2, 3])]);
+    // Only Uint8Array is carried; other typed arrays are JSON's objects of indices.
+    assert.deepEqual(await js.call("others"), [{ "0": 1 }, new Uint8Array(2)]);
+  },
+);
 
 jsTest("the wasmi engine runs the same API", async () => {
   await using js = await JsSandbox.create({

@@ -42,7 +42,10 @@ export interface JsOutputOptions {
 export interface JsSandboxOptions extends JsOutputOptions {
   /** A classic script, evaluated once at create (its globals are what `call` reaches). */
   source?: string;
-  /** Host functions, callable from JavaScript as `await host.name(...args)`; JSON both ways. */
+  /**
+   * Host functions, callable from JavaScript as `await host.name(...args)`; JSON and `Uint8Array`
+   * both ways.
+   */
   hostFunctions?: Record<string, JsHostFunction>;
   /**
    * Default limit of each `call`/`eval`, in ms, covering the JavaScript's run time (host
@@ -88,10 +91,11 @@ export interface JsSnapshotSandboxOptions extends JsOutputOptions {
 
 /**
  * Untrusted JavaScript in its own micro-VM: QuickJS-NG (ES2023) compiled to WebAssembly, run by
- * a `WasmSandbox`. Values cross as JSON; `async` functions and Promises settle within a call;
- * JS exceptions are {@linkcode JsError}s; host functions are `await host.name(...)` in
- * JavaScript. No Node/Deno APIs, no `fetch` (unless `net` allows it), no modules: a classic script and the ECMAScript
- * built-ins, `console`, `Date.now()` (the host's clock) and `Math.random()` (seeded per copy).
+ * a `WasmSandbox`. Values cross as JSON, plus `Uint8Array`; `async` functions and Promises settle
+ * within a call; JS exceptions are {@linkcode JsError}s; host functions are `await host.name(...)`
+ * in JavaScript. No Node/Deno APIs, no `fetch` (unless `net` allows it), no modules: a classic
+ * script and the ECMAScript built-ins, `console`, `Date.now()` (the host's clock) and
+ * `Math.random()` (seeded per copy).
  *
  * @example
  * ```ts
@@ -163,8 +167,9 @@ export class JsSandbox implements AsyncDisposable {
   /**
    * Calls the global function at `path` (a name, or a dotted path such as `"lib.fn"`, called
    * with the object before the last dot as `this`) with JSON arguments, and resolves to its
-   * JSON result; a returned Promise is awaited inside the sandbox. `undefined` (or a value JSON
-   * cannot hold, like a function) comes back as `undefined`. A JS exception is a
+   * JSON result (a `Uint8Array` crosses as one, both ways: docs/js.md "Values"); a returned
+   * Promise is awaited inside the sandbox. `undefined` (or a value JSON cannot hold, like a
+   * function) comes back as `undefined`. A JS exception is a
    * {@linkcode JsError}; a timeout a `TimeoutError` (the sandbox is poisoned).
    *
    * @example

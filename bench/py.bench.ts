@@ -52,7 +52,8 @@ async function onV8(module: WebAssembly.Module, code: string): Promise<number> {
   const fd = openSync(file, "w");
   try {
     const wasi = new WASI({ version: "preview1", args: ["python", "-I", "-c", code], stdout: fd });
-    const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
+    const imports = wasi.getImportObject() as WebAssembly.Imports;
+    const instance = await WebAssembly.instantiate(module, imports);
     wasi.start(instance);
   } finally {
     closeSync(fd);

@@ -8,7 +8,8 @@
  * the library version, the kind's cache key (module digest, engine, memory limit, library,
  * host function names, source) and the identity of the runtime guest's file (its size, mtime and
  * inode), so a rebuilt guest or another version is a miss, and a file from another library version
- * or CPU that got there anyway is refused by the format's own checks and removed.
+ * or CPU that got there anyway is refused by the format's own checks and removed. At most
+ * {@linkcode MAX_START_SNAPSHOTS} files are kept, least recently used out.
  *
  * Internal: the runtime layer calls {@linkcode loadStartSnapshot} on a cache miss and
  * {@linkcode storeStartSnapshot} after taking a start snapshot.
@@ -161,6 +162,33 @@ async function usable(dir: string, file: string): Promise<boolean> {
   }
 }
 
+/**
+ * Most start snapshots kept on disk, all keys together (each holds the engine's code image, ~7 MB
+ * for QuickJS with wasmtime): past it the least recently used go (a hit refreshes a file's mtime).
+ */
+export const MAX_START_SNAPSHOTS = 16;
+
+/** Removes the least recently used start snapshots of `dir` beyond {@linkcode MAX_START_SNAPSHOTS}. */
+export function evictOldest(dir: string): void {
+  const files: [string, number][] = [];
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.isFile || !e.name.startsWith("start-") || !e.name.endsWith(".hlsnap")) continue;
+    try {
+      files.push([`${dir}/${e.name}`, Deno.statSync(`${dir}/${e.name}`).mtime?.getTime() ?? 0]);
+    } catch {
+      // Removed meanwhile.
+    }
+  }
+  files.sort((a, b) => a[1] - b[1]);
+  for (const [path] of files.slice(0, Math.max(0, files.length - MAX_START_SNAPSHOTS))) {
+    try {
+      Deno.removeSync(path);
+    } catch {
+      // Removed meanwhile, or not ours to remove: the next store tries again.
+    }
+  }
+}
+
 function dirOf(file: string): string {
   return file.slice(0, file.lastIndexOf("/"));
 }
@@ -184,6 +212,12 @@ export async function loadStartSnapshot(
       throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
     }
     counters.diskHits++;
+    try {
+      const now = new Date();
+      Deno.utimeSync(file, now, now); // Most recently used (evictOldest).
+    } catch {
+      // A read-only cache still serves.
+    }
     return state.wasm;
   } catch (e) {
     if (e instanceof SnapshotFormatError) {
@@ -217,6 +251,7 @@ export async function storeStartSnapshot(
     if (!await usable(dirOf(file), file)) return;
     await saveJsSnapshot(makeJsSnapshot({ wasm: snap, key, hostFunctions }), file);
     counters.diskWrites++;
+    evictOldest(dirOf(file));
   } catch {
     // Memory only.
   }

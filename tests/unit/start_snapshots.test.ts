@@ -1,0 +1,30 @@
+// The start snapshots on disk are bounded: past MAX_START_SNAPSHOTS the least recently used files
+// go, and nothing else in the directory is touched (src/start_snapshots.ts).
+import assert from "node:assert/strict";
+import { evictOldest, MAX_START_SNAPSHOTS } from "../../src/start_snapshots.ts";
+
+Deno.test("start snapshots on disk: the least recently used beyond the bound are removed", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-start-evict-" });
+  try {
+    const n = MAX_START_SNAPSHOTS + 3;
+    for (let i = 0; i < n; i++) {
+      const path = `${dir}/start-${String(i).padStart(2, "0")}.hlsnap`;
+      Deno.writeFileSync(path, new Uint8Array(1));
+      const t = new Date(1_700_000_000_000 + i * 1000); // file i used at second i
+      Deno.utimeSync(path, t, t);
+    }
+    Deno.writeFileSync(`${dir}/0-artifact.hlwa`, new Uint8Array(1));
+    Deno.writeFileSync(`${dir}/start-odd.tmp`, new Uint8Array(1));
+    evictOldest(dir);
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    const kept = Array.from(
+      { length: MAX_START_SNAPSHOTS },
+      (_, i) => `start-${String(i + 3).padStart(2, "0")}.hlsnap`,
+    );
+    assert.deepEqual(left, ["0-artifact.hlwa", ...kept, "start-odd.tmp"].sort());
+    evictOldest(dir); // at the bound: nothing more goes
+    assert.equal([...Deno.readDirSync(dir)].length, MAX_START_SNAPSHOTS + 2);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -40,10 +40,12 @@ interface Hist {
   count: number;
 }
 
-/** A gauge read when `/metrics` is scraped. */
+/** A gauge (or a counter kept elsewhere) read when `/metrics` is scraped. */
 export interface GaugeSource {
-  /** Metric name. */
+  /** Metric name (a counter's ends in `_total`). */
   name: string;
+  /** `gauge` (default) or `counter`. */
+  type?: "gauge" | "counter";
   /** Help text. */
   help: string;
   /** Current samples: labels and value. */
@@ -126,7 +128,7 @@ export class ServeMetrics {
     out.push(`hl_serve_requests_in_flight ${this.inFlight}`);
     for (const g of this.#gauges) {
       out.push(`# HELP ${g.name} ${g.help}`);
-      out.push(`# TYPE ${g.name} gauge`);
+      out.push(`# TYPE ${g.name} ${g.type ?? "gauge"}`);
       for (const s of g.read()) out.push(`${g.name}${labels(s.labels)} ${s.value}`);
     }
     return out.join("\n") + "\n";

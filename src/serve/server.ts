@@ -152,7 +152,8 @@ export async function serve(
       ),
   });
   metrics.gauge({
-    name: "hl_serve_sandboxes_replaced",
+    name: "hl_serve_sandboxes_replaced_total",
+    type: "counter",
     help: "Sandboxes replaced since start because a request poisoned them (reuse).",
     read: () =>
       handlers.flatMap((h) =>

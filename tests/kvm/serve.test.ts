@@ -238,7 +238,7 @@ kvmTest(
         assert.equal(m.get('hl_serve_guest_errors_total{route="/js/*",error="TimeoutError"}'), 1);
         assert.equal(m.get("hl_serve_ready"), 1);
         assert.equal(m.get('hl_serve_pool_size{route="/wasm/*",strategy="restore"}'), 1);
-        assert.ok(m.get('hl_serve_sandboxes_replaced{route="/wasm-reuse/*"}')! >= 2);
+        assert.ok(m.get('hl_serve_sandboxes_replaced_total{route="/wasm-reuse/*"}')! >= 2);
         assert.ok(m.get("process_resident_memory_bytes")! > 0);
         const count = m.get('hl_serve_request_duration_seconds_count{route="/js/*"}')!;
         assert.equal(

@@ -16,7 +16,7 @@ export interface Workload {
   /** Test and bench label. */
   name: string;
   /** Fixture name of the module (target/wasm-fixtures/<module>.wasm). */
-  module: "sqlite" | "zlib";
+  module: "sqlite" | "zlib" | "kernels";
   /** `argv`, including `argv[0]`. */
   args: string[];
   /** The exit code the driver is expected to end with. */

@@ -92,20 +92,17 @@ export interface SnapshotLoadOptions {
   library?: string;
 }
 
+/** The TC39 base64 methods (V8 in Deno 2.9 has them); typed here, the lib types lag. */
+type Base64Array = Uint8Array & { toBase64(): string };
+const Base64Ctor = Uint8Array as unknown as { fromBase64(text: string): Uint8Array };
+
 function base64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
+  return (bytes as Base64Array).toBase64();
 }
 
 function unbase64(text: string, what: string): Uint8Array {
   try {
-    const s = atob(text);
-    const out = new Uint8Array(s.length);
-    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-    return out;
+    return Base64Ctor.fromBase64(text);
   } catch (e) {
     throw new SnapshotFormatError("corrupt", `${what} is not base64`, { cause: e });
   }

@@ -31,12 +31,12 @@ export const REQUEST_HEADER = 12;
  * without finalizing the interpreter.
  */
 const SOURCE = String.raw`
-import ast, builtins, hashlib, io, json, os, random, sys, traceback
+import _ast, builtins, hashlib, io, json, os, random, sys, traceback
 
 # The driver's own references: user code that replaces json.dumps or os.write changes only its
 # own request (every request starts from the snapshot taken after setup).
 dumps, loads, read, write, exit = json.dumps, json.loads, os.read, os.write, os._exit
-StringIO, format_exception, parse = io.StringIO, traceback.format_exception, ast.parse
+StringIO, format_exception = io.StringIO, traceback.format_exception
 
 def read_exact(n):
     parts = []
@@ -98,10 +98,11 @@ def serve():
             dumps(v, allow_nan=False)
             res["value"] = v
         else:
-            tree = parse(req["code"], "<run>", "exec")
+            # _ast (built in), not ast (a module to import): its compile flag gives the tree.
+            tree = compile(req["code"], "<run>", "exec", _ast.PyCF_ONLY_AST)
             last = None
-            if req.get("value") and tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
+            if req.get("value") and tree.body and isinstance(tree.body[-1], _ast.Expr):
+                last = _ast.Expression(tree.body.pop().value)
             exec(compile(tree, "<run>", "exec"), main)
             if last is not None:
                 v = eval(compile(last, "<run>", "eval"), main)

@@ -73,7 +73,11 @@ for m in target/runtimes/*.wasm; do
   install -m 0644 "$m" "$stage/opt/hl/target/runtimes/"
 done
 # The npm dependencies (JSR is not reachable; the image runs with --cached-only).
-DENO_DIR=$stage/opt/hl/deno-dir deno cache --quiet cli.ts mod.ts
+# Only the npm packages are kept: the rest of a DENO_DIR (transpiled files under the build
+# machine's paths, SQLite caches) is per machine, differs from build to build, and is not needed.
+DENO_DIR=$work/deno-dir deno cache --quiet cli.ts mod.ts
+mkdir -p "$stage/opt/hl/deno-dir"
+cp -r "$work/deno-dir/npm" "$stage/opt/hl/deno-dir/"
 
 # The default serve config: the kustomize base's (its ConfigMap replaces /etc/hl in Kubernetes).
 install -m 0644 deploy/k8s/base/config/serve.json deploy/k8s/base/config/hello.js "$stage/etc/hl/"
@@ -105,6 +109,7 @@ if [ -n "$archive" ]; then
   rm -f "$archive"
   podman save --quiet --format oci-archive -o "$archive" "$tag"
 fi
+rootfs_sha=$(sha256sum "$work/rootfs.tar" | cut -c1-16)
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 id=$(podman image inspect --format '{{.Id}}' "$tag")
-echo "build_image: $tag id ${id:0:12} size $((size / 1024 / 1024)) MiB ($size bytes), rootfs.tar $(($(stat -c %s "$work/rootfs.tar") / 1024 / 1024)) MiB, built in $(($(date +%s) - started)) s"
+echo "build_image: $tag id ${id:0:12} size $((size / 1024 / 1024)) MiB ($size bytes), rootfs.tar $(($(stat -c %s "$work/rootfs.tar") / 1024 / 1024)) MiB sha256 $rootfs_sha..., built in $(($(date +%s) - started)) s"

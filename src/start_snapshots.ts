@@ -168,23 +168,28 @@ async function usable(dir: string, file: string): Promise<boolean> {
  */
 export const MAX_START_SNAPSHOTS = 16;
 
-/** Removes the least recently used start snapshots of `dir` beyond {@linkcode MAX_START_SNAPSHOTS}. */
+/**
+ * Removes the least recently used start snapshots (`start-*.hlsnap`) and module digests
+ * (`module-*.digest`) of `dir` beyond {@linkcode MAX_START_SNAPSHOTS} of each.
+ */
 export function evictOldest(dir: string): void {
-  const files: [string, number][] = [];
-  for (const e of Deno.readDirSync(dir)) {
-    if (!e.isFile || !e.name.startsWith("start-") || !e.name.endsWith(".hlsnap")) continue;
-    try {
-      files.push([`${dir}/${e.name}`, Deno.statSync(`${dir}/${e.name}`).mtime?.getTime() ?? 0]);
-    } catch {
-      // Removed meanwhile.
+  for (const [prefix, suffix] of [["start-", ".hlsnap"], ["module-", ".digest"]]) {
+    const files: [string, number][] = [];
+    for (const e of Deno.readDirSync(dir)) {
+      if (!e.isFile || !e.name.startsWith(prefix) || !e.name.endsWith(suffix)) continue;
+      try {
+        files.push([`${dir}/${e.name}`, Deno.statSync(`${dir}/${e.name}`).mtime?.getTime() ?? 0]);
+      } catch {
+        // Removed meanwhile.
+      }
     }
-  }
-  files.sort((a, b) => a[1] - b[1]);
-  for (const [path] of files.slice(0, Math.max(0, files.length - MAX_START_SNAPSHOTS))) {
-    try {
-      Deno.removeSync(path);
-    } catch {
-      // Removed meanwhile, or not ours to remove: the next store tries again.
+    files.sort((a, b) => a[1] - b[1]);
+    for (const [path] of files.slice(0, Math.max(0, files.length - MAX_START_SNAPSHOTS))) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // Removed meanwhile, or not ours to remove: the next store tries again.
+      }
     }
   }
 }
@@ -254,5 +259,77 @@ export async function storeStartSnapshot(
     evictOldest(dirOf(file));
   } catch {
     // Memory only.
+  }
+}
+
+/** The memo file of the module file `path`'s digest, by the file's identity; undefined if none. */
+async function digestFileFor(path: string): Promise<string | undefined> {
+  if (env("HL_START_SNAPSHOTS") === "0") return undefined;
+  const dir = artifactCacheDir();
+  if (dir === undefined) return undefined;
+  let identity: string;
+  try {
+    const real = Deno.realPathSync(path);
+    const i = Deno.statSync(real);
+    if (!i.isFile) return undefined;
+    identity = JSON.stringify([
+      PACKAGE_VERSION,
+      real,
+      i.dev,
+      i.ino,
+      i.size,
+      i.mtime?.getTime(),
+      i.ctime?.getTime(),
+    ]);
+  } catch {
+    return undefined;
+  }
+  return `${dir}/module-${await sha256(new TextEncoder().encode(identity))}.digest`;
+}
+
+/**
+ * The SHA-256 of the module file `module` (a path), as {@linkcode rememberModuleDigest} left it on
+ * disk for this file's identity (real path, device, inode, size, mtime, ctime), or undefined
+ * (another source, no memo, an untrusted directory). Saves a cold create reading and hashing the
+ * 1.1 MB QuickJS module only to name its cache key (docs/js.md, "Cold start"). A rewrite of the
+ * file changes its mtime (ms) and ctime (Deno reports whole seconds), so its identity: only a
+ * rewrite to the same size whose mtime is then set back, within the same second, would keep the
+ * old digest.
+ */
+export async function knownModuleDigest(
+  module: Uint8Array | string | URL,
+): Promise<string | undefined> {
+  if (typeof module !== "string") return undefined;
+  const file = await digestFileFor(module);
+  if (file === undefined || !await usable(dirOf(file), file)) return undefined;
+  try {
+    const text = Deno.readTextFileSync(file);
+    return /^[0-9a-f]{64}$/.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Leaves `digest` (the SHA-256 of the module file `module`) for {@linkcode knownModuleDigest}. */
+export async function rememberModuleDigest(
+  module: Uint8Array | string | URL,
+  digest: string,
+): Promise<void> {
+  if (typeof module !== "string" || !/^[0-9a-f]{64}$/.test(digest)) return;
+  const file = await digestFileFor(module);
+  if (file === undefined) return;
+  const tmp = `${file}.${crypto.randomUUID()}.tmp`;
+  try {
+    Deno.mkdirSync(dirOf(file), { recursive: true, mode: 0o700 });
+    if (!await usable(dirOf(file), file)) return;
+    Deno.writeTextFileSync(tmp, digest, { mode: 0o600 });
+    Deno.renameSync(tmp, file);
+    evictOldest(dirOf(file));
+  } catch {
+    try {
+      Deno.removeSync(tmp);
+    } catch {
+      // Never written.
+    }
   }
 }

@@ -49,7 +49,12 @@ import { checkOutput, Output, type OutputOptions } from "./output.ts";
 import { stringifyValue, writeValue } from "./values.ts";
 import type { SnapshotCache } from "./cache.ts";
 import type { RuntimeSnapshotState, SnapshotStates } from "./snapshot.ts";
-import { loadStartSnapshot, storeStartSnapshot } from "../start_snapshots.ts";
+import {
+  knownModuleDigest,
+  loadStartSnapshot,
+  rememberModuleDigest,
+  storeStartSnapshot,
+} from "../start_snapshots.ts";
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
@@ -525,8 +530,15 @@ export async function createRuntime<H extends object, S extends object, E extend
   const maxMemory = checkCount(o.maxMemoryBytes, "maxMemoryBytes", kind.defaultMaxMemory);
   if (maxMemory < MIB) throw new ArgumentError("maxMemoryBytes must be at least 1 MiB");
   const engine = engineNamed(o.engine);
-  const bytes = await readSource(o.module ?? findRuntimeModule(kind.module), kind.moduleLabel);
-  const moduleDigest = await moduleDigests.get(bytes, (b) => digest(b));
+  const module = o.module ?? findRuntimeModule(kind.module);
+  // The module is read only when its digest is not remembered, or for a cold start.
+  let bytes: Uint8Array | undefined;
+  const moduleBytes = async () => bytes ??= await readSource(module, kind.moduleLabel);
+  let moduleDigest = await knownModuleDigest(module);
+  if (moduleDigest === undefined) {
+    moduleDigest = await moduleDigests.get(await moduleBytes(), (b) => digest(b));
+    await rememberModuleDigest(module, moduleDigest);
+  }
   const names = [...hostFns.keys()].sort();
   const key = JSON.stringify({
     module: moduleDigest,
@@ -537,7 +549,7 @@ export async function createRuntime<H extends object, S extends object, E extend
     source: o.source ?? null,
   });
   if (o.cache === false) {
-    return handleOf(kind, (await cold(kind, bytes, key, hostFns, o, maxMemory)).core);
+    return handleOf(kind, (await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory)).core);
   }
   const hit = await kind.cache.get(key);
   if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
@@ -553,7 +565,7 @@ export async function createRuntime<H extends object, S extends object, E extend
         throw e;
       }
     }
-    const { core, calledHost } = await cold(kind, bytes, key, hostFns, o, maxMemory);
+    const { core, calledHost } = await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory);
     if (calledHost) return { value: core, snapshot: undefined };
     try {
       const snap = await core.wasm.snapshot();

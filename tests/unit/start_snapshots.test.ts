@@ -1,7 +1,12 @@
 // The start snapshots on disk are bounded: past MAX_START_SNAPSHOTS the least recently used files
 // go, and nothing else in the directory is touched (src/start_snapshots.ts).
 import assert from "node:assert/strict";
-import { evictOldest, MAX_START_SNAPSHOTS } from "../../src/start_snapshots.ts";
+import {
+  evictOldest,
+  knownModuleDigest,
+  MAX_START_SNAPSHOTS,
+  rememberModuleDigest,
+} from "../../src/start_snapshots.ts";
 
 Deno.test("start snapshots on disk: the least recently used beyond the bound are removed", () => {
   const dir = Deno.makeTempDirSync({ prefix: "hl-start-evict-" });
@@ -25,6 +30,37 @@ Deno.test("start snapshots on disk: the least recently used beyond the bound are
     evictOldest(dir); // at the bound: nothing more goes
     assert.equal([...Deno.readDirSync(dir)].length, MAX_START_SNAPSHOTS + 2);
   } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("module digests on disk: found by the file's identity, lost when the file changes", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-digest-" });
+  const before = Deno.env.get("HL_WASM_CACHE_DIR");
+  Deno.env.set("HL_WASM_CACHE_DIR", `${dir}/cache`);
+  try {
+    const module = `${dir}/m.wasm`;
+    Deno.writeFileSync(module, new Uint8Array([0, 97, 115, 109]));
+    const digest = "ab".repeat(32);
+    assert.equal(await knownModuleDigest(module), undefined);
+    await rememberModuleDigest(module, digest);
+    assert.equal(await knownModuleDigest(module), digest);
+    assert.equal(await knownModuleDigest(new Uint8Array(4)), undefined, "bytes have no identity");
+    // Rewritten with the same size: the mtime (ms) moves, so the memo no longer applies.
+    await new Promise((r) => setTimeout(r, 20));
+    Deno.writeFileSync(module, new Uint8Array([1, 97, 115, 109]));
+    assert.equal(await knownModuleDigest(module), undefined);
+    // A memo file that is not a digest is ignored.
+    await rememberModuleDigest(module, digest);
+    for (const e of Deno.readDirSync(`${dir}/cache`)) {
+      if (e.name.endsWith(".digest")) {
+        Deno.writeTextFileSync(`${dir}/cache/${e.name}`, "not a digest");
+      }
+    }
+    assert.equal(await knownModuleDigest(module), undefined);
+  } finally {
+    if (before === undefined) Deno.env.delete("HL_WASM_CACHE_DIR");
+    else Deno.env.set("HL_WASM_CACHE_DIR", before);
     Deno.removeSync(dir, { recursive: true });
   }
 });

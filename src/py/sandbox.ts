@@ -337,6 +337,7 @@ class Interp {
   #replies: string[] = [];
   #failure: SandboxError | undefined;
   #stderr = "";
+  #errDecoder = new TextDecoder();
   #queue: Promise<unknown> = Promise.resolve();
   /** Why it takes no more requests until a restore (a timeout, a protocol violation, an exit). */
   dead: SandboxError | undefined;
@@ -385,8 +386,15 @@ class Interp {
   }
 
   #onStderr(data: Uint8Array): void {
-    // Only the interpreter's own messages come here (user code's go into the reply): the last 64 KiB.
-    this.#stderr = (this.#stderr + decoder.decode(data)).slice(-65536);
+    // What reaches fd 2 outside the buffers (os.write(2, ...), CPython's own fatal messages):
+    // bounded like a reply.
+    this.#stderr += this.#errDecoder.decode(data, { stream: true });
+    if (this.#stderr.length > this.maxOutputBytes) {
+      this.#failure ??= new ProtocolError(
+        `Python wrote more than maxOutputBytes (${this.maxOutputBytes}) to fd 2`,
+      );
+      this.#stderr = this.#stderr.slice(-65536);
+    }
   }
 
   /**
@@ -435,6 +443,7 @@ class Interp {
     this.#replies = [];
     this.#failure = undefined;
     this.#stderr = "";
+    this.#errDecoder = new TextDecoder();
     this.#reader = new ReplyReader(this.maxOutputBytes);
     let exitCode: number;
     try {
@@ -455,12 +464,17 @@ class Interp {
       this.dead = why;
       throw why;
     }
+    let reply: Reply;
     try {
-      return decodeReply(this.#replies[0]);
+      reply = decodeReply(this.#replies[0]);
     } catch (e) {
       this.dead = e as SandboxError;
       throw e;
     }
+    // What the code wrote to fd 1 and fd 2 itself (os.write), before its buffered prints.
+    reply.stdout = this.#reader.stray + reply.stdout;
+    reply.stderr = this.#stderr + reply.stderr;
+    return reply;
   }
 
   /** Waits for the request under way; then the VM is idle. */

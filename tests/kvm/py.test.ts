@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   ArgumentError,
+  ProtocolError,
   PyError,
   PyExitError,
   PySandbox,
@@ -157,6 +158,33 @@ pyTest("a 10 MB print arrives whole; a reply over maxOutputBytes is refused", as
   await using small = await PySandbox.create({ setup: "", maxOutputBytes: 4096 });
   await assert.rejects(small.run("print('y' * 10000)"));
   assert.equal(small.poisoned, true);
+});
+
+pyTest("hostile replies: forged, oversized, garbage on fd 1 and fd 2 are typed", async () => {
+  await using py = await fresh();
+  // Bytes written to fd 1/fd 2 directly come back with the run's output.
+  const raw = await py.run("import os\nos.write(1, b'raw\\n')\nos.write(2, b'err\\n')\nprint('p')");
+  assert.deepEqual(raw, { stdout: "raw\np\n", stderr: "err\n" });
+  // A forged reply before the driver's own: two replies, a ProtocolError.
+  await assert.rejects(
+    py.run("import os\nos.write(1, b'\\x00\\x01HLPY2\\n{}')"),
+    ProtocolError,
+  );
+  assert.equal(py.poisoned, true);
+  await py.restore();
+  // A frame whose length is over maxOutputBytes, a frame that is not JSON, one of the wrong shape.
+  for (
+    const frame of [
+      "b'\\x00\\x01HLPY999999999999\\n'",
+      "b'\\x00\\x01HLPY3\\nabc'",
+      "b'\\x00\\x01HLPY2\\n[]'",
+      "b'\\x00\\x01HLPYxx\\n'",
+    ]
+  ) {
+    await assert.rejects(py.run(`import os\nos.write(1, ${frame})\nos._exit(0)`), ProtocolError);
+    await py.restore();
+  }
+  assert.equal((await py.run("6 * 7")).value, 42);
 });
 
 pyTest("preopens: files only under them", async () => {

@@ -156,7 +156,7 @@ export {
   type WireError,
   type WireResponse,
 } from "./src/net/mod.ts";
-export { type HlServer, serve, type ServeOptions } from "./src/serve/server.ts";
+export { bakeServeSnapshots, type HlServer, serve, type ServeOptions } from "./src/serve/server.ts";
 export {
   type GuestRoute,
   type JsRoute,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { serve as startServer } from "../serve/server.ts";
+import { bakeServeSnapshots, serve as startServer } from "../serve/server.ts";
 import { loadServeConfig } from "../serve/config.ts";
 import { CliError, EXIT_USAGE, intOption, splitArgs, usage } from "./common.ts";
 
@@ -23,6 +23,9 @@ Options:
   --port N           port to listen on (overrides the config; 0: any)
   --hostname H       address to listen on (overrides the config)
   --check            check the config and exit (0 when valid)
+  --bake             save the snapshot of every route that names a "snapshot"
+                     file there (started once, cold), then exit; a server
+                     started later starts those routes from the files
   -h, --help         show this help
 
 Endpoints beside the routes: /healthz, /readyz (200 once every route is warm),
@@ -38,6 +41,7 @@ const SPECS = {
   port: { type: "string" },
   hostname: { type: "string" },
   check: { type: "boolean" },
+  bake: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -61,6 +65,10 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   if (values.check) {
     console.log(`${path}: ${config.routes.length} routes, valid`);
+    return 0;
+  }
+  if (values.bake) {
+    await bakeServeSnapshots(config);
     return 0;
   }
   const server = await startServer(config, {

@@ -102,6 +102,8 @@ export interface WasmRoute extends ServeRouteBase {
   maxMemoryBytes?: number;
   /** Fuel per request. */
   fuel?: number;
+  /** A baked snapshot file to start from (resolved; docs/serve.md, "Baked snapshots"). */
+  snapshot?: string;
 }
 
 /** A `JsSandbox` function: `(request) => response`, JSON both ways. */
@@ -116,6 +118,8 @@ export interface JsRoute extends ServeRouteBase {
   maxMemoryBytes?: number;
   /** `wasmtime` (default) or `wasmi`. */
   engine?: "wasmtime" | "wasmi";
+  /** A baked snapshot file to start from (resolved; docs/serve.md, "Baked snapshots"). */
+  snapshot?: string;
 }
 
 /** A native guest function taking the body (bytes or string, by its signature) or nothing. */
@@ -132,6 +136,8 @@ export interface GuestRoute extends ServeRouteBase {
   contentType: string;
   /** Guest heap in bytes. */
   heapSize?: number;
+  /** A baked snapshot file to start from (resolved; docs/serve.md, "Baked snapshots"). */
+  snapshot?: string;
 }
 
 /** A route of the configuration, checked. */
@@ -169,9 +175,9 @@ const COMMON = [
 ];
 const KIND_FIELDS: Record<string, string[]> = {
   wagi: ["module", "engine", "maxMemoryBytes", "fuel", "env", "preopens"],
-  wasm: ["module", "export", "engine", "maxMemoryBytes", "fuel"],
-  js: ["source", "export", "maxMemoryBytes", "engine"],
-  guest: ["guest", "function", "argument", "contentType", "heapSize"],
+  wasm: ["module", "export", "engine", "maxMemoryBytes", "fuel", "snapshot"],
+  js: ["source", "export", "maxMemoryBytes", "engine", "snapshot"],
+  guest: ["guest", "function", "argument", "contentType", "heapSize", "snapshot"],
 };
 const TOP = ["hostname", "port", "drainTimeoutMs", "accessLog", "limits", "routes"];
 const LIMITS = ["maxBodyBytes", "maxHeaderBytes", "maxHeaders", "maxResponseBytes"];
@@ -333,6 +339,8 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
     ...limitsOf(raw, where, limits),
   };
   const engine = oneOf(raw, "engine", where, ["wasmtime", "wasmi"] as const);
+  const snapshotPath = str(raw, "snapshot", where);
+  const snapshot = snapshotPath === undefined ? undefined : resolvePath(base, snapshotPath);
   const mem = int(raw, "maxMemoryBytes", where, undefined, 65536, 4 << 30);
   switch (kind) {
     case "wagi": {
@@ -376,6 +384,7 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
         engine,
         maxMemoryBytes: mem,
         fuel: int(raw, "fuel", where, undefined, 1),
+        snapshot,
       } satisfies WasmRoute;
     case "js":
       return {
@@ -385,6 +394,7 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
         export: str(raw, "export", where) ?? "handler",
         maxMemoryBytes: mem,
         engine,
+        snapshot,
       } satisfies JsRoute;
     default: {
       const guest = required(raw, "guest", where);
@@ -396,6 +406,7 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
         argument: oneOf(raw, "argument", where, ["body", "none"] as const) ?? "body",
         contentType: str(raw, "contentType", where) ?? "application/octet-stream",
         heapSize: int(raw, "heapSize", where, undefined, 65536, 4 << 30),
+        snapshot,
       } satisfies GuestRoute;
     }
   }

@@ -27,6 +27,11 @@ import {
 import type { GuestResponse } from "./cgi.ts";
 import type { GuestRoute, JsRoute, ServeRoute, WagiRoute, WasmRoute } from "./config.ts";
 import { type Member, RenewRunner, RestoreRunner, ReuseRunner, type Runner } from "./strategy.ts";
+import type { Pool } from "../pool_core.ts";
+import { Snapshot } from "../snapshot.ts";
+import { WasmSnapshot } from "../wasm/snapshot.ts";
+import { JsSnapshot } from "../js/snapshot.ts";
+import { type EventLog, loadBaked, type RouteIdentity, routeKey, saveBaked } from "./baked.ts";
 
 /** What a handler gets of a request beside the `Request`. */
 export interface RequestContext {
@@ -149,43 +154,72 @@ async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
 
 const NONE: Member = { poisoned: false, dispose: () => Promise.resolve() };
 
-/** Starts a runner by strategy from the three ways of making a kind's sandboxes. */
+/** How a kind makes its sandboxes, for {@linkcode runnerOf}. */
+interface Ways<M extends Member, S extends { dispose(): Promise<void> }> {
+  /** The `restore` pool from the route's options. */
+  pool: () => Promise<Pool<M>>;
+  /** The `restore` pool from a snapshot (which the pool does not dispose). */
+  poolFrom: (s: S) => Promise<Pool<M>>;
+  /** A cold sandbox, to snapshot. */
+  first: () => Promise<M & { snapshot(): Promise<S> }>;
+  /** A sandbox from a snapshot. */
+  fromSnapshot: (s: S) => Promise<M>;
+  /** A cold sandbox (`reuse`). */
+  fresh: () => Promise<M>;
+}
+
+/**
+ * Starts a runner by strategy. With `baked` (a snapshot loaded from disk) no sandbox starts cold:
+ * the pool, the renew snapshot and the reuse members all come from it, and the runner disposes
+ * it at the end.
+ */
 async function runnerOf<M extends Member, S extends { dispose(): Promise<void> }>(
   r: ServeRoute,
-  ways: {
-    pool: () => Promise<RestoreRunner<M>>;
-    first: () => Promise<M & { snapshot(): Promise<S> }>;
-    fromSnapshot: (s: S) => Promise<M>;
-    fresh: () => Promise<M>;
-  },
+  ways: Ways<M, S>,
+  baked: S | undefined,
 ): Promise<Runner<M>> {
-  switch (r.strategy) {
-    case "restore":
-      return await ways.pool();
-    case "renew": {
-      const first = await ways.first();
-      let snap: S;
-      try {
-        snap = await first.snapshot();
-      } finally {
-        await first.dispose();
+  try {
+    switch (r.strategy) {
+      case "restore": {
+        if (!baked) return new RestoreRunner(await ways.pool());
+        return new RestoreRunner(await ways.poolFrom(baked), () => baked.dispose());
       }
-      return new RenewRunner(r.poolSize, () => ways.fromSnapshot(snap), () => snap.dispose());
-    }
-    default: {
-      const members: M[] = [];
-      try {
-        for (let k = 0; k < r.poolSize; k++) members.push(await ways.fresh());
-      } catch (e) {
-        for (const m of members) await m.dispose();
-        throw e;
+      case "renew": {
+        let snap = baked;
+        if (!snap) {
+          const first = await ways.first();
+          try {
+            snap = await first.snapshot();
+          } finally {
+            await first.dispose();
+          }
+        }
+        const s = snap;
+        return new RenewRunner(r.poolSize, () => ways.fromSnapshot(s), () => s.dispose());
       }
-      return new ReuseRunner(members, ways.fresh, async () => {});
+      default: {
+        const fresh = baked ? () => ways.fromSnapshot(baked) : ways.fresh;
+        const members: M[] = [];
+        try {
+          for (let k = 0; k < r.poolSize; k++) members.push(await fresh());
+        } catch (e) {
+          for (const m of members) await m.dispose();
+          throw e;
+        }
+        return new ReuseRunner(members, fresh, () => baked?.dispose() ?? Promise.resolve());
+      }
     }
+  } catch (e) {
+    await baked?.dispose();
+    throw e;
   }
 }
 
-async function startWasm(r: WasmRoute, i: number): Promise<RouteHandler> {
+async function startWasm(
+  r: WasmRoute,
+  i: number,
+  start: StartOptions,
+): Promise<RouteHandler | undefined> {
   const module = await readModule(r.module, `routes[${i}].module`);
   const opts = {
     module,
@@ -195,9 +229,19 @@ async function startWasm(r: WasmRoute, i: number): Promise<RouteHandler> {
     timeoutMs: r.timeoutMs,
     wasi: { stdout: drop, stderr: drop },
   };
-  const runner = await runnerOf(r, {
-    pool: async () =>
-      new RestoreRunner(await WasmSandboxPool.create({ ...opts, size: r.poolSize })),
+  const identity = {
+    code: module,
+    options: { engine: r.engine, fuel: r.fuel, maxMemoryBytes: r.maxMemoryBytes },
+  };
+  const runner = await started(r, i, start, identity, (p) => WasmSnapshot.load(p), {
+    pool: () => WasmSandboxPool.create({ ...opts, size: r.poolSize }),
+    poolFrom: (snapshot) =>
+      WasmSandboxPool.create({
+        snapshot,
+        size: r.poolSize,
+        timeoutMs: r.timeoutMs,
+        wasi: { stdout: drop, stderr: drop },
+      }),
     first: () => WasmSandbox.create(opts),
     fromSnapshot: (snapshot) =>
       WasmSandbox.create({
@@ -207,6 +251,7 @@ async function startWasm(r: WasmRoute, i: number): Promise<RouteHandler> {
       }),
     fresh: () => WasmSandbox.create(opts),
   });
+  if (!runner) return undefined;
   const enc = new TextEncoder();
   return {
     route: r,
@@ -220,7 +265,11 @@ async function startWasm(r: WasmRoute, i: number): Promise<RouteHandler> {
   };
 }
 
-async function startJs(r: JsRoute, i: number): Promise<RouteHandler> {
+async function startJs(
+  r: JsRoute,
+  i: number,
+  start: StartOptions,
+): Promise<RouteHandler | undefined> {
   let source: string;
   try {
     source = await Deno.readTextFile(r.source);
@@ -237,12 +286,26 @@ async function startJs(r: JsRoute, i: number): Promise<RouteHandler> {
     stdout: drop,
     stderr: drop,
   };
-  const runner = await runnerOf(r, {
-    pool: async () => new RestoreRunner(await JsSandboxPool.create({ ...opts, size: r.poolSize })),
+  const identity = {
+    code: new TextEncoder().encode(source),
+    options: { engine: r.engine, maxMemoryBytes: r.maxMemoryBytes },
+  };
+  const runner = await started(r, i, start, identity, (p) => JsSnapshot.load(p), {
+    pool: () => JsSandboxPool.create({ ...opts, size: r.poolSize }),
+    poolFrom: (snapshot) =>
+      JsSandboxPool.create({
+        snapshot,
+        size: r.poolSize,
+        timeoutMs: r.timeoutMs,
+        stdout: drop,
+        stderr: drop,
+      }),
     first: () => JsSandbox.create(opts),
-    fromSnapshot: (snapshot) => JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
+    fromSnapshot: (snapshot) =>
+      JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs, stdout: drop, stderr: drop }),
     fresh: () => JsSandbox.create(opts),
   });
+  if (!runner) return undefined;
   return {
     route: r,
     runner,
@@ -254,7 +317,11 @@ async function startJs(r: JsRoute, i: number): Promise<RouteHandler> {
   };
 }
 
-async function startGuest(r: GuestRoute, i: number): Promise<RouteHandler> {
+async function startGuest(
+  r: GuestRoute,
+  i: number,
+  start: StartOptions,
+): Promise<RouteHandler | undefined> {
   const guest = r.guest === "testguest" ? guests.testguest : r.guest;
   const opts = { guest, heapSize: r.heapSize, timeoutMs: r.timeoutMs };
   // Checks the function and its argument type once, at start.
@@ -279,12 +346,19 @@ async function startGuest(r: GuestRoute, i: number): Promise<RouteHandler> {
   } finally {
     await probe.dispose();
   }
-  const runner = await runnerOf(r, {
-    pool: async () => new RestoreRunner(await SandboxPool.create({ ...opts, size: r.poolSize })),
+  const identity = {
+    code: typeof guest === "string" ? await readModule(guest, `routes[${i}].guest`) : guest,
+    options: { heapSize: r.heapSize },
+  };
+  const runner = await started(r, i, start, identity, (p) => Snapshot.load(p), {
+    pool: () => SandboxPool.create({ ...opts, size: r.poolSize }),
+    poolFrom: (snapshot) =>
+      SandboxPool.create({ snapshot, size: r.poolSize, timeoutMs: r.timeoutMs }),
     first: () => Sandbox.create(opts),
     fromSnapshot: (snapshot) => Sandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
     fresh: () => Sandbox.create(opts),
   });
+  if (!runner) return undefined;
   const enc = new TextEncoder();
   return {
     route: r,
@@ -310,18 +384,74 @@ async function startGuest(r: GuestRoute, i: number): Promise<RouteHandler> {
   };
 }
 
+/** How routes start. */
+export interface StartOptions {
+  /** Where events (snapshot loaded or skipped) go. */
+  log: EventLog;
+  /** Bake instead: save the route's snapshot to its `snapshot` file and start nothing. */
+  bake?: boolean;
+}
+
 /**
- * Starts route `i`: reads its files, creates its sandboxes by strategy (warm when this resolves).
+ * The runner of a route from its baked snapshot when it has a usable one, else cold; or, when
+ * baking, the snapshot saved and `undefined`.
  */
-export function startRoute(r: ServeRoute, i: number): Promise<RouteHandler> {
+async function started<M extends Member, S extends SnapshotLike>(
+  r: ServeRoute,
+  i: number,
+  start: StartOptions,
+  identity: RouteIdentity,
+  load: (path: string) => Promise<S>,
+  ways: Ways<M, S>,
+): Promise<Runner<M> | undefined> {
+  const path = "snapshot" in r ? r.snapshot : undefined;
+  if (start.bake) {
+    if (path === undefined) return undefined;
+    const first = await ways.first();
+    try {
+      await using snap = await first.snapshot();
+      await saveBaked(snap, path, await routeKey(r.kind, identity));
+      start.log({ event: "snapshot_baked", route: r.path, path });
+    } catch (e) {
+      throw new ArgumentError(
+        `routes[${i}].snapshot: cannot bake ${path}: ${e instanceof Error ? e.message : e}`,
+      );
+    } finally {
+      await first.dispose();
+    }
+    return undefined;
+  }
+  const baked = path === undefined
+    ? undefined
+    : await loadBaked(r.path, path, await routeKey(r.kind, identity), load, start.log);
+  return await runnerOf(r, ways, baked);
+}
+
+/** What a snapshot of each kind can do here. */
+interface SnapshotLike {
+  dispose(): Promise<void>;
+  save(path: string): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Starts route `i`: reads its files, creates its sandboxes by strategy — from its baked snapshot
+ * when it has a usable one — and resolves when they are warm. With `bake`, saves the route's
+ * snapshot instead and resolves `undefined` (also for a route without `snapshot`).
+ */
+export function startRoute(
+  r: ServeRoute,
+  i: number,
+  start: StartOptions,
+): Promise<RouteHandler | undefined> {
   switch (r.kind) {
     case "wagi":
-      return startWagi(r, i);
+      return start.bake ? Promise.resolve(undefined) : startWagi(r, i);
     case "wasm":
-      return startWasm(r, i);
+      return startWasm(r, i, start);
     case "js":
-      return startJs(r, i);
+      return startJs(r, i, start);
     case "guest":
-      return startGuest(r, i);
+      return startGuest(r, i, start);
   }
 }

@@ -37,8 +37,11 @@ export interface Runner<M> {
 /** `restore`: one of the library's pools. */
 export class RestoreRunner<M extends Member> implements Runner<M> {
   readonly #pool: Pool<M>;
-  constructor(pool: Pool<M>) {
+  readonly #disposed: () => Promise<void>;
+  /** `disposed` runs after the pool's dispose (e.g. the loaded snapshot the pool started from). */
+  constructor(pool: Pool<M>, disposed: () => Promise<void> = () => Promise.resolve()) {
     this.#pool = pool;
+    this.#disposed = disposed;
   }
   run<T>(fn: (m: M) => Promise<T>, acquireTimeoutMs: number): Promise<T> {
     return this.#pool.run(fn, { timeoutMs: acquireTimeoutMs });
@@ -52,8 +55,9 @@ export class RestoreRunner<M extends Member> implements Runner<M> {
   get replaced(): number {
     return 0;
   }
-  dispose(): Promise<void> {
-    return this.#pool.dispose();
+  async dispose(): Promise<void> {
+    await this.#pool.dispose();
+    await this.#disposed();
   }
 }
 

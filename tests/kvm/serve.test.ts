@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { kvmTest } from "./_kvm.ts";
 import { parsePrometheus, serveFixtures } from "./_serve.ts";
-import { serve } from "../../src/serve/server.ts";
+import { bakeServeSnapshots, serve } from "../../src/serve/server.ts";
 
 const f = serveFixtures();
 
@@ -263,5 +263,91 @@ kvmTest(
       await Deno.remove(dir, { recursive: true });
     }
     assert.equal((await fetch(`${base}/healthz`).catch((e) => e)) instanceof TypeError, true);
+  },
+);
+
+kvmTest(
+  "hl serve: baked snapshots start routes warm; stale or refused files start cold",
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const js = `${dir}/handler.js`;
+      await Deno.copyFile(f.js, js);
+      const route = (path: string, extra: Record<string, unknown>) => ({
+        path,
+        poolSize: 2,
+        timeoutMs: 5000,
+        snapshot: `${dir}${path.replaceAll("/", "_")}.hlsnap`,
+        ...extra,
+      });
+      const baked = [
+        route("/js", { kind: "js", source: js }),
+        route("/js-renew", { kind: "js", source: js, strategy: "renew" }),
+        route("/js-reuse", { kind: "js", source: js, strategy: "reuse" }),
+        route("/wasm", { kind: "wasm", module: f.wasm }),
+        route("/guest", { kind: "guest", guest: "testguest", function: "echo_bytes" }),
+      ];
+      const config = {
+        hostname: "127.0.0.1",
+        port: 0,
+        routes: [...baked, { path: "/cold", kind: "js", source: js }],
+      };
+      const events: Record<string, unknown>[] = [];
+      const log = (l: string) => events.push(JSON.parse(l));
+      assert.equal(await bakeServeSnapshots(config, { log }), 5);
+      for (const r of baked) {
+        assert.ok((await Deno.stat(`${r.snapshot}.key`)).isFile);
+      }
+      const run = async (check: (base: string) => Promise<void>) => {
+        events.length = 0;
+        const server = await serve(config, { log });
+        try {
+          await server.ready;
+          await check(`http://127.0.0.1:${server.addr.port}`);
+        } finally {
+          await server.drain();
+        }
+      };
+      const answer = async (url: string) => {
+        const r = await fetch(url, { method: "POST", body: "b" });
+        return { status: r.status, count: r.headers.get("x-count"), text: await r.text() };
+      };
+      const loaded = () => events.filter((e) => e.event === "snapshot_loaded").map((e) => e.route);
+      const skipped = () => events.filter((e) => e.event === "snapshot_skipped");
+
+      await run(async (base) => {
+        assert.deepEqual(loaded(), ["/js", "/js-renew", "/js-reuse", "/wasm", "/guest"]);
+        for (const p of ["/js", "/js-renew", "/wasm"]) {
+          assert.equal((await answer(base + p)).count, "1");
+          assert.equal((await answer(base + p)).count, "1", `${p}: restored each time`);
+        }
+        const reuse = [(await answer(base + "/js-reuse")).count];
+        reuse.push((await answer(base + "/js-reuse")).count);
+        assert.deepEqual(reuse, ["1", "2"], "reuse: the member that answered answers again");
+        assert.equal((await answer(base + "/guest")).text, "b");
+      });
+
+      // The script changed after the bake: its routes start cold and serve the new code.
+      await Deno.writeTextFile(
+        js,
+        (await Deno.readTextFile(js)).replace('"x-count": String(count)', '"x-count": "new"'),
+      );
+      // A snapshot file that is cut short (its key still matches) is refused by the library.
+      const wasmSnap = baked[3].snapshot;
+      const bytes = await Deno.readFile(wasmSnap);
+      await Deno.writeFile(wasmSnap, bytes.subarray(0, bytes.length >> 1));
+      await run(async (base) => {
+        assert.deepEqual(loaded(), ["/guest"]);
+        const why = Object.fromEntries(skipped().map((e) => [e.route, String(e.reason)]));
+        assert.match(why["/js"], /stale/);
+        assert.match(why["/js-reuse"], /stale/);
+        assert.match(why["/wasm"], /SnapshotFormatError/);
+        assert.equal((await answer(base + "/js")).count, "new");
+        assert.equal((await answer(base + "/js-renew")).count, "new");
+        assert.equal((await answer(base + "/wasm")).count, "1");
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 );

@@ -645,7 +645,7 @@ export class PySandbox implements AsyncDisposable {
    * import { PySandbox } from "@hl/sandbox";
    * await using py = await PySandbox.create();
    * const r = await py.run("x = [i * i for i in range(4)]\nprint(len(x))\nx");
-   * console.log(r.stdout, r.value); // 4\n [ 0, 1, 4, 9 ]
+   * console.log(r.stdout, r.value); // 4 [ 0, 1, 4, 9 ]
    * ```
    */
   async run(code: string, options: PyRunOptions = {}): Promise<PyResult> {

@@ -46,7 +46,10 @@ export type ServeRouteKind = "wagi" | "wasm" | "js" | "guest" | "python";
 export interface ServeLimits {
   /** Largest request body in bytes (default 1 MiB); more answers 413. */
   maxBodyBytes: number;
-  /** Largest total size of the request's header names and values (default 16 KiB); more: 431. */
+  /**
+   * Largest total size of the request's path, query, header names and values (default 16 KiB);
+   * more: 431.
+   */
   maxHeaderBytes: number;
   /** Most request headers (default 100); more answers 431. */
   maxHeaders: number;

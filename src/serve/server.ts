@@ -197,8 +197,9 @@ export async function serve(
     if (route.methods && !route.methods.includes(req.method)) {
       return text(405, "method not allowed", { allow: route.methods.join(", ") });
     }
+    // The request line's target counts with the headers: WAGI passes it in the environment.
     let count = 0;
-    let bytes = 0;
+    let bytes = url.pathname.length + url.search.length;
     for (const [k, v] of req.headers) {
       count++;
       bytes += k.length + v.length;

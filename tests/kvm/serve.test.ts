@@ -211,6 +211,7 @@ kvmTest(
         const many: Record<string, string> = {};
         for (let i = 0; i < 30; i++) many[`x-h${i}`] = "v";
         assert.equal((await get("/small", { headers: many })).status, 431);
+        assert.equal((await get(`/small?${"q".repeat(20_000)}`)).status, 431, "a long query");
         assert.equal((await get("/nowhere")).status, 404);
         const put = await get("/js/x", { method: "PUT" });
         assert.equal(put.status, 405);

@@ -103,12 +103,16 @@ mmdebstrap --quiet --mode=root --variant=extract --include=libc6,libgcc-s1 \
   --format=tar "$suite" "$work/rootfs.tar" "$mirror"
 
 cp deploy/image/Containerfile "$work/Containerfile"
+previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 echo "build_image: podman build $tag ..."
 podman build --quiet --timestamp "$SOURCE_DATE_EPOCH" -f "$work/Containerfile" -t "$tag" "$work" >/dev/null
 if [ -n "$archive" ]; then
   rm -f "$archive"
   podman save --quiet --format oci-archive -o "$archive" "$tag"
 fi
+# The image this tag named before (a rebuild's leftover, 176 MiB) goes unless a container uses it.
+[ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$tag")" ] &&
+  podman rmi "$previous" >/dev/null 2>&1 || true
 rootfs_sha=$(sha256sum "$work/rootfs.tar" | cut -c1-16)
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 id=$(podman image inspect --format '{{.Id}}' "$tag")

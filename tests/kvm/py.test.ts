@@ -242,6 +242,14 @@ pyTest(
   },
 );
 
+pyTest("the wasmi engine runs the same interpreter and driver", async () => {
+  await using py = await PySandbox.create({ engine: "wasmi", setup: "def f(x): return x * 2" });
+  assert.deepEqual(await py.run("print(1 + 1)"), { stdout: "2\n", stderr: "" });
+  assert.equal(await py.call("f", 21), 42);
+  assert.equal((await pyError(py.run("[][0]"))).type, "IndexError");
+  assert.equal((await py.run("'f' in globals() and 'x' not in globals()")).value, true);
+});
+
 kvmTest("py: dispose the file's interpreter", async () => {
   await base?.snap.dispose();
   await base?.py.dispose();

@@ -6,6 +6,7 @@ import {
   JsSandbox,
   JsSnapshot,
   Sandbox,
+  SandboxError,
   Snapshot,
   SnapshotFormatError,
   SnapshotMismatchError,
@@ -14,6 +15,7 @@ import {
   WasmSnapshot,
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
+import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { fixture } from "../wasm/fixtures.ts";
 import { QUICKJS_BUILT, QUICKJS_MODULE } from "./_js.ts";
@@ -219,6 +221,32 @@ engineTest("wasmtime")(
     assert.equal(guestMappingCount(), maps);
     assert.equal(globalStats().liveSnapshots, handles);
     assert.equal(fileMaps(), 0);
+  },
+);
+
+engineTest("wasmtime")(
+  "WasmSnapshot file: a code image file truncated under a live sandbox is an error, not a crash",
+  async () => {
+    await using w = await WasmSandbox.create({
+      engine: "wasmtime",
+      module: fixture("state"),
+      hostFunctions: host,
+      cache: false,
+    });
+    await using snap = await w.snapshot();
+    const path = `${dir}/wasm-truncated`;
+    await snap.save(path);
+    await using loaded = await WasmSnapshot.load(path);
+    await using copy = await WasmSandbox.create({ snapshot: loaded, hostFunctions: host });
+    assert.equal(await copy.call("bump"), 1);
+    const { description } = await readSnapshotDescription(path);
+    Deno.truncateSync(path, description.code!.offset); // the mapped code pages are gone
+    await assert.rejects(copy.call("bump"), SandboxError);
+    // The process goes on; a new file loads as before.
+    await snap.save(path);
+    await using again = await WasmSnapshot.load(path);
+    await using fresh = await WasmSandbox.create({ snapshot: again, hostFunctions: host });
+    assert.equal(await fresh.call("bump"), 1);
   },
 );
 

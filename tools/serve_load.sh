@@ -6,13 +6,15 @@
 # row, so each row's peak RSS is its own. Loopback only; every run is bounded by --duration.
 #
 # Usage: bash tools/serve_load.sh [--duration 60s] [--connections 50] [--threads 2] [--pool 4]
-#                                 [--warmup 2s] [--rows wasm,js,wagi]
+#                                 [--warmup 2s] [--rows wasm,js,wagi,drain]
+# `drain` sends SIGTERM halfway through a run (drainDelayMs 1000) and compares what the server
+# accepted (its access log) with what wrk received (target/serve-load/drain.jsonl).
 # Output: a Markdown table on stdout; one JSON line per row in target/serve-load/results.jsonl.
 # Needs wrk and curl (Debian packages; tools/setup.sh load installs them). `deno task serve-load`
 # runs this with its arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=60s connections=50 threads=2 pool=4 warmup=2s rows=wasm,js,wagi
+duration=60s connections=50 threads=2 pool=4 warmup=2s rows=wasm,js,wagi,drain
 while [ $# -gt 0 ]; do
   case "$1" in
   --duration) duration=$2 && shift 2 ;;
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
   --pool) pool=$2 && shift 2 ;;
   --warmup) warmup=$2 && shift 2 ;;
   --rows) rows=$2 && shift 2 ;;
-  -h | --help) sed -n '2,12p' "$0" && exit 0 ;;
+  -h | --help) sed -n '2,15p' "$0" && exit 0 ;;
   *) echo "serve_load: unknown option $1" >&2 && exit 2 ;;
   esac
 done
@@ -108,6 +110,28 @@ for handler in ${rows//,/ }; do
       stop
     done
     ;;
+  drain)
+    # SIGTERM halfway through a run: every request the server accepted (logged) must be a 200
+    # that wrk received; what wrk fails to send after the listener closed was never accepted.
+    f="$out/drain.json"
+    cat >"$f" <<JSON
+{ "hostname": "127.0.0.1", "port": 0, "accessLog": true, "drainDelayMs": 1000,
+  "routes": [{ "path": "/h/*", "kind": "js", "source": "$js", "poolSize": $pool,
+               "timeoutMs": 1000, "acquireTimeoutMs": 10000 }] }
+JSON
+    start "$out/drain.log" deno run -A cli.ts serve --config "$f"
+    wait_ready
+    secs=${duration%s}
+    (sleep $((secs / 2)) && kill -TERM "$pid") &
+    res=$(wrk -t"$threads" -c"$connections" -d"$duration" --timeout 5s -s tools/serve_load.lua \
+      "http://127.0.0.1:$port/h/x" | sed -n 's/^RESULT //p')
+    wait "$pid" && code=0 || code=$?
+    pid=""
+    accepted=$(grep -c '"route":"/h/\*"' "$out/drain.log" || true)
+    failed=$(grep '"route":"/h/\*"' "$out/drain.log" | grep -vc '"status":200' || true)
+    echo "{\"row\":\"drain\",\"handler\":\"js\",\"strategy\":\"restore\",\"exit_code\":$code,\"accepted\":$accepted,\"accepted_not_200\":$failed,\"result\":$res}" >"$out/drain.jsonl"
+    echo "serve_load: drain: exit $code, accepted $accepted, accepted but not 200: $failed, wrk: $res" >&2
+    ;;
   wagi)
     start "$out/wagi-renew.log" deno run -A cli.ts serve --config "$(config wagi "$wagi" renew)"
     wait_ready
@@ -120,7 +144,7 @@ done
 
 # The table: rps as a share of the plain handler's rps in the same run.
 deno eval --ext=ts '
-const rows = Deno.readTextFileSync("target/serve-load/results.jsonl").trim().split("\n").map((l) => JSON.parse(l));
+const rows = Deno.readTextFileSync("target/serve-load/results.jsonl").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
 const plain: Record<string, number> = {};
 for (const r of rows) if (r.strategy === "plain") plain[r.handler] = r.result.rps;
 console.log("| handler | strategy | rps | % of plain | p50 ms | p95 ms | p99 ms | p99.99 ms | errors | peak RSS MiB |");

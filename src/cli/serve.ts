@@ -29,8 +29,9 @@ Options:
   -h, --help         show this help
 
 Endpoints beside the routes: /healthz, /readyz (200 once every route is warm),
-/metrics (Prometheus text). SIGTERM or SIGINT drains: no new connections, the
-requests in flight finish, then exit 0. One JSON access-log line per request on
+/metrics (Prometheus text). SIGTERM or SIGINT drains: /readyz answers 503, after
+the config's drainDelayMs no new connections, the requests in flight finish,
+then exit 0. One JSON access-log line per request on
 stdout.
 
 Exit codes: 0 after a drain; 2 usage error or invalid config; 1 a route could not

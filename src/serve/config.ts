@@ -154,6 +154,11 @@ export interface ServeConfig {
   port: number;
   /** How long a drain waits for requests in flight, in ms (default 30 000). */
   drainTimeoutMs: number;
+  /**
+   * How long a drain keeps serving with `/readyz` at 503 before it stops accepting connections,
+   * in ms (default 0; behind a Kubernetes Service a few seconds, so endpoints are updated first).
+   */
+  drainDelayMs: number;
   /** One JSON line per request on stdout (default true). */
   accessLog: boolean;
   /** The routes, matched in order. */
@@ -182,7 +187,15 @@ const KIND_FIELDS: Record<string, string[]> = {
   js: ["source", "export", "maxMemoryBytes", "engine", "snapshot"],
   guest: ["guest", "function", "argument", "contentType", "heapSize", "snapshot"],
 };
-const TOP = ["hostname", "port", "drainTimeoutMs", "accessLog", "limits", "routes"];
+const TOP = [
+  "hostname",
+  "port",
+  "drainTimeoutMs",
+  "drainDelayMs",
+  "accessLog",
+  "limits",
+  "routes",
+];
 const LIMITS = ["maxBodyBytes", "maxHeaderBytes", "maxHeaders", "maxResponseBytes"];
 const DEFAULT_LIMITS: ServeLimits = {
   maxBodyBytes: 1 << 20,
@@ -463,6 +476,7 @@ export function parseServeConfig(raw: unknown, baseDir?: string): ServeConfig {
     hostname: str(raw, "hostname", "") ?? "0.0.0.0",
     port: int(raw, "port", "", 8080, 0, 65535)!,
     drainTimeoutMs: int(raw, "drainTimeoutMs", "", 30_000, 0, 3_600_000)!,
+    drainDelayMs: int(raw, "drainDelayMs", "", 0, 0, 600_000)!,
     accessLog: raw.accessLog !== false,
     routes,
   };

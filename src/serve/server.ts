@@ -35,8 +35,9 @@ export interface HlServer extends AsyncDisposable {
   /** Resolves when the server has stopped and its sandboxes are disposed. */
   readonly finished: Promise<void>;
   /**
-   * Stops accepting connections, lets requests in flight finish (at most the config's
-   * `drainTimeoutMs`), then disposes every sandbox. Idempotent.
+   * Drains: `/readyz` answers 503 at once and responses carry `Connection: close`; after the
+   * config's `drainDelayMs` (still serving) the server stops accepting connections, lets requests
+   * in flight finish (at most `drainTimeoutMs`), then disposes every sandbox. Idempotent.
    */
   drain(): Promise<void>;
 }
@@ -259,6 +260,8 @@ export async function serve(
       metrics.inFlight--;
     }
     res.headers.set("x-request-id", id);
+    // While draining, a keep-alive client is told to take its next request elsewhere.
+    if (draining) res.headers.set("connection", "close");
     const ms = performance.now() - t0;
     if (note.route) metrics.request(note.route, req.method, res.status, ms / 1000);
     if (cfg.accessLog) {
@@ -309,8 +312,15 @@ export async function serve(
   const drain = (): Promise<void> =>
     drained ??= (async () => {
       draining = true;
-      const timer = new Promise<void>((r) => setTimeout(r, cfg.drainTimeoutMs));
-      await Promise.race([server.shutdown(), timer]);
+      event({ event: "draining", delayMs: cfg.drainDelayMs });
+      // Still serving, but /readyz says 503, so load balancers stop sending new requests first.
+      if (cfg.drainDelayMs > 0) await new Promise((r) => setTimeout(r, cfg.drainDelayMs));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        server.shutdown(),
+        new Promise<void>((r) => timer = setTimeout(r, cfg.drainTimeoutMs)),
+      ]);
+      clearTimeout(timer);
       await ready.catch(() => {});
       for (const h of handlers) await h?.runner.dispose().catch(() => {});
       log(JSON.stringify({ time: new Date().toISOString(), event: "drained" }));

@@ -1,7 +1,8 @@
 /**
  * `hl serve` as a subprocess (`deno run cli.ts serve`): SIGTERM while requests are in flight.
- * Every request the server had accepted before the signal gets its 200, the process exits 0
- * after logging `drained`, and afterwards nothing listens. The requests are known to be in
+ * /readyz answers 503 at once while the server keeps serving for `drainDelayMs`; every request
+ * the server had accepted before the signal gets its 200, the process exits 0 after logging
+ * `drained`, and afterwards nothing listens. The requests are known to be in
  * flight from /metrics (`hl_serve_requests_in_flight`), not from a sleep. Loopback only.
  */
 import assert from "node:assert/strict";
@@ -9,7 +10,7 @@ import { kvmTest, runDeno } from "./_kvm.ts";
 import { parsePrometheus, serveFixtures } from "./_serve.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
-const N = 12;
+const N = 40; // ~100 ms each on 2 sandboxes: ~2 s of work, most of it after drainDelayMs
 
 kvmTest("hl serve: SIGTERM drains, every accepted request completes, exit 0", async () => {
   const f = serveFixtures();
@@ -20,6 +21,7 @@ kvmTest("hl serve: SIGTERM drains, every accepted request completes, exit 0", as
     JSON.stringify({
       hostname: "127.0.0.1",
       port: 0,
+      drainDelayMs: 500,
       routes: [{
         path: "/js/*",
         kind: "js",
@@ -85,6 +87,18 @@ kvmTest("hl serve: SIGTERM drains, every accepted request completes, exit 0", as
     }
     assert.equal(inFlight, N, "all requests accepted before the signal");
     child.kill("SIGTERM");
+    // During drainDelayMs the server still answers, but is no longer ready.
+    let readyz = 200;
+    for (let i = 0; i < 200 && readyz === 200; i++) {
+      const r = await fetch(`${base}/readyz`);
+      await r.body?.cancel();
+      readyz = r.status;
+      if (readyz === 200) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(readyz, 503, "not ready once draining");
+    const m = parsePrometheus(await (await fetch(`${base}/metrics`)).text());
+    const left = m.get("hl_serve_requests_in_flight")! - 1;
+    assert.ok(left > 0, "requests still in flight when the server stops accepting");
     const answers = await Promise.all(requests);
     for (const a of answers) assert.equal(a.status, 200, a.body);
     const status = await child.status;

@@ -39,6 +39,7 @@ Deno.test("serve config: defaults, resolved paths, per-route limits", () => {
   assert.equal(c.hostname, "0.0.0.0");
   assert.equal(c.port, 0);
   assert.equal(c.drainTimeoutMs, 30_000);
+  assert.equal(c.drainDelayMs, 0);
   const [r0, r1, r2, r3] = c.routes;
   assert.equal(r0.strategy, "restore");
   assert.equal(r0.poolSize, 4);
@@ -63,6 +64,12 @@ Deno.test("serve config: each malformed field is named", () => {
   configError({ routes: [] }, "routes");
   configError({ routes: [js], colour: 1 }, "colour");
   configError({ routes: [js], port: 70000 }, "port");
+  configError({ routes: [js], drainDelayMs: -5 }, "drainDelayMs");
+  configError({ routes: [{ ...js, snapshot: 7 }] }, "routes[0].snapshot");
+  configError(
+    { routes: [{ path: "/w", kind: "wagi", module: "w.wasm", snapshot: "s" }] },
+    "routes[0].snapshot",
+  );
   configError({ routes: [js], limits: { maxBodyBytes: -1 } }, "limits.maxBodyBytes");
   configError({ routes: [js], limits: { big: 1 } }, "limits.big");
   configError({ routes: [js], accessLog: "yes" }, "accessLog");

@@ -81,11 +81,12 @@ export class WasmSnapshot implements AsyncDisposable {
    * @example
    * ```ts
    * import { WasmSandbox, WasmSnapshot } from "@hl/sandbox";
-   * await using w = await WasmSandbox.create({ module: "counter.wasm" });
+   * await using w = await WasmSandbox.create({ module: "fib.wasm" });
    * await using snap = await w.snapshot();
-   * await snap.save("/tmp/counter.wasm.hlsnap");
-   * await using loaded = await WasmSnapshot.load("/tmp/counter.wasm.hlsnap");
+   * await snap.save("/tmp/fib.wasm.hlsnap");
+   * await using loaded = await WasmSnapshot.load("/tmp/fib.wasm.hlsnap");
    * await using copy = await WasmSandbox.create({ snapshot: loaded });
+   * console.log(await copy.call("fib", 10)); // 55
    * ```
    */
   save(path: string): Promise<void> {
@@ -100,9 +101,9 @@ export class WasmSnapshot implements AsyncDisposable {
    * @example
    * ```ts
    * import { WasmSandbox, WasmSnapshot } from "@hl/sandbox";
-   * await using snap = await WasmSnapshot.load("/tmp/counter.wasm.hlsnap");
+   * await using snap = await WasmSnapshot.load("/tmp/fib.wasm.hlsnap");
    * await using w = await WasmSandbox.create({ snapshot: snap });
-   * console.log(await w.call("bump"));
+   * console.log(await w.call("fib", 10)); // 55
    * ```
    */
   static load(path: string, options: SnapshotLoadOptions = {}): Promise<WasmSnapshot> {

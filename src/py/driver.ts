@@ -38,15 +38,26 @@ import _ast, builtins, hashlib, io, json, os, random, sys, traceback
 dumps, loads, read, write, exit = json.dumps, json.loads, os.read, os.write, os._exit
 StringIO, format_exception = io.StringIO, traceback.format_exception
 
-def read_exact(n):
-    parts = []
-    while n > 0:
-        b = read(0, n)
-        if not b:
+def read_request():
+    # The host sends the request as one chunk: usually one read gets all of it.
+    data = read(0, 1 << 16)
+    while len(data) < 12:
+        more = read(0, 12 - len(data))
+        if not more:
             exit(2)
-        parts.append(b)
-        n -= len(b)
-    return b"".join(parts)
+        data += more
+    size = int(data[:12])
+    if size < 0 or len(data) > 12 + size:
+        exit(2)
+    parts = [data[12:]]
+    left = size - len(parts[0])
+    while left > 0:
+        more = read(0, left)
+        if not more:
+            exit(2)
+        parts.append(more)
+        left -= len(more)
+    return loads(b"".join(parts))
 
 def send(obj):
     data = dumps(obj, ensure_ascii=True).encode("ascii")
@@ -75,7 +86,7 @@ def keyed_urandom(key):
     return urandom
 
 def serve():
-    req = loads(read_exact(int(read_exact(12))))
+    req = read_request()
     main = sys.modules["__main__"].__dict__
     if req["op"] == "setup":
         main.clear()

@@ -381,8 +381,17 @@ class Interp {
     try {
       this.#replies.push(...this.#reader.push(data));
     } catch (e) {
-      this.#failure = e as SandboxError;
+      return this.#fail(e as SandboxError);
     }
+    if (this.#replies.length > 1) {
+      this.#fail(new ProtocolError("Python sent more than one reply to a request"));
+    }
+  }
+
+  /** A violation while the request runs: remembered, and the VM stopped at once. */
+  #fail(why: SandboxError): void {
+    this.#failure ??= why;
+    this.wasm.interrupt();
   }
 
   #onStderr(data: Uint8Array): void {
@@ -390,10 +399,10 @@ class Interp {
     // bounded like a reply.
     this.#stderr += this.#errDecoder.decode(data, { stream: true });
     if (this.#stderr.length > this.maxOutputBytes) {
-      this.#failure ??= new ProtocolError(
-        `Python wrote more than maxOutputBytes (${this.maxOutputBytes}) to fd 2`,
-      );
       this.#stderr = this.#stderr.slice(-65536);
+      this.#fail(
+        new ProtocolError(`Python wrote more than maxOutputBytes (${this.maxOutputBytes}) to fd 2`),
+      );
     }
   }
 
@@ -447,11 +456,15 @@ class Interp {
     this.#reader = new ReplyReader(this.maxOutputBytes);
     let exitCode: number;
     try {
-      this.#push.enqueue(utf8.encode(String(body.length).padStart(REQUEST_HEADER, "0")));
-      this.#push.enqueue(body);
+      // One chunk, so the driver reads the whole request with one fd_read.
+      const frame = new Uint8Array(REQUEST_HEADER + body.length);
+      frame.set(utf8.encode(String(body.length).padStart(REQUEST_HEADER, "0")));
+      frame.set(body, REQUEST_HEADER);
+      this.#push.enqueue(frame);
       exitCode = (await this.wasm.runWasi({ timeoutMs })).exitCode;
     } catch (e) {
-      this.dead = e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e });
+      this.dead = this.#failure ??
+        (e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e }));
       throw this.dead;
     }
     const why = this.#failure ??

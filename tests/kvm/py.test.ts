@@ -185,6 +185,15 @@ pyTest("hostile replies: forged, oversized, garbage on fd 1 and fd 2 are typed",
     await py.restore();
   }
   assert.equal((await py.run("6 * 7")).value, 42);
+  // Endless bytes to fd 1 or fd 2: stopped as soon as they pass maxOutputBytes, not at the timeout.
+  await using small = await PySandbox.create({ maxOutputBytes: 1 << 16, timeoutMs: 600_000 });
+  for (const fd of [1, 2]) {
+    await assert.rejects(
+      small.run(`import os\nwhile True: os.write(${fd}, b'z' * 4096)`),
+      ProtocolError,
+    );
+    await small.restore();
+  }
 });
 
 pyTest("preopens: files only under them", async () => {

@@ -24,6 +24,7 @@ kvmTest(
   async (t) => {
     const dir = await Deno.makeTempDir();
     const fifo = `${dir}/wagi.wasm`;
+    await Deno.writeTextFile(`${dir}/hello.txt`, "from the preopen");
     const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
     assert.ok(mk.success, "mkfifo");
     const lines: string[] = [];
@@ -38,11 +39,13 @@ kvmTest(
           kind: "wagi",
           module: fifo,
           env: { EXTRA: "e" },
+          preopens: { "/data": dir },
           maxResponseBytes: 4096,
           ...common,
         },
         { path: "/wasm/*", kind: "wasm", module: f.wasm, ...common },
         { path: "/wasm-renew/*", kind: "wasm", module: f.wasm, strategy: "renew", ...common },
+        { path: "/wasm-fuel/*", kind: "wasm", module: f.wasm, fuel: 1_000_000, ...common },
         { path: "/wasm-reuse/*", kind: "wasm", module: f.wasm, strategy: "reuse", ...common },
         { path: "/js/*", kind: "js", source: f.js, ...common, methods: ["GET", "POST"] },
         { path: "/js-renew/*", kind: "js", source: f.js, strategy: "renew", ...common },
@@ -115,6 +118,8 @@ kvmTest(
           r.text,
           "method=POST script=/wagi path=/a/b query=x=1 length=5 id=abc-1 agent=t extra=e\nhello",
         );
+        const file = await get("/wagi/?file");
+        assert.equal(file.text, "ok:from the preopen");
         const redirect = await get("/wagi/?redirect");
         assert.equal(redirect.status, 302);
         assert.equal(redirect.headers.get("location"), "/elsewhere");
@@ -169,6 +174,7 @@ kvmTest(
             ["/wagi/?big", 502, "/wagi/x"],
             ["/wasm/trap", 500, "/wasm/x"],
             ["/wasm/loop", 504, "/wasm/x"],
+            ["/wasm-fuel/loop", 500, "/wasm-fuel/x"], // out of fuel: a trap, before the timeout
             ["/wasm-renew/trap", 500, "/wasm-renew/x"],
             ["/wasm-reuse/trap", 500, "/wasm-reuse/x"],
             ["/wasm-reuse/loop", 504, "/wasm-reuse/x"],

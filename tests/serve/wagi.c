@@ -1,6 +1,6 @@
 // A WAGI test program (hl serve, tests/kvm/serve.test.ts): echoes the request's CGI variables
 // and body; the query string picks a misbehaviour (trap, loop, a malformed head, no head, a
-// redirect, a huge output).
+// redirect, a huge output) or reads a file of the preopened /data.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,14 @@ int main(void) {
   if (strcmp(q, "big") == 0) {
     printf("Content-Type: text/plain\n\n");
     for (int i = 0; i < 2500; i++) fputs("0123456789012345678901234567890123456789\n", stdout);
+    return 0;
+  }
+  if (strcmp(q, "file") == 0) {
+    // A file in the route's preopened directory /data.
+    static char text[256];
+    FILE *f = fopen("/data/hello.txt", "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    printf("Content-Type: text/plain\n\n%s:%.*s", f ? "ok" : "missing", (int)n, text);
     return 0;
   }
   static char body[65536];

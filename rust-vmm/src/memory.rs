@@ -1120,7 +1120,9 @@ mod tests {
         let got = unsafe { std::slice::from_raw_parts(region.host_ptr(), 3 * 4096) };
         assert_eq!(got, &data[..]);
         let err = |r: Result<MemorySnapshot>| r.unwrap_err().message;
-        assert!(err(MemorySnapshot::from_file(open(), 4096, 3 * 4096, crc ^ 1)).contains("corrupt"));
+        assert!(
+            err(MemorySnapshot::from_file(open(), 4096, 3 * 4096, crc ^ 1)).contains("corrupt")
+        );
         assert!(err(MemorySnapshot::from_file(open(), 4096, 4 * 4096, crc)).contains("truncated"));
         assert!(err(MemorySnapshot::from_file(open(), 100, 4096, crc)).contains("aligned"));
         std::fs::remove_file(&path).unwrap();

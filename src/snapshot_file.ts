@@ -133,6 +133,7 @@ export async function saveSnapshotFile(
   kind: SnapshotFileKind,
   extra?: unknown,
   library?: string,
+  durable = true,
 ): Promise<void> {
   const state = stateOf(snap);
   const lib = openLibrary(library);
@@ -211,7 +212,9 @@ export async function saveSnapshotFile(
     try {
       let done = 0;
       while (done < header.length) done += await file.write(header.subarray(done));
-      await file.sync();
+      // On disk before the rename, so a crash leaves the old file or the whole new one. A cache
+      // (`durable` false) skips it: a file torn by a crash fails its checks and is rewritten.
+      if (durable) await file.sync();
     } finally {
       file.close();
     }
@@ -635,15 +638,26 @@ export function loadWasmSnapshot(
   return loadKind(path, "wasm", options, wasmFrom);
 }
 
-/** `JsSnapshot.save`. */
-export async function saveJsSnapshot(snap: JsSnapshot, path: string): Promise<void> {
+/** `JsSnapshot.save` (`durable` false: no `fsync`, for a cache). */
+export async function saveJsSnapshot(
+  snap: JsSnapshot,
+  path: string,
+  durable = true,
+): Promise<void> {
   const s = jsStateOf(snap, true);
   const { native, extra } = wasmExtra(s.wasm);
-  await saveSnapshotFile(native, path, "js", {
-    wasm: extra,
-    key: s.key,
-    hostFunctions: [...s.hostFunctions],
-  });
+  await saveSnapshotFile(
+    native,
+    path,
+    "js",
+    {
+      wasm: extra,
+      key: s.key,
+      hostFunctions: [...s.hostFunctions],
+    },
+    undefined,
+    durable,
+  );
 }
 
 /** `JsSnapshot.load`. */

@@ -225,16 +225,15 @@ export async function loadStartSnapshot(
     }
     return state.wasm;
   } catch (e) {
-    if (e instanceof SnapshotFormatError) {
-      if (e.reason === "io") {
-        counters.diskMisses++;
-      } else {
-        counters.diskRefused++;
-        await Deno.remove(file).catch(() => {});
-      }
-      return undefined;
+    if (e instanceof SnapshotFormatError && e.reason !== "io") {
+      counters.diskRefused++;
+      await Deno.remove(file).catch(() => {});
+    } else {
+      // Not there, or it could not be read now (an OS error, a resource limit): a miss, the
+      // file stays. A disk cache never fails a create the cold path could serve.
+      counters.diskMisses++;
     }
-    throw e;
+    return undefined;
   }
 }
 
@@ -254,7 +253,7 @@ export async function storeStartSnapshot(
   try {
     await Deno.mkdir(dirOf(file), { recursive: true, mode: 0o700 });
     if (!await usable(dirOf(file), file)) return;
-    await saveJsSnapshot(makeJsSnapshot({ wasm: snap, key, hostFunctions }), file);
+    await saveJsSnapshot(makeJsSnapshot({ wasm: snap, key, hostFunctions }), file, false);
     counters.diskWrites++;
     evictOldest(dirOf(file));
   } catch {

@@ -438,6 +438,15 @@ jsTest(
     assert.deepEqual(seen, [new Uint8Array([1, 2, 3]), new Uint8Array([1, 2, 3])]);
     // Only Uint8Array is carried; other typed arrays are JSON's objects of indices.
     assert.deepEqual(await js.call("others"), [{ "0": 1 }, new Uint8Array(2)]);
+    // Inside the script, JSON is the standard one; a result whose first writing saw no bytes and
+    // no "$" key is sent as written, one with either is written again with the tags.
+    assert.equal(await js.eval("JSON.stringify(new Uint8Array([1, 2]))"), '{"0":1,"1":2}');
+    assert.deepEqual(await js.eval("Object.keys(Uint8Array.prototype)"), []);
+    assert.deepEqual(await js.eval("({ price: '$5', n: [1, 2] })"), { price: "$5", n: [1, 2] });
+    assert.deepEqual(
+      await js.eval("({ toJSON() { return { b: new Uint8Array([4]) }; } })"),
+      { b: new Uint8Array([4]) },
+    );
   },
 );
 

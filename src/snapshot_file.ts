@@ -163,7 +163,14 @@ export async function saveSnapshotFile(
       extra,
     };
     const encode = () => utf8.encode(JSON.stringify(description));
-    description.memory.offset = Math.ceil((HEADER_SIZE + encode().length) / PAGE) * PAGE;
+    const room = encode().length;
+    if (room > MAX_DESCRIPTION) {
+      // A loader would refuse it (its bound on what it parses): refuse to write it instead.
+      throw new SnapshotMismatchError(
+        `the snapshot's description is ${room} bytes, more than the format's ${MAX_DESCRIPTION}`,
+      );
+    }
+    description.memory.offset = Math.ceil((HEADER_SIZE + room) / PAGE) * PAGE;
     if (description.code) {
       description.code.offset = description.memory.offset + state.memory.dataPages * PAGE;
     }

@@ -4,7 +4,8 @@
 # (deploy/k8s/base): /dev/kvm passed in, read-only root, UID 65532, all capabilities dropped,
 # no-new-privileges, the default seccomp profile, a memory tmpfs on /tmp; the port published on
 # loopback only. Then it checks, each with a bounded wait:
-#   - /healthz answers 200, /readyz 200 once the route's pool is warm;
+#   - /healthz answers 200, /readyz 200 once the route's pool is warm, started from the snapshot
+#     the build baked into the image;
 #   - the image's default route runs a JsSandbox on KVM and answers 200 with its text; the request
 #     id is echoed; an unknown path answers 404; /metrics counts the requests;
 #   - inside, the process is UID 65532 with no capabilities, and / is not writable;
@@ -48,25 +49,14 @@ fi
   exit 1
 }
 
-# podman here: rootful. crun refuses this kind of machine's hybrid cgroup layout ("cgroups in
-# hybrid mode not supported"), runc runs it; the default RLIMIT_NOFILE/NPROC podman asks for is
-# above the machine's hard limit, so modest ones are given explicitly.
-runtime=()
-export PATH="$PATH:/usr/sbin:/sbin"
-command -v runc >/dev/null && runtime=(--runtime runc)
-# /dev/kvm keeps the host's owner and mode inside the container: where it is 0660 root:kvm the
-# user needs the kvm group (in Kubernetes: supplementalGroups, docs/deploy.md).
-groups=()
-[ "$(($(stat -c '%#a' /dev/kvm) & 6))" -eq 6 ] || groups=(--group-add "$(stat -c %g /dev/kvm)")
+# The podman flags (runc, limits, the kvm group) and why: deploy/image/podman.sh.
+# shellcheck source=../deploy/image/podman.sh
+source deploy/image/podman.sh
 port=$((20000 + $$ % 20000))
 started=$(date +%s%N)
 
-podman "${runtime[@]}" run -d --name "$name" \
-  --read-only --user 65532:65532 "${groups[@]}" --cap-drop=ALL \
-  --security-opt no-new-privileges --device /dev/kvm \
-  --tmpfs /tmp:rw,nosuid,nodev,size=64m \
-  --ulimit nofile=16384:16384 --ulimit nproc=4096:4096 \
-  -p "127.0.0.1:$port:8080" "$tag" >/dev/null || {
+"${hl_podman[@]}" run -d --name "$name" "${hl_run_flags[@]}" -p "127.0.0.1:$port:8080" "$tag" \
+  >/dev/null || {
   bad "podman run failed"
   exit 1
 }
@@ -89,6 +79,21 @@ if wait_status /readyz 200 60; then
   ok "/readyz 200 (the route's pool is warm) $((($(date +%s%N) - started) / 1000000)) ms after podman run"
 else
   bad "/readyz did not answer 200 within 60 s"
+fi
+
+# (conmon writes the log asynchronously: a bounded wait for the line.)
+logged() {
+  local i
+  for i in $(seq 20); do
+    podman logs "$name" 2>/dev/null | grep -q "$1" && return 0
+    sleep 0.25
+  done
+  return 1
+}
+if logged '"event":"snapshot_loaded".*"route":"/hello"'; then
+  ok "the route started from the snapshot baked into the image"
+else
+  bad "no snapshot_loaded event for /hello: $(podman logs "$name" 2>&1 | grep -m1 snapshot_)"
 fi
 
 body=$(curl -s -m 10 -D "/tmp/$name.head" -H 'X-Request-Id: image-test-1' "$base/hello")
@@ -124,7 +129,7 @@ fi
 # Drain: SIGTERM, then the server exits 0 within its drainTimeoutMs (20 s in the image's config).
 podman stop -t 30 "$name" >/dev/null 2>&1
 rc=$(podman inspect -f '{{.State.ExitCode}}' "$name" 2>/dev/null)
-if [ "$rc" = 0 ] && podman logs "$name" 2>/dev/null | grep -q '"drained"'; then
+if [ "$rc" = 0 ] && logged '"drained"'; then
   ok "SIGTERM drained and exited 0"
 else
   bad "after SIGTERM: exit code '$rc'; log tail:"

@@ -9,10 +9,9 @@
  *    contains the engine hash, which includes the CPU features the compiler detected on the
  *    build machine: on a node whose CPU differs the key does not match, so the replica compiles
  *    in memory (the cache is read-only there) — slower to warm up, never wrong.
- * 2. Snapshots on disk (issue 24 item 3): HOOK. When the library can save a warmed snapshot to a
- *    file and load it back (`Snapshot.load(path)`), this is where the routes of the image's
- *    default serve config get their snapshots, written under `<stage>/var/lib/hl/snapshots/`.
- *    Until that API exists the step says so and writes nothing.
+ * 2. Snapshots on disk are baked by `build.sh` afterwards, in the built image itself
+ *    (`hl serve --bake` with /dev/kvm: docs/deploy.md, "Baked artifacts and snapshots"), so that
+ *    they are taken with exactly the files the image carries.
  *
  * Usage: deno run -A deploy/image/bake.ts <stage-dir> [runtime.wasm ...]
  *
@@ -44,22 +43,4 @@ for (const path of runtimes) {
     const ms = Math.round(performance.now() - started);
     console.log(`bake: ${path} (fuel ${fuel}) -> ${file} (${artifact.length} bytes, ${ms} ms)`);
   }
-}
-
-// Snapshots on disk: only once the library has them (issue 24 item 3).
-// (A mod.ts that does not load is not this step's failure: the image's run test finds it.)
-const lib: Record<string, unknown> | undefined = await import("../../mod.ts").catch((e) => {
-  console.log(`bake: mod.ts did not load (${(e as Error).message}): no snapshots baked`);
-  return undefined;
-});
-const SnapshotClass = lib?.Snapshot as { load?: unknown } | undefined;
-if (lib === undefined) {
-  // Said above.
-} else if (typeof SnapshotClass?.load === "function") {
-  console.log(
-    "bake: Snapshot.load exists: baking route snapshots is not wired yet (docs/deploy.md, " +
-      '"Baked snapshots")',
-  );
-} else {
-  console.log("bake: no Snapshot.load in this library version: no snapshots baked");
 }

@@ -105,7 +105,33 @@ mmdebstrap --quiet --mode=root --variant=extract --include=libc6,libgcc-s1 \
 cp deploy/image/Containerfile "$work/Containerfile"
 previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 echo "build_image: podman build $tag ..."
-podman build --quiet --timestamp "$SOURCE_DATE_EPOCH" -f "$work/Containerfile" -t "$tag" "$work" >/dev/null
+podman build --quiet --layers=false --timestamp "$SOURCE_DATE_EPOCH" -f "$work/Containerfile" -t "$tag" "$work" >/dev/null
+
+# Snapshots: `hl serve --bake` in the image just built, with its own files and the same podman
+# flags it runs with (and, only here, write access to the snapshot directory; the server itself
+# gets none), writes each route's snapshot (docs/serve.md, "Baked snapshots") into a
+# directory that a second layer then adds at /var/lib/hl/snapshots. Needs /dev/kvm here; without
+# it (or with HL_IMAGE_SNAPSHOTS=0) the routes start cold (a logged "snapshot_skipped").
+if [ "${HL_IMAGE_SNAPSHOTS:-1}" = 1 ] && [ -c /dev/kvm ]; then
+  # shellcheck source=podman.sh
+  source deploy/image/podman.sh
+  mkdir -p "$work/layer2/snapshots"
+  chown 65532:65532 "$work/layer2/snapshots"
+  echo "build_image: hl serve --bake (snapshots) ..."
+  "${hl_podman[@]}" run --rm "${hl_run_flags[@]}" --network none \
+    -v "$work/layer2/snapshots:/var/lib/hl/snapshots:rw" --entrypoint /usr/local/bin/deno "$tag" \
+    run --cached-only --no-prompt --allow-ffi --allow-read --allow-env --allow-run --allow-sys \
+    --allow-write=/var/lib/hl/snapshots /opt/hl/cli.ts serve --config /etc/hl/serve.json --bake
+  find "$work/layer2" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+  printf 'FROM %s\nCOPY --chown=65532:65532 snapshots/ /var/lib/hl/snapshots/\n' \
+    "$(podman image inspect --format '{{.Id}}' "$tag")" >"$work/layer2/Containerfile"
+  podman build --quiet --layers=false --timestamp "$SOURCE_DATE_EPOCH" -f "$work/layer2/Containerfile" \
+    -t "$tag" "$work/layer2" >/dev/null
+  ls -l "$work/layer2/snapshots" | tail -n +2 | sed 's/^/build_image: baked /'
+else
+  echo "build_image: no snapshots baked (no /dev/kvm or HL_IMAGE_SNAPSHOTS=0): routes start cold"
+fi
+
 if [ -n "$archive" ]; then
   rm -f "$archive"
   podman save --quiet --format oci-archive -o "$archive" "$tag"

@@ -32,7 +32,10 @@ export interface SandboxInternals {
 
 /** What `WasmSandbox` registers. */
 export interface WasmSandboxInternals {
-  /** Revokes the handle and returns a new one on its VM, with the same imports, WASI and cache identity. */
+  /**
+   * Revokes the handle and returns a new one on its VM, with the same imports, WASI and cache
+   * identity.
+   */
   handOver(sandbox: WasmSandbox): WasmSandbox;
 }
 
@@ -59,12 +62,30 @@ class Registry<T> {
 const sandbox = new Registry<SandboxInternals>("Sandbox");
 const wasmSandbox = new Registry<WasmSandboxInternals>("WasmSandbox");
 
-/** Called once, from `Sandbox`'s static block. */
+/**
+ * Called once, from `Sandbox`'s static block.
+ *
+ * @example
+ * ```ts ignore
+ * static {
+ *   registerSandbox({ handOver: (sandbox) => sandbox.#handOver(), ... });
+ * }
+ * ```
+ */
 export function registerSandbox(ops: SandboxInternals): void {
   sandbox.register(ops);
 }
 
-/** Called once, from `WasmSandbox`'s static block. */
+/**
+ * Called once, from `WasmSandbox`'s static block.
+ *
+ * @example
+ * ```ts ignore
+ * static {
+ *   registerWasmSandbox({ handOver: (sandbox) => sandbox.#handOver() });
+ * }
+ * ```
+ */
 export function registerWasmSandbox(ops: WasmSandboxInternals): void {
   wasmSandbox.register(ops);
 }
@@ -73,6 +94,11 @@ export function registerWasmSandbox(ops: WasmSandboxInternals): void {
  * `Sandbox.create` with host-published code (a compiled Wasm artifact) mapped read-only and
  * executable above guest memory (`MemoryLayout.codeAddr`): the wasmtime engine's runtime guest.
  * Snapshots of the sandbox carry the code image.
+ *
+ * @example
+ * ```ts ignore
+ * const sb = await createSandboxWithCode({ guest: findGuest("wasmtime-runtime") }, image.code);
+ * ```
  */
 export function createSandboxWithCode(
   options: SandboxOptions,
@@ -85,12 +111,24 @@ export function createSandboxWithCode(
  * `Sandbox.create` without the check of the guest's declared host imports against
  * `hostFunctions` (`hl inspect`, which lists a guest's imports without providing them). A call
  * of an import that is not provided fails as for an undeclared one.
+ *
+ * @example
+ * ```ts ignore
+ * await using sb = await createSandboxUnlinked({ guest: bytes }); // lists imports it is not given
+ * ```
  */
 export function createSandboxUnlinked(options: SandboxOptions): Promise<Sandbox> {
   return sandbox.ops.createUnlinked(options);
 }
 
-/** Where a sandbox made by {@linkcode createSandboxWithCode} has its code mapped. */
+/**
+ * Where a sandbox made by {@linkcode createSandboxWithCode} has its code mapped.
+ *
+ * @example
+ * ```ts ignore
+ * config.u64(BigInt(sandboxCodeAddr(sb)));
+ * ```
+ */
 export function sandboxCodeAddr(sb: Sandbox): number {
   return sandbox.ops.codeAddr(sb);
 }
@@ -98,6 +136,11 @@ export function sandboxCodeAddr(sb: Sandbox): number {
 /**
  * Poisons `sb` with `error` (`WasmSandbox`, when its runtime guest broke the WASI or import
  * protocol inside a call that otherwise completed). Cleared by a restore, like any poisoning.
+ *
+ * @example
+ * ```ts ignore
+ * poisonSandbox(native, new ProtocolError("a malformed wasi_io request"));
+ * ```
  */
 export function poisonSandbox(sb: Sandbox, error: Error): void {
   sandbox.ops.poison(sb, error);
@@ -109,6 +152,11 @@ export function poisonSandbox(sb: Sandbox, error: Error): void {
  * queued is refused, one in progress is stopped (it rejects with `SandboxDisposedError`, and the
  * VM is left poisoned, for the new owner to restore). Settles once the old handle's work has;
  * rejects with `SandboxDisposedError` when it was disposed (its VM is gone).
+ *
+ * @example
+ * ```ts ignore
+ * const next = await handOverSandbox(borrowed); // the pool keeps `next`; `borrowed` is revoked
+ * ```
  */
 export function handOverSandbox(sb: Sandbox): Promise<Sandbox> {
   return sandbox.ops.handOver(sb);
@@ -120,6 +168,11 @@ export function handOverSandbox(sb: Sandbox): Promise<Sandbox> {
  * on, every use of the old handle is a `SandboxDisposedError`; work of it in progress is stopped
  * (it rejects with `SandboxDisposedError`) and the VM left poisoned, for the new owner to
  * restore. Throws `SandboxDisposedError` when the old handle was disposed (its VM is gone).
+ *
+ * @example
+ * ```ts ignore
+ * const next = handOverWasmSandbox(borrowed);
+ * ```
  */
 export function handOverWasmSandbox(w: WasmSandbox): WasmSandbox {
   return wasmSandbox.ops.handOver(w);

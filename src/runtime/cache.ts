@@ -12,7 +12,16 @@
 
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 
-/** A bounded LRU of snapshots by key. */
+/**
+ * A bounded LRU of snapshots by key.
+ *
+ * @example
+ * ```ts ignore
+ * const cache = new SnapshotCache(32);
+ * const hit = await cache.get(key); // waits for a fill of `key` under way
+ * const value = hit ?? await cache.fill(key, async () => ({ value: await make(), snapshot }));
+ * ```
+ */
 export class SnapshotCache {
   readonly #entries = new Map<string, Promise<WasmSnapshot | undefined>>();
   readonly #max: number;

@@ -58,7 +58,10 @@ import {
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
-/** wasi-libc's own random stream is fixed (so the module cache may keep the instance); `Math.random` is seeded per copy. */
+/**
+ * wasi-libc's own random stream is fixed (so the module cache may keep the instance); the
+ * language's random numbers are seeded per copy.
+ */
 const WASI_SEED = new Uint8Array(32);
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
@@ -95,6 +98,30 @@ export interface Driver<E extends SandboxError> {
 /**
  * A language-runtime kind: all that a new kind implements beside its public classes (its handle,
  * snapshot and pool classes, each forwarding to this layer).
+ *
+ * @example
+ * ```ts ignore
+ * export const pyKind: LanguageKind<PySandbox, PySnapshot, PyError> = {
+ *   label: "PySandbox",
+ *   telemetry: "py",
+ *   module: "python",
+ *   moduleLabel: "CPython module",
+ *   exports: {
+ *     init: "py_init",
+ *     eval: "py_eval",
+ *     call: "py_call",
+ *     resume: "py_resume",
+ *     seed: "py_seed",
+ *   },
+ *   defaultMaxMemory: 64 << 20,
+ *   memoryHeadroom: 16 << 20,
+ *   error: (name, message, stack) => new PyError(name, message, stack),
+ *   cache: new SnapshotCache(32),
+ *   snapshots: pySnapshots, // new SnapshotStates(PySnapshot, "a PySnapshot")
+ *   wrap: (core) =>
+ *     new (PySandbox as unknown as new (c: RuntimeSandbox<PyError>) => PySandbox)(core),
+ * };
+ * ```
  */
 export interface LanguageKind<H extends object, S extends object, E extends SandboxError>
   extends Driver<E> {
@@ -194,6 +221,19 @@ interface CoreState {
 /**
  * The core of a language-runtime sandbox handle (one per handle; a pool's hand-over makes a new
  * one on the same VM). Its public class forwards to it.
+ *
+ * @example
+ * ```ts ignore
+ * class PySandbox {
+ *   readonly #core: RuntimeSandbox<PyError>;
+ *   private constructor(core: RuntimeSandbox<PyError>) {
+ *     this.#core = core;
+ *   }
+ *   call(path: string, ...args: unknown[]): Promise<unknown> {
+ *     return this.#core.call(path, args);
+ *   }
+ * }
+ * ```
  */
 export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   readonly #kind: Driver<E>;
@@ -488,6 +528,11 @@ function coreOf<E extends SandboxError>(handle: object): RuntimeSandbox<E> {
 /**
  * Revokes `handle` (every later use is a `SandboxDisposedError`; work in progress is stopped and
  * the VM left poisoned for the new owner's restore) and returns a new handle on its VM.
+ *
+ * @example
+ * ```ts ignore
+ * const next = handOverRuntime(pyKind, borrowed); // `borrowed` now throws SandboxDisposedError
+ * ```
  */
 export function handOverRuntime<H extends object, S extends object, E extends SandboxError>(
   kind: LanguageKind<H, S, E>,
@@ -499,6 +544,13 @@ export function handOverRuntime<H extends object, S extends object, E extends Sa
 /**
  * A kind's `create`: from `options.snapshot`, or with the runtime initialised and `source`
  * evaluated (through the kind's cache of start states unless `cache: false`).
+ *
+ * @example
+ * ```ts ignore
+ * static create(options: PySandboxOptions | PySnapshotSandboxOptions): Promise<PySandbox> {
+ *   return createRuntime(pyKind, options);
+ * }
+ * ```
  */
 export async function createRuntime<H extends object, S extends object, E extends SandboxError>(
   kind: LanguageKind<H, S, E>,
@@ -650,6 +702,15 @@ async function cold<H extends object, S extends object, E extends SandboxError>(
  * A kind's pool: one member from the options (through the kind's cache), snapshotted, the
  * others from that snapshot; or all from `options.snapshot`. Each run's member is restored to the
  * snapshot and re-seeded before the next borrower gets it.
+ *
+ * @example
+ * ```ts ignore
+ * class PySandboxPool extends Pool<PySandbox> {
+ *   static async create(options: PySandboxPoolOptions): Promise<PySandboxPool> {
+ *     return new PySandboxPool(await startLanguagePool(pyKind, options));
+ *   }
+ * }
+ * ```
  */
 export async function startLanguagePool<
   H extends PoolMember,

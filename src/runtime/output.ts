@@ -20,7 +20,14 @@ export interface OutputOptions {
   stderr?: (data: Uint8Array) => void;
 }
 
-/** Checks that each output option, if given, is a function. */
+/**
+ * Checks that each output option, if given, is a function.
+ *
+ * @example
+ * ```ts ignore
+ * checkOutput({ onLog: (level, line) => console.log(level, line) });
+ * ```
+ */
 export function checkOutput(options: OutputOptions): void {
   for (const k of ["onLog", "stdout", "stderr"] as const) {
     if (options[k] !== undefined && typeof options[k] !== "function") {
@@ -29,7 +36,16 @@ export function checkOutput(options: OutputOptions): void {
   }
 }
 
-/** Where the VM's WASI output goes; moves with the VM to a pool's next handle. */
+/**
+ * Where the VM's WASI output goes; moves with the VM to a pool's next handle.
+ *
+ * @example
+ * ```ts ignore
+ * const output = new Output({ onLog: (level, line) => console.log(level, line) });
+ * await WasmSandbox.create({ module, wasi: output.sinks() }); // console lines reach onLog
+ * output.flush(); // at the end of each call: a last line without its newline
+ * ```
+ */
 export class Output {
   onLog: OutputOptions["onLog"];
   stdout: OutputOptions["stdout"];

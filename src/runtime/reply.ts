@@ -56,6 +56,13 @@ function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: 
  * Decodes one reply of the driver's init/eval/call/resume exports (`qjs_init`, ...).
  * `hostFunctions` are the names registered at init: a pending call of any other name is a
  * protocol violation. An exception reply becomes `makeError(...)`.
+ *
+ * @example
+ * ```ts ignore
+ * const reply = decodeReply(bytes, new Set(["kvGet"]), (name, message, stack, nonError) =>
+ *   new JsError(name, message, stack, nonError));
+ * if (reply.kind === "pending") console.log(reply.calls.map((c) => c.fn));
+ * ```
  */
 export function decodeReply<E extends SandboxError>(
   bytes: Uint8Array,

@@ -24,13 +24,27 @@ export interface RuntimeSnapshotState {
 /**
  * The states of one kind's snapshot class `C` (whose constructor is private and takes the
  * state): {@linkcode wrap} makes one, {@linkcode of} reads one back.
+ *
+ * @example
+ * ```ts ignore
+ * export class PySnapshot {
+ *   private constructor(state: RuntimeSnapshotState) {
+ *     pySnapshots.set(this, state);
+ *   }
+ * }
+ * export const pySnapshots = new SnapshotStates(PySnapshot, "a PySnapshot");
+ * const state = pySnapshots.of(snap, true); // SnapshotMismatchError for a JsSnapshot
+ * ```
  */
 export class SnapshotStates<C extends object> {
   readonly #states = new WeakMap<C, RuntimeSnapshotState>();
   readonly #ctor: new (s: RuntimeSnapshotState) => C;
   readonly #what: string;
 
-  /** `ctor`: the kind's snapshot class (private constructor); `what`: its name in errors ("a JsSnapshot"). */
+  /**
+   * `ctor`: the kind's snapshot class (private constructor); `what`: its name in errors
+   * (`"a JsSnapshot"`).
+   */
   constructor(ctor: { prototype: C }, what: string) {
     this.#ctor = ctor as unknown as new (s: RuntimeSnapshotState) => C;
     this.#what = what;

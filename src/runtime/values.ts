@@ -35,6 +35,11 @@ function tagLike(v: object): boolean {
 /**
  * JSON text of `value` with the tags above, as `JSON.stringify` (which throws for a BigInt or a
  * cycle, and gives `undefined` for a value JSON cannot hold).
+ *
+ * @example
+ * ```ts ignore
+ * stringifyValue({ id: 1, value: new Uint8Array([1]) }); // '{"id":1,"value":{"$bytes":"AQ=="}}'
+ * ```
  */
 export function stringifyValue(value: unknown): string | undefined {
   const wrappers = new WeakSet<object>();
@@ -49,7 +54,15 @@ export function stringifyValue(value: unknown): string | undefined {
   return JSON.stringify(value, replacer);
 }
 
-/** JSON text of `value` with the tags above; what JSON cannot write is an ArgumentError naming `what`. */
+/**
+ * JSON text of `value` with the tags above; what JSON cannot write is an ArgumentError naming
+ * `what`.
+ *
+ * @example
+ * ```ts ignore
+ * writeValue(["f", { $bytes: "x" }], "an argument"); // '["f",{"$escape":{"$bytes":"x"}}]'
+ * ```
+ */
 export function writeValue(value: unknown, what: string): string {
   let text: string | undefined;
   try {
@@ -61,7 +74,14 @@ export function writeValue(value: unknown, what: string): string {
   return text;
 }
 
-/** Whether JSON `text` may hold a tag (so {@linkcode readTags} has something to do). */
+/**
+ * Whether JSON `text` may hold a tag (so {@linkcode readTags} has something to do).
+ *
+ * @example
+ * ```ts ignore
+ * mayHoldTags('{"value":[1,2]}'); // false: nothing to walk
+ * ```
+ */
 export function mayHoldTags(text: string): boolean {
   return text.includes('"$');
 }
@@ -70,6 +90,11 @@ export function mayHoldTags(text: string): boolean {
  * Turns the tags in a value parsed from the driver's JSON into what they stand for (in place
  * where the value is an array or object). A malformed tag is a `ProtocolError`; so is nesting
  * too deep for the host's stack.
+ *
+ * @example
+ * ```ts ignore
+ * readTags(JSON.parse('{"$bytes":"AQI="}')); // Uint8Array [1, 2]
+ * ```
  */
 export function readTags(value: unknown): unknown {
   try {

@@ -7,7 +7,9 @@
  * that /metrics parses as Prometheus text. Loopback only; every loop is bounded.
  */
 import assert from "node:assert/strict";
-import { kvmTest } from "./_kvm.ts";
+import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
+import { JsSandbox } from "../../src/js/sandbox.ts";
+import { WasmSandbox } from "../../src/wasm/sandbox.ts";
 import { parsePrometheus, serveFixtures } from "./_serve.ts";
 import { bakeServeSnapshots, serve } from "../../src/serve/server.ts";
 
@@ -334,6 +336,16 @@ kvmTest(
         assert.equal((await answer(base + "/guest")).text, "b");
       });
 
+      // What the process keeps after a server's drain: only what outlives servers by design
+      // (the module and snapshot caches, cleared here; the library's process-wide handles,
+      // opened by the first server).
+      const held = async () => {
+        await JsSandbox.clearCache();
+        await WasmSandbox.clearCache();
+        return { mappings: guestMappingCount(), fds: openFdCount() };
+      };
+      const before = await held();
+
       // The script changed after the bake: its routes start cold and serve the new code.
       await Deno.writeTextFile(
         js,
@@ -353,6 +365,7 @@ kvmTest(
         assert.equal((await answer(base + "/js-renew")).count, "new");
         assert.equal((await answer(base + "/wasm")).count, "1");
       });
+      assert.deepEqual(await held(), before, "a drained server leaves no VM, mapping or fd");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -43,6 +43,8 @@ export interface HlServer extends AsyncDisposable {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Methods that get their own label in the metrics; the rest are `other`. */
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
 
 function matches(route: ServeRoute, path: string): boolean {
   if (route.path.endsWith("/*")) {
@@ -263,7 +265,9 @@ export async function serve(
     // While draining, a keep-alive client is told to take its next request elsewhere.
     if (draining) res.headers.set("connection", "close");
     const ms = performance.now() - t0;
-    if (note.route) metrics.request(note.route, req.method, res.status, ms / 1000);
+    // The method is the client's: any other token would make a new series per name.
+    const method = METHODS.has(req.method) ? req.method : "other";
+    if (note.route) metrics.request(note.route, method, res.status, ms / 1000);
     if (cfg.accessLog) {
       const url = new URL(req.url);
       log(JSON.stringify({

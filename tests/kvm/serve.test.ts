@@ -221,6 +221,8 @@ kvmTest(
         assert.equal((await get("/small", { headers: many })).status, 431);
         assert.equal((await get(`/small?${"q".repeat(20_000)}`)).status, 431, "a long query");
         assert.equal((await get("/nowhere")).status, 404);
+        const odd = await get("/js/x", { method: "BREW" });
+        assert.equal(odd.status, 405);
         const put = await get("/js/x", { method: "PUT" });
         assert.equal(put.status, 405);
         assert.equal(put.headers.get("allow"), "GET, POST");
@@ -246,6 +248,9 @@ kvmTest(
         assert.equal(m.get('hl_serve_guest_errors_total{route="/js/*",error="JsError"}'), 1);
         assert.equal(m.get('hl_serve_guest_errors_total{route="/js/*",error="TimeoutError"}'), 1);
         assert.equal(m.get("hl_serve_ready"), 1);
+        // A client's own method name is not a label value (a series per name would grow without bound).
+        assert.equal(m.get('hl_serve_requests_total{route="/js/*",method="other",code="405"}'), 1);
+        assert.ok(![...m.keys()].some((k) => k.includes("BREW")));
         assert.equal(m.get('hl_serve_pool_size{route="/wasm/*",strategy="restore"}'), 1);
         assert.ok(m.get('hl_serve_sandboxes_replaced_total{route="/wasm-reuse/*"}')! >= 2);
         assert.ok(m.get("process_resident_memory_bytes")! > 0);

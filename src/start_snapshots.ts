@@ -9,7 +9,8 @@
  * host function names, source) and the identity of the runtime guest's file (its size, mtime and
  * inode), so a rebuilt guest or another version is a miss, and a file from another library version
  * or CPU that got there anyway is refused by the format's own checks and removed. At most
- * {@linkcode MAX_START_SNAPSHOTS} files are kept, least recently used out.
+ * {@linkcode MAX_START_SNAPSHOTS} files and {@linkcode MAX_START_SNAPSHOT_BYTES} are kept, least
+ * recently used out.
  *
  * Internal: the runtime layer calls {@linkcode loadStartSnapshot} on a cache miss and
  * {@linkcode storeStartSnapshot} after taking a start snapshot.
@@ -169,28 +170,48 @@ async function usable(dir: string, file: string): Promise<boolean> {
 export const MAX_START_SNAPSHOTS = 16;
 
 /**
- * Removes the least recently used start snapshots (`start-*.hlsnap`) and module digests
- * (`module-*.digest`) of `dir` beyond {@linkcode MAX_START_SNAPSHOTS} of each.
+ * Most bytes of start snapshots kept on disk (a CPython start state holds its ~62 MB code image):
+ * past it the least recently used go, though the newest file always stays.
  */
-export function evictOldest(dir: string): void {
-  for (const [prefix, suffix] of [["start-", ".hlsnap"], ["module-", ".digest"]]) {
-    const files: [string, number][] = [];
+export const MAX_START_SNAPSHOT_BYTES = 512 * 1024 * 1024;
+
+/**
+ * Removes the least recently used start snapshots (`start-*.hlsnap`) of `dir` beyond
+ * {@linkcode MAX_START_SNAPSHOTS} files or {@linkcode MAX_START_SNAPSHOT_BYTES}, and module digests
+ * (`module-*.digest`) beyond {@linkcode MAX_START_SNAPSHOTS}.
+ */
+export function evictOldest(dir: string, maxBytes: number = MAX_START_SNAPSHOT_BYTES): void {
+  for (
+    const [prefix, suffix, bytes] of [
+      ["start-", ".hlsnap", maxBytes],
+      ["module-", ".digest", Infinity],
+    ] as const
+  ) {
+    const files: { path: string; mtime: number; size: number }[] = [];
     for (const e of Deno.readDirSync(dir)) {
       if (!e.isFile || !e.name.startsWith(prefix) || !e.name.endsWith(suffix)) continue;
       try {
-        files.push([`${dir}/${e.name}`, Deno.statSync(`${dir}/${e.name}`).mtime?.getTime() ?? 0]);
+        const info = Deno.statSync(`${dir}/${e.name}`);
+        files.push({
+          path: `${dir}/${e.name}`,
+          mtime: info.mtime?.getTime() ?? 0,
+          size: info.size,
+        });
       } catch {
         // Removed meanwhile.
       }
     }
-    files.sort((a, b) => a[1] - b[1]);
-    for (const [path] of files.slice(0, Math.max(0, files.length - MAX_START_SNAPSHOTS))) {
+    files.sort((a, b) => b.mtime - a.mtime); // newest first
+    let total = 0;
+    files.forEach((f, i) => {
+      total += f.size;
+      if (i === 0 || (i < MAX_START_SNAPSHOTS && total <= bytes)) return;
       try {
-        Deno.removeSync(path);
+        Deno.removeSync(f.path);
       } catch {
         // Removed meanwhile, or not ours to remove: the next store tries again.
       }
-    }
+    });
   }
 }
 

@@ -34,6 +34,27 @@ Deno.test("start snapshots on disk: the least recently used beyond the bound are
   }
 });
 
+Deno.test("start snapshots on disk: bounded in bytes too, the newest always kept", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-start-bytes-" });
+  try {
+    for (let i = 0; i < 4; i++) {
+      const path = `${dir}/start-${i}.hlsnap`;
+      Deno.writeFileSync(path, new Uint8Array(100));
+      const t = new Date(1_700_000_000_000 + i * 1000);
+      Deno.utimeSync(path, t, t);
+    }
+    evictOldest(dir, 250); // room for two of the four
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "start-2.hlsnap",
+      "start-3.hlsnap",
+    ]);
+    evictOldest(dir, 50); // not even one fits: the newest stays
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["start-3.hlsnap"]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("module digests on disk: found by the file's identity, lost when the file changes", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "hl-digest-" });
   const before = Deno.env.get("HL_WASM_CACHE_DIR");

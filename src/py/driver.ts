@@ -18,8 +18,11 @@
  * @module
  */
 
-/** The reply frame's marker (then the decimal length, a newline and the JSON). */
-export const REPLY_MARKER: Uint8Array = new Uint8Array([0, 1, 0x48, 0x4c, 0x50, 0x59]);
+/**
+ * The marker of a frame on fd 1; then the kind (`Y` a reply, `F` an `hl.fetch` request), the
+ * decimal length, a newline and the JSON.
+ */
+export const FRAME_MARKER: Uint8Array = new Uint8Array([0, 1, 0x48, 0x4c, 0x50]);
 
 /** Bytes of the request header: the body's length, 12 decimal digits. */
 export const REQUEST_HEADER = 12;
@@ -38,8 +41,8 @@ import _ast, builtins, hashlib, io, json, os, random, sys, traceback
 dumps, loads, read, write, exit = json.dumps, json.loads, os.read, os.write, os._exit
 StringIO, format_exception = io.StringIO, traceback.format_exception
 
-def read_request():
-    # The host sends the request as one chunk: usually one read gets all of it.
+def read_frame():
+    # The host sends each frame as one chunk: usually one read gets all of it.
     data = read(0, 1 << 16)
     while len(data) < 12:
         more = read(0, 12 - len(data))
@@ -59,11 +62,60 @@ def read_request():
         left -= len(more)
     return loads(b"".join(parts))
 
-def send(obj):
+def send(obj, kind=b"Y"):
     data = dumps(obj, ensure_ascii=True).encode("ascii")
-    view = memoryview(b"\x00\x01HLPY" + str(len(data)).encode() + b"\n" + data)
+    view = memoryview(b"\x00\x01HLP" + kind + str(len(data)).encode() + b"\n" + data)
     while len(view):
         view = view[write(1, view):]
+
+def make_hl():
+    # The module 'hl': hl.fetch, over the host's allow-list (the sandbox's net option).
+    import base64, types
+    hl = types.ModuleType("hl", "Host services of the sandbox: fetch (docs/python.md).")
+
+    class NetworkPolicyError(Exception):
+        "The host's rules refused the request; nothing was sent."
+
+    class NetworkError(Exception):
+        "The request was allowed and failed (connect, timeout, a body over its limit)."
+
+    class Response:
+        def __init__(self, a):
+            self.status = a["status"]
+            self.status_text = a.get("statusText", "")
+            self.url = a.get("url", "")
+            self.headers = dict((k.lower(), v) for k, v in a.get("headers", []))
+            self.content = base64.b64decode(a.get("bodyBase64", ""))
+            self.ok = 200 <= self.status < 300
+        def text(self):
+            return self.content.decode("utf-8", "replace")
+        def json(self):
+            return loads(self.content)
+        def __repr__(self):
+            return "<hl.Response [%d]>" % self.status
+
+    def fetch(url, method="GET", headers=None, body=None):
+        "Makes an HTTP request through the host; returns an hl.Response."
+        req = {"url": str(url), "method": str(method)}
+        if headers:
+            items = headers.items() if isinstance(headers, dict) else headers
+            req["headers"] = [[str(k), str(v)] for k, v in items]
+        if body is not None:
+            if isinstance(body, str):
+                req["body"] = body
+            else:
+                req["bodyBase64"] = base64.b64encode(bytes(body)).decode("ascii")
+        send(req, b"F")
+        answer = read_frame()
+        error = answer.get("error")
+        if error is not None:
+            cls = NetworkPolicyError if error.get("name") == "NetworkPolicyError" else NetworkError
+            raise cls(error.get("message", ""))
+        return Response(answer)
+
+    hl.fetch, hl.Response = fetch, Response
+    hl.NetworkPolicyError, hl.NetworkError = NetworkPolicyError, NetworkError
+    sys.modules["hl"] = hl
 
 def jsonable(v):
     try:
@@ -86,7 +138,7 @@ def keyed_urandom(key):
     return urandom
 
 def serve():
-    req = read_request()
+    req = read_frame()
     main = sys.modules["__main__"].__dict__
     if req["op"] == "setup":
         main.clear()
@@ -142,6 +194,8 @@ def serve():
 
 def entry():
     try:
+        if "hl" not in sys.modules:
+            make_hl()
         serve()
     finally:
         exit(0)

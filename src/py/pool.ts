@@ -206,8 +206,8 @@ export class PySandboxPool implements AsyncDisposable {
 
   /** A new member from the pool's snapshot. */
   #copy(): Promise<PySandbox> {
-    const { stdout, stderr, timeoutMs, library } = this.#options;
-    return PySandbox.create({ snapshot: this.#snapshot!, stdout, stderr, timeoutMs, library });
+    const { stdout, stderr, timeoutMs, library, net } = this.#options;
+    return PySandbox.create({ snapshot: this.#snapshot!, stdout, stderr, timeoutMs, library, net });
   }
 
   #add(py: PySandbox): void {

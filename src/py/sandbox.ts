@@ -27,11 +27,14 @@ import {
   SandboxPoisonedError,
 } from "../errors.ts";
 import { checkTimeout } from "../options.ts";
+import { netFromOptions } from "../net/net.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasiPreopen, WasmEngine } from "../wasm/types.ts";
-import { DRIVER, REPLY_MARKER, REQUEST_HEADER } from "./driver.ts";
+import { DRIVER, FRAME_MARKER, REQUEST_HEADER } from "./driver.ts";
 import { PyError, PyExitError } from "./errors.ts";
+import { Net, type NetStats } from "../net/net.ts";
+import type { NetOptions } from "../net/policy.ts";
 
 export { PyError, PyExitError };
 
@@ -68,8 +71,15 @@ export interface PyResult {
   value?: unknown;
 }
 
-/** Where a sandbox's output of `call` goes (`run` returns it instead). */
+/** Where a sandbox's output of `call` goes (`run` returns it instead), and its network. */
 export interface PyOutputOptions {
+  /**
+   * Outbound HTTP for `hl.fetch(url, method=, headers=, body=)` in Python, through the host's
+   * allow-list (docs/networking.md): rules and limits, or a `Net` (not disposed with the
+   * sandbox). Without it, `hl.fetch` raises `hl.NetworkPolicyError`. A copy from a snapshot needs
+   * it given again.
+   */
+  net?: NetOptions | Net;
   /** Receives what a `call` printed to `sys.stdout` (default: dropped). */
   stdout?: (text: string) => void;
   /** Receives what a `call` printed to `sys.stderr` (default: dropped). */
@@ -223,7 +233,13 @@ function cpythonModule(): Promise<Uint8Array> {
   return bytes;
 }
 
-/** Reads the reply frames out of the interpreter's fd 1, with the bytes around them. */
+/** A frame the driver wrote to fd 1. */
+interface Frame {
+  kind: "reply" | "fetch";
+  text: string;
+}
+
+/** Reads the frames out of the interpreter's fd 1, with the bytes around them. */
 class ReplyReader {
   #buf = new Uint8Array(64 * 1024);
   #len = 0;
@@ -236,8 +252,11 @@ class ReplyReader {
     this.#max = maxBytes;
   }
 
-  /** Adds bytes; returns the JSON text of every reply completed (throws ProtocolError). */
-  push(data: Uint8Array): string[] {
+  /**
+   * Adds bytes; returns every frame completed: `Y` a reply, `F` an `hl.fetch` request (throws
+   * ProtocolError).
+   */
+  push(data: Uint8Array): Frame[] {
     if (this.#len + data.length > this.#buf.length) {
       let size = this.#buf.length;
       while (size < this.#len + data.length) size *= 2;
@@ -247,10 +266,10 @@ class ReplyReader {
     }
     this.#buf.set(data, this.#len);
     this.#len += data.length;
-    const out: string[] = [];
+    const out: Frame[] = [];
     for (;;) {
       const buf = this.#buf.subarray(0, this.#len);
-      const at = indexOf(buf, REPLY_MARKER);
+      const at = indexOf(buf, FRAME_MARKER);
       if (at < 0) {
         // No marker, not even the start of one at the end: all of it is stray output.
         this.#strayBytes(buf);
@@ -262,7 +281,10 @@ class ReplyReader {
         this.#shift(at);
         continue;
       }
-      const head = REPLY_MARKER.length;
+      if (buf.length <= FRAME_MARKER.length) return out;
+      const kind = buf[FRAME_MARKER.length];
+      if (kind !== 0x59 && kind !== 0x46) throw new ProtocolError("Python frame of unknown kind");
+      const head = FRAME_MARKER.length + 1;
       const nl = buf.subarray(head, head + 21).indexOf(10);
       if (nl < 0) {
         if (buf.length >= head + 21) throw new ProtocolError("Python reply: no length line");
@@ -276,7 +298,10 @@ class ReplyReader {
       }
       const start = head + nl + 1;
       if (buf.length < start + n) return out;
-      out.push(decoder.decode(buf.subarray(start, start + n)));
+      out.push({
+        kind: kind === 0x59 ? "reply" : "fetch",
+        text: decoder.decode(buf.subarray(start, start + n)),
+      });
       this.#shift(start + n);
     }
   }
@@ -332,9 +357,13 @@ function hexSeed(): string {
 class Interp {
   readonly wasm: WasmSandbox;
   readonly maxOutputBytes: number;
-  readonly #push: ReadableStreamDefaultController<Uint8Array>;
+  readonly #stdin: ReadableStreamDefaultController<Uint8Array>;
+  /** Frames for stdin not yet read, and the guest's read waiting for one (stdin is pull-only). */
+  #queued: Uint8Array[] = [];
+  #waiting: ((chunk: Uint8Array) => void) | undefined;
   #reader: ReplyReader;
   #replies: string[] = [];
+
   #failure: SandboxError | undefined;
   #stderr = "";
   #errDecoder = new TextDecoder();
@@ -346,16 +375,71 @@ class Interp {
    * VM is put back to it after each request. Owned: disposed with the interpreter.
    */
   base: WasmSnapshot | undefined;
+  /** What serves `hl.fetch` (the `net` option), and whether this interpreter made it. */
+  net: { net: Net; owned: boolean } | undefined;
+  /** Counts requests, so a fetch answer that comes after its request ended is dropped. */
+  #generation = 0;
+  #running = false;
 
   constructor(
     wasm: WasmSandbox,
-    push: ReadableStreamDefaultController<Uint8Array>,
+    stdin: ReadableStreamDefaultController<Uint8Array>,
     maxOutputBytes: number,
   ) {
     this.wasm = wasm;
-    this.#push = push;
+    this.#stdin = stdin;
     this.maxOutputBytes = maxOutputBytes;
     this.#reader = new ReplyReader(maxOutputBytes);
+  }
+
+  /** Sends `text` (JSON) to the driver's stdin as one frame. */
+  #send(text: string): void {
+    const body = utf8.encode(text);
+    const frame = new Uint8Array(REQUEST_HEADER + body.length);
+    frame.set(utf8.encode(String(body.length).padStart(REQUEST_HEADER, "0")));
+    frame.set(body, REQUEST_HEADER);
+    if (this.#waiting) this.#waiting(frame);
+    else this.#queued.push(frame);
+  }
+
+  /** The guest reads stdin: the next frame, or a wait for one. */
+  #pull(c: ReadableStreamDefaultController<Uint8Array>): Promise<void> | void {
+    const next = this.#queued.shift();
+    if (next) return c.enqueue(next);
+    return new Promise((resolve) => {
+      this.#waiting = (chunk) => {
+        this.#waiting = undefined;
+        c.enqueue(chunk);
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * After a request that failed: drops frames it never read, and, when the guest was stopped in
+   * a read (waiting for an `hl.fetch` answer), gives that dead read one byte, so the host's
+   * stdin reader is not left holding a read that would take the next request's frame.
+   */
+  #clearStdin(): void {
+    this.#queued = [];
+    this.#waiting?.(new Uint8Array(1));
+  }
+
+  /** An `hl.fetch` request of the code running now: answered through the net, or refused. */
+  #fetch(text: string): void {
+    const generation = this.#generation;
+    const answer = this.net ? this.net.net.handle(text) : Promise.resolve(JSON.stringify({
+      error: {
+        name: "NetworkPolicyError",
+        message: "this sandbox has no net option: nothing is reachable",
+        rule: "host",
+      },
+    }));
+    answer.then((json) => {
+      // The request may have ended (timeout, interrupt) while the host fetched: then nothing
+      // reads this answer, and it must not be left in stdin for the next request.
+      if (this.#running && this.#generation === generation && !this.#failure) this.#send(json);
+    }, (e) => this.#fail(new SandboxError(`hl.fetch failed on the host: ${e}`, { cause: e })));
   }
 
   /** The WASI stdin stream and output sinks of a new VM, wired to the `Interp` made later. */
@@ -365,23 +449,32 @@ class Interp {
     stderr: (b: Uint8Array) => void;
     bind: (wasm: WasmSandbox, maxOutputBytes: number) => Interp;
   } {
-    let push!: ReadableStreamDefaultController<Uint8Array>;
-    const stdin = new ReadableStream<Uint8Array>({ start: (c) => void (push = c) });
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
     let interp: Interp | undefined;
+    const stdin = new ReadableStream<Uint8Array>({
+      start: (c) => void (controller = c),
+      pull: (c) => interp ? interp.#pull(c) : undefined,
+    }, { highWaterMark: 0 });
     return {
       stdin,
       stdout: (b) => interp && interp.#onStdout(b),
       stderr: (b) => interp && interp.#onStderr(b),
-      bind: (wasm, max) => (interp = new Interp(wasm, push, max)),
+      bind: (wasm, max) => (interp = new Interp(wasm, controller, max)),
     };
   }
 
   #onStdout(data: Uint8Array): void {
     if (this.#failure) return;
+    let frames: Frame[];
     try {
-      this.#replies.push(...this.#reader.push(data));
+      frames = this.#reader.push(data);
     } catch (e) {
       return this.#fail(e as SandboxError);
+    }
+    for (const frame of frames) {
+      if (frame.kind === "reply") this.#replies.push(frame.text);
+      else if (this.#replies.length === 0) this.#fetch(frame.text);
+      else return this.#fail(new ProtocolError("Python asked to fetch after its reply"));
     }
     if (this.#replies.length > 1) {
       this.#fail(new ProtocolError("Python sent more than one reply to a request"));
@@ -448,24 +541,27 @@ class Interp {
 
   async #request(req: Record<string, unknown>, timeoutMs: number | undefined) {
     if (this.dead) throw new SandboxPoisonedError(this.dead);
-    const body = utf8.encode(JSON.stringify(req));
+    const body = JSON.stringify(req);
     this.#replies = [];
     this.#failure = undefined;
     this.#stderr = "";
     this.#errDecoder = new TextDecoder();
     this.#reader = new ReplyReader(this.maxOutputBytes);
+    this.net?.net.beginCall(); // the per-request fetch budgets start again
+    this.#generation++;
+    this.#running = true;
     let exitCode: number;
     try {
       // One chunk, so the driver reads the whole request with one fd_read.
-      const frame = new Uint8Array(REQUEST_HEADER + body.length);
-      frame.set(utf8.encode(String(body.length).padStart(REQUEST_HEADER, "0")));
-      frame.set(body, REQUEST_HEADER);
-      this.#push.enqueue(frame);
+      this.#send(body);
       exitCode = (await this.wasm.runWasi({ timeoutMs })).exitCode;
     } catch (e) {
       this.dead = this.#failure ??
         (e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e }));
+      this.#clearStdin();
       throw this.dead;
+    } finally {
+      this.#running = false;
     }
     const why = this.#failure ??
       (this.#replies.length === 1 && exitCode === 0
@@ -475,6 +571,7 @@ class Interp {
         : new PyExitError(exitCode, this.#stderr));
     if (why) {
       this.dead = why;
+      this.#clearStdin();
       throw why;
     }
     let reply: Reply;
@@ -500,13 +597,20 @@ class Interp {
     this.wasm.interrupt();
     await this.#queue;
     try {
-      this.#push.close();
+      this.#stdin.close();
     } catch {
       // Already closed.
     }
     await this.wasm.dispose();
     await this.base?.dispose();
+    if (this.net?.owned) await this.net.net.dispose();
   }
+}
+
+/** The `net` option as the interpreter holds it. */
+function netOf(net: NetOptions | Net | undefined): { net: Net; owned: boolean } | undefined {
+  const made = netFromOptions(net, "PySandbox.create");
+  return made ? { net: made, owned: !(net instanceof Net) } : undefined;
 }
 
 /** Set by `PySandbox`'s static block: moves an interpreter to a new handle. */
@@ -566,6 +670,7 @@ export class PySandbox implements AsyncDisposable {
         throw new ArgumentError("snapshot must be a PySnapshot");
       }
       const parts = snapshotParts(options.snapshot);
+      const net = netOf(options.net);
       const wire = Interp.wiring();
       const wasm = await WasmSandbox.create({
         snapshot: parts.wasm,
@@ -573,6 +678,7 @@ export class PySandbox implements AsyncDisposable {
         wasi: { stdin: wire.stdin, stdout: wire.stdout, stderr: wire.stderr },
       });
       const interp = wire.bind(wasm, parts.maxOutputBytes);
+      interp.net = net;
       try {
         // Its own base (the caller may dispose theirs): pages written since the snapshot, none yet.
         interp.base = await wasm.snapshot();
@@ -602,6 +708,7 @@ export class PySandbox implements AsyncDisposable {
     }
     const maxMemoryBytes = o.maxMemoryBytes ?? 256 * MIB;
     const initTimeoutMs = o.initTimeoutMs ?? 300_000;
+    const net = netOf(o.net);
     const wire = Interp.wiring();
     const wasm = await WasmSandbox.create({
       module: await cpythonModule(),
@@ -623,6 +730,7 @@ export class PySandbox implements AsyncDisposable {
       },
     });
     const interp = wire.bind(wasm, maxOutputBytes);
+    interp.net = net;
     const py = new PySandbox(interp, timeoutMs, output);
     try {
       await py.#request(
@@ -646,6 +754,20 @@ export class PySandbox implements AsyncDisposable {
   /** Whether `dispose` was called (or a pool took the interpreter back). */
   get disposed(): boolean {
     return this.#disposed;
+  }
+
+  /**
+   * The counters of `hl.fetch` requests (undefined without `net`).
+   *
+   * @example
+   * ```ts
+   * import { PySandbox } from "@hl/sandbox";
+   * await using py = await PySandbox.create({ net: { allow: [] } });
+   * console.log(py.netStats()); // { requests: 0, refused: 0, failed: 0, bytesOut: 0, bytesIn: 0 }
+   * ```
+   */
+  netStats(): NetStats | undefined {
+    return this.#interp?.net?.net.stats();
   }
 
   /**

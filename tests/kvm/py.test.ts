@@ -251,6 +251,56 @@ pyTest(
   },
 );
 
+pyTest(
+  "hl.fetch: through the net option's allow-list; refused without it; a late answer dropped",
+  async () => {
+    let release!: () => void;
+    const slow = new Promise<void>((r) => release = r);
+    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/api/slow") await slow;
+      return Response.json({
+        method: req.method,
+        path,
+        body: await req.text(),
+        h: req.headers.get("x-a"),
+      });
+    });
+    try {
+      const api = `http://127.0.0.1:${server.addr.port}/api/`;
+      await using py = await PySandbox.create({ setup: "import hl", net: { allow: [api] } });
+      const r = await py.run(
+        `r = hl.fetch("${api}x", method="POST", headers={"x-a": "1"}, body=b"hi")\nprint(r.status, r.ok)\nr.json()`,
+      );
+      assert.deepEqual(r, {
+        stdout: "200 True\n",
+        stderr: "",
+        value: { method: "POST", path: "/api/x", body: "hi", h: "1" },
+      });
+      const refused = await pyError(py.run(`hl.fetch("${api.replace("/api/", "/admin")}")`));
+      assert.equal(refused.type, "NetworkPolicyError");
+      const stats = py.netStats()!;
+      assert.deepEqual([stats.requests, stats.refused, stats.failed, stats.bytesOut], [1, 1, 0, 2]);
+      assert.ok(stats.bytesIn > 0);
+      // A request that times out while its fetch is in flight: the answer that comes later is not
+      // left in stdin for the next request.
+      await assert.rejects(py.run(`hl.fetch("${api}slow")`, { timeoutMs: 300 }), TimeoutError);
+      release();
+      await new Promise((r) => setTimeout(r, 200));
+      await py.restore();
+      assert.equal((await py.run(`hl.fetch("${api}y").json()["path"]`)).value, "/api/y");
+      await using none = await PySandbox.create({ snapshot: base?.snap ?? (await py.snapshot()) });
+      assert.equal(
+        (await pyError(none.run(`import hl\nhl.fetch("${api}x")`))).type,
+        "NetworkPolicyError",
+      );
+    } finally {
+      release();
+      await server.shutdown();
+    }
+  },
+);
+
 pyTest("the wasmi engine runs the same interpreter and driver", async () => {
   await using py = await PySandbox.create({ engine: "wasmi", setup: "def f(x): return x * 2" });
   assert.deepEqual(await py.run("print(1 + 1)"), { stdout: "2\n", stderr: "" });

@@ -6,16 +6,17 @@
 #      script unless HL_IMAGE_DENO_VERSION says otherwise), the package's TypeScript sources,
 #      the built cdylib, Wasm compiler + its child process, guests and runtime modules, the npm
 #      dependencies in a DENO_DIR, the default serve config (/etc/hl), a non-root user (65532),
-#      and what deploy/image/bake.ts bakes (compiled Wasm artifacts; snapshots once item 3's
-#      Snapshot.load exists).
+#      and what deploy/image/bake.ts bakes (compiled Wasm artifacts).
 #   2. rootfs.tar: mmdebstrap, variant `extract` (only libc6 and libgcc-s1, which Deno, the
 #      cdylib and the compiler link against, with their dependencies: no shell, no package
 #      manager), the stage synced in; mtimes clamped to SOURCE_DATE_EPOCH.
 #   3. `podman build` of deploy/image/Containerfile (FROM scratch, ADD rootfs.tar) with
 #      --timestamp SOURCE_DATE_EPOCH, tagged $HL_IMAGE_TAG (default localhost/hl-sandbox:dev).
+#   4. Where /dev/kvm is here (and HL_IMAGE_SNAPSHOTS is not 0): `hl serve --bake` run in that
+#      image writes the routes' snapshots, which a second layer adds at /var/lib/hl/snapshots.
 #
-# Needs: root (mmdebstrap's root mode, rootful podman), Debian packages mmdebstrap and podman
-# (tools/setup.sh image installs them), npm, and `deno task build` done. Prints the image's size
+# Needs: root (mmdebstrap's root mode, rootful podman), Debian packages mmdebstrap, podman and
+# runc (tools/setup.sh test installs them), npm, and `deno task build` done. Prints the image's size
 # and the time the build took. Usage: bash deploy/image/build.sh [--oci-archive FILE]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +34,7 @@ die() {
   exit 1
 }
 for tool in mmdebstrap podman npm deno; do
-  command -v "$tool" >/dev/null || die "$tool not found (bash tools/setup.sh image installs mmdebstrap and podman)"
+  command -v "$tool" >/dev/null || die "$tool not found (bash tools/setup.sh test installs mmdebstrap and podman)"
 done
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap root mode and rootful podman)"
 

@@ -149,8 +149,8 @@ const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 
 /**
  * The symbol table of the library at `path`, each symbol bound on its first use: binding costs
- * Deno ~0.2-1 ms per symbol (it builds a fast-call trampoline for each), and a process that starts
- * one sandbox uses about half of them (docs/js.md, "Cold start"). The first access replaces the
+ * Deno ~0.2-1 ms per symbol (measured on this project's hosts), and a process that starts
+ * one sandbox uses 15-18 of the 37 (docs/js.md, "Cold start"). The first access replaces the
  * getter with the function itself, so later calls are a plain property load.
  */
 function lazySymbols(path: string): Symbols {

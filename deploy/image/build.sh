@@ -20,7 +20,6 @@
 # and the time the build took. Usage: bash deploy/image/build.sh [--oci-archive FILE]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 started=$(date +%s)
 tag=${HL_IMAGE_TAG:-localhost/hl-sandbox:dev}
 suite=${HL_IMAGE_SUITE:-bookworm}

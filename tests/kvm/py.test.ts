@@ -19,6 +19,7 @@ import {
   SandboxDisposedError,
   SandboxPoisonedError,
   TimeoutError,
+  WasmTrapError,
 } from "../../mod.ts";
 import { kvmTest } from "./_kvm.ts";
 import { PYTHON_BUILT as BUILT } from "./_py.ts";
@@ -127,6 +128,19 @@ pyTest(
     assert.equal((await pyError(py.run("b = bytearray(1 << 30)"))).type, "MemoryError");
     assert.equal((await pyError(py.run("x = [0] * (1 << 28)"))).type, "MemoryError");
     assert.equal((await py.run("1")).value, 1, "usable after a MemoryError");
+    // Deep recursion: Python's limit, in Python code and in json's C decoder.
+    assert.equal((await pyError(py.run("def f(n): return f(n + 1)\nf(0)"))).type, "RecursionError");
+    const nested = "import json\njson.loads('[' * 100000 + ']' * 100000)";
+    assert.equal((await pyError(py.run(nested))).type, "RecursionError");
+    // With the limit lifted: a typed end (here the timeout), and restore() makes it usable again.
+    await assert.rejects(
+      py.run("import sys\nsys.setrecursionlimit(10**6)\ndef f(n): return f(n + 1)\nf(0)", {
+        timeoutMs: 1000,
+      }),
+      (e) => e instanceof TimeoutError || e instanceof PyError || e instanceof WasmTrapError,
+    );
+    await py.restore();
+    assert.equal((await py.run("3")).value, 3);
     // WASI has no processes: os.system/os.fork do not exist, subprocess fails inside the guest.
     assert.equal((await pyError(py.run("import os\nos.system('ls')"))).type, "AttributeError");
     assert.equal((await pyError(py.run("import os\nos.fork()"))).type, "AttributeError");

@@ -70,12 +70,27 @@ export async function py(argv: readonly string[]): Promise<number> {
   } catch (e) {
     throw new CliError(`cannot read ${path}: ${oneLine(e)}`);
   }
-  await using sb = await PySandbox.create({
-    timeoutMs,
-    maxMemoryBytes,
-    engine,
-    preopens: typeof values.dir === "string" ? { "/data": values.dir } : undefined,
-  });
+  // The first use on a machine compiles the 26 MB interpreter (about a minute; cached after).
+  const slow = setTimeout(() => {
+    writeAllSync(
+      Deno.stderr,
+      utf8.encode(
+        "hl py: preparing CPython (the first run on this machine compiles it: about a minute)\n",
+      ),
+    );
+  }, 3000);
+  let created: PySandbox;
+  try {
+    created = await PySandbox.create({
+      timeoutMs,
+      maxMemoryBytes,
+      engine,
+      preopens: typeof values.dir === "string" ? { "/data": values.dir } : undefined,
+    });
+  } finally {
+    clearTimeout(slow);
+  }
+  await using sb = created;
   try {
     const r = await sb.run(script, { argv: [path, ...rest] });
     writeAllSync(Deno.stdout, utf8.encode(r.stdout));

@@ -402,7 +402,12 @@ impl VcpuThread {
                 }
                 m.owner.store(DETACHED, SeqCst);
                 m.outstanding.store(0, SeqCst);
-                if m.closing() {
+                // Re-check after publishing DETACHED: a `close` sets CLOSING before it looks.
+                if m.closing()
+                    && m.owner
+                        .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
+                        .is_ok()
+                {
                     drop_detached(m);
                 }
                 return Err(e);
@@ -884,6 +889,9 @@ fn serve_loop(m: &Mailbox, exit: &ExitCell, d: Detached) {
         });
     };
     set_kick(vcpu.as_ref());
+    // Nothing below panics outside `catch_unwind`; should something, the VM must still end: the
+    // guard (dropped before `vcpu` while unwinding) empties the kick slot and tells every waiter.
+    let _unwinding = UnwindGuard(m);
     let mut idle = IdleSpin { misses };
     let mut nudge = Nudge::new();
     loop {
@@ -952,6 +960,21 @@ fn serve_loop(m: &Mailbox, exit: &ExitCell, d: Detached) {
         m.answer(seq);
     }
     drop_vcpu(m, vcpu);
+}
+
+/// Ends the VM if a serving loop unwinds (see `serve_loop`).
+struct UnwindGuard<'a>(&'a Mailbox);
+
+impl Drop for UnwindGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let m = self.0;
+            *m.kick.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            m.resp.fetch_or(DEAD, SeqCst);
+            futex_wake(&m.resp, i32::MAX);
+            m.finished.set();
+        }
+    }
 }
 
 /// Drops the vCPU that lies detached in the mailbox (`owner` claimed by the caller).

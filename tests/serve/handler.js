@@ -1,3 +1,4 @@
+// deno-lint-ignore-file -- a classic script QuickJS evaluates in the guest: `var` state, a global handler and busy loops on purpose
 // A JavaScript handler for hl serve (tests/kvm/serve.test.ts, tools/serve_load.sh): answers the
 // request as JSON; `x-count` counts the calls this sandbox answered (1 on every request when
 // restored). Paths ending in /throw, /loop, /bad and /slow throw, spin, return a bad status and

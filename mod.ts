@@ -93,6 +93,7 @@ export {
 } from "./src/host_function.ts";
 export {
   type WasiExit,
+  type WasiRunOptions,
   WasiExitError,
   type WasiOptions,
   type WasiPreopen,

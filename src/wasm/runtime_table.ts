@@ -19,6 +19,7 @@ export const RUNTIME_FUNCTIONS: Readonly<
   instantiate: { params: ["bytes"], result: "void" },
   invoke: { params: ["string", "bytes"], result: "bytes" },
   call_bytes: { params: ["string", "bytes"], result: "bytes" },
+  run_wasi: { params: ["bytes"], result: "bytes" },
   write_alloc: { params: ["bytes"], result: "u32" },
   read_memory: { params: ["u64", "u32"], result: "bytes" },
   write_memory: { params: ["u64", "bytes"], result: "void" },

@@ -59,6 +59,7 @@ import {
   type WasiExit,
   WasiExitError,
   type WasiOptions,
+  type WasiRunOptions,
   type WasmCacheStats,
   type WasmExtern,
   type WasmFunctionType,
@@ -73,6 +74,8 @@ import {
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+/** The `runWasi` options that make a run's own WASI context. */
+const RUN_CONTEXT = ["args", "env", "stdin", "stdout", "stderr", "randomSeed"] as const;
 
 /**
  * A WebAssembly module in its own micro-VM, run by the wasmi interpreter. Create with
@@ -730,22 +733,62 @@ export class WasmSandbox implements AsyncDisposable {
 
   /**
    * Runs a WASI command: calls `_start` and returns its exit code (0 when `_start` returns,
-   * the `proc_exit` code otherwise).
+   * the `proc_exit` code otherwise). With any of `args`, `env`, `stdin`, `stdout`, `stderr`,
+   * `randomSeed` ({@linkcode WasiRunOptions}) the run has its own WASI context: `_start` sees
+   * those `args`/`env` (one VM entry sets them and runs `_start`), reads that stdin, writes to
+   * those sinks and draws fresh random bytes; such a run needs a sandbox whose `_start` has not
+   * run since it was instantiated or restored (`ArgumentError` otherwise, with no effect), e.g.
+   * a `WasmSandboxPool` member (docs/wasm.md, "A WASI command per run").
    *
    * @example
    * ```ts
    * import { WasmSandbox } from "@hl/sandbox";
    * await using w = await WasmSandbox.create({ module: "hello.wasm", wasi: { args: ["hello"] } });
+   * await using before = await w.snapshot(); // instantiated, `_start` not run
    * const { exitCode } = await w.runWasi();
+   * await w.restore(before);
+   * await w.runWasi({ args: ["hello", "again"], env: { NAME: "ann" }, stdin: "input" });
    * ```
    */
-  async runWasi(options: CallOptions = {}): Promise<WasiExit> {
+  async runWasi(options: WasiRunOptions = {}): Promise<WasiExit> {
+    const call: CallOptions = {
+      timeoutMs: options.timeoutMs,
+      signal: options.signal,
+      maxExitsPerCall: options.maxExitsPerCall,
+    };
+    const perRun = RUN_CONTEXT.some((k) => options[k] !== undefined);
     try {
-      await this.callWithOptions(options, "_start");
+      if (perRun) await this.#runWasiWith(options, call);
+      else await this.callWithOptions(call, "_start");
       return { exitCode: 0 };
     } catch (e) {
       if (e instanceof WasiExitError) return { exitCode: e.exitCode };
       throw e;
+    }
+  }
+
+  /** `runWasi` with a per-run context: the `run_wasi` request, this run's stdin and sinks. */
+  async #runWasiWith(options: WasiRunOptions, call: CallOptions): Promise<void> {
+    const wasi = this.#wasi;
+    if (!wasi) {
+      throw new ArgumentError(
+        "this sandbox has no WASI (wasi: false, or a module that imports none): a run cannot " +
+          "be given args, env, stdin or sinks",
+      );
+    }
+    this.#functionType("_start");
+    if (this.#pending > 0) {
+      // Its stdin and sinks must be this run's only: no other call may be under way or queued.
+      throw new ArgumentError(
+        "a run with its own WASI context needs the sandbox to itself: another call, snapshot " +
+          "or restore is in progress",
+      );
+    }
+    const config = wasi.beginRun(options);
+    try {
+      await this.#run(call, "run_wasi", config);
+    } finally {
+      wasi.endRun();
     }
   }
 

@@ -224,6 +224,46 @@ export interface WasiExit {
   exitCode: number;
 }
 
+/**
+ * Options of {@linkcode WasmSandbox.runWasi}: the call's limits, and this run's own WASI context.
+ * Given any of `args`, `env`, `stdin`, `stdout`, `stderr`, `randomSeed`, the run is a **per-run
+ * context** run: `_start` sees this run's `args` and `env` (each replacing the sandbox's when
+ * given), reads this `stdin` and writes to these sinks (the sandbox's own otherwise), and draws
+ * random bytes from `randomSeed` (default: fresh bytes each run, never the snapshot's stream).
+ * Such a run needs a sandbox whose `_start` has not run since it was instantiated or restored
+ * (`ArgumentError` otherwise, before any of the module's code runs): restore it to a snapshot
+ * taken before `_start` between runs, as `WasmSandboxPool.run` does. Bounds: at most 65,536
+ * entries of `args` and `env` together and 1 MiB of them (`ArgumentError`).
+ *
+ * @example
+ * ```ts
+ * import { WasmSandboxPool } from "@hl/sandbox";
+ * await using pool = await WasmSandboxPool.create({ module: "hello.wasm", size: 2 });
+ * const out: Uint8Array[] = [];
+ * await pool.run((w) => w.runWasi({ env: { NAME: "ann" }, stdin: "body", stdout: (b) => out.push(b) }));
+ * ```
+ */
+export interface WasiRunOptions {
+  /** Timeout of the run in milliseconds (default: the sandbox's); it poisons the sandbox. */
+  timeoutMs?: number;
+  /** Stops the run; the sandbox is poisoned when it fires during the run. */
+  signal?: AbortSignal;
+  /** The run's exit budget (default: the sandbox's `maxExitsPerCall`). */
+  maxExitsPerCall?: number;
+  /** This run's `argv`, including `argv[0]` (default: the sandbox's). */
+  args?: readonly string[];
+  /** This run's whole environment (default: the sandbox's). */
+  env?: Record<string, string>;
+  /** What fd 0 reads in this run (default: the sandbox's stdin). */
+  stdin?: WasiStdin;
+  /** Receives what this run writes to fd 1 (default: the sandbox's sink). */
+  stdout?: (data: Uint8Array) => void;
+  /** Receives what this run writes to fd 2 (default: the sandbox's sink). */
+  stderr?: (data: Uint8Array) => void;
+  /** 32 bytes that key this run's `random_get` stream (default: fresh random bytes). */
+  randomSeed?: Uint8Array;
+}
+
 /** Trap kinds of {@linkcode WasmTrapError}. */
 export type WasmTrapKind =
   | "unreachable"

@@ -10,7 +10,7 @@
 import { ArgumentError, ProtocolError } from "../errors.ts";
 import type { HostFunction } from "../call/types.ts";
 import type { Writer } from "./codec.ts";
-import type { WasiOptions, WasiStdin } from "./types.ts";
+import type { WasiOptions, WasiRunOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
 import { logWasiStderr } from "../telemetry.ts";
 import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
@@ -284,6 +284,96 @@ function u64Bytes(v: bigint): Uint8Array {
   return out;
 }
 
+/** Most `args` and `env` entries of one per-run context, together. */
+export const MAX_RUN_ENTRIES = 65_536;
+/** Most bytes of one per-run context's `args` and `env` (each entry with its NUL). */
+export const MAX_RUN_BYTES = 1024 * 1024;
+
+/** What a per-run context run uses instead of the sandbox's own sinks and stdin. */
+interface RunContext {
+  stdin: StdinSource | undefined;
+  stdout: ((data: Uint8Array) => void) | undefined;
+  stderr: ((data: Uint8Array) => void) | undefined;
+}
+
+/**
+ * The `run_wasi` request for `options` (docs/wasm.md, "Wire encodings"): u8 flags (bit 0 args,
+ * bit 1 env, bit 2 seed), then the lists (u32 count, each u32 length + bytes) and the seed. Every
+ * entry is checked (strings, no NUL, env names non-empty without `=`) and the whole bounded
+ * ({@linkcode MAX_RUN_ENTRIES}, {@linkcode MAX_RUN_BYTES}): `ArgumentError`.
+ */
+export function encodeRunContext(options: WasiRunOptions): Uint8Array {
+  const lists: Uint8Array[][] = [];
+  let flags = 0;
+  let entries = 0;
+  let bytes = 0;
+  const add = (items: string[], what: string) => {
+    entries += items.length;
+    if (entries > MAX_RUN_ENTRIES) {
+      throw new ArgumentError(`${what}: more than ${MAX_RUN_ENTRIES} args and env entries`);
+    }
+    const out: Uint8Array[] = [];
+    for (const item of items) {
+      if (item.includes("\0")) throw new ArgumentError(`${what}: an entry contains NUL`);
+      const b = utf8.encode(item);
+      bytes += b.length + 1;
+      if (bytes > MAX_RUN_BYTES) {
+        throw new ArgumentError(`${what}: args and env are over ${MAX_RUN_BYTES} bytes`);
+      }
+      out.push(b);
+    }
+    lists.push(out);
+  };
+  if (options.args !== undefined) {
+    if (!Array.isArray(options.args) || options.args.some((a) => typeof a !== "string")) {
+      throw new ArgumentError("args must be an array of strings");
+    }
+    flags |= 1;
+    add([...options.args], "args");
+  }
+  if (options.env !== undefined) {
+    if (typeof options.env !== "object" || options.env === null) {
+      throw new ArgumentError("env must be an object of strings");
+    }
+    const env = Object.entries(options.env);
+    if (env.length > MAX_RUN_ENTRIES) {
+      throw new ArgumentError(`env: more than ${MAX_RUN_ENTRIES} args and env entries`);
+    }
+    flags |= 2;
+    add(
+      env.map(([k, v]) => {
+        if (typeof v !== "string" || k === "" || k.includes("=")) {
+          throw new ArgumentError(`env.${k} must be a string and its name non-empty without "="`);
+        }
+        return `${k}=${v}`;
+      }),
+      "env",
+    );
+  }
+  const seed = options.randomSeed ?? crypto.getRandomValues(new Uint8Array(32));
+  if (!(seed instanceof Uint8Array) || seed.length !== 32) {
+    throw new ArgumentError("randomSeed must be a Uint8Array of 32 bytes");
+  }
+  flags |= 4;
+  let size = 1 + 32;
+  for (const l of lists) size += 4 + l.reduce((n, b) => n + 4 + b.length, 0);
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  out[0] = flags;
+  let at = 1;
+  for (const l of lists) {
+    view.setUint32(at, l.length, true);
+    at += 4;
+    for (const b of l) {
+      view.setUint32(at, b.length, true);
+      out.set(b, at + 4);
+      at += 4 + b.length;
+    }
+  }
+  out.set(seed, at);
+  return out;
+}
+
 /**
  * The host side of WASI for one sandbox: settings to send to the guest, the stdout/stderr sinks,
  * stdin, and the open files ({@linkcode WasiFiles}). {@linkcode reset} (at restore) closes the
@@ -299,6 +389,8 @@ export class WasiRuntime {
   readonly #stdin: StdinSource;
   readonly #files: WasiFiles;
   readonly preopens: readonly PreopenSpec[];
+  /** A per-run context run's stdin and sinks, while one is under way ({@linkcode beginRun}). */
+  #run: RunContext | undefined;
 
   constructor(
     options: WasiOptions,
@@ -339,11 +431,34 @@ export class WasiRuntime {
     }
   }
 
+  /**
+   * Starts a per-run context run (`WasmSandbox.runWasi` with `args`/`env`/`stdin`/sinks): checks
+   * and encodes the `run_wasi` request ({@linkcode encodeRunContext}) and, until
+   * {@linkcode endRun}, serves fd 0 from this run's stdin and fds 1/2 to its sinks where given.
+   */
+  beginRun(options: WasiRunOptions): Uint8Array {
+    const config = encodeRunContext(options);
+    for (const k of ["stdout", "stderr"] as const) {
+      if (options[k] !== undefined && typeof options[k] !== "function") {
+        throw new ArgumentError(`${k} must be a function`);
+      }
+    }
+    const stdin = options.stdin !== undefined ? new StdinSource(options.stdin) : undefined;
+    this.#run = { stdin, stdout: options.stdout, stderr: options.stderr };
+    return config;
+  }
+
+  /** Ends the per-run context run: the sandbox's own stdin and sinks again. */
+  endRun(): void {
+    this.#run?.stdin?.close();
+    this.#run = undefined;
+  }
+
   /** fd 1 → stdout, fd 2 → stderr; any other fd is EBADF (the runtime guest may ask anyway). */
   write(fd: number, data: Uint8Array): void {
-    if (fd === 1) this.#stdout(data);
+    if (fd === 1) (this.#run?.stdout ?? this.#stdout)(data);
     else if (fd === 2) {
-      this.#stderr(data);
+      (this.#run?.stderr ?? this.#stderr)(data);
       logWasiStderr(data); // HL_OTEL_LOGS=1: also an OpenTelemetry log record (telemetry.ts)
     } else throw new Error(`EBADF: fd ${fd} is not writable`);
   }
@@ -377,7 +492,7 @@ export class WasiRuntime {
         const max = r.u32();
         r.finish();
         if (fd === 0) {
-          const got = this.#stdin.read(max);
+          const got = (this.#run?.stdin ?? this.#stdin).read(max);
           return got instanceof Promise ? got.then((b) => reply(0, b)) : reply(0, got);
         }
         return reply(0, this.#files.read(fd, max));
@@ -391,7 +506,7 @@ export class WasiRuntime {
         const n = r.u32();
         r.finish();
         if (fd !== 0) throw new ProtocolError(`wasi_io: unread on fd ${fd}`);
-        this.#stdin.unread(n);
+        (this.#run?.stdin ?? this.#stdin).unread(n);
         return reply(0);
       }
       return reply(0, this.#sync(op, r));

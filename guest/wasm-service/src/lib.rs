@@ -180,6 +180,9 @@ struct Loaded<E: Engine> {
 pub struct State<E: Engine> {
     loaded: Option<Loaded<E>>,
     running: Option<E::Instance>,
+    /// `_start` was entered since the instance was made (`invoke` or `run_wasi`). In the guest's
+    /// memory, so a restore to a snapshot taken before `_start` clears it.
+    started: bool,
 }
 
 impl<E: Engine> State<E> {
@@ -188,6 +191,7 @@ impl<E: Engine> State<E> {
         Self {
             loaded: None,
             running: None,
+            started: false,
         }
     }
 
@@ -217,6 +221,7 @@ macro_rules! guest_functions {
             $crate::instantiate::<$engine> => "instantiate",
             $crate::invoke::<$engine> => "invoke",
             $crate::call_bytes::<$engine> => "call_bytes",
+            $crate::run_wasi::<$engine> => "run_wasi",
             $crate::write_alloc::<$engine> => "write_alloc",
             $crate::read_memory::<$engine> => "read_memory",
             $crate::write_memory::<$engine> => "write_memory",
@@ -270,6 +275,7 @@ pub fn load<E: Engine>(module: Vec<u8>, config: Vec<u8>) -> Result<Vec<u8>, Gues
     }
     let mut state = E::state().lock();
     state.running = None;
+    state.started = false;
     state.loaded = Some(Loaded { module, fuel });
     Ok(w.0)
 }
@@ -281,6 +287,7 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
     let req = InstantiateRequest::parse(&config).map_err(|e| state_error(&e.to_string()))?;
     let mut state = E::state().lock();
     state.running = None;
+    state.started = false;
     let Some(loaded) = state.loaded.as_ref() else {
         return Err(state_error("no module loaded"));
     };
@@ -350,8 +357,11 @@ fn run_error<E: Engine>(e: E::Error, other: u32) -> GuestError {
 }
 
 fn running<E: Engine>(state: &mut State<E>) -> Result<&mut E::Instance, GuestError> {
-    state
-        .running
+    running_in::<E::Instance>(&mut state.running)
+}
+
+fn running_in<I>(running: &mut Option<I>) -> Result<&mut I, GuestError> {
+    running
         .as_mut()
         .ok_or_else(|| state_error("no module instantiated"))
 }
@@ -413,12 +423,105 @@ pub fn invoke<E: Engine>(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestEr
 fn invoke_module<E: Engine>(name: String, args: Vec<u8>) -> Result<Vec<u8>, GuestError> {
     let mut state = E::state().lock();
     refuel(&mut state)?;
-    let run = running(&mut state)?;
+    let state = &mut *state;
+    let run = running_in(&mut state.running)?;
     let func = export_func::<E>(run, &name)?;
     let sig = E::func_sig(run, func);
     let params = read_vals(&args, &sig.params).map_err(|e| GuestError::new(code::BAD_ARGS, e))?;
+    if name == "_start" {
+        // A raw entry (PySandbox re-enters `_start` this way after a restore to a state taken
+        // after it): not refused, but a later `run_wasi` without a restore is.
+        state.started = true;
+    }
     let results = call::<E>(run, func, &sig, &params)?;
     Ok(write_vals(&results))
+}
+
+/// Why `run_wasi` refuses an instance whose `_start` already ran.
+pub const ALREADY_STARTED: &str = "_start already ran in this instance: a run with its own WASI \
+     context needs a sandbox restored to a snapshot taken before _start (or a new one)";
+
+/// The `run_wasi` request: this run's WASI context (docs/wasm.md, "Wire encodings"): u8 flags
+/// (bit 0 args, bit 1 env, bit 2 seed); when set, u32 count + `bytes` each for args, the same
+/// for env (`KEY=VALUE`), 32 bytes of random seed. Host input: bounded by its bytes.
+struct RunRequest {
+    args: Option<Vec<Vec<u8>>>,
+    env: Option<Vec<Vec<u8>>>,
+    seed: Option<[u8; 32]>,
+}
+
+fn parse_run_request(config: &[u8]) -> Result<RunRequest, GuestError> {
+    parse_config(config, |r| {
+        fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
+            let n = r.u32()?;
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(r.blob()?.to_vec());
+            }
+            Ok(out)
+        }
+        let flags = r.u8()?;
+        if flags & !0b111 != 0 {
+            return Err(DecodeError::UnknownTag(flags));
+        }
+        let args = if flags & 1 != 0 { Some(list(r)?) } else { None };
+        let env = if flags & 2 != 0 { Some(list(r)?) } else { None };
+        let seed = if flags & 4 != 0 {
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(r.take(32)?);
+            Some(seed)
+        } else {
+            None
+        };
+        Ok(RunRequest { args, env, seed })
+    })
+}
+
+/// `run_wasi(config)`: runs the WASI command's `_start` with this run's args, env and random
+/// seed (each replacing the instantiate's when given), once per instance: an instance whose
+/// `_start` already ran is refused (`BAD_ARGS`, before any of the module's code runs) — restore
+/// it to a snapshot taken before `_start`. The reply is empty; `proc_exit` is `EXIT` as for
+/// `invoke`.
+pub fn run_wasi<E: Engine>(config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    before_call();
+    after_call::<E, _>(run_wasi_module::<E>(config))
+}
+
+fn run_wasi_module<E: Engine>(config: Vec<u8>) -> Result<Vec<u8>, GuestError> {
+    let req = parse_run_request(&config)?;
+    let mut state = E::state().lock();
+    if state.started {
+        return Err(GuestError::new(code::BAD_ARGS, ALREADY_STARTED));
+    }
+    refuel(&mut state)?;
+    let state = &mut *state;
+    let run = running_in(&mut state.running)?;
+    let func = export_func::<E>(run, "_start")?;
+    let sig = E::func_sig(run, func);
+    if !sig.params.is_empty() || !sig.results.is_empty() {
+        return Err(GuestError::new(
+            code::BAD_ARGS,
+            "_start must have type () -> ()",
+        ));
+    }
+    let Some(wasi) = E::wasi(run) else {
+        return Err(GuestError::new(
+            code::BAD_ARGS,
+            "WASI is off for this module: no WASI context to set",
+        ));
+    };
+    if let Some(args) = req.args {
+        wasi.args = args;
+    }
+    if let Some(env) = req.env {
+        wasi.env = env;
+    }
+    if let Some(seed) = req.seed {
+        wasi.rng = hl_wasi::ChaCha20::new(&seed);
+    }
+    state.started = true;
+    call::<E>(run, func, &sig, &[])?;
+    Ok(Vec::new())
 }
 
 fn memory<E: Engine>(run: &mut E::Instance) -> Result<&mut [u8], GuestError> {

@@ -35,6 +35,7 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/wasi/src/instantiate.rs",
   "guest/wasi/src/lib.rs",
   "guest/wasi/src/output.rs",
+  "guest/wasi/src/seek.rs",
   "guest/wasi/src/tests.rs",
   "guest/wasm-abi/Cargo.toml",
   "guest/wasm-abi/src/lib.rs",

@@ -44,6 +44,7 @@ const Op = {
   READLINK: 22,
   UNREAD: 23,
   OUTPUT: 24,
+  SEEK_THEN: 25,
 } as const;
 
 /**
@@ -496,6 +497,16 @@ export class WasiRuntime {
           return got instanceof Promise ? got.then((b) => reply(0, b)) : reply(0, got);
         }
         return reply(0, this.#files.read(fd, max));
+      }
+      if (op === Op.SEEK_THEN) {
+        // An absolute seek the guest answered itself, sent with its next request (any op but
+        // this one): seek, then serve the request; a failed seek is the reply's errno.
+        const fd = r.u32();
+        const offset = r.i64();
+        const inner = r.u32();
+        if (inner === Op.SEEK_THEN) throw new ProtocolError("wasi_io: nested seek-then request");
+        this.#files.seek(fd, offset, 0);
+        return this.io(inner, bytes.subarray(16));
       }
       if (op === Op.OUTPUT) {
         this.#output(bytes);

@@ -293,3 +293,60 @@ Deno.test("wasi_io output (op 24): records reach the sinks in order; malformed o
   assert.deepEqual(seen, ["out:p"]);
   rt.close();
 });
+
+Deno.test("wasi_io seek-then (op 25): seeks, then serves the request; its errors are errnos", () => {
+  const t = scratch();
+  try {
+    Deno.writeFileSync(`${t.root}/f`, utf8.encode("0123456789"));
+    const rt = new WasiRuntime(
+      { preopens: { "/d": { path: t.root, writable: true } } as never },
+      "m.wasm",
+      checkPreopens({ "/d": { path: t.root, writable: true } }),
+    );
+    const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+    const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
+    const join = (...parts: Uint8Array[]) => {
+      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const p of parts) out.set(p, at), at += p.length;
+      return out;
+    };
+    const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
+    const path = utf8.encode("f");
+    const opened = rt.io(
+      15,
+      join(u32(3), u32(1), u32(path.length), path, u32(0), u64(2n), u64(0n), u32(0)),
+    ) as Uint8Array;
+    assert.equal(errno(opened), 0);
+    const fd = new DataView(opened.buffer).getUint32(4, true);
+    // Seek to 6, then read 3 bytes: "678".
+    const read = rt.io(25, join(u32(fd), u64(6n), u32(1), u32(fd), u32(3))) as Uint8Array;
+    assert.equal(errno(read), 0);
+    assert.equal(new TextDecoder().decode(read.subarray(4)), "678");
+    // A seek that fails (a negative offset; an fd that is not open) answers its errno, and the
+    // request after it does not run.
+    assert.equal(
+      errno(
+        rt.io(
+          25,
+          join(u32(fd), u64(-1n & 0xffffffffffffffffn), u32(1), u32(fd), u32(3)),
+        ) as Uint8Array,
+      ),
+      Errno.INVAL,
+    );
+    assert.equal(
+      errno(rt.io(25, join(u32(42), u64(0n), u32(13), u32(fd))) as Uint8Array),
+      Errno.BADF,
+    );
+    assert.equal(rt.openFiles, 2); // the close after the failed seek did not run
+    // Malformed: nested, cut short.
+    assert.throws(
+      () => rt.io(25, join(u32(fd), u64(0n), u32(25), u32(fd), u64(0n), u32(1))),
+      ProtocolError,
+    );
+    assert.throws(() => rt.io(25, join(u32(fd), u64(0n))), ProtocolError);
+    rt.close();
+  } finally {
+    t.cleanup();
+  }
+});

@@ -40,6 +40,9 @@ pub enum Op {
     /// The module's buffered stdout/stderr output (`output::Output`): records of `u32 fd (1 or
     /// 2), u32 len, bytes`, delivered in order; the reply has no payload.
     Output = 24,
+    /// `u32 fd, u64 offset, u32 op`, then op's request: seek `fd` to `offset` (`SEEK_SET`), then
+    /// serve `op` (any op but this one); the reply is op's, or the seek's errno.
+    SeekThen = 25,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

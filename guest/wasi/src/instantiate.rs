@@ -49,6 +49,7 @@ impl InstantiateRequest {
                 rng: ChaCha20::new(&seed),
                 preopens,
                 stdin: Default::default(),
+                seeks: Default::default(),
             })
         } else {
             None

@@ -28,6 +28,7 @@ mod files;
 pub mod host;
 mod instantiate;
 pub mod output;
+mod seek;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,8 @@ pub struct WasiCtx {
     pub preopens: Vec<Preopen>,
     /// Stdin bytes the host sent ahead of the module's reads ([`files::STDIN_READ_AHEAD`]).
     pub stdin: ReadAhead,
+    /// Which fds are known seekable, and the absolute seek not yet sent (`seek.rs`).
+    pub seeks: seek::Seeks,
 }
 
 impl WasiCtx {
@@ -56,6 +59,13 @@ impl WasiCtx {
     /// holds every byte the module has not read: a snapshot, a restore's rewind or the next
     /// call sees stdin exactly where the module left it.
     pub fn end_call(&mut self, host: &mut dyn WasiHost) {
+        if let Some((fd, offset)) = self.seeks.take() {
+            // Told success already; the fd is seekable and the offset small, so this succeeds.
+            let ok = host
+                .io(host::Op::Seek, seek::seek_request(fd, offset))
+                .is_ok();
+            self.seeks.seen(fd, ok);
+        }
         let n = self.stdin.pending().len();
         if n > 0 {
             // A host that refuses has lost the bytes either way; the buffer must not outlive
@@ -331,7 +341,44 @@ pub fn call(
         // WASI requires an exported memory; without one every pointer is bad.
         return Outcome::Errno(FAULT);
     };
+    // Every request to the host carries the pending absolute seek, if any (`seek.rs`).
+    let mut host = seek::WithPending {
+        host,
+        pending: ctx.seeks.take(),
+    };
+    let result = dispatch(f, ctx, mem, &mut host, args);
+    ctx.seeks.pending = host.pending;
+    Outcome::Errno(match result {
+        Ok(()) => SUCCESS,
+        Err(errno) => errno,
+    })
+}
+
+fn dispatch(
+    f: Func,
+    ctx: &mut WasiCtx,
+    mem: &mut dyn GuestMemory,
+    host: &mut seek::WithPending<'_>,
+    args: &[u64],
+) -> Result<(), i32> {
     let p = |i| arg32(args, i);
+    let fd = p(0);
+    if f == Func::FdSeek && fd > 2 && p(2) == 0 && ctx.seeks.can_defer(fd, arg64(args, 1)) {
+        let offset = arg64(args, 1);
+        mem.range(p(3), 8)?;
+        // A pending seek of another fd goes first; one of this fd is replaced (nothing saw it).
+        if let Some((other, off)) = host.pending.take()
+            && other != fd
+        {
+            let ok = host
+                .host
+                .io(host::Op::Seek, seek::seek_request(other, off))
+                .is_ok();
+            ctx.seeks.seen(other, ok);
+        }
+        host.pending = Some((fd, offset));
+        return mem.put_u64(p(3), offset);
+    }
     let result = match f {
         Func::ArgsGet => put_list(mem, &ctx.args, p(0), p(1)),
         Func::ArgsSizesGet => put_sizes(mem, &ctx.args, p(0), p(1)),
@@ -362,10 +409,12 @@ pub fn call(
         _ if f != Func::FdClose && is_stdio(args) => stdio(f, ctx, mem, host, args),
         _ => files::call(f, ctx, mem, host, args),
     };
-    Outcome::Errno(match result {
-        Ok(()) => SUCCESS,
-        Err(errno) => errno,
-    })
+    match f {
+        Func::FdSeek if fd > 2 => ctx.seeks.seen(fd, result.is_ok()),
+        Func::FdClose => ctx.seeks.closed(fd),
+        _ => {}
+    }
+    result
 }
 
 fn is_stdio(args: &[u64]) -> bool {

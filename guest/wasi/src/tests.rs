@@ -63,6 +63,7 @@ fn ctx() -> WasiCtx {
             open: true,
         }],
         stdin: Default::default(),
+        seeks: Default::default(),
     }
 }
 
@@ -504,4 +505,116 @@ fn output_keeps_the_order_of_both_streams_and_merges_runs() {
     o.push(2, b"y");
     o.clear();
     assert!(o.take().is_empty());
+}
+
+#[test]
+fn absolute_seeks_on_a_known_seekable_fd_travel_with_the_next_request() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    let u64_at = |mem: &[u8], at: usize| u64::from_le_bytes(mem[at..at + 8].try_into().unwrap());
+    let seek_req = |fd: u32, off: u64, whence: u8| {
+        let mut r = fd.to_le_bytes().to_vec();
+        r.extend_from_slice(&off.to_le_bytes());
+        r.push(whence);
+        r
+    };
+    // The first seek on fd 5 crosses: only the host knows whether fd 5 is seekable.
+    h.reply = 100u64.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 100, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests, vec![(Op::Seek, seek_req(5, 100, 0))]);
+    // Now absolute seeks are answered here; the later one of the same fd replaces the earlier.
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 300, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(u64_at(&mem, 200), 300);
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 400, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!((h.requests.len(), u64_at(&mem, 200)), (1, 400));
+    // The next request carries it: seek fd 5 to 400, then write.
+    mem[16..19].copy_from_slice(b"abc");
+    put_iovec(&mut mem, 64, 16, 3);
+    h.reply = 3u32.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+        SUCCESS
+    );
+    let mut want = 5u32.to_le_bytes().to_vec();
+    want.extend_from_slice(&400u64.to_le_bytes());
+    want.extend_from_slice(&(Op::Write as u32).to_le_bytes());
+    want.extend_from_slice(&5u32.to_le_bytes());
+    want.extend_from_slice(&3u32.to_le_bytes());
+    want.extend_from_slice(b"abc");
+    assert_eq!(h.requests[1], (Op::SeekThen, want));
+    // Relative seeks, offsets past 1 TiB and a negative offset cross as before.
+    h.reply = 7u64.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 4, 1, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests[2], (Op::Seek, seek_req(5, 4, 1)));
+    let far = (1u64 << 40) + 1;
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, far, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests[3], (Op::Seek, seek_req(5, far, 0)));
+    assert_eq!(h.requests.len(), 4);
+    // A seek on another fd sends the pending one first; the end of the call sends the last.
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 9, 0, 200]),
+        SUCCESS
+    );
+    h.reply = 1u64.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 1, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(
+        h.requests[4],
+        (Op::SeekThen, {
+            let mut r = 5u32.to_le_bytes().to_vec();
+            r.extend_from_slice(&9u64.to_le_bytes());
+            r.extend_from_slice(&(Op::Seek as u32).to_le_bytes());
+            r.extend_from_slice(&seek_req(6, 1, 0));
+            r
+        })
+    );
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 2, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.len(), 5);
+    c.end_call(&mut h);
+    assert_eq!(h.requests[5], (Op::Seek, seek_req(6, 2, 0)));
+    // After a close the fd is unknown again: its next seek crosses.
+    h.reply = Vec::new();
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[6]), SUCCESS);
+    h.reply = 0u64.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests[7], (Op::Seek, seek_req(6, 0, 0)));
+    // A failed seek makes the fd unknown (a directory, a closed fd).
+    h.fail = Some(BADF);
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 4, 1, 200]),
+        BADF
+    );
+    h.fail = None;
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.len(), 10);
+    // A bad result pointer is EFAULT before anything is deferred.
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 1020]),
+        FAULT
+    );
 }

@@ -2,8 +2,8 @@
 # The hyperlight-bench `http-redirect` table for `hl serve` (issue 24, docs/serve.md "Load test"):
 # wrk at concurrency 50 against a small Wasm handler and a JavaScript handler under each strategy
 # (restore, renew, reuse; pool 4, 1 s sandbox timeout), against a plain Deno.serve handler doing
-# the same work in-process (tools/serve_plain.ts), and a WAGI route (renew). One fresh server per
-# row, so each row's peak RSS is its own. Loopback only; every run is bounded by --duration.
+# the same work in-process (tools/serve_plain.ts), and a WAGI route (restore, renew). One fresh
+# server per row, so each row's peak RSS is its own. Loopback only; every run is bounded by --duration.
 #
 # Usage: bash tools/serve_load.sh [--duration 60s] [--connections 50] [--threads 2] [--pool 4]
 #                                 [--warmup 2s] [--rows wasm,js,wagi,drain]
@@ -133,10 +133,14 @@ JSON
     echo "serve_load: drain: exit $code, accepted $accepted, accepted but not 200: $failed, wrk: $res" >&2
     ;;
   wagi)
-    start "$out/wagi-renew.log" deno run -A cli.ts serve --config "$(config wagi "$wagi" renew)"
-    wait_ready
-    row wagi-renew wagi renew /h/x
-    stop
+    # restore: a pool member restored to the post-instantiate snapshot per request (the
+    # request's env and stdin per run); renew: a new VM from that snapshot per request.
+    for strategy in restore renew; do
+      start "$out/wagi-$strategy.log" deno run -A cli.ts serve --config "$(config wagi "$wagi" "$strategy")"
+      wait_ready
+      row "wagi-$strategy" wagi "$strategy" /h/x
+      stop
+    done
     ;;
   *) echo "serve_load: unknown row set $handler" >&2 && exit 2 ;;
   esac

@@ -63,7 +63,7 @@ export interface ServeRouteBase extends ServeLimits {
   path: string;
   /** Allowed methods (default: all); another answers 405. */
   methods?: string[];
-  /** The strategy (default `restore`; `renew` for `wagi`). */
+  /** The strategy (default `restore`; `wagi` routes: `restore` or `renew`). */
   strategy: ServeStrategy;
   /** Sandboxes of the route: the pool size, or the most at once with `renew` (default 4). */
   poolSize: number;
@@ -335,14 +335,13 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
     }
     methods = raw.methods.map((m: string) => m.toUpperCase());
   }
-  const strategy = oneOf(raw, "strategy", where, STRATEGIES as ServeStrategy[]) ??
-    (kind === "wagi" ? "renew" : "restore");
-  if (kind === "wagi" && strategy !== "renew") {
+  const strategy = oneOf(raw, "strategy", where, STRATEGIES as ServeStrategy[]) ?? "restore";
+  if (kind === "wagi" && strategy === "reuse") {
     throw new ServeConfigError(
       `${where}.strategy`,
-      "a WAGI route gets the request in its WASI environment, which is fixed when the module " +
-        "is instantiated: only renew (a new instance per request) is possible; a wasm route " +
-        "(bytes convention) supports restore and reuse",
+      "a WASI command's _start runs once per instance (wasi-libc traps on a second start, and " +
+        "its state is the last request's): a WAGI route takes restore (a pool restored after " +
+        "each request) or renew; a wasm route (bytes convention) supports reuse",
     );
   }
   const common = {

@@ -103,28 +103,40 @@ async function readModule(path: string, field: string): Promise<Uint8Array> {
 
 async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
   const module = await readModule(r.module, `routes[${i}].module`);
-  const base = {
+  const name = r.module.slice(r.module.lastIndexOf("/") + 1);
+  // Every sandbox is instantiated, not started: each request runs `_start` once with its own
+  // WASI context (env, args, stdin, stdout, a fresh random seed: WasmSandbox.runWasi), on a pool
+  // member restored to the post-instantiate snapshot (restore) or a new VM from it (renew).
+  const wasi = { args: [name], env: r.env, preopens: r.preopens, stdout: drop, stderr: drop };
+  const opts = {
     module,
     cache: false,
     engine: r.engine,
     fuel: r.fuel,
     maxMemoryBytes: r.maxMemoryBytes,
     timeoutMs: r.timeoutMs,
+    wasi,
   };
-  const name = r.module.slice(r.module.lastIndexOf("/") + 1);
-  // Warm: one instance compiles the module (the artifact is then cached) and checks its imports.
-  await (await WasmSandbox.create({
-    ...base,
-    wasi: { args: [name], env: r.env, preopens: r.preopens, stdout: drop, stderr: drop },
-  })).dispose();
-  // The request's environment is fixed at instantiation, so each request makes its own instance;
-  // `make` is unused (run passes the instance in through the closure below).
-  const runner = new RenewRunner<Member>(r.poolSize, () => Promise.resolve(NONE), async () => {});
+  const sinks = { stdout: drop, stderr: drop };
+  const runner = await runnerOf<WasmSandbox, WasmSnapshot>(r, {
+    pool: () => WasmSandboxPool.create({ ...opts, size: r.poolSize }),
+    poolFrom: (snapshot) =>
+      WasmSandboxPool.create({
+        snapshot,
+        size: r.poolSize,
+        timeoutMs: r.timeoutMs,
+        wasi: sinks,
+      }),
+    first: () => WasmSandbox.create(opts),
+    fromSnapshot: (snapshot) =>
+      WasmSandbox.create({ snapshot, timeoutMs: r.timeoutMs, wasi: sinks }),
+    fresh: () => WasmSandbox.create(opts),
+  }, undefined);
   return {
     route: r,
     runner,
     handle: (req, ctx) =>
-      runner.run(async () => {
+      runner.run(async (w) => {
         const out = new Collector(r.maxResponseBytes);
         const env = wagiEnv(req, {
           route: r.path,
@@ -133,26 +145,20 @@ async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
           id: ctx.id,
           env: r.env,
         });
-        await using w = await WasmSandbox.create({
-          ...base,
-          wasi: {
-            args: [name],
-            env,
-            preopens: r.preopens,
-            stdin: ctx.body,
-            stdout: out.write,
-            stderr: drop,
-          },
+        const { exitCode } = await w.runWasi({
+          timeoutMs: r.timeoutMs,
+          args: [name],
+          env,
+          stdin: ctx.body,
+          stdout: out.write,
+          stderr: drop,
         });
-        const { exitCode } = await w.runWasi({ timeoutMs: r.timeoutMs });
         if (out.over) throw new GuestResponseError(`the output is over ${out.max} bytes`);
         if (exitCode !== 0) throw new GuestResponseError(`the program exited with ${exitCode}`);
         return parseCgiResponse(out.bytes(), r.maxResponseBytes);
       }, r.acquireTimeoutMs),
   };
 }
-
-const NONE: Member = { poisoned: false, dispose: () => Promise.resolve() };
 
 /** How a kind makes its sandboxes, for {@linkcode runnerOf}. */
 interface Ways<M extends Member, S extends { dispose(): Promise<void> }> {

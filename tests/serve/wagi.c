@@ -1,9 +1,11 @@
 // A WAGI test program (hl serve, tests/kvm/serve.test.ts): echoes the request's CGI variables
 // and body; the query string picks a misbehaviour (trap, loop, a malformed head, no head, a
-// redirect, a huge output) or reads a file of the preopened /data.
+// redirect, a huge output), prints the whole environment, or reads a file of the preopened /data.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+extern char **environ;
 
 static const char *env(const char *name) {
   const char *v = getenv(name);
@@ -16,6 +18,12 @@ int main(void) {
   if (strcmp(q, "loop") == 0) {
     volatile unsigned long x = 0;
     for (;;) x++;
+  }
+  if (strcmp(q, "env") == 0) {
+    // The whole environment, one variable a line (a run must see its own request's only).
+    printf("Content-Type: text/plain\n\n");
+    for (char **e = environ; *e; e++) printf("%s\n", *e);
+    return 0;
   }
   if (strcmp(q, "badhead") == 0) {
     printf("Content-Type: text/plain\nBad Line\n\nx");

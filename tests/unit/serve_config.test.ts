@@ -46,7 +46,7 @@ Deno.test("serve config: defaults, resolved paths, per-route limits", () => {
   assert.equal(r0.maxBodyBytes, 10);
   assert.equal(r0.kind === "js" && r0.source, "/base/f.js");
   assert.equal(r0.kind === "js" && r0.export, "handler");
-  assert.equal(r1.strategy, "renew");
+  assert.equal(r1.strategy, "restore", "a WAGI route's default: a pool restored per request");
   assert.deepEqual(r1.kind === "wagi" && r1.preopens, {
     "/d": { path: "/base/data", writable: false },
   });
@@ -91,7 +91,6 @@ Deno.test("serve config: each malformed field is named", () => {
   configError({ routes: [{ ...js, engine: "v8" }] }, "routes[0].engine");
   configError({ routes: [{ ...js, maxMemoryBytes: 1 }] }, "routes[0].maxMemoryBytes");
   const wagi = { path: "/w", kind: "wagi", module: "w.wasm" };
-  configError({ routes: [{ ...wagi, strategy: "restore" }] }, "routes[0].strategy");
   configError({ routes: [{ ...wagi, strategy: "reuse" }] }, "routes[0].strategy");
   configError({ routes: [{ ...wagi, env: { A: 1 } }] }, "routes[0].env.A");
   configError({ routes: [{ ...wagi, env: { "A=B": "x" } }] }, "routes[0].env.A=B");

@@ -317,8 +317,14 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
         max_table: req.max_table,
     };
     wasi_host::discard_output();
-    let instance = E::instantiate(linker, &loaded.module, limits, req.wasi, loaded.fuel);
-    // The start function's output crosses before the reply, whether it returned or trapped.
+    let mut instance = E::instantiate(linker, &loaded.module, limits, req.wasi, loaded.fuel);
+    // As at the end of a call: a deferred seek and unread stdin go back to the host, and the start
+    // function's output crosses before the reply, whether it returned or trapped.
+    if let Ok(run) = instance.as_mut()
+        && let Some(wasi) = E::wasi(run)
+    {
+        wasi.end_call(&mut wasi_host::HlHost);
+    }
     wasi_host::flush_output();
     state.running = Some(instance.map_err(|e| run_error::<E>(e, code::LINK))?);
     Ok(())

@@ -92,6 +92,12 @@ Deno.test("serve config: each malformed field is named", () => {
   configError({ routes: [{ ...js, maxMemoryBytes: 1 }] }, "routes[0].maxMemoryBytes");
   const wagi = { path: "/w", kind: "wagi", module: "w.wasm" };
   configError({ routes: [{ ...wagi, strategy: "reuse" }] }, "routes[0].strategy");
+  for (const strategy of ["restore", "renew"]) {
+    assert.equal(
+      parseServeConfig({ routes: [{ ...wagi, strategy }] }, "/b").routes[0].strategy,
+      strategy,
+    );
+  }
   configError({ routes: [{ ...wagi, env: { A: 1 } }] }, "routes[0].env.A");
   configError({ routes: [{ ...wagi, env: { "A=B": "x" } }] }, "routes[0].env.A=B");
   configError({ routes: [{ ...wagi, preopens: { "/d": 3 } }] }, "routes[0].preopens./d");

@@ -64,14 +64,47 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Where the child's progress records go: translated, compiled, functions (see
+/// src/bin/hl-wasm-compile.rs), each stored as it arrives.
+pub type ProgressSink<'a> = &'a dyn Fn(u64, u64, u64);
+
+/// The progress record's first byte (the child's `PROGRESS_MARK`).
+const PROGRESS_MARK: u8 = 0x1e;
+
+/// Takes the complete progress records out of `err` (the child's stderr so far), from `from` on,
+/// and hands each to `sink`; a partial record at the end stays for the next read. Returns where
+/// the next scan starts. Malformed records are dropped (the child is untrusted: numbers only).
+fn take_progress(err: &mut Vec<u8>, from: usize, sink: Option<ProgressSink<'_>>) -> usize {
+    let mut at = from;
+    while let Some(i) = err[at..].iter().position(|&b| b == PROGRESS_MARK) {
+        let start = at + i;
+        let Some(len) = err[start..].iter().position(|&b| b == b'\n') else {
+            return start; // incomplete: wait for the rest
+        };
+        let record = err.drain(start..=start + len).collect::<Vec<u8>>();
+        let text = String::from_utf8_lossy(&record[1..record.len() - 1]).into_owned();
+        let mut parts = text.split(' ');
+        if parts.next() == Some("P") {
+            let nums: Vec<u64> = parts.filter_map(|p| p.parse().ok()).collect();
+            if let (Some(sink), [t, c, n]) = (sink, nums.as_slice()) {
+                sink(*t, *c, *n);
+            }
+        }
+        at = start;
+    }
+    err.len()
+}
+
 /// Compiles `wasm` in a child started from `program`; `fault` is the test-only switch (empty
-/// otherwise). Returns the artifact, or a code and message.
+/// otherwise); `progress` gets the child's progress records as they come. Returns the
+/// artifact, or a code and message.
 pub fn compile_isolated(
     program: &str,
     flags: u32,
     fault: &str,
     timeout: Duration,
     wasm: &[u8],
+    progress: Option<ProgressSink<'_>>,
 ) -> Result<Vec<u8>, (i32, String)> {
     let deadline = Instant::now() + timeout;
     let mem = memory_limit(wasm.len());
@@ -108,7 +141,13 @@ pub fn compile_isolated(
             ),
         )
     };
-    let result = drive(&mut child, wasm, deadline, output_limit(wasm.len()));
+    let result = drive(
+        &mut child,
+        wasm,
+        deadline,
+        output_limit(wasm.len()),
+        progress,
+    );
     let (stdout, stderr) = match result {
         Ok(out) => out,
         Err(Drive::Timeout) => {
@@ -213,6 +252,7 @@ fn drive(
     wasm: &[u8],
     deadline: Instant,
     max_out: usize,
+    progress: Option<ProgressSink<'_>>,
 ) -> Result<(Vec<u8>, Vec<u8>), Drive> {
     let mut stdin = child.stdin.take();
     let mut stdout = child
@@ -236,6 +276,7 @@ fn drive(
         stdin = None;
     }
     let mut buf = vec![0u8; 256 * 1024];
+    let mut scanned = 0usize;
     while out_open || err_open {
         let now = Instant::now();
         if now >= deadline {
@@ -284,6 +325,8 @@ fn drive(
             if let Some(open) = read_some(&mut stderr, &mut buf, &mut err, MAX_STDERR, true)? {
                 err_open = open;
             }
+            // Progress records leave the message as they come, so they never fill its cap.
+            scanned = take_progress(&mut err, scanned, progress);
         }
         if let Some(s) = &mut stdin {
             match s.write(&wasm[written..]) {
@@ -328,5 +371,27 @@ fn read_some(
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(Drive::Io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_progress;
+    use std::cell::RefCell;
+
+    #[test]
+    fn progress_records_leave_the_message_and_reach_the_sink() {
+        let seen = RefCell::new(Vec::new());
+        let sink = |t: u64, c: u64, n: u64| seen.borrow_mut().push((t, c, n));
+        let mut err = b"\x1eP 1 2 10\n\x1eP 3 4 10\nmessage \x1eP x y z\n\x1eP 5 6".to_vec();
+        let next = take_progress(&mut err, 0, Some(&sink));
+        // The malformed record is dropped; the partial one waits for the rest.
+        assert_eq!(*seen.borrow(), vec![(1, 2, 10), (3, 4, 10)]);
+        assert_eq!(err, b"message \x1eP 5 6".to_vec());
+        err.extend_from_slice(b" 10\n");
+        let next = take_progress(&mut err, next, Some(&sink));
+        assert_eq!(seen.borrow().last(), Some(&(5, 6, 10)));
+        assert_eq!(err, b"message ".to_vec());
+        assert_eq!(next, err.len());
     }
 }

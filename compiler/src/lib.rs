@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub use isolate::{compile_isolated, memory_limit};
 mod engine_config;
 
 /// Version of this C ABI; the host checks it after `dlopen`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// `flags` bit 0: fuel metering on.
 pub const FLAG_FUEL: u32 = 1;
@@ -280,10 +281,13 @@ pub unsafe extern "C" fn hlc_compile(flags: u32, wasm: *const u8, len: u64, out:
 /// (`program`, a UTF-8 path) within `timeout_ms`, then checks the artifact as `hlc_check` does.
 /// `fault` is empty except in tests (`crash`, `loop`, `alloc`, `syscall`). Results as
 /// `hlc_compile`; the codes add `ERR_TIMEOUT` and `ERR_CHILD`. Blocks: call it off the event loop.
+/// `progress` is null or three u64s that the call stores the child's progress into while it runs
+/// (functions translated, compiled, and the module's function count; relaxed atomic stores, so
+/// another thread may read them meanwhile).
 ///
 /// # Safety
 /// `program`, `fault` and `wasm` must be valid for their lengths; `out` null or valid for two u64
-/// writes.
+/// writes; `progress` null, or 8-byte aligned and valid for three u64s for the whole call.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn hlc_compile_isolated(
@@ -296,11 +300,30 @@ pub unsafe extern "C" fn hlc_compile_isolated(
     wasm: *const u8,
     len: u64,
     out: *mut u64,
+    progress: *mut u64,
 ) -> i32 {
     if out.is_null() {
         set_error("out is null".into());
         return ERR_ARGUMENT;
     }
+    if progress.align_offset(std::mem::align_of::<AtomicU64>()) != 0 {
+        set_error("progress is not 8-byte aligned".into());
+        return ERR_ARGUMENT;
+    }
+    let cells: Option<&[AtomicU64]> = if progress.is_null() {
+        None
+    } else {
+        // SAFETY: non-null, aligned (checked) and valid for three u64s for the whole call by the
+        // caller's contract; AtomicU64 has u64's size and layout, and every access here is atomic.
+        Some(unsafe { std::slice::from_raw_parts(progress as *const AtomicU64, 3) })
+    };
+    let store = |t: u64, c: u64, n: u64| {
+        if let Some(cells) = cells {
+            cells[0].store(t, Ordering::Relaxed);
+            cells[1].store(c, Ordering::Relaxed);
+            cells[2].store(n, Ordering::Relaxed);
+        }
+    };
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: forwarded caller contract.
         let (program, fault, wasm) = unsafe {
@@ -325,6 +348,7 @@ pub unsafe extern "C" fn hlc_compile_isolated(
             &fault,
             Duration::from_millis(u64::from(timeout_ms)),
             wasm,
+            Some(&store),
         )?;
         check(flags, &artifact).map_err(|(code, e)| {
             let code = if code == ERR_ARTIFACT {

@@ -10,7 +10,7 @@ import { findCompiler } from "../artifacts.ts";
 import { LibraryNotFoundError, SandboxError } from "../errors.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
-export const COMPILER_ABI_VERSION = 3;
+export const COMPILER_ABI_VERSION = 4;
 /** `flags` bit 0: fuel metering on. */
 export const FLAG_FUEL = 1;
 /** The module is not valid Wasm or uses a feature the engine does not support. */
@@ -39,11 +39,23 @@ const symbols = {
   /**
    * `int32_t hlc_compile_isolated(uint32_t flags, uint32_t timeout_ms, const uint8_t *program,
    * uint64_t program_len, const uint8_t *fault, uint64_t fault_len, const uint8_t *wasm,
-   * uint64_t len, uint64_t out[2])`: the compile in the `hl-wasm-compile` child process; off
-   * the event loop (it waits for the child).
+   * uint64_t len, uint64_t out[2], uint64_t progress[3])`: the compile in the `hl-wasm-compile`
+   * child process; off the event loop (it waits for the child). `progress` (null, or a
+   * SharedArrayBuffer the call stores into while it runs): functions translated, compiled, total.
    */
   hlc_compile_isolated: {
-    parameters: ["u32", "u32", "buffer", "u64", "buffer", "u64", "buffer", "u64", "buffer"],
+    parameters: [
+      "u32",
+      "u32",
+      "buffer",
+      "u64",
+      "buffer",
+      "u64",
+      "buffer",
+      "u64",
+      "buffer",
+      "buffer",
+    ],
     result: "i32",
     nonblocking: true,
   },
@@ -128,6 +140,8 @@ function take(lib: CompilerSymbols, out: BigUint64Array): Uint8Array {
  * `hlc_compile_isolated` on Deno's blocking pool: the module compiled by `program` (the
  * `hl-wasm-compile` binary) within `timeoutMs`, and checked; `fault` is the tests' switch ("" in
  * every other use). The status and the bytes (artifact, or message), copied out and freed.
+ * `progress`, when given, is three u64s over a SharedArrayBuffer that the library stores the
+ * child's progress into while the call runs (read them with `Atomics.load`).
  */
 export async function compilerCompileIsolated(
   flags: number,
@@ -135,6 +149,7 @@ export async function compilerCompileIsolated(
   program: string,
   fault: string,
   wasm: Uint8Array,
+  progress?: BigUint64Array,
 ): Promise<{ status: number; bytes: Uint8Array }> {
   const lib = compiler();
   const out = new BigUint64Array(2);
@@ -150,6 +165,7 @@ export async function compilerCompileIsolated(
     wasm,
     BigInt(wasm.length),
     out,
+    progress ?? null,
   );
   return { status, bytes: take(lib, out) };
 }

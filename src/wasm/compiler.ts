@@ -41,6 +41,51 @@ import { artifactMemoryHit, traceCompile } from "../telemetry.ts";
 /** The default deadline of a compile (as `initTimeoutMs`'s default). */
 export const DEFAULT_COMPILE_TIMEOUT_MS = 30_000;
 
+/**
+ * How far a compile has come, as the compiler process reports it (wasmtime logs each function
+ * it translates to Cranelift IR and each one it finishes compiling).
+ */
+export interface CompileProgress {
+  /** Functions of the module translated to Cranelift IR so far. */
+  translated: number;
+  /** Functions compiled to machine code so far (trampolines included, so it may pass `functions`). */
+  compiled: number;
+  /** Function bodies in the module (0: unknown). */
+  functions: number;
+  /** The share of the functions done, 0 to 1 (1 only once the artifact is there). */
+  fraction: number;
+  /** Milliseconds since the compile started. */
+  elapsedMs: number;
+  /** Milliseconds still to go at the rate so far (undefined until 2 % is done). */
+  etaMs?: number;
+}
+
+/** How often a compile's progress is read and reported (ms). */
+const PROGRESS_EVERY_MS = 250;
+
+/**
+ * The progress to report from the three counters the compiler library stores. wasmtime
+ * translates and compiles each function in turn (the two counts move together; `compiled` also
+ * counts trampolines), so the share done is the share translated, held below 1 until the
+ * compile has returned (what follows the last function, linking and writing the artifact, is not
+ * counted).
+ */
+export function progressOf(
+  translated: number,
+  compiled: number,
+  functions: number,
+  elapsedMs: number,
+  finished = false,
+): CompileProgress {
+  const fraction = finished ? 1 : functions > 0 ? Math.min(0.99, translated / functions) : 0;
+  const etaMs = finished
+    ? 0
+    : fraction >= 0.02
+    ? Math.round(elapsedMs * (1 - fraction) / fraction)
+    : undefined;
+  return { translated, compiled, functions, fraction, elapsedMs, etaMs };
+}
+
 /** What the tests make the compiler process do (`""`: compile). */
 export type CompileFault = "" | "crash" | "loop" | "alloc" | "syscall";
 
@@ -73,21 +118,47 @@ export function engineHash(fuel: boolean): string {
  * killed after `timeoutMs`; the artifact is checked before it is returned. The wait runs on
  * Deno's blocking pool (the event loop keeps running). {@linkcode WasmModuleError} for a module
  * wasmtime refuses or a compiler process that crashed or ran out of memory,
- * {@linkcode TimeoutError} when it ran out of time.
+ * {@linkcode TimeoutError} when it ran out of time. `onProgress` is called about every 250 ms
+ * while the progress changes, and once at the end of a successful compile.
  */
 export async function compileArtifact(
   wasm: Uint8Array,
   fuel: boolean,
   timeoutMs: number = DEFAULT_COMPILE_TIMEOUT_MS,
+  onProgress?: (p: CompileProgress) => void,
 ): Promise<Uint8Array> {
   const ms = Math.max(1, Math.min(Math.ceil(timeoutMs), 0xffff_ffff));
-  const { status, bytes } = await compilerCompileIsolated(
-    fuel ? FLAG_FUEL : 0,
-    ms,
-    findCompileChild(),
-    compileFault,
-    wasm,
-  );
+  const cells = onProgress ? new BigUint64Array(new SharedArrayBuffer(24)) : undefined;
+  const started = performance.now();
+  let seen = "";
+  const report = (finished = false) => {
+    if (!cells || !onProgress) return;
+    const [t, c, n] = [0, 1, 2].map((i) => Number(Atomics.load(cells, i)));
+    const key = `${t} ${c} ${n} ${finished}`;
+    if (key === seen) return;
+    seen = key;
+    try {
+      onProgress(progressOf(t, c, n, Math.round(performance.now() - started), finished));
+    } catch {
+      // A listener's error does not stop the compile.
+    }
+  };
+  const timer = cells ? setInterval(() => report(), PROGRESS_EVERY_MS) : undefined;
+  let result: { status: number; bytes: Uint8Array };
+  try {
+    result = await compilerCompileIsolated(
+      fuel ? FLAG_FUEL : 0,
+      ms,
+      findCompileChild(),
+      compileFault,
+      wasm,
+      cells,
+    );
+  } finally {
+    if (timer !== undefined) clearInterval(timer);
+  }
+  const { status, bytes } = result;
+  if (status === 0) report(true);
   if (status === 0) return bytes;
   const message = new TextDecoder().decode(bytes);
   if (status === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
@@ -370,6 +441,7 @@ async function loadOrCompile(
   fuel: boolean,
   file: string | undefined,
   timeoutMs: number,
+  onProgress?: (p: CompileProgress) => void,
 ): Promise<{ artifact: Uint8Array; source: "disk" | "compiled" }> {
   const engine = engineHash(fuel);
   if (file !== undefined) {
@@ -407,7 +479,7 @@ async function loadOrCompile(
       }
     }
   }
-  const artifact = await compileArtifact(wasm, fuel, timeoutMs);
+  const artifact = await compileArtifact(wasm, fuel, timeoutMs, onProgress);
   counters.compiles++;
   if (file !== undefined) {
     const tmp = `${file}.${crypto.randomUUID()}.tmp`;
@@ -431,13 +503,15 @@ async function loadOrCompile(
  * and releases it when done (sandboxes and snapshots that use the image take their own).
  * `WasmModuleError` for a module Cranelift refuses (or a compiler process that crashed or ran
  * out of memory), `TimeoutError` for a compile past `timeoutMs`, {@linkcode WasmArtifactError}
- * for a refused cache file.
+ * for a refused cache file. `onProgress` hears a compile this call starts (not a cache hit, nor a
+ * compile another call already started).
  */
 export async function codeImage(
   wasm: Uint8Array,
   fuel: boolean,
   library?: string,
   timeoutMs: number = DEFAULT_COMPILE_TIMEOUT_MS,
+  onProgress?: (p: CompileProgress) => void,
 ): Promise<CodeImage> {
   const moduleHash = await digest(wasm);
   const key = `${moduleHash}-${engineHash(fuel)}`;
@@ -457,7 +531,7 @@ export async function codeImage(
   let source: "disk" | "compiled" = "compiled";
   const pending = traceCompile(
     moduleHash,
-    () => loadOrCompile(wasm, moduleHash, fuel, file, timeoutMs),
+    () => loadOrCompile(wasm, moduleHash, fuel, file, timeoutMs, onProgress),
   ).then((r) => {
     source = r.source;
     return snapshotFromBytes(r.artifact, library);

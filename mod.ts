@@ -93,10 +93,10 @@ export {
 } from "./src/host_function.ts";
 export {
   type WasiExit,
-  type WasiRunOptions,
   WasiExitError,
   type WasiOptions,
   type WasiPreopen,
+  type WasiRunOptions,
   type WasiStdin,
   type WasmAnyType,
   WasmArtifactError,
@@ -130,6 +130,7 @@ export {
 export { JsSnapshot } from "./src/js/snapshot.ts";
 export { JsSandboxPool, type JsSandboxPoolOptions } from "./src/js/pool.ts";
 export {
+  type CompileProgress,
   type PyOutputOptions,
   type PyResult,
   type PyRunOptions,
@@ -139,7 +140,7 @@ export {
   PySnapshot,
   type PySnapshotSandboxOptions,
 } from "./src/py/sandbox.ts";
-export { PyError, PyExitError } from "./src/py/errors.ts";
+export { PyEngineError, PyError, PyExitError } from "./src/py/errors.ts";
 export { type PyPoolRunOptions, PySandboxPool, type PySandboxPoolOptions } from "./src/py/pool.ts";
 export { NetworkError, NetworkPolicyError } from "./src/errors.ts";
 export {

@@ -23,7 +23,7 @@ Commands:
   run <module.wasm> [--] [args...]           run a WASI command
   call <module.wasm | guest> <fn> [args...]  call one function, print JSON
   js <script.js> [args...]                   run a JavaScript file (QuickJS)
-  py <script.py> [args...]                   run a Python file (CPython 3.12)
+  py <script.py> [args...]                   run a Python file (CPython 3.12; --runtime full, --precompile)
   inspect <module.wasm | guest>              list imports, exports, signatures
   new-guest <dir>                            write a guest project that builds with cargo
   serve --config <file.json>                 serve HTTP requests with sandboxed functions

@@ -192,13 +192,15 @@ def serve():
         send({"ok": False, "type": "MemoryError", "message": "the output did not fit in memory",
               "traceback": "", "stdout": "", "stderr": ""})
 
-def entry():
+def entry(leave=True):
+    # A command (_start) leaves with os._exit(0); a reactor's turn returns (leave=False).
     try:
         if "hl" not in sys.modules:
             make_hl()
         serve()
     finally:
-        exit(0)
+        if leave:
+            exit(0)
 `;
 
 /**
@@ -206,7 +208,8 @@ def entry():
  * `_hl_driver` from {@linkcode SOURCE} (compiled once; later requests start from a snapshot that
  * has it), then calls its `entry`. A JSON string is a Python string literal.
  */
-const BOOT = `
+function boot(leave: boolean): string {
+  return `
 import sys
 d = sys.modules.get("_hl_driver")
 if d is None:
@@ -214,8 +217,15 @@ if d is None:
     d = types.ModuleType("_hl_driver")
     exec(${JSON.stringify(SOURCE)}, d.__dict__)
     sys.modules["_hl_driver"] = d
-d.entry()
+d.entry(${leave ? "True" : "False"})
 `;
+}
 
-/** The `-c` argument of the interpreter. */
-export const DRIVER: string = `exec(${JSON.stringify(BOOT)}, {"__name__": "_hl"})`;
+/** The `-c` argument of the interpreter (a command: every `_start` runs it). */
+export const DRIVER: string = `exec(${JSON.stringify(boot(true))}, {"__name__": "_hl"})`;
+
+/**
+ * The code of every `turn` of a reactor build (the `full` runtime): the same driver, which
+ * returns instead of leaving with `os._exit`. A statement, so the reactor echoes no value.
+ */
+export const TURN_DRIVER: string = `exec(${JSON.stringify(boot(false))}, {"__name__": "_hl"})`;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { SandboxError } from "../errors.ts";
+import { ArgumentError, SandboxError } from "../errors.ts";
 
 /**
  * Python code raised an exception that it did not catch (`run`, `call`, or the `setup` at create).
@@ -83,5 +83,28 @@ export class PyExitError extends SandboxError {
     this.name = "PyExitError";
     this.exitCode = exitCode;
     this.stderr = stderr;
+  }
+}
+
+/**
+ * The interpreter build asked for cannot run on the engine asked for: the `full` runtime needs
+ * Wasm exception handling and SIMD, which only the wasmtime engine has (wasmi 2.0 has neither).
+ * Thrown by `PySandbox.create` before anything starts.
+ *
+ * @example
+ * ```ts
+ * import { PyEngineError, PySandbox } from "@hl/sandbox";
+ * try {
+ *   await PySandbox.create({ runtime: "full", engine: "wasmi" });
+ * } catch (e) {
+ *   console.log(e instanceof PyEngineError); // true
+ * }
+ * ```
+ */
+export class PyEngineError extends ArgumentError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PyEngineError";
   }
 }

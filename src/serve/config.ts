@@ -9,6 +9,7 @@
  */
 
 import { ArgumentError } from "../errors.ts";
+import { MAX_RUN_BYTES, MAX_RUN_ENTRIES } from "../wasm/wasi.ts";
 
 /**
  * The configuration is not valid: `field` names where (`routes[0].strategy`), the message says
@@ -290,6 +291,41 @@ function limitsOf(
   };
 }
 
+/**
+ * A WAGI request's environment must fit `runWasi`'s per-run bounds (`MAX_RUN_BYTES`,
+ * `MAX_RUN_ENTRIES`) whatever the request: its worst case from the route's limits is checked here,
+ * so an oversized request is a 431 at the door, never a failed run. Per header byte at most 4
+ * bytes (a value is in `HTTP_*` and may be in `CONTENT_TYPE`/`SERVER_NAME`/`X_FULL_URL`; a
+ * Latin-1 character is 2 bytes of UTF-8), per header 8 (`HTTP_`, `=`, NUL, the entry's pointer
+ * does not count), the route's own env, and 2 KiB plus the route's path twice for the rest.
+ */
+function wagiEnvBound(
+  limits: ServeLimits & { path: string },
+  env: Record<string, string>,
+  where: string,
+): void {
+  const enc = new TextEncoder();
+  const own = Object.entries(env).reduce(
+    (n, [k, v]) => n + enc.encode(k).length + enc.encode(v).length + 2,
+    0,
+  );
+  const worst = 4 * limits.maxHeaderBytes + 8 * limits.maxHeaders + own + 2048 +
+    2 * limits.path.length;
+  if (worst > MAX_RUN_BYTES) {
+    throw new ServeConfigError(
+      `${where}.maxHeaderBytes`,
+      `a request's WAGI environment could reach ${worst} bytes with these limits and env, ` +
+        `over the ${MAX_RUN_BYTES} a run takes (4 bytes per header byte, 8 per header)`,
+    );
+  }
+  if (limits.maxHeaders + Object.keys(env).length + 20 > MAX_RUN_ENTRIES) {
+    throw new ServeConfigError(
+      `${where}.maxHeaders`,
+      `a request's WAGI environment could have more than the ${MAX_RUN_ENTRIES} entries a run takes`,
+    );
+  }
+}
+
 function stringMap(v: unknown, where: string): Record<string, string> {
   if (v === undefined) return {};
   if (!isObject(v)) throw new ServeConfigError(where, "must be an object of strings");
@@ -379,6 +415,8 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
           }
         }
       }
+      const env = stringMap(raw.env, `${where}.env`);
+      wagiEnvBound(common, env, where);
       return {
         ...common,
         kind,
@@ -386,7 +424,7 @@ function route(raw: unknown, i: number, base: string | undefined, limits: ServeL
         engine,
         maxMemoryBytes: mem,
         fuel: int(raw, "fuel", where, undefined, 1),
-        env: stringMap(raw.env, `${where}.env`),
+        env,
         preopens,
       } satisfies WagiRoute;
     }

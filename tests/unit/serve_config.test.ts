@@ -92,6 +92,22 @@ Deno.test("serve config: each malformed field is named", () => {
   configError({ routes: [{ ...js, maxMemoryBytes: 1 }] }, "routes[0].maxMemoryBytes");
   const wagi = { path: "/w", kind: "wagi", module: "w.wasm" };
   configError({ routes: [{ ...wagi, strategy: "reuse" }] }, "routes[0].strategy");
+  // The worst-case environment of a request must fit runWasi's 1 MiB and 65,536 entries.
+  configError({ routes: [{ ...wagi, maxHeaderBytes: 300_000 }] }, "routes[0].maxHeaderBytes");
+  configError(
+    { routes: [{ ...wagi, env: { BIG: "x".repeat(1 << 20) } }] },
+    "routes[0].maxHeaderBytes",
+  );
+  configError({ routes: [{ ...wagi, maxHeaders: 70_000 }] }, "routes[0].maxHeaders");
+  configError(
+    { routes: [{ ...wagi, maxHeaders: 65_520, maxHeaderBytes: 1000 }] },
+    "routes[0].maxHeaders",
+  );
+  assert.equal(
+    parseServeConfig({ routes: [{ ...wagi, maxHeaderBytes: 200_000 }] }, "/b").routes[0]
+      .maxHeaderBytes,
+    200_000,
+  );
   for (const strategy of ["restore", "renew"]) {
     assert.equal(
       parseServeConfig({ routes: [{ ...wagi, strategy }] }, "/b").routes[0].strategy,

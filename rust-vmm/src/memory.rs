@@ -160,15 +160,7 @@ impl MemorySnapshot {
             .checked_mul(PAGE_SIZE)
             .and_then(|n| n.checked_add(offset))
             .ok_or_else(|| Error::invalid_argument("the page data's end overflows"))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::os("fstat of a snapshot file", e))?
-            .len();
-        if len < need {
-            return Err(Error::invalid_argument(format!(
-                "the snapshot file is truncated: its pages end at byte {need}, the file has {len}"
-            )));
-        }
+        check_file_holds(file, need)?;
         let fd = sized_memfd(c"hl-guest-memory-snapshot", size)?;
         let memfd = std::fs::File::from(
             fd.try_clone()
@@ -182,13 +174,7 @@ impl MemorySnapshot {
             let stop = end as u64 * PAGE_SIZE;
             while to < stop {
                 let n = ((stop - to) as usize).min(FILE_CHUNK);
-                file.read_exact_at(&mut buf[..n], at).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        Error::invalid_argument("the snapshot file is truncated")
-                    } else {
-                        Error::os("reading a snapshot file", e)
-                    }
-                })?;
+                read_snapshot_file_at(file, &mut buf[..n], at)?;
                 hasher.update(&buf[..n]);
                 memfd
                     .write_all_at(&buf[..n], to)
@@ -197,12 +183,7 @@ impl MemorySnapshot {
                 at += n as u64;
             }
         }
-        let got = hasher.finalize();
-        if got != crc {
-            return Err(Error::invalid_argument(format!(
-                "the snapshot file's page data is corrupt (CRC-32 {got:08x}, recorded {crc:08x})"
-            )));
-        }
+        check_page_crc(hasher.finalize(), crc)?;
         drop(memfd);
         seal(&fd)?;
         Ok(Self {
@@ -225,7 +206,6 @@ impl MemorySnapshot {
     /// signal), and the host never reads these pages itself. The file must not be rewritten while
     /// the snapshot lives: whoever can write it chooses the guest's code (docs/snapshot-format.md).
     pub fn from_file(file: std::fs::File, offset: u64, size: u64, crc: u32) -> Result<Self> {
-        use std::os::unix::fs::FileExt;
         GuestMemory::validate(0, size)?;
         if !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Error::invalid_argument(format!(
@@ -235,36 +215,17 @@ impl MemorySnapshot {
         let end = offset
             .checked_add(size)
             .ok_or_else(|| Error::invalid_argument("the section's end overflows"))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::os("fstat of a snapshot file", e))?
-            .len();
-        if len < end {
-            return Err(Error::invalid_argument(format!(
-                "the snapshot file is truncated: its pages end at byte {end}, the file has {len}"
-            )));
-        }
+        check_file_holds(&file, end)?;
         let mut hasher = crc32fast::Hasher::new();
         let mut buf = vec![0u8; FILE_CHUNK];
         let mut at = offset;
         while at < end {
             let n = ((end - at) as usize).min(FILE_CHUNK);
-            file.read_exact_at(&mut buf[..n], at).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    Error::invalid_argument("the snapshot file is truncated")
-                } else {
-                    Error::os("reading a snapshot file", e)
-                }
-            })?;
+            read_snapshot_file_at(&file, &mut buf[..n], at)?;
             hasher.update(&buf[..n]);
             at += n as u64;
         }
-        let got = hasher.finalize();
-        if got != crc {
-            return Err(Error::invalid_argument(format!(
-                "the snapshot file's page data is corrupt (CRC-32 {got:08x}, recorded {crc:08x})"
-            )));
-        }
+        check_page_crc(hasher.finalize(), crc)?;
         let pages = (size / PAGE_SIZE) as usize;
         let mut bitmap = vec![0u64; pages.div_ceil(64)];
         for page in 0..pages {
@@ -279,6 +240,43 @@ impl MemorySnapshot {
             written: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// Reads `buf.len()` bytes of a snapshot file at `at`: a short file is an invalid argument (the
+/// file is truncated), any other failure an OS error. For both ways of loading a snapshot file.
+fn read_snapshot_file_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, at).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::invalid_argument("the snapshot file is truncated")
+        } else {
+            Error::os("reading a snapshot file", e)
+        }
+    })
+}
+
+/// A snapshot file whose pages end at byte `end` must be at least that long.
+fn check_file_holds(file: &std::fs::File, end: u64) -> Result<()> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::os("fstat of a snapshot file", e))?
+        .len();
+    if len < end {
+        return Err(Error::invalid_argument(format!(
+            "the snapshot file is truncated: its pages end at byte {end}, the file has {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// The CRC-32 `got` over a snapshot file's pages against the `recorded` one from its header.
+fn check_page_crc(got: u32, recorded: u32) -> Result<()> {
+    if got != recorded {
+        return Err(Error::invalid_argument(format!(
+            "the snapshot file's page data is corrupt (CRC-32 {got:08x}, recorded {recorded:08x})"
+        )));
+    }
+    Ok(())
 }
 
 /// The runs `(first, end)` of set bits among the first `pages` bits of `bitmap`.

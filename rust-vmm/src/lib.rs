@@ -481,10 +481,8 @@ pub unsafe extern "C" fn hl_snapshot_from_bytes(
             // most isize::MAX.
             unsafe { std::slice::from_raw_parts(data, len) }
         };
-        let handle = vm::insert_snapshot(memory::MemorySnapshot::from_bytes(bytes)?)?;
-        // SAFETY: checked non-null; the caller gives one writable u32.
-        unsafe { *out_snap = handle };
-        Ok(0)
+        // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
+        unsafe { put_snapshot(memory::MemorySnapshot::from_bytes(bytes)?, out_snap) }
     })
 }
 
@@ -504,6 +502,18 @@ unsafe fn path_arg<'a>(ptr: *const u8, len: u32) -> Result<&'a std::path::Path> 
         return Err(Error::invalid_argument("the path contains a NUL byte"));
     }
     Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Registers a new snapshot and stores its handle at `out_snap`; the result of the `hl_snapshot_*`
+/// functions that make one from bytes or a file.
+///
+/// # Safety
+/// `out_snap` must be non-null and valid for one u32 write.
+unsafe fn put_snapshot(snap: memory::MemorySnapshot, out_snap: *mut u32) -> Result<i32> {
+    let handle = vm::insert_snapshot(snap)?;
+    // SAFETY: non-null and writable by this function's contract.
+    unsafe { *out_snap = handle };
+    Ok(0)
 }
 
 /// `int32_t hl_snapshot_bitmap(uint32_t snap, uint64_t *out, uint64_t words)` (version 9): the
@@ -594,11 +604,13 @@ pub unsafe extern "C" fn hl_snapshot_load_pages(
         };
         let file =
             std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
-        let snap = memory::MemorySnapshot::read_pages(&file, offset, size, bitmap, crc)?;
-        let handle = vm::insert_snapshot(snap)?;
-        // SAFETY: checked non-null; the caller gives one writable u32.
-        unsafe { *out_snap = handle };
-        Ok(0)
+        // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
+        unsafe {
+            put_snapshot(
+                memory::MemorySnapshot::read_pages(&file, offset, size, bitmap, crc)?,
+                out_snap,
+            )
+        }
     })
 }
 
@@ -627,11 +639,13 @@ pub unsafe extern "C" fn hl_snapshot_map_file(
         let path = unsafe { path_arg(path, path_len)? };
         let file =
             std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
-        let snap = memory::MemorySnapshot::from_file(file, offset, size, crc)?;
-        let handle = vm::insert_snapshot(snap)?;
-        // SAFETY: checked non-null; the caller gives one writable u32.
-        unsafe { *out_snap = handle };
-        Ok(0)
+        // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
+        unsafe {
+            put_snapshot(
+                memory::MemorySnapshot::from_file(file, offset, size, crc)?,
+                out_snap,
+            )
+        }
     })
 }
 

@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { jsonResponse, parseCgiResponse } from "../src/serve/cgi.ts";
+import { jsonResponse, parseCgiResponse, serveRequest } from "../src/serve/cgi.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,15 +27,7 @@ const enc = new TextEncoder();
 const MAX = 4 << 20;
 
 async function requestJson(req: Request, id: string) {
-  const url = new URL(req.url);
-  return {
-    method: req.method,
-    path: url.pathname,
-    query: url.search.replace(/^\?/, ""),
-    headers: Object.fromEntries(req.headers),
-    body: new TextDecoder().decode(new Uint8Array(await req.arrayBuffer())),
-    id,
-  };
+  return serveRequest(req, new Uint8Array(await req.arrayBuffer()), id);
 }
 
 let handle: (req: Request) => Promise<Response>;

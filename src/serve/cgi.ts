@@ -236,6 +236,29 @@ export interface ServeRequest {
 }
 
 /**
+ * The request as the `js` and `wasm` kinds see it (and `tools/serve_plain.ts`, the load test's
+ * baseline, so that both hand a handler the same JSON): `body` is the request's body bytes.
+ *
+ * @example
+ * ```ts
+ * import { serveRequest } from "./cgi.ts";
+ * const r = serveRequest(new Request("http://h/a?b=1"), new Uint8Array(), "r1");
+ * console.log(r.path, r.query); // /a b=1
+ * ```
+ */
+export function serveRequest(req: Request, body: Uint8Array, id: string): ServeRequest {
+  const url = new URL(req.url);
+  return {
+    method: req.method,
+    path: url.pathname,
+    query: url.search.replace(/^\?/, ""),
+    headers: Object.fromEntries(req.headers),
+    body: new TextDecoder().decode(body),
+    id,
+  };
+}
+
+/**
  * The WAGI/CGI environment of a request (RFC 3875 §4.1 and WAGI's additions): `REQUEST_METHOD`,
  * `SCRIPT_NAME` (the route's prefix), `PATH_INFO` (the rest), `QUERY_STRING`, `CONTENT_LENGTH`,
  * `CONTENT_TYPE`, `SERVER_*`, `REMOTE_ADDR`, `X_FULL_URL`, `X_MATCHED_ROUTE`, `X_REQUEST_ID` and

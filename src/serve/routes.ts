@@ -21,7 +21,7 @@ import {
   GuestResponseError,
   jsonResponse,
   parseCgiResponse,
-  type ServeRequest,
+  serveRequest,
   wagiEnv,
 } from "./cgi.ts";
 import type { GuestResponse } from "./cgi.ts";
@@ -78,19 +78,6 @@ class Collector {
     }
     return out;
   }
-}
-
-/** The request as the `js` and `wasm` kinds see it. */
-export function requestObject(req: Request, ctx: RequestContext): ServeRequest {
-  const url = new URL(req.url);
-  return {
-    method: req.method,
-    path: url.pathname,
-    query: url.search.replace(/^\?/, ""),
-    headers: Object.fromEntries(req.headers),
-    body: new TextDecoder().decode(ctx.body),
-    id: ctx.id,
-  };
 }
 
 async function readModule(path: string, field: string): Promise<Uint8Array> {
@@ -264,7 +251,7 @@ async function startWasm(
     runner,
     handle: (req, ctx) =>
       runner.run(async (w) => {
-        const input = enc.encode(JSON.stringify(requestObject(req, ctx)));
+        const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id)));
         const out = await w.callBytes(r.export, input, { timeoutMs: r.timeoutMs });
         return parseCgiResponse(out, r.maxResponseBytes);
       }, r.acquireTimeoutMs),
@@ -317,7 +304,7 @@ async function startJs(
     runner,
     handle: (req, ctx) =>
       runner.run(async (js) => {
-        const value = await js.call(r.export, requestObject(req, ctx));
+        const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id));
         return jsonResponse(value, r.maxResponseBytes);
       }, r.acquireTimeoutMs),
   };

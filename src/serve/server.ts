@@ -130,6 +130,18 @@ export async function serve(
     log(JSON.stringify({ time: new Date().toISOString(), ...e }));
   const metrics = new ServeMetrics();
   const handlers: (RouteHandler | undefined)[] = cfg.routes.map(() => undefined);
+  // A gauge's samples: one per started route, labelled by its path (and strategy).
+  const perRoute = (value: (h: RouteHandler) => number, strategy = false) => () =>
+    handlers.flatMap((h) =>
+      h
+        ? [{
+          labels: strategy
+            ? { route: h.route.path, strategy: h.route.strategy } as Record<string, string>
+            : { route: h.route.path },
+          value: value(h),
+        }]
+        : []
+    );
   let warm = false;
   let draining = false;
 
@@ -141,29 +153,18 @@ export async function serve(
   metrics.gauge({
     name: "hl_serve_pool_size",
     help: "Sandboxes of a route (with renew: the most at once).",
-    read: () =>
-      handlers.flatMap((h) =>
-        h
-          ? [{ labels: { route: h.route.path, strategy: h.route.strategy }, value: h.runner.size }]
-          : []
-      ),
+    read: perRoute((h) => h.runner.size, true),
   });
   metrics.gauge({
     name: "hl_serve_pool_available",
     help: "Sandboxes of a route free now.",
-    read: () =>
-      handlers.flatMap((h) =>
-        h ? [{ labels: { route: h.route.path }, value: h.runner.available }] : []
-      ),
+    read: perRoute((h) => h.runner.available),
   });
   metrics.gauge({
     name: "hl_serve_sandboxes_replaced_total",
     type: "counter",
     help: "Sandboxes replaced since start because a request poisoned them (reuse).",
-    read: () =>
-      handlers.flatMap((h) =>
-        h ? [{ labels: { route: h.route.path }, value: h.runner.replaced }] : []
-      ),
+    read: perRoute((h) => h.runner.replaced),
   });
   metrics.gauge({
     name: "process_resident_memory_bytes",

@@ -177,29 +177,17 @@ export async function saveSnapshotFile(
     const pathBytes = utf8.encode(tmp);
     const crc = new Uint32Array(1);
     await Deno.writeFile(tmp, new Uint8Array(0), { mode: 0o600 });
-    check(
-      lib,
-      lib.hl_snapshot_save_pages(
-        state.memory.handle,
-        pathBytes,
-        pathBytes.length,
-        BigInt(description.memory.offset),
-        crc,
-      ),
-    );
-    description.memory.crc = crc[0];
-    if (state.code && description.code) {
+    // Writes a snapshot's data pages into the file at `offset`; returns their CRC-32.
+    const savePages = (handle: number, offset: number): number => {
       check(
         lib,
-        lib.hl_snapshot_save_pages(
-          state.code.handle,
-          pathBytes,
-          pathBytes.length,
-          BigInt(description.code.offset),
-          crc,
-        ),
+        lib.hl_snapshot_save_pages(handle, pathBytes, pathBytes.length, BigInt(offset), crc),
       );
-      description.code.crc = crc[0];
+      return crc[0];
+    };
+    description.memory.crc = savePages(state.memory.handle, description.memory.offset);
+    if (state.code && description.code) {
+      description.code.crc = savePages(state.code.handle, description.code.offset);
     }
     const json = encode();
     if (HEADER_SIZE + json.length > description.memory.offset) {

@@ -35,7 +35,7 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use chacha::ChaCha20;
-pub use instantiate::InstantiateRequest;
+pub use instantiate::{InstantiateRequest, read_list, read_seed};
 
 use abi::errno::{BADF, FAULT, INVAL, NOSYS, NOTSUP, SPIPE, SUCCESS};
 use abi::{filetype, rights};

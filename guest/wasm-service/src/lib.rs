@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 
 use hl_guest::wire::{DecodeError, Reader};
 use hl_guest::{GuestError, HostError, Value, call_host};
-use hl_wasi::{InstantiateRequest, WasiCtx};
+use hl_wasi::{InstantiateRequest, WasiCtx, read_list, read_seed};
 pub use spinning_top::Spinlock;
 
 pub use codec::{CANNOT_CROSS, ExternDesc, FuncSig, Val, ValKind, Writer};
@@ -458,24 +458,22 @@ struct RunRequest {
 
 fn parse_run_request(config: &[u8]) -> Result<RunRequest, GuestError> {
     parse_config(config, |r| {
-        fn list(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
-            let n = r.u32()?;
-            let mut out = Vec::new();
-            for _ in 0..n {
-                out.push(r.blob()?.to_vec());
-            }
-            Ok(out)
-        }
         let flags = r.u8()?;
         if flags & !0b111 != 0 {
             return Err(DecodeError::UnknownTag(flags));
         }
-        let args = if flags & 1 != 0 { Some(list(r)?) } else { None };
-        let env = if flags & 2 != 0 { Some(list(r)?) } else { None };
+        let args = if flags & 1 != 0 {
+            Some(read_list(r)?)
+        } else {
+            None
+        };
+        let env = if flags & 2 != 0 {
+            Some(read_list(r)?)
+        } else {
+            None
+        };
         let seed = if flags & 4 != 0 {
-            let mut seed = [0u8; 32];
-            seed.copy_from_slice(r.take(32)?);
-            Some(seed)
+            Some(read_seed(r)?)
         } else {
             None
         };

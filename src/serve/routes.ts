@@ -88,7 +88,7 @@ async function readModule(path: string, field: string): Promise<Uint8Array> {
   }
 }
 
-async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
+async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler | undefined> {
   const module = await readModule(r.module, `routes[${i}].module`);
   const name = r.module.slice(r.module.lastIndexOf("/") + 1);
   // Every sandbox is instantiated, not started: each request runs `_start` once with its own
@@ -119,31 +119,43 @@ async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler> {
       WasmSandbox.create({ snapshot, timeoutMs: r.timeoutMs, wasi: sinks }),
     fresh: () => WasmSandbox.create(opts),
   }, undefined);
+  return routeHandler(r, runner, async (w, req, ctx) => {
+    const out = new Collector(r.maxResponseBytes);
+    const env = wagiEnv(req, {
+      route: r.path,
+      body: ctx.body.length,
+      remote: ctx.remote,
+      id: ctx.id,
+      env: r.env,
+    });
+    const { exitCode } = await w.runWasi({
+      timeoutMs: r.timeoutMs,
+      args: [name],
+      env,
+      stdin: ctx.body,
+      stdout: out.write,
+      stderr: drop,
+    });
+    if (out.over) throw new GuestResponseError(`the output is over ${out.max} bytes`);
+    if (exitCode !== 0) throw new GuestResponseError(`the program exited with ${exitCode}`);
+    return parseCgiResponse(out.bytes(), r.maxResponseBytes);
+  });
+}
+
+/**
+ * A started route: each request runs `answer` on a sandbox the runner lends (waiting at most the
+ * route's `acquireTimeoutMs`). `undefined` for no runner (baking).
+ */
+function routeHandler<M extends Member>(
+  r: ServeRoute,
+  runner: Runner<M> | undefined,
+  answer: (m: M, req: Request, ctx: RequestContext) => Promise<GuestResponse>,
+): RouteHandler | undefined {
+  if (!runner) return undefined;
   return {
     route: r,
     runner,
-    handle: (req, ctx) =>
-      runner.run(async (w) => {
-        const out = new Collector(r.maxResponseBytes);
-        const env = wagiEnv(req, {
-          route: r.path,
-          body: ctx.body.length,
-          remote: ctx.remote,
-          id: ctx.id,
-          env: r.env,
-        });
-        const { exitCode } = await w.runWasi({
-          timeoutMs: r.timeoutMs,
-          args: [name],
-          env,
-          stdin: ctx.body,
-          stdout: out.write,
-          stderr: drop,
-        });
-        if (out.over) throw new GuestResponseError(`the output is over ${out.max} bytes`);
-        if (exitCode !== 0) throw new GuestResponseError(`the program exited with ${exitCode}`);
-        return parseCgiResponse(out.bytes(), r.maxResponseBytes);
-      }, r.acquireTimeoutMs),
+    handle: (req, ctx) => runner.run((m) => answer(m, req, ctx), r.acquireTimeoutMs),
   };
 }
 
@@ -244,18 +256,12 @@ async function startWasm(
       }),
     fresh: () => WasmSandbox.create(opts),
   });
-  if (!runner) return undefined;
   const enc = new TextEncoder();
-  return {
-    route: r,
-    runner,
-    handle: (req, ctx) =>
-      runner.run(async (w) => {
-        const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id)));
-        const out = await w.callBytes(r.export, input, { timeoutMs: r.timeoutMs });
-        return parseCgiResponse(out, r.maxResponseBytes);
-      }, r.acquireTimeoutMs),
-  };
+  return routeHandler(r, runner, async (w, req, ctx) => {
+    const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id)));
+    const out = await w.callBytes(r.export, input, { timeoutMs: r.timeoutMs });
+    return parseCgiResponse(out, r.maxResponseBytes);
+  });
 }
 
 async function startJs(
@@ -298,16 +304,10 @@ async function startJs(
       JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs, stdout: drop, stderr: drop }),
     fresh: () => JsSandbox.create(opts),
   });
-  if (!runner) return undefined;
-  return {
-    route: r,
-    runner,
-    handle: (req, ctx) =>
-      runner.run(async (js) => {
-        const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id));
-        return jsonResponse(value, r.maxResponseBytes);
-      }, r.acquireTimeoutMs),
-  };
+  return routeHandler(r, runner, async (js, req, ctx) => {
+    const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id));
+    return jsonResponse(value, r.maxResponseBytes);
+  });
 }
 
 async function startGuest(
@@ -351,30 +351,24 @@ async function startGuest(
     fromSnapshot: (snapshot) => Sandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
     fresh: () => Sandbox.create(opts),
   });
-  if (!runner) return undefined;
   const enc = new TextEncoder();
-  return {
-    route: r,
-    runner,
-    handle: (_req, ctx) =>
-      runner.run(async (sb) => {
-        const args = param === undefined
-          ? []
-          : [param === "string" ? new TextDecoder().decode(ctx.body) : ctx.body];
-        const result = await sb.call(r.function, ...args);
-        const body = result instanceof Uint8Array
-          ? new Uint8Array(result)
-          : typeof result === "string"
-          ? enc.encode(result)
-          : enc.encode(
-            JSON.stringify(result ?? null, (_k, v) => typeof v === "bigint" ? `${v}` : v),
-          );
-        if (body.length > r.maxResponseBytes) {
-          throw new GuestResponseError(`the result is over ${r.maxResponseBytes} bytes`);
-        }
-        return { status: 200, headers: [["content-type", r.contentType]], body };
-      }, r.acquireTimeoutMs),
-  };
+  return routeHandler(r, runner, async (sb, _req, ctx) => {
+    const args = param === undefined
+      ? []
+      : [param === "string" ? new TextDecoder().decode(ctx.body) : ctx.body];
+    const result = await sb.call(r.function, ...args);
+    const body = result instanceof Uint8Array
+      ? new Uint8Array(result)
+      : typeof result === "string"
+      ? enc.encode(result)
+      : enc.encode(
+        JSON.stringify(result ?? null, (_k, v) => typeof v === "bigint" ? `${v}` : v),
+      );
+    if (body.length > r.maxResponseBytes) {
+      throw new GuestResponseError(`the result is over ${r.maxResponseBytes} bytes`);
+    }
+    return { status: 200, headers: [["content-type", r.contentType]], body };
+  });
 }
 
 /** How routes start. */

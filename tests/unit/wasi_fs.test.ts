@@ -38,6 +38,19 @@ function scratch() {
   return { base, root, cleanup: () => Deno.removeSync(base, { recursive: true }) };
 }
 
+/** The bytes of `parts` back to back (a batch of wasi_io records). */
+function join(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) out.set(p, at), at += p.length;
+  return out;
+}
+
+/** The errno a wasi_io reply starts with. */
+function errno(reply: Uint8Array): number {
+  return new DataView(reply.buffer).getUint32(0, true);
+}
+
 function errnoOf(fn: () => unknown): number {
   try {
     fn();
@@ -219,7 +232,6 @@ Deno.test("wasi_io: malformed requests are ProtocolErrors; sizes are capped", as
       }
       return new Uint8Array(out);
     };
-    const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
     assert.throws(() => rt.io(1, new Uint8Array(3)), ProtocolError); // truncated
     assert.throws(() => rt.io(1, req(0, 10, 7)), ProtocolError); // trailing bytes
     assert.throws(() => rt.io(99, req(0)), ProtocolError); // unknown op
@@ -268,13 +280,6 @@ Deno.test("wasi_io output (op 24): records reach the sinks in order; malformed o
     out.set(data, 8);
     return out;
   };
-  const join = (...parts: Uint8Array[]) => {
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) out.set(p, at), at += p.length;
-    return out;
-  };
-  const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
   assert.equal(
     errno(rt.io(24, join(record(1, "a"), record(2, "b"), record(1, "c"))) as Uint8Array),
     0,
@@ -305,13 +310,6 @@ Deno.test("wasi_io seek-then (op 25): seeks, then serves the request; its errors
     );
     const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
     const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
-    const join = (...parts: Uint8Array[]) => {
-      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const p of parts) out.set(p, at), at += p.length;
-      return out;
-    };
-    const errno = (reply: Uint8Array) => new DataView(reply.buffer).getUint32(0, true);
     const path = utf8.encode("f");
     const opened = rt.io(
       15,

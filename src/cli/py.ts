@@ -130,6 +130,7 @@ export async function py(argv: readonly string[]): Promise<number> {
     try {
       const made = await PySandbox.create({
         runtime,
+        engine,
         maxMemoryBytes,
         // A compile of the full runtime takes minutes on a small host.
         initTimeoutMs: 3_600_000,
@@ -160,7 +161,9 @@ export async function py(argv: readonly string[]): Promise<number> {
     writeAllSync(
       Deno.stderr,
       utf8.encode(
-        "hl py: preparing CPython (the first run on this machine compiles it: about a minute)\n",
+        runtime === "full"
+          ? "hl py: preparing the full runtime (the first run on this machine compiles it: minutes)\n"
+          : "hl py: preparing CPython (the first run on this machine compiles it: about a minute)\n",
       ),
     );
   }, 3000);

@@ -904,7 +904,7 @@ export class PySandbox implements AsyncDisposable {
     if (!runtime.engines.includes(o.engine ?? "wasmtime")) {
       throw new PyEngineError(
         `runtime "${runtime.name}" cannot run on the ${String(o.engine)} engine ` +
-          `(it needs ${runtime.engines.join(" or ")}: docs/python.md, "Runtimes")`,
+          `(it needs ${runtime.engines.join(" or ")}: docs/python.md, "The full runtime")`,
       );
     }
     if (o.setup !== undefined && typeof o.setup !== "string") {

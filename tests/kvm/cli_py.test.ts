@@ -10,7 +10,7 @@ const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 /** Runs `hl`; the note a slow first create prints (the compile) is left out of stderr. */
 async function hl(args: string[]) {
   const r = await runDeno(["run", "-A", "--quiet", CLI, ...args]);
-  return { ...r, err: r.err.replace(/^hl py: (preparing CPython|compiling ).*\n/gm, "") };
+  return { ...r, err: r.err.replace(/^hl py: (preparing |compiling ).*\n/gm, "") };
 }
 
 if (PYTHON_BUILT) {

@@ -11,6 +11,7 @@ import {
   SnapshotFormatError,
   SnapshotMismatchError,
   teardownWait,
+  type WasmEngine,
   WasmSandbox,
   WasmSnapshot,
 } from "../../mod.ts";
@@ -166,16 +167,21 @@ const host = {
   env: { seen: { params: ["i32"], result: "void", fn: (_x: number) => undefined } },
 } as const;
 
+/** A sandbox of the `state` fixture on `engine`, outside the module cache. */
+function stateSandbox(engine: WasmEngine): Promise<WasmSandbox> {
+  return WasmSandbox.create({
+    engine,
+    module: fixture("state"),
+    hostFunctions: host,
+    cache: false,
+  });
+}
+
 for (const engine of WASM_ENGINES) {
   engineTest(engine)(
     "WasmSnapshot file: a loaded snapshot gives the in-memory one's results",
     async () => {
-      await using w = await WasmSandbox.create({
-        engine,
-        module: fixture("state"),
-        hostFunctions: host,
-        cache: false,
-      });
+      await using w = await stateSandbox(engine);
       assert.equal(await w.call("bump"), 1);
       await w.call("store", 64, 1234);
       await using snap = await w.snapshot();
@@ -195,12 +201,7 @@ for (const engine of WASM_ENGINES) {
 engineTest("wasmtime")(
   "WasmSnapshot file: the code image mapped from the file leaks no fd or mapping",
   async () => {
-    await using w = await WasmSandbox.create({
-      engine: "wasmtime",
-      module: fixture("state"),
-      hostFunctions: host,
-      cache: false,
-    });
+    await using w = await stateSandbox("wasmtime");
     await using snap = await w.snapshot();
     const path = `${dir}/wasm-leak`;
     await snap.save(path);
@@ -227,12 +228,7 @@ engineTest("wasmtime")(
 engineTest("wasmtime")(
   "WasmSnapshot file: a code image file truncated under a live sandbox is an error, not a crash",
   async () => {
-    await using w = await WasmSandbox.create({
-      engine: "wasmtime",
-      module: fixture("state"),
-      hostFunctions: host,
-      cache: false,
-    });
+    await using w = await stateSandbox("wasmtime");
     await using snap = await w.snapshot();
     const path = `${dir}/wasm-truncated`;
     await snap.save(path);

@@ -112,7 +112,9 @@ if [ -f guest/Cargo.toml ]; then
   check "cargo clippy (guests)" bash -c 'cd guest && cargo clippy --release -- -D warnings'
 fi
 
-stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-write --allow-env --allow-ffi tests/unit/
+# --allow-net and --allow-run: the networking tests (net_hostile, net_telemetry) start servers on
+# loopback, connect to names their own resolver pins there, and run a child with HTTP_PROXY set.
+stage "deno unit tests (no KVM)" deno unit deno test --allow-read --allow-write --allow-env --allow-ffi --allow-net --allow-run tests/unit/
 if [ -f guest/wire/Cargo.toml ]; then
   stage "hl-wire tests (no KVM)" cargo unit bash -c 'cd guest && bash wire/test.sh'
 fi

@@ -98,6 +98,24 @@ function statusOf(e: unknown): { status: number; guest: boolean } {
 }
 
 /**
+ * The checked config (read from its file when `config` is a path; a checked config passes the
+ * checks again unchanged, its paths already resolved) and where log lines go: `options.log`,
+ * stdout when absent, nowhere when `null`. For {@linkcode serve} and {@linkcode bakeServeSnapshots}.
+ */
+async function configAndLog(
+  config: ServeConfig | Record<string, unknown> | string,
+  options: Pick<ServeOptions, "log">,
+): Promise<{ cfg: ServeConfig; log: (line: string) => void }> {
+  const cfg: ServeConfig = typeof config === "string"
+    ? await loadServeConfig(config)
+    : parseServeConfig(config);
+  const log = options.log === undefined
+    ? (line: string) => console.log(line)
+    : options.log ?? (() => {});
+  return { cfg, log };
+}
+
+/**
  * Starts the HTTP function host: `config` is a checked config, a config object as in the JSON
  * file, or the path of the file. It listens at once (`/healthz` answers 200) and starts every
  * route's sandboxes; `/readyz` answers 200 once all are warm ({@linkcode HlServer.ready}).
@@ -119,13 +137,7 @@ export async function serve(
   config: ServeConfig | Record<string, unknown> | string,
   options: ServeOptions = {},
 ): Promise<HlServer> {
-  // A checked config passes the checks again unchanged (its paths are already resolved).
-  const cfg: ServeConfig = typeof config === "string"
-    ? await loadServeConfig(config)
-    : parseServeConfig(config);
-  const log = options.log === undefined
-    ? (line: string) => console.log(line)
-    : options.log ?? (() => {});
+  const { cfg, log } = await configAndLog(config, options);
   const event = (e: Record<string, unknown>) =>
     log(JSON.stringify({ time: new Date().toISOString(), ...e }));
   const metrics = new ServeMetrics();
@@ -364,12 +376,7 @@ export async function bakeServeSnapshots(
   config: ServeConfig | Record<string, unknown> | string,
   options: Pick<ServeOptions, "log"> = {},
 ): Promise<number> {
-  const cfg: ServeConfig = typeof config === "string"
-    ? await loadServeConfig(config)
-    : parseServeConfig(config);
-  const log = options.log === undefined
-    ? (line: string) => console.log(line)
-    : options.log ?? (() => {});
+  const { cfg, log } = await configAndLog(config, options);
   let n = 0;
   for (let i = 0; i < cfg.routes.length; i++) {
     await startRoute(cfg.routes[i], i, {

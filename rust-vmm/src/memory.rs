@@ -1037,65 +1037,22 @@ mod tests {
         // SAFETY: the mapping is 8 pages long and owned by `region`.
         let got = unsafe { std::slice::from_raw_parts(region.host_ptr(), 8 * 4096) };
         assert_eq!(got, &bytes[..]);
-        let err = |r: Result<MemorySnapshot>| r.unwrap_err().message;
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            snap.size(),
-            snap.bitmap(),
-            crc ^ 1
-        ))
-        .contains("corrupt"));
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            snap.size(),
-            &[1 << 9],
-            crc
-        ))
-        .contains("past the end"));
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            snap.size(),
-            &[],
-            crc
-        ))
-        .contains("bitmap"));
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            100,
-            snap.bitmap(),
-            crc
-        ))
-        .contains("multiple"));
+        // read_pages refuses each of these with a message that says `why`.
+        let refused = |offset: u64, size: u64, bitmap: &[u64], crc: u32, why: &str| {
+            let message = MemorySnapshot::read_pages(&file, offset, size, bitmap, crc)
+                .unwrap_err()
+                .message;
+            assert!(message.contains(why), "{message} lacks {why}");
+        };
+        refused(4096, snap.size(), snap.bitmap(), crc ^ 1, "corrupt");
+        refused(4096, snap.size(), &[1 << 9], crc, "past the end");
+        refused(4096, snap.size(), &[], crc, "bitmap");
+        refused(4096, 100, snap.bitmap(), crc, "multiple");
         file.write_all_at(&[9], 4096 + 5).unwrap();
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            snap.size(),
-            snap.bitmap(),
-            crc
-        ))
-        .contains("corrupt"));
+        refused(4096, snap.size(), snap.bitmap(), crc, "corrupt");
         file.set_len(4096 + 2 * 4096 + 10).unwrap();
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            4096,
-            snap.size(),
-            snap.bitmap(),
-            crc
-        ))
-        .contains("truncated"));
-        assert!(err(MemorySnapshot::read_pages(
-            &file,
-            u64::MAX - 10,
-            snap.size(),
-            snap.bitmap(),
-            crc
-        ))
-        .contains("overflows"));
+        refused(4096, snap.size(), snap.bitmap(), crc, "truncated");
+        refused(u64::MAX - 10, snap.size(), snap.bitmap(), crc, "overflows");
     }
 
     /// A dense section mapped from the file reads as the file; a wrong CRC or a short file is

@@ -403,9 +403,16 @@ impl Engine for Wasmtime {
             return Failure::Exit(*status);
         }
         if let Some(trap) = e.downcast_ref::<Trap>() {
+            // Since the `gc` feature, wasmtime's Display of a trap starts with "wasm trap: ";
+            // the host's WasmTrapError adds its own "wasm trap (kind): " before the message.
+            let text = trap.to_string();
+            let message = match text.strip_prefix("wasm trap: ") {
+                Some(rest) => alloc::string::String::from(rest),
+                None => text,
+            };
             return Failure::Trap {
                 index: trap_index(*trap),
-                message: trap.to_string(),
+                message,
             };
         }
         if let Some(host) = e.downcast_ref::<HostFnError>() {

@@ -208,6 +208,19 @@ function freshSeed(): [number, number] {
 
 const moduleDigests = new ContentMemo<Promise<string>>(4, 16 * MIB);
 
+/**
+ * The `{ name, message }` the script sees for what a host function threw; never throws (a thrown
+ * value may have no primitive form, or getters that throw).
+ */
+function thrownByHost(e: unknown): { name: string; message: string } {
+  try {
+    const err = e instanceof Error ? e : new Error(String(e));
+    return { name: String(err.name), message: String(err.message) };
+  } catch {
+    return { name: "Error", message: "a host function threw a value that cannot be read" };
+  }
+}
+
 /** What a core is made of; a hand-over moves all of it to the next core. */
 interface CoreState {
   hostFns: Map<string, RuntimeHostFunction>;
@@ -445,7 +458,15 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
       let reply = await this.#enter(fn, input, left());
       while (reply.kind === "pending") {
         calledHost = true;
-        const answers = await this.#answer(reply.calls);
+        let answers: string;
+        try {
+          answers = await this.#answer(reply.calls);
+        } catch (e) {
+          // The driver waits for this round's resume: no other call may reach it (out of step).
+          throw this.#poisonWith(
+            e instanceof Error ? e : new Error("a host call round failed", { cause: e }),
+          );
+        }
         reply = await this.#enter(this.#kind.exports.resume, utf8.encode(answers), left());
       }
       return { reply, calledHost };
@@ -469,18 +490,14 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
         try {
           value = await this.#hostFns.get(fn)!(...args);
         } catch (e) {
-          const err = e instanceof Error ? e : new Error(String(e));
-          return JSON.stringify({
-            id,
-            error: { name: String(err.name), message: String(err.message) },
-          });
+          return JSON.stringify({ id, error: thrownByHost(e) });
         }
         try {
           return stringifyValue({ id, value })!;
         } catch (e) {
           // A result JSON cannot write (a BigInt, a cycle) is a TypeError in the script.
           const message = `host function ${fn} returned a value that is not JSON: ${
-            (e as Error).message
+            thrownByHost(e).message
           }`;
           return JSON.stringify({ id, error: { name: "TypeError", message } });
         }

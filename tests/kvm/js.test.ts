@@ -152,6 +152,28 @@ jsTest("host functions: async in JS, JSON both ways, throws are JS exceptions", 
   await assert.rejects(js.eval("1"), SandboxPoisonedError);
 });
 
+jsTest("a host function throwing what String() cannot read stays in step", async () => {
+  // A thrown value with no primitive form (String() throws for it) once rejected the call on the
+  // host while the driver waited for its resume: the sandbox stayed usable but out of step.
+  await using js = await JsSandbox.create({
+    source: `
+      async function odd() { try { await host.odd(); } catch (e) { return e.name + "/" + e.message; } }
+      function after() { return 7; }
+    `,
+    hostFunctions: {
+      odd: () => {
+        throw Object.create(null);
+      },
+    },
+    timeoutMs: 2000,
+  });
+  const seen = await js.call("odd");
+  assert.equal(typeof seen, "string");
+  assert.match(seen as string, /^Error\//);
+  assert.equal(js.poisoned, false);
+  assert.equal(await js.call("after"), 7);
+});
+
 jsTest("limits: runaway script, memory bomb, 10,000-deep recursion", async () => {
   await using js = await JsSandbox.create({
     source: "function r(n) { return n ? r(n - 1) + 1 : 0; }",

@@ -24,8 +24,9 @@
  *       8 bytes of a part from `offset`, little-endian (zero past its end).
  *   int32_t hl_http_close(int32_t h)               Frees a response: 0, or HL_HTTP_INVALID.
  *
- * Responses are kept until closed or until the next guest call's first send. Each call has the
- * sandbox's per-call limits (requests, bytes); the host counts every request (netStats()).
+ * Responses are kept until closed or until the guest call ends: the next call sees none of
+ * them, nor a half-built request or the last error. Each call has the sandbox's per-call
+ * limits (requests, bytes); the host counts every request (netStats()).
  *
  * The static inline helpers below (hl_http_fetch, hl_http_copy) are the convenient form.
  */

@@ -92,12 +92,25 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
     fields = FIELDS.map(() => new Growable());
     overflow = false;
   };
+  // Every import starts here: a new guest call (a pool member's next tenant, a restored VM) sees
+  // nothing of the last one — no response handles, no error text, no half-built request — and
+  // has its own budgets, whichever import it calls first.
+  const enter = () => {
+    const e = epoch();
+    if (e === seenEpoch) return;
+    seenEpoch = e;
+    net.beginCall();
+    open.clear();
+    lastError = new Uint8Array(0);
+    reset();
+  };
   return {
     [HL_HTTP]: {
       put: {
         params: ["i32", "i64", "i32"],
         result: "i32",
         fn: (field: number, word: bigint, n: number) => {
+          enter();
           if (field < 0 || field >= FIELDS.length || n < 1 || n > 8) return HL_HTTP_CODES.INVALID;
           const f = fields[field];
           const cap = field === 3 ? maxBody : MAX_FIELD[field];
@@ -113,13 +126,7 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
         params: [],
         result: "i32",
         fn: async () => {
-          const e = epoch();
-          if (e !== seenEpoch) {
-            // A new guest call: its own budgets, and the last call's responses are gone.
-            seenEpoch = e;
-            net.beginCall();
-            open.clear();
-          }
+          enter();
           const [method, url, headers, body] = fields;
           const bad = overflow;
           reset();
@@ -167,17 +174,24 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
       status: {
         params: ["i32"],
         result: "i32",
-        fn: (h: number) => open.get(h)?.status ?? HL_HTTP_CODES.INVALID,
+        fn: (h: number) => {
+          enter();
+          return open.get(h)?.status ?? HL_HTTP_CODES.INVALID;
+        },
       },
       len: {
         params: ["i32", "i32"],
         result: "i32",
-        fn: (h: number, p: number) => part(h, p)?.length ?? HL_HTTP_CODES.INVALID,
+        fn: (h: number, p: number) => {
+          enter();
+          return part(h, p)?.length ?? HL_HTTP_CODES.INVALID;
+        },
       },
       read: {
         params: ["i32", "i32", "i32"],
         result: "i64",
         fn: (h: number, p: number, offset: number) => {
+          enter();
           const bytes = part(h, p);
           if (!bytes || offset < 0 || offset >= bytes.length) return 0n;
           let word = 0n;
@@ -189,7 +203,10 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
       close: {
         params: ["i32"],
         result: "i32",
-        fn: (h: number) => (open.delete(h) ? 0 : HL_HTTP_CODES.INVALID),
+        fn: (h: number) => {
+          enter();
+          return open.delete(h) ? 0 : HL_HTTP_CODES.INVALID;
+        },
       },
     },
   };

@@ -1,0 +1,59 @@
+/**
+ * The `hl_http` imports (src/net/wasm.ts) called directly, as a module would: what one guest call
+ * leaves behind must not reach the next (a pool member's next tenant, a restored VM), whichever
+ * import that call uses first.
+ */
+
+import assert from "node:assert/strict";
+import { HL_HTTP, HL_HTTP_CODES, httpImports, Net } from "../../src/net/mod.ts";
+import { startServer } from "../_net_servers.ts";
+
+type Fn = (...args: unknown[]) => unknown;
+
+function importsOf(net: Net, epoch: () => number): Record<string, Fn> {
+  const m = httpImports(net, epoch)[HL_HTTP];
+  return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.fn as Fn]));
+}
+
+/** Puts `s` into `field` 8 bytes at a time, as hl_http.h's helper does. */
+function put(f: Record<string, Fn>, field: number, s: string): void {
+  const bytes = new TextEncoder().encode(s);
+  for (let i = 0; i < bytes.length; i += 8) {
+    let word = 0n;
+    const n = Math.min(8, bytes.length - i);
+    for (let j = n - 1; j >= 0; j--) word = (word << 8n) | BigInt(bytes[i + j]);
+    assert.equal(f.put(field, word, n), 0);
+  }
+}
+
+Deno.test("hl_http: a new call sees none of the last call's responses, error or request", async () => {
+  const srv = startServer();
+  let call = 1;
+  const net = new Net({ allow: [`${srv.origin}/`] });
+  try {
+    const f = importsOf(net, () => call);
+    put(f, 1, `${srv.origin}/secret`);
+    const h = await f.send() as number;
+    assert.ok(h > 0);
+    assert.equal(f.status(h), 200);
+    assert.ok((f.len(h, 0) as number) > 0);
+    put(f, 1, "http://refused.test/");
+    assert.equal(await f.send(), HL_HTTP_CODES.REFUSED);
+    assert.ok((f.len(0, 2) as number) > 0, "the error text is there within the call");
+    put(f, 1, `${srv.origin}/half`); // a request left half-built (the call trapped)
+
+    call = 2; // the next tenant: its first import is a read, not a send
+    assert.equal(f.read(h, 0, 0), 0n, "the last call's body is gone");
+    assert.equal(f.len(h, 0), HL_HTTP_CODES.INVALID);
+    assert.equal(f.status(h), HL_HTTP_CODES.INVALID);
+    assert.equal(f.len(0, 2), 0, "the last call's error text is gone");
+    assert.equal(f.close(h), HL_HTTP_CODES.INVALID);
+    put(f, 1, `${srv.origin}/mine`);
+    const h2 = await f.send() as number;
+    assert.ok(h2 > 0);
+    assert.deepEqual(srv.seen.map((s) => s.path), ["/secret", "/mine"]);
+  } finally {
+    await net.dispose();
+    await srv.close();
+  }
+});

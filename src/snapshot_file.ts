@@ -13,9 +13,10 @@
  * @module
  */
 
-import { ABI_VERSION, VALUE_TYPES, type ValueType } from "./abi.ts";
+import { ABI_VERSION, PAGE_SIZE as PAGE, VALUE_TYPES, type ValueType } from "./abi.ts";
 import { PACKAGE_VERSION } from "./artifacts.ts";
-import { CDYLIB_ABI_VERSION, check, openLibrary } from "./ffi/lib.ts";
+import { HypervisorError } from "./errors.ts";
+import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
 import { hypervisorInfo, MemorySnapshotHandle } from "./ffi/vm.ts";
 import type { MemoryLayout } from "./layout.ts";
 import {
@@ -45,7 +46,6 @@ export const SNAPSHOT_FORMAT_VERSION = 1;
 const HEADER_SIZE = 48;
 /** Largest description accepted (a description is a few KiB: the layout, tables, page bitmaps). */
 const MAX_DESCRIPTION = 4 << 20;
-const PAGE = 4096;
 /** Largest memory or code region (as the cdylib's per-region limit). */
 const MAX_REGION = 16 * 1024 * 1024 * 1024;
 /** A placeholder wider than any offset or CRC written (so the real description is shorter). */
@@ -113,14 +113,6 @@ function cpuFingerprint(library?: string): string {
   return hypervisorInfo(library).cpuFeatures;
 }
 
-function bitmapOf(handle: MemorySnapshotHandle, library?: string): Uint8Array {
-  const lib = openLibrary(library);
-  const words = check(lib, lib.hl_snapshot_bitmap(handle.handle, null, 0n));
-  const out = new BigUint64Array(Math.max(words, 1));
-  check(lib, lib.hl_snapshot_bitmap(handle.handle, out, BigInt(words)));
-  return new Uint8Array(out.buffer, 0, words * 8);
-}
-
 const utf8 = new TextEncoder();
 
 /**
@@ -136,9 +128,8 @@ export async function saveSnapshotFile(
   durable = true,
 ): Promise<void> {
   const state = stateOf(snap);
-  const lib = openLibrary(library);
-  const memBitmap = bitmapOf(state.memory, library);
-  const codeBitmap = state.code ? bitmapOf(state.code, library) : undefined;
+  const memBitmap = state.memory.bitmap();
+  const codeBitmap = state.code?.bitmap();
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
   try {
     // The description is written after the pages (their CRCs go in it), but the pages' offset
@@ -174,20 +165,10 @@ export async function saveSnapshotFile(
     if (description.code) {
       description.code.offset = description.memory.offset + state.memory.dataPages * PAGE;
     }
-    const pathBytes = utf8.encode(tmp);
-    const crc = new Uint32Array(1);
     await Deno.writeFile(tmp, new Uint8Array(0), { mode: 0o600 });
-    // Writes a snapshot's data pages into the file at `offset`; returns their CRC-32.
-    const savePages = (handle: number, offset: number): number => {
-      check(
-        lib,
-        lib.hl_snapshot_save_pages(handle, pathBytes, pathBytes.length, BigInt(offset), crc),
-      );
-      return crc[0];
-    };
-    description.memory.crc = savePages(state.memory.handle, description.memory.offset);
+    description.memory.crc = state.memory.savePages(tmp, description.memory.offset);
     if (state.code && description.code) {
-      description.code.crc = savePages(state.code.handle, description.code.offset);
+      description.code.crc = state.code.savePages(tmp, description.code.offset);
     }
     const json = encode();
     if (HEADER_SIZE + json.length > description.memory.offset) {
@@ -432,48 +413,30 @@ function loadPages(
   what: string,
   library?: string,
 ): MemorySnapshotHandle {
-  const lib = openLibrary(library);
   const bitmap = unbase64(pages.bitmap, `the ${what} bitmap`);
   const words = Math.ceil(pages.size / PAGE / 64);
   if (bitmap.length !== words * 8) {
     throw new SnapshotFormatError("corrupt", `the ${what} bitmap has the wrong length`);
   }
-  const pathBytes = utf8.encode(path);
-  const out = new Uint32Array(1);
   // A section whose every page holds data (a code image) is mapped from the file itself, no
   // copy; a sparse one (memory) is read into a new memfd (docs/snapshot-format.md, "Choices").
   const dense = bitmapDense(bitmap, pages.size / PAGE);
-  const status = dense
-    ? lib.hl_snapshot_map_file(
-      pathBytes,
-      pathBytes.length,
-      BigInt(pages.offset),
-      BigInt(pages.size),
+  try {
+    return MemorySnapshotHandle.fromFile(
+      path,
+      pages.offset,
+      pages.size,
+      dense ? null : bitmap,
       pages.crc,
-      out,
-    )
-    : lib.hl_snapshot_load_pages(
-      pathBytes,
-      pathBytes.length,
-      BigInt(pages.offset),
-      BigInt(pages.size),
-      bitmap,
-      BigInt(words),
-      pages.crc,
-      out,
+      library,
     );
-  if (status === -2) {
+  } catch (e) {
     // INVALID_ARGUMENT: the file's pages are short or corrupt (the message says which).
-    let message = "";
-    try {
-      check(lib, status);
-    } catch (e) {
-      message = (e as Error).message;
-    }
-    throw new SnapshotFormatError("corrupt", `${path}: the ${what} pages: ${message}`);
+    if (!(e instanceof HypervisorError) || e.code !== "INVALID_ARGUMENT") throw e;
+    throw new SnapshotFormatError("corrupt", `${path}: the ${what} pages: ${e.message}`, {
+      cause: e,
+    });
   }
-  check(lib, status);
-  return new MemorySnapshotHandle(lib, out[0]);
 }
 
 /**

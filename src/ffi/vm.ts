@@ -311,6 +311,71 @@ export class MemorySnapshotHandle {
     this.#handle = 0;
     check(this.#lib, this.#lib.hl_snapshot_release(h));
   }
+
+  /**
+   * The page bitmap (`hl_snapshot_bitmap`, C ABI 9): bit `p % 64` of u64 word `p / 64`, the
+   * words little-endian, is set when page `p` holds data.
+   */
+  bitmap(): Uint8Array {
+    const words = check(this.#lib, this.#lib.hl_snapshot_bitmap(this.handle, null, 0n));
+    const out = new BigUint64Array(Math.max(words, 1));
+    check(this.#lib, this.#lib.hl_snapshot_bitmap(this.handle, out, BigInt(words)));
+    return new Uint8Array(out.buffer, 0, words * 8);
+  }
+
+  /**
+   * Writes the data pages back to back (holes left out) into the existing file `path` at
+   * `offset` (`hl_snapshot_save_pages`, C ABI 9); returns their CRC-32.
+   */
+  savePages(path: string, offset: number): number {
+    const bytes = new TextEncoder().encode(path);
+    const crc = new Uint32Array(1);
+    check(
+      this.#lib,
+      this.#lib.hl_snapshot_save_pages(this.handle, bytes, bytes.length, BigInt(offset), crc),
+    );
+    return crc[0];
+  }
+
+  /**
+   * A snapshot of `size` bytes from the page section of the file `path` at `offset` (C ABI 9):
+   * `bitmap` null for a dense section, mapped from the file itself (`hl_snapshot_map_file`),
+   * else the section's page bitmap (as {@linkcode bitmap}), whose pages are read into a new
+   * sealed memfd (`hl_snapshot_load_pages`). The cdylib bounds every number and checks the
+   * file's length and the pages' CRC-32 against `crc`: a short or corrupt file is a
+   * `HypervisorError` with code `INVALID_ARGUMENT`.
+   */
+  static fromFile(
+    path: string,
+    offset: number,
+    size: number,
+    bitmap: Uint8Array | null,
+    crc: number,
+    library?: string,
+  ): MemorySnapshotHandle {
+    const lib = openLibrary(library);
+    const bytes = new TextEncoder().encode(path);
+    const out = new Uint32Array(1);
+    // The cdylib reads u64 words: copied into an array that is 8-byte aligned whatever `bitmap` is.
+    const words = new BigUint64Array(Math.ceil((bitmap?.length ?? 0) / 8));
+    if (bitmap) new Uint8Array(words.buffer).set(bitmap);
+    check(
+      lib,
+      bitmap === null
+        ? lib.hl_snapshot_map_file(bytes, bytes.length, BigInt(offset), BigInt(size), crc, out)
+        : lib.hl_snapshot_load_pages(
+          bytes,
+          bytes.length,
+          BigInt(offset),
+          BigInt(size),
+          words,
+          BigInt(words.length),
+          crc,
+          out,
+        ),
+    );
+    return new MemorySnapshotHandle(lib, out[0]);
+  }
 }
 
 /** One micro-VM with one vCPU. Not thread-safe: one run at a time. */

@@ -26,7 +26,7 @@ use object::{Object, ObjectSection};
 use wasmtime::{Config, Engine, Precompiled};
 
 mod isolate;
-pub use isolate::{compile_isolated, memory_limit};
+pub use isolate::{compile_isolated, memory_limit, PROGRESS_MARK};
 
 #[path = "../../guest/wasmtime-runtime/src/engine_config.rs"]
 mod engine_config;

@@ -159,9 +159,6 @@ fn confine(mem: u64, cpu_secs: u64, parent: i32) {
 /// Most compile threads (rayon workers) the process starts.
 const MAX_WORKERS: usize = 16;
 
-/// The start of a progress record on stderr (ASCII record separator; never in a message).
-const PROGRESS_MARK: u8 = 0x1e;
-
 /// The number of function bodies a module declares: the count at the start of its code section
 /// (section 10), read with bounds checks from the raw bytes; 0 when the header is malformed (the
 /// compile then reports the error). Only for progress; wasmtime validates the module itself.
@@ -247,7 +244,7 @@ impl log::Log for Progress {
         // The host's share done is the share translated (the two counts move together).
         let permille = t.min(n).saturating_mul(1000).checked_div(n).unwrap_or(0);
         if self.last.swap(permille, Ordering::Relaxed) != permille {
-            let line = format!("{}P {t} {c} {n}\n", PROGRESS_MARK as char);
+            let line = format!("{}P {t} {c} {n}\n", hl_wasm_compiler::PROGRESS_MARK as char);
             // Progress only: a failed write changes nothing.
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }

@@ -37,6 +37,13 @@ export function checkOutput(options: OutputOptions): void {
 }
 
 /**
+ * The longest line (in UTF-16 code units) {@linkcode Output} holds for `onLog`: a guest that never
+ * writes a newline has its output handed on in pieces of this length, so the host's memory stays
+ * bounded (guest output is hostile).
+ */
+export const MAX_LINE_LENGTH = 1 << 20;
+
+/**
  * Where the VM's WASI output goes; moves with the VM to a pool's next handle.
  *
  * @example
@@ -69,8 +76,16 @@ export class Output {
     if (this.onLog) {
       const text = this.#partial[level] + this.#decoders[level].decode(data, { stream: true });
       const lines = text.split("\n");
-      this.#partial[level] = lines.pop()!;
+      let rest = lines.pop()!;
       for (const line of lines) this.onLog(level, line);
+      while (rest.length > MAX_LINE_LENGTH) {
+        // Not between the halves of a surrogate pair.
+        const high = rest.charCodeAt(MAX_LINE_LENGTH - 1);
+        const cut = high >= 0xd800 && high <= 0xdbff ? MAX_LINE_LENGTH - 1 : MAX_LINE_LENGTH;
+        this.onLog(level, rest.slice(0, cut));
+        rest = rest.slice(cut);
+      }
+      this.#partial[level] = rest;
       return;
     }
     const sink = level === "log" ? this.stdout : this.stderr;

@@ -3,8 +3,8 @@
  * exit 1), a timeout (exit 124), a read-only --dir. Skipped when python-3.12.wasm is not fetched.
  */
 import assert from "node:assert/strict";
-import { kvmTest, runDeno } from "./_kvm.ts";
-import { PYTHON_BUILT } from "./_py.ts";
+import { runDeno } from "./_kvm.ts";
+import { moduleTest, PYTHON_BUILT } from "./_py.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 /** Runs `hl`; the note a slow first create prints (the compile) is left out of stderr. */
@@ -13,8 +13,11 @@ async function hl(args: string[]) {
   return { ...r, err: r.err.replace(/^hl py: (preparing |compiling ).*\n/gm, "") };
 }
 
-if (PYTHON_BUILT) {
-  kvmTest("cli py: output, argv, exit codes, tracebacks, timeout, --dir", async () => {
+moduleTest(
+  PYTHON_BUILT,
+  "python-3.12.wasm not fetched",
+  "cli py: output, argv, exit codes, tracebacks, timeout, --dir",
+  async () => {
     const dir = await Deno.makeTempDir();
     try {
       const script = `${dir}/s.py`;
@@ -41,7 +44,5 @@ if (PYTHON_BUILT) {
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
-  });
-} else {
-  Deno.test({ name: "cli py (python-3.12.wasm not fetched)", ignore: true, fn() {} });
-}
+  },
+);

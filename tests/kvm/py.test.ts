@@ -22,11 +22,10 @@ import {
   WasmTrapError,
 } from "../../mod.ts";
 import { kvmTest } from "./_kvm.ts";
-import { PYTHON_BUILT as BUILT } from "./_py.ts";
+import { moduleTest, PYTHON_BUILT } from "./_py.ts";
 
 function pyTest(name: string, fn: () => Promise<void>): void {
-  if (BUILT) kvmTest(`py: ${name}`, fn);
-  else Deno.test({ name: `py: ${name} (python-3.12.wasm not fetched)`, ignore: true, fn() {} });
+  moduleTest(PYTHON_BUILT, "python-3.12.wasm not fetched", `py: ${name}`, fn);
 }
 
 async function pyError(p: Promise<unknown>): Promise<PyError> {

@@ -7,8 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { PyError, PySandbox } from "../../mod.ts";
-import { kvmTest } from "./_kvm.ts";
-import { PYTHON_BUILT } from "./_py.ts";
+import { moduleTest, PYTHON_BUILT } from "./_py.ts";
 
 const HOST_PYTHON = (() => {
   try {
@@ -135,8 +134,11 @@ async function onHost(codes: string[]): Promise<string[]> {
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-if (PYTHON_BUILT && HOST_PYTHON) {
-  kvmTest("py diff: 240 generated programs print the same as the host's python3", async () => {
+moduleTest(
+  PYTHON_BUILT && HOST_PYTHON,
+  "python-3.12.wasm not fetched, or no python3",
+  "py diff: 240 generated programs print the same as the host's python3",
+  async () => {
     const codes = programs(240, 21);
     const expected = await onHost(codes);
     await using py = await PySandbox.create();
@@ -153,11 +155,5 @@ if (PYTHON_BUILT && HOST_PYTHON) {
       assert.equal(got, expected[i], `program ${i}:\n${codes[i]}`);
     }
     assert.ok(uncaught > 5, `some programs end in an uncaught exception (${uncaught})`);
-  });
-} else {
-  Deno.test({
-    name: "py diff (python-3.12.wasm not fetched, or no python3)",
-    ignore: true,
-    fn() {},
-  });
-}
+  },
+);

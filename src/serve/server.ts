@@ -9,7 +9,7 @@
  */
 
 import { PoolExhaustedError } from "../pool_core.ts";
-import { GuestResponseError } from "./cgi.ts";
+import { GuestResponseError, NULL_BODY_STATUSES } from "./cgi.ts";
 import { loadServeConfig, parseServeConfig, type ServeConfig, type ServeRoute } from "./config.ts";
 import { processMemory, ServeMetrics } from "./metrics.ts";
 import { type RouteHandler, startRoute } from "./routes.ts";
@@ -234,7 +234,8 @@ export async function serve(
     }
     try {
       const r = await h.handle(req, { body, id, remote: info.remoteAddr.hostname });
-      return new Response(r.body, {
+      // 204, 205 and 304 take no body at all (the parsers refused a non-empty one).
+      return new Response(NULL_BODY_STATUSES.has(r.status) ? null : r.body, {
         status: r.status,
         headers: r.headers,
       });

@@ -376,3 +376,32 @@ kvmTest(
     }
   },
 );
+
+kvmTest("hl serve: a guest's 204, 205 or 304 is sent without a body, not a 500", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const source = `${dir}/status.js`;
+    await Deno.writeTextFile(
+      source,
+      "function handler(req) { return { status: Number(req.query), headers: { etag: 'e' } }; }",
+    );
+    const server = await serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      routes: [{ path: "/s", kind: "js", source, poolSize: 1, timeoutMs: 5000 }],
+    }, { log: null });
+    try {
+      await server.ready;
+      for (const status of [204, 205, 304, 200]) {
+        const r = await fetch(`http://127.0.0.1:${server.addr.port}/s?${status}`);
+        assert.equal(r.status, status);
+        assert.equal(r.headers.get("etag"), "e");
+        assert.equal(await r.text(), "");
+      }
+    } finally {
+      await server.drain();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

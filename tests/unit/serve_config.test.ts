@@ -197,6 +197,18 @@ Deno.test("serve JSON response: shapes and refusals", () => {
   malformed(() => jsonResponse({ body: "x".repeat(101) }, 100), /over 100 bytes/);
 });
 
+Deno.test("serve responses: 204, 205 and 304 carry no body; a body after one is malformed", () => {
+  for (const status of [204, 205, 304]) {
+    assert.equal(cgi(`Content-Type: a/b\nStatus: ${status} x\n\n`).status, status);
+    assert.equal(cgi(`Content-Type: a/b\nStatus: ${status} x\n\n`).body.length, 0);
+    malformed(`Content-Type: a/b\nStatus: ${status} x\n\nbody`, /has no body/);
+    const j = jsonResponse({ status }, 100);
+    assert.equal(j.status, status);
+    assert.equal(j.body.length, 0);
+    malformed(() => jsonResponse({ status, body: "x" }, 100), /has no body/);
+  }
+});
+
 Deno.test("serve WAGI environment: CGI variables, headers, route env overridden", () => {
   const req = new Request("http://example.test:8080/app/a/b?x=1&y", {
     method: "PUT",

@@ -32,6 +32,10 @@ die() {
   echo "build_image: $*" >&2
   exit 1
 }
+# One line per step, with the seconds since the start: the build takes minutes on a loaded machine.
+step() {
+  echo "build_image: [$(($(date +%s) - started)) s] $*"
+}
 for tool in mmdebstrap podman npm deno; do
   command -v "$tool" >/dev/null || die "$tool not found (bash tools/setup.sh test installs mmdebstrap and podman)"
 done
@@ -56,6 +60,7 @@ mkdir -p "$stage"/{usr/local/bin,opt/hl,etc/hl,tmp,var/cache/hl/wasmtime,var/lib
 chmod 1777 "$stage/tmp"
 
 # Deno from npm: the platform package carries the binary.
+step "stage: Deno from npm, the package, its npm dependencies ..."
 deno_version=${HL_IMAGE_DENO_VERSION:-$(deno --version | sed -n 's/^deno \([0-9.]*\).*/\1/p')}
 (cd "$work" && npm pack --silent "@deno/linux-x64-glibc@$deno_version" >/dev/null)
 tar -xzf "$work"/deno-linux-x64-glibc-*.tgz -C "$work" package/deno
@@ -88,6 +93,7 @@ printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nhl:x:65532:65532:hl serve:/tmp:
 printf 'root:x:0:\nhl:x:65532:\n' >"$stage/etc/group"
 
 # Warm start: compiled Wasm artifacts (and snapshots once the API exists).
+step "stage: compiled Wasm artifacts (bake.ts) ..."
 deno run --allow-all deploy/image/bake.ts "$stage"
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
@@ -95,7 +101,7 @@ find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # nothing but what is listed (and its dependencies) is there.
 mirror=http://deb.debian.org/debian
 [ -f /etc/apt/sources.list.d/debian.sources ] && mirror=/etc/apt/sources.list.d/debian.sources
-echo "build_image: mmdebstrap ($suite, extract: libc6 libgcc-s1) ..."
+step "mmdebstrap ($suite, extract: libc6 libgcc-s1) ..."
 mmdebstrap --quiet --mode=root --variant=extract --include=libc6,libgcc-s1 \
   --extract-hook="sync-in '$stage' /" \
   --extract-hook='chown -R 65532:65532 "$1/var/cache/hl" "$1/var/lib/hl"' \
@@ -104,7 +110,7 @@ mmdebstrap --quiet --mode=root --variant=extract --include=libc6,libgcc-s1 \
 
 cp deploy/image/Containerfile "$work/Containerfile"
 previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
-echo "build_image: podman build $tag ..."
+step "podman build $tag ..."
 podman build --quiet --layers=false --timestamp "$SOURCE_DATE_EPOCH" -f "$work/Containerfile" -t "$tag" "$work" >/dev/null
 
 # Snapshots: `hl serve --bake` in the image just built, with its own files and the same podman
@@ -117,7 +123,7 @@ if [ "${HL_IMAGE_SNAPSHOTS:-1}" = 1 ] && [ -c /dev/kvm ]; then
   source deploy/image/podman.sh
   mkdir -p "$work/layer2/snapshots"
   chown 65532:65532 "$work/layer2/snapshots"
-  echo "build_image: hl serve --bake (snapshots) ..."
+  step "hl serve --bake (snapshots) ..."
   "${hl_podman[@]}" run --rm "${hl_run_flags[@]}" --network none \
     -v "$work/layer2/snapshots:/var/lib/hl/snapshots:rw" --entrypoint /usr/local/bin/deno "$tag" \
     run --cached-only --no-prompt --allow-ffi --allow-read --allow-env --allow-run --allow-sys \

@@ -14,6 +14,7 @@ import {
   codeImage,
   compileArtifact,
   type CompileFault,
+  type CompileProgress,
   encodeCacheFile,
   engineHash,
   setCompileFaultForTests,
@@ -121,6 +122,33 @@ kvmTest(
     assert.ok(e instanceof WasmModuleError, String(e));
     assert.match(e.message, /invalid module: .+/);
     assert.doesNotMatch(e.message, /crashed|killed/);
+  },
+);
+
+kvmTest(
+  "isolated compile: progress reaches onProgress through the child's records and ends at every function",
+  async () => {
+    // 200 empty functions of type () -> (): the code section's count is what the child reports.
+    const n = 200;
+    const body = Array(n).fill([2, 0, 0x0b]).flat();
+    const wasm = fresh(
+      new Uint8Array([
+        ...[0, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
+        ...[1, 4, 1, 0x60, 0, 0],
+        ...[3, 0xca, 0x01, 0xc8, 0x01, ...Array(n).fill(0)],
+        ...[10, 0xda, 0x04, 0xc8, 0x01, ...body],
+      ]),
+    );
+    const seen: CompileProgress[] = [];
+    const artifact = await compileArtifact(wasm, false, undefined, (p) => seen.push(p));
+    assert.ok(artifact.length > 0);
+    const last = seen.at(-1);
+    assert.ok(last, "no progress reported");
+    assert.equal(last.fraction, 1);
+    assert.equal(last.functions, n);
+    assert.equal(last.translated, n);
+    assert.ok(last.compiled >= n, `compiled ${last.compiled}`);
+    assert.ok(seen.every((p) => p.fraction >= 0 && p.fraction <= 1));
   },
 );
 

@@ -213,6 +213,12 @@ static PROGRESS: Progress = Progress {
     last: AtomicU64::new(u64::MAX),
 };
 
+/// Writes one progress record (progress only: a failed write changes nothing).
+fn write_progress(t: u64, c: u64, n: u64) {
+    let line = format!("{}P {t} {c} {n}\n", hl_wasm_compiler::PROGRESS_MARK as char);
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// wasmtime's Cranelift glue: the target of its per-function records.
 const PROGRESS_TARGET: &str = "wasmtime_internal_cranelift::compiler";
 
@@ -244,9 +250,7 @@ impl log::Log for Progress {
         // The host's share done is the share translated (the two counts move together).
         let permille = t.min(n).saturating_mul(1000).checked_div(n).unwrap_or(0);
         if self.last.swap(permille, Ordering::Relaxed) != permille {
-            let line = format!("{}P {t} {c} {n}\n", hl_wasm_compiler::PROGRESS_MARK as char);
-            // Progress only: a failed write changes nothing.
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            write_progress(t, c, n);
         }
     }
 
@@ -371,6 +375,13 @@ fn main() {
         .store(function_count(&wasm), Ordering::Relaxed);
     match engine.precompile_module(&wasm) {
         Ok(artifact) => {
+            // The final counts: records are written only when the share translated changes, so
+            // the compiles after the last translation would otherwise go unreported.
+            write_progress(
+                PROGRESS.translated.load(Ordering::Relaxed),
+                PROGRESS.compiled.load(Ordering::Relaxed),
+                PROGRESS.functions.load(Ordering::Relaxed),
+            );
             let mut out = std::io::stdout().lock();
             if out.write_all(&artifact).and_then(|_| out.flush()).is_err() {
                 exit(EXIT_INTERNAL);

@@ -18,8 +18,11 @@ import { errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 
-/** The requests of `wasi_io` (guest/wasi/src/host.rs `Op`). */
-const Op = {
+/**
+ * The requests of `wasi_io`. Defined by guest/wasi/src/host.rs `Op`; tests/unit/wasm_codes.test.ts
+ * checks this copy against it.
+ */
+export const Op = {
   READ: 1,
   PREAD: 2,
   WRITE: 3,

@@ -1,11 +1,13 @@
 /**
  * ABI numbers written on both sides are checked against their one definition: the Wasm runtime
  * guests' ERROR codes and trap kinds (guest/wasm-abi/src/lib.rs) against `src/wasm/codec.ts`, the
- * compiler library's constants (compiler/src/lib.rs) against `src/ffi/compiler.ts`.
+ * compiler library's constants (compiler/src/lib.rs) against `src/ffi/compiler.ts`, the `wasi_io`
+ * ops (guest/wasi/src/host.rs) against `src/wasm/wasi.ts`.
  */
 import assert from "node:assert/strict";
 import * as codec from "../../src/wasm/codec.ts";
 import * as compiler from "../../src/ffi/compiler.ts";
+import { Op as WasiIoOp } from "../../src/wasm/wasi.ts";
 
 /** `pub const NAME: type = value;` of `text`, by name. */
 function rustConsts(text: string): Map<string, number> {
@@ -65,4 +67,18 @@ Deno.test("compiler library constants: ffi/compiler.ts uses compiler/src/lib.rs'
   ) {
     assert.equal(ts, rust.get(name), name);
   }
+});
+
+Deno.test("wasi_io ops: wasi.ts uses guest/wasi/src/host.rs's numbers", async () => {
+  const rust = await Deno.readTextFile(new URL("../../guest/wasi/src/host.rs", import.meta.url));
+  const m = /pub enum Op \{([^}]*)\}/.exec(rust);
+  assert.ok(m, "pub enum Op in host.rs");
+  const defined = Object.fromEntries(
+    [...m[1].matchAll(/^\s*([A-Za-z]+) = (\d+),/gm)].map(([, name, value]) => [
+      name.replace(/(?<=[a-z])(?=[A-Z])/g, "_").toUpperCase(),
+      Number(value),
+    ]),
+  );
+  assert.ok(Object.keys(defined).length >= 25, `ops found: ${Object.keys(defined)}`);
+  assert.deepEqual({ ...WasiIoOp }, defined);
 });

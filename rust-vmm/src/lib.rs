@@ -486,11 +486,12 @@ pub unsafe extern "C" fn hl_snapshot_from_bytes(
     })
 }
 
-/// A path given as `len` bytes at `ptr` (no NUL), checked.
+/// The snapshot file whose path is given as `len` bytes at `ptr` (no NUL), checked, opened for
+/// writing (an existing file) or else for reading.
 ///
 /// # Safety
 /// `ptr` must be null or valid for `len` bytes.
-unsafe fn path_arg<'a>(ptr: *const u8, len: u32) -> Result<&'a std::path::Path> {
+unsafe fn open_path_arg(ptr: *const u8, len: u32, write: bool) -> Result<std::fs::File> {
     use std::os::unix::ffi::OsStrExt;
     non_null(ptr, "path")?;
     if len == 0 || len > 4096 {
@@ -501,7 +502,11 @@ unsafe fn path_arg<'a>(ptr: *const u8, len: u32) -> Result<&'a std::path::Path> 
     if bytes.contains(&0) {
         return Err(Error::invalid_argument("the path contains a NUL byte"));
     }
-    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(std::ffi::OsStr::from_bytes(bytes))
+        .map_err(|e| Error::os("opening the snapshot file", e))
 }
 
 /// Registers a new snapshot and stores its handle at `out_snap`; the result of the `hl_snapshot_*`
@@ -553,12 +558,8 @@ pub unsafe extern "C" fn hl_snapshot_save_pages(
     guard(0, || {
         non_null(out_crc, "out_crc")?;
         // SAFETY: forwarded caller contract.
-        let path = unsafe { path_arg(path, path_len)? };
+        let file = unsafe { open_path_arg(path, path_len, true)? };
         let s = vm::lookup_snapshot(snap)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::os("opening the snapshot file", e))?;
         let crc = s.write_pages(&file, offset)?;
         // SAFETY: checked non-null; the caller gives one writable u32.
         unsafe { *out_crc = crc };
@@ -590,8 +591,6 @@ pub unsafe extern "C" fn hl_snapshot_load_pages(
 ) -> i32 {
     guard(0, || {
         non_null(out_snap, "out_snap")?;
-        // SAFETY: forwarded caller contract.
-        let path = unsafe { path_arg(path, path_len)? };
         if words > memory::MAX_REGION_SIZE / memory::PAGE_SIZE / 64 {
             return Err(Error::invalid_argument("the page bitmap is too long"));
         }
@@ -599,11 +598,17 @@ pub unsafe extern "C" fn hl_snapshot_load_pages(
             &[]
         } else {
             non_null(bitmap, "bitmap")?;
-            // SAFETY: non-null and valid for `words` u64 by the caller's contract (bounded above).
+            if !bitmap.is_aligned() {
+                return Err(Error::invalid_argument(
+                    "the page bitmap is not 8-byte aligned",
+                ));
+            }
+            // SAFETY: non-null, aligned (checked above) and valid for `words` u64 by the caller's
+            // contract (bounded above).
             unsafe { std::slice::from_raw_parts(bitmap, words as usize) }
         };
-        let file =
-            std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
+        // SAFETY: forwarded caller contract.
+        let file = unsafe { open_path_arg(path, path_len, false)? };
         // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
         unsafe {
             put_snapshot(
@@ -636,9 +641,7 @@ pub unsafe extern "C" fn hl_snapshot_map_file(
     guard(0, || {
         non_null(out_snap, "out_snap")?;
         // SAFETY: forwarded caller contract.
-        let path = unsafe { path_arg(path, path_len)? };
-        let file =
-            std::fs::File::open(path).map_err(|e| Error::os("opening the snapshot file", e))?;
+        let file = unsafe { open_path_arg(path, path_len, false)? };
         // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
         unsafe {
             put_snapshot(

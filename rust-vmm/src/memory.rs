@@ -629,7 +629,13 @@ impl GuestMemory {
                     (snap.offset + off as u64) as libc::off_t,
                 )
             };
-            if n <= 0 {
+            if n == 0 {
+                // A snapshot mapped from a file (`from_file`) whose file was truncated since.
+                return Err(Error::invalid_argument(
+                    "reading a snapshot back: its file was truncated",
+                ));
+            }
+            if n < 0 {
                 return Err(Error::os(
                     "reading a snapshot back",
                     io::Error::last_os_error(),

@@ -720,7 +720,8 @@ export function decodeWireRequest(v: unknown): NetRequest {
   return req;
 }
 
-function wireError(e: unknown): WireError {
+/** `e` as the wire error every kind sees (an error that is not a net error is "internal"). */
+export function wireError(e: unknown): WireError {
   const err = e instanceof Error ? e : new Error(String(e));
   const out: WireError["error"] = { name: err.name, message: err.message };
   if (err instanceof NetworkPolicyError) out.rule = err.rule;
@@ -728,6 +729,7 @@ function wireError(e: unknown): WireError {
   if (!(err instanceof NetworkPolicyError || err instanceof NetworkError)) {
     // Anything else is a bug of ours: the guest learns only that the request failed.
     out.name = "NetworkError";
+    out.message = "the request failed";
     out.reason = "internal";
   }
   return { error: out };

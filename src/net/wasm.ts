@@ -9,9 +9,9 @@
  * @module
  */
 
-import { Net, type NetResponse } from "./net.ts";
+import { Net, netFromOptions, type NetRequest, type NetResponse, wireError } from "./net.ts";
 import type { NetOptions } from "./policy.ts";
-import { ArgumentError, NetworkError, NetworkPolicyError } from "../errors.ts";
+import { ArgumentError, NetworkPolicyError } from "../errors.ts";
 import type { WasmImports } from "../wasm/types.ts";
 
 /** The import module's name. */
@@ -79,13 +79,10 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
     return open.get(h)?.parts[p];
   };
   const fail = (e: unknown): number => {
-    const err = e as Error;
-    const detail = e instanceof NetworkPolicyError
-      ? `(${e.rule})`
-      : e instanceof NetworkError
-      ? `(${e.reason})`
-      : "";
-    lastError = utf8.encode(`${err?.name ?? "Error"}${detail}: ${err?.message ?? String(e)}`);
+    // The same face as every other kind's (an error of ours is only "internal").
+    const { name, message, rule, reason } = wireError(e).error;
+    const detail = rule ?? reason;
+    lastError = utf8.encode(`${name}${detail === undefined ? "" : `(${detail})`}: ${message}`);
     return e instanceof NetworkPolicyError ? HL_HTTP_CODES.REFUSED : HL_HTTP_CODES.FAILED;
   };
   const reset = () => {
@@ -139,29 +136,31 @@ export function httpImports(net: Net, epoch: () => number): WasmImports {
             lastError = utf8.encode(`too many open responses (${MAX_OPEN}): close some`);
             return HL_HTTP_CODES.BUSY;
           }
-          let r: NetResponse;
+          const pairs: [string, string][] = [];
+          let request: NetRequest;
           try {
-            const pairs: [string, string][] = [];
-            const h = text.decode(headers.bytes());
-            for (const line of h.split("\n")) {
+            for (const line of text.decode(headers.bytes()).split("\n")) {
               if (line === "") continue;
               const colon = line.indexOf(":");
               if (colon <= 0) {
-                throw new NetworkPolicyError("header", "a header line is 'Name: value'");
+                return fail(new NetworkPolicyError("header", "a header line is 'Name: value'"));
               }
               pairs.push([line.slice(0, colon), line.slice(colon + 1).trim()]);
             }
-            r = await net.request({
+            request = {
               url: text.decode(url.bytes()),
               method: method.len === 0 ? "GET" : text.decode(method.bytes()),
               headers: pairs,
               body: body.len === 0 ? undefined : body.bytes().slice(),
-            });
+            };
+          } catch {
+            // Not UTF-8 (the only throw above): refused before the policy saw it.
+            return fail(new NetworkPolicyError("request", "a request field is not UTF-8"));
+          }
+          let r: NetResponse;
+          try {
+            r = await net.request(request);
           } catch (e) {
-            if (e instanceof TypeError) {
-              // Not UTF-8: refused before the policy saw it.
-              return fail(new NetworkPolicyError("request", "a request field is not UTF-8"));
-            }
             return fail(e);
           }
           const handle = nextHandle;

@@ -57,3 +57,25 @@ Deno.test("hl_http: a new call sees none of the last call's responses, error or 
     await srv.close();
   }
 });
+
+Deno.test("hl_http: an error that is not a net error reaches the module only as 'internal'", async () => {
+  const net = new Net({ allow: ["http://127.0.0.1:1/"] });
+  // A bug of ours, stood in for by a request that throws a host error with host details.
+  net.request = () => Promise.reject(new Error("/home/host/secret: bug"));
+  try {
+    const f = importsOf(net, () => 1);
+    put(f, 1, "http://127.0.0.1:1/");
+    assert.equal(await f.send(), HL_HTTP_CODES.FAILED);
+    const n = f.len(0, 2) as number;
+    let text = "";
+    for (let i = 0; i < n; i += 8) {
+      const w = BigInt.asUintN(64, f.read(0, 2, i) as bigint);
+      for (let j = 0; j < Math.min(8, n - i); j++) {
+        text += String.fromCharCode(Number((w >> BigInt(8 * j)) & 0xffn));
+      }
+    }
+    assert.equal(text, "NetworkError(internal): the request failed");
+  } finally {
+    await net.dispose();
+  }
+});

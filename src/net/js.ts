@@ -7,7 +7,7 @@
  */
 
 import { ArgumentError } from "../errors.ts";
-import { Net, NET_HOST_FUNCTION } from "./net.ts";
+import { type Net, NET_HOST_FUNCTION, netFromOptions } from "./net.ts";
 import type { NetOptions } from "./policy.ts";
 
 /**
@@ -130,15 +130,11 @@ export function jsNetOptions<O extends WithNet>(options: O): { options: O; net: 
   if (typeof options !== "object" || options === null || options.net === undefined) {
     return { options, net: undefined };
   }
-  const given = options.net;
-  if (typeof given !== "object" || given === null) {
-    throw new ArgumentError("net must be an object { allow, limits } or a Net");
-  }
   const fns = options.hostFunctions ?? {};
   if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, NET_HOST_FUNCTION)) {
     throw new ArgumentError(`the host function name ${NET_HOST_FUNCTION} is the net option's`);
   }
-  const net = given instanceof Net ? given : new Net(given);
+  const net = netFromOptions(options.net, "JsSandbox.create")!;
   const hostFunctions = {
     ...fns,
     [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req, true),

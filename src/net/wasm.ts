@@ -231,14 +231,11 @@ export function wasmNetOptions<O extends { net?: NetOptions | Net; hostFunctions
   const none = { options, net: undefined, owned: false, bind: () => {} };
   if (typeof options !== "object" || options === null || options.net === undefined) return none;
   const given = options.net;
-  if (typeof given !== "object" || given === null) {
-    throw new ArgumentError("net must be an object { allow, limits } or a Net");
-  }
   const fns = options.hostFunctions ?? {};
   if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, HL_HTTP)) {
     throw new ArgumentError(`the import module ${HL_HTTP} is the net option's`);
   }
-  const net = given instanceof Net ? given : new Net(given);
+  const net = netFromOptions(given, "WasmSandbox.create")!;
   let epoch: () => number = () => 0;
   const imports = httpImports(net, () => epoch());
   const out = { ...options, hostFunctions: { ...fns, ...imports } } as O;

@@ -354,6 +354,16 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   enter: async (wasm: WasmSandbox, timeoutMs: number | undefined) =>
     (await wasm.runWasi({ timeoutMs })).exitCode,
   settle: async (wasm: WasmSandbox, entry: PyEntry) => {
+    // The address is pinned with the module's SHA-256 (checked at load); the word must also read
+    // as the guard `_start` just set (1), or nothing is written to guest memory.
+    const word = await wasm.readBytes(CPYTHON.startedFlag, 4);
+    if (word[0] !== 1 || word[1] !== 0 || word[2] !== 0 || word[3] !== 0) {
+      throw new ProtocolError(
+        `the _start guard at ${CPYTHON.startedFlag} reads ${
+          word.join(",")
+        }, not 1: not the pinned build`,
+      );
+    }
     await wasm.writeBytes(CPYTHON.startedFlag, new Uint8Array(4));
     return entry;
   },

@@ -149,7 +149,8 @@ function untrustedSync(dir: string): Promise<string | undefined> {
 
 /**
  * Whether `file` in `dir` may be used: the directory passes {@linkcode untrustedSync} and the
- * file, if it exists, is not writable by group or others.
+ * file, if it exists, is a regular file (a FIFO would block a read forever) not writable by group
+ * or others.
  */
 async function usable(dir: string, file: string): Promise<boolean> {
   let why = trusted.get(dir);
@@ -157,7 +158,7 @@ async function usable(dir: string, file: string): Promise<boolean> {
   if (await why !== undefined) return false;
   try {
     const info = Deno.statSync(file);
-    return info.mode !== null && (info.mode & 0o022) === 0;
+    return info.isFile && info.mode !== null && (info.mode & 0o022) === 0;
   } catch {
     return true; // Not there (yet).
   }
@@ -323,6 +324,7 @@ export async function knownModuleDigest(
   const file = await digestFileFor(module);
   if (file === undefined || !await usable(dirOf(file), file)) return undefined;
   try {
+    if (Deno.statSync(file).size !== 64) return undefined; // read nothing larger than a digest
     const text = Deno.readTextFileSync(file);
     return /^[0-9a-f]{64}$/.test(text) ? text : undefined;
   } catch {

@@ -85,3 +85,38 @@ Deno.test("module digests on disk: found by the file's identity, lost when the f
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("module digests on disk: a memo that is not a regular file is a miss, not a hang", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-digest-fifo-" });
+  try {
+    const module = `${dir}/m.wasm`;
+    Deno.writeFileSync(module, new Uint8Array([0, 97, 115, 109]));
+    const env = { HL_WASM_CACHE_DIR: `${dir}/cache` };
+    const lib = new URL("../../src/start_snapshots.ts", import.meta.url).href;
+    const run = async (code: string) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", `import * as s from ${JSON.stringify(lib)}; ${code}`],
+        env,
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(15_000),
+      }).output();
+      return { code: out.code, text: new TextDecoder().decode(out.stdout).trim() };
+    };
+    const m = JSON.stringify(module);
+    assert.equal((await run(`await s.rememberModuleDigest(${m}, "ab".repeat(32));`)).code, 0);
+    // The memo becomes a FIFO: a synchronous read of it would wait forever for a writer.
+    for (const e of Deno.readDirSync(`${dir}/cache`)) {
+      if (!e.name.endsWith(".digest")) continue;
+      Deno.removeSync(`${dir}/cache/${e.name}`);
+      const made = await new Deno.Command("mkfifo", {
+        args: ["-m", "600", `${dir}/cache/${e.name}`],
+      }).output();
+      assert.equal(made.code, 0);
+    }
+    const r = await run(`console.log(String(await s.knownModuleDigest(${m})));`);
+    assert.deepEqual(r, { code: 0, text: "undefined" });
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -1,15 +1,17 @@
 /**
- * `PySandboxPool`: warm Python interpreters started from one snapshot taken after `setup`. A run
- * borrows one; each `PySandbox` puts its VM back to that state after every request (off the
- * reply's path), so the member goes back to the free list as soon as the run ends. A member that
- * was poisoned is restored, or replaced from the snapshot when that fails.
+ * `PySandboxPool`: warm Python interpreters started from one snapshot taken after `setup`, on the
+ * runtime layer's pool (`startRuntimePool`, `PoolCore`: the free list, bounded waits, the
+ * revocation of a borrower's handle, restore or replacement). Each `PySandbox` puts its VM back
+ * to that state after every request (off the reply's path); a member that was poisoned is
+ * restored, or replaced from the snapshot when that fails.
  *
  * @module
  */
 
-import { ArgumentError, SandboxError } from "../errors.ts";
+import { ArgumentError } from "../errors.ts";
 import { checkTimeout } from "../options.ts";
-import { checkPoolSizing, PoolExhaustedError, type PoolSizing } from "../pool_core.ts";
+import { checkPoolSizing, type PoolCore, type PoolSizing } from "../pool_core.ts";
+import { startRuntimePool } from "../runtime/pool.ts";
 import {
   handOverPySandbox,
   type PyResult,
@@ -28,11 +30,6 @@ export interface PyPoolRunOptions extends PyRunOptions {
   acquireTimeoutMs?: number;
 }
 
-interface Waiter {
-  resolve(py: PySandbox): void;
-  reject(e: Error): void;
-}
-
 /**
  * A pool of started Python interpreters (`size`, default 4), all copies of one snapshot taken
  * after `setup`. {@linkcode run} takes a free one and runs the code (or `fn`) with it; every
@@ -49,25 +46,10 @@ interface Waiter {
  * ```
  */
 export class PySandboxPool implements AsyncDisposable {
-  readonly #options: PySandboxOptions;
-  readonly #size: number;
-  readonly #acquireTimeoutMs: number;
-  readonly #maxWaiting: number;
-  readonly #ready: PySandbox[] = [];
-  readonly #waiters: Waiter[] = [];
-  readonly #stopping = new Set<Promise<void>>();
-  readonly #members = new Set<PySandbox>();
-  #snapshot: PySnapshot | undefined;
-  #starting = 0;
-  #disposed = false;
-  #lastError: unknown;
+  readonly #core: PoolCore<PySandbox>;
 
-  private constructor(options: PySandboxPoolOptions, size: number) {
-    const { size: _s, acquireTimeoutMs, maxWaiting, ...rest } = options;
-    this.#options = rest;
-    this.#size = size;
-    this.#acquireTimeoutMs = acquireTimeoutMs ?? 30_000;
-    this.#maxWaiting = maxWaiting ?? Infinity;
+  private constructor(core: PoolCore<PySandbox>) {
+    this.#core = core;
   }
 
   /**
@@ -86,32 +68,38 @@ export class PySandboxPool implements AsyncDisposable {
       throw new ArgumentError("PySandboxPool.create takes an options object");
     }
     const size = checkPoolSizing(options);
-    const pool = new PySandboxPool(options, size);
-    try {
-      const first = await PySandbox.create(pool.#options);
-      pool.#add(first);
-      pool.#snapshot = await first.snapshot();
-      while (pool.#members.size < size) pool.#add(await pool.#copy());
-    } catch (e) {
-      await pool.dispose();
-      throw e;
-    }
-    return pool;
+    const { size: _s, acquireTimeoutMs: _a, maxWaiting: _m, ...rest } = options;
+    const { stdout, stderr, timeoutMs, library, net } = rest;
+    return new PySandboxPool(
+      await startRuntimePool<PySandbox, PySnapshot>({
+        size,
+        snapshot: undefined,
+        first: () => PySandbox.create(rest),
+        snapshotOf: (first) => first.snapshot(),
+        fromSnapshot: (snapshot) =>
+          PySandbox.create({ snapshot, stdout, stderr, timeoutMs, library, net }),
+        handOver: handOverPySandbox,
+        // A member is back at the setup state after every request; a poisoned one is restored.
+        restore: async (py) => {
+          if (py.poisoned) await py.restore();
+        },
+      }, options),
+    );
   }
 
   /** The number of interpreters the pool keeps. */
   get size(): number {
-    return this.#size;
+    return this.#core.size;
   }
 
   /** Interpreters started and free now. */
   get available(): number {
-    return this.#ready.length;
+    return this.#core.available;
   }
 
   /** Callers waiting for an interpreter. */
   get waiting(): number {
-    return this.#waiters.length;
+    return this.#core.waiting;
   }
 
   /**
@@ -138,16 +126,14 @@ export class PySandboxPool implements AsyncDisposable {
     }
     checkTimeout(options.acquireTimeoutMs, "acquireTimeoutMs");
     checkTimeout(options.timeoutMs, "timeoutMs");
-    const py = await this.#acquire(options.acquireTimeoutMs ?? this.#acquireTimeoutMs);
-    try {
-      return typeof what === "string" ? await py.run(what, options) : await what(py);
-    } finally {
-      this.#release(py);
-    }
+    return await this.#core.run<T | PyResult>(
+      (py) => typeof what === "string" ? py.run(what, options) : what(py),
+      { timeoutMs: options.acquireTimeoutMs },
+    );
   }
 
   /**
-   * Stops every interpreter; waiting runs reject. Idempotent.
+   * Stops every interpreter (ones in use when they come back); waiting runs reject. Idempotent.
    *
    * @example
    * ```ts
@@ -156,114 +142,12 @@ export class PySandboxPool implements AsyncDisposable {
    * await pool.dispose();
    * ```
    */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    for (const w of this.#waiters.splice(0)) {
-      w.reject(new SandboxError("the pool has been disposed"));
-    }
-    this.#ready.length = 0;
-    for (const py of this.#members) this.#stop(py);
-    this.#members.clear();
-    while (this.#stopping.size > 0 || this.#starting > 0) {
-      await Promise.all([...this.#stopping]);
-      if (this.#starting > 0) await new Promise((r) => setTimeout(r, 5));
-    }
-    await this.#snapshot?.dispose();
+  dispose(): Promise<void> {
+    return this.#core.dispose();
   }
 
   /** `await using` support: {@linkcode dispose}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
-  }
-
-  #acquire(timeoutMs: number): Promise<PySandbox> {
-    if (this.#disposed) return Promise.reject(new SandboxError("the pool has been disposed"));
-    const ready = this.#ready.shift();
-    if (ready) return Promise.resolve(ready);
-    if (this.#waiters.length >= this.#maxWaiting || timeoutMs === 0) {
-      return Promise.reject(new PoolExhaustedError(`no started interpreter of ${this.#size}`));
-    }
-    return new Promise<PySandbox>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-        const why = this.#lastError instanceof Error ? `: ${this.#lastError.message}` : "";
-        reject(
-          new PoolExhaustedError(
-            `no interpreter of ${this.#size} became free within ${timeoutMs} ms${why}`,
-            { cause: this.#lastError },
-          ),
-        );
-      }, timeoutMs);
-      const waiter: Waiter = {
-        resolve: (py) => (clearTimeout(timer), resolve(py)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      };
-      this.#waiters.push(waiter);
-    });
-  }
-
-  /** A new member from the pool's snapshot. */
-  #copy(): Promise<PySandbox> {
-    const { stdout, stderr, timeoutMs, library, net } = this.#options;
-    return PySandbox.create({ snapshot: this.#snapshot!, stdout, stderr, timeoutMs, library, net });
-  }
-
-  #add(py: PySandbox): void {
-    this.#members.add(py);
-    this.#ready.push(py);
-  }
-
-  /** Revokes the borrower's handle and frees the member (restored first when it was poisoned). */
-  #release(py: PySandbox): void {
-    this.#members.delete(py);
-    let next: PySandbox;
-    try {
-      next = handOverPySandbox(py);
-    } catch {
-      this.#replace(); // the borrower disposed it
-      return;
-    }
-    this.#members.add(next);
-    if (!next.poisoned) return this.#free(next);
-    next.restore().then(
-      () => this.#free(next),
-      () => {
-        this.#members.delete(next);
-        this.#stop(next);
-        this.#replace();
-      },
-    );
-  }
-
-  #free(py: PySandbox): void {
-    if (this.#disposed) return this.#stop(py);
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter.resolve(py);
-    else this.#ready.push(py);
-  }
-
-  #stop(py: PySandbox): void {
-    const done = py.dispose().catch(() => {}).finally(() => this.#stopping.delete(done));
-    this.#stopping.add(done);
-  }
-
-  /** Starts a member from the snapshot in place of one that was lost. */
-  #replace(): void {
-    if (this.#disposed) return;
-    this.#starting++;
-    this.#copy().then(
-      (py) => {
-        this.#starting--;
-        if (this.#disposed) return this.#stop(py);
-        this.#members.add(py);
-        this.#free(py);
-      },
-      (e) => {
-        this.#starting--;
-        this.#lastError = e; // the pool shrinks by one
-      },
-    );
   }
 }

@@ -598,6 +598,8 @@ class Interp {
   /** Counts requests, so a fetch answer that comes after its request ended is dropped. */
   #generation = 0;
   #running = false;
+  /** Bumped by a pool's hand-over: requests the revoked handle queued never start. */
+  #epoch = 0;
 
   constructor(
     wasm: WasmSandbox,
@@ -722,7 +724,13 @@ class Interp {
    * (off the reply's path) the VM is put back to `base`.
    */
   request(req: Record<string, unknown>, timeoutMs: number | undefined): Promise<Reply> {
-    const run = this.#queue.then(() => this.#request(req, timeoutMs));
+    const epoch = this.#epoch;
+    const run = this.#queue.then(() => {
+      if (epoch !== this.#epoch) {
+        throw new SandboxDisposedError("the Python sandbox has been disposed");
+      }
+      return this.#request(req, timeoutMs);
+    });
     this.#queue = run.then(() => this.#reset(), () => this.#reset());
     return run;
   }
@@ -805,6 +813,16 @@ class Interp {
     return reply;
   }
 
+  /**
+   * A pool's hand-over: the requests the old handle queued never start and the one it runs is
+   * stopped (that poisons; the pool restores); resolves when the VM is idle.
+   */
+  async revoke(): Promise<void> {
+    this.#epoch++;
+    if (this.#running) this.wasm.interrupt();
+    await this.#queue;
+  }
+
   /** Waits for the request under way; then the VM is idle. */
   idle(): Promise<unknown> {
     return this.#queue;
@@ -832,7 +850,7 @@ function netOf(net: NetOptions | Net | undefined): { net: Net; owned: boolean } 
 }
 
 /** Set by `PySandbox`'s static block: moves an interpreter to a new handle. */
-let handOver: (py: PySandbox) => PySandbox;
+let handOver: (py: PySandbox) => Promise<PySandbox>;
 
 /**
  * A Python interpreter (CPython 3.12 on WASI) in its own micro-VM. `setup` runs once at create;
@@ -1075,6 +1093,8 @@ export class PySandbox implements AsyncDisposable {
   async snapshot(): Promise<PySnapshot> {
     const interp = this.#live();
     await interp.idle();
+    // Revoked while it waited: the VM is the next borrower's now.
+    this.#live();
     if (interp.dead) throw new SandboxPoisonedError(interp.dead);
     return makeSnapshot({
       wasm: await interp.wasm.snapshot(),
@@ -1165,16 +1185,20 @@ export class PySandbox implements AsyncDisposable {
   }
 
   static {
-    handOver = (py) => {
+    handOver = async (py) => {
       const interp = py.#live();
       py.#interp = undefined;
       py.#disposed = true;
+      await interp.revoke();
       return new PySandbox(interp, py.#timeoutMs, py.#output);
     };
   }
 }
 
-/** Revokes `py` (its every method is then `SandboxDisposedError`) and returns a new handle on its interpreter. */
-export function handOverPySandbox(py: PySandbox): PySandbox {
+/**
+ * Revokes `py` (its every method is then `SandboxDisposedError`; what it queued never starts and
+ * what it runs is stopped) and resolves, once the VM is idle, with a new handle on its interpreter.
+ */
+export function handOverPySandbox(py: PySandbox): Promise<PySandbox> {
   return handOver(py);
 }

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   ArgumentError,
+  CancelledError,
   ProtocolError,
   PyError,
   PyExitError,
@@ -261,6 +262,25 @@ pyTest(
     assert.deepEqual(all.map((r) => r.stdout), ["1\n", "2\n", "3\n", "4\n"]);
     await pool.run((py) => py.dispose());
     assert.equal((await pool.run("len(seen)")).value, 0);
+  },
+);
+
+pyTest(
+  "PySandboxPool: a revoked handle's requests in flight or queued never reach the next run",
+  async () => {
+    await using pool = await PySandboxPool.create({ size: 1 });
+    let running: Promise<unknown> | undefined;
+    let queued: Promise<unknown> | undefined;
+    await pool.run((py) => {
+      // Left running past the run (not awaited): without the revocation the next borrower's
+      // request waited behind it and then found the sandbox poisoned by its timeout.
+      running = py.run("while True: pass", { timeoutMs: 600_000 }).catch((e) => e);
+      queued = py.run("print('late')").catch((e) => e);
+    });
+    assert.deepEqual(await pool.run("print(2)"), { stdout: "2\n", stderr: "" });
+    assert.ok((await running) instanceof CancelledError, `${await running}`);
+    assert.ok((await queued) instanceof SandboxDisposedError, `${await queued}`);
+    assert.equal((await pool.run("1 + 1")).value, 2);
   },
 );
 

@@ -15,8 +15,9 @@
 //! else is exit 3. A forbidden system call kills the process (SIGSYS).
 //!
 //! Progress: while it compiles, the process writes records `\x1eP <translated> <compiled>
-//! <functions>\n` to stderr (one per thousandth of the functions translated: about 1,000), which the
-//! host takes out of the message (isolate.rs) and hands to its caller. `functions` is the module's
+//! <functions>\n` to stderr (one per thousandth of the functions translated: about 1,000, and one
+//! with the final counts when the compile returns), which the host takes out of the message
+//! (isolate.rs) and hands to its caller. `functions` is the module's
 //! code-section count (0 when the header cannot be read); `translated` and `compiled` count the
 //! Wasm-to-CLIF translations and finished Cranelift compiles that wasmtime reports through the
 //! `log` crate at debug level (its `wasmtime_internal_cranelift::compiler` target; the pinned

@@ -260,6 +260,14 @@ export async function readSnapshotDescription(
       );
     }
     json = readExactly(file, len, "the description");
+  } catch (e) {
+    if (e instanceof SnapshotFormatError) throw e;
+    // A read that fails (a directory, an I/O error) is as typed as an open that fails.
+    throw new SnapshotFormatError(
+      "io",
+      `cannot read the snapshot file ${path}: ${(e as Error).message}`,
+      { cause: e },
+    );
   } finally {
     file.close();
   }

@@ -83,6 +83,7 @@ kvmTest(
       "format",
     );
     await refused(`${dir}/missing`, "io");
+    await refused(dir, "io"); // a directory opens, but cannot be read
     // Truncated anywhere: in the header, the description, the pages.
     for (const n of [20, 100, good.length - 4096, good.length - 1]) {
       await refused(write(`short${n}`, good.subarray(0, n)), "corrupt");

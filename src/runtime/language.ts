@@ -188,18 +188,6 @@ function sameNames(a: readonly string[], b: Iterable<string>): boolean {
   return a.length === sb.length && [...a].sort().every((n, i) => n === sb[i]);
 }
 
-/** JSON text of `value`; what JSON cannot write is an ArgumentError naming `what`. */
-function toJson(value: unknown, what: string): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (e) {
-    throw new ArgumentError(`${what} is not JSON: ${(e as Error).message}`, { cause: e });
-  }
-  if (text === undefined) throw new ArgumentError(`${what} is not JSON`);
-  return text;
-}
-
 /** A new 64-bit random state for a copy, from the host's CSPRNG. */
 function freshSeed(): [number, number] {
   const s = crypto.getRandomValues(new Int32Array(2));
@@ -708,7 +696,7 @@ async function cold<H extends object, S extends object, E extends SandboxError>(
     const init = options.initTimeoutMs ?? 30_000;
     // A module-cache hit is a copy of an instance snapshotted before `_initialize` too.
     await wasm.callWithOptions({ timeoutMs: init }, "_initialize");
-    const config = toJson({
+    const config = writeValue({
       memoryLimit: maxMemory,
       seed: (freshSeed()[0] >>> 0) || 1, // replaced per copy (the seed export)
       hostFunctions: [...hostFns.keys()],

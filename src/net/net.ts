@@ -197,20 +197,45 @@ interface Budget {
  * ```
  */
 export class Net implements AsyncDisposable {
-  readonly #policy: NetPolicy;
-  readonly #resolve: NetResolver;
-  readonly #stats: NetStats = { requests: 0, refused: 0, failed: 0, bytesOut: 0, bytesIn: 0 };
+  #policy: NetPolicy;
+  #resolve: NetResolver;
+  #stats: NetStats = { requests: 0, refused: 0, failed: 0, bytesOut: 0, bytesIn: 0 };
   /** HTTP clients pinned to one address and port each (`proxy: { transport: "tcp" }`). */
-  readonly #clients = new Map<string, { client: Deno.HttpClient; busy: number }>();
+  #clients = new Map<string, { client: Deno.HttpClient; busy: number }>();
+  /** This handle's own: the running guest call's budget (see {@linkcode tenant}). */
   #budget: Budget = { requests: 0, bytes: 0 };
-  #inFlight = 0;
-  readonly #waiting: (() => void)[] = [];
-  #disposed = false;
+  /** Shared with every {@linkcode tenant}: requests in flight, their queue, dispose. */
+  #shared = { inFlight: 0, waiting: [] as (() => void)[], disposed: false };
 
   /** Checks `options` (an `ArgumentError` for a bad rule or limit). */
   constructor(options: NetOptions, deps: NetDeps = {}) {
     this.#policy = new NetPolicy(options);
     this.#resolve = deps.resolve ?? systemResolve;
+  }
+
+  /**
+   * A handle for one more sandbox on this `Net`: the same rules, limits, connections, counters
+   * and concurrency (disposing either closes both), with its own per-call budget, so one
+   * sandbox's {@linkcode beginCall} never restarts another's budget in the middle of its call.
+   * A sandbox given a `Net` (`net: net`) uses a tenant of it.
+   *
+   * @example
+   * ```ts
+   * import { Net } from "@hl/sandbox";
+   * await using net = new Net({ allow: ["https://api.example.com/"] });
+   * const a = net.tenant();
+   * a.beginCall(); // net's budget is untouched
+   * console.log(a.limits === net.limits); // true
+   * ```
+   */
+  tenant(): Net {
+    const t = new Net({ allow: [] });
+    t.#policy = this.#policy;
+    t.#resolve = this.#resolve;
+    t.#stats = this.#stats;
+    t.#clients = this.#clients;
+    t.#shared = this.#shared;
+    return t;
   }
 
   /** The limits in force (defaults filled in). */
@@ -264,7 +289,9 @@ export class Net implements AsyncDisposable {
 
   /** Every check that needs no network: URL, method, headers, body, rule, per-call budget. */
   #plan(req: NetRequest): Plan {
-    if (this.#disposed) throw new NetworkPolicyError("disposed", "the sandbox's network is closed");
+    if (this.#shared.disposed) {
+      throw new NetworkPolicyError("disposed", "the sandbox's network is closed");
+    }
     if (typeof req !== "object" || req === null) {
       throw new NetworkPolicyError(
         "request",
@@ -550,15 +577,15 @@ export class Net implements AsyncDisposable {
   }
 
   async #slot(): Promise<void> {
-    while (this.#inFlight >= this.#policy.limits.maxConcurrent) {
-      await new Promise<void>((r) => this.#waiting.push(r));
+    while (this.#shared.inFlight >= this.#policy.limits.maxConcurrent) {
+      await new Promise<void>((r) => this.#shared.waiting.push(r));
     }
-    this.#inFlight++;
+    this.#shared.inFlight++;
   }
 
   #release(): void {
-    this.#inFlight--;
-    this.#waiting.shift()?.();
+    this.#shared.inFlight--;
+    this.#shared.waiting.shift()?.();
   }
 
   /**
@@ -645,7 +672,7 @@ export class Net implements AsyncDisposable {
 
   /** Closes the pinned connections; later requests are refused. Idempotent. */
   dispose(): Promise<void> {
-    this.#disposed = true;
+    this.#shared.disposed = true;
     for (const { client } of this.#clients.values()) client.close();
     this.#clients.clear();
     return Promise.resolve();
@@ -738,7 +765,7 @@ export function wireError(e: unknown): WireError {
 /** Checks an optional `net` option and makes its {@linkcode Net}, or `undefined` when absent. */
 export function netFromOptions(net: NetOptions | Net | undefined, what: string): Net | undefined {
   if (net === undefined) return undefined;
-  if (net instanceof Net) return net;
+  if (net instanceof Net) return net.tenant(); // the caller's, maybe several sandboxes'
   if (typeof net !== "object" || net === null) {
     throw new ArgumentError(`${what}.net must be an object { allow, limits } or a Net`);
   }

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { HL_HTTP, HL_HTTP_CODES, httpImports, Net } from "../../src/net/mod.ts";
+import { HL_HTTP, HL_HTTP_CODES, httpImports, Net, wasmNetOptions } from "../../src/net/mod.ts";
 import { startServer } from "../_net_servers.ts";
 
 type Fn = (...args: unknown[]) => unknown;
@@ -77,5 +77,37 @@ Deno.test("hl_http: an error that is not a net error reaches the module only as 
     assert.equal(text, "NetworkError(internal): the request failed");
   } finally {
     await net.dispose();
+  }
+});
+
+Deno.test("hl_http: sandboxes given one Net (a pool's members) each keep their own per-call budget", async () => {
+  const srv = startServer();
+  const shared = new Net({ allow: [`${srv.origin}/`], limits: { maxRequestsPerCall: 2 } });
+  const member = () => {
+    let call = 0;
+    const wired = wasmNetOptions({ net: shared });
+    wired.bind(() => call);
+    const m = wired.options.hostFunctions![HL_HTTP];
+    const f = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.fn as Fn]));
+    return { f, next: () => call++ };
+  };
+  try {
+    const a = member();
+    const b = member();
+    a.next();
+    for (let i = 0; i < 2; i++) {
+      put(a.f, 1, `${srv.origin}/a`);
+      assert.ok((await a.f.send() as number) > 0);
+    }
+    b.next(); // b's call starts while a's is still running
+    put(b.f, 1, `${srv.origin}/b`);
+    assert.ok((await b.f.send() as number) > 0);
+    put(a.f, 1, `${srv.origin}/a`);
+    assert.equal(await a.f.send(), HL_HTTP_CODES.REFUSED, "a's third request in one call");
+    assert.deepEqual(srv.seen.map((s) => s.path), ["/a", "/a", "/b"]);
+    assert.equal(shared.stats().requests, 3, "the counters stay the shared Net's");
+  } finally {
+    await shared.dispose();
+    await srv.close();
   }
 });

@@ -104,21 +104,7 @@ async function startWagi(r: WagiRoute, i: number): Promise<RouteHandler | undefi
     timeoutMs: r.timeoutMs,
     wasi,
   };
-  const sinks = { stdout: drop, stderr: drop };
-  const runner = await runnerOf<WasmSandbox, WasmSnapshot>(r, {
-    pool: () => WasmSandboxPool.create({ ...opts, size: r.poolSize }),
-    poolFrom: (snapshot) =>
-      WasmSandboxPool.create({
-        snapshot,
-        size: r.poolSize,
-        timeoutMs: r.timeoutMs,
-        wasi: sinks,
-      }),
-    first: () => WasmSandbox.create(opts),
-    fromSnapshot: (snapshot) =>
-      WasmSandbox.create({ snapshot, timeoutMs: r.timeoutMs, wasi: sinks }),
-    fresh: () => WasmSandbox.create(opts),
-  }, undefined);
+  const runner = await runnerOf(r, wasmWays(r, opts), undefined);
   return routeHandler(r, runner, async (w, req, ctx) => {
     const out = new Collector(r.maxResponseBytes);
     const env = wagiEnv(req, {
@@ -165,12 +151,27 @@ interface Ways<M extends Member, S extends { dispose(): Promise<void> }> {
   pool: () => Promise<Pool<M>>;
   /** The `restore` pool from a snapshot (which the pool does not dispose). */
   poolFrom: (s: S) => Promise<Pool<M>>;
-  /** A cold sandbox, to snapshot. */
+  /** A cold sandbox (to snapshot; `reuse`'s members). */
   first: () => Promise<M & { snapshot(): Promise<S> }>;
   /** A sandbox from a snapshot. */
   fromSnapshot: (s: S) => Promise<M>;
-  /** A cold sandbox (`reuse`). */
-  fresh: () => Promise<M>;
+}
+
+/**
+ * The ways of the `wagi` and `wasm` kinds: `opts` for a cold sandbox; from a snapshot, the
+ * route's timeout and output dropped (a `wagi` run gives its own sinks).
+ */
+function wasmWays(
+  r: WagiRoute | WasmRoute,
+  opts: Parameters<typeof WasmSandbox.create>[0],
+): Ways<WasmSandbox, WasmSnapshot> {
+  const fromSnapshot = { timeoutMs: r.timeoutMs, wasi: { stdout: drop, stderr: drop } };
+  return {
+    pool: () => WasmSandboxPool.create({ ...opts, size: r.poolSize }),
+    poolFrom: (snapshot) => WasmSandboxPool.create({ ...fromSnapshot, snapshot, size: r.poolSize }),
+    first: () => WasmSandbox.create(opts),
+    fromSnapshot: (snapshot) => WasmSandbox.create({ ...fromSnapshot, snapshot }),
+  };
 }
 
 /**
@@ -203,7 +204,7 @@ async function runnerOf<M extends Member, S extends { dispose(): Promise<void> }
         return new RenewRunner(r.poolSize, () => ways.fromSnapshot(s), () => s.dispose());
       }
       default: {
-        const fresh = baked ? () => ways.fromSnapshot(baked) : ways.fresh;
+        const fresh = baked ? () => ways.fromSnapshot(baked) : ways.first;
         const members: M[] = [];
         try {
           for (let k = 0; k < r.poolSize; k++) members.push(await fresh());
@@ -238,24 +239,14 @@ async function startWasm(
     code: module,
     options: { engine: r.engine, fuel: r.fuel, maxMemoryBytes: r.maxMemoryBytes },
   };
-  const runner = await started(r, i, start, identity, (p) => WasmSnapshot.load(p), {
-    pool: () => WasmSandboxPool.create({ ...opts, size: r.poolSize }),
-    poolFrom: (snapshot) =>
-      WasmSandboxPool.create({
-        snapshot,
-        size: r.poolSize,
-        timeoutMs: r.timeoutMs,
-        wasi: { stdout: drop, stderr: drop },
-      }),
-    first: () => WasmSandbox.create(opts),
-    fromSnapshot: (snapshot) =>
-      WasmSandbox.create({
-        snapshot,
-        timeoutMs: r.timeoutMs,
-        wasi: { stdout: drop, stderr: drop },
-      }),
-    fresh: () => WasmSandbox.create(opts),
-  });
+  const runner = await started(
+    r,
+    i,
+    start,
+    identity,
+    (p) => WasmSnapshot.load(p),
+    wasmWays(r, opts),
+  );
   const enc = new TextEncoder();
   return routeHandler(r, runner, async (w, req, ctx) => {
     const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id)));
@@ -302,7 +293,6 @@ async function startJs(
     first: () => JsSandbox.create(opts),
     fromSnapshot: (snapshot) =>
       JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs, stdout: drop, stderr: drop }),
-    fresh: () => JsSandbox.create(opts),
   });
   return routeHandler(r, runner, async (js, req, ctx) => {
     const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id));
@@ -349,7 +339,6 @@ async function startGuest(
       SandboxPool.create({ snapshot, size: r.poolSize, timeoutMs: r.timeoutMs }),
     first: () => Sandbox.create(opts),
     fromSnapshot: (snapshot) => Sandbox.create({ snapshot, timeoutMs: r.timeoutMs }),
-    fresh: () => Sandbox.create(opts),
   });
   const enc = new TextEncoder();
   return routeHandler(r, runner, async (sb, _req, ctx) => {

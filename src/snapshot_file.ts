@@ -46,8 +46,6 @@ export const SNAPSHOT_FORMAT_VERSION = 1;
 const HEADER_SIZE = 48;
 /** Largest description accepted (a description is a few KiB: the layout, tables, page bitmaps). */
 const MAX_DESCRIPTION = 4 << 20;
-/** Largest memory or code region (as the cdylib's per-region limit). */
-const MAX_REGION = 16 * 1024 * 1024 * 1024;
 /** A placeholder wider than any offset or CRC written (so the real description is shorter). */
 const WIDE = Number.MAX_SAFE_INTEGER;
 
@@ -316,10 +314,16 @@ const LAYOUT_KEYS = [
   "codeSize",
 ] as const;
 
+/**
+ * A section's numbers, type-checked. The region's size is bounded by the cdylib's per-region
+ * limit (one definition, `MAX_REGION_SIZE` of rust-vmm/src/memory.rs: a larger one is refused as
+ * INVALID_ARGUMENT, so corrupt), and before that by the bitmap: `loadPages` wants one bit per page
+ * from a description of at most `MAX_DESCRIPTION` bytes.
+ */
 function checkPages(v: unknown, what: string, fileSize: number): PagesDescription {
   const p = v as PagesDescription;
   if (
-    typeof p !== "object" || p === null || !isInt(p.size, MAX_REGION) || p.size === 0 ||
+    typeof p !== "object" || p === null || !isInt(p.size) || p.size === 0 ||
     p.size % PAGE !== 0 || !isInt(p.offset) || p.offset % PAGE !== 0 || !isString(p.bitmap) ||
     !isInt(p.crc, 0xffff_ffff) || p.offset > fileSize
   ) {

@@ -29,9 +29,15 @@ export const HL_HTTP_CODES = Object.freeze({
   BUSY: -4,
 });
 
-/** Request fields `put` appends to. */
-const FIELDS = ["method", "url", "headers", "body"] as const;
-const PARTS = 3; // 0 body, 1 headers ("name: value\n"), 2 error text (handle 0)
+/** Request fields `put` appends to, by number (`HL_HTTP_METHOD`... in `hl_http.h`). */
+export const HL_HTTP_FIELDS = ["method", "url", "headers", "body"] as const;
+/**
+ * Response parts, by number (`HL_HTTP_PART_BODY`... in `hl_http.h`): body, headers
+ * ("name: value\n" lines), error text (handle 0 only).
+ */
+export const HL_HTTP_PARTS = ["body", "headers", "error"] as const;
+const FIELDS = HL_HTTP_FIELDS;
+const PARTS = HL_HTTP_PARTS.length;
 const MAX_OPEN = 16;
 const MAX_FIELD = [32, 8192, 64 * 1024];
 const utf8 = new TextEncoder();

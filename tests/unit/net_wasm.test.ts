@@ -6,6 +6,8 @@
 
 import assert from "node:assert/strict";
 import { HL_HTTP, HL_HTTP_CODES, httpImports, Net, wasmNetOptions } from "../../src/net/mod.ts";
+import { HL_HTTP_FIELDS, HL_HTTP_PARTS } from "../../src/net/wasm.ts";
+import type { WasmImports } from "../../src/wasm/types.ts";
 import { startServer } from "../_net_servers.ts";
 
 type Fn = (...args: unknown[]) => unknown;
@@ -85,7 +87,7 @@ Deno.test("hl_http: sandboxes given one Net (a pool's members) each keep their o
   const shared = new Net({ allow: [`${srv.origin}/`], limits: { maxRequestsPerCall: 2 } });
   const member = () => {
     let call = 0;
-    const wired = wasmNetOptions({ net: shared });
+    const wired = wasmNetOptions<{ net: Net; hostFunctions?: WasmImports }>({ net: shared });
     wired.bind(() => call);
     const m = wired.options.hostFunctions![HL_HTTP];
     const f = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.fn as Fn]));
@@ -110,4 +112,20 @@ Deno.test("hl_http: sandboxes given one Net (a pool's members) each keep their o
     await shared.dispose();
     await srv.close();
   }
+});
+
+Deno.test("hl_http.h's numbers are the host's (fields, parts, codes), and it defines no other", async () => {
+  const header = await Deno.readTextFile(
+    new URL("../../runtimes/include/hl_http.h", import.meta.url),
+  );
+  const defined = new Map<string, number>();
+  for (const m of header.matchAll(/^#define (HL_HTTP_[A-Z_]+) \(?(-?\d+)\)?$/gm)) {
+    defined.set(m[1], Number(m[2]));
+  }
+  const expected = new Map<string, number>([
+    ...HL_HTTP_FIELDS.map((f, i) => [`HL_HTTP_${f.toUpperCase()}`, i] as const),
+    ...HL_HTTP_PARTS.map((p, i) => [`HL_HTTP_PART_${p.toUpperCase()}`, i] as const),
+    ...Object.entries(HL_HTTP_CODES).map(([k, v]) => [`HL_HTTP_${k}`, v] as const),
+  ]);
+  assert.deepEqual(defined, expected);
 });

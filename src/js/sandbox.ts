@@ -114,6 +114,7 @@ export class JsSandbox implements AsyncDisposable {
   readonly #core: RuntimeSandbox<JsError>;
   /** The `net` option's requests (docs/networking.md); owned when made from options. */
   #net: { net: Net; owned: boolean } | undefined;
+  readonly #beginCall = (): void => this.#net?.net.beginCall();
 
   private constructor(core: RuntimeSandbox<JsError>) {
     this.#core = core;
@@ -182,8 +183,8 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   call(path: string, ...args: unknown[]): Promise<unknown> {
-    this.#net?.net.beginCall(); // the per-call request and byte budgets start again
-    return this.#core.call(path, args);
+    // The per-call request and byte budgets start again when this call runs (calls queue).
+    return this.#core.call(path, args, this.#beginCall);
   }
 
   /**
@@ -199,8 +200,7 @@ export class JsSandbox implements AsyncDisposable {
    * ```
    */
   eval(code: string): Promise<unknown> {
-    this.#net?.net.beginCall();
-    return this.#core.eval(code);
+    return this.#core.eval(code, this.#beginCall);
   }
 
   /**

@@ -311,8 +311,11 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     return this.#key;
   }
 
-  /** Calls the global function at `path` with JSON arguments. */
-  call(path: string, args: readonly unknown[]): Promise<unknown> {
+  /**
+   * Calls the global function at `path` with JSON arguments. `begin` runs when the call starts
+   * (after the calls queued before it), e.g. to start a per-call budget.
+   */
+  call(path: string, args: readonly unknown[], begin?: () => void): Promise<unknown> {
     if (typeof path !== "string") {
       return Promise.reject(new ArgumentError("the function path must be a string"));
     }
@@ -322,13 +325,13 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#request(this.#kind.exports.call, input);
+    return this.#request(this.#kind.exports.call, input, begin);
   }
 
-  /** Evaluates `code` in the global scope. */
-  eval(code: string): Promise<unknown> {
+  /** Evaluates `code` in the global scope (`begin` as for {@linkcode call}). */
+  eval(code: string, begin?: () => void): Promise<unknown> {
     if (typeof code !== "string") return Promise.reject(new ArgumentError("code must be a string"));
-    return this.#request(this.#kind.exports.eval, code);
+    return this.#request(this.#kind.exports.eval, code, begin);
   }
 
   /** The state of a snapshot of this sandbox now (the kind wraps it in its class). */
@@ -423,8 +426,9 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     return run;
   }
 
-  #request(fn: string, input: string): Promise<unknown> {
+  #request(fn: string, input: string, begin: (() => void) | undefined): Promise<unknown> {
     return this.#queued(async () => {
+      begin?.();
       const { reply } = await this.#exchange(fn, utf8.encode(input), this.#timeoutMs);
       if (reply.kind === "error") throw reply.error;
       return (reply as { value: unknown }).value;

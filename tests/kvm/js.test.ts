@@ -19,6 +19,7 @@ import {
 } from "../../mod.ts";
 import { QUICKJS_BUILT as BUILT } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
+import { startServer } from "../_net_servers.ts";
 
 function jsTest(name: string, fn: () => Promise<void>): void {
   if (BUILT) kvmTest(`js: ${name}`, fn);
@@ -172,6 +173,35 @@ jsTest("a host function throwing what String() cannot read stays in step", async
   assert.match(seen as string, /^Error\//);
   assert.equal(js.poisoned, false);
   assert.equal(await js.call("after"), 7);
+});
+
+jsTest("net: a call's request budget starts when the call runs, not when it is made", async () => {
+  // A call made while another runs (here from a host function: a ReentrantCallError) once reset
+  // the per-call budget of the call in progress.
+  const server = startServer();
+  try {
+    await using js = await JsSandbox.create({
+      source: `
+        async function three(url) {
+          for (let i = 0; i < 2; i++) await fetch(url);
+          await host.meanwhile();
+          try { await fetch(url); return "past the budget"; } catch (e) { return e.rule; }
+        }
+        function noop() {}
+      `,
+      hostFunctions: {
+        meanwhile: async () => {
+          await js.call("noop").catch(() => {});
+        },
+      },
+      net: { allow: [`${server.origin}/v1/`], limits: { maxRequestsPerCall: 2 } },
+      cache: false,
+    });
+    assert.equal(await js.call("three", `${server.origin}/v1/x`), "limit:requests");
+    assert.equal(server.seen.length, 2);
+  } finally {
+    await server.close();
+  }
 });
 
 jsTest("limits: runaway script, memory bomb, 10,000-deep recursion", async () => {

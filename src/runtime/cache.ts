@@ -18,7 +18,8 @@ import type { WasmSnapshot } from "../wasm/snapshot.ts";
  * @example
  * ```ts ignore
  * const cache = new SnapshotCache(32);
- * const hit = await cache.get(key); // waits for a fill of `key` under way
+ * let hit = await cache.get(key); // waits for a fill of `key` under way
+ * while (!hit && cache.has(key)) hit = await cache.get(key); // another create began its fill
  * const value = hit ?? await cache.fill(key, async () => ({ value: await make(), snapshot }));
  * ```
  */
@@ -29,6 +30,15 @@ export class SnapshotCache {
   /** Keeps at most `max` snapshots. */
   constructor(max: number) {
     this.#max = max;
+  }
+
+  /**
+   * Whether `key` has an entry (a snapshot, or a fill under way). Checked in the same synchronous
+   * step as a {@linkcode fill}, it makes that fill the only one of its key: a fill replaces the
+   * entry, so a second one would leave the first's snapshot to nobody.
+   */
+  has(key: string): boolean {
+    return this.#entries.has(key);
   }
 
   /** The live snapshot of `key`, waiting for a fill under way; undefined on a miss. */

@@ -619,7 +619,9 @@ export async function createRuntime<H extends object, S extends object, E extend
   if (o.cache === false) {
     return handleOf(kind, (await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory)).core);
   }
-  const hit = await kind.cache.get(key);
+  let hit = await kind.cache.get(key);
+  // Another create may have begun this key's fill since: wait for it rather than fill again.
+  while (!hit && kind.cache.has(key)) hit = await kind.cache.get(key);
   if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
   const core = await kind.cache.fill(key, async () => {
     // Another process may have left this start state on disk (src/start_snapshots.ts).

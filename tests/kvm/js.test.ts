@@ -17,7 +17,7 @@ import {
   TimeoutError,
   WasmSandbox,
 } from "../../mod.ts";
-import { QUICKJS_BUILT as BUILT } from "./_js.ts";
+import { QUICKJS_BUILT as BUILT, QUICKJS_MODULE } from "./_js.ts";
 import { kvmTest } from "./_kvm.ts";
 import { startServer } from "../_net_servers.ts";
 
@@ -203,6 +203,22 @@ jsTest("net: a call's request budget starts when the call runs, not when it is m
     await server.close();
   }
 });
+
+jsTest(
+  "creates of one source made at once: one fills the cache, the others wait for it",
+  async () => {
+    // Each once missed and filled the cache itself (four cold starts); every fill replaced the
+    // entry, leaving the earlier fills' snapshots to nobody (never released by clearCache).
+    const source = `var made = ${JSON.stringify(crypto.randomUUID())};`;
+    const module = await Deno.readFile(QUICKJS_MODULE);
+  const all = await Promise.all([1, 2, 3, 4].map(() => JsSandbox.create({ source, module })));
+    try {
+      assert.deepEqual(all.map((j) => j.fromCache).sort(), [false, true, true, true]);
+    } finally {
+      for (const j of all) await j.dispose();
+    }
+  },
+);
 
 jsTest("limits: runaway script, memory bomb, 10,000-deep recursion", async () => {
   await using js = await JsSandbox.create({

@@ -213,6 +213,17 @@ impl Mailbox {
         self.req.load(SeqCst) & CLOSING != 0
     }
 
+    /// Claims a detached vCPU, `owner` DETACHED to `to` (QUEUED: a poster hands it to a worker, or
+    /// `close` drops it; ATTACHED: the worker detaching it takes it back): true for the one side
+    /// that wins. (The plain load first keeps the common case, an attached vCPU, to a read.)
+    fn claim_detached(&self, to: u32) -> bool {
+        self.owner.load(SeqCst) == DETACHED
+            && self
+                .owner
+                .compare_exchange(DETACHED, to, SeqCst, SeqCst)
+                .is_ok()
+    }
+
     /// The vCPU thread's side of waking the callers.
     fn answer(&self, seq: u32) {
         self.resp.store(seq, SeqCst);
@@ -383,11 +394,7 @@ impl VcpuThread {
         }
         // A detached vCPU: claim it and hand it to a worker (its serving loop re-checks `req`
         // after publishing DETACHED, so if it is still there one of us sees the other).
-        if m.owner.load(SeqCst) == DETACHED
-            && m.owner
-                .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
-                .is_ok()
-        {
+        if m.claim_detached(QUEUED) {
             if let Err(e) = self.attach() {
                 // No worker could be started: the request is dropped unserved. The vCPU stays
                 // detached, with this request counted as seen; a `close` that came meanwhile
@@ -403,11 +410,7 @@ impl VcpuThread {
                 m.owner.store(DETACHED, SeqCst);
                 m.outstanding.store(0, SeqCst);
                 // Re-check after publishing DETACHED: a `close` sets CLOSING before it looks.
-                if m.closing()
-                    && m.owner
-                        .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
-                        .is_ok()
-                {
+                if m.closing() && m.claim_detached(QUEUED) {
                     drop_detached(m);
                 }
                 return Err(e);
@@ -732,11 +735,7 @@ impl VcpuThread {
         futex_wake(&m.req, 1);
         // Detached: no worker will look again; drop the vCPU here. (A worker that is detaching
         // re-checks `req` after publishing DETACHED and sees CLOSING: one of us wins the claim.)
-        if m.owner.load(SeqCst) == DETACHED
-            && m.owner
-                .compare_exchange(DETACHED, QUEUED, SeqCst, SeqCst)
-                .is_ok()
-        {
+        if m.claim_detached(QUEUED) {
             drop_detached(m);
         }
     }
@@ -907,11 +906,7 @@ fn serve_loop(m: &Mailbox, exit: &ExitCell, d: Detached) {
             m.owner.store(DETACHED, SeqCst);
             // Re-check after publishing DETACHED: a poster bumps `req` before it looks at
             // `owner`, so either we see its request here or it sees DETACHED and claims it.
-            if m.req.load(SeqCst) != seen
-                && m.owner
-                    .compare_exchange(DETACHED, ATTACHED, SeqCst, SeqCst)
-                    .is_ok()
-            {
+            if m.req.load(SeqCst) != seen && m.claim_detached(ATTACHED) {
                 let taken = m.detached.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match taken {
                     Some(d) => {

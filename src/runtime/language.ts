@@ -507,7 +507,12 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
       out = await this.#wasm.callBytes(fn, input, timeoutMs === undefined ? {} : { timeoutMs });
     } catch (e) {
       // A trap leaves the runtime in an undefined state (docs/js.md): no call until a restore.
-      if (!(e instanceof SandboxDisposedError) && e instanceof Error) this.#poison ??= e;
+      // An ArgumentError (the input does not fit the VM's input area) entered nothing: a request
+      // leaves the sandbox as it was; a resume leaves the driver waiting, so it poisons.
+      const entered = !(e instanceof ArgumentError) || fn === this.#kind.exports.resume;
+      if (entered && !(e instanceof SandboxDisposedError) && e instanceof Error) {
+        this.#poison ??= e;
+      }
       throw e;
     }
     try {

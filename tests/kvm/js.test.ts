@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  ArgumentError,
   CancelledError,
   JsError,
   JsSandbox,
@@ -211,12 +212,23 @@ jsTest(
     // entry, leaving the earlier fills' snapshots to nobody (never released by clearCache).
     const source = `var made = ${JSON.stringify(crypto.randomUUID())};`;
     const module = await Deno.readFile(QUICKJS_MODULE);
-  const all = await Promise.all([1, 2, 3, 4].map(() => JsSandbox.create({ source, module })));
+    const all = await Promise.all([1, 2, 3, 4].map(() => JsSandbox.create({ source, module })));
     try {
       assert.deepEqual(all.map((j) => j.fromCache).sort(), [false, true, true, true]);
     } finally {
       for (const j of all) await j.dispose();
     }
+  },
+);
+
+jsTest(
+  "an argument too large for the input area is an ArgumentError that leaves it usable",
+  async () => {
+    // Nothing reached the driver, yet the sandbox was poisoned until a restore.
+    await using js = await JsSandbox.create({ source: "function len(b) { return b.length; }" });
+    await assert.rejects(js.call("len", new Uint8Array(64 << 20)), ArgumentError);
+    assert.equal(js.poisoned, false);
+    assert.equal(await js.call("len", new Uint8Array(1000)), 1000);
   },
 );
 

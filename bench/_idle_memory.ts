@@ -11,6 +11,7 @@
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
+import { untilDetached } from "../tests/kvm/_vcpu_threads.ts";
 
 const n = Number(Deno.args[0] ?? 200);
 const FIELDS = ["Rss", "Pss", "Anonymous", "Private_Dirty", "Shared_Dirty"] as const;
@@ -53,7 +54,7 @@ function rollup(field: string): number {
 async function settle(): Promise<void> {
   teardownWait();
   (globalThis as { gc?: () => void }).gc?.();
-  await new Promise((r) => setTimeout(r, 300)); // idle vCPUs detach after 50 ms
+  await untilDetached(5_000); // idle vCPUs detach after 50 ms
 }
 
 const guest = await Deno.readFile(TESTGUEST);

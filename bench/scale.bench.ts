@@ -28,6 +28,7 @@
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
+import { untilDetached } from "../tests/kvm/_vcpu_threads.ts";
 import { WasmModuleCache, WasmSandbox } from "../mod.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
@@ -107,23 +108,6 @@ async function measure(): Promise<Record<Op, number>> {
   return out;
 }
 
-/** Our vCPU threads: named `hl-vcpu-<vm>` while they hold a vCPU, `hl-vcpu-idle` between. */
-function vcpuThreads(): { holding: number; all: number } {
-  let holding = 0, all = 0;
-  for (const task of Deno.readDirSync("/proc/self/task")) {
-    let comm = "";
-    try {
-      comm = Deno.readTextFileSync(`/proc/self/task/${task.name}/comm`).trim();
-    } catch {
-      continue; // exited meanwhile
-    }
-    if (!comm.startsWith("hl-vcpu")) continue;
-    all++;
-    if (comm !== "hl-vcpu-idle") holding++;
-  }
-  return { holding, all };
-}
-
 /**
  * RSS (which counts a snapshot's pages once per sandbox mapping them, though they exist once),
  * PSS (shared pages divided among their mappers: the memory really used), all threads (KVM adds
@@ -131,16 +115,14 @@ function vcpuThreads(): { holding: number; all: number } {
  * have been detached from their workers (after 50 ms idle, `rust-vmm/src/vcpu_thread.rs`).
  */
 async function proc(): Promise<{ rssKb: number; pssKb: number; threads: number; ours: number }> {
-  for (let i = 0; i < 50 && vcpuThreads().holding > 0; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const threads = await untilDetached(5_000);
   const status = Deno.readTextFileSync("/proc/self/status");
   const rollup = Deno.readTextFileSync("/proc/self/smaps_rollup");
   return {
     rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
     pssKb: Number(/^Pss:\s+(\d+)/m.exec(rollup)![1]),
     threads: Number(/Threads:\s+(\d+)/.exec(status)![1]),
-    ours: vcpuThreads().all,
+    ours: threads.holding + threads.idle,
   };
 }
 

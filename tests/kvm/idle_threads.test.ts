@@ -10,44 +10,9 @@ import { TimeoutError } from "../../src/errors.ts";
 import { globalStats, teardownWait } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { kvmTest } from "./_kvm.ts";
-
-/** Our vCPU threads: those holding a vCPU, and those waiting for work. */
-function vcpuThreads(): { holding: number; idle: number } {
-  let holding = 0, idle = 0;
-  for (const task of Deno.readDirSync("/proc/self/task")) {
-    let comm: string;
-    try {
-      comm = Deno.readTextFileSync(`/proc/self/task/${task.name}/comm`).trim();
-    } catch {
-      continue; // the thread exited meanwhile
-    }
-    if (comm === "hl-vcpu-idle") idle++;
-    else if (comm.startsWith("hl-vcpu")) holding++;
-  }
-  return { holding, idle };
-}
+import { MAX_IDLE_WORKERS, untilDetached } from "./_vcpu_threads.ts";
 
 const LIVE = 40;
-/** `workers.rs` MAX_IDLE: the most worker threads that wait for work at once. */
-const MAX_IDLE_WORKERS = 4;
-
-/**
- * Polls, for up to 20 s, until no thread holds a vCPU (the idle ones detach after 50 ms) and the
- * pool is back within its bound: a worker renames itself `hl-vcpu-idle` before it finds the pool
- * full and exits, so just after 40 detach at once more than `MAX_IDLE_WORKERS` may still be seen.
- */
-async function untilDetached(): Promise<{ holding: number; idle: number }> {
-  let now = vcpuThreads();
-  for (
-    let i = 0;
-    i < 200 && (now.holding > 0 || now.holding + now.idle > MAX_IDLE_WORKERS);
-    i++
-  ) {
-    await new Promise((r) => setTimeout(r, 100));
-    now = vcpuThreads();
-  }
-  return now;
-}
 
 kvmTest("idle sandboxes hold no thread, and answer again on whichever worker is free", async () => {
   const guest = await Deno.readFile(TESTGUEST);

@@ -525,7 +525,15 @@ export class Sandbox implements AsyncDisposable {
   #restoreNow(state: ReturnType<typeof stateOf>): number {
     this.#live();
     const vm = this.#vm!;
-    const pages = vm.restore(state.memory, state.vcpu);
+    let pages: number;
+    try {
+      pages = vm.restore(state.memory, state.vcpu);
+    } catch (e) {
+      // A restore that fails part-way may leave memory and vCPU state half restored: the VM
+      // serves nobody until a restore succeeds.
+      this.#poison ??= e instanceof Error ? e : new Error(String(e));
+      throw e;
+    }
     this.#functions.clear();
     for (const [name, f] of state.functions) this.#functions.set(name, f);
     this.#imports = state.imports;

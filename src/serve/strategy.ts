@@ -9,6 +9,7 @@
  * @module
  */
 
+import { SandboxError } from "../errors.ts";
 import { PoolExhaustedError } from "../pool_core.ts";
 import type { Pool } from "../pool_core.ts";
 
@@ -30,7 +31,10 @@ export interface Runner<M> {
   readonly available: number;
   /** Sandboxes replaced because their request failed (`reuse`; `renew` disposes every one). */
   readonly replaced: number;
-  /** Disposes what the runner holds. Idempotent. */
+  /**
+   * Disposes what the runner holds; a run still waiting for a sandbox, or asked for after, is
+   * refused (`SandboxError`). Idempotent.
+   */
   dispose(): Promise<void>;
 }
 
@@ -61,10 +65,19 @@ export class RestoreRunner<M extends Member> implements Runner<M> {
   }
 }
 
-/** A counting semaphore with a bounded wait (the waiters are served first come, first served). */
+/**
+ * A counting semaphore with a bounded wait (the waiters are served first come, first served).
+ * Once closed (the runner disposed), waiters and later acquires are refused, as a disposed pool's
+ * are: no sandbox is made for a route that is gone.
+ */
 class Slots {
   #free: number;
-  readonly #waiters: { resolve: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
+  #closed = false;
+  readonly #waiters: {
+    resolve: () => void;
+    reject: (e: Error) => void;
+    timer: ReturnType<typeof setTimeout>;
+  }[] = [];
   constructor(n: number) {
     this.#free = n;
   }
@@ -72,6 +85,7 @@ class Slots {
     return this.#free;
   }
   acquire(timeoutMs: number, size: number): Promise<void> {
+    if (this.#closed) return Promise.reject(disposedError());
     if (this.#free > 0) {
       this.#free--;
       return Promise.resolve();
@@ -82,6 +96,7 @@ class Slots {
     return new Promise((resolve, reject) => {
       const w = {
         resolve,
+        reject,
         timer: setTimeout(() => {
           this.#waiters.splice(this.#waiters.indexOf(w), 1);
           reject(
@@ -99,7 +114,17 @@ class Slots {
       w.resolve();
     } else this.#free++;
   }
+  /** Refuses every waiter and every later acquire. */
+  close(): void {
+    this.#closed = true;
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(disposedError());
+    }
+  }
 }
+
+const disposedError = () => new SandboxError("the route's sandboxes have been disposed");
 
 /** `renew`: a new sandbox per request from `make`, disposed after it; at most `size` at once. */
 export class RenewRunner<M extends Member> implements Runner<M> {
@@ -136,6 +161,7 @@ export class RenewRunner<M extends Member> implements Runner<M> {
   async dispose(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
+    this.#slots.close();
     await this.#disposed();
   }
 }
@@ -200,6 +226,7 @@ export class ReuseRunner<M extends Member> implements Runner<M> {
   async dispose(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
+    this.#slots.close();
     for (const m of this.#free.splice(0)) await m.dispose();
     await this.#disposed();
   }

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { RenewRunner, ReuseRunner } from "../../src/serve/strategy.ts";
 import { PoolExhaustedError } from "../../src/pool_core.ts";
+import { SandboxError } from "../../src/errors.ts";
 
 class Fake {
   static made = 0;
@@ -92,4 +93,25 @@ Deno.test("serve renew: one member per run, at most size at once, bounded wait",
   await r.dispose();
   assert.equal(snapshotDisposed, 1);
   assert.equal(Fake.live, 0);
+});
+
+Deno.test("serve reuse and renew: once disposed, a waiting or later run is refused and makes nothing", async () => {
+  const runners = [
+    new ReuseRunner([new Fake()], make, () => Promise.resolve()),
+    new RenewRunner(1, make, () => Promise.resolve()),
+  ];
+  for (const r of runners) {
+    const gate = Promise.withResolvers<void>();
+    const busy = r.run(() => gate.promise, 0);
+    const waiting = r.run(() => Promise.resolve("ran"), 10_000);
+    await new Promise((res) => setTimeout(res, 0));
+    const made = Fake.made;
+    await r.dispose();
+    gate.resolve();
+    await busy;
+    await assert.rejects(waiting, SandboxError);
+    await assert.rejects(r.run(() => Promise.resolve("ran"), 0), SandboxError);
+    assert.equal(Fake.made, made, "no member made after dispose");
+    assert.equal(Fake.live, 0);
+  }
 });

@@ -2,12 +2,14 @@
  * ABI numbers written on both sides are checked against their one definition: the Wasm runtime
  * guests' ERROR codes and trap kinds (guest/wasm-abi/src/lib.rs) against `src/wasm/codec.ts`, the
  * compiler library's constants (compiler/src/lib.rs) against `src/ffi/compiler.ts`, the `wasi_io`
- * ops (guest/wasi/src/host.rs) against `src/wasm/wasi.ts`.
+ * ops (guest/wasi/src/host.rs) against `src/wasm/wasi.ts`, the networking host function's name
+ * (guest/runtime/src/host.rs) against `src/net/net.ts`.
  */
 import assert from "node:assert/strict";
 import * as codec from "../../src/wasm/codec.ts";
 import * as compiler from "../../src/ffi/compiler.ts";
 import { Op as WasiIoOp } from "../../src/wasm/wasi.ts";
+import { NET_HOST_FUNCTION } from "../../src/net/net.ts";
 
 /** `pub const NAME: type = value;` of `text`, by name. */
 function rustConsts(text: string): Map<string, number> {
@@ -81,4 +83,11 @@ Deno.test("wasi_io ops: wasi.ts uses guest/wasi/src/host.rs's numbers", async ()
   );
   assert.ok(Object.keys(defined).length >= 25, `ops found: ${Object.keys(defined)}`);
   assert.deepEqual({ ...WasiIoOp }, defined);
+});
+
+Deno.test("the networking host function's name: src/net/net.ts uses guest/runtime's HTTP_FETCH", async () => {
+  const rust = await Deno.readTextFile(new URL("../../guest/runtime/src/host.rs", import.meta.url));
+  const m = /pub const HTTP_FETCH: &str = "([^"]+)";/.exec(rust);
+  assert.ok(m, "HTTP_FETCH in guest/runtime/src/host.rs");
+  assert.equal(NET_HOST_FUNCTION, m[1]);
 });

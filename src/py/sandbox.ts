@@ -127,8 +127,9 @@ export interface PySandboxOptions extends PyOutputOptions {
   /** Path of the native library (default: found as for `Sandbox`). */
   library?: string;
   /**
-   * Limit of compiling (the first time: about a minute on a 2-core host; then cached on disk),
-   * loading and starting the interpreter and its `setup`, in ms (default 300 000).
+   * Limit of compiling (the first time: about a minute for `cpython`, minutes for `full` on a
+   * 2-core host; then cached on disk), loading and starting the interpreter and its `setup`, in ms
+   * (default 300 000 for `cpython`, 3 600 000 for `full`).
    */
   initTimeoutMs?: number;
 }
@@ -299,6 +300,8 @@ interface PyRuntimeSpec {
   readonly engines: readonly WasmEngine[];
   /** `maxMemoryBytes` when the caller gives none. */
   readonly defaultMaxMemoryBytes: number;
+  /** `initTimeoutMs` when the caller gives none: long enough for the first compile. */
+  readonly defaultInitTimeoutMs: number;
   /** The module's non-WASI imports (given again to every copy of a snapshot). */
   readonly hostFunctions?: WasmImports;
   /** WASI args/env, extra preopens and imports, the guest heap beside the linear memory. */
@@ -338,6 +341,8 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   name: "cpython" as const,
   module: cpythonModule,
   engines: ["wasmtime", "wasmi"] as const,
+  // The first compile: ~36 s on an idle 2-core host, minutes on a loaded one.
+  defaultInitTimeoutMs: 300_000,
   defaultMaxMemoryBytes: 256 * MIB,
   wasm: () =>
     Promise.resolve({
@@ -392,6 +397,8 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   // plus wasmtime's state for this module (measured: 256 MiB made `import pandas` a MemoryError,
   // docs/python.md, "The full runtime"). numpy + pandas + a 100k-row group-by use ~70 MiB.
   defaultMaxMemoryBytes: 128 * MIB,
+  // The first compile of 99 MB of Wasm: ~5 min on an idle 2-core host, up to ~18 min loaded.
+  defaultInitTimeoutMs: 3_600_000,
   hostFunctions: FULL_IMPORTS,
   wasm: async (): ReturnType<PyRuntimeSpec["wasm"]> => {
     const zip = pinnedPath(FULL.stdlib);
@@ -825,7 +832,7 @@ export class PySandbox implements AsyncDisposable {
       throw new ArgumentError(`maxOutputBytes must be an integer ≥ 1024, got ${o.maxOutputBytes}`);
     }
     const maxMemoryBytes = o.maxMemoryBytes ?? runtime.defaultMaxMemoryBytes;
-    const initTimeoutMs = o.initTimeoutMs ?? 300_000;
+    const initTimeoutMs = o.initTimeoutMs ?? runtime.defaultInitTimeoutMs;
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
       throw new ArgumentError("onProgress must be a function");
     }

@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 9;
+pub const CDYLIB_ABI_VERSION: u32 = 10;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -219,6 +219,20 @@ pub extern "C" fn hl_vm_memory_ptr(vm: u32, slot: u32) -> *mut u8 {
 #[no_mangle]
 pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
     guard(vm, || vm::lookup(vm)?.memory(slot)?.reset().map(|_| 0))
+}
+
+/// `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (since
+/// version 10): drops the pages of `[offset, offset + len)` of a slot (page-aligned), which then
+/// read as the slot's base content (its snapshot, or zeros), and makes KVM forget every
+/// translation of them. For page-table entries the host cleared (docs/wasm.md, "Guard pages").
+#[no_mangle]
+pub extern "C" fn hl_vm_memory_drop(vm: u32, slot: u32, offset: u64, len: u64) -> i32 {
+    guard(vm, || {
+        vm::lookup(vm)?
+            .memory(slot)?
+            .drop_range(offset, len)
+            .map(|_| 0)
+    })
 }
 
 /// `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])`: starts the VM's vCPU

@@ -2,7 +2,7 @@
 // the host's own system tables: a page-table entry the host writes between runs (not present →
 // present) is seen by the guest at once; a #PF at CPL 3 reaches the host with CR2, the error code
 // and the faulting RIP; the host resumes the guest at the faulting RIP or at another one, with
-// registers it chose, through a #PF stub ending in `iretq`; and an entry the host clears again
+// registers it chose, through the #PF stub's `iretq`; and an entry the host clears again
 // faults once the host has dropped the page's backing (KVM's MMU notifier forgets the translation).
 // Clearing the entry alone is not enough on kvm_pvm: without the drop the old translation stayed
 // in use, even across a KVM_SET_SREGS with another CR3 or CR4.PGE toggled (measured on the AMD EPYC
@@ -15,8 +15,6 @@ import {
   PTE_USER,
   PTE_WRITABLE,
   RING0_STACK_TOP,
-  STUB_SIZE,
-  STUBS_ADDR,
 } from "../../src/abi.ts";
 import {
   GUEST_VCPU_CONFIG,
@@ -26,7 +24,6 @@ import {
 } from "../../src/system.ts";
 import { ExitKind, MicroVm } from "../../src/ffi/vm.ts";
 import { kvmTest } from "./_kvm.ts";
-import { openLibrary } from "../../src/ffi/lib.ts";
 
 const PF = 14;
 const PDPT = PML4_ADDR + 0x1000;
@@ -44,27 +41,6 @@ const STACK_TOP = 0x80000;
 const ACCESSED_DIRTY = 0x60n;
 const NX = 1n << 63n;
 const USER_RW = BigInt(PTE_PRESENT | PTE_WRITABLE | PTE_USER) | ACCESSED_DIRTY;
-
-/**
- * The #PF stub with the delivery tail: `mov al, 14; mov dx, FAULT; out dx, al; add rsp, 8;
- * iretq`. After the FAULT exit the host may rewrite the frame's RIP and RSP (and the vCPU's other
- * registers) before it resumes; the `iretq` returns to CPL 3 there.
- */
-const PF_STUB = [
-  0xb0,
-  PF,
-  0x66,
-  0xba,
-  Port.FAULT & 0xff,
-  Port.FAULT >> 8,
-  0xee,
-  0x48,
-  0x83,
-  0xc4,
-  0x08,
-  0x48,
-  0xcf,
-];
 
 /**
  * At CODE: `mov rbx, RESERVATION; mov rax, [rbx]` (the access, at CODE + 7);
@@ -86,11 +62,9 @@ const HANDLER_CODE = [0x66, 0xba, Port.HOST_CALL & 0xff, Port.HOST_CALL >> 8, 0x
 function setup(): { vm: MicroVm; view: DataView; mem: Uint8Array } {
   const vm = MicroVm.create();
   try {
-    const mem = vm.mapMemory(0, BACKING);
-    const backing = vm.mapMemory(BACKING, BACKING);
+    const mem = vm.mapMemory(0, 2 * BACKING);
     const view = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
     writeSystemTables(mem);
-    mem.set(PF_STUB, STUBS_ADDR + PF * STUB_SIZE);
     const table = BigInt(PTE_PRESENT | PTE_WRITABLE | PTE_USER);
     view.setBigUint64(PML4_ADDR, BigInt(PDPT) | table, true);
     view.setBigUint64(PDPT, BigInt(PD) | table, true);
@@ -110,7 +84,7 @@ function setup(): { vm: MicroVm; view: DataView; mem: Uint8Array } {
     }
     mem.set(GUEST, CODE);
     mem.set(HANDLER_CODE, HANDLER);
-    new DataView(backing.buffer, backing.byteOffset).setBigUint64(0, 0x1122_3344_5566_7788n, true);
+    view.setBigUint64(BACKING, 0x1122_3344_5566_7788n, true);
     vm.createVcpu(GUEST_VCPU_CONFIG);
     vm.setRegisters({ rip: BigInt(CODE), rsp: BigInt(STACK_TOP), rflags: 0x2n });
     return { vm, view, mem };
@@ -158,7 +132,7 @@ kvmTest(
       // Present → not present: the host clears the entry and drops the page's backing, which makes
       // KVM forget every translation of it (the MMU notifier); the next access faults.
       view.setBigUint64(RES_PT, 0n, true);
-      dropBacking(vm);
+      vm.dropMemory(BACKING, 0x1000);
       expectPageFault(vm, mem, SECOND_READ, "read after the host unmapped the page");
 
       // Delivered elsewhere: the host rewrites the frame's RIP and RSP and sets RDI, RSI, RDX on
@@ -182,8 +156,3 @@ kvmTest(
     }
   },
 );
-
-/** Drops every page of the backing slot (`MADV_DONTNEED`: KVM's MMU notifier zaps them). */
-function dropBacking(vm: MicroVm): void {
-  assert.equal(openLibrary().hl_vm_memory_reset(vm.handle, 1), 0);
-}

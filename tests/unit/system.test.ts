@@ -15,6 +15,8 @@ import {
 } from "../../src/abi.ts";
 import {
   exceptionStub,
+  PAGE_FAULT_VECTOR,
+  PF_STUB_RESUME,
   readCpuFault,
   stubVector,
   TSS_LIMIT,
@@ -94,20 +96,15 @@ Deno.test("system tables", async (t) => {
     assert.ok(!allowed(0x80, 1));
   });
 
-  await t.step("stubs: mov al, vector; mov dx, FAULT; out dx, al; hlt", () => {
+  await t.step("stubs: mov al, vector; mov dx, FAULT; out dx, al; hlt (#PF: iretq)", () => {
     for (let v = 0; v < EXCEPTION_VECTORS; v++) {
       const stub = mem.subarray(STUBS_ADDR + v * STUB_SIZE, STUBS_ADDR + (v + 1) * STUB_SIZE);
       assert.deepEqual(stub, exceptionStub(v));
-      assert.deepEqual([...stub.subarray(0, 8)], [
-        0xb0,
-        v,
-        0x66,
-        0xba,
-        Port.FAULT & 0xff,
-        Port.FAULT >> 8,
-        0xee,
-        0xf4,
-      ]);
+      const exit = [0xb0, v, 0x66, 0xba, Port.FAULT & 0xff, Port.FAULT >> 8, 0xee];
+      // #PF: add rsp, 8; iretq — resumed only when the host delivers a guard-page fault.
+      const tail = v === PAGE_FAULT_VECTOR ? [0x48, 0x83, 0xc4, 0x08, 0x48, 0xcf] : [0xf4];
+      assert.deepEqual([...stub.subarray(0, exit.length + tail.length)], [...exit, ...tail]);
+      assert.equal(PF_STUB_RESUME, exit.length);
     }
   });
 });

@@ -14,7 +14,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
@@ -140,20 +140,157 @@ unsafe impl LinearMemory for Reserved {
     }
 }
 
-// SAFETY: every memory it returns is zero-filled for its minimum and owns its allocation;
-// `reserved_size_in_bytes` is 0 and the guard size 0 with this guest's engine config (bounds are
-// checked in code), so no reservation or guard is promised.
+/// Whether a [`Guarded`] memory holds the reservation (there is one per sandbox).
+static RESERVATION_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// The host function that maps the reservation (docs/abi.md, "Wasm guard pages").
+const WASM_MAP: &str = "hl_wasm_map";
+
+fn round_page(bytes: usize) -> usize {
+    bytes.div_ceil(ALIGN) * ALIGN
+}
+
+/// Asks the host to map the reservation's first `bytes` onto the heap block at `block` (0 bytes:
+/// unmap all).
+fn host_map(block: NonNull<u8>, bytes: usize) -> Result<(), String> {
+    hl_guest::call_host(
+        WASM_MAP,
+        &[
+            hl_guest::Value::U64(block.as_ptr() as u64),
+            hl_guest::Value::U64(round_page(bytes) as u64),
+        ],
+    )
+    .map(|_| ())
+    .map_err(|e| alloc::format!("{WASM_MAP}: {e:?}"))
+}
+
+/// A linear memory behind guard pages: its pages live in one heap block (`capacity` bytes at
+/// `block`), which the host maps at the start of the reservation (`base`) up to `len` (rounded
+/// to 4 KiB); everything after that, to 4 GiB and the guard beyond, is not present, so an
+/// out-of-bounds access faults and the host delivers the fault to wasmtime's trap handler.
+struct Guarded {
+    base: NonNull<u8>,
+    block: NonNull<u8>,
+    len: usize,
+    capacity: usize,
+}
+
+// SAFETY: as for `Reserved`: owned by this value alone, one vCPU, wasmtime serialises a store.
+unsafe impl Send for Guarded {}
+// SAFETY: as above; `&Guarded` only reads the fields.
+unsafe impl Sync for Guarded {}
+
+impl Guarded {
+    fn new(minimum: usize, capacity: usize) -> Result<Self, String> {
+        let (base, room) = hl_guest::wasm_reservation()
+            .ok_or_else(|| String::from("the host laid out no Wasm reservation"))?;
+        let capacity = capacity.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if minimum > capacity {
+            return Err(alloc::format!(
+                "a memory of {minimum} bytes does not fit the {capacity}-byte reservation"
+            ));
+        }
+        let base = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(base as usize))
+            .ok_or_else(|| String::from("null reservation"))?;
+        if RESERVATION_IN_USE.swap(true, Ordering::Relaxed) {
+            return Err(String::from(
+                "one linear memory per sandbox with guard pages",
+            ));
+        }
+        let Some(block) = allocate(capacity) else {
+            RESERVATION_IN_USE.store(false, Ordering::Relaxed);
+            return Err(String::from("out of guest heap for the memory's reserve"));
+        };
+        let mut memory = Self {
+            base,
+            block,
+            len: 0,
+            capacity: capacity.max(ALIGN),
+        };
+        memory.map(minimum)?;
+        Ok(memory)
+    }
+
+    /// Maps `[0, new_size)` and zeroes what comes into use.
+    fn map(&mut self, new_size: usize) -> Result<(), String> {
+        host_map(self.block, new_size)?;
+        // SAFETY: `[len, new_size)` lies in the block (`new_size <= capacity`); the block's pages
+        // are the ones the reservation maps, so zeroing through it zeroes the memory.
+        unsafe {
+            core::ptr::write_bytes(self.block.as_ptr().add(self.len), 0, new_size - self.len);
+        }
+        self.len = new_size;
+        Ok(())
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Unmapped before the block goes back to the heap; a failure leaves the block allocated
+        // (leaked) rather than reachable through the reservation.
+        if host_map(self.block, 0).is_ok() {
+            if let Some(layout) = layout(self.capacity) {
+                // SAFETY: `block` was allocated with exactly this layout.
+                unsafe { alloc::alloc::dealloc(self.block.as_ptr(), layout) };
+            }
+            RESERVATION_IN_USE.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: `base` is valid for `byte_size` bytes (mapped by the host onto the block); the rest of
+// the 4 GiB reservation and the guard after it are not present, as wasmtime's engine config
+// (`engine_config.rs`) and `new_memory`'s promise need; the base never moves.
+unsafe impl LinearMemory for Guarded {
+    fn byte_size(&self) -> usize {
+        self.len
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if new_size > self.capacity {
+            return Err(wasmtime::format_err!(
+                "failed to grow memory to {new_size:#x} bytes (reserve {:#x})",
+                self.capacity
+            ));
+        }
+        if new_size <= self.len {
+            return Ok(());
+        }
+        self.map(new_size).map_err(|e| wasmtime::format_err!("{e}"))
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+// SAFETY: every memory it returns is zero-filled for its minimum and owns its allocation. With
+// guard pages (this guest's engine config: `reserved_size_in_bytes` 4 GiB, a 32 MiB guard) the
+// memory is a `Guarded` one at the host's reservation, which leaves everything past the mapped
+// size not present up to 4 GiB plus the guard (WASM_RESERVATION_SPAN on the host); without, a
+// `Reserved` heap block, no reservation or guard promised.
 unsafe impl MemoryCreator for Creator {
     fn new_memory(
         &self,
         _ty: MemoryType,
         minimum: usize,
         maximum: Option<usize>,
-        _reserved_size_in_bytes: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
         guard_size_in_bytes: usize,
     ) -> Result<Box<dyn LinearMemory>, String> {
-        if guard_size_in_bytes != 0 {
-            return Err(String::from("guard pages are not offered by this guest"));
+        let guarded = guard_size_in_bytes != 0 || reserved_size_in_bytes.is_some_and(|r| r != 0);
+        if guarded
+            && (guard_size_in_bytes > crate::engine_config::MEMORY_GUARD_SIZE
+                || reserved_size_in_bytes
+                    .is_some_and(|r| r > crate::engine_config::MEMORY_RESERVATION))
+        {
+            return Err(String::from(
+                "a reservation or guard larger than the host's",
+            ));
         }
         let limit = match LIMIT.load(Ordering::Relaxed) {
             0 => usize::MAX,
@@ -166,6 +303,9 @@ unsafe impl MemoryCreator for Creator {
             .min(limit)
             .min(1 << 32)
             .max(minimum);
+        if guarded {
+            return Guarded::new(minimum, reserve).map(|m| Box::new(m) as Box<dyn LinearMemory>);
+        }
         Reserved::new(minimum, reserve)
             .map(|m| Box::new(m) as Box<dyn LinearMemory>)
             .ok_or_else(|| String::from("out of guest heap for the memory's minimum"))

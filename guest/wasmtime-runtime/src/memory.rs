@@ -167,12 +167,16 @@ fn host_map(block: NonNull<u8>, bytes: usize) -> Result<(), String> {
 /// A linear memory behind guard pages: its pages live in one heap block (`capacity` bytes at
 /// `block`), which the host maps at the start of the reservation (`base`) up to `len` (rounded
 /// to 4 KiB); everything after that, to 4 GiB and the guard beyond, is not present, so an
-/// out-of-bounds access faults and the host delivers the fault to wasmtime's trap handler.
+/// out-of-bounds access faults and the host delivers the fault to wasmtime's trap handler. The
+/// block is the memory's reachable size (`reserve`) when the heap has it, so a grow maps more of
+/// it and copies nothing; otherwise it starts at the minimum and a grow past it moves the pages
+/// to a larger block (counted in [`bytes_copied`]), the reservation's address staying the same.
 struct Guarded {
     base: NonNull<u8>,
     block: NonNull<u8>,
     len: usize,
     capacity: usize,
+    reserve: usize,
 }
 
 // SAFETY: as for `Reserved`: owned by this value alone, one vCPU, wasmtime serialises a store.
@@ -197,18 +201,45 @@ impl Guarded {
                 "one linear memory per sandbox with guard pages",
             ));
         }
-        let Some(block) = allocate(capacity) else {
-            RESERVATION_IN_USE.store(false, Ordering::Relaxed);
-            return Err(String::from("out of guest heap for the memory's reserve"));
+        let (block, size) = match allocate(capacity) {
+            Some(b) => (b, capacity),
+            None => match allocate(minimum) {
+                Some(b) => (b, minimum),
+                None => {
+                    RESERVATION_IN_USE.store(false, Ordering::Relaxed);
+                    return Err(String::from("out of guest heap for the memory's minimum"));
+                }
+            },
         };
         let mut memory = Self {
             base,
             block,
             len: 0,
-            capacity: capacity.max(ALIGN),
+            capacity: size.max(ALIGN),
+            reserve: capacity,
         };
         memory.map(minimum)?;
         Ok(memory)
+    }
+
+    /// Moves the pages to a block of `new_size` bytes (the old one is too small).
+    fn relocate(&mut self, new_size: usize) -> Result<(), String> {
+        let block = allocate(new_size).ok_or_else(|| {
+            alloc::format!("failed to grow memory to {new_size:#x} bytes: out of guest heap")
+        })?;
+        // SAFETY: both blocks are valid for `len` bytes and distinct allocations.
+        unsafe { core::ptr::copy_nonoverlapping(self.block.as_ptr(), block.as_ptr(), self.len) };
+        COPIED.fetch_add(self.len as u64, Ordering::Relaxed);
+        // The old block leaves the reservation (the host drops its pages) before the new one
+        // enters it.
+        host_map(self.block, 0)?;
+        if let Some(layout) = layout(self.capacity) {
+            // SAFETY: the old block was allocated with exactly this layout, and is unmapped.
+            unsafe { alloc::alloc::dealloc(self.block.as_ptr(), layout) };
+        }
+        self.block = block;
+        self.capacity = new_size.max(ALIGN);
+        host_map(self.block, self.len)
     }
 
     /// Maps `[0, new_size)` and zeroes what comes into use.
@@ -246,19 +277,26 @@ unsafe impl LinearMemory for Guarded {
         self.len
     }
 
+    /// What the memory can grow to without its base moving: the whole reserve (the base is the
+    /// reservation's, whichever block backs it; wasmtime refuses to grow a memory that may not
+    /// move past this).
     fn byte_capacity(&self) -> usize {
-        self.capacity
+        self.reserve
     }
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
-        if new_size > self.capacity {
+        if new_size > self.reserve {
             return Err(wasmtime::format_err!(
                 "failed to grow memory to {new_size:#x} bytes (reserve {:#x})",
-                self.capacity
+                self.reserve
             ));
         }
         if new_size <= self.len {
             return Ok(());
+        }
+        if new_size > self.capacity {
+            self.relocate(new_size)
+                .map_err(|e| wasmtime::format_err!("{e}"))?;
         }
         self.map(new_size).map_err(|e| wasmtime::format_err!("{e}"))
     }

@@ -146,6 +146,18 @@ static RESERVATION_IN_USE: AtomicBool = AtomicBool::new(false);
 /// The host function that maps the reservation (docs/abi.md, "Wasm guard pages").
 const WASM_MAP: &str = "hl_wasm_map";
 
+/// Whether the heap has a block of `bytes` now (it is freed again at once).
+fn allocate_fits(bytes: usize) -> bool {
+    match (allocate(bytes), layout(bytes)) {
+        (Some(p), Some(l)) => {
+            // SAFETY: `p` was just allocated with layout `l`.
+            unsafe { alloc::alloc::dealloc(p.as_ptr(), l) };
+            true
+        }
+        _ => false,
+    }
+}
+
 fn round_page(bytes: usize) -> usize {
     bytes.div_ceil(ALIGN) * ALIGN
 }
@@ -224,6 +236,7 @@ impl Guarded {
 
     /// Moves the pages to a block of `new_size` bytes (the old one is too small).
     fn relocate(&mut self, new_size: usize) -> Result<(), String> {
+        let new_size = round_page(new_size);
         let block = allocate(new_size).ok_or_else(|| {
             alloc::format!("failed to grow memory to {new_size:#x} bytes: out of guest heap")
         })?;
@@ -295,7 +308,18 @@ unsafe impl LinearMemory for Guarded {
             return Ok(());
         }
         if new_size > self.capacity {
-            self.relocate(new_size)
+            // At least double, so a memory that grows page by page moves O(log n) times: each
+            // move copies the memory and the host drops the old block, whose pages the heap then
+            // hands out cold.
+            let target = new_size
+                .max(self.capacity.saturating_mul(2))
+                .min(self.reserve);
+            let target = if allocate_fits(target) {
+                target
+            } else {
+                new_size
+            };
+            self.relocate(target)
                 .map_err(|e| wasmtime::format_err!("{e}"))?;
         }
         self.map(new_size).map_err(|e| wasmtime::format_err!("{e}"))

@@ -258,10 +258,13 @@ impl Guarded {
     /// Maps `[0, new_size)` and zeroes what comes into use.
     fn map(&mut self, new_size: usize) -> Result<(), String> {
         host_map(self.block, new_size)?;
-        // SAFETY: `[len, new_size)` lies in the block (`new_size <= capacity`); the block's pages
-        // are the ones the reservation maps, so zeroing through it zeroes the memory.
+        // Zeroed through the reservation, where Wasm code will touch the pages: on shadow-paging
+        // KVM each guest-virtual address of a page costs a fault the first time it is used, so
+        // zeroing through the block's own (identity) address would double the faults.
+        // SAFETY: `[len, new_size)` of the reservation is mapped now (onto the block, `new_size <=
+        // capacity`), and nothing else refers to those bytes.
         unsafe {
-            core::ptr::write_bytes(self.block.as_ptr().add(self.len), 0, new_size - self.len);
+            core::ptr::write_bytes(self.base.as_ptr().add(self.len), 0, new_size - self.len);
         }
         self.len = new_size;
         Ok(())

@@ -41,9 +41,69 @@ pub struct MemorySnapshot {
     /// the first such region that wrote any (`learn_written`, at its restore or drop): a region
     /// made from the snapshot later gets them as private copies up front (`populate`).
     written: std::sync::OnceLock<Vec<(usize, usize)>>,
+    /// Whether `fd` is a memfd of ours, sealed: its content and length can never change, so a
+    /// shared read-only mapping of it (`view`) can be read without a fault or a signal. False for a
+    /// snapshot backed by a file ([`MemorySnapshot::from_file`]), which someone could truncate.
+    sealed: bool,
+    /// A read-only shared mapping of `fd`, made at the first restore that copies pages back
+    /// (`GuestMemory::copy_back`), so that a restore copies with `memcpy` instead of one `pread`
+    /// per run of pages. `None` inside when the mapping failed (restores then `pread`).
+    view: std::sync::OnceLock<Option<SnapshotView>>,
+}
+
+/// A `PROT_READ`, `MAP_SHARED` mapping of a sealed snapshot memfd: the snapshot's own pages (page
+/// cache shared with every VM based on it; no copy). Unmapped with the snapshot.
+#[derive(Debug)]
+struct SnapshotView {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a read-only mapping of sealed (immutable) memory, unmapped only in Drop; reading it from
+// any thread is sound.
+unsafe impl Send for SnapshotView {}
+// SAFETY: as above: nothing writes through it.
+unsafe impl Sync for SnapshotView {}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `MemorySnapshot::view`; no borrow of it
+        // outlives the snapshot that owns this value.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
 }
 
 impl MemorySnapshot {
+    /// The snapshot's content as memory (see `view`): `None` for a snapshot backed by a file or
+    /// where the mapping fails.
+    fn view(&self) -> Option<&SnapshotView> {
+        if !self.sealed {
+            return None;
+        }
+        self.view
+            .get_or_init(|| {
+                // SAFETY: a new read-only shared mapping of our own sealed memfd (F_SEAL_WRITE
+                // allows read-only shared mappings); the result is checked.
+                let ptr = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        self.size as usize,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED | libc::MAP_NORESERVE,
+                        self.fd.as_raw_fd(),
+                        self.offset as libc::off_t,
+                    )
+                };
+                (ptr != libc::MAP_FAILED).then_some(SnapshotView {
+                    ptr: ptr as *const u8,
+                    len: self.size as usize,
+                })
+            })
+            .as_ref()
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -75,6 +135,8 @@ impl MemorySnapshot {
             pages: bitmap,
             data_pages: pages as u64,
             written: std::sync::OnceLock::new(),
+            sealed: true,
+            view: std::sync::OnceLock::new(),
         })
     }
 }
@@ -193,6 +255,8 @@ impl MemorySnapshot {
             pages: bitmap.to_vec(),
             data_pages,
             written: std::sync::OnceLock::new(),
+            sealed: true,
+            view: std::sync::OnceLock::new(),
         })
     }
 }
@@ -238,6 +302,8 @@ impl MemorySnapshot {
             pages: bitmap,
             data_pages: pages as u64,
             written: std::sync::OnceLock::new(),
+            sealed: false,
+            view: std::sync::OnceLock::new(),
         })
     }
 }
@@ -491,6 +557,8 @@ impl GuestMemory {
             pages: bitmap,
             data_pages,
             written: std::sync::OnceLock::new(),
+            sealed: true,
+            view: std::sync::OnceLock::new(),
         })
     }
 
@@ -536,7 +604,8 @@ impl GuestMemory {
 impl GuestMemory {
     /// Brings back just the pages that are private copies now (anonymous in `/proc/self/pagemap`,
     /// present or swapped: written since the re-base). Up to `COPY_BACK_MAX_PAGES` of them are
-    /// overwritten in place with the snapshot's content (`pread` from its memfd, or zeros): they
+    /// overwritten in place with the snapshot's content (copied from its read-only view, or
+    /// `pread` where it has none; zeros for its holes): they
     /// stay mapped, in the host and in KVM, so the next call does not fault them in again (on
     /// this host a fault after `MADV_DONTNEED` costs ~25 µs). More than that are dropped with
     /// `MADV_DONTNEED` (which also shrinks the working set again). Pages still shared with the
@@ -610,12 +679,26 @@ impl GuestMemory {
     }
 
     /// Overwrites pages `start..end` with the snapshot's content: its bytes when `data`, else zeros.
+    /// A sealed snapshot's bytes are copied from its view (one `memcpy`; measured on this kvm_pvm
+    /// host, a JsSandboxPool restore of 53 pages in 21 runs: the copy step ~90 → ~45 µs under
+    /// load, against one `pread` per run); a snapshot backed by a file is read with `pread`, so a
+    /// truncated file is an error, not a `SIGBUS`.
     fn copy_back(&self, snap: &MemorySnapshot, start: usize, end: usize, data: bool) -> Result<()> {
         let mut off = start * PAGE_SIZE as usize;
         let stop = end * PAGE_SIZE as usize;
         if !data {
             // SAFETY: `off..stop` lies inside our own writable mapping; the vCPU is idle.
             unsafe { std::ptr::write_bytes(self.ptr.add(off), 0, stop - off) };
+            return Ok(());
+        }
+        if let Some(view) = snap.view() {
+            // SAFETY: `off..stop` lies inside our own writable mapping and inside the view (both
+            // are `size` bytes: `rebase` checked the sizes match); the view is a read-only mapping
+            // of a sealed memfd, so it cannot change or shrink under the copy; the two mappings
+            // do not overlap. The vCPU is idle (the caller checked).
+            unsafe {
+                std::ptr::copy_nonoverlapping(view.ptr.add(off), self.ptr.add(off), stop - off)
+            };
             return Ok(());
         }
         while off < stop {
@@ -1127,6 +1210,63 @@ mod tests {
         assert_eq!((c[5 * 4096], c[9 * 4096 + 7], c[40 * 4096]), (1, 2, 4));
         memory.rebase(&snap).unwrap();
         assert_eq!(bytes()[40 * 4096], 0);
+    }
+
+    #[test]
+    fn a_restore_copies_every_dirtied_page_back_from_the_snapshot_view() {
+        let pages = 48usize;
+        let memory = GuestMemory::new(0, pages as u64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is `pages` pages long and owned by `memory`; the views are
+        // re-created after each re-map (same address, same length).
+        let bytes = || unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), pages * 4096) };
+        for p in (0..pages).step_by(3) {
+            bytes()[p * 4096..(p + 1) * 4096].fill(p as u8 + 1);
+        }
+        let snap = Arc::new(memory.snapshot().unwrap());
+        memory.rebase(&snap).unwrap();
+        let want: Vec<u8> = bytes().to_vec();
+        assert!(
+            snap.view.get().is_none(),
+            "no view before a restore needs one"
+        );
+        for round in 0..3u8 {
+            // Data pages and holes, whole pages and single bytes, in runs and alone.
+            for p in (0..pages).filter(|p| p % 2 == 0 || p % 7 == 0) {
+                bytes()[p * 4096 + (p * 13) % 4096] = 0xa0 ^ round;
+                if p % 4 == 0 {
+                    bytes()[p * 4096..(p + 1) * 4096].fill(0x5a);
+                }
+            }
+            let put_back = memory.rebase(&snap).unwrap();
+            assert!(put_back > 0 && put_back <= COPY_BACK_MAX_PAGES);
+            assert!(
+                bytes() == &want[..],
+                "round {round}: a byte of the run is left behind"
+            );
+            assert!(
+                snap.view().is_some(),
+                "the copy-back used the snapshot's view"
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_backed_by_a_file_has_no_view() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("hl-snap-view-{}", std::process::id()));
+        let data = vec![9u8; 2 * 4096];
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let snap = MemorySnapshot::from_file(file, 0, 2 * 4096, crc32fast::hash(&data)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            snap.view().is_none(),
+            "a file someone can truncate is read with pread"
+        );
+        assert!(MemorySnapshot::from_bytes(&data).unwrap().view().is_some());
     }
 
     #[test]

@@ -1,6 +1,17 @@
 // Child of bench/js_cold.ts: one cold JsSandbox.create + first call in this new process, timed
 // after the library's import (which is reported apart: it is Deno loading our modules); prints
-// {"ms": ..., "importMs": ..., ...the start-snapshot stats}.
+// {"ms": ..., "importMs": ..., "dlopens": ..., "symbols": ..., ...the start-snapshot stats}.
+// `dlopens`/`symbols`: the `Deno.dlopen` calls of the VM library (libhl_rust_vmm) in this process
+// and the symbols they bound (Deno compiles a trampoline for each; docs/js.md "Cold start").
+const binds = { dlopens: 0, symbols: 0 };
+const dlopen = Deno.dlopen;
+Deno.dlopen = ((path: string | URL, table: Deno.ForeignLibraryInterface) => {
+  if (String(path).includes("hl_rust_vmm")) {
+    binds.dlopens++;
+    binds.symbols += Object.keys(table).length;
+  }
+  return dlopen(path, table);
+}) as typeof Deno.dlopen;
 const i0 = performance.now();
 const { JsSandbox } = await import("../mod.ts");
 const importMs = performance.now() - i0;
@@ -17,4 +28,4 @@ const ms = performance.now() - t0;
 if (r.sum !== 3) throw new Error("wrong answer");
 await js.dispose();
 const { startSnapshotStats } = await import("../src/start_snapshots.ts");
-console.log(JSON.stringify({ ms, importMs, ...startSnapshotStats() }));
+console.log(JSON.stringify({ ms, importMs, ...binds, ...startSnapshotStats() }));

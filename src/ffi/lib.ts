@@ -178,21 +178,37 @@ export function openLibrary(explicitPath?: string): Symbols {
     return opened.symbols;
   }
   const path = findLibrary(explicitPath);
-  // The version and the dispatch entry in one binding; `hl_op` is optional so that an older
-  // library (no `hl_op`) is reported by its version, not as a missing symbol.
-  const probe = Deno.dlopen(path, {
-    hl_abi_version: symbols.hl_abi_version,
-    hl_op: { ...symbols.hl_op, optional: true },
-  });
-  const refused = abiMismatch(path, probe.symbols.hl_abi_version(), probe.symbols.hl_op !== null);
-  if (refused || probe.symbols.hl_op === null) {
+  // One binding for the version, the dispatch entry and the symbols every guest call uses
+  // (`FIRST`): each `Deno.dlopen` costs ~0.2-0.3 ms beyond its symbols' trampolines. All optional,
+  // so that an older library (no `hl_op`) is reported by its version, not as a missing symbol.
+  const probeSymbols: Record<string, Deno.ForeignFunction> = {};
+  for (const name of ["hl_abi_version", "hl_op", ...FIRST] as const) {
+    probeSymbols[name] = { ...symbols[name], optional: true };
+  }
+  const probe = Deno.dlopen(path, probeSymbols);
+  const found = probe.symbols as Record<string, unknown>;
+  const version = typeof found.hl_abi_version === "function"
+    ? (found.hl_abi_version as () => number)()
+    : 0;
+  const refused = abiMismatch(path, version, found.hl_op !== null);
+  const missing = FIRST.find((name) => found[name] === null);
+  if (refused || missing) {
     probe.close();
-    throw refused;
+    throw refused ?? new HypervisorError(
+      "API_VERSION",
+      `${path} has no ${missing}: rebuild it with \`${fixCommand()}\``,
+    );
   }
   bound.push(probe);
-  opened = { path, symbols: lazySymbols(path, probe.symbols.hl_op) };
+  opened = { path, symbols: lazySymbols(path, found) };
   return opened.symbols;
 }
+
+/**
+ * The symbols that every guest call uses, bound with the version when the library is opened
+ * rather than one `Deno.dlopen` each on first use.
+ */
+const FIRST = ["hl_vcpu_begin_call", "hl_vcpu_start", "hl_vcpu_poll", "hl_vcpu_wait"] as const;
 
 /**
  * The handshake's verdict on a library at `path` that reports C ABI `version` and has (or not)
@@ -219,20 +235,26 @@ const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 type Dispatch = (op: number, args: BigUint64Array) => number;
 
 /**
- * The symbol table of the library at `path`: the entry points of {@linkcode OPS} call `hl_op`
- * (`dispatch`), the others are bound on their first use (the first access replaces the getter
- * with the function itself, so later calls are a plain property load). Binding costs Deno
- * ~0.2-0.5 ms per symbol (docs/js.md, "Cold start"): a process's first sandbox now binds 5 (the
- * version and `hl_op` together, `hl_vcpu_begin_call`, `hl_vcpu_start`, `hl_vcpu_poll`) and
- * `hl_vcpu_wait` (nonblocking: no trampoline, ~0.03 ms), where it bound 16.
+ * The symbol table of the library at `path`: the entry points of {@linkcode OPS} call `hl_op`,
+ * those in `probe` (`FIRST`) are already bound, the others are bound on their first use (the
+ * first access replaces the getter with the function itself, so later calls are a plain property
+ * load). Binding costs Deno ~0.2-0.5 ms per symbol (docs/js.md, "Cold start"): a process's first
+ * sandbox now binds 5 (the version, `hl_op`, `hl_vcpu_begin_call`, `hl_vcpu_start`,
+ * `hl_vcpu_poll`) plus `hl_vcpu_wait` (nonblocking: no trampoline, ~0.03 ms), in one
+ * `Deno.dlopen`, where it bound 16 in 16.
  */
-function lazySymbols(path: string, dispatch: Dispatch): Symbols {
+function lazySymbols(path: string, probe: Record<string, unknown>): Symbols {
   const table = {} as Record<string, unknown>;
   const ops: Readonly<Record<string, number>> = OPS;
+  const dispatch = probe.hl_op as Dispatch;
   for (const name of Object.keys(symbols) as (keyof typeof symbols)[]) {
     const op = ops[name];
     if (op !== undefined && !DIRECT.has(name)) {
       table[name] = routed(dispatch, op, symbols[name]);
+      continue;
+    }
+    if (probe[name]) {
+      table[name] = probe[name];
       continue;
     }
     Object.defineProperty(table, name, {

@@ -10,6 +10,7 @@ import {
 import { findLibrary } from "../../src/artifacts.ts";
 import { globalStats, MicroVm, snapshotFromBytes } from "../../src/ffi/vm.ts";
 import { kvmTest } from "./_kvm.ts";
+import { QUICKJS_BUILT } from "./_js.ts";
 
 // The built cdylib behind the FFI table (C ABI 10): the handshake, the calls that go through
 // `hl_op` reaching the same entry points as their own symbols, and `hl_op`'s refusals.
@@ -75,3 +76,33 @@ kvmTest("a VM made, mapped and destroyed through hl_op", () => {
   vm.destroy();
   assert.equal(lib.hl_vm_destroy(h), -1);
 });
+
+/** Runs bench/_js_cold_child.ts (create + first call in a new process) with its cache in `dir`. */
+async function coldChild(dir: string): Promise<Record<string, number>> {
+  const child = new URL("../../bench/_js_cold_child.ts", import.meta.url).pathname;
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", child, "js"],
+    env: { NO_COLOR: "1", HL_WASM_CACHE_DIR: dir, HL_START_SNAPSHOTS: "" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+  return JSON.parse(new TextDecoder().decode(o.stdout).trim().split("\n").pop()!);
+}
+
+(QUICKJS_BUILT ? kvmTest : Deno.test.ignore)(
+  "a new process's first JsSandbox create + call binds the VM library once, 6 symbols",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "hl-ffi-binds-" });
+    try {
+      await coldChild(dir); // fills the artifact and start-snapshot caches
+      const cached = await coldChild(dir);
+      assert.equal(cached.diskHits, 1);
+      // The version, hl_op and the per-call symbols in one Deno.dlopen (it was 16 and 16).
+      assert.deepEqual([cached.dlopens, cached.symbols], [1, 6]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -34,7 +34,7 @@ export const REQUEST_HEADER = 12;
  * without finalizing the interpreter.
  */
 const SOURCE = String.raw`
-import _ast, builtins, hashlib, io, json, os, random, sys, traceback
+import _ast, builtins, hashlib, io, json, os, posix, random, sys, traceback
 
 # The driver's own references: user code that replaces json.dumps or os.write changes only its
 # own request (every request starts from the snapshot taken after setup).
@@ -137,6 +137,16 @@ def keyed_urandom(key):
         return bytes(out[:size])
     return urandom
 
+# A Random() made without a seed (tempfile's, user code's) would seed itself from the C-level WASI
+# random_get stream, which is part of the snapshot every request starts from, so the same in every
+# request: seed it from os.urandom instead, which each request keys afresh (looked up per call).
+_random_seed = random.Random.seed
+def _seed(self, a=None, version=2):
+    if a is None:
+        a = int.from_bytes(os.urandom(32), "little")
+    _random_seed(self, a, version)
+random.Random.seed = _seed
+
 def serve():
     req = read_frame()
     main = sys.modules["__main__"].__dict__
@@ -145,7 +155,8 @@ def serve():
         main.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
     seed = req["seed"]
     random.seed(int(seed[:64], 16))
-    os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
+    # posix.urandom is os.urandom's C function: replaced too, or it reads the snapshot's stream.
+    os.urandom = random._urandom = posix.urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
     if "argv" in req:
         sys.argv = list(req["argv"])
     out, err = StringIO(), StringIO()

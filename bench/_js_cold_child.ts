@@ -19,6 +19,31 @@ if (Deno.args[0] === "floor") {
   console.log(JSON.stringify({ ms: 0, importMs }));
   Deno.exit(0);
 }
+// Mode "phases": the same create + call, with the time spent inside the VM primitives summed
+// (MicroVm's methods, snapshot loading: native work, guest runs and their first-use costs); the
+// rest of `ms` is this library's JavaScript and Deno (first runs compile it). Not the timed mode.
+const phases: Record<string, number> = {};
+if (Deno.args[0] === "phases") {
+  const { MicroVm, MemorySnapshotHandle } = await import("../src/ffi/vm.ts");
+  const timed = (obj: Record<string, unknown>, key: string, label: string) => {
+    const f = obj[key] as (...a: unknown[]) => unknown;
+    obj[key] = function (this: unknown, ...a: unknown[]) {
+      const t = performance.now();
+      const add = () => phases[label] = (phases[label] ?? 0) + performance.now() - t;
+      const r = f.apply(this, a);
+      if (r instanceof Promise) return r.finally(add);
+      add();
+      return r;
+    };
+  };
+  const proto = MicroVm.prototype as unknown as Record<string, unknown>;
+  for (const k of ["mapCode", "mapSnapshot", "createVcpu", "setState", "beginCall"]) {
+    timed(proto, k, "vmSetup");
+  }
+  timed(proto, "run", "guestRuns");
+  timed(MicroVm as unknown as Record<string, unknown>, "create", "vmSetup");
+  timed(MemorySnapshotHandle as unknown as Record<string, unknown>, "fromFile", "snapshotLoad");
+}
 const t0 = performance.now();
 const js = await JsSandbox.create({
   source: "function handler(req) { return { sum: req.a + req.b }; }",
@@ -28,4 +53,4 @@ const ms = performance.now() - t0;
 if (r.sum !== 3) throw new Error("wrong answer");
 await js.dispose();
 const { startSnapshotStats } = await import("../src/start_snapshots.ts");
-console.log(JSON.stringify({ ms, importMs, ...binds, ...startSnapshotStats() }));
+console.log(JSON.stringify({ ms, importMs, ...binds, ...phases, ...startSnapshotStats() }));

@@ -49,6 +49,10 @@ pub struct MemorySnapshot {
     /// (`GuestMemory::copy_back`), so that a restore copies with `memcpy` instead of one `pread`
     /// per run of pages. `None` inside when the mapping failed (restores then `pread`).
     view: std::sync::OnceLock<Option<SnapshotView>>,
+    /// One read-only mapping of the content that every VM mapping this snapshot as code (with the
+    /// hypervisor enforcing read-only) shares ([`GuestMemory::shared_code`]): made by the first,
+    /// unmapped when the snapshot drops (each such region holds an `Arc` of it).
+    shared: Mutex<Option<SharedView>>,
 }
 
 /// A `PROT_READ`, `MAP_SHARED` mapping of a sealed snapshot memfd: the snapshot's own pages (page
@@ -71,6 +75,34 @@ impl Drop for SnapshotView {
         // outlives the snapshot that owns this value.
         unsafe {
             libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// A snapshot's content mapped once, `PROT_READ` and `MAP_PRIVATE` (issue 19): per VM it would be
+/// one more mapping in the process (which KVM_CREATE_VM walks, `mm_take_all_locks`), one more
+/// `munmap` at dispose (which walks every live VM's MMU notifier) and its pages counted again in
+/// the RSS. Nothing ever writes through it: the host maps it read-only, and the guests reach it
+/// only through read-only memory slots. Unlike `SnapshotView` (for restores, sealed memfds only)
+/// it is made for a snapshot backed by a file too: the host never reads it, and a guest's read of
+/// a page lost to a truncation fails its run (`EFAULT`), not the process. A code snapshot is never
+/// restored, so it never has both.
+#[derive(Debug)]
+struct SharedView {
+    ptr: *mut u8,
+    size: u64,
+}
+
+// SAFETY: the pointer is a read-only mapping owned by this value (unmapped only in Drop); it is
+// never written through, so sharing it between threads cannot race.
+unsafe impl Send for SharedView {}
+
+impl Drop for SharedView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `MemorySnapshot::shared_view`; it drops
+        // with its snapshot, after every region viewing it (each holds an `Arc` of the snapshot).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.size as usize);
         }
     }
 }
@@ -111,6 +143,36 @@ impl MemorySnapshot {
     fn has(&self, page: usize) -> bool {
         self.pages[page / 64] & (1 << (page % 64)) != 0
     }
+
+    /// The snapshot's one shared read-only mapping (see [`SharedView`]), made on first use with its
+    /// data pages populated, so the first VM pays the page-table fill and later ones nothing.
+    fn shared_view(&self) -> Result<*mut u8> {
+        let mut view = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = view.as_ref() {
+            return Ok(v.ptr);
+        }
+        // SAFETY: a new mapping of our own fd, read-only; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                self.size as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                self.fd.as_raw_fd(),
+                self.offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::os("mmap of shared code", io::Error::last_os_error()));
+        }
+        let ptr = ptr.cast::<u8>();
+        populate_data_pages(ptr, self);
+        *view = Some(SharedView {
+            ptr,
+            size: self.size,
+        });
+        Ok(ptr)
+    }
 }
 
 impl MemorySnapshot {
@@ -137,6 +199,7 @@ impl MemorySnapshot {
             written: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
+            shared: Mutex::new(None),
         })
     }
 }
@@ -257,6 +320,7 @@ impl MemorySnapshot {
             written: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
+            shared: Mutex::new(None),
         })
     }
 }
@@ -304,6 +368,7 @@ impl MemorySnapshot {
             written: std::sync::OnceLock::new(),
             sealed: false,
             view: std::sync::OnceLock::new(),
+            shared: Mutex::new(None),
         })
     }
 }
@@ -393,6 +458,9 @@ pub struct GuestMemory {
     ptr: *mut u8,
     size: u64,
     pub gpa: u64,
+    /// `ptr` lies in the snapshot's shared read-only view (`shared_code`): not ours to unmap, and
+    /// never reset or re-based (that would change every VM's code).
+    shared: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; it is only unmapped in Drop, and
@@ -471,6 +539,7 @@ impl GuestMemory {
             ptr: ptr.cast(),
             size,
             gpa,
+            shared: false,
         })
     }
 
@@ -485,7 +554,36 @@ impl GuestMemory {
             ptr,
             size,
             gpa,
+            shared: false,
         })
+    }
+
+    /// A region at `gpa` that views `snap`'s one read-only mapping, shared with every other VM
+    /// that maps it so (issue 19): for code behind a read-only memory slot only, where the
+    /// hypervisor refuses the guest's writes (`Vm::map_code` with `KVM_MEM_READONLY`), so that no
+    /// VM can change what another one reads. It cannot be reset or re-based.
+    pub fn shared_code(gpa: u64, snap: Arc<MemorySnapshot>) -> Result<Self> {
+        let size = snap.size;
+        Self::validate(gpa, size)?;
+        let ptr = snap.shared_view()?;
+        Ok(Self {
+            backing: Mutex::new(Backing::Snapshot(snap)),
+            ptr,
+            size,
+            gpa,
+            shared: true,
+        })
+    }
+
+    /// Refuses `what` on a shared code region (it would change every VM's code).
+    fn not_shared(&self, what: &str) -> Result<()> {
+        if self.shared {
+            return Err(Error::invalid_argument(format!(
+                "cannot {what} the code region at {:#x}: every VM of its module shares it",
+                self.gpa
+            )));
+        }
+        Ok(())
     }
 
     pub fn host_ptr(&self) -> *mut u8 {
@@ -502,6 +600,7 @@ impl GuestMemory {
 
     /// Drops every private page: the next access sees the memfd's content (zeros) again.
     pub fn reset(&self) -> Result<()> {
+        self.not_shared("reset")?;
         // SAFETY: the range is exactly our own mapping.
         let rc = unsafe { libc::madvise(self.ptr.cast(), self.size as usize, libc::MADV_DONTNEED) };
         if rc != 0 {
@@ -559,6 +658,7 @@ impl GuestMemory {
             written: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
+            shared: Mutex::new(None),
         })
     }
 
@@ -579,6 +679,7 @@ impl GuestMemory {
     /// The vCPU must not run meanwhile. Returns the number of pages put back: the private copies
     /// found and restored, or every page of the region when it was dropped or re-mapped whole.
     pub fn rebase(&self, snap: &Arc<MemorySnapshot>) -> Result<u64> {
+        self.not_shared("re-base")?;
         if snap.size != self.size {
             return Err(Error::invalid_argument(format!(
                 "the snapshot holds {} bytes, the memory region {}",
@@ -1040,6 +1141,10 @@ fn page_table_entries_where(
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        if self.shared {
+            // A view of the snapshot's shared mapping, which drops with the snapshot.
+            return;
+        }
         let backing = self.backing.get_mut().unwrap_or_else(|p| p.into_inner());
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
@@ -1170,6 +1275,41 @@ mod tests {
         assert!(err(MemorySnapshot::from_file(open(), 4096, 4 * 4096, crc)).contains("truncated"));
         assert!(err(MemorySnapshot::from_file(open(), 100, 4096, crc)).contains("aligned"));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Regions viewing a snapshot as shared code use its one mapping, read-only; they refuse a
+    /// reset or a re-base (either would change the code of every VM sharing it), and the mapping
+    /// goes with the snapshot.
+    #[test]
+    fn shared_code_regions_view_one_read_only_mapping() {
+        let snap = Arc::new(MemorySnapshot::from_bytes(&[0x90; 5000]).unwrap());
+        let a = GuestMemory::shared_code(0x10_0000, snap.clone()).unwrap();
+        let b = GuestMemory::shared_code(0x20_0000, snap.clone()).unwrap();
+        assert_eq!(a.host_ptr(), b.host_ptr());
+        // SAFETY: the view is 2 pages long and lives while `a` does.
+        let bytes = unsafe { std::slice::from_raw_parts(a.host_ptr(), 8192) };
+        assert_eq!((bytes[0], bytes[4999], bytes[5000]), (0x90, 0x90, 0));
+        let mapping = || {
+            let at = format!("{:x}-", a.host_ptr() as usize);
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with(&at))
+                .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        };
+        assert_eq!(mapping().as_deref(), Some("r--p"));
+        assert!(a.reset().unwrap_err().message.contains("shares it"));
+        assert!(b.rebase(&snap).unwrap_err().message.contains("shares it"));
+        let ptr = a.host_ptr() as usize;
+        drop((a, b, snap));
+        let at = format!("{ptr:x}-");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            !maps
+                .lines()
+                .any(|l| l.starts_with(&at) && l.contains("hl-code")),
+            "unmapped with the snapshot"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ async function byteOut(vm: ReturnType<typeof bareGuest>["vm"], mmio: number[]): 
   throw new Error("no out 0x10");
 }
 
-kvmTest("VMs mapping one code snapshot share its host mapping; a guest's write reaches no other VM", async () => {
+kvmTest("code shared by VMs: one host mapping; a guest's write reaches no other VM", async () => {
   const before = codeMappings();
   const code = snapshotFromBytes(new Uint8Array(4096).fill(ORIGINAL));
   const writer = bareGuest(WRITE_THEN_READ);

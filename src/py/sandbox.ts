@@ -29,7 +29,7 @@ import {
 import { checkTimeout } from "../options.ts";
 import { netFromOptions } from "../net/net.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
-import { codeImage, type CompileProgress, engineHash } from "../wasm/compiler.ts";
+import { codeImage, type CompileProgress } from "../wasm/compiler.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasiPreopen, WasmEngine, WasmImports } from "../wasm/types.ts";
 import { checkPreopens } from "../wasm/wasi_path.ts";
@@ -39,7 +39,7 @@ import {
   rememberModuleDigest,
   storePyStartSnapshot,
 } from "../start_snapshots.ts";
-import { PACKAGE_VERSION } from "../artifacts.ts";
+import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
 import { DRIVER, REQUEST_HEADER, TURN_DRIVER } from "./driver.ts";
 import { decodeReply, type Frame, type Reply, ReplyReader } from "./protocol.ts";
 import { PyEngineError, PyError, PyExitError } from "./errors.ts";
@@ -771,8 +771,9 @@ const START_STATE_VERSION = 1;
 /**
  * The start-snapshot key of a create (docs/python.md, "Cold create"): everything that shapes the
  * state after the interpreter's start and `setup` — the library version, the runtime and its
- * module's SHA-256 (and the stdlib zip's), the engine and, for wasmtime, its engine hash
- * (`CONFIG_VERSION` and the compiler settings), the memory sizes, the WASI args/env/preopens,
+ * module's SHA-256 (and the stdlib zip's), the engine and, for wasmtime, the compiler library's
+ * identity (`compilerIdentity`: a rebuilt compiler, e.g. a new `CONFIG_VERSION`, is a miss), the
+ * memory sizes, the WASI args/env/preopens,
  * the driver's source, `setup`, `maxOutputBytes`, the library path. Undefined when the create may
  * not start from a cached state: a user `preopens` (setup may read files that change) or `net`
  * (setup may fetch). The module is verified here (read and hashed) unless an earlier process
@@ -789,6 +790,12 @@ async function startKeyOf(
   if (Object.keys(o.preopens ?? {}).length > 0 || o.net !== undefined) return undefined;
   if (!await pinnedKnown(runtime.pin)) await pinnedModule(runtime.pin);
   const engine = o.engine ?? "wasmtime";
+  let compiler: string | null = null;
+  try {
+    compiler = engine === "wasmtime" ? compilerIdentity() : null;
+  } catch {
+    return undefined; // No compiler library: the cold path says what is missing.
+  }
   return JSON.stringify({
     v: START_STATE_VERSION,
     library: PACKAGE_VERSION,
@@ -796,7 +803,7 @@ async function startKeyOf(
     module: runtime.pin.sha256,
     stdlib: runtime.name === "full" ? FULL.stdlib.sha256 : null,
     engine,
-    engineHash: engine === "wasmtime" ? engineHash(false) : null,
+    compiler,
     maxMemoryBytes,
     heapSize,
     maxOutputBytes,
@@ -808,6 +815,19 @@ async function startKeyOf(
     setup: o.setup ?? "",
     lib: o.library ?? "",
   });
+}
+
+/**
+ * The identity of the Wasm compiler library (path, size, mtime, inode): a rebuilt one (another
+ * wasmtime, other engine settings, a new `CONFIG_VERSION`) is another start-snapshot key. Stricter
+ * than the engine hash and cheaper: the hash needs the library opened (12-47 ms measured here on a
+ * cold create that otherwise takes ~100 ms); the runtime guest's identity is in the file name too
+ * (src/start_snapshots.ts).
+ */
+function compilerIdentity(): string {
+  const path = findCompiler();
+  const i = Deno.statSync(path);
+  return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}`;
 }
 
 /** The entry a start state's file records, checked against the runtime, or undefined. */

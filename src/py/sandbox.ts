@@ -40,7 +40,14 @@ import {
   storePyStartSnapshot,
 } from "../start_snapshots.ts";
 import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
-import { DRIVER, REQUEST_HEADER, TURN_DRIVER } from "./driver.ts";
+import {
+  DRIVER,
+  DRIVER_ENV,
+  DRIVER_SOURCE,
+  REQUEST_HEADER,
+  TURN_DRIVER,
+  TURN_ENTRY,
+} from "./driver.ts";
 import { decodeReply, type Frame, type Reply, ReplyReader } from "./protocol.ts";
 import { PyEngineError, PyError, PyExitError } from "./errors.ts";
 import { Net, type NetStats } from "../net/net.ts";
@@ -377,7 +384,9 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   wasm: () =>
     Promise.resolve({
       args: ["python", "-I", "-c", DRIVER],
-      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+      // The driver's source, read (and removed) by the first `_start` only: the `-c` text, which
+      // CPython compiles on every `_start`, stays one short line (driver.ts, DRIVER).
+      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1", [DRIVER_ENV]: DRIVER_SOURCE },
       preopens: {},
       heapExtra: 32 * MIB,
     }),
@@ -405,8 +414,12 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
  * (frees it), so this runs before each snapshot that requests start from: every request is
  * restored to a state where the buffer is there again.
  */
-async function placeTurnCode(wasm: WasmSandbox, timeoutMs: number): Promise<PyEntry> {
-  const code = utf8.encode(TURN_DRIVER);
+async function placeTurnCode(
+  wasm: WasmSandbox,
+  timeoutMs: number,
+  text: string,
+): Promise<PyEntry> {
+  const code = utf8.encode(text);
   const ptr = Number(await wasm.callWithOptions({ timeoutMs }, "host_alloc", code.length)) >>> 0;
   if (ptr === 0) throw new ProtocolError("host_alloc returned 0 for the driver's code");
   await wasm.writeBytes(ptr, code);
@@ -455,7 +468,7 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   },
   start: async (wasm: WasmSandbox, timeoutMs: number) => {
     await wasm.callWithOptions({ timeoutMs }, "_initialize");
-    return await placeTurnCode(wasm, timeoutMs);
+    return await placeTurnCode(wasm, timeoutMs, TURN_DRIVER);
   },
   enter: async (wasm: WasmSandbox, timeoutMs: number | undefined, at: PyEntry) => {
     const r = Number(await wasm.callWithOptions({ timeoutMs }, "turn", at.ptr, at.len));
@@ -463,7 +476,8 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
     return r & 0xff;
   },
   // `turn` frees its buffer: a fresh one in the state every request is restored to.
-  settle: (wasm: WasmSandbox) => placeTurnCode(wasm, 60_000),
+  // Later turns only call the driver module the setup turn made: a short line to compile.
+  settle: (wasm: WasmSandbox) => placeTurnCode(wasm, 60_000, TURN_ENTRY),
 });
 
 /** The runtime objects by name. */
@@ -811,7 +825,7 @@ async function startKeyOf(
     env: spec.env,
     preopens: checkPreopens(spec.preopens),
     startedFlag: runtime.name === "cpython" ? CPYTHON.startedFlag : null,
-    driver: runtime.name === "cpython" ? DRIVER : TURN_DRIVER,
+    driver: runtime.name === "cpython" ? DRIVER : [TURN_DRIVER, TURN_ENTRY],
     setup: o.setup ?? "",
     lib: o.library ?? "",
   });
@@ -836,7 +850,7 @@ function entryOf(state: unknown, runtime: PyRuntimeSpec): PyEntry | undefined {
   if (typeof e !== "object" || e === null) return undefined;
   const { ptr, len } = e;
   if (!Number.isSafeInteger(ptr) || !Number.isSafeInteger(len)) return undefined;
-  const want = runtime.name === "full" ? utf8.encode(TURN_DRIVER).length : 0;
+  const want = runtime.name === "full" ? utf8.encode(TURN_ENTRY).length : 0;
   const p = ptr as number;
   if (len !== want || p < 0 || p + want > 2 ** 32 || (want > 0 && p === 0)) return undefined;
   return { ptr: p, len: want };

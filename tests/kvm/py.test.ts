@@ -102,6 +102,15 @@ pyTest("every request starts from the state after setup", async () => {
   assert.equal((await py.run("json.dumps([1])")).value, "[1]");
 });
 
+pyTest("the driver leaves no names in __main__ and no source in the environment", async () => {
+  // The `-c` text every `_start` compiles is one expression binding nothing, and the driver's
+  // source reaches the first `_start` through an environment variable that it then removes.
+  await using py = await PySandbox.create({ setup: "" });
+  assert.deepEqual((await py.run("sorted(k for k in globals() if k[:2] != '__')")).value, []);
+  assert.equal((await py.run("import os\n'HL_PY_DRIVER' in os.environ")).value, false);
+  assert.equal((await py.run("import os\nos.getenv('HL_PY_DRIVER')")).value, undefined);
+});
+
 pyTest("random and os.urandom are keyed anew for every request", async () => {
   await using py = await fresh();
   const code =

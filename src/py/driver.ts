@@ -147,6 +147,16 @@ def _seed(self, a=None, version=2):
     _random_seed(self, a, version)
 random.Random.seed = _seed
 
+def as_expression(code):
+    # The code compiled as one expression, or None when it is not one (then the statements path
+    # parses it to a tree, finds a last expression and compiles again: twice the work).
+    # Any failure (a SyntaxError, a null byte's ValueError) is left to that path, which raises it
+    # with the user's frames only.
+    try:
+        return compile(code, "<run>", "eval")
+    except Exception:
+        return None
+
 def serve():
     req = read_frame()
     main = sys.modules["__main__"].__dict__
@@ -171,6 +181,11 @@ def serve():
             v = f(*req["args"])
             dumps(v, allow_nan=False)
             res["value"] = v
+        elif req.get("value") and (expr := as_expression(req["code"])) is not None:
+            # One expression (print(...), a name, a call): compiled once, its value kept.
+            v = eval(expr, main)
+            if v is not None:
+                res["value"] = jsonable(v)
         else:
             # _ast (built in), not ast (a module to import): its compile flag gives the tree.
             tree = compile(req["code"], "<run>", "exec", _ast.PyCF_ONLY_AST)

@@ -86,6 +86,15 @@ pyTest("PyError: type, message, traceback; the sandbox stays usable", async () =
   assert.match(e.traceback, /in f\n/);
   assert.doesNotMatch(e.traceback, /_hl|serve/, "the driver's frames are not shown");
   assert.equal((await pyError(py.run("1 +"))).type, "SyntaxError");
+  // One expression runs on its own path (compiled once as an expression): the same errors.
+  const z = await pyError(py.run("1 / 0"));
+  assert.equal(z.type, "ZeroDivisionError");
+  assert.match(z.traceback, /File "<run>", line 1, in <module>/);
+  assert.doesNotMatch(z.traceback, /_hl|serve|as_expression/, "the driver's frames are not shown");
+  const nul = await pyError(py.run("1\0"));
+  assert.doesNotMatch(nul.traceback, /_hl|serve|as_expression/);
+  assert.equal((await py.run("print(2)")).stdout, "2\n");
+  assert.equal((await py.run("None")).value, undefined);
   assert.equal((await pyError(py.run("import sys; sys.exit(3)"))).type, "SystemExit");
   assert.equal((await pyError(py.call("nope"))).type, "NameError");
   assert.equal((await pyError(py.call("bad"))).type, "TypeError", "a non-JSON result");

@@ -787,8 +787,8 @@ const START_STATE_VERSION = 1;
  * state after the interpreter's start and `setup` — the library version, the runtime and its
  * module's SHA-256 (and the stdlib zip's), the engine and, for wasmtime, the compiler library's
  * identity (`compilerIdentity`: a rebuilt compiler, e.g. a new `CONFIG_VERSION`, is a miss), the
- * memory sizes, the WASI args/env/preopens,
- * the driver's source, `setup`, `maxOutputBytes`, the library path. Undefined when the create may
+ * memory sizes, the WASI args/env/preopens, the driver's entry text (its source is in the env),
+ * `setup`, `maxOutputBytes`, the library path. Undefined when the create may
  * not start from a cached state: a user `preopens` (setup may read files that change) or `net`
  * (setup may fetch). The module is verified here (read and hashed) unless an earlier process
  * remembered this file's digest.

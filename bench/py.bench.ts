@@ -1,9 +1,11 @@
 /**
  * PySandbox benchmarks (issue 21). Prints once:
  *
- * - cold create (the first `PySandbox.create` of this process: the compiled module from the disk
- *   artifact cache, instantiate, CPython's start, setup) — goal ≤ 1 s; and a create from the
- *   module cache;
+ * - cold create (the first `PySandbox.create` of this process) — goal ≤ 1 s: from the start
+ *   snapshot on disk when an earlier process left one for these options (src/start_snapshots.ts;
+ *   the line says which), else from the disk artifact cache (instantiate, CPython's start, setup,
+ *   and the start snapshot written for the next process); then the same create in a child process
+ *   with `HL_START_SNAPSHOTS=0` (the artifact path only), and a create from the module cache;
  * - `PySandbox.run("print(1+1)")` and `PySandboxPool.run("print(1+1)")`, p50 — goal ≤ 3 ms;
  * - `sum(range(10**6))` and a 10^6-iteration Python loop, timed inside the interpreter
  *   (`time.perf_counter`), in a PySandbox against V8 running the same python-3.12.wasm through
@@ -17,6 +19,7 @@ import { WASI } from "node:wasi";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { PySandbox } from "../src/py/sandbox.ts";
 import { PySandboxPool } from "../src/py/pool.ts";
+import { startSnapshotStats } from "../src/start_snapshots.ts";
 
 const MODULE = new URL("../target/runtimes/python-3.12.wasm", import.meta.url);
 const RUNS = Number(Deno.env.get("HL_PY_BENCH_RUNS") ?? 200);
@@ -63,15 +66,39 @@ async function onV8(module: WebAssembly.Module, code: string): Promise<number> {
   return Number(out.trim());
 }
 
+/** A child process's first create with `env`: its time in ms (the child times it). */
+async function childCold(env: Record<string, string>): Promise<number> {
+  const code = `import { PySandbox } from ${
+    JSON.stringify(new URL("../src/py/sandbox.ts", import.meta.url).href)
+  };
+const t = performance.now();
+const py = await PySandbox.create({ setup: "import json" });
+console.log(performance.now() - t);
+await py.dispose();`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", code],
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  return Number(lines[lines.length - 1]);
+}
+
 let t = performance.now();
 const first = await PySandbox.create({ setup: "import json" });
 const cold = performance.now() - t;
+const fromStart = startSnapshotStats().diskHits === 1;
 t = performance.now();
 const second = await PySandbox.create({ setup: "import json" });
 const warm = performance.now() - t;
 await second.dispose();
 console.log(
-  `cold create (artifact from disk) ${ms(cold)}; create from the module cache ${ms(warm)}`,
+  `cold create ${ms(cold)} (${
+    fromStart ? "from the start snapshot on disk" : "from the artifact; start snapshot written"
+  }); cold create in a child without start snapshots (artifact from disk) ${
+    ms(await childCold({ HL_START_SNAPSHOTS: "0" }))
+  }; a second create in this process ${ms(warm)}`,
 );
 
 const run = await p50(() => first.run("print(1+1)"));

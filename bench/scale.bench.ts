@@ -11,7 +11,8 @@
  * - the kernel's tax per live VM: one `madvise(MADV_DONTNEED)` of one page of this process,
  *   timed through libc (KVM registers an MMU notifier per VM on the process's memory, and every
  *   invalidation walks them all: docs/design.md, "Scale");
- * - RSS, PSS and threads (all, and ours: `hl-vcpu*`) added per idle sandbox between levels (the
+ * - RSS, PSS, threads (all, and ours: `hl-vcpu*`) and mappings (`/proc/self/maps` lines, which
+ *   every KVM_CREATE_VM walks: bench/floor/vma_cost.c) added per idle sandbox between levels (the
  *   live ones are from one snapshot, each having answered a call, measured once their vCPUs have
  *   been detached from the worker threads);
  * - page-table invalidations per create + call + dispose with 200 live, floor / cold / snapshot
@@ -19,6 +20,9 @@
  *
  *   deno task bench                       (all benches; levels 10, 100, 1,000: ~1 minute here)
  *   HL_SCALE_LEVELS=10,100,1000,5000 deno bench --allow-all bench/scale.bench.ts
+ *   HL_SCALE_LIVE=wasm deno bench ...    (the live ones are cached Wasm sandboxes of one module,
+ *                                         each having answered a call, instead of test-guest
+ *                                         sandboxes from one snapshot)
  *
  * The 5,000 level is opt-in: on kvm_pvm with 2 cores, bringing 4,000 more sandboxes up took
  * 10-15 minutes, because every create pays the per-live-VM tax it measures (docs/design.md,
@@ -35,6 +39,7 @@ import { TESTGUEST } from "../tests/_guests.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 
 const LEVELS = (Deno.env.get("HL_SCALE_LEVELS") ?? "10,100,1000").split(",").map(Number);
+const LIVE_WASM = Deno.env.get("HL_SCALE_LIVE") === "wasm";
 const ROUNDS = 5;
 const PER_ROUND = 4;
 
@@ -114,7 +119,9 @@ async function measure(): Promise<Record<Op, number>> {
  * a kernel task per VM, `kvm-nx-lpage-recovery`) and ours. Waits (up to 5 s) until idle vCPUs
  * have been detached from their workers (after 50 ms idle, `rust-vmm/src/vcpu_thread.rs`).
  */
-async function proc(): Promise<{ rssKb: number; pssKb: number; threads: number; ours: number }> {
+async function proc(): Promise<
+  { rssKb: number; pssKb: number; threads: number; ours: number; maps: number }
+> {
   const threads = await untilDetached(5_000);
   const status = Deno.readTextFileSync("/proc/self/status");
   const rollup = Deno.readTextFileSync("/proc/self/smaps_rollup");
@@ -123,6 +130,7 @@ async function proc(): Promise<{ rssKb: number; pssKb: number; threads: number; 
     pssKb: Number(/^Pss:\s+(\d+)/m.exec(rollup)![1]),
     threads: Number(/Threads:\s+(\d+)/.exec(status)![1]),
     ours: threads.holding + threads.idle,
+    maps: Deno.readTextFileSync("/proc/self/maps").split("\n").filter(Boolean).length,
   };
 }
 
@@ -133,7 +141,7 @@ await (await WasmSandbox.create({ module: fib, cache })).dispose(); // the miss
 for (const k of Object.keys(ops) as Op[]) await ops[k](); // warm-up
 teardownWait();
 
-const live: Sandbox[] = [base];
+const live: { dispose(): Promise<void> }[] = [base];
 const rows: string[] = [];
 let first: Record<Op, number> | undefined;
 let last = await proc();
@@ -141,6 +149,12 @@ let lastLive = live.length;
 const started = performance.now();
 for (const level of LEVELS) {
   while (live.length < level) {
+    if (LIVE_WASM) {
+      const w = await WasmSandbox.create({ module: fib, cache });
+      await w.call("fib", 10);
+      live.push(w);
+      continue;
+    }
     const s = await Sandbox.create({ snapshot });
     await s.call("noop");
     live.push(s);
@@ -154,7 +168,9 @@ for (const level of LEVELS) {
       per(now.pssKb, last.pssKb)
     } kB, threads ${per(now.threads, last.threads, 2)} (ours ${
       per(now.ours, last.ours, 3)
-    }; ${now.ours} of ours for ${live.length} live)`
+    }; ${now.ours} of ours for ${live.length} live), mappings ${
+      per(now.maps, last.maps, 2)
+    } (${now.maps} in all)`
     : "";
   last = now;
   lastLive = live.length;

@@ -21,11 +21,18 @@
 import { findGuest, PACKAGE_VERSION } from "./artifacts.ts";
 import { engineNamed } from "./runtime/engine.ts";
 import { sha256, SnapshotFormatError } from "./snapshot.ts";
-import { loadJsSnapshot, saveJsSnapshot } from "./snapshot_file.ts";
+import {
+  loadJsSnapshot,
+  loadWasmSnapshot,
+  readSnapshotDescription,
+  saveJsSnapshot,
+  saveSnapshotFile,
+} from "./snapshot_file.ts";
 import { jsStateOf, makeJsSnapshot } from "./js/snapshot.ts";
 import { artifactCacheDir, untrustedCacheDir } from "./wasm/compiler.ts";
-import type { WasmSnapshot } from "./wasm/snapshot.ts";
+import { makeWasmSnapshot, type WasmSnapshot, wasmStateOf } from "./wasm/snapshot.ts";
 import type { WasmEngine } from "./wasm/types.ts";
+import type { PreopenSpec } from "./wasm/wasi_path.ts";
 
 /** Counters of the start snapshots on disk, for this process. */
 export interface StartSnapshotStats {
@@ -65,10 +72,15 @@ function env(name: string): string | undefined {
   }
 }
 
-/** The file for `key`, or undefined when there is no usable cache directory or guest. */
+/**
+ * The file for `key`, or undefined when there is no usable cache directory or guest. `prefix`
+ * names the family (`start-`: the runtime layer's, `pystart-`: `PySandbox`'s), each with its own
+ * eviction budget.
+ */
 async function fileFor(
   key: string,
   engine: WasmEngine | undefined,
+  prefix = "start-",
 ): Promise<string | undefined> {
   if (env("HL_START_SNAPSHOTS") === "0") return undefined;
   const dir = artifactCacheDir();
@@ -83,7 +95,7 @@ async function fileFor(
   const name = await sha256(
     new TextEncoder().encode(JSON.stringify([PACKAGE_VERSION, key, guest])),
   );
-  return `${dir}/start-${name}.hlsnap`;
+  return `${dir}/${prefix}${name}.hlsnap`;
 }
 
 function parentOf(path: string): string {
@@ -177,15 +189,35 @@ export const MAX_START_SNAPSHOTS = 16;
 export const MAX_START_SNAPSHOT_BYTES = 512 * 1024 * 1024;
 
 /**
- * Removes the least recently used start snapshots (`start-*.hlsnap`) of `dir` beyond
- * {@linkcode MAX_START_SNAPSHOTS} files or {@linkcode MAX_START_SNAPSHOT_BYTES}, and module digests
- * (`module-*.digest`) beyond {@linkcode MAX_START_SNAPSHOTS}.
+ * Most Python start snapshots (`PySandbox`, `pystart-*.hlsnap`) kept on disk: each holds its
+ * interpreter's code image (62 MB for `cpython`, 423 MB for `full`) and its memory.
  */
-export function evictOldest(dir: string, maxBytes: number = MAX_START_SNAPSHOT_BYTES): void {
+export const MAX_PY_START_SNAPSHOTS = 8;
+
+/**
+ * Most bytes of Python start snapshots kept on disk: one `full` start state is ~0.5-0.6 GB (its
+ * 423 MB code image and the interpreter's memory), so the JavaScript budget would evict it
+ * whenever another kind is stored. Past it the least recently used go; the newest always stays.
+ */
+export const MAX_PY_START_SNAPSHOT_BYTES = 2048 * 1024 * 1024;
+
+/**
+ * Removes the least recently used start snapshots (`start-*.hlsnap`) of `dir` beyond
+ * {@linkcode MAX_START_SNAPSHOTS} files or {@linkcode MAX_START_SNAPSHOT_BYTES}, Python's
+ * (`pystart-*.hlsnap`) beyond {@linkcode MAX_PY_START_SNAPSHOTS} or
+ * {@linkcode MAX_PY_START_SNAPSHOT_BYTES}, and module digests (`module-*.digest`) beyond
+ * {@linkcode MAX_START_SNAPSHOTS}.
+ */
+export function evictOldest(
+  dir: string,
+  maxBytes: number = MAX_START_SNAPSHOT_BYTES,
+  maxPyBytes: number = MAX_PY_START_SNAPSHOT_BYTES,
+): void {
   for (
-    const [prefix, suffix, bytes] of [
-      ["start-", ".hlsnap", maxBytes],
-      ["module-", ".digest", Infinity],
+    const [prefix, suffix, bytes, count] of [
+      ["start-", ".hlsnap", maxBytes, MAX_START_SNAPSHOTS],
+      ["pystart-", ".hlsnap", maxPyBytes, MAX_PY_START_SNAPSHOTS],
+      ["module-", ".digest", Infinity, MAX_START_SNAPSHOTS],
     ] as const
   ) {
     const files: { path: string; mtime: number; size: number }[] = [];
@@ -206,7 +238,7 @@ export function evictOldest(dir: string, maxBytes: number = MAX_START_SNAPSHOT_B
     let total = 0;
     files.forEach((f, i) => {
       total += f.size;
-      if (i === 0 || (i < MAX_START_SNAPSHOTS && total <= bytes)) return;
+      if (i === 0 || (i < count && total <= bytes)) return;
       try {
         Deno.removeSync(f.path);
       } catch {
@@ -276,6 +308,87 @@ export async function storeStartSnapshot(
     await Deno.mkdir(dirOf(file), { recursive: true, mode: 0o700 });
     if (!await usable(dirOf(file), file)) return;
     await saveJsSnapshot(makeJsSnapshot({ wasm: snap, key, hostFunctions }), file, false);
+    counters.diskWrites++;
+    evictOldest(dirOf(file));
+  } catch {
+    // Memory only.
+  }
+}
+
+/**
+ * A Python start state from disk (`PySandbox`, src/py/sandbox.ts): the Wasm snapshot taken after
+ * the interpreter's start and `setup`, with `preopens` (the runtime's own directories, named by
+ * the caller's code, never by the file) and what `PySandbox` keeps beside it (`extra`, checked by
+ * the caller), or undefined: no file, no cache directory, or a refused file (another version or
+ * CPU, truncated, changed, another key: removed, and the caller's cold path rebuilds it). The
+ * snapshot is new: the caller owns it.
+ */
+export async function loadPyStartSnapshot(
+  key: string,
+  engine: WasmEngine | undefined,
+  library: string | undefined,
+  preopens: readonly PreopenSpec[],
+): Promise<{ wasm: WasmSnapshot; extra: unknown } | undefined> {
+  const file = await fileFor(key, engine, "pystart-");
+  if (file === undefined || !await usable(dirOf(file), file)) return undefined;
+  try {
+    // The description is small (a few KiB: read, SHA-256 checked, parsed); the pages are read
+    // (memory) or mapped (code) by the cdylib with their CRC-32s checked.
+    const { description } = await readSnapshotDescription(file);
+    const py = (description.extra as { py?: { key?: unknown; state?: unknown } } | undefined)?.py;
+    if (typeof py !== "object" || py === null || py.key !== key) {
+      throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
+    }
+    const loaded = await loadWasmSnapshot(file, { library });
+    // The same native snapshot, with the runtime's preopens (a file names none).
+    const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
+    counters.diskHits++;
+    try {
+      const now = new Date();
+      Deno.utimeSync(file, now, now); // Most recently used (evictOldest).
+    } catch {
+      // A read-only cache still serves.
+    }
+    return { wasm, extra: py.state };
+  } catch (e) {
+    if (e instanceof SnapshotFormatError && e.reason !== "io") {
+      counters.diskRefused++;
+      await Deno.remove(file).catch(() => {});
+    } else {
+      counters.diskMisses++;
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Writes `snap`, the Python start state of `key`, with `state` (JSON: what `PySandbox` keeps
+ * beside it), to disk. The runtime's preopens are left out of the file (they are the runtime's,
+ * named again by {@linkcode loadPyStartSnapshot}'s caller). Best effort, as
+ * {@linkcode storeStartSnapshot}; no `fsync` (a file torn by a crash fails its checks and is
+ * rewritten).
+ */
+export async function storePyStartSnapshot(
+  key: string,
+  engine: WasmEngine | undefined,
+  snap: WasmSnapshot,
+  state: unknown,
+): Promise<void> {
+  const file = await fileFor(key, engine, "pystart-");
+  if (file === undefined) return;
+  try {
+    await Deno.mkdir(dirOf(file), { recursive: true, mode: 0o700 });
+    if (!await usable(dirOf(file), file)) return;
+    const s = wasmStateOf(snap, true);
+    const extra = {
+      key: s.key,
+      imports: [...s.imports],
+      exports: [...s.exports],
+      wasiOn: s.wasiOn,
+      wasiRegistered: s.wasiRegistered,
+      py: { key, state },
+    };
+    await saveSnapshotFile(s.native, file, "wasm", extra, undefined, false);
     counters.diskWrites++;
     evictOldest(dirOf(file));
   } catch {

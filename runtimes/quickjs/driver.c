@@ -462,7 +462,23 @@ __attribute__((export_name("qjs_seed"))) void qjs_seed(uint32_t lo, uint32_t hi)
   drv_ctx->random_state = s ? s : 1;
 }
 
-/* qjs_eval(source) -> reply: evaluates a classic script in the global scope. */
+/* The seed header qjs_eval and qjs_call accept: 0xFF (a byte UTF-8 never has, so no text starts
+ * with it), then Math.random's 64-bit state little-endian (0 counts as 1). It lets the host hand
+ * a copy's fresh seed over with its first call instead of in a VM entry of its own (docs/js.md,
+ * "console, time, random"). Takes the header off the NUL-terminated `text` of `len` bytes and
+ * returns the length left; text without one is left as it is. */
+#define SEED_HEADER 9
+static uint32_t take_seed(char *text, uint32_t len) {
+  if (len < SEED_HEADER || (unsigned char)text[0] != 0xFF) return len;
+  uint64_t s = 0;
+  for (int i = 8; i >= 1; i--) s = s << 8 | (unsigned char)text[i];
+  drv_ctx->random_state = s ? s : 1;
+  memmove(text, text + SEED_HEADER, len - SEED_HEADER + 1); /* with the NUL */
+  return len - SEED_HEADER;
+}
+
+/* qjs_eval(source) -> reply: evaluates a classic script in the global scope (after a seed header,
+ * if the input has one). */
 __attribute__((export_name("qjs_eval"))) uint64_t qjs_eval(char *ptr, uint32_t len) {
   char *src = terminate(ptr, len);
   if (!src) return static_reply(REPLY_NO_MEMORY);
@@ -470,6 +486,7 @@ __attribute__((export_name("qjs_eval"))) uint64_t qjs_eval(char *ptr, uint32_t l
     free(src);
     return static_reply(REPLY_NOT_INIT);
   }
+  len = take_seed(src, len);
   enter();
   abandon();
   JSValue v = JS_Eval(drv_ctx, src, len, "<eval>", JS_EVAL_TYPE_GLOBAL);
@@ -477,8 +494,9 @@ __attribute__((export_name("qjs_eval"))) uint64_t qjs_eval(char *ptr, uint32_t l
   return finish(v);
 }
 
-/* qjs_call(request) -> reply: the request is the JSON array [path, ...args]; calls the function
- * at the dotted path from globalThis, with the object that holds it as `this`. */
+/* qjs_call(request) -> reply: the request is the JSON array [path, ...args] (after a seed header,
+ * if the input has one); calls the function at the dotted path from globalThis, with the object
+ * that holds it as `this`. */
 __attribute__((export_name("qjs_call"))) uint64_t qjs_call(char *ptr, uint32_t len) {
   char *text = terminate(ptr, len);
   if (!text) return static_reply(REPLY_NO_MEMORY);
@@ -486,6 +504,7 @@ __attribute__((export_name("qjs_call"))) uint64_t qjs_call(char *ptr, uint32_t l
     free(text);
     return static_reply(REPLY_NOT_INIT);
   }
+  len = take_seed(text, len);
   enter();
   abandon();
   JSValue arg = JS_NewStringLen(drv_ctx, text, len);

@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 10;
+pub const CDYLIB_ABI_VERSION: u32 = 11;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -222,7 +222,7 @@ pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
 }
 
 /// `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (since
-/// version 10): drops the pages of `[offset, offset + len)` of a slot (page-aligned), which then
+/// version 11; op 27): drops the pages of `[offset, offset + len)` of a slot (page-aligned), which then
 /// read as the slot's base content (its snapshot, or zeros), and makes KVM forget every
 /// translation of them. For page-table entries the host cleared (docs/wasm.md, "Guard pages").
 #[no_mangle]
@@ -780,5 +780,127 @@ pub unsafe extern "C" fn hl_global_stats(out: *mut u64) -> i32 {
         // SAFETY: the caller gives 4 writable u64 at `out`.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, 4) };
         Ok(0)
+    })
+}
+
+/// Words in `hl_op`'s argument block.
+pub const OP_WORDS: usize = 8;
+
+/// The entry points `hl_op` reaches, by op code (version 10). A code's meaning never changes;
+/// a new entry point gets the next code. `docs/cdylib-abi.md` lists them.
+pub mod op {
+    pub const LAST_ERROR: u32 = 1;
+    pub const HYPERVISOR_INFO: u32 = 2;
+    pub const VM_CREATE: u32 = 3;
+    pub const VM_DESTROY: u32 = 4;
+    pub const TEARDOWN_WAIT: u32 = 5;
+    pub const VM_MAP_MEMORY: u32 = 6;
+    pub const VM_MEMORY_PTR: u32 = 7;
+    pub const VCPU_CREATE: u32 = 8;
+    pub const VCPU_CREATE_START: u32 = 9;
+    pub const VCPU_GET_SPECIAL_REGS: u32 = 10;
+    pub const VCPU_EXIT_PTR: u32 = 11;
+    pub const VCPU_BEGIN_CALL: u32 = 12;
+    pub const VM_STATS: u32 = 13;
+    pub const SNAPSHOT_MEMORY: u32 = 14;
+    pub const SNAPSHOT_RELEASE: u32 = 15;
+    pub const SNAPSHOT_INFO: u32 = 16;
+    pub const VM_MAP_SNAPSHOT: u32 = 17;
+    pub const SNAPSHOT_FROM_BYTES: u32 = 18;
+    pub const VM_MAP_CODE: u32 = 19;
+    pub const VCPU_GET_STATE: u32 = 20;
+    pub const VCPU_SET_STATE: u32 = 21;
+    pub const SNAPSHOT_BITMAP: u32 = 22;
+    pub const SNAPSHOT_SAVE_PAGES: u32 = 23;
+    pub const SNAPSHOT_LOAD_PAGES: u32 = 24;
+    pub const SNAPSHOT_MAP_FILE: u32 = 25;
+    pub const GLOBAL_STATS: u32 = 26;
+    pub const VM_MEMORY_DROP: u32 = 27;
+}
+
+/// `int32_t hl_op(uint32_t op, uint64_t args[8])` (version 10): calls the entry point numbered
+/// `op` (`op::*`) with its arguments taken in order from `args`, one word each (a 32-bit argument
+/// must fit in 32 bits, a pointer is its address), and returns its status. An entry point that
+/// returns a pointer writes it to `args[7]` (0 for NULL) and `hl_op` returns 0. An unknown `op`,
+/// a null or misaligned `args` or a 32-bit argument out of range is `INVALID_ARGUMENT`.
+///
+/// One symbol for the calls a process makes a few times (creating and destroying VMs, snapshots,
+/// files): a Deno FFI binding costs ~0.2-0.5 ms per symbol on first use (docs/js.md "Cold start"),
+/// and a fresh process's first sandbox used 15 of them. The calls made per guest call or per exit
+/// keep their own symbols.
+///
+/// # Safety
+/// `args` null or valid for reading and writing `OP_WORDS` u64; every word that the named entry
+/// point takes as a pointer must be valid as that entry point's contract requires.
+#[no_mangle]
+pub unsafe extern "C" fn hl_op(op: u32, args: *mut u64) -> i32 {
+    guard(0, || {
+        non_null(args, "args")?;
+        if !args.is_aligned() {
+            return Err(Error::invalid_argument("args is not 8-byte aligned"));
+        }
+        // SAFETY: non-null and aligned (checked above); the caller gives OP_WORDS u64 there, and
+        // nothing else refers to them during this call.
+        let a = unsafe { &mut *args.cast::<[u64; OP_WORDS]>() };
+        let w = |i: usize| -> Result<u32> {
+            u32::try_from(a[i]).map_err(|_| {
+                Error::invalid_argument(format!("hl_op {op}: argument {i} does not fit in 32 bits"))
+            })
+        };
+        let p = |i: usize| a[i] as usize as *mut u8;
+        // SAFETY: for every call below, the words are the named entry point's arguments in order
+        // and its pointer words are valid as its contract requires (this function's contract).
+        let status = unsafe {
+            match op {
+                op::LAST_ERROR => hl_last_error(w(0)?, p(1), w(2)?),
+                op::HYPERVISOR_INFO => hl_hypervisor_info(p(0).cast()),
+                op::VM_CREATE => hl_vm_create(p(0).cast()),
+                op::VM_DESTROY => hl_vm_destroy(w(0)?),
+                op::TEARDOWN_WAIT => hl_teardown_wait(),
+                op::VM_MAP_MEMORY => hl_vm_map_memory(w(0)?, a[1], a[2], w(3)?, p(4).cast()),
+                op::VM_MEMORY_PTR => {
+                    a[7] = hl_vm_memory_ptr(w(0)?, w(1)?) as usize as u64;
+                    0
+                }
+                op::VCPU_CREATE => hl_vcpu_create(w(0)?, p(1).cast()),
+                op::VCPU_CREATE_START => hl_vcpu_create_start(w(0)?, p(1).cast()),
+                op::VCPU_GET_SPECIAL_REGS => hl_vcpu_get_special_regs(w(0)?, p(1).cast()),
+                op::VCPU_EXIT_PTR => {
+                    a[7] = hl_vcpu_exit_ptr(w(0)?) as usize as u64;
+                    0
+                }
+                op::VCPU_BEGIN_CALL => hl_vcpu_begin_call(w(0)?),
+                op::VM_STATS => hl_vm_stats(w(0)?, p(1).cast()),
+                op::SNAPSHOT_MEMORY => hl_snapshot_memory(w(0)?, w(1)?, p(2).cast()),
+                op::SNAPSHOT_RELEASE => hl_snapshot_release(w(0)?),
+                op::SNAPSHOT_INFO => hl_snapshot_info(w(0)?, p(1).cast()),
+                op::VM_MAP_SNAPSHOT => hl_vm_map_snapshot(w(0)?, a[1], w(2)?, p(3).cast()),
+                op::SNAPSHOT_FROM_BYTES => hl_snapshot_from_bytes(p(0), a[1], p(2).cast()),
+                op::VM_MAP_CODE => hl_vm_map_code(w(0)?, a[1], w(2)?, p(3).cast()),
+                op::VCPU_GET_STATE => hl_vcpu_get_state(w(0)?, p(1), w(2)?),
+                op::VCPU_SET_STATE => hl_vcpu_set_state(w(0)?, p(1), w(2)?),
+                op::SNAPSHOT_BITMAP => hl_snapshot_bitmap(w(0)?, p(1).cast(), a[2]),
+                op::SNAPSHOT_SAVE_PAGES => {
+                    hl_snapshot_save_pages(w(0)?, p(1), w(2)?, a[3], p(4).cast())
+                }
+                op::SNAPSHOT_LOAD_PAGES => hl_snapshot_load_pages(
+                    p(0),
+                    w(1)?,
+                    a[2],
+                    a[3],
+                    p(4).cast(),
+                    a[5],
+                    w(6)?,
+                    p(7).cast(),
+                ),
+                op::SNAPSHOT_MAP_FILE => {
+                    hl_snapshot_map_file(p(0), w(1)?, a[2], a[3], w(4)?, p(5).cast())
+                }
+                op::GLOBAL_STATS => hl_global_stats(p(0).cast()),
+                op::VM_MEMORY_DROP => hl_vm_memory_drop(w(0)?, w(1)?, a[2], a[3]),
+                _ => return Err(Error::invalid_argument(format!("hl_op: unknown op {op}"))),
+            }
+        };
+        Ok(status)
     })
 }

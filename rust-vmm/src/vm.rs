@@ -181,12 +181,19 @@ impl Vm {
     /// Maps a snapshot at `gpa` as code (a new slot): read-only for the guest at the hypervisor
     /// level where the backend supports it (`KVM_MEM_READONLY`), and always read-only in the
     /// page tables the host builds. No copy: every VM that maps the same snapshot shares its pages.
+    /// Where the hypervisor enforces read-only, every such VM's slot points at the snapshot's one
+    /// shared host mapping (`GuestMemory::shared_code`: no mapping, populate or `munmap` per VM);
+    /// elsewhere each VM maps it privately, so a guest's write stays its own copy.
     /// Returns the slot and whether the hypervisor enforces read-only.
     pub fn map_code(&self, gpa: u64, snap: Arc<MemorySnapshot>) -> Result<(u32, bool)> {
         let size = snap.size();
         let readonly = capabilities()?.readonly_memory;
         let slot = self.add_region(gpa, size, readonly, || {
-            GuestMemory::from_snapshot(gpa, snap)
+            if readonly {
+                GuestMemory::shared_code(gpa, snap)
+            } else {
+                GuestMemory::from_snapshot(gpa, snap)
+            }
         })?;
         Ok((slot, readonly))
     }

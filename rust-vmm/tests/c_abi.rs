@@ -639,3 +639,94 @@ fn a_refused_creation_is_reported_by_the_calls_that_follow() {
     assert_eq!(hl_vm_destroy(vm), 0);
     assert!(hl_teardown_wait() >= 0);
 }
+
+/// Calls `hl_op` with `args` (padded to `OP_WORDS`), returning the status and the block after.
+fn op_call(code: u32, args: &[u64]) -> (i32, [u64; OP_WORDS]) {
+    let mut block = [0u64; OP_WORDS];
+    block[..args.len()].copy_from_slice(args);
+    // SAFETY: `block` is OP_WORDS aligned u64; the callers pass pointer words that are valid for
+    // the entry point they name.
+    let rc = unsafe { hl_op(code, block.as_mut_ptr()) };
+    (rc, block)
+}
+
+#[test]
+fn hl_op_refuses_what_it_cannot_dispatch() {
+    assert_eq!(hl_abi_version(), 10);
+    // SAFETY: a null block is refused before it is read.
+    assert_eq!(unsafe { hl_op(op::VM_DESTROY, std::ptr::null_mut()) }, -2);
+    let mut message = [0u8; 256];
+    let last = |message: &mut [u8; 256]| {
+        // SAFETY: 256 writable bytes.
+        let n = unsafe { hl_last_error(0, message.as_mut_ptr(), 256) } as usize;
+        String::from_utf8_lossy(&message[..n.min(256)]).into_owned()
+    };
+    assert_eq!(op_call(0, &[]).0, -2);
+    assert!(
+        last(&mut message).contains("unknown op 0"),
+        "{}",
+        last(&mut message)
+    );
+    assert_eq!(op_call(op::VM_MEMORY_DROP + 1, &[]).0, -2);
+    // A 32-bit argument out of range is refused, not truncated to another handle.
+    assert_eq!(op_call(op::VM_DESTROY, &[1 << 32]).0, -2);
+    assert!(last(&mut message).contains("32 bits"));
+    // A misaligned block.
+    let mut words = [0u64; OP_WORDS + 1];
+    // SAFETY: one byte into `words` leaves OP_WORDS * 8 readable bytes; it is refused as misaligned
+    // before it is read.
+    let rc = unsafe {
+        hl_op(
+            op::VM_DESTROY,
+            words.as_mut_ptr().cast::<u8>().add(1).cast(),
+        )
+    };
+    assert_eq!(rc, -2);
+    // The entry points' own checks still apply: a null out-pointer, an unknown handle.
+    assert_eq!(op_call(op::GLOBAL_STATS, &[0]).0, -2);
+    assert_eq!(op_call(op::VM_DESTROY, &[0xdead]).0, -1);
+    assert_eq!(op_call(op::SNAPSHOT_RELEASE, &[0xdead]).0, -1);
+}
+
+#[test]
+fn hl_op_reaches_the_same_entry_points() {
+    // Snapshots need no KVM: made, described, released through hl_op.
+    let data = vec![7u8; 8192];
+    let mut snap = 0u32;
+    let (rc, _) = op_call(
+        op::SNAPSHOT_FROM_BYTES,
+        &[
+            data.as_ptr() as u64,
+            data.len() as u64,
+            &mut snap as *mut u32 as u64,
+        ],
+    );
+    assert_eq!(rc, 0);
+    assert_ne!(snap, 0);
+    let mut info = [0u64; 2];
+    assert_eq!(
+        op_call(op::SNAPSHOT_INFO, &[snap.into(), info.as_mut_ptr() as u64]).0,
+        0
+    );
+    assert_eq!(info, [8192, 2]);
+    assert_eq!(op_call(op::SNAPSHOT_RELEASE, &[snap.into()]).0, 0);
+    assert_eq!(op_call(op::SNAPSHOT_RELEASE, &[snap.into()]).0, -1);
+    require_kvm!();
+    let mut vm = 0u32;
+    assert_eq!(op_call(op::VM_CREATE, &[&mut vm as *mut u32 as u64]).0, 0);
+    let mut slot = 0u32;
+    let (rc, _) = op_call(
+        op::VM_MAP_MEMORY,
+        &[vm.into(), 0, 4096, 0, &mut slot as *mut u32 as u64],
+    );
+    assert_eq!(rc, 0);
+    // A pointer result comes back in the last word.
+    let (rc, block) = op_call(op::VM_MEMORY_PTR, &[vm.into(), slot.into()]);
+    assert_eq!(rc, 0);
+    assert_eq!(block[OP_WORDS - 1], hl_vm_memory_ptr(vm, slot) as u64);
+    assert_ne!(block[OP_WORDS - 1], 0);
+    let (rc, block) = op_call(op::VM_MEMORY_PTR, &[vm.into(), 9]);
+    assert_eq!((rc, block[OP_WORDS - 1]), (0, 0));
+    assert_eq!(op_call(op::VM_DESTROY, &[vm.into()]).0, 0);
+    assert_eq!(op_call(op::VM_DESTROY, &[vm.into()]).0, -1);
+}

@@ -10,7 +10,7 @@ import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../erro
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 10;
+export const CDYLIB_ABI_VERSION = 11;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -32,7 +32,7 @@ export const symbols = {
   hl_vm_memory_ptr: { parameters: ["u32", "u32"], result: "pointer" },
   /** `int32_t hl_vm_memory_reset(uint32_t vm, uint32_t slot)` */
   hl_vm_memory_reset: { parameters: ["u32", "u32"], result: "i32" },
-  /** `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (v10) */
+  /** `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (v11) */
   hl_vm_memory_drop: { parameters: ["u32", "u32", "u64", "u64"], result: "i32" },
   /** `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])` */
   hl_vcpu_create: { parameters: ["u32", "buffer"], result: "i32" },
@@ -96,7 +96,56 @@ export const symbols = {
   },
   /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
+  /** `int32_t hl_op(uint32_t op, uint64_t args[8])` (v10): the entry point numbered `op`, {@linkcode OPS} */
+  hl_op: { parameters: ["u32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+/**
+ * The entry points called through `hl_op` (C ABI 10) rather than bound as symbols of their own,
+ * by op code (`rust-vmm/src/lib.rs`, `op::*`; docs/cdylib-abi.md). Deno compiles a trampoline
+ * for each symbol it binds (~0.2-0.5 ms each on this project's hosts, docs/js.md "Cold start"):
+ * the calls a process makes a few times per VM or snapshot share one symbol; those made per guest
+ * call or per exit (run, start, poll, wait, restore, registers, interrupt) keep their own.
+ */
+export const OPS = {
+  hl_last_error: 1,
+  hl_hypervisor_info: 2,
+  hl_vm_create: 3,
+  hl_vm_destroy: 4,
+  hl_teardown_wait: 5,
+  hl_vm_map_memory: 6,
+  hl_vm_memory_ptr: 7,
+  hl_vcpu_create: 8,
+  hl_vcpu_create_start: 9,
+  hl_vcpu_get_special_regs: 10,
+  hl_vcpu_exit_ptr: 11,
+  hl_vcpu_begin_call: 12,
+  hl_vm_stats: 13,
+  hl_snapshot_memory: 14,
+  hl_snapshot_release: 15,
+  hl_snapshot_info: 16,
+  hl_vm_map_snapshot: 17,
+  hl_snapshot_from_bytes: 18,
+  hl_vm_map_code: 19,
+  hl_vcpu_get_state: 20,
+  hl_vcpu_set_state: 21,
+  hl_snapshot_bitmap: 22,
+  hl_snapshot_save_pages: 23,
+  hl_snapshot_load_pages: 24,
+  hl_snapshot_map_file: 25,
+  hl_global_stats: 26,
+  hl_vm_memory_drop: 27,
+} as const satisfies Partial<Record<keyof typeof symbols, number>>;
+
+/**
+ * Entry points with an op code that the table still binds as symbols of their own: called once
+ * per guest call, where `hl_op`'s packing costs ~50-90 ns more than the direct symbol (measured
+ * here), against ~0.3-0.5 ms once per process to bind it.
+ */
+export const DIRECT: ReadonlySet<string> = new Set(["hl_vcpu_begin_call"]);
+
+/** Words in `hl_op`'s argument block; an entry point that returns a pointer writes it to the last. */
+export const OP_WORDS = 8;
 
 /** The opened library's symbols. */
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
@@ -132,32 +181,85 @@ export function openLibrary(explicitPath?: string): Symbols {
     return opened.symbols;
   }
   const path = findLibrary(explicitPath);
-  const probe = Deno.dlopen(path, { hl_abi_version: symbols.hl_abi_version });
-  const version = probe.symbols.hl_abi_version();
-  if (version !== CDYLIB_ABI_VERSION) {
+  // One binding for the version, the dispatch entry and the symbols every guest call uses
+  // (`FIRST`): each `Deno.dlopen` costs ~0.2-0.3 ms beyond its symbols' trampolines. All optional,
+  // so that an older library (no `hl_op`) is reported by its version, not as a missing symbol.
+  const probeSymbols: Record<string, Deno.ForeignFunction> = {};
+  for (const name of ["hl_abi_version", "hl_op", ...FIRST] as const) {
+    probeSymbols[name] = { ...symbols[name], optional: true };
+  }
+  const probe = Deno.dlopen(path, probeSymbols);
+  const found = probe.symbols as Record<string, unknown>;
+  const version = typeof found.hl_abi_version === "function"
+    ? (found.hl_abi_version as () => number)()
+    : 0;
+  const refused = abiMismatch(path, version, found.hl_op !== null);
+  const missing = FIRST.find((name) => found[name] === null);
+  if (refused || missing) {
     probe.close();
-    throw new HypervisorError(
+    throw refused ?? new HypervisorError(
       "API_VERSION",
-      `${path} implements C ABI version ${version}, this package needs ${CDYLIB_ABI_VERSION}: ` +
-        `rebuild it with \`${fixCommand()}\``,
+      `${path} has no ${missing}: rebuild it with \`${fixCommand()}\``,
     );
   }
-  opened = { path, symbols: lazySymbols(path) };
+  bound.push(probe);
+  opened = { path, symbols: lazySymbols(path, found) };
   return opened.symbols;
 }
 
-/** The libraries each holding one bound symbol (kept so that nothing unloads them). */
-const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+/**
+ * The symbols that every guest call uses, bound with the version when the library is opened
+ * rather than one `Deno.dlopen` each on first use.
+ */
+const FIRST = ["hl_vcpu_begin_call", "hl_vcpu_start", "hl_vcpu_poll", "hl_vcpu_wait"] as const;
 
 /**
- * The symbol table of the library at `path`, each symbol bound on its first use: binding costs
- * Deno ~0.2-1 ms per symbol (measured on this project's hosts), and a process that starts
- * one sandbox uses 15-18 of the 37 (docs/js.md, "Cold start"). The first access replaces the
- * getter with the function itself, so later calls are a plain property load.
+ * The handshake's verdict on a library at `path` that reports C ABI `version` and has (or not)
+ * the `hl_op` symbol: undefined when this package can use it, else the `HypervisorError`
+ * (`API_VERSION`) to throw, naming both versions and the fix.
  */
-function lazySymbols(path: string): Symbols {
+export function abiMismatch(
+  path: string,
+  version: number,
+  hasOp: boolean,
+): HypervisorError | undefined {
+  if (version === CDYLIB_ABI_VERSION && hasOp) return undefined;
+  return new HypervisorError(
+    "API_VERSION",
+    `${path} implements C ABI version ${version}` +
+      (version === CDYLIB_ABI_VERSION ? " but has no hl_op" : "") +
+      `, this package needs ${CDYLIB_ABI_VERSION}: rebuild it with \`${fixCommand()}\``,
+  );
+}
+
+/** The libraries each holding bound symbols (kept so that nothing unloads them). */
+const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+
+type Dispatch = (op: number, args: BigUint64Array) => number;
+
+/**
+ * The symbol table of the library at `path`: the entry points of {@linkcode OPS} call `hl_op`,
+ * those in `probe` (`FIRST`) are already bound, the others are bound on their first use (the
+ * first access replaces the getter with the function itself, so later calls are a plain property
+ * load). Binding costs Deno ~0.2-0.5 ms per symbol (docs/js.md, "Cold start"): a process's first
+ * sandbox now binds 5 (the version, `hl_op`, `hl_vcpu_begin_call`, `hl_vcpu_start`,
+ * `hl_vcpu_poll`) plus `hl_vcpu_wait` (nonblocking: no trampoline, ~0.03 ms), in one
+ * `Deno.dlopen`, where it bound 16 in 16.
+ */
+function lazySymbols(path: string, probe: Record<string, unknown>): Symbols {
   const table = {} as Record<string, unknown>;
+  const ops: Readonly<Record<string, number>> = OPS;
+  const dispatch = probe.hl_op as Dispatch;
   for (const name of Object.keys(symbols) as (keyof typeof symbols)[]) {
+    const op = ops[name];
+    if (op !== undefined && !DIRECT.has(name)) {
+      table[name] = routed(dispatch, op, symbols[name]);
+      continue;
+    }
+    if (probe[name]) {
+      table[name] = probe[name];
+      continue;
+    }
     Object.defineProperty(table, name, {
       configurable: true,
       enumerable: true,
@@ -171,6 +273,62 @@ function lazySymbols(path: string): Symbols {
     });
   }
   return table as unknown as Symbols;
+}
+
+/** `hl_op`'s argument block: one per process, each call fills it and reads it back synchronously. */
+const opWords = new BigUint64Array(OP_WORDS);
+/** The same block as 32-bit halves (little-endian), to store numbers without making BigInts. */
+const opHalves = new Uint32Array(opWords.buffer);
+
+/**
+ * A function with the FFI signature `def` that calls `hl_op(op, args)`: each argument one word
+ * (a buffer its address, null 0), the status returned as is; a pointer result is read back from
+ * the last word (0: null). The buffers are referenced by the arguments for the whole (synchronous)
+ * call, and V8 never moves an ArrayBuffer's memory, so their addresses stay valid meanwhile.
+ */
+export function routed(
+  dispatch: Dispatch,
+  op: number,
+  def: Deno.ForeignFunction,
+): (...args: unknown[]) => unknown {
+  const kinds = def.parameters;
+  const n = kinds.length;
+  if (n > OP_WORDS || (def.result === "pointer" && n >= OP_WORDS)) {
+    throw new RangeError(`op ${op}: ${n} parameters do not fit hl_op's block`);
+  }
+  const pointer = def.result === "pointer";
+  return function (...args: unknown[]): unknown {
+    for (let i = 0; i < n; i++) store(i, kinds[i], args[i]);
+    const status = dispatch(op, opWords);
+    if (!pointer) return status;
+    const address = opWords[OP_WORDS - 1];
+    return status < 0 || address === 0n ? null : Deno.UnsafePointer.create(address);
+  };
+}
+
+/** Stores one argument as word `i` of the block. */
+function store(i: number, kind: Deno.NativeType, value: unknown): void {
+  if (typeof value === "number") {
+    // Handles, sizes and flags: stored as two 32-bit halves, no BigInt made on the way.
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new TypeError(`argument ${i} (${kind}) must be a non-negative integer, got ${value}`);
+    }
+    opHalves[2 * i] = value % 0x1_0000_0000;
+    opHalves[2 * i + 1] = Math.floor(value / 0x1_0000_0000);
+    return;
+  }
+  if (typeof value === "bigint") {
+    opWords[i] = value;
+    return;
+  }
+  if (value === null || value === undefined) {
+    opWords[i] = 0n;
+    return;
+  }
+  const p = kind === "pointer"
+    ? value as Deno.PointerObject
+    : Deno.UnsafePointer.of(value as BufferSource);
+  opWords[i] = BigInt(Deno.UnsafePointer.value(p));
 }
 
 const messageBuffer = new Uint8Array(4096);

@@ -34,7 +34,7 @@ export const REQUEST_HEADER = 12;
  * without finalizing the interpreter.
  */
 const SOURCE = String.raw`
-import _ast, builtins, hashlib, io, json, os, random, sys, traceback
+import _ast, builtins, hashlib, io, json, os, posix, random, sys, traceback
 
 # The driver's own references: user code that replaces json.dumps or os.write changes only its
 # own request (every request starts from the snapshot taken after setup).
@@ -137,6 +137,26 @@ def keyed_urandom(key):
         return bytes(out[:size])
     return urandom
 
+# A Random() made without a seed (tempfile's, user code's) would seed itself from the C-level WASI
+# random_get stream, which is part of the snapshot every request starts from, so the same in every
+# request: seed it from os.urandom instead, which each request keys afresh (looked up per call).
+_random_seed = random.Random.seed
+def _seed(self, a=None, version=2):
+    if a is None:
+        a = int.from_bytes(os.urandom(32), "little")
+    _random_seed(self, a, version)
+random.Random.seed = _seed
+
+def as_expression(code):
+    # The code compiled as one expression, or None when it is not one (then the statements path
+    # parses it to a tree, finds a last expression and compiles again: twice the work).
+    # Any failure (a SyntaxError, a null byte's ValueError) is left to that path, which raises it
+    # with the user's frames only.
+    try:
+        return compile(code, "<run>", "eval")
+    except Exception:
+        return None
+
 def serve():
     req = read_frame()
     main = sys.modules["__main__"].__dict__
@@ -145,7 +165,8 @@ def serve():
         main.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
     seed = req["seed"]
     random.seed(int(seed[:64], 16))
-    os.urandom = random._urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
+    # posix.urandom is os.urandom's C function: replaced too, or it reads the snapshot's stream.
+    os.urandom = random._urandom = posix.urandom = keyed_urandom(bytes.fromhex(seed[64:128]))
     if "argv" in req:
         sys.argv = list(req["argv"])
     out, err = StringIO(), StringIO()
@@ -160,6 +181,11 @@ def serve():
             v = f(*req["args"])
             dumps(v, allow_nan=False)
             res["value"] = v
+        elif req.get("value") and (expr := as_expression(req["code"])) is not None:
+            # One expression (print(...), a name, a call): compiled once, its value kept.
+            v = eval(expr, main)
+            if v is not None:
+                res["value"] = jsonable(v)
         else:
             # _ast (built in), not ast (a module to import): its compile flag gives the tree.
             tree = compile(req["code"], "<run>", "exec", _ast.PyCF_ONLY_AST)
@@ -204,28 +230,47 @@ def entry(leave=True):
 `;
 
 /**
- * What `-c` runs, in a namespace of its own: the first time, it makes the driver module
- * `_hl_driver` from {@linkcode SOURCE} (compiled once; later requests start from a snapshot that
- * has it), then calls its `entry`. A JSON string is a Python string literal.
+ * The environment variable that carries {@linkcode SOURCE} to the interpreter's first `_start`
+ * (the `cpython` runtime): the code `-c` runs is compiled on every `_start`, so it must be short;
+ * the driver's source (~6 KB, compiled once, at setup) travels beside it. The first boot removes
+ * it from `os.environ`, so a request never sees it.
  */
-function boot(leave: boolean): string {
-  return `
-import sys
-d = sys.modules.get("_hl_driver")
-if d is None:
-    import types
-    d = types.ModuleType("_hl_driver")
-    exec(${JSON.stringify(SOURCE)}, d.__dict__)
-    sys.modules["_hl_driver"] = d
-d.entry(${leave ? "True" : "False"})
-`;
-}
+export const DRIVER_ENV = "HL_PY_DRIVER";
 
-/** The `-c` argument of the interpreter (a command: every `_start` runs it). */
-export const DRIVER: string = `exec(${JSON.stringify(boot(true))}, {"__name__": "_hl"})`;
+/** The driver's source, for {@linkcode DRIVER_ENV}. */
+export const DRIVER_SOURCE: string = SOURCE;
 
 /**
- * The code of every `turn` of a reactor build (the `full` runtime): the same driver, which
- * returns instead of leaving with `os._exit`. A statement, so the reactor echoes no value.
+ * What `-c` runs on every `_start` (the `cpython` runtime, a command): one expression that binds no
+ * name in `__main__`. The first time it makes the driver module `_hl_driver` from the source in
+ * {@linkcode DRIVER_ENV} (later requests start from a snapshot that has it), then calls its
+ * `entry`. Short on purpose: CPython compiles it on every `_start` (measured in the guest under
+ * load ~5: 0.8 ms for the earlier 8 KB `-c` text, which carried the source, and 1.1 ms for the
+ * source inside it, against ~0.3 ms for a line).
  */
-export const TURN_DRIVER: string = `exec(${JSON.stringify(boot(false))}, {"__name__": "_hl"})`;
+export const DRIVER: string = `(lambda sys, os, types: (sys.modules.get("_hl_driver") or ` +
+  `(lambda d: (exec(os.environ.pop("${DRIVER_ENV}"), d.__dict__), ` +
+  `sys.modules.__setitem__("_hl_driver", d), d)[2])(types.ModuleType("_hl_driver")))` +
+  `.entry(True))(__import__("sys"), __import__("os"), __import__("types"))`;
+
+/**
+ * The code of the setup `turn` of a reactor build (the `full` runtime): makes the driver module
+ * from its source (a string literal here: a turn's code is placed in guest memory, not in the
+ * environment) and runs the setup request; the driver returns instead of leaving with `os._exit`.
+ * A statement, so the reactor echoes no value.
+ */
+export const TURN_DRIVER: string = `exec(${
+  JSON.stringify(`
+import sys, types
+d = types.ModuleType("_hl_driver")
+exec(${JSON.stringify(SOURCE)}, d.__dict__)
+sys.modules["_hl_driver"] = d
+d.entry(False)
+`)
+}, {"__name__": "_hl"})`;
+
+/**
+ * The code of every later `turn` (placed after the setup, in the state requests start from): the
+ * driver module is there; one short line to compile per request, binding no name in `__main__`.
+ */
+export const TURN_ENTRY = `__import__("sys").modules["_hl_driver"].entry(False)`;

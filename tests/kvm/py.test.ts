@@ -86,6 +86,15 @@ pyTest("PyError: type, message, traceback; the sandbox stays usable", async () =
   assert.match(e.traceback, /in f\n/);
   assert.doesNotMatch(e.traceback, /_hl|serve/, "the driver's frames are not shown");
   assert.equal((await pyError(py.run("1 +"))).type, "SyntaxError");
+  // One expression runs on its own path (compiled once as an expression): the same errors.
+  const z = await pyError(py.run("1 / 0"));
+  assert.equal(z.type, "ZeroDivisionError");
+  assert.match(z.traceback, /File "<run>", line 1, in <module>/);
+  assert.doesNotMatch(z.traceback, /_hl|serve|as_expression/, "the driver's frames are not shown");
+  const nul = await pyError(py.run("1\0"));
+  assert.doesNotMatch(nul.traceback, /_hl|serve|as_expression/);
+  assert.equal((await py.run("print(2)")).stdout, "2\n");
+  assert.equal((await py.run("None")).value, undefined);
   assert.equal((await pyError(py.run("import sys; sys.exit(3)"))).type, "SystemExit");
   assert.equal((await pyError(py.call("nope"))).type, "NameError");
   assert.equal((await pyError(py.call("bad"))).type, "TypeError", "a non-JSON result");
@@ -100,6 +109,15 @@ pyTest("every request starts from the state after setup", async () => {
   assert.equal((await py.run("counter")).value, 0);
   assert.equal((await py.run("'x' in globals()")).value, false);
   assert.equal((await py.run("json.dumps([1])")).value, "[1]");
+});
+
+pyTest("the driver leaves no names in __main__ and no source in the environment", async () => {
+  // The `-c` text every `_start` compiles is one expression binding nothing, and the driver's
+  // source reaches the first `_start` through an environment variable that it then removes.
+  await using py = await PySandbox.create({ setup: "" });
+  assert.deepEqual((await py.run("sorted(k for k in globals() if k[:2] != '__')")).value, []);
+  assert.equal((await py.run("import os\n'HL_PY_DRIVER' in os.environ")).value, false);
+  assert.equal((await py.run("import os\nos.getenv('HL_PY_DRIVER')")).value, undefined);
 });
 
 pyTest("random and os.urandom are keyed anew for every request", async () => {

@@ -204,6 +204,22 @@ qjsTest("snapshot after init and a source, restore, call again", async (engine) 
   const a = await q2.eval("Math.random()");
   await w2.call("qjs_seed", 1, 0);
   assert.deepEqual(await q2.eval("Math.random()"), a);
+  // The seed header (0xFF, the state little-endian) before a qjs_eval or qjs_call input seeds as
+  // qjs_seed does, in the same entry; text without one is not re-seeded.
+  const seeded = async (name: string, lo: number, hi: number, text: string) => {
+    const input = new Uint8Array(9 + text.length);
+    input[0] = 0xff;
+    new DataView(input.buffer).setUint32(1, lo, true);
+    new DataView(input.buffer).setUint32(5, hi, true);
+    input.set(enc.encode(text), 9);
+    return JSON.parse(dec.decode(await w2.callBytes(name, input)));
+  };
+  assert.deepEqual(await seeded("qjs_eval", 1, 0, "Math.random()"), a);
+  assert.deepEqual(await seeded("qjs_call", 1, 0, '["Math.random"]'), a);
+  assert.notDeepEqual(await q2.eval("Math.random()"), a);
+  await w2.call("qjs_seed", 7, 0x9e3779b9);
+  const b = await q2.eval("Math.random()");
+  assert.deepEqual(await seeded("qjs_eval", 7, 0x9e3779b9, "Math.random()"), b);
   assert.deepEqual(await q2.call("bump"), { value: 1 });
 });
 

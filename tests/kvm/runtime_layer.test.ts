@@ -72,6 +72,9 @@ class DemoSandbox {
   get fromCache() {
     return this.#core.fromCache;
   }
+  get stats() {
+    return this.#core.wasm.stats();
+  }
   get poisoned() {
     return this.#core.poisoned;
   }
@@ -202,6 +205,18 @@ layerTest("the kind's pool: hand-over revokes, restore and re-seed per run", asy
   assert.notEqual(ra, rb); // re-seeded
   assert.equal(kept!.disposed, true);
   await assert.rejects(kept!.call("f"), SandboxDisposedError);
+  // The fresh seed travels with the run's call: one VM entry per run (the counters are the VM's).
+  const entries = [];
+  for (let i = 0; i < 3; i++) {
+    entries.push(
+      await pool.run(async (d) => {
+        const before = d.stats.runs;
+        await d.call("f");
+        return before;
+      }),
+    );
+  }
+  assert.deepEqual([entries[1] - entries[0], entries[2] - entries[1]], [1, 1]);
   assert.throws(() => handOverRuntime(demoKind, {} as DemoSandbox), /not a sandbox/);
 });
 

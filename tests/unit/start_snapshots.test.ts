@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import {
   evictOldest,
   knownModuleDigest,
+  MAX_PY_START_SNAPSHOTS,
   MAX_START_SNAPSHOTS,
   rememberModuleDigest,
 } from "../../src/start_snapshots.ts";
@@ -50,6 +51,40 @@ Deno.test("start snapshots on disk: bounded in bytes too, the newest always kept
     ]);
     evictOldest(dir, 50); // not even one fits: the newest stays
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["start-3.hlsnap"]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("start snapshots on disk: Python's (pystart-) have their own bounds, apart from the runtime layer's", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-start-py-" });
+  try {
+    const write = (name: string, bytes: number, second: number) => {
+      Deno.writeFileSync(`${dir}/${name}`, new Uint8Array(bytes));
+      const t = new Date(1_700_000_000_000 + second * 1000);
+      Deno.utimeSync(`${dir}/${name}`, t, t);
+    };
+    // One large Python state (older) and two small JavaScript ones (newer): a JavaScript budget
+    // of 250 bytes keeps both of its own and leaves the Python file alone.
+    write("pystart-big.hlsnap", 400, 0);
+    write("start-a.hlsnap", 100, 1);
+    write("start-b.hlsnap", 100, 2);
+    evictOldest(dir, 250, 1000);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "pystart-big.hlsnap",
+      "start-a.hlsnap",
+      "start-b.hlsnap",
+    ]);
+    // Python's own bounds: bytes (the newest stays) and count.
+    write("pystart-new.hlsnap", 400, 3);
+    evictOldest(dir, 250, 500);
+    assert.ok(!Deno.readDirSync(dir).some((e) => e.name === "pystart-big.hlsnap"));
+    assert.ok([...Deno.readDirSync(dir)].some((e) => e.name === "pystart-new.hlsnap"));
+    for (let i = 0; i < MAX_PY_START_SNAPSHOTS + 2; i++) write(`pystart-${i}.hlsnap`, 1, 10 + i);
+    evictOldest(dir, 250, 1 << 30);
+    const py = [...Deno.readDirSync(dir)].filter((e) => e.name.startsWith("pystart-"));
+    assert.equal(py.length, MAX_PY_START_SNAPSHOTS);
+    assert.equal([...Deno.readDirSync(dir)].filter((e) => e.name.startsWith("start-")).length, 2);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

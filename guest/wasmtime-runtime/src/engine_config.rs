@@ -64,6 +64,13 @@ pub fn configure(cfg: &mut Config, fuel: bool) {
         .memory_reservation(MEMORY_RESERVATION as u64)
         .memory_guard_size(MEMORY_GUARD_SIZE as u64)
         .memory_reservation_for_growth(0)
+        // The GC heap (exception objects) stays a heap allocation with explicit checks, as before
+        // guard pages: the guest has one reservation, for the linear memory. These are what
+        // wasmtime picks itself without virtual memory or native signals.
+        .gc_heap_reservation(0)
+        .gc_heap_guard_size(0)
+        .gc_heap_reservation_for_growth(1 << 20)
+        .gc_heap_may_move(true)
         .memory_init_cow(false)
         .max_wasm_stack(MAX_WASM_STACK)
         // Unused (calls are synchronous, on the guest's own stack), but wasmtime refuses a

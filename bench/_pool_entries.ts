@@ -1,6 +1,6 @@
 /**
  * `JsSandboxPool.run` of a small handler: p50 and the VM entries (`runs`) and exits per run
- * (docs/js.md, "Random numbers per copy"). One JSON line on stdout.
+ * (docs/js.md, "console, time, random"). One JSON line on stdout.
  *
  * `HL_BENCH_ROOT` (default: this checkout) is the tree whose `src/` is imported, so two trees
  * (before and after a change) can be measured in alternating processes on the same machine state;

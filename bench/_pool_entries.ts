@@ -1,6 +1,7 @@
 /**
  * `JsSandboxPool.run` of a small handler: p50 and the VM entries (`runs`) and exits per run
- * (docs/js.md, "Random numbers per copy"). One JSON line on stdout.
+ * (docs/js.md, "console, time, random"), then runs/s of a pool of 4 with 4 callers (3 s after a 3 s
+ * warm-up). One JSON line on stdout.
  *
  * `HL_BENCH_ROOT` (default: this checkout) is the tree whose `src/` is imported, so two trees
  * (before and after a change) can be measured in alternating processes on the same machine state;
@@ -28,6 +29,21 @@ for (let i = 0; i < RUNS; i++) {
 }
 xs.sort((a, b) => a - b);
 
+// Throughput as `hl serve`'s restore route uses the pool: 4 members, 4 callers, for 3 s.
+await using pool4 = await JsSandboxPool.create({ source: SOURCE, size: 4 });
+// deno-lint-ignore no-explicit-any
+const run4 = () => pool4.run((js: any) => js.call("handler", { a: 1, b: 2 }));
+const callers = async (ms: number) => {
+  let n = 0;
+  const end = performance.now() + ms;
+  await Promise.all([0, 1, 2, 3].map(async () => {
+    for (; performance.now() < end; n++) await run4();
+  }));
+  return n;
+};
+await callers(3000);
+const n4 = await callers(3000);
+
 // Then the counts, apart from the timings: the pool's members are private, and a hand-over makes
 // a new handle on the same VM, so each guest entry's counters are read around it.
 const count = { exits: 0, runs: 0 };
@@ -49,6 +65,7 @@ const COUNTED = 50;
 for (let i = 0; i < COUNTED; i++) await run();
 console.log(JSON.stringify({
   root,
+  pool4_runs_per_s: Math.round(n4 / 3),
   runs: RUNS,
   p50_us: Math.round(xs[Math.floor(RUNS / 2)]),
   p90_us: Math.round(xs[Math.floor(RUNS * 0.9)]),

@@ -94,7 +94,7 @@ async function freshProcessUs(): Promise<number> {
       xs.push(await timeUs(() => pool.run((js) => js.call("handler", { a: 1, b: 2 }))));
     }
     lines.push(
-      `JsSandboxPool.run (restore + re-seed + call handler) p50 ${fmt(median(xs))}` +
+      `JsSandboxPool.run (restore + call handler, the seed in the call) p50 ${fmt(median(xs))}` +
         `  (goal ≤ 1 ms; ${RUNS} runs)`,
     );
   }

@@ -15,7 +15,8 @@
  *   every KVM_CREATE_VM walks: bench/floor/vma_cost.c) added per idle sandbox between levels (the
  *   live ones are from one snapshot, each having answered a call, measured once their vCPUs have
  *   been detached from the worker threads);
- * - page-table invalidations per create + call + dispose with 200 live, floor / cold / snapshot
+ * - page-table invalidations per create + call + dispose with 200 live, floor / cold / snapshot /
+ *   Wasm from a snapshot
  *   (perf's kvm:kvm_unmap_hva_range, where perf can count it: bench/_invalidations.ts).
  *
  *   deno task bench                       (all benches; levels 10, 100, 1,000: ~1 minute here)
@@ -246,7 +247,7 @@ async function invalidationsPerOp(mode: string, live: number, n = 40): Promise<n
   return none === undefined || some === undefined ? undefined : (some - none) / n / (live + 2);
 }
 const inval: string[] = [];
-for (const mode of ["floor", "cold", "snapshot"]) {
+for (const mode of ["floor", "cold", "snapshot", "wasm"]) {
   const v = await invalidationsPerOp(mode, 200);
   if (v !== undefined) inval.push(`${mode} ${v.toFixed(2)}`);
 }

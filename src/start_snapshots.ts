@@ -190,9 +190,11 @@ export const MAX_START_SNAPSHOT_BYTES = 512 * 1024 * 1024;
 
 /**
  * Most Python start snapshots (`PySandbox`, `pystart-*.hlsnap`) kept on disk: each holds its
- * interpreter's code image (62 MB for `cpython`, 423 MB for `full`) and its memory.
+ * interpreter's code image (62 MB for `cpython`, 423 MB for `full`) and its memory, so the byte
+ * bound below usually binds first (~27 `cpython` states, 4 `full` ones). One file per distinct
+ * `setup`: 8 were pushed out by a test run's setups within minutes here.
  */
-export const MAX_PY_START_SNAPSHOTS = 8;
+export const MAX_PY_START_SNAPSHOTS = 32;
 
 /**
  * Most bytes of Python start snapshots kept on disk: one `full` start state is ~0.5-0.6 GB (its

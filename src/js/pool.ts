@@ -1,7 +1,7 @@
 /**
  * `JsSandboxPool`: a fixed number of warm `JsSandbox`es started from one `JsSnapshot`; each `run`
- * borrows one, and it is restored to the snapshot (and `Math.random` re-seeded) before the next
- * borrower gets it.
+ * borrows one, and it is restored to the snapshot before the next borrower gets it, with a fresh
+ * `Math.random` seed that travels with that borrower's first request (docs/js.md).
  *
  * @module
  */

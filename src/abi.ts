@@ -27,6 +27,9 @@ export const PebOffset = {
   imageBase: 0x58,
   imageSize: 0x60,
   memorySize: 0x68,
+  wasmReservationAddr: 0x70,
+  wasmReservationSize: 0x78,
+  wasmTrapEntry: 0x80,
 } as const;
 
 /** The I/O ports the guest signals the host with (`out dx, eax`). */
@@ -207,6 +210,21 @@ export const Selector = {
   /** Index 5 (a 16-byte system descriptor). */
   TSS: 0x28,
 } as const;
+
+/**
+ * Where a Wasm linear memory's reservation starts in the guest's virtual address space (PML4 entry
+ * 1, 512 GiB): outside the identity map, so nothing else is ever mapped there. docs/abi.md, "Wasm
+ * guard pages".
+ */
+export const WASM_RESERVATION_ADDR = 2 ** 39;
+/**
+ * The reservation's span the guest's Wasm code may address: 4 GiB (a 32-bit index) plus wasmtime's
+ * guard for static offsets (32 MiB; `engine_config.rs`). A #PF there, from published code, is a
+ * Wasm bounds trap.
+ */
+export const WASM_RESERVATION_SPAN: number = 4 * 1024 ** 3 + 32 * 1024 ** 2;
+/** The host function the guest maps its linear memory with: `(base: u64, bytes: u64) -> void`. */
+export const WASM_MAP_FUNCTION = "hl_wasm_map";
 
 /** Page-table entry bit: the page is present. */
 export const PTE_PRESENT = 1;

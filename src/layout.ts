@@ -39,6 +39,7 @@ import {
   STUBS_ADDR,
   SYSTEM_TABLES_ADDR,
   SYSTEM_TABLES_SIZE,
+  WASM_RESERVATION_ADDR,
 } from "./abi.ts";
 import type { ElfImage, ElfSegment } from "./elf.ts";
 import { loadImage } from "./elf.ts";
@@ -63,6 +64,12 @@ export interface LayoutOptions {
    * `MemoryLayout.codeAddr`). Default 0: none.
    */
   codeSize?: number;
+  /**
+   * Bytes of Wasm linear memory the host may map into a guard-page reservation at
+   * `WASM_RESERVATION_ADDR` (a multiple of 2 MiB, at most 1 GiB; default 0: no reservation).
+   * The page tables get one table per 2 MiB of it.
+   */
+  wasmReservationSize?: number;
 }
 
 /** What the layout needs to know about the image; an {@link ElfImage} has all of it. */
@@ -116,6 +123,17 @@ export interface MemoryLayout {
   readonly codeAddr: number;
   /** The code region's size (a multiple of 4 KiB; 0 without one). */
   readonly codeSize: number;
+  /**
+   * Bytes the host may map at `WASM_RESERVATION_ADDR` (a multiple of 2 MiB; 0: no reservation).
+   * Mapped pages are heap pages the guest names (`hl_wasm_map`); the rest of the reservation is
+   * not present.
+   */
+  readonly wasmReservationSize: number;
+  /**
+   * The reservation's page tables, after the identity map's: its PDPT, its page directory, then
+   * one page table per 2 MiB of `wasmReservationSize` (0 without a reservation).
+   */
+  readonly wasmTablesAddr: number;
 }
 
 /** The vCPU registers at entry that the ABI sets to something other than zero. */
@@ -178,6 +196,16 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
   if (!Number.isSafeInteger(codeSize) || codeSize < 0 || codeSize > MAX_MEMORY_SIZE) {
     throw new ArgumentError(`code size must be from 0 to 1 GiB, got ${String(options.codeSize)}`);
   }
+  const wasmSize = options.wasmReservationSize ?? 0;
+  if (
+    typeof wasmSize !== "number" || !Number.isSafeInteger(wasmSize) || wasmSize < 0 ||
+    wasmSize % MEMORY_ALIGN !== 0 || wasmSize > MAX_MEMORY_SIZE
+  ) {
+    throw new ArgumentError(
+      `the Wasm reservation must be a multiple of 2 MiB up to 1 GiB, got ${String(wasmSize)}`,
+    );
+  }
+  const wasmTables = wasmSize === 0 ? 0 : 2 + wasmSize / MEMORY_ALIGN;
   const requested = options.memorySize;
   if (
     requested !== undefined &&
@@ -192,7 +220,8 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
   // The page tables grow with memory_size, which grows with them: iterate to the fixed point.
   let pageTableCount = requested !== undefined ? requested / MEMORY_ALIGN : 1;
   for (;;) {
-    const inputAddr = PT_BASE_ADDR + pageTableCount * PAGE_SIZE;
+    const wasmTablesAddr = wasmTables === 0 ? 0 : PT_BASE_ADDR + pageTableCount * PAGE_SIZE;
+    const inputAddr = PT_BASE_ADDR + (pageTableCount + wasmTables) * PAGE_SIZE;
     const outputAddr = inputAddr + inputSize;
     const regionsEnd = outputAddr + outputSize;
     let imageBase: number;
@@ -263,6 +292,8 @@ export function computeLayout(image: ImageExtent, options: LayoutOptions = {}): 
       stackTop,
       codeAddr: codeSize === 0 ? 0 : memorySize,
       codeSize,
+      wasmReservationSize: wasmSize,
+      wasmTablesAddr,
     };
   }
 }
@@ -303,8 +334,9 @@ export function writePageTables(
 ): void {
   checkMemory(mem, layout);
   const count = layout.pageTableCount;
+  const end = pageTablesEnd(layout);
   // Each entry is two u32 words (x86 is little-endian): low = address | flags, high = NX.
-  const words = new Uint32Array(mem.buffer, mem.byteOffset + PML4_ADDR, (3 + count) * 1024);
+  const words = new Uint32Array(mem.buffer, mem.byteOffset + PML4_ADDR, (end - PML4_ADDR) / 4);
   const table = PAGE_SIZE / 4;
   words.fill(0, 0, 3 * table);
   // Upper levels allow everything (user, writable, executable); the last level decides.
@@ -313,6 +345,17 @@ export function writePageTables(
   words[(PDPT_ADDR - PML4_ADDR) / 4] = PD_ADDR | upper;
   const pd = (PD_ADDR - PML4_ADDR) / 4;
   for (let i = 0; i < count; i++) words[pd + 2 * i] = (PT_BASE_ADDR + i * PAGE_SIZE) | upper;
+  if (layout.wasmTablesAddr !== 0) {
+    // The Wasm reservation: PML4 entry 1 → its PDPT → its page directory → its page tables,
+    // all entries of which start not present (the host maps pages with `mapWasmMemory`).
+    const at = (layout.wasmTablesAddr - PML4_ADDR) / 4;
+    words.fill(0, at, words.length);
+    words[2 * (WASM_RESERVATION_ADDR / 2 ** 39)] = layout.wasmTablesAddr | upper;
+    words[at] = (layout.wasmTablesAddr + PAGE_SIZE) | upper;
+    for (let i = 0; i < layout.wasmReservationSize / MEMORY_ALIGN; i++) {
+      words[at + table + 2 * i] = (layout.wasmTablesAddr + (2 + i) * PAGE_SIZE) | upper;
+    }
+  }
 
   const pt = (PT_BASE_ADDR - PML4_ADDR) / 4;
   const leaf = PTE_PRESENT | PTE_ACCESSED | PTE_DIRTY;
@@ -348,9 +391,7 @@ export function writePageTables(
   }
   set(STUBS_ADDR / PAGE_SIZE, leaf, false);
   set(RING0_STACK_ADDR / PAGE_SIZE, leaf | PTE_WRITABLE, true);
-  for (let a = PML4_ADDR; a < PT_BASE_ADDR + count * PAGE_SIZE; a += PAGE_SIZE) {
-    set(a / PAGE_SIZE, leaf, true);
-  }
+  for (let a = PML4_ADDR; a < end; a += PAGE_SIZE) set(a / PAGE_SIZE, leaf, true);
 
   for (const s of segments) {
     const first = Math.floor((layout.imageBase + s.vaddr) / PAGE_SIZE);
@@ -368,6 +409,14 @@ export function writePageTables(
       else set(p, low, !executable);
     }
   }
+}
+
+/** The first byte after the page tables (the identity map's, then the Wasm reservation's). */
+export function pageTablesEnd(layout: MemoryLayout): number {
+  const wasm = layout.wasmReservationSize / MEMORY_ALIGN;
+  return layout.wasmTablesAddr !== 0
+    ? layout.wasmTablesAddr + (2 + wasm) * PAGE_SIZE
+    : PT_BASE_ADDR + layout.pageTableCount * PAGE_SIZE;
 }
 
 /** Bit 7 of a page-directory entry: it maps a 2 MiB page itself (no page table below it). */
@@ -390,7 +439,7 @@ function plainChunks(layout: MemoryLayout, segments: readonly ElfSegment[]): Uin
   special(SYSTEM_TABLES_ADDR, SYSTEM_TABLES_ADDR + SYSTEM_TABLES_SIZE);
   special(STUBS_ADDR, STUBS_ADDR + PAGE_SIZE);
   special(RING0_STACK_ADDR, RING0_STACK_ADDR + PAGE_SIZE);
-  special(PML4_ADDR, PT_BASE_ADDR + layout.pageTableCount * PAGE_SIZE);
+  special(PML4_ADDR, pageTablesEnd(layout));
   special(layout.guardAddr, layout.guardAddr + PAGE_SIZE);
   // The code region and whatever lies above guest memory: never one plain 2 MiB page.
   if (layout.memorySize < layout.pageTableCount * MEMORY_ALIGN) {
@@ -428,6 +477,10 @@ export function writePeb(mem: Uint8Array, layout: MemoryLayout): void {
   setU64(view, PebOffset.imageBase, layout.imageBase);
   setU64(view, PebOffset.imageSize, layout.imageSize);
   setU64(view, PebOffset.memorySize, layout.memorySize);
+  if (layout.wasmReservationSize !== 0) {
+    setU64(view, PebOffset.wasmReservationAddr, WASM_RESERVATION_ADDR);
+    setU64(view, PebOffset.wasmReservationSize, layout.wasmReservationSize);
+  }
 }
 
 /** Reads the `guest_abi_version` the guest wrote into the PEB during init (0 if it did not). */

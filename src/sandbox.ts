@@ -5,7 +5,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { ABI_VERSION, FRAME_HEADER_SIZE } from "./abi.ts";
+import { ABI_VERSION, FRAME_HEADER_SIZE, WASM_MAP_FUNCTION } from "./abi.ts";
 import {
   ArgumentError,
   CancelledError,
@@ -42,6 +42,7 @@ import {
   type MemoryLayout,
   readGuestAbiVersion,
 } from "./layout.ts";
+import { droppedByRestore, mapWasmMemory, wasmMapping } from "./wasm_reservation.ts";
 import { exitStep, serveHostCall } from "./call/protocol.ts";
 import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
@@ -302,18 +303,24 @@ export class Sandbox implements AsyncDisposable {
   static #traced(
     options: SandboxOptions | SnapshotSandboxOptions,
     code: MemorySnapshotHandle | undefined,
+    wasmReservationSize = 0,
   ): Promise<Sandbox> {
     const path = typeof options === "object" && options !== null && "snapshot" in options &&
         options.snapshot !== undefined
       ? "snapshot"
       : "cold";
-    return traceCreate("native", undefined, path, () => Sandbox.#create(options, code));
+    return traceCreate(
+      "native",
+      undefined,
+      path,
+      () => Sandbox.#create(options, code, true, wasmReservationSize),
+    );
   }
 
   static {
     // The library's privileged operations on a sandbox (sandbox_internal.ts), registered once.
     registerSandbox({
-      createWithCode: (options, code) => Sandbox.#traced(options, code),
+      createWithCode: (options, code, wasm) => Sandbox.#traced(options, code, wasm),
       createUnlinked: (options) => Sandbox.#create(options, undefined, false),
       codeAddr: (sandbox) => sandbox.#layout.codeAddr,
       poison: (sandbox, error) => {
@@ -321,6 +328,24 @@ export class Sandbox implements AsyncDisposable {
       },
       handOver: (sandbox) => sandbox.#handOver(),
     });
+  }
+
+  /**
+   * The host function `name` as the guest's host calls see it: the caller's, or for
+   * `hl_wasm_map` in a sandbox with a Wasm reservation, the host's own (wasm_reservation.ts).
+   */
+  #hostFunction(name: string): HostFunction | undefined {
+    if (name !== WASM_MAP_FUNCTION || this.#layout.wasmReservationSize === 0) {
+      return this.#hostFunctions.get(name);
+    }
+    return {
+      params: ["u64", "u64"],
+      result: "void",
+      fn: (base: bigint, bytes: bigint) => {
+        const drop = mapWasmMemory(this.#memory!, this.#layout, Number(base), Number(bytes));
+        if (drop) this.#vm!.dropMemory(drop.offset, drop.length);
+      },
+    };
   }
 
   /** `handOverSandbox` (sandbox_internal.ts): revokes this handle and moves its VM into a new one. */
@@ -359,6 +384,7 @@ export class Sandbox implements AsyncDisposable {
     options: SandboxOptions | SnapshotSandboxOptions,
     code: MemorySnapshotHandle | undefined,
     link = true,
+    wasmReservationSize = 0,
   ): Promise<Sandbox> {
     if (typeof options !== "object" || options === null) {
       throw new ArgumentError("Sandbox.create takes an options object with a `guest`");
@@ -376,7 +402,7 @@ export class Sandbox implements AsyncDisposable {
     const bytes = await readSource(options.guest, "guest");
     const image = guestImages.get(bytes, guestImage);
     const elf = image.elf;
-    const layout = computeLayout(elf, { ...options, codeSize: code?.size });
+    const layout = computeLayout(elf, { ...options, codeSize: code?.size, wasmReservationSize });
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
     try {
@@ -527,7 +553,12 @@ export class Sandbox implements AsyncDisposable {
     const vm = this.#vm!;
     let pages: number;
     try {
+      const wasm = this.#layout.wasmReservationSize !== 0;
+      const before = wasm ? wasmMapping(this.#memory!, this.#layout) : undefined;
       pages = vm.restore(state.memory, state.vcpu);
+      // Reservation pages the snapshot does not map: KVM must forget them (wasm_reservation.ts).
+      const drop = before && droppedByRestore(before, wasmMapping(this.#memory!, this.#layout));
+      if (drop) vm.dropMemory(drop.offset, drop.length);
     } catch (e) {
       // A restore that fails part-way may leave memory and vCPU state half restored: the VM
       // serves nobody until a restore succeeds.
@@ -968,7 +999,7 @@ export class Sandbox implements AsyncDisposable {
       hostCall: (name, args, isSync) => {
         const traced = this.#trace?.hostCall(name);
         return serveHostCall(
-          this.#hostFunctions.get(name),
+          this.#hostFunction(name),
           name,
           args,
           (frame) => {

@@ -19,7 +19,11 @@ import type { WasmSandbox } from "./wasm/sandbox.ts";
 /** What `Sandbox` registers. */
 export interface SandboxInternals {
   /** `Sandbox.create` with host-published code mapped at `MemoryLayout.codeAddr`. */
-  createWithCode(options: SandboxOptions, code: MemorySnapshotHandle | undefined): Promise<Sandbox>;
+  createWithCode(
+    options: SandboxOptions,
+    code: MemorySnapshotHandle | undefined,
+    wasmReservationSize?: number,
+  ): Promise<Sandbox>;
   /** `Sandbox.create` without the check of the guest's declared host imports. */
   createUnlinked(options: SandboxOptions): Promise<Sandbox>;
   /** Where the sandbox's host-published code is mapped. */
@@ -103,8 +107,9 @@ export function registerWasmSandbox(ops: WasmSandboxInternals): void {
 export function createSandboxWithCode(
   options: SandboxOptions,
   code: MemorySnapshotHandle,
+  wasmReservationSize = 0,
 ): Promise<Sandbox> {
-  return sandbox.ops.createWithCode(options, code);
+  return sandbox.ops.createWithCode(options, code, wasmReservationSize);
 }
 
 /**

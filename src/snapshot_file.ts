@@ -312,6 +312,8 @@ const LAYOUT_KEYS = [
   "stackTop",
   "codeAddr",
   "codeSize",
+  "wasmReservationSize",
+  "wasmTablesAddr",
 ] as const;
 
 /**

@@ -96,25 +96,38 @@ function interruptGate(handler: number, dpl: number): [bigint, bigint] {
   return [low, h >> 32n];
 }
 
+/** The page-fault vector. */
+export const PAGE_FAULT_VECTOR = 14;
+
+/**
+ * The vectors whose stubs can return to the guest (docs/abi.md, "Wasm guard pages"): #DE and #UD
+ * (wasmtime's traps with signals-based traps: `ud2`, a division by zero) and #PF (a bounds trap).
+ */
+export const DELIVERABLE_VECTORS: ReadonlySet<number> = new Set([0, 6, PAGE_FAULT_VECTOR]);
+
+/**
+ * Offset in a deliverable vector's stub of its return path (`iretq`, after `add rsp, 8` for #PF's
+ * error code): right after the `out`, where the vCPU is at the FAULT exit. The host resumes it
+ * only to deliver a Wasm trap, after rewriting the CPU's frame on the ring-0 stack.
+ */
+export const STUB_RESUME = 7;
+
 /**
  * One stub per vector, `STUB_SIZE` bytes each: `mov al, vector; mov dx, FAULT; out dx, al;
- * hlt; jmp back to the hlt`, padded with `int3`. The stubs run at CPL 0; on paravirtual KVM that
- * code is emulated, so it stays this small and free of SSE. The host never resumes them.
+ * hlt; jmp back to the hlt`, padded with `int3`; the stubs of `DELIVERABLE_VECTORS` instead
+ * continue after their `out` with `iretq` (#PF: `add rsp, 8; iretq`, dropping the error code),
+ * which returns to the frame's RIP at CPL 3 and runs only when the host delivers a fault. The stubs
+ * run at CPL 0; on paravirtual KVM that code is emulated, so it stays this small and free of SSE.
  */
 export function exceptionStub(vector: number): Uint8Array {
   const stub = new Uint8Array(STUB_SIZE).fill(0xcc);
-  stub.set([
-    0xb0,
-    vector,
-    0x66,
-    0xba,
-    Port.FAULT & 0xff,
-    Port.FAULT >> 8,
-    0xee,
-    0xf4,
-    0xeb,
-    0xfd,
-  ]);
+  const exit = [0xb0, vector, 0x66, 0xba, Port.FAULT & 0xff, Port.FAULT >> 8, 0xee];
+  const tail = vector === PAGE_FAULT_VECTOR
+    ? [0x48, 0x83, 0xc4, 0x08, 0x48, 0xcf]
+    : DELIVERABLE_VECTORS.has(vector)
+    ? [0x48, 0xcf]
+    : [0xf4, 0xeb, 0xfd];
+  stub.set([...exit, ...tail]);
   return stub;
 }
 

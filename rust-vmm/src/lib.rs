@@ -25,7 +25,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 10;
+pub const CDYLIB_ABI_VERSION: u32 = 11;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -219,6 +219,20 @@ pub extern "C" fn hl_vm_memory_ptr(vm: u32, slot: u32) -> *mut u8 {
 #[no_mangle]
 pub extern "C" fn hl_vm_memory_reset(vm: u32, slot: u32) -> i32 {
     guard(vm, || vm::lookup(vm)?.memory(slot)?.reset().map(|_| 0))
+}
+
+/// `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (since
+/// version 11; op 27): drops the pages of `[offset, offset + len)` of a slot (page-aligned), which then
+/// read as the slot's base content (its snapshot, or zeros), and makes KVM forget every
+/// translation of them. For page-table entries the host cleared (docs/wasm.md, "Guard pages").
+#[no_mangle]
+pub extern "C" fn hl_vm_memory_drop(vm: u32, slot: u32, offset: u64, len: u64) -> i32 {
+    guard(vm, || {
+        vm::lookup(vm)?
+            .memory(slot)?
+            .drop_range(offset, len)
+            .map(|_| 0)
+    })
 }
 
 /// `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])`: starts the VM's vCPU
@@ -801,6 +815,7 @@ pub mod op {
     pub const SNAPSHOT_LOAD_PAGES: u32 = 24;
     pub const SNAPSHOT_MAP_FILE: u32 = 25;
     pub const GLOBAL_STATS: u32 = 26;
+    pub const VM_MEMORY_DROP: u32 = 27;
 }
 
 /// `int32_t hl_op(uint32_t op, uint64_t args[8])` (version 10): calls the entry point numbered
@@ -882,6 +897,7 @@ pub unsafe extern "C" fn hl_op(op: u32, args: *mut u64) -> i32 {
                     hl_snapshot_map_file(p(0), w(1)?, a[2], a[3], w(4)?, p(5).cast())
                 }
                 op::GLOBAL_STATS => hl_global_stats(p(0).cast()),
+                op::VM_MEMORY_DROP => hl_vm_memory_drop(w(0)?, w(1)?, a[2], a[3]),
                 _ => return Err(Error::invalid_argument(format!("hl_op: unknown op {op}"))),
             }
         };

@@ -612,6 +612,43 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Drops the private pages of `[offset, offset + len)` (page-aligned, inside the region): they
+    /// read as the region's base content again (the snapshot it maps, or zeros), and KVM forgets
+    /// every translation of them (its MMU notifier runs for the whole range, present pages or
+    /// not). The host uses it after clearing page-table entries the guest may have used: a guest
+    /// page table written from here is not write-tracked by KVM's shadow MMU, so a cleared entry
+    /// alone can leave the old translation in use (docs/wasm.md, "Guard pages").
+    pub fn drop_range(&self, offset: u64, len: u64) -> Result<()> {
+        let end = offset.checked_add(len);
+        if !offset.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || end.is_none_or(|e| e > self.size)
+        {
+            return Err(Error::invalid_argument(format!(
+                "drop range {offset:#x}+{len:#x} is not page-aligned inside the {:#x}-byte region",
+                self.size
+            )));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `[offset, offset + len)` lies inside our own mapping (checked above).
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.add(offset as usize).cast(),
+                len as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::os(
+                "madvise(MADV_DONTNEED)",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Copies the region's content into a new sealed memfd, writing only non-zero pages. The
     /// pages looked at are those this process has a page-table entry for (`/proc/self/pagemap`:
     /// present or swapped: everything the guest or host wrote) and those of the snapshot the
@@ -1171,6 +1208,7 @@ impl Drop for GuestMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
 
     #[test]
     fn requests_are_checked_before_anything_is_allocated() {
@@ -1310,6 +1348,30 @@ mod tests {
                 .any(|l| l.starts_with(&at) && l.contains("hl-code")),
             "unmapped with the snapshot"
         );
+    }
+
+    #[test]
+    fn a_dropped_range_reads_its_base_content_and_bad_ranges_are_refused() {
+        let mem = GuestMemory::new(0, 4 * PAGE_SIZE).unwrap();
+        let bytes = mem.host_ptr();
+        // SAFETY: four pages of our own mapping.
+        let page = |i: usize| unsafe { *bytes.add(i * PAGE_SIZE as usize) };
+        for i in 0..4 {
+            // SAFETY: as above.
+            unsafe { *bytes.add(i * PAGE_SIZE as usize) = 7 };
+        }
+        mem.drop_range(PAGE_SIZE, 2 * PAGE_SIZE).unwrap();
+        assert_eq!([page(0), page(1), page(2), page(3)], [7, 0, 0, 7]);
+        mem.drop_range(4 * PAGE_SIZE, 0).unwrap();
+        for (offset, len) in [
+            (1, PAGE_SIZE),
+            (0, 5 * PAGE_SIZE),
+            (4 * PAGE_SIZE, PAGE_SIZE),
+        ] {
+            let err = mem.drop_range(offset, len).unwrap_err();
+            assert_eq!(err.code, Code::InvalidArgument, "{offset:#x}+{len:#x}");
+        }
+        assert!(mem.drop_range(PAGE_SIZE, u64::MAX - PAGE_SIZE + 1).is_err());
     }
 
     #[test]

@@ -652,7 +652,7 @@ fn op_call(code: u32, args: &[u64]) -> (i32, [u64; OP_WORDS]) {
 
 #[test]
 fn hl_op_refuses_what_it_cannot_dispatch() {
-    assert_eq!(hl_abi_version(), 10);
+    assert_eq!(hl_abi_version(), 11);
     // SAFETY: a null block is refused before it is read.
     assert_eq!(unsafe { hl_op(op::VM_DESTROY, std::ptr::null_mut()) }, -2);
     let mut message = [0u8; 256];
@@ -667,7 +667,7 @@ fn hl_op_refuses_what_it_cannot_dispatch() {
         "{}",
         last(&mut message)
     );
-    assert_eq!(op_call(op::GLOBAL_STATS + 1, &[]).0, -2);
+    assert_eq!(op_call(op::VM_MEMORY_DROP + 1, &[]).0, -2);
     // A 32-bit argument out of range is refused, not truncated to another handle.
     assert_eq!(op_call(op::VM_DESTROY, &[1 << 32]).0, -2);
     assert!(last(&mut message).contains("32 bits"));
@@ -686,6 +686,7 @@ fn hl_op_refuses_what_it_cannot_dispatch() {
     assert_eq!(op_call(op::GLOBAL_STATS, &[0]).0, -2);
     assert_eq!(op_call(op::VM_DESTROY, &[0xdead]).0, -1);
     assert_eq!(op_call(op::SNAPSHOT_RELEASE, &[0xdead]).0, -1);
+    assert_eq!(op_call(op::VM_MEMORY_DROP, &[0xdead, 0, 0, 4096]).0, -1);
 }
 
 #[test]

@@ -7,7 +7,17 @@
  * @module
  */
 
-import { LogLevel, Port } from "../abi.ts";
+import {
+  LogLevel,
+  NULL_PAGE_ADDR,
+  PAGE_SIZE,
+  PEB_ADDR,
+  PebOffset,
+  Port,
+  RING0_STACK_TOP,
+  STUB_SIZE,
+  STUBS_ADDR,
+} from "../abi.ts";
 import {
   GuestFaultError,
   GuestPanicError,
@@ -18,7 +28,14 @@ import {
 } from "../errors.ts";
 import { type Frame, type FrameDecoder, fromValue, toValue, type Value } from "../wire.ts";
 import { isInGuardPage, type MemoryLayout } from "../layout.ts";
-import { readCpuFault, stubVector } from "../system.ts";
+import {
+  DELIVERABLE_VECTORS,
+  PAGE_FAULT_VECTOR,
+  readCpuFault,
+  STUB_RESUME,
+  stubVector,
+} from "../system.ts";
+import { inWasmReservation } from "../wasm_reservation.ts";
 import { ExitKind, type MicroVm } from "../ffi/vm.ts";
 import type { HostFunction } from "./types.ts";
 import { describeThrown, isInstance } from "./describe.ts";
@@ -132,6 +149,7 @@ function portStep(ctx: ExitContext, port: number, what: string): Step {
       throw new ProtocolError(`${what}: expected a PANIC frame with ABORT, got ${frame.kind}`);
     }
     case Port.FAULT:
+      if (deliverWasmFault(ctx)) return { kind: "resume" };
       throw cpuFault(ctx, what);
     default:
       throw new ProtocolError(
@@ -175,6 +193,57 @@ function cpuFault(ctx: ExitContext, what: string): GuestFaultError | ProtocolErr
   // Decided from the host's own layout, not the PEB: the guest can write the PEB.
   const stackOverflow = vector === 14 && isInGuardPage(ctx.layout, special.cr2);
   return stackOverflow ? new StackOverflowError(details) : new GuestFaultError(details);
+}
+
+/** Bytes below a SysV function's stack pointer that it may use without moving it. */
+const RED_ZONE = 128n;
+
+/**
+ * Delivers a Wasm trap (docs/abi.md, "Wasm guard pages"): a #DE or #UD at CPL 3 (wasmtime's trap
+ * instructions), or a not-present #PF at CPL 3 whose address lies in the Wasm reservation (a
+ * bounds trap) or the null page (a null reference), whose RIP lies in the host-published code, becomes a call of the guest's trap
+ * entry (`wasm_trap_entry` in the PEB, inside the guest image) as `entry(rip, rbp, has_address,
+ * cr2)` on the faulting stack below its red zone, through the stub's `iretq`. Returns false for
+ * every other fault, which stays fatal. Everything it checks comes from the CPU's frame, the vCPU
+ * and the host's own layout, except the entry, which only selects where in the guest's own image
+ * it resumes at CPL 3.
+ */
+function deliverWasmFault(ctx: ExitContext): boolean {
+  const layout = ctx.layout;
+  if (layout.wasmReservationSize === 0 || layout.codeSize === 0) return false;
+  const regs = ctx.vm.getRegisters();
+  const special = ctx.vm.getSpecialRegisters();
+  const vector = stubVector(regs.rip, special.cs);
+  if (vector === undefined || !DELIVERABLE_VECTORS.has(vector)) return false;
+  const frame = readCpuFault(ctx.memory, vector);
+  if ((frame.cs & 3n) !== 3n) return false;
+  const pageFault = vector === PAGE_FAULT_VECTOR;
+  // Not present, and in the reservation (a bounds trap) or the null page (wasmtime's null
+  // reference checks load through the null pointer).
+  const trapAddress = inWasmReservation(layout, special.cr2) ||
+    (special.cr2 >= BigInt(NULL_PAGE_ADDR) && special.cr2 < BigInt(NULL_PAGE_ADDR + PAGE_SIZE));
+  if (pageFault && (((frame.errorCode ?? 1n) & 1n) !== 0n || !trapAddress)) return false;
+  const code = BigInt(layout.codeAddr);
+  if (frame.rip < code || frame.rip >= code + BigInt(layout.codeSize)) return false;
+  const view = new DataView(ctx.memory.buffer, ctx.memory.byteOffset, ctx.memory.byteLength);
+  const entry = view.getBigUint64(PEB_ADDR + PebOffset.wasmTrapEntry, true);
+  const image = BigInt(layout.imageAddr);
+  if (entry < image || entry >= image + BigInt(layout.imageSize)) return false;
+  const rsp = ((frame.rsp - RED_ZONE) & ~15n) - 8n;
+  if (rsp < BigInt(layout.stackAddr) || frame.rsp > BigInt(layout.stackTop)) return false;
+  // The CPU's frame on the ring-0 stack: RIP at top - 40, RSP at top - 16 (CS, RFLAGS and SS
+  // stay as the CPU pushed them: CPL 3).
+  view.setBigUint64(RING0_STACK_TOP - 40, entry, true);
+  view.setBigUint64(RING0_STACK_TOP - 16, rsp, true);
+  ctx.vm.setRegisters({
+    ...regs,
+    rip: BigInt(STUBS_ADDR + vector * STUB_SIZE + STUB_RESUME),
+    rdi: frame.rip,
+    rsi: regs.rbp,
+    rdx: pageFault ? 1n : 0n,
+    rcx: pageFault ? special.cr2 : 0n,
+  });
+  return true;
 }
 
 /** Where a host call's answer goes: the input buffer's encoder, and how much fits. */

@@ -10,7 +10,7 @@ import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../erro
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 10;
+export const CDYLIB_ABI_VERSION = 11;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -32,6 +32,8 @@ export const symbols = {
   hl_vm_memory_ptr: { parameters: ["u32", "u32"], result: "pointer" },
   /** `int32_t hl_vm_memory_reset(uint32_t vm, uint32_t slot)` */
   hl_vm_memory_reset: { parameters: ["u32", "u32"], result: "i32" },
+  /** `int32_t hl_vm_memory_drop(uint32_t vm, uint32_t slot, uint64_t offset, uint64_t len)` (v11) */
+  hl_vm_memory_drop: { parameters: ["u32", "u32", "u64", "u64"], result: "i32" },
   /** `int32_t hl_vcpu_create(uint32_t vm, const uint64_t config[10])` */
   hl_vcpu_create: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t hl_vcpu_create_start(uint32_t vm, const uint64_t config[10])`: the next vCPU call waits */
@@ -132,6 +134,7 @@ export const OPS = {
   hl_snapshot_load_pages: 24,
   hl_snapshot_map_file: 25,
   hl_global_stats: 26,
+  hl_vm_memory_drop: 27,
 } as const satisfies Partial<Record<keyof typeof symbols, number>>;
 
 /**

@@ -514,6 +514,17 @@ export class MicroVm {
     );
   }
 
+  /**
+   * Drops the pages of `[offset, offset + length)` of memory slot `slot` (page-aligned): they read
+   * as the slot's base content again (its snapshot, or zeros) and the hypervisor forgets every
+   * translation of them. Call it after clearing page-table entries the guest may have used: KVM
+   * does not notice the host's writes to guest page tables (docs/wasm.md, "Guard pages").
+   */
+  dropMemory(offset: number, length: number, slot = 0): void {
+    const vm = this.#live();
+    check(this.#lib, this.#lib.hl_vm_memory_drop(vm, slot, BigInt(offset), BigInt(length)), vm);
+  }
+
   /** The vCPU's complete state as an opaque blob (for {@linkcode setState}). */
   getState(): Uint8Array {
     const vm = this.#live();

@@ -467,7 +467,13 @@ export class WasmSandbox implements AsyncDisposable {
     let sandbox: Sandbox;
     try {
       sandbox = image
-        ? await createSandboxWithCode(sandboxOptions, image.code)
+        ? await createSandboxWithCode(
+          sandboxOptions,
+          image.code,
+          // Guard pages (docs/wasm.md): the guest maps its linear memory, up to the store limit,
+          // into a reservation the host lays out.
+          Math.min(Math.ceil(maxMemory / (2 * MIB)) * 2 * MIB, 1024 * MIB),
+        )
         : await Sandbox.create(sandboxOptions);
     } finally {
       image?.code.release(); // The sandbox holds its own reference.

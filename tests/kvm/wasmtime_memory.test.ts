@@ -15,14 +15,21 @@ import { kvmTest } from "./_kvm.ts";
 
 const MIB = 1 << 20;
 
-/** A bare wasmtime-runtime guest with grow.wasm instantiated under a store limit of `limit`. */
-async function grower(limit: bigint) {
+/**
+ * A bare wasmtime-runtime guest with grow.wasm instantiated under a store limit of `limit`, with
+ * a guard-page reservation of `reservation` bytes (docs/abi.md, "Wasm guard pages").
+ */
+async function grower(limit: bigint, reservation: number) {
   const image = await codeImage(fixtureBytes("grow"), false);
-  const sb = await createSandboxWithCode({
-    guest: findGuest("wasmtime-runtime"),
-    heapSize: 256 * MIB,
-    stackSize: 4 * MIB,
-  }, image.code);
+  const sb = await createSandboxWithCode(
+    {
+      guest: findGuest("wasmtime-runtime"),
+      heapSize: 256 * MIB,
+      stackSize: 4 * MIB,
+    },
+    image.code,
+    reservation,
+  );
   image.code.release();
   const load = new Writer();
   load.u64(0n);
@@ -45,7 +52,7 @@ async function grower(limit: bigint) {
 }
 
 kvmTest("wasmtime: memory.grow to 64 MiB inside the store limit copies 0 bytes", async () => {
-  const { sb, invoke, copied } = await grower(128n * BigInt(MIB));
+  const { sb, invoke, copied } = await grower(128n * BigInt(MIB), 128 * MIB);
   await using _ = sb;
   await invoke("poke", 100, 42);
   assert.equal(await invoke("grow", 1023), 1); // 64 KiB → 64 MiB
@@ -61,9 +68,10 @@ kvmTest("wasmtime: memory.grow to 64 MiB inside the store limit copies 0 bytes",
 kvmTest(
   "wasmtime: a memory whose reserve does not fit the heap moves on grow, counted",
   async () => {
-    // No store limit and no declared maximum: a 4 GiB reserve does not fit a 256 MiB heap, so the
-    // memory starts at its minimum and the first grow moves it (what every grow did before).
-    const { sb, invoke, copied } = await grower(0n);
+    // No store limit and no declared maximum: a reserve of the whole 1 GiB reservation does not fit
+    // a 256 MiB heap, so the memory starts at its minimum and the first grow moves it to a larger
+    // block (what every grow did before), still at the reservation's address.
+    const { sb, invoke, copied } = await grower(0n, 1024 * MIB);
     await using _ = sb;
     await invoke("poke", 100, 42);
     assert.equal(await invoke("grow", 15), 1);

@@ -15,7 +15,9 @@ import {
 } from "../../src/abi.ts";
 import {
   exceptionStub,
+  PAGE_FAULT_VECTOR,
   readCpuFault,
+  STUB_RESUME,
   stubVector,
   TSS_LIMIT,
   writeSystemTables,
@@ -94,22 +96,24 @@ Deno.test("system tables", async (t) => {
     assert.ok(!allowed(0x80, 1));
   });
 
-  await t.step("stubs: mov al, vector; mov dx, FAULT; out dx, al; hlt", () => {
-    for (let v = 0; v < EXCEPTION_VECTORS; v++) {
-      const stub = mem.subarray(STUBS_ADDR + v * STUB_SIZE, STUBS_ADDR + (v + 1) * STUB_SIZE);
-      assert.deepEqual(stub, exceptionStub(v));
-      assert.deepEqual([...stub.subarray(0, 8)], [
-        0xb0,
-        v,
-        0x66,
-        0xba,
-        Port.FAULT & 0xff,
-        Port.FAULT >> 8,
-        0xee,
-        0xf4,
-      ]);
-    }
-  });
+  await t.step(
+    "stubs: mov al, vector; mov dx, FAULT; out dx, al; hlt (#DE, #UD, #PF: iretq)",
+    () => {
+      for (let v = 0; v < EXCEPTION_VECTORS; v++) {
+        const stub = mem.subarray(STUBS_ADDR + v * STUB_SIZE, STUBS_ADDR + (v + 1) * STUB_SIZE);
+        assert.deepEqual(stub, exceptionStub(v));
+        const exit = [0xb0, v, 0x66, 0xba, Port.FAULT & 0xff, Port.FAULT >> 8, 0xee];
+        // add rsp, 8 (#PF's error code); iretq — resumed only when the host delivers a Wasm trap.
+        const tail = v === PAGE_FAULT_VECTOR
+          ? [0x48, 0x83, 0xc4, 0x08, 0x48, 0xcf]
+          : v === 0 || v === 6
+          ? [0x48, 0xcf]
+          : [0xf4];
+        assert.deepEqual([...stub.subarray(0, exit.length + tail.length)], [...exit, ...tail]);
+        assert.equal(STUB_RESUME, exit.length);
+      }
+    },
+  );
 });
 
 Deno.test("fault decoding", async (t) => {

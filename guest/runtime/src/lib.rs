@@ -57,7 +57,7 @@ pub use hl_wire::{Value, ValueType};
 pub use host::{
     HTTP_FETCH, HostError, HostImport, LogLevel, call_host, call_host_as, http_fetch, log,
 };
-pub use peb::buffer_sizes;
+pub use peb::{buffer_sizes, set_wasm_trap_entry, wasm_reservation};
 
 /// Items the macros expand to; not a stable API.
 #[doc(hidden)]

@@ -17,6 +17,8 @@ use hl_wire::peb_offset::{
     IMAGE_SIZE as OFF_IMAGE_SIZE, INPUT_ADDR as OFF_INPUT_ADDR, INPUT_SIZE as OFF_INPUT_SIZE,
     MAGIC as OFF_MAGIC, MEMORY_SIZE as OFF_MEMORY_SIZE, OUTPUT_ADDR as OFF_OUTPUT_ADDR,
     OUTPUT_SIZE as OFF_OUTPUT_SIZE, STACK_SIZE as OFF_STACK_SIZE, STACK_TOP as OFF_STACK_TOP,
+    WASM_RESERVATION_ADDR as OFF_WASM_RESERVATION_ADDR,
+    WASM_RESERVATION_SIZE as OFF_WASM_RESERVATION_SIZE, WASM_TRAP_ENTRY as OFF_WASM_TRAP_ENTRY,
 };
 const PEB_SIZE: u64 = 0x1000;
 
@@ -43,7 +45,7 @@ pub fn buffer_sizes() -> (usize, usize) {
 
 fn read_u64(peb: usize, off: usize) -> u64 {
     // SAFETY: `peb` is the PEB address the host passed in RDI (a mapped, 8-aligned page of
-    // guest memory per the ABI); every offset used is a u64 field inside its first 0x70 bytes.
+    // guest memory per the ABI); every offset used is a u64 field inside its first 0x88 bytes.
     unsafe { ptr::with_exposed_provenance::<u64>(peb + off).read_volatile() }
 }
 
@@ -167,6 +169,33 @@ pub(crate) fn write_guest_abi_version() {
         unsafe {
             ptr::with_exposed_provenance_mut::<u32>(peb + OFF_GUEST_ABI_VERSION)
                 .write_volatile(ABI_VERSION);
+        }
+    }
+}
+
+/// The Wasm guard-page reservation the host laid out (docs/abi.md, "Wasm guard pages"):
+/// `(address, bytes the host may map there)`, or `None` (none, or before the PEB was checked).
+/// Read each time: the PEB is the guest's own memory, and only the host's page tables decide
+/// what is mapped.
+pub fn wasm_reservation() -> Option<(u64, u64)> {
+    let peb = PEB_ADDR.load(Ordering::Relaxed);
+    if peb == 0 {
+        return None;
+    }
+    let addr = read_u64(peb, OFF_WASM_RESERVATION_ADDR);
+    let size = read_u64(peb, OFF_WASM_RESERVATION_SIZE);
+    (addr != 0 && size != 0).then_some((addr, size))
+}
+
+/// Writes `wasm_trap_entry` into the PEB: where the host delivers a guard-page fault.
+pub fn set_wasm_trap_entry(entry: u64) {
+    let peb = PEB_ADDR.load(Ordering::Relaxed);
+    if peb != 0 {
+        // SAFETY: `peb` passed the checks in `init`; `wasm_trap_entry` is a guest-written u64
+        // inside the PEB page.
+        unsafe {
+            ptr::with_exposed_provenance_mut::<u64>(peb + OFF_WASM_TRAP_ENTRY)
+                .write_volatile(entry);
         }
     }
 }

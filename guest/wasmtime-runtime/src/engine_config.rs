@@ -3,13 +3,23 @@
 //! engine whose settings match the compiler's, so this one file is compiled into both crates
 //! (`#[path]` include): the two sides cannot drift apart. docs/design.md, "Wasm engines".
 //!
-//! The guest has no virtual memory, no signals and no OS: linear memories are heap allocations
-//! (wasmtime reserves nothing and places no guard pages; the guest's memory creator, `memory.rs`,
-//! sizes each allocation to the memory's reachable size so it grows in place; no copy-on-write
-//! init), traps are explicit checks, and Wasm stack overflow is caught by wasmtime's own check
-//! against `max_wasm_stack`.
+//! The guest has no OS and never writes page tables: a linear memory is a heap block that the host
+//! maps at the start of a 4 GiB + guard reservation it laid out (`memory.rs`, docs/abi.md "Wasm
+//! guard pages"), so loads and stores carry no bounds checks; an access past the mapped size
+//! faults and the host delivers the fault to wasmtime's trap handler (`platform.rs`). No
+//! copy-on-write init; Wasm stack overflow is caught by wasmtime's own check against
+//! `max_wasm_stack`.
 
 use wasmtime::Config;
+
+/// The linear-memory reservation wasmtime compiles for (bytes): a 32-bit memory's whole index
+/// space, so loads and stores need no bounds check; the guest maps it at the host's reservation
+/// (`WASM_RESERVATION_ADDR`, docs/abi.md "Wasm guard pages").
+pub const MEMORY_RESERVATION: usize = 1 << 32;
+
+/// The guard after the reservation (bytes): wasmtime's default, which lets it drop the checks for
+/// static offsets below it. The host's `WASM_RESERVATION_SPAN` is the two together.
+pub const MEMORY_GUARD_SIZE: usize = 32 << 20;
 
 /// The most Wasm stack wasmtime lets a call use (bytes): the engine's setting here, and the cap of
 /// the guest's own limit, which it derives from the guest stack the host gave it (`stackSize`
@@ -42,16 +52,25 @@ pub const BASELINE_CRANELIFT_FLAGS: &[&str] = &[
 /// and wasmtime's compatibility hash did not change with it).
 /// 2: the exception-handling proposal is on (wasmtime's `gc` build feature; the GC and
 /// function-references proposals stay off), for the `full` Python runtime.
+/// 3: bounds checks by guard pages (`signals_based_traps`, a 4 GiB reservation and a 32 MiB
+/// guard) instead of explicit checks.
 #[allow(dead_code)]
-pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSION: u32 = 3;
 
 /// Applies the shared settings. `fuel` turns on fuel metering, which changes the generated code,
 /// so metered and unmetered modules are two different artifacts.
 pub fn configure(cfg: &mut Config, fuel: bool) {
-    cfg.signals_based_traps(false)
-        .memory_reservation(0)
-        .memory_guard_size(0)
+    cfg.signals_based_traps(true)
+        .memory_reservation(MEMORY_RESERVATION as u64)
+        .memory_guard_size(MEMORY_GUARD_SIZE as u64)
         .memory_reservation_for_growth(0)
+        // The GC heap (exception objects) stays a heap allocation with explicit checks, as before
+        // guard pages: the guest has one reservation, for the linear memory. These are what
+        // wasmtime picks itself without virtual memory or native signals.
+        .gc_heap_reservation(0)
+        .gc_heap_guard_size(0)
+        .gc_heap_reservation_for_growth(1 << 20)
+        .gc_heap_may_move(true)
         .memory_init_cow(false)
         .max_wasm_stack(MAX_WASM_STACK)
         // Unused (calls are synchronous, on the guest's own stack), but wasmtime refuses a

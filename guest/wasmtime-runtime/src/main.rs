@@ -127,6 +127,8 @@ fn engine(
     cfg.with_custom_code_memory(Some(Arc::new(code)));
     // Linear memories reserve their reachable size up front and grow in place (`memory.rs`).
     cfg.with_host_memory(Arc::new(memory::Creator));
+    // Bounds are checked by guard pages: the host delivers their faults here (`platform.rs`).
+    platform::publish_trap_entry();
     // SAFETY: `detect` answers from this vCPU's CPUID, and only "yes" for features whose state the
     // VM enables (SSE; never AVX, whose XSAVE state is off).
     unsafe {

@@ -14,7 +14,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
@@ -140,20 +140,222 @@ unsafe impl LinearMemory for Reserved {
     }
 }
 
-// SAFETY: every memory it returns is zero-filled for its minimum and owns its allocation;
-// `reserved_size_in_bytes` is 0 and the guard size 0 with this guest's engine config (bounds are
-// checked in code), so no reservation or guard is promised.
+/// Whether a [`Guarded`] memory holds the reservation (there is one per sandbox).
+static RESERVATION_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// The host function that maps the reservation (docs/abi.md, "Wasm guard pages").
+const WASM_MAP: &str = "hl_wasm_map";
+
+/// Whether the heap has a block of `bytes` now (it is freed again at once).
+fn allocate_fits(bytes: usize) -> bool {
+    match (allocate(bytes), layout(bytes)) {
+        (Some(p), Some(l)) => {
+            // SAFETY: `p` was just allocated with layout `l`.
+            unsafe { alloc::alloc::dealloc(p.as_ptr(), l) };
+            true
+        }
+        _ => false,
+    }
+}
+
+fn round_page(bytes: usize) -> usize {
+    bytes.div_ceil(ALIGN) * ALIGN
+}
+
+/// Asks the host to map the reservation's first `bytes` onto the heap block at `block` (0 bytes:
+/// unmap all).
+fn host_map(block: NonNull<u8>, bytes: usize) -> Result<(), String> {
+    hl_guest::call_host(
+        WASM_MAP,
+        &[
+            hl_guest::Value::U64(block.as_ptr() as u64),
+            hl_guest::Value::U64(round_page(bytes) as u64),
+        ],
+    )
+    .map(|_| ())
+    .map_err(|e| alloc::format!("{WASM_MAP}: {e:?}"))
+}
+
+/// A linear memory behind guard pages: its pages live in one heap block (`capacity` bytes at
+/// `block`), which the host maps at the start of the reservation (`base`) up to `len` (rounded
+/// to 4 KiB); everything after that, to 4 GiB and the guard beyond, is not present, so an
+/// out-of-bounds access faults and the host delivers the fault to wasmtime's trap handler. The
+/// block is the memory's reachable size (`reserve`) when the heap has it, so a grow maps more of
+/// it and copies nothing; otherwise it starts at the minimum and a grow past it moves the pages
+/// to a larger block (counted in [`bytes_copied`]), the reservation's address staying the same.
+struct Guarded {
+    base: NonNull<u8>,
+    block: NonNull<u8>,
+    len: usize,
+    capacity: usize,
+    reserve: usize,
+}
+
+// SAFETY: as for `Reserved`: owned by this value alone, one vCPU, wasmtime serialises a store.
+unsafe impl Send for Guarded {}
+// SAFETY: as above; `&Guarded` only reads the fields.
+unsafe impl Sync for Guarded {}
+
+impl Guarded {
+    fn new(minimum: usize, capacity: usize) -> Result<Self, String> {
+        let (base, room) = hl_guest::wasm_reservation()
+            .ok_or_else(|| String::from("the host laid out no Wasm reservation"))?;
+        let capacity = capacity.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if minimum > capacity {
+            return Err(alloc::format!(
+                "a memory of {minimum} bytes does not fit the {capacity}-byte reservation"
+            ));
+        }
+        let base = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(base as usize))
+            .ok_or_else(|| String::from("null reservation"))?;
+        if RESERVATION_IN_USE.swap(true, Ordering::Relaxed) {
+            return Err(String::from(
+                "one linear memory per sandbox with guard pages",
+            ));
+        }
+        let (block, size) = match allocate(capacity) {
+            Some(b) => (b, capacity),
+            None => match allocate(minimum) {
+                Some(b) => (b, minimum),
+                None => {
+                    RESERVATION_IN_USE.store(false, Ordering::Relaxed);
+                    return Err(String::from("out of guest heap for the memory's minimum"));
+                }
+            },
+        };
+        let mut memory = Self {
+            base,
+            block,
+            len: 0,
+            capacity: size.max(ALIGN),
+            reserve: capacity,
+        };
+        memory.map(minimum)?;
+        Ok(memory)
+    }
+
+    /// Moves the pages to a block of `new_size` bytes (the old one is too small).
+    fn relocate(&mut self, new_size: usize) -> Result<(), String> {
+        let new_size = round_page(new_size);
+        let block = allocate(new_size).ok_or_else(|| {
+            alloc::format!("failed to grow memory to {new_size:#x} bytes: out of guest heap")
+        })?;
+        // SAFETY: both blocks are valid for `len` bytes and distinct allocations.
+        unsafe { core::ptr::copy_nonoverlapping(self.block.as_ptr(), block.as_ptr(), self.len) };
+        COPIED.fetch_add(self.len as u64, Ordering::Relaxed);
+        // The old block leaves the reservation (the host drops its pages) before the new one
+        // enters it.
+        host_map(self.block, 0)?;
+        if let Some(layout) = layout(self.capacity) {
+            // SAFETY: the old block was allocated with exactly this layout, and is unmapped.
+            unsafe { alloc::alloc::dealloc(self.block.as_ptr(), layout) };
+        }
+        self.block = block;
+        self.capacity = new_size.max(ALIGN);
+        host_map(self.block, self.len)
+    }
+
+    /// Maps `[0, new_size)` and zeroes what comes into use.
+    fn map(&mut self, new_size: usize) -> Result<(), String> {
+        host_map(self.block, new_size)?;
+        // Zeroed through the reservation, where Wasm code will touch the pages: on shadow-paging
+        // KVM each guest-virtual address of a page costs a fault the first time it is used, so
+        // zeroing through the block's own (identity) address would double the faults.
+        // SAFETY: `[len, new_size)` of the reservation is mapped now (onto the block, `new_size <=
+        // capacity`), and nothing else refers to those bytes.
+        unsafe {
+            core::ptr::write_bytes(self.base.as_ptr().add(self.len), 0, new_size - self.len);
+        }
+        self.len = new_size;
+        Ok(())
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Unmapped before the block goes back to the heap; a failure leaves the block allocated
+        // (leaked) rather than reachable through the reservation.
+        if host_map(self.block, 0).is_ok() {
+            if let Some(layout) = layout(self.capacity) {
+                // SAFETY: `block` was allocated with exactly this layout.
+                unsafe { alloc::alloc::dealloc(self.block.as_ptr(), layout) };
+            }
+            RESERVATION_IN_USE.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: `base` is valid for `byte_size` bytes (mapped by the host onto the block); the rest of
+// the 4 GiB reservation and the guard after it are not present, as wasmtime's engine config
+// (`engine_config.rs`) and `new_memory`'s promise need; the base never moves.
+unsafe impl LinearMemory for Guarded {
+    fn byte_size(&self) -> usize {
+        self.len
+    }
+
+    /// What the memory can grow to without its base moving: the whole reserve (the base is the
+    /// reservation's, whichever block backs it; wasmtime refuses to grow a memory that may not
+    /// move past this).
+    fn byte_capacity(&self) -> usize {
+        self.reserve
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if new_size > self.reserve {
+            return Err(wasmtime::format_err!(
+                "failed to grow memory to {new_size:#x} bytes (reserve {:#x})",
+                self.reserve
+            ));
+        }
+        if new_size <= self.len {
+            return Ok(());
+        }
+        if new_size > self.capacity {
+            // At least double, so a memory that grows page by page moves O(log n) times: each
+            // move copies the memory and the host drops the old block, whose pages the heap then
+            // hands out cold.
+            let target = new_size
+                .max(self.capacity.saturating_mul(2))
+                .min(self.reserve);
+            let target = if allocate_fits(target) {
+                target
+            } else {
+                new_size
+            };
+            self.relocate(target)
+                .map_err(|e| wasmtime::format_err!("{e}"))?;
+        }
+        self.map(new_size).map_err(|e| wasmtime::format_err!("{e}"))
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+// SAFETY: every memory it returns is zero-filled for its minimum and owns its allocation. With
+// guard pages (this guest's engine config: `reserved_size_in_bytes` 4 GiB, a 32 MiB guard) the
+// memory is a `Guarded` one at the host's reservation, which leaves everything past the mapped
+// size not present up to 4 GiB plus the guard (WASM_RESERVATION_SPAN on the host); without, a
+// `Reserved` heap block, no reservation or guard promised.
 unsafe impl MemoryCreator for Creator {
     fn new_memory(
         &self,
         _ty: MemoryType,
         minimum: usize,
         maximum: Option<usize>,
-        _reserved_size_in_bytes: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
         guard_size_in_bytes: usize,
     ) -> Result<Box<dyn LinearMemory>, String> {
-        if guard_size_in_bytes != 0 {
-            return Err(String::from("guard pages are not offered by this guest"));
+        let guarded = guard_size_in_bytes != 0 || reserved_size_in_bytes.is_some_and(|r| r != 0);
+        if guarded
+            && (guard_size_in_bytes > crate::engine_config::MEMORY_GUARD_SIZE
+                || reserved_size_in_bytes
+                    .is_some_and(|r| r > crate::engine_config::MEMORY_RESERVATION))
+        {
+            return Err(String::from(
+                "a reservation or guard larger than the host's",
+            ));
         }
         let limit = match LIMIT.load(Ordering::Relaxed) {
             0 => usize::MAX,
@@ -166,6 +368,9 @@ unsafe impl MemoryCreator for Creator {
             .min(limit)
             .min(1 << 32)
             .max(minimum);
+        if guarded {
+            return Guarded::new(minimum, reserve).map(|m| Box::new(m) as Box<dyn LinearMemory>);
+        }
         Reserved::new(minimum, reserve)
             .map(|m| Box::new(m) as Box<dyn LinearMemory>)
             .ok_or_else(|| String::from("out of guest heap for the memory's minimum"))

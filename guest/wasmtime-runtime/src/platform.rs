@@ -32,6 +32,41 @@ pub extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
     }
 }
 
+/// wasmtime's trap handler (`wasmtime_init_traps`): `(pc, fp, has_faulting_addr, faulting_addr)`.
+type TrapHandler = extern "C" fn(usize, usize, bool, usize);
+
+/// The handler wasmtime registered; null before the engine's first store.
+static TRAP_HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// wasmtime's trap-handler registration (custom platform C API, `custom-native-signals`). The
+/// host delivers guard-page faults to [`wasm_trap_entry`], which calls it.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_init_traps(handler: TrapHandler) -> i32 {
+    TRAP_HANDLER.store(handler as *mut (), Ordering::Relaxed);
+    0
+}
+
+/// Where the host delivers a #PF in the Wasm reservation from Wasm code (docs/abi.md, "Wasm guard
+/// pages"), as a call with the faulting RIP, its RBP, `true` and CR2, on the faulting stack below
+/// its red zone. wasmtime's handler resumes at the Wasm entry's trap handler and does not return
+/// for a fault it claims (a bounds trap: `memory_out_of_bounds`); one it does not claim is a bug,
+/// and ends the sandbox.
+extern "C" fn wasm_trap_entry(pc: usize, fp: usize, has_addr: bool, addr: usize) -> ! {
+    let handler = TRAP_HANDLER.load(Ordering::Relaxed);
+    if !handler.is_null() {
+        // SAFETY: only `wasmtime_init_traps` stores here, and it stores a `TrapHandler`.
+        let handler: TrapHandler = unsafe { core::mem::transmute(handler) };
+        handler(pc, fp, has_addr, addr);
+    }
+    panic!("a page fault at {addr:#x} from {pc:#x} that wasmtime does not claim")
+}
+
+/// Tells the host where [`wasm_trap_entry`] is (the PEB's `wasm_trap_entry`).
+pub fn publish_trap_entry() {
+    let entry: extern "C" fn(usize, usize, bool, usize) -> ! = wasm_trap_entry;
+    hl_guest::set_wasm_trap_entry(entry as usize as u64);
+}
+
 /// CPU features for wasmtime's artifact check, from this vCPU's CPUID (the VM's filtered CPUID).
 /// SSE levels and POPCNT only: AVX and later need XSAVE state the VM does not enable, so they are
 /// "absent" whatever CPUID says, and an artifact that needs them is refused.

@@ -75,6 +75,9 @@ pub mod peb_offset {
     pub const IMAGE_BASE: usize = 0x58;
     pub const IMAGE_SIZE: usize = 0x60;
     pub const MEMORY_SIZE: usize = 0x68;
+    pub const WASM_RESERVATION_ADDR: usize = 0x70;
+    pub const WASM_RESERVATION_SIZE: usize = 0x78;
+    pub const WASM_TRAP_ENTRY: usize = 0x80;
 }
 
 /// `LOG` levels.

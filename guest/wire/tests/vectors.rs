@@ -274,6 +274,9 @@ fn check_constants(c: &Json) {
         ("image_base", p::IMAGE_BASE),
         ("image_size", p::IMAGE_SIZE),
         ("memory_size", p::MEMORY_SIZE),
+        ("wasm_reservation_addr", p::WASM_RESERVATION_ADDR),
+        ("wasm_reservation_size", p::WASM_RESERVATION_SIZE),
+        ("wasm_trap_entry", p::WASM_TRAP_ENTRY),
     ]
     .into_iter()
     .map(|(n, v)| (n, v as u64))

@@ -1,0 +1,122 @@
+// The host's side of Wasm guard pages (src/wasm_reservation.ts, docs/abi.md "Wasm guard pages"):
+// the reservation's page tables, and what the host maps, refuses and drops.
+import assert from "node:assert/strict";
+import {
+  PAGE_SIZE,
+  PEB_ADDR,
+  PebOffset,
+  PML4_ADDR,
+  PT_BASE_ADDR,
+  WASM_RESERVATION_ADDR,
+  WASM_RESERVATION_SPAN,
+} from "../../src/abi.ts";
+import { computeLayout, pageTablesEnd, writePageTables, writePeb } from "../../src/layout.ts";
+import {
+  droppedByRestore,
+  inWasmReservation,
+  mapWasmMemory,
+  wasmMapping,
+} from "../../src/wasm_reservation.ts";
+
+const MIB = 1024 * 1024;
+const IMAGE = { size: 64 * 1024, minVaddr: 0, align: PAGE_SIZE, fixed: false };
+
+function setup(reservation = 4 * MIB) {
+  const layout = computeLayout(IMAGE, { heapSize: 16 * MIB, wasmReservationSize: reservation });
+  const mem = new Uint8Array(layout.memorySize);
+  writePeb(mem, layout);
+  writePageTables(mem, layout, []);
+  return { layout, mem, view: new DataView(mem.buffer) };
+}
+
+/** The reservation's page-table entry for its page `i`. */
+function entry(view: DataView, tables: number, i: number): bigint {
+  return view.getBigUint64(tables + 2 * PAGE_SIZE + 8 * i, true);
+}
+
+Deno.test("wasm reservation: layout, PEB and page tables", () => {
+  const none = computeLayout(IMAGE, { heapSize: 16 * MIB });
+  assert.equal(none.wasmReservationSize, 0);
+  assert.equal(none.wasmTablesAddr, 0);
+  const { layout, view } = setup();
+  assert.equal(layout.wasmTablesAddr, PT_BASE_ADDR + layout.pageTableCount * PAGE_SIZE);
+  // PDPT, PD and one page table per 2 MiB, then the input buffer.
+  assert.equal(layout.inputAddr, layout.wasmTablesAddr + 4 * PAGE_SIZE);
+  assert.equal(pageTablesEnd(layout), layout.inputAddr);
+  const peb = (off: number) => Number(view.getBigUint64(PEB_ADDR + off, true));
+  assert.equal(peb(PebOffset.wasmReservationAddr), WASM_RESERVATION_ADDR);
+  assert.equal(peb(PebOffset.wasmReservationSize), 4 * MIB);
+  // PML4 entry 1 → PDPT → PD → the two page tables, every leaf not present.
+  const pml4 = view.getBigUint64(PML4_ADDR + 8, true);
+  assert.equal(Number(pml4 & ~0xfffn), layout.wasmTablesAddr);
+  const pd = view.getBigUint64(layout.wasmTablesAddr, true);
+  assert.equal(Number(pd & ~0xfffn), layout.wasmTablesAddr + PAGE_SIZE);
+  for (let i = 0; i < 2; i++) {
+    const pt = view.getBigUint64(layout.wasmTablesAddr + PAGE_SIZE + 8 * i, true);
+    assert.equal(Number(pt & ~0xfffn), layout.wasmTablesAddr + (2 + i) * PAGE_SIZE);
+  }
+  assert.equal(view.getBigUint64(layout.wasmTablesAddr + PAGE_SIZE + 16, true), 0n);
+  for (let i = 0; i < 1024; i++) assert.equal(entry(view, layout.wasmTablesAddr, i), 0n);
+  assert.throws(() => computeLayout(IMAGE, { wasmReservationSize: MIB }), /multiple of 2 MiB/);
+});
+
+Deno.test("wasm reservation: map, grow, refuse, shrink and drop", () => {
+  const { layout, mem, view } = setup();
+  const heap = layout.heapAddr;
+  assert.deepEqual(wasmMapping(mem, layout), { base: 0, bytes: 0 });
+  assert.equal(mapWasmMemory(mem, layout, heap, 64 * 1024), undefined);
+  assert.deepEqual(wasmMapping(mem, layout), { base: heap, bytes: 64 * 1024 });
+  const first = entry(view, layout.wasmTablesAddr, 0);
+  assert.equal(Number(first & 0xfffff000n), heap);
+  assert.equal(first & 0x7n, 0x7n, "present, writable, user");
+  assert.equal(first >> 63n, 1n, "NX");
+  assert.equal(mapWasmMemory(mem, layout, heap, 3 * MIB), undefined, "grow");
+  assert.deepEqual(wasmMapping(mem, layout), { base: heap, bytes: 3 * MIB });
+  assert.equal(Number(entry(view, layout.wasmTablesAddr, 767) & 0xfffff000n), heap + 767 * 4096);
+  assert.equal(entry(view, layout.wasmTablesAddr, 768), 0n);
+
+  const refused: [number, number, RegExp][] = [
+    [heap, 4 * MIB + PAGE_SIZE, /reservation/],
+    [heap, 100, /multiple of 4 KiB/],
+    [heap + 1, PAGE_SIZE, /page-aligned/],
+    [layout.heapAddr - PAGE_SIZE, PAGE_SIZE, /inside the heap/],
+    [layout.heapAddr + layout.heapSize - PAGE_SIZE, 2 * PAGE_SIZE, /inside the heap/],
+    [heap + PAGE_SIZE, 3 * MIB, /another block/],
+    [heap, 2 ** 60, /reservation/],
+  ];
+  for (const [base, bytes, why] of refused) {
+    assert.throws(() => mapWasmMemory(mem, layout, base, bytes), why, `${base} ${bytes}`);
+  }
+  assert.deepEqual(wasmMapping(mem, layout), { base: heap, bytes: 3 * MIB }, "unchanged");
+
+  assert.deepEqual(mapWasmMemory(mem, layout, heap, MIB), { offset: heap + MIB, length: 2 * MIB });
+  assert.equal(entry(view, layout.wasmTablesAddr, 256), 0n);
+  assert.deepEqual(mapWasmMemory(mem, layout, 0, 0), { offset: heap, length: MIB });
+  assert.deepEqual(wasmMapping(mem, layout), { base: 0, bytes: 0 });
+  // Unmapped, another block may be mapped.
+  assert.equal(mapWasmMemory(mem, layout, heap + MIB, PAGE_SIZE), undefined);
+  assert.throws(() => mapWasmMemory(setup(0).mem, setup(0).layout, heap, 0), /no Wasm/);
+});
+
+Deno.test("wasm reservation: what a restore drops; which faults are in the reservation", () => {
+  const a = { base: 0x100000, bytes: 3 * MIB };
+  assert.equal(droppedByRestore({ base: 0, bytes: 0 }, a), undefined);
+  assert.equal(droppedByRestore(a, a), undefined);
+  assert.equal(droppedByRestore(a, { base: a.base, bytes: 4 * MIB }), undefined);
+  assert.deepEqual(droppedByRestore(a, { base: a.base, bytes: MIB }), {
+    offset: a.base + MIB,
+    length: 2 * MIB,
+  });
+  assert.deepEqual(droppedByRestore(a, { base: 0, bytes: 0 }), { offset: a.base, length: a.bytes });
+  assert.deepEqual(droppedByRestore(a, { base: 0x200000, bytes: MIB }), {
+    offset: a.base,
+    length: a.bytes,
+  });
+  const { layout } = setup();
+  const start = BigInt(WASM_RESERVATION_ADDR);
+  assert.ok(inWasmReservation(layout, start));
+  assert.ok(inWasmReservation(layout, start + BigInt(WASM_RESERVATION_SPAN) - 1n));
+  assert.ok(!inWasmReservation(layout, start + BigInt(WASM_RESERVATION_SPAN)));
+  assert.ok(!inWasmReservation(layout, start - 1n));
+  assert.ok(!inWasmReservation(setup(0).layout, start));
+});

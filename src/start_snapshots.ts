@@ -254,6 +254,31 @@ function dirOf(file: string): string {
   return file.slice(0, file.lastIndexOf("/"));
 }
 
+/** A start file served a create: counted, and marked most recently used (evictOldest). */
+function countHit(file: string): void {
+  counters.diskHits++;
+  try {
+    const now = new Date();
+    Deno.utimeSync(file, now, now);
+  } catch {
+    // A read-only cache still serves.
+  }
+}
+
+/**
+ * A start file that failed to load: one that fails its checks is refused and removed (the cold
+ * path rebuilds it); one that is not there or cannot be read now (an OS error, a resource limit)
+ * is a miss and stays. A disk cache never fails a create the cold path could serve.
+ */
+async function countFailure(file: string, e: unknown): Promise<void> {
+  if (e instanceof SnapshotFormatError && e.reason !== "io") {
+    counters.diskRefused++;
+    await Deno.remove(file).catch(() => {});
+  } else {
+    counters.diskMisses++;
+  }
+}
+
 /**
  * The start snapshot of `key` from disk, or undefined (no file, no cache directory, a refused
  * file: removed). The snapshot is new: the caller owns it (the kind's cache keeps it).
@@ -272,23 +297,10 @@ export async function loadStartSnapshot(
       await state.wasm.dispose();
       throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
     }
-    counters.diskHits++;
-    try {
-      const now = new Date();
-      Deno.utimeSync(file, now, now); // Most recently used (evictOldest).
-    } catch {
-      // A read-only cache still serves.
-    }
+    countHit(file);
     return state.wasm;
   } catch (e) {
-    if (e instanceof SnapshotFormatError && e.reason !== "io") {
-      counters.diskRefused++;
-      await Deno.remove(file).catch(() => {});
-    } else {
-      // Not there, or it could not be read now (an OS error, a resource limit): a miss, the
-      // file stays. A disk cache never fails a create the cold path could serve.
-      counters.diskMisses++;
-    }
+    await countFailure(file, e);
     return undefined;
   }
 }
@@ -344,21 +356,10 @@ export async function loadPyStartSnapshot(
     const loaded = await loadWasmSnapshot(file, { library });
     // The same native snapshot, with the runtime's preopens (a file names none).
     const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
-    counters.diskHits++;
-    try {
-      const now = new Date();
-      Deno.utimeSync(file, now, now); // Most recently used (evictOldest).
-    } catch {
-      // A read-only cache still serves.
-    }
+    countHit(file);
     return { wasm, extra: py.state };
   } catch (e) {
-    if (e instanceof SnapshotFormatError && e.reason !== "io") {
-      counters.diskRefused++;
-      await Deno.remove(file).catch(() => {});
-    } else {
-      counters.diskMisses++;
-    }
+    await countFailure(file, e);
     return undefined;
   }
 }

@@ -73,6 +73,22 @@ const row = (label: string, xs: Sample[], warm?: number) => {
   } host faults${pages ? `, ${pages} pages restored (${pages * 4} KiB)` : ""}`;
 };
 
+/** The five rows of a warm-call runtime, the first calls as ratios to the warm call. */
+function printRows(
+  warm: Sample[],
+  restore: Sample[],
+  inPlace: Sample[],
+  create: Sample[],
+  fresh: Sample[],
+): void {
+  const warmMs = med(warm.map((x) => x.ms));
+  console.log(row("warm call", warm));
+  console.log(row("restore (in place)", restore));
+  console.log(row("first call after it", inPlace, warmMs));
+  console.log(row("create({ snapshot })", create));
+  console.log(row("first call of that VM", fresh, warmMs));
+}
+
 // ---- QuickJS ----
 {
   const bytes = Deno.readFileSync(new URL("../target/runtimes/quickjs.wasm", import.meta.url));
@@ -126,13 +142,8 @@ const row = (label: string, xs: Sample[], warm?: number) => {
       fresh.push(await measure(call(c!), () => c!));
       await c!.dispose();
     }
-    const warmMs = med(warm.map((x) => x.ms));
     console.log(`  ${name}:`);
-    console.log(row("warm call", warm));
-    console.log(row("restore (in place)", restore));
-    console.log(row("first call after it", inPlace, warmMs));
-    console.log(row("create({ snapshot })", create));
-    console.log(row("first call of that VM", fresh, warmMs));
+    printRows(warm, restore, inPlace, create, fresh);
   }
   await snap.dispose();
   await w.dispose();
@@ -191,13 +202,8 @@ try {
     fresh.push(await measure(() => c!.call("fib", 20), () => c!));
     await c!.dispose();
   }
-  const warmMs = med(warm.map((x) => x.ms));
   console.log(`fib.wasm fib(20) (${engine}), medians of ${N} rounds:`);
-  console.log(row("warm call", warm));
-  console.log(row("restore (in place)", restore));
-  console.log(row("first call after it", inPlace, warmMs));
-  console.log(row("create({ snapshot })", create));
-  console.log(row("first call of that VM", fresh, warmMs));
+  printRows(warm, restore, inPlace, create, fresh);
   await snap.dispose();
   await w.dispose();
 }

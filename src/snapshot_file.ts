@@ -13,7 +13,15 @@
  * @module
  */
 
-import { ABI_VERSION, PAGE_SIZE as PAGE, VALUE_TYPES, type ValueType } from "./abi.ts";
+import {
+  ABI_VERSION,
+  MAX_MEMORY_SIZE,
+  MEMORY_ALIGN,
+  PAGE_SIZE as PAGE,
+  PT_BASE_ADDR,
+  VALUE_TYPES,
+  type ValueType,
+} from "./abi.ts";
 import { PACKAGE_VERSION } from "./artifacts.ts";
 import { HypervisorError } from "./errors.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
@@ -391,6 +399,24 @@ function checkDescription(v: unknown, fileSize: number, path: string): SnapshotD
     (code !== undefined && (l.codeAddr < l.memorySize || code.size < l.codeSize))
   ) {
     throw new SnapshotFormatError("corrupt", `${path}: the memory layout does not fit the memory`);
+  }
+  // The Wasm reservation's page tables are where the host reads and writes what the reservation
+  // maps (wasm_reservation.ts) on every hl_wasm_map and restore: as computeLayout lays them out,
+  // right after the identity map's and below the input buffer and the heap, so no request of the
+  // guest's can map them, and their entries lie inside the memory.
+  const tables = l.wasmReservationSize / MEMORY_ALIGN;
+  const tablesEnd = l.wasmTablesAddr + (2 + tables) * PAGE;
+  if (
+    l.wasmReservationSize % MEMORY_ALIGN !== 0 || l.wasmReservationSize > MAX_MEMORY_SIZE ||
+    (l.wasmReservationSize === 0
+      ? l.wasmTablesAddr !== 0
+      : l.wasmTablesAddr !== PT_BASE_ADDR + l.pageTableCount * PAGE ||
+        tablesEnd > l.inputAddr || tablesEnd > l.heapAddr)
+  ) {
+    throw new SnapshotFormatError(
+      "corrupt",
+      `${path}: the Wasm reservation's layout does not fit the memory`,
+    );
   }
   if (
     !isString(d.vcpu, 1 << 16) || !isString(d.guestId, 64) || !Array.isArray(d.functions) ||

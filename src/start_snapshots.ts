@@ -120,12 +120,13 @@ function untrustedSync(dir: string): Promise<string | undefined> {
   }
   if (uid === null) return untrustedCacheDir(dir);
   try {
-    const paths = new Set<string>();
+    // Each path is stat'ed once: what the walk up `dir` found is checked as it was found, and
+    // only the resolved path's own ancestors not already seen are stat'ed anew.
+    const paths = new Map<string, Deno.FileInfo | undefined>();
     let existing: string | undefined;
     for (let p = dir;; p = parentOf(p)) {
       try {
-        Deno.statSync(p);
-        paths.add(p);
+        paths.set(p, Deno.statSync(p));
         existing ??= p;
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
@@ -134,11 +135,11 @@ function untrustedSync(dir: string): Promise<string | undefined> {
     }
     if (existing === undefined) return Promise.resolve(`no directory above ${dir} exists`);
     for (let p = Deno.realPathSync(existing);; p = parentOf(p)) {
-      paths.add(p);
+      if (!paths.has(p)) paths.set(p, undefined);
       if (p === "/") break;
     }
-    for (const p of paths) {
-      const info = Deno.statSync(p);
+    for (const [p, seen] of paths) {
+      const info = seen ?? Deno.statSync(p);
       const mode = info.mode ?? 0;
       if (p === dir) {
         if (info.uid !== uid || (mode & 0o022) !== 0) {
@@ -399,8 +400,11 @@ export async function storePyStartSnapshot(
   }
 }
 
-/** The memo file of the module file `path`'s digest, by the file's identity; undefined if none. */
-async function digestFileFor(path: string): Promise<string | undefined> {
+/**
+ * The memo file of the module file `path`'s digest, by the file's identity; undefined if none.
+ * With `checkDir` (a reader), the directory's trust is checked too, as {@linkcode usable} would.
+ */
+async function digestFileFor(path: string, checkDir = false): Promise<string | undefined> {
   if (env("HL_START_SNAPSHOTS") === "0") return undefined;
   const dir = artifactCacheDir();
   if (dir === undefined) return undefined;
@@ -421,7 +425,11 @@ async function digestFileFor(path: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
-  return `${dir}/module-${await sha256(new TextEncoder().encode(identity))}.digest`;
+  // The directory's trust is checked (and remembered) while the name's digest runs on Deno's
+  // blocking thread: both are needed before the memo is read.
+  const name = sha256(new TextEncoder().encode(identity));
+  if (checkDir && !trusted.has(dir)) trusted.set(dir, untrustedSync(dir));
+  return `${dir}/module-${await name}.digest`;
 }
 
 /**
@@ -437,10 +445,19 @@ export async function knownModuleDigest(
   module: Uint8Array | string | URL,
 ): Promise<string | undefined> {
   if (typeof module !== "string") return undefined;
-  const file = await digestFileFor(module);
-  if (file === undefined || !await usable(dirOf(file), file)) return undefined;
+  const file = await digestFileFor(module, true);
+  if (file === undefined) return undefined;
+  const dir = dirOf(file);
+  let why = trusted.get(dir);
+  if (!why) trusted.set(dir, why = untrustedSync(dir));
+  if (await why !== undefined) return undefined;
+  // One stat for what `usable` checks (a regular file, not writable by group or others) and the
+  // size (read nothing larger than a digest), then one read (one op: open, read, close).
   try {
-    if (Deno.statSync(file).size !== 64) return undefined; // read nothing larger than a digest
+    const info = Deno.statSync(file);
+    if (!info.isFile || info.mode === null || (info.mode & 0o022) !== 0 || info.size !== 64) {
+      return undefined;
+    }
     const text = Deno.readTextFileSync(file);
     return /^[0-9a-f]{64}$/.test(text) ? text : undefined;
   } catch {

@@ -121,6 +121,51 @@ Deno.test("module digests on disk: found by the file's identity, lost when the f
   }
 });
 
+Deno.test("module digests on disk: only a private memo of exactly 64 hex digits is read", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-digest-memo-" });
+  const before = Deno.env.get("HL_WASM_CACHE_DIR");
+  Deno.env.set("HL_WASM_CACHE_DIR", `${dir}/cache`);
+  try {
+    const module = `${dir}/m.wasm`;
+    Deno.writeFileSync(module, new Uint8Array([0, 97, 115, 109]));
+    const digest = "cd".repeat(32);
+    await rememberModuleDigest(module, digest);
+    const memo = [...Deno.readDirSync(`${dir}/cache`)].find((e) => e.name.endsWith(".digest"));
+    assert.ok(memo);
+    const path = `${dir}/cache/${memo.name}`;
+    assert.equal(await knownModuleDigest(module), digest);
+    const cases: [string, () => void][] = [
+      ["64 bytes, not hex", () => Deno.writeTextFileSync(path, "zz".repeat(32))],
+      ["upper-case hex", () => Deno.writeTextFileSync(path, "CD".repeat(32))],
+      ["65 bytes", () => Deno.writeTextFileSync(path, `${digest}\n`)],
+      ["63 bytes", () => Deno.writeTextFileSync(path, digest.slice(1))],
+      ["64 bytes, not ASCII", () => Deno.writeFileSync(path, new Uint8Array(64).fill(0xe9))],
+      ["writable by the group", () => {
+        Deno.writeTextFileSync(path, digest);
+        Deno.chmodSync(path, 0o620);
+      }],
+      ["writable by others", () => {
+        Deno.writeTextFileSync(path, digest);
+        Deno.chmodSync(path, 0o602);
+      }],
+    ];
+    for (const [what, make] of cases) {
+      Deno.removeSync(path);
+      make();
+      assert.equal(await knownModuleDigest(module), undefined, what);
+    }
+    // Private and exact again: read.
+    Deno.removeSync(path);
+    Deno.writeTextFileSync(path, digest, { mode: 0o600 });
+    Deno.chmodSync(path, 0o600);
+    assert.equal(await knownModuleDigest(module), digest);
+  } finally {
+    if (before === undefined) Deno.env.delete("HL_WASM_CACHE_DIR");
+    else Deno.env.set("HL_WASM_CACHE_DIR", before);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("module digests on disk: a memo that is not a regular file is a miss, not a hang", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "hl-digest-fifo-" });
   try {

@@ -312,7 +312,8 @@ function isString(v: unknown, max = 1 << 20): v is string {
   return typeof v === "string" && v.length <= max;
 }
 
-const LAYOUT_KEYS = [
+/** The layout fields a snapshot file's description carries, each a non-negative safe integer. */
+export const LAYOUT_KEYS = [
   "memorySize",
   "pageTableCount",
   "inputAddr",

@@ -9,6 +9,7 @@ import { CDYLIB_ABI_VERSION } from "../../src/ffi/lib.ts";
 import { SnapshotFormatError } from "../../src/snapshot.ts";
 import {
   bitmapDense,
+  LAYOUT_KEYS,
   readSnapshotDescription,
   SNAPSHOT_FORMAT_VERSION,
   SNAPSHOT_MAGIC,
@@ -17,30 +18,8 @@ import {
 const dir = Deno.makeTempDirSync({ prefix: "hl-snapdesc-" });
 addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
-const LAYOUT = [
-  "memorySize",
-  "pageTableCount",
-  "inputAddr",
-  "inputSize",
-  "outputAddr",
-  "outputSize",
-  "imageAddr",
-  "imageSize",
-  "imageBase",
-  "heapAddr",
-  "heapSize",
-  "guardAddr",
-  "stackAddr",
-  "stackSize",
-  "stackTop",
-  "codeAddr",
-  "codeSize",
-  "wasmReservationSize",
-  "wasmTablesAddr",
-];
-
 function description(): Record<string, unknown> {
-  const layout: Record<string, number> = Object.fromEntries(LAYOUT.map((k) => [k, 0]));
+  const layout: Record<string, number> = Object.fromEntries(LAYOUT_KEYS.map((k) => [k, 0]));
   layout.memorySize = 16 * 4096;
   return {
     format: SNAPSHOT_FORMAT_VERSION,

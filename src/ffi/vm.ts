@@ -467,7 +467,7 @@ export class MicroVm {
 
   /**
    * Maps a memory snapshot copy-on-write at guest-physical `gpa` (no copy) and returns a view
-   * of it, as {@linkcode mapMemory} does.
+   * of it, as {@linkcode mapMemory} does ({@linkcode destroy} detaches it too).
    */
   mapSnapshot(gpa: number, snapshot: MemorySnapshotHandle): Uint8Array {
     const vm = this.#live();
@@ -478,7 +478,9 @@ export class MicroVm {
     );
     const ptr = this.#lib.hl_vm_memory_ptr(vm, this.#u32[0]);
     if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, snapshot.size));
+    return new Uint8Array(
+      this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, snapshot.size)),
+    );
   }
 
   /**

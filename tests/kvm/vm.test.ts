@@ -276,3 +276,26 @@ kvmTest("destroy detaches every view of the VM's memory before unmapping it", ()
   assert.throws(() => new Uint8Array(memory.buffer, 0, 16), TypeError);
   vm.destroy();
 });
+
+kvmTest("destroy detaches the view of memory mapped from a snapshot too", () => {
+  const source = MicroVm.create();
+  const target = MicroVm.create();
+  try {
+    source.mapMemory(0, 1 << 20)[8192] = 9;
+    const snapshot = source.snapshotMemory(0);
+    try {
+      const view = target.mapSnapshot(0, snapshot);
+      assert.equal(view[8192], 9);
+      target.destroy();
+      // A view left attached would read unmapped host memory (a crash, or another mapping's
+      // bytes once the address is reused).
+      assert.equal((view.buffer as ArrayBuffer).detached, true);
+      assert.equal(view[8192], undefined);
+    } finally {
+      snapshot.release();
+    }
+  } finally {
+    target.destroy();
+    source.destroy();
+  }
+});

@@ -552,16 +552,25 @@ export class Sandbox implements AsyncDisposable {
     this.#live();
     const vm = this.#vm!;
     let pages: number;
+    const wasm = this.#layout.wasmReservationSize !== 0;
+    const before = wasm ? wasmMapping(this.#memory!, this.#layout) : undefined;
     try {
-      const wasm = this.#layout.wasmReservationSize !== 0;
-      const before = wasm ? wasmMapping(this.#memory!, this.#layout) : undefined;
       pages = vm.restore(state.memory, state.vcpu);
       // Reservation pages the snapshot does not map: KVM must forget them (wasm_reservation.ts).
       const drop = before && droppedByRestore(before, wasmMapping(this.#memory!, this.#layout));
       if (drop) vm.dropMemory(drop.offset, drop.length);
     } catch (e) {
       // A restore that fails part-way may leave memory and vCPU state half restored: the VM
-      // serves nobody until a restore succeeds.
+      // serves nobody until a restore succeeds. The page tables may no longer say what the
+      // reservation mapped before, so the next restore could not work out what to drop: drop all
+      // of it now (the pages read as the region's base content; the next restore rewrites them).
+      if (before && before.bytes !== 0) {
+        try {
+          vm.dropMemory(before.base, before.bytes);
+        } catch {
+          // The restore's own error is the one to report; the VM is poisoned either way.
+        }
+      }
       this.#poison ??= e instanceof Error ? e : new Error(String(e));
       throw e;
     }

@@ -4,6 +4,7 @@
 // after a restore to a smaller memory, and the sandbox stays usable.
 import assert from "node:assert/strict";
 import { WasmSandbox, WasmTrapError } from "../../mod.ts";
+import { MicroVm } from "../../src/ffi/vm.ts";
 import { fixtureBytes } from "../wasm/fixtures.ts";
 import { engineTest, WASM_ENGINES } from "./_kvm.ts";
 
@@ -58,6 +59,34 @@ for (const engine of WASM_ENGINES) {
         assert.equal(await outcome(w.call("load8", at)), "memory_out_of_bounds", `${at}`);
       }
       assert.equal(await w.call("load8", PAGE - 1), 0);
+    }
+  });
+
+  test("wasm bounds: a restore that fails part-way still leaves the grown pages trapping", async () => {
+    await using w = await WasmSandbox.create({ module: fixtureBytes("bounds"), engine });
+    await using snap = await w.snapshot();
+    assert.equal(await w.call("grow", 3), 1);
+    await w.call("store8", 3 * PAGE, 9);
+    // The VM's restore does its work and then fails (as one failing late would): the sandbox is
+    // poisoned, and the page tables already say one page, so the next restore cannot see what the
+    // reservation mapped before the failure.
+    const real = MicroVm.prototype.restore;
+    MicroVm.prototype.restore = function (this: MicroVm, ...args: Parameters<typeof real>) {
+      MicroVm.prototype.restore = real;
+      real.apply(this, args);
+      throw new Error("injected: restore failed part-way");
+    };
+    try {
+      await assert.rejects(w.restore(snap), /injected/);
+    } finally {
+      MicroVm.prototype.restore = real;
+    }
+    assert.equal(w.poisoned, true);
+    await w.restore(snap);
+    assert.equal(w.poisoned, false);
+    assert.equal(await w.memorySize(), PAGE);
+    for (const at of [PAGE, 3 * PAGE, 4 * PAGE - 1]) {
+      assert.equal(await outcome(w.call("load8", at)), "memory_out_of_bounds", `${at}`);
     }
   });
 }

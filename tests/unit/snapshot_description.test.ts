@@ -3,30 +3,18 @@
 // signature (of a function or of a host function) is refused as corrupt; the dense-bitmap test
 // agrees with a bit-by-bit reference on every edge (whole bytes, the partial byte, stray bits).
 import assert from "node:assert/strict";
-import { ABI_VERSION } from "../../src/abi.ts";
-import { PACKAGE_VERSION } from "../../src/artifacts.ts";
-import { CDYLIB_ABI_VERSION } from "../../src/ffi/lib.ts";
 import { SnapshotFormatError } from "../../src/snapshot.ts";
-import {
-  bitmapDense,
-  LAYOUT_KEYS,
-  readSnapshotDescription,
-  SNAPSHOT_FORMAT_VERSION,
-  SNAPSHOT_MAGIC,
-} from "../../src/snapshot_file.ts";
+import { bitmapDense, LAYOUT_KEYS, readSnapshotDescription } from "../../src/snapshot_file.ts";
+import { snapshotFileWriter, versionFields } from "./_snapshot_files.ts";
 
-const dir = Deno.makeTempDirSync({ prefix: "hl-snapdesc-" });
-addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+/** A file of a header, a description (correctly signed unless `badSum`), zero pages. */
+const file = snapshotFileWriter("hl-snapdesc-");
 
 function description(): Record<string, unknown> {
   const layout: Record<string, number> = Object.fromEntries(LAYOUT_KEYS.map((k) => [k, 0]));
   layout.memorySize = 16 * 4096;
   return {
-    format: SNAPSHOT_FORMAT_VERSION,
-    library: PACKAGE_VERSION,
-    cdylibAbi: CDYLIB_ABI_VERSION,
-    guestAbi: ABI_VERSION,
-    cpu: "0123456789abcdef",
+    ...versionFields(),
     kind: "sandbox",
     memory: { size: 16 * 4096, offset: 4096, bitmap: "//8AAAAAAAA=", crc: 0 },
     layout,
@@ -36,23 +24,6 @@ function description(): Record<string, unknown> {
     imports: null,
     hostSignatures: [["log", { params: ["string"], result: "void" }]],
   };
-}
-
-let n = 0;
-/** A file of a header, `d` as its description (correctly signed unless `badSum`), zero pages. */
-async function file(d: Record<string, unknown>, badSum = false): Promise<string> {
-  const json = new TextEncoder().encode(JSON.stringify(d));
-  const out = new Uint8Array(8192);
-  out.set(SNAPSHOT_MAGIC, 0);
-  const view = new DataView(out.buffer);
-  view.setUint32(8, SNAPSHOT_FORMAT_VERSION, true);
-  view.setUint32(12, json.length, true);
-  out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", json)), 16);
-  if (badSum) out[16] ^= 1;
-  out.set(json, 48);
-  const path = `${dir}/${n++}.hlsnap`;
-  Deno.writeFileSync(path, out);
-  return path;
 }
 
 Deno.test("snapshot description: a well-formed one reads back, signatures normalized", async () => {

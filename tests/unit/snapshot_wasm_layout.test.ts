@@ -5,18 +5,12 @@
 // them (over the input buffer or the heap, where the guest writes and hl_wasm_map can map) is
 // refused as corrupt, not loaded.
 import assert from "node:assert/strict";
-import { ABI_VERSION, MEMORY_ALIGN, PAGE_SIZE, PT_BASE_ADDR } from "../../src/abi.ts";
-import { PACKAGE_VERSION } from "../../src/artifacts.ts";
-import { CDYLIB_ABI_VERSION } from "../../src/ffi/lib.ts";
+import { MEMORY_ALIGN, PAGE_SIZE, PT_BASE_ADDR } from "../../src/abi.ts";
 import { SnapshotFormatError } from "../../src/snapshot.ts";
-import {
-  readSnapshotDescription,
-  SNAPSHOT_FORMAT_VERSION,
-  SNAPSHOT_MAGIC,
-} from "../../src/snapshot_file.ts";
+import { readSnapshotDescription } from "../../src/snapshot_file.ts";
+import { snapshotFileWriter, versionFields } from "./_snapshot_files.ts";
 
-const dir = Deno.makeTempDirSync({ prefix: "hl-snapwasm-" });
-addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+const write = snapshotFileWriter("hl-snapwasm-");
 
 const PAGES = 32;
 const TABLES = PT_BASE_ADDR + PAGE_SIZE; // after one identity page table
@@ -47,14 +41,10 @@ function layout(): Record<string, number> {
   };
 }
 
-let n = 0;
-async function file(l: Record<string, number>): Promise<string> {
-  const d = {
-    format: SNAPSHOT_FORMAT_VERSION,
-    library: PACKAGE_VERSION,
-    cdylibAbi: CDYLIB_ABI_VERSION,
-    guestAbi: ABI_VERSION,
-    cpu: "0123456789abcdef",
+/** A file whose description has layout `l` (a Wasm snapshot otherwise well formed). */
+function file(l: Record<string, number>): Promise<string> {
+  return write({
+    ...versionFields(),
     kind: "wasm",
     memory: { size: PAGES * PAGE_SIZE, offset: 4096, bitmap: "/////w==", crc: 0 },
     layout: l,
@@ -63,18 +53,7 @@ async function file(l: Record<string, number>): Promise<string> {
     functions: [],
     imports: null,
     hostSignatures: [],
-  };
-  const json = new TextEncoder().encode(JSON.stringify(d));
-  const out = new Uint8Array(8192);
-  out.set(SNAPSHOT_MAGIC, 0);
-  const view = new DataView(out.buffer);
-  view.setUint32(8, SNAPSHOT_FORMAT_VERSION, true);
-  view.setUint32(12, json.length, true);
-  out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", json)), 16);
-  out.set(json, 48);
-  const path = `${dir}/${n++}.hlsnap`;
-  Deno.writeFileSync(path, out);
-  return path;
+  });
 }
 
 Deno.test("snapshot description: a Wasm reservation laid out as computeLayout does reads back", async () => {

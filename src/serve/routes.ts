@@ -41,6 +41,15 @@ export interface RequestContext {
   id: string;
   /** The client's address. */
   remote: string;
+  /** The request's URL, parsed once by the server. */
+  url?: URL;
+  /** The request's headers (lower-case names), collected once by the server. */
+  headers?: Record<string, string>;
+}
+
+/** What the server already parsed of a request, for `serveRequest`. */
+function seen(ctx: RequestContext): { url: URL; headers: Record<string, string> } | undefined {
+  return ctx.url && ctx.headers ? { url: ctx.url, headers: ctx.headers } : undefined;
 }
 
 /** A started route. */
@@ -249,7 +258,7 @@ async function startWasm(
   );
   const enc = new TextEncoder();
   return routeHandler(r, runner, async (w, req, ctx) => {
-    const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id)));
+    const input = enc.encode(JSON.stringify(serveRequest(req, ctx.body, ctx.id, seen(ctx))));
     const out = await w.callBytes(r.export, input, { timeoutMs: r.timeoutMs });
     return parseCgiResponse(out, r.maxResponseBytes);
   });
@@ -295,7 +304,7 @@ async function startJs(
       JsSandbox.create({ snapshot, timeoutMs: r.timeoutMs, stdout: drop, stderr: drop }),
   });
   return routeHandler(r, runner, async (js, req, ctx) => {
-    const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id));
+    const value = await js.call(r.export, serveRequest(req, ctx.body, ctx.id, seen(ctx)));
     return jsonResponse(value, r.maxResponseBytes);
   });
 }

@@ -61,12 +61,38 @@ function text(status: number, body: string, extra: Record<string, string> = {}):
   });
 }
 
+/** An empty body (no `content-length`, or 0, and no stream). */
+const EMPTY = new Uint8Array(0);
+
 class BodyTooLarge extends Error {}
 
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) throw new BodyTooLarge();
-  if (!req.body) return new Uint8Array(0);
+/** What answering a request found out, for the metrics and the access log. */
+interface Note {
+  /** The matched route's path ("" when none matched). */
+  route: string;
+  /** The error class when the guest failed. */
+  error?: string;
+  /** Whether the response was made with its `x-request-id` header already. */
+  idSet: boolean;
+}
+
+/**
+ * The body, at most `max` bytes (`BodyTooLarge` past it). `declared` is the request's
+ * `content-length` (null: none, e.g. chunked). With a declared length within `max`, the HTTP
+ * layer delivers exactly that many bytes, so the body is read whole (`Request.bytes()`, one
+ * collect); without one it is read chunk by chunk and refused as soon as it passes `max`.
+ */
+async function readBody(req: Request, declared: string | null, max: number): Promise<Uint8Array> {
+  if (declared !== null) {
+    const n = Number(declared);
+    if (n > max) throw new BodyTooLarge();
+    if (n === 0 || !req.body) return EMPTY;
+    const whole = await req.bytes();
+    // Hyper frames the body by its content-length; a longer one cannot arrive (a check, not a hope).
+    if (whole.length > max) throw new BodyTooLarge();
+    return whole;
+  }
+  if (!req.body) return EMPTY;
   const chunks: Uint8Array[] = [];
   let n = 0;
   const reader = req.body.getReader();
@@ -193,7 +219,7 @@ export async function serve(
     req: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
     id: string,
-    note: { route: string; error?: string },
+    note: Note,
   ): Promise<Response> {
     const url = new URL(req.url);
     const path = url.pathname;
@@ -214,11 +240,15 @@ export async function serve(
       return text(405, "method not allowed", { allow: route.methods.join(", ") });
     }
     // The request line's target counts with the headers: WAGI passes it in the environment.
+    // One pass over the headers checks the limits and keeps them for the handler's request.
     let count = 0;
     let bytes = url.pathname.length + url.search.length;
+    // No prototype: a header named `__proto__` is an own key, as Object.fromEntries makes it.
+    const headers: Record<string, string> = Object.create(null);
     for (const [k, v] of req.headers) {
       count++;
       bytes += k.length + v.length;
+      headers[k] = v;
     }
     if (count > route.maxHeaders || bytes > route.maxHeaderBytes) {
       return text(431, "request headers too large");
@@ -227,17 +257,27 @@ export async function serve(
     if (!h) return text(503, "route not ready", { "retry-after": "1" });
     let body: Uint8Array;
     try {
-      body = await readBody(req, route.maxBodyBytes);
+      body = await readBody(req, headers["content-length"] ?? null, route.maxBodyBytes);
     } catch (e) {
       if (e instanceof BodyTooLarge) return text(413, "request body too large");
       return text(400, "cannot read the request body");
     }
     try {
-      const r = await h.handle(req, { body, id, remote: info.remoteAddr.hostname });
+      const r = await h.handle(req, {
+        body,
+        id,
+        remote: info.remoteAddr.hostname,
+        url,
+        headers,
+      });
+      // The request id goes in with the guest's headers (which may not name it: cgi.ts), so the
+      // response's header list is built once instead of amended after.
+      const head: [string, string][] = [...r.headers, ["x-request-id", id]];
+      note.idSet = true;
       // 204, 205 and 304 take no body at all (the parsers refused a non-empty one).
       return new Response(NULL_BODY_STATUSES.has(r.status) ? null : r.body, {
         status: r.status,
-        headers: r.headers,
+        headers: head,
       });
     } catch (e) {
       const { status, guest } = statusOf(e);
@@ -264,7 +304,7 @@ export async function serve(
     const t0 = performance.now();
     const given = req.headers.get("x-request-id");
     const id = given !== null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-    const note: { route: string; error?: string } = { route: "" };
+    const note: Note = { route: "", idSet: false };
     metrics.inFlight++;
     let res: Response;
     try {
@@ -275,7 +315,7 @@ export async function serve(
     } finally {
       metrics.inFlight--;
     }
-    res.headers.set("x-request-id", id);
+    if (!note.idSet) res.headers.set("x-request-id", id);
     // While draining, a keep-alive client is told to take its next request elsewhere.
     if (draining) res.headers.set("connection", "close");
     const ms = performance.now() - t0;

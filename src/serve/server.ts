@@ -86,7 +86,8 @@ async function readBody(req: Request, declared: string | null, max: number): Pro
   if (declared !== null) {
     const n = Number(declared);
     if (n > max) throw new BodyTooLarge();
-    if (n === 0 || !req.body) return EMPTY;
+    if (n === 0) return EMPTY;
+    // Not `req.body` first: that getter makes the body's stream, which `bytes()` may not need.
     const whole = await req.bytes();
     // Hyper frames the body by its content-length; a longer one cannot arrive (a check, not a hope).
     if (whole.length > max) throw new BodyTooLarge();

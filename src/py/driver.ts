@@ -230,28 +230,50 @@ def entry(leave=True):
 `;
 
 /**
- * The environment variable that carries {@linkcode SOURCE} to the interpreter's first `_start`
- * (the `cpython` runtime): the code `-c` runs is compiled on every `_start`, so it must be short;
- * the driver's source (~6 KB, compiled once, at setup) travels beside it. The first boot removes
- * it from `os.environ`, so a request never sees it.
+ * The environment variable that carries the driver's boot code ({@linkcode DRIVER_BOOT}, with
+ * {@linkcode SOURCE} inside) to the interpreter's first `_start` (the `cpython` runtime): the code
+ * `-c` runs is compiled on every `_start`, so it must be short; the boot code (~7 KB, compiled
+ * once, at setup) travels beside it. The first boot removes it from `os.environ`, so a request
+ * never sees it.
  */
 export const DRIVER_ENV = "HL_PY_DRIVER";
 
-/** The driver's source, for {@linkcode DRIVER_ENV}. */
+/** The driver's source (what the boot code makes the module `_hl_driver` from). */
 export const DRIVER_SOURCE: string = SOURCE;
 
 /**
- * What `-c` runs on every `_start` (the `cpython` runtime, a command): one expression that binds no
- * name in `__main__`. The first time it makes the driver module `_hl_driver` from the source in
- * {@linkcode DRIVER_ENV} (later requests start from a snapshot that has it), then calls its
- * `entry`. Short on purpose: CPython compiles it on every `_start` (measured in the guest under
- * load ~5: 0.8 ms for the earlier 8 KB `-c` text, which carried the source, and 1.1 ms for the
- * source inside it, against ~0.3 ms for a line).
+ * The code every later `_start` runs, compiled once by the boot code and kept as `sys._hl_entry`
+ * (a code object: `exec` runs it without compiling); it binds no name in `__main__`.
  */
-export const DRIVER: string = `(lambda sys, os, types: (sys.modules.get("_hl_driver") or ` +
-  `(lambda d: (exec(os.environ.pop("${DRIVER_ENV}"), d.__dict__), ` +
-  `sys.modules.__setitem__("_hl_driver", d), d)[2])(types.ModuleType("_hl_driver")))` +
-  `.entry(True))(__import__("sys"), __import__("os"), __import__("types"))`;
+const ENTRY = `__import__("_hl_driver").entry(True)`;
+
+/**
+ * What the first `_start` runs (the value of {@linkcode DRIVER_ENV}): in a namespace of its own,
+ * it makes the driver module `_hl_driver` from {@linkcode SOURCE}, compiles {@linkcode ENTRY} into
+ * `sys._hl_entry` for the later `_start`s, and serves the setup request.
+ */
+export const DRIVER_BOOT: string = `exec(${
+  JSON.stringify(`
+import sys, types
+d = types.ModuleType("_hl_driver")
+exec(${JSON.stringify(SOURCE)}, d.__dict__)
+sys.modules["_hl_driver"] = d
+sys._hl_entry = compile(${JSON.stringify(ENTRY)}, "<hl>", "exec")
+d.entry(True)
+`)
+}, {"__name__": "_hl"})`;
+
+/**
+ * What `-c` runs on every `_start` (the `cpython` runtime, a command): one call that binds no
+ * name in `__main__`. The first time it runs the boot code from {@linkcode DRIVER_ENV}; later
+ * requests start from a snapshot that has `sys._hl_entry`, the driver's entry already compiled.
+ * Short and without nested functions on purpose: CPython compiles it on every `_start`, and
+ * compiling costs per token and per function scope (measured in the guest, best of 15 batches:
+ * the earlier text with three lambdas ~450-800 µs, this one ~140-290 µs, `1` ~40-60 µs;
+ * docs/python.md, "Figures").
+ */
+export const DRIVER: string = `exec(getattr(__import__("sys"), "_hl_entry", None) or ` +
+  `__import__("os").environ.pop("${DRIVER_ENV}"))`;
 
 /**
  * The code of the setup `turn` of a reactor build (the `full` runtime): makes the driver module

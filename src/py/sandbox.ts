@@ -42,8 +42,8 @@ import {
 import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
 import {
   DRIVER,
+  DRIVER_BOOT,
   DRIVER_ENV,
-  DRIVER_SOURCE,
   REQUEST_HEADER,
   TURN_DRIVER,
   TURN_ENTRY,
@@ -384,9 +384,9 @@ const CPYTHON_RUNTIME: PyRuntimeSpec = Object.freeze({
   wasm: () =>
     Promise.resolve({
       args: ["python", "-I", "-c", DRIVER],
-      // The driver's source, read (and removed) by the first `_start` only: the `-c` text, which
-      // CPython compiles on every `_start`, stays one short line (driver.ts, DRIVER).
-      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1", [DRIVER_ENV]: DRIVER_SOURCE },
+      // The driver's boot code, read (and removed) by the first `_start` only: the `-c` text,
+      // which CPython compiles on every `_start`, stays one short call (driver.ts, DRIVER).
+      env: { PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1", [DRIVER_ENV]: DRIVER_BOOT },
       preopens: {},
       heapExtra: 32 * MIB,
     }),

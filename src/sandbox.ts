@@ -342,10 +342,22 @@ export class Sandbox implements AsyncDisposable {
       params: ["u64", "u64"],
       result: "void",
       fn: (base: bigint, bytes: bigint) => {
-        const drop = mapWasmMemory(this.#memory!, this.#layout, Number(base), Number(bytes));
+        const drop = mapWasmMemory(this.#wholeMemory(), this.#layout, Number(base), Number(bytes));
         if (drop) this.#vm!.dropMemory(drop.offset, drop.length);
       },
     };
+  }
+
+  /**
+   * A view of all guest memory: a start from a snapshot views only up to the heap (what the host
+   * reads and writes, but for `hl_wasm_map`'s zeroing of heap pages), since V8 counts a view's
+   * length as external memory and collects garbage for it (`MicroVm.memoryView`).
+   */
+  #wholeMemory(): Uint8Array {
+    if (this.#memory!.length < this.#layout.memorySize) {
+      this.#memory = this.#vm!.memoryView(0, this.#layout.memorySize);
+    }
+    return this.#memory!;
   }
 
   /** `handOverSandbox` (sandbox_internal.ts): revokes this handle and moves its VM into a new one. */
@@ -439,7 +451,9 @@ export class Sandbox implements AsyncDisposable {
     try {
       // The vCPU is created on its thread while this one maps the snapshot.
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
-      const memory = vm.mapSnapshot(0, state.memory);
+      // Up to the heap: the page tables, PEB, stubs, ring-0 stack and the input and output
+      // buffers lie below it (`#wholeMemory` when more is needed).
+      const memory = vm.mapSnapshot(0, state.memory, state.layout.heapAddr);
       if (state.layout.codeSize > 0) {
         if (!state.code) throw new SnapshotMismatchError("the snapshot has no code image");
         vm.mapCode(state.layout.codeAddr, state.code);

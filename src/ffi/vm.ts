@@ -385,6 +385,8 @@ export class MicroVm {
   #exit: DataView | undefined;
   /** Buffers over library-owned memory, detached by {@linkcode destroy}. */
   readonly #buffers: ArrayBuffer[] = [];
+  /** The slot and size of the memory mapped at each guest-physical address (what views cover). */
+  readonly #slots = new Map<number, { slot: number; size: number }>();
   readonly #regs = new BigUint64Array(18);
   /** Runs so far (every `SPIN_PROBE_EVERY`th probes the spin; see `run`). */
   #runs = 0;
@@ -439,10 +441,31 @@ export class MicroVm {
       ),
       vm,
     );
-    const slot = this.#u32[0];
-    const ptr = this.#lib.hl_vm_memory_ptr(vm, slot);
+    this.#slots.set(gpa, { slot: this.#u32[0], size });
+    return this.memoryView(gpa, size);
+  }
+
+  /**
+   * A zero-copy view of the first `bytes` of the memory mapped at guest-physical `gpa` by
+   * {@linkcode mapMemory} or {@linkcode mapSnapshot}; {@linkcode destroy} detaches it too. V8
+   * counts a view's length as external memory and collects garbage as that grows: views of all
+   * 138 MiB of a JsSandbox's memory cost about one collection per start (7-8 mark-compacts for 8
+   * starts from a snapshot, `tests/kvm/memory_view.test.ts`), so a view should cover what the host
+   * reads and writes, not more (docs/js.md, "Cold start").
+   */
+  memoryView(gpa: number, bytes: number): Uint8Array {
+    const vm = this.#live();
+    const mapped = this.#slots.get(gpa);
+    if (mapped === undefined || !Number.isSafeInteger(bytes) || bytes <= 0 || bytes > mapped.size) {
+      throw new RangeError(
+        `no view of ${bytes} bytes at 0x${gpa.toString(16)}: ${
+          mapped?.size ?? 0
+        } bytes mapped there`,
+      );
+    }
+    const ptr = this.#lib.hl_vm_memory_ptr(vm, mapped.slot);
     if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, size)));
+    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes)));
   }
 
   /** Remembers a buffer over library-owned memory, for {@linkcode destroy} to detach. */
@@ -467,20 +490,22 @@ export class MicroVm {
 
   /**
    * Maps a memory snapshot copy-on-write at guest-physical `gpa` (no copy) and returns a view
-   * of it, as {@linkcode mapMemory} does ({@linkcode destroy} detaches it too).
+   * of its first `viewBytes` (default: all of it), as {@linkcode mapMemory} does
+   * ({@linkcode destroy} detaches it too; {@linkcode memoryView} gives a longer one).
    */
-  mapSnapshot(gpa: number, snapshot: MemorySnapshotHandle): Uint8Array {
+  mapSnapshot(
+    gpa: number,
+    snapshot: MemorySnapshotHandle,
+    viewBytes: number = snapshot.size,
+  ): Uint8Array {
     const vm = this.#live();
     check(
       this.#lib,
       this.#lib.hl_vm_map_snapshot(vm, BigInt(gpa), snapshot.handle, this.#u32),
       vm,
     );
-    const ptr = this.#lib.hl_vm_memory_ptr(vm, this.#u32[0]);
-    if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(
-      this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, snapshot.size)),
-    );
+    this.#slots.set(gpa, { slot: this.#u32[0], size: snapshot.size });
+    return this.memoryView(gpa, Math.min(viewBytes, snapshot.size));
   }
 
   /**

@@ -3,17 +3,19 @@
  * sandboxes from a snapshot alive, then does `n` times one operation (`floor`: a bare VM created,
  * run to its first exit and destroyed; `cold`: `Sandbox.create` + call + dispose; `snapshot`:
  * the same from a snapshot; `wasm`: `WasmSandbox.create` from a snapshot of the fib module + call +
- * dispose, a new VM each time, which maps the module's code). KVM fires that tracepoint once per live VM for every invalidation of
+ * dispose, a new VM each time, which maps the module's code; `cached`: a cached
+ * `WasmSandbox.create` of the fib module + call + dispose, as `bench/scale.bench.ts` times it: a
+ * hit on a recycled VM, restored to the cache's snapshot at dispose). KVM fires that tracepoint once per live VM for every invalidation of
  * the process's page tables (its MMU notifier), so the difference between a run with `n` and one
  * with 0, divided by `n` and by the VMs alive, is the invalidations per operation.
  *
- *   deno run -A bench/_invalidations.ts <n> <floor|cold|snapshot|wasm> <live>
+ *   deno run -A bench/_invalidations.ts <n> <floor|cold|snapshot|wasm|cached> <live>
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
 import { bareGuest } from "../tests/kvm/_bare_guest.ts";
 import { TESTGUEST } from "../tests/_guests.ts";
-import { WasmSandbox } from "../mod.ts";
+import { WasmModuleCache, WasmSandbox } from "../mod.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 
 const [n, mode, liveCount] = [Number(Deno.args[0]), Deno.args[1], Number(Deno.args[2])];
@@ -31,21 +33,24 @@ const wasmBase = mode === "wasm"
   ? await WasmSandbox.create({ module: fixtureBytes("fib") })
   : undefined;
 const wasmSnapshot = await wasmBase?.snapshot();
+const cache = new WasmModuleCache();
 const wasm = async () => {
-  const w = await WasmSandbox.create({ snapshot: wasmSnapshot! });
+  const w = await WasmSandbox.create(
+    mode === "cached" ? { module: fixtureBytes("fib"), cache } : { snapshot: wasmSnapshot! },
+  );
   await w.call("fib", 10);
   await w.dispose();
 };
 // Warm-up (the snapshot learns the pages its guests write at the first dispose).
 for (let i = 0; i < 3; i++) await (await Sandbox.create({ snapshot })).dispose();
-if (wasmSnapshot) { for (let i = 0; i < 3; i++) await wasm(); }
+if (wasmSnapshot || mode === "cached") { for (let i = 0; i < 3; i++) await wasm(); }
 teardownWait();
 for (let i = 0; i < n; i++) {
   if (mode === "floor") {
     const { vm } = bareGuest([0xe6, 0x10]);
     vm.runSync();
     vm.destroy();
-  } else if (mode === "wasm") {
+  } else if (mode === "wasm" || mode === "cached") {
     await wasm();
   } else {
     const s = await Sandbox.create(mode === "cold" ? { guest, heapSize: 1 << 20 } : { snapshot });

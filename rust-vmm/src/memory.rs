@@ -53,6 +53,49 @@ pub struct MemorySnapshot {
     /// hypervisor enforcing read-only) shares ([`GuestMemory::shared_code`]): made by the first,
     /// unmapped when the snapshot drops (each such region holds an `Arc` of it).
     shared: Mutex<Option<SharedView>>,
+    /// Mappings of this snapshot left by regions made from it, put back to its content when their
+    /// VM went (`GuestMemory::drop`), for the next region made from it (`from_snapshot`): a dispose
+    /// then unmaps nothing and a create maps and populates nothing (issue 19: every `munmap` walks
+    /// the MMU notifier of every live VM in the process). At most `spares_max()`; unmapped with
+    /// the snapshot.
+    spares: Mutex<Vec<Spare>>,
+}
+
+/// A private mapping of a snapshot (`MAP_PRIVATE` of its fd, `size` bytes) that no VM uses, whose
+/// every private page holds the snapshot's content again: a region made from the snapshot can
+/// take it as its own (`GuestMemory::from_snapshot`). Unmapped on drop.
+#[derive(Debug)]
+struct Spare {
+    ptr: *mut u8,
+    size: u64,
+}
+
+// SAFETY: the pointer is a mapping owned by this value alone (no VM maps it, nothing else points
+// into it: the region that left it dropped); it is only unmapped in Drop or handed to one new
+// region, so moving it between threads cannot race.
+unsafe impl Send for Spare {}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping a dropped region left here; nothing uses it.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.size as usize);
+        }
+    }
+}
+
+/// Most spare mappings a snapshot keeps (`HL_SNAPSHOT_SPARES`, default 4; `0` turns them off, for
+/// an A/B). Read once.
+pub const SPARES_ENV: &str = "HL_SNAPSHOT_SPARES";
+
+fn spares_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var(SPARES_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(4, |n| n.min(64))
+    })
 }
 
 /// A `PROT_READ`, `MAP_SHARED` mapping of a sealed snapshot memfd: the snapshot's own pages (page
@@ -200,6 +243,7 @@ impl MemorySnapshot {
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
+            spares: Mutex::new(Vec::new()),
         })
     }
 }
@@ -325,6 +369,7 @@ impl MemorySnapshot {
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
+            spares: Mutex::new(Vec::new()),
         })
     }
 }
@@ -373,6 +418,7 @@ impl MemorySnapshot {
             sealed: false,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
+            spares: Mutex::new(Vec::new()),
         })
     }
 }
@@ -547,12 +593,27 @@ impl GuestMemory {
         })
     }
 
-    /// A new region at `gpa` that starts as a private (copy-on-write) view of `snap`: no copy.
+    /// A new region at `gpa` that starts as a private (copy-on-write) view of `snap`: no copy. It
+    /// takes one of the snapshot's spare mappings when there is one (already holding its content,
+    /// its page tables filled), else maps and populates a new one.
     pub fn from_snapshot(gpa: u64, snap: Arc<MemorySnapshot>) -> Result<Self> {
         let size = snap.size;
         Self::validate(gpa, size)?;
-        let ptr = map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
-        populate(ptr, &snap);
+        let spare = snap.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let ptr = match spare {
+            Some(spare) => {
+                let ptr = spare.ptr;
+                // The region owns the mapping from here on (unmapped in its Drop).
+                std::mem::forget(spare);
+                ptr
+            }
+            None => {
+                let ptr =
+                    map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
+                populate(ptr, &snap);
+                ptr
+            }
+        };
         Ok(Self {
             backing: Mutex::new(Backing::Snapshot(snap)),
             ptr,
@@ -700,6 +761,7 @@ impl GuestMemory {
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
+            spares: Mutex::new(Vec::new()),
         })
     }
 
@@ -757,9 +819,15 @@ impl GuestMemory {
             return self.reset().map(|_| self.size / PAGE_SIZE);
         };
         learn_written(snap, &runs);
+        self.put_back(snap, &runs)
+    }
+
+    /// Puts the private pages `runs` back to `snap`'s content: copied back in place up to
+    /// `COPY_BACK_MAX_PAGES`, dropped above. Returns the number of pages put back.
+    fn put_back(&self, snap: &MemorySnapshot, runs: &[(usize, usize)]) -> Result<u64> {
         let count: usize = runs.iter().map(|(a, b)| b - a).sum();
         let copy_back = count as u64 <= COPY_BACK_MAX_PAGES;
-        for (start, end) in runs {
+        for &(start, end) in runs {
             if copy_back {
                 // Runs of pages that all hold data in the snapshot, or all do not.
                 let mut page = start;
@@ -1190,16 +1258,42 @@ impl Drop for GuestMemory {
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
         }
-        let learner = match &*backing {
-            Backing::Snapshot(snap) if snap.written.get().is_none() && write_set_enabled() => {
-                Some(snap.clone())
-            }
-            _ => None,
+        let snap = match &*backing {
+            Backing::Snapshot(snap) => Some(snap.clone()),
+            Backing::Anonymous => None,
         };
-        if let Some(snap) = learner {
-            // One PAGEMAP_SCAN ioctl (or a pagemap read), only until the snapshot has learned.
-            if let Ok(Some(runs)) = self.private_runs() {
-                learn_written(&snap, &runs);
+        if let Some(snap) = snap {
+            let learn = snap.written.get().is_none() && write_set_enabled();
+            // The backing's `Arc` and `snap`: anyone else's means the snapshot outlives this
+            // region, so a spare can serve a later one.
+            let spare = Arc::strong_count(&snap) > 2
+                && snap.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < spares_max();
+            // One PAGEMAP_SCAN ioctl (or a pagemap read).
+            let runs = if learn || spare {
+                self.private_runs().ok().flatten()
+            } else {
+                None
+            };
+            if let Some(runs) = runs {
+                if learn {
+                    learn_written(&snap, &runs);
+                }
+                let count: usize = runs.iter().map(|(a, b)| b - a).sum();
+                // Only what a copy-back restores (more would be a `MADV_DONTNEED`, itself an
+                // invalidation like the `munmap`): the mapping then reads exactly as the snapshot.
+                if spare
+                    && count as u64 <= COPY_BACK_MAX_PAGES
+                    && self.put_back(&snap, &runs).is_ok()
+                {
+                    let mut spares = snap.spares.lock().unwrap_or_else(|p| p.into_inner());
+                    if spares.len() < spares_max() {
+                        spares.push(Spare {
+                            ptr: self.ptr,
+                            size: self.size,
+                        });
+                        return;
+                    }
+                }
             }
         }
         // SAFETY: unmapping exactly the mapping created in `new`; nothing uses it after drop.
@@ -1399,6 +1493,69 @@ mod tests {
                 .any(|l| l.starts_with(&at) && l.contains("hl-code")),
             "unmapped with the snapshot"
         );
+    }
+
+    /// A region dropped while its snapshot lives leaves its mapping, put back to the snapshot's
+    /// content, to the next region made from the snapshot (no `munmap` at the drop, no `mmap` or
+    /// populate at the create); one with more written pages than a copy-back restores, or whose
+    /// snapshot goes with it, is unmapped; the snapshot keeps at most `spares_max()` and unmaps
+    /// them when it goes.
+    #[test]
+    fn a_dropped_region_leaves_its_mapping_restored_to_the_next_region_of_its_snapshot() {
+        let pages = 1024usize;
+        let memory = GuestMemory::new(0, pages as u64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is `pages` pages long and owned by `memory`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), pages * 4096) };
+        bytes[3 * 4096] = 3;
+        bytes[4 * 4096 + 5] = 4;
+        let snap = Arc::new(memory.snapshot().unwrap());
+        drop(memory);
+        let view = |m: &GuestMemory| {
+            // SAFETY: `m` maps `pages` pages and lives while the slice is used.
+            unsafe { std::slice::from_raw_parts_mut(m.host_ptr(), pages * 4096) }
+        };
+        let first = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        let at = first.host_ptr();
+        view(&first)[3 * 4096] = 0xaa; // a data page
+        view(&first)[100 * 4096 + 7] = 0xbb; // a hole
+        drop(first);
+        assert_eq!(snap.spares.lock().unwrap().len(), 1);
+        let second = GuestMemory::from_snapshot(0x1000_0000, snap.clone()).unwrap();
+        assert_eq!(second.host_ptr(), at, "the spare is reused");
+        assert!(snap.spares.lock().unwrap().is_empty());
+        let b = view(&second);
+        assert_eq!((b[3 * 4096], b[4 * 4096 + 5], b[100 * 4096 + 7]), (3, 4, 0));
+        assert!(
+            b.chunks(4096)
+                .enumerate()
+                .all(|(p, page)| page.iter().all(|&x| x == 0) || p == 3 || p == 4),
+            "every other page reads zero"
+        );
+        // Too many written pages for a copy-back: unmapped, not kept.
+        for p in 0..pages {
+            b[p * 4096 + 1] = 0xee;
+        }
+        drop(second);
+        assert!(snap.spares.lock().unwrap().is_empty());
+        // At most `spares_max()` are kept, and they go with the snapshot.
+        let regions: Vec<_> = (0..spares_max() + 2)
+            .map(|_| GuestMemory::from_snapshot(0, snap.clone()).unwrap())
+            .collect();
+        let ptrs: Vec<usize> = regions.iter().map(|r| r.host_ptr() as usize).collect();
+        drop(regions);
+        assert_eq!(snap.spares.lock().unwrap().len(), spares_max());
+        let mapped = |ptr: usize| {
+            let at = format!("{ptr:x}-");
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with(&at))
+        };
+        assert_eq!(ptrs.iter().filter(|&&p| mapped(p)).count(), spares_max());
+        // The last holder of its snapshot leaves nothing behind.
+        let last = GuestMemory::from_snapshot(0, snap).unwrap();
+        drop(last);
+        assert!(ptrs.iter().all(|&p| !mapped(p)), "unmapped with the snapshot");
     }
 
     #[test]

@@ -1555,7 +1555,10 @@ mod tests {
         // The last holder of its snapshot leaves nothing behind.
         let last = GuestMemory::from_snapshot(0, snap).unwrap();
         drop(last);
-        assert!(ptrs.iter().all(|&p| !mapped(p)), "unmapped with the snapshot");
+        assert!(
+            ptrs.iter().all(|&p| !mapped(p)),
+            "unmapped with the snapshot"
+        );
     }
 
     #[test]

@@ -113,9 +113,30 @@ export function mapWasmMemory(
     words[2 * p] = (base + p * PAGE_SIZE) | LEAF;
     words[2 * p + 1] = PTE_NX_HIGH;
   }
-  if (bytes >= now.bytes) return undefined;
+  if (bytes >= now.bytes) {
+    prefault(mem, base + now.bytes, base + bytes);
+    return undefined;
+  }
   words.fill(0, 2 * (bytes / PAGE_SIZE), 2 * (now.bytes / PAGE_SIZE));
   return { offset: now.base + bytes, length: now.bytes - bytes };
+}
+
+/**
+ * Makes the host's pages of guest-physical `[from, to)` (page-aligned) present and writable in this
+ * process, without changing a byte: one locked `or 0` per page, which the CPU faults in as a write
+ * (one fault per page; a plain read-then-write would fault twice). Every page mapped here is
+ * written by the guest right after anyway (it zeroes what comes into use, or has copied a moved
+ * memory into it), so this allocates nothing the guest would not. What it saves is the guest's
+ * faults: KVM maps a faulting guest page together with up to 7 neighbours of its aligned group of
+ * 8 (its page-table prefetch), but only neighbours whose host page is present already and whose
+ * guest entry is accessed and dirty (`LEAF`), so on kvm_pvm, where each shadow fault leaves the
+ * guest, a run of the 16 MiB hash kernel took ~620 of them instead of ~4,200 (docs/wasm.md,
+ * "First touch of linear memory").
+ */
+function prefault(mem: Uint8Array, from: number, to: number): void {
+  if (to <= from) return;
+  const words = new Int32Array(mem.buffer, mem.byteOffset + from, (to - from) / 4);
+  for (let i = 0; i < words.length; i += PAGE_SIZE / 4) Atomics.or(words, i, 0);
 }
 
 /**

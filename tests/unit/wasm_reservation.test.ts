@@ -120,3 +120,55 @@ Deno.test("wasm reservation: what a restore drops; which faults are in the reser
   assert.ok(!inWasmReservation(layout, start - 1n));
   assert.ok(!inWasmReservation(setup(0).layout, start));
 });
+
+/** The host address of `mem[0]`. */
+const address = (mem: Uint8Array) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem)!));
+
+/** `setup()` on page-aligned memory (as guest memory is: an `mmap`), untouched past the tables. */
+function alignedSetup() {
+  const { layout } = setup();
+  const big = new Uint8Array(layout.memorySize + PAGE_SIZE);
+  const shift = (PAGE_SIZE - address(big) % PAGE_SIZE) % PAGE_SIZE;
+  const mem = big.subarray(shift, shift + layout.memorySize);
+  writePeb(mem, layout);
+  writePageTables(mem, layout, []);
+  return { layout, mem };
+}
+
+/** Whether each 4 KiB page of `[from, to)` of `mem` is present in this process (pagemap bit 63). */
+function present(mem: Uint8Array, from: number, to: number): boolean[] {
+  const addr = address(mem) + from;
+  if (addr % PAGE_SIZE !== 0) throw new Error("the test's memory is not page-aligned");
+  const pages = (to - from) / PAGE_SIZE;
+  const file = Deno.openSync("/proc/self/pagemap");
+  try {
+    const buf = new Uint8Array(8 * pages);
+    file.seekSync((addr / PAGE_SIZE) * 8, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < buf.length) got += file.readSync(buf.subarray(got)) ?? 0;
+    const view = new DataView(buf.buffer);
+    return Array.from({ length: pages }, (_, i) => view.getBigUint64(8 * i, true) >> 63n === 1n);
+  } finally {
+    file.close();
+  }
+}
+
+Deno.test("wasm reservation: what a grow maps is present in the host before the guest touches it", () => {
+  // KVM maps a faulting guest page together with its neighbours only where the host's pages are
+  // present already (docs/wasm.md, "First touch of linear memory"): the host makes them present,
+  // keeping every byte, and maps nothing beyond what was asked.
+  const { layout, mem } = alignedSetup();
+  const heap = layout.heapAddr;
+  const before = present(mem, heap, heap + 3 * MIB);
+  assert.ok(before.some((p) => !p), "the heap's pages start not present (the test can fail)");
+  mem[heap + 5000] = 0xa5;
+  mem[heap + 2 * MIB + 7] = 0x5a;
+  mapWasmMemory(mem, layout, heap, MIB);
+  mapWasmMemory(mem, layout, heap, 3 * MIB); // a grow: only the new part is touched
+  assert.ok(present(mem, heap, heap + 3 * MIB).every((p) => p), "every mapped page present");
+  assert.equal(mem[heap + 5000], 0xa5, "content kept");
+  assert.equal(mem[heap + 2 * MIB + 7], 0x5a, "content kept");
+  assert.equal(mem.subarray(heap, heap + 3 * MIB).reduce((n, b) => n + (b ? 1 : 0), 0), 2);
+  // A shrink touches nothing.
+  assert.deepEqual(mapWasmMemory(mem, layout, heap, MIB), { offset: heap + MIB, length: 2 * MIB });
+});

@@ -38,6 +38,7 @@ import { digest, SnapshotMismatchError } from "../snapshot.ts";
 import { ContentMemo } from "../content_memo.ts";
 import { findRuntimeModule, type RuntimeModuleName } from "../artifacts.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
+import { hypervisorInfo } from "../ffi/vm.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 import { handOverWasmSandbox } from "../sandbox_internal.ts";
@@ -643,7 +644,16 @@ export async function createRuntime<H extends object, S extends object, E extend
   // The module is read only when its digest is not remembered, or for a cold start.
   let bytes: Uint8Array | undefined;
   const moduleBytes = async () => bytes ??= await readSource(module, kind.moduleLabel);
-  let moduleDigest = await knownModuleDigest(module);
+  const remembered = knownModuleDigest(module); // its SHA-256 runs on Deno's blocking thread
+  // Meanwhile this thread opens the VM library and /dev/kvm, which every start needs next (a new
+  // process's first `Deno.dlopen` and KVM probe, ~2-3 ms): the same calls, made early. A failure
+  // is left for the step that needs them to report, as before.
+  try {
+    hypervisorInfo(o.library);
+  } catch {
+    // Reported by the start itself.
+  }
+  let moduleDigest = await remembered;
   if (moduleDigest === undefined) {
     moduleDigest = await moduleDigests.get(await moduleBytes(), (b) => digest(b));
     await rememberModuleDigest(module, moduleDigest);

@@ -1036,10 +1036,22 @@ fn put_table<'s>(
     if entries.len() > MAX_FUNCTIONS {
         return Err(EncodeError::LimitExceeded("more than 4096 functions"));
     }
-    let mut names: Vec<&str> = Vec::with_capacity(entries.len());
-    w.put_len(entries.len())?;
-    for e in entries {
-        names.push(e.name);
+    // The names, for the duplicate check: on the stack for a table of up to `SMALL_TABLE`
+    // entries, so that a guest's start (which sends its table) allocates nothing and touches no
+    // heap page (issue 19: each page a new VM touches first is a shadow-paging fault on kvm_pvm).
+    const SMALL_TABLE: usize = 64;
+    let mut small = [""; SMALL_TABLE];
+    let mut large: Vec<&str> = Vec::new();
+    let count = entries.len();
+    if count > SMALL_TABLE {
+        large.reserve_exact(count);
+    }
+    w.put_len(count)?;
+    for (i, e) in entries.enumerate() {
+        match small.get_mut(i) {
+            Some(slot) if count <= SMALL_TABLE => *slot = e.name,
+            _ => large.push(e.name),
+        }
         if e.name.is_empty() || e.name.len() > MAX_NAME_LEN {
             return Err(EncodeError::LimitExceeded(
                 "function name not 1..=255 bytes",
@@ -1056,6 +1068,11 @@ fn put_table<'s>(
         e.params.iter().try_for_each(|p| w.put_u8(p.tag()))?;
         w.put_u8(e.result.tag())?;
     }
+    let names = if count <= SMALL_TABLE {
+        &mut small[..count]
+    } else {
+        &mut large[..]
+    };
     names.sort_unstable();
     if names.windows(2).any(|w| w[0] == w[1]) {
         return Err(EncodeError::LimitExceeded("duplicate function name"));

@@ -903,6 +903,34 @@ fn host_imports_part() {
         dup.encode(&mut buf),
         Err(EncodeError::LimitExceeded(_))
     ));
+    // Tables up to 64 entries are checked for duplicates on the stack, longer ones in a Vec:
+    // both find a duplicate wherever it is, and pass a table without one.
+    for n in [2usize, 63, 64, 65, 100, 4096] {
+        let names = |dup: bool| -> Vec<_> {
+            (0..n)
+                .map(|i| {
+                    let name = if dup && i == n - 1 {
+                        "d0".into()
+                    } else {
+                        format!("d{i}")
+                    };
+                    desc(&name, &[], ValueType::Void)
+                })
+                .collect()
+        };
+        let table = |functions| Frame::FunctionTable {
+            functions,
+            imports: None,
+        };
+        assert!(table(names(false)).encode(&mut buf).is_ok(), "{n} entries");
+        assert!(
+            matches!(
+                table(names(true)).encode(&mut buf),
+                Err(EncodeError::LimitExceeded("duplicate function name"))
+            ),
+            "{n} entries, a duplicate"
+        );
+    }
     let void_param = Frame::FunctionTable {
         functions: vec![],
         imports: Some(vec![desc("v", &[ValueType::Void], ValueType::Void)]),

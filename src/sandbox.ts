@@ -174,6 +174,8 @@ interface GuestImage {
   readonly elf: ElfImage;
   /** SHA-256 of the image (for snapshots), computed on first use. */
   readonly id: () => Promise<string>;
+  /** The last FUNCTION_TABLE frame this image's start wrote, with its exact bytes (`TableDecoder`). */
+  table?: { readonly bytes: Uint8Array; readonly frame: Frame };
 }
 
 /**
@@ -192,6 +194,59 @@ function guestImage(copy: Uint8Array): GuestImage {
 }
 
 /**
+ * The decoder of a cold create's initialisation: a FUNCTION_TABLE frame byte for byte the same as
+ * the one this image's start wrote last is that frame again, not decoded again. Every start of an
+ * image writes the same table, and decoding it right after the VM's first run (a table of 47
+ * functions) took ~100 µs of a create: the code that runs first after a VM exit runs with cold
+ * caches and branch predictors here, ~3x its warm time (the same decode warm: ~35 µs). A compare
+ * is exact (the guest's bytes against the memo's private copy), so the guest gets nothing from it
+ * that decoding its bytes would not give; the frame's signatures are frozen, as they are shared by
+ * every sandbox of the image (as a snapshot's are by its copies).
+ */
+class TableDecoder extends FrameDecoder {
+  readonly #out: Uint8Array;
+  readonly #image: GuestImage;
+
+  constructor(out: Uint8Array, image: GuestImage) {
+    super(out);
+    this.#out = out;
+    this.#image = image;
+  }
+
+  override decode(): Frame {
+    const out = this.#out;
+    const memo = this.#image.table;
+    if (memo && sameFrame(out, memo.bytes)) return memo.frame;
+    const frame = super.decode();
+    if (frame.kind === "FUNCTION_TABLE") {
+      for (const f of [...frame.functions, ...frame.imports ?? []]) {
+        Object.freeze(f.params);
+        Object.freeze(f);
+      }
+      Object.freeze(frame.functions);
+      if (frame.imports) Object.freeze(frame.imports);
+      // `super.decode` checked the payload length against the buffer.
+      const length = FRAME_HEADER_SIZE +
+        new DataView(out.buffer, out.byteOffset, FRAME_HEADER_SIZE).getUint32(4, true);
+      this.#image.table = { bytes: out.slice(0, length), frame: Object.freeze(frame) };
+    }
+    return frame;
+  }
+}
+
+/** Whether `out` starts with the frame `bytes` (its length field included). */
+function sameFrame(out: Uint8Array, bytes: Uint8Array): boolean {
+  if (out.length < bytes.length) return false;
+  const n = bytes.length;
+  const a = new DataView(out.buffer, out.byteOffset, n);
+  const b = new DataView(bytes.buffer, bytes.byteOffset, n);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) if (a.getUint32(i) !== b.getUint32(i)) return false;
+  for (; i < n; i++) if (out[i] !== bytes[i]) return false;
+  return true;
+}
+
+/**
  * How long the first run of a guest's initialisation spins for its end before it waits on the
  * thread pool: a first run in a new VM takes ~200-400 µs (its pages fault in), past the adaptive
  * 30-100 µs spin of calls, and the hop through the pool added ~100 µs to a create (p10, interleaved
@@ -199,6 +254,15 @@ function guestImage(copy: Uint8Array): GuestImage {
  * loop free, and later runs spin as calls do.
  */
 const INIT_SPIN_NS = 600_000;
+
+/**
+ * How long the first call of a new VM (the first after its initialisation, or after a create
+ * from a snapshot) spins for its first run's end: that run pays KVM's first-touch faults on the
+ * pages the call reaches first (~10-15 µs each on kvm_pvm), so it outlasts the VM's default
+ * 30-45 µs spin, and the hop through the thread pool then added ~100-200 µs to the call
+ * (`bench/_cold_steps.ts`). Once per VM; later runs spin adaptively as before.
+ */
+const FIRST_CALL_SPIN_NS = 300_000;
 
 const finalizer = new FinalizationRegistry<Held>((held) => {
   try {
@@ -257,6 +321,8 @@ export class Sandbox implements AsyncDisposable {
   /** Exchanges (calls, the initialisation) started so far: a host function's answer is only
    * written for the exchange that called it. */
   #exchanges = 0;
+  /** Whether a call has run on this VM (the first one spins longer: `FIRST_CALL_SPIN_NS`). */
+  #called = false;
   #logsSkipped = 0;
   /** The call in progress's trace, when telemetry is on (its host calls are its children). */
   #trace: CallTrace | undefined;
@@ -379,6 +445,7 @@ export class Sandbox implements AsyncDisposable {
     next.#guestId = this.#guestId;
     next.#poison = this.#poison;
     next.#logsSkipped = this.#logsSkipped;
+    next.#called = this.#called;
     for (const [name, f] of this.#functions) next.#functions.set(name, f);
     next.#imports = this.#imports;
     // The old handle reaches nothing from here on (its dispose is a no-op).
@@ -427,7 +494,7 @@ export class Sandbox implements AsyncDisposable {
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
       sandbox.#code = code?.retain();
       sandbox.#guestId = image.id;
-      await sandbox.#initialise(options.initTimeoutMs ?? 30_000);
+      await sandbox.#initialise(options.initTimeoutMs ?? 30_000, image);
       if (link) checkImports(sandbox.#imports, hostFunctions);
     } catch (e) {
       vm.destroy();
@@ -595,8 +662,15 @@ export class Sandbox implements AsyncDisposable {
     return pages;
   }
 
-  async #initialise(timeoutMs: number): Promise<void> {
+  async #initialise(timeoutMs: number, image: GuestImage): Promise<void> {
     let frame: Frame;
+    const layout = this.#layout;
+    const plain = this.#decoder;
+    const table = new TableDecoder(
+      this.#memory!.subarray(layout.outputAddr, layout.outputAddr + layout.outputSize),
+      image,
+    );
+    this.#decoder = table;
     try {
       frame = await this.#exchange(false, { timeoutMs }, "initialisation", INIT_SPIN_NS);
     } catch (e) {
@@ -607,6 +681,9 @@ export class Sandbox implements AsyncDisposable {
         throw this.#fail(abiVersionError(version, e)!, true);
       }
       throw e;
+    } finally {
+      // Calls decode with the plain decoder (unless a dispose dropped it meanwhile).
+      if (this.#decoder === table) this.#decoder = plain;
     }
     if (frame.kind !== "FUNCTION_TABLE") {
       throw this.#fail(
@@ -961,7 +1038,9 @@ export class Sandbox implements AsyncDisposable {
       }
       return fromValue(frame.value);
     };
-    const frame = this.#exchange(sync, options, signature.name);
+    const first = this.#called ? undefined : FIRST_CALL_SPIN_NS;
+    this.#called = true;
+    const frame = this.#exchange(sync, options, signature.name, first);
     return frame instanceof Promise ? frame.then(finish) : finish(frame);
   }
 

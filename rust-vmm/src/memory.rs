@@ -68,6 +68,23 @@ pub struct MemorySnapshot {
 struct Spare {
     ptr: *mut u8,
     size: u64,
+    /// Private pages it holds (counted in `SPARE_PAGES` while it is a spare).
+    private: u64,
+}
+
+/// Private pages held by every snapshot's spares together: a spare is not kept beyond
+/// `SPARE_PAGES_MAX` (64 MiB), so that spares of many snapshots cannot grow the process by more.
+static SPARE_PAGES: AtomicU64 = AtomicU64::new(0);
+const SPARE_PAGES_MAX: u64 = 16384;
+
+impl Spare {
+    /// The mapping, for a region to own from now on (it leaves the count; nothing is unmapped).
+    fn into_ptr(self) -> *mut u8 {
+        SPARE_PAGES.fetch_sub(self.private, Ordering::Relaxed);
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
 }
 
 // SAFETY: the pointer is a mapping owned by this value alone (no VM maps it, nothing else points
@@ -77,6 +94,7 @@ unsafe impl Send for Spare {}
 
 impl Drop for Spare {
     fn drop(&mut self) {
+        SPARE_PAGES.fetch_sub(self.private, Ordering::Relaxed);
         // SAFETY: unmapping exactly the mapping a dropped region left here; nothing uses it.
         unsafe {
             libc::munmap(self.ptr.cast(), self.size as usize);
@@ -601,12 +619,8 @@ impl GuestMemory {
         Self::validate(gpa, size)?;
         let spare = snap.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let ptr = match spare {
-            Some(spare) => {
-                let ptr = spare.ptr;
-                // The region owns the mapping from here on (unmapped in its Drop).
-                std::mem::forget(spare);
-                ptr
-            }
+            // The region owns the mapping from here on (unmapped in its Drop).
+            Some(spare) => spare.into_ptr(),
             None => {
                 let ptr =
                     map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
@@ -1281,15 +1295,19 @@ impl Drop for GuestMemory {
                 let count: usize = runs.iter().map(|(a, b)| b - a).sum();
                 // Only what a copy-back restores (more would be a `MADV_DONTNEED`, itself an
                 // invalidation like the `munmap`): the mapping then reads exactly as the snapshot.
+                let private = count as u64;
                 if spare
-                    && count as u64 <= COPY_BACK_MAX_PAGES
+                    && private <= COPY_BACK_MAX_PAGES
+                    && SPARE_PAGES.load(Ordering::Relaxed) + private <= SPARE_PAGES_MAX
                     && self.put_back(&snap, &runs).is_ok()
                 {
                     let mut spares = snap.spares.lock().unwrap_or_else(|p| p.into_inner());
                     if spares.len() < spares_max() {
+                        SPARE_PAGES.fetch_add(private, Ordering::Relaxed);
                         spares.push(Spare {
                             ptr: self.ptr,
                             size: self.size,
+                            private,
                         });
                         return;
                     }

@@ -38,7 +38,8 @@ import { checkCount, checkHostFunctions, checkTimeout, lookupName } from "./opti
 import {
   computeLayout,
   entryRegisters,
-  initializeMemory,
+  fillMemory,
+  type LowPages,
   type MemoryLayout,
   readGuestAbiVersion,
 } from "./layout.ts";
@@ -174,6 +175,8 @@ interface GuestImage {
   readonly elf: ElfImage;
   /** SHA-256 of the image (for snapshots), computed on first use. */
   readonly id: () => Promise<string>;
+  /** The host-built pages below the buffers, per layout (`fillMemory`). */
+  readonly low: LowPages;
   /** The last FUNCTION_TABLE frame this image's start wrote, with its exact bytes (`TableDecoder`). */
   table?: { readonly bytes: Uint8Array; readonly frame: Frame };
 }
@@ -190,7 +193,7 @@ function guestImage(copy: Uint8Array): GuestImage {
   const elf = parseElf(copy);
   let id: Promise<string> | undefined;
   // The memo's own copy, hashed once: not through `digest`'s memo, which would keep a second copy.
-  return { elf, id: () => id ??= sha256(copy) };
+  return { elf, id: () => id ??= sha256(copy), low: new Map() };
 }
 
 /**
@@ -489,7 +492,7 @@ export class Sandbox implements AsyncDisposable {
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
       const memory = vm.mapMemory(0, layout.memorySize);
       if (code) vm.mapCode(layout.codeAddr, code);
-      initializeMemory(memory, layout, elf);
+      fillMemory(memory, layout, elf, image.low);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
       sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
       sandbox.#code = code?.retain();

@@ -22,10 +22,12 @@ import type { ElfImage } from "../../src/elf.ts";
 import { ArgumentError } from "../../src/errors.ts";
 import {
   computeLayout,
+  fillMemory,
   type ImageExtent,
   initializeMemory,
   initialRegisters,
   isInGuardPage,
+  type LowPages,
   type MemoryLayout,
   readGuestAbiVersion,
   writePageTables,
@@ -454,4 +456,38 @@ Deno.test("PEB, memory image and entry registers", async (t) => {
     assert.ok(!isInGuardPage(layout, BigInt(layout.guardAddr - 1)));
     assert.ok(!isInGuardPage(layout, BigInt(layout.stackAddr)));
   });
+});
+
+Deno.test("fillMemory writes what initializeMemory writes, from the pages it kept per layout", () => {
+  const kept: LowPages = new Map();
+  const layouts = [
+    computeLayout(IMAGE, { heapSize: 64 * KIB }),
+    computeLayout(IMAGE, { heapSize: 3 * MIB, inputSize: 8 * KIB }),
+    computeLayout(IMAGE, { heapSize: 64 * KIB, wasmReservationSize: 4 * MIB }),
+  ];
+  // Each layout twice: the first fill keeps its pages, the second copies them; a layout filled
+  // after others still gets its own.
+  for (const layout of [...layouts, ...layouts, layouts[0]]) {
+    const want = new Uint8Array(layout.memorySize);
+    initializeMemory(want, layout, IMAGE);
+    const got = new Uint8Array(layout.memorySize);
+    fillMemory(got, layout, IMAGE, kept);
+    assert.deepEqual(got, want);
+  }
+  assert.equal(kept.size, layouts.length);
+  // Only non-zero pages are kept (a zero page copied would be touched for nothing).
+  for (const runs of kept.values()) {
+    for (const [at, bytes] of runs) {
+      assert.equal(at % PAGE_SIZE, 0);
+      for (let p = 0; p < bytes.length; p += PAGE_SIZE) {
+        assert.ok(bytes.subarray(p, p + PAGE_SIZE).some((b) => b !== 0), `page at ${at + p}`);
+      }
+    }
+  }
+  // At most eight layouts per image, the oldest out first.
+  for (let i = 1; i <= 9; i++) {
+    const layout = computeLayout(IMAGE, { heapSize: i * 64 * KIB });
+    fillMemory(new Uint8Array(layout.memorySize), layout, IMAGE, kept);
+  }
+  assert.equal(kept.size, 8);
 });

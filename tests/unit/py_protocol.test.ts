@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ProtocolError } from "../../src/errors.ts";
 import { FRAME_MARKER } from "../../src/py/driver.ts";
-import { decodeReply, ReplyReader } from "../../src/py/protocol.ts";
+import { decodeReply, READER_START_BYTES, ReplyReader } from "../../src/py/protocol.ts";
 
 const utf8 = new TextEncoder();
 
@@ -60,4 +60,15 @@ Deno.test("py protocol: a reply of the wrong shape is a ProtocolError", () => {
     stdout: "a",
     stderr: "",
   });
+});
+
+Deno.test("py protocol: a reader starts small and grows to the frame it must hold", () => {
+  // One reader per request: its first buffer is allocated on every request's path.
+  const r = new ReplyReader(1 << 20);
+  assert.ok(r.capacity <= READER_START_BYTES && READER_START_BYTES <= 4096, `${r.capacity}`);
+  const text = JSON.stringify({ ok: true, stdout: "x".repeat(100_000), stderr: "" });
+  const all = frame("Y", text);
+  const frames = [...r.push(all.subarray(0, 70_000)), ...r.push(all.subarray(70_000))];
+  assert.deepEqual(frames, [{ kind: "reply", text }]);
+  assert.ok(r.capacity >= all.length, `${r.capacity}`);
 });

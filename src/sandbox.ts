@@ -200,8 +200,9 @@ function guestImage(copy: Uint8Array): GuestImage {
  * The decoder of a cold create's initialisation: a FUNCTION_TABLE frame byte for byte the same as
  * the one this image's start wrote last is that frame again, not decoded again. Every start of an
  * image writes the same table, and decoding it right after the VM's first run (a table of 47
- * functions) took ~100 µs of a create: the code that runs first after a VM exit runs with cold
- * caches and branch predictors here, ~3x its warm time (the same decode warm: ~35 µs). A compare
+ * functions) took ~100 µs of a create: the first decode after a VM's run costs ~3x a second one
+ * of the same bytes (~35-40 µs), from guest memory or a copy alike (likely cold caches and branch
+ * predictors after the run; not a page fault). A compare
  * is exact (the guest's bytes against the memo's private copy), so the guest gets nothing from it
  * that decoding its bytes would not give; the frame's signatures are frozen, as they are shared by
  * every sandbox of the image (as a snapshot's are by its copies).

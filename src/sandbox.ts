@@ -202,10 +202,10 @@ function guestImage(copy: Uint8Array): GuestImage {
  * image writes the same table, and decoding it right after the VM's first run (a table of 47
  * functions) took ~100 µs of a create: the first decode after a VM's run costs ~3x a second one
  * of the same bytes (~35-40 µs), from guest memory or a copy alike (likely cold caches and branch
- * predictors after the run; not a page fault). A compare
- * is exact (the guest's bytes against the memo's private copy), so the guest gets nothing from it
- * that decoding its bytes would not give; the frame's signatures are frozen, as they are shared by
- * every sandbox of the image (as a snapshot's are by its copies).
+ * predictors after the run; not a page fault). A compare is exact (the guest's bytes against the
+ * memo's private copy), so the guest gets nothing from it that decoding its bytes would not give;
+ * the frame's signatures are frozen, as they are shared by every sandbox of the image (as a
+ * snapshot's are by its copies).
  */
 class TableDecoder extends FrameDecoder {
   readonly #out: Uint8Array;

@@ -10,6 +10,7 @@
 import { CancelledError, SandboxError } from "./errors.ts";
 import { checkCount, checkTimeout } from "./options.ts";
 import { countPool, tracePoolRun } from "./telemetry.ts";
+import { type Deadline, deadlines } from "./deadlines.ts";
 
 /**
  * No sandbox of the pool became free within the wait bound (`timeoutMs`), or more callers were
@@ -86,9 +87,8 @@ export interface PoolHooks<M extends PoolMember> {
 interface Waiter<M> {
   resolve: (member: M) => void;
   reject: (e: Error) => void;
-  /** When it stops waiting (`performance.now()` ms) and its bound, for the message. */
-  deadline: number;
-  timeoutMs: number;
+  /** Its bound, on the process's one timer for deadlines (not a timer per waiter). */
+  deadline: Deadline | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
@@ -102,13 +102,6 @@ export class PoolCore<M extends PoolMember> {
   readonly #acquireTimeoutMs: number;
   readonly #maxWaiting: number;
   #disposed = false;
-  /**
-   * One timer for all waiters' bounds, armed for the earliest deadline (`#timerAt`), instead of
-   * a timer per waiter: a busy pool (a server's 50 connections on 4 members) set and cleared one
-   * per run.
-   */
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #timerAt = Infinity;
 
   constructor(members: readonly M[], sizing: PoolSizing, hooks: PoolHooks<M>) {
     this.#hooks = hooks;
@@ -178,8 +171,7 @@ export class PoolCore<M extends PoolMember> {
       const waiter: Waiter<M> = {
         resolve,
         reject,
-        deadline: performance.now() + timeoutMs,
-        timeoutMs,
+        deadline: undefined,
         signal,
         onAbort: undefined,
       };
@@ -191,8 +183,16 @@ export class PoolCore<M extends PoolMember> {
         };
         signal.addEventListener("abort", waiter.onAbort, { once: true });
       }
+      waiter.deadline = deadlines.add(timeoutMs, () => {
+        if (this.#unwait(waiter)) {
+          reject(
+            new PoolExhaustedError(
+              `no sandbox of ${this.#all.size} became free within ${timeoutMs} ms`,
+            ),
+          );
+        }
+      });
       this.#waiters.push(waiter);
-      if (waiter.deadline < this.#timerAt) this.#arm(waiter.deadline);
     });
   }
 
@@ -205,42 +205,10 @@ export class PoolCore<M extends PoolMember> {
     return true;
   }
 
-  /** A waiter left the queue: its abort listener goes, and the timer when no one waits. */
+  /** A waiter left the queue: its bound and its abort listener go. */
   #settled(waiter: Waiter<M>): void {
+    if (waiter.deadline) deadlines.remove(waiter.deadline);
     if (waiter.onAbort) waiter.signal!.removeEventListener("abort", waiter.onAbort);
-    if (this.#waiters.length === 0) this.#disarm();
-  }
-
-  #arm(at: number): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timerAt = at;
-    this.#timer = setTimeout(() => this.#expire(), Math.max(0, at - performance.now()));
-  }
-
-  #disarm(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerAt = Infinity;
-  }
-
-  /** The timer fired: refuses every waiter whose bound has passed, re-arms for the next. */
-  #expire(): void {
-    this.#timer = undefined;
-    this.#timerAt = Infinity;
-    // Timers run on their own clock; a deadline within 1 ms counts as reached.
-    const now = performance.now() + 1;
-    let next = Infinity;
-    for (const w of [...this.#waiters]) {
-      if (w.deadline <= now) {
-        this.#unwait(w);
-        w.reject(
-          new PoolExhaustedError(
-            `no sandbox of ${this.#all.size} became free within ${w.timeoutMs} ms`,
-          ),
-        );
-      } else if (w.deadline < next) next = w.deadline;
-    }
-    if (next !== Infinity && next < this.#timerAt) this.#arm(next);
   }
 
   async #release(member: M): Promise<void> {

@@ -62,6 +62,7 @@ import {
 } from "./snapshot.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
 import { registerSandbox } from "./sandbox_internal.ts";
+import { type Deadline, deadlines } from "./deadlines.ts";
 import {
   type CallTrace,
   countSandbox,
@@ -1070,12 +1071,13 @@ export class Sandbox implements AsyncDisposable {
     const exchange = ++this.#exchanges;
     // A host function may never settle: a stop or dispose must not wait for it.
     const woken = new Promise<void>((resolve) => this.#wake = resolve);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    // The call's limit is a deadline on the process's one timer (src/deadlines.ts).
+    let timer: Deadline | undefined;
     const onAbort = () => this.#requestStop({ kind: "cancel", reason: signal?.reason });
     const cleanup = () => {
       this.#busy = false;
       this.#wake = undefined;
-      if (timer !== undefined) clearTimeout(timer);
+      if (timer !== undefined) deadlines.remove(timer);
       signal?.removeEventListener("abort", onAbort);
     };
     const host: ExchangeHost = {
@@ -1143,7 +1145,7 @@ export class Sandbox implements AsyncDisposable {
       }
     }
     if (timeoutMs !== undefined) {
-      timer = setTimeout(() => this.#requestStop({ kind: "timeout", ms: timeoutMs }), timeoutMs);
+      timer = deadlines.add(timeoutMs, () => this.#requestStop({ kind: "timeout", ms: timeoutMs }));
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     return driveAsync(host).catch((e) => {

@@ -70,3 +70,25 @@ kvmTest("SandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () 
     [liveVms, liveSnapshots],
   );
 });
+
+kvmTest("SandboxPool: queued runs and their calls' limits share one timer", async () => {
+  await using pool = await SandboxPool.create({ guest: TESTGUEST, size: 2, timeoutMs: 5000 });
+  const original = globalThis.setTimeout;
+  let timers = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers++;
+    return original(...args);
+  }) as typeof setTimeout;
+  let results: bigint[];
+  try {
+    results = await Promise.all(
+      Array.from({ length: 12 }, () => pool.run((sb) => sb.call("counter") as Promise<bigint>)),
+    );
+  } finally {
+    globalThis.setTimeout = original;
+  }
+  assert.deepEqual(results, Array(12).fill(1n));
+  // Before: a timer per queued run (10) and per call (12). Now the process's deadlines
+  // (src/deadlines.ts): armed for the first wait, re-armed for the first call's earlier limit.
+  assert.ok(timers <= 3, `${timers} timers for 12 runs`);
+});

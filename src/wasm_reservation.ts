@@ -122,18 +122,28 @@ export function mapWasmMemory(
 }
 
 /**
- * Makes the host's pages of guest-physical `[from, to)` (page-aligned) present and writable in this
- * process, without changing a byte: one locked `or 0` per page, which the CPU faults in as a write
- * (one fault per page; a plain read-then-write would fault twice). Every page mapped here is
- * written by the guest right after anyway (it zeroes what comes into use, or has copied a moved
- * memory into it), so this allocates nothing the guest would not. What it saves is the guest's
- * faults: KVM maps a faulting guest page together with up to 7 neighbours of its aligned group of
- * 8 (its page-table prefetch), but only neighbours whose host page is present already and whose
- * guest entry is accessed and dirty (`LEAF`), so on kvm_pvm, where each shadow fault leaves the
- * guest, a run of the 16 MiB hash kernel took ~620 of them instead of ~4,200 (docs/wasm.md,
- * "First touch of linear memory").
+ * The most one `hl_wasm_map` makes present ahead of the guest (bytes, from the start of what it
+ * maps): the work runs on the thread that serves host calls (in Deno, the event loop), ~4 µs per
+ * page on this kvm_pvm host for anonymous memory and 6–10 µs for a hole of a snapshot's memfd
+ * (docs/wasm.md, "First touch of linear memory"), so 32 MiB holds it for ~35–80 ms and a grow of
+ * hundreds of MiB would hold it for seconds; the pages past it fault in the guest as before.
+ */
+export const PREFAULT_MAX_BYTES = 32 << 20;
+
+/**
+ * Makes the host's pages of guest-physical `[from, to)` (page-aligned; its first
+ * `PREFAULT_MAX_BYTES`) present and writable in this process, without changing a byte: one locked
+ * `or 0` per page, which the CPU faults in as a write (one fault per page; a plain read-then-write
+ * would fault twice). Every page mapped here is written by the guest right after anyway (it zeroes
+ * what comes into use, or has copied a moved memory into it), so this allocates nothing the guest
+ * would not. What it saves is the guest's faults: KVM maps a faulting guest page together with up
+ * to 7 neighbours of its aligned group of 8 (its page-table prefetch), but only neighbours whose
+ * host page is present already and whose guest entry is accessed and dirty (`LEAF`), so on
+ * kvm_pvm, where each shadow fault leaves the guest, a run of the 16 MiB hash kernel took ~620 of
+ * them instead of ~4,200 (docs/wasm.md, "First touch of linear memory").
  */
 function prefault(mem: Uint8Array, from: number, to: number): void {
+  to = Math.min(to, from + PREFAULT_MAX_BYTES);
   if (to <= from) return;
   const words = new Int32Array(mem.buffer, mem.byteOffset + from, (to - from) / 4);
   for (let i = 0; i < words.length; i += PAGE_SIZE / 4) Atomics.or(words, i, 0);

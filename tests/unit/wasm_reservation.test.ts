@@ -15,14 +15,15 @@ import {
   droppedByRestore,
   inWasmReservation,
   mapWasmMemory,
+  PREFAULT_MAX_BYTES,
   wasmMapping,
 } from "../../src/wasm_reservation.ts";
 
 const MIB = 1024 * 1024;
 const IMAGE = { size: 64 * 1024, minVaddr: 0, align: PAGE_SIZE, fixed: false };
 
-function setup(reservation = 4 * MIB) {
-  const layout = computeLayout(IMAGE, { heapSize: 16 * MIB, wasmReservationSize: reservation });
+function setup(reservation = 4 * MIB, heapSize = 16 * MIB) {
+  const layout = computeLayout(IMAGE, { heapSize, wasmReservationSize: reservation });
   const mem = new Uint8Array(layout.memorySize);
   writePeb(mem, layout);
   writePageTables(mem, layout, []);
@@ -125,8 +126,8 @@ Deno.test("wasm reservation: what a restore drops; which faults are in the reser
 const address = (mem: Uint8Array) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem)!));
 
 /** `setup()` on page-aligned memory (as guest memory is: an `mmap`), untouched past the tables. */
-function alignedSetup() {
-  const { layout } = setup();
+function alignedSetup(reservation = 4 * MIB, heapSize = 16 * MIB) {
+  const { layout } = setup(reservation, heapSize);
   const big = new Uint8Array(layout.memorySize + PAGE_SIZE);
   const shift = (PAGE_SIZE - address(big) % PAGE_SIZE) % PAGE_SIZE;
   const mem = big.subarray(shift, shift + layout.memorySize);
@@ -171,4 +172,17 @@ Deno.test("wasm reservation: what a grow maps is present in the host before the 
   assert.equal(mem.subarray(heap, heap + 3 * MIB).reduce((n, b) => n + (b ? 1 : 0), 0), 2);
   // A shrink touches nothing.
   assert.deepEqual(mapWasmMemory(mem, layout, heap, MIB), { offset: heap + MIB, length: 2 * MIB });
+});
+
+Deno.test("wasm reservation: one grow makes at most PREFAULT_MAX_BYTES present ahead", () => {
+  // The host does this work on the thread that serves host calls; past the bound the guest's own
+  // faults bring the pages in, as before.
+  const size = PREFAULT_MAX_BYTES + 8 * MIB; // past a 2 MiB huge page where THP is always on
+  const { layout, mem } = alignedSetup(size, size + 2 * MIB);
+  const heap = layout.heapAddr;
+  mapWasmMemory(mem, layout, heap, size);
+  const pages = present(mem, heap, heap + size);
+  const bound = PREFAULT_MAX_BYTES / PAGE_SIZE;
+  assert.ok(pages.slice(0, bound).every((p) => p), "the first PREFAULT_MAX_BYTES present");
+  assert.ok(pages.slice(bound).some((p) => !p), "not what lies past it");
 });

@@ -1,10 +1,11 @@
 //! Init and the call loop.
 
 use alloc::format;
+use alloc::vec::Vec;
 
 use hl_wire::encode_function_table_with_imports;
 use hl_wire::{EncodeError, encode_return, encode_with, error_code, port};
-use hl_wire::{Frame, FrameKind, FunctionSig, Value, decode_frame};
+use hl_wire::{FrameKind, FunctionSig, Reader, Value, decode_frame, split_frame};
 
 use crate::arch::outl;
 use crate::function::{GuestError, GuestFunction};
@@ -56,22 +57,50 @@ pub fn start(
 
 /// Decodes the CALL in the input buffer and runs it. Returns the function name (for messages)
 /// and the outcome.
+///
+/// The name is looked up where it lies in the input buffer, not copied to the heap: a call
+/// allocates only for its arguments, so a call without any touches no heap page (issue 19: the
+/// first call of a new VM paid a shadow-paging fault on kvm_pvm for the heap page its name
+/// went to). Only a frame that is not a well-formed CALL is decoded as a whole, for the same
+/// error as before.
 fn serve_call(table: &[GuestFunction]) -> (&'static str, Result<Value, GuestError>) {
     let bad = |message| GuestError::new(error_code::BAD_ARGUMENTS, message);
-    let (name, args) = match with_input(decode_frame) {
-        Some(Ok(Frame::Call { name, args })) => (name, args),
-        Some(Ok(other)) => {
-            let msg = format!("expected a CALL frame, got {}", other.kind().name());
-            return ("?", Err(bad(msg)));
-        }
-        Some(Err(e)) => return ("?", Err(bad(format!("malformed CALL frame: {e}")))),
+    let decoded = with_input(|buf| match decode_call(buf) {
+        Some((name, args)) => match table.iter().find(|f| f.name == name) {
+            Some(f) => Ok((f, args)),
+            None => {
+                let msg = format!("unknown function {name:?}");
+                Err(GuestError::new(error_code::UNKNOWN_FUNCTION, msg))
+            }
+        },
+        None => Err(match decode_frame(buf) {
+            Ok(other) => bad(format!(
+                "expected a CALL frame, got {}",
+                other.kind().name()
+            )),
+            Err(e) => bad(format!("malformed CALL frame: {e}")),
+        }),
+    });
+    let (f, args) = match decoded {
+        Some(Ok(call)) => call,
+        Some(Err(e)) => return ("?", Err(e)),
         None => return ("?", Err(bad("no input buffer".into()))),
     };
-    let Some(f) = table.iter().find(|f| f.name == name) else {
-        let msg = format!("unknown function {name:?}");
-        return ("?", Err(GuestError::new(error_code::UNKNOWN_FUNCTION, msg)));
-    };
     (f.name, check_args(f, &args).and_then(|()| (f.call)(args)))
+}
+
+/// A well-formed CALL frame at the start of `buf`: its name (borrowed) and arguments, or `None`
+/// for anything else (which `decode_frame` then reports).
+fn decode_call(buf: &[u8]) -> Option<(&str, Vec<Value>)> {
+    let (kind, payload) = split_frame(buf).ok()?;
+    if kind != FrameKind::Call {
+        return None;
+    }
+    let mut r = Reader::new(payload);
+    let name = r.name().ok()?;
+    let args = r.values().ok()?;
+    r.finish().ok()?;
+    Some((name, args))
 }
 
 fn check_args(f: &GuestFunction, args: &[Value]) -> Result<(), GuestError> {

@@ -136,21 +136,28 @@ function alignedSetup(reservation = 4 * MIB, heapSize = 16 * MIB) {
   return { layout, mem };
 }
 
-/** Whether each 4 KiB page of `[from, to)` of `mem` is present in this process (pagemap bit 63). */
+/**
+ * Whether each 4 KiB page of `[from, to)` of `mem` is present in this process: `mincore(2)` through
+ * libc (reading `/proc/self/pagemap` would need every permission).
+ */
 function present(mem: Uint8Array, from: number, to: number): boolean[] {
   const addr = address(mem) + from;
   if (addr % PAGE_SIZE !== 0) throw new Error("the test's memory is not page-aligned");
   const pages = (to - from) / PAGE_SIZE;
-  const file = Deno.openSync("/proc/self/pagemap");
+  const libc = Deno.dlopen("libc.so.6", {
+    mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
+  });
   try {
-    const buf = new Uint8Array(8 * pages);
-    file.seekSync((addr / PAGE_SIZE) * 8, Deno.SeekMode.Start);
-    let got = 0;
-    while (got < buf.length) got += file.readSync(buf.subarray(got)) ?? 0;
-    const view = new DataView(buf.buffer);
-    return Array.from({ length: pages }, (_, i) => view.getBigUint64(8 * i, true) >> 63n === 1n);
+    const vec = new Uint8Array(pages);
+    const rc = libc.symbols.mincore(
+      Deno.UnsafePointer.create(BigInt(addr)),
+      BigInt(to - from),
+      vec,
+    );
+    if (rc !== 0) throw new Error("mincore failed");
+    return Array.from(vec, (v) => (v & 1) === 1);
   } finally {
-    file.close();
+    libc.close();
   }
 }
 

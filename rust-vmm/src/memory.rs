@@ -698,6 +698,9 @@ impl GuestMemory {
     /// page table written from here is not write-tracked by KVM's shadow MMU, so a cleared entry
     /// alone can leave the old translation in use (docs/wasm.md, "Guard pages").
     pub fn drop_range(&self, offset: u64, len: u64) -> Result<()> {
+        // Dropping a shared view's pages changes no content, but it makes KVM forget the code's
+        // translations in every VM sharing it: not a request one VM gets to make.
+        self.not_shared("drop pages of")?;
         let end = offset.checked_add(len);
         if !offset.is_multiple_of(PAGE_SIZE)
             || !len.is_multiple_of(PAGE_SIZE)
@@ -1479,7 +1482,8 @@ mod tests {
     }
 
     /// Regions viewing a snapshot as shared code use its one mapping, read-only; they refuse a
-    /// reset or a re-base (either would change the code of every VM sharing it), and the mapping
+    /// reset or a re-base (either would change the code of every VM sharing it) and a page drop
+    /// (it would make every such VM's hypervisor forget the code's translations), and the mapping
     /// goes with the snapshot.
     #[test]
     fn shared_code_regions_view_one_read_only_mapping() {
@@ -1501,6 +1505,9 @@ mod tests {
         assert_eq!(mapping().as_deref(), Some("r--p"));
         assert!(a.reset().unwrap_err().message.contains("shares it"));
         assert!(b.rebase(&snap).unwrap_err().message.contains("shares it"));
+        let dropped = a.drop_range(0, PAGE_SIZE).unwrap_err();
+        assert_eq!(dropped.code, Code::InvalidArgument);
+        assert!(dropped.message.contains("shares it"));
         let ptr = a.host_ptr() as usize;
         drop((a, b, snap));
         let at = format!("{ptr:x}-");

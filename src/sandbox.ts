@@ -23,7 +23,6 @@ import { type MemorySnapshotHandle, MicroVm } from "./ffi/vm.ts";
 import {
   type Frame,
   FrameDecoder,
-  FrameEncoder,
   fromValue,
   type FunctionSignature,
   type JsValue,
@@ -47,6 +46,7 @@ import { droppedByRestore, mapWasmMemory, wasmMapping } from "./wasm_reservation
 import { exitStep, serveHostCall } from "./call/protocol.ts";
 import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
+import { SMALL_VIEW_BYTES, type Widen, WindowedDecoder, WindowedEncoder } from "./call/window.ts";
 import { describeThrown, isInstance } from "./call/describe.ts";
 import type { HostFunction, StopReason } from "./call/types.ts";
 import type { TypedGuest } from "./host_function.ts";
@@ -240,6 +240,28 @@ class TableDecoder extends FrameDecoder {
 }
 
 /** Whether `out` starts with the frame `bytes` (its length field included). */
+/**
+ * How much a live sandbox views from guest address 0: the low region (PEB, stubs, ring-0 stack,
+ * page tables) and the input buffer's first `SMALL_VIEW_BYTES`. V8 counts a view's length as
+ * external memory and collects garbage for it (`MicroVm.memoryView`): views of the whole 4 MiB
+ * buffers, 8.2 GB at 1,000 live sandboxes, cost ~100 full collections in a 4 s create loop
+ * (docs/design.md, "Scale"). A larger frame gets a view of its whole buffer for itself
+ * (`call/window.ts`).
+ */
+function lowViewBytes(layout: MemoryLayout): number {
+  return layout.inputAddr + Math.min(layout.inputSize, SMALL_VIEW_BYTES);
+}
+
+/** A view of the output buffer's first `SMALL_VIEW_BYTES` (`lowViewBytes`). */
+function outputView(vm: MicroVm, layout: MemoryLayout): Uint8Array {
+  return vm.memoryView(0, Math.min(layout.outputSize, SMALL_VIEW_BYTES), layout.outputAddr);
+}
+
+/** Views of the whole buffer at `addr` of `size` bytes, one per frame that needs it. */
+function widen(vm: MicroVm, addr: number, size: number): Widen {
+  return { view: () => vm.memoryView(0, size, addr), release: (view) => vm.releaseView(view) };
+}
+
 function sameFrame(out: Uint8Array, bytes: Uint8Array): boolean {
   if (out.length < bytes.length) return false;
   const n = bytes.length;
@@ -302,9 +324,12 @@ interface Held {
  */
 export class Sandbox implements AsyncDisposable {
   #vm: MicroVm | undefined;
+  /** The low region (PEB, stubs, page tables) and the input buffer's first bytes (`lowViewBytes`). */
   #memory: Uint8Array | undefined;
-  #encoder: FrameEncoder | undefined;
-  #decoder: FrameDecoder | undefined;
+  /** The output buffer's first bytes (`outputViewBytes`). */
+  #output: Uint8Array | undefined;
+  #encoder: WindowedEncoder | undefined;
+  #decoder: WindowedDecoder | undefined;
   readonly #layout: MemoryLayout;
   /** Host-published code mapped at `layout.codeAddr` (the wasmtime engine's artifact), if any. */
   #code: MemorySnapshotHandle | undefined;
@@ -332,22 +357,32 @@ export class Sandbox implements AsyncDisposable {
   /** The call in progress's trace, when telemetry is on (its host calls are its children). */
   #trace: CallTrace | undefined;
 
+  /**
+   * `memory`: a view from guest address 0 of at least `lowViewBytes(layout)`; `output`: a view of
+   * the output buffer's first `outputViewBytes(layout)` (`Sandbox.#views`).
+   */
   private constructor(
     vm: MicroVm,
     memory: Uint8Array,
+    output: Uint8Array,
     layout: MemoryLayout,
     hostFunctions: Map<string, HostFunction>,
     options: Omit<SandboxOptions, "guest">,
   ) {
     this.#vm = vm;
     this.#memory = memory;
+    this.#output = output;
     this.#layout = layout;
-    this.#encoder = new FrameEncoder(
-      memory.subarray(layout.inputAddr, layout.inputAddr + layout.inputSize),
+    this.#encoder = new WindowedEncoder(
+      memory.subarray(layout.inputAddr, lowViewBytes(layout)),
+      layout.inputSize,
+      widen(vm, layout.inputAddr, layout.inputSize),
       "inputSize",
     );
-    this.#decoder = new FrameDecoder(
-      memory.subarray(layout.outputAddr, layout.outputAddr + layout.outputSize),
+    this.#decoder = new WindowedDecoder(
+      output,
+      layout.outputSize,
+      widen(vm, layout.outputAddr, layout.outputSize),
     );
     this.#functions = new Map();
     this.#hostFunctions = hostFunctions;
@@ -413,22 +448,18 @@ export class Sandbox implements AsyncDisposable {
       params: ["u64", "u64"],
       result: "void",
       fn: (base: bigint, bytes: bigint) => {
-        const drop = mapWasmMemory(this.#wholeMemory(), this.#layout, Number(base), Number(bytes));
-        if (drop) this.#vm!.dropMemory(drop.offset, drop.length);
+        // A view of all guest memory for this request only (it makes heap pages present), detached
+        // right after: V8 counts a view's length as external memory (`MicroVm.memoryView`).
+        const vm = this.#vm!;
+        const whole = vm.memoryView(0, this.#layout.memorySize);
+        try {
+          const drop = mapWasmMemory(whole, this.#layout, Number(base), Number(bytes));
+          if (drop) vm.dropMemory(drop.offset, drop.length);
+        } finally {
+          vm.releaseView(whole);
+        }
       },
     };
-  }
-
-  /**
-   * A view of all guest memory: a start from a snapshot views only up to the heap (what the host
-   * reads and writes, but for `hl_wasm_map`'s zeroing of heap pages), since V8 counts a view's
-   * length as external memory and collects garbage for it (`MicroVm.memoryView`).
-   */
-  #wholeMemory(): Uint8Array {
-    if (this.#memory!.length < this.#layout.memorySize) {
-      this.#memory = this.#vm!.memoryView(0, this.#layout.memorySize);
-    }
-    return this.#memory!;
   }
 
   /** `handOverSandbox` (sandbox_internal.ts): revokes this handle and moves its VM into a new one. */
@@ -445,7 +476,14 @@ export class Sandbox implements AsyncDisposable {
     await this.#queue;
     const vm = this.#vm;
     if (!vm) throw new SandboxDisposedError();
-    const next = new Sandbox(vm, this.#memory!, this.#layout, this.#hostFunctions, this.#options);
+    const next = new Sandbox(
+      vm,
+      this.#memory!,
+      this.#output!,
+      this.#layout,
+      this.#hostFunctions,
+      this.#options,
+    );
     next.#code = this.#code;
     next.#guestId = this.#guestId;
     next.#poison = this.#poison;
@@ -456,6 +494,7 @@ export class Sandbox implements AsyncDisposable {
     // The old handle reaches nothing from here on (its dispose is a no-op).
     this.#vm = undefined;
     this.#memory = undefined;
+    this.#output = undefined;
     this.#encoder = undefined;
     this.#decoder = undefined;
     this.#code = undefined;
@@ -492,11 +531,14 @@ export class Sandbox implements AsyncDisposable {
     try {
       // The vCPU is created on its thread while this one maps and fills memory (~200 µs each).
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
-      const memory = vm.mapMemory(0, layout.memorySize);
+      const whole = vm.mapMemory(0, layout.memorySize);
       if (code) vm.mapCode(layout.codeAddr, code);
-      fillMemory(memory, layout, elf, image.low);
+      fillMemory(whole, layout, elf, image.low);
+      // The view of all memory is not kept: V8 counts its length as external memory.
+      vm.releaseView(whole);
       vm.setRegisters(entryRegisters(layout, elf.entryOffset));
-      sandbox = new Sandbox(vm, memory, layout, hostFunctions, options);
+      const memory = vm.memoryView(0, lowViewBytes(layout));
+      sandbox = new Sandbox(vm, memory, outputView(vm, layout), layout, hostFunctions, options);
       sandbox.#code = code?.retain();
       sandbox.#guestId = image.id;
       await sandbox.#initialise(options.initTimeoutMs ?? 30_000, image);
@@ -523,15 +565,22 @@ export class Sandbox implements AsyncDisposable {
     try {
       // The vCPU is created on its thread while this one maps the snapshot.
       vm.createVcpu(GUEST_VCPU_CONFIG, { overlap: true });
-      // Up to the heap: the page tables, PEB, stubs, ring-0 stack and the input and output
-      // buffers lie below it (`#wholeMemory` when more is needed).
-      const memory = vm.mapSnapshot(0, state.memory, state.layout.heapAddr);
+      // The page tables, PEB, stubs, ring-0 stack and the input buffer's first bytes; the output
+      // buffer's first bytes beside them (`lowViewBytes`).
+      const memory = vm.mapSnapshot(0, state.memory, lowViewBytes(state.layout));
       if (state.layout.codeSize > 0) {
         if (!state.code) throw new SnapshotMismatchError("the snapshot has no code image");
         vm.mapCode(state.layout.codeAddr, state.code);
       }
       vm.setState(state.vcpu);
-      sandbox = new Sandbox(vm, memory, state.layout, hostFunctions, options);
+      sandbox = new Sandbox(
+        vm,
+        memory,
+        outputView(vm, state.layout),
+        state.layout,
+        hostFunctions,
+        options,
+      );
       sandbox.#code = state.code?.retain();
     } catch (e) {
       vm.destroy();
@@ -671,9 +720,11 @@ export class Sandbox implements AsyncDisposable {
     let frame: Frame;
     const layout = this.#layout;
     const plain = this.#decoder;
-    const table = new TableDecoder(
-      this.#memory!.subarray(layout.outputAddr, layout.outputAddr + layout.outputSize),
-      image,
+    const table = new WindowedDecoder(
+      this.#output!,
+      layout.outputSize,
+      widen(this.#vm!, layout.outputAddr, layout.outputSize),
+      (view) => new TableDecoder(view, image),
     );
     this.#decoder = table;
     try {
@@ -933,6 +984,7 @@ export class Sandbox implements AsyncDisposable {
     if (vm && !this.#revoked) {
       this.#vm = undefined;
       this.#memory = undefined;
+      this.#output = undefined;
       this.#encoder = undefined;
       this.#decoder = undefined;
       finalizer.unregister(this);

@@ -26,7 +26,7 @@ import {
   SandboxError,
   StackOverflowError,
 } from "../errors.ts";
-import { type Frame, type FrameDecoder, fromValue, toValue, type Value } from "../wire.ts";
+import { type Frame, fromValue, toValue, type Value } from "../wire.ts";
 import { isInGuardPage, type MemoryLayout } from "../layout.ts";
 import {
   DELIVERABLE_VECTORS,
@@ -58,7 +58,8 @@ export interface ExitContext {
   readonly vm: MicroVm;
   readonly memory: Uint8Array;
   readonly layout: MemoryLayout;
-  readonly output: FrameDecoder;
+  /** Decodes the frame in the output buffer (a `FrameDecoder`, or `call/window.ts`'s). */
+  readonly output: { decode(): Frame };
   readonly onLog?: (level: number, message: string) => void;
   /** Counts a LOG exit that nobody consumes (no `onLog`): it is skipped, never decoded. */
   readonly skipLog?: () => void;

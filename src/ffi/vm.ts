@@ -446,26 +446,44 @@ export class MicroVm {
   }
 
   /**
-   * A zero-copy view of the first `bytes` of the memory mapped at guest-physical `gpa` by
-   * {@linkcode mapMemory} or {@linkcode mapSnapshot}; {@linkcode destroy} detaches it too. V8
+   * A zero-copy view of `bytes` from `offset` (default 0) of the memory mapped at guest-physical
+   * `gpa` by {@linkcode mapMemory} or {@linkcode mapSnapshot}; {@linkcode destroy} (or
+   * {@linkcode releaseView}) detaches it. V8
    * counts a view's length as external memory and collects garbage as that grows: views of all
    * 138 MiB of a JsSandbox's memory cost about one collection per start (7-8 mark-compacts for 8
    * starts from a snapshot, `tests/kvm/memory_view.test.ts`), so a view should cover what the host
    * reads and writes, not more (docs/js.md, "Cold start").
    */
-  memoryView(gpa: number, bytes: number): Uint8Array {
+  memoryView(gpa: number, bytes: number, offset = 0): Uint8Array {
     const vm = this.#live();
     const mapped = this.#slots.get(gpa);
-    if (mapped === undefined || !Number.isSafeInteger(bytes) || bytes <= 0 || bytes > mapped.size) {
+    if (
+      mapped === undefined || !Number.isSafeInteger(bytes) || bytes <= 0 ||
+      !Number.isSafeInteger(offset) || offset < 0 || offset + bytes > mapped.size
+    ) {
       throw new RangeError(
-        `no view of ${bytes} bytes at 0x${gpa.toString(16)}: ${
+        `no view of ${bytes} bytes at 0x${gpa.toString(16)} + 0x${offset.toString(16)}: ${
           mapped?.size ?? 0
         } bytes mapped there`,
       );
     }
     const ptr = this.#lib.hl_vm_memory_ptr(vm, mapped.slot);
     if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes)));
+    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes, offset)));
+  }
+
+  /**
+   * Detaches `view`'s buffer now (one that {@linkcode memoryView}, {@linkcode mapMemory} or
+   * {@linkcode mapSnapshot} gave), instead of at {@linkcode destroy}: for a view made for one use,
+   * so that V8 stops counting its length as external memory. Idempotent.
+   */
+  releaseView(view: Uint8Array): void {
+    const buffer = view.buffer as ArrayBuffer;
+    const i = this.#buffers.lastIndexOf(buffer);
+    if (i < 0) return;
+    this.#buffers[i] = this.#buffers[this.#buffers.length - 1];
+    this.#buffers.pop();
+    detach(buffer);
   }
 
   /** Remembers a buffer over library-owned memory, for {@linkcode destroy} to detach. */

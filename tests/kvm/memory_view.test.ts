@@ -1,7 +1,7 @@
-// The host's view of a sandbox's memory started from a snapshot covers what the host reads and
-// writes (up to the heap: ~9 MiB of a JsSandbox's 138), not all of it: V8 counts a view's length as
-// external memory and collects garbage as that grows, which a view of all 138 MiB did at about
-// every start (issue 20's cold create; `MicroVm.memoryView`). Counts V8's collections in a child
+// The host's views of a sandbox's memory started from a snapshot cover what the host reads and
+// writes (the low region and the first 64 KiB of each I/O buffer), not all of it: V8 counts a
+// view's length as external memory and collects garbage as that grows, which a view of all
+// 138 MiB did at about every start (issue 20's cold create; `MicroVm.memoryView`). Counts V8's collections in a child
 // process (`--trace-gc`), never times.
 import assert from "node:assert/strict";
 import { kvmTest } from "./_kvm.ts";

@@ -1114,14 +1114,31 @@ fn write_all_at(fd: &OwnedFd, bytes: &[u8], offset: usize) -> Result<()> {
 }
 
 /// Seals `fd` against every change: writes, growing, shrinking, and further seals.
+///
+/// `F_SEAL_WRITE` fails with `EBUSY` while any of the file's pages holds a reference beyond the
+/// page cache's and its mappings' (the kernel waits ~150 ms for them first). We hold no writable
+/// shared mapping of a memfd we seal, so such references are the kernel's own and transient
+/// (reclaim or migration isolating a page under memory pressure): seen once here, in a bench with
+/// 1,000 live sandboxes beside a CI run. A few more tries, then the error.
 fn seal(fd: &OwnedFd) -> Result<()> {
     let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-    // SAFETY: plain fcntl on our own fd; the result is checked.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(Error::os("sealing a snapshot", io::Error::last_os_error()));
+    let mut tries = 0;
+    loop {
+        // SAFETY: plain fcntl on our own fd; the result is checked.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        tries += 1;
+        if err.raw_os_error() != Some(libc::EBUSY) || tries == SEAL_TRIES {
+            return Err(Error::os("sealing a snapshot", err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(())
 }
+
+/// How many times [`seal`] asks before it reports `EBUSY`.
+const SEAL_TRIES: u32 = 4;
 
 /// Most pages a snapshot's write set may hold (2 MiB): a create copies them all up front.
 const WRITE_SET_MAX_PAGES: usize = 512;

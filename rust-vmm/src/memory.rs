@@ -1346,6 +1346,20 @@ mod tests {
     use super::*;
     use crate::error::Code;
 
+    /// A new empty file, read-write, already unlinked (it goes with the handle).
+    fn scratch_file(name: &str) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        file
+    }
+
     #[test]
     fn requests_are_checked_before_anything_is_allocated() {
         let err = |gpa, size| GuestMemory::validate(gpa, size).unwrap_err().message;
@@ -1387,15 +1401,7 @@ mod tests {
         bytes[4 * 4096 + 9] = 4;
         let snap = memory.snapshot().unwrap();
         assert_eq!(snap.data_pages, 3);
-        let path = std::env::temp_dir().join(format!("hl-snap-test-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
+        let file = scratch_file("hl-snap-test");
         let crc = snap.write_pages(&file, 4096).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 4096 + 3 * 4096);
         let back =
@@ -1443,15 +1449,7 @@ mod tests {
         }
         let snap = memory.snapshot().unwrap();
         assert_eq!(snap.data_pages, pages - 3);
-        let path = std::env::temp_dir().join(format!("hl-snap-chunks-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
+        let file = scratch_file("hl-snap-chunks");
         let crc = snap.write_pages(&file, 4096).unwrap();
         let back =
             MemorySnapshot::read_pages(&file, 4096, snap.size(), snap.bitmap(), crc).unwrap();

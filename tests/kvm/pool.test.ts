@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Sandbox, SandboxError, SandboxPool } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
+import { countTimers } from "../_timers.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "./_kvm.ts";
 import { checkPoolBounds } from "./_pool.ts";
 
@@ -73,20 +74,11 @@ kvmTest("SandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () 
 
 kvmTest("SandboxPool: queued runs and their calls' limits share one timer", async () => {
   await using pool = await SandboxPool.create({ guest: TESTGUEST, size: 2, timeoutMs: 5000 });
-  const original = globalThis.setTimeout;
-  let timers = 0;
-  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-    timers++;
-    return original(...args);
-  }) as typeof setTimeout;
-  let results: bigint[];
-  try {
-    results = await Promise.all(
+  const { value: results, timers } = await countTimers(() =>
+    Promise.all(
       Array.from({ length: 12 }, () => pool.run((sb) => sb.call("counter") as Promise<bigint>)),
-    );
-  } finally {
-    globalThis.setTimeout = original;
-  }
+    )
+  );
   assert.deepEqual(results, Array(12).fill(1n));
   // Before: a timer per queued run (10) and per call (12). Now the process's deadlines
   // (src/deadlines.ts): armed for the first wait, re-armed for the first call's earlier limit.

@@ -5,25 +5,11 @@
 
 import assert from "node:assert/strict";
 import { Deadlines } from "../../src/deadlines.ts";
+import { countTimers } from "../_timers.ts";
 
-/** Counts the timers set while `body` runs. */
-function countTimers<T>(body: () => T): { value: T; timers: number } {
-  const original = globalThis.setTimeout;
-  let timers = 0;
-  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-    timers++;
-    return original(...args);
-  }) as typeof setTimeout;
-  try {
-    return { value: body(), timers };
-  } finally {
-    globalThis.setTimeout = original;
-  }
-}
-
-Deno.test("Deadlines: 50 deadlines set one timer; removing them all clears it", () => {
+Deno.test("Deadlines: 50 deadlines set one timer; removing them all clears it", async () => {
   const d = new Deadlines();
-  const { value: all, timers } = countTimers(() =>
+  const { value: all, timers } = await countTimers(() =>
     Array.from({ length: 50 }, (_, i) => d.add(1000 + i, () => assert.fail("removed")))
   );
   assert.equal(timers, 1);

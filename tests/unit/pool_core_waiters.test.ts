@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { PoolCore, PoolExhaustedError } from "../../src/pool_core.ts";
 import { CancelledError } from "../../src/errors.ts";
+import { countTimers } from "../_timers.ts";
 
 class Member {
   async dispose(): Promise<void> {}
@@ -18,21 +19,6 @@ function core(): PoolCore<Member> {
     replace: () => Promise.resolve(new Member()),
     disposed: () => Promise.resolve(),
   });
-}
-
-/** Counts the timers set while `body` runs. */
-async function countTimers<T>(body: () => Promise<T>): Promise<{ value: T; timers: number }> {
-  const original = globalThis.setTimeout;
-  let timers = 0;
-  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-    timers++;
-    return original(...args);
-  }) as typeof setTimeout;
-  try {
-    return { value: await body(), timers };
-  } finally {
-    globalThis.setTimeout = original;
-  }
 }
 
 Deno.test("PoolCore: 20 queued runs share one timer, and each is served in turn", async () => {

@@ -42,7 +42,7 @@ import {
   type MemoryLayout,
   readGuestAbiVersion,
 } from "./layout.ts";
-import { droppedByRestore, mapWasmMemory, wasmMapping } from "./wasm_reservation.ts";
+import { droppedByRestore, mapWasmMemory, touchPages, wasmMapping } from "./wasm_reservation.ts";
 import { exitStep, serveHostCall } from "./call/protocol.ts";
 import { driveAsync, driveSync, type ExchangeHost } from "./call/driver.ts";
 import { poisons } from "./call/poison.ts";
@@ -448,16 +448,25 @@ export class Sandbox implements AsyncDisposable {
       params: ["u64", "u64"],
       result: "void",
       fn: (base: bigint, bytes: bigint) => {
-        // A view of all guest memory for this request only (it makes heap pages present), detached
-        // right after: V8 counts a view's length as external memory (`MicroVm.memoryView`).
+        // The page tables are in the low view; the pages newly mapped are made present through a
+        // view of just them, detached right after: V8 counts a view's length as external memory
+        // and a view of all memory per grow cost a full collection each (`MicroVm.memoryView`).
         const vm = this.#vm!;
-        const whole = vm.memoryView(0, this.#layout.memorySize);
-        try {
-          const drop = mapWasmMemory(whole, this.#layout, Number(base), Number(bytes));
-          if (drop) vm.dropMemory(drop.offset, drop.length);
-        } finally {
-          vm.releaseView(whole);
-        }
+        const drop = mapWasmMemory(
+          this.#memory!,
+          this.#layout,
+          Number(base),
+          Number(bytes),
+          (from, to) => {
+            const pages = vm.memoryView(0, to - from, from);
+            try {
+              touchPages(pages);
+            } finally {
+              vm.releaseView(pages);
+            }
+          },
+        );
+        if (drop) vm.dropMemory(drop.offset, drop.length);
       },
     };
   }

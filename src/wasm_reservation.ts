@@ -78,13 +78,16 @@ export function wasmMapping(mem: Uint8Array, layout: MemoryLayout): WasmMapping 
  * guest's heap; `bytes` 0 unmaps all. While something is mapped the base cannot change (unmap
  * first). Returns the range the caller must drop (pages that were mapped and no longer are), if
  * any. Throws a `RangeError` naming the problem for a request it refuses (the guest's host call
- * then fails).
+ * then fails). `mem` views guest memory from address 0 at least up to the reservation's tables;
+ * `touch(from, to)` makes the newly mapped guest-physical pages present ({@linkcode touchPages}),
+ * by default through `mem` (which must then reach `to`).
  */
 export function mapWasmMemory(
   mem: Uint8Array,
   layout: MemoryLayout,
   base: number,
   bytes: number,
+  touch: (from: number, to: number) => void = (from, to) => touchPages(mem.subarray(from, to)),
 ): DropRange | undefined {
   const limit = layout.wasmReservationSize;
   if (limit === 0) throw new RangeError("this sandbox has no Wasm reservation");
@@ -114,7 +117,9 @@ export function mapWasmMemory(
     words[2 * p + 1] = PTE_NX_HIGH;
   }
   if (bytes >= now.bytes) {
-    prefault(mem, base + now.bytes, base + bytes);
+    const from = base + now.bytes;
+    const to = Math.min(base + bytes, from + PREFAULT_MAX_BYTES);
+    if (to > from) touch(from, to);
     return undefined;
   }
   words.fill(0, 2 * (bytes / PAGE_SIZE), 2 * (now.bytes / PAGE_SIZE));
@@ -131,8 +136,9 @@ export function mapWasmMemory(
 export const PREFAULT_MAX_BYTES = 32 << 20;
 
 /**
- * Makes the host's pages of guest-physical `[from, to)` (page-aligned; its first
- * `PREFAULT_MAX_BYTES`) present and writable in this process, without changing a byte: one locked
+ * Makes the host's pages under `pages` (a page-aligned view of guest memory: what
+ * {@linkcode mapWasmMemory} newly maps, at most `PREFAULT_MAX_BYTES`) present and writable in this
+ * process, without changing a byte: one locked
  * `or 0` per page, which the CPU faults in as a write (one fault per page; a plain read-then-write
  * would fault twice). Every page mapped here is written by the guest right after anyway (it zeroes
  * what comes into use, or has copied a moved memory into it), so this allocates nothing the guest
@@ -142,10 +148,8 @@ export const PREFAULT_MAX_BYTES = 32 << 20;
  * kvm_pvm, where each shadow fault leaves the guest, a run of the 16 MiB hash kernel took ~620 of
  * them instead of ~4,200 (docs/wasm.md, "First touch of linear memory").
  */
-function prefault(mem: Uint8Array, from: number, to: number): void {
-  to = Math.min(to, from + PREFAULT_MAX_BYTES);
-  if (to <= from) return;
-  const words = new Int32Array(mem.buffer, mem.byteOffset + from, (to - from) / 4);
+export function touchPages(pages: Uint8Array): void {
+  const words = new Int32Array(pages.buffer, pages.byteOffset, pages.length >> 2);
   for (let i = 0; i < words.length; i += PAGE_SIZE / 4) Atomics.or(words, i, 0);
 }
 

@@ -8,6 +8,7 @@
 // full sizes, still work and are still bounded by the real buffer sizes.
 import assert from "node:assert/strict";
 import { kvmTest } from "./_kvm.ts";
+import { runGcChild } from "./_gc_child.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { ArgumentError, Sandbox } from "../../mod.ts";
 import { frameSize } from "../../src/wire.ts";
@@ -18,24 +19,13 @@ const LOOP = 300;
 kvmTest(
   "memory views: live sandboxes do not each cost the collector their I/O buffers",
   async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--no-check",
-        "--v8-flags=--trace-gc,--max-old-space-size=1024",
-        new URL("./_scale_view_child.ts", import.meta.url).pathname,
-        String(LIVE),
-        String(LOOP),
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    assert.equal(out.success, true, new TextDecoder().decode(out.stderr));
-    const result = stdout.split("\n").findLast((l) => l.startsWith("{"));
-    assert.deepEqual(JSON.parse(result!), { sum: (LOOP * (LOOP + 1)) / 2 });
-    const full = stdout.split("\n").filter((l) => / ms: (Incremental )?Mark-Compact/.test(l));
+    const { gcs, result } = await runGcChild(
+      "./_scale_view_child.ts",
+      "--max-old-space-size=1024",
+      [String(LIVE), String(LOOP)],
+    );
+    assert.deepEqual(result, { sum: (LOOP * (LOOP + 1)) / 2 });
+    const full = gcs.filter((l) => / ms: (Incremental )?Mark-Compact/.test(l));
     // Views of the whole buffers (9.25 MiB per sandbox): 68 here; small views: 1.
     assert.ok(full.length <= 10, `${full.length} full collections:\n${full.join("\n")}`);
   },

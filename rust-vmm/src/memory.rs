@@ -41,6 +41,11 @@ pub struct MemorySnapshot {
     /// the first such region that wrote any (`learn_written`, at its restore or drop): a region
     /// made from the snapshot later gets them as private copies up front (`populate`).
     written: std::sync::OnceLock<Vec<(usize, usize)>>,
+    /// The pages a region made from this snapshot had in its page tables (read or written by its
+    /// guest or by the host), learned like `written` (`learn_touched`): a later region populates
+    /// just these (with their data) read-only, not every data page, where fault-around is off
+    /// for its mapping (`fault_around_off`; issue 19: RSS per idle sandbox).
+    touched: std::sync::OnceLock<Vec<(usize, usize)>>,
     /// Whether `fd` is a memfd of ours, sealed: its content and length can never change, so a
     /// shared read-only mapping of it (`view`) can be read without a fault or a signal. False for a
     /// snapshot backed by a file ([`MemorySnapshot::from_file`]), which someone could truncate.
@@ -258,6 +263,7 @@ impl MemorySnapshot {
             pages: bitmap,
             data_pages: pages as u64,
             written: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
@@ -384,6 +390,7 @@ impl MemorySnapshot {
             pages: bitmap.to_vec(),
             data_pages,
             written: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
@@ -433,6 +440,7 @@ impl MemorySnapshot {
             pages: bitmap,
             data_pages: pages as u64,
             written: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
             sealed: false,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
@@ -624,7 +632,7 @@ impl GuestMemory {
             None => {
                 let ptr =
                     map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
-                populate(ptr, &snap);
+                populate(ptr, &snap, fault_around_off(ptr, size));
                 ptr
             }
         };
@@ -775,6 +783,7 @@ impl GuestMemory {
             pages: bitmap,
             data_pages,
             written: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
             sealed: true,
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
@@ -813,7 +822,7 @@ impl GuestMemory {
             }
         }
         map_private(self.ptr, self.size, snap.fd.as_raw_fd(), snap.offset)?;
-        populate(self.ptr, snap);
+        populate(self.ptr, snap, fault_around_off(self.ptr, self.size));
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
         }
@@ -836,6 +845,7 @@ impl GuestMemory {
             return self.reset().map(|_| self.size / PAGE_SIZE);
         };
         learn_written(snap, &runs);
+        learn_touched(snap, self.ptr);
         self.put_back(snap, &runs)
     }
 
@@ -1171,14 +1181,105 @@ fn learn_written(snap: &MemorySnapshot, runs: &[(usize, usize)]) {
     }
 }
 
+/// `HL_SNAPSHOT_FAULT_AROUND=1`: leave the kernel's fault-around on for mappings of snapshots
+/// and populate every data page, as before issue 19's RSS pass (for an A/B). Read once.
+pub const FAULT_AROUND_ENV: &str = "HL_SNAPSHOT_FAULT_AROUND";
+
+/// `UFFD_USER_MODE_ONLY` (linux/userfaultfd.h): the only kind an unprivileged process may create
+/// where `vm.unprivileged_userfaultfd` is 0. We never resolve a fault, so the mode changes nothing.
+const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+/// `UFFD_API` and `_IOWR(0xAA, 0x3F, struct uffdio_api)` (24 bytes).
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32 bytes) and `UFFDIO_REGISTER_MODE_WP`.
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+
+/// The process's one userfaultfd, made on first use; `None` where the kernel refuses it (no
+/// `CONFIG_USERFAULTFD`, a seccomp filter) or `HL_SNAPSHOT_FAULT_AROUND=1`.
+fn uffd() -> Option<&'static OwnedFd> {
+    static FD: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    FD.get_or_init(|| {
+        if std::env::var_os(FAULT_AROUND_ENV).is_some_and(|v| v == "1") {
+            return None;
+        }
+        // SAFETY: plain syscall with flags only; the result is checked.
+        let raw = unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY,
+            )
+        };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+        let mut api = [UFFD_API, 0, 0];
+        // SAFETY: `api` is a `struct uffdio_api` (three u64) that the kernel reads and writes.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) };
+        (rc == 0).then_some(fd)
+    })
+    .as_ref()
+}
+
+/// Turns the kernel's fault-around off for the mapping `ptr..ptr+size` of a snapshot's memfd, and
+/// says whether it did. A read fault on a file mapping otherwise maps up to 16 neighbouring pages
+/// of the page cache with the faulting one (`fault_around_bytes`, 64 KiB, a global debugfs knob):
+/// each sandbox's RSS then counts every 64 KiB window its guest touched, though those pages are
+/// the snapshot's one shared copy. The kernel skips fault-around for a mapping registered with a
+/// userfaultfd in write-protect mode (`uffd_disable_fault_around`, Linux 5.19+ for shmem); we
+/// register it and never write-protect a page, so no fault ever reaches the userfaultfd and
+/// nothing else changes. Best effort: `false` where the kernel refuses (older kernels, no
+/// userfaultfd); the caller then populates every data page, as the faults would map them anyway.
+fn fault_around_off(ptr: *mut u8, size: u64) -> bool {
+    let Some(fd) = uffd() else { return false };
+    // `struct uffdio_register`: range { start, len }, mode, ioctls (out).
+    let mut reg = [ptr as u64, size, UFFDIO_REGISTER_MODE_WP, 0];
+    // SAFETY: `reg` is a `struct uffdio_register` the kernel reads and writes; the range is a
+    // mapping this library owns. Registering changes no content and no page-table entry.
+    unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, reg.as_mut_ptr()) == 0 }
+}
+
+/// Records the pages the region at `ptr` has in its page tables (present or swapped) as `snap`'s
+/// touched set, if it has none yet and the region holds any. Read once per snapshot (a
+/// `/proc/self/pagemap` read of the region's entries). Best effort.
+fn learn_touched(snap: &MemorySnapshot, ptr: *mut u8) {
+    if snap.touched.get().is_some() || uffd().is_none() {
+        return;
+    }
+    let pages = (snap.size / PAGE_SIZE) as usize;
+    let Ok(mapped) = page_table_entries(ptr, pages) else {
+        return;
+    };
+    let mut runs = Vec::new();
+    let mut page = 0;
+    while page < pages {
+        if !mapped[page] {
+            page += 1;
+            continue;
+        }
+        let start = page;
+        while page < pages && mapped[page] {
+            page += 1;
+        }
+        runs.push((start, page));
+    }
+    if !runs.is_empty() {
+        let _ = snap.touched.set(runs);
+    }
+}
+
 /// Fills the page tables of a fresh private mapping of `snap` at `ptr`: first its write set
 /// writable (`MADV_POPULATE_WRITE`: each page copied now, as a fault on a page not mapped yet),
-/// then the other data pages read-only (`MADV_POPULATE_READ`: shared with the memfd, no copy).
+/// then data pages read-only (`MADV_POPULATE_READ`: shared with the memfd, no copy): with
+/// fault-around on, every one (a fault would map its neighbours anyway); with it off
+/// (`no_fault_around`), the snapshot's touched set, or none until one is learned.
 /// A write to a page mapped read-only is a copy-on-write break, which makes the kernel walk the
 /// MMU notifier of every live VM in the process (~0.8 µs each on kvm_pvm, docs/design.md
 /// "Scale"); a page that was not mapped yet is copied with no such walk. Best effort: a failed
 /// populate leaves pages to be faulted in by the guest.
-fn populate(ptr: *mut u8, snap: &MemorySnapshot) {
+fn populate(ptr: *mut u8, snap: &MemorySnapshot, no_fault_around: bool) {
     if let Some(runs) = snap.written.get() {
         let pages = (snap.size / PAGE_SIZE) as usize;
         for &(start, end) in runs {
@@ -1197,7 +1298,40 @@ fn populate(ptr: *mut u8, snap: &MemorySnapshot) {
             }
         }
     }
-    populate_data_pages(ptr, snap);
+    if !no_fault_around {
+        populate_data_pages(ptr, snap);
+    } else if let Some(runs) = snap.touched.get() {
+        populate_touched(ptr, snap, runs);
+    }
+}
+
+/// Populates read-only the pages of `runs` that hold data in `snap` (holes are left alone:
+/// populating one would allocate a page in the memfd).
+fn populate_touched(ptr: *mut u8, snap: &MemorySnapshot, runs: &[(usize, usize)]) {
+    let pages = (snap.size / PAGE_SIZE) as usize;
+    for &(start, end) in runs {
+        let mut page = start.min(pages);
+        let end = end.min(pages);
+        while page < end {
+            if !snap.has(page) {
+                page += 1;
+                continue;
+            }
+            let first = page;
+            while page < end && snap.has(page) {
+                page += 1;
+            }
+            // SAFETY: as in `populate_data_pages`: inside the mapping, every page holds data in
+            // the memfd; populating only fills page tables and changes no content.
+            unsafe {
+                libc::madvise(
+                    ptr.add(first * PAGE_SIZE as usize).cast(),
+                    (page - first) * PAGE_SIZE as usize,
+                    libc::MADV_POPULATE_READ,
+                );
+            }
+        }
+    }
 }
 
 fn populate_data_pages(ptr: *mut u8, snap: &MemorySnapshot) {
@@ -1308,6 +1442,7 @@ impl Drop for GuestMemory {
             } else {
                 None
             };
+            learn_touched(&snap, self.ptr);
             if let Some(runs) = runs {
                 if learn {
                     learn_written(&snap, &runs);
@@ -1759,6 +1894,53 @@ mod tests {
             return;
         };
         assert_eq!(scanned, vec![(3, 6), (9, 10), (200, 201), (255, 256)]);
+    }
+
+    #[test]
+    /// Issue 19 (RSS per idle sandbox): a read of one page of a snapshot's mapping maps that page
+    /// alone, not the up to 16 page-cache neighbours the kernel's fault-around would map with it,
+    /// and a region made after the snapshot learned which pages a region touched has those mapped,
+    /// not every data page. Where the kernel refuses the userfaultfd that turns fault-around off,
+    /// every data page is populated as before.
+    #[test]
+    fn a_snapshot_region_maps_only_the_pages_touched() {
+        let memory = GuestMemory::new(0, 64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is 64 pages long and owned by `memory`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), 64 * 4096) };
+        for p in 0..48usize {
+            bytes[p * 4096] = p as u8 + 1;
+        }
+        let snap = Arc::new(memory.snapshot().unwrap());
+        let present = |m: &GuestMemory| -> Vec<usize> {
+            let e = page_table_entries(m.host_ptr(), 64).unwrap();
+            (0..64).filter(|&i| e[i]).collect()
+        };
+        let first = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        if uffd().is_none() {
+            assert_eq!(
+                present(&first),
+                (0..48).collect::<Vec<_>>(),
+                "all data populated"
+            );
+            return;
+        }
+        assert_eq!(present(&first), Vec::<usize>::new(), "nothing learned yet");
+        // SAFETY: `first` maps 64 pages.
+        let r = unsafe { std::slice::from_raw_parts(first.host_ptr(), 64 * 4096) };
+        assert_eq!((r[20 * 4096], r[37 * 4096]), (21, 38));
+        assert_eq!(present(&first), vec![20, 37], "no fault-around");
+        // A restore learns the touched set; a region mapped after it has just those pages.
+        first.rebase(&snap).unwrap();
+        assert_eq!(snap.touched.get(), Some(&vec![(20, 21), (37, 38)]));
+        let later = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        assert_eq!(present(&later), vec![20, 37]);
+        // SAFETY: `later` maps 64 pages.
+        let l = unsafe { std::slice::from_raw_parts(later.host_ptr(), 64 * 4096) };
+        assert_eq!(
+            (l[0], l[20 * 4096], l[47 * 4096], l[50 * 4096]),
+            (1, 21, 48, 0)
+        );
+        assert_eq!(present(&later), vec![0, 20, 37, 47, 50]);
     }
 
     #[test]

@@ -3,10 +3,14 @@
  * from one snapshot (each answers a call), and prints per sandbox the change in `/proc/self/smaps`
  * by kind of mapping (guest memory, the vCPU's `kvm_run`, other anonymous memory, the malloc heap,
  * files): count, RSS, PSS, anonymous and dirty kB; the rollup's RSS and anonymous kB; threads.
- * Measured after the idle vCPUs were detached from their worker threads.
+ * Measured after the idle vCPUs were detached from their worker threads, and after one sandbox
+ * of the snapshot was disposed (as in a server that has served a request before): the snapshot
+ * then knows which pages its sandboxes touch, and maps just those into each new one.
  *
  *   deno run -A --v8-flags=--expose-gc bench/_idle_memory.ts [n=200]
- *   HL_VCPU_DETACH_MS=0 deno run -A ...     (a thread per vCPU, for comparison)
+ *   HL_VCPU_DETACH_MS=0 deno run -A ...        (a thread per vCPU, for comparison)
+ *   HL_SNAPSHOT_FAULT_AROUND=1 deno run -A ... (the kernel's fault-around on, every data page
+ *                                               populated: before issue 19's RSS pass)
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
@@ -70,11 +74,13 @@ const more = async (count: number) => {
   }
   await settle();
 };
-await more(20); // warm-up: the snapshot learns its write set, the process settles
-const [a, rssA, anonA] = [smaps(), rollup("Rss"), rollup("Anonymous")];
+await more(20); // warm-up: the process settles
+await live.pop()!.dispose(); // the snapshot learns its write set and the pages its copies touch
+await settle();
+const [a, rssA, pssA, anonA] = [smaps(), rollup("Rss"), rollup("Pss"), rollup("Anonymous")];
 const threadsA = [...Deno.readDirSync("/proc/self/task")].length;
 await more(n);
-const [b, rssB, anonB] = [smaps(), rollup("Rss"), rollup("Anonymous")];
+const [b, rssB, pssB, anonB] = [smaps(), rollup("Rss"), rollup("Pss"), rollup("Anonymous")];
 const threadsB = [...Deno.readDirSync("/proc/self/task")].length;
 const perSandbox: Record<string, string> = {};
 for (const kind of new Set([...Object.keys(a), ...Object.keys(b)])) {
@@ -88,7 +94,9 @@ console.log(JSON.stringify(
   {
     sandboxes: n,
     perSandboxKb: perSandbox,
+    faultAround: Deno.env.get("HL_SNAPSHOT_FAULT_AROUND") === "1",
     rollupRssKb: +((rssB - rssA) / n).toFixed(1),
+    rollupPssKb: +((pssB - pssA) / n).toFixed(1),
     rollupAnonymousKb: +((anonB - anonA) / n).toFixed(1),
     threads: +((threadsB - threadsA) / n).toFixed(2),
   },

@@ -12,6 +12,12 @@ import type { MicroVm } from "../ffi/vm.ts";
 import type { Step } from "./protocol.ts";
 import type { StopReason } from "./types.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** What a driver needs from the sandbox whose exchange it runs. */
 export interface ExchangeHost {
   /** The VM; throws `SandboxDisposedError` once the sandbox is disposed. */
@@ -96,7 +102,7 @@ export function driveSync(h: ExchangeHost, timeoutMs?: number): Frame {
  * thread, briefly spun on (`MicroVm.run`), then awaited. Host functions may be asynchronous; a
  * stop or dispose ends the wait for one that never settles.
  */
-export async function driveAsync(h: ExchangeHost): Promise<Frame> {
+export const driveAsync = (async function driveAsync(h: ExchangeHost): Promise<Frame> {
   let served = 0;
   for (;;) {
     const stop = h.stopReason();
@@ -125,4 +131,4 @@ export async function driveAsync(h: ExchangeHost): Promise<Frame> {
         throw interrupted(h);
     }
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.

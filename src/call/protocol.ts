@@ -40,6 +40,12 @@ import { ExitKind, type MicroVm } from "../ffi/vm.ts";
 import type { HostFunction } from "./types.ts";
 import { describeThrown, isInstance } from "./describe.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** What an exit means for the call in progress. */
 export type Step =
   /** The guest signalled DONE: its answer is in the output buffer. */
@@ -66,7 +72,7 @@ export interface ExitContext {
 }
 
 /** Turns the exit of kind `kind` into a step, or throws the typed error it amounts to. */
-export function exitStep(ctx: ExitContext, kind: number, what: string): Step {
+export const exitStep = (function exitStep(ctx: ExitContext, kind: number, what: string): Step {
   switch (kind) {
     case ExitKind.IoOut:
       return portStep(ctx, ctx.vm.exitPort, what);
@@ -107,9 +113,9 @@ export function exitStep(ctx: ExitContext, kind: number, what: string): Step {
       );
     }
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function portStep(ctx: ExitContext, port: number, what: string): Step {
+const portStep = (function portStep(ctx: ExitContext, port: number, what: string): Step {
   switch (port) {
     case Port.DONE:
       return { kind: "done", frame: decode(ctx, what) };
@@ -157,16 +163,16 @@ function portStep(ctx: ExitContext, port: number, what: string): Step {
         `${what}: the guest wrote to unknown I/O port 0x${port.toString(16)}`,
       );
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function decode(ctx: ExitContext, what: string): Frame {
+const decode = (function decode(ctx: ExitContext, what: string): Frame {
   try {
     return ctx.output.decode();
   } catch (e) {
     if (e instanceof ProtocolError) throw new ProtocolError(`${what}: ${e.detail}`, { cause: e });
     throw e;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * A CPU exception, reported by the host's ring-0 stub: the vector from which stub made the exit,

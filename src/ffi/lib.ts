@@ -9,6 +9,12 @@
 import { HypervisorError, type ResourceLimit, ResourceLimitError } from "../errors.ts";
 import { findLibrary, fixCommand } from "../artifacts.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
 export const CDYLIB_ABI_VERSION = 11;
 
@@ -170,7 +176,7 @@ let opened: { path: string; symbols: Symbols } | undefined;
  * `$HL_SANDBOX_LIB`, else the local cargo build, else the setup cache. Opened once per process;
  * a later call with a different explicit path is an error.
  */
-export function openLibrary(explicitPath?: string): Symbols {
+export const openLibrary = (function openLibrary(explicitPath?: string): Symbols {
   if (opened) {
     if (explicitPath !== undefined && explicitPath !== opened.path) {
       throw new HypervisorError(
@@ -205,7 +211,7 @@ export function openLibrary(explicitPath?: string): Symbols {
   bound.push(probe);
   opened = { path, symbols: lazySymbols(path, found) };
   return opened.symbols;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The symbols that every guest call uses, bound with the version when the library is opened
@@ -218,7 +224,7 @@ const FIRST = ["hl_vcpu_begin_call", "hl_vcpu_start", "hl_vcpu_poll", "hl_vcpu_w
  * the `hl_op` symbol: undefined when this package can use it, else the `HypervisorError`
  * (`API_VERSION`) to throw, naming both versions and the fix.
  */
-export function abiMismatch(
+export const abiMismatch = (function abiMismatch(
   path: string,
   version: number,
   hasOp: boolean,
@@ -230,7 +236,7 @@ export function abiMismatch(
       (version === CDYLIB_ABI_VERSION ? " but has no hl_op" : "") +
       `, this package needs ${CDYLIB_ABI_VERSION}: rebuild it with \`${fixCommand()}\``,
   );
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The libraries each holding bound symbols (kept so that nothing unloads them). */
 const bound: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
@@ -246,7 +252,7 @@ type Dispatch = (op: number, args: BigUint64Array) => number;
  * `hl_vcpu_poll`) plus `hl_vcpu_wait` (nonblocking: no trampoline, ~0.03 ms), in one
  * `Deno.dlopen`, where it bound 16 in 16.
  */
-function lazySymbols(path: string, probe: Record<string, unknown>): Symbols {
+const lazySymbols = (function lazySymbols(path: string, probe: Record<string, unknown>): Symbols {
   const table = {} as Record<string, unknown>;
   const ops: Readonly<Record<string, number>> = OPS;
   const dispatch = probe.hl_op as Dispatch;
@@ -273,7 +279,7 @@ function lazySymbols(path: string, probe: Record<string, unknown>): Symbols {
     });
   }
   return table as unknown as Symbols;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** `hl_op`'s argument block: one per process, each call fills it and reads it back synchronously. */
 const opWords = new BigUint64Array(OP_WORDS);
@@ -286,7 +292,7 @@ const opHalves = new Uint32Array(opWords.buffer);
  * the last word (0: null). The buffers are referenced by the arguments for the whole (synchronous)
  * call, and V8 never moves an ArrayBuffer's memory, so their addresses stay valid meanwhile.
  */
-export function routed(
+export const routed = (function routed(
   dispatch: Dispatch,
   op: number,
   def: Deno.ForeignFunction,
@@ -304,10 +310,10 @@ export function routed(
     const address = opWords[OP_WORDS - 1];
     return status < 0 || address === 0n ? null : Deno.UnsafePointer.create(address);
   };
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Stores one argument as word `i` of the block. */
-function store(i: number, kind: Deno.NativeType, value: unknown): void {
+const store = (function store(i: number, kind: Deno.NativeType, value: unknown): void {
   if (typeof value === "number") {
     // Handles, sizes and flags: stored as two 32-bit halves, no BigInt made on the way.
     if (!Number.isSafeInteger(value) || value < 0) {
@@ -329,7 +335,7 @@ function store(i: number, kind: Deno.NativeType, value: unknown): void {
     ? value as Deno.PointerObject
     : Deno.UnsafePointer.of(value as BufferSource);
   opWords[i] = BigInt(Deno.UnsafePointer.value(p));
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 const messageBuffer = new Uint8Array(4096);
 const decoder = new TextDecoder();
@@ -352,7 +358,7 @@ const LIMITS: Readonly<Record<number, [ResourceLimit, string]>> = {
  * Throws a `HypervisorError` for a negative status (a `ResourceLimitError` when an OS call hit a
  * host limit, `(os error N)` in the library's message); returns the status otherwise.
  */
-export function check(lib: Symbols, status: number, vm = 0): number {
+export const check = (function check(lib: Symbols, status: number, vm = 0): number {
   if (status >= 0) return status;
   const code = STATUS_CODES[status] ?? `STATUS_${status}`;
   const message = lastError(lib, vm) || `hypervisor call failed (${code})`;
@@ -367,4 +373,4 @@ export function check(lib: Symbols, status: number, vm = 0): number {
     );
   }
   throw new HypervisorError(code, message);
-}
+}).bind(undefined); // Eager: see the note after the imports.

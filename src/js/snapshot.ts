@@ -8,6 +8,12 @@
 import { type RuntimeSnapshotState, SnapshotStates } from "../runtime/snapshot.ts";
 import { loadJsSnapshot, saveJsSnapshot, type SnapshotLoadOptions } from "../snapshot_file.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** What a {@linkcode JsSnapshot} holds (the runtime layer's snapshot state). */
 export type JsSnapshotState = RuntimeSnapshotState;
 
@@ -101,11 +107,11 @@ export const jsSnapshots: SnapshotStates<JsSnapshot> = new SnapshotStates(
 );
 
 /** Internal: wraps a state. */
-export function makeJsSnapshot(state: JsSnapshotState): JsSnapshot {
+export const makeJsSnapshot = (function makeJsSnapshot(state: JsSnapshotState): JsSnapshot {
   return jsSnapshots.wrap(state);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
-export function jsStateOf(snap: JsSnapshot, live = false): JsSnapshotState {
+export const jsStateOf = (function jsStateOf(snap: JsSnapshot, live = false): JsSnapshotState {
   return jsSnapshots.of(snap, live);
-}
+}).bind(undefined); // Eager: see the note after the imports.

@@ -15,6 +15,12 @@ import type { BuiltinGuestName } from "../artifacts.ts";
 import { type CodeImage, codeImage } from "../wasm/compiler.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 const MIB = 1 << 20;
 const pageAlign = (n: number) => Math.ceil(n / 4096) * 4096;
 
@@ -88,9 +94,9 @@ export const wasmtimeEngine: RuntimeEngine = Object.freeze({
 export const DEFAULT_ENGINE: WasmEngine = "wasmtime";
 
 /** The engine an `engine` option names (default wasmtime); anything else is an ArgumentError. */
-export function engineNamed(name: unknown): RuntimeEngine {
+export const engineNamed = (function engineNamed(name: unknown): RuntimeEngine {
   const engine = name ?? DEFAULT_ENGINE;
   if (engine === "wasmtime") return wasmtimeEngine;
   if (engine === "wasmi") return wasmiEngine;
   throw new ArgumentError(`engine must be "wasmi" or "wasmtime", got ${String(name)}`);
-}
+}).bind(undefined); // Eager: see the note after the imports.

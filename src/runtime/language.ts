@@ -58,6 +58,12 @@ import {
   storeStartSnapshot,
 } from "../start_snapshots.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
 /**
@@ -168,7 +174,7 @@ export interface LanguageSnapshotOptions<S> extends OutputOptions {
   library?: string;
 }
 
-function checkHostFunctions(
+const checkHostFunctions = (function checkHostFunctions(
   fns: Record<string, RuntimeHostFunction> | undefined,
 ): Map<string, RuntimeHostFunction> {
   if (fns === undefined) return new Map();
@@ -186,7 +192,7 @@ function checkHostFunctions(
     out.set(name, fn);
   }
   return out;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function sameNames(a: readonly string[], b: Iterable<string>): boolean {
   const sb = [...b].sort();
@@ -200,12 +206,12 @@ function freshSeed(): [number, number] {
 }
 
 /** A request's input after its seed header. */
-function withSeed(seed: Uint8Array, input: Uint8Array): Uint8Array {
+const withSeed = (function withSeed(seed: Uint8Array, input: Uint8Array): Uint8Array {
   const out = new Uint8Array(seed.length + input.length);
   out.set(seed);
   out.set(input, seed.length);
   return out;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 const moduleDigests = new ContentMemo<Promise<string>>(4, 16 * MIB);
 
@@ -568,14 +574,14 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
 /** The core of each public handle (`wrap` makes the handle; the pools and hand-overs read it). */
 const cores = new WeakMap<object, RuntimeSandbox<SandboxError>>();
 
-function handleOf<H extends object, S extends object, E extends SandboxError>(
+const handleOf = (function handleOf<H extends object, S extends object, E extends SandboxError>(
   kind: LanguageKind<H, S, E>,
   core: RuntimeSandbox<E>,
 ): H {
   const handle = kind.wrap(core);
   cores.set(handle, core);
   return handle;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function coreOf<E extends SandboxError>(handle: object): RuntimeSandbox<E> {
   const core = cores.get(handle);
@@ -610,99 +616,113 @@ export function handOverRuntime<H extends object, S extends object, E extends Sa
  * }
  * ```
  */
-export async function createRuntime<H extends object, S extends object, E extends SandboxError>(
-  kind: LanguageKind<H, S, E>,
-  options: LanguageOptions | LanguageSnapshotOptions<S>,
-): Promise<H> {
-  if (typeof options !== "object" || options === null) {
-    throw new ArgumentError(`${kind.label}.create takes an options object`);
-  }
-  checkOutput(options);
-  const hostFns = checkHostFunctions(options.hostFunctions);
-  checkTimeout(options.timeoutMs, "timeoutMs");
-  if ("snapshot" in options && options.snapshot !== undefined) {
-    const state = kind.snapshots.of(options.snapshot, true);
-    if (!sameNames(state.hostFunctions, hostFns.keys())) {
-      throw new SnapshotMismatchError(
-        `the snapshot's sandbox had host functions [${state.hostFunctions.join(", ")}]; ` +
-          `give exactly those`,
+export const createRuntime =
+  (async function createRuntime<H extends object, S extends object, E extends SandboxError>(
+    kind: LanguageKind<H, S, E>,
+    options: LanguageOptions | LanguageSnapshotOptions<S>,
+  ): Promise<H> {
+    if (typeof options !== "object" || options === null) {
+      throw new ArgumentError(`${kind.label}.create takes an options object`);
+    }
+    checkOutput(options);
+    const hostFns = checkHostFunctions(options.hostFunctions);
+    checkTimeout(options.timeoutMs, "timeoutMs");
+    if ("snapshot" in options && options.snapshot !== undefined) {
+      const state = kind.snapshots.of(options.snapshot, true);
+      if (!sameNames(state.hostFunctions, hostFns.keys())) {
+        throw new SnapshotMismatchError(
+          `the snapshot's sandbox had host functions [${state.hostFunctions.join(", ")}]; ` +
+            `give exactly those`,
+        );
+      }
+      return handleOf(
+        kind,
+        await fromSnapshot(kind, state.wasm, state.key, hostFns, options, false),
       );
     }
-    return handleOf(kind, await fromSnapshot(kind, state.wasm, state.key, hostFns, options, false));
-  }
-  const o = options as LanguageOptions;
-  if (o.source !== undefined && typeof o.source !== "string") {
-    throw new ArgumentError("source must be a string");
-  }
-  if (o.cache !== undefined && typeof o.cache !== "boolean") {
-    throw new ArgumentError("cache must be a boolean");
-  }
-  const maxMemory = checkCount(o.maxMemoryBytes, "maxMemoryBytes", kind.defaultMaxMemory);
-  if (maxMemory < MIB) throw new ArgumentError("maxMemoryBytes must be at least 1 MiB");
-  const engine = engineNamed(o.engine);
-  const module = o.module ?? findRuntimeModule(kind.module);
-  // The module is read only when its digest is not remembered, or for a cold start.
-  let bytes: Uint8Array | undefined;
-  const moduleBytes = async () => bytes ??= await readSource(module, kind.moduleLabel);
-  const remembered = knownModuleDigest(module); // its SHA-256 runs on Deno's blocking thread
-  // Meanwhile this thread opens the VM library and /dev/kvm, which every start needs next (a new
-  // process's first `Deno.dlopen` and KVM probe, ~2-3 ms): the same calls, made early. A failure
-  // is left for the step that needs them to report, as before.
-  try {
-    hypervisorInfo(o.library);
-  } catch {
-    // Reported by the start itself.
-  }
-  let moduleDigest = await remembered;
-  if (moduleDigest === undefined) {
-    moduleDigest = await moduleDigests.get(await moduleBytes(), (b) => digest(b));
-    await rememberModuleDigest(module, moduleDigest);
-  }
-  const names = [...hostFns.keys()].sort();
-  const key = JSON.stringify({
-    module: moduleDigest,
-    engine: engine.name,
-    maxMemory,
-    library: o.library ?? "",
-    hostFunctions: names,
-    source: o.source ?? null,
-  });
-  if (o.cache === false) {
-    return handleOf(kind, (await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory)).core);
-  }
-  let hit = await kind.cache.get(key);
-  // Another create may have begun this key's fill since: wait for it rather than fill again.
-  while (!hit && kind.cache.has(key)) hit = await kind.cache.get(key);
-  if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
-  const core = await kind.cache.fill(key, async () => {
-    // Another process may have left this start state on disk (src/start_snapshots.ts).
-    const disk = await loadStartSnapshot(key, o.engine, o.library);
-    if (disk) {
+    const o = options as LanguageOptions;
+    if (o.source !== undefined && typeof o.source !== "string") {
+      throw new ArgumentError("source must be a string");
+    }
+    if (o.cache !== undefined && typeof o.cache !== "boolean") {
+      throw new ArgumentError("cache must be a boolean");
+    }
+    const maxMemory = checkCount(o.maxMemoryBytes, "maxMemoryBytes", kind.defaultMaxMemory);
+    if (maxMemory < MIB) throw new ArgumentError("maxMemoryBytes must be at least 1 MiB");
+    const engine = engineNamed(o.engine);
+    const module = o.module ?? findRuntimeModule(kind.module);
+    // The module is read only when its digest is not remembered, or for a cold start.
+    let bytes: Uint8Array | undefined;
+    const moduleBytes = async () => bytes ??= await readSource(module, kind.moduleLabel);
+    const remembered = knownModuleDigest(module); // its SHA-256 runs on Deno's blocking thread
+    // Meanwhile this thread opens the VM library and /dev/kvm, which every start needs next (a new
+    // process's first `Deno.dlopen` and KVM probe, ~2-3 ms): the same calls, made early. A failure
+    // is left for the step that needs them to report, as before.
+    try {
+      hypervisorInfo(o.library);
+    } catch {
+      // Reported by the start itself.
+    }
+    let moduleDigest = await remembered;
+    if (moduleDigest === undefined) {
+      moduleDigest = await moduleDigests.get(await moduleBytes(), (b) => digest(b));
+      await rememberModuleDigest(module, moduleDigest);
+    }
+    const names = [...hostFns.keys()].sort();
+    const key = JSON.stringify({
+      module: moduleDigest,
+      engine: engine.name,
+      maxMemory,
+      library: o.library ?? "",
+      hostFunctions: names,
+      source: o.source ?? null,
+    });
+    if (o.cache === false) {
+      return handleOf(
+        kind,
+        (await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory)).core,
+      );
+    }
+    let hit = await kind.cache.get(key);
+    // Another create may have begun this key's fill since: wait for it rather than fill again.
+    while (!hit && kind.cache.has(key)) hit = await kind.cache.get(key);
+    if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
+    const core = await kind.cache.fill(key, async () => {
+      // Another process may have left this start state on disk (src/start_snapshots.ts).
+      const disk = await loadStartSnapshot(key, o.engine, o.library);
+      if (disk) {
+        try {
+          // fromCache stays false: it means this process's cache (the disk has its own counters).
+          return { value: await fromSnapshot(kind, disk, key, hostFns, o, false), snapshot: disk };
+        } catch (e) {
+          await disk.dispose();
+          throw e;
+        }
+      }
+      const { core, calledHost } = await cold(
+        kind,
+        await moduleBytes(),
+        key,
+        hostFns,
+        o,
+        maxMemory,
+      );
+      if (calledHost) return { value: core, snapshot: undefined };
       try {
-        // fromCache stays false: it means this process's cache (the disk has its own counters).
-        return { value: await fromSnapshot(kind, disk, key, hostFns, o, false), snapshot: disk };
+        const snap = await core.wasm.snapshot();
+        await storeStartSnapshot(key, o.engine, snap, names);
+        core.reseed();
+        return { value: core, snapshot: snap };
       } catch (e) {
-        await disk.dispose();
+        await core.dispose();
         throw e;
       }
-    }
-    const { core, calledHost } = await cold(kind, await moduleBytes(), key, hostFns, o, maxMemory);
-    if (calledHost) return { value: core, snapshot: undefined };
-    try {
-      const snap = await core.wasm.snapshot();
-      await storeStartSnapshot(key, o.engine, snap, names);
-      core.reseed();
-      return { value: core, snapshot: snap };
-    } catch (e) {
-      await core.dispose();
-      throw e;
-    }
-  });
-  return handleOf(kind, core);
-}
+    });
+    return handleOf(kind, core);
+  }).bind(undefined); // Eager: see the note after the imports.
 
 /** A new VM from a snapshot (the cache's or the caller's), with its own random seed. */
-async function fromSnapshot<E extends SandboxError>(
+const fromSnapshot = (async function fromSnapshot<E extends SandboxError>(
   kind: Driver<E>,
   snapshot: WasmSnapshot,
   key: string,
@@ -720,7 +740,7 @@ async function fromSnapshot<E extends SandboxError>(
   const core = RuntimeSandbox.fresh(kind, wasm, hostFns, key, options.timeoutMs, output, fromCache);
   core.reseed();
   return core;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Instantiates the module, initialises the runtime and evaluates the source. */
 async function cold<H extends object, S extends object, E extends SandboxError>(

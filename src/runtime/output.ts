@@ -10,6 +10,12 @@
 
 import { ArgumentError } from "../errors.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The output options every language-runtime sandbox takes (`JsOutputOptions`, ...). */
 export interface OutputOptions {
   /** Each line, without its newline: `"log"` from stdout, `"error"` from stderr. */
@@ -28,13 +34,13 @@ export interface OutputOptions {
  * checkOutput({ onLog: (level, line) => console.log(level, line) });
  * ```
  */
-export function checkOutput(options: OutputOptions): void {
+export const checkOutput = (function checkOutput(options: OutputOptions): void {
   for (const k of ["onLog", "stdout", "stderr"] as const) {
     if (options[k] !== undefined && typeof options[k] !== "function") {
       throw new ArgumentError(`${k} must be a function`);
     }
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The longest line (in UTF-16 code units) {@linkcode Output} holds for `onLog`: a guest that never

@@ -14,6 +14,12 @@
 import { ProtocolError, type SandboxError } from "../errors.ts";
 import { mayHoldTags, readTags } from "./values.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The largest reply accepted (the driver's own replies are bounded by the guest's output area). */
 export const MAX_REPLY_BYTES = 64 << 20;
 /** The most host calls one `pending` reply may carry. */
@@ -42,9 +48,9 @@ export type Reply<E extends SandboxError = SandboxError> =
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+const isRecord = (function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
   for (const k of Object.keys(o)) {
@@ -64,7 +70,7 @@ function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: 
  * if (reply.kind === "pending") console.log(reply.calls.map((c) => c.fn));
  * ```
  */
-export function decodeReply<E extends SandboxError>(
+export const decodeReply = (function decodeReply<E extends SandboxError>(
   bytes: Uint8Array,
   hostFunctions: ReadonlySet<string>,
   makeError: ErrorFactory<E>,
@@ -100,7 +106,7 @@ export function decodeReply<E extends SandboxError>(
     return { kind: "pending", calls: decodePending(json.pending, hostFunctions, tags) };
   }
   throw new ProtocolError(`the driver's reply has an unknown key "${keys[0]}"`);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function decodeError<E extends SandboxError>(e: unknown, makeError: ErrorFactory<E>): E {
   if (!isRecord(e)) throw new ProtocolError("the driver's error is not an object");

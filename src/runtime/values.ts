@@ -18,6 +18,12 @@
 
 import { ArgumentError, ProtocolError } from "../errors.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 // The TC39 base64 methods (V8 has them; the `lib` types may not yet).
 const toBase64 = (Uint8Array.prototype as unknown as { toBase64(this: Uint8Array): string })
   .toBase64;
@@ -26,11 +32,11 @@ const fromBase64 = (Uint8Array as unknown as { fromBase64(s: string): Uint8Array
 const BYTES = "$bytes";
 const ESCAPE = "$escape";
 
-function tagLike(v: object): boolean {
+const tagLike = (function tagLike(v: object): boolean {
   if (Array.isArray(v)) return false;
   const k = Object.keys(v);
   return k.length === 1 && (k[0] === BYTES || k[0] === ESCAPE);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * JSON text of `value` with the tags above, as `JSON.stringify` (which throws for a BigInt or a
@@ -41,7 +47,7 @@ function tagLike(v: object): boolean {
  * stringifyValue({ id: 1, value: new Uint8Array([1]) }); // '{"id":1,"value":{"$bytes":"AQ=="}}'
  * ```
  */
-export function stringifyValue(value: unknown): string | undefined {
+export const stringifyValue = (function stringifyValue(value: unknown): string | undefined {
   const wrappers = new WeakSet<object>();
   function replacer(this: unknown, _key: string, v: unknown): unknown {
     if (typeof v !== "object" || v === null || wrappers.has(this as object)) return v;
@@ -52,7 +58,7 @@ export function stringifyValue(value: unknown): string | undefined {
     return w;
   }
   return JSON.stringify(value, replacer);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * JSON text of `value` with the tags above; what JSON cannot write is an ArgumentError naming
@@ -63,7 +69,7 @@ export function stringifyValue(value: unknown): string | undefined {
  * writeValue(["f", { $bytes: "x" }], "an argument"); // '["f",{"$escape":{"$bytes":"x"}}]'
  * ```
  */
-export function writeValue(value: unknown, what: string): string {
+export const writeValue = (function writeValue(value: unknown, what: string): string {
   let text: string | undefined;
   try {
     text = stringifyValue(value);
@@ -72,7 +78,7 @@ export function writeValue(value: unknown, what: string): string {
   }
   if (text === undefined) throw new ArgumentError(`${what} is not JSON`);
   return text;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Whether JSON `text` may hold a tag (so {@linkcode readTags} has something to do).
@@ -82,9 +88,9 @@ export function writeValue(value: unknown, what: string): string {
  * mayHoldTags('{"value":[1,2]}'); // false: nothing to walk
  * ```
  */
-export function mayHoldTags(text: string): boolean {
+export const mayHoldTags = (function mayHoldTags(text: string): boolean {
   return text.includes('"$');
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Turns the tags in a value parsed from the driver's JSON into what they stand for (in place

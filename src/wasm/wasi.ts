@@ -14,7 +14,7 @@ import type { WasiOptions, WasiRunOptions, WasiStdin } from "./types.ts";
 import { asyncSink } from "./wasi_sink.ts";
 import { logWasiStderr } from "../telemetry.ts";
 import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
-import { errnoOf, type PreopenSpec } from "./wasi_path.ts";
+import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
 const utf8 = new TextEncoder();
 
@@ -48,7 +48,14 @@ export const Op = {
   UNREAD: 23,
   OUTPUT: 24,
   SEEK_THEN: 25,
+  BATCH: 26,
 } as const;
+
+/**
+ * The requests a `BATCH` (op 26) may carry ahead of its last one: those the guest answered itself
+ * (docs/wasm.md, "File calls cross in batches").
+ */
+const DEFERRABLE: ReadonlySet<number> = new Set([Op.WRITE, Op.PWRITE, Op.SEEK, Op.CLOSE]);
 
 /**
  * The WASI host functions: `wasi_write`, `wasi_clock` and `wasi_io`. Each fails while
@@ -257,6 +264,13 @@ class Request {
     return out;
   }
 
+  /** The bytes not yet read (and reads them). */
+  rest(): Uint8Array {
+    const out = this.bytes.subarray(this.#pos);
+    this.#pos = this.bytes.length;
+    return out;
+  }
+
   /** Whether every byte has been read. */
   get atEnd(): boolean {
     return this.#pos === this.bytes.length;
@@ -273,6 +287,13 @@ function reply(errno: number, payload?: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + (payload?.length ?? 0));
   new DataView(out.buffer).setUint32(0, errno, true);
   if (payload) out.set(payload, 4);
+  return out;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
   return out;
 }
 
@@ -511,6 +532,7 @@ export class WasiRuntime {
         this.#files.seek(fd, offset, 0);
         return this.io(inner, bytes.subarray(16));
       }
+      if (op === Op.BATCH) return this.#batch(r);
       if (op === Op.OUTPUT) {
         this.#output(bytes);
         return reply(0);
@@ -551,6 +573,56 @@ export class WasiRuntime {
       records.push([fd, r.blob()]);
     }
     for (const [fd, data] of records) this.write(fd, data.slice());
+  }
+
+  /**
+   * `wasi_io` op 26: requests the guest answered itself (writes, seeks, closes), served in order,
+   * then one request it waits on (op 0: none). Request: `u32 n`, n × (`u32 op`, `blob request`),
+   * `u32 op`, that op's request. Reply payload: `u32 served` (how many of the n succeeded), then
+   * the last request's whole reply (`u32 errno` + payload) when all n did, else the errno of the
+   * one that failed; the requests after it, the last included, do not run. Every record is
+   * checked before any runs (an op that may not be deferred, a blob past the end:
+   * `ProtocolError`). A deferred write that moves fewer bytes than it carries is `EIO`.
+   */
+  #batch(r: Request): Uint8Array | Promise<Uint8Array> {
+    const n = r.u32();
+    const items: [number, Uint8Array][] = [];
+    for (let i = 0; i < n; i++) {
+      const op = r.u32();
+      if (!DEFERRABLE.has(op)) throw new ProtocolError(`wasi_io: request ${op} in a batch`);
+      items.push([op, r.blob()]);
+    }
+    const last = r.u32();
+    if (last === Op.BATCH || last === Op.SEEK_THEN) {
+      throw new ProtocolError("wasi_io: nested batch request");
+    }
+    const rest = r.rest();
+    if (last === 0 && rest.length > 0) {
+      throw new ProtocolError("wasi_io: trailing bytes in the request");
+    }
+    for (let i = 0; i < items.length; i++) {
+      const [op, bytes] = items[i];
+      let errno = 0;
+      try {
+        const out = this.#sync(op, new Request(bytes));
+        const want = op === Op.WRITE ? bytes.length - 8 : op === Op.PWRITE ? bytes.length - 16 : -1;
+        if (
+          want >= 0 && out && new DataView(out.buffer, out.byteOffset).getUint32(0, true) !== want
+        ) {
+          errno = Errno.IO; // the guest answered the write as whole
+        }
+      } catch (e) {
+        if (e instanceof ProtocolError) throw e;
+        errno = errnoOf(e);
+      }
+      if (errno !== 0) return reply(0, concat(u32Bytes(i), u32Bytes(errno)));
+    }
+    const served = u32Bytes(n);
+    if (last === 0) return reply(0, concat(served, reply(0)));
+    const out = this.io(last, rest);
+    return out instanceof Promise
+      ? out.then((b) => reply(0, concat(served, b)))
+      : reply(0, concat(served, out));
   }
 
   /** The first malformed request of the current call, if any, and forgets it. */
@@ -637,7 +709,10 @@ export class WasiRuntime {
         const base = r.u64();
         r.u64(); // inheriting rights: not used (directory fds always inherit everything)
         const fdflags = done(r.u32());
-        return u32Bytes(f.open(fd, lookup, path, oflags, base, fdflags));
+        // The new fd's `$fdstat` comes with it: the guest answers `fd_fdstat_get` on it, and
+        // defers writes and seeks on a regular file, from it ("File calls cross in batches").
+        const opened = f.open(fd, lookup, path, oflags, base, fdflags);
+        return concat(u32Bytes(opened), f.fdstat(opened));
       }
       case Op.PATH_FILESTAT: {
         const fd = r.u32();

@@ -17,9 +17,11 @@ pub mod errno {
 /// `$filetype`.
 pub mod filetype {
     pub const CHARACTER_DEVICE: u8 = 2;
+    pub const DIRECTORY: u8 = 3;
+    pub const REGULAR_FILE: u8 = 4;
 }
 
-/// `$rights` bits this guest reports for fds 0-2.
+/// `$rights` bits this guest reports for fds 0-2 (and `FD_WRITE`, which it reads in a file's).
 pub mod rights {
     pub const FD_READ: u64 = 1 << 1;
     pub const FD_WRITE: u64 = 1 << 6;

@@ -107,10 +107,13 @@ pub fn call(
                 .u64(q(5))
                 .u64(q(6))
                 .u32(p(7));
+            // The reply: the new fd and its `$fdstat` (`known.rs`).
             let reply = host.io(Op::Open, req.0)?;
             let new_fd = Reader::new(&reply).u32().map_err(|_| IO)?;
-            exact(&reply, 4)?;
-            mem.put_u32(p(8), new_fd)
+            exact(&reply, 4 + FDSTAT_SIZE)?;
+            mem.put_u32(p(8), new_fd)?;
+            ctx.known.learn(new_fd, &reply[4..]);
+            Ok(())
         }
         Func::PathFilestatGet => {
             let path = path(mem, p(2), p(3))?;
@@ -308,6 +311,35 @@ pub fn write_stdio(
         return Err(IO);
     }
     mem.put_u32(nwritten, n)
+}
+
+/// `fd_write`/`fd_pwrite` on a file the host opened for writing, answered here and queued for
+/// the next crossing (`batch.rs`): the host writes all of it or fails (its errno then answers
+/// the call that carries it). `None`: the request is too large to wait; it crosses as usual.
+pub fn write_deferred(
+    mem: &mut dyn GuestMemory,
+    host: &mut dyn WasiHost,
+    args: &[u64],
+    positioned: bool,
+) -> Option<Result<(), i32>> {
+    let out = arg32(args, if positioned { 4 } else { 3 });
+    let built = gather(mem, arg32(args, 1), arg32(args, 2), host.max_transfer())
+        .and_then(|data| mem.range(out, 4).map(|_| data));
+    let data = match built {
+        Ok(data) => data,
+        Err(e) => return Some(Err(e)),
+    };
+    let fd = arg32(args, 0);
+    let (op, req) = if positioned {
+        let req = Request::default().u32(fd).u64(arg64(args, 3)).blob(&data);
+        (Op::Pwrite, req)
+    } else {
+        (Op::Write, Request::default().u32(fd).blob(&data))
+    };
+    if !host.defer(op, &req.0) {
+        return None;
+    }
+    Some(mem.put_u32(out, data.len() as u32))
 }
 
 /// `fd_write`/`fd_pwrite` on a file.

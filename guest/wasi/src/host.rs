@@ -43,6 +43,11 @@ pub enum Op {
     /// `u32 fd, u64 offset, u32 op`, then op's request: seek `fd` to `offset` (`SEEK_SET`), then
     /// serve `op` (any op but this one); the reply is op's, or the seek's errno.
     SeekThen = 25,
+    /// `u32 n`, n × (`u32 op`, `blob request`), `u32 op` (0: none), that op's request: the n
+    /// requests the guest answered itself (writes, seeks, closes: `batch.rs`), in order, then the
+    /// last one. The reply's payload is `u32 served`, then the last request's reply when all n
+    /// were served, else the errno of the one that failed (the rest did not run).
+    Batch = 26,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

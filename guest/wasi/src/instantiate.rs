@@ -58,7 +58,7 @@ impl InstantiateRequest {
                 rng: ChaCha20::new(&seed),
                 preopens,
                 stdin: Default::default(),
-                seeks: Default::default(),
+                known: Default::default(),
             })
         } else {
             None

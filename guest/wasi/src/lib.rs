@@ -12,7 +12,9 @@
 //! flag calls on fds 0-2. Crossing to the host: output on fds 1/2 (`WasiHost::write_stdio`, which
 //! the runtime guests buffer: [`output::Output`], sent as one `wasi_io` `Output` request), clocks
 //! (`wasi_clock`), and everything on stdin (fd 0) or a file (`wasi_io`, only when the module
-//! touches one: see `files.rs`). Every other import of the module whose type returns one `i32`
+//! touches one: see `files.rs`). Writes, absolute seeks and closes of files wait in the guest and
+//! cross together with the next request (`batch.rs`, `known.rs`); `fd_fdstat_get` on an fd the
+//! host described in the same call, and `fd_sync` of a directory, are answered here. Every other import of the module whose type returns one `i32`
 //! (an errno) answers `ENOSYS` (52).
 
 #![no_std]
@@ -23,12 +25,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod abi;
+pub mod batch;
 mod chacha;
 mod files;
 pub mod host;
 mod instantiate;
+mod known;
 pub mod output;
-mod seek;
 #[cfg(test)]
 mod tests;
 
@@ -49,23 +52,18 @@ pub struct WasiCtx {
     pub preopens: Vec<Preopen>,
     /// Stdin bytes the host sent ahead of the module's reads ([`files::STDIN_READ_AHEAD`]).
     pub stdin: ReadAhead,
-    /// Which fds are known seekable, and the absolute seek not yet sent (`seek.rs`).
-    pub seeks: seek::Seeks,
+    /// What the host said about the open fds in this call (`known.rs`).
+    pub known: known::Known,
 }
 
 impl WasiCtx {
     /// At the end of every call into the module: gives the unread read-ahead of stdin back to
     /// the host (one `wasi_io` request, only when there is some), so between calls the host
     /// holds every byte the module has not read: a snapshot, a restore's rewind or the next
-    /// call sees stdin exactly where the module left it.
+    /// call sees stdin exactly where the module left it. Forgets what it knew of the open fds
+    /// (`known.rs`). The embedder sends the deferred file requests after this (`batch.rs`).
     pub fn end_call(&mut self, host: &mut dyn WasiHost) {
-        if let Some((fd, offset)) = self.seeks.take() {
-            // Told success already; the fd is seekable and the offset small, so this succeeds.
-            let ok = host
-                .io(host::Op::Seek, seek::seek_request(fd, offset))
-                .is_ok();
-            self.seeks.seen(fd, ok);
-        }
+        self.known.clear();
         let n = self.stdin.pending().len();
         if n > 0 {
             // A host that refuses has lost the bytes either way; the buffer must not outlive
@@ -184,6 +182,12 @@ pub trait WasiHost {
     /// Most bytes one read, write or listing should move (at most `abi::MAX_TRANSFER`): what
     /// fits the crossing both ways.
     fn max_transfer(&self) -> u32;
+    /// Queues a file request the guest has answered itself (`batch.rs`); it reaches the host in
+    /// order, before anything the host can observe. `false`: it must be sent now instead (a host
+    /// that keeps no queue, or a request too large to wait).
+    fn defer(&mut self, _op: host::Op, _request: &[u8]) -> bool {
+        false
+    }
 }
 
 /// A WASI parameter or result type.
@@ -341,13 +345,7 @@ pub fn call(
         // WASI requires an exported memory; without one every pointer is bad.
         return Outcome::Errno(FAULT);
     };
-    // Every request to the host carries the pending absolute seek, if any (`seek.rs`).
-    let mut host = seek::WithPending {
-        host,
-        pending: ctx.seeks.take(),
-    };
-    let result = dispatch(f, ctx, mem, &mut host, args);
-    ctx.seeks.pending = host.pending;
+    let result = dispatch(f, ctx, mem, host, args);
     Outcome::Errno(match result {
         Ok(()) => SUCCESS,
         Err(errno) => errno,
@@ -358,26 +356,15 @@ fn dispatch(
     f: Func,
     ctx: &mut WasiCtx,
     mem: &mut dyn GuestMemory,
-    host: &mut seek::WithPending<'_>,
+    host: &mut dyn WasiHost,
     args: &[u64],
 ) -> Result<(), i32> {
     let p = |i| arg32(args, i);
     let fd = p(0);
-    if f == Func::FdSeek && fd > 2 && p(2) == 0 && ctx.seeks.can_defer(fd, arg64(args, 1)) {
-        let offset = arg64(args, 1);
-        mem.range(p(3), 8)?;
-        // A pending seek of another fd goes first; one of this fd is replaced (nothing saw it).
-        if let Some((other, off)) = host.pending.take()
-            && other != fd
-        {
-            let ok = host
-                .host
-                .io(host::Op::Seek, seek::seek_request(other, off))
-                .is_ok();
-            ctx.seeks.seen(other, ok);
-        }
-        host.pending = Some((fd, offset));
-        return mem.put_u64(p(3), offset);
+    if fd > 2
+        && let Some(answered) = answer_known(f, ctx, mem, host, args)
+    {
+        return answered;
     }
     let result = match f {
         Func::ArgsGet => put_list(mem, &ctx.args, p(0), p(1)),
@@ -410,11 +397,61 @@ fn dispatch(
         _ => files::call(f, ctx, mem, host, args),
     };
     match f {
-        Func::FdSeek if fd > 2 => ctx.seeks.seen(fd, result.is_ok()),
-        Func::FdClose => ctx.seeks.closed(fd),
+        Func::FdSeek if fd > 2 => ctx.known.seen_seek(fd, result.is_ok()),
+        Func::FdClose => ctx.known.closed(fd),
+        Func::FdFdstatGet if fd > 2 && result.is_ok() => {
+            if let Ok(stat) = mem.read(p(1), abi::FDSTAT_SIZE as u32) {
+                ctx.known.learn(fd, stat);
+            }
+        }
         _ => {}
     }
     result
+}
+
+/// The calls on fd `args[0]` (3 and up) answered here from what the host said about the fd in
+/// this call (`known.rs`): `fd_fdstat_get`; `fd_sync`/`fd_datasync` of a directory (the host
+/// does nothing for one); and, deferred to the next crossing (`batch.rs`), `fd_seek(SEEK_SET)`
+/// on a regular file, `fd_write`/`fd_pwrite` on a file opened for writing (answered whole: the
+/// host writes all of it or fails) and `fd_close` of a file or directory the module opened.
+/// `None`: the call crosses as usual. Every pointer is checked before anything is deferred.
+fn answer_known(
+    f: Func,
+    ctx: &mut WasiCtx,
+    mem: &mut dyn GuestMemory,
+    host: &mut dyn WasiHost,
+    args: &[u64],
+) -> Option<Result<(), i32>> {
+    let p = |i| arg32(args, i);
+    let fd = p(0);
+    match f {
+        Func::FdFdstatGet => {
+            let stat = *ctx.known.stat(fd)?;
+            Some(mem.write(p(1), &stat))
+        }
+        Func::FdSync | Func::FdDatasync if ctx.known.directory(fd) => Some(Ok(())),
+        Func::FdSeek if p(2) == 0 && ctx.known.can_defer_seek(fd, arg64(args, 1)) => {
+            let offset = arg64(args, 1);
+            if let Err(e) = mem.range(p(3), 8) {
+                return Some(Err(e));
+            }
+            if !host.defer(host::Op::Seek, &known::seek_request(fd, offset)) {
+                return None;
+            }
+            Some(mem.put_u64(p(3), offset))
+        }
+        Func::FdWrite | Func::FdPwrite if ctx.known.writable(fd) => {
+            files::write_deferred(mem, host, args, f == Func::FdPwrite)
+        }
+        Func::FdClose if ctx.known.stat(fd).is_some() && fd - 3 >= ctx.preopens.len() as u32 => {
+            if !host.defer(host::Op::Close, &host::Request::default().u32(fd).0) {
+                return None;
+            }
+            ctx.known.closed(fd);
+            Some(Ok(()))
+        }
+        _ => None,
+    }
 }
 
 fn is_stdio(args: &[u64]) -> bool {

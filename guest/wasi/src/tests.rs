@@ -6,16 +6,53 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::abi::errno::{BADF, FAULT, INVAL, IO, NAMETOOLONG, NOSYS, SPIPE, SUCCESS};
+use crate::batch::Batcher;
 use crate::host::{Op, parse_reply};
 use crate::{ChaCha20, Func, GuestMemory, Outcome, Preopen, SliceMemory, WasiCtx, WasiHost};
 
-/// Records every crossing; answers `io` with `reply` (or the errno in `fail`).
+/// Records every crossing; answers `io` with `reply` (or the errno in `fail`). With `batching`,
+/// keeps deferred requests as `HlHost` does (a [`Batcher`]): a `Batch` crossing is answered as
+/// all served (then `reply`/`fail` for its last request) unless `batch_fail` names the index
+/// and errno of the deferred request that fails.
 struct Host {
     requests: Vec<(Op, Vec<u8>)>,
     written: Vec<(u32, Vec<u8>)>,
     reply: Vec<u8>,
     fail: Option<i32>,
     max: u32,
+    batching: bool,
+    batch: Batcher,
+    batch_fail: Option<(u32, i32)>,
+}
+
+impl Host {
+    /// One raw crossing, recorded and answered.
+    fn cross(
+        requests: &mut Vec<(Op, Vec<u8>)>,
+        reply: &[u8],
+        fail: Option<i32>,
+        batch_fail: Option<(u32, i32)>,
+        op: Op,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, i32> {
+        if op != Op::Batch {
+            requests.push((op, request));
+            return fail.map_or(Ok(reply.to_vec()), Err);
+        }
+        let n = u32::from_le_bytes(request[..4].try_into().unwrap());
+        requests.push((op, request));
+        if let Some((at, errno)) = batch_fail {
+            let mut out = at.to_le_bytes().to_vec();
+            out.extend_from_slice(&(errno as u32).to_le_bytes());
+            return Ok(out);
+        }
+        let mut out = n.to_le_bytes().to_vec();
+        out.extend_from_slice(&(fail.unwrap_or(0) as u32).to_le_bytes());
+        if fail.is_none() {
+            out.extend_from_slice(reply);
+        }
+        Ok(out)
+    }
 }
 
 impl Host {
@@ -26,6 +63,9 @@ impl Host {
             reply: Vec::new(),
             fail: None,
             max: 1 << 20,
+            batching: false,
+            batch: Batcher::new(),
+            batch_fail: None,
         }
     }
 }
@@ -41,15 +81,61 @@ impl WasiHost for Host {
     }
 
     fn io(&mut self, op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
-        self.requests.push((op, request));
-        match self.fail {
-            Some(e) => Err(e),
-            None => Ok(self.reply.clone()),
+        if !self.batching {
+            self.requests.push((op, request));
+            return self.fail.map_or(Ok(self.reply.clone()), Err);
         }
+        if let Some(errno) = self.batch.take_lost() {
+            return Err(errno);
+        }
+        let Self {
+            requests,
+            reply,
+            fail,
+            batch,
+            batch_fail,
+            ..
+        } = self;
+        let mut send = |op, req| Host::cross(requests, reply, *fail, *batch_fail, op, req);
+        batch
+            .send(&mut send, op, request, 1 << 20)
+            .map_err(|f| f.errno())
     }
 
     fn max_transfer(&self) -> u32 {
         self.max
+    }
+
+    fn defer(&mut self, op: Op, request: &[u8]) -> bool {
+        if !self.batching {
+            return false;
+        }
+        let Self {
+            requests,
+            reply,
+            fail,
+            batch,
+            batch_fail,
+            ..
+        } = self;
+        let mut send = |op, req| Host::cross(requests, reply, *fail, *batch_fail, op, req);
+        batch.defer(&mut send, op, request, 1 << 20)
+    }
+}
+
+impl Host {
+    /// What the embedder does at the end of a call: the deferred requests cross alone.
+    fn flush(&mut self) {
+        let Self {
+            requests,
+            reply,
+            fail,
+            batch,
+            batch_fail,
+            ..
+        } = self;
+        let mut send = |op, req| Host::cross(requests, reply, *fail, *batch_fail, op, req);
+        batch.flush(&mut send);
     }
 }
 
@@ -63,7 +149,7 @@ fn ctx() -> WasiCtx {
             open: true,
         }],
         stdin: Default::default(),
-        seeks: Default::default(),
+        known: Default::default(),
     }
 }
 
@@ -327,7 +413,9 @@ fn stdio_writes_gather_within_the_transfer_limit() {
 fn file_calls_send_exact_requests_and_bound_paths_first() {
     let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 8192]);
     mem[100..108].copy_from_slice(b"file.txt");
+    // The reply: fd 9 and its `$fdstat` (all zero here: nothing the guest can answer later).
     h.reply = 9u32.to_le_bytes().to_vec();
+    h.reply.extend_from_slice(&[0; 24]);
     let args = [3, 1, 100, 8, 9, 0x42, 0x43, 1, 40];
     assert_eq!(
         run(Func::PathOpen, &mut c, &mut mem, &mut h, &args),
@@ -507,114 +595,235 @@ fn output_keeps_the_order_of_both_streams_and_merges_runs() {
     assert!(o.take().is_empty());
 }
 
+/// `Seek(fd, offset, whence)`.
+fn seek_req(fd: u32, off: u64, whence: u8) -> Vec<u8> {
+    let mut r = fd.to_le_bytes().to_vec();
+    r.extend_from_slice(&off.to_le_bytes());
+    r.push(whence);
+    r
+}
+
+/// The records of a `Batch` request: the deferred requests and the last one (op 0: none).
+fn batch_records(req: &[u8]) -> (Vec<(u32, Vec<u8>)>, u32, Vec<u8>) {
+    let u32_at = |at: usize| u32::from_le_bytes(req[at..at + 4].try_into().unwrap());
+    let n = u32_at(0);
+    let mut at = 4;
+    let mut records = Vec::new();
+    for _ in 0..n {
+        let (op, len) = (u32_at(at), u32_at(at + 4) as usize);
+        records.push((op, req[at + 8..at + 8 + len].to_vec()));
+        at += 8 + len;
+    }
+    (records, u32_at(at), req[at + 4..].to_vec())
+}
+
+/// Opens `name` in preopen fd 3 as fd `fd`, the host describing it with `filetype` and `rights`.
+fn open_as(c: &mut WasiCtx, h: &mut Host, mem: &mut [u8], fd: u32, filetype: u8, rights: u64) {
+    mem[100..104].copy_from_slice(b"f.db");
+    let mut reply = fd.to_le_bytes().to_vec();
+    let mut stat = [0u8; 24];
+    stat[0] = filetype;
+    stat[8..16].copy_from_slice(&rights.to_le_bytes());
+    reply.extend_from_slice(&stat);
+    h.reply = reply;
+    let args = [3, 0, 100, 4, 1, rights, 0, 0, 40];
+    assert_eq!(run(Func::PathOpen, c, mem, h, &args), SUCCESS);
+    assert_eq!(u32_at(mem, 40), fd);
+}
+
+const REGULAR: u8 = 4;
+const DIRECTORY: u8 = 3;
+const WRITE: u64 = 1 << 6;
+
 #[test]
-fn absolute_seeks_on_a_known_seekable_fd_travel_with_the_next_request() {
+fn file_writes_seeks_and_closes_wait_for_the_next_request() {
     let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    h.batching = true;
+    open_as(&mut c, &mut h, &mut mem, 5, REGULAR, WRITE | 2);
+    assert_eq!(h.requests.len(), 1);
+    // fd_fdstat_get is the host's answer to the open; seek and writes are answered here.
+    assert_eq!(
+        run(Func::FdFdstatGet, &mut c, &mut mem, &mut h, &[5, 200]),
+        SUCCESS
+    );
+    assert_eq!((mem[200], u32_at(&mem, 208)), (REGULAR, (WRITE | 2) as u32));
     let u64_at = |mem: &[u8], at: usize| u64::from_le_bytes(mem[at..at + 8].try_into().unwrap());
-    let seek_req = |fd: u32, off: u64, whence: u8| {
-        let mut r = fd.to_le_bytes().to_vec();
-        r.extend_from_slice(&off.to_le_bytes());
-        r.push(whence);
-        r
-    };
-    // The first seek on fd 5 crosses: only the host knows whether fd 5 is seekable.
-    h.reply = 100u64.to_le_bytes().to_vec();
     assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 100, 0, 200]),
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 4096, 0, 200]),
         SUCCESS
     );
-    assert_eq!(h.requests, vec![(Op::Seek, seek_req(5, 100, 0))]);
-    // Now absolute seeks are answered here; the later one of the same fd replaces the earlier.
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 300, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!(u64_at(&mem, 200), 300);
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 400, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!((h.requests.len(), u64_at(&mem, 200)), (1, 400));
-    // The next request carries it: seek fd 5 to 400, then write.
-    mem[16..19].copy_from_slice(b"abc");
+    assert_eq!(u64_at(&mem, 200), 4096);
+    mem[16..21].copy_from_slice(b"abcde");
     put_iovec(&mut mem, 64, 16, 3);
-    h.reply = 3u32.to_le_bytes().to_vec();
+    put_iovec(&mut mem, 72, 19, 2);
     assert_eq!(
-        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 2, 80]),
         SUCCESS
     );
-    let mut want = 5u32.to_le_bytes().to_vec();
-    want.extend_from_slice(&400u64.to_le_bytes());
-    want.extend_from_slice(&(Op::Write as u32).to_le_bytes());
-    want.extend_from_slice(&5u32.to_le_bytes());
-    want.extend_from_slice(&3u32.to_le_bytes());
-    want.extend_from_slice(b"abc");
-    assert_eq!(h.requests[1], (Op::SeekThen, want));
-    // Relative seeks, offsets past 1 TiB and a negative offset cross as before.
+    assert_eq!(u32_at(&mem, 80), 5);
+    assert_eq!(
+        run(Func::FdPwrite, &mut c, &mut mem, &mut h, &[5, 72, 1, 7, 80]),
+        SUCCESS
+    );
+    assert_eq!(u32_at(&mem, 80), 2);
+    assert_eq!(h.requests.len(), 1);
+    // A read carries them, in order: one crossing.
+    h.reply = b"xy".to_vec();
+    put_iovec(&mut mem, 64, 300, 8);
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+        SUCCESS
+    );
+    assert_eq!((u32_at(&mem, 80), &mem[300..302]), (2, &b"xy"[..]));
+    assert_eq!(h.requests.len(), 2);
+    let (op, req) = &h.requests[1];
+    assert_eq!(*op, Op::Batch);
+    let mut write = 5u32.to_le_bytes().to_vec();
+    write.extend_from_slice(&5u32.to_le_bytes());
+    write.extend_from_slice(b"abcde");
+    let mut pwrite = 5u32.to_le_bytes().to_vec();
+    pwrite.extend_from_slice(&7u64.to_le_bytes());
+    pwrite.extend_from_slice(&2u32.to_le_bytes());
+    pwrite.extend_from_slice(b"de");
+    let mut read = 5u32.to_le_bytes().to_vec();
+    read.extend_from_slice(&8u32.to_le_bytes());
+    assert_eq!(
+        batch_records(req),
+        (
+            vec![
+                (Op::Seek as u32, seek_req(5, 4096, 0)),
+                (Op::Write as u32, write),
+                (Op::Pwrite as u32, pwrite),
+            ],
+            Op::Read as u32,
+            read
+        )
+    );
+    // The close waits too; the end of the call sends it alone (op 0), and forgets fd 5.
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[5]), SUCCESS);
+    assert_eq!(h.requests.len(), 2);
+    c.end_call(&mut h);
+    h.flush();
+    let close = (Op::Close as u32, 5u32.to_le_bytes().to_vec());
+    assert_eq!(
+        batch_records(&h.requests[2].1),
+        (vec![close], 0, Vec::new())
+    );
     h.reply = 7u64.to_le_bytes().to_vec();
     assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 4, 1, 200]),
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 7, 0, 200]),
         SUCCESS
     );
-    assert_eq!(h.requests[2], (Op::Seek, seek_req(5, 4, 1)));
-    let far = (1u64 << 40) + 1;
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, far, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!(h.requests[3], (Op::Seek, seek_req(5, far, 0)));
-    assert_eq!(h.requests.len(), 4);
-    // A seek on another fd sends the pending one first; the end of the call sends the last.
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[5, 9, 0, 200]),
-        SUCCESS
-    );
-    h.reply = 1u64.to_le_bytes().to_vec();
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 1, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!(
-        h.requests[4],
-        (Op::SeekThen, {
-            let mut r = 5u32.to_le_bytes().to_vec();
-            r.extend_from_slice(&9u64.to_le_bytes());
-            r.extend_from_slice(&(Op::Seek as u32).to_le_bytes());
-            r.extend_from_slice(&seek_req(6, 1, 0));
-            r
-        })
-    );
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 2, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!(h.requests.len(), 5);
-    c.end_call(&mut h);
-    assert_eq!(h.requests[5], (Op::Seek, seek_req(6, 2, 0)));
-    // After a close the fd is unknown again: its next seek crosses.
-    h.reply = Vec::new();
-    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[6]), SUCCESS);
-    h.reply = 0u64.to_le_bytes().to_vec();
-    assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 200]),
-        SUCCESS
-    );
-    assert_eq!(h.requests[7], (Op::Seek, seek_req(6, 0, 0)));
-    // A failed seek makes the fd unknown (a directory, a closed fd).
+    assert_eq!(h.requests[3], (Op::Seek, seek_req(5, 7, 0)));
+}
+
+#[test]
+fn only_what_cannot_fail_at_the_host_is_deferred() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    h.batching = true;
+    // A file opened without FD_WRITE: its writes cross (EBADF is the host's to answer), its
+    // absolute seeks wait; relative seeks and offsets past 1 TiB cross.
+    open_as(&mut c, &mut h, &mut mem, 6, REGULAR, 2);
+    put_iovec(&mut mem, 64, 16, 3);
     h.fail = Some(BADF);
     assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 4, 1, 200]),
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[6, 64, 1, 80]),
         BADF
     );
+    assert_eq!(h.requests[1].0, Op::Write);
     h.fail = None;
+    h.reply = 3u64.to_le_bytes().to_vec();
     assert_eq!(
-        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 200]),
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 3, 1, 200]),
         SUCCESS
     );
-    assert_eq!(h.requests.len(), 10);
-    // A bad result pointer is EFAULT before anything is deferred.
+    assert_eq!(h.requests[2], (Op::Seek, seek_req(6, 3, 1)));
+    let far = (1u64 << 40) + 1;
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, far, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests[3], (Op::Seek, seek_req(6, far, 0)));
+    // Unknown fds cross; a bad result pointer is EFAULT before anything is deferred.
+    assert_eq!(
+        run(Func::FdSeek, &mut c, &mut mem, &mut h, &[9, 0, 0, 200]),
+        SUCCESS
+    );
+    assert_eq!(h.requests[4], (Op::Seek, seek_req(9, 0, 0)));
     assert_eq!(
         run(Func::FdSeek, &mut c, &mut mem, &mut h, &[6, 0, 0, 1020]),
         FAULT
     );
+    assert_eq!(h.requests.len(), 5);
+    // A directory's sync is answered here (the host does nothing for one); its close waits. A
+    // preopen's close crosses (the guest tracks it).
+    open_as(&mut c, &mut h, &mut mem, 7, DIRECTORY, u64::MAX);
+    assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[7]), SUCCESS);
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[7]), SUCCESS);
+    assert_eq!(h.requests.len(), 6);
+    h.reply = Vec::new();
+    assert_eq!(run(Func::FdClose, &mut c, &mut mem, &mut h, &[3]), SUCCESS);
+    let (op, req) = &h.requests[6];
+    let close = |fd: u32| (Op::Close as u32, fd.to_le_bytes().to_vec());
+    assert_eq!(
+        (*op, batch_records(req)),
+        (
+            Op::Batch,
+            (
+                vec![close(7)],
+                Op::Close as u32,
+                3u32.to_le_bytes().to_vec()
+            )
+        )
+    );
+    // What the host said about fds is forgotten at the end of a call (a restore closes files).
+    open_as(&mut c, &mut h, &mut mem, 8, REGULAR, WRITE);
+    c.end_call(&mut h);
+    h.reply = 3u32.to_le_bytes().to_vec();
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[8, 64, 1, 80]),
+        SUCCESS
+    );
+    assert_eq!(h.requests.last().unwrap().0, Op::Write);
+}
+
+#[test]
+fn a_deferred_write_that_fails_answers_the_call_that_carries_it_or_the_next() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    h.batching = true;
+    const NOSPC: i32 = 51;
+    open_as(&mut c, &mut h, &mut mem, 5, REGULAR, WRITE);
+    put_iovec(&mut mem, 64, 16, 3);
+    for _ in 0..2 {
+        assert_eq!(
+            run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+            SUCCESS
+        );
+    }
+    // The second write fails at the host: the sync that carried both answers ENOSPC.
+    h.batch_fail = Some((1, NOSPC));
+    assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[5]), NOSPC);
+    assert_eq!(h.requests.len(), 2);
+    // A flush with no call waiting (the end of a call, a host import): the module's next file
+    // call answers the errno without crossing, once.
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+        SUCCESS
+    );
+    h.batch_fail = Some((0, NOSPC));
+    h.flush();
+    assert_eq!(h.requests.len(), 3);
+    h.batch_fail = None;
+    assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[5]), NOSPC);
+    assert_eq!(h.requests.len(), 3);
+    h.reply = Vec::new();
+    assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[5]), SUCCESS);
+    assert_eq!((h.requests.len(), h.requests[3].0), (4, Op::Sync));
+    // A malformed batch reply is EIO.
+    assert_eq!(
+        run(Func::FdWrite, &mut c, &mut mem, &mut h, &[5, 64, 1, 80]),
+        SUCCESS
+    );
+    h.batch_fail = Some((0, 9999));
+    assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[5]), IO);
 }

@@ -325,7 +325,7 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
     {
         wasi.end_call(&mut wasi_host::HlHost);
     }
-    wasi_host::flush_output();
+    wasi_host::flush_all();
     state.running = Some(instance.map_err(|e| run_error::<E>(e, code::LINK))?);
     Ok(())
 }
@@ -334,8 +334,9 @@ pub fn instantiate<E: Engine>(config: Vec<u8>) -> Result<(), GuestError> {
 /// result's values are decoded as `results`; an error is the host function's failure (the
 /// engine carries it as its host error: [`Failure::Host`]).
 pub fn host_import(index: u32, results: &[ValKind], params: &[Val]) -> Result<Vec<Val>, String> {
-    // The host function sees the output the module wrote before calling it.
-    wasi_host::flush_output();
+    // The host function sees the output the module wrote before calling it, and its files as
+    // the module left them.
+    wasi_host::flush_all();
     let args = write_vals(params);
     match call_host("wasm_import", &[Value::U32(index), Value::Bytes(args)]) {
         Ok(Value::Bytes(bytes)) => {
@@ -409,7 +410,7 @@ fn after_call<E: Engine, T>(result: T) -> T {
     {
         wasi.end_call(&mut wasi_host::HlHost);
     }
-    wasi_host::flush_output();
+    wasi_host::flush_all();
     result
 }
 

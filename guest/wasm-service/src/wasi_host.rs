@@ -6,6 +6,11 @@
 //! full, before any other crossing (a clock, stdin, a file, a host import: the host then sees
 //! the output the module wrote before it acts), and at the end of every call, whether the call
 //! returned or trapped. A program printing 10,000 lines then makes a few exits instead of 10,000.
+//!
+//! File writes, absolute seeks and closes the guest answered itself wait in [`DEFERRED`]
+//! (`hl_wasi::batch`) and cross in front of the next `wasi_io` request (one `Batch` request), in
+//! front of the buffered output, before a host import and at the end of every call
+//! ([`flush_all`]): every point where the host can observe the files.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +20,7 @@ use hl_guest::{Value, call_host};
 use hl_wasi::WasiHost;
 use hl_wasi::abi::MAX_TRANSFER;
 use hl_wasi::abi::errno::IO;
+use hl_wasi::batch::{Batcher, Failure};
 use hl_wasi::host::{Op, parse_reply};
 use hl_wasi::output::Output;
 use spinning_top::Spinlock;
@@ -24,6 +30,8 @@ static OUTPUT: Spinlock<Output> = Spinlock::new(Output::new());
 /// Set when the host refused a flush (a sink threw, e.g. its quota): the module's next write to
 /// fd 1 or 2 answers `EIO`, as the write the host refused would have.
 static REFUSED: AtomicBool = AtomicBool::new(false);
+/// The file requests the guest answered itself and has not sent yet.
+static DEFERRED: Spinlock<Batcher> = Spinlock::new(Batcher::new());
 
 /// The guest ABI's host calls.
 pub struct HlHost;
@@ -37,8 +45,21 @@ fn io(op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
     }
 }
 
-/// Sends the buffered output (one exit; none when nothing waits). A refusal is remembered
-/// ([`REFUSED`]) for the module's next write.
+/// Most bytes of one request: what [`HlHost::max_transfer`] leaves for data, plus the 4 KiB it
+/// keeps for the frame and the other fields less 1 KiB.
+fn request_cap() -> usize {
+    HlHost.max_transfer() as usize + 3072
+}
+
+/// One `wasi_io` request with the deferred file requests in front of it (`hl_wasi::batch`).
+fn send(op: Op, request: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    DEFERRED.lock().send(&mut io, op, request, request_cap())
+}
+
+/// Sends the buffered output (one exit, carrying the deferred file requests; none when nothing
+/// waits). A refusal is remembered ([`REFUSED`]) for the module's next write. When a deferred
+/// request fails in front of it, its errno is kept for the module's next file call and the
+/// output crosses alone.
 pub fn flush_output() {
     let records = {
         let mut out = OUTPUT.lock();
@@ -47,16 +68,33 @@ pub fn flush_output() {
         }
         out.take()
     };
-    if io(Op::Output, records).is_err() {
+    let refused = match send(Op::Output, records.clone()) {
+        Ok(_) => false,
+        Err(Failure::Op(_)) => true,
+        Err(Failure::Deferred(errno)) => {
+            DEFERRED.lock().lose(errno);
+            io(Op::Output, records).is_err()
+        }
+    };
+    if refused {
         REFUSED.store(true, Ordering::Relaxed);
     }
 }
 
-/// At the start of a call: drops output left by a call that never reached its end (the host
-/// interrupted it), so it is never delivered as part of a later call.
+/// Sends the buffered output and the deferred file requests (at most one exit): before a host
+/// import and at the end of every call.
+pub fn flush_all() {
+    flush_output();
+    DEFERRED.lock().flush(&mut io);
+}
+
+/// At the start of a call: drops output and deferred file requests left by a call that never
+/// reached its end (the host interrupted it: the sandbox is poisoned), so they are never
+/// delivered as part of a later call.
 pub fn discard_output() {
     OUTPUT.lock().clear();
     REFUSED.store(false, Ordering::Relaxed);
+    DEFERRED.lock().clear();
 }
 
 impl WasiHost for HlHost {
@@ -81,9 +119,18 @@ impl WasiHost for HlHost {
         }
     }
 
+    /// The output first, then `op` with the deferred requests in front of it. A deferred
+    /// request that failed where no call waited answers this call instead, which does not run.
     fn io(&mut self, op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
         flush_output();
-        io(op, request)
+        if let Some(errno) = DEFERRED.lock().take_lost() {
+            return Err(errno);
+        }
+        send(op, request).map_err(Failure::errno)
+    }
+
+    fn defer(&mut self, op: Op, request: &[u8]) -> bool {
+        DEFERRED.lock().defer(&mut io, op, request, request_cap())
     }
 
     /// [`MAX_TRANSFER`], or less when a VM buffer is smaller: the request's or the reply's data

@@ -55,6 +55,17 @@ function rollup(field: string): number {
   return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(text)![1]);
 }
 
+/** `/proc/meminfo`'s kernel-side fields (kB): system-wide, so other processes' changes land in
+ * them too; over hundreds of sandboxes the VMs' own dominate. */
+const KERNEL = ["Slab", "SUnreclaim", "PageTables", "SecPageTables", "KernelStack"] as const;
+function meminfo(): Record<string, number> {
+  const text = Deno.readTextFileSync("/proc/meminfo");
+  return Object.fromEntries(KERNEL.map((f) => {
+    const m = new RegExp(`^${f}:\\s+(\\d+)`, "m").exec(text);
+    return [f, m ? Number(m[1]) : NaN];
+  }));
+}
+
 async function settle(): Promise<void> {
   teardownWait();
   (globalThis as { gc?: () => void }).gc?.();
@@ -78,9 +89,11 @@ await more(20); // warm-up: the process settles
 await live.pop()!.dispose(); // the snapshot learns its write set and the pages its copies touch
 await settle();
 const [a, rssA, pssA, anonA] = [smaps(), rollup("Rss"), rollup("Pss"), rollup("Anonymous")];
+const kernelA = meminfo();
 const threadsA = [...Deno.readDirSync("/proc/self/task")].length;
 await more(n);
 const [b, rssB, pssB, anonB] = [smaps(), rollup("Rss"), rollup("Pss"), rollup("Anonymous")];
+const kernelB = meminfo();
 const threadsB = [...Deno.readDirSync("/proc/self/task")].length;
 const perSandbox: Record<string, string> = {};
 for (const kind of new Set([...Object.keys(a), ...Object.keys(b)])) {
@@ -98,6 +111,9 @@ console.log(JSON.stringify(
     rollupRssKb: +((rssB - rssA) / n).toFixed(1),
     rollupPssKb: +((pssB - pssA) / n).toFixed(1),
     rollupAnonymousKb: +((anonB - anonA) / n).toFixed(1),
+    kernelKb: Object.fromEntries(
+      KERNEL.map((f) => [f, +((kernelB[f] - kernelA[f]) / n).toFixed(1)]),
+    ),
     threads: +((threadsB - threadsA) / n).toFixed(2),
   },
   null,

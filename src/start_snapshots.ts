@@ -44,9 +44,24 @@ export interface StartSnapshotStats {
   diskWrites: number;
   /** Files refused (another version or CPU, corrupt) and removed. */
   diskRefused: number;
+  /**
+   * `PySandbox` creates that started from a runtime base state (the interpreter started, no
+   * `setup` yet: {@linkcode loadPyStartSnapshot} with `base`) and ran only their `setup`.
+   * Counted apart from `diskHits`, which counts states that needed no `setup` at all.
+   */
+  pyBaseHits: number;
+  /** Runtime base states written (`storePyStartSnapshot` with `base`), apart from `diskWrites`. */
+  pyBaseWrites: number;
 }
 
-const counters: StartSnapshotStats = { diskHits: 0, diskMisses: 0, diskWrites: 0, diskRefused: 0 };
+const counters: StartSnapshotStats = {
+  diskHits: 0,
+  diskMisses: 0,
+  diskWrites: 0,
+  diskRefused: 0,
+  pyBaseHits: 0,
+  pyBaseWrites: 0,
+};
 
 /**
  * The counters (a copy).
@@ -59,6 +74,20 @@ const counters: StartSnapshotStats = { diskHits: 0, diskMisses: 0, diskWrites: 0
  */
 export function startSnapshotStats(): StartSnapshotStats {
   return { ...counters };
+}
+
+/**
+ * Whether start snapshots may be written at all in this process: not turned off
+ * (`HL_START_SNAPSHOTS=0`) and a cache directory is known. (A write may still fail: best effort.)
+ *
+ * @example
+ * ```ts
+ * import { startSnapshotsOn } from "./start_snapshots.ts";
+ * console.log(startSnapshotsOn());
+ * ```
+ */
+export function startSnapshotsOn(): boolean {
+  return env("HL_START_SNAPSHOTS") !== "0" && artifactCacheDir() !== undefined;
 }
 
 /** Directories found trustworthy (or not) in this process, with the reason. */
@@ -255,9 +284,13 @@ function dirOf(file: string): string {
   return file.slice(0, file.lastIndexOf("/"));
 }
 
-/** A start file served a create: counted, and marked most recently used (evictOldest). */
-function countHit(file: string): void {
-  counters.diskHits++;
+/**
+ * A start file served a create: counted (a Python base state apart), and marked most recently
+ * used (evictOldest).
+ */
+function countHit(file: string, base = false): void {
+  if (base) counters.pyBaseHits++;
+  else counters.diskHits++;
   try {
     const now = new Date();
     Deno.utimeSync(file, now, now);
@@ -336,13 +369,16 @@ export async function storeStartSnapshot(
  * the caller's code, never by the file) and what `PySandbox` keeps beside it (`extra`, checked by
  * the caller), or undefined: no file, no cache directory, or a refused file (another version or
  * CPU, truncated, changed, another key: removed, and the caller's cold path rebuilds it). The
- * snapshot is new: the caller owns it.
+ * snapshot is new: the caller owns it. With `base`, `key` names a runtime base state (the
+ * interpreter started, before any `setup`: docs/python.md, "The runtime base state"): the same
+ * files, format, trust rule and budget, counted as `pyBaseHits`.
  */
 export async function loadPyStartSnapshot(
   key: string,
   engine: WasmEngine | undefined,
   library: string | undefined,
   preopens: readonly PreopenSpec[],
+  base = false,
 ): Promise<{ wasm: WasmSnapshot; extra: unknown } | undefined> {
   const file = await fileFor(key, engine, "pystart-");
   if (file === undefined || !await usable(dirOf(file), file)) return undefined;
@@ -357,7 +393,7 @@ export async function loadPyStartSnapshot(
     const loaded = await loadWasmSnapshot(file, { library });
     // The same native snapshot, with the runtime's preopens (a file names none).
     const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
-    countHit(file);
+    countHit(file, base);
     return { wasm, extra: py.state };
   } catch (e) {
     await countFailure(file, e);
@@ -370,13 +406,14 @@ export async function loadPyStartSnapshot(
  * beside it), to disk. The runtime's preopens are left out of the file (they are the runtime's,
  * named again by {@linkcode loadPyStartSnapshot}'s caller). Best effort, as
  * {@linkcode storeStartSnapshot}; no `fsync` (a file torn by a crash fails its checks and is
- * rewritten).
+ * rewritten). With `base`, a runtime base state (counted as `pyBaseWrites`).
  */
 export async function storePyStartSnapshot(
   key: string,
   engine: WasmEngine | undefined,
   snap: WasmSnapshot,
   state: unknown,
+  base = false,
 ): Promise<void> {
   const file = await fileFor(key, engine, "pystart-");
   if (file === undefined) return;
@@ -393,7 +430,8 @@ export async function storePyStartSnapshot(
       py: { key, state },
     };
     await saveSnapshotFile(s.native, file, "wasm", extra, undefined, false);
-    counters.diskWrites++;
+    if (base) counters.pyBaseWrites++;
+    else counters.diskWrites++;
     evictOldest(dirOf(file));
   } catch {
     // Memory only.

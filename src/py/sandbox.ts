@@ -37,6 +37,7 @@ import {
   knownModuleDigest,
   loadPyStartSnapshot,
   rememberModuleDigest,
+  startSnapshotsOn,
   storePyStartSnapshot,
 } from "../start_snapshots.ts";
 import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
@@ -690,12 +691,16 @@ class Interp {
     }
   }
 
-  /** After the first request (the `setup`): clears the `_start` guard and snapshots `base`. */
-  async settle(): Promise<void> {
+  /**
+   * After a setup request (the base state's empty one, or the user's): clears the `_start` guard
+   * (places the turn code) and, with `take`, snapshots `base`. A request made while `base` is set
+   * is put back to it afterwards, so the caller takes `base` away before the next setup request.
+   */
+  async settle(take = true): Promise<void> {
     await this.#queue;
     if (this.dead) throw new SandboxPoisonedError(this.dead);
     this.entry = await this.runtime.settle(this.wasm, this.entry);
-    this.base = await this.wasm.snapshot();
+    if (take) this.base = await this.wasm.snapshot();
   }
 
   /** Puts the VM back to `snapshot` (or `base`) and clears the poisoning. */
@@ -792,38 +797,80 @@ class Interp {
 /** The start-snapshot writes under way in this process, by key (they never reject). */
 const storesInFlight = new Map<string, Promise<void>>();
 
+/**
+ * Writes `snap` (with the entry state it needs) as the start state (or, with `base`, the runtime
+ * base state) of `key`, off the
+ * create's path: `interp`'s dispose waits for it, and a create of the same key in this process
+ * waits for it before it looks for the file.
+ */
+function storeStart(
+  interp: Interp,
+  key: string,
+  engine: WasmEngine | undefined,
+  snap: WasmSnapshot,
+  entry: PyEntry,
+  base: boolean,
+): void {
+  const storing = storePyStartSnapshot(key, engine, snap, { entry }, base);
+  const before = interp.storing;
+  interp.storing = before ? Promise.all([before, storing]).then(() => {}) : storing;
+  storesInFlight.set(key, storing);
+  storing.then(() => {
+    if (storesInFlight.get(key) === storing) storesInFlight.delete(key);
+  });
+}
+
 /** Bumped when what a start state holds changes in a way its key would not show. */
 const START_STATE_VERSION = 1;
 
+/** The start-snapshot keys of a create (docs/python.md, "Cold create"). */
+interface StartKeys {
+  /**
+   * The state after the interpreter's start and this `setup`: undefined when the create may not
+   * start from a cached state (a user `preopens`: setup may read files that change; `net`: setup
+   * may fetch) or has no `setup` (then the base state is that state).
+   */
+  start?: string;
+  /**
+   * The runtime base state: the interpreter started, its driver in place, `__main__` empty, no
+   * `setup` run (docs/python.md, "The runtime base state"). Undefined with a user `preopens`
+   * (WASI preopens are fixed in a snapshot, and CPython has listed them at its start).
+   */
+  base?: string;
+}
+
 /**
- * The start-snapshot key of a create (docs/python.md, "Cold create"): everything that shapes the
- * state after the interpreter's start and `setup` — the library version, the runtime and its
- * module's SHA-256 (and the stdlib zip's), the engine and, for wasmtime, the compiler library's
- * identity (`compilerIdentity`: a rebuilt compiler, e.g. a new `CONFIG_VERSION`, is a miss), the
- * memory sizes, the WASI args/env/preopens, the driver's entry text (its source is in the env),
- * `setup`, `maxOutputBytes`, the library path. Undefined when the create may
- * not start from a cached state: a user `preopens` (setup may read files that change) or `net`
- * (setup may fetch). The module is verified here (read and hashed) unless an earlier process
+ * The start-snapshot keys of a create. The base key holds exactly what the state before `setup`
+ * depends on: the library version, the runtime and its module's SHA-256 (and the stdlib zip's),
+ * the engine and, for wasmtime, the compiler library's identity (`compilerIdentity`: a rebuilt
+ * compiler, e.g. a new `CONFIG_VERSION`, is a miss), `maxMemoryBytes` (the linear memory's
+ * maximum, fixed at instantiation) and the guest heap's size (the VM's layout), the WASI
+ * args/env/preopens of the runtime (fixed in the VM), the driver's entry text (its source is in
+ * the env) and the `_start` guard's address, the library path. Not in it, because the state does
+ * not depend on them: `setup`, `maxOutputBytes` (the host's reply reader), `timeoutMs`,
+ * `initTimeoutMs`, `onProgress`, `stdout`/`stderr`, `net` (served by the host, reached through
+ * the driver's frames). The start key is the base key's fields with `setup` and (as before)
+ * `maxOutputBytes`. The module is verified here (read and hashed) unless an earlier process
  * remembered this file's digest.
  */
-async function startKeyOf(
+async function startKeysOf(
   runtime: PyRuntimeSpec,
   o: PySandboxOptions,
   spec: Awaited<ReturnType<PyRuntimeSpec["wasm"]>>,
   maxMemoryBytes: number,
   heapSize: number,
   maxOutputBytes: number,
-): Promise<string | undefined> {
-  if (Object.keys(o.preopens ?? {}).length > 0 || o.net !== undefined) return undefined;
+): Promise<StartKeys> {
+  if (Object.keys(o.preopens ?? {}).length > 0) return {};
   if (!await pinnedKnown(runtime.pin)) await pinnedModule(runtime.pin);
   const engine = o.engine ?? "wasmtime";
   let compiler: string | null = null;
   try {
     compiler = engine === "wasmtime" ? compilerIdentity() : null;
   } catch {
-    return undefined; // No compiler library: the cold path says what is missing.
+    return {}; // No compiler library: the cold path says what is missing.
   }
-  return JSON.stringify({
+  const head = {
     v: START_STATE_VERSION,
     library: PACKAGE_VERSION,
     runtime: runtime.name,
@@ -833,15 +880,22 @@ async function startKeyOf(
     compiler,
     maxMemoryBytes,
     heapSize,
-    maxOutputBytes,
+  };
+  const tail = {
     args: spec.args,
     env: spec.env,
     preopens: checkPreopens(spec.preopens),
     startedFlag: runtime.name === "cpython" ? CPYTHON.startedFlag : null,
     driver: runtime.name === "cpython" ? DRIVER : [TURN_DRIVER, TURN_ENTRY],
-    setup: o.setup ?? "",
-    lib: o.library ?? "",
-  });
+  };
+  const lib = o.library ?? "";
+  const setup = o.setup ?? "";
+  return {
+    base: JSON.stringify({ kind: "base", ...head, ...tail, lib }),
+    start: o.net !== undefined || setup === ""
+      ? undefined
+      : JSON.stringify({ ...head, maxOutputBytes, ...tail, setup, lib }),
+  };
 }
 
 /**
@@ -871,7 +925,9 @@ function entryOf(state: unknown, runtime: PyRuntimeSpec): PyEntry | undefined {
 
 /**
  * An interpreter started from the start state of `key` on disk, or undefined (none, refused,
- * unusable: the cold path builds it again and overwrites the file).
+ * unusable: the cold path builds it again and overwrites the file). With `base`, `key` names a
+ * runtime base state, and the interpreter is returned without a `base` of its own: its `setup`
+ * runs next, and its settle takes it.
  */
 async function fromStartSnapshot(
   key: string,
@@ -879,8 +935,15 @@ async function fromStartSnapshot(
   o: PySandboxOptions,
   spec: Awaited<ReturnType<PyRuntimeSpec["wasm"]>>,
   maxOutputBytes: number,
+  base = false,
 ): Promise<Interp | undefined> {
-  const disk = await loadPyStartSnapshot(key, o.engine, o.library, checkPreopens(spec.preopens));
+  const disk = await loadPyStartSnapshot(
+    key,
+    o.engine,
+    o.library,
+    checkPreopens(spec.preopens),
+    base,
+  );
   if (!disk) return undefined;
   try {
     const entry = entryOf(disk.extra, runtime);
@@ -901,6 +964,7 @@ async function fromStartSnapshot(
     const interp = wire.bind(wasm, maxOutputBytes);
     interp.runtime = runtime;
     interp.entry = entry;
+    if (base) return interp;
     try {
       // Its own base (pages written since the loaded state: none yet).
       interp.base = await wasm.snapshot();
@@ -1026,69 +1090,130 @@ export class PySandbox implements AsyncDisposable {
       }
     }
     const heapSize = maxMemoryBytes + spec.heapExtra;
-    const startKey = await startKeyOf(runtime, o, spec, maxMemoryBytes, heapSize, maxOutputBytes);
-    if (startKey !== undefined) {
+    const setup = o.setup ?? "";
+    const keys = await startKeysOf(runtime, o, spec, maxMemoryBytes, heapSize, maxOutputBytes);
+    if (keys.start !== undefined) {
       // A create of these options in this process may be writing the file now: its write is
       // shorter than the cold path (75 MB for cpython, 454 MB for full, against seconds).
-      await storesInFlight.get(startKey);
-      const started = await fromStartSnapshot(startKey, runtime, o, spec, maxOutputBytes);
+      await storesInFlight.get(keys.start);
+      const started = await fromStartSnapshot(keys.start, runtime, o, spec, maxOutputBytes);
       if (started) return new PySandbox(started, timeoutMs, output);
     }
-    const module = await pinnedModule(runtime.pin);
-    if (o.onProgress && (o.engine ?? "wasmtime") === "wasmtime") {
-      // The compile (or the cache hit) ahead of the create, which then finds the image in memory.
-      const image = await codeImage(module, false, o.library, initTimeoutMs, o.onProgress);
-      image.code.release();
-    }
     const net = netOf(o.net);
-    const wire = Interp.wiring();
-    const wasm = await WasmSandbox.create({
-      module,
-      engine: o.engine,
-      library: o.library,
-      hostFunctions: spec.hostFunctions,
-      maxMemoryBytes,
-      // The linear memory lives in the guest heap: room for all of it and the engine's own.
-      heapSize,
-      initTimeoutMs,
-      wasi: {
-        args: spec.args,
-        env: spec.env,
-        // One key per process (see PROCESS_SEED); each request re-keys random and os.urandom.
-        randomSeed: PROCESS_SEED,
-        preopens: { ...o.preopens, ...spec.preopens },
-        stdin: wire.stdin,
-        stdout: wire.stdout,
-        stderr: wire.stderr,
-      },
-    });
+    if (keys.base !== undefined) {
+      // New options or a new `setup`: the runtime base state, then only the `setup`.
+      await storesInFlight.get(keys.base);
+      let interp: Interp | undefined;
+      try {
+        interp = await fromStartSnapshot(keys.base, runtime, o, spec, maxOutputBytes, true);
+      } catch (e) {
+        if (net?.owned) await net.net.dispose();
+        throw e;
+      }
+      if (interp) {
+        interp.net = net;
+        const py = new PySandbox(interp, timeoutMs, output);
+        try {
+          if (setup === "") interp.base = await interp.wasm.snapshot();
+          else await py.#setup(setup, initTimeoutMs);
+        } catch (e) {
+          await py.dispose();
+          throw e;
+        }
+        if (keys.start !== undefined) {
+          storeStart(interp, keys.start, o.engine, interp.base!, interp.entry, false);
+        }
+        return py;
+      }
+    }
+    let wire: ReturnType<typeof Interp.wiring>;
+    let wasm: WasmSandbox;
+    try {
+      const module = await pinnedModule(runtime.pin);
+      if (o.onProgress && (o.engine ?? "wasmtime") === "wasmtime") {
+        // The compile (or the cache hit) ahead of the create, which then finds the image in memory.
+        const image = await codeImage(module, false, o.library, initTimeoutMs, o.onProgress);
+        image.code.release();
+      }
+      wire = Interp.wiring();
+      wasm = await WasmSandbox.create({
+        module,
+        engine: o.engine,
+        library: o.library,
+        hostFunctions: spec.hostFunctions,
+        maxMemoryBytes,
+        // The linear memory lives in the guest heap: room for all of it and the engine's own.
+        heapSize,
+        initTimeoutMs,
+        wasi: {
+          args: spec.args,
+          env: spec.env,
+          // One key per process (see PROCESS_SEED); each request re-keys random and os.urandom.
+          randomSeed: PROCESS_SEED,
+          preopens: { ...o.preopens, ...spec.preopens },
+          stdin: wire.stdin,
+          stdout: wire.stdout,
+          stderr: wire.stderr,
+        },
+      });
+    } catch (e) {
+      if (net?.owned) await net.net.dispose();
+      throw e;
+    }
     const interp = wire.bind(wasm, maxOutputBytes);
     interp.net = net;
     interp.runtime = runtime;
     const py = new PySandbox(interp, timeoutMs, output);
+    // The runtime base state is taken when it is stored, or when it is the final state.
+    const takeBase = setup === "" || (keys.base !== undefined && startSnapshotsOn());
+    let base: WasmSnapshot | undefined;
+    let baseEntry = interp.entry;
     try {
       interp.entry = await runtime.start(wasm, initTimeoutMs);
+      // The runtime base state: the interpreter started, its driver in place, `__main__` empty.
+      // Every create runs its `setup` on it, whether the state comes from this path or a file.
       await py.#request(
-        { op: "setup", code: o.setup ?? "", value: false, seed: hexSeed() },
+        { op: "setup", code: "", value: false, seed: hexSeed() },
         { timeoutMs: initTimeoutMs },
       );
-      await interp.settle();
+      await interp.settle(takeBase);
+      baseEntry = interp.entry;
+      if (setup !== "") {
+        base = interp.base;
+        await py.#setup(setup, initTimeoutMs);
+      }
     } catch (e) {
+      await base?.dispose();
       await py.dispose();
       throw e;
     }
-    if (startKey !== undefined && interp.base) {
-      // Off the create's path: the next create of these options (here or in a new process) maps it.
-      const storing = storePyStartSnapshot(startKey, o.engine, interp.base, {
-        entry: interp.entry,
-      });
-      interp.storing = storing;
-      storesInFlight.set(startKey, storing);
-      storing.then(() => {
-        if (storesInFlight.get(startKey) === storing) storesInFlight.delete(startKey);
-      });
+    // Off the create's path: the next create (here or in a new process) maps these.
+    if (keys.base !== undefined && (base ?? interp.base)) {
+      storeStart(interp, keys.base, o.engine, (base ?? interp.base)!, baseEntry, true);
+    }
+    if (base) {
+      const done = interp.storing ?? Promise.resolve();
+      interp.storing = done.then(() => base!.dispose());
+    }
+    if (keys.start !== undefined && interp.base) {
+      storeStart(interp, keys.start, o.engine, interp.base, interp.entry, false);
     }
     return py;
+  }
+
+  /**
+   * Runs the user's `setup` on an interpreter in a start state (the base state, or the empty
+   * setup just run) and takes its `base` after it; the state it had is the caller's to dispose.
+   */
+  async #setup(setup: string, initTimeoutMs: number): Promise<void> {
+    const interp = this.#live();
+    // Without a base the request is not put back afterwards (Interp.#reset).
+    interp.base = undefined;
+    await this.#request(
+      { op: "setup", code: setup, value: false, seed: hexSeed() },
+      { timeoutMs: initTimeoutMs },
+    );
+    await interp.settle();
   }
 
   /** Whether a timeout, a protocol violation or the interpreter's exit made it unusable. */

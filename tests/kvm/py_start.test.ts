@@ -11,6 +11,7 @@ import { PySandbox } from "../../src/py/sandbox.ts";
 import { startSnapshotStats } from "../../src/start_snapshots.ts";
 import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { artifactCacheDir } from "../../src/wasm/compiler.ts";
+import { findCompiler } from "../../src/artifacts.ts";
 import { moduleTest, PYTHON_BUILT, PYTHON_FULL_BUILT } from "./_py.ts";
 
 const MISSING = "needs target/runtimes/python-3.12.wasm: bash tools/fetch_python.sh";
@@ -160,8 +161,11 @@ moduleTest(
   },
 );
 
-/** A child process: one create of `setup` and one run of `code`; its stdout and the hit count. */
-async function inChild(setup: string, code: string): Promise<{ out: string; hits: number }> {
+/** A child process: one create of `setup` and one run of `code`; its stdout and the hit counts. */
+async function inChild(
+  setup: string,
+  code: string,
+): Promise<{ out: string; hits: number; baseHits: number }> {
   const script = `
     import { PySandbox } from ${
     JSON.stringify(new URL("../../src/py/sandbox.ts", import.meta.url).href)
@@ -171,7 +175,8 @@ async function inChild(setup: string, code: string): Promise<{ out: string; hits
   };
     await using py = await PySandbox.create({ setup: ${JSON.stringify(setup)} });
     const r = await py.run(${JSON.stringify(code)});
-    console.log(JSON.stringify({ out: r.stdout, hits: startSnapshotStats().diskHits }));
+    const stats = startSnapshotStats();
+    console.log(JSON.stringify({ out: r.stdout, hits: stats.diskHits, baseHits: stats.pyBaseHits }));
   `;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--no-check", script],
@@ -212,6 +217,193 @@ moduleTest(
       assert.equal(new Set(column).size, outs.length, `${name} repeats: ${outs.join("")}`);
     });
     await Deno.remove(file);
+  },
+);
+
+/**
+ * The runtime base state file of `runtime` with the default options that a create of this
+ * process used last (key field `kind`; this checkout's compiler; a hit refreshes the mtime).
+ */
+async function baseFile(runtime: string): Promise<string | undefined> {
+  const found: { f: string; mtime: number }[] = [];
+  for (const f of startFiles()) {
+    const { description } = await readSnapshotDescription(f).catch(() => ({ description: null }));
+    const key = (description?.extra as { py?: { key?: string } } | undefined)?.py?.key;
+    if (typeof key !== "string") continue;
+    const k = JSON.parse(key);
+    if (
+      k.kind === "base" && k.runtime === runtime && k.lib === "" &&
+      k.maxMemoryBytes === 256 << 20 && String(k.compiler).startsWith(`${findCompiler()}:`)
+    ) {
+      found.push({ f, mtime: Deno.statSync(f).mtime?.getTime() ?? 0 });
+    }
+  }
+  return found.sort((a, b) => b.mtime - a.mtime)[0]?.f;
+}
+
+/**
+ * Makes sure the `cpython` base state of the default options is on disk: a create without a
+ * `setup` starts from it, or writes it (dispose waits for the write).
+ */
+async function ensureBase(): Promise<void> {
+  await using _py = await PySandbox.create();
+}
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: a new setup, new options that keep the start, and net start from the runtime base state",
+  async () => {
+    await ensureBase();
+    // A setup never seen: from the base state (no artifact, no interpreter start), then its own
+    // start file is written.
+    const setup = uniqueSetup();
+    const before = startSnapshotStats();
+    const file = await written(setup);
+    const after = startSnapshotStats();
+    assert.equal(after.pyBaseHits, before.pyBaseHits + 1, "started from the base state");
+    assert.equal(after.diskHits, before.diskHits, "no start file of this setup existed");
+    assert.equal(after.pyBaseWrites, before.pyBaseWrites, "the base state was there already");
+    await assertHit(setup);
+    // Options never seen that do not change the start (maxOutputBytes is the host's): the base.
+    {
+      const stats = startSnapshotStats();
+      await using py = await PySandbox.create({ setup, maxOutputBytes: 64 * 1024 * 1024 + 4096 });
+      assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits + 1);
+      assert.equal((await py.run("json.dumps([token[:0]])")).value, '[""]');
+    }
+    // `net` (the setup may fetch: no start file of its own), from the base all the same.
+    {
+      const stats = startSnapshotStats();
+      const py = await PySandbox.create({ setup: uniqueSetup(), net: { allow: [] } });
+      assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits + 1);
+      const r = await py.run(
+        "import hl\ntry:\n    hl.fetch('https://example.com/')\n" +
+          "except hl.NetworkPolicyError:\n    print('refused')",
+      );
+      assert.equal(r.stdout, "refused\n");
+      await py.dispose();
+      assert.equal(startSnapshotStats().diskWrites, stats.diskWrites, "no start file with net");
+    }
+    // Another memory limit changes the start: a limit never seen is a new base state, written
+    // once and then used.
+    {
+      const maxMemoryBytes = (160 + Math.floor(Math.random() * 64)) << 20;
+      const stats = startSnapshotStats();
+      const py = await PySandbox.create({ setup: uniqueSetup(), maxMemoryBytes });
+      assert.equal((await py.run("1 + 1")).value, 2);
+      await py.dispose();
+      const now = startSnapshotStats();
+      assert.equal(now.pyBaseHits, stats.pyBaseHits, "not the default limit's base state");
+      assert.equal(now.pyBaseWrites, stats.pyBaseWrites + 1, "its own, written");
+      await using again = await PySandbox.create({ setup: uniqueSetup(), maxMemoryBytes });
+      assert.equal(startSnapshotStats().pyBaseHits, now.pyBaseHits + 1);
+      assert.equal((await again.run("1 + 1")).value, 2);
+    }
+    // A user preopen: the cold path (preopens are fixed in a state), and the right answer.
+    {
+      const dir = await Deno.makeTempDir();
+      await Deno.writeTextFile(`${dir}/x.txt`, "from the host");
+      const stats = startSnapshotStats();
+      await using py = await PySandbox.create({
+        setup: "data = open('/data/x.txt').read()",
+        preopens: { "/data": dir },
+      });
+      assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits);
+      assert.equal((await py.run("data")).value, "from the host");
+      await Deno.remove(dir, { recursive: true });
+    }
+    // A new process's new setup: from the base state another process wrote.
+    const child = await inChild(uniqueSetup(), "print(token[:0] + 'ok')");
+    assert.deepEqual([child.out, child.hits, child.baseHits], ["ok\n", 0, 1]);
+    await Deno.remove(file);
+  },
+);
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: a damaged base state file is refused, removed and written again",
+  async () => {
+    await ensureBase();
+    const file = await baseFile("cpython");
+    assert.ok(file, "the cpython base state is on disk");
+    const f = await Deno.open(file, { read: true, write: true });
+    try {
+      const b = new Uint8Array(1);
+      await f.seek(64 * 1024 + 7, Deno.SeekMode.Start);
+      await f.read(b);
+      b[0] ^= 0x5a;
+      await f.seek(64 * 1024 + 7, Deno.SeekMode.Start);
+      await f.write(b);
+    } finally {
+      f.close();
+    }
+    const stats = startSnapshotStats();
+    const setup = uniqueSetup();
+    const py = await PySandbox.create({ setup });
+    const token = setup.match(/token = "([^"]+)"/)![1];
+    assert.equal((await py.run("token")).value, token);
+    await py.dispose();
+    const after = startSnapshotStats();
+    assert.equal(after.diskRefused, stats.diskRefused + 1, "the damaged base is refused");
+    assert.equal(after.pyBaseHits, stats.pyBaseHits, "and not used");
+    assert.equal(after.pyBaseWrites, stats.pyBaseWrites + 1, "and written again");
+    const stats2 = startSnapshotStats();
+    await using again = await PySandbox.create({ setup: uniqueSetup() });
+    assert.equal(startSnapshotStats().pyBaseHits, stats2.pyBaseHits + 1, "then used");
+    assert.equal((await again.run("1 + 1")).value, 2);
+  },
+);
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: creates of new setups from one base state draw their own random streams, here and in other processes",
+  async () => {
+    await ensureBase();
+    const code = "import random, os, posix\n" +
+      "print(random.getrandbits(64), os.urandom(8).hex(), posix.urandom(8).hex(), " +
+      "random.Random().getrandbits(64))";
+    const outs: string[] = [];
+    const stats = startSnapshotStats();
+    for (let i = 0; i < 2; i++) {
+      await using py = await PySandbox.create({ setup: uniqueSetup() });
+      outs.push((await py.run(code)).stdout);
+    }
+    assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits + 2);
+    for (let i = 0; i < 2; i++) {
+      const child = await inChild(uniqueSetup(), code);
+      assert.equal(child.baseHits, 1, "the child started from the base state");
+      outs.push(child.out);
+    }
+    const names = ["random", "os.urandom", "posix.urandom", "Random()"];
+    names.forEach((name, i) => {
+      const column = outs.map((o) => o.trim().split(" ")[i]);
+      assert.equal(new Set(column).size, outs.length, `${name} repeats: ${outs.join("")}`);
+    });
+  },
+);
+
+moduleTest(
+  PYTHON_FULL_BUILT,
+  MISSING_FULL,
+  "py start snapshot (full): a new setup starts from the runtime base state",
+  async () => {
+    {
+      // A create without a setup starts from the base state, or writes it.
+      await using _py = await PySandbox.create({ runtime: "full" });
+    }
+    const stats = startSnapshotStats();
+    const token = crypto.randomUUID();
+    const py = await PySandbox.create({
+      runtime: "full",
+      setup: `import numpy as np\ntoken = "${token}"`,
+    });
+    assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits + 1, "from the base state");
+    assert.equal((await py.run("int(np.arange(10).sum())")).value, 45);
+    assert.equal((await py.run("token")).value, token);
+    await py.dispose();
   },
 );
 

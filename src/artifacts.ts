@@ -19,6 +19,12 @@ import { GuestNotFoundError, LibraryNotFoundError } from "./errors.ts";
 import { configEnv, isFile, locationEnv, requireFfi } from "./host_io.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** This package's version (`deno.json`); the cache directory is per version. */
 export const PACKAGE_VERSION: string = denoJson.version;
 
@@ -44,21 +50,21 @@ const GUEST_BUILD_DIR = "guest/target/x86_64-unknown-linux-gnu/release/";
 const env = configEnv;
 
 /** A path under this package when it is on the local disk (a clone or a copy), else undefined. */
-function localPath(relative: string): string | undefined {
+const localPath = (function localPath(relative: string): string | undefined {
   const url = new URL(relative, PACKAGE_ROOT);
   return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The per-version cache directory: `$XDG_CACHE_HOME/hl-sandbox/<version>/`, else
  * `$HOME/.cache/hl-sandbox/<version>/`; undefined when neither variable is readable.
  */
-export function cacheDir(version: string = PACKAGE_VERSION): string | undefined {
+export const cacheDir = (function cacheDir(version: string = PACKAGE_VERSION): string | undefined {
   const xdg = locationEnv("XDG_CACHE_HOME");
   const home = locationEnv("HOME");
   const base = xdg ?? (home === undefined ? undefined : `${home}/.cache`);
   return base === undefined ? undefined : `${base}/hl-sandbox/${version}`;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Language runtimes built as Wasm modules (`tools/build_quickjs.sh` →
@@ -68,12 +74,12 @@ export function cacheDir(version: string = PACKAGE_VERSION): string | undefined 
 export type RuntimeModuleName = "quickjs";
 
 /** Where a clone's build puts a runtime module, relative to the package root. */
-export function runtimeModulePath(name: RuntimeModuleName): string {
+export const runtimeModulePath = (function runtimeModulePath(name: RuntimeModuleName): string {
   return `target/runtimes/${name}.wasm`;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Where `setup` puts the cdylib and the guests inside {@linkcode cacheDir}. */
-export function cachedArtifact(
+export const cachedArtifact = (function cachedArtifact(
   dir: string,
   what: "library" | "compiler" | "compile-child" | BuiltinGuestName | RuntimeModuleName,
 ): string {
@@ -82,7 +88,7 @@ export function cachedArtifact(
   if (what === "compiler") return `${dir}/${COMPILER_FILE}`;
   if (what === "compile-child") return `${dir}/${COMPILE_CHILD_FILE}`;
   return `${dir}/guests/${what}`;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The one command that makes the artifacts exist: `deno task build` in a clone (this package has
@@ -97,7 +103,7 @@ export function fixCommand(): string {
 }
 
 /** The candidates in lookup order: only the named one if `named` is set, else local then cache. */
-function candidates(
+const candidates = (function candidates(
   named: string | undefined,
   local: string | undefined,
   what: "library" | "compiler" | "compile-child" | BuiltinGuestName | RuntimeModuleName,
@@ -108,14 +114,14 @@ function candidates(
   const dir = cacheDir();
   if (dir !== undefined) out.push(cachedArtifact(dir, what));
   return out;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The path of the cdylib to open: `explicit`, else `$HL_SANDBOX_LIB`, else the local build
  * `target/release/libhl_rust_vmm.so`, else the cache. Throws {@linkcode LibraryNotFoundError}
  * naming the command that fixes it.
  */
-export function findLibrary(explicit?: string): string {
+export const findLibrary = (function findLibrary(explicit?: string): string {
   requireFfi("loading the native library");
   const named = explicit ?? env("HL_SANDBOX_LIB");
   const searched = candidates(named, localPath(`target/release/${LIBRARY_FILE}`), "library");
@@ -128,14 +134,14 @@ export function findLibrary(explicit?: string): string {
         `existing ${LIBRARY_FILE}, or drop it (and HL_SANDBOX_LIB) and run \`${fixCommand()}\``
       : `run \`${fixCommand()}\``,
   );
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The path of a built-in guest: for `wasm-runtime` `$HL_WASM_RUNTIME` if set (then only it),
  * else the local build under `guest/target/`, else the cache. Throws
  * {@linkcode GuestNotFoundError} naming the command that fixes it.
  */
-export function findGuest(name: BuiltinGuestName): string {
+export const findGuest = (function findGuest(name: BuiltinGuestName): string {
   requireFfi(`finding the built-in guest ${name}`);
   const named = name === "wasm-runtime"
     ? env("HL_WASM_RUNTIME")
@@ -152,7 +158,7 @@ export function findGuest(name: BuiltinGuestName): string {
       ? `point the variable at an existing ${name} guest, or unset it and run \`${fixCommand()}\``
       : `run \`${fixCommand()}\``,
   );
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Finds the Wasm compiler library: `$HL_WASM_COMPILER_LIB`, else the local cargo build
@@ -198,7 +204,7 @@ export function findCompileChild(): string {
  * {@linkcode GuestNotFoundError} naming the command that fixes it. Needs `--allow-read` (the
  * module is read, not mapped) or `--allow-ffi` for the lookup.
  */
-export function findRuntimeModule(name: RuntimeModuleName): string {
+export const findRuntimeModule = (function findRuntimeModule(name: RuntimeModuleName): string {
   requireFfi(`finding the ${name} runtime module`);
   const named = env("HL_QUICKJS_WASM");
   const searched = candidates(named, localPath(runtimeModulePath(name)), name);
@@ -216,7 +222,7 @@ export function findRuntimeModule(name: RuntimeModuleName): string {
         "libclang-rt-14-dev-wasm32: `bash tools/setup.sh test`)"
       : `run \`${fixCommand()}\``,
   );
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The built-in guests by name; see {@linkcode guests}. */
 export interface BuiltinGuests {

@@ -23,27 +23,33 @@
 
 import { PermissionError } from "./errors.ts";
 
-function state(desc: Deno.PermissionDescriptor): Deno.PermissionState {
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
+const state = (function state(desc: Deno.PermissionDescriptor): Deno.PermissionState {
   try {
     return Deno.permissions.querySync(desc).state;
   } catch {
     return "denied";
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Whether FFI is granted (to every library: the library then may use libc). */
-export function ffiGranted(): boolean {
+export const ffiGranted = (function ffiGranted(): boolean {
   return state({ name: "ffi" }) === "granted";
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Throws {@linkcode PermissionError} naming `--allow-ffi` unless FFI is granted. */
-export function requireFfi(what: string): void {
+export const requireFfi = (function requireFfi(what: string): void {
   if (!ffiGranted()) throw new PermissionError("--allow-ffi", what);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function readGranted(path: string | URL): boolean {
+const readGranted = (function readGranted(path: string | URL): boolean {
   return state({ name: "read", path }) === "granted";
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 const LIBC_SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
@@ -165,7 +171,7 @@ export async function readFile(path: string | URL, what: string): Promise<Uint8A
 }
 
 /** Whether `path` is a regular file (false when it cannot be checked). */
-export function isFile(path: string): boolean {
+export const isFile = (function isFile(path: string): boolean {
   if (readGranted(path)) {
     try {
       return Deno.statSync(path).isFile;
@@ -182,33 +188,33 @@ export function isFile(path: string): boolean {
   } catch {
     return false;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function envGranted(name: string): boolean {
+const envGranted = (function envGranted(name: string): boolean {
   return state({ name: "env", variable: name }) === "granted";
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * A configuration variable (`HL_*`): its value only when `--allow-env` grants it, else undefined
  * (never a prompt, never libc). An empty value counts as unset.
  */
-export function configEnv(name: string): string | undefined {
+export const configEnv = (function configEnv(name: string): string | undefined {
   if (!envGranted(name)) return undefined;
   try {
     return Deno.env.get(name) || undefined;
   } catch {
     return undefined;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * A variable that says where the user's files are (`HOME`, `XDG_CACHE_HOME`): from Deno where
  * `--allow-env` grants it, else from libc's `getenv` where FFI is granted. Empty counts as unset.
  */
-export function locationEnv(name: string): string | undefined {
+export const locationEnv = (function locationEnv(name: string): string | undefined {
   if (envGranted(name)) return configEnv(name);
   const lc = openLibc();
   if (lc === undefined) return undefined;
   const p = lc.getenv(cString(name));
   return (p ? Deno.UnsafePointerView.getCString(p) : "") || undefined;
-}
+}).bind(undefined); // Eager: see the note after the imports.

@@ -15,6 +15,12 @@ import { loadSnapshotFile, saveSnapshotFile, type SnapshotLoadOptions } from "./
 
 export type { SnapshotLoadOptions } from "./snapshot_file.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /**
  * A snapshot cannot be used where it was given: it was taken of another guest, another memory
  * layout or another ABI version, or the host functions given do not match the ones the snapshot
@@ -281,19 +287,19 @@ export class Snapshot implements AsyncDisposable {
 }
 
 /** Makes a `Snapshot` (for `Sandbox`). */
-export function makeSnapshot(state: SnapshotState): Snapshot {
+export const makeSnapshot = (function makeSnapshot(state: SnapshotState): Snapshot {
   // The constructor is private to keep it out of the public API.
   const Ctor = Snapshot as unknown as new (s: SnapshotState) => Snapshot;
   return new Ctor(state);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The state of `snap`; throws `SnapshotDisposedError` once disposed unless `evenDisposed`. */
-export function stateOf(snap: Snapshot, evenDisposed = false): SnapshotState {
+export const stateOf = (function stateOf(snap: Snapshot, evenDisposed = false): SnapshotState {
   const state = snap instanceof Snapshot ? states.get(snap) : undefined;
   if (!state) throw new SnapshotMismatchError("not a Snapshot of this library");
   if (!evenDisposed && state.memory.released) throw new SnapshotDisposedError();
   return state;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The signatures of host functions, as a snapshot records them. */
 export function hostSignatures(
@@ -305,7 +311,7 @@ export function hostSignatures(
 }
 
 /** Throws `SnapshotMismatchError` unless `given` has exactly the names and types of `recorded`. */
-export function checkHostSignatures(
+export const checkHostSignatures = (function checkHostSignatures(
   recorded: ReadonlyMap<string, HostSignature>,
   given: ReadonlyMap<string, HostFunction>,
 ): void {
@@ -329,7 +335,7 @@ export function checkHostSignatures(
       `the host functions do not match the snapshot's: ${problems.join("; ")}`,
     );
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Throws `SnapshotMismatchError` when `a` and `b` differ. */
 export function checkLayout(a: MemoryLayout, b: MemoryLayout): void {
@@ -354,9 +360,9 @@ export function digest(bytes: Uint8Array): Promise<string> {
 }
 
 /** SHA-256 of `bytes`, in hex, not remembered (for bytes a caller already keeps by content). */
-export async function sha256(bytes: Uint8Array): Promise<string> {
+export const sha256 = (async function sha256(bytes: Uint8Array): Promise<string> {
   const hash = new Uint8Array(
     await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
   );
   return [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
+}).bind(undefined); // Eager: see the note after the imports.

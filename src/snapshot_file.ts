@@ -46,6 +46,12 @@ import {
 import type { WasmExtern } from "./wasm/types.ts";
 import { type JsSnapshot, jsStateOf, makeJsSnapshot } from "./js/snapshot.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The file's first 8 bytes. */
 export const SNAPSHOT_MAGIC: Uint8Array = new TextEncoder().encode("HLSNAP\r\n");
 /** The version of the file layout this code writes and reads. */
@@ -106,18 +112,18 @@ function base64(bytes: Uint8Array): string {
   return (bytes as Base64Array).toBase64();
 }
 
-function unbase64(text: string, what: string): Uint8Array {
+const unbase64 = (function unbase64(text: string, what: string): Uint8Array {
   try {
     return Base64Ctor.fromBase64(text);
   } catch (e) {
     throw new SnapshotFormatError("corrupt", `${what} is not base64`, { cause: e });
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The CPU features fingerprint of this host's guests, 16 hex digits. */
-function cpuFingerprint(library?: string): string {
+const cpuFingerprint = (function cpuFingerprint(library?: string): string {
   return hypervisorInfo(library).cpuFeatures;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 const utf8 = new TextEncoder();
 
@@ -207,7 +213,7 @@ export async function saveSnapshotFile(
   }
 }
 
-function readExactly(file: Deno.FsFile, n: number, what: string): Uint8Array {
+const readExactly = (function readExactly(file: Deno.FsFile, n: number, what: string): Uint8Array {
   const out = new Uint8Array(n);
   let done = 0;
   while (done < n) {
@@ -216,14 +222,14 @@ function readExactly(file: Deno.FsFile, n: number, what: string): Uint8Array {
     done += got;
   }
   return out;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Reads and checks a file's header and description (no pages). The file is read with
  * synchronous calls: a few small reads, each cheaper than an asynchronous round trip through
  * Deno's thread pool (this is on the cold-create path).
  */
-export async function readSnapshotDescription(
+export const readSnapshotDescription = (async function readSnapshotDescription(
   path: string,
 ): Promise<{ description: SnapshotDescription; fileSize: number }> {
   let file: Deno.FsFile;
@@ -302,15 +308,15 @@ export async function readSnapshotDescription(
   }
   if (description === undefined) throw refused;
   return { description, fileSize };
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function isInt(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
+const isInt = (function isInt(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= max;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function isString(v: unknown, max = 1 << 20): v is string {
+const isString = (function isString(v: unknown, max = 1 << 20): v is string {
   return typeof v === "string" && v.length <= max;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The layout fields a snapshot file's description carries, each a non-negative safe integer. */
 export const LAYOUT_KEYS = [
@@ -341,17 +347,18 @@ export const LAYOUT_KEYS = [
  * INVALID_ARGUMENT, so corrupt), and before that by the bitmap: `loadPages` wants one bit per page
  * from a description of at most `MAX_DESCRIPTION` bytes.
  */
-function checkPages(v: unknown, what: string, fileSize: number): PagesDescription {
-  const p = v as PagesDescription;
-  if (
-    typeof p !== "object" || p === null || !isInt(p.size) || p.size === 0 ||
-    p.size % PAGE !== 0 || !isInt(p.offset) || p.offset % PAGE !== 0 || !isString(p.bitmap) ||
-    !isInt(p.crc, 0xffff_ffff) || p.offset > fileSize
-  ) {
-    throw new SnapshotFormatError("corrupt", `the ${what} section's description is malformed`);
-  }
-  return p;
-}
+const checkPages =
+  (function checkPages(v: unknown, what: string, fileSize: number): PagesDescription {
+    const p = v as PagesDescription;
+    if (
+      typeof p !== "object" || p === null || !isInt(p.size) || p.size === 0 ||
+      p.size % PAGE !== 0 || !isInt(p.offset) || p.offset % PAGE !== 0 || !isString(p.bitmap) ||
+      !isInt(p.crc, 0xffff_ffff) || p.offset > fileSize
+    ) {
+      throw new SnapshotFormatError("corrupt", `the ${what} section's description is malformed`);
+    }
+    return p;
+  }).bind(undefined); // Eager: see the note after the imports.
 
 const VALUE_TYPE_SET: ReadonlySet<unknown> = new Set<unknown>(VALUE_TYPES);
 
@@ -361,113 +368,120 @@ const VALUE_TYPE_SET: ReadonlySet<unknown> = new Set<unknown>(VALUE_TYPES);
  * no intermediate objects: the description of a start snapshot holds a few dozen of these, on the
  * cold-create path.
  */
-function signatureOf(name: unknown, params: unknown, result: unknown): FunctionSignature {
-  if (
-    !isString(name, 255) || !Array.isArray(params) || params.length > 32 ||
-    !(VALUE_TYPE_SET.has(result) || result === "void")
-  ) {
-    throw new SnapshotFormatError("corrupt", "a function signature is malformed");
-  }
-  const out: ValueType[] = new Array(params.length);
-  for (let i = 0; i < params.length; i++) {
-    if (!VALUE_TYPE_SET.has(params[i])) {
+const signatureOf =
+  (function signatureOf(name: unknown, params: unknown, result: unknown): FunctionSignature {
+    if (
+      !isString(name, 255) || !Array.isArray(params) || params.length > 32 ||
+      !(VALUE_TYPE_SET.has(result) || result === "void")
+    ) {
       throw new SnapshotFormatError("corrupt", "a function signature is malformed");
     }
-    out[i] = params[i];
-  }
-  return { name, params: out, result: result as FunctionSignature["result"] };
-}
+    const out: ValueType[] = new Array(params.length);
+    for (let i = 0; i < params.length; i++) {
+      if (!VALUE_TYPE_SET.has(params[i])) {
+        throw new SnapshotFormatError("corrupt", "a function signature is malformed");
+      }
+      out[i] = params[i];
+    }
+    return { name, params: out, result: result as FunctionSignature["result"] };
+  }).bind(undefined); // Eager: see the note after the imports.
 
-function checkSignature(v: unknown): FunctionSignature {
+const checkSignature = (function checkSignature(v: unknown): FunctionSignature {
   if (typeof v !== "object" || v === null) {
     throw new SnapshotFormatError("corrupt", "a function signature is malformed");
   }
   const f = v as Record<string, unknown>;
   return signatureOf(f.name, f.params, f.result);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Type-checks a parsed description and bounds every number in it. */
-function checkDescription(v: unknown, fileSize: number, path: string): SnapshotDescription {
-  const d = v as SnapshotDescription;
-  if (typeof d !== "object" || d === null || d.format !== SNAPSHOT_FORMAT_VERSION) {
-    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
-  }
-  if (d.library !== PACKAGE_VERSION) {
-    throw new SnapshotFormatError(
-      "version",
-      `${path} was written by @hl/sandbox ${String(d.library)}, this is ${PACKAGE_VERSION}`,
-    );
-  }
-  if (d.cdylibAbi !== CDYLIB_ABI_VERSION || d.guestAbi !== ABI_VERSION) {
-    throw new SnapshotFormatError(
-      "version",
-      `${path} was written for C ABI ${String(d.cdylibAbi)} and guest ABI ${String(d.guestAbi)}, ` +
-        `this library has ${CDYLIB_ABI_VERSION} and ${ABI_VERSION}`,
-    );
-  }
-  if (!["sandbox", "wasm", "js"].includes(d.kind) || !isString(d.cpu, 16)) {
-    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
-  }
-  const memory = checkPages(d.memory, "memory", fileSize);
-  const code = d.code === undefined ? undefined : checkPages(d.code, "code", fileSize);
-  const layout = d.layout as unknown as Record<string, unknown>;
-  if (
-    typeof layout !== "object" || layout === null || !LAYOUT_KEYS.every((k) => isInt(layout[k]))
-  ) {
-    throw new SnapshotFormatError("corrupt", `${path}: the memory layout is malformed`);
-  }
-  const l = d.layout;
-  const inside = (addr: number, size: number) => addr + size <= l.memorySize;
-  if (
-    l.memorySize !== memory.size || !inside(l.inputAddr, l.inputSize) ||
-    !inside(l.outputAddr, l.outputSize) || !inside(l.imageAddr, l.imageSize) ||
-    !inside(l.heapAddr, l.heapSize) || !inside(l.stackAddr, l.stackSize) ||
-    l.stackTop > l.memorySize ||
-    (l.codeSize > 0) !== (code !== undefined) ||
-    (code !== undefined && (l.codeAddr < l.memorySize || code.size < l.codeSize))
-  ) {
-    throw new SnapshotFormatError("corrupt", `${path}: the memory layout does not fit the memory`);
-  }
-  // The Wasm reservation's page tables are where the host reads and writes what the reservation
-  // maps (wasm_reservation.ts) on every hl_wasm_map and restore: as computeLayout lays them out,
-  // right after the identity map's and below the input buffer and the heap, so no request of the
-  // guest's can map them, and their entries lie inside the memory.
-  const tables = l.wasmReservationSize / MEMORY_ALIGN;
-  const tablesEnd = l.wasmTablesAddr + (2 + tables) * PAGE;
-  if (
-    l.wasmReservationSize % MEMORY_ALIGN !== 0 || l.wasmReservationSize > MAX_MEMORY_SIZE ||
-    (l.wasmReservationSize === 0
-      ? l.wasmTablesAddr !== 0
-      : l.wasmTablesAddr !== PT_BASE_ADDR + l.pageTableCount * PAGE ||
-        tablesEnd > l.inputAddr || tablesEnd > l.heapAddr)
-  ) {
-    throw new SnapshotFormatError(
-      "corrupt",
-      `${path}: the Wasm reservation's layout does not fit the memory`,
-    );
-  }
-  if (
-    !isString(d.vcpu, 1 << 16) || !isString(d.guestId, 64) || !Array.isArray(d.functions) ||
-    d.functions.length > 65536 || !(d.imports === null || Array.isArray(d.imports)) ||
-    !Array.isArray(d.hostSignatures) || d.hostSignatures.length > 65536
-  ) {
-    throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
-  }
-  d.functions = d.functions.map(checkSignature);
-  if (d.imports) d.imports = d.imports.map(checkSignature);
-  for (const entry of d.hostSignatures) {
-    if (!Array.isArray(entry) || entry.length !== 2 || !isString(entry[0], 255)) {
-      throw new SnapshotFormatError("corrupt", `${path}: a host signature is malformed`);
+const checkDescription =
+  (function checkDescription(v: unknown, fileSize: number, path: string): SnapshotDescription {
+    const d = v as SnapshotDescription;
+    if (typeof d !== "object" || d === null || d.format !== SNAPSHOT_FORMAT_VERSION) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
     }
-    const sig = entry[1] as unknown as Record<string, unknown> | null;
-    if (typeof sig !== "object" || sig === null) {
-      throw new SnapshotFormatError("corrupt", "a function signature is malformed");
+    if (d.library !== PACKAGE_VERSION) {
+      throw new SnapshotFormatError(
+        "version",
+        `${path} was written by @hl/sandbox ${String(d.library)}, this is ${PACKAGE_VERSION}`,
+      );
     }
-    const s = signatureOf(entry[0], sig.params, sig.result);
-    entry[1] = { params: s.params, result: s.result };
-  }
-  return d;
-}
+    if (d.cdylibAbi !== CDYLIB_ABI_VERSION || d.guestAbi !== ABI_VERSION) {
+      throw new SnapshotFormatError(
+        "version",
+        `${path} was written for C ABI ${String(d.cdylibAbi)} and guest ABI ${
+          String(d.guestAbi)
+        }, ` +
+          `this library has ${CDYLIB_ABI_VERSION} and ${ABI_VERSION}`,
+      );
+    }
+    if (!["sandbox", "wasm", "js"].includes(d.kind) || !isString(d.cpu, 16)) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
+    }
+    const memory = checkPages(d.memory, "memory", fileSize);
+    const code = d.code === undefined ? undefined : checkPages(d.code, "code", fileSize);
+    const layout = d.layout as unknown as Record<string, unknown>;
+    if (
+      typeof layout !== "object" || layout === null || !LAYOUT_KEYS.every((k) => isInt(layout[k]))
+    ) {
+      throw new SnapshotFormatError("corrupt", `${path}: the memory layout is malformed`);
+    }
+    const l = d.layout;
+    const inside = (addr: number, size: number) => addr + size <= l.memorySize;
+    if (
+      l.memorySize !== memory.size || !inside(l.inputAddr, l.inputSize) ||
+      !inside(l.outputAddr, l.outputSize) || !inside(l.imageAddr, l.imageSize) ||
+      !inside(l.heapAddr, l.heapSize) || !inside(l.stackAddr, l.stackSize) ||
+      l.stackTop > l.memorySize ||
+      (l.codeSize > 0) !== (code !== undefined) ||
+      (code !== undefined && (l.codeAddr < l.memorySize || code.size < l.codeSize))
+    ) {
+      throw new SnapshotFormatError(
+        "corrupt",
+        `${path}: the memory layout does not fit the memory`,
+      );
+    }
+    // The Wasm reservation's page tables are where the host reads and writes what the reservation
+    // maps (wasm_reservation.ts) on every hl_wasm_map and restore: as computeLayout lays them out,
+    // right after the identity map's and below the input buffer and the heap, so no request of the
+    // guest's can map them, and their entries lie inside the memory.
+    const tables = l.wasmReservationSize / MEMORY_ALIGN;
+    const tablesEnd = l.wasmTablesAddr + (2 + tables) * PAGE;
+    if (
+      l.wasmReservationSize % MEMORY_ALIGN !== 0 || l.wasmReservationSize > MAX_MEMORY_SIZE ||
+      (l.wasmReservationSize === 0
+        ? l.wasmTablesAddr !== 0
+        : l.wasmTablesAddr !== PT_BASE_ADDR + l.pageTableCount * PAGE ||
+          tablesEnd > l.inputAddr || tablesEnd > l.heapAddr)
+    ) {
+      throw new SnapshotFormatError(
+        "corrupt",
+        `${path}: the Wasm reservation's layout does not fit the memory`,
+      );
+    }
+    if (
+      !isString(d.vcpu, 1 << 16) || !isString(d.guestId, 64) || !Array.isArray(d.functions) ||
+      d.functions.length > 65536 || !(d.imports === null || Array.isArray(d.imports)) ||
+      !Array.isArray(d.hostSignatures) || d.hostSignatures.length > 65536
+    ) {
+      throw new SnapshotFormatError("corrupt", `${path}: the description is malformed`);
+    }
+    d.functions = d.functions.map(checkSignature);
+    if (d.imports) d.imports = d.imports.map(checkSignature);
+    for (const entry of d.hostSignatures) {
+      if (!Array.isArray(entry) || entry.length !== 2 || !isString(entry[0], 255)) {
+        throw new SnapshotFormatError("corrupt", `${path}: a host signature is malformed`);
+      }
+      const sig = entry[1] as unknown as Record<string, unknown> | null;
+      if (typeof sig !== "object" || sig === null) {
+        throw new SnapshotFormatError("corrupt", "a function signature is malformed");
+      }
+      const s = signatureOf(entry[0], sig.params, sig.result);
+      entry[1] = { params: s.params, result: s.result };
+    }
+    return d;
+  }).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Whether the first `pages` bits of `bitmap` (least significant bit first) are all set and no
@@ -480,7 +494,7 @@ function checkDescription(v: unknown, fileSize: number, path: string): SnapshotD
  * bitmapDense(new Uint8Array([0xff, 0x0f, 0, 0]), 11); // false: page 11's bit is set
  * ```
  */
-export function bitmapDense(bitmap: Uint8Array, pages: number): boolean {
+export const bitmapDense = (function bitmapDense(bitmap: Uint8Array, pages: number): boolean {
   const bits = Math.min(pages, bitmap.length * 8);
   const full = bits >> 3;
   let i = 0;
@@ -489,10 +503,10 @@ export function bitmapDense(bitmap: Uint8Array, pages: number): boolean {
   if (partial !== 0 && bitmap[i++] !== (1 << partial) - 1) return false;
   for (; i < bitmap.length; i++) if (bitmap[i] !== 0) return false;
   return true;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** A memory snapshot handle for a page section of `path`. */
-function loadPages(
+const loadPages = (function loadPages(
   path: string,
   pages: PagesDescription,
   what: string,
@@ -522,13 +536,13 @@ function loadPages(
       cause: e,
     });
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Reads a snapshot file: checks it (header, description, versions, CPU), reads its pages into
  * new sealed memfds, and returns the native snapshot with the kind and the kind's extra state.
  */
-export async function loadSnapshotFile(
+export const loadSnapshotFile = (async function loadSnapshotFile(
   path: string,
   options: SnapshotLoadOptions = {},
 ): Promise<{ snapshot: Snapshot; kind: SnapshotFileKind; extra: unknown }> {
@@ -566,7 +580,7 @@ export async function loadSnapshotFile(
     code?.release();
     throw e;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 // --- The Wasm and JavaScript kinds ---------------------------------------------------------
 
@@ -582,7 +596,7 @@ interface WasmExtra {
 const EXTERN_KINDS = ["function", "table", "memory", "global"];
 const WASM_TYPES = ["i32", "i64", "f32", "f64", "v128", "funcref", "externref"];
 
-function checkExterns(v: unknown, what: string): WasmExtern[] {
+const checkExterns = (function checkExterns(v: unknown, what: string): WasmExtern[] {
   if (!Array.isArray(v) || v.length > 100_000) {
     throw new SnapshotFormatError("corrupt", `the module's ${what} are malformed`);
   }
@@ -602,7 +616,7 @@ function checkExterns(v: unknown, what: string): WasmExtern[] {
     if (t !== undefined) out.type = { params: [...t.params], results: [...t.results] };
     return out;
   });
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function wasmExtra(snap: WasmSnapshot): { native: Snapshot; extra: WasmExtra } {
   const s = wasmStateOf(snap, true);
@@ -625,7 +639,7 @@ function wasmExtra(snap: WasmSnapshot): { native: Snapshot; extra: WasmExtra } {
   };
 }
 
-function wasmFrom(native: Snapshot, v: unknown): WasmSnapshot {
+const wasmFrom = (function wasmFrom(native: Snapshot, v: unknown): WasmSnapshot {
   const x = v as WasmExtra;
   if (
     typeof x !== "object" || x === null || !isString(x.key) || typeof x.wasiOn !== "boolean" ||
@@ -643,10 +657,10 @@ function wasmFrom(native: Snapshot, v: unknown): WasmSnapshot {
     preopens: [],
   };
   return makeWasmSnapshot(state);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Loads a file of `kind`, refusing another kind; `make` turns it into the kind's snapshot. */
-async function loadKind<T>(
+const loadKind = (async function loadKind<T>(
   path: string,
   kind: SnapshotFileKind,
   options: SnapshotLoadOptions,
@@ -665,7 +679,7 @@ async function loadKind<T>(
     await snapshot.dispose();
     throw e;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** `WasmSnapshot.save`: writes a Wasm sandbox's snapshot (refused with preopens). */
 export async function saveWasmSnapshot(snap: WasmSnapshot, path: string): Promise<void> {
@@ -704,7 +718,7 @@ export async function saveJsSnapshot(
 }
 
 /** `JsSnapshot.load`. */
-export function loadJsSnapshot(
+export const loadJsSnapshot = (function loadJsSnapshot(
   path: string,
   options: SnapshotLoadOptions = {},
 ): Promise<JsSnapshot> {
@@ -722,4 +736,4 @@ export function loadJsSnapshot(
       hostFunctions: [...x.hostFunctions as string[]],
     });
   });
-}
+}).bind(undefined); // Eager: see the note after the imports.

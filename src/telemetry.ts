@@ -35,6 +35,12 @@ import {
 import { CancelledError, TimeoutError } from "./errors.ts";
 import { ExitKind } from "./ffi/vm.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The instrumentation scope of every span and instrument. */
 export const SCOPE = "@hl/sandbox";
 
@@ -86,7 +92,7 @@ const globals = globalThis as unknown as Record<symbol, unknown>;
  * `globalThis` and a compare; else two global look-ups compared with the last ones seen; the
  * tracer and instruments are remade only when a provider changes.
  */
-function active(): State | undefined {
+const active = (function active(): State | undefined {
   if (!HOOKS || globals[OTEL_GLOBAL] === undefined) return undefined;
   const tp = trace.getTracerProvider();
   const mp = metrics.getMeterProvider();
@@ -105,7 +111,7 @@ function active(): State | undefined {
   const metering = !(meter instanceof NoopMeter);
   state = tracing || metering ? { tracer: tp.getTracer(SCOPE), m: instruments(meter) } : undefined;
   return state;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Whether a tracer or meter provider is registered (for tests and benches). */
 export function telemetryActive(): boolean {
@@ -194,9 +200,9 @@ function instruments(meter: Meter): Instruments {
 let liveSandboxes = 0;
 
 /** Counts a sandbox VM made (`+1`) or destroyed (`-1`), for the `active_sandboxes` gauge. */
-export function countSandbox(delta: 1 | -1): void {
+export const countSandbox = (function countSandbox(delta: 1 | -1): void {
   liveSandboxes += delta;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The runtimes counted by `active_wasm_sandboxes` and `active_js_sandboxes`. */
 export type RuntimeKind = "wasm" | "js";
@@ -216,11 +222,12 @@ const runtimeFinalizer = new FinalizationRegistry<RuntimeKind>((kind) => liveRun
  * uncountRuntime("wasm", this); // where the handle lets go of its VM
  * ```
  */
-export function countRuntime(kind: RuntimeKind, handle: object, load: boolean): void {
-  liveRuntimes[kind]++;
-  if (load) active()?.m.loads.add(1, kind === "wasm" ? WASM : JS);
-  runtimeFinalizer.register(handle, kind, handle);
-}
+export const countRuntime =
+  (function countRuntime(kind: RuntimeKind, handle: object, load: boolean): void {
+    liveRuntimes[kind]++;
+    if (load) active()?.m.loads.add(1, kind === "wasm" ? WASM : JS);
+    runtimeFinalizer.register(handle, kind, handle);
+  }).bind(undefined); // Eager: see the note after the imports.
 
 /** Stops counting `handle` (idempotent: a handle not counted, or no longer, is ignored). */
 export function uncountRuntime(kind: RuntimeKind, handle: object): void {
@@ -345,7 +352,7 @@ const createKey = CREATE_KEY as unknown as Parameters<Context["getValue"]>[0];
  * `hl.engine`, `hl.create.path`), counted in `sandbox_creates_total` when it succeeds.
  * `path` is the default; {@linkcode createPath} inside `body` changes it.
  */
-export function traceCreate<T>(
+export const traceCreate = (function traceCreate<T>(
   kind: "native" | "wasm",
   engine: string | undefined,
   path: CreatePath,
@@ -360,16 +367,16 @@ export function traceCreate<T>(
     record = { path, span };
     return context.with(context.active().setValue(createKey, record), body);
   }, () => s.m.creates.add(1, { kind, path: record!.path }));
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Says which path the create in progress took (a cache hit, a recycled VM). */
-export function createPath(path: CreatePath): void {
+export const createPath = (function createPath(path: CreatePath): void {
   if (active() === undefined) return;
   const record = context.active().getValue(createKey) as CreateRecord | undefined;
   if (!record) return;
   record.path = path;
   record.span.setAttribute("hl.create.path", path);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** `body`, a snapshot, in span `hl.sandbox.snapshot` (attribute `hl.snapshot.pages`). */
 export function traceSnapshot<T extends { readonly dataPages: number }>(
@@ -722,7 +729,7 @@ export class HostCallTrace {
  * The trace of a guest call of function `fn`, or `undefined` when telemetry is off (the one
  * check a call pays then: {@linkcode active}).
  */
-export function startCall(fn: string): CallTrace | undefined {
+export const startCall = (function startCall(fn: string): CallTrace | undefined {
   const s = active();
   return s === undefined ? undefined : new CallTrace(s, fn);
-}
+}).bind(undefined); // Eager: see the note after the imports.

@@ -24,6 +24,12 @@ import {
 } from "./abi.ts";
 import { ArgumentError, ProtocolError } from "./errors.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /**
  * A value with its wire type. `f32`/`f64` values carry the raw IEEE-754 bits in `bits` when the
  * value is a NaN, because a JS number cannot be relied on to keep a NaN's payload (reading a
@@ -670,55 +676,56 @@ function badValue(fnName: string, index: number, expected: string, got: unknown)
  *
  * Throws {@link ArgumentError} naming `fnName` and argument `index` (-1: the return value).
  */
-export function toValue(arg: unknown, type: ValueType, fnName: string, index: number): Value {
-  switch (type) {
-    case "void":
-      if (arg !== undefined && index >= 0) throw badValue(fnName, index, "undefined", arg);
-      return { type };
-    case "i32":
-      if (typeof arg !== "number" || (arg | 0) !== arg) {
-        throw badValue(fnName, index, `an i32 (${I32_RANGE})`, arg);
-      }
-      return { type, value: arg };
-    case "u32":
-      if (typeof arg !== "number" || arg >>> 0 !== arg) {
-        throw badValue(fnName, index, `a u32 (${U32_RANGE})`, arg);
-      }
-      return { type, value: arg };
-    case "i64":
-      if (typeof arg !== "bigint" || arg < I64_MIN || arg > I64_MAX) {
-        throw badValue(fnName, index, "an i64 (a bigint from -2n ** 63n to 2n ** 63n - 1n)", arg);
-      }
-      return { type, value: arg };
-    case "u64":
-      if (typeof arg !== "bigint" || arg < 0n || arg > U64_MAX) {
-        throw badValue(fnName, index, "a u64 (a bigint from 0n to 2n ** 64n - 1n)", arg);
-      }
-      return { type, value: arg };
-    case "f32":
-    case "f64":
-      if (typeof arg !== "number") throw badValue(fnName, index, `an ${type} (a number)`, arg);
-      return { type, value: arg };
-    case "bool":
-      if (typeof arg !== "boolean") throw badValue(fnName, index, "a boolean", arg);
-      return { type, value: arg };
-    case "string":
-      if (typeof arg !== "string") throw badValue(fnName, index, "a string", arg);
-      if (!arg.isWellFormed()) {
-        throw badValue(fnName, index, "a well-formed string (no lone surrogates)", arg);
-      }
-      return { type, value: arg };
-    case "bytes":
-      if (!(arg instanceof Uint8Array)) throw badValue(fnName, index, "a Uint8Array", arg);
-      return { type, value: arg };
-  }
-}
+export const toValue =
+  (function toValue(arg: unknown, type: ValueType, fnName: string, index: number): Value {
+    switch (type) {
+      case "void":
+        if (arg !== undefined && index >= 0) throw badValue(fnName, index, "undefined", arg);
+        return { type };
+      case "i32":
+        if (typeof arg !== "number" || (arg | 0) !== arg) {
+          throw badValue(fnName, index, `an i32 (${I32_RANGE})`, arg);
+        }
+        return { type, value: arg };
+      case "u32":
+        if (typeof arg !== "number" || arg >>> 0 !== arg) {
+          throw badValue(fnName, index, `a u32 (${U32_RANGE})`, arg);
+        }
+        return { type, value: arg };
+      case "i64":
+        if (typeof arg !== "bigint" || arg < I64_MIN || arg > I64_MAX) {
+          throw badValue(fnName, index, "an i64 (a bigint from -2n ** 63n to 2n ** 63n - 1n)", arg);
+        }
+        return { type, value: arg };
+      case "u64":
+        if (typeof arg !== "bigint" || arg < 0n || arg > U64_MAX) {
+          throw badValue(fnName, index, "a u64 (a bigint from 0n to 2n ** 64n - 1n)", arg);
+        }
+        return { type, value: arg };
+      case "f32":
+      case "f64":
+        if (typeof arg !== "number") throw badValue(fnName, index, `an ${type} (a number)`, arg);
+        return { type, value: arg };
+      case "bool":
+        if (typeof arg !== "boolean") throw badValue(fnName, index, "a boolean", arg);
+        return { type, value: arg };
+      case "string":
+        if (typeof arg !== "string") throw badValue(fnName, index, "a string", arg);
+        if (!arg.isWellFormed()) {
+          throw badValue(fnName, index, "a well-formed string (no lone surrogates)", arg);
+        }
+        return { type, value: arg };
+      case "bytes":
+        if (!(arg instanceof Uint8Array)) throw badValue(fnName, index, "a Uint8Array", arg);
+        return { type, value: arg };
+    }
+  }).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Converts call arguments to typed values for a function with parameter types `params`.
  * Throws {@link ArgumentError} for the wrong number of arguments or a value of the wrong type.
  */
-export function toValues(
+export const toValues = (function toValues(
   args: readonly unknown[],
   params: readonly ValueType[],
   fnName: string,
@@ -733,12 +740,12 @@ export function toValues(
   const values = new Array<Value>(args.length);
   for (let i = 0; i < args.length; i++) values[i] = toValue(args[i], params[i], fnName, i);
   return values;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Converts a typed value to JS: `void` → `undefined`, `i64`/`u64` → bigint, the other numbers →
  * number, `bytes` → the value's Uint8Array (decoded values are already copies).
  */
-export function fromValue(value: Value): JsValue {
+export const fromValue = (function fromValue(value: Value): JsValue {
   return value.type === "void" ? undefined : value.value;
-}
+}).bind(undefined); // Eager: see the note after the imports.

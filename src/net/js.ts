@@ -10,6 +10,12 @@ import { ArgumentError } from "../errors.ts";
 import { type Net, NET_HOST_FUNCTION, netFromOptions } from "./net.ts";
 import type { NetOptions } from "./policy.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /**
  * The guest-side `fetch`, evaluated before the sandbox's `source` (one line, so the source's
  * line numbers are unchanged). Only what the host function answers reaches the script: the
@@ -126,26 +132,27 @@ interface WithNet {
  * {@linkcode NET_HOST_FUNCTION} added and, unless the sandbox starts from a snapshot (which has
  * it already), the prelude put before `source`; and the {@linkcode Net} that serves it.
  */
-export function jsNetOptions<O extends WithNet>(options: O): { options: O; net: Net | undefined } {
-  if (typeof options !== "object" || options === null || options.net === undefined) {
-    return { options, net: undefined };
-  }
-  const fns = options.hostFunctions ?? {};
-  if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, NET_HOST_FUNCTION)) {
-    throw new ArgumentError(`the host function name ${NET_HOST_FUNCTION} is the net option's`);
-  }
-  const net = netFromOptions(options.net, "JsSandbox.create")!;
-  const hostFunctions = {
-    ...fns,
-    [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req, true),
-  };
-  const out = { ...options, hostFunctions } as O;
-  delete out.net;
-  if (options.snapshot === undefined) {
-    if (options.source !== undefined && typeof options.source !== "string") {
-      throw new ArgumentError("source must be a string");
+export const jsNetOptions =
+  (function jsNetOptions<O extends WithNet>(options: O): { options: O; net: Net | undefined } {
+    if (typeof options !== "object" || options === null || options.net === undefined) {
+      return { options, net: undefined };
     }
-    out.source = JS_NET_PRELUDE + (options.source ?? "");
-  }
-  return { options: out, net };
-}
+    const fns = options.hostFunctions ?? {};
+    if (typeof fns === "object" && fns !== null && Object.hasOwn(fns, NET_HOST_FUNCTION)) {
+      throw new ArgumentError(`the host function name ${NET_HOST_FUNCTION} is the net option's`);
+    }
+    const net = netFromOptions(options.net, "JsSandbox.create")!;
+    const hostFunctions = {
+      ...fns,
+      [NET_HOST_FUNCTION]: (req: unknown) => net.handleValue(req, true),
+    };
+    const out = { ...options, hostFunctions } as O;
+    delete out.net;
+    if (options.snapshot === undefined) {
+      if (options.source !== undefined && typeof options.source !== "string") {
+        throw new ArgumentError("source must be a string");
+      }
+      out.source = JS_NET_PRELUDE + (options.source ?? "");
+    }
+    return { options: out, net };
+  }).bind(undefined); // Eager: see the note after the imports.

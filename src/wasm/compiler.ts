@@ -38,6 +38,12 @@ import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
 import { artifactMemoryHit, traceCompile } from "../telemetry.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The default deadline of a compile (as `initTimeoutMs`'s default). */
 export const DEFAULT_COMPILE_TIMEOUT_MS = 30_000;
 
@@ -197,7 +203,7 @@ export function checkArtifact(artifact: Uint8Array, fuel: boolean): void {
  * The on-disk artifact cache: `$HL_WASM_CACHE_DIR`, else `$XDG_CACHE_HOME/hl-sandbox/wasmtime`,
  * else `~/.cache/hl-sandbox/wasmtime`; `undefined` when none can be named (no cache on disk).
  */
-export function artifactCacheDir(): string | undefined {
+export const artifactCacheDir = (function artifactCacheDir(): string | undefined {
   const env = (name: string) => {
     try {
       return Deno.env.get(name) || undefined;
@@ -211,7 +217,7 @@ export function artifactCacheDir(): string | undefined {
   const home = env("HOME");
   const base = xdg ?? (home === undefined ? undefined : `${home}/.cache`);
   return base === undefined ? undefined : `${base}/hl-sandbox/wasmtime`;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 const MAGIC = [0x48, 0x4c, 0x57, 0x41]; // "HLWA"
 const FORMAT_VERSION = 2;

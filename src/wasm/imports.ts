@@ -21,6 +21,12 @@ import {
   type WasmValueType,
 } from "./types.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The WASI preview 1 import namespace. */
 export const WASI = "wasi_snapshot_preview1";
 
@@ -46,7 +52,7 @@ function resultList(result: WasmResultType): WasmValueType[] {
  * Matches every import with a host function (or WASI, `undefined` in the list when `wasiOn`);
  * a {@linkcode WasmLinkError} names the first miss.
  */
-export function bindImports(
+export const bindImports = (function bindImports(
   imports: readonly WasmExtern[],
   hostFunctions: WasmImports,
   wasiOn: boolean,
@@ -86,7 +92,7 @@ export function bindImports(
     }
     return { where, params: [...def.params], results, fn: def.fn };
   });
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The bound imports of one sandbox. {@linkcode serve} answers `wasm_import(index, args)`; when a
@@ -188,7 +194,7 @@ export class ImportTable {
  * (`wasi.ts`) only when WASI may be on (`wasi` given: they answer once the WASI runtime exists,
  * and fail before or without it). With `wasi: false` they are not registered at all.
  */
-export function runtimeHostFunctions(
+export const runtimeHostFunctions = (function runtimeHostFunctions(
   hostImport: (index: number, args: Uint8Array) => Uint8Array | Promise<Uint8Array>,
   wasi: (() => WasiRuntime | undefined) | undefined,
 ): Record<string, HostFunction> {
@@ -196,4 +202,4 @@ export function runtimeHostFunctions(
     wasm_import: { params: ["u32", "bytes"], result: "bytes", fn: hostImport },
     ...(wasi ? wasiHostFunctions(wasi) : {}),
   };
-}
+}).bind(undefined); // Eager: see the note after the imports.

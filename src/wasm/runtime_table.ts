@@ -11,6 +11,12 @@ import type { ValueType } from "../abi.ts";
 import { ProtocolError } from "../errors.ts";
 import type { FunctionSignature, JsValue } from "../wire.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** The functions `WasmSandbox` calls, with their exact types (guest/wasm-runtime/src/main.rs). */
 export const RUNTIME_FUNCTIONS: Readonly<
   Record<string, { params: readonly ValueType[]; result: ValueType }>
@@ -66,12 +72,13 @@ const JS_TYPES: Record<string, (v: JsValue) => boolean> = {
  * `value`, checked against the result type of runtime function `name`: a `ProtocolError` when it
  * is not (never reached with a verified table; a second line of defence at every call site).
  */
-export function runtimeResult(name: RuntimeFunction, value: JsValue): JsValue {
-  const want = RUNTIME_FUNCTIONS[name].result;
-  if (!JS_TYPES[want](value)) {
-    throw new ProtocolError(
-      `the wasm-runtime guest's ${name} returned a value that is not ${want}`,
-    );
-  }
-  return value;
-}
+export const runtimeResult =
+  (function runtimeResult(name: RuntimeFunction, value: JsValue): JsValue {
+    const want = RUNTIME_FUNCTIONS[name].result;
+    if (!JS_TYPES[want](value)) {
+      throw new ProtocolError(
+        `the wasm-runtime guest's ${name} returned a value that is not ${want}`,
+      );
+    }
+    return value;
+  }).bind(undefined); // Eager: see the note after the imports.

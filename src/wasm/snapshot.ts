@@ -10,6 +10,12 @@ import type { WasmExtern } from "./types.ts";
 import type { PreopenSpec } from "./wasi_path.ts";
 import { loadWasmSnapshot, saveWasmSnapshot, type SnapshotLoadOptions } from "../snapshot_file.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** What a {@linkcode WasmSnapshot} holds beside the native snapshot. */
 export interface WasmSnapshotState {
   readonly native: Snapshot;
@@ -132,19 +138,20 @@ export class WasmSnapshot implements AsyncDisposable {
   }
 }
 
-export function makeWasmSnapshot(state: WasmSnapshotState): WasmSnapshot {
+export const makeWasmSnapshot = (function makeWasmSnapshot(state: WasmSnapshotState): WasmSnapshot {
   const Ctor = WasmSnapshot as unknown as new (s: WasmSnapshotState) => WasmSnapshot;
   return new Ctor(state);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** The state of `snap`; `SnapshotMismatchError` for anything else, `SnapshotDisposedError` once disposed. */
-export function wasmStateOf(snap: WasmSnapshot, live = false): WasmSnapshotState {
-  const state = snap instanceof WasmSnapshot ? wasmStates.get(snap) : undefined;
-  if (!state) {
-    throw new SnapshotMismatchError(
-      "not a WasmSnapshot (a snapshot of a native Sandbox cannot start a WasmSandbox)",
-    );
-  }
-  if (live && state.native.disposed) throw new SnapshotDisposedError();
-  return state;
-}
+export const wasmStateOf =
+  (function wasmStateOf(snap: WasmSnapshot, live = false): WasmSnapshotState {
+    const state = snap instanceof WasmSnapshot ? wasmStates.get(snap) : undefined;
+    if (!state) {
+      throw new SnapshotMismatchError(
+        "not a WasmSnapshot (a snapshot of a native Sandbox cannot start a WasmSandbox)",
+      );
+    }
+    if (live && state.native.disposed) throw new SnapshotDisposedError();
+    return state;
+  }).bind(undefined); // Eager: see the note after the imports.

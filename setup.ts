@@ -50,6 +50,16 @@ export interface SetupOptions {
    * saves several minutes of cargo for programs that use only `engine: "wasmi"`).
    */
   wasmtime?: boolean;
+  /**
+   * Prepare the Python runtimes whose modules are fetched (`tools/fetch_python.sh [--full]`, or
+   * `HL_PYTHON_WASM`/`HL_PYTHON_FULL_WASM`): compile each into the artifact cache (a progress
+   * line per tenth; minutes for `full`) and write its runtime base state, so that a
+   * `PySandbox.create` of any `setup` starts from it instead of the artifact (docs/python.md,
+   * "The runtime base state"). Default true; only for the cache directory the library searches
+   * (no `dir` of another place), and a runtime that is not fetched, or a host without KVM, is
+   * skipped with a line saying so.
+   */
+  python?: boolean;
 }
 
 /**
@@ -143,8 +153,43 @@ export async function setup(options: SetupOptions = {}): Promise<string> {
   }
   say(`library:      ${cachedArtifact(dir, "library")}`);
   for (const g of guests) say(`${`${g}:`.padEnd(13)} ${cachedArtifact(dir, g)}`);
+  // 5. The Python runtimes that are fetched: compiled, and their base states written.
+  if (wasmtime && (options.python ?? true) && dir === cacheDir()) await preparePython(say);
   say(`done: the library finds these by itself (version ${PACKAGE_VERSION})`);
   return dir;
+}
+
+/**
+ * Compiles each fetched Python runtime into the artifact cache and writes its runtime base state
+ * (`preparePyRuntime`, src/py/sandbox.ts); a runtime not fetched, or a failure (no KVM here), is
+ * a line, never a failed setup: the first create does the same work later.
+ */
+async function preparePython(say: (s: string) => void): Promise<void> {
+  const { preparePyRuntime } = await import("./src/py/sandbox.ts");
+  for (const runtime of ["cpython", "full"] as const) {
+    const started = performance.now();
+    let tenth = -1;
+    try {
+      const ready = await preparePyRuntime(runtime, {
+        onProgress: (p) => {
+          if (Math.floor(p.fraction * 10) === tenth) return;
+          tenth = Math.floor(p.fraction * 10);
+          const eta = p.etaMs === undefined ? "" : `, about ${Math.ceil(p.etaMs / 1000)} s left`;
+          say(`python ${runtime}: compiling ${tenth * 10}%${eta}`);
+        },
+      });
+      const s = ((performance.now() - started) / 1000).toFixed(1);
+      say(
+        ready
+          ? `python ${runtime}: ready: compiled, its base state on disk (${s} s)`
+          : `python ${runtime}: not fetched (bash tools/fetch_python.sh${
+            runtime === "full" ? " --full" : ""
+          }), skipped`,
+      );
+    } catch (e) {
+      say(`python ${runtime}: not prepared (${(e as Error).message}); the first create will`);
+    }
+  }
 }
 
 function writeIfChanged(path: string, bytes: Uint8Array): boolean {

@@ -1418,3 +1418,52 @@ export class PySandbox implements AsyncDisposable {
 export function handOverPySandbox(py: PySandbox): Promise<PySandbox> {
   return handOver(py);
 }
+
+/** Options of {@linkcode preparePyRuntime}. */
+export interface PreparePyOptions {
+  /** Called while the module is compiled (an empty artifact cache), as `PySandbox.create`'s. */
+  onProgress?: (progress: CompileProgress) => void;
+  /** The memory limit whose base state to write (default: the runtime's default). */
+  maxMemoryBytes?: number;
+  /** The engine (default `"wasmtime"`). */
+  engine?: WasmEngine;
+  /** Path of the native library. */
+  library?: string;
+}
+
+/**
+ * Prepares `runtime` ahead of its first use (the setup entry point, `hl py --precompile`):
+ * compiles its module into the artifact cache if it is not there (minutes for `full`), and makes
+ * sure its runtime base state is on disk (docs/python.md, "The runtime base state"), so that a
+ * later create of any `setup` with these options starts from it. Resolves `false`, doing nothing,
+ * when the runtime's module is not fetched (`tools/fetch_python.sh`), `true` when it is ready.
+ *
+ * @example
+ * ```ts
+ * import { preparePyRuntime } from "./sandbox.ts";
+ * console.log(await preparePyRuntime("cpython")); // true once fetched
+ * ```
+ */
+export async function preparePyRuntime(
+  runtime: PyRuntime,
+  options: PreparePyOptions = {},
+): Promise<boolean> {
+  const spec = pyRuntime(runtime);
+  try {
+    existingPinnedPath(spec.pin);
+  } catch (e) {
+    if (e instanceof GuestNotFoundError) return false;
+    throw e;
+  }
+  // No `setup`: the create's state is the base state itself (found, or made and written).
+  const py = await PySandbox.create({
+    runtime,
+    onProgress: options.onProgress,
+    maxMemoryBytes: options.maxMemoryBytes,
+    engine: options.engine,
+    library: options.library,
+    initTimeoutMs: 3_600_000,
+  });
+  await py.dispose(); // waits for the base state's write
+  return true;
+}

@@ -9,7 +9,10 @@
 // ("in-process" row) times cold creates inside one process that has already used the library, as
 // a benchmark loop does (HyperlightJS's published "cold create + first run" is such a figure): the
 // kind's cache of start states emptied before each, so each reads its start snapshot from disk
-// (the child checks the disk-hit counter and fails otherwise); at least 20 creates in all.
+// (the child checks the disk-hit counter and fails otherwise); at least 20 creates in all. The
+// fresh rows also give the JS thread's CPU time (less swayed by a shared machine's load than wall
+// time), and one more default child, run with V8's function log, counts the library's functions
+// compiled lazily during its create + call (a count: docs/js.md "Eager compilation").
 const runs = Number(Deno.args[0] ?? 15);
 const cacheDir = await Deno.makeTempDir({ prefix: "hl-js-cold-" });
 const child = new URL("./_js_cold_child.ts", import.meta.url).pathname;
@@ -27,7 +30,7 @@ const reports: Record<string, Record<string, number>[]> = {};
 async function once(
   mode: string,
   env: Record<string, string>,
-): Promise<[number, number, number]> {
+): Promise<[number, number, number, number]> {
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-check", child, mode, String(perChild)],
@@ -44,24 +47,27 @@ async function once(
     inproc.push(...r.times);
     inprocParts.push(...r.parts);
   }
-  return [r.ms, wall, r.importMs];
+  return [r.ms, wall, r.importMs, r.cpuMs ?? NaN];
 }
 
-function summary(name: string, xs: [number, number, number][]): void {
+function summary(name: string, xs: [number, number, number, number][]): void {
   const p50 = (v: number[]) => v.sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const inner = xs.map((x) => x[0]);
   const wall = xs.map((x) => x[1]);
   const imports = xs.map((x) => x[2]);
+  // The JS thread's CPU time over the create + call (less swayed by the load than wall time).
+  const cpus = xs.map((x) => x[3]).filter((c) => !Number.isNaN(c));
   console.log(
     `${name.padEnd(44)} create+call p50 ${p50(inner).toFixed(1)} ms ` +
       `(min ${Math.min(...inner).toFixed(1)}, max ${Math.max(...inner).toFixed(1)}); ` +
-      `import p50 ${p50(imports).toFixed(0)} ms; process p50 ${p50(wall).toFixed(0)} ms`,
+      `import p50 ${p50(imports).toFixed(0)} ms; process p50 ${p50(wall).toFixed(0)} ms` +
+      (cpus.length > 0 ? `; JS thread CPU p50 ${p50(cpus).toFixed(1)} ms` : ""),
   );
 }
 
 // Fill both caches (artifact, start snapshot) once.
 await once("js", {});
-const results: Record<string, [number, number, number][]> = {
+const results: Record<string, [number, number, number, number][]> = {
   floor: [],
   disk: [],
   artifact: [],
@@ -102,6 +108,57 @@ summary("artifact on disk only (HL_START_SNAPSHOTS=0)", results.artifact);
       `guest runs ${m("guestRuns")} ms, JS/Deno rest ${
         rest[Math.floor(rest.length / 2)].toFixed(1)
       } ms`,
+  );
+}
+// A count, not a time: the library's functions V8 compiles lazily (for the first time, during the
+// create + call) in a fresh process, from V8's function log (--log-function-events) of one more
+// default-mode child. Functions compiled with their module are in Deno's code cache and not
+// counted (docs/js.md "Eager compilation"). The log's flags make V8 refuse the code cache in that
+// child, which changes when the eager functions are compiled (at import) but not this count.
+{
+  const dir = await Deno.makeTempDir({ prefix: "hl-js-cold-log-" });
+  const log = `${dir}/v8.log`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--no-check",
+      `--v8-flags=--log-function-events,--logfile=${log},--no-logfile-per-isolate`,
+      child,
+      "js",
+    ],
+    env: { HL_WASM_CACHE_DIR: cacheDir },
+    stdout: "null",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("child failed (compiles)");
+  const src = new URL("../src/", import.meta.url).href;
+  const scripts = new Map<string, string>();
+  let inside = false;
+  let fns = 0;
+  let bytes = 0;
+  const perModule = new Map<string, number>();
+  for (const line of (await Deno.readTextFile(log)).split("\n")) {
+    const f = line.split(",");
+    if (f[0] === "script-details") scripts.set(f[1], f[2]);
+    // function,interpreter,<script>,<start>,<end>,<ms>,<timestamp>,<name>: bytecode made.
+    if (f[0] !== "function" || f[1] !== "interpreter") continue;
+    const name = f.slice(7).join(",");
+    if (name === "createStarts") inside = true;
+    if (name === "callEnded") break;
+    const url = scripts.get(f[2]) ?? "";
+    if (!inside || !url.startsWith(src)) continue;
+    fns++;
+    bytes += Number(f[4]) - Number(f[3]);
+    const m = url.slice(src.length);
+    perModule.set(m, (perModule.get(m) ?? 0) + Number(f[4]) - Number(f[3]));
+  }
+  await Deno.remove(dir, { recursive: true });
+  const top = [...perModule].sort((a, b) => b[1] - a[1]).slice(0, 5)
+    .map(([m, b]) => `${m} ${(b / 1024).toFixed(1)}`).join(", ");
+  console.log(
+    `  compiled lazily in a fresh create + call (V8's log): ${fns} of the library's functions, ` +
+      `${(bytes / 1024).toFixed(1)} KB of source (most: ${top} KB)`,
   );
 }
 // Where the default mode's time goes (a separate child per round, with the VM primitives timed):

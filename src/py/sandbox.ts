@@ -1183,7 +1183,14 @@ export class PySandbox implements AsyncDisposable {
         await py.#setup(setup, initTimeoutMs);
       }
     } catch (e) {
-      await base?.dispose();
+      if (base) {
+        // A `setup` that failed (a typo, a timeout) leaves the base state good: written all the
+        // same, so the next try starts from it (dispose waits for the write).
+        if (keys.base !== undefined) storeStart(interp, keys.base, o.engine, base, baseEntry, true);
+        const done = interp.storing ?? Promise.resolve();
+        const owned = base;
+        interp.storing = done.then(() => owned.dispose());
+      }
       await py.dispose();
       throw e;
     }

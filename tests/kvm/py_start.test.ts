@@ -7,7 +7,7 @@
  * `os.urandom` streams.
  */
 import assert from "node:assert/strict";
-import { PySandbox } from "../../src/py/sandbox.ts";
+import { PyError, PySandbox } from "../../src/py/sandbox.ts";
 import { startSnapshotStats } from "../../src/start_snapshots.ts";
 import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { artifactCacheDir } from "../../src/wasm/compiler.ts";
@@ -353,6 +353,26 @@ moduleTest(
     await using again = await PySandbox.create({ setup: uniqueSetup() });
     assert.equal(startSnapshotStats().pyBaseHits, stats2.pyBaseHits + 1, "then used");
     assert.equal((await again.run("1 + 1")).value, 2);
+  },
+);
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: a setup that raises on the artifact path still leaves the base state",
+  async () => {
+    // A memory limit never seen: no base state for it, so the artifact path makes one.
+    const maxMemoryBytes = (96 + Math.floor(Math.random() * 64)) << 20;
+    const stats = startSnapshotStats();
+    await assert.rejects(
+      PySandbox.create({ setup: "raise ValueError('typo')", maxMemoryBytes }),
+      (e) => e instanceof PyError && e.type === "ValueError",
+    );
+    const after = startSnapshotStats();
+    assert.equal(after.pyBaseWrites, stats.pyBaseWrites + 1, "the base state is written");
+    await using py = await PySandbox.create({ setup: "y = 41", maxMemoryBytes });
+    assert.equal(startSnapshotStats().pyBaseHits, after.pyBaseHits + 1, "and the next try uses it");
+    assert.equal((await py.run("y + 1")).value, 42);
   },
 );
 

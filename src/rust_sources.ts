@@ -78,5 +78,6 @@ export const RUST_SOURCES: readonly string[] = [
   "rust-vmm/src/vcpu_thread.rs",
   "rust-vmm/src/vm.rs",
   "rust-vmm/src/workers.rs",
+  "rust-vmm/src/write_track.rs",
   "rust-vmm/tests/c_abi.rs",
 ];

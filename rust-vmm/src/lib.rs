@@ -17,6 +17,7 @@ mod trace;
 mod vcpu_thread;
 mod vm;
 mod workers;
+mod write_track;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

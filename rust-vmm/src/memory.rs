@@ -75,6 +75,8 @@ struct Spare {
     size: u64,
     /// Private pages it holds (counted in `SPARE_PAGES` while it is a spare).
     private: u64,
+    /// Write-tracked (`write_track`): a region taking it is too.
+    tracked: bool,
 }
 
 /// Private pages held by every snapshot's spares together: a spare is not kept beyond
@@ -537,6 +539,8 @@ pub struct GuestMemory {
     /// `ptr` lies in the snapshot's shared read-only view (`shared_code`): not ours to unmap, and
     /// never reset or re-based (that would change every VM's code).
     shared: bool,
+    /// The mapping is write-tracked (`write_track`): a restore scans for `PAGE_IS_WRITTEN`.
+    tracked: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; it is only unmapped in Drop, and
@@ -616,6 +620,7 @@ impl GuestMemory {
             size,
             gpa,
             shared: false,
+            tracked: false.into(),
         })
     }
 
@@ -626,14 +631,18 @@ impl GuestMemory {
         let size = snap.size;
         Self::validate(gpa, size)?;
         let spare = snap.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let ptr = match spare {
+        let (ptr, tracked) = match spare {
             // The region owns the mapping from here on (unmapped in its Drop).
-            Some(spare) => spare.into_ptr(),
+            Some(spare) => {
+                let tracked = spare.tracked;
+                (spare.into_ptr(), tracked)
+            }
             None => {
                 let ptr =
                     map_private(std::ptr::null_mut(), size, snap.fd.as_raw_fd(), snap.offset)?;
-                populate(ptr, &snap, fault_around_off(ptr, size));
-                ptr
+                let registered = fault_around_off(ptr, size);
+                populate(ptr, &snap, registered);
+                (ptr, registered && track_clean_pages(ptr, &snap))
             }
         };
         Ok(Self {
@@ -642,6 +651,7 @@ impl GuestMemory {
             size,
             gpa,
             shared: false,
+            tracked: tracked.into(),
         })
     }
 
@@ -659,6 +669,7 @@ impl GuestMemory {
             size,
             gpa,
             shared: true,
+            tracked: false.into(),
         })
     }
 
@@ -675,6 +686,20 @@ impl GuestMemory {
 
     pub fn host_ptr(&self) -> *mut u8 {
         self.ptr
+    }
+
+    /// Whether a restore finds the written pages by the write-protect bit (`write_track`).
+    #[cfg(test)]
+    pub fn write_tracked(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Restores scan with `PAGE_IS_FILE` from now on, as where write tracking is unavailable: no
+    /// page is write-protected any more (the registration stays, as for fault-around).
+    #[cfg(test)]
+    pub fn stop_write_tracking(&self) {
+        self.tracked.store(false, Ordering::Relaxed);
+        crate::write_track::untrack(self.ptr, self.size);
     }
 
     pub fn size(&self) -> u64 {
@@ -821,8 +846,15 @@ impl GuestMemory {
                 return self.restore_private_pages(current);
             }
         }
+        // A new mapping: any registration of the old one went with it.
+        self.tracked.store(false, Ordering::Relaxed);
         map_private(self.ptr, self.size, snap.fd.as_raw_fd(), snap.offset)?;
-        populate(self.ptr, snap, fault_around_off(self.ptr, self.size));
+        let registered = fault_around_off(self.ptr, self.size);
+        populate(self.ptr, snap, registered);
+        self.tracked.store(
+            registered && track_clean_pages(self.ptr, snap),
+            Ordering::Relaxed,
+        );
         if matches!(*backing, Backing::Anonymous) {
             ANONYMOUS_REGIONS.fetch_sub(1, Ordering::Relaxed);
         }
@@ -888,7 +920,8 @@ impl GuestMemory {
     /// `SELECTIVE_RESET_MAX_PAGES` (`None` above: drop the whole region instead).
     fn private_runs(&self) -> Result<Option<Vec<(usize, usize)>>> {
         let pages = (self.size / PAGE_SIZE) as usize;
-        if let Some(runs) = pagemap_scan_private(self.ptr, self.size)? {
+        let written = self.tracked.load(Ordering::Relaxed);
+        if let Some(runs) = pagemap_scan_private(self.ptr, self.size, written)? {
             return Ok(Some(runs));
         }
         if pages as u64 > SELECTIVE_RESET_MAX_PAGES {
@@ -1008,13 +1041,20 @@ struct PmScanArg {
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xC000_0000 | (96 << 16) | (0x66 << 8) | 16;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
 const PAGE_IS_FILE: u64 = 1 << 2;
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 const PAGE_IS_SWAPPED: u64 = 1 << 4;
 
 /// The runs of anonymous (present or swapped) pages in `ptr..ptr+size`, as page indices, from the
-/// `PAGEMAP_SCAN` ioctl; `None` where the kernel lacks it.
-fn pagemap_scan_private(ptr: *mut u8, size: u64) -> Result<Option<Vec<(usize, usize)>>> {
+/// `PAGEMAP_SCAN` ioctl; `None` where the kernel lacks it. For a write-tracked mapping
+/// (`written`, see `write_track`): the pages without the write-protect bit instead, which the
+/// kernel tells from the page-table entry alone (`PAGE_IS_FILE` looks up each present page).
+fn pagemap_scan_private(
+    ptr: *mut u8,
+    size: u64,
+    written: bool,
+) -> Result<Option<Vec<(usize, usize)>>> {
     let file = pagemap()?;
     let base = ptr as u64;
     let end = base + size;
@@ -1028,8 +1068,12 @@ fn pagemap_scan_private(ptr: *mut u8, size: u64) -> Result<Option<Vec<(usize, us
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_inverted: PAGE_IS_FILE,
-            category_mask: PAGE_IS_FILE,
+            category_inverted: if written { 0 } else { PAGE_IS_FILE },
+            category_mask: if written {
+                PAGE_IS_WRITTEN
+            } else {
+                PAGE_IS_FILE
+            },
             category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             ..Default::default()
@@ -1198,29 +1242,42 @@ const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 /// The process's one userfaultfd, made on first use; `None` where the kernel refuses it (no
 /// `CONFIG_USERFAULTFD`, a seccomp filter) or `HL_SNAPSHOT_FAULT_AROUND=1`.
 fn uffd() -> Option<&'static OwnedFd> {
-    static FD: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    uffd_and_async().map(|(fd, _)| fd)
+}
+
+/// `uffd()`, and whether the kernel granted it asynchronous write-protect
+/// (`write_track::FEATURES`, Linux 6.7+), which restores use to find written pages. Asked for
+/// first; where refused, a second file without it (`UFFDIO_API` can be asked once per file).
+pub(crate) fn uffd_and_async() -> Option<(&'static OwnedFd, bool)> {
+    static FD: std::sync::OnceLock<Option<(OwnedFd, bool)>> = std::sync::OnceLock::new();
     FD.get_or_init(|| {
         if std::env::var_os(FAULT_AROUND_ENV).is_some_and(|v| v == "1") {
             return None;
         }
-        // SAFETY: plain syscall with flags only; the result is checked.
-        let raw = unsafe {
-            libc::syscall(
-                libc::SYS_userfaultfd,
-                libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY,
-            )
-        };
-        if raw < 0 {
-            return None;
+        for features in [crate::write_track::FEATURES, 0] {
+            // SAFETY: plain syscall with flags only; the result is checked.
+            let raw = unsafe {
+                libc::syscall(
+                    libc::SYS_userfaultfd,
+                    libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY,
+                )
+            };
+            if raw < 0 {
+                return None;
+            }
+            // SAFETY: `raw` is a fresh fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+            let mut api = [UFFD_API, features, 0];
+            // SAFETY: `api` is a `struct uffdio_api` (three u64) that the kernel reads and writes.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) };
+            if rc == 0 {
+                return Some((fd, features != 0));
+            }
         }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
-        let mut api = [UFFD_API, 0, 0];
-        // SAFETY: `api` is a `struct uffdio_api` (three u64) that the kernel reads and writes.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) };
-        (rc == 0).then_some(fd)
+        None
     })
     .as_ref()
+    .map(|(fd, on)| (fd, *on))
 }
 
 /// Turns the kernel's fault-around off for the mapping `ptr..ptr+size` of a snapshot's memfd, and
@@ -1231,7 +1288,8 @@ fn uffd() -> Option<&'static OwnedFd> {
 /// userfaultfd in write-protect mode (`uffd_disable_fault_around`, Linux 5.19+ for shmem); we
 /// register it and never write-protect a page, so no fault ever reaches the userfaultfd and
 /// nothing else changes. Best effort: `false` where the kernel refuses (older kernels, no
-/// userfaultfd); the caller then populates every data page, as the faults would map them anyway.
+/// userfaultfd, a snapshot mapped from a file on a disk file system: not shmem); the caller then
+/// populates every data page, as the faults would map them anyway.
 fn fault_around_off(ptr: *mut u8, size: u64) -> bool {
     let Some(fd) = uffd() else { return false };
     // `struct uffdio_register`: range { start, len }, mode, ioctls (out).
@@ -1334,6 +1392,23 @@ fn populate_touched(ptr: *mut u8, snap: &MemorySnapshot, runs: &[(usize, usize)]
     }
 }
 
+/// Write-tracks a mapping of `snap` at `ptr` just made and populated (`write_track::track`):
+/// write-protects its data pages outside the write set, which are still the memfd's own pages
+/// (the write set's were copied, and are written by the next call anyway). Returns whether the
+/// mapping is tracked.
+fn track_clean_pages(ptr: *mut u8, snap: &MemorySnapshot) -> bool {
+    let pages = (snap.size / PAGE_SIZE) as usize;
+    let mut clean = snap.pages.clone();
+    if let Some(runs) = snap.written.get() {
+        for &(start, end) in runs {
+            for page in start..end.min(pages) {
+                clean[page / 64] &= !(1 << (page % 64));
+            }
+        }
+    }
+    crate::write_track::track(ptr, snap.size, &runs_of(&clean, pages))
+}
+
 fn populate_data_pages(ptr: *mut u8, snap: &MemorySnapshot) {
     let pages = (snap.size / PAGE_SIZE) as usize;
     let mut page = 0;
@@ -1384,9 +1459,14 @@ fn map_private(at: *mut u8, size: u64, fd: libc::c_int, offset: u64) -> Result<*
 }
 
 /// Which of the `pages` pages from `ptr` have a page-table entry in this process (present or
-/// swapped), from `/proc/self/pagemap`.
+/// swapped), from `/proc/self/pagemap`. Not a write-protect marker (swap entry with
+/// `PM_UFFD_WP`, bit 57: left on a snapshot page not mapped yet, `write_track`): that page was
+/// never touched (a swapped page of ours never carries the bit: only the snapshot's own pages are
+/// write-protected, and those leave a marker, not a swap entry, when unmapped).
 fn page_table_entries(ptr: *mut u8, pages: usize) -> Result<Vec<bool>> {
-    page_table_entries_where(ptr, pages, |e| e & (3 << 62) != 0)
+    page_table_entries_where(ptr, pages, |e| {
+        e & (1 << 63) != 0 || (e & (1 << 62) != 0 && e & (1 << 57) == 0)
+    })
 }
 
 /// `/proc/self/pagemap`'s entries of the `pages` pages from `ptr`, mapped through `pick`.
@@ -1463,6 +1543,7 @@ impl Drop for GuestMemory {
                             ptr: self.ptr,
                             size: self.size,
                             private,
+                            tracked: self.tracked.load(Ordering::Relaxed),
                         });
                         return;
                     }
@@ -1889,7 +1970,8 @@ mod tests {
         for p in [3usize, 4, 5, 9, 200, 255] {
             bytes[p * 4096] = 1;
         }
-        let Some(scanned) = pagemap_scan_private(memory.host_ptr(), memory.size()).unwrap() else {
+        let scanned = pagemap_scan_private(memory.host_ptr(), memory.size(), false).unwrap();
+        let Some(scanned) = scanned else {
             println!("SKIPPED: no PAGEMAP_SCAN on this kernel");
             return;
         };

@@ -1286,7 +1286,8 @@ pub(crate) fn uffd_and_async() -> Option<(&'static OwnedFd, bool)> {
 /// each sandbox's RSS then counts every 64 KiB window its guest touched, though those pages are
 /// the snapshot's one shared copy. The kernel skips fault-around for a mapping registered with a
 /// userfaultfd in write-protect mode (`uffd_disable_fault_around`, Linux 5.19+ for shmem); we
-/// register it and never write-protect a page, so no fault ever reaches the userfaultfd and
+/// register it; pages it write-protects (`write_track`) are in asynchronous mode, which the
+/// kernel resolves itself, so no fault ever reaches the userfaultfd and
 /// nothing else changes. Best effort: `false` where the kernel refuses (older kernels, no
 /// userfaultfd, a snapshot mapped from a file on a disk file system: not shmem); the caller then
 /// populates every data page, as the faults would map them anyway.

@@ -7,7 +7,7 @@
  * `os.urandom` streams.
  */
 import assert from "node:assert/strict";
-import { PyError, PySandbox } from "../../src/py/sandbox.ts";
+import { preparePyRuntime, PyError, PySandbox } from "../../src/py/sandbox.ts";
 import { startSnapshotStats } from "../../src/start_snapshots.ts";
 import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { artifactCacheDir } from "../../src/wasm/compiler.ts";
@@ -353,6 +353,27 @@ moduleTest(
     await using again = await PySandbox.create({ setup: uniqueSetup() });
     assert.equal(startSnapshotStats().pyBaseHits, stats2.pyBaseHits + 1, "then used");
     assert.equal((await again.run("1 + 1")).value, 2);
+  },
+);
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: preparePyRuntime (the setup entry point's step) leaves the base state; a runtime not fetched is false",
+  async () => {
+    assert.equal(await preparePyRuntime("cpython"), true);
+    const stats = startSnapshotStats();
+    await using py = await PySandbox.create({ setup: uniqueSetup() });
+    assert.equal(startSnapshotStats().pyBaseHits, stats.pyBaseHits + 1, "a new setup uses it");
+    assert.equal((await py.run("1 + 1")).value, 2);
+    const saved = Deno.env.get("HL_PYTHON_FULL_WASM");
+    Deno.env.set("HL_PYTHON_FULL_WASM", `/nonexistent/${crypto.randomUUID()}.wasm`);
+    try {
+      assert.equal(await preparePyRuntime("full"), false);
+    } finally {
+      if (saved === undefined) Deno.env.delete("HL_PYTHON_FULL_WASM");
+      else Deno.env.set("HL_PYTHON_FULL_WASM", saved);
+    }
   },
 );
 

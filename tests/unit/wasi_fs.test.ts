@@ -348,3 +348,85 @@ Deno.test("wasi_io seek-then (op 25): seeks, then serves the request; its errors
     t.cleanup();
   }
 });
+
+Deno.test("wasi_io batch (op 26): deferred writes, seeks and closes run in order before the last request; the first failure stops it", () => {
+  const t = scratch();
+  try {
+    const rt = new WasiRuntime(
+      { preopens: { "/d": { path: t.root, writable: true } } as never },
+      "m.wasm",
+      checkPreopens({ "/d": { path: t.root, writable: true } }),
+    );
+    const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+    const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
+    const blob = (b: Uint8Array) => join(u32(b.length), b);
+    const record = (op: number, req: Uint8Array) => join(u32(op), blob(req));
+    const path = utf8.encode("new");
+    // O_CREAT, FD_READ | FD_WRITE: the reply carries the new fd's fdstat (a regular file, 4).
+    const opened = rt.io(
+      15,
+      join(u32(3), u32(1), u32(path.length), path, u32(1), u64(0x42n), u64(0n), u32(0)),
+    ) as Uint8Array;
+    const view = new DataView(opened.buffer);
+    assert.equal(errno(opened), 0);
+    assert.equal(opened.length, 4 + 4 + 24);
+    const fd = view.getUint32(4, true);
+    assert.equal(opened[8], 4);
+    // write "hello", seek to 1, write "EL", then read 5 at 0: "hELlo".
+    const batch = join(
+      u32(3),
+      record(3, join(u32(fd), blob(utf8.encode("hello")))),
+      record(5, join(u32(fd), u64(1n), new Uint8Array([0]))),
+      record(3, join(u32(fd), blob(utf8.encode("EL")))),
+      u32(2),
+      u32(fd),
+      u32(5),
+      u64(0n),
+    );
+    const got = rt.io(26, batch) as Uint8Array;
+    assert.equal(errno(got), 0);
+    const g = new DataView(got.buffer);
+    assert.equal(g.getUint32(4, true), 3); // all three served
+    assert.equal(g.getUint32(8, true), 0); // the read's errno
+    assert.equal(new TextDecoder().decode(got.subarray(12)), "hELlo");
+    // A deferred request that fails: served = its index, then its errno; nothing after it runs.
+    const failed = rt.io(
+      26,
+      join(u32(2), record(13, u32(fd)), record(3, join(u32(fd), blob(utf8.encode("x")))), u32(0)),
+    ) as Uint8Array;
+    const f = new DataView(failed.buffer);
+    assert.deepEqual([errno(failed), f.getUint32(4, true), f.getUint32(8, true)], [
+      0,
+      1,
+      Errno.BADF,
+    ]);
+    assert.equal(failed.length, 12);
+    assert.equal(Deno.readTextFileSync(`${t.root}/new`), "hELlo");
+    // Op 0 last: nothing more; an empty batch is allowed.
+    assert.deepEqual([...(rt.io(26, join(u32(0), u32(0))) as Uint8Array)], [
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+    ]);
+    // Malformed: an op that may not wait (a read), nested, cut short, bytes after op 0.
+    assert.throws(
+      () => rt.io(26, join(u32(1), record(1, join(u32(fd), u32(1))), u32(0))),
+      ProtocolError,
+    );
+    assert.throws(() => rt.io(26, join(u32(0), u32(26), u32(0), u32(0))), ProtocolError);
+    assert.throws(() => rt.io(26, join(u32(1), u32(3), u32(100))), ProtocolError);
+    assert.throws(() => rt.io(26, join(u32(0), u32(0), u32(1))), ProtocolError);
+    rt.close();
+  } finally {
+    t.cleanup();
+  }
+});

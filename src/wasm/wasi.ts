@@ -49,6 +49,7 @@ export const Op = {
   OUTPUT: 24,
   SEEK_THEN: 25,
   BATCH: 26,
+  READ_STDIN: 27,
 } as const;
 
 /**
@@ -151,6 +152,15 @@ export class StdinSource {
     if (this.#leftover.length > 0) return this.#last = this.#takeLeftover(n);
     const got = this.#inherit ? this.#readInherited(n) : this.#readStream(n);
     return got.then((b) => this.#last = b);
+  }
+
+  /**
+   * Whether no byte can come any more: bytes or a string read to the end, a stream or the
+   * host's stdin that reported its end (a stream's last chunk is not known to be the last).
+   */
+  get atEnd(): boolean {
+    if (this.#bytes) return this.#pos >= this.#bytes.length;
+    return this.#done && this.#leftover.length === 0;
   }
 
   /**
@@ -521,6 +531,20 @@ export class WasiRuntime {
           return got instanceof Promise ? got.then((b) => reply(0, b)) : reply(0, got);
         }
         return reply(0, this.#files.read(fd, max));
+      }
+      if (op === Op.READ_STDIN) {
+        // Stdin with an end flag: u8 1 when nothing more can come, then the bytes.
+        const max = r.u32();
+        r.finish();
+        const stdin = this.#run?.stdin ?? this.#stdin;
+        const withEnd = (b: Uint8Array) => {
+          const out = new Uint8Array(1 + b.length);
+          out[0] = stdin.atEnd ? 1 : 0;
+          out.set(b, 1);
+          return reply(0, out);
+        };
+        const got = stdin.read(max);
+        return got instanceof Promise ? got.then(withEnd) : withEnd(got);
       }
       if (op === Op.SEEK_THEN) {
         // An absolute seek the guest answered itself, sent with its next request (any op but

@@ -430,3 +430,30 @@ Deno.test("wasi_io batch (op 26): deferred writes, seeks and closes run in order
     t.cleanup();
   }
 });
+
+Deno.test("wasi_io read-stdin (op 27): the bytes after a flag that says whether stdin has ended", async () => {
+  const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+  const text = (r: Uint8Array) => [errno(r), r[4], new TextDecoder().decode(r.subarray(5))];
+  const bytes = new WasiRuntime({ stdin: "abc" }, "m.wasm", checkPreopens({}));
+  assert.deepEqual(text(bytes.io(27, u32(2)) as Uint8Array), [0, 0, "ab"]);
+  assert.deepEqual(text(bytes.io(27, u32(5)) as Uint8Array), [0, 1, "c"]);
+  assert.deepEqual(text(bytes.io(27, u32(5)) as Uint8Array), [0, 1, ""]);
+  bytes.close();
+  // Bytes given back at the end of a call (op 23) come again, the flag with the last of them.
+  const back = new WasiRuntime({ stdin: "abc" }, "m.wasm", checkPreopens({}));
+  assert.deepEqual(text(back.io(27, u32(5)) as Uint8Array), [0, 1, "abc"]);
+  back.io(23, join(u32(0), u32(2)));
+  assert.deepEqual(text(back.io(27, u32(1)) as Uint8Array), [0, 0, "b"]);
+  assert.deepEqual(text(back.io(27, u32(5)) as Uint8Array), [0, 1, "c"]);
+  back.close();
+  // A stream's last chunk is not known to be the last: its end comes with the next read.
+  const stream = new WasiRuntime(
+    { stdin: ReadableStream.from([utf8.encode("xy")]) },
+    "m.wasm",
+    checkPreopens({}),
+  );
+  assert.deepEqual(text(await stream.io(27, u32(8))), [0, 0, "xy"]);
+  assert.deepEqual(text(await stream.io(27, u32(8))), [0, 1, ""]);
+  stream.close();
+  assert.throws(() => stream.io(27, join(u32(1), u32(2))), ProtocolError);
+});

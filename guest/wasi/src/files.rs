@@ -236,9 +236,10 @@ pub fn read(mem: &mut dyn GuestMemory, host: &mut dyn WasiHost, args: &[u64]) ->
 pub const STDIN_READ_AHEAD: u32 = 64 << 10;
 
 /// `fd_read` on fd 0: served from the read-ahead when it holds anything (a partial read, as a
-/// pipe gives, and no exit); otherwise one `Read` asks the host for the larger of the iovecs'
-/// total and [`STDIN_READ_AHEAD`] (capped at `max_transfer`), and what the module did not take
-/// stays for its next reads. A read of 0 bytes asks nothing; an empty reply is end of input.
+/// pipe gives, and no exit); otherwise one `ReadStdin` asks the host for the larger of the
+/// iovecs' total and [`STDIN_READ_AHEAD`] (capped at `max_transfer`), and what the module did not
+/// take stays for its next reads. A read of 0 bytes asks nothing; an empty reply is end of input,
+/// and so is a read once the host said nothing more can come (no exit for the end of a byte stdin).
 pub fn read_stdin(
     ahead: &mut ReadAhead,
     mem: &mut dyn GuestMemory,
@@ -254,14 +255,19 @@ pub fn read_stdin(
         return mem.put_u32(nread_at, 0);
     }
     if ahead.pending().is_empty() {
+        if ahead.at_end() {
+            // The host said stdin ended: end of file, as it would answer.
+            return mem.put_u32(nread_at, 0);
+        }
         let max = total
             .max(u64::from(STDIN_READ_AHEAD))
             .min(u64::from(host.max_transfer())) as u32;
-        let data = host.io(Op::Read, Request::default().u32(0).u32(max).0)?;
-        if data.len() > max as usize {
+        let reply = host.io(Op::ReadStdin, Request::default().u32(max).0)?;
+        let (&end, data) = reply.split_first().ok_or(IO)?;
+        if data.len() > max as usize || end > 1 {
             return Err(IO);
         }
-        ahead.fill(data);
+        ahead.fill(data.to_vec(), end == 1);
     }
     let n = scatter(mem, &iovs, ahead.pending())?;
     ahead.consume(n);

@@ -48,6 +48,9 @@ pub enum Op {
     /// last one. The reply's payload is `u32 served`, then the last request's reply when all n
     /// were served, else the errno of the one that failed (the rest did not run).
     Batch = 26,
+    /// `u32 max`: stdin's next bytes (at most `max`), as `Read` on fd 0, after a `u8` that is 1
+    /// when the host knows nothing more can come (bytes read to their end, a stream that ended).
+    ReadStdin = 27,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

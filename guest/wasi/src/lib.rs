@@ -64,6 +64,8 @@ impl WasiCtx {
     /// (`known.rs`). The embedder sends the deferred file requests after this (`batch.rs`).
     pub fn end_call(&mut self, host: &mut dyn WasiHost) {
         self.known.clear();
+        // The end is the host's to tell again in the next call (a restore rewinds stdin).
+        self.stdin.end = false;
         let n = self.stdin.pending().len();
         if n > 0 {
             // A host that refuses has lost the bytes either way; the buffer must not outlive
@@ -83,6 +85,8 @@ impl WasiCtx {
 pub struct ReadAhead {
     data: Vec<u8>,
     at: usize,
+    /// The host said nothing more can come after `data`: reads at its end answer 0 bytes here.
+    end: bool,
 }
 
 impl ReadAhead {
@@ -91,9 +95,10 @@ impl ReadAhead {
         &self.data[self.at..]
     }
 
-    fn fill(&mut self, data: Vec<u8>) {
+    fn fill(&mut self, data: Vec<u8>, end: bool) {
         self.data = data;
         self.at = 0;
+        self.end = end;
     }
 
     fn consume(&mut self, n: usize) {
@@ -106,6 +111,11 @@ impl ReadAhead {
     fn clear(&mut self) {
         self.data = Vec::new();
         self.at = 0;
+    }
+
+    /// Whether the host said stdin ends after what is held.
+    fn at_end(&self) -> bool {
+        self.end
     }
 }
 

@@ -269,16 +269,16 @@ fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() 
     let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
     put_iovec(&mut mem, 0, 100, 3);
     put_iovec(&mut mem, 8, 200, 10);
-    h.reply = b"abcdefghijklmnopq".to_vec();
+    h.reply = b"\0abcdefghijklmnopq".to_vec(); // u8 0: more may come
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         SUCCESS
     );
     assert_eq!(h.requests.len(), 1);
     let (op, req) = &h.requests[0];
-    assert_eq!(*op, Op::Read);
-    // fd 0, at most STDIN_READ_AHEAD (64 KiB) although the iovecs hold 13.
-    assert_eq!(req[..], [0, 0, 0, 0, 0, 0, 1, 0]);
+    assert_eq!(*op, Op::ReadStdin);
+    // At most STDIN_READ_AHEAD (64 KiB) although the iovecs hold 13.
+    assert_eq!(req[..], [0, 0, 1, 0]);
     assert_eq!(&mem[100..103], b"abc");
     assert_eq!(&mem[200..210], b"defghijklm");
     assert_eq!(u32_at(&mem, 500), 13);
@@ -298,7 +298,7 @@ fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() 
         SUCCESS
     );
     assert_eq!((h.requests.len(), u32_at(&mem, 500)), (1, 0));
-    h.reply = Vec::new();
+    h.reply = vec![0];
     mem[500] = 9;
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
@@ -307,19 +307,19 @@ fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() 
     assert_eq!((h.requests.len(), u32_at(&mem, 500)), (2, 0));
     // The host may not answer with more than was asked.
     h.max = 5;
-    h.reply = vec![b'x'; 6];
+    h.reply = b"\0xxxxxx".to_vec();
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         IO
     );
     assert!(c.stdin.pending().is_empty());
     // A smaller transfer limit shrinks the request (a partial read).
-    h.reply = b"12345".to_vec();
+    h.reply = b"\012345".to_vec();
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         SUCCESS
     );
-    assert_eq!(h.requests.last().unwrap().1[4..8], [5, 0, 0, 0]);
+    assert_eq!(h.requests.last().unwrap().1[..], [5, 0, 0, 0]);
     // Iovecs larger than the read-ahead ask for their total.
     h.max = 1 << 20;
     put_iovec(&mut mem, 24, 0, 100_000);
@@ -329,10 +329,10 @@ fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() 
         run(Func::FdRead, &mut c, &mut big, &mut h, &[0, 24, 1, 500]),
         SUCCESS
     );
-    assert_eq!(h.requests.last().unwrap().1[4..8], 100_000u32.to_le_bytes());
+    assert_eq!(h.requests.last().unwrap().1[..], 100_000u32.to_le_bytes());
     // An iovec outside the memory, more iovecs than the memory holds, or a bad nread pointer:
     // EFAULT, no crossing, no byte taken from the read-ahead.
-    h.reply = b"kept".to_vec();
+    h.reply = b"\0kept".to_vec();
     run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 16, 1, 500]);
     put_iovec(&mut mem, 16, 100, 1);
     assert_eq!(
@@ -826,4 +826,31 @@ fn a_deferred_write_that_fails_answers_the_call_that_carries_it_or_the_next() {
     );
     h.batch_fail = Some((0, 9999));
     assert_eq!(run(Func::FdSync, &mut c, &mut mem, &mut h, &[5]), IO);
+}
+
+#[test]
+fn stdin_the_host_says_ended_answers_end_of_file_without_crossing_until_the_call_ends() {
+    let (mut c, mut h, mut mem) = (ctx(), Host::new(), vec![0u8; 1024]);
+    put_iovec(&mut mem, 0, 100, 8);
+    // u8 1: nothing more can come after these 5 bytes.
+    h.reply = b"\x01hello".to_vec();
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1, 500]),
+        SUCCESS
+    );
+    assert_eq!((u32_at(&mem, 500), &mem[100..105]), (5, &b"hello"[..]));
+    mem[500] = 9;
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1, 500]),
+        SUCCESS
+    );
+    assert_eq!((h.requests.len(), u32_at(&mem, 500)), (1, 0));
+    // The next call asks the host again (a restore may have rewound stdin); a bad flag is EIO.
+    c.end_call(&mut h);
+    h.reply = b"\x02".to_vec();
+    assert_eq!(
+        run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 1, 500]),
+        IO
+    );
+    assert_eq!(h.requests.len(), 2);
 }

@@ -689,7 +689,6 @@ impl GuestMemory {
     }
 
     /// Whether a restore finds the written pages by the write-protect bit (`write_track`).
-    #[cfg(test)]
     pub fn write_tracked(&self) -> bool {
         self.tracked.load(Ordering::Relaxed)
     }
@@ -876,9 +875,31 @@ impl GuestMemory {
         let Some(runs) = self.private_runs()? else {
             return self.reset().map(|_| self.size / PAGE_SIZE);
         };
-        learn_written(snap, &runs);
+        if snap.written.get().is_none() {
+            learn_written(snap, &self.written_only(snap, &runs));
+        }
         learn_touched(snap, self.ptr);
         self.put_back(snap, &runs)
+    }
+
+    /// `runs` less the snapshot's holes that read zero in this region. A write-tracked restore
+    /// reports a hole the guest only read (`write_track`), which was not written: the write set
+    /// (`learn_written`) leaves such pages out, as it did when the scan reported private copies
+    /// only, so later regions do not copy them up front.
+    fn written_only(&self, snap: &MemorySnapshot, runs: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let pages = (self.size / PAGE_SIZE).min(snap.size / PAGE_SIZE) as usize;
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(runs.len());
+        for &(start, end) in runs {
+            for page in start.min(pages)..end.min(pages) {
+                if !self.write_tracked() || snap.has(page) || !self.page_is_zero(page) {
+                    match out.last_mut() {
+                        Some(last) if last.1 == page => last.1 = page + 1,
+                        _ => out.push((page, page + 1)),
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Puts the private pages `runs` back to `snap`'s content: copied back in place up to
@@ -1526,7 +1547,7 @@ impl Drop for GuestMemory {
             learn_touched(&snap, self.ptr);
             if let Some(runs) = runs {
                 if learn {
-                    learn_written(&snap, &runs);
+                    learn_written(&snap, &self.written_only(&snap, &runs));
                 }
                 let count: usize = runs.iter().map(|(a, b)| b - a).sum();
                 // Only what a copy-back restores (more would be a `MADV_DONTNEED`, itself an
@@ -2088,5 +2109,28 @@ mod tests {
             Some(&vec![(1000, 1024)]),
             "clipped to the snapshot"
         );
+    }
+
+    /// A write-tracked restore also reports a hole the guest only read (`write_track`); the
+    /// snapshot's write set must still hold only what was written, or every later region would
+    /// copy the read hole up front.
+    #[test]
+    fn a_hole_only_read_is_not_learned_as_written() {
+        let memory = GuestMemory::new(0, 64 * PAGE_SIZE).unwrap();
+        // SAFETY: the mapping is 64 pages long and owned by `memory`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.host_ptr(), 64 * 4096) };
+        bytes[4096] = 1;
+        let snap = Arc::new(memory.snapshot().unwrap());
+        let region = GuestMemory::from_snapshot(0, snap.clone()).unwrap();
+        // SAFETY: `region` maps 64 pages.
+        let r = unsafe { std::slice::from_raw_parts_mut(region.host_ptr(), 64 * 4096) };
+        assert_eq!(r[30 * 4096 + 8], 0); // a hole, read
+        r[4096 + 2] = 9; // a data page, written
+        r[40 * 4096] = 7; // a hole, written
+        let put_back = region.rebase(&snap).unwrap();
+        assert_eq!(snap.written.get(), Some(&vec![(1, 2), (40, 41)]));
+        // The read hole is put back too where the region is write-tracked (only work).
+        assert_eq!(put_back, if region.write_tracked() { 3 } else { 2 });
+        assert_eq!((r[4096 + 2], r[40 * 4096]), (0, 0));
     }
 }

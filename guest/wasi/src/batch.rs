@@ -125,6 +125,13 @@ impl Batcher {
         }
     }
 
+    /// Whether a request for `op` answers a lost errno ([`take_lost`](Self::take_lost)): file
+    /// calls do; stdin's do not (their errno would belong to no file, and the end of a call's
+    /// hand-back of unread stdin must reach the host).
+    pub fn answers_lost(op: Op) -> bool {
+        !matches!(op, Op::ReadStdin | Op::Unread)
+    }
+
     /// The errno of a flush that failed with no call waiting on it, once.
     pub fn take_lost(&mut self) -> Option<i32> {
         self.lost.take()

@@ -120,10 +120,13 @@ impl WasiHost for HlHost {
     }
 
     /// The output first, then `op` with the deferred requests in front of it. A deferred
-    /// request that failed where no call waited answers this call instead, which does not run.
+    /// request that failed where no call waited answers this call instead (a file call: not a
+    /// stdin read or the end of a call's stdin hand-back), which does not run.
     fn io(&mut self, op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
         flush_output();
-        if let Some(errno) = DEFERRED.lock().take_lost() {
+        if Batcher::answers_lost(op)
+            && let Some(errno) = DEFERRED.lock().take_lost()
+        {
             return Err(errno);
         }
         send(op, request).map_err(Failure::errno)

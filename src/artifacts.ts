@@ -117,6 +117,25 @@ const candidates = (function candidates(
 }).bind(undefined); // Eager: see the note after the imports.
 
 /**
+ * The first of {@linkcode candidates} that is a regular file, else undefined: the same answer as
+ * `candidates(...).find(isFile)`, but the cache directory (two environment reads and their
+ * permission queries) is looked up only when the earlier candidate is not a file (a clone's
+ * build is found first, on every cold create).
+ */
+const firstFile = (function firstFile(
+  named: string | undefined,
+  local: string | undefined,
+  what: "library" | "compiler" | "compile-child" | BuiltinGuestName | RuntimeModuleName,
+): string | undefined {
+  if (named !== undefined) return isFile(named) ? named : undefined;
+  if (local !== undefined && isFile(local)) return local;
+  const dir = cacheDir();
+  if (dir === undefined) return undefined;
+  const cached = cachedArtifact(dir, what);
+  return isFile(cached) ? cached : undefined;
+}).bind(undefined); // Eager: see the note after the imports.
+
+/**
  * The path of the cdylib to open: `explicit`, else `$HL_SANDBOX_LIB`, else the local build
  * `target/release/libhl_rust_vmm.so`, else the cache. Throws {@linkcode LibraryNotFoundError}
  * naming the command that fixes it.
@@ -124,11 +143,10 @@ const candidates = (function candidates(
 export const findLibrary = (function findLibrary(explicit?: string): string {
   requireFfi("loading the native library");
   const named = explicit ?? env("HL_SANDBOX_LIB");
-  const searched = candidates(named, localPath(`target/release/${LIBRARY_FILE}`), "library");
-  const found = searched.find(isFile);
+  const found = firstFile(named, localPath(`target/release/${LIBRARY_FILE}`), "library");
   if (found !== undefined) return found;
   throw new LibraryNotFoundError(
-    searched,
+    candidates(named, localPath(`target/release/${LIBRARY_FILE}`), "library"),
     named !== undefined
       ? `point ${explicit !== undefined ? "the `library` option" : "HL_SANDBOX_LIB"} at an ` +
         `existing ${LIBRARY_FILE}, or drop it (and HL_SANDBOX_LIB) and run \`${fixCommand()}\``
@@ -148,12 +166,11 @@ export const findGuest = (function findGuest(name: BuiltinGuestName): string {
     : name === "wasmtime-runtime"
     ? env("HL_WASMTIME_RUNTIME")
     : undefined;
-  const searched = candidates(named, localPath(GUEST_BUILD_DIR + name), name);
-  const found = searched.find(isFile);
+  const found = firstFile(named, localPath(GUEST_BUILD_DIR + name), name);
   if (found !== undefined) return found;
   throw new GuestNotFoundError(
     name,
-    searched,
+    candidates(named, localPath(GUEST_BUILD_DIR + name), name),
     named !== undefined
       ? `point the variable at an existing ${name} guest, or unset it and run \`${fixCommand()}\``
       : `run \`${fixCommand()}\``,
@@ -167,11 +184,10 @@ export const findGuest = (function findGuest(name: BuiltinGuestName): string {
 export function findCompiler(): string {
   requireFfi("loading the Wasm compiler library");
   const named = env("HL_WASM_COMPILER_LIB");
-  const searched = candidates(named, localPath(`target/release/${COMPILER_FILE}`), "compiler");
-  const found = searched.find(isFile);
+  const found = firstFile(named, localPath(`target/release/${COMPILER_FILE}`), "compiler");
   if (found !== undefined) return found;
   throw new LibraryNotFoundError(
-    searched,
+    candidates(named, localPath(`target/release/${COMPILER_FILE}`), "compiler"),
     `the wasmtime engine needs ${COMPILER_FILE}: run \`${fixCommand()}\``,
   );
 }
@@ -184,15 +200,18 @@ export function findCompiler(): string {
 export function findCompileChild(): string {
   requireFfi("starting the Wasm compiler process");
   const named = env("HL_WASM_COMPILE_BIN");
-  const searched = candidates(
+  const found = firstFile(
     named,
     localPath(`target/release/${COMPILE_CHILD_FILE}`),
     "compile-child",
   );
-  const found = searched.find(isFile);
   if (found !== undefined) return found;
   throw new LibraryNotFoundError(
-    searched,
+    candidates(
+      named,
+      localPath(`target/release/${COMPILE_CHILD_FILE}`),
+      "compile-child",
+    ),
     `the wasmtime engine needs its compiler process ${COMPILE_CHILD_FILE}: run \`${fixCommand()}\``,
   );
 }
@@ -207,14 +226,13 @@ export function findCompileChild(): string {
 export const findRuntimeModule = (function findRuntimeModule(name: RuntimeModuleName): string {
   requireFfi(`finding the ${name} runtime module`);
   const named = env("HL_QUICKJS_WASM");
-  const searched = candidates(named, localPath(runtimeModulePath(name)), name);
-  const found = searched.find(isFile);
+  const found = firstFile(named, localPath(runtimeModulePath(name)), name);
   if (found !== undefined) return found;
   const tools = localPath("tools/build_quickjs.sh");
   const inClone = tools !== undefined && isFile(tools);
   throw new GuestNotFoundError(
     `${name}.wasm`,
-    searched,
+    candidates(named, localPath(runtimeModulePath(name)), name),
     named !== undefined
       ? `point HL_QUICKJS_WASM at an existing ${name}.wasm, or unset it and run \`${fixCommand()}\``
       : inClone

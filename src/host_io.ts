@@ -212,7 +212,14 @@ export const configEnv = (function configEnv(name: string): string | undefined {
  * `--allow-env` grants it, else from libc's `getenv` where FFI is granted. Empty counts as unset.
  */
 export const locationEnv = (function locationEnv(name: string): string | undefined {
-  if (envGranted(name)) return configEnv(name);
+  if (envGranted(name)) {
+    // Granted: read it here (configEnv would ask for the same permission again).
+    try {
+      return Deno.env.get(name) || undefined;
+    } catch {
+      return undefined;
+    }
+  }
   const lc = openLibc();
   if (lc === undefined) return undefined;
   const p = lc.getenv(cString(name));

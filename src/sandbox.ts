@@ -72,6 +72,12 @@ import {
   traceSnapshot,
 } from "./telemetry.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** A value that crosses the sandbox boundary; `undefined` stands for `void`. */
 export type { JsValue } from "./wire.ts";
 /** The type names of the guest ABI. */
@@ -248,19 +254,19 @@ class TableDecoder extends FrameDecoder {
  * (docs/design.md, "Scale"). A larger frame gets a view of its whole buffer for itself
  * (`call/window.ts`).
  */
-function lowViewBytes(layout: MemoryLayout): number {
+const lowViewBytes = (function lowViewBytes(layout: MemoryLayout): number {
   return layout.inputAddr + Math.min(layout.inputSize, SMALL_VIEW_BYTES);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** A view of the output buffer's first `SMALL_VIEW_BYTES` (`lowViewBytes`). */
-function outputView(vm: MicroVm, layout: MemoryLayout): Uint8Array {
+const outputView = (function outputView(vm: MicroVm, layout: MemoryLayout): Uint8Array {
   return vm.memoryView(0, Math.min(layout.outputSize, SMALL_VIEW_BYTES), layout.outputAddr);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Views of the whole buffer at `addr` of `size` bytes, one per frame that needs it. */
-function widen(vm: MicroVm, addr: number, size: number): Widen {
+const widen = (function widen(vm: MicroVm, addr: number, size: number): Widen {
   return { view: () => vm.memoryView(0, size, addr), release: (view) => vm.releaseView(view) };
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 function sameFrame(out: Uint8Array, bytes: Uint8Array): boolean {
   if (out.length < bytes.length) return false;
@@ -1260,14 +1266,14 @@ export function checkImports(
 }
 
 /** Throws `SnapshotMismatchError` for a snapshot taken under another guest ABI. */
-function checkSnapshotAbi(version: number): void {
+const checkSnapshotAbi = (function checkSnapshotAbi(version: number): void {
   if (version !== ABI_VERSION) {
     throw new SnapshotMismatchError(
       `the snapshot was taken under guest ABI ${version}, this host speaks ${ABI_VERSION} ` +
         `(C ABI ${CDYLIB_ABI_VERSION})`,
     );
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The error for a guest that reported ABI version `guestVersion` (0: reported none), or

@@ -34,6 +34,12 @@ import { makeWasmSnapshot, type WasmSnapshot, wasmStateOf } from "./wasm/snapsho
 import type { WasmEngine } from "./wasm/types.ts";
 import type { PreopenSpec } from "./wasm/wasi_path.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 /** Counters of the start snapshots on disk, for this process. */
 export interface StartSnapshotStats {
   /** Creates that started from a file. */
@@ -93,20 +99,45 @@ export function startSnapshotsOn(): boolean {
 /** Directories found trustworthy (or not) in this process, with the reason. */
 const trusted = new Map<string, Promise<string | undefined>>();
 
-function env(name: string): string | undefined {
+/** Most file-name digests remembered ({@linkcode nameDigest}); the oldest go first. */
+const MAX_NAME_DIGESTS = 64;
+/** File-name digests of this process, by the text hashed: a repeated create hashes nothing. */
+const nameDigests = new Map<string, Promise<string>>();
+
+/**
+ * The SHA-256 (hex) that names the file of `text` (a start snapshot's or a module digest memo's
+ * key), computed once per process: each cold create needs two (the module digest memo's name, then
+ * the start snapshot's), each an asynchronous WebCrypto call. The names stay SHA-256s of the same
+ * text, so files already on disk keep their names. A failed digest is not remembered.
+ */
+const nameDigest = (function nameDigest(text: string): Promise<string> {
+  const known = nameDigests.get(text);
+  if (known !== undefined) return known;
+  if (nameDigests.size >= MAX_NAME_DIGESTS) {
+    nameDigests.delete(nameDigests.keys().next().value!);
+  }
+  const name = sha256(new TextEncoder().encode(text));
+  nameDigests.set(text, name);
+  name.catch(() => {
+    if (nameDigests.get(text) === name) nameDigests.delete(text);
+  });
+  return name;
+}).bind(undefined); // Eager: see the note after the imports.
+
+const env = (function env(name: string): string | undefined {
   try {
     return Deno.env.get(name) || undefined;
   } catch {
     return undefined;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The file for `key`, or undefined when there is no usable cache directory or guest. `prefix`
  * names the family (`start-`: the runtime layer's, `pystart-`: `PySandbox`'s), each with its own
  * eviction budget.
  */
-async function fileFor(
+const fileFor = (async function fileFor(
   key: string,
   engine: WasmEngine | undefined,
   prefix = "start-",
@@ -121,16 +152,14 @@ async function fileFor(
   } catch {
     return undefined;
   }
-  const name = await sha256(
-    new TextEncoder().encode(JSON.stringify([PACKAGE_VERSION, key, guest])),
-  );
+  const name = await nameDigest(JSON.stringify([PACKAGE_VERSION, key, guest]));
   return `${dir}/${prefix}${name}.hlsnap`;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
-function parentOf(path: string): string {
+const parentOf = (function parentOf(path: string): string {
   const i = path.replace(/\/+$/, "").lastIndexOf("/");
   return i <= 0 ? "/" : path.slice(0, i);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Why `dir` cannot be trusted, or undefined: the artifact cache's rule (`untrustedCacheDir` in
@@ -140,7 +169,7 @@ function parentOf(path: string): string {
  * less than one asynchronous round trip, and this is on the cold-create path. Without
  * `--allow-sys` (no `Deno.uid()`) it defers to the asynchronous check.
  */
-function untrustedSync(dir: string): Promise<string | undefined> {
+const untrustedSync = (function untrustedSync(dir: string): Promise<string | undefined> {
   let uid: number | null;
   try {
     uid = Deno.uid();
@@ -187,14 +216,14 @@ function untrustedSync(dir: string): Promise<string | undefined> {
   } catch (e) {
     return Promise.resolve((e as Error).message);
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Whether `file` in `dir` may be used: the directory passes {@linkcode untrustedSync} and the
  * file, if it exists, is a regular file (a FIFO would block a read forever) not writable by group
  * or others.
  */
-async function usable(dir: string, file: string): Promise<boolean> {
+const usable = (async function usable(dir: string, file: string): Promise<boolean> {
   let why = trusted.get(dir);
   if (!why) trusted.set(dir, why = untrustedSync(dir));
   if (await why !== undefined) return false;
@@ -204,7 +233,7 @@ async function usable(dir: string, file: string): Promise<boolean> {
   } catch {
     return true; // Not there (yet).
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Most start snapshots kept on disk, all keys together (each holds the engine's code image, ~7 MB
@@ -280,15 +309,15 @@ export function evictOldest(
   }
 }
 
-function dirOf(file: string): string {
+const dirOf = (function dirOf(file: string): string {
   return file.slice(0, file.lastIndexOf("/"));
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * A start file served a create: counted (a Python base state apart), and marked most recently
  * used (evictOldest).
  */
-function countHit(file: string, base = false): void {
+const countHit = (function countHit(file: string, base = false): void {
   if (base) counters.pyBaseHits++;
   else counters.diskHits++;
   try {
@@ -297,7 +326,7 @@ function countHit(file: string, base = false): void {
   } catch {
     // A read-only cache still serves.
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * A start file that failed to load: one that fails its checks is refused and removed (the cold
@@ -317,7 +346,7 @@ async function countFailure(file: string, e: unknown): Promise<void> {
  * The start snapshot of `key` from disk, or undefined (no file, no cache directory, a refused
  * file: removed). The snapshot is new: the caller owns it (the kind's cache keeps it).
  */
-export async function loadStartSnapshot(
+export const loadStartSnapshot = (async function loadStartSnapshot(
   key: string,
   engine: WasmEngine | undefined,
   library: string | undefined,
@@ -337,7 +366,7 @@ export async function loadStartSnapshot(
     await countFailure(file, e);
     return undefined;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Writes `snap`, the start snapshot of `key` with the host function names `hostFunctions`, to
@@ -442,33 +471,34 @@ export async function storePyStartSnapshot(
  * The memo file of the module file `path`'s digest, by the file's identity; undefined if none.
  * With `checkDir` (a reader), the directory's trust is checked too, as {@linkcode usable} would.
  */
-async function digestFileFor(path: string, checkDir = false): Promise<string | undefined> {
-  if (env("HL_START_SNAPSHOTS") === "0") return undefined;
-  const dir = artifactCacheDir();
-  if (dir === undefined) return undefined;
-  let identity: string;
-  try {
-    const real = Deno.realPathSync(path);
-    const i = Deno.statSync(real);
-    if (!i.isFile) return undefined;
-    identity = JSON.stringify([
-      PACKAGE_VERSION,
-      real,
-      i.dev,
-      i.ino,
-      i.size,
-      i.mtime?.getTime(),
-      i.ctime?.getTime(),
-    ]);
-  } catch {
-    return undefined;
-  }
-  // The directory's trust is checked (and remembered) while the name's digest runs on Deno's
-  // blocking thread: both are needed before the memo is read.
-  const name = sha256(new TextEncoder().encode(identity));
-  if (checkDir && !trusted.has(dir)) trusted.set(dir, untrustedSync(dir));
-  return `${dir}/module-${await name}.digest`;
-}
+const digestFileFor =
+  (async function digestFileFor(path: string, checkDir = false): Promise<string | undefined> {
+    if (env("HL_START_SNAPSHOTS") === "0") return undefined;
+    const dir = artifactCacheDir();
+    if (dir === undefined) return undefined;
+    let identity: string;
+    try {
+      const real = Deno.realPathSync(path);
+      const i = Deno.statSync(real);
+      if (!i.isFile) return undefined;
+      identity = JSON.stringify([
+        PACKAGE_VERSION,
+        real,
+        i.dev,
+        i.ino,
+        i.size,
+        i.mtime?.getTime(),
+        i.ctime?.getTime(),
+      ]);
+    } catch {
+      return undefined;
+    }
+    // The directory's trust is checked (and remembered) while the name's digest runs on Deno's
+    // blocking thread: both are needed before the memo is read.
+    const name = nameDigest(identity);
+    if (checkDir && !trusted.has(dir)) trusted.set(dir, untrustedSync(dir));
+    return `${dir}/module-${await name}.digest`;
+  }).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The SHA-256 of the module file `module` (a path), as {@linkcode rememberModuleDigest} left it on
@@ -479,7 +509,7 @@ async function digestFileFor(path: string, checkDir = false): Promise<string | u
  * rewrite to the same size whose mtime is then set back, within the same second, would keep the
  * old digest.
  */
-export async function knownModuleDigest(
+export const knownModuleDigest = (async function knownModuleDigest(
   module: Uint8Array | string | URL,
 ): Promise<string | undefined> {
   if (typeof module !== "string") return undefined;
@@ -501,7 +531,7 @@ export async function knownModuleDigest(
   } catch {
     return undefined;
   }
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** Leaves `digest` (the SHA-256 of the module file `module`) for {@linkcode knownModuleDigest}. */
 export async function rememberModuleDigest(

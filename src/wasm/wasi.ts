@@ -16,6 +16,12 @@ import { logWasiStderr } from "../telemetry.ts";
 import { MAX_TRANSFER, WasiFiles } from "./wasi_fs.ts";
 import { Errno, errnoOf, type PreopenSpec } from "./wasi_path.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): the functions here written
+// `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
+// compiles a parenthesised function together with its module, so Deno's code cache holds it and a
+// new process does not compile it again on first call (a declaration is compiled lazily, in every
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+
 const utf8 = new TextEncoder();
 
 /**
@@ -62,7 +68,7 @@ const DEFERRABLE: ReadonlySet<number> = new Set([Op.WRITE, Op.PWRITE, Op.SEEK, O
  * The WASI host functions: `wasi_write`, `wasi_clock` and `wasi_io`. Each fails while
  * `runtime()` has none (WASI not enabled for the module).
  */
-export function wasiHostFunctions(
+export const wasiHostFunctions = (function wasiHostFunctions(
   runtime: () => WasiRuntime | undefined,
 ): Record<string, HostFunction> {
   const on = (): WasiRuntime => {
@@ -93,14 +99,14 @@ export function wasiHostFunctions(
       fn: (op: number, request: Uint8Array) => on().io(op, request),
     },
   };
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** `argv[0]` by default: the module file's name, or `module.wasm` for bytes. */
-export function moduleName(module: Uint8Array | string | URL): string {
+export const moduleName = (function moduleName(module: Uint8Array | string | URL): string {
   if (typeof module === "string") return module.split("/").pop()!;
   if (module instanceof URL) return module.pathname.split("/").pop()!;
   return "module.wasm";
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** WASI clocks in nanoseconds: 0 realtime, 1 monotonic, 2/3 (CPU time) monotonic too. */
 function clockNow(id: number): bigint {

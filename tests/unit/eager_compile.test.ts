@@ -38,6 +38,7 @@ export const EAGER: Record<string, readonly string[]> = {
     "cachedArtifact",
     "findLibrary",
     "findGuest",
+    "firstFile",
   ],
   "src/host_io.ts": [
     "requireFfi",
@@ -82,6 +83,21 @@ export const EAGER: Record<string, readonly string[]> = {
   "src/wasm/imports.ts": ["bindImports", "runtimeHostFunctions"],
   "src/wire.ts": ["toValues", "toValue", "fromValue"],
   "src/wasm/runtime_table.ts": ["runtimeResult"],
+  "src/start_snapshots.ts": [
+    "env",
+    "nameDigest",
+    "fileFor",
+    "parentOf",
+    "untrustedSync",
+    "usable",
+    "dirOf",
+    "countHit",
+    "loadStartSnapshot",
+    "digestFileFor",
+    "knownModuleDigest",
+  ],
+  "src/sandbox.ts": ["lowViewBytes", "outputView", "widen", "checkSnapshotAbi"],
+  "src/wasm/wasi.ts": ["wasiHostFunctions", "moduleName"],
 };
 
 const ROOT = new URL("../../", import.meta.url);

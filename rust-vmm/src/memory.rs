@@ -2000,7 +2000,6 @@ mod tests {
         assert_eq!(scanned, vec![(3, 6), (9, 10), (200, 201), (255, 256)]);
     }
 
-    #[test]
     /// Issue 19 (RSS per idle sandbox): a read of one page of a snapshot's mapping maps that page
     /// alone, not the up to 16 page-cache neighbours the kernel's fault-around would map with it,
     /// and a region made after the snapshot learned which pages a region touched has those mapped,

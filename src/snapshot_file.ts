@@ -177,7 +177,10 @@ export async function saveSnapshotFile(
     if (description.code) {
       description.code.offset = description.memory.offset + state.memory.dataPages * PAGE;
     }
-    await Deno.writeFile(tmp, new Uint8Array(0), { mode: 0o600 });
+    // Created empty, this user's only, and never an existing file (the name is new): a plain
+    // open, as `Deno.writeFile` loads Deno's streams code on its first use (~4 ms on the cold
+    // path of a process whose start snapshot is not on disk yet).
+    Deno.openSync(tmp, { write: true, createNew: true, mode: 0o600 }).close();
     description.memory.crc = state.memory.savePages(tmp, description.memory.offset);
     if (state.code && description.code) {
       description.code.crc = state.code.savePages(tmp, description.code.offset);

@@ -14,8 +14,8 @@
 //! (`wasi_clock`), and everything on stdin (fd 0) or a file (`wasi_io`, only when the module
 //! touches one: see `files.rs`). Writes, absolute seeks and closes of files wait in the guest and
 //! cross together with the next request (`batch.rs`, `known.rs`); `fd_fdstat_get` on an fd the
-//! host described in the same call, and `fd_sync` of a directory, are answered here. Every other import of the module whose type returns one `i32`
-//! (an errno) answers `ENOSYS` (52).
+//! host described in the same call, and `fd_sync` of a directory, are answered here. Every other
+//! import of the module whose type returns one `i32` (an errno) answers `ENOSYS` (52).
 
 #![no_std]
 #![forbid(unsafe_code)]

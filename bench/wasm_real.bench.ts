@@ -4,6 +4,8 @@
  * in a micro-VM) against the same module in V8 through `node:wasi` in this process. Prints once, per
  * workload, the medians and their ratio to V8 (measured in the same run), and the ioctls and VM
  * exits of one sandbox run; `deno bench` then prints the same comparison per group.
+ * `deno run -A bench/_wasi_requests.ts` lists the `wasi_io` requests behind the I/O workloads'
+ * exits, by op.
  *
  *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
  *

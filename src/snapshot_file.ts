@@ -508,12 +508,27 @@ export const bitmapDense = (function bitmapDense(bitmap: Uint8Array, pages: numb
   return true;
 }).bind(undefined); // Eager: see the note after the imports.
 
+/**
+ * A dense section's CRC-32 check that an earlier load of the same file made, remembered by the
+ * caller under its own trust rule (start_snapshots.ts): in, `identity` is
+ * `[1, dev, ino, size, ctime_s, ctime_ns]` of the file as it was checked, or `[0, …]`; out, what
+ * to remember (`[0, …]`: nothing, the file changed while it was read), and `bytesRead`, the bytes
+ * read for the check (0 when the remembered identity matched the open file).
+ */
+export interface CodeImageMemo {
+  /** Six words, in and out: see the interface. */
+  identity: BigUint64Array;
+  /** Bytes of the code image read for its CRC-32 by this load. */
+  bytesRead: number;
+}
+
 /** A memory snapshot handle for a page section of `path`. */
 const loadPages = (function loadPages(
   path: string,
   pages: PagesDescription,
   what: string,
   library?: string,
+  memo?: CodeImageMemo,
 ): MemorySnapshotHandle {
   const bitmap = unbase64(pages.bitmap, `the ${what} bitmap`);
   const words = Math.ceil(pages.size / PAGE / 64);
@@ -524,6 +539,18 @@ const loadPages = (function loadPages(
   // copy; a sparse one (memory) is read into a new memfd (docs/snapshot-format.md, "Choices").
   const dense = bitmapDense(bitmap, pages.size / PAGE);
   try {
+    if (dense && memo) {
+      const { handle, read } = MemorySnapshotHandle.fromFileKnown(
+        path,
+        pages.offset,
+        pages.size,
+        pages.crc,
+        memo.identity,
+        library,
+      );
+      memo.bytesRead = read ? pages.size : 0;
+      return handle;
+    }
     return MemorySnapshotHandle.fromFile(
       path,
       pages.offset,
@@ -548,6 +575,7 @@ const loadPages = (function loadPages(
 export const loadSnapshotFile = (async function loadSnapshotFile(
   path: string,
   options: SnapshotLoadOptions = {},
+  memo?: CodeImageMemo,
 ): Promise<{ snapshot: Snapshot; kind: SnapshotFileKind; extra: unknown }> {
   const { description: d } = await readSnapshotDescription(path);
   const cpu = cpuFingerprint(options.library);
@@ -561,7 +589,7 @@ export const loadSnapshotFile = (async function loadSnapshotFile(
   const memory = loadPages(path, d.memory, "memory", options.library);
   let code: MemorySnapshotHandle | undefined;
   try {
-    code = d.code ? loadPages(path, d.code, "code", options.library) : undefined;
+    code = d.code ? loadPages(path, d.code, "code", options.library, memo) : undefined;
     const state: SnapshotState = {
       memory,
       vcpu,
@@ -668,8 +696,9 @@ const loadKind = (async function loadKind<T>(
   kind: SnapshotFileKind,
   options: SnapshotLoadOptions,
   make: (native: Snapshot, extra: unknown) => T,
+  memo?: CodeImageMemo,
 ): Promise<T> {
-  const { snapshot, kind: got, extra } = await loadSnapshotFile(path, options);
+  const { snapshot, kind: got, extra } = await loadSnapshotFile(path, options, memo);
   try {
     if (got !== kind) {
       throw new SnapshotFormatError(
@@ -690,12 +719,16 @@ export async function saveWasmSnapshot(snap: WasmSnapshot, path: string): Promis
   await saveSnapshotFile(native, path, "wasm", extra);
 }
 
-/** `WasmSnapshot.load`. */
+/**
+ * `WasmSnapshot.load`; `memo` (internal: the start-snapshot cache's) skips the code image's
+ * CRC-32 read when an earlier load checked this very file.
+ */
 export function loadWasmSnapshot(
   path: string,
   options: SnapshotLoadOptions = {},
+  memo?: CodeImageMemo,
 ): Promise<WasmSnapshot> {
-  return loadKind(path, "wasm", options, wasmFrom);
+  return loadKind(path, "wasm", options, wasmFrom, memo);
 }
 
 /** `JsSnapshot.save` (`durable` false: no `fsync`, for a cache). */

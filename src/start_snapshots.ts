@@ -22,6 +22,7 @@ import { findGuest, PACKAGE_VERSION } from "./artifacts.ts";
 import { engineNamed } from "./runtime/engine.ts";
 import { sha256, SnapshotFormatError } from "./snapshot.ts";
 import {
+  type CodeImageMemo,
   loadJsSnapshot,
   loadWasmSnapshot,
   readSnapshotDescription,
@@ -58,6 +59,13 @@ export interface StartSnapshotStats {
   pyBaseHits: number;
   /** Runtime base states written (`storePyStartSnapshot` with `base`), apart from `diskWrites`. */
   pyBaseWrites: number;
+  /**
+   * Bytes of Python start files' code images read to check their CRC-32 (a load whose file was
+   * not remembered as checked: {@linkcode loadPyStartSnapshot}).
+   */
+  codeImageBytesRead: number;
+  /** Python start-file loads that skipped that read: this very file was checked before. */
+  codeImageChecksSkipped: number;
 }
 
 const counters: StartSnapshotStats = {
@@ -67,6 +75,8 @@ const counters: StartSnapshotStats = {
   diskRefused: 0,
   pyBaseHits: 0,
   pyBaseWrites: 0,
+  codeImageBytesRead: 0,
+  codeImageChecksSkipped: 0,
 };
 
 /**
@@ -266,8 +276,9 @@ export const MAX_PY_START_SNAPSHOT_BYTES = 2048 * 1024 * 1024;
  * Removes the least recently used start snapshots (`start-*.hlsnap`) of `dir` beyond
  * {@linkcode MAX_START_SNAPSHOTS} files or {@linkcode MAX_START_SNAPSHOT_BYTES}, Python's
  * (`pystart-*.hlsnap`) beyond {@linkcode MAX_PY_START_SNAPSHOTS} or
- * {@linkcode MAX_PY_START_SNAPSHOT_BYTES}, and module digests (`module-*.digest`) beyond
- * {@linkcode MAX_START_SNAPSHOTS}.
+ * {@linkcode MAX_PY_START_SNAPSHOT_BYTES}, module digests (`module-*.digest`) beyond
+ * {@linkcode MAX_START_SNAPSHOTS}, and the memos of Python start files' code-image checks
+ * (`pystart-*.hlsnap.verified`) beyond {@linkcode MAX_PY_START_SNAPSHOTS}.
  */
 export function evictOldest(
   dir: string,
@@ -279,6 +290,7 @@ export function evictOldest(
       ["start-", ".hlsnap", maxBytes, MAX_START_SNAPSHOTS],
       ["pystart-", ".hlsnap", maxPyBytes, MAX_PY_START_SNAPSHOTS],
       ["module-", ".digest", Infinity, MAX_START_SNAPSHOTS],
+      ["pystart-", VERIFIED_SUFFIX, Infinity, MAX_PY_START_SNAPSHOTS],
     ] as const
   ) {
     const files: { path: string; mtime: number; size: number }[] = [];
@@ -317,11 +329,16 @@ const dirOf = (function dirOf(file: string): string {
  * A start file served a create: counted (a Python base state apart), and marked most recently
  * used (evictOldest).
  */
-const countHit = (function countHit(file: string, base = false): void {
+const countHit = (function countHit(file: string, base = false, keepCtime = false): void {
   if (base) counters.pyBaseHits++;
   else counters.diskHits++;
   try {
     const now = new Date();
+    // Setting the times sets the ctime too, which forgets the file's remembered code-image
+    // check (rememberedCheck): a Python start file's mtime is refreshed at most once an hour.
+    if (keepCtime && now.getTime() - (Deno.statSync(file).mtime?.getTime() ?? 0) < MTIME_STEP) {
+      return;
+    }
     Deno.utimeSync(file, now, now);
   } catch {
     // A read-only cache still serves.
@@ -419,14 +436,73 @@ export async function loadPyStartSnapshot(
     if (typeof py !== "object" || py === null || py.key !== key) {
       throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
     }
-    const loaded = await loadWasmSnapshot(file, { library });
+    const memo: CodeImageMemo = { identity: rememberedCheck(file), bytesRead: 0 };
+    const loaded = await loadWasmSnapshot(file, { library }, memo);
+    if (memo.bytesRead > 0) {
+      counters.codeImageBytesRead += memo.bytesRead;
+      rememberCheck(file, memo.identity);
+    } else if (memo.identity[0] === 1n) {
+      counters.codeImageChecksSkipped++;
+    }
     // The same native snapshot, with the runtime's preopens (a file names none).
     const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
-    countHit(file, base);
+    countHit(file, base, true);
     return { wasm, extra: py.state };
   } catch (e) {
     await countFailure(file, e);
     return undefined;
+  }
+}
+
+/** The memo beside a Python start file that its code image's CRC-32 was checked. */
+const VERIFIED_SUFFIX = ".hlsnap.verified";
+/** A Python start file's mtime (its LRU mark) is refreshed at most this often (ms). */
+const MTIME_STEP = 3600_000;
+
+/**
+ * The identity words (`CodeImageMemo`) of the start file `file` as an earlier process checked its
+ * code image's CRC-32, from `<file>.verified` (its directory's trust was checked by the caller:
+ * the same rule as the start file's), or `[0, …]`: no memo, or one that is not a regular file
+ * private to its owner's writes, or malformed. The cdylib compares the words with the open
+ * file's own `fstat` (device, inode, size, ctime to the nanosecond): any other file, or this one
+ * written, truncated or touched since, is read and checked again.
+ */
+const rememberedCheck = (function rememberedCheck(file: string): BigUint64Array {
+  const words = new BigUint64Array(6);
+  const memo = file.slice(0, -".hlsnap".length) + VERIFIED_SUFFIX;
+  try {
+    const info = Deno.statSync(memo);
+    if (!info.isFile || info.mode === null || (info.mode & 0o022) !== 0 || info.size > 256) {
+      return words;
+    }
+    const m = /^v1( [0-9]{1,20}){5}\n$/.exec(Deno.readTextFileSync(memo));
+    if (m === null) return words;
+    const parts = m[0].trim().split(" ").slice(1).map(BigInt);
+    if (parts.some((p) => p > 0xffff_ffff_ffff_ffffn)) return words;
+    words.set([1n, ...parts]);
+  } catch {
+    // No memo: the code image is read and checked.
+  }
+  return words;
+}).bind(undefined); // Eager: see the note after the imports.
+
+/**
+ * Leaves `<file>.verified` (written whole: a temporary file renamed over it) with the identity
+ * that the cdylib returned after checking the code image of `file`. Best effort.
+ */
+function rememberCheck(file: string, identity: BigUint64Array): void {
+  if (identity[0] !== 1n) return;
+  const memo = file.slice(0, -".hlsnap".length) + VERIFIED_SUFFIX;
+  const tmp = `${memo}.${crypto.randomUUID()}.tmp`;
+  try {
+    Deno.writeTextFileSync(tmp, `v1 ${[...identity.subarray(1)].join(" ")}\n`, { mode: 0o600 });
+    Deno.renameSync(tmp, memo);
+  } catch {
+    try {
+      Deno.removeSync(tmp);
+    } catch {
+      // Never written.
+    }
   }
 }
 

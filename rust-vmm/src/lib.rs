@@ -26,7 +26,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 11;
+pub const CDYLIB_ABI_VERSION: u32 = 12;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -667,6 +667,53 @@ pub unsafe extern "C" fn hl_snapshot_map_file(
     })
 }
 
+/// `int32_t hl_snapshot_map_file_known(const uint8_t *path, uint32_t path_len, uint64_t offset,
+/// uint64_t size, uint32_t crc, uint64_t identity[6], uint32_t *out_snap)` (version 12, op 28):
+/// `hl_snapshot_map_file`, but when `identity[0]` is 1 and `identity[1..6]` is the opened file's
+/// identity (`st_dev`, `st_ino`, `st_size`, `st_ctime`, `st_ctime_nsec` of one `fstat` of the open
+/// file), the pages are not read for their CRC-32: the caller remembers that an earlier load
+/// checked this very file. Every other check stays. On success `identity[0]` is 1 and
+/// `identity[1..6]` the identity to remember when the pages were checked unchanged, else
+/// `identity[0]` is 0; returns 1 when the pages were read and checked, 0 when they were not.
+///
+/// # Safety
+/// `path` null or valid for `path_len` bytes; `identity` null or valid for 6 u64 reads and writes
+/// (8-byte aligned); `out_snap` null or valid for one u32 write.
+#[no_mangle]
+pub unsafe extern "C" fn hl_snapshot_map_file_known(
+    path: *const u8,
+    path_len: u32,
+    offset: u64,
+    size: u64,
+    crc: u32,
+    identity: *mut u64,
+    out_snap: *mut u32,
+) -> i32 {
+    guard(0, || {
+        non_null(out_snap, "out_snap")?;
+        non_null(identity, "identity")?;
+        if !identity.is_aligned() {
+            return Err(Error::invalid_argument("identity is not 8-byte aligned"));
+        }
+        // SAFETY: non-null, 8-byte aligned and valid for 6 u64 by the caller's contract.
+        let words = unsafe { std::slice::from_raw_parts_mut(identity, 6) };
+        let known = (words[0] == 1).then(|| {
+            memory::FileIdentity::from_words([words[1], words[2], words[3], words[4], words[5]])
+        });
+        // SAFETY: forwarded caller contract.
+        let file = unsafe { open_path_arg(path, path_len, false)? };
+        let (snap, remember, read) =
+            memory::MemorySnapshot::from_file_known(file, offset, size, crc, known)?;
+        // SAFETY: `out_snap` checked non-null above; the caller gives one writable u32.
+        unsafe { put_snapshot(snap, out_snap)? };
+        words[0] = u64::from(remember.is_some());
+        if let Some(id) = remember {
+            words[1..].copy_from_slice(&id.words());
+        }
+        Ok(i32::from(read))
+    })
+}
+
 /// `int32_t hl_vm_map_code(uint32_t vm, uint64_t gpa, uint32_t snap, uint32_t *out_slot)`: maps
 /// the snapshot at guest-physical `gpa` as a new slot that the guest cannot write: read-only at
 /// the hypervisor where it supports that (returns 1), else 0 and only the page tables (which the
@@ -817,6 +864,7 @@ pub mod op {
     pub const SNAPSHOT_MAP_FILE: u32 = 25;
     pub const GLOBAL_STATS: u32 = 26;
     pub const VM_MEMORY_DROP: u32 = 27;
+    pub const SNAPSHOT_MAP_FILE_KNOWN: u32 = 28;
 }
 
 /// `int32_t hl_op(uint32_t op, uint64_t args[8])` (version 10): calls the entry point numbered
@@ -899,6 +947,15 @@ pub unsafe extern "C" fn hl_op(op: u32, args: *mut u64) -> i32 {
                 }
                 op::GLOBAL_STATS => hl_global_stats(p(0).cast()),
                 op::VM_MEMORY_DROP => hl_vm_memory_drop(w(0)?, w(1)?, a[2], a[3]),
+                op::SNAPSHOT_MAP_FILE_KNOWN => hl_snapshot_map_file_known(
+                    p(0),
+                    w(1)?,
+                    a[2],
+                    a[3],
+                    w(4)?,
+                    p(5).cast(),
+                    p(6).cast(),
+                ),
                 _ => return Err(Error::invalid_argument(format!("hl_op: unknown op {op}"))),
             }
         };

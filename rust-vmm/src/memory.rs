@@ -410,6 +410,22 @@ impl MemorySnapshot {
     /// signal), and the host never reads these pages itself. The file must not be rewritten while
     /// the snapshot lives: whoever can write it chooses the guest's code (docs/snapshot-format.md).
     pub fn from_file(file: std::fs::File, offset: u64, size: u64, crc: u32) -> Result<Self> {
+        Ok(Self::from_file_known(file, offset, size, crc, None)?.0)
+    }
+
+    /// [`Self::from_file`], but when `known` is the file's identity ([`file_identity`], taken
+    /// from the open file itself) the pages are not read for their CRC-32: an earlier load of
+    /// this very file checked them (the caller remembers that, under its own trust rule). Every
+    /// other check stays (alignment, bounds, the file's length). Returns the snapshot, the
+    /// identity to remember (`None` when the file changed while it was read: not remembered)
+    /// and whether the pages were read.
+    pub fn from_file_known(
+        file: std::fs::File,
+        offset: u64,
+        size: u64,
+        crc: u32,
+        known: Option<FileIdentity>,
+    ) -> Result<(Self, Option<FileIdentity>, bool)> {
         GuestMemory::validate(0, size)?;
         if !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Error::invalid_argument(format!(
@@ -419,23 +435,39 @@ impl MemorySnapshot {
         let end = offset
             .checked_add(size)
             .ok_or_else(|| Error::invalid_argument("the section's end overflows"))?;
-        check_file_holds(&file, end)?;
-        let mut hasher = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; FILE_CHUNK];
-        let mut at = offset;
-        while at < end {
-            let n = ((end - at) as usize).min(FILE_CHUNK);
-            read_snapshot_file_at(&file, &mut buf[..n], at)?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
+        // The identity is taken before the pages are read: a write during or after the read
+        // changes the ctime, so what is remembered never covers bytes that were not checked.
+        let before = file_identity(&file)?;
+        if before.size < end {
+            return Err(Error::invalid_argument(format!(
+                "the snapshot file is truncated: its pages end at byte {end}, the file has {}",
+                before.size
+            )));
         }
-        check_page_crc(hasher.finalize(), crc)?;
+        let read = known != Some(before);
+        let mut remember = Some(before);
+        if read {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; FILE_CHUNK];
+            let mut at = offset;
+            while at < end {
+                let n = ((end - at) as usize).min(FILE_CHUNK);
+                read_snapshot_file_at(&file, &mut buf[..n], at)?;
+                hasher.update(&buf[..n]);
+                at += n as u64;
+            }
+            check_page_crc(hasher.finalize(), crc)?;
+            FILE_BYTES_CHECKED.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+            if file_identity(&file)? != before {
+                remember = None;
+            }
+        }
         let pages = (size / PAGE_SIZE) as usize;
         let mut bitmap = vec![0u64; pages.div_ceil(64)];
         for page in 0..pages {
             bitmap[page / 64] |= 1 << (page % 64);
         }
-        Ok(Self {
+        let snap = Self {
             fd: OwnedFd::from(file),
             offset,
             size,
@@ -447,8 +479,63 @@ impl MemorySnapshot {
             view: std::sync::OnceLock::new(),
             shared: Mutex::new(None),
             spares: Mutex::new(Vec::new()),
-        })
+        };
+        Ok((snap, remember, read))
     }
+}
+
+/// Bytes of mapped snapshot files read to check their CRC-32 in this process
+/// ([`MemorySnapshot::from_file_known`]): a firm count of what a remembered check saves.
+pub static FILE_BYTES_CHECKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What identifies an open file's contents without reading them: device, inode, size and the
+/// status-change time to the nanosecond. A write, truncation or `utimes` sets the ctime to now,
+/// and an unprivileged writer cannot set it back; a rename over the path is another inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_ctime` (seconds, as its two's-complement bits).
+    pub ctime: u64,
+    /// `st_ctime_nsec`.
+    pub ctime_nsec: u64,
+}
+
+impl FileIdentity {
+    /// The five words, in the order of the C ABI (`hl_snapshot_map_file_known`).
+    pub fn words(&self) -> [u64; 5] {
+        [self.dev, self.ino, self.size, self.ctime, self.ctime_nsec]
+    }
+
+    /// From the five words of [`Self::words`].
+    pub fn from_words(w: [u64; 5]) -> Self {
+        Self {
+            dev: w[0],
+            ino: w[1],
+            size: w[2],
+            ctime: w[3],
+            ctime_nsec: w[4],
+        }
+    }
+}
+
+/// The identity of the open `file` (one `fstat`).
+pub fn file_identity(file: &std::fs::File) -> Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file
+        .metadata()
+        .map_err(|e| Error::os("fstat of a snapshot file", e))?;
+    Ok(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        ctime: m.ctime() as u64,
+        ctime_nsec: m.ctime_nsec() as u64,
+    })
 }
 
 /// Reads `buf.len()` bytes of a snapshot file at `at`: a short file is an invalid argument (the
@@ -1731,6 +1818,51 @@ mod tests {
         );
         assert!(err(MemorySnapshot::from_file(open(), 4096, 4 * 4096, crc)).contains("truncated"));
         assert!(err(MemorySnapshot::from_file(open(), 100, 4096, crc)).contains("aligned"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A dense section whose file identity matches the remembered one is not read for its CRC;
+    /// a file written, truncated or touched since (its ctime changes) is read and checked again,
+    /// and a corrupt one is refused; a wrong remembered identity is ignored.
+    #[test]
+    fn a_remembered_check_skips_the_read_only_for_the_same_file() {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let path = std::env::temp_dir().join(format!("hl-snap-known-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        let data: Vec<u8> = (0..2 * 4096u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        drop(file);
+        let open = || std::fs::File::open(&path).unwrap();
+        let crc = crc32fast::hash(&data);
+        let load = |known| MemorySnapshot::from_file_known(open(), 0, 2 * 4096, crc, known);
+        let (_, id, read) = load(None).unwrap();
+        let id = id.expect("an unchanged file's identity is returned");
+        assert!(read);
+        assert_eq!(id.size, 2 * 4096);
+        // The same file: not read (the corrupt CRC below would be refused if it were).
+        let (_, again, read) =
+            MemorySnapshot::from_file_known(open(), 0, 2 * 4096, crc ^ 1, Some(id)).unwrap();
+        assert!(!read);
+        assert_eq!(again, Some(id));
+        // Another identity: read and checked.
+        let other = FileIdentity {
+            ino: id.ino ^ 1,
+            ..id
+        };
+        let (_, _, read) = load(Some(other)).unwrap();
+        assert!(read);
+        // Still refused when it is too short, remembered or not.
+        let short = MemorySnapshot::from_file_known(open(), 0, 3 * 4096, crc, Some(id));
+        assert!(short.unwrap_err().message.contains("truncated"));
+        // The bytes changed in place (same size, inode and device): the ctime moved, so the
+        // remembered identity no longer matches and the corruption is found.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let rw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        rw.write_all_at(&[0xee], 4096).unwrap();
+        drop(rw);
+        let changed = load(Some(id));
+        assert!(changed.unwrap_err().message.contains("corrupt"));
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -16,7 +16,7 @@ import { findLibrary, fixCommand } from "../artifacts.ts";
 // process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 11;
+export const CDYLIB_ABI_VERSION = 12;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {
@@ -100,6 +100,11 @@ export const symbols = {
     parameters: ["buffer", "u32", "u64", "u64", "u32", "buffer"],
     result: "i32",
   },
+  /** `int32_t hl_snapshot_map_file_known(const uint8_t *path, uint32_t path_len, uint64_t offset, uint64_t size, uint32_t crc, uint64_t identity[6], uint32_t *out_snap)` (v12) → 1 read, 0 not */
+  hl_snapshot_map_file_known: {
+    parameters: ["buffer", "u32", "u64", "u64", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
   /** `int32_t hl_global_stats(uint64_t out[4])` → ioctls, live VMs, snapshots, anonymous regions */
   hl_global_stats: { parameters: ["buffer"], result: "i32" },
   /** `int32_t hl_op(uint32_t op, uint64_t args[8])` (v10): the entry point numbered `op`, {@linkcode OPS} */
@@ -141,6 +146,7 @@ export const OPS = {
   hl_snapshot_map_file: 25,
   hl_global_stats: 26,
   hl_vm_memory_drop: 27,
+  hl_snapshot_map_file_known: 28,
 } as const satisfies Partial<Record<keyof typeof symbols, number>>;
 
 /**

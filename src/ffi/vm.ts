@@ -376,6 +376,40 @@ export class MemorySnapshotHandle {
     );
     return new MemorySnapshotHandle(lib, out[0]);
   }
+
+  /**
+   * A dense section of the file `path` mapped as {@linkcode fromFile} does with a null bitmap,
+   * but through `hl_snapshot_map_file_known` (C ABI 12): `identity` (6 words, in and out) is
+   * `[1, dev, ino, size, ctime_s, ctime_ns]` for a file whose pages an earlier load checked
+   * (then, if the open file still has that identity, they are not read again), else `[0, …]`.
+   * On return `identity` holds what to remember (`[0, …]`: nothing); `read` says whether the
+   * pages were read and their CRC-32 checked.
+   */
+  static fromFileKnown(
+    path: string,
+    offset: number,
+    size: number,
+    crc: number,
+    identity: BigUint64Array,
+    library?: string,
+  ): { handle: MemorySnapshotHandle; read: boolean } {
+    const lib = openLibrary(library);
+    const bytes = new TextEncoder().encode(path);
+    const out = new Uint32Array(1);
+    const status = check(
+      lib,
+      lib.hl_snapshot_map_file_known(
+        bytes,
+        bytes.length,
+        BigInt(offset),
+        BigInt(size),
+        crc,
+        identity,
+        out,
+      ),
+    );
+    return { handle: new MemorySnapshotHandle(lib, out[0]), read: status === 1 };
+  }
 }
 
 /** One micro-VM with one vCPU. Not thread-safe: one run at a time. */

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { preparePyRuntime, PyError, PySandbox } from "../../src/py/sandbox.ts";
+import { SandboxError } from "../../src/errors.ts";
 import { startSnapshotStats } from "../../src/start_snapshots.ts";
 import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { artifactCacheDir } from "../../src/wasm/compiler.ts";
@@ -465,5 +466,86 @@ moduleTest(
     // `fractions` is not imported by the setup: it is read from the stdlib zip now.
     const r = await py.run("import fractions\nprint(fractions.Fraction(1, 3) * 3)");
     assert.equal(r.stdout, "1\n");
+  },
+);
+
+/** The byte at `at` of `file`, flipped in place (the same inode and size). */
+function flipByte(file: string, at: number): void {
+  const f = Deno.openSync(file, { read: true, write: true });
+  try {
+    const b = new Uint8Array(1);
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.readSync(b);
+    b[0] ^= 0x5a;
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.writeSync(b);
+  } finally {
+    f.close();
+  }
+}
+
+/** A hit of `setup`, and how many code-image bytes it read and whether it skipped the read. */
+async function hitReads(setup: string): Promise<{ read: number; skipped: number }> {
+  const stats = startSnapshotStats();
+  await assertHit(setup);
+  const after = startSnapshotStats();
+  return {
+    read: after.codeImageBytesRead - stats.codeImageBytesRead,
+    skipped: after.codeImageChecksSkipped - stats.codeImageChecksSkipped,
+  };
+}
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: the code image's CRC-32 is read once per file; a changed file is checked again",
+  async () => {
+    const setup = uniqueSetup();
+    const file = await written(setup);
+    const memo = file.replace(/\.hlsnap$/, ".hlsnap.verified");
+    const { description } = await readSnapshotDescription(file);
+    const code = description.code!;
+    // The first load reads and checks the whole code image and remembers it; the next does not.
+    assert.deepEqual(await hitReads(setup), { read: code.size, skipped: 0 });
+    assert.ok(Deno.statSync(memo).isFile, "remembered beside the file");
+    assert.deepEqual(await hitReads(setup), { read: 0, skipped: 1 });
+    // Touched (its ctime moves): read and checked again, then remembered again.
+    Deno.utimeSync(file, new Date(), new Date());
+    assert.deepEqual(await hitReads(setup), { read: code.size, skipped: 0 });
+    assert.deepEqual(await hitReads(setup), { read: 0, skipped: 1 });
+    // Rewritten (another inode): read again.
+    Deno.copyFileSync(file, `${file}.copy`);
+    Deno.renameSync(`${file}.copy`, file);
+    assert.deepEqual(await hitReads(setup), { read: code.size, skipped: 0 });
+    // A code-image byte changed in place after it was remembered: the ctime moved, so it is read
+    // and the corruption refused (the file removed, rebuilt, and remembered anew).
+    flipByte(file, code.offset + code.size - 5000);
+    await assertRefusedAndRebuilt(setup, file);
+    // A memo that names another file's identity is ignored, and a corrupt image refused.
+    const rebuilt = await readSnapshotDescription(file);
+    Deno.writeTextFileSync(memo, "v1 1 2 3 4 5\n", { mode: 0o600 });
+    flipByte(file, rebuilt.description.code!.offset + 4096);
+    await assertRefusedAndRebuilt(setup, file);
+    await Deno.remove(file);
+    await Deno.remove(memo).catch(() => {});
+  },
+);
+
+moduleTest(
+  PYTHON_BUILT,
+  MISSING,
+  "py start snapshot: a remembered code image truncated under a live sandbox is an error, not a crash",
+  async () => {
+    const setup = uniqueSetup();
+    const file = await written(setup);
+    await hitReads(setup); // checked and remembered
+    const stats = startSnapshotStats();
+    await using py = await PySandbox.create({ setup });
+    assert.equal(startSnapshotStats().codeImageChecksSkipped, stats.codeImageChecksSkipped + 1);
+    const { description } = await readSnapshotDescription(file);
+    Deno.truncateSync(file, description.code!.offset); // the mapped code pages are gone
+    await assert.rejects(py.run("sum(range(1000))"), SandboxError);
+    await Deno.remove(file);
+    await Deno.remove(file.replace(/\.hlsnap$/, ".hlsnap.verified")).catch(() => {});
   },
 );

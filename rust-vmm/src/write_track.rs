@@ -154,6 +154,9 @@ mod tests {
         (memory, snap)
     }
 
+    // The slice is guest memory seen as the VM sees it: written through while `memory` also
+    // writes it (copy-back), as the VM and the host do; the tests run on one thread.
+    #[allow(clippy::mut_from_ref)]
     fn bytes(memory: &GuestMemory) -> &mut [u8] {
         // SAFETY: the mapping is `size` bytes long and owned by `memory`, which outlives the
         // borrow; tests touch it from one thread.

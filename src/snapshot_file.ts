@@ -753,10 +753,14 @@ export async function saveJsSnapshot(
   );
 }
 
-/** `JsSnapshot.load`. */
+/**
+ * `JsSnapshot.load`; `memo` (internal: the start-snapshot cache's) skips the code image's CRC-32
+ * read when an earlier load checked this very file, as {@linkcode loadWasmSnapshot}'s.
+ */
 export const loadJsSnapshot = (function loadJsSnapshot(
   path: string,
   options: SnapshotLoadOptions = {},
+  memo?: CodeImageMemo,
 ): Promise<JsSnapshot> {
   return loadKind(path, "js", options, (native, v) => {
     const x = v as { wasm: unknown; key: unknown; hostFunctions: unknown };
@@ -771,5 +775,5 @@ export const loadJsSnapshot = (function loadJsSnapshot(
       key: x.key,
       hostFunctions: [...x.hostFunctions as string[]],
     });
-  });
+  }, memo);
 }).bind(undefined); // Eager: see the note after the imports.

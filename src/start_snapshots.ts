@@ -60,11 +60,12 @@ export interface StartSnapshotStats {
   /** Runtime base states written (`storePyStartSnapshot` with `base`), apart from `diskWrites`. */
   pyBaseWrites: number;
   /**
-   * Bytes of Python start files' code images read to check their CRC-32 (a load whose file was
-   * not remembered as checked: {@linkcode loadPyStartSnapshot}).
+   * Bytes of start files' code images (JavaScript's and Python's) read to check their CRC-32 (a
+   * load whose file was not remembered as checked: {@linkcode loadStartSnapshot},
+   * {@linkcode loadPyStartSnapshot}).
    */
   codeImageBytesRead: number;
-  /** Python start-file loads that skipped that read: this very file was checked before. */
+  /** Start-file loads that skipped that read: this very file was checked before. */
   codeImageChecksSkipped: number;
 }
 
@@ -277,8 +278,9 @@ export const MAX_PY_START_SNAPSHOT_BYTES = 2048 * 1024 * 1024;
  * {@linkcode MAX_START_SNAPSHOTS} files or {@linkcode MAX_START_SNAPSHOT_BYTES}, Python's
  * (`pystart-*.hlsnap`) beyond {@linkcode MAX_PY_START_SNAPSHOTS} or
  * {@linkcode MAX_PY_START_SNAPSHOT_BYTES}, module digests (`module-*.digest`) beyond
- * {@linkcode MAX_START_SNAPSHOTS}, and the memos of Python start files' code-image checks
- * (`pystart-*.hlsnap.verified`) beyond {@linkcode MAX_PY_START_SNAPSHOTS}.
+ * {@linkcode MAX_START_SNAPSHOTS}, and the memos of start files' code-image checks
+ * (`start-*.hlsnap.verified`, `pystart-*.hlsnap.verified`) beyond the same counts; a start file
+ * removed takes its memo with it.
  */
 export function evictOldest(
   dir: string,
@@ -291,6 +293,7 @@ export function evictOldest(
       ["pystart-", ".hlsnap", maxPyBytes, MAX_PY_START_SNAPSHOTS],
       ["module-", ".digest", Infinity, MAX_START_SNAPSHOTS],
       ["pystart-", VERIFIED_SUFFIX, Infinity, MAX_PY_START_SNAPSHOTS],
+      ["start-", VERIFIED_SUFFIX, Infinity, MAX_START_SNAPSHOTS],
     ] as const
   ) {
     const files: { path: string; mtime: number; size: number }[] = [];
@@ -314,8 +317,10 @@ export function evictOldest(
       if (i === 0 || (i < count && total <= bytes)) return;
       try {
         Deno.removeSync(f.path);
+        if (suffix === ".hlsnap") Deno.removeSync(memoOf(f.path));
       } catch {
-        // Removed meanwhile, or not ours to remove: the next store tries again.
+        // Removed meanwhile (or never remembered), or not ours to remove: the next store tries
+        // again.
       }
     });
   }
@@ -327,16 +332,17 @@ const dirOf = (function dirOf(file: string): string {
 
 /**
  * A start file served a create: counted (a Python base state apart), and marked most recently
- * used (evictOldest).
+ * used (evictOldest) at most once an hour (setting the times moves the ctime, which forgets the
+ * file's remembered code-image check: rememberedCheck).
  */
-const countHit = (function countHit(file: string, base = false, keepCtime = false): void {
+const countHit = (function countHit(file: string, base = false): void {
   if (base) counters.pyBaseHits++;
   else counters.diskHits++;
   try {
     const now = new Date();
     // Setting the times sets the ctime too, which forgets the file's remembered code-image
-    // check (rememberedCheck): a Python start file's mtime is refreshed at most once an hour.
-    if (keepCtime && now.getTime() - (Deno.statSync(file).mtime?.getTime() ?? 0) < MTIME_STEP) {
+    // check (rememberedCheck): a start file's mtime is refreshed at most once an hour.
+    if (now.getTime() - (Deno.statSync(file).mtime?.getTime() ?? 0) < MTIME_STEP) {
       return;
     }
     Deno.utimeSync(file, now, now);
@@ -354,6 +360,7 @@ async function countFailure(file: string, e: unknown): Promise<void> {
   if (e instanceof SnapshotFormatError && e.reason !== "io") {
     counters.diskRefused++;
     await Deno.remove(file).catch(() => {});
+    await Deno.remove(memoOf(file)).catch(() => {});
   } else {
     counters.diskMisses++;
   }
@@ -371,7 +378,7 @@ export const loadStartSnapshot = (async function loadStartSnapshot(
   const file = await fileFor(key, engine);
   if (file === undefined || !await usable(dirOf(file), file)) return undefined;
   try {
-    const js = await loadJsSnapshot(file, { library });
+    const js = await checkedOnce(file, (memo) => loadJsSnapshot(file, { library }, memo));
     const state = jsStateOf(js, true);
     if (state.key !== key) {
       await state.wasm.dispose();
@@ -436,17 +443,10 @@ export async function loadPyStartSnapshot(
     if (typeof py !== "object" || py === null || py.key !== key) {
       throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
     }
-    const memo: CodeImageMemo = { identity: rememberedCheck(file), bytesRead: 0 };
-    const loaded = await loadWasmSnapshot(file, { library }, memo);
-    if (memo.bytesRead > 0) {
-      counters.codeImageBytesRead += memo.bytesRead;
-      rememberCheck(file, memo.identity);
-    } else if (memo.identity[0] === 1n) {
-      counters.codeImageChecksSkipped++;
-    }
+    const loaded = await checkedOnce(file, (memo) => loadWasmSnapshot(file, { library }, memo));
     // The same native snapshot, with the runtime's preopens (a file names none).
     const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
-    countHit(file, base, true);
+    countHit(file, base);
     return { wasm, extra: py.state };
   } catch (e) {
     await countFailure(file, e);
@@ -454,10 +454,36 @@ export async function loadPyStartSnapshot(
   }
 }
 
-/** The memo beside a Python start file that its code image's CRC-32 was checked. */
+/** The memo beside a start file that its code image's CRC-32 was checked. */
 const VERIFIED_SUFFIX = ".hlsnap.verified";
-/** A Python start file's mtime (its LRU mark) is refreshed at most this often (ms). */
+/** A start file's mtime (its LRU mark) is refreshed at most this often (ms). */
 const MTIME_STEP = 3600_000;
+
+/** The memo of the start file `file` (`….hlsnap`): `….hlsnap.verified`. */
+const memoOf = (function memoOf(file: string): string {
+  return file.slice(0, -".hlsnap".length) + VERIFIED_SUFFIX;
+}).bind(undefined); // Eager: see the note after the imports.
+
+/**
+ * `load(memo)` of the start file `file` (JavaScript's or Python's) with its code image's CRC-32
+ * read only if no earlier load checked this very file (rememberedCheck); a load that read it
+ * leaves the memo for the next (rememberCheck). Counted: `codeImageBytesRead`,
+ * `codeImageChecksSkipped`.
+ */
+const checkedOnce = (async function checkedOnce<T>(
+  file: string,
+  load: (memo: CodeImageMemo) => Promise<T>,
+): Promise<T> {
+  const memo: CodeImageMemo = { identity: rememberedCheck(file), bytesRead: 0 };
+  const loaded = await load(memo);
+  if (memo.bytesRead > 0) {
+    counters.codeImageBytesRead += memo.bytesRead;
+    rememberCheck(file, memo.identity);
+  } else if (memo.identity[0] === 1n) {
+    counters.codeImageChecksSkipped++;
+  }
+  return loaded;
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * The identity words (`CodeImageMemo`) of the start file `file` as an earlier process checked its
@@ -469,7 +495,7 @@ const MTIME_STEP = 3600_000;
  */
 const rememberedCheck = (function rememberedCheck(file: string): BigUint64Array {
   const words = new BigUint64Array(6);
-  const memo = file.slice(0, -".hlsnap".length) + VERIFIED_SUFFIX;
+  const memo = memoOf(file);
   try {
     const info = Deno.statSync(memo);
     if (!info.isFile || info.mode === null || (info.mode & 0o022) !== 0 || info.size > 256) {
@@ -492,7 +518,7 @@ const rememberedCheck = (function rememberedCheck(file: string): BigUint64Array 
  */
 function rememberCheck(file: string, identity: BigUint64Array): void {
   if (identity[0] !== 1n) return;
-  const memo = file.slice(0, -".hlsnap".length) + VERIFIED_SUFFIX;
+  const memo = memoOf(file);
   const tmp = `${memo}.${crypto.randomUUID()}.tmp`;
   try {
     Deno.writeTextFileSync(tmp, `v1 ${[...identity.subarray(1)].join(" ")}\n`, { mode: 0o600 });

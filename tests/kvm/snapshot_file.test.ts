@@ -322,3 +322,46 @@ jsTest("JsSandbox cold create: a new process starts from the start snapshot on d
   assert.deepEqual([third.diskHits, third.diskRefused, third.diskWrites], [0, 1, 1]);
   assert.deepEqual((await coldChild(cacheDir)).diskHits, 1);
 });
+
+/** A fresh process's hit of the start file: code-image bytes it read, checks it skipped. */
+async function coldReads(cacheDir: string): Promise<[number, number, number]> {
+  const r = await coldChild(cacheDir);
+  return [r.diskHits, r.codeImageBytesRead, r.codeImageChecksSkipped];
+}
+
+jsTest(
+  "JsSandbox cold create: the start file's code image is read for its CRC-32 once",
+  async () => {
+    const cacheDir = `${dir}/memo-cache`;
+    assert.equal((await coldChild(cacheDir)).diskWrites, 1);
+    const start = [...Deno.readDirSync(cacheDir)].map((e) => e.name)
+      .find((n) => n.startsWith("start-") && n.endsWith(".hlsnap"));
+    assert.ok(start);
+    const file = `${cacheDir}/${start}`;
+    const code = (await readSnapshotDescription(file)).description.code!;
+    assert.ok(code.size > 0);
+    // The first fresh load reads and checks the whole code image and leaves the memo; the next
+    // fresh process maps it unread.
+    assert.deepEqual(await coldReads(cacheDir), [1, code.size, 0]);
+    assert.equal((Deno.statSync(`${file}.verified`).mode ?? 0) & 0o022, 0);
+    assert.deepEqual(await coldReads(cacheDir), [1, 0, 1]);
+    assert.deepEqual(await coldReads(cacheDir), [1, 0, 1], "a hit keeps the file's ctime");
+    // Touched (its ctime moves): read and checked again, then remembered again.
+    Deno.utimeSync(file, new Date(), new Date());
+    assert.deepEqual(await coldReads(cacheDir), [1, code.size, 0]);
+    assert.deepEqual(await coldReads(cacheDir), [1, 0, 1]);
+    // A code-image byte changed in place after it was remembered: read again, refused, rebuilt.
+    const f = Deno.openSync(file, { read: true, write: true });
+    const at = code.offset + code.size - 5000;
+    const b = new Uint8Array(1);
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.readSync(b);
+    b[0] ^= 0x5a;
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.writeSync(b);
+    f.close();
+    const refused = await coldChild(cacheDir);
+    assert.deepEqual([refused.diskRefused, refused.diskWrites], [1, 1]);
+    assert.deepEqual(await coldReads(cacheDir), [1, code.size, 0]);
+  },
+);

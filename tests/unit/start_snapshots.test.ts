@@ -35,6 +35,30 @@ Deno.test("start snapshots on disk: the least recently used beyond the bound are
   }
 });
 
+Deno.test("start snapshots on disk: an evicted start file takes its code-image memo along", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "hl-start-memo-" });
+  try {
+    const n = MAX_START_SNAPSHOTS + 3;
+    const name = (i: number) => `start-${String(i).padStart(2, "0")}.hlsnap`;
+    for (let i = 0; i < n; i++) {
+      const path = `${dir}/${name(i)}`;
+      Deno.writeFileSync(path, new Uint8Array(1));
+      Deno.writeTextFileSync(`${path}.verified`, "v1 1 2 3 4 5\n");
+      const t = new Date(1_700_000_000_000 + i * 1000); // file i used at second i
+      Deno.utimeSync(path, t, t);
+      // The memos were written in the other order: the oldest file's memo is the newest.
+      const m = new Date(1_700_000_000_000 + (n - i) * 1000);
+      Deno.utimeSync(`${path}.verified`, m, m);
+    }
+    evictOldest(dir);
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    const kept = Array.from({ length: MAX_START_SNAPSHOTS }, (_, i) => name(i + 3));
+    assert.deepEqual(left, [...kept, ...kept.map((k) => `${k}.verified`)].sort());
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("start snapshots on disk: bounded in bytes too, the newest always kept", () => {
   const dir = Deno.makeTempDirSync({ prefix: "hl-start-bytes-" });
   try {

@@ -42,7 +42,9 @@ if (Deno.args[0] === "phases" || Deno.args[0] === "inproc") {
   }
   timed(proto, "run", "guestRuns");
   timed(MicroVm as unknown as Record<string, unknown>, "create", "vmSetup");
-  timed(MemorySnapshotHandle as unknown as Record<string, unknown>, "fromFile", "snapshotLoad");
+  for (const k of ["fromFile", "fromFileKnown"]) {
+    timed(MemorySnapshotHandle as unknown as Record<string, unknown>, k, "snapshotLoad");
+  }
 }
 const SOURCE = "function handler(req) { return { sum: req.a + req.b }; }";
 if (Deno.args[0] === "inproc") {

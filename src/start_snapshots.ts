@@ -378,7 +378,7 @@ export const loadStartSnapshot = (async function loadStartSnapshot(
   const file = await fileFor(key, engine);
   if (file === undefined || !await usable(dirOf(file), file)) return undefined;
   try {
-    const js = await checkedOnce(file, (memo) => loadJsSnapshot(file, { library }, memo));
+    const js = await checkedOnce(file, library, loadJsSnapshot);
     const state = jsStateOf(js, true);
     if (state.key !== key) {
       await state.wasm.dispose();
@@ -443,7 +443,7 @@ export async function loadPyStartSnapshot(
     if (typeof py !== "object" || py === null || py.key !== key) {
       throw new SnapshotFormatError("format", `${file} holds the start state of another key`);
     }
-    const loaded = await checkedOnce(file, (memo) => loadWasmSnapshot(file, { library }, memo));
+    const loaded = await checkedOnce(file, library, loadWasmSnapshot);
     // The same native snapshot, with the runtime's preopens (a file names none).
     const wasm = makeWasmSnapshot({ ...wasmStateOf(loaded, true), preopens: [...preopens] });
     countHit(file, base);
@@ -465,17 +465,19 @@ const memoOf = (function memoOf(file: string): string {
 }).bind(undefined); // Eager: see the note after the imports.
 
 /**
- * `load(memo)` of the start file `file` (JavaScript's or Python's) with its code image's CRC-32
- * read only if no earlier load checked this very file (rememberedCheck); a load that read it
- * leaves the memo for the next (rememberCheck). Counted: `codeImageBytesRead`,
- * `codeImageChecksSkipped`.
+ * `load` (`loadJsSnapshot` or `loadWasmSnapshot`) of the start file `file` with its code image's
+ * CRC-32 read only if no earlier load checked this very file (rememberedCheck); a load that read
+ * it leaves the memo for the next (rememberCheck). Counted: `codeImageBytesRead`,
+ * `codeImageChecksSkipped`. (No closure: each arrow would be one more function compiled lazily on
+ * a fresh create.)
  */
 const checkedOnce = (async function checkedOnce<T>(
   file: string,
-  load: (memo: CodeImageMemo) => Promise<T>,
+  library: string | undefined,
+  load: (path: string, options: { library?: string }, memo: CodeImageMemo) => Promise<T>,
 ): Promise<T> {
   const memo: CodeImageMemo = { identity: rememberedCheck(file), bytesRead: 0 };
-  const loaded = await load(memo);
+  const loaded = await load(file, { library }, memo);
   if (memo.bytesRead > 0) {
     counters.codeImageBytesRead += memo.bytesRead;
     rememberCheck(file, memo.identity);
@@ -504,7 +506,8 @@ const rememberedCheck = (function rememberedCheck(file: string): BigUint64Array 
     const m = /^v1( [0-9]{1,20}){5}\n$/.exec(Deno.readTextFileSync(memo));
     if (m === null) return words;
     const parts = m[0].trim().split(" ").slice(1).map(BigInt);
-    if (parts.some((p) => p > 0xffff_ffff_ffff_ffffn)) return words;
+    // A loop, not an arrow: this runs on a fresh JS create (docs/js.md "Eager compilation").
+    for (const p of parts) if (p > 0xffff_ffff_ffff_ffffn) return words;
     words.set([1n, ...parts]);
   } catch {
     // No memo: the code image is read and checked.

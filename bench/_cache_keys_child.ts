@@ -10,15 +10,18 @@
  *   does), then the same N timed on fib.
  *
  * Both use `WasmModuleCache.default` (what a create without a `cache` option uses), with its
- * default bounds or, as `wide`, bounds that hold 101 keys (`maxEntries: 128`: a host that serves
- * 100 keys would set them; the bounds are settable). A and B alternate in the same minutes, the
- * order swapped each round.
+ * default bounds, as `wide` with bounds that hold 101 keys' snapshots (`maxEntries: 128`: a host
+ * that serves 100 keys would set them; the bounds are settable), and as `wideVms` with room for two
+ * idle VMs of each key too (`maxIdleVms: 256`; B then keeps ~200 idle VMs alive). A and B
+ * alternate in the same minutes, the order swapped each round. Besides wall time: the process's
+ * CPU time (getrusage, all threads) per create, and per thread name.
  *
  *   deno run -A bench/_cache_keys_child.ts [rounds=4] [n=30]     (this row alone)
- *   deno run -A bench/_cache_keys_child.ts child A|B default|wide N   (one side, prints JSON)
+ *   deno run -A bench/_cache_keys_child.ts child A|B default|wide|wideVms N   (one side, prints JSON)
  *
  * bench/scale.bench.ts runs the row through {@linkcode freshVsUsed}.
  */
+import process from "node:process";
 import { teardownWait } from "../src/ffi/vm.ts";
 import { WasmModuleCache, WasmSandbox } from "../mod.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
@@ -27,6 +30,12 @@ import { fixtureBytes } from "../tests/wasm/fixtures.ts";
 interface Side {
   /** µs of each timed create + call + dispose. */
   times: number[];
+  /** µs of CPU time the process's threads ran during each (less swayed by others' load). */
+  cpu: number[];
+  /** µs of CPU per timed create after the first two, by thread name (last digits → `#`). */
+  byName: Record<string, number>;
+  /** Thread names before the timed loop. */
+  threads: number;
   /** Of the timed creates: misses, and hits that ran on a recycled VM. */
   misses: number;
   recycled: number;
@@ -37,10 +46,35 @@ interface Side {
   maps: number;
 }
 
-const WIDE = { maxEntries: 128 };
+/** Bounds by name: `wide` holds 101 keys' snapshots; `wideVms` also 2 idle VMs for each. */
+const BOUNDS: Record<string, { maxEntries?: number; maxIdleVms?: number }> = {
+  default: {},
+  wide: { maxEntries: 128 },
+  wideVms: { maxEntries: 128, maxIdleVms: 256 },
+};
+
+/** Each thread's name and the CPU time (ns) it has run, by thread id. */
+function cpuByThread(): Map<string, [string, number]> {
+  const out = new Map<string, [string, number]>();
+  for (const t of Deno.readDirSync("/proc/self/task")) {
+    try {
+      const name = Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim()
+        .replace(/[0-9]+$/, "#");
+      const ns = Number(Deno.readTextFileSync(`/proc/self/task/${t.name}/schedstat`).split(" ")[0]);
+      out.set(t.name, [name, ns]);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+/** CPU time (ns) of the whole process, all threads (getrusage: precise, unlike schedstat's). */
+function cpuNs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) * 1000;
+}
 
 async function child(side: string, bounds: string, n: number): Promise<Side> {
-  if (bounds === "wide") await WasmModuleCache.default.configure(WIDE);
+  await WasmModuleCache.default.configure(BOUNDS[bounds]);
   const fib = fixtureBytes("fib");
   const op = async () => {
     const w = await WasmSandbox.create({ module: fib });
@@ -63,15 +97,28 @@ async function child(side: string, bounds: string, n: number): Promise<Side> {
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
   const maps = Deno.readTextFileSync("/proc/self/maps").split("\n").filter(Boolean).length;
   const times: number[] = [];
+  const cpu: number[] = [];
+  let byThread0 = cpuByThread();
   for (let i = 0; i < n; i++) {
+    const c0 = cpuNs();
     const t0 = performance.now();
     await op();
     times.push((performance.now() - t0) * 1000);
+    cpu.push((cpuNs() - c0) / 1000);
+    if (i === 1) byThread0 = cpuByThread(); // per thread: the creates after the first two
   }
   const after = WasmModuleCache.default.stats();
+  const byName: Record<string, number> = {};
+  for (const [tid, [name, ns]] of cpuByThread()) {
+    const d = (ns - (byThread0.get(tid)?.[1] ?? 0)) / 1000 / (n - 2);
+    byName[name] = Math.round((byName[name] ?? 0) + d);
+  }
   await WasmModuleCache.default.clear();
   return {
     times,
+    cpu,
+    byName,
+    threads: byThread0.size,
     misses: after.misses - before.misses,
     recycled: after.recycledHits - before.recycledHits,
     entries: before.entries,
@@ -102,7 +149,7 @@ async function run(side: string, bounds: string, n: number): Promise<Side> {
  * and the median of the per-round ratios, the misses and recycled hits among the timed creates.
  */
 export async function freshVsUsed(rounds = 4, n = 30): Promise<void> {
-  for (const bounds of ["default", "wide"]) {
+  for (const bounds of Object.keys(BOUNDS)) {
     const a: Side[] = [];
     const b: Side[] = [];
     for (let r = 0; r < rounds; r++) {
@@ -115,16 +162,25 @@ export async function freshVsUsed(rounds = 4, n = 30): Promise<void> {
       }
     }
     const ms = (s: Side) => (median(s.times) / 1000).toFixed(3);
+    const threads = (x: Side[]) =>
+      [...new Set(x.flatMap((s) => Object.keys(s.byName)))]
+        .map((k) => [k, median(x.map((s) => s.byName[k] ?? 0))] as const)
+        .filter(([, v]) => v >= 5).sort((p, q) => q[1] - p[1])
+        .map(([k, v]) => `${k} ${v}`).join(", ");
+    const cpu = (x: Side[]) => (median(x.flatMap((s) => s.cpu)) / 1000).toFixed(3);
     const pooledA = median(a.flatMap((s) => s.times));
     const pooledB = median(b.flatMap((s) => s.times));
     const perRound = a.map((s, i) => median(b[i].times) / median(s.times));
-    const label = bounds === "wide" ? `maxEntries ${WIDE.maxEntries}` : "default bounds";
+    const label = bounds === "default" ? "default bounds" : JSON.stringify(BOUNDS[bounds]);
     console.log(
       `cached Wasm create + call + dispose, fresh process (A) vs after 100 other keys in the ` +
         `process (B), ${label}, ${rounds} rounds × ${n} each side: A ${
           (pooledA / 1000).toFixed(3)
         } ms, B ${(pooledB / 1000).toFixed(3)} ms p50 → ${(pooledB / pooledA).toFixed(2)}× ` +
-        `(goal ≤ 1.3×; median of per-round ratios ${median(perRound).toFixed(2)}×)\n` +
+        `(goal ≤ 1.3×; median of per-round ratios ${median(perRound).toFixed(2)}×); ` +
+        `CPU time of the process's threads p50 A ${cpu(a)} ms, B ${cpu(b)} ms → ${
+          (median(b.flatMap((s) => s.cpu)) / median(a.flatMap((s) => s.cpu))).toFixed(2)
+        }×\n` +
         `  per round p50 A/B ms: ${a.map((s, i) => `${ms(s)}/${ms(b[i])}`).join(", ")}\n` +
         `  timed creates of B: misses ${b.map((s) => s.misses).join(",")}, on a recycled VM ` +
         `${b.map((s) => s.recycled).join(",")} of ${n} (A: ${
@@ -137,7 +193,9 @@ export async function freshVsUsed(rounds = 4, n = 30): Promise<void> {
           median(a.map((s) => s.rssKb))
         } kB, B ${median(b.map((s) => s.rssKb))} kB; mappings A ${
           median(a.map((s) => s.maps))
-        }, B ${median(b.map((s) => s.maps))}`,
+        }, B ${median(b.map((s) => s.maps))}\n` +
+        `  CPU µs per create (after the first two) by thread, p50 over rounds: A ${threads(a)}; ` +
+        `B ${threads(b)}`,
     );
   }
 }

@@ -1397,8 +1397,9 @@ pub(crate) fn uffd_and_async() -> Option<(&'static OwnedFd, bool)> {
 /// register it; pages it write-protects (`write_track`) are in asynchronous mode, which the
 /// kernel resolves itself, so no fault ever reaches the userfaultfd and
 /// nothing else changes. Best effort: `false` where the kernel refuses (older kernels, no
-/// userfaultfd, a snapshot mapped from a file on a disk file system: not shmem); the caller then
-/// populates every data page, as the faults would map them anyway.
+/// userfaultfd; a snapshot mapped from a file on a disk file system where the userfaultfd lacks
+/// asynchronous write-protect, which lets Linux accept a write-protect-only registration on any
+/// memory type); the caller then populates every data page, as the faults would map them anyway.
 fn fault_around_off(ptr: *mut u8, size: u64) -> bool {
     let Some(fd) = uffd() else { return false };
     // `struct uffdio_register`: range { start, len }, mode, ioctls (out).

@@ -7,10 +7,10 @@
  *
  *   deno run -A bench/_wasi_requests.ts [wasmtime|wasmi]
  */
-import { type WasmEngine, WasmSandbox } from "../mod.ts";
+import type { WasmEngine } from "../mod.ts";
 import { Op, WasiRuntime } from "../src/wasm/wasi.ts";
 import { fixtureBytes } from "../tests/wasm/fixtures.ts";
-import { BENCH_WORKLOADS, makeDir, takeDir } from "../tests/wasm/codebases/workloads.ts";
+import { BENCH_WORKLOADS, runCountingExits } from "../tests/wasm/codebases/workloads.ts";
 
 const engine = (Deno.args[0] ?? "wasmtime") as WasmEngine;
 const names = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -50,29 +50,10 @@ WasiRuntime.prototype.io = function (op: number, bytes: Uint8Array) {
 
 for (const w of BENCH_WORKLOADS.filter((w) => w.dir || w.stdin)) {
   counts.clear();
-  const dir = w.dir && makeDir(w.dir.files);
-  try {
-    await using sandbox = await WasmSandbox.create({
-      module: fixtureBytes(w.module),
-      engine,
-      cache: false,
-      wasi: {
-        args: w.args,
-        stdout: () => {},
-        stderr: () => {},
-        ...(w.stdin ? { stdin: w.stdin } : {}),
-        ...(w.dir && dir
-          ? { preopens: { [w.dir.guest]: { path: dir, writable: w.dir.writable } } }
-          : {}),
-      },
-    });
-    const before = sandbox.stats().exits;
-    await sandbox.runWasi();
-    const exits = sandbox.stats().exits - before;
+  {
+    const { exits } = await runCountingExits(w, fixtureBytes(w.module), engine);
     const requests = [...counts].filter(([k]) => !k.startsWith(" ")).reduce((a, [, n]) => a + n, 0);
     console.log(`${w.name} (${engine}): ${exits} VM exits, ${requests} wasi_io requests`);
     for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1])) console.log(`  ${k}: ${n}`);
-  } finally {
-    if (dir) takeDir(dir);
   }
 }

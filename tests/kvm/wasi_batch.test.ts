@@ -13,7 +13,12 @@ import { WASI } from "node:wasi";
 import fs from "node:fs";
 import { type WasmEngine, WasmSandbox } from "../../mod.ts";
 import { fixture, fixtureBytes } from "../wasm/fixtures.ts";
-import { BENCH_WORKLOADS, makeDir, takeDir } from "../wasm/codebases/workloads.ts";
+import {
+  BENCH_WORKLOADS,
+  makeDir,
+  runCountingExits,
+  takeDir,
+} from "../wasm/codebases/workloads.ts";
 import { engineTest, WASM_ENGINES } from "./_kvm.ts";
 
 const decoder = new TextDecoder();
@@ -114,29 +119,9 @@ for (const engine of WASM_ENGINES) {
  */
 async function runExits(name: string, engine: WasmEngine): Promise<number> {
   const w = BENCH_WORKLOADS.find((w) => w.name === name)!;
-  const dir = w.dir && makeDir(w.dir.files);
-  try {
-    await using sandbox = await WasmSandbox.create({
-      module: fixtureBytes(w.module),
-      engine,
-      cache: false,
-      wasi: {
-        args: w.args,
-        stdout: () => {},
-        stderr: () => {},
-        ...(w.stdin ? { stdin: w.stdin } : {}),
-        ...(w.dir && dir
-          ? { preopens: { [w.dir.guest]: { path: dir, writable: w.dir.writable } } }
-          : {}),
-      },
-    });
-    const before = sandbox.stats().exits;
-    const { exitCode } = await sandbox.runWasi();
-    assert.equal(exitCode, w.exitCode);
-    return sandbox.stats().exits - before;
-  } finally {
-    if (dir) takeDir(dir);
-  }
+  const { exitCode, exits } = await runCountingExits(w, fixtureBytes(w.module), engine);
+  assert.equal(exitCode, w.exitCode);
+  return exits;
 }
 
 for (const engine of WASM_ENGINES) {

@@ -266,6 +266,40 @@ export function takeDir(path: string): Record<string, Uint8Array> {
   return files;
 }
 
+/**
+ * Runs workload `w` once in a WasmSandbox made beforehand (`module`: its bytes; output dropped;
+ * its directory made and removed here), the run's exit code and
+ * its VM exits alone (its call, WASI requests, memory the guest maps), not the create's.
+ */
+export async function runCountingExits(
+  w: Workload,
+  module: Uint8Array,
+  engine: WasmEngine,
+): Promise<{ exitCode: number; exits: number }> {
+  const dir = w.dir && makeDir(w.dir.files);
+  try {
+    await using sandbox = await WasmSandbox.create({
+      module,
+      engine,
+      cache: false,
+      wasi: {
+        args: w.args,
+        stdout: () => {},
+        stderr: () => {},
+        ...(w.stdin ? { stdin: w.stdin } : {}),
+        ...(w.dir && dir
+          ? { preopens: { [w.dir.guest]: { path: dir, writable: w.dir.writable } } }
+          : {}),
+      },
+    });
+    const before = sandbox.stats().exits;
+    const { exitCode } = await sandbox.runWasi();
+    return { exitCode, exits: sandbox.stats().exits - before };
+  } finally {
+    if (dir) takeDir(dir);
+  }
+}
+
 /** Runs a WASI command in a new WasmSandbox; output is collected, not printed. */
 export async function runInSandbox(
   module: Uint8Array,

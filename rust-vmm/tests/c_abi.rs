@@ -652,7 +652,7 @@ fn op_call(code: u32, args: &[u64]) -> (i32, [u64; OP_WORDS]) {
 
 #[test]
 fn hl_op_refuses_what_it_cannot_dispatch() {
-    assert_eq!(hl_abi_version(), 11);
+    assert_eq!(hl_abi_version(), 12);
     // SAFETY: a null block is refused before it is read.
     assert_eq!(unsafe { hl_op(op::VM_DESTROY, std::ptr::null_mut()) }, -2);
     let mut message = [0u8; 256];
@@ -667,7 +667,10 @@ fn hl_op_refuses_what_it_cannot_dispatch() {
         "{}",
         last(&mut message)
     );
-    assert_eq!(op_call(op::VM_MEMORY_DROP + 1, &[]).0, -2);
+    assert_eq!(op_call(op::SNAPSHOT_MAP_FILE_KNOWN + 1, &[]).0, -2);
+    // The newest op with null pointers: refused, never read through.
+    assert_eq!(op_call(op::SNAPSHOT_MAP_FILE_KNOWN, &[]).0, -2);
+    assert!(last(&mut message).contains("unknown op"));
     // A 32-bit argument out of range is refused, not truncated to another handle.
     assert_eq!(op_call(op::VM_DESTROY, &[1 << 32]).0, -2);
     assert!(last(&mut message).contains("32 bits"));

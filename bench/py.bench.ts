@@ -18,6 +18,7 @@
  * Absolute times are this host's (2 shared, noisy cores, kvm_pvm); read the ratios.
  */
 import { WASI } from "node:wasi";
+import { childCreate, newOptionsRow } from "./_py_child.ts";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { PySandbox } from "../src/py/sandbox.ts";
 import { PySandboxPool } from "../src/py/pool.ts";
@@ -68,41 +69,6 @@ async function onV8(module: WebAssembly.Module, code: string): Promise<number> {
   return Number(out.trim());
 }
 
-/**
- * A child process's first create with `env` and `options` (JSON: setup, maxOutputBytes, ...):
- * its time in ms (the child times it) and whether it started from the runtime base state.
- */
-async function childCold(
-  env: Record<string, string>,
-  options: Record<string, unknown> = { setup: "import json" },
-): Promise<{ ms: number; base: boolean }> {
-  const code = `import { PySandbox } from ${
-    JSON.stringify(new URL("../src/py/sandbox.ts", import.meta.url).href)
-  };
-import { startSnapshotStats } from ${
-    JSON.stringify(new URL("../src/start_snapshots.ts", import.meta.url).href)
-  };
-const t = performance.now();
-const py = await PySandbox.create(${JSON.stringify(options)});
-const ms = performance.now() - t;
-console.log(JSON.stringify({ ms, base: startSnapshotStats().pyBaseHits === 1 }));
-await py.dispose();`;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--no-check", code],
-    env,
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  return JSON.parse(lines[lines.length - 1]);
-}
-
-/** A child's cold create of options never seen on this machine (goal ≤ 1 s), as text. */
-async function childNew(options: Record<string, unknown>): Promise<string> {
-  const r = await childCold({}, options);
-  return `${ms(r.ms)} (${r.base ? "from the runtime base state" : "artifact path"})`;
-}
-
 let t = performance.now();
 const first = await PySandbox.create({ setup: "import json" });
 const cold = performance.now() - t;
@@ -120,19 +86,10 @@ console.log(
       ? "from the runtime base state, then setup; start snapshot written"
       : "from the artifact; start snapshot written"
   }); cold create in a child without start snapshots (artifact from disk) ${
-    ms((await childCold({ HL_START_SNAPSHOTS: "0" })).ms)
+    ms((await childCreate({ HL_START_SNAPSHOTS: "0" }, { setup: "import json" })).ms)
   }; a second create in this process ${ms(warm)}`,
 );
-// Options never seen here: a new setup, and a seen setup with a new maxOutputBytes (which does
-// not change the start): both from the runtime base state once one was written.
-console.log(
-  `cold create in a child, new setup: ${await childNew({
-    setup: `x = 1  # ${crypto.randomUUID()}`,
-  })}; new options, setup "pass": ${await childNew({
-    setup: "pass",
-    maxOutputBytes: (64 << 20) + 1024 * Math.floor(Math.random() * 1e6),
-  })} — goal ≤ 1 s`,
-);
+console.log(await newOptionsRow({}));
 
 const run = await p50(() => first.run("print(1+1)"));
 console.log(`PySandbox.run("print(1+1)") p50 ${ms(run)} (restore to the setup state included)`);

@@ -17,6 +17,7 @@
  * Absolute times are this host's; read the ratio (both sides in the same run).
  */
 import { WASI } from "node:wasi";
+import { newOptionsRow } from "./_py_child.ts";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { PySandbox } from "../src/py/sandbox.ts";
 import { startSnapshotStats } from "../src/start_snapshots.ts";
@@ -76,32 +77,6 @@ async function onV8(code: string): Promise<number> {
   return Number(out[out.length - 1]);
 }
 
-/**
- * A child process's first create of the full runtime with options never seen on this machine: its
- * time (the child times it) and whether it started from the runtime base state (docs/python.md).
- */
-async function childNew(options: Record<string, unknown>): Promise<string> {
-  const code = `import { PySandbox } from ${
-    JSON.stringify(new URL("../src/py/sandbox.ts", import.meta.url).href)
-  };
-import { startSnapshotStats } from ${
-    JSON.stringify(new URL("../src/start_snapshots.ts", import.meta.url).href)
-  };
-const t = performance.now();
-const py = await PySandbox.create(${JSON.stringify({ runtime: "full", ...options })});
-const ms = performance.now() - t;
-console.log(JSON.stringify({ ms, base: startSnapshotStats().pyBaseHits === 1 }));
-await py.dispose();`;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--no-check", code],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  const r = JSON.parse(lines[lines.length - 1]);
-  return `${ms(r.ms)} (${r.base ? "from the runtime base state" : "artifact path"})`;
-}
-
 let t = performance.now();
 const py = await PySandbox.create({
   runtime: "full",
@@ -131,16 +106,7 @@ console.log(
       : "from the artifact (start snapshot written)"
   } (goal ≤ 1 s)`,
 );
-// Options never seen here: a new setup, and `pass` with a new maxOutputBytes (the start is the
-// same): from the runtime base state once one was written (setup.ts, or any earlier create).
-console.log(
-  `cold create in a child, new setup: ${await childNew({
-    setup: `x = 1  # ${crypto.randomUUID()}`,
-  })}; new options, setup "pass": ${await childNew({
-    setup: "pass",
-    maxOutputBytes: (64 << 20) + 1024 * Math.floor(Math.random() * 1e6),
-  })} (goal ≤ 1 s)`,
-);
+console.log(await newOptionsRow({ runtime: "full" }));
 console.log(
   `run("print(np.arange(10).sum())") p50 of ${RUNS}: ${ms(median(runs))} ` +
     `(min ${ms(Math.min(...runs))}; goal ≤ 10 ms)`,

@@ -14,6 +14,7 @@ import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { artifactCacheDir } from "../../src/wasm/compiler.ts";
 import { findCompiler } from "../../src/artifacts.ts";
 import { moduleTest, PYTHON_BUILT, PYTHON_FULL_BUILT } from "./_py.ts";
+import { flipByte } from "../unit/_snapshot_files.ts";
 
 const MISSING = "needs target/runtimes/python-3.12.wasm: bash tools/fetch_python.sh";
 const MISSING_FULL = "needs the full runtime: bash tools/fetch_python.sh --full";
@@ -468,21 +469,6 @@ moduleTest(
     assert.equal(r.stdout, "1\n");
   },
 );
-
-/** The byte at `at` of `file`, flipped in place (the same inode and size). */
-function flipByte(file: string, at: number): void {
-  const f = Deno.openSync(file, { read: true, write: true });
-  try {
-    const b = new Uint8Array(1);
-    f.seekSync(at, Deno.SeekMode.Start);
-    f.readSync(b);
-    b[0] ^= 0x5a;
-    f.seekSync(at, Deno.SeekMode.Start);
-    f.writeSync(b);
-  } finally {
-    f.close();
-  }
-}
 
 /** A hit of `setup`, and how many code-image bytes it read and whether it skipped the read. */
 async function hitReads(setup: string): Promise<{ read: number; skipped: number }> {

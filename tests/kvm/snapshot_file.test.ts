@@ -19,6 +19,7 @@ import { globalStats } from "../../src/ffi/vm.ts";
 import { readSnapshotDescription } from "../../src/snapshot_file.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { fixture } from "../wasm/fixtures.ts";
+import { flipByte } from "../unit/_snapshot_files.ts";
 import { QUICKJS_BUILT, QUICKJS_MODULE } from "./_js.ts";
 import { engineTest, guestMappingCount, kvmTest, openFdCount, WASM_ENGINES } from "./_kvm.ts";
 
@@ -351,15 +352,7 @@ jsTest(
     assert.deepEqual(await coldReads(cacheDir), [1, code.size, 0]);
     assert.deepEqual(await coldReads(cacheDir), [1, 0, 1]);
     // A code-image byte changed in place after it was remembered: read again, refused, rebuilt.
-    const f = Deno.openSync(file, { read: true, write: true });
-    const at = code.offset + code.size - 5000;
-    const b = new Uint8Array(1);
-    f.seekSync(at, Deno.SeekMode.Start);
-    f.readSync(b);
-    b[0] ^= 0x5a;
-    f.seekSync(at, Deno.SeekMode.Start);
-    f.writeSync(b);
-    f.close();
+    flipByte(file, code.offset + code.size - 5000);
     const refused = await coldChild(cacheDir);
     assert.deepEqual([refused.diskRefused, refused.diskWrites], [1, 1]);
     assert.deepEqual(await coldReads(cacheDir), [1, code.size, 0]);

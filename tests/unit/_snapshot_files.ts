@@ -1,5 +1,6 @@
 // Writes snapshot files around a given description, for the unit tests of the description's
-// checks (src/snapshot_file.ts): the header as the format defines it, the description, zero pages.
+// checks (src/snapshot_file.ts): the header as the format defines it, the description, zero pages;
+// and a byte flipped in a file in place, for the tests of the code-image check.
 import { ABI_VERSION } from "../../src/abi.ts";
 import { PACKAGE_VERSION } from "../../src/artifacts.ts";
 import { CDYLIB_ABI_VERSION } from "../../src/ffi/lib.ts";
@@ -40,4 +41,19 @@ export function snapshotFileWriter(
     Deno.writeFileSync(path, out);
     return path;
   };
+}
+
+/** The byte at `at` of `file`, flipped in place (the same inode and size). */
+export function flipByte(file: string, at: number): void {
+  const f = Deno.openSync(file, { read: true, write: true });
+  try {
+    const b = new Uint8Array(1);
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.readSync(b);
+    b[0] ^= 0x5a;
+    f.seekSync(at, Deno.SeekMode.Start);
+    f.writeSync(b);
+  } finally {
+    f.close();
+  }
 }

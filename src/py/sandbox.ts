@@ -29,7 +29,8 @@ import {
 import { checkTimeout } from "../options.ts";
 import { netFromOptions } from "../net/net.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
-import { codeImage, type CompileProgress } from "../wasm/compiler.ts";
+import type { CompileProgress } from "../wasm/compiler.ts";
+import { DEFAULT_ENGINE, engineNamed } from "../runtime/engine.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasiPreopen, WasmEngine, WasmImports } from "../wasm/types.ts";
 import { checkPreopens } from "../wasm/wasi_path.ts";
@@ -40,7 +41,7 @@ import {
   startSnapshotsOn,
   storePyStartSnapshot,
 } from "../start_snapshots.ts";
-import { findCompiler, PACKAGE_VERSION } from "../artifacts.ts";
+import { PACKAGE_VERSION } from "../artifacts.ts";
 import {
   DRIVER,
   DRIVER_BOOT,
@@ -842,7 +843,7 @@ interface StartKeys {
 /**
  * The start-snapshot keys of a create. The base key holds exactly what the state before `setup`
  * depends on: the library version, the runtime and its module's SHA-256 (and the stdlib zip's),
- * the engine and, for wasmtime, the compiler library's identity (`compilerIdentity`: a rebuilt
+ * the engine and, for wasmtime, the compiler library's identity (the engine's `compilerIdentity`: a rebuilt
  * compiler, e.g. a new `CONFIG_VERSION`, is a miss), `maxMemoryBytes` (the linear memory's
  * maximum, fixed at instantiation) and the guest heap's size (the VM's layout), the WASI
  * args/env/preopens of the runtime (fixed in the VM), the driver's entry text (its source is in
@@ -863,10 +864,10 @@ async function startKeysOf(
 ): Promise<StartKeys> {
   if (Object.keys(o.preopens ?? {}).length > 0) return {};
   if (!await pinnedKnown(runtime.pin)) await pinnedModule(runtime.pin);
-  const engine = o.engine ?? "wasmtime";
+  const engine = o.engine ?? DEFAULT_ENGINE;
   let compiler: string | null = null;
   try {
-    compiler = engine === "wasmtime" ? compilerIdentity() : null;
+    compiler = engineNamed(engine).compilerIdentity();
   } catch {
     return {}; // No compiler library: the cold path says what is missing.
   }
@@ -896,19 +897,6 @@ async function startKeysOf(
       ? undefined
       : JSON.stringify({ ...head, maxOutputBytes, ...tail, setup, lib }),
   };
-}
-
-/**
- * The identity of the Wasm compiler library (path, size, mtime, inode): a rebuilt one (another
- * wasmtime, other engine settings, a new `CONFIG_VERSION`) is another start-snapshot key. Stricter
- * than the engine hash and cheaper: the hash needs the library opened (12-47 ms measured here on a
- * cold create that otherwise takes ~100 ms); the runtime guest's identity is in the file name too
- * (src/start_snapshots.ts).
- */
-function compilerIdentity(): string {
-  const path = findCompiler();
-  const i = Deno.statSync(path);
-  return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}`;
 }
 
 /** The entry a start state's file records, checked against the runtime, or undefined. */
@@ -1130,10 +1118,17 @@ export class PySandbox implements AsyncDisposable {
     let wasm: WasmSandbox;
     try {
       const module = await pinnedModule(runtime.pin);
-      if (o.onProgress && (o.engine ?? "wasmtime") === "wasmtime") {
-        // The compile (or the cache hit) ahead of the create, which then finds the image in memory.
-        const image = await codeImage(module, false, o.library, initTimeoutMs, o.onProgress);
-        image.code.release();
+      if (o.onProgress) {
+        // The compile (or the cache hit) ahead of the create, which then finds the image in memory
+        // (no image: an engine that compiles nothing on the host).
+        const image = await engineNamed(o.engine ?? DEFAULT_ENGINE).codeImage(
+          module,
+          false,
+          o.library,
+          initTimeoutMs,
+          o.onProgress,
+        );
+        image?.code.release();
       }
       wire = Interp.wiring();
       wasm = await WasmSandbox.create({

@@ -11,8 +11,8 @@
  */
 
 import { ArgumentError } from "../errors.ts";
-import type { BuiltinGuestName } from "../artifacts.ts";
-import { type CodeImage, codeImage } from "../wasm/compiler.ts";
+import { type BuiltinGuestName, findCompiler } from "../artifacts.ts";
+import { type CodeImage, codeImage, type CompileProgress } from "../wasm/compiler.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 
 // Eager compilation (docs/js.md "Eager compilation"): the functions here written
@@ -48,7 +48,15 @@ export interface RuntimeEngine {
     fuel: boolean,
     library: string | undefined,
     timeoutMs: number,
+    onProgress?: (p: CompileProgress) => void,
   ): Promise<CodeImage | undefined>;
+  /**
+   * The identity of the host-side compiler behind `codeImage` (the compiler library's path, size,
+   * mtime and inode: a rebuilt one — another wasmtime, other settings, a new `CONFIG_VERSION` — is
+   * another start-snapshot key; cheaper than the engine hash, which needs the library opened), or
+   * null for an engine that compiles nothing on the host. Throws when the library is missing.
+   */
+  compilerIdentity(): string | null;
   /** The input area's size when the caller set none: room for what `load` is sent. */
   defaultInputSize(moduleBytes: number): number;
 }
@@ -67,6 +75,7 @@ export const wasmiEngine: RuntimeEngine = Object.freeze({
   // margin (86,000 measured, docs/js.md "Limits"); wasmi's own default is 1,000.
   defaultRecursionDepth: (heapSize: number) => Math.min(200_000, Math.floor(heapSize / 256)),
   codeImage: () => Promise.resolve(undefined),
+  compilerIdentity: () => null,
   defaultInputSize: (moduleBytes: number) => Math.max(4 * MIB, pageAlign(moduleBytes + 64 * 1024)),
 });
 
@@ -85,8 +94,18 @@ export const wasmtimeEngine: RuntimeEngine = Object.freeze({
   minStackSize: 1 * MIB,
   defaultStackSize: 16 * MIB,
   defaultRecursionDepth: () => 0,
-  codeImage: (bytes: Uint8Array, fuel: boolean, library: string | undefined, timeoutMs: number) =>
-    codeImage(bytes, fuel, library, timeoutMs),
+  codeImage: (
+    bytes: Uint8Array,
+    fuel: boolean,
+    library: string | undefined,
+    timeoutMs: number,
+    onProgress?: (p: CompileProgress) => void,
+  ) => codeImage(bytes, fuel, library, timeoutMs, onProgress),
+  compilerIdentity: () => {
+    const path = findCompiler();
+    const i = Deno.statSync(path);
+    return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}`;
+  },
   defaultInputSize: () => 4 * MIB,
 });
 

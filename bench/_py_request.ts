@@ -29,7 +29,7 @@ import { DRIVER, DRIVER_BOOT, DRIVER_ENV, REQUEST_HEADER } from "../src/py/drive
 const N = Number(Deno.env.get("N") ?? 300);
 const CODE = "print(1+1)";
 const MODULE = new URL("../target/runtimes/python-3.12.wasm", import.meta.url);
-/** wasi-libc's `_start` guard in the pinned build (src/py/sandbox.ts, CPYTHON.startedFlag). */
+/** wasi-libc's `_start` guard in the pinned build (src/py/runtimes.ts, CPYTHON.startedFlag). */
 const STARTED_FLAG = 4728656;
 const utf8 = new TextEncoder();
 

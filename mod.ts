@@ -48,6 +48,11 @@ export {
   SnapshotMismatchError,
 } from "./src/snapshot.ts";
 export {
+  StartSnapshotCache,
+  type StartSnapshotCacheOptions,
+  type StartSnapshotCacheStats,
+} from "./src/start_cache.ts";
+export {
   Pool,
   PoolExhaustedError,
   type PoolRunOptions,
@@ -82,7 +87,7 @@ export {
   StackOverflowError,
   TimeoutError,
 } from "./src/errors.ts";
-export { type HypervisorInfo, hypervisorInfo, teardownWait } from "./src/ffi/vm.ts";
+export { CPU_GRANT, type HypervisorInfo, hypervisorInfo, teardownWait } from "./src/ffi/vm.ts";
 export { type BuiltinGuests, guests } from "./src/artifacts.ts";
 export {
   hostFunction,

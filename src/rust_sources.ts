@@ -27,6 +27,7 @@ export const RUST_SOURCES: readonly string[] = [
   "guest/testguest/Cargo.toml",
   "guest/testguest/src/importguest.rs",
   "guest/testguest/src/main.rs",
+  "guest/testguest/src/startguest.rs",
   "guest/wasi/Cargo.toml",
   "guest/wasi/src/abi.rs",
   "guest/wasi/src/batch.rs",

@@ -58,9 +58,16 @@ import {
   sha256,
   type Snapshot,
   SnapshotMismatchError,
+  type SnapshotState,
   stateOf,
 } from "./snapshot.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
+import {
+  refuseKey,
+  type StartCacheCore,
+  startCacheFor,
+  type StartSnapshotCache,
+} from "./start_cache.ts";
 import { registerSandbox } from "./sandbox_internal.ts";
 import { type Deadline, deadlines } from "./deadlines.ts";
 import {
@@ -123,6 +130,14 @@ export interface SandboxOptions extends MemoryOptions {
   maxExitsPerCall?: number;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
+  /**
+   * Per-image start snapshots (default `true`: {@linkcode StartSnapshotCache.default}; or a cache
+   * of your own): the first create of an image and options runs the guest's start and snapshots
+   * it, later ones start from that snapshot instead of running the start again. A start that
+   * calls a host function or logs is never snapshotted. `false` runs the start on every create
+   * (so does `HL_START_SNAPSHOT=0` for the creates without this option).
+   */
+  startSnapshot?: boolean | StartSnapshotCache;
 }
 
 /**
@@ -359,6 +374,8 @@ export class Sandbox implements AsyncDisposable {
   #exchanges = 0;
   /** Whether a call has run on this VM (the first one spins longer: `FIRST_CALL_SPIN_NS`). */
   #called = false;
+  /** LOG and host-call exits so far: a start that made any is not snapshotted (start_cache.ts). */
+  #told = 0;
   #logsSkipped = 0;
   /** The call in progress's trace, when telemetry is on (its host calls are its children). */
   #trace: CallTrace | undefined;
@@ -541,6 +558,81 @@ export class Sandbox implements AsyncDisposable {
     const image = guestImages.get(bytes, guestImage);
     const elf = image.elf;
     const layout = computeLayout(elf, { ...options, codeSize: code?.size, wasmReservationSize });
+    // Per-image start snapshots (start_cache.ts): for the public cold path only.
+    const cache = link && !code && wasmReservationSize === 0
+      ? startCacheFor(options.startSnapshot)
+      : undefined;
+    if (cache) return Sandbox.#startCached(cache, options, hostFunctions, image, layout);
+    return Sandbox.#cold(options, hostFunctions, image, layout, code, link);
+  }
+
+  /**
+   * A cold create through a start-snapshot cache: from the key's start snapshot when there is
+   * one; else the start runs, and a start that told the host nothing is snapshotted for the next.
+   */
+  static async #startCached(
+    cache: StartCacheCore,
+    options: SandboxOptions,
+    hostFunctions: Map<string, HostFunction>,
+    image: GuestImage,
+    layout: MemoryLayout,
+  ): Promise<Sandbox> {
+    const guestId = await image.id();
+    const key = startKey(guestId, layout, hostFunctions, options.library);
+    let hit = await cache.snapshots.get(key);
+    // Another create of the key began its start meanwhile: wait for that one too.
+    while (!hit && cache.snapshots.has(key)) hit = await cache.snapshots.get(key);
+    if (hit) {
+      cache.stats.hits++;
+      return Sandbox.#fromState(stateOf(hit), hostFunctions, options);
+    }
+    cache.stats.starts++;
+    if (cache.refused.has(key)) return Sandbox.#cold(options, hostFunctions, image, layout);
+    return cache.snapshots.fill(key, async () => {
+      const sandbox = await Sandbox.#cold(options, hostFunctions, image, layout);
+      if (sandbox.#told > 0) {
+        refuseKey(cache, key);
+        return { value: sandbox, snapshot: undefined };
+      }
+      let snapshot: Snapshot | undefined;
+      try {
+        snapshot = sandbox.#startSnapshot(guestId);
+        cache.stats.taken++;
+      } catch {
+        // Not snapshotted (e.g. out of memory for the memfd): the sandbox itself is fine.
+      }
+      return { value: sandbox, snapshot };
+    });
+  }
+
+  /** The snapshot of a sandbox right after its start (what `snapshot()` would take then). */
+  #startSnapshot(guestId: string): Snapshot {
+    const vm = this.#vm!;
+    const vcpu = vm.getState();
+    const memory = vm.snapshotMemory();
+    return makeSnapshot({
+      memory,
+      vcpu,
+      layout: this.#layout,
+      code: undefined,
+      functions: new Map(this.#functions),
+      imports: this.#imports,
+      hostSignatures: hostSignatures(this.#hostFunctions),
+      guestId,
+      abiVersion: ABI_VERSION,
+    });
+  }
+
+  /** A new VM: memory filled by the host, then the guest's start. */
+  static async #cold(
+    options: SandboxOptions,
+    hostFunctions: Map<string, HostFunction>,
+    image: GuestImage,
+    layout: MemoryLayout,
+    code?: MemorySnapshotHandle,
+    link = true,
+  ): Promise<Sandbox> {
+    const elf = image.elf;
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox | undefined;
     try {
@@ -575,6 +667,15 @@ export class Sandbox implements AsyncDisposable {
     checkHostSignatures(state.hostSignatures, hostFunctions);
     checkTimeout(options.timeoutMs, "timeoutMs");
     checkSnapshotAbi(state.abiVersion);
+    return Sandbox.#fromState(state, hostFunctions, options);
+  }
+
+  /** A new VM on `state` (checked by the caller against `hostFunctions`). */
+  static #fromState(
+    state: SnapshotState,
+    hostFunctions: Map<string, HostFunction>,
+    options: Omit<SandboxOptions, "guest">,
+  ): Sandbox {
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox;
     try {
@@ -1158,7 +1259,7 @@ export class Sandbox implements AsyncDisposable {
       step: (kind) => {
         const trace = this.#trace;
         trace?.exit(kind);
-        return exitStep(
+        const s = exitStep(
           {
             vm: this.#liveVm(what),
             memory: this.#memory!,
@@ -1170,6 +1271,8 @@ export class Sandbox implements AsyncDisposable {
           kind,
           what,
         );
+        if (s.kind === "resume" || s.kind === "host_call") this.#told++;
+        return s;
       },
       hostCall: (name, args, isSync) => {
         const traced = this.#trace?.hostCall(name);
@@ -1225,6 +1328,21 @@ export class Sandbox implements AsyncDisposable {
     if (!vm) throw new SandboxDisposedError(`${what}: the sandbox was disposed during the call`);
     return vm;
   }
+}
+
+/**
+ * The start-snapshot key of a cold create (start_cache.ts): the image, the layout computed from
+ * it and the sizes, the host functions' names and types, the library.
+ */
+function startKey(
+  guestId: string,
+  layout: MemoryLayout,
+  hostFunctions: ReadonlyMap<string, HostFunction>,
+  library: string | undefined,
+): string {
+  const sigs = [...hostFunctions].map(([n, f]) => [n, f.params.join(","), f.result])
+    .sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+  return JSON.stringify([guestId, layout, sigs, library ?? ""]);
 }
 
 /** `(i32, f64) -> f64`. */

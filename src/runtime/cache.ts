@@ -12,6 +12,14 @@
 
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 
+/** What the cache keeps: a snapshot it may dispose (`WasmSnapshot`, or a native `Snapshot`). */
+export interface CachedSnapshot {
+  /** Whether it was disposed (a disposed entry is a miss). */
+  readonly disposed: boolean;
+  /** Releases it (on eviction and `clear`). */
+  dispose(): Promise<void>;
+}
+
 /**
  * A bounded LRU of snapshots by key.
  *
@@ -23,13 +31,34 @@ import type { WasmSnapshot } from "../wasm/snapshot.ts";
  * const value = hit ?? await cache.fill(key, async () => ({ value: await make(), snapshot }));
  * ```
  */
-export class SnapshotCache {
-  readonly #entries = new Map<string, Promise<WasmSnapshot | undefined>>();
-  readonly #max: number;
+export class SnapshotCache<S extends CachedSnapshot = WasmSnapshot> {
+  readonly #entries = new Map<string, Promise<S | undefined>>();
+  /** Sizes of the settled entries (`size`), for the byte bound. */
+  readonly #sizes = new Map<Promise<S | undefined>, number>();
+  #bytes = 0;
+  /** Bounds: entries and bytes (the native start-snapshot cache sets both; src/start_cache.ts). */
+  max: number;
+  maxBytes: number;
+  readonly #size: (s: S) => number;
 
-  /** Keeps at most `max` snapshots. */
-  constructor(max: number) {
-    this.#max = max;
+  /**
+   * Keeps at most `max` snapshots, and at most `maxBytes` of them by `size` (default: no byte
+   * bound), least recently used out.
+   */
+  constructor(max: number, maxBytes = Infinity, size: (s: S) => number = () => 0) {
+    this.max = max;
+    this.maxBytes = maxBytes;
+    this.#size = size;
+  }
+
+  /** Settled entries' total `size`. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Entries (snapshots and fills under way). */
+  get size(): number {
+    return this.#entries.size;
   }
 
   /**
@@ -42,14 +71,14 @@ export class SnapshotCache {
   }
 
   /** The live snapshot of `key`, waiting for a fill under way; undefined on a miss. */
-  async get(key: string): Promise<WasmSnapshot | undefined> {
+  async get(key: string): Promise<S | undefined> {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
     this.#entries.delete(key);
     this.#entries.set(key, entry); // most recently used last
     const snap = await entry;
     if (snap && !snap.disposed) return snap;
-    if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    this.#forget(key, entry);
     return undefined;
   }
 
@@ -59,16 +88,23 @@ export class SnapshotCache {
    */
   async fill<T>(
     key: string,
-    make: () => Promise<{ value: T; snapshot: WasmSnapshot | undefined }>,
+    make: () => Promise<{ value: T; snapshot: S | undefined }>,
   ): Promise<T> {
-    let settle!: (s: WasmSnapshot | undefined) => void;
-    const entry = new Promise<WasmSnapshot | undefined>((r) => settle = r);
+    let settle!: (s: S | undefined) => void;
+    const entry = new Promise<S | undefined>((r) => settle = r);
     this.#entries.set(key, entry);
     try {
       const { value, snapshot } = await make();
       settle(snapshot);
       if (!snapshot) this.#forget(key, entry);
-      else await this.#evict();
+      else {
+        if (this.#entries.get(key) === entry) {
+          const n = this.#size(snapshot);
+          this.#sizes.set(entry, n);
+          this.#bytes += n;
+        }
+        await this.evict();
+      }
       return value;
     } catch (e) {
       settle(undefined);
@@ -77,14 +113,26 @@ export class SnapshotCache {
     }
   }
 
-  #forget(key: string, entry: Promise<WasmSnapshot | undefined>): void {
-    if (this.#entries.get(key) === entry) this.#entries.delete(key);
+  #forget(key: string, entry: Promise<S | undefined>): void {
+    if (this.#entries.get(key) === entry) {
+      this.#entries.delete(key);
+      this.#unsize(entry);
+    }
   }
 
-  async #evict(): Promise<void> {
-    while (this.#entries.size > this.#max) {
+  #unsize(entry: Promise<S | undefined>): void {
+    this.#bytes -= this.#sizes.get(entry) ?? 0;
+    this.#sizes.delete(entry);
+  }
+
+  /** Releases the least recently used entries beyond the bounds. */
+  async evict(): Promise<void> {
+    while (
+      this.#entries.size > this.max || (this.#bytes > this.maxBytes && this.#entries.size > 0)
+    ) {
       const [key, entry] = this.#entries.entries().next().value!;
       this.#entries.delete(key);
+      this.#unsize(entry);
       await (await entry)?.dispose();
     }
   }
@@ -93,6 +141,8 @@ export class SnapshotCache {
   async clear(): Promise<void> {
     const all = [...this.#entries.values()];
     this.#entries.clear();
+    this.#sizes.clear();
+    this.#bytes = 0;
     for (const e of all) await (await e)?.dispose();
   }
 }

@@ -64,7 +64,7 @@ pub use peb::{buffer_sizes, set_wasm_trap_entry, wasm_reservation};
 pub mod __private {
     pub use crate::function::validate_table;
     pub use crate::host::{undeclared, validate_imports};
-    pub use crate::rt::start;
+    pub use crate::rt::{start, start_with};
     pub use alloc::format;
 }
 

@@ -21,9 +21,22 @@ pub fn start(
     table: &'static [GuestFunction],
     imports: Option<&'static [HostImport]>,
 ) -> ! {
+    start_with(peb_addr, table, imports, || {})
+}
+
+/// [`start`] with `hook` run once the heap and buffers are set up, before the function table is
+/// written: a start that logs or calls the host (the host's per-image start snapshots must not
+/// keep such a start; tests/kvm/start_snapshot.test.ts runs one, `startguest`).
+pub fn start_with(
+    peb_addr: u64,
+    table: &'static [GuestFunction],
+    imports: Option<&'static [HostImport]>,
+    hook: fn(),
+) -> ! {
     let layout = peb::init(peb_addr);
     crate::heap::init(layout.heap.addr, layout.heap.size);
     peb::write_guest_abi_version();
+    hook();
 
     let sigs = table.iter().map(|f| FunctionSig {
         name: f.name,

@@ -19,6 +19,9 @@ pub struct Capabilities {
     /// A fingerprint of the CPU features the guest sees (FNV-1a over the filtered CPUID's vendor,
     /// feature and XSAVE leaves): snapshot files record it and refuse another (version 9).
     pub cpu_features: u64,
+    /// What the VM grants beyond SSE (`hl_hypervisor_info`'s `out[7]`, version 13): bit 0 the
+    /// AVX state (CR4.OSXSAVE, XCR0 = x87|SSE|AVX), then AVX, AVX2, FMA, BMI1, BMI2, LZCNT.
+    pub granted_features: u64,
 }
 
 /// Kinds of exit reported to the caller. Values are part of the C ABI (`docs/cdylib-abi.md`).

@@ -26,7 +26,7 @@ use backend::{ExitInfo, Regs, VcpuConfig, VCPU_CONFIG_WORDS};
 use error::{Code, Error, Result};
 
 /// Version of this C ABI; `ffi/lib.ts` refuses a library with another.
-pub const CDYLIB_ABI_VERSION: u32 = 12;
+pub const CDYLIB_ABI_VERSION: u32 = 13;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -114,7 +114,9 @@ pub unsafe extern "C" fn hl_last_error(vm: u32, buf: *mut u8, cap: u32) -> i32 {
 }
 
 /// `int32_t hl_hypervisor_info(uint64_t out[8])`: api version, immediate exit, read-only memory,
-/// dirty logging, memory slots, max vCPUs, the CPU features fingerprint (version 9; was 0), 0.
+/// dirty logging, memory slots, max vCPUs, the CPU features fingerprint (version 9; was 0), what
+/// the VM grants beyond SSE (version 13; was 0): bit 0 the AVX state (CR4.OSXSAVE, XCR0 =
+/// x87|SSE|AVX), bits 1-6 AVX, AVX2, FMA, BMI1, BMI2, LZCNT (docs/cdylib-abi.md).
 ///
 /// # Safety
 /// Pointer arguments must be null or valid for the sizes stated above.
@@ -131,7 +133,7 @@ pub unsafe extern "C" fn hl_hypervisor_info(out: *mut u64) -> i32 {
             c.max_memory_slots,
             c.max_vcpus,
             c.cpu_features,
-            0,
+            c.granted_features,
         ];
         // SAFETY: the caller gives 8 writable u64 at `out`.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out, values.len()) };

@@ -90,6 +90,50 @@ fn reports_port_io_and_runs_at_cpl_3() {
     assert_eq!(hl_vcpu_start(vm), -1);
 }
 
+/// `hl_hypervisor_info`'s `out[7]` (version 13): what the VM grants beyond SSE. A new vCPU has
+/// CR4.OSXSAVE exactly where the AVX state is granted, and there the guest's `xgetbv` reads x87,
+/// SSE and AVX enabled and an AVX instruction runs. Where the grant is absent (no AVX in the CPU,
+/// no XCRs in KVM, `HL_VCPU_AVX=0`) the SSE-only setup is checked instead.
+#[test]
+fn the_avx_grant_is_reported_and_set_up() {
+    require_kvm!();
+    let mut info = [0u64; 8];
+    // SAFETY: 8 writable u64.
+    assert_eq!(unsafe { hl_hypervisor_info(info.as_mut_ptr()) }, 0);
+    let granted = info[7];
+    assert_eq!(granted & !0x7f, 0, "{granted:#x}: bits 0-6 only");
+    let avx = granted & 1 != 0;
+    assert_eq!(
+        avx,
+        granted & 2 != 0,
+        "AVX with the AVX state, and only with it"
+    );
+    if !avx {
+        assert_eq!(granted & 0b1100, 0, "AVX2 and FMA need the AVX state");
+    }
+    // xor ecx, ecx; xgetbv; out 0x42, al; vxorps ymm0, ymm0, ymm0; mov al, 9; out 0x42, al
+    let vm = guest(&[
+        0x31, 0xc9, 0x0f, 0x01, 0xd0, 0xe6, 0x42, 0xc5, 0xfc, 0x57, 0xc0, 0xb0, 0x09, 0xe6, 0x42,
+    ]);
+    let mut special = [0u64; 8];
+    // SAFETY: 8 writable u64.
+    let rc = unsafe { hl_vcpu_get_special_regs(vm, special.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    assert_eq!(special[3] & (1 << 18) != 0, avx, "CR4.OSXSAVE");
+    if avx {
+        assert_eq!(hl_vcpu_begin_call(vm), 0);
+        assert_eq!(hl_vcpu_run(vm, 0), 1, "{}", last_error(vm));
+        // SAFETY: the exit record is valid until destroy.
+        let xcr0 = unsafe { (*hl_vcpu_exit_ptr(vm)).data[0] };
+        assert_eq!(xcr0 & 0b111, 0b111, "XCR0 {xcr0:#x}");
+        assert_eq!(hl_vcpu_run(vm, 0), 1, "the AVX instruction ran");
+        // SAFETY: as above.
+        let marker = unsafe { (*hl_vcpu_exit_ptr(vm)).data[0] };
+        assert_eq!(marker, 9);
+    }
+    assert_eq!(hl_vm_destroy(vm), 0);
+}
+
 #[test]
 fn interrupt_from_another_thread_stops_a_spinning_guest() {
     require_kvm!();
@@ -652,7 +696,7 @@ fn op_call(code: u32, args: &[u64]) -> (i32, [u64; OP_WORDS]) {
 
 #[test]
 fn hl_op_refuses_what_it_cannot_dispatch() {
-    assert_eq!(hl_abi_version(), 12);
+    assert_eq!(hl_abi_version(), 13);
     // SAFETY: a null block is refused before it is read.
     assert_eq!(unsafe { hl_op(op::VM_DESTROY, std::ptr::null_mut()) }, -2);
     let mut message = [0u8; 256];

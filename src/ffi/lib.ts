@@ -16,7 +16,7 @@ import { findLibrary, fixCommand } from "../artifacts.ts";
 // process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
 
 /** Version of the C ABI this table describes (`hl_abi_version()` must return it). */
-export const CDYLIB_ABI_VERSION = 12;
+export const CDYLIB_ABI_VERSION = 13;
 
 /** The symbol table, typed for `Deno.dlopen`. */
 export const symbols = {

@@ -9,6 +9,13 @@
 import { check, openLibrary, type Symbols } from "./lib.ts";
 import { SandboxDisposedError } from "../errors.ts";
 
+// Eager compilation (docs/js.md): V8 compiles a class's methods lazily, on their first call, in
+// every new process (Deno's code cache holds only what was compiled with the module). The bodies
+// of the methods a cold create + first call runs are therefore parenthesised function expressions
+// kept by `.bind(undefined)` (Deno's emit drops redundant parentheses), which V8 compiles with the
+// module: module-level ones, or static private fields where the body reads `#private` fields (a
+// function written inside the class body may); the method delegates with `this` as an argument.
+
 /** Exit kinds reported by a run (the cdylib's `ExitKind`). */
 export const ExitKind = {
   IoOut: 1,
@@ -70,7 +77,40 @@ export interface HypervisorInfo {
    * record it and a host with another refuses them (docs/snapshot-format.md).
    */
   cpuFeatures: string;
+  /**
+   * What the VM grants beyond SSE (C ABI 13; {@linkcode CPU_GRANT}): the AVX state (CR4.OSXSAVE,
+   * XCR0 = x87|SSE|AVX) where the CPU and KVM have it and `HL_VCPU_AVX` is not `0`, then AVX, AVX2
+   * and FMA (only with the AVX state), BMI1, BMI2 and LZCNT as the guest's CPUID has them.
+   */
+  grantedFeatures: number;
 }
+
+/**
+ * The bits of {@linkcode HypervisorInfo.grantedFeatures} (docs/cdylib-abi.md, `hl_hypervisor_info`);
+ * bits 1-6 are also the Wasm compiler library's feature flags.
+ *
+ * @example
+ * ```ts
+ * import { CPU_GRANT, hypervisorInfo } from "@hl/sandbox";
+ * const avx = (hypervisorInfo().grantedFeatures & CPU_GRANT.AVX_STATE) !== 0;
+ * ```
+ */
+export const CPU_GRANT = {
+  /** The VM enables the AVX state: CR4.OSXSAVE and XCR0 = x87|SSE|AVX. */
+  AVX_STATE: 1,
+  /** AVX (granted only with the AVX state). */
+  AVX: 1 << 1,
+  /** AVX2 (granted only with the AVX state). */
+  AVX2: 1 << 2,
+  /** FMA (granted only with the AVX state). */
+  FMA: 1 << 3,
+  /** BMI1. */
+  BMI1: 1 << 4,
+  /** BMI2. */
+  BMI2: 1 << 5,
+  /** LZCNT. */
+  LZCNT: 1 << 6,
+} as const;
 
 /** Counters of one VM. */
 export interface VmStats {
@@ -208,6 +248,7 @@ export function hypervisorInfo(library?: string): HypervisorInfo {
     maxMemorySlots: Number(out[4]),
     maxVcpus: Number(out[5]),
     cpuFeatures: out[6].toString(16).padStart(16, "0"),
+    grantedFeatures: Number(out[7] & 0x7fn),
   };
 }
 
@@ -353,28 +394,7 @@ export class MemorySnapshotHandle {
     crc: number,
     library?: string,
   ): MemorySnapshotHandle {
-    const lib = openLibrary(library);
-    const bytes = new TextEncoder().encode(path);
-    const out = new Uint32Array(1);
-    // The cdylib reads u64 words: copied into an array that is 8-byte aligned whatever `bitmap` is.
-    const words = new BigUint64Array(Math.ceil((bitmap?.length ?? 0) / 8));
-    if (bitmap) new Uint8Array(words.buffer).set(bitmap);
-    check(
-      lib,
-      bitmap === null
-        ? lib.hl_snapshot_map_file(bytes, bytes.length, BigInt(offset), BigInt(size), crc, out)
-        : lib.hl_snapshot_load_pages(
-          bytes,
-          bytes.length,
-          BigInt(offset),
-          BigInt(size),
-          words,
-          BigInt(words.length),
-          crc,
-          out,
-        ),
-    );
-    return new MemorySnapshotHandle(lib, out[0]);
+    return loadFileSection(path, offset, size, bitmap, crc, library);
   }
 
   /**
@@ -393,24 +413,69 @@ export class MemorySnapshotHandle {
     identity: BigUint64Array,
     library?: string,
   ): { handle: MemorySnapshotHandle; read: boolean } {
-    const lib = openLibrary(library);
-    const bytes = new TextEncoder().encode(path);
-    const out = new Uint32Array(1);
-    const status = check(
-      lib,
-      lib.hl_snapshot_map_file_known(
+    return mapKnownFileSection(path, offset, size, crc, identity, library);
+  }
+}
+
+/** {@linkcode MemorySnapshotHandle.fromFile}'s body (compiled with the module). */
+const loadFileSection = (function loadFileSection(
+  path: string,
+  offset: number,
+  size: number,
+  bitmap: Uint8Array | null,
+  crc: number,
+  library?: string,
+): MemorySnapshotHandle {
+  const lib = openLibrary(library);
+  const bytes = new TextEncoder().encode(path);
+  const out = new Uint32Array(1);
+  // The cdylib reads u64 words: copied into an array that is 8-byte aligned whatever `bitmap` is.
+  const words = new BigUint64Array(Math.ceil((bitmap?.length ?? 0) / 8));
+  if (bitmap) new Uint8Array(words.buffer).set(bitmap);
+  check(
+    lib,
+    bitmap === null
+      ? lib.hl_snapshot_map_file(bytes, bytes.length, BigInt(offset), BigInt(size), crc, out)
+      : lib.hl_snapshot_load_pages(
         bytes,
         bytes.length,
         BigInt(offset),
         BigInt(size),
+        words,
+        BigInt(words.length),
         crc,
-        identity,
         out,
       ),
-    );
-    return { handle: new MemorySnapshotHandle(lib, out[0]), read: status === 1 };
-  }
-}
+  );
+  return new MemorySnapshotHandle(lib, out[0]);
+}).bind(undefined); // Eager: see the note after the imports.
+
+/** {@linkcode MemorySnapshotHandle.fromFileKnown}'s body (compiled with the module). */
+const mapKnownFileSection = (function mapKnownFileSection(
+  path: string,
+  offset: number,
+  size: number,
+  crc: number,
+  identity: BigUint64Array,
+  library?: string,
+): { handle: MemorySnapshotHandle; read: boolean } {
+  const lib = openLibrary(library);
+  const bytes = new TextEncoder().encode(path);
+  const out = new Uint32Array(1);
+  const status = check(
+    lib,
+    lib.hl_snapshot_map_file_known(
+      bytes,
+      bytes.length,
+      BigInt(offset),
+      BigInt(size),
+      crc,
+      identity,
+      out,
+    ),
+  );
+  return { handle: new MemorySnapshotHandle(lib, out[0]), read: status === 1 };
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** One micro-VM with one vCPU. Not thread-safe: one run at a time. */
 export class MicroVm {
@@ -489,8 +554,17 @@ export class MicroVm {
    * reads and writes, not more (docs/js.md, "Cold start").
    */
   memoryView(gpa: number, bytes: number, offset = 0): Uint8Array {
-    const vm = this.#live();
-    const mapped = this.#slots.get(gpa);
+    return MicroVm.#memoryView(this, gpa, bytes, offset);
+  }
+
+  static readonly #memoryView = (function vmMemoryView(
+    self: MicroVm,
+    gpa: number,
+    bytes: number,
+    offset: number,
+  ): Uint8Array {
+    const vm = self.#live();
+    const mapped = self.#slots.get(gpa);
     if (
       mapped === undefined || !Number.isSafeInteger(bytes) || bytes <= 0 ||
       !Number.isSafeInteger(offset) || offset < 0 || offset + bytes > mapped.size
@@ -501,10 +575,10 @@ export class MicroVm {
         } bytes mapped there`,
       );
     }
-    const ptr = this.#lib.hl_vm_memory_ptr(vm, mapped.slot);
-    if (ptr === null) check(this.#lib, -9, vm);
-    return new Uint8Array(this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes, offset)));
-  }
+    const ptr = self.#lib.hl_vm_memory_ptr(vm, mapped.slot);
+    if (ptr === null) check(self.#lib, -9, vm);
+    return new Uint8Array(self.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes, offset)));
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /**
    * Detaches `view`'s buffer now (one that {@linkcode memoryView}, {@linkcode mapMemory} or
@@ -550,15 +624,24 @@ export class MicroVm {
     snapshot: MemorySnapshotHandle,
     viewBytes: number = snapshot.size,
   ): Uint8Array {
-    const vm = this.#live();
+    return MicroVm.#mapSnapshot(this, gpa, snapshot, viewBytes);
+  }
+
+  static readonly #mapSnapshot = (function vmMapSnapshot(
+    self: MicroVm,
+    gpa: number,
+    snapshot: MemorySnapshotHandle,
+    viewBytes: number,
+  ): Uint8Array {
+    const vm = self.#live();
     check(
-      this.#lib,
-      this.#lib.hl_vm_map_snapshot(vm, BigInt(gpa), snapshot.handle, this.#u32),
+      self.#lib,
+      self.#lib.hl_vm_map_snapshot(vm, BigInt(gpa), snapshot.handle, self.#u32),
       vm,
     );
-    this.#slots.set(gpa, { slot: this.#u32[0], size: snapshot.size });
-    return this.memoryView(gpa, Math.min(viewBytes, snapshot.size));
-  }
+    self.#slots.set(gpa, { slot: self.#u32[0], size: snapshot.size });
+    return MicroVm.#memoryView(self, gpa, Math.min(viewBytes, snapshot.size), 0);
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /**
    * Snapshots memory slot `slot` (its non-zero pages, into a sealed memfd) and re-bases the slot
@@ -627,7 +710,15 @@ export class MicroVm {
    * call waits for it (and reports a failed creation, as every later vCPU call of the VM does).
    */
   createVcpu(config: VcpuConfig, options: { overlap?: boolean } = {}): void {
-    const vm = this.#live();
+    MicroVm.#createVcpu(this, config, options.overlap === true);
+  }
+
+  static readonly #createVcpu = (function vmCreateVcpu(
+    self: MicroVm,
+    config: VcpuConfig,
+    overlap: boolean,
+  ): void {
+    const vm = self.#live();
     const words = new BigUint64Array([
       config.cr3,
       config.gdt?.base ?? 0,
@@ -640,14 +731,14 @@ export class MicroVm {
       config.dataSelector,
       config.tssSelector ?? 0,
     ].map(BigInt));
-    const create = options.overlap ? this.#lib.hl_vcpu_create_start : this.#lib.hl_vcpu_create;
-    check(this.#lib, create(vm, words), vm);
-    const ptr = this.#lib.hl_vcpu_exit_ptr(vm);
-    if (ptr === null) check(this.#lib, -9, vm);
-    this.#exit = new DataView(
-      this.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE)),
+    const create = overlap ? self.#lib.hl_vcpu_create_start : self.#lib.hl_vcpu_create;
+    check(self.#lib, create(vm, words), vm);
+    const ptr = self.#lib.hl_vcpu_exit_ptr(vm);
+    if (ptr === null) check(self.#lib, -9, vm);
+    self.#exit = new DataView(
+      self.#track(Deno.UnsafePointerView.getArrayBuffer(ptr!, EXIT_RECORD_SIZE)),
     );
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** Sets general-purpose registers (unnamed ones become 0). */
   setRegisters(regs: Registers): void {
@@ -711,25 +802,32 @@ export class MicroVm {
    * on, except for an occasional probe. `spinNs`
    * overrides it for one run whose length the caller knows better (a guest's initialisation).
    */
-  async run(spinNs?: number): Promise<ExitKindValue> {
-    const vm = this.#live();
-    check(this.#lib, this.#lib.hl_vcpu_start(vm), vm);
+  run(spinNs?: number): Promise<ExitKindValue> {
+    return MicroVm.#run(this, spinNs);
+  }
+
+  static readonly #run = (async function vmRun(
+    self: MicroVm,
+    spinNs: number | undefined,
+  ): Promise<ExitKindValue> {
+    const vm = self.#live();
+    check(self.#lib, self.#lib.hl_vcpu_start(vm), vm);
     const started = performance.now();
-    const probe = ++this.#runs % SPIN_PROBE_EVERY === 0;
-    const spin = spinNs ?? this.#spinBudget(probe);
-    const polled = check(this.#lib, this.#lib.hl_vcpu_poll(vm, spin), vm);
+    const probe = ++self.#runs % SPIN_PROBE_EVERY === 0;
+    const spin = spinNs ?? self.#spinBudget(probe);
+    const polled = check(self.#lib, self.#lib.hl_vcpu_poll(vm, spin), vm);
     // A run whose length the caller knew (`spinNs`: the initialisation) teaches nothing. One
     // that ended within the spin counts with its time; one that outlasted it counts as twice the
     // spin (its time as seen here would include the pool's hop, which is not the run's); an
     // unspun one (the VM's runs are long) teaches nothing until a probe.
     if (polled !== 0) {
-      if (spinNs === undefined) this.#learn((performance.now() - started) * 1e6);
+      if (spinNs === undefined) self.#learn((performance.now() - started) * 1e6);
       return polled as ExitKindValue;
     }
-    if (spinNs === undefined && spin !== 0) this.#learn(2 * spin);
-    const status = await this.#lib.hl_vcpu_wait(vm);
-    return check(this.#lib, status, vm) as ExitKindValue;
-  }
+    if (spinNs === undefined && spin !== 0) self.#learn(2 * spin);
+    const status = await self.#lib.hl_vcpu_wait(vm);
+    return check(self.#lib, status, vm) as ExitKindValue;
+  }).bind(undefined); // Eager: see the note after the imports.
 
   #spinBudget(probe: boolean): number {
     const typical = this.#typicalRunNs;

@@ -52,7 +52,10 @@ const FEATURE_LEAVES: [u32; 5] = [0x0, 0x1, 0x7, 0xD, 0x8000_0001];
 /// [`FEATURE_LEAVES`] in order of function and index): equal on hosts whose guests may run the
 /// same compiled code and load the same vCPU state (XSAVE layout), different otherwise. Snapshot
 /// files record it (docs/snapshot-format.md).
-pub fn features_fingerprint(entries: &[kvm_cpuid_entry2]) -> u64 {
+///
+/// `granted` ([`extended_features`]) is hashed last: a VM that enables the AVX state runs code
+/// (and saves vCPU state) that one without it cannot take.
+pub fn features_fingerprint(entries: &[kvm_cpuid_entry2], granted: u64) -> u64 {
     let mut picked: Vec<&kvm_cpuid_entry2> = entries
         .iter()
         .filter(|e| FEATURE_LEAVES.contains(&e.function))
@@ -75,7 +78,158 @@ pub fn features_fingerprint(entries: &[kvm_cpuid_entry2]) -> u64 {
             eat(v);
         }
     }
+    // Nothing more where nothing is granted: the fingerprint of an SSE-only VM is what it was
+    // before the grant existed.
+    if granted != 0 {
+        eat(granted as u32);
+        eat((granted >> 32) as u32);
+    }
     hash
+}
+
+// The features of [`extended_features`] (the bits of `hl_hypervisor_info`'s `out[7]`, equal to the
+// compiler library's feature flags: docs/cdylib-abi.md).
+/// The VM enables the AVX state: CR4.OSXSAVE and XCR0 = x87|SSE|AVX.
+pub const GRANT_AVX_STATE: u64 = 1 << 0;
+pub const FEATURE_AVX: u64 = 1 << 1;
+pub const FEATURE_AVX2: u64 = 1 << 2;
+pub const FEATURE_FMA: u64 = 1 << 3;
+pub const FEATURE_BMI1: u64 = 1 << 4;
+pub const FEATURE_BMI2: u64 = 1 << 5;
+pub const FEATURE_LZCNT: u64 = 1 << 6;
+/// XCR0 bits: x87, SSE, AVX (the YMM upper halves).
+pub const XCR0_X87_SSE_AVX: u64 = 0b111;
+const L1_ECX_FMA: u32 = 1 << 12;
+const L1_ECX_XSAVE: u32 = 1 << 26;
+const L1_ECX_OSXSAVE: u32 = 1 << 27;
+const L1_ECX_AVX: u32 = 1 << 28;
+const L7_EBX_BMI1: u32 = 1 << 3;
+const L7_EBX_AVX2: u32 = 1 << 5;
+const L7_EBX_BMI2: u32 = 1 << 8;
+const E1_ECX_LZCNT: u32 = 1 << 5;
+
+/// What the VM grants beyond the SSE baseline, from the (filtered) CPUID the guest sees: the AVX
+/// state ([`GRANT_AVX_STATE`]) where `xsave_ok` (KVM can set XCRs and the user did not opt out)
+/// and CPUID has XSAVE and AVX and leaf 0xD lists x87, SSE and AVX state; AVX, AVX2 and FMA only
+/// with that grant (they need the state); BMI1, BMI2 and LZCNT wherever CPUID has them (general
+/// registers only, no extended state). docs/abi.md "Entry".
+pub fn extended_features(entries: &[kvm_cpuid_entry2], xsave_ok: bool) -> u64 {
+    let reg = |function: u32, index: u32, pick: fn(&kvm_cpuid_entry2) -> u32| {
+        entries
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .map_or(0, pick)
+    };
+    let l1_ecx = reg(0x1, 0, |e| e.ecx);
+    let l7_ebx = reg(0x7, 0, |e| e.ebx);
+    let e1_ecx = reg(0x8000_0001, 0, |e| e.ecx);
+    let xcr0_supported =
+        u64::from(reg(0xD, 0, |e| e.eax)) | u64::from(reg(0xD, 0, |e| e.edx)) << 32;
+    let has = |reg: u32, bit: u32| reg & bit != 0;
+    let mut out = 0;
+    if xsave_ok
+        && has(l1_ecx, L1_ECX_XSAVE)
+        && has(l1_ecx, L1_ECX_AVX)
+        && xcr0_supported & XCR0_X87_SSE_AVX == XCR0_X87_SSE_AVX
+    {
+        out |= GRANT_AVX_STATE | FEATURE_AVX;
+        if has(l7_ebx, L7_EBX_AVX2) {
+            out |= FEATURE_AVX2;
+        }
+        if has(l1_ecx, L1_ECX_FMA) {
+            out |= FEATURE_FMA;
+        }
+    }
+    for (on, bit) in [
+        (has(l7_ebx, L7_EBX_BMI1), FEATURE_BMI1),
+        (has(l7_ebx, L7_EBX_BMI2), FEATURE_BMI2),
+        (has(e1_ecx, E1_ECX_LZCNT), FEATURE_LZCNT),
+    ] {
+        if on {
+            out |= bit;
+        }
+    }
+    out
+}
+
+/// The host CPU's feature registers that [`add_host_features`] reads: leaf 1 ECX, leaf 7 EBX,
+/// leaf 0x8000_0001 ECX, and XCR0 as the host kernel set it (0 without OSXSAVE).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostCpu {
+    pub l1_ecx: u32,
+    pub l7_ebx: u32,
+    pub e1_ecx: u32,
+    pub xcr0: u64,
+}
+
+impl HostCpu {
+    /// This process's CPU (CPUID and `xgetbv` at CPL 3).
+    pub fn read() -> Self {
+        use std::arch::x86_64::__cpuid_count;
+        // CPUID exists on every x86-64 CPU; leaves 7 and 0x8000_0001 are read only where the
+        // maximum leaf reaches them.
+        let (l0, l1, e0) = (
+            __cpuid_count(0, 0),
+            __cpuid_count(1, 0),
+            __cpuid_count(0x8000_0000, 0),
+        );
+        let l7_ebx = if l0.eax >= 7 {
+            __cpuid_count(7, 0).ebx
+        } else {
+            0
+        };
+        let e1_ecx = if e0.eax >= 0x8000_0001 {
+            __cpuid_count(0x8000_0001, 0).ecx
+        } else {
+            0
+        };
+        let xcr0 = if l1.ecx & L1_ECX_OSXSAVE != 0 {
+            let (lo, hi): (u32, u32);
+            // SAFETY: CPUID says the OS enabled XSAVE (CR4.OSXSAVE), so `xgetbv` with ECX = 0
+            // reads XCR0 and cannot fault; it touches only EAX, EDX and ECX.
+            unsafe {
+                std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                    options(nomem, nostack, preserves_flags));
+            }
+            u64::from(lo) | u64::from(hi) << 32
+        } else {
+            0
+        };
+        Self {
+            l1_ecx: l1.ecx,
+            l7_ebx,
+            e1_ecx,
+            xcr0,
+        }
+    }
+}
+
+/// Adds to the guest's CPUID the features of [`extended_features`] that the host CPU has and
+/// KVM's CPUID lacks (kvm_pvm reports a leaf 1 without XSAVE or AVX, and a leaf 7 without AVX2 or
+/// BMI, on a CPU that has them): BMI1, BMI2 and LZCNT where the host CPU has them; XSAVE, AVX,
+/// FMA and AVX2 only where the host kernel enabled the AVX state (its XCR0) and KVM's leaf 0xD
+/// lists x87, SSE and AVX state. Nothing the host CPU lacks is ever added.
+pub fn add_host_features(entries: &mut [kvm_cpuid_entry2], host: HostCpu) {
+    let xcr0_kvm = entries
+        .iter()
+        .find(|e| e.function == 0xD && e.index == 0)
+        .map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32);
+    let avx_state = host.xcr0 & XCR0_X87_SSE_AVX == XCR0_X87_SSE_AVX
+        && xcr0_kvm & XCR0_X87_SSE_AVX == XCR0_X87_SSE_AVX
+        && host.l1_ecx & (L1_ECX_XSAVE | L1_ECX_AVX) == L1_ECX_XSAVE | L1_ECX_AVX;
+    for e in entries.iter_mut() {
+        match (e.function, e.index) {
+            (0x1, _) if avx_state => {
+                e.ecx |= host.l1_ecx & (L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA);
+            }
+            (0x7, 0) => {
+                let avx2 = if avx_state { L7_EBX_AVX2 } else { 0 };
+                e.ebx |= host.l7_ebx & (L7_EBX_BMI1 | L7_EBX_BMI2 | avx2);
+            }
+            (0x8000_0001, _) => e.ecx |= host.e1_ecx & E1_ECX_LZCNT,
+            _ => {}
+        }
+    }
 }
 
 /// Filters `entries` in place (see the module doc and docs/security.md).
@@ -212,20 +366,114 @@ mod tests {
             entry(0xD, 0, [0x207, 0x988, 0x988, 0]),
             entry(0x8000_0002, 0, [1, 2, 3, 4]),
         ];
-        let fp = features_fingerprint(&base);
+        let fp = features_fingerprint(&base, 0);
         let mut reordered = base.clone();
         reordered.reverse();
-        assert_eq!(features_fingerprint(&reordered), fp);
+        assert_eq!(features_fingerprint(&reordered, 0), fp);
         let mut family = base.clone();
         family[0].eax = 0x00B0_0F12;
         family[0].ebx = 0x0100_0800;
         family[3].eax = 9;
-        assert_eq!(features_fingerprint(&family), fp);
+        assert_eq!(features_fingerprint(&family, 0), fp);
         let mut avx2 = base.clone();
         avx2[1].ebx &= !(1 << 5);
-        assert_ne!(features_fingerprint(&avx2), fp);
+        assert_ne!(features_fingerprint(&avx2, 0), fp);
         let mut xsave = base.clone();
         xsave[2].eax = 0x7;
-        assert_ne!(features_fingerprint(&xsave), fp);
+        assert_ne!(features_fingerprint(&xsave, 0), fp);
+        assert_ne!(
+            features_fingerprint(&base, GRANT_AVX_STATE | FEATURE_AVX),
+            fp,
+            "the AVX grant"
+        );
+    }
+
+    /// Host features are added only where the host CPU has them, the AVX tier only with the host
+    /// kernel's AVX state and KVM's leaf 0xD listing it; nothing else changes.
+    #[test]
+    fn adds_only_what_the_host_cpu_has() {
+        let kvm = vec![
+            entry(0x1, 0, [0, 0, 0x2000, 0]),
+            entry(0x7, 0, [0, 0x0180_0000, 0, 0]),
+            entry(0xD, 0, [0x207, 0x988, 0x988, 0]),
+            entry(0x8000_0001, 0, [0, 0, 0x1, 0]),
+        ];
+        let host = HostCpu {
+            l1_ecx: L1_ECX_XSAVE | L1_ECX_OSXSAVE | L1_ECX_AVX | L1_ECX_FMA | 1,
+            l7_ebx: L7_EBX_AVX2 | L7_EBX_BMI1 | L7_EBX_BMI2 | 1 << 16,
+            e1_ecx: E1_ECX_LZCNT | 1 << 6,
+            xcr0: 0x207,
+        };
+        let mut e = kvm.clone();
+        add_host_features(&mut e, host);
+        assert_eq!(e[0].ecx, 0x2000 | L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA);
+        assert_eq!(
+            e[1].ebx,
+            0x0180_0000 | L7_EBX_AVX2 | L7_EBX_BMI1 | L7_EBX_BMI2,
+            "no AVX-512F"
+        );
+        assert_eq!(e[3].ecx, 0x1 | E1_ECX_LZCNT);
+        assert_eq!(extended_features(&e, true), 0x7f);
+        // The host kernel did not enable AVX: only the general-register features.
+        let mut e = kvm.clone();
+        add_host_features(&mut e, HostCpu { xcr0: 0x3, ..host });
+        assert_eq!(e[0].ecx, 0x2000);
+        assert_eq!(e[1].ebx, 0x0180_0000 | L7_EBX_BMI1 | L7_EBX_BMI2);
+        assert_eq!(
+            extended_features(&e, true),
+            FEATURE_BMI1 | FEATURE_BMI2 | FEATURE_LZCNT
+        );
+        // KVM cannot hold the AVX state.
+        let mut e = kvm.clone();
+        e[2].eax = 0x3;
+        add_host_features(&mut e, host);
+        assert_eq!(e[0].ecx, 0x2000);
+        // A host CPU without any of them: nothing changes.
+        let mut e = kvm.clone();
+        add_host_features(&mut e, HostCpu::default());
+        assert_eq!(
+            e.iter()
+                .map(|e| (e.eax, e.ebx, e.ecx, e.edx))
+                .collect::<Vec<_>>(),
+            kvm.iter()
+                .map(|e| (e.eax, e.ebx, e.ecx, e.edx))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// AVX, AVX2 and FMA only with the AVX state granted; BMI and LZCNT as CPUID has them;
+    /// nothing the CPUID lacks.
+    #[test]
+    fn grants_what_cpuid_and_kvm_have() {
+        let full = vec![
+            entry(0x1, 0, [0, 0, L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA, 0]),
+            entry(0x7, 0, [0, L7_EBX_AVX2 | L7_EBX_BMI1 | L7_EBX_BMI2, 0, 0]),
+            entry(0xD, 0, [0x207, 0x988, 0x988, 0]),
+            entry(0x8000_0001, 0, [0, 0, E1_ECX_LZCNT, 0]),
+        ];
+        let gpr = FEATURE_BMI1 | FEATURE_BMI2 | FEATURE_LZCNT;
+        assert_eq!(
+            extended_features(&full, true),
+            GRANT_AVX_STATE | FEATURE_AVX | FEATURE_AVX2 | FEATURE_FMA | gpr
+        );
+        assert_eq!(
+            extended_features(&full, false),
+            gpr,
+            "KVM has no XCRs, or opted out"
+        );
+        let mut no_avx = full.clone();
+        no_avx[0].ecx &= !L1_ECX_AVX;
+        assert_eq!(extended_features(&no_avx, true), gpr);
+        let mut no_ymm_state = full.clone();
+        no_ymm_state[2].eax = 0x3;
+        assert_eq!(extended_features(&no_ymm_state, true), gpr);
+        let mut no_xsave = full.clone();
+        no_xsave[0].ecx &= !L1_ECX_XSAVE;
+        assert_eq!(extended_features(&no_xsave, true), gpr);
+        assert_eq!(
+            extended_features(&full[..1], true),
+            0,
+            "no leaf 0xD: no grant"
+        );
     }
 }

@@ -48,6 +48,15 @@ fn msr_filter_policy(has_cap: bool, opt_out: Option<&std::ffi::OsStr>) -> Result
     ))
 }
 
+/// The environment variable that keeps the VM's setup SSE-only (`0`): no CR4.OSXSAVE, XCR0 left
+/// at KVM's x87 default, and Wasm artifacts compiled for the baseline (docs/abi.md "Entry").
+pub const AVX_ENV: &str = "HL_VCPU_AVX";
+
+/// Whether the user lets the VM enable the AVX state (anything but `HL_VCPU_AVX=0`).
+fn avx_policy(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
+}
+
 /// How often a setup ioctl is tried again after a signal interrupted it.
 const EINTR_RETRIES: u32 = 100;
 
@@ -113,6 +122,7 @@ impl KvmHypervisor {
             max_memory_slots: kvm.get_nr_memslots() as u64,
             max_vcpus: kvm.get_max_vcpus() as u64,
             cpu_features: 0,
+            granted_features: 0,
         };
         global_ioctl(5);
         let supported = kvm
@@ -121,12 +131,20 @@ impl KvmHypervisor {
         global_ioctl(1);
         let mut entries = supported.as_slice().to_vec();
         cpuid::filter(&mut entries);
+        if avx_policy(std::env::var_os(AVX_ENV).as_deref()) {
+            cpuid::add_host_features(&mut entries, cpuid::HostCpu::read());
+        }
         let cpuid = CpuId::from_entries(&entries)
             .map_err(|_| Error::hypervisor("building the filtered CPUID", libc::EINVAL))?;
         let msr_filter = kvm.check_extension(Cap::X86MsrFilter);
         global_ioctl(1);
+        let xsave_ok =
+            avx_policy(std::env::var_os(AVX_ENV).as_deref()) && kvm.check_extension(Cap::Xcrs);
+        global_ioctl(1);
+        let granted = cpuid::extended_features(cpuid.as_slice(), xsave_ok);
         let caps = Capabilities {
-            cpu_features: cpuid::features_fingerprint(cpuid.as_slice()),
+            cpu_features: cpuid::features_fingerprint(cpuid.as_slice(), granted),
+            granted_features: granted,
             ..caps
         };
         let intel = cpuid
@@ -199,6 +217,7 @@ impl Hypervisor for KvmHypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::VcpuBackend;
 
     #[test]
     fn an_interrupted_setup_ioctl_is_tried_again_but_not_forever() {
@@ -271,6 +290,63 @@ mod tests {
             .any(|e| (0x4000_0000..=0x4000_00FF).contains(&e.function)));
         let l1 = e.iter().find(|e| e.function == 1).unwrap();
         assert_eq!(l1.ecx & (1 << 21 | 1 << 31 | 1 << 5), 0);
+    }
+
+    #[test]
+    fn the_avx_opt_out_is_zero_only() {
+        use std::ffi::OsStr;
+        assert!(avx_policy(None));
+        assert!(avx_policy(Some(OsStr::new("1"))));
+        assert!(!avx_policy(Some(OsStr::new("0"))));
+    }
+
+    /// XCR0 as KVM holds it for `fd`.
+    fn xcr0(fd: &kvm_ioctls::VcpuFd) -> u64 {
+        let x = fd.get_xcrs().unwrap();
+        let n = (x.nr_xcrs as usize).min(x.xcrs.len());
+        x.xcrs[..n].iter().find(|x| x.xcr == 0).unwrap().value
+    }
+
+    /// A new vCPU has CR4.OSXSAVE and XCR0 = x87|SSE|AVX exactly where the hypervisor reports the
+    /// grant (KVM's x87-only default otherwise), and a restore puts the snapshot's CR4 and XCR0
+    /// back on a vCPU set up without the grant. Holds on every host: where the CPU or KVM lacks
+    /// AVX, the grant is 0 and the test checks the SSE-only setup.
+    #[test]
+    fn the_avx_grant_is_in_the_vcpu_and_its_restored_state() {
+        let Ok(h) = KvmHypervisor::open() else {
+            println!("SKIPPED: no /dev/kvm");
+            return;
+        };
+        let granted = h.caps.granted_features;
+        let avx = granted & cpuid::GRANT_AVX_STATE != 0;
+        assert_eq!(avx, granted & cpuid::FEATURE_AVX != 0, "{granted:#x}");
+        if !avx {
+            assert_eq!(granted & (cpuid::FEATURE_AVX2 | cpuid::FEATURE_FMA), 0);
+        }
+        let config =
+            crate::backend::VcpuConfig::from_words(&[0x1000, 0, 0, 0, 0, 0, 0, 0x23, 0x1b, 0])
+                .unwrap();
+        let counters = Arc::new(Counters::default());
+        let vm = h.kvm.create_vm().unwrap();
+        let mut a =
+            vcpu::KvmVcpu::new(&vm, &h.cpuid, &config, h.intel, granted, counters.clone()).unwrap();
+        let cr4 = a.get_special_regs().unwrap()[3];
+        assert_eq!(cr4 & (1 << 18) != 0, avx, "CR4.OSXSAVE");
+        let want_xcr0 = if avx { cpuid::XCR0_X87_SSE_AVX } else { 1 };
+        if h.kvm.check_extension(Cap::Xcrs) {
+            assert_eq!(xcr0(a.fd()), want_xcr0);
+        }
+        let state = a.get_state().unwrap();
+        drop(a);
+        let vm = h.kvm.create_vm().unwrap();
+        let mut b =
+            vcpu::KvmVcpu::new(&vm, &h.cpuid, &config, h.intel, 0, counters.clone()).unwrap();
+        assert_eq!(b.get_special_regs().unwrap()[3] & (1 << 18), 0);
+        b.set_state(&state).unwrap();
+        assert_eq!(b.get_special_regs().unwrap()[3], cr4, "CR4 restored");
+        if h.kvm.check_extension(Cap::Xcrs) {
+            assert_eq!(xcr0(b.fd()), want_xcr0, "XCR0 restored");
+        }
     }
 
     #[test]

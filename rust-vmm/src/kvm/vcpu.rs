@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_dtable, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
+    kvm_dtable, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcr,
     kvm_xcrs, kvm_xsave, CpuId, Msrs,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
@@ -25,6 +25,7 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_OSXSAVE: u64 = 1 << 18;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
@@ -65,6 +66,7 @@ impl KvmVcpu {
         cpuid: &CpuId,
         config: &VcpuConfig,
         intel: bool,
+        granted: u64,
         counters: Arc<Counters>,
     ) -> Result<Self> {
         counters.ioctl(1);
@@ -141,6 +143,12 @@ impl KvmVcpu {
         };
         sregs.cr3 = config.cr3;
         sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        // The AVX state where the hypervisor grants it (`cpuid::extended_features`): CR4.OSXSAVE
+        // here, XCR0 below. KVM then shows OSXSAVE in the guest's CPUID leaf 1 (from this CR4).
+        let avx = granted & super::cpuid::GRANT_AVX_STATE != 0;
+        if avx {
+            sregs.cr4 |= CR4_OSXSAVE;
+        }
         sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
         // No EFER.SCE: `syscall` from CPL 3 would enter CPL 0 at LSTAR on the guest's own stack.
         // Without it `syscall` is #UD.
@@ -148,6 +156,20 @@ impl KvmVcpu {
         counters.ioctl(1);
         fd.set_sregs(&sregs)
             .map_err(|e| Error::hypervisor("KVM_SET_SREGS", e.errno()))?;
+        if avx {
+            let mut xcrs = kvm_xcrs {
+                nr_xcrs: 1,
+                ..Default::default()
+            };
+            xcrs.xcrs[0] = kvm_xcr {
+                xcr: 0,
+                value: super::cpuid::XCR0_X87_SSE_AVX,
+                ..Default::default()
+            };
+            counters.ioctl(1);
+            fd.set_xcrs(&xcrs)
+                .map_err(|e| Error::hypervisor("KVM_SET_XCRS", e.errno()))?;
+        }
 
         let flag: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         Ok(Self {
@@ -155,6 +177,14 @@ impl KvmVcpu {
             counters,
             immediate_exit: Arc::new(ImmediateExit { flag }),
         })
+    }
+}
+
+#[cfg(test)]
+impl KvmVcpu {
+    /// The vCPU's fd, for tests that read what KVM holds.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
     }
 }
 
@@ -375,8 +405,9 @@ impl VcpuBackend for KvmVcpu {
         self.counters.ioctl(1);
         match (xsave, fpu) {
             // SAFETY: `x` is a whole `kvm_xsave` (4096 bytes) that KVM_GET_XSAVE filled on a vCPU
-            // of this library (same CPUID, no XSAVE features beyond what fits: the guest cannot
-            // set CR4.OSXSAVE at CPL 3), so the kernel reads only within it.
+            // of this library (same CPUID, no XSAVE features beyond what fits: XCR0 is at most
+            // x87|SSE|AVX, set by the host, and the guest cannot change CR4 or XCR0 at CPL 3),
+            // so the kernel reads only within it.
             (Some(x), _) => unsafe { self.fd.set_xsave(&x) }.map_err(hv("KVM_SET_XSAVE"))?,
             (None, Some(f)) => self.fd.set_fpu(&f).map_err(hv("KVM_SET_FPU"))?,
             (None, None) => {}

@@ -69,6 +69,7 @@ impl VmBackend for KvmVm {
             &self.cpuid,
             config,
             self.intel,
+            self.caps.granted_features,
             self.counters.clone(),
         )?;
         Ok(Box::new(vcpu))

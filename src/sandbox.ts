@@ -55,6 +55,7 @@ import {
   checkLayout,
   hostSignatures,
   makeSnapshot,
+  onSnapshotRelease,
   sha256,
   type Snapshot,
   SnapshotMismatchError,
@@ -62,6 +63,8 @@ import {
   stateOf,
 } from "./snapshot.ts";
 import { CDYLIB_ABI_VERSION } from "./ffi/lib.ts";
+import { configEnv } from "./host_io.ts";
+import { snapshotVms } from "./recycle.ts";
 import {
   refuseKey,
   type StartCacheCore,
@@ -159,6 +162,14 @@ export interface SnapshotSandboxOptions {
   onLog?: (level: number, message: string) => void;
   /** Path of `libhl_rust_vmm.so` (default: `$HL_SANDBOX_LIB`, then the local build). */
   library?: string;
+  /**
+   * Whether `dispose()` may keep this sandbox's VM, restored in place to the snapshot, for the
+   * next create from the same snapshot, which then takes it instead of making a VM (default
+   * `true`; `HL_SNAPSHOT_RECYCLE=0` turns it off for the process). Only a healthy, idle sandbox
+   * is kept, at most 2 per snapshot and 8 in all, and they are destroyed when the snapshot is
+   * released. The next owner sees exactly the snapshot's state and gets a new handle.
+   */
+  recycle?: boolean;
 }
 
 /** Per-call options. */
@@ -376,6 +387,10 @@ export class Sandbox implements AsyncDisposable {
   #called = false;
   /** LOG and host-call exits so far: a start that made any is not snapshotted (start_cache.ts). */
   #told = 0;
+  /** The snapshot this sandbox's VM was made from (or taken over at), for recycling. */
+  #base: SnapshotState | undefined;
+  /** The VM's counters when this handle got it (a recycled VM's earlier owners' are not its). */
+  #statsBase: { ioctls: number; exits: number; runs: number } | undefined;
   #logsSkipped = 0;
   /** The call in progress's trace, when telemetry is on (its host calls are its children). */
   #trace: CallTrace | undefined;
@@ -521,6 +536,8 @@ export class Sandbox implements AsyncDisposable {
     next.#poison = this.#poison;
     next.#logsSkipped = this.#logsSkipped;
     next.#called = this.#called;
+    next.#base = this.#base;
+    next.#statsBase = this.#statsBase;
     for (const [name, f] of this.#functions) next.#functions.set(name, f);
     next.#imports = this.#imports;
     // The old handle reaches nothing from here on (its dispose is a no-op).
@@ -674,8 +691,31 @@ export class Sandbox implements AsyncDisposable {
   static #fromState(
     state: SnapshotState,
     hostFunctions: Map<string, HostFunction>,
-    options: Omit<SandboxOptions, "guest">,
+    options: Omit<SandboxOptions, "guest"> & { recycle?: boolean },
   ): Sandbox {
+    const recycle = options.recycle !== false && recyclable(state);
+    const idle = recycle ? snapshotVms.take(state, () => !state.memory.released) : undefined;
+    if (idle) {
+      // A VM restored to this snapshot at its last owner's dispose (recycle.ts): a new handle.
+      const sandbox = new Sandbox(
+        idle.vm,
+        idle.memory,
+        idle.output,
+        state.layout,
+        hostFunctions,
+        options,
+      );
+      sandbox.#statsBase = idle.vm.stats();
+      sandbox.#base = state;
+      // Its pages are present already: its first call needs no longer spin.
+      sandbox.#called = true;
+      sandbox.#guestId = () => Promise.resolve(state.guestId);
+      for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
+      sandbox.#imports = state.imports;
+      finalizer.register(sandbox, { vm: idle.vm, code: undefined }, sandbox);
+      countSandbox(1);
+      return sandbox;
+    }
     const vm = MicroVm.create(options.library);
     let sandbox: Sandbox;
     try {
@@ -703,6 +743,7 @@ export class Sandbox implements AsyncDisposable {
       throw e;
     }
     sandbox.#guestId = () => Promise.resolve(state.guestId);
+    if (recycle) sandbox.#base = state;
     for (const [name, f] of state.functions) sandbox.#functions.set(name, f);
     // Its host functions match the snapshot's (checked above), which were linked at create.
     sandbox.#imports = state.imports;
@@ -1079,7 +1120,16 @@ export class Sandbox implements AsyncDisposable {
   /** Counters of this sandbox's VM (ioctls, exits, runs), for benchmarks. */
   stats(): SandboxStats {
     this.#live();
-    return { ...this.#vm!.stats(), logsSkipped: this.#logsSkipped };
+    const now = this.#vm!.stats();
+    const base = this.#statsBase;
+    if (!base) return { ...now, logsSkipped: this.#logsSkipped };
+    return {
+      ...now,
+      ioctls: now.ioctls - base.ioctls,
+      exits: now.exits - base.exits,
+      runs: now.runs - base.runs,
+      logsSkipped: this.#logsSkipped,
+    };
   }
 
   /**
@@ -1098,13 +1148,16 @@ export class Sandbox implements AsyncDisposable {
     const vm = this.#vm;
     // A revoked handle's VM is (or is about to be) another handle's: not this one's to destroy.
     if (vm && !this.#revoked) {
+      const memory = this.#memory!;
+      const output = this.#output!;
+      const keep = this.#keepable();
       this.#vm = undefined;
       this.#memory = undefined;
       this.#output = undefined;
       this.#encoder = undefined;
       this.#decoder = undefined;
       finalizer.unregister(this);
-      vm.destroy();
+      if (!keep || !Sandbox.#park(keep, vm, memory, output)) vm.destroy();
       countSandbox(-1);
       this.#code?.release();
       this.#wake?.();
@@ -1115,6 +1168,30 @@ export class Sandbox implements AsyncDisposable {
   /** Same as {@linkcode dispose}, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
+  }
+
+  /** The snapshot to restore this sandbox's VM to at dispose, if it may be kept (recycle.ts). */
+  #keepable(): SnapshotState | undefined {
+    const base = this.#base;
+    if (!base || this.#busy || this.#poison || base.memory.released || !recycleOn()) {
+      return undefined;
+    }
+    return snapshotVms.room(base, false) ? base : undefined;
+  }
+
+  /**
+   * Restores `vm` in place to `base` (memory and vCPU state: the restore `restore()` does) and
+   * keeps it idle for the next create from `base`; false when it cannot be kept.
+   */
+  static #park(base: SnapshotState, vm: MicroVm, memory: Uint8Array, output: Uint8Array): boolean {
+    try {
+      vm.restore(base.memory, base.vcpu);
+    } catch {
+      return false;
+    }
+    if (!snapshotVms.room(base, true)) return false;
+    snapshotVms.put(base, { vm, memory, output });
+    return true;
   }
 
   #live(): void {
@@ -1329,6 +1406,23 @@ export class Sandbox implements AsyncDisposable {
     return vm;
   }
 }
+
+/** Whether `HL_SNAPSHOT_RECYCLE=0` has not turned recycled VMs off (read once). */
+let recycleSetting: boolean | undefined;
+function recycleOn(): boolean {
+  return recycleSetting ??= configEnv("HL_SNAPSHOT_RECYCLE") !== "0";
+}
+
+/**
+ * Whether a sandbox from `state` may be recycled: no host-published code and no Wasm reservation
+ * (the module cache recycles those VMs itself, wasm/recycle.ts).
+ */
+function recyclable(state: SnapshotState): boolean {
+  return state.layout.codeSize === 0 && state.layout.wasmReservationSize === 0;
+}
+
+// A released snapshot's idle VMs are of no more use.
+onSnapshotRelease((state) => void snapshotVms.drain(state));
 
 /**
  * The start-snapshot key of a cold create (start_cache.ts): the image, the layout computed from

@@ -138,10 +138,27 @@ export interface SnapshotState {
 
 const states = new WeakMap<Snapshot, SnapshotState>();
 
+/** Called when a snapshot is released (disposed or collected): `Sandbox` frees its idle VMs. */
+let onRelease: ((state: SnapshotState) => void) | undefined;
+
+/**
+ * Registers what runs when a snapshot is released (once, by `Sandbox`: its recycled VMs of the
+ * snapshot are destroyed then, src/recycle.ts).
+ *
+ * @example
+ * ```ts ignore
+ * onSnapshotRelease((state) => void idleVms.drain(state));
+ * ```
+ */
+export function onSnapshotRelease(fn: (state: SnapshotState) => void): void {
+  onRelease = fn;
+}
+
 const finalizer = new FinalizationRegistry<SnapshotState>((state) => {
   try {
     state.memory.release();
     state.code?.release();
+    onRelease?.(state);
   } catch {
     // Nothing to report to at GC time.
   }
@@ -275,6 +292,7 @@ export class Snapshot implements AsyncDisposable {
         state.memory.release();
       } finally {
         state.code?.release();
+        onRelease?.(state);
       }
     }
     return Promise.resolve();

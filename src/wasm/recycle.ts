@@ -9,14 +9,13 @@
  * recycled; the host functions and WASI of the new owner are swapped in through a
  * {@linkcode RuntimeBinding}. `WasmSandbox.create({ snapshot })` always makes a new VM.
  *
- * Bounded per key and in all. The keys are kept in least-recently-used order: when the total is
- * reached, a recycle of one key makes room by destroying an idle VM of the key used longest ago
- * (issue 19: the bounds used to fill with the first keys' VMs, and every later key's disposes
- * destroyed their VMs, so its hits all made new VMs).
+ * Bounded per key and in all, least recently used key out: the shared layer `src/recycle.ts`
+ * ({@linkcode IdleStore}), which `Sandbox.create({ snapshot })`'s recycled VMs use too.
  *
  * @module
  */
 
+import { type IdleCounters, IdleStore } from "../recycle.ts";
 import type { Sandbox } from "../sandbox.ts";
 import type { Snapshot } from "../snapshot.ts";
 import type { ImportTable } from "./imports.ts";
@@ -39,82 +38,60 @@ export interface Idle {
 }
 
 /** Counters of the idle VMs of one cache. */
-export interface IdleCounters {
-  /** Hits served by an idle VM. */
-  reused: number;
-  /** VMs kept idle after a dispose. */
-  kept: number;
-  /** Idle VMs destroyed to make room for another key's (least recently used first). */
-  evicted: number;
-}
+export type { IdleCounters } from "../recycle.ts";
 
-/** The idle VMs of one module cache, by key, in least-recently-used order of keys. */
+/**
+ * The idle VMs of one module cache, by key, in least-recently-used order of keys: the shared
+ * {@linkcode IdleStore} (`src/recycle.ts`) plus the cache's asynchronous restore.
+ */
 export class IdleVms {
-  /** Most idle VMs for one key, and in all. */
-  perKey: number;
-  total: number;
-  readonly #idle = new Map<string, Idle[]>();
-  #count = 0;
+  readonly #store = new IdleStore<string, Idle>(0, 0, (entry) => entry.native.dispose());
   /** Recycles under way (restoring), so that a drain can wait for them to settle. */
   readonly #inFlight = new Set<Promise<void>>();
-  readonly counters: IdleCounters = { reused: 0, kept: 0, evicted: 0 };
 
   constructor(perKey: number, total: number) {
-    this.perKey = perKey;
-    this.total = total;
+    this.#store.perKey = perKey;
+    this.#store.total = total;
+  }
+
+  /** Most idle VMs for one key. */
+  get perKey(): number {
+    return this.#store.perKey;
+  }
+  set perKey(n: number) {
+    this.#store.perKey = n;
+  }
+
+  /** Most idle VMs in all. */
+  get total(): number {
+    return this.#store.total;
+  }
+  set total(n: number) {
+    this.#store.total = n;
+  }
+
+  /** Counters (reused, kept, evicted). */
+  get counters(): IdleCounters {
+    return this.#store.counters;
   }
 
   /** Idle VMs kept now. */
   get count(): number {
-    return this.#count;
-  }
-
-  /**
-   * Whether a VM of `key` can be kept: under the per-key bound, and under the total once the
-   * idle VMs of keys used less recently than `key` are destroyed (`evict`).
-   */
-  #room(key: string, evict: boolean): boolean {
-    if (this.perKey <= 0 || this.total <= 0) return false;
-    if ((this.#idle.get(key)?.length ?? 0) >= this.perKey) return false;
-    while (this.#count >= this.total) {
-      // The least recently used key other than `key` gives up its oldest idle VM.
-      const victim = [...this.#idle.keys()].find((k) => k !== key);
-      if (victim === undefined) return false;
-      if (!evict) return true;
-      const list = this.#idle.get(victim)!;
-      const entry = list.shift()!;
-      if (list.length === 0) this.#idle.delete(victim);
-      this.#count--;
-      this.counters.evicted++;
-      void entry.native.dispose();
-    }
-    return true;
+    return this.#store.count;
   }
 
   /** Marks `key` as the most recently used. */
   touch(key: string): void {
-    const list = this.#idle.get(key);
-    if (!list) return;
-    this.#idle.delete(key);
-    this.#idle.set(key, list);
+    this.#store.touch(key);
   }
 
   /** An idle VM of `key` restored to `snapshot`, or `undefined`. The caller owns it. */
   take(key: string, snapshot: Snapshot): Idle | undefined {
-    this.touch(key);
-    const list = this.#idle.get(key);
-    while (list && list.length > 0) {
-      const entry = list.pop()!;
-      this.#count--;
-      if (list.length === 0) this.#idle.delete(key);
-      if (entry.snapshot === snapshot && !snapshot.disposed && !entry.native.disposed) {
-        this.counters.reused++;
-        return entry;
-      }
-      // Restored to a snapshot the cache no longer holds: of no use.
-      void entry.native.dispose();
-    }
-    return undefined;
+    // Restored to a snapshot the cache no longer holds: of no use (destroyed).
+    return this.#store.take(
+      key,
+      (entry) => entry.snapshot === snapshot && !snapshot.disposed && !entry.native.disposed,
+    );
   }
 
   /**
@@ -131,17 +108,13 @@ export class IdleVms {
     current: () => boolean,
   ): Promise<void> {
     const healthy = () => current() && !snapshot.disposed && !native.disposed && !native.poisoned;
+    const store = this.#store;
     const done = (async () => {
-      if (healthy() && this.#room(key, false)) {
+      if (healthy() && store.room(key, false)) {
         try {
           await native.restore(snapshot);
-          if (healthy() && this.#room(key, true)) {
-            const list = this.#idle.get(key) ?? [];
-            list.push({ native, binding, snapshot });
-            this.#idle.delete(key);
-            this.#idle.set(key, list);
-            this.#count++;
-            this.counters.kept++;
+          if (healthy() && store.room(key, true)) {
+            store.put(key, { native, binding, snapshot });
             return;
           }
         } catch {
@@ -157,21 +130,8 @@ export class IdleVms {
   }
 
   /** Destroys idle VMs beyond the bounds (after they were lowered), least recently used first. */
-  async trim(): Promise<void> {
-    const doomed: Idle[] = [];
-    for (const [k, list] of this.#idle) {
-      while (list.length > this.perKey) doomed.push(list.shift()!);
-      if (list.length === 0) this.#idle.delete(k);
-    }
-    for (const [k, list] of this.#idle) {
-      while (list.length > 0 && this.#count - doomed.length > this.total) {
-        doomed.push(list.shift()!);
-      }
-      if (list.length === 0) this.#idle.delete(k);
-    }
-    this.#count -= doomed.length;
-    this.counters.evicted += doomed.length;
-    for (const entry of doomed) await entry.native.dispose();
+  trim(): Promise<void> {
+    return this.#store.trim();
   }
 
   /**
@@ -180,12 +140,6 @@ export class IdleVms {
    */
   async drain(key?: string): Promise<void> {
     if (key === undefined) await Promise.allSettled([...this.#inFlight]);
-    const keys = key === undefined ? [...this.#idle.keys()] : [key];
-    for (const k of keys) {
-      const list = this.#idle.get(k) ?? [];
-      this.#idle.delete(k);
-      this.#count -= list.length;
-      for (const entry of list) await entry.native.dispose();
-    }
+    await this.#store.drain(key);
   }
 }

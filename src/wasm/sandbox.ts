@@ -381,6 +381,8 @@ export class WasmSandbox implements AsyncDisposable {
           ),
           // Not the VM's: each call passes this sandbox's own (the VM may serve others later).
           library: options.library,
+          // The module cache recycles its hits' VMs itself (recycle.ts); the others are not kept.
+          recycle: false,
         });
       }
     } catch (e) {
@@ -456,6 +458,8 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs: options.timeoutMs,
       initTimeoutMs: options.initTimeoutMs,
       library: options.library,
+      // The runtime guest's start runs per VM, as before per-image start snapshots (issue 19).
+      startSnapshot: false,
       hostFunctions: runtimeHostFunctions(
         (index, args) => {
           if (!imported) throw new Error("no import is bound before instantiation");

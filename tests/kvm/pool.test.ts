@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Sandbox, SandboxError, SandboxPool } from "../../mod.ts";
+import { Sandbox, SandboxError, SandboxPool, StartSnapshotCache } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { countTimers } from "../_timers.ts";
@@ -52,6 +52,9 @@ kvmTest("SandboxPool: from a snapshot; exhaustion, bounded wait and AbortSignal"
 });
 
 kvmTest("SandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () => {
+  // The per-image start snapshots are a process-wide cache (src/start_cache.ts): emptied on both
+  // sides of the count.
+  await StartSnapshotCache.default.clear();
   const fds = openFdCount();
   const maps = guestMappingCount();
   const { liveVms, liveSnapshots } = globalStats();
@@ -64,6 +67,7 @@ kvmTest("SandboxPool: 1,000 runs leak no fd, mapping, VM or snapshot", async () 
       assert.deepEqual(r, [1n, 1n, 1n, 1n]);
     }
   }
+  await StartSnapshotCache.default.clear();
   assert.equal(openFdCount(), fds);
   assert.equal(guestMappingCount(), maps);
   assert.deepEqual(

@@ -6,6 +6,7 @@ import {
   Snapshot,
   SnapshotDisposedError,
   SnapshotMismatchError,
+  StartSnapshotCache,
   TimeoutError,
 } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
@@ -133,6 +134,9 @@ kvmTest("Snapshot: restore clears poisoning", async () => {
 });
 
 kvmTest("Snapshot: 1,000 restores and 100 creates leak no fd, mapping or handle", async () => {
+  // The per-image start snapshots are a process-wide cache (src/start_cache.ts): emptied on both
+  // sides of the count.
+  await StartSnapshotCache.default.clear();
   const fds = openFdCount();
   const maps = guestMappingCount();
   const { liveVms, liveSnapshots } = globalStats();
@@ -152,6 +156,7 @@ kvmTest("Snapshot: 1,000 restores and 100 creates leak no fd, mapping or handle"
       await sb.restore(s);
     }
   }
+  await StartSnapshotCache.default.clear();
   assert.equal(openFdCount(), fds);
   assert.equal(guestMappingCount(), maps);
   assert.deepEqual(
@@ -212,7 +217,8 @@ kvmTest(
     await base.call("heap_push", 1n);
     await using snap = await base.snapshot();
     const fresh = async () => {
-      const sb = await Sandbox.create({ snapshot: snap });
+      // Not a recycled VM (src/recycle.ts): this is the path without them, whose dispose unmaps.
+      const sb = await Sandbox.create({ snapshot: snap, recycle: false });
       return { sb, start: [await sb.call("counter"), await sb.call("heap_push", 7n)] };
     };
     const want = [1n, (2n << 32n) | 8n];

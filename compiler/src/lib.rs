@@ -8,8 +8,9 @@
 //! The host checks an artifact's header and engine section (`hlc_check`) without loading it.
 //!
 //! Every engine is built from the guest's own settings (`engine_config.rs` is the guest's file,
-//! compiled in here), for a fixed x86-64 baseline rather than the host's CPU, so an artifact runs
-//! on the CPUID the VM exposes.
+//! compiled in here), for a fixed x86-64 baseline plus the CPU features `flags` names (the host
+//! names those the VM grants), never by detecting the host's CPU, so an artifact runs on the
+//! CPUID the VM exposes.
 //!
 //! Functions return 0 (or a length) on success and a negative code on failure; the failure's
 //! message is then available from `hlc_last_error` on the same thread. No panic crosses the ABI.
@@ -31,11 +32,26 @@ pub use isolate::{compile_isolated, memory_limit, PROGRESS_MARK};
 #[path = "../../guest/wasmtime-runtime/src/engine_config.rs"]
 mod engine_config;
 
-/// Version of this C ABI; the host checks it after `dlopen`.
-pub const ABI_VERSION: u32 = 4;
+/// Version of this C ABI; the host checks it after `dlopen`. 5: `flags` bits 1-7 (CPU features).
+pub const ABI_VERSION: u32 = 5;
 
 /// `flags` bit 0: fuel metering on.
 pub const FLAG_FUEL: u32 = 1;
+
+/// `flags` bits 1-7: CPU features beyond the baseline (`engine_config::CPU_FEATURE_FLAGS`: AVX,
+/// AVX2, FMA, BMI1, BMI2, LZCNT, AVX-512F).
+pub const FLAG_CPU_FEATURES: u32 = 254; // 0xfe
+
+/// Every flag this library knows.
+const KNOWN_FLAGS: u32 = FLAG_FUEL | FLAG_CPU_FEATURES;
+
+/// `Err` naming `flags` unless every bit is known.
+fn known_flags(flags: u32) -> Result<(), String> {
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(format!("unknown compiler flags {flags:#x}"));
+    }
+    Ok(())
+}
 
 /// The module is not valid Wasm or uses a feature the engine does not support.
 pub const ERR_MODULE: i32 = -1;
@@ -99,18 +115,24 @@ pub fn engine(flags: u32) -> Result<Engine, String> {
 /// `parallel` (the compiler process, and the in-process compile the benchmark compares it with).
 /// Parallelism changes neither the artifact nor the engine hash.
 pub fn engine_with(flags: u32, parallel: bool) -> Result<Engine, String> {
-    if flags & !FLAG_FUEL != 0 {
-        return Err(format!("unknown compiler flags {flags:#x}"));
-    }
+    known_flags(flags)?;
     let mut cfg = Config::new();
     engine_config::configure(&mut cfg, flags & FLAG_FUEL != 0);
     cfg.parallel_compilation(parallel);
     // An explicit target turns off the detection of the host CPU's features; the baseline is
     // then enabled flag by flag.
     cfg.target(TARGET).map_err(|e| format!("{e:#}"))?;
-    for flag in engine_config::BASELINE_CRANELIFT_FLAGS {
-        // SAFETY: the flags are x86-64 ISA flags that the guest checks against its CPUID when the
-        // artifact loads (wasmtime refuses an artifact that needs a feature the guest lacks).
+    let features = engine_config::CPU_FEATURE_FLAGS
+        .iter()
+        .filter(|(bit, _, _)| flags & bit != 0)
+        .map(|(_, flag, _)| flag);
+    for flag in engine_config::BASELINE_CRANELIFT_FLAGS
+        .iter()
+        .chain(features)
+    {
+        // SAFETY: the flags are x86-64 ISA flags that the guest checks against its CPUID (and,
+        // for AVX, the OS-enabled state in XCR0) when the artifact loads: wasmtime refuses an
+        // artifact that needs a feature the guest lacks, so none runs where it would #UD.
         unsafe {
             cfg.cranelift_flag_enable(flag);
         }
@@ -339,9 +361,7 @@ pub unsafe extern "C" fn hlc_compile_isolated(
                 .map_err(|_| (ERR_ARGUMENT, format!("{what} is not UTF-8")))
         };
         let (program, fault) = (text(program, "program")?, text(fault, "fault")?);
-        if flags & !FLAG_FUEL != 0 {
-            return Err((ERR_ARGUMENT, format!("unknown compiler flags {flags:#x}")));
-        }
+        known_flags(flags).map_err(|e| (ERR_ARGUMENT, e))?;
         let artifact = compile_isolated(
             &program,
             flags,
@@ -460,6 +480,29 @@ mod tests {
             ERR_MODULE
         );
         assert_eq!(check(0, b"not an artifact").unwrap_err().0, ERR_ARTIFACT);
-        assert!(compile_with(2, ADD, false).is_err());
+        assert!(compile_with(1 << 8, ADD, false).is_err(), "an unknown flag");
+    }
+
+    /// The CPU features are part of the engine: each set has its own engine hash (the artifact
+    /// cache key) and engine section (an artifact of one set is refused by another's check).
+    #[test]
+    fn cpu_features_key_the_engine() {
+        assert_eq!(
+            engine_config::CPU_FEATURE_FLAGS
+                .iter()
+                .fold(0, |m, (bit, _, _)| m | bit),
+            FLAG_CPU_FEATURES
+        );
+        let native = FLAG_CPU_FEATURES & !(1 << 7);
+        let base = compile_with(0, ADD, false).unwrap();
+        let avx = compile_with(native, ADD, false).unwrap();
+        check(native, &avx).unwrap();
+        assert_eq!(check(0, &avx).unwrap_err().0, ERR_ARTIFACT);
+        assert_eq!(check(native, &base).unwrap_err().0, ERR_ARTIFACT);
+        let hashes: std::collections::HashSet<u64> = [0, 2, native, native | FLAG_FUEL, 1 << 7]
+            .iter()
+            .map(|&f| engine_hash(f).unwrap())
+            .collect();
+        assert_eq!(hashes.len(), 5);
     }
 }

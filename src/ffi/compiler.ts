@@ -10,9 +10,14 @@ import { findCompiler } from "../artifacts.ts";
 import { LibraryNotFoundError, SandboxError } from "../errors.ts";
 
 /** Version of the compiler library's C ABI this table describes. */
-export const COMPILER_ABI_VERSION = 4;
+export const COMPILER_ABI_VERSION = 5;
 /** `flags` bit 0: fuel metering on. */
 export const FLAG_FUEL = 1;
+/**
+ * `flags` bits 1-7: CPU features beyond the SSE4.2 baseline (AVX, AVX2, FMA, BMI1, BMI2, LZCNT,
+ * AVX-512F; bits 1-6 are `hl_hypervisor_info`'s grant bits, `CPU_GRANT`).
+ */
+export const FLAG_CPU_FEATURES = 0xfe;
 /** The module is not valid Wasm or uses a feature the engine does not support. */
 export const ERR_MODULE = -1;
 /** The artifact is not one this engine produced, or was built for another engine or settings. */

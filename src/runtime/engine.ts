@@ -12,7 +12,12 @@
 
 import { ArgumentError } from "../errors.ts";
 import { type BuiltinGuestName, findCompiler } from "../artifacts.ts";
-import { type CodeImage, codeImage, type CompileProgress } from "../wasm/compiler.ts";
+import {
+  type CodeImage,
+  codeImage,
+  type CompileProgress,
+  cpuFeatureFlags,
+} from "../wasm/compiler.ts";
 import type { WasmEngine } from "../wasm/types.ts";
 
 // Eager compilation (docs/js.md "Eager compilation"): the functions here written
@@ -53,7 +58,8 @@ export interface RuntimeEngine {
   /**
    * The identity of the host-side compiler behind `codeImage` (the compiler library's path, size,
    * mtime and inode: a rebuilt one — another wasmtime, other settings, a new `CONFIG_VERSION` — is
-   * another start-snapshot key; cheaper than the engine hash, which needs the library opened), or
+   * another start-snapshot key; cheaper than the engine hash, which needs the library opened; and
+   * the CPU features it compiles for, `cpuFeatureFlags`), or
    * null for an engine that compiles nothing on the host. Throws when the library is missing.
    */
   compilerIdentity(): string | null;
@@ -104,7 +110,8 @@ export const wasmtimeEngine: RuntimeEngine = Object.freeze({
   compilerIdentity: () => {
     const path = findCompiler();
     const i = Deno.statSync(path);
-    return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}`;
+    // The CPU features compiled for: start files made from AVX code and from baseline code differ.
+    return `${path}:${i.size}:${i.mtime?.getTime()}:${i.ino}:${cpuFeatureFlags()}`;
   },
   defaultInputSize: () => 4 * MIB,
 });

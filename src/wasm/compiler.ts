@@ -9,8 +9,9 @@
  * (`hlc_check`: wasmtime's header and engine section, nothing loaded) before any VM sees it.
  *
  * A cache entry is keyed by the module's SHA-256, the engine hash (wasmtime's
- * `precompile_compatibility_hash` of the exact engine settings, our settings version, fuel on/off)
- * and nothing else: the artifact does not depend on any other option. On disk an entry is
+ * `precompile_compatibility_hash` of the exact engine settings, our settings version, fuel on/off,
+ * the CPU features compiled for: {@linkcode cpuFeatureFlags}) and nothing else: the artifact does
+ * not depend on any other option. On disk an entry is
  * `HLWA` + version + SHA-256 of the module + engine hash + SHA-256 of the artifact + the
  * artifact; loading checks that the file was made from these module bytes for this engine, the
  * artifact's digest, and then `hlc_check`; a refused file is a {@linkcode WasmArtifactError} and
@@ -21,7 +22,7 @@
  */
 
 import { findCompileChild } from "../artifacts.ts";
-import { SandboxError, TimeoutError } from "../errors.ts";
+import { ArgumentError, SandboxError, TimeoutError } from "../errors.ts";
 import {
   compilerCheck,
   compilerCompile,
@@ -31,9 +32,15 @@ import {
   ERR_CHILD,
   ERR_MODULE,
   ERR_TIMEOUT,
+  FLAG_CPU_FEATURES,
   FLAG_FUEL,
 } from "../ffi/compiler.ts";
-import { type MemorySnapshotHandle, snapshotFromBytes } from "../ffi/vm.ts";
+import {
+  CPU_GRANT,
+  hypervisorInfo,
+  type MemorySnapshotHandle,
+  snapshotFromBytes,
+} from "../ffi/vm.ts";
 import { digest, sha256 } from "../snapshot.ts";
 import { WasmArtifactError, WasmModuleError } from "./types.ts";
 import { artifactMemoryHit, traceCompile } from "../telemetry.ts";
@@ -106,11 +113,72 @@ export function setCompileFaultForTests(fault: CompileFault): void {
   compileFault = fault;
 }
 
+/** The environment variable that picks the CPU features artifacts are compiled for. */
+export const CPU_FEATURES_ENV = "HL_WASM_CPU_FEATURES";
+
+/** The grant bits that are compiler feature flags (AVX, AVX2, FMA, BMI1, BMI2, LZCNT). */
+const GRANTED_FLAGS = CPU_GRANT.AVX | CPU_GRANT.AVX2 | CPU_GRANT.FMA | CPU_GRANT.BMI1 |
+  CPU_GRANT.BMI2 | CPU_GRANT.LZCNT;
+
+let grantedFlags: number | undefined;
+let featuresForTests: number | undefined;
+
+/**
+ * The CPU-feature flags artifacts are compiled for (docs/wasm.md "CPU features"): the features
+ * the VM grants (`hypervisorInfo().grantedFeatures`: AVX, AVX2 and FMA where the VM enables the
+ * AVX state; BMI1, BMI2, LZCNT), or none with `HL_WASM_CPU_FEATURES=baseline` (the SSE4.2
+ * baseline; `native`, the default, is the grant). Read once per process. Part of the engine hash,
+ * so the artifact cache and the start files keep the two apart.
+ */
+export function cpuFeatureFlags(): number {
+  if (featuresForTests !== undefined) return featuresForTests;
+  if (grantedFlags === undefined) {
+    let mode: string | undefined;
+    try {
+      mode = Deno.env.get(CPU_FEATURES_ENV) || undefined;
+    } catch {
+      mode = undefined; // No env permission: the default.
+    }
+    if (mode !== undefined && mode !== "baseline" && mode !== "native") {
+      throw new ArgumentError(
+        `${CPU_FEATURES_ENV} must be "baseline" or "native", got ${JSON.stringify(mode)}`,
+      );
+    }
+    let granted = 0;
+    if (mode !== "baseline") {
+      try {
+        granted = hypervisorInfo().grantedFeatures;
+      } catch {
+        granted = 0; // No usable KVM: creating the VM says so.
+      }
+    }
+    grantedFlags = granted & GRANTED_FLAGS;
+  }
+  return grantedFlags;
+}
+
+/**
+ * Test-only switch, not part of the package's API: compiles every following module for these
+ * CPU-feature flags (`FLAG_CPU_FEATURES` bits) whatever the VM grants; `undefined` restores the
+ * grant (tests/kvm/wasm_cpu_features.test.ts).
+ */
+export function setCpuFeaturesForTests(flags: number | undefined): void {
+  if (flags !== undefined && (flags & ~FLAG_CPU_FEATURES) !== 0) {
+    throw new ArgumentError(`not CPU-feature flags: ${flags}`);
+  }
+  featuresForTests = flags;
+}
+
+/** The compiler flags for fuel on/off and this process's CPU features. */
+function compileFlags(fuel: boolean): number {
+  return (fuel ? FLAG_FUEL : 0) | cpuFeatureFlags();
+}
+
 const engineHashes = new Map<number, string>();
 
 /** The engine hash for these settings (hex), part of every cache key. */
 export function engineHash(fuel: boolean): string {
-  const flags = fuel ? FLAG_FUEL : 0;
+  const flags = compileFlags(fuel);
   let h = engineHashes.get(flags);
   if (h === undefined) {
     h = compilerEngineHash(flags).toString(16).padStart(16, "0");
@@ -153,7 +221,7 @@ export async function compileArtifact(
   let result: { status: number; bytes: Uint8Array };
   try {
     result = await compilerCompileIsolated(
-      fuel ? FLAG_FUEL : 0,
+      compileFlags(fuel),
       ms,
       findCompileChild(),
       compileFault,
@@ -185,7 +253,7 @@ export async function compileArtifactInProcess(
   wasm: Uint8Array,
   fuel: boolean,
 ): Promise<Uint8Array> {
-  const { status, bytes } = await compilerCompile(fuel ? FLAG_FUEL : 0, wasm);
+  const { status, bytes } = await compilerCompile(compileFlags(fuel), wasm);
   if (status === 0) return bytes;
   const message = new TextDecoder().decode(bytes);
   if (status === ERR_MODULE) throw new WasmModuleError(`invalid module: ${message}`);
@@ -194,7 +262,7 @@ export async function compileArtifactInProcess(
 
 /** Throws {@linkcode WasmArtifactError} unless the engine for `fuel` accepts `artifact`. */
 export function checkArtifact(artifact: Uint8Array, fuel: boolean): void {
-  const { status, message } = compilerCheck(fuel ? FLAG_FUEL : 0, artifact);
+  const { status, message } = compilerCheck(compileFlags(fuel), artifact);
   if (status === ERR_ARTIFACT) throw new WasmArtifactError(`the artifact was refused: ${message}`);
   if (status !== 0) throw new SandboxError(`the Wasm compiler library failed: ${message}`);
 }

@@ -61,6 +61,7 @@ Deno.test("compiler library constants: ffi/compiler.ts uses compiler/src/lib.rs'
     const [ts, name] of [
       [compiler.COMPILER_ABI_VERSION, "ABI_VERSION"],
       [compiler.FLAG_FUEL, "FLAG_FUEL"],
+      [compiler.FLAG_CPU_FEATURES, "FLAG_CPU_FEATURES"],
       [compiler.ERR_MODULE, "ERR_MODULE"],
       [compiler.ERR_ARTIFACT, "ERR_ARTIFACT"],
       [compiler.ERR_TIMEOUT, "ERR_TIMEOUT"],

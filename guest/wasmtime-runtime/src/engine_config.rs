@@ -46,6 +46,23 @@ pub const BASELINE_CRANELIFT_FLAGS: &[&str] = &[
     "has_popcnt",
 ];
 
+/// The CPU features an artifact may be compiled for beyond the baseline, by compiler flag bit
+/// (`hlc_*`'s `flags`; bits 1-6 equal `hl_hypervisor_info`'s grant bits, docs/cdylib-abi.md "The
+/// AVX grant"): the flag, its Cranelift setting and its Rust `std::arch` name (what wasmtime asks
+/// the guest's `detect_host_feature` when the artifact loads). The host adds those the VM grants;
+/// AVX-512F (bit 7) is never granted (the VM's XCR0 has no AVX-512 state): the tests compile
+/// with it to see the guest refuse the artifact.
+#[allow(dead_code)]
+pub const CPU_FEATURE_FLAGS: &[(u32, &str, &str)] = &[
+    (1 << 1, "has_avx", "avx"),
+    (1 << 2, "has_avx2", "avx2"),
+    (1 << 3, "has_fma", "fma"),
+    (1 << 4, "has_bmi1", "bmi1"),
+    (1 << 5, "has_bmi2", "bmi2"),
+    (1 << 6, "has_lzcnt", "lzcnt"),
+    (1 << 7, "has_avx512f", "avx512f"),
+];
+
 /// Version of these settings; part of the artifact cache key beside wasmtime's own
 /// compatibility hash (compiler side). Bump when `configure` changes what an artifact is (the
 /// stack settings do not: artifacts compiled before `MAX_WASM_STACK` became 64 MiB load as they did,

@@ -129,8 +129,8 @@ fn engine(
     cfg.with_host_memory(Arc::new(memory::Creator));
     // Bounds are checked by guard pages: the host delivers their faults here (`platform.rs`).
     platform::publish_trap_entry();
-    // SAFETY: `detect` answers from this vCPU's CPUID, and only "yes" for features whose state the
-    // VM enables (SSE; never AVX, whose XSAVE state is off).
+    // SAFETY: `detect` answers from this vCPU's CPUID and XCR0, and only "yes" for features the
+    // CPU has and whose state the VM enables (SSE; AVX only with OSXSAVE and XCR0's AVX state).
     unsafe {
         cfg.detect_host_feature(platform::detect);
     }

@@ -67,18 +67,39 @@ pub fn publish_trap_entry() {
     hl_guest::set_wasm_trap_entry(entry as usize as u64);
 }
 
-/// CPU features for wasmtime's artifact check, from this vCPU's CPUID (the VM's filtered CPUID).
-/// SSE levels and POPCNT only: AVX and later need XSAVE state the VM does not enable, so they are
-/// "absent" whatever CPUID says, and an artifact that needs them is refused.
+/// CPU features for wasmtime's artifact check, from this vCPU's CPUID and XCR0: the SSE levels
+/// and POPCNT of the baseline; AVX, AVX2 and FMA only where the OS-enabled state allows them the
+/// documented way (leaf 1 OSXSAVE, which KVM derives from the vCPU's CR4, and `xgetbv` showing
+/// the SSE and AVX state on); BMI1, BMI2 and LZCNT as CPUID has them. Anything else (AVX-512 and
+/// later: the VM never enables their state) is "absent", so an artifact that needs it is refused
+/// when it loads (docs/wasm.md "CPU features").
 pub fn detect(feature: &str) -> Option<bool> {
-    // CPUID runs at CPL 3 and answers from the VM's CPUID table.
-    let l1 = core::arch::x86_64::__cpuid(1);
+    use core::arch::x86_64::__cpuid_count;
+    // CPUID runs at CPL 3 and answers from the VM's CPUID table (or, on a CPU without CPUID
+    // faulting under kvm_pvm, the host's: docs/security.md "CPUID").
+    let l1 = __cpuid_count(1, 0);
+    let max = __cpuid_count(0, 0).eax;
+    let l7_ebx = if max >= 7 { __cpuid_count(7, 0).ebx } else { 0 };
+    let e1_ecx = if __cpuid_count(0x8000_0000, 0).eax >= 0x8000_0001 {
+        __cpuid_count(0x8000_0001, 0).ecx
+    } else {
+        0
+    };
     let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
-    if !matches!(feature, "sse" | "sse2")
-        && !crate::engine_config::BASELINE_FEATURES.contains(&feature)
-    {
-        return Some(false);
-    }
+    // AVX needs the CPU's AVX, the OS's OSXSAVE (else `xgetbv` is #UD), and XCR0's SSE and AVX
+    // state (bits 1 and 2).
+    let avx = || {
+        bit(l1.ecx, 28) && bit(l1.ecx, 27) && {
+            let lo: u32;
+            // SAFETY: OSXSAVE is set (checked just before), so `xgetbv` with ECX = 0 reads
+            // XCR0 at any privilege level and cannot fault; it touches only EAX, EDX, ECX.
+            unsafe {
+                core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _,
+                        options(nomem, nostack, preserves_flags));
+            }
+            lo & 0b110 == 0b110
+        }
+    };
     Some(match feature {
         "sse" | "sse2" => true,
         "sse3" => bit(l1.ecx, 0),
@@ -86,6 +107,12 @@ pub fn detect(feature: &str) -> Option<bool> {
         "sse4.1" => bit(l1.ecx, 19),
         "sse4.2" => bit(l1.ecx, 20),
         "popcnt" => bit(l1.ecx, 23),
+        "avx" => avx(),
+        "avx2" => bit(l7_ebx, 5) && avx(),
+        "fma" => bit(l1.ecx, 12) && avx(),
+        "bmi1" => bit(l7_ebx, 3),
+        "bmi2" => bit(l7_ebx, 8),
+        "lzcnt" => bit(e1_ecx, 5),
         _ => false,
     })
 }

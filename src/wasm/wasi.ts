@@ -56,7 +56,11 @@ export const Op = {
   SEEK_THEN: 25,
   BATCH: 26,
   READ_STDIN: 27,
+  OUTPUT_THEN: 28,
 } as const;
+
+/** The requests that wrap another one: never carried by `OUTPUT_THEN` (op 28). */
+const WRAPPERS: ReadonlySet<number> = new Set([Op.OUTPUT, Op.SEEK_THEN, Op.BATCH, Op.OUTPUT_THEN]);
 
 /**
  * The requests a `BATCH` (op 26) may carry ahead of its last one: those the guest answered itself
@@ -563,6 +567,7 @@ export class WasiRuntime {
         return this.io(inner, bytes.subarray(16));
       }
       if (op === Op.BATCH) return this.#batch(r);
+      if (op === Op.OUTPUT_THEN) return this.#outputThen(r);
       if (op === Op.OUTPUT) {
         this.#output(bytes);
         return reply(0);
@@ -603,6 +608,35 @@ export class WasiRuntime {
       records.push([fd, r.blob()]);
     }
     for (const [fd, data] of records) this.write(fd, data.slice());
+  }
+
+  /**
+   * `wasi_io` op 28: the guest's buffered output riding in front of its next request, in one
+   * crossing instead of two. Request: `blob output` (an op-24 request), `u32 op` (not 0, 24, 25,
+   * 26 or 28), that op's request. The output is checked whole and delivered as op 24 delivers it
+   * (a malformed one is a `ProtocolError` and nothing runs); then the request is served whether
+   * or not a sink threw. Reply payload: `u8 refused` (1: a sink threw, what op 24 answers `EIO`
+   * for), then the request's whole reply (`u32 errno` + payload).
+   */
+  #outputThen(r: Request): Uint8Array | Promise<Uint8Array> {
+    const records = r.blob();
+    const inner = r.u32();
+    if (inner === 0 || WRAPPERS.has(inner)) {
+      throw new ProtocolError(`wasi_io: request ${inner} carried behind output`);
+    }
+    const rest = r.rest();
+    let refused = 0;
+    try {
+      this.#output(records);
+    } catch (e) {
+      if (e instanceof ProtocolError) throw e;
+      refused = 1;
+    }
+    const flag = new Uint8Array([refused]);
+    const out = this.io(inner, rest);
+    return out instanceof Promise
+      ? out.then((b) => reply(0, concat(flag, b)))
+      : reply(0, concat(flag, out));
   }
 
   /**

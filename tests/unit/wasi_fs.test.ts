@@ -299,6 +299,80 @@ Deno.test("wasi_io output (op 24): records reach the sinks in order; malformed o
   rt.close();
 });
 
+Deno.test("wasi_io output-then (op 28): the output reaches the sinks, then the request runs, refused or not", () => {
+  const t = scratch();
+  try {
+    const seen: string[] = [];
+    const dec = new TextDecoder();
+    let broken = false;
+    const rt = new WasiRuntime(
+      {
+        stdout: (b) => {
+          if (broken) throw new Error("quota");
+          // What the host sees when the output arrives: the request has not run yet.
+          seen.push(`out:${dec.decode(b)} (dir ${existsDir(`${t.root}/made`)})`);
+        },
+      },
+      "m.wasm",
+      checkPreopens({ "/d": { path: t.root, writable: true } }),
+    );
+    const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+    const blob = (b: Uint8Array) => join(u32(b.length), b);
+    const output = (text: string) => join(u32(1), blob(utf8.encode(text)));
+    const mkdir = (name: string) => join(u32(18), u32(3), blob(utf8.encode(name)));
+    const got = rt.io(28, join(blob(output("a")), mkdir("made"))) as Uint8Array;
+    // errno 0, refused 0, then the mkdir's reply (errno 0, no payload).
+    assert.deepEqual([...got], [0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert.deepEqual(seen, ["out:a (dir false)"]);
+    assert.ok(existsDir(`${t.root}/made`));
+    // The request's errno is in its own reply; the output was delivered all the same.
+    const again = rt.io(28, join(blob(output("b")), mkdir("made"))) as Uint8Array;
+    assert.deepEqual([errno(again), again[4], errno(again.slice(5))], [0, 0, Errno.EXIST]);
+    assert.deepEqual(seen, ["out:a (dir false)", "out:b (dir true)"]);
+    // A sink that throws: refused 1, and the request still runs.
+    broken = true;
+    const refused = rt.io(28, join(blob(output("c")), mkdir("other"))) as Uint8Array;
+    assert.deepEqual([errno(refused), refused[4], errno(refused.slice(5))], [0, 1, 0]);
+    assert.ok(existsDir(`${t.root}/other`));
+    broken = false;
+    // Carried in a batch, behind deferred requests: served in order (here none deferred).
+    const batched = rt.io(
+      26,
+      join(u32(0), u32(28), blob(output("d")), mkdir("third")),
+    ) as Uint8Array;
+    assert.deepEqual([...batched.subarray(0, 9)], [0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert.ok(existsDir(`${t.root}/third`));
+    // Malformed: a wrapper or op 0 carried, bad output records, a cut blob. Nothing is
+    // delivered and the request does not run.
+    seen.length = 0;
+    for (const inner of [0, 24, 25, 26, 28]) {
+      assert.throws(
+        () => rt.io(28, join(blob(output("x")), u32(inner), u32(3), blob(utf8.encode("no")))),
+        ProtocolError,
+      );
+    }
+    assert.throws(
+      () => rt.io(28, join(blob(join(u32(3), blob(utf8.encode("x")))), mkdir("bad"))),
+      ProtocolError,
+    );
+    assert.throws(() => rt.io(28, join(u32(100), output("x"))), ProtocolError);
+    assert.deepEqual(seen, []);
+    assert.ok(!existsDir(`${t.root}/no`) && !existsDir(`${t.root}/bad`));
+    rt.close();
+  } finally {
+    t.cleanup();
+  }
+});
+
+/** Whether a directory is at `path`. */
+function existsDir(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 Deno.test("wasi_io seek-then (op 25): seeks, then serves the request; its errors are errnos", () => {
   const t = scratch();
   try {

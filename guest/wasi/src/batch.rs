@@ -132,6 +132,11 @@ impl Batcher {
         !matches!(op, Op::ReadStdin | Op::Unread)
     }
 
+    /// Whether a flush failed with no call waiting on it (its errno not yet taken).
+    pub fn has_lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
     /// The errno of a flush that failed with no call waiting on it, once.
     pub fn take_lost(&mut self) -> Option<i32> {
         self.lost.take()

@@ -51,6 +51,11 @@ pub enum Op {
     /// `u32 max`: stdin's next bytes (at most `max`), as `Read` on fd 0, after a `u8` that is 1
     /// when the host knows nothing more can come (bytes read to their end, a stream that ended).
     ReadStdin = 27,
+    /// `blob output, u32 op`, then op's request: the buffered stdout/stderr output (an `Output`
+    /// request's records), delivered first, then `op` (not `Output`, `SeekThen`, `Batch` or this
+    /// one), served whether or not a sink refused the output. The reply's payload is `u8 refused`
+    /// (1: a sink threw, as an `Output` answered `EIO`), then op's whole reply (`output::carry`).
+    OutputThen = 28,
 }
 
 /// A request under construction (little-endian fields, `blob` = u32 length + bytes).

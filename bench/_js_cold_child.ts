@@ -29,7 +29,12 @@ if (Deno.args[0] === "phases" || Deno.args[0] === "inproc") {
     const f = obj[key] as (...a: unknown[]) => unknown;
     obj[key] = function (this: unknown, ...a: unknown[]) {
       const t = performance.now();
-      const add = () => phases[label] = (phases[label] ?? 0) + performance.now() - t;
+      const add = () => {
+        const d = performance.now() - t;
+        phases[label] = (phases[label] ?? 0) + d;
+        // Each primitive apart too ("vmSetup.createVcpu", ...): which one a fresh process pays for.
+        phases[`${label}.${key}`] = (phases[`${label}.${key}`] ?? 0) + d;
+      };
       const r = f.apply(this, a);
       if (r instanceof Promise) return r.finally(add);
       add();

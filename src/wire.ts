@@ -124,12 +124,16 @@ export class FrameDecoder {
    * Throws {@link ProtocolError} for any malformation.
    */
   decode(): Frame {
-    const size = this.#bytes.length;
+    return FrameDecoder.#decodeNow(this);
+  }
+
+  static readonly #decodeNow = (function decoderDecode(self: FrameDecoder): Frame {
+    const size = self.#bytes.length;
     if (size < FRAME_HEADER_SIZE) {
       throw new ProtocolError(`frame header needs 8 bytes, the buffer has ${size}`);
     }
-    const kindNumber = this.#view.getUint32(0, true);
-    const payloadLen = this.#view.getUint32(4, true);
+    const kindNumber = self.#view.getUint32(0, true);
+    const payloadLen = self.#view.getUint32(4, true);
     const kind = FRAME_KIND_NAMES[kindNumber];
     if (kind === undefined) throw new ProtocolError(`unknown frame kind ${kindNumber}`);
     if (payloadLen > size - FRAME_HEADER_SIZE) {
@@ -139,105 +143,111 @@ export class FrameDecoder {
         } bytes after the header)`,
       );
     }
-    this.#pos = FRAME_HEADER_SIZE;
-    this.#end = FRAME_HEADER_SIZE + payloadLen;
-    const frame = this.#payload(kind);
-    if (this.#pos !== this.#end) {
-      throw new ProtocolError(`${this.#end - this.#pos} bytes left over after the ${kind} payload`);
+    self.#pos = FRAME_HEADER_SIZE;
+    self.#end = FRAME_HEADER_SIZE + payloadLen;
+    const frame = FrameDecoder.#payload(self, kind);
+    if (self.#pos !== self.#end) {
+      throw new ProtocolError(`${self.#end - self.#pos} bytes left over after the ${kind} payload`);
     }
     return frame;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #payload(kind: Frame["kind"]): Frame {
-    switch (kind) {
-      case "CALL":
-      case "HOST_CALL": {
-        const name = this.#str("function name", MIN_NAME_LENGTH, MAX_NAME_LENGTH);
-        return { kind, name, args: this.#values() };
-      }
-      case "RETURN":
-      case "HOST_RETURN":
-        return { kind, value: this.#value() };
-      case "ERROR": {
-        const code = this.#u32("error code");
-        return { kind, code, message: this.#str("error message") };
-      }
-      case "HOST_ERROR":
-      case "PANIC":
-        return { kind, message: this.#str("message") };
-      case "FUNCTION_TABLE": {
-        const functions = this.#functionTable("function");
-        // The optional imports part: present when bytes follow the functions.
-        if (this.#pos === this.#end) return { kind, functions };
-        return { kind, functions, imports: this.#functionTable("host import") };
-      }
-      case "FAULT": {
-        if (this.#end - this.#pos !== FAULT_PAYLOAD_SIZE) {
-          throw new ProtocolError(
-            `FAULT payload is ${this.#end - this.#pos} bytes, not ${FAULT_PAYLOAD_SIZE}`,
-          );
+  static readonly #payload =
+    (function decoderPayload(self: FrameDecoder, kind: Frame["kind"]): Frame {
+      switch (kind) {
+        case "CALL":
+        case "HOST_CALL": {
+          const name = FrameDecoder.#str(self, "function name", MIN_NAME_LENGTH, MAX_NAME_LENGTH);
+          return { kind, name, args: FrameDecoder.#values(self) };
         }
-        const vector = this.#u64();
-        const errorCode = this.#u64();
-        const rip = this.#u64();
-        const cr2 = this.#u64();
-        return { kind, vector, errorCode, rip, cr2, rsp: this.#u64() };
-      }
-      case "LOG": {
-        const level = this.#u32("log level");
-        if (level > MAX_LOG_LEVEL) {
-          throw new ProtocolError(`LOG level ${level} is above ${MAX_LOG_LEVEL}`);
+        case "RETURN":
+        case "HOST_RETURN":
+          return { kind, value: FrameDecoder.#value(self) };
+        case "ERROR": {
+          const code = FrameDecoder.#u32(self, "error code");
+          return { kind, code, message: FrameDecoder.#str(self, "error message") };
         }
-        return { kind, level, message: this.#str("log message") };
+        case "HOST_ERROR":
+        case "PANIC":
+          return { kind, message: FrameDecoder.#str(self, "message") };
+        case "FUNCTION_TABLE": {
+          const functions = FrameDecoder.#functionTable(self, "function");
+          // The optional imports part: present when bytes follow the functions.
+          if (self.#pos === self.#end) return { kind, functions };
+          return { kind, functions, imports: FrameDecoder.#functionTable(self, "host import") };
+        }
+        case "FAULT": {
+          if (self.#end - self.#pos !== FAULT_PAYLOAD_SIZE) {
+            throw new ProtocolError(
+              `FAULT payload is ${self.#end - self.#pos} bytes, not ${FAULT_PAYLOAD_SIZE}`,
+            );
+          }
+          const vector = FrameDecoder.#u64(self);
+          const errorCode = FrameDecoder.#u64(self);
+          const rip = FrameDecoder.#u64(self);
+          const cr2 = FrameDecoder.#u64(self);
+          return { kind, vector, errorCode, rip, cr2, rsp: FrameDecoder.#u64(self) };
+        }
+        case "LOG": {
+          const level = FrameDecoder.#u32(self, "log level");
+          if (level > MAX_LOG_LEVEL) {
+            throw new ProtocolError(`LOG level ${level} is above ${MAX_LOG_LEVEL}`);
+          }
+          return { kind, level, message: FrameDecoder.#str(self, "log message") };
+        }
       }
-    }
-  }
+    }).bind(undefined); // Eager: see the note after the imports.
 
-  #need(n: number, what: string): void {
-    if (n > this.#end - this.#pos) {
+  static readonly #need = (function decoderNeed(self: FrameDecoder, n: number, what: string): void {
+    if (n > self.#end - self.#pos) {
       throw new ProtocolError(
-        `${what} needs ${n} bytes but only ${this.#end - this.#pos} remain in the payload`,
+        `${what} needs ${n} bytes but only ${self.#end - self.#pos} remain in the payload`,
       );
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #u8(what: string): number {
-    this.#need(1, what);
-    return this.#bytes[this.#pos++];
-  }
+  static readonly #u8 = (function decoderU8(self: FrameDecoder, what: string): number {
+    FrameDecoder.#need(self, 1, what);
+    return self.#bytes[self.#pos++];
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #u32(what: string): number {
-    this.#need(4, what);
-    const v = this.#view.getUint32(this.#pos, true);
-    this.#pos += 4;
+  static readonly #u32 = (function decoderU32(self: FrameDecoder, what: string): number {
+    FrameDecoder.#need(self, 4, what);
+    const v = self.#view.getUint32(self.#pos, true);
+    self.#pos += 4;
     return v;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** Reads a u64 the caller has already bounds-checked. */
-  #u64(): bigint {
-    const v = this.#view.getBigUint64(this.#pos, true);
-    this.#pos += 8;
+  static readonly #u64 = (function decoderU64(self: FrameDecoder): bigint {
+    const v = self.#view.getBigUint64(self.#pos, true);
+    self.#pos += 8;
     return v;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** Reads a `str`; `maxBytes` bounds the length before it is compared with what remains. */
-  #str(what: string, minBytes = 0, maxBytes = Infinity): string {
-    const len = this.#u32(`${what} length`);
+  static readonly #str = (function decoderStr(
+    self: FrameDecoder,
+    what: string,
+    minBytes = 0,
+    maxBytes = Infinity,
+  ): string {
+    const len = FrameDecoder.#u32(self, `${what} length`);
     if (len < minBytes || len > maxBytes) {
       throw new ProtocolError(`${what} is ${len} bytes, outside ${minBytes}–${maxBytes}`);
     }
-    this.#need(len, what);
-    const start = this.#pos;
-    this.#pos += len;
-    return decodeUtf8(this.#bytes, start, len, what);
-  }
+    FrameDecoder.#need(self, len, what);
+    const start = self.#pos;
+    self.#pos += len;
+    return decodeUtf8(self.#bytes, start, len, what);
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** `u32 argc, argc × value`: at most {@link MAX_PARAMS} values, none `void` (checked first). */
-  #values(): Value[] {
-    const argc = this.#u32("argc");
-    if (argc * MIN_VALUE_SIZE > this.#end - this.#pos) {
+  static readonly #values = (function decoderValues(self: FrameDecoder): Value[] {
+    const argc = FrameDecoder.#u32(self, "argc");
+    if (argc * MIN_VALUE_SIZE > self.#end - self.#pos) {
       throw new ProtocolError(
-        `argc ${argc} cannot fit the ${this.#end - this.#pos} bytes that remain`,
+        `argc ${argc} cannot fit the ${self.#end - self.#pos} bytes that remain`,
       );
     }
     if (argc > MAX_PARAMS) {
@@ -245,32 +255,32 @@ export class FrameDecoder {
     }
     const values = new Array<Value>(argc);
     for (let i = 0; i < argc; i++) {
-      const value = this.#value();
+      const value = FrameDecoder.#value(self);
       if (value.type === "void") throw new ProtocolError(`argument ${i} is void`);
       values[i] = value;
     }
     return values;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #tag(what: string): ValueType {
-    const tag = this.#u8(what);
+  static readonly #tag = (function decoderTag(self: FrameDecoder, what: string): ValueType {
+    const tag = FrameDecoder.#u8(self, what);
     const type = VALUE_TYPES[tag];
     if (type === undefined) throw new ProtocolError(`unknown value type tag ${tag} in ${what}`);
     return type;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #value(): Value {
-    const type = this.#tag("value");
-    const view = this.#view;
+  static readonly #value = (function decoderValue(self: FrameDecoder): Value {
+    const type = FrameDecoder.#tag(self, "value");
+    const view = self.#view;
     switch (type) {
       case "void":
         return { type };
       case "i32":
       case "u32":
       case "f32": {
-        this.#need(4, type);
-        const pos = this.#pos;
-        this.#pos += 4;
+        FrameDecoder.#need(self, 4, type);
+        const pos = self.#pos;
+        self.#pos += 4;
         if (type === "i32") return { type, value: view.getInt32(pos, true) };
         if (type === "u32") return { type, value: view.getUint32(pos, true) };
         const value = view.getFloat32(pos, true);
@@ -279,9 +289,9 @@ export class FrameDecoder {
       case "i64":
       case "u64":
       case "f64": {
-        this.#need(8, type);
-        const pos = this.#pos;
-        this.#pos += 8;
+        FrameDecoder.#need(self, 8, type);
+        const pos = self.#pos;
+        self.#pos += 8;
         if (type === "i64") return { type, value: view.getBigInt64(pos, true) };
         if (type === "u64") return { type, value: view.getBigUint64(pos, true) };
         const value = view.getFloat64(pos, true);
@@ -290,40 +300,43 @@ export class FrameDecoder {
           : { type, value, bits: view.getBigUint64(pos, true) };
       }
       case "bool": {
-        const b = this.#u8("bool");
+        const b = FrameDecoder.#u8(self, "bool");
         if (b > 1) throw new ProtocolError(`bool value ${b} is neither 0 nor 1`);
         return { type, value: b === 1 };
       }
       case "string":
-        return { type, value: this.#str("string value") };
+        return { type, value: FrameDecoder.#str(self, "string value") };
       case "bytes": {
-        const len = this.#u32("bytes length");
-        this.#need(len, "bytes value");
-        const start = this.#pos;
-        this.#pos += len;
-        return { type, value: this.#bytes.slice(start, start + len) };
+        const len = FrameDecoder.#u32(self, "bytes length");
+        FrameDecoder.#need(self, len, "bytes value");
+        const start = self.#pos;
+        self.#pos += len;
+        return { type, value: self.#bytes.slice(start, start + len) };
       }
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** One table of a `FUNCTION_TABLE` frame: the functions, or the imports part (`what`). */
-  #functionTable(what: "function" | "host import"): FunctionSignature[] {
-    const count = this.#u32(`${what} count`);
+  static readonly #functionTable = (function decoderFunctionTable(
+    self: FrameDecoder,
+    what: "function" | "host import",
+  ): FunctionSignature[] {
+    const count = FrameDecoder.#u32(self, `${what} count`);
     if (count > MAX_FUNCTIONS) {
       throw new ProtocolError(`${what} table has ${count} entries, more than ${MAX_FUNCTIONS}`);
     }
-    if (count * MIN_TABLE_ENTRY_SIZE > this.#end - this.#pos) {
+    if (count * MIN_TABLE_ENTRY_SIZE > self.#end - self.#pos) {
       throw new ProtocolError(
-        `${what} count ${count} cannot fit the ${this.#end - this.#pos} bytes that remain`,
+        `${what} count ${count} cannot fit the ${self.#end - self.#pos} bytes that remain`,
       );
     }
     const functions = new Array<FunctionSignature>(count);
     const seen = new Set<string>();
     for (let i = 0; i < count; i++) {
-      const name = this.#str(`${what} name`, MIN_NAME_LENGTH, MAX_NAME_LENGTH);
+      const name = FrameDecoder.#str(self, `${what} name`, MIN_NAME_LENGTH, MAX_NAME_LENGTH);
       if (seen.has(name)) throw new ProtocolError(`${what} ${JSON.stringify(name)} listed twice`);
       seen.add(name);
-      const paramCount = this.#u8("param count");
+      const paramCount = FrameDecoder.#u8(self, "param count");
       if (paramCount > MAX_PARAMS) {
         throw new ProtocolError(
           `${what} ${JSON.stringify(name)} has ${paramCount} parameters, more than ${MAX_PARAMS}`,
@@ -331,15 +344,15 @@ export class FrameDecoder {
       }
       const params = new Array<ValueType>(paramCount);
       for (let p = 0; p < paramCount; p++) {
-        params[p] = this.#tag("parameter type");
+        params[p] = FrameDecoder.#tag(self, "parameter type");
         if (params[p] === "void") {
           throw new ProtocolError(`${what} ${JSON.stringify(name)} has a void parameter`);
         }
       }
-      functions[i] = { name, params, result: this.#tag("result type") };
+      functions[i] = { name, params, result: FrameDecoder.#tag(self, "result type") };
     }
     return functions;
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 }
 
 function decodeUtf8(bytes: Uint8Array, start: number, len: number, what: string): string {
@@ -397,96 +410,103 @@ export class FrameEncoder {
    * {@link ArgumentError} when it does not fit.
    */
   encode(frame: Frame): number {
+    return FrameEncoder.#encodeNow(this, frame);
+  }
+
+  static readonly #encodeNow = (function encoderEncode(self: FrameEncoder, frame: Frame): number {
     try {
-      this.#pos = FRAME_HEADER_SIZE;
-      this.#room(0);
-      this.#payload(frame);
+      self.#pos = FRAME_HEADER_SIZE;
+      FrameEncoder.#room(self, 0);
+      FrameEncoder.#payload(self, frame);
     } catch (err) {
       if (err !== BUFFER_FULL) throw err;
       const needed = frameSize(frame);
-      const size = this.#bytes.length;
+      const size = self.#bytes.length;
       throw new ArgumentError(
         `${frame.kind} frame needs ${needed} bytes but the buffer is ${size} bytes; ` +
-          `raise the ${this.#optionName} option`,
+          `raise the ${self.#optionName} option`,
       );
     }
-    this.#view.setUint32(0, FrameKind[frame.kind], true);
-    this.#view.setUint32(4, this.#pos - FRAME_HEADER_SIZE, true);
-    return this.#pos;
-  }
+    self.#view.setUint32(0, FrameKind[frame.kind], true);
+    self.#view.setUint32(4, self.#pos - FRAME_HEADER_SIZE, true);
+    return self.#pos;
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #payload(frame: Frame): void {
+  static readonly #payload = (function encoderPayload(self: FrameEncoder, frame: Frame): void {
     switch (frame.kind) {
       case "CALL":
       case "HOST_CALL":
-        this.#str(frame.name);
-        this.#u32(frame.args.length);
-        for (const arg of frame.args) this.#value(arg);
+        FrameEncoder.#str(self, frame.name);
+        FrameEncoder.#u32(self, frame.args.length);
+        for (const arg of frame.args) FrameEncoder.#value(self, arg);
         return;
       case "RETURN":
       case "HOST_RETURN":
-        this.#value(frame.value);
+        FrameEncoder.#value(self, frame.value);
         return;
       case "ERROR":
-        this.#u32(frame.code);
-        this.#str(frame.message);
+        FrameEncoder.#u32(self, frame.code);
+        FrameEncoder.#str(self, frame.message);
         return;
       case "HOST_ERROR":
       case "PANIC":
-        this.#str(frame.message);
+        FrameEncoder.#str(self, frame.message);
         return;
       case "FUNCTION_TABLE":
-        this.#functionTable(frame.functions);
-        if (frame.imports !== undefined) this.#functionTable(frame.imports);
+        FrameEncoder.#functionTable(self, frame.functions);
+        if (frame.imports !== undefined) FrameEncoder.#functionTable(self, frame.imports);
         return;
       case "FAULT":
-        this.#u64(frame.vector);
-        this.#u64(frame.errorCode);
-        this.#u64(frame.rip);
-        this.#u64(frame.cr2);
-        this.#u64(frame.rsp);
+        FrameEncoder.#u64(self, frame.vector);
+        FrameEncoder.#u64(self, frame.errorCode);
+        FrameEncoder.#u64(self, frame.rip);
+        FrameEncoder.#u64(self, frame.cr2);
+        FrameEncoder.#u64(self, frame.rsp);
         return;
       case "LOG":
-        this.#u32(frame.level);
-        this.#str(frame.message);
+        FrameEncoder.#u32(self, frame.level);
+        FrameEncoder.#str(self, frame.message);
         return;
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #functionTable(functions: readonly FunctionSignature[]): void {
-    this.#u32(functions.length);
+  static readonly #functionTable = (function encoderFunctionTable(
+    self: FrameEncoder,
+    functions: readonly FunctionSignature[],
+  ): void {
+    FrameEncoder.#u32(self, functions.length);
     for (const fn of functions) {
       if (fn.params.length > 255) {
         throw new ArgumentError(`function ${fn.name} has more than 255 parameters`);
       }
-      this.#str(fn.name);
-      this.#room(2 + fn.params.length);
-      this.#bytes[this.#pos++] = fn.params.length;
-      for (const p of fn.params) this.#bytes[this.#pos++] = ValueTag[p];
-      this.#bytes[this.#pos++] = ValueTag[fn.result];
+      FrameEncoder.#str(self, fn.name);
+      FrameEncoder.#room(self, 2 + fn.params.length);
+      self.#bytes[self.#pos++] = fn.params.length;
+      for (const p of fn.params) self.#bytes[self.#pos++] = ValueTag[p];
+      self.#bytes[self.#pos++] = ValueTag[fn.result];
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #room(n: number): void {
-    if (n > this.#bytes.length - this.#pos) throw BUFFER_FULL;
-  }
+  static readonly #room = (function encoderRoom(self: FrameEncoder, n: number): void {
+    if (n > self.#bytes.length - self.#pos) throw BUFFER_FULL;
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #u32(v: number): void {
-    this.#room(4);
-    this.#view.setUint32(this.#pos, v, true);
-    this.#pos += 4;
-  }
+  static readonly #u32 = (function encoderU32(self: FrameEncoder, v: number): void {
+    FrameEncoder.#room(self, 4);
+    self.#view.setUint32(self.#pos, v, true);
+    self.#pos += 4;
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #u64(v: bigint): void {
-    this.#room(8);
-    this.#view.setBigUint64(this.#pos, v, true);
-    this.#pos += 8;
-  }
+  static readonly #u64 = (function encoderU64(self: FrameEncoder, v: bigint): void {
+    FrameEncoder.#room(self, 8);
+    self.#view.setBigUint64(self.#pos, v, true);
+    self.#pos += 8;
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #str(s: string): void {
-    this.#room(4);
-    const start = this.#pos + 4;
-    const bytes = this.#bytes;
+  static readonly #str = (function encoderStr(self: FrameEncoder, s: string): void {
+    FrameEncoder.#room(self, 4);
+    const start = self.#pos + 4;
+    const bytes = self.#bytes;
     let written = -1;
     if (s.length <= SHORT_STRING && s.length <= bytes.length - start) {
       // Short ASCII strings (names, most messages) are cheaper to copy here than in native code.
@@ -503,60 +523,60 @@ export class FrameEncoder {
       if (result.read < s.length) throw BUFFER_FULL;
       written = result.written;
     }
-    this.#view.setUint32(this.#pos, written, true);
-    this.#pos = start + written;
-  }
+    self.#view.setUint32(self.#pos, written, true);
+    self.#pos = start + written;
+  }).bind(undefined); // Eager: see the note after the imports.
 
-  #value(v: Value): void {
-    this.#room(1);
-    const view = this.#view;
-    this.#bytes[this.#pos++] = ValueTag[v.type];
+  static readonly #value = (function encoderValue(self: FrameEncoder, v: Value): void {
+    FrameEncoder.#room(self, 1);
+    const view = self.#view;
+    self.#bytes[self.#pos++] = ValueTag[v.type];
     switch (v.type) {
       case "void":
         return;
       case "i32":
-        this.#room(4);
-        view.setInt32(this.#pos, v.value, true);
-        this.#pos += 4;
+        FrameEncoder.#room(self, 4);
+        view.setInt32(self.#pos, v.value, true);
+        self.#pos += 4;
         return;
       case "u32":
-        this.#u32(v.value);
+        FrameEncoder.#u32(self, v.value);
         return;
       case "f32":
-        this.#room(4);
-        if (v.bits !== undefined) view.setUint32(this.#pos, v.bits, true);
-        else view.setFloat32(this.#pos, v.value, true);
-        this.#pos += 4;
+        FrameEncoder.#room(self, 4);
+        if (v.bits !== undefined) view.setUint32(self.#pos, v.bits, true);
+        else view.setFloat32(self.#pos, v.value, true);
+        self.#pos += 4;
         return;
       case "i64":
-        this.#room(8);
-        view.setBigInt64(this.#pos, v.value, true);
-        this.#pos += 8;
+        FrameEncoder.#room(self, 8);
+        view.setBigInt64(self.#pos, v.value, true);
+        self.#pos += 8;
         return;
       case "u64":
-        this.#u64(v.value);
+        FrameEncoder.#u64(self, v.value);
         return;
       case "f64":
-        this.#room(8);
-        if (v.bits !== undefined) view.setBigUint64(this.#pos, v.bits, true);
-        else view.setFloat64(this.#pos, v.value, true);
-        this.#pos += 8;
+        FrameEncoder.#room(self, 8);
+        if (v.bits !== undefined) view.setBigUint64(self.#pos, v.bits, true);
+        else view.setFloat64(self.#pos, v.value, true);
+        self.#pos += 8;
         return;
       case "bool":
-        this.#room(1);
-        this.#bytes[this.#pos++] = v.value ? 1 : 0;
+        FrameEncoder.#room(self, 1);
+        self.#bytes[self.#pos++] = v.value ? 1 : 0;
         return;
       case "string":
-        this.#str(v.value);
+        FrameEncoder.#str(self, v.value);
         return;
       case "bytes":
-        this.#room(4 + v.value.length);
-        view.setUint32(this.#pos, v.value.length, true);
-        this.#bytes.set(v.value, this.#pos + 4);
-        this.#pos += 4 + v.value.length;
+        FrameEncoder.#room(self, 4 + v.value.length);
+        view.setUint32(self.#pos, v.value.length, true);
+        self.#bytes.set(v.value, self.#pos + 4);
+        self.#pos += 4 + v.value.length;
         return;
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 }
 
 /**

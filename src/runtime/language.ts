@@ -62,7 +62,10 @@ import {
 // `const f = (function f() {...}).bind(undefined)` run in every cold create + first call. V8
 // compiles a parenthesised function together with its module, so Deno's code cache holds it and a
 // new process does not compile it again on first call (a declaration is compiled lazily, in every
-// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones.
+// process). `.bind` keeps the parentheses: Deno's TypeScript emit drops redundant ones. V8 never
+// compiles a method with its module: the bodies of `RuntimeSandbox`'s methods on that path are
+// static private fields spelled the same way (inside the class body, so they read its `#private`
+// fields), the methods delegating with `this` as an argument.
 
 const MIB = 1 << 20;
 const utf8 = new TextEncoder();
@@ -340,6 +343,15 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
    * (after the calls queued before it), e.g. to start a per-call budget.
    */
   call(path: string, args: readonly unknown[], begin?: () => void): Promise<unknown> {
+    return RuntimeSandbox.#call(this, path, args, begin);
+  }
+
+  static readonly #call = (function runtimeCall<E extends SandboxError>(
+    self: RuntimeSandbox<E>,
+    path: string,
+    args: readonly unknown[],
+    begin: (() => void) | undefined,
+  ): Promise<unknown> {
     if (typeof path !== "string") {
       return Promise.reject(new ArgumentError("the function path must be a string"));
     }
@@ -349,8 +361,8 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#request(this.#kind.exports.call, input, begin);
-  }
+    return self.#request(self.#kind.exports.call, input, begin);
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** Evaluates `code` in the global scope (`begin` as for {@linkcode call}). */
   eval(code: string, begin?: () => void): Promise<unknown> {
@@ -477,32 +489,51 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   }
 
   /** One request and its host-call rounds, to a value or an error. */
-  async #exchange(
+  #exchange(
     fn: string,
     input: Uint8Array,
     timeoutMs: number | undefined,
   ): Promise<{ reply: Reply<E>; calledHost: boolean }> {
-    this.#usable();
+    return RuntimeSandbox.#exchangeNow(this, fn, input, timeoutMs);
+  }
+
+  static readonly #exchangeNow = (async function runtimeExchange<E extends SandboxError>(
+    self: RuntimeSandbox<E>,
+    fn: string,
+    input: Uint8Array,
+    timeoutMs: number | undefined,
+  ): Promise<{ reply: Reply<E>; calledHost: boolean }> {
+    self.#usable();
     const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
     const left = () =>
       deadline === undefined ? undefined : Math.max(1, deadline - performance.now());
     let calledHost = false;
     try {
-      const seed = this.#seed;
-      let reply = await this.#enter(fn, seed ? withSeed(seed, input) : input, left());
-      if (seed === this.#seed) this.#seed = undefined; // in the guest now
+      const seed = self.#seed;
+      let reply = await RuntimeSandbox.#enterNow(
+        self,
+        fn,
+        seed ? withSeed(seed, input) : input,
+        left(),
+      );
+      if (seed === self.#seed) self.#seed = undefined; // in the guest now
       while (reply.kind === "pending") {
         calledHost = true;
         let answers: string;
         try {
-          answers = await this.#answer(reply.calls);
+          answers = await self.#answer(reply.calls);
         } catch (e) {
           // The driver waits for this round's resume: no other call may reach it (out of step).
-          throw this.#poisonWith(
+          throw self.#poisonWith(
             e instanceof Error ? e : new Error("a host call round failed", { cause: e }),
           );
         }
-        reply = await this.#enter(this.#kind.exports.resume, utf8.encode(answers), left());
+        reply = await RuntimeSandbox.#enterNow(
+          self,
+          self.#kind.exports.resume,
+          utf8.encode(answers),
+          left(),
+        );
       }
       return { reply, calledHost };
     } catch (e) {
@@ -512,9 +543,9 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
       }
       throw e;
     } finally {
-      this.#output.flush();
+      self.#output.flush();
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   /** Runs the host functions of one round; returns the resume export's input. */
   async #answer(calls: readonly PendingCall[]): Promise<string> {
@@ -544,26 +575,35 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   }
 
   /** One VM entry: a driver export by the bytes convention, its reply decoded. */
-  async #enter(fn: string, input: Uint8Array, timeoutMs: number | undefined): Promise<Reply<E>> {
+  #enter(fn: string, input: Uint8Array, timeoutMs: number | undefined): Promise<Reply<E>> {
+    return RuntimeSandbox.#enterNow(this, fn, input, timeoutMs);
+  }
+
+  static readonly #enterNow = (async function runtimeEnter<E extends SandboxError>(
+    self: RuntimeSandbox<E>,
+    fn: string,
+    input: Uint8Array,
+    timeoutMs: number | undefined,
+  ): Promise<Reply<E>> {
     let out: Uint8Array;
     try {
-      out = await this.#wasm.callBytes(fn, input, timeoutMs === undefined ? {} : { timeoutMs });
+      out = await self.#wasm.callBytes(fn, input, timeoutMs === undefined ? {} : { timeoutMs });
     } catch (e) {
       // A trap leaves the runtime in an undefined state (docs/js.md): no call until a restore.
       // An ArgumentError (the input does not fit the VM's input area) entered nothing: a request
       // leaves the sandbox as it was; a resume leaves the driver waiting, so it poisons.
-      const entered = !(e instanceof ArgumentError) || fn === this.#kind.exports.resume;
+      const entered = !(e instanceof ArgumentError) || fn === self.#kind.exports.resume;
       if (entered && !(e instanceof SandboxDisposedError) && e instanceof Error) {
-        this.#poison ??= e;
+        self.#poison ??= e;
       }
       throw e;
     }
     try {
-      return decodeReply(out, this.#names, this.#kind.error);
+      return decodeReply(out, self.#names, self.#kind.error);
     } catch (e) {
-      throw this.#poisonWith(e as Error);
+      throw self.#poisonWith(e as Error);
     }
-  }
+  }).bind(undefined); // Eager: see the note after the imports.
 
   #poisonWith(e: Error): Error {
     this.#poison ??= e;
@@ -687,39 +727,60 @@ export const createRuntime =
     // Another create may have begun this key's fill since: wait for it rather than fill again.
     while (!hit && kind.cache.has(key)) hit = await kind.cache.get(key);
     if (hit) return handleOf(kind, await fromSnapshot(kind, hit, key, hostFns, o, true));
-    const core = await kind.cache.fill(key, async () => {
-      // Another process may have left this start state on disk (src/start_snapshots.ts).
-      const disk = await loadStartSnapshot(key, o.engine, o.library);
-      if (disk) {
-        try {
-          // fromCache stays false: it means this process's cache (the disk has its own counters).
-          return { value: await fromSnapshot(kind, disk, key, hostFns, o, false), snapshot: disk };
-        } catch (e) {
-          await disk.dispose();
-          throw e;
-        }
-      }
-      const { core, calledHost } = await cold(
-        kind,
-        await moduleBytes(),
-        key,
-        hostFns,
-        o,
-        maxMemory,
-      );
-      if (calledHost) return { value: core, snapshot: undefined };
-      try {
-        const snap = await core.wasm.snapshot();
-        await storeStartSnapshot(key, o.engine, snap, names);
-        core.reseed();
-        return { value: core, snapshot: snap };
-      } catch (e) {
-        await core.dispose();
-        throw e;
-      }
-    });
+    const core = await kind.cache.fill(
+      key,
+      () => startState(kind, key, hostFns, o, maxMemory, names, moduleBytes),
+    );
     return handleOf(kind, core);
   }).bind(undefined); // Eager: see the note after the imports.
+
+/**
+ * A cache fill of `createRuntime`: the start state from disk, else a cold start (whose snapshot is
+ * stored unless its source called host functions); the core and what the cache keeps.
+ */
+const startState = (async function startState<
+  H extends object,
+  S extends object,
+  E extends SandboxError,
+>(
+  kind: LanguageKind<H, S, E>,
+  key: string,
+  hostFns: Map<string, RuntimeHostFunction>,
+  o: LanguageOptions,
+  maxMemory: number,
+  names: string[],
+  moduleBytes: () => Promise<Uint8Array>,
+): Promise<{ value: RuntimeSandbox<E>; snapshot: WasmSnapshot | undefined }> {
+  // Another process may have left this start state on disk (src/start_snapshots.ts).
+  const disk = await loadStartSnapshot(key, o.engine, o.library);
+  if (disk) {
+    try {
+      // fromCache stays false: it means this process's cache (the disk has its own counters).
+      return { value: await fromSnapshot(kind, disk, key, hostFns, o, false), snapshot: disk };
+    } catch (e) {
+      await disk.dispose();
+      throw e;
+    }
+  }
+  const { core, calledHost } = await cold(
+    kind,
+    await moduleBytes(),
+    key,
+    hostFns,
+    o,
+    maxMemory,
+  );
+  if (calledHost) return { value: core, snapshot: undefined };
+  try {
+    const snap = await core.wasm.snapshot();
+    await storeStartSnapshot(key, o.engine, snap, names);
+    core.reseed();
+    return { value: core, snapshot: snap };
+  } catch (e) {
+    await core.dispose();
+    throw e;
+  }
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** A new VM from a snapshot (the cache's or the caller's), with its own random seed. */
 const fromSnapshot = (async function fromSnapshot<E extends SandboxError>(

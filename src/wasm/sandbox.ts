@@ -228,7 +228,7 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   /** `create`, in its span (telemetry.ts). */
-  static async #create(
+  static readonly #create = (async function wasmSandboxCreate(
     options: WasmSandboxOptions | WasmSnapshotSandboxOptions,
   ): Promise<WasmSandbox> {
     if (typeof options !== "object" || options === null) {
@@ -323,10 +323,10 @@ export class WasmSandbox implements AsyncDisposable {
       throw e;
     }
     return sb;
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /** `create({ snapshot })` and cache hits: a new VM on the snapshot, copy-on-write. */
-  static async #fromSnapshot(
+  static readonly #fromSnapshot = (async function wasmSandboxFromSnapshot(
     state: WasmSnapshotState,
     options: {
       hostFunctions?: WasmImports;
@@ -399,7 +399,7 @@ export class WasmSandbox implements AsyncDisposable {
       timeoutMs: options.timeoutMs,
       recycled: recycled !== undefined,
     }, wasi);
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /** Loads and instantiates the module in a new `wasm-runtime` guest (no cache). */
   static async #cold(

@@ -363,14 +363,19 @@ export class WasiFiles {
       target = r;
     }
     this.#writable(target);
-    const info = h.kind === "file" && path === undefined
+    // The old times are needed only for a time the module leaves as it is (neither given nor
+    // "now"): `utimes(path, NULL)`, SQLite's lock refresh, sets both to now.
+    const keeps = (fst & 3) === 0 || (fst & 12) === 0;
+    const info = !keeps
+      ? undefined
+      : h.kind === "file" && path === undefined
       ? h.file.statSync()
       : Deno.statSync(target.host);
     const now = new Date();
-    const pick = (given: bigint, set: number, setNow: number, old: Date | null) =>
+    const pick = (given: bigint, set: number, setNow: number, old: Date | null | undefined) =>
       (fst & set) ? new Date(Number(given / 1_000_000n)) : (fst & setNow) ? now : old ?? now;
-    const a = pick(atim, 1, 2, info.atime);
-    const m = pick(mtim, 4, 8, info.mtime);
+    const a = pick(atim, 1, 2, info?.atime);
+    const m = pick(mtim, 4, 8, info?.mtime);
     if (h.kind === "file" && path === undefined) h.file.utimeSync(a, m);
     else Deno.utimeSync(target.host, a, m);
   }

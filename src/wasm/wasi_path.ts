@@ -48,9 +48,19 @@ export class WasiErrno extends Error {
   }
 }
 
+/**
+ * One `WasiErrno` per errno, made once: {@linkcode fail} throws it again instead of building a
+ * new error (with its stack) for every failed request. Nothing reads a WasiErrno's stack: the
+ * request handler turns it into the reply's errno (`errnoOf`). A path that does not exist is an
+ * everyday answer (SQLite asks for its journal's and WAL's status in every transaction).
+ */
+const thrown = new Map<number, WasiErrno>();
+
 /** Throws `WasiErrno(errno)`. */
 export const fail = (errno: number): never => {
-  throw new WasiErrno(errno);
+  let e = thrown.get(errno);
+  if (e === undefined) thrown.set(errno, e = new WasiErrno(errno));
+  throw e;
 };
 
 /** Open files and directories per sandbox, preopens included; one more is `EMFILE`. */
@@ -131,33 +141,35 @@ export function checkPreopens(
   return out;
 }
 
+/** WASI errno by Node/Deno error code. */
+const byCode: Readonly<Record<string, number>> = {
+  ENOENT: Errno.NOENT,
+  EEXIST: Errno.EXIST,
+  EACCES: Errno.ACCES,
+  EPERM: Errno.PERM,
+  EISDIR: Errno.ISDIR,
+  ENOTDIR: Errno.NOTDIR,
+  ENOTEMPTY: Errno.NOTEMPTY,
+  ELOOP: Errno.LOOP,
+  ENAMETOOLONG: Errno.NAMETOOLONG,
+  ENOSPC: Errno.NOSPC,
+  EROFS: Errno.ROFS,
+  EXDEV: Errno.XDEV,
+  EINVAL: Errno.INVAL,
+  EBADF: Errno.BADF,
+  EBUSY: Errno.BUSY,
+  EFBIG: Errno.FBIG,
+  EMFILE: Errno.MFILE,
+  ENFILE: Errno.NFILE,
+  ESPIPE: Errno.SPIPE,
+  EOVERFLOW: Errno.OVERFLOW,
+};
+
 /** Errno of a Deno file system error. */
 export function errnoOf(e: unknown): number {
   if (e instanceof WasiErrno) return e.errno;
   const code = (e as { code?: unknown })?.code;
-  const byCode: Record<string, number> = {
-    ENOENT: Errno.NOENT,
-    EEXIST: Errno.EXIST,
-    EACCES: Errno.ACCES,
-    EPERM: Errno.PERM,
-    EISDIR: Errno.ISDIR,
-    ENOTDIR: Errno.NOTDIR,
-    ENOTEMPTY: Errno.NOTEMPTY,
-    ELOOP: Errno.LOOP,
-    ENAMETOOLONG: Errno.NAMETOOLONG,
-    ENOSPC: Errno.NOSPC,
-    EROFS: Errno.ROFS,
-    EXDEV: Errno.XDEV,
-    EINVAL: Errno.INVAL,
-    EBADF: Errno.BADF,
-    EBUSY: Errno.BUSY,
-    EFBIG: Errno.FBIG,
-    EMFILE: Errno.MFILE,
-    ENFILE: Errno.NFILE,
-    ESPIPE: Errno.SPIPE,
-    EOVERFLOW: Errno.OVERFLOW,
-  };
-  if (typeof code === "string" && code in byCode) return byCode[code];
+  if (typeof code === "string" && Object.hasOwn(byCode, code)) return byCode[code];
   if (e instanceof Deno.errors.NotFound) return Errno.NOENT;
   if (e instanceof Deno.errors.AlreadyExists) return Errno.EXIST;
   if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {

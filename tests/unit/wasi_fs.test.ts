@@ -10,6 +10,8 @@ import { WasiFiles } from "../../src/wasm/wasi_fs.ts";
 import {
   checkPreopens,
   Errno,
+  errnoOf as hostErrno,
+  fail,
   MAX_OPEN,
   resolvePath,
   WasiErrno,
@@ -362,6 +364,78 @@ Deno.test("wasi_io output-then (op 28): the output reaches the sinks, then the r
   } finally {
     t.cleanup();
   }
+});
+
+Deno.test("wasi_io set-times (ops 10, 17): given, now, or kept as they were", () => {
+  const t = scratch();
+  try {
+    const rt = new WasiRuntime(
+      {},
+      "m.wasm",
+      checkPreopens({ "/d": { path: t.root, writable: true } }),
+    );
+    const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
+    const u64 = (v: bigint) => new Uint8Array(new BigUint64Array([v]).buffer);
+    const path = utf8.encode("f");
+    const at = (ms: number) => BigInt(ms) * 1_000_000n;
+    const pathSetTimes = (atim: bigint, mtim: bigint, fst: number) =>
+      errno(
+        rt.io(
+          17,
+          join(u32(3), u32(0), u32(path.length), path, u64(atim), u64(mtim), u32(fst)),
+        ) as Uint8Array,
+      );
+    const times = () => {
+      const info = Deno.lstatSync(`${t.root}/f`);
+      return [info.atime!.getTime(), info.mtime!.getTime()];
+    };
+    const A = Date.UTC(2001, 0, 1);
+    const M = Date.UTC(2002, 0, 1);
+    // Both given (ATIM | MTIM).
+    assert.equal(pathSetTimes(at(A), at(M), 1 | 4), 0);
+    assert.deepEqual(times(), [A, M]);
+    // Only mtime given: atime kept.
+    assert.equal(pathSetTimes(0n, at(M + 5000), 4), 0);
+    assert.deepEqual(times(), [A, M + 5000]);
+    // Only atime now: mtime kept.
+    const before = Date.now();
+    assert.equal(pathSetTimes(0n, 0n, 2), 0);
+    assert.ok(times()[0] >= before - 1000);
+    assert.equal(times()[1], M + 5000);
+    // Both now (ATIM_NOW | MTIM_NOW: `utimes(path, NULL)`).
+    assert.equal(pathSetTimes(0n, 0n, 2 | 8), 0);
+    assert.ok(times().every((ms) => ms >= before - 1000));
+    // A time both given and "now", or unknown bits: EINVAL; a missing path: ENOENT.
+    assert.equal(pathSetTimes(0n, 0n, 1 | 2), Errno.INVAL);
+    assert.equal(pathSetTimes(0n, 0n, 16), Errno.INVAL);
+    Deno.removeSync(`${t.root}/f`);
+    assert.equal(pathSetTimes(0n, 0n, 2 | 8), Errno.NOENT);
+    rt.close();
+  } finally {
+    t.cleanup();
+  }
+});
+
+Deno.test("wasi errno of a host error: by its code, own codes only; thrown errnos are reused", () => {
+  assert.equal(hostErrno(Object.assign(new Error("x"), { code: "ENOENT" })), Errno.NOENT);
+  assert.equal(hostErrno(Object.assign(new Error("x"), { code: "EWHATEVER" })), Errno.IO);
+  // An inherited property name is not a code (it mapped to a function, then errno 0: success).
+  assert.equal(hostErrno(Object.assign(new Error("x"), { code: "toString" })), Errno.IO);
+  assert.equal(hostErrno(Object.assign(new Error("x"), { code: "constructor" })), Errno.IO);
+  const first = errnoOf(() => fail(Errno.NOENT));
+  assert.equal(first, Errno.NOENT);
+  let a: unknown, b: unknown;
+  try {
+    fail(Errno.EXIST);
+  } catch (e) {
+    a = e;
+  }
+  try {
+    fail(Errno.EXIST);
+  } catch (e) {
+    b = e;
+  }
+  assert.ok(a instanceof WasiErrno && a === b && a.errno === Errno.EXIST);
 });
 
 /** Whether a directory is at `path`. */

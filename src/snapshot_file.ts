@@ -631,22 +631,25 @@ const checkExterns = (function checkExterns(v: unknown, what: string): WasmExter
   if (!Array.isArray(v) || v.length > 100_000) {
     throw new SnapshotFormatError("corrupt", `the module's ${what} are malformed`);
   }
-  return v.map((e: WasmExtern) => {
-    const t = e?.type;
-    if (
-      typeof e !== "object" || e === null || !isString(e.module, 4096) ||
-      !isString(e.name, 4096) || !EXTERN_KINDS.includes(e.kind) ||
-      (t !== undefined &&
-        (typeof t !== "object" || t === null || !Array.isArray(t.params) ||
-          !Array.isArray(t.results) || t.params.length > 1000 || t.results.length > 1000 ||
-          ![...t.params, ...t.results].every((x) => WASM_TYPES.includes(x))))
-    ) {
-      throw new SnapshotFormatError("corrupt", `one of the module's ${what} is malformed`);
-    }
-    const out: WasmExtern = { module: e.module, name: e.name, kind: e.kind };
-    if (t !== undefined) out.type = { params: [...t.params], results: [...t.results] };
-    return out;
-  });
+  return v.map((e: WasmExtern) => checkExtern(e, what));
+}).bind(undefined); // Eager: see the note after the imports.
+
+/** One entry of {@linkcode checkExterns}'s list, copied. */
+const checkExtern = (function checkExtern(e: WasmExtern, what: string): WasmExtern {
+  const t = e?.type;
+  if (
+    typeof e !== "object" || e === null || !isString(e.module, 4096) ||
+    !isString(e.name, 4096) || !EXTERN_KINDS.includes(e.kind) ||
+    (t !== undefined &&
+      (typeof t !== "object" || t === null || !Array.isArray(t.params) ||
+        !Array.isArray(t.results) || t.params.length > 1000 || t.results.length > 1000 ||
+        ![...t.params, ...t.results].every((x) => WASM_TYPES.includes(x))))
+  ) {
+    throw new SnapshotFormatError("corrupt", `one of the module's ${what} is malformed`);
+  }
+  const out: WasmExtern = { module: e.module, name: e.name, kind: e.kind };
+  if (t !== undefined) out.type = { params: [...t.params], results: [...t.results] };
+  return out;
 }).bind(undefined); // Eager: see the note after the imports.
 
 function wasmExtra(snap: WasmSnapshot): { native: Snapshot; extra: WasmExtra } {
@@ -762,18 +765,21 @@ export const loadJsSnapshot = (function loadJsSnapshot(
   options: SnapshotLoadOptions = {},
   memo?: CodeImageMemo,
 ): Promise<JsSnapshot> {
-  return loadKind(path, "js", options, (native, v) => {
-    const x = v as { wasm: unknown; key: unknown; hostFunctions: unknown };
-    if (
-      typeof x !== "object" || x === null || !isString(x.key) || !Array.isArray(x.hostFunctions) ||
-      x.hostFunctions.length > 10_000 || !x.hostFunctions.every((n) => isString(n, 1024))
-    ) {
-      throw new SnapshotFormatError("corrupt", "the JsSnapshot's description is malformed");
-    }
-    return makeJsSnapshot({
-      wasm: wasmFrom(native, x.wasm),
-      key: x.key,
-      hostFunctions: [...x.hostFunctions as string[]],
-    });
-  }, memo);
+  return loadKind(path, "js", options, jsFromFile, memo);
+}).bind(undefined); // Eager: see the note after the imports.
+
+/** {@linkcode loadJsSnapshot}'s snapshot from the file's native snapshot and its `extra`. */
+const jsFromFile = (function jsFromFile(native: Snapshot, v: unknown): JsSnapshot {
+  const x = v as { wasm: unknown; key: unknown; hostFunctions: unknown };
+  if (
+    typeof x !== "object" || x === null || !isString(x.key) || !Array.isArray(x.hostFunctions) ||
+    x.hostFunctions.length > 10_000 || !x.hostFunctions.every((n) => isString(n, 1024))
+  ) {
+    throw new SnapshotFormatError("corrupt", "the JsSnapshot's description is malformed");
+  }
+  return makeJsSnapshot({
+    wasm: wasmFrom(native, x.wasm),
+    key: x.key,
+    hostFunctions: [...x.hostFunctions as string[]],
+  });
 }).bind(undefined); // Eager: see the note after the imports.

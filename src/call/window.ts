@@ -13,6 +13,11 @@ import { ArgumentError } from "../errors.ts";
 import { FRAME_HEADER_SIZE } from "../abi.ts";
 import { type Frame, FrameDecoder, FrameEncoder } from "../wire.ts";
 
+// Eager compilation (docs/js.md "Eager compilation"): `encode` and `decode` run in every cold
+// create + first call, and V8 compiles a method lazily in every new process; their bodies are
+// static private fields written `(function f(self, ...) {...}).bind(undefined)`, which V8 compiles
+// with the module (Deno's code cache then holds them), the methods delegating with `this`.
+
 /** How much of each buffer a live sandbox views: frames up to this size need no other view. */
 export const SMALL_VIEW_BYTES = 64 << 10;
 
@@ -50,18 +55,22 @@ export class WindowedEncoder {
 
   /** Writes `frame` at the start of the buffer and returns its size; `FrameEncoder.encode`. */
   encode(frame: Frame): number {
-    try {
-      return this.#small.encode(frame);
-    } catch (e) {
-      if (!this.#narrow || !(e instanceof ArgumentError)) throw e;
-    }
-    const view = this.#widen.view();
-    try {
-      return new FrameEncoder(view, this.#optionName).encode(frame);
-    } finally {
-      this.#widen.release(view);
-    }
+    return WindowedEncoder.#encode(this, frame);
   }
+
+  static readonly #encode = (function windowedEncode(self: WindowedEncoder, frame: Frame): number {
+    try {
+      return self.#small.encode(frame);
+    } catch (e) {
+      if (!self.#narrow || !(e instanceof ArgumentError)) throw e;
+    }
+    const view = self.#widen.view();
+    try {
+      return new FrameEncoder(view, self.#optionName).encode(frame);
+    } finally {
+      self.#widen.release(view);
+    }
+  }).bind(undefined); // Eager: see the note after the imports.
 }
 
 /**
@@ -104,15 +113,19 @@ export class WindowedDecoder {
 
   /** Decodes the frame at the start of the buffer; `FrameDecoder.decode`. */
   decode(): Frame {
-    const header = this.#header;
-    if (header === undefined || header.getUint32(4, true) <= this.#room) {
-      return this.#small.decode();
-    }
-    const view = this.#widen.view();
-    try {
-      return this.#make(view).decode();
-    } finally {
-      this.#widen.release(view);
-    }
+    return WindowedDecoder.#decode(this);
   }
+
+  static readonly #decode = (function windowedDecode(self: WindowedDecoder): Frame {
+    const header = self.#header;
+    if (header === undefined || header.getUint32(4, true) <= self.#room) {
+      return self.#small.decode();
+    }
+    const view = self.#widen.view();
+    try {
+      return self.#make(view).decode();
+    } finally {
+      self.#widen.release(view);
+    }
+  }).bind(undefined); // Eager: see the note after the imports.
 }

@@ -1079,40 +1079,56 @@ export class WasmSandbox implements AsyncDisposable {
   }
 
   #functionType(name: string): WasmFunctionType {
+    return WasmSandbox.#functionTypeOf(this, name);
+  }
+
+  static readonly #functionTypeOf = (function wasmFunctionType(
+    self: WasmSandbox,
+    name: string,
+  ): WasmFunctionType {
     if (typeof name !== "string") {
       throw new ArgumentError(`the export name must be a string, got ${typeof name}`);
     }
-    const e = this.#exports.get(name);
+    const e = self.#exports.get(name);
     if (e && e.kind !== "function") {
       throw new ArgumentError(`export "${name}" is a ${e.kind}, not a function`);
     }
-    const f = lookupName(this.#functions, name, "the module exports no function");
+    const f = lookupName(self.#functions, name, "the module exports no function");
     if (!f.type) throw new ArgumentError(`export "${name}" has no function type`);
     return f.type;
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
+
+  #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
+    return WasmSandbox.#runNow(this, options, fn, ...args);
   }
 
-  async #run(options: CallOptions, fn: RuntimeFunction, ...args: unknown[]): Promise<JsValue> {
-    if (this.#net) this.#net.calls++;
-    this.#imported.takeFailure();
-    this.#imported.takeViolation();
-    this.#wasi?.takeViolation();
+  static readonly #runNow = (async function wasmRun(
+    self: WasmSandbox,
+    options: CallOptions,
+    fn: RuntimeFunction,
+    ...args: unknown[]
+  ): Promise<JsValue> {
+    if (self.#net) self.#net.calls++;
+    self.#imported.takeFailure();
+    self.#imported.takeViolation();
+    self.#wasi?.takeViolation();
     let value: JsValue;
     try {
-      const native = this.#live();
-      value = await this.#track(() =>
+      const native = self.#live();
+      value = await self.#track(() =>
         native.callWithOptions(
-          { ...options, timeoutMs: options.timeoutMs ?? this.#timeoutMs },
+          { ...options, timeoutMs: options.timeoutMs ?? self.#timeoutMs },
           fn,
           ...args,
         )
       );
     } catch (e) {
-      throw this.#gone(this.#violation() ?? mapGuestError(e, this.#imported.takeFailure()));
+      throw self.#gone(self.#violation() ?? mapGuestError(e, self.#imported.takeFailure()));
     }
-    const violation = this.#violation();
+    const violation = self.#violation();
     if (violation) throw violation;
-    return this.#decode(() => runtimeResult(fn, value));
-  }
+    return self.#decode(() => runtimeResult(fn, value));
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /**
    * Decodes what the runtime guest answered; a `ProtocolError` (an answer of the wrong shape)

@@ -35,6 +35,7 @@ export const EAGER: Record<string, readonly string[]> = {
   "src/runtime/engine.ts": ["engineNamed"],
   "src/runtime/output.ts": ["checkOutput"],
   "src/js/snapshot.ts": ["makeJsSnapshot", "jsStateOf"],
+  "src/js/sandbox.ts": ["jsSandboxCreate"],
   "src/net/js.ts": ["jsNetOptions"],
   "src/options.ts": [
     "checkTimeout",
@@ -84,6 +85,8 @@ export const EAGER: Record<string, readonly string[]> = {
     "bitmapDense",
     "wasmFrom",
     "checkExterns",
+    "checkExtern",
+    "jsFromFile",
   ],
   "src/wasm/snapshot.ts": ["makeWasmSnapshot", "wasmStateOf"],
   "src/telemetry.ts": [
@@ -121,7 +124,13 @@ export const EAGER: Record<string, readonly string[]> = {
     "encoderValue",
   ],
   // WasmSandbox's create paths, by their static private bodies.
-  "src/wasm/sandbox.ts": ["wasmSandboxCreate", "wasmSandboxFromSnapshot"],
+  "src/wasm/sandbox.ts": [
+    "wasmSandboxCreate",
+    "wasmSandboxFromSnapshot",
+    "wasmFunctionType",
+    "wasmRun",
+  ],
+  "src/call/window.ts": ["windowedEncode", "windowedDecode"],
   "src/wasm/runtime_table.ts": ["runtimeResult"],
   "src/start_snapshots.ts": [
     "env",

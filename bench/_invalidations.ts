@@ -1,15 +1,17 @@
 /**
  * Child of bench/scale.bench.ts, run under `perf stat -e kvm:kvm_unmap_hva_range`: keeps `live`
  * sandboxes from a snapshot alive, then does `n` times one operation (`floor`: a bare VM created,
- * run to its first exit and destroyed; `cold`: `Sandbox.create` + call + dispose; `snapshot`:
- * the same from a snapshot; `wasm`: `WasmSandbox.create` from a snapshot of the fib module + call +
+ * run to its first exit and destroyed; `cold`: `Sandbox.create` + call + dispose, by default
+ * from the image's start snapshot on a recycled VM; `coldstart`: the same with
+ * `startSnapshot: false`, the start run in a new VM each time; `snapshot`: the same from a
+ * snapshot (a recycled VM); `snapnew`: from a snapshot with `recycle: false` (a new VM); `wasm`: `WasmSandbox.create` from a snapshot of the fib module + call +
  * dispose, a new VM each time, which maps the module's code; `cached`: a cached
  * `WasmSandbox.create` of the fib module + call + dispose, as `bench/scale.bench.ts` times it: a
  * hit on a recycled VM, restored to the cache's snapshot at dispose). KVM fires that tracepoint once per live VM for every invalidation of
  * the process's page tables (its MMU notifier), so the difference between a run with `n` and one
  * with 0, divided by `n` and by the VMs alive, is the invalidations per operation.
  *
- *   deno run -A bench/_invalidations.ts <n> <floor|cold|snapshot|wasm|cached> <live>
+ *   deno run -A bench/_invalidations.ts <n> <floor|cold|coldstart|snapshot|snapnew|wasm|cached> <live>
  */
 import { Sandbox } from "../src/sandbox.ts";
 import { teardownWait } from "../src/ffi/vm.ts";
@@ -53,7 +55,15 @@ for (let i = 0; i < n; i++) {
   } else if (mode === "wasm" || mode === "cached") {
     await wasm();
   } else {
-    const s = await Sandbox.create(mode === "cold" ? { guest, heapSize: 1 << 20 } : { snapshot });
+    const s = await Sandbox.create(
+      mode === "cold"
+        ? { guest, heapSize: 1 << 20 } // from the image's start snapshot, on a recycled VM
+        : mode === "coldstart"
+        ? { guest, heapSize: 1 << 20, startSnapshot: false } // the start runs in a new VM
+        : mode === "snapnew"
+        ? { snapshot, recycle: false } // a new VM
+        : { snapshot }, // a recycled VM
+    );
     await s.call("noop");
     await s.dispose();
   }

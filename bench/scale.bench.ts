@@ -76,13 +76,29 @@ const ops = {
     vm.runSync();
     vm.destroy();
   },
+  // A cold create as it is by default: from the image's start snapshot (src/start_cache.ts), on
+  // a recycled VM (src/recycle.ts).
   cold: async () => {
     const s = await Sandbox.create(options);
     await s.call("noop");
     await s.dispose();
   },
+  // The start runs in a new VM every time (what a cold create was before issue 19's start
+  // snapshots, and what the first create of an image still is).
+  coldStart: async () => {
+    const s = await Sandbox.create({ ...options, startSnapshot: false });
+    await s.call("noop");
+    await s.dispose();
+  },
+  // From a snapshot, by default on a recycled VM.
   snapshot: async () => {
     const s = await Sandbox.create({ snapshot });
+    await s.call("noop");
+    await s.dispose();
+  },
+  // From a snapshot, a new VM every time (before issue 19's recycled VMs).
+  snapshotNew: async () => {
+    const s = await Sandbox.create({ snapshot, recycle: false });
     await s.call("noop");
     await s.dispose();
   },
@@ -185,14 +201,17 @@ for (const level of LEVELS) {
     `${(m[k] / first![k]).toFixed(2)}× at ${LEVELS[0]})`;
   rows.push(
     `${String(level).padStart(5)} live: floor ${(m.floor / 1000).toFixed(2)} ms ` +
-      `(${(m.floor / first.floor).toFixed(2)}× at ${LEVELS[0]}); cold ${f("cold")}; ` +
-      `snapshot ${f("snapshot")}; cached Wasm ${f("wasm")}; ` +
+      `(${(m.floor / first.floor).toFixed(2)}× at ${LEVELS[0]}); cold (start snapshot, ` +
+      `recycled VM) ${f("cold")}; cold, start run in a new VM ${f("coldStart")}; ` +
+      `snapshot (recycled VM) ${f("snapshot")}; snapshot, new VM ${f("snapshotNew")}; ` +
+      `cached Wasm ${f("wasm")}; ` +
       `madvise ${m.madvise.toFixed(1)} µs; ${perIdle}`,
   );
   console.log(rows.at(-1));
 }
 for (const s of live.splice(1)) await s.dispose();
 teardownWait();
+if (Deno.env.get("HL_SCALE_ONLY_LEVELS") === "1") Deno.exit(0); // the level rows alone
 
 // The cached Wasm create after 100 other keys, as issue 19's goal words it: a fresh process (A)
 // against one that has used 100 other keys (B), each a new `deno run`, alternating in the same
@@ -290,7 +309,7 @@ async function invalidationsPerOp(
   return none === undefined || some === undefined ? undefined : (some - none) / n / (live + 2);
 }
 const inval: string[] = [];
-for (const mode of ["floor", "cold", "snapshot", "wasm", "cached"]) {
+for (const mode of ["floor", "cold", "coldstart", "snapshot", "snapnew", "wasm", "cached"]) {
   const v = await invalidationsPerOp(mode, 200);
   if (v !== undefined) inval.push(`${mode} ${v.toFixed(2)}`);
 }

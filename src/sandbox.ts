@@ -144,9 +144,10 @@ export interface SandboxOptions extends MemoryOptions {
 }
 
 /**
- * Options of {@linkcode Sandbox.create} that start the sandbox from a {@linkcode Snapshot}: a new
- * VM whose memory is the snapshot's, copy-on-write (no copy, no initialisation run). The memory
- * sizes are the snapshot's.
+ * Options of {@linkcode Sandbox.create} that start the sandbox from a {@linkcode Snapshot}: a VM
+ * whose memory is the snapshot's, copy-on-write (no copy, no initialisation run) — a new one, or
+ * one a disposed sandbox of the same snapshot left, restored to it (`recycle`). The memory sizes
+ * are the snapshot's.
  */
 export interface SnapshotSandboxOptions {
   /** The snapshot to start from. */
@@ -430,6 +431,20 @@ export class Sandbox implements AsyncDisposable {
   /**
    * Loads the guest into a new micro-VM and runs its initialisation, which publishes the guest's
    * function table. Bad options or a bad image are rejected before a VM is created.
+   *
+   * Per-image start snapshots (`startSnapshot`, on by default): the first cold create of an image
+   * with these sizes, host function types and library runs the guest's start and snapshots the
+   * sandbox right after it; later ones start from that snapshot (as `create({ snapshot })` does)
+   * instead of running the start again. So the start runs once per image and options per
+   * {@linkcode StartSnapshotCache} (per process by default): whatever it computed — a seed read
+   * from `rdtsc`/`rdrand` included — is shared by those sandboxes; nothing else a guest or host
+   * can observe changes. A start that calls a host function or logs is never snapshotted: it runs
+   * in every create, and its logs reach every sandbox's `onLog`. `startSnapshot: false` (or
+   * `HL_START_SNAPSHOT=0`) runs the start in every create.
+   *
+   * With `{ snapshot }`: a sandbox on the snapshot's memory, copy-on-write, and its vCPU state; on
+   * a VM a disposed sandbox of the same snapshot left, restored in place to it, when there is one
+   * (`recycle` in {@linkcode SnapshotSandboxOptions}), else on a new VM.
    *
    * @example
    * ```ts

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { Sandbox } from "../../src/sandbox.ts";
 import { TimeoutError } from "../../src/errors.ts";
 import { globalStats, teardownWait } from "../../src/ffi/vm.ts";
+import { StartSnapshotCache } from "../../src/start_cache.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { kvmTest } from "./_kvm.ts";
 import { MAX_IDLE_WORKERS, untilDetached } from "./_vcpu_threads.ts";
@@ -16,6 +17,9 @@ const LIVE = 40;
 
 kvmTest("idle sandboxes hold no thread, and answer again on whichever worker is free", async () => {
   const guest = await Deno.readFile(TESTGUEST);
+  // The per-image start snapshots and their recycled VMs (src/start_cache.ts, src/recycle.ts) are
+  // a process-wide cache: emptied on both sides of the count.
+  await StartSnapshotCache.default.clear();
   const vmsBefore = globalStats().liveVms;
   const live: Sandbox[] = [];
   try {
@@ -45,6 +49,7 @@ kvmTest("idle sandboxes hold no thread, and answer again on whichever worker is 
   // Disposing detached sandboxes drops their vCPUs (on the disposing side: no worker is woken).
   const after = await untilDetached();
   assert.equal(after.holding, 0);
+  await StartSnapshotCache.default.clear();
   teardownWait();
   assert.equal(globalStats().liveVms, vmsBefore);
 });

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { Sandbox, SandboxError } from "../../mod.ts";
 import { globalStats } from "../../src/ffi/vm.ts";
+import { StartSnapshotCache } from "../../src/start_cache.ts";
 import { TESTGUEST } from "../_guests.ts";
 import { guestMappingCount, kvmTest, openFdCount } from "../kvm/_kvm.ts";
 
@@ -17,6 +18,9 @@ const ITERS = Number(Deno.env.get("HL_E2E_FUZZ_ITERS") ?? 3_000);
 const SEED = BigInt(Deno.env.get("HL_E2E_FUZZ_SEED") ?? 1);
 
 kvmTest(`end-to-end fuzz: ${ITERS} guest steps, seed ${SEED}`, async () => {
+  // The per-image start snapshots and their recycled VMs are a process-wide cache
+  // (src/start_cache.ts, src/recycle.ts): emptied on both sides of the count.
+  await StartSnapshotCache.default.clear();
   const vms = globalStats().liveVms;
   const fds = openFdCount();
   const mappings = guestMappingCount();
@@ -59,6 +63,7 @@ kvmTest(`end-to-end fuzz: ${ITERS} guest steps, seed ${SEED}`, async () => {
       JSON.stringify(Object.fromEntries(errors))
     }`,
   );
+  await StartSnapshotCache.default.clear();
   assert.equal(globalStats().liveVms, vms);
   assert.ok(openFdCount() <= fds + 2);
   assert.equal(guestMappingCount(), mappings);

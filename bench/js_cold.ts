@@ -177,4 +177,16 @@ console.log(
     `JS/Deno rest ${rest.toFixed(1)} ms; VM library bound in ${part("dlopens")} dlopen(s), ` +
     `${part("symbols")} symbols`,
 );
+// Each VM primitive apart (the phases child's "vmSetup.createVcpu", ...), fresh against the
+// in-process cold creates: what a new process pays natively beyond a used one.
+{
+  const keys = [...new Set([...ph, ...inprocParts].flatMap((r) => Object.keys(r)))]
+    .filter((k) => k.includes(".")).sort();
+  const cell = (rows: Record<string, number>[], k: string) =>
+    median(rows.map((r) => r[k] ?? 0)).toFixed(2);
+  console.log(
+    `  per primitive, p50 ms (fresh / in-process): ` +
+      keys.map((k) => `${k.split(".")[1]} ${cell(ph, k)} / ${cell(inprocParts, k)}`).join(", "),
+  );
+}
 await Deno.remove(cacheDir, { recursive: true });

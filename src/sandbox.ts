@@ -1424,17 +1424,17 @@ export class Sandbox implements AsyncDisposable {
 
 /** Whether `HL_SNAPSHOT_RECYCLE=0` has not turned recycled VMs off (read once). */
 let recycleSetting: boolean | undefined;
-function recycleOn(): boolean {
+const recycleOn = (function recycleOn(): boolean {
   return recycleSetting ??= configEnv("HL_SNAPSHOT_RECYCLE") !== "0";
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /**
  * Whether a sandbox from `state` may be recycled: no host-published code and no Wasm reservation
  * (the module cache recycles those VMs itself, wasm/recycle.ts).
  */
-function recyclable(state: SnapshotState): boolean {
+const recyclable = (function recyclable(state: SnapshotState): boolean {
   return state.layout.codeSize === 0 && state.layout.wasmReservationSize === 0;
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 // A released snapshot's idle VMs are of no more use.
 onSnapshotRelease((state) => void snapshotVms.drain(state));
@@ -1443,7 +1443,7 @@ onSnapshotRelease((state) => void snapshotVms.drain(state));
  * The start-snapshot key of a cold create (start_cache.ts): the image, the layout computed from
  * it and the sizes, the host functions' names and types, the library.
  */
-function startKey(
+const startKey = (function startKey(
   guestId: string,
   layout: MemoryLayout,
   hostFunctions: ReadonlyMap<string, HostFunction>,
@@ -1452,7 +1452,7 @@ function startKey(
   const sigs = [...hostFunctions].map(([n, f]) => [n, f.params.join(","), f.result])
     .sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
   return JSON.stringify([guestId, layout, sigs, library ?? ""]);
-}
+}).bind(undefined); // Eager: see the note after the imports.
 
 /** `(i32, f64) -> f64`. */
 function signatureText(s: { readonly params: readonly string[]; readonly result: string }): string {

@@ -173,9 +173,9 @@ export class StartSnapshotCache {
  * The cache a cold create uses, or undefined when start snapshots are off for it: `false`, or no
  * option and `HL_START_SNAPSHOT=0`.
  */
-export function startCacheFor(option: boolean | StartSnapshotCache | undefined):
-  | StartCacheCore
-  | undefined {
+export const startCacheFor = (function startCacheFor(
+  option: boolean | StartSnapshotCache | undefined,
+): StartCacheCore | undefined {
   if (option === false) return undefined;
   if (option instanceof StartSnapshotCache) return cores.get(option);
   if (option !== undefined && option !== true) {
@@ -183,7 +183,7 @@ export function startCacheFor(option: boolean | StartSnapshotCache | undefined):
   }
   if (option === undefined && configEnv("HL_START_SNAPSHOT") === "0") return undefined;
   return cores.get(StartSnapshotCache.default);
-}
+}).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
 /** Remembers `key` as not snapshot-able (bounded: the oldest is forgotten first). */
 export function refuseKey(core: StartCacheCore, key: string): void {

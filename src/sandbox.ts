@@ -567,7 +567,7 @@ export class Sandbox implements AsyncDisposable {
     return next;
   }
 
-  static async #create(
+  static readonly #create = (async function sandboxCreate(
     options: SandboxOptions | SnapshotSandboxOptions,
     code: MemorySnapshotHandle | undefined,
     link = true,
@@ -596,7 +596,7 @@ export class Sandbox implements AsyncDisposable {
       : undefined;
     if (cache) return Sandbox.#startCached(cache, options, hostFunctions, image, layout);
     return Sandbox.#cold(options, hostFunctions, image, layout, code, link);
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /**
    * A cold create through a start-snapshot cache: from the key's start snapshot when there is
@@ -703,7 +703,7 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /** A new VM on `state` (checked by the caller against `hostFunctions`). */
-  static #fromState(
+  static readonly #fromState = (function sandboxFromState(
     state: SnapshotState,
     hostFunctions: Map<string, HostFunction>,
     options: Omit<SandboxOptions, "guest"> & { recycle?: boolean },
@@ -765,7 +765,7 @@ export class Sandbox implements AsyncDisposable {
     finalizer.register(sandbox, { vm, code: sandbox.#code }, sandbox);
     countSandbox(1);
     return sandbox;
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /**
    * Freezes this sandbox as it is now — memory, vCPU state (registers, system registers, FPU/SSE,
@@ -1285,16 +1285,26 @@ export class Sandbox implements AsyncDisposable {
     signature: FunctionSignature,
     values: Value[],
   ): JsValue | Promise<JsValue> {
-    this.#usable();
+    return Sandbox.#callNowBody(this, sync, options, signature, values);
+  }
+
+  static readonly #callNowBody = (function sandboxCallNow(
+    self: Sandbox,
+    sync: boolean,
+    options: CallOptions,
+    signature: FunctionSignature,
+    values: Value[],
+  ): JsValue | Promise<JsValue> {
+    self.#usable();
     // Before the guest is entered: a CALL that does not fit is the caller's ArgumentError.
-    this.#encoder!.encode({ kind: "CALL", name: signature.name, args: values });
+    self.#encoder!.encode({ kind: "CALL", name: signature.name, args: values });
     const finish = (frame: Frame): JsValue => {
-      if (frame.kind === "ERROR") throw this.#fail(new GuestError(frame.code, frame.message), true);
+      if (frame.kind === "ERROR") throw self.#fail(new GuestError(frame.code, frame.message), true);
       if (frame.kind !== "RETURN") {
-        throw this.#fail(new ProtocolError(`expected RETURN or ERROR, got ${frame.kind}`), true);
+        throw self.#fail(new ProtocolError(`expected RETURN or ERROR, got ${frame.kind}`), true);
       }
       if (frame.value.type !== signature.result) {
-        throw this.#fail(
+        throw self.#fail(
           new ProtocolError(
             `${signature.name} returned a ${frame.value.type}, its signature says ${signature.result}`,
           ),
@@ -1303,11 +1313,11 @@ export class Sandbox implements AsyncDisposable {
       }
       return fromValue(frame.value);
     };
-    const first = this.#called ? undefined : FIRST_CALL_SPIN_NS;
-    this.#called = true;
-    const frame = this.#exchange(sync, options, signature.name, first);
+    const first = self.#called ? undefined : FIRST_CALL_SPIN_NS;
+    self.#called = true;
+    const frame = Sandbox.#exchangeNow(self, sync, options, signature.name, first);
     return frame instanceof Promise ? frame.then(finish) : finish(frame);
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   /**
    * Runs the guest until it signals DONE and returns the frame it left in the output buffer,
@@ -1319,74 +1329,84 @@ export class Sandbox implements AsyncDisposable {
     what: string,
     spinNs?: number,
   ): Frame | Promise<Frame> {
-    const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
+    return Sandbox.#exchangeNow(this, sync, options, what, spinNs);
+  }
+
+  static readonly #exchangeNow = (function sandboxExchange(
+    self: Sandbox,
+    sync: boolean,
+    options: CallOptions,
+    what: string,
+    spinNs: number | undefined,
+  ): Frame | Promise<Frame> {
+    const timeoutMs = options.timeoutMs ?? self.#options.timeoutMs;
     const signal = options.signal;
     if (signal?.aborted) {
       return Promise.reject(new CancelledError(`${what}: cancelled before it started`));
     }
-    const vm = this.#vm;
+    const vm = self.#vm;
     if (!vm) throw new SandboxDisposedError();
-    this.#busy = true;
-    this.#stop = undefined;
-    const exchange = ++this.#exchanges;
+    self.#busy = true;
+    self.#stop = undefined;
+    const exchange = ++self.#exchanges;
     // A host function may never settle: a stop or dispose must not wait for it.
-    const woken = new Promise<void>((resolve) => this.#wake = resolve);
+    const woken = new Promise<void>((resolve) => self.#wake = resolve);
     // The call's limit is a deadline on the process's one timer (src/deadlines.ts).
     let timer: Deadline | undefined;
-    const onAbort = () => this.#requestStop({ kind: "cancel", reason: signal?.reason });
+    const onAbort = () => self.#requestStop({ kind: "cancel", reason: signal?.reason });
     const cleanup = () => {
-      this.#busy = false;
-      this.#wake = undefined;
+      self.#busy = false;
+      self.#wake = undefined;
       if (timer !== undefined) deadlines.remove(timer);
       signal?.removeEventListener("abort", onAbort);
     };
     const host: ExchangeHost = {
       what,
       woken,
-      maxExits: options.maxExitsPerCall ?? this.#options.maxExitsPerCall ??
+      maxExits: options.maxExitsPerCall ?? self.#options.maxExitsPerCall ??
         DEFAULT_MAX_EXITS_PER_CALL,
       firstSpinNs: spinNs,
-      vm: () => this.#liveVm(what),
-      stopReason: () => this.#stop,
+      vm: () => self.#liveVm(what),
+      stopReason: () => self.#stop,
       step: (kind) => {
-        const trace = this.#trace;
+        const trace = self.#trace;
         trace?.exit(kind);
         const s = exitStep(
           {
-            vm: this.#liveVm(what),
-            memory: this.#memory!,
-            layout: this.#layout,
-            output: this.#decoder!,
-            onLog: trace ? trace.onLog(this.#options.onLog) : this.#options.onLog,
-            skipLog: () => this.#logsSkipped++,
+            vm: self.#liveVm(what),
+            memory: self.#memory!,
+            layout: self.#layout,
+            output: self.#decoder!,
+            onLog: trace ? trace.onLog(self.#options.onLog) : self.#options.onLog,
+            skipLog: () => self.#logsSkipped++,
           },
           kind,
           what,
         );
-        if (s.kind === "resume" || s.kind === "host_call") this.#told++;
+        if (s.kind === "resume" || s.kind === "host_call") self.#told++;
         return s;
       },
       hostCall: (name, args, isSync) => {
-        const traced = this.#trace?.hostCall(name);
+        const traced = self.#trace?.hostCall(name);
         return serveHostCall(
-          this.#hostFunction(name),
+          self.#hostFunction(name),
           name,
           args,
           (frame) => {
             // A call stopped or a sandbox disposed while the host function ran: nobody to answer.
             // Nor after a later call started (the stop is cleared then): that call's input buffer
             // is not this answer's to write.
-            if (!this.#encoder || this.#stop || this.#exchanges !== exchange) {
+            if (!self.#encoder || self.#stop || self.#exchanges !== exchange) {
               return traced?.end(frame);
             }
-            this.#encoder.encode(frame);
+            self.#encoder.encode(frame);
             traced?.end(frame);
           },
-          this.#layout.inputSize - FRAME_HEADER_SIZE - 4,
+          self.#layout.inputSize - FRAME_HEADER_SIZE - 4,
           isSync,
           traced
-            ? (fn) => hostFunctionContext.run(this, () => traced.run(fn))
-            : (fn) => hostFunctionContext.run(this, fn),
+            ? (fn) => hostFunctionContext.run(self, () => traced.run(fn))
+            : (fn) => hostFunctionContext.run(self, fn),
         );
       },
     };
@@ -1395,25 +1415,25 @@ export class Sandbox implements AsyncDisposable {
       vm.beginCall();
     } catch (e) {
       cleanup();
-      throw this.#fail(e, false);
+      throw self.#fail(e, false);
     }
     if (sync) {
       try {
         return driveSync(host, timeoutMs);
       } catch (e) {
-        throw this.#fail(e, true);
+        throw self.#fail(e, true);
       } finally {
         cleanup();
       }
     }
     if (timeoutMs !== undefined) {
-      timer = deadlines.add(timeoutMs, () => this.#requestStop({ kind: "timeout", ms: timeoutMs }));
+      timer = deadlines.add(timeoutMs, () => self.#requestStop({ kind: "timeout", ms: timeoutMs }));
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     return driveAsync(host).catch((e) => {
-      throw this.#fail(e, true);
+      throw self.#fail(e, true);
     }).finally(cleanup);
-  }
+  }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
   #liveVm(what: string): MicroVm {
     const vm = this.#vm;

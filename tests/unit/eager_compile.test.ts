@@ -148,7 +148,17 @@ export const EAGER: Record<string, readonly string[]> = {
     "digestFileFor",
     "knownModuleDigest",
   ],
-  "src/sandbox.ts": ["lowViewBytes", "outputView", "widen", "checkSnapshotAbi"],
+  "src/sandbox.ts": [
+    "lowViewBytes",
+    "outputView",
+    "widen",
+    "checkSnapshotAbi",
+    // Sandbox's create and call paths, by their static private bodies.
+    "sandboxCreate",
+    "sandboxFromState",
+    "sandboxCallNow",
+    "sandboxExchange",
+  ],
   "src/wasm/wasi.ts": ["wasiHostFunctions", "moduleName"],
 };
 

@@ -5,7 +5,8 @@
  * workload, the medians and their ratio to V8 (measured in the same run), and the ioctls and VM
  * exits of one sandbox run; `deno bench` then prints the same comparison per group.
  * `deno run -A bench/_wasi_requests.ts` lists the `wasi_io` requests behind the I/O workloads'
- * exits, by op.
+ * exits, by op; `bench/wasm_real_sqlite_file.ts` times the SQLite-with-a-file row alone (with CPU
+ * time and the WASI handler's share), `bench/wasm_real_wasi_handler.ts` the handler per request.
  *
  *   bash tools/build_wasm_fixtures.sh && deno task bench       (or through tools/vm/run.sh)
  *

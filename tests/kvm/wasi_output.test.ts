@@ -1,7 +1,7 @@
 /**
  * WASI stdout/stderr are buffered in the guest (issue 22 item 3): output crosses when the buffer
- * fills, before any other crossing (a host import here) and at the end of the call, trapped or
- * not. Counted in VM exits, not timed; the semantics kept: the same bytes in the same order
+ * fills, before any other crossing (a host import here; in front of a stdin read, in the same
+ * crossing: op 28) and at the end of the call, trapped or not. Counted in VM exits, not timed; the semantics kept: the same bytes in the same order
  * across both streams, output written before a host call reaches the sinks before it runs.
  */
 import assert from "node:assert/strict";
@@ -69,6 +69,53 @@ for (const engine of WASM_ENGINES) {
     events.length = 0;
     await assert.rejects(w.call("mixed", 1), WasmTrapError);
     assert.deepEqual(events, ["out:o1o2", "err:e1", "note", "out:o3", "err:e2"]);
+  });
+
+  test("wasi output: output riding in front of a stdin read reaches the sink first; refused, the read is still served", async () => {
+    // `wasi_files stdin` echoes each line it reads; each line's echo waits in the guest and rides
+    // in front of the next read (op 28). The stream gives one line per pull and records when.
+    const encoder = new TextEncoder();
+    const events: string[] = [];
+    let pulls = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        events.push(`pull ${++pulls}`);
+        if (pulls <= 3) c.enqueue(encoder.encode(`${"abc"[pulls - 1]}\n`));
+        else c.close();
+      },
+    }, { highWaterMark: 0 }); // pulled only when the host reads, not ahead
+    let stderr = "";
+    await using w = await WasmSandbox.create({
+      module: fixture("wasi_files"),
+      engine,
+      cache: false,
+      wasi: {
+        args: ["wasi_files", "stdin"],
+        stdin: stream,
+        stdout: (b) => {
+          events.push(`out ${JSON.stringify(decoder.decode(b))}`);
+          if (events.filter((e) => e.startsWith("out")).length === 1) throw new Error("quota");
+        },
+        stderr: (b) => void (stderr += decoder.decode(b)),
+      },
+    });
+    const before = w.stats().exits;
+    assert.deepEqual(await w.runWasi(), { exitCode: 0 });
+    const exits = w.stats().exits - before;
+    // "a" echoed, refused, then the read it rode with served all the same; "b"'s echo is the
+    // module's next write: EIO, dropped by libc; "c" is delivered. Every line was read.
+    assert.deepEqual(events, [
+      "pull 1",
+      'out "a\\n"',
+      "pull 2",
+      "pull 3",
+      'out "c\\n"',
+      "pull 4",
+    ]);
+    assert.equal(stderr, "stdin bytes=6\n");
+    // The call, 4 reads (3 lines, the end), the stderr line at the end: 6 exits, the echoes
+    // crossing with the reads (8 when each crossed alone, before op 28).
+    assert.ok(exits <= 6, `${exits} exits`);
   });
 
   test("wasi output: a flush the host refuses is EIO on the module's next write", async () => {

@@ -38,6 +38,7 @@ import { digest, SnapshotMismatchError } from "../snapshot.ts";
 import { ContentMemo } from "../content_memo.ts";
 import { findRuntimeModule, type RuntimeModuleName } from "../artifacts.ts";
 import { WasmSandbox } from "../wasm/sandbox.ts";
+import { cpuFeatureFlags } from "../wasm/compiler.ts";
 import { hypervisorInfo } from "../ffi/vm.ts";
 import type { WasmSnapshot } from "../wasm/snapshot.ts";
 import type { WasmEngine } from "../wasm/types.ts";
@@ -712,6 +713,9 @@ export const createRuntime =
     const key = JSON.stringify({
       module: moduleDigest,
       engine: engine.name,
+      // The CPU features the code image is compiled for (docs/wasm.md "CPU features"): a start
+      // state holds compiled code, so another set is another key (memory and disk).
+      cpu: engine.name === "wasmtime" ? cpuFeatureFlags() : 0,
       maxMemory,
       library: o.library ?? "",
       hostFunctions: names,

@@ -130,7 +130,7 @@ let featuresForTests: number | undefined;
  * baseline; `native`, the default, is the grant). Read once per process. Part of the engine hash,
  * so the artifact cache and the start files keep the two apart.
  */
-export function cpuFeatureFlags(): number {
+export const cpuFeatureFlags = (function cpuFeatureFlags(): number {
   if (featuresForTests !== undefined) return featuresForTests;
   if (grantedFlags === undefined) {
     let mode: string | undefined;
@@ -155,7 +155,7 @@ export function cpuFeatureFlags(): number {
     grantedFlags = granted & GRANTED_FLAGS;
   }
   return grantedFlags;
-}
+}).bind(undefined); // Eager: on the cold path of a runtime sandbox (see the note after the imports).
 
 /**
  * Test-only switch, not part of the package's API: compiles every following module for these

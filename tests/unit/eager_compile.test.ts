@@ -65,7 +65,7 @@ export const EAGER: Record<string, readonly string[]> = {
     "isFile",
     "readGranted",
   ],
-  "src/wasm/compiler.ts": ["artifactCacheDir"],
+  "src/wasm/compiler.ts": ["artifactCacheDir", "cpuFeatureFlags"],
   "src/snapshot.ts": ["sha256", "makeSnapshot", "stateOf", "checkHostSignatures"],
   "src/snapshot_file.ts": [
     "loadJsSnapshot",

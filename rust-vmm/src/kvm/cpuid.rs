@@ -100,6 +100,9 @@ pub const FEATURE_LZCNT: u64 = 1 << 6;
 /// XCR0 bits: x87, SSE, AVX (the YMM upper halves).
 pub const XCR0_X87_SSE_AVX: u64 = 0b111;
 const L1_ECX_FMA: u32 = 1 << 12;
+/// SSE3 (0), SSSE3 (9), SSE4.1 (19), SSE4.2 (20) and POPCNT (23): the Wasm artifacts' baseline
+/// (`engine_config::BASELINE_FEATURES`).
+const L1_ECX_SSE_BASELINE: u32 = 1 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 23;
 const L1_ECX_XSAVE: u32 = 1 << 26;
 const L1_ECX_OSXSAVE: u32 = 1 << 27;
 const L1_ECX_AVX: u32 = 1 << 28;
@@ -204,11 +207,13 @@ impl HostCpu {
     }
 }
 
-/// Adds to the guest's CPUID the features of [`extended_features`] that the host CPU has and
-/// KVM's CPUID lacks (kvm_pvm reports a leaf 1 without XSAVE or AVX, and a leaf 7 without AVX2 or
-/// BMI, on a CPU that has them): BMI1, BMI2 and LZCNT where the host CPU has them; XSAVE, AVX,
-/// FMA and AVX2 only where the host kernel enabled the AVX state (its XCR0) and KVM's leaf 0xD
-/// lists x87, SSE and AVX state. Nothing the host CPU lacks is ever added.
+/// Adds to the guest's CPUID the features of [`extended_features`] and of the Wasm baseline that
+/// the host CPU has and KVM's CPUID lacks (kvm_pvm reports a leaf 1 with none of SSE3 to SSE4.2,
+/// POPCNT, XSAVE or AVX, and a leaf 7 without AVX2 or BMI, on a CPU that has them all; where the
+/// CPU has CPUID faulting the guest reads this table): SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT, BMI1,
+/// BMI2 and LZCNT where the host CPU has them (no extended state); XSAVE, AVX, FMA and AVX2 only
+/// where the host kernel enabled the AVX state (its XCR0) and KVM's leaf 0xD lists x87, SSE and
+/// AVX state. Nothing the host CPU lacks is ever added.
 pub fn add_host_features(entries: &mut [kvm_cpuid_entry2], host: HostCpu) {
     let xcr0_kvm = entries
         .iter()
@@ -219,8 +224,13 @@ pub fn add_host_features(entries: &mut [kvm_cpuid_entry2], host: HostCpu) {
         && host.l1_ecx & (L1_ECX_XSAVE | L1_ECX_AVX) == L1_ECX_XSAVE | L1_ECX_AVX;
     for e in entries.iter_mut() {
         match (e.function, e.index) {
-            (0x1, _) if avx_state => {
-                e.ecx |= host.l1_ecx & (L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA);
+            (0x1, _) => {
+                let avx = if avx_state {
+                    L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA
+                } else {
+                    0
+                };
+                e.ecx |= host.l1_ecx & (L1_ECX_SSE_BASELINE | avx);
             }
             (0x7, 0) => {
                 let avx2 = if avx_state { L7_EBX_AVX2 } else { 0 };
@@ -399,14 +409,23 @@ mod tests {
             entry(0x8000_0001, 0, [0, 0, 0x1, 0]),
         ];
         let host = HostCpu {
-            l1_ecx: L1_ECX_XSAVE | L1_ECX_OSXSAVE | L1_ECX_AVX | L1_ECX_FMA | 1,
+            l1_ecx: L1_ECX_XSAVE
+                | L1_ECX_OSXSAVE
+                | L1_ECX_AVX
+                | L1_ECX_FMA
+                | L1_ECX_SSE_BASELINE
+                | 1 << 5,
             l7_ebx: L7_EBX_AVX2 | L7_EBX_BMI1 | L7_EBX_BMI2 | 1 << 16,
             e1_ecx: E1_ECX_LZCNT | 1 << 6,
             xcr0: 0x207,
         };
         let mut e = kvm.clone();
         add_host_features(&mut e, host);
-        assert_eq!(e[0].ecx, 0x2000 | L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA);
+        assert_eq!(
+            e[0].ecx,
+            0x2000 | L1_ECX_SSE_BASELINE | L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_FMA,
+            "no OSXSAVE (KVM's, from CR4), no VMX"
+        );
         assert_eq!(
             e[1].ebx,
             0x0180_0000 | L7_EBX_AVX2 | L7_EBX_BMI1 | L7_EBX_BMI2,
@@ -417,7 +436,7 @@ mod tests {
         // The host kernel did not enable AVX: only the general-register features.
         let mut e = kvm.clone();
         add_host_features(&mut e, HostCpu { xcr0: 0x3, ..host });
-        assert_eq!(e[0].ecx, 0x2000);
+        assert_eq!(e[0].ecx, 0x2000 | L1_ECX_SSE_BASELINE);
         assert_eq!(e[1].ebx, 0x0180_0000 | L7_EBX_BMI1 | L7_EBX_BMI2);
         assert_eq!(
             extended_features(&e, true),
@@ -427,7 +446,7 @@ mod tests {
         let mut e = kvm.clone();
         e[2].eax = 0x3;
         add_host_features(&mut e, host);
-        assert_eq!(e[0].ecx, 0x2000);
+        assert_eq!(e[0].ecx, 0x2000 | L1_ECX_SSE_BASELINE);
         // A host CPU without any of them: nothing changes.
         let mut e = kvm.clone();
         add_host_features(&mut e, HostCpu::default());

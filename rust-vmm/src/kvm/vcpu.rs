@@ -154,8 +154,17 @@ impl KvmVcpu {
         // Without it `syscall` is #UD.
         sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
         counters.ioctl(1);
+        // With the grant, a refusal names the way back to the SSE-only setup.
+        let (set_sregs, set_xcrs) = if avx {
+            (
+                "KVM_SET_SREGS (CR4.OSXSAVE; HL_VCPU_AVX=0 leaves it off)",
+                "KVM_SET_XCRS (XCR0 = x87|SSE|AVX; HL_VCPU_AVX=0 leaves it at x87)",
+            )
+        } else {
+            ("KVM_SET_SREGS", "KVM_SET_XCRS")
+        };
         fd.set_sregs(&sregs)
-            .map_err(|e| Error::hypervisor("KVM_SET_SREGS", e.errno()))?;
+            .map_err(|e| Error::hypervisor(set_sregs, e.errno()))?;
         if avx {
             let mut xcrs = kvm_xcrs {
                 nr_xcrs: 1,
@@ -168,7 +177,7 @@ impl KvmVcpu {
             };
             counters.ioctl(1);
             fd.set_xcrs(&xcrs)
-                .map_err(|e| Error::hypervisor("KVM_SET_XCRS", e.errno()))?;
+                .map_err(|e| Error::hypervisor(set_xcrs, e.errno()))?;
         }
 
         let flag: *mut u8 = &mut fd.get_kvm_run().immediate_exit;

@@ -316,7 +316,7 @@ fn stdin_reads_ask_for_a_block_scatter_it_and_serve_the_rest_without_crossing() 
     );
     assert!(c.stdin.pending().is_empty());
     // A smaller transfer limit shrinks the request (a partial read).
-    h.reply = b"\012345".to_vec();
+    h.reply = b"\x0012345".to_vec();
     assert_eq!(
         run(Func::FdRead, &mut c, &mut mem, &mut h, &[0, 0, 2, 500]),
         SUCCESS
@@ -621,8 +621,11 @@ fn seek_req(fd: u32, off: u64, whence: u8) -> Vec<u8> {
     r
 }
 
+/// A `Batch` request's records: (op, body) of each deferred request, then the last one's op and body.
+type BatchRecords = (Vec<(u32, Vec<u8>)>, u32, Vec<u8>);
+
 /// The records of a `Batch` request: the deferred requests and the last one (op 0: none).
-fn batch_records(req: &[u8]) -> (Vec<(u32, Vec<u8>)>, u32, Vec<u8>) {
+fn batch_records(req: &[u8]) -> BatchRecords {
     let u32_at = |at: usize| u32::from_le_bytes(req[at..at + 4].try_into().unwrap());
     let n = u32_at(0);
     let mut at = 4;

@@ -128,7 +128,10 @@ let featuresForTests: number | undefined;
  * the VM grants (`hypervisorInfo().grantedFeatures`: AVX, AVX2 and FMA where the VM enables the
  * AVX state; BMI1, BMI2, LZCNT), or none with `HL_WASM_CPU_FEATURES=baseline` (the SSE4.2
  * baseline; `native`, the default, is the grant). Read once per process. Part of the engine hash,
- * so the artifact cache and the start files keep the two apart.
+ * so the artifact cache and the start files keep the two apart. The guest's load-time check
+ * refuses an artifact compiled for more than it can use only where the VM's CR4/XCR0 decide that
+ * (hardware KVM); on kvm_pvm, CPL-3 code runs with the host's, so the check finds AVX usable
+ * whatever the grant (docs/security.md "What the guest can read about the host").
  */
 export const cpuFeatureFlags = (function cpuFeatureFlags(): number {
   if (featuresForTests !== undefined) return featuresForTests;

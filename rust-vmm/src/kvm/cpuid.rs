@@ -242,6 +242,18 @@ pub fn add_host_features(entries: &mut [kvm_cpuid_entry2], host: HostCpu) {
     }
 }
 
+/// The host CPU as [`add_host_features`] sees it under the AVX policy (`HL_VCPU_AVX`): with the
+/// opt-out its XCR0 is hidden, so the AVX tier is withheld while the SSE baseline, BMI and LZCNT
+/// bits are still added (without them a CPU with CPUID faulting would refuse every baseline
+/// artifact).
+pub fn host_for_policy(host: HostCpu, avx: bool) -> HostCpu {
+    if avx {
+        host
+    } else {
+        HostCpu { xcr0: 0, ..host }
+    }
+}
+
 /// Filters `entries` in place (see the module doc and docs/security.md).
 pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>) {
     entries.retain(|e| {
@@ -442,6 +454,18 @@ mod tests {
             extended_features(&e, true),
             FEATURE_BMI1 | FEATURE_BMI2 | FEATURE_LZCNT
         );
+        // The opt-out (HL_VCPU_AVX=0): the baseline and general-register bits, no AVX tier.
+        let mut e = kvm.clone();
+        add_host_features(&mut e, host_for_policy(host, false));
+        assert_eq!(e[0].ecx, 0x2000 | L1_ECX_SSE_BASELINE);
+        assert_eq!(e[1].ebx, 0x0180_0000 | L7_EBX_BMI1 | L7_EBX_BMI2);
+        assert_eq!(
+            extended_features(&e, false),
+            FEATURE_BMI1 | FEATURE_BMI2 | FEATURE_LZCNT
+        );
+        let mut e = kvm.clone();
+        add_host_features(&mut e, host_for_policy(host, true));
+        assert_eq!(extended_features(&e, true), 0x7f);
         // KVM cannot hold the AVX state.
         let mut e = kvm.clone();
         e[2].eax = 0x3;

@@ -48,8 +48,11 @@ fn msr_filter_policy(has_cap: bool, opt_out: Option<&std::ffi::OsStr>) -> Result
     ))
 }
 
-/// The environment variable that keeps the VM's setup SSE-only (`0`): no CR4.OSXSAVE, XCR0 left
-/// at KVM's x87 default, and Wasm artifacts compiled for the baseline (docs/abi.md "Entry").
+/// The environment variable that keeps the VM's setup without the AVX state (`0`): no CR4.OSXSAVE,
+/// XCR0 left at KVM's x87 default, no XSAVE/AVX/AVX2/FMA in the guest's CPUID, and Wasm artifacts
+/// compiled without AVX (BMI1/BMI2/LZCNT, which need no extended state, and the SSE baseline stay
+/// where the CPU has them; docs/abi.md "Entry"). A setup, not an enforcement boundary: on kvm_pvm
+/// CPL-3 code runs with the host's CR4/XCR0, so AVX instructions still execute there.
 pub const AVX_ENV: &str = "HL_VCPU_AVX";
 
 /// Whether the user lets the VM enable the AVX state (anything but `HL_VCPU_AVX=0`).
@@ -131,9 +134,13 @@ impl KvmHypervisor {
         global_ioctl(1);
         let mut entries = supported.as_slice().to_vec();
         cpuid::filter(&mut entries);
-        if avx_policy(std::env::var_os(AVX_ENV).as_deref()) {
-            cpuid::add_host_features(&mut entries, cpuid::HostCpu::read());
-        }
+        // The SSE baseline, BMI and LZCNT bits KVM's table lacks are added either way; the
+        // opt-out withholds the AVX tier (`host_for_policy`).
+        let avx = avx_policy(std::env::var_os(AVX_ENV).as_deref());
+        cpuid::add_host_features(
+            &mut entries,
+            cpuid::host_for_policy(cpuid::HostCpu::read(), avx),
+        );
         let cpuid = CpuId::from_entries(&entries)
             .map_err(|_| Error::hypervisor("building the filtered CPUID", libc::EINVAL))?;
         let msr_filter = kvm.check_extension(Cap::X86MsrFilter);

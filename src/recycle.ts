@@ -88,9 +88,23 @@ export class IdleStore<K, E> {
       if (list.length === 0) this.#idle.delete(victim!);
       this.#count--;
       this.counters.evicted++;
-      void this.#destroy(entry);
+      this.#discard(entry);
     }
     return true;
+  }
+
+  /**
+   * Destroys an entry the store gives up (evicted, or refused by `take`) without letting a failed
+   * destroy escape into the caller's `dispose` or create: the entry is out of the store either
+   * way, and the caller's own VM must still be parked or destroyed.
+   */
+  #discard(entry: E): void {
+    try {
+      const done = this.#destroy(entry);
+      if (done) done.catch(() => {});
+    } catch {
+      // Nothing to report to: the entry has left the store.
+    }
   }
 
   /** Keeps `entry` for `key` (after `room(key, true)`) and marks `key` most recently used. */
@@ -126,7 +140,7 @@ export class IdleStore<K, E> {
         this.counters.reused++;
         return entry;
       }
-      void this.#destroy(entry);
+      this.#discard(entry);
     }
     return undefined;
   }

@@ -699,6 +699,9 @@ export class Sandbox implements AsyncDisposable {
     checkHostSignatures(state.hostSignatures, hostFunctions);
     checkTimeout(options.timeoutMs, "timeoutMs");
     checkSnapshotAbi(state.abiVersion);
+    if (options.recycle !== undefined && typeof options.recycle !== "boolean") {
+      throw new ArgumentError("recycle must be a boolean");
+    }
     return Sandbox.#fromState(state, hostFunctions, options);
   }
 
@@ -712,6 +715,8 @@ export class Sandbox implements AsyncDisposable {
     const idle = recycle ? snapshotVms.take(state, () => !state.memory.released) : undefined;
     if (idle) {
       // A VM restored to this snapshot at its last owner's dispose (recycle.ts): a new handle.
+      // Its spin budget starts afresh: how long the last owner's runs took is not this one's.
+      idle.vm.forgetRunTimes();
       const sandbox = new Sandbox(
         idle.vm,
         idle.memory,

@@ -156,9 +156,13 @@ export function onSnapshotRelease(fn: (state: SnapshotState) => void): void {
 
 const finalizer = new FinalizationRegistry<SnapshotState>((state) => {
   try {
-    state.memory.release();
-    state.code?.release();
-    onRelease?.(state);
+    try {
+      state.memory.release();
+      state.code?.release();
+    } finally {
+      // Its idle VMs go with it even when a release failed (as in `dispose`).
+      onRelease?.(state);
+    }
   } catch {
     // Nothing to report to at GC time.
   }

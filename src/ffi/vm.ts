@@ -498,6 +498,15 @@ export class MicroVm {
     this.#handle = handle;
   }
 
+  /**
+   * Forgets the run times the spin budget learned (a recycled VM's next owner starts as a new
+   * VM does: the exit latency it sees does not depend on the last owner's runs).
+   */
+  forgetRunTimes(): void {
+    this.#runs = 0;
+    this.#typicalRunNs = SPIN_MIN_NS;
+  }
+
   /** Creates an empty VM (no memory, no vCPU). */
   static create(library?: string): MicroVm {
     const lib = openLibrary(library);

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { guests, Sandbox, SandboxDisposedError, type Snapshot } from "../../mod.ts";
+import { ArgumentError, guests, Sandbox, SandboxDisposedError, type Snapshot } from "../../mod.ts";
 import { MAX_IDLE_VMS, MAX_IDLE_VMS_PER_SNAPSHOT, snapshotVms } from "../../src/recycle.ts";
 import { stateOf } from "../../src/snapshot.ts";
 import { guestMappingCount, kvmTest, openFdCount, threadCount } from "./_kvm.ts";
@@ -97,3 +97,14 @@ kvmTest("recycled VMs: nothing is left once the snapshot is released", async () 
   assert.equal(guestMappingCount(), mappings);
   assert.ok(threadCount() <= threads + 1);
 });
+
+kvmTest(
+  "recycle must be a boolean: anything else is an ArgumentError before a VM is made",
+  async () => {
+    await using snap = await counterSnapshot();
+    await assert.rejects(
+      async () => await Sandbox.create({ snapshot: snap, recycle: "yes" as unknown as boolean }),
+      (e) => e instanceof ArgumentError && /recycle must be a boolean/.test(e.message),
+    );
+  },
+);

@@ -122,6 +122,14 @@ export const checkCount =
     return v;
   }).bind(undefined); // Eager: see the note after the imports.
 
+/** A cache bound (entries, bytes, idle VMs): a non-negative safe integer, or an `ArgumentError`. */
+export function checkCacheBound(name: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw new ArgumentError(`${name} must be a non-negative integer`);
+  }
+  return v;
+}
+
 /** Checks an integer argument in [0, 2^32). */
 export function checkU32(v: number, name: string): void {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= 2 ** 32) {

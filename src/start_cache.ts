@@ -20,6 +20,7 @@
  */
 
 import { ArgumentError } from "./errors.ts";
+import { checkCacheBound } from "./options.ts";
 import { configEnv } from "./host_io.ts";
 import { SnapshotCache } from "./runtime/cache.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -55,13 +56,6 @@ const DEFAULTS: Required<StartSnapshotCacheOptions> = {
 
 /** How many refused keys are remembered (a forgotten one is tried, and refused, again). */
 const MAX_REFUSED = 256;
-
-function bound(name: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw new ArgumentError(`${name} must be a non-negative integer`);
-  }
-  return v;
-}
 
 /** What `Sandbox` uses of a cache (internal). */
 export interface StartCacheCore {
@@ -116,10 +110,10 @@ export class StartSnapshotCache {
     const core = cores.get(this)!;
     const max = options.maxEntries === undefined
       ? core.snapshots.max
-      : bound("maxEntries", options.maxEntries);
+      : checkCacheBound("maxEntries", options.maxEntries);
     const bytes = options.maxBytes === undefined
       ? core.snapshots.maxBytes
-      : bound("maxBytes", options.maxBytes);
+      : checkCacheBound("maxBytes", options.maxBytes);
     core.snapshots.max = max;
     core.snapshots.maxBytes = bytes;
   }

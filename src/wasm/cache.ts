@@ -11,6 +11,7 @@ import { digest } from "../snapshot.ts";
 import type { Sandbox } from "../sandbox.ts";
 import type { Snapshot } from "../snapshot.ts";
 import { ArgumentError } from "../errors.ts";
+import { checkCacheBound } from "../options.ts";
 import type { WasmSnapshotState } from "./snapshot.ts";
 import type { WasmCacheStats, WasmSandboxOptions } from "./types.ts";
 import { moduleName } from "./wasi.ts";
@@ -45,13 +46,6 @@ const DEFAULTS: Required<WasmModuleCacheOptions> = {
 
 const PAGE = 4096;
 
-function checkBound(name: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw new ArgumentError(`${name} must be a non-negative integer`);
-  }
-  return v;
-}
-
 /** A cache's state and the operations `WasmSandbox` uses (internal: not exported from mod.ts). */
 export class CacheCore {
   #bounds: Required<WasmModuleCacheOptions> = { ...DEFAULTS };
@@ -76,7 +70,7 @@ export class CacheCore {
     }
     const next = { ...this.#bounds };
     for (const k of Object.keys(DEFAULTS) as (keyof WasmModuleCacheOptions)[]) {
-      if (options[k] !== undefined) next[k] = checkBound(k, options[k]);
+      if (options[k] !== undefined) next[k] = checkCacheBound(k, options[k]);
     }
     this.#bounds = next;
     this.#idle.perKey = next.maxIdleVmsPerKey;

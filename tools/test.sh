@@ -138,6 +138,7 @@ stage "deno KVM tests" deno kvm bash tools/vm/run.sh $KVM_TESTS
 if [ "${HL_SKIP_NESTED:-0}" != 1 ]; then
   stage "nested-QEMU smoke (KVM)" deno kvm env HL_VM_FORCE=1 bash tools/vm/run.sh \
     deno test --no-check --allow-all tests/kvm/abi_version.test.ts tests/kvm/ring3.test.ts \
+    tests/kvm/restore_state.test.ts \
     tests/kvm/cpuid.test.ts
 fi
 

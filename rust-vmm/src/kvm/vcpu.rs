@@ -58,6 +58,11 @@ pub struct KvmVcpu {
     fd: VcpuFd,
     counters: Arc<Counters>,
     immediate_exit: Arc<ImmediateExit>,
+    /// Whether the CPU is Intel's (VMX): how TR's type is loaded (`new`, `set_state`).
+    intel: bool,
+    /// The last exit was port or MMIO I/O, which KVM completes (moving RIP past the instruction)
+    /// only at the next `KVM_RUN`: see `complete_pending_io`.
+    io_pending: bool,
 }
 
 impl KvmVcpu {
@@ -182,10 +187,44 @@ impl KvmVcpu {
 
         let flag: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         Ok(Self {
+            intel,
+            io_pending: false,
             fd,
             counters,
             immediate_exit: Arc::new(ImmediateExit { flag }),
         })
+    }
+}
+
+impl KvmVcpu {
+    /// Completes the port or MMIO access the last exit reported, without entering the guest.
+    /// KVM finishes such an exit (skips the `out`, takes an `in`'s data) only at the next
+    /// `KVM_RUN`, so state read before that has RIP still at the instruction on hardware KVM (on
+    /// kvm_pvm it is already past it), and a snapshot of it would run the `out` again when
+    /// restored — which the guest's CPU answered with #GP under nested SVM. KVM's documented way to
+    /// save state after an I/O exit: a `KVM_RUN` with `immediate_exit` set, which runs the
+    /// completion and returns `EINTR` before entering the guest.
+    fn complete_pending_io(&mut self) -> Result<()> {
+        if !self.io_pending {
+            return Ok(());
+        }
+        // SAFETY: `&mut self` holds the vCPU, so its kvm_run mapping exists (`ExitRequest::set`'s
+        // contract); the vCPU is not running (this thread owns it for this call).
+        unsafe { self.immediate_exit.set(true) };
+        self.counters.ioctl(1);
+        let result = self.fd.run().map(|_| ());
+        // SAFETY: as above.
+        unsafe { self.immediate_exit.set(false) };
+        self.io_pending = false;
+        match result {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
+            // Not expected with immediate_exit set; the completion ran either way.
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::hypervisor(
+                "KVM_RUN (completing the last I/O exit)",
+                e.errno(),
+            )),
+        }
     }
 }
 
@@ -269,6 +308,7 @@ impl VcpuBackend for KvmVcpu {
             }
             Err(e) => return Err(Error::hypervisor("KVM_RUN", e.errno())),
         };
+        self.io_pending = matches!(kind, ExitKind::IoOut | ExitKind::IoIn | ExitKind::Mmio);
         self.counters
             .exits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -335,6 +375,7 @@ impl VcpuBackend for KvmVcpu {
     fn get_state(&mut self) -> Result<Vec<u8>> {
         let hv =
             |what: &'static str| move |e: kvm_ioctls::Error| Error::hypervisor(what, e.errno());
+        self.complete_pending_io()?;
         let mut blob = Vec::with_capacity(STATE_MAX);
         blob.extend_from_slice(&STATE_MAGIC.to_le_bytes());
         let flags_at = blob.len();
@@ -404,6 +445,13 @@ impl VcpuBackend for KvmVcpu {
             xcrs,
             entries,
         } = parse_state(blob)?;
+        let mut sregs = sregs;
+        // KVM_GET_SREGS on SVM reports TR as busy whatever the VMCB holds; loaded back as busy,
+        // QEMU's emulated CPU (the nested harness) denies every port at CPL 3 (#GP at the guest's
+        // first `out` after a restore). TR's type as `new` loads it: busy for VMX, else available.
+        if !self.intel && sregs.tr.type_ == 0b1011 {
+            sregs.tr.type_ = 0b1001;
+        }
         // System registers first (the mode), then what depends on them.
         self.counters.ioctl(1);
         self.fd.set_sregs(&sregs).map_err(hv("KVM_SET_SREGS"))?;

@@ -905,7 +905,7 @@ export class Sandbox implements AsyncDisposable {
     );
     this.#decoder = table;
     try {
-      frame = await this.#exchange(false, { timeoutMs }, "initialisation", INIT_SPIN_NS);
+      frame = await Sandbox.#exchange(this, false, { timeoutMs }, "initialisation", INIT_SPIN_NS);
     } catch (e) {
       // A guest of another ABI version writes its version and then gives up (docs/abi.md):
       // report the mismatch, with how it gave up as the cause.
@@ -1276,24 +1276,15 @@ export class Sandbox implements AsyncDisposable {
     values: Value[],
   ): JsValue | Promise<JsValue> {
     const t = startCall(signature.name);
-    if (t === undefined) return this.#callNow(sync, options, signature, values);
+    if (t === undefined) return Sandbox.#callNow(this, sync, options, signature, values);
     this.#trace = t;
-    return t.run(() => this.#callNow(sync, options, signature, values), () => {
+    return t.run(() => Sandbox.#callNow(this, sync, options, signature, values), () => {
       this.#trace = undefined;
     });
   }
 
   /** One guest call: write CALL, run the exchange, check the result against the signature. */
-  #callNow(
-    sync: boolean,
-    options: CallOptions,
-    signature: FunctionSignature,
-    values: Value[],
-  ): JsValue | Promise<JsValue> {
-    return Sandbox.#callNowBody(this, sync, options, signature, values);
-  }
-
-  static readonly #callNowBody = (function sandboxCallNow(
+  static readonly #callNow = (function sandboxCallNow(
     self: Sandbox,
     sync: boolean,
     options: CallOptions,
@@ -1320,7 +1311,7 @@ export class Sandbox implements AsyncDisposable {
     };
     const first = self.#called ? undefined : FIRST_CALL_SPIN_NS;
     self.#called = true;
-    const frame = Sandbox.#exchangeNow(self, sync, options, signature.name, first);
+    const frame = Sandbox.#exchange(self, sync, options, signature.name, first);
     return frame instanceof Promise ? frame.then(finish) : finish(frame);
   }).bind(undefined); // Eager: compiled with the module (docs/js.md "Eager compilation").
 
@@ -1328,16 +1319,7 @@ export class Sandbox implements AsyncDisposable {
    * Runs the guest until it signals DONE and returns the frame it left in the output buffer,
    * serving host calls and logs on the way (`call/driver.ts`), synchronously or not.
    */
-  #exchange(
-    sync: boolean,
-    options: CallOptions,
-    what: string,
-    spinNs?: number,
-  ): Frame | Promise<Frame> {
-    return Sandbox.#exchangeNow(this, sync, options, what, spinNs);
-  }
-
-  static readonly #exchangeNow = (function sandboxExchange(
+  static readonly #exchange = (function sandboxExchange(
     self: Sandbox,
     sync: boolean,
     options: CallOptions,

@@ -444,7 +444,12 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
 
   /** Runs the driver's init with the config; any other answer than `{}` poisons. */
   async init(config: string, timeoutMs: number): Promise<void> {
-    const reply = await this.#enter(this.#kind.exports.init, utf8.encode(config), timeoutMs);
+    const reply = await RuntimeSandbox.#enter(
+      this,
+      this.#kind.exports.init,
+      utf8.encode(config),
+      timeoutMs,
+    );
     if (reply.kind === "error") throw reply.error;
     if (reply.kind !== "value" || reply.value !== undefined) {
       throw this.#poisonWith(
@@ -458,7 +463,12 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   /** Evaluates the create's `source`; resolves to whether it called host functions. */
   evalSource(source: string): Promise<boolean> {
     return this.#queued(async () => {
-      const r = await this.#exchange(this.#kind.exports.eval, utf8.encode(source), this.#timeoutMs);
+      const r = await RuntimeSandbox.#exchange(
+        this,
+        this.#kind.exports.eval,
+        utf8.encode(source),
+        this.#timeoutMs,
+      );
       if (r.reply.kind === "error") throw r.reply.error;
       return r.calledHost;
     });
@@ -483,22 +493,19 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   #request(fn: string, input: string, begin: (() => void) | undefined): Promise<unknown> {
     return this.#queued(async () => {
       begin?.();
-      const { reply } = await this.#exchange(fn, utf8.encode(input), this.#timeoutMs);
+      const { reply } = await RuntimeSandbox.#exchange(
+        this,
+        fn,
+        utf8.encode(input),
+        this.#timeoutMs,
+      );
       if (reply.kind === "error") throw reply.error;
       return (reply as { value: unknown }).value;
     });
   }
 
   /** One request and its host-call rounds, to a value or an error. */
-  #exchange(
-    fn: string,
-    input: Uint8Array,
-    timeoutMs: number | undefined,
-  ): Promise<{ reply: Reply<E>; calledHost: boolean }> {
-    return RuntimeSandbox.#exchangeNow(this, fn, input, timeoutMs);
-  }
-
-  static readonly #exchangeNow = (async function runtimeExchange<E extends SandboxError>(
+  static readonly #exchange = (async function runtimeExchange<E extends SandboxError>(
     self: RuntimeSandbox<E>,
     fn: string,
     input: Uint8Array,
@@ -511,7 +518,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
     let calledHost = false;
     try {
       const seed = self.#seed;
-      let reply = await RuntimeSandbox.#enterNow(
+      let reply = await RuntimeSandbox.#enter(
         self,
         fn,
         seed ? withSeed(seed, input) : input,
@@ -529,7 +536,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
             e instanceof Error ? e : new Error("a host call round failed", { cause: e }),
           );
         }
-        reply = await RuntimeSandbox.#enterNow(
+        reply = await RuntimeSandbox.#enter(
           self,
           self.#kind.exports.resume,
           utf8.encode(answers),
@@ -576,11 +583,7 @@ export class RuntimeSandbox<E extends SandboxError = SandboxError> {
   }
 
   /** One VM entry: a driver export by the bytes convention, its reply decoded. */
-  #enter(fn: string, input: Uint8Array, timeoutMs: number | undefined): Promise<Reply<E>> {
-    return RuntimeSandbox.#enterNow(this, fn, input, timeoutMs);
-  }
-
-  static readonly #enterNow = (async function runtimeEnter<E extends SandboxError>(
+  static readonly #enter = (async function runtimeEnter<E extends SandboxError>(
     self: RuntimeSandbox<E>,
     fn: string,
     input: Uint8Array,

@@ -717,14 +717,21 @@ export class Sandbox implements AsyncDisposable {
       // A VM restored to this snapshot at its last owner's dispose (recycle.ts): a new handle.
       // Its spin budget starts afresh: how long the last owner's runs took is not this one's.
       idle.vm.forgetRunTimes();
-      const sandbox = new Sandbox(
-        idle.vm,
-        idle.memory,
-        idle.output,
-        state.layout,
-        hostFunctions,
-        options,
-      );
+      let sandbox: Sandbox;
+      try {
+        sandbox = new Sandbox(
+          idle.vm,
+          idle.memory,
+          idle.output,
+          state.layout,
+          hostFunctions,
+          options,
+        );
+      } catch (e) {
+        // Taken out of the store and owned by no handle: destroyed here, not leaked.
+        idle.vm.destroy();
+        throw e;
+      }
       sandbox.#statsBase = idle.vm.stats();
       sandbox.#base = state;
       // Its pages are present already: its first call needs no longer spin.

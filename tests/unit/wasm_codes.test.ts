@@ -3,13 +3,16 @@
  * guests' ERROR codes and trap kinds (guest/wasm-abi/src/lib.rs) against `src/wasm/codec.ts`, the
  * compiler library's constants (compiler/src/lib.rs) against `src/ffi/compiler.ts`, the `wasi_io`
  * ops (guest/wasi/src/host.rs) against `src/wasm/wasi.ts`, the networking host function's name
- * (guest/runtime/src/host.rs) against `src/net/net.ts`.
+ * (guest/runtime/src/host.rs) against `src/net/net.ts`, the CPU grant bits
+ * (rust-vmm/src/kvm/cpuid.rs) against `CPU_GRANT` and the compiler's feature flags
+ * (guest/wasmtime-runtime/src/engine_config.rs), which share bits 1-6.
  */
 import assert from "node:assert/strict";
 import * as codec from "../../src/wasm/codec.ts";
 import * as compiler from "../../src/ffi/compiler.ts";
 import { Op as WasiIoOp } from "../../src/wasm/wasi.ts";
 import { NET_HOST_FUNCTION } from "../../src/net/net.ts";
+import { CPU_GRANT } from "../../src/ffi/vm.ts";
 
 /** `pub const NAME: type = value;` of `text`, by name. */
 function rustConsts(text: string): Map<string, number> {
@@ -91,4 +94,32 @@ Deno.test("the networking host function's name: src/net/net.ts uses guest/runtim
   const m = /pub const HTTP_FETCH: &str = "([^"]+)";/.exec(rust);
   assert.ok(m, "HTTP_FETCH in guest/runtime/src/host.rs");
   assert.equal(NET_HOST_FUNCTION, m[1]);
+});
+
+Deno.test("CPU grant bits: CPU_GRANT uses rust-vmm's numbers, and bits 1-6 are the compiler's flags", async () => {
+  const cpuid = await Deno.readTextFile(
+    new URL("../../rust-vmm/src/kvm/cpuid.rs", import.meta.url),
+  );
+  const grant: Record<string, number> = {};
+  for (
+    const [, name, shift] of cpuid.matchAll(
+      /pub const (?:GRANT|FEATURE)_([A-Z0-9_]+): u64 = 1 << (\d+);/g,
+    )
+  ) {
+    grant[name] = 1 << Number(shift);
+  }
+  assert.deepEqual(grant, { ...CPU_GRANT });
+  const config = await Deno.readTextFile(
+    new URL("../../guest/wasmtime-runtime/src/engine_config.rs", import.meta.url),
+  );
+  const flags: Record<string, number> = {};
+  for (
+    const [, shift, name] of config.matchAll(/\(1 << (\d+), "has_([a-z0-9]+)", "[a-z0-9.]+"\)/g)
+  ) {
+    flags[name.toUpperCase()] = 1 << Number(shift);
+  }
+  for (const [name, bit] of Object.entries(CPU_GRANT)) {
+    if (name === "AVX_STATE") continue;
+    assert.equal(flags[name], bit, `${name}: grant bit vs the compiler's flag`);
+  }
 });
